@@ -1,0 +1,137 @@
+"""Great Expectations suites on the cleaned tables, run as blocking Dagster asset checks.
+
+Great Expectations 1.x validates pandas frames in an ephemeral context (no files are
+written); it is imported inside the function because it takes seconds to import.
+"""
+
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from assets.specs import AGE_MAX, AGE_MIN, MIN_ITEMS_PER_USER, MOVIELENS_AGE_CODES, DatasetSpec
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """One expectation's result."""
+
+    suite: str
+    expectation: str
+    column: str | None
+    success: bool
+    unexpected_count: int | None
+    details: str
+
+
+def users_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
+    """Expectations on cleaned users: unique ids, ages in bounds, no blank features."""
+    age = (
+        ("ExpectColumnValuesToBeInSet", {"column": "age", "value_set": list(MOVIELENS_AGE_CODES)})
+        if spec.name == "movielens"
+        else ("ExpectColumnValuesToBeBetween", {"column": "age", "min_value": AGE_MIN, "max_value": AGE_MAX})
+    )
+    return [
+        ("ExpectColumnValuesToBeUnique", {"column": "user_id"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
+        age,
+        *[("ExpectColumnValuesToNotBeNull", {"column": f}) for f in spec.user_fields],
+        *[("ExpectColumnValueLengthsToBeBetween", {"column": f, "min_value": 1})
+          for f in spec.user_fields if f != "age"],
+    ]
+
+
+def interactions_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
+    """Expectations on cleaned interactions: ids present, labels in range, no duplicate pairs."""
+    return [
+        ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "label", "min_value": spec.label_min, "max_value": spec.label_max}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["user_id", "item_id"]}),
+    ]
+
+
+def per_user_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
+    """Expectations on per-user counts: at least two items (two clicked items for CTR)."""
+    return [("ExpectColumnMinToBeBetween", {"column": "n_items", "min_value": MIN_ITEMS_PER_USER})]
+
+
+def per_user_counts(interactions: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
+    """Items per user (clicked items for CTR), the frame `per_user_suite` validates."""
+    counted = (pl.col("label") > 0).sum() if spec.task == "ctr" else pl.len()
+    return interactions.group_by("user_id").agg(n_items=counted.cast(pl.Int64))
+
+
+def validate(frame: pl.DataFrame, suite_name: str, expectations: list[tuple[str, dict[str, Any]]]) -> list[ExpectationOutcome]:
+    """Run `expectations` on `frame` with Great Expectations; one outcome per expectation."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas("paml")
+        .add_dataframe_asset(suite_name)
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": frame.to_pandas()})
+    )
+    suite = gx.ExpectationSuite(name=suite_name)
+    for name, kwargs in expectations:
+        suite.add_expectation(getattr(gx.expectations, name)(**kwargs))
+    result = batch.validate(context.suites.add(suite))
+    outcomes = []
+    for item in result.results:
+        config = item.expectation_config
+        kwargs = dict(config.kwargs)
+        column = kwargs.get("column") or ",".join(kwargs.get("column_list", []))
+        observed = item.result.get("observed_value", item.result.get("partial_unexpected_list"))
+        outcomes.append(ExpectationOutcome(
+            suite=suite_name, expectation=config.type, column=column or None, success=bool(item.success),
+            unexpected_count=item.result.get("unexpected_count"),
+            details=f"observed={observed!r}" if not item.exception_info.get("raised_exception") else str(item.exception_info),
+        ))
+    return outcomes
+
+
+def validate_clean_logs(users: pl.DataFrame, interactions: pl.DataFrame, spec: DatasetSpec) -> list[ExpectationOutcome]:
+    """All suites of the cleaning step."""
+    return [
+        *validate(users, "clean_users", users_suite(spec)),
+        *validate(interactions, "clean_interactions", interactions_suite(spec)),
+        *validate(per_user_counts(interactions, spec), "items_per_user", per_user_suite(spec)),
+    ]
+
+
+# -- Dagster asset check -----------------------------------------------------------------
+import dagster as dg  # noqa: E402
+
+from assets.bundle import Bundle  # noqa: E402
+from assets.clean_logs import clean_logs  # noqa: E402
+from assets.specs import spec_for  # noqa: E402
+from pipelines.partitions import dataset_partitions  # noqa: E402
+from pipelines.resources import PamlResource  # noqa: E402
+
+
+@dg.asset_check(
+    asset=clean_logs, blocking=True, partitions_def=dataset_partitions,
+    description="Great Expectations suites on the cleaned users and interactions (outcomes go to DuckDB `checks`).",
+)
+def clean_logs_expectations(context: dg.AssetCheckExecutionContext, clean_logs: Bundle, paml: PamlResource) -> dg.AssetCheckResult:
+    partition = clean_logs.info["dataset"]
+    outcomes = validate_clean_logs(clean_logs.frame("users"), clean_logs.frame("interactions"), spec_for(partition))
+    paml.store().record_checks([
+        {"run_id": context.run.run_id, "asset_key": "clean_logs", "partition": partition,
+         "check_name": f"clean_logs_expectations/{o.suite}", "expectation": o.expectation, "column_name": o.column,
+         "success": o.success, "unexpected_count": o.unexpected_count, "details": o.details[:2000]}
+        for o in outcomes
+    ])
+    failed = [o for o in outcomes if not o.success]
+    return dg.AssetCheckResult(
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"expectations": len(outcomes), "failed": len(failed),
+                  "failures": dg.MetadataValue.json([f"{o.suite}: {o.expectation}({o.column}) {o.details}" for o in failed])},
+    )

@@ -1,0 +1,156 @@
+"""Meta-learning tasks: encoded features as padded tensors with masks, one task per user.
+
+Vocabularies are built from training and validation users' data only; values never
+seen there (including every value only test users have) map to the unknown index.
+Index 0 is padding (empty multi-hot slots, padded items); index 1 is unknown/missing.
+
+Tensors (U users of a split, S/Q = most support/query items of any user in it):
+    item_fields            (N_items + 1, F_item)   int64, row 0 = padding item
+    item_multi__<field>    (N_items + 1, M_field)  int64, 0-padded value lists
+    <split>__user_fields   (U, F_user)             int64
+    <split>__support_items (U, S)  int64 item rows (0 = padding); likewise query_items (U, Q)
+    <split>__support_labels / query_labels  float32;  <split>__support_mask / query_mask  bool
+"""
+
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from assets.specs import DatasetSpec
+from assets.user_splits import SPLIT_NAMES
+
+if TYPE_CHECKING:
+    import torch
+
+PAD_INDEX = 0
+UNKNOWN_INDEX = 1
+FIRST_VALUE_INDEX = 2
+VOCAB_SOURCE_SPLITS = ("train", "val")
+
+
+def build_vocab(values: pl.Series, field: str) -> pl.DataFrame:
+    """Vocabulary of `values` (nulls excluded): most frequent first, ties by value."""
+    counts = (
+        values.drop_nulls().cast(pl.String).value_counts(name="count")
+        .sort(["count", values.name], descending=[True, False])
+    )
+    return pl.DataFrame({
+        "field": field,
+        "value": counts[values.name],
+        "index": pl.int_range(FIRST_VALUE_INDEX, FIRST_VALUE_INDEX + counts.height, eager=True),
+        "count": counts["count"].cast(pl.Int64),
+    }, schema={"field": pl.String, "value": pl.String, "index": pl.Int64, "count": pl.Int64})
+
+
+def encode(values: pl.Expr, vocab: pl.DataFrame) -> pl.Expr:
+    """Map values through `vocab`; unseen or missing values get UNKNOWN_INDEX."""
+    mapping = dict(zip(vocab["value"].to_list(), vocab["index"].to_list()))
+    return values.cast(pl.String).replace_strict(mapping, default=UNKNOWN_INDEX, return_dtype=pl.Int64)
+
+
+def padded(frame: pl.DataFrame, row_col: str, value_col: str, n_rows: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Scatter `value_col` into a (n_rows, max_per_row) array by `row_col`, with a mask."""
+    if frame.height == 0:
+        return np.zeros((n_rows, 0), dtype), np.zeros((n_rows, 0), bool)
+    ordered = frame.sort(row_col).with_columns(_pos=pl.int_range(pl.len()).over(row_col))
+    width = int(ordered["_pos"].max()) + 1
+    values = np.zeros((n_rows, width), dtype)
+    mask = np.zeros((n_rows, width), bool)
+    rows, cols = ordered[row_col].to_numpy(), ordered["_pos"].to_numpy()
+    values[rows, cols] = ordered[value_col].to_numpy().astype(dtype)
+    mask[rows, cols] = True
+    return values, mask
+
+
+def encode_tasks(
+    users: pl.DataFrame, items: pl.DataFrame, splits: dict[str, pl.DataFrame], spec: DatasetSpec
+) -> tuple[dict[str, pl.DataFrame], dict[str, "torch.Tensor"], dict]:
+    """Encode cleaned users/items and the split assignment into task tensors.
+
+    Returns (frames: vocab, items index, users per split; tensors; info with vocab sizes).
+    """
+    import torch
+
+    user_split, item_sets = splits["users"], splits["items"]
+    known_users = user_split.filter(pl.col("split").is_in(VOCAB_SOURCE_SPLITS))
+    known_rows = item_sets.join(known_users, on="user_id", how="semi")
+    known_items = items.join(known_rows.select("item_id").unique(), on="item_id", how="semi")
+    split_users = users.join(user_split, on="user_id", how="inner")
+
+    vocabs = [build_vocab(split_users.filter(pl.col("split").is_in(VOCAB_SOURCE_SPLITS))[f], f) for f in spec.user_fields]
+    vocabs += [build_vocab(known_items[f], f) for f in spec.item_fields]
+    vocabs += [build_vocab(known_items[f].explode(), f) for f in spec.item_multi_fields]
+    vocab = pl.concat(vocabs)
+    by_field = {f: vocab.filter(pl.col("field") == f) for f in vocab["field"].unique().to_list()}
+    empty = pl.DataFrame(schema=vocab.schema)
+
+    used_items = items.join(item_sets.select("item_id").unique(), on="item_id", how="semi").sort("item_id")
+    item_index = used_items.select("item_id", pl.int_range(1, used_items.height + 1, dtype=pl.Int64).alias("row"))
+    tensors: dict[str, torch.Tensor] = {}
+    single = used_items.select(encode(pl.col(f), by_field.get(f, empty)).alias(f) for f in spec.item_fields)
+    item_matrix = single.to_numpy().astype(np.int64).reshape(used_items.height, len(spec.item_fields))
+    tensors["item_fields"] = torch.from_numpy(np.vstack([np.zeros((1, item_matrix.shape[1]), np.int64), item_matrix]))
+    for field in spec.item_multi_fields:
+        exploded = (
+            used_items.with_row_index("row", offset=1)
+            .select(pl.col("row").cast(pl.Int64), field)
+            .explode(field)
+            .drop_nulls(field)
+            .with_columns(code=encode(pl.col(field), by_field.get(field, empty)))
+        )
+        values, _ = padded(exploded, "row", "code", used_items.height + 1, np.int64)
+        tensors[f"item_multi__{field}"] = torch.from_numpy(values)
+
+    frames = {"vocab": vocab, "items": item_index}
+    rows = item_sets.join(item_index, on="item_id", how="inner")
+    for split in SPLIT_NAMES:
+        members = split_users.filter(pl.col("split") == split).sort("user_id").with_row_index("user_row")
+        members = members.with_columns(pl.col("user_row").cast(pl.Int64))
+        frames[f"users__{split}"] = members.select("user_id", "user_row")
+        codes = members.select(encode(pl.col(f), by_field.get(f, empty)).alias(f) for f in spec.user_fields)
+        tensors[f"{split}__user_fields"] = torch.from_numpy(
+            codes.to_numpy().astype(np.int64).reshape(members.height, len(spec.user_fields))
+        )
+        user_rows = rows.join(members.select("user_id", "user_row"), on="user_id", how="inner")
+        for part in ("support", "query"):
+            chosen = user_rows.filter(pl.col("set") == part).sort("user_row", "item_id")
+            item_ids, mask = padded(chosen, "user_row", "row", members.height, np.int64)
+            labels, _ = padded(chosen, "user_row", "label", members.height, np.float32)
+            tensors[f"{split}__{part}_items"] = torch.from_numpy(item_ids)
+            tensors[f"{split}__{part}_labels"] = torch.from_numpy(labels)
+            tensors[f"{split}__{part}_mask"] = torch.from_numpy(mask)
+    info = {
+        "dataset": spec.name,
+        "task": spec.task,
+        "user_fields": list(spec.user_fields),
+        "item_fields": list(spec.item_fields),
+        "item_multi_fields": list(spec.item_multi_fields),
+        "vocab_sizes": {f: FIRST_VALUE_INDEX + by_field.get(f, empty).height for f in
+                        (*spec.user_fields, *spec.item_fields, *spec.item_multi_fields)},
+        "n_items": used_items.height,
+        "n_users": {s: frames[f"users__{s}"].height for s in SPLIT_NAMES},
+    }
+    return frames, tensors, info
+
+
+# -- Dagster asset ---------------------------------------------------------------------
+import dagster as dg  # noqa: E402
+
+from assets.bundle import Bundle  # noqa: E402
+from assets.specs import spec_for  # noqa: E402
+from pipelines.outputs import bundle_output  # noqa: E402
+from pipelines.partitions import dataset_partitions  # noqa: E402
+
+
+@dg.asset(
+    partitions_def=dataset_partitions, group_name="data", kinds={"pytorch", "safetensors"}, code_version="1",
+    description="Encoded meta-learning tasks: padded support/query tensors with masks, vocabularies without test users.",
+)
+def meta_tasks(context: dg.AssetExecutionContext, clean_logs: Bundle, user_splits: Bundle) -> dg.Output[Bundle]:
+    spec = spec_for(context.partition_key)
+    frames, tensors, info = encode_tasks(clean_logs.frame("users"), clean_logs.frame("items"), user_splits.frames, spec)
+    bundle = Bundle(frames=frames, tensors=tensors, info=info)
+    shapes = {name: list(t.shape) for name, t in tensors.items()}
+    return bundle_output(bundle, tensor_shapes=dg.MetadataValue.json(shapes), vocab_sizes=dg.MetadataValue.json(info["vocab_sizes"]))

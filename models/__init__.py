@@ -1,0 +1,1 @@
+"""Pure PyTorch models and meta-learners (no Dagster imports)."""

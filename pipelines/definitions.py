@@ -1,0 +1,34 @@
+"""The one Definitions object: assets, checks, resources, jobs."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.clean_logs import clean_logs
+from assets.cold_start_users import cold_start_users
+from assets.expectations import clean_logs_expectations
+from assets.meta_tasks import meta_tasks
+from assets.raw_logs import raw_logs
+from assets.user_groups import user_groups
+from assets.user_splits import user_splits
+from pipelines.io_manager import LineageIOManager
+from pipelines.jobs import data_job
+from pipelines.resources import default_home, paml_resource
+
+ASSETS = [raw_logs, clean_logs, cold_start_users, user_splits, user_groups, meta_tasks]
+CHECKS = [clean_logs_expectations]
+
+
+def build_resources(home=None, data_dir=None) -> dict:
+    """Resources for a state directory and raw-data directory (defaults: the environment)."""
+    paml = paml_resource(home, data_dir)
+    return {"paml": paml, "io_manager": LineageIOManager(home=paml.home)}
+
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    jobs=[data_job],
+    resources=build_resources(),
+    executor=dg.in_process_executor,
+)

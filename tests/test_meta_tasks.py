@@ -1,0 +1,54 @@
+"""Task encoding: vocabularies without test users, OOV, padding and masks."""
+
+import polars as pl
+import torch
+
+from assets.meta_tasks import PAD_INDEX, UNKNOWN_INDEX, build_vocab, encode_tasks
+from assets.specs import DatasetSpec
+
+SPEC = DatasetSpec(name="toy", task="rating", user_fields=("city",), item_fields=("brand",),
+                   item_multi_fields=("tags",), tagging_fields=("city",), label_min=1, label_max=5)
+
+
+def toy_inputs():
+    users = pl.DataFrame({"user_id": ["a", "b", "t"], "city": ["rome", "oslo", "lima"]})
+    items = pl.DataFrame({"item_id": ["i1", "i2", "i3"], "brand": ["acme", None, "zeta"],
+                          "tags": [["x", "y"], ["y"], ["q"]]})
+    split_users = pl.DataFrame({"user_id": ["a", "b", "t"], "split": ["train", "val", "test"]})
+    split_items = pl.DataFrame({
+        "user_id": ["a", "a", "a", "b", "b", "t", "t"],
+        "item_id": ["i1", "i2", "i1", "i2", "i1", "i3", "i1"],
+        "label": [5.0, 3.0, 5.0, 4.0, 2.0, 1.0, 3.0],
+        "set": ["support", "support", "query", "support", "query", "support", "query"],
+    }).unique(["user_id", "item_id", "set"], maintain_order=True)
+    return users, items, {"users": split_users, "items": split_items}
+
+
+def test_vocab_is_frequency_ordered_from_index_two():
+    vocab = build_vocab(pl.Series("v", ["b", "a", "b", None, "c", "a", "b"]), "f")
+    assert vocab.select("value", "index").rows() == [("b", 2), ("a", 3), ("c", 4)]
+
+
+def test_test_only_values_map_to_unknown_and_padding_is_zero():
+    frames, tensors, info = encode_tasks(*toy_inputs(), SPEC)
+    vocab = frames["vocab"]
+    assert "lima" not in vocab["value"].to_list()  # only the test user lives in lima
+    assert "zeta" not in vocab["value"].to_list() and "q" not in vocab["value"].to_list()  # i3: test users only
+    assert tensors["test__user_fields"].tolist() == [[UNKNOWN_INDEX]]
+    item_row = dict(frames["items"].iter_rows())
+    assert tensors["item_fields"][item_row["i3"]].tolist() == [UNKNOWN_INDEX]
+    assert tensors["item_fields"][item_row["i2"]].tolist() == [UNKNOWN_INDEX]  # missing brand
+    assert tensors["item_fields"][PAD_INDEX].tolist() == [PAD_INDEX]
+    assert info["vocab_sizes"] == {"city": 4, "brand": 3, "tags": 4}
+
+
+def test_support_query_tensors_are_padded_with_masks():
+    frames, tensors, _ = encode_tasks(*toy_inputs(), SPEC)
+    rows = dict(frames["items"].iter_rows())
+    assert tensors["train__support_items"].tolist() == [[rows["i1"], rows["i2"]]]
+    assert tensors["train__support_labels"].tolist() == [[5.0, 3.0]]
+    assert tensors["train__query_mask"].tolist() == [[True]]
+    multi = tensors["item_multi__tags"]
+    assert multi.shape == (4, 2)
+    assert multi[rows["i2"]].tolist()[1] == PAD_INDEX
+    assert all(t.dtype in (torch.int64, torch.float32, torch.bool) for t in tensors.values())

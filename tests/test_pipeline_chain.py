@@ -1,0 +1,123 @@
+"""The data chain through real Dagster runs, with lineage, rejected rows and checks in DuckDB."""
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from pipelines.definitions import ASSETS, CHECKS, build_resources, defs
+from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL
+from pipelines.store import LineageStore, PartitionNotBuiltError
+from tests.fixtures import good_ml_users, ml_ratings_for, movielens_dir
+
+N_USERS = 40
+
+
+@pytest.fixture(scope="module")
+def ml_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("raw")
+    users = good_ml_users(N_USERS) + ["99::M::25::7::1234567"]  # garbled zip
+    ratings = []
+    for user in range(1, N_USERS + 1):
+        items = (1, 2, 3) if user % 3 else (1, 2)  # varying log counts for the Pareto cut
+        ratings += ml_ratings_for(range(user, user + 1), items)
+    return movielens_dir(root, users, ratings + ["99::1::4::978300000", "99::2::4::978300000"])
+
+
+def run_chain(home: Path, data: Path, partition: str = "movielens", selection=None) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        ASSETS + CHECKS, selection=selection, partition_key=partition, resources=build_resources(home, data),
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, ml_data):
+    home = tmp_path_factory.mktemp("home")
+    result = run_chain(home, ml_data)
+    return home, result
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+    assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} >= {
+        "raw_logs", "clean_logs", "cold_start_users", "user_splits", "user_groups", "meta_tasks"}
+
+
+def test_chain_writes_artifacts_runs_and_mirrors(built):
+    home, result = built
+    assert result.success
+    store = LineageStore(home)
+    artifacts = store.query("SELECT asset_key, run_id, n_rows, code_version FROM artifacts WHERE kind = 'bundle'")
+    assert sorted(artifacts["asset_key"]) == sorted(a.key.to_user_string() for a in ASSETS)
+    assert set(artifacts["run_id"]) == {result.run_id}
+    assert artifacts["code_version"].to_list() == ["1"] * len(ASSETS)
+    assert store.query("SELECT n_artifacts FROM runs WHERE run_id = ?", [result.run_id]).item() == len(ASSETS)
+    rejected = store.query("SELECT * FROM rejected_rows")
+    assert rejected.filter(pl.col("reason") == "garbled zip code")["record_id"].to_list() == ["99"]
+    assert set(store.query("SELECT split FROM user_splits")["split"]) == {"train", "val", "test"}
+    checks = store.query("SELECT success FROM checks WHERE run_id = ?", [result.run_id])
+    assert checks.height >= 8 and checks["success"].all()
+
+
+def test_lineage_walks_from_tasks_back_to_raw_files(built):
+    home, _ = built
+    store = LineageStore(home)
+    tasks_id = store.query(LATEST_SQL, ["meta_tasks", "movielens"]).item()
+    ancestors = store.query(ANCESTORS_SQL, [tasks_id])
+    raw = ancestors.filter(pl.col("kind") == "raw_file")
+    assert sorted(Path(p).name for p in raw["location"]) == ["movies.dat", "movies_extrainfos.dat", "ratings.dat", "users.dat"]
+    assert set(ancestors["asset_key"]) >= {"meta_tasks", "user_splits", "cold_start_users", "clean_logs", "raw_logs"}
+    # shortest path: meta_tasks <- clean_logs <- raw_logs <- files
+    assert raw["depth"].to_list() == [3, 3, 3, 3]
+    assert ancestors.filter(pl.col("asset_key") == "cold_start_users")["depth"].item() == 2
+
+
+def test_rerun_gives_same_content_hashes(built, ml_data, tmp_path):
+    home, _ = built
+    again = run_chain(tmp_path, ml_data)
+    assert again.success
+    first = LineageStore(home).query("SELECT asset_key, content_hash FROM artifacts WHERE kind='bundle' ORDER BY asset_key")
+    second = LineageStore(tmp_path).query("SELECT asset_key, content_hash FROM artifacts WHERE kind='bundle' ORDER BY asset_key")
+    assert first.equals(second)
+
+
+def test_data_version_equals_duckdb_hash(built):
+    home, result = built
+    events = result.get_asset_materialization_events()
+    versions = {e.asset_key.to_user_string(): e.materialization.tags["dagster/data_version"] for e in events}
+    stored = dict(LineageStore(home).query("SELECT asset_key, content_hash FROM artifacts WHERE kind='bundle'").iter_rows())
+    assert versions == stored
+
+
+def test_never_built_partition_names_it_and_how_to_build(built, ml_data):
+    home, _ = built
+    from assets.meta_tasks import meta_tasks
+
+    result = run_chain(home, ml_data, partition="bookcrossing", selection=[meta_tasks])
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    text = error.to_string()
+    assert "PartitionNotBuiltError" in text or "never been built" in text
+    assert "'clean_logs' partition 'bookcrossing' has never been built" in text
+    assert "--partition bookcrossing" in text
+    with pytest.raises(PartitionNotBuiltError):
+        LineageStore(home).latest("meta_tasks", "taobao")
+
+
+def test_expectations_fail_on_bad_rows():
+    from assets.expectations import validate_clean_logs
+    from assets.specs import SPECS
+
+    users = pl.DataFrame({"user_id": ["1", "1"], "age": [30, 200], "city": ["a", "b"], "state": ["s", "s"], "country": ["c", ""]})
+    interactions = pl.DataFrame({"user_id": ["1", "1", "2"], "item_id": ["x", "x", "y"], "label": [5.0, 11.0, 3.0]})
+    failed = {(o.suite, o.expectation, o.column) for o in validate_clean_logs(users, interactions, SPECS["bookcrossing"]) if not o.success}
+    assert failed == {
+        ("clean_users", "expect_column_values_to_be_unique", "user_id"),
+        ("clean_users", "expect_column_values_to_be_between", "age"),
+        ("clean_users", "expect_column_value_lengths_to_be_between", "country"),
+        ("clean_interactions", "expect_column_values_to_be_between", "label"),
+        ("clean_interactions", "expect_compound_columns_to_be_unique", "user_id,item_id"),
+        ("items_per_user", "expect_column_min_to_be_between", "n_items"),
+    }

@@ -1,0 +1,74 @@
+"""Pareto selection, splits, major/minor tagging: hand-derived expectations."""
+
+import math
+
+import numpy as np
+import polars as pl
+
+from assets.cold_start_users import select_cold_start
+from assets.user_groups import feature_concentration, tag_users, top_values
+from assets.user_splits import assign_support_query, assign_user_splits, split_boundaries, user_splits_for
+
+
+def interactions_for(counts: dict[str, int]) -> pl.DataFrame:
+    rows = [(u, f"i{k}", float(1 + k % 5)) for u, n in counts.items() for k in range(n)]
+    return pl.DataFrame(rows, schema=["user_id", "item_id", "label"], orient="row")
+
+
+def test_pareto_selection_takes_fewest_logs_with_id_tie_break():
+    counts = {"a": 5, "b": 2, "c": 2, "d": 9, "e": 3}
+    cold = select_cold_start(interactions_for(counts), share=0.8)
+    # floor(0.8 * 5) = 4 users: b, c (2 logs, ties by id), e (3), a (5); d (9) is not cold-start.
+    assert cold.filter("is_cold_start")["user_id"].to_list() == ["b", "c", "e", "a"]
+    assert cold.filter(~pl.col("is_cold_start"))["user_id"].to_list() == ["d"]
+
+
+def test_user_split_proportions_disjoint_and_deterministic():
+    ids = [f"u{i:04d}" for i in range(1000)]
+    split = assign_user_splits(ids, seed=7)
+    sizes = dict(split.group_by("split").len().iter_rows())
+    assert sizes == {"train": 700, "val": 100, "test": 200}
+    assert split["user_id"].n_unique() == 1000  # each user in exactly one split
+    assert split.equals(assign_user_splits(list(reversed(ids)), seed=7))  # input order is irrelevant
+    assert not split.equals(assign_user_splits(ids, seed=8))
+    assert split_boundaries(10) == [7, 8, 10]
+
+
+def test_support_query_split_80_20_per_user():
+    counts = {"a": 10, "b": 2, "c": 5, "d": 1}
+    sets = assign_support_query(interactions_for(counts), seed=3)
+    per_user = sets.group_by("user_id").agg(q=(pl.col("set") == "query").sum(), n=pl.len()).sort("user_id")
+    # round(0.2 n), at least 1, leaving at least one support item
+    assert per_user.select("user_id", "q").rows() == [("a", 2), ("b", 1), ("c", 1), ("d", 0)]
+    assert sets.equals(assign_support_query(interactions_for(counts), seed=3))
+
+
+def test_user_splits_cover_only_cold_start_users():
+    counts = {f"u{i}": 2 + i for i in range(20)}
+    interactions = interactions_for(counts)
+    frames = user_splits_for(select_cold_start(interactions), interactions, seed=0)
+    assert frames["users"].height == 16
+    assert set(frames["items"]["user_id"].unique()) == set(frames["users"]["user_id"])
+    assert frames["items"].height == sum(sorted(counts.values())[:16])
+
+
+def test_top_values_take_ceil_30_percent_with_value_tie_break():
+    users = pl.DataFrame({"f": ["x", "x", "y", "y", "z", "w", "v"]})
+    # 5 distinct values -> ceil(1.5) = 2 top values; x and y tie at 2 users, then z, w, v at 1.
+    assert top_values(users, "f")["value"].to_list() == ["x", "y"]
+    assert math.isclose(feature_concentration(users, ("f",))["share_top"].item(), 4 / 7)
+
+
+def test_major_needs_more_than_two_top_features():
+    # Feature a: values p (3 users) q r -> top = {p}; likewise b: {s}; c: {t}; d: {u}.
+    users = pl.DataFrame({
+        "user_id": ["1", "2", "3", "4", "5"],
+        "a": ["p", "p", "p", "q", "r"],
+        "b": ["s", "s", "s", "k", "m"],
+        "c": ["t", "t", "o", "t", "n"],
+        "d": ["u", "h", "j", "u", "u"],
+    })
+    tagged = tag_users(users, users, ("a", "b", "c", "d"))
+    assert tagged["n_top_features"].to_list() == [4, 3, 2, 2, 1]
+    assert tagged["group"].to_list() == ["major", "major", "minor", "minor", "minor"]
+    assert np.isclose((tagged["group"] == "major").mean(), 0.4)
