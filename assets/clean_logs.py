@@ -178,12 +178,13 @@ def clean_interactions(
         dup_key = ["user_id", "item_id", "ts", "label"]
     else:
         dup_key = ["user_id", "item_id"]
-    frame = frame.with_columns(_first_line=pl.col("line").min().over([*dup_key, "source_file"]))
     for bad, reason, value in steps:
         frame, dropped = split_by(frame, bad, reason, value, "record", name)
         rejected.append(dropped)
-    frame = frame.with_columns(_first=pl.struct("source_file", "line").rank("ordinal").over(dup_key))
-    frame, dropped = split_by(frame, pl.col("_first") > 1, "duplicate " + "/".join(dup_key), pl.col("record"), "record", name)
+    # Rows are in file and line order, so the first occurrence of a key is the one kept.
+    frame, dropped = split_by(
+        frame, ~pl.struct(dup_key).is_first_distinct(), "duplicate " + "/".join(dup_key), pl.col("record"), "record", name
+    )
     rejected.append(dropped)
     frame = frame.select("source_file", "line", "user_id", "item_id", pl.col("_label").alias("label"), pl.col("_ts").alias("ts"))
     if spec.task == "ctr":

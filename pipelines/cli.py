@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import polars as pl
 
@@ -26,9 +27,12 @@ def run_data_job(dataset: str) -> str:
     from pipelines.definitions import defs
 
     ensure_dagster_home()
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def("data_job").execute_in_process(
-            partition_key=dataset, instance=instance, raise_on_error=True
+            partition_key=dataset, instance=instance, raise_on_error=True, run_config=quiet
         )
     return result.run_id
 
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--dataset", default="taobao", choices=["taobao", "movielens", "bookcrossing"])
     sql = commands.add_parser("sql", help="run a read-only SQL query on the DuckDB store")
     sql.add_argument("query")
+    stats = commands.add_parser("stats", help="Markdown counts per step, rejections and Table 1 per dataset")
+    stats.add_argument("datasets", nargs="+")
     args = parser.parse_args(argv)
     if args.command == "demo":
         print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}")
@@ -78,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
         pl.Config.set_tbl_rows(50)
         print(LineageStore(default_home()).query(args.query))
+    elif args.command == "stats":
+        from pipelines.stats import data_report
+        from pipelines.store import LineageStore
+
+        print(data_report(LineageStore(default_home()), args.datasets))
     return 0
 
 

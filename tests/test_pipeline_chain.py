@@ -121,3 +121,17 @@ def test_expectations_fail_on_bad_rows():
         ("clean_interactions", "expect_compound_columns_to_be_unique", "user_id,item_id"),
         ("items_per_user", "expect_column_min_to_be_between", "n_items"),
     }
+
+
+def test_failing_check_blocks_downstream_assets(tmp_path, ml_data, monkeypatch):
+    import assets.expectations as expectations
+
+    # Tighten the real suite past what the data has: at least 1000 items per user.
+    monkeypatch.setattr(expectations, "per_user_suite",
+                        lambda spec: [("ExpectColumnMinToBeBetween", {"column": "n_items", "min_value": 1000})])
+    result = run_chain(tmp_path, ml_data)
+    assert not result.success
+    made = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert made == {"raw_logs", "clean_logs"}
+    failed = LineageStore(tmp_path).query("SELECT expectation FROM checks WHERE NOT success")
+    assert failed["expectation"].to_list() == ["expect_column_min_to_be_between"]

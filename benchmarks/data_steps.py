@@ -1,0 +1,106 @@
+"""Benchmark of the data steps: wall time and peak resident memory, per dataset.
+
+Each dataset runs in a fresh subprocess so its peak RSS is its own. Steps are the pure
+functions behind the assets (no Dagster, no DuckDB), in pipeline order. Usage:
+
+    python -m benchmarks.data_steps [--users 1000000] [--only movielens|taobao]
+
+ML-1M is read from PAML_DATA_DIR (default ../shared/data); it is skipped when absent.
+Results print as Markdown and are written to benchmarks/out/data_steps.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_steps(dataset: str, data_dir: Path, users: int) -> list[dict]:
+    """Run every data step once; return one row per step with seconds and peak RSS so far."""
+    from assets.clean_logs import clean_logs_from_raw
+    from assets.cold_start_users import select_cold_start
+    from assets.meta_tasks import encode_tasks
+    from assets.raw_files import read_movielens, read_taobao
+    from assets.specs import SPECS
+    from assets.taobao_generator import GeneratorConfig, generate
+    from assets.user_groups import user_groups_for
+    from assets.user_splits import user_splits_for
+
+    rows: list[dict] = []
+
+    def timed(step: str, fn):
+        start = time.perf_counter()
+        value = fn()
+        rows.append({"dataset": dataset, "step": step, "seconds": round(time.perf_counter() - start, 2),
+                     "peak_rss_mb": round(peak_rss_mb())})
+        return value
+
+    spec = SPECS[dataset]
+    if dataset == "taobao":
+        directory = Path(tempfile.mkdtemp()) / "taobao"
+        config = GeneratorConfig(seed=0, n_users=users, n_items=max(2000, users // 50))
+        timed(f"generate ({users:,} users)", lambda: generate(directory, config))
+        raw = timed("read raw files", lambda: read_taobao(directory))
+    else:
+        raw = timed("read raw files", lambda: read_movielens(data_dir))
+    rows[-1]["rows"] = raw.frame("interactions").height
+    clean = timed("clean (validated cleaning)", lambda: clean_logs_from_raw(raw, spec))
+    rows[-1]["rows"] = clean.frame("interactions").height
+    del raw
+    cold = timed("Pareto cold-start selection", lambda: select_cold_start(clean.frame("interactions")))
+    splits = timed("user and support/query splits", lambda: user_splits_for(cold, clean.frame("interactions"), 0))
+    timed("major/minor tagging", lambda: user_groups_for(clean.frame("users"), cold, spec.tagging_fields, clean.frames.get("truth")))
+    timed("encode task tensors", lambda: encode_tasks(clean.frame("users"), clean.frame("items"), splits, spec))
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| dataset | step | seconds | peak RSS so far (MiB) | rows |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dataset']} | {r['step']} | {r['seconds']} | {r['peak_rss_mb']} | {r.get('rows', '')} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=1_000_000, help="synthetic taobao users")
+    parser.add_argument("--only", choices=["movielens", "taobao"])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    data_dir = Path(os.environ.get("PAML_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if args.child:
+        print(json.dumps(run_steps(args.only, data_dir, args.users)))
+        return 0
+    datasets = [args.only] if args.only else ["movielens", "taobao"]
+    rows = []
+    for dataset in datasets:
+        if dataset == "movielens" and not (data_dir / "ml-1m" / "ratings.dat").is_file():
+            print(f"skipping movielens: no ml-1m/ratings.dat under {data_dir} (set PAML_DATA_DIR)")
+            continue
+        out = subprocess.run([sys.executable, "-m", "benchmarks.data_steps", "--child", "--only", dataset,
+                              "--users", str(args.users)], capture_output=True, text=True, check=True)
+        rows += json.loads(out.stdout.strip().splitlines()[-1])
+    machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    OUT.mkdir(exist_ok=True)
+    (OUT / "data_steps.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    print(f"machine: {machine}\n\n{markdown(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
