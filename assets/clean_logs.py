@@ -10,6 +10,7 @@ source file, line, id, reason and offending value: nothing is silently lost.
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from assets.bundle import Bundle
@@ -41,21 +42,46 @@ class CleaningRules:
     min_items: int = MIN_ITEMS_PER_USER
 
 
-def split_by(
-    frame: pl.DataFrame, bad: pl.Expr, reason: pl.Expr | str, value: pl.Expr, id_col: str, dataset: str
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split `frame` into (kept, rejected rows in REJECTED_SCHEMA) by the boolean `bad`."""
-    flagged = frame.with_columns(_bad=bad.fill_null(True))
-    reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
-    rejected = flagged.filter(pl.col("_bad")).select(
+Rule = tuple[pl.Expr, str, pl.Expr]  # (row is bad, reason, offending value)
+
+
+def rejected_rows(frame: pl.DataFrame, reason: pl.Expr, value: pl.Expr, record_id: pl.Expr, dataset: str) -> pl.DataFrame:
+    """Rows of `frame` in REJECTED_SCHEMA (ids and values are built only for rejected rows)."""
+    return frame.select(
         pl.lit(dataset).alias("dataset"),
         "source_file",
         "line",
-        pl.col(id_col).cast(pl.String).alias("record_id"),
-        reason_expr.cast(pl.String).alias("reason"),
+        record_id.cast(pl.String).alias("record_id"),
+        reason.cast(pl.String).alias("reason"),
         value.cast(pl.String).alias("value"),
-    )
-    return flagged.filter(~pl.col("_bad")).drop("_bad"), rejected.cast(REJECTED_SCHEMA)
+    ).cast(REJECTED_SCHEMA)
+
+
+def split_by_rules(
+    frame: pl.DataFrame, rules: list[Rule], record_id: pl.Expr, dataset: str, drop: tuple[str, ...] = ()
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split `frame` into (kept, rejected) in one pass; a row is charged to its first failing rule.
+
+    A rule that evaluates to null (e.g. a comparison on a missing value) counts as failed.
+    Columns in `drop` are left out of the kept rows without being copied.
+    """
+    if not rules:
+        return frame.drop(*drop), rejected_rows(frame.clear(), pl.lit(""), pl.lit(""), record_id, dataset)
+    # First pass over all rows computes only a small rule index; reasons and offending values
+    # (strings) are built for the rejected rows alone.
+    rule_index = pl.when(rules[0][0].fill_null(True)).then(pl.lit(0, dtype=pl.UInt8))
+    for index, (bad, _, _) in enumerate(rules[1:], start=1):
+        rule_index = rule_index.when(bad.fill_null(True)).then(pl.lit(index, dtype=pl.UInt8))
+    flagged = frame.with_columns(_rule=rule_index.otherwise(None))
+    failed = flagged.filter(pl.col("_rule").is_not_null())
+    value = pl.when(pl.col("_rule") == 0).then(rules[0][2].cast(pl.String))
+    for index, (_, _, offending) in enumerate(rules[1:], start=1):
+        value = value.when(pl.col("_rule") == index).then(offending.cast(pl.String))
+    reasons = {index: text for index, (_, text, _) in enumerate(rules)}
+    reason = pl.col("_rule").replace_strict(reasons, return_dtype=pl.String)
+    rejected = rejected_rows(failed, reason, value.otherwise(None), record_id, dataset)
+    kept = flagged.lazy().filter(pl.col("_rule").is_null()).drop("_rule", *drop).collect()
+    return kept, rejected
 
 
 def is_placeholder(column: str) -> pl.Expr:
@@ -63,17 +89,13 @@ def is_placeholder(column: str) -> pl.Expr:
     return pl.col(column).is_null() | pl.col(column).str.strip_chars().str.to_lowercase().is_in(PLACEHOLDERS)
 
 
-def is_garbled_place(column: str) -> pl.Expr:
-    """True where a place name is blank, a placeholder, mojibake, or has non-name characters."""
-    text = pl.col(column).str.strip_chars()
-    return is_placeholder(column) | text.str.contains(MOJIBAKE) | ~text.str.contains(PLACE_NAME)
-
-
-def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[tuple[pl.Expr, str, pl.Expr]]:
+def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[Rule]:
     """The per-user rules of `spec`'s dataset as (bad, reason, offending value), in order."""
     age_text = pl.col("age").str.strip_chars()
     age = age_text.cast(pl.Int64, strict=False)
-    checks: list[tuple[pl.Expr, str, pl.Expr]] = [
+    checks: list[Rule] = [
+        (pl.col("user_id").is_duplicated() & (pl.col("line") != pl.col("line").min().over("user_id")),
+         "duplicate user_id", pl.col("user_id")),
         (is_placeholder("age"), "age missing", pl.col("age")),
         (age.is_null(), "age not an integer", pl.col("age")),
     ]
@@ -112,16 +134,8 @@ def _garbled(text: pl.Expr) -> pl.Expr:
 
 
 def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Apply the user rules in order; return (users with typed features, rejected frames)."""
-    rejected = []
-    kept, dup = split_by(
-        users, pl.col("user_id").is_duplicated() & (pl.col("line") != pl.col("line").min().over("user_id")),
-        "duplicate user_id", pl.col("user_id"), "user_id", spec.name,
-    )
-    rejected.append(dup)
-    for bad, reason, value in user_rules(spec, rules):
-        kept, dropped = split_by(kept, bad, reason, value, "user_id", spec.name)
-        rejected.append(dropped)
+    """Apply the user rules; return (users with typed features, rejected frames)."""
+    kept, rejected = split_by_rules(users, user_rules(spec, rules), pl.col("user_id"), spec.name)
     if spec.name == "bookcrossing":
         parts = pl.col("location").str.split(",")
         kept = kept.with_columns(
@@ -132,15 +146,13 @@ def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) ->
     columns = ["source_file", "line", "user_id", *spec.user_fields]
     return kept.select(columns).with_columns(
         pl.col(f).cast(pl.String).str.strip_chars() for f in spec.user_fields if f != "age"
-    ), rejected
+    ), [rejected]
 
 
 def clean_items(items: pl.DataFrame, spec: DatasetSpec) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Drop duplicate item ids; blank item fields become null (encoded as missing later)."""
-    kept, dup = split_by(
-        items, pl.col("item_id").is_duplicated() & (pl.col("line") != pl.col("line").min().over("item_id")),
-        "duplicate item_id", pl.col("item_id"), "item_id", spec.name,
-    )
+    duplicate = pl.col("item_id").is_duplicated() & (pl.col("line") != pl.col("line").min().over("item_id"))
+    kept, dup = split_by_rules(items, [(duplicate, "duplicate item_id", pl.col("item_id"))], pl.col("item_id"), spec.name)
     single = [
         pl.when(is_placeholder(f) | (pl.col(f).str.strip_chars() == "0")).then(None).otherwise(pl.col(f).str.strip_chars()).alias(f)
         if f == "year" else
@@ -150,46 +162,66 @@ def clean_items(items: pl.DataFrame, spec: DatasetSpec) -> tuple[pl.DataFrame, l
     return kept.select("source_file", "line", "item_id", *single, *spec.item_multi_fields), [dup]
 
 
+def repeated_rows(frame: pl.DataFrame, keys: list[str]) -> pl.Series:
+    """True for every row whose `keys` equal those of an earlier row (rows in file order).
+
+    Hashes the keys first and compares exactly only rows whose hash repeats: an exact
+    distinct-check over tens of millions of string rows costs several GB, the hash 8 bytes a row.
+    """
+    hashes = frame.select(pl.struct(keys).hash(seed=0)).to_series()
+    suspects = hashes.filter(hashes.is_duplicated()).unique()
+    candidates = frame.select(keys).with_row_index("_row").filter(hashes.is_in(suspects.implode()))
+    repeated_at = candidates.filter(~pl.struct(keys).is_first_distinct())["_row"].to_numpy()
+    flags = np.zeros(frame.height, dtype=bool)
+    flags[repeated_at] = True
+    return pl.Series("_repeated", flags)
+
+
+RECORD_ID = pl.concat_str(["user_id", "item_id"], separator="|")  # an interaction's id in rejected_rows
+
+
 def clean_interactions(
     interactions: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame, raw_user_ids: pl.Series, spec: DatasetSpec
 ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Type-check labels and timestamps, drop duplicates and rows of unknown or dropped users/items."""
-    name = spec.name
-    rejected = []
+    """Type-check labels and timestamps, drop duplicates and rows of unknown or dropped users/items.
+
+    Two passes over the (possibly tens of millions of) rows: the row rules, then duplicates
+    among the survivors; neither copies the frame more than once.
+    """
+    label = pl.col("_label")
     frame = interactions.with_columns(
-        record=pl.concat_str(["user_id", "item_id"], separator="|"),
         _label=pl.col("label").str.strip_chars().cast(pl.Float64, strict=False),
         _ts=pl.col("ts").str.strip_chars().cast(pl.Int64, strict=False),
     )
-    steps: list[tuple[pl.Expr, str, pl.Expr]] = [
-        (pl.col("_label").is_null() | pl.col("_label").is_nan(), "label not a number", pl.col("label")),
-        ((pl.col("_label") == 0) if name == "bookcrossing" else pl.lit(False),
+    row_rules: list[Rule] = [
+        (label.is_null() | label.is_nan(), "label not a number", pl.col("label")),
+        ((label == 0) if spec.name == "bookcrossing" else pl.lit(False),
          "implicit rating 0 (not an explicit 1-10 rating)", pl.col("label")),
-        ((pl.col("_label") < spec.label_min) | (pl.col("_label") > spec.label_max) | (pl.col("_label") != pl.col("_label").round()),
+        ((label < spec.label_min) | (label > spec.label_max) | (label != label.round()),
          f"label outside {{{spec.label_min:g}..{spec.label_max:g}}}", pl.col("label")),
         (pl.col("ts").is_not_null() & pl.col("_ts").is_null(), "timestamp not an integer", pl.col("ts")),
         (~pl.col("user_id").is_in(raw_user_ids.implode()), "unknown user_id", pl.col("user_id")),
         (~pl.col("user_id").is_in(users["user_id"].implode()), "user dropped by cleaning", pl.col("user_id")),
         (~pl.col("item_id").is_in(items["item_id"].implode()), "unknown item_id", pl.col("item_id")),
     ]
+    # The raw label and time strings are only needed as offending values of rejected rows.
+    frame, rejected_rules = split_by_rules(frame, row_rules, RECORD_ID, spec.name, drop=("label", "ts"))
     if spec.task == "ctr":
         # An impression log may show the same (user, item, time, click) line twice: a logging
         # duplicate. Repeated impressions at other times are real and are merged below.
-        dup_key = ["user_id", "item_id", "ts", "label"]
+        dup_key, dup_name = ["user_id", "item_id", "_ts", "_label"], "user_id/item_id/ts/label"
     else:
-        dup_key = ["user_id", "item_id"]
-    for bad, reason, value in steps:
-        frame, dropped = split_by(frame, bad, reason, value, "record", name)
-        rejected.append(dropped)
+        dup_key, dup_name = ["user_id", "item_id"], "user_id/item_id"
     # Rows are in file and line order, so the first occurrence of a key is the one kept.
-    frame, dropped = split_by(
-        frame, ~pl.struct(dup_key).is_first_distinct(), "duplicate " + "/".join(dup_key), pl.col("record"), "record", name
-    )
-    rejected.append(dropped)
-    frame = frame.select("source_file", "line", "user_id", "item_id", pl.col("_label").alias("label"), pl.col("_ts").alias("ts"))
+    frame = frame.with_columns(repeated_rows(frame, dup_key))
+    value = pl.concat_str(pl.col("_ts").cast(pl.String), pl.col("_label").cast(pl.String), separator=",", ignore_nulls=True) \
+        if spec.task == "ctr" else RECORD_ID
+    duplicate = (pl.col("_repeated"), f"duplicate {dup_name}", value)
+    frame, rejected_dups = split_by_rules(frame, [duplicate], RECORD_ID, spec.name, drop=("_repeated",))
+    frame = frame.rename({"_label": "label", "_ts": "ts"})
     if spec.task == "ctr":
         frame = merge_impressions(frame)
-    return frame, rejected
+    return frame, [rejected_rules, rejected_dups]
 
 
 def merge_impressions(frame: pl.DataFrame) -> pl.DataFrame:
@@ -213,16 +245,11 @@ def drop_thin_users(
     counts = interactions.group_by("user_id").agg(n=n_items.cast(pl.Int64))
     unit = "clicked items" if spec.task == "ctr" else "items"
     users = users.join(counts, on="user_id", how="left").with_columns(pl.col("n").fill_null(0))
-    users, dropped_users = split_by(
-        users, pl.col("n") < rules.min_items, f"fewer than {rules.min_items} {unit}", pl.col("n"), "user_id", spec.name
-    )
-    keep_ids = users["user_id"].implode()
-    interactions, dropped_rows = split_by(
-        interactions.with_columns(record=pl.concat_str(["user_id", "item_id"], separator="|")),
-        ~pl.col("user_id").is_in(keep_ids), f"user has fewer than {rules.min_items} {unit}",
-        pl.col("user_id"), "record", spec.name,
-    )
-    return users.drop("n"), interactions.drop("record"), [dropped_users, dropped_rows]
+    too_few = (pl.col("n") < rules.min_items, f"fewer than {rules.min_items} {unit}", pl.col("n"))
+    users, dropped_users = split_by_rules(users, [too_few], pl.col("user_id"), spec.name)
+    orphaned = (~pl.col("user_id").is_in(users["user_id"].implode()), f"user has fewer than {rules.min_items} {unit}", pl.col("user_id"))
+    interactions, dropped_rows = split_by_rules(interactions, [orphaned], RECORD_ID, spec.name)
+    return users.drop("n"), interactions, [dropped_users, dropped_rows]
 
 
 def malformed_rejections(malformed: pl.DataFrame, dataset: str) -> pl.DataFrame:
