@@ -32,12 +32,19 @@ def recall(found: torch.Tensor, truth: torch.Tensor) -> float:
     return hits / truth.numel()
 
 
+def synced_search(memory: UserMemory, queries: torch.Tensor) -> torch.Tensor:
+    found = memory.search(queries)
+    if found.is_cuda:
+        torch.cuda.synchronize()  # kernels are asynchronous: time their completion
+    return found
+
+
 def timed_search(memory: UserMemory, queries: torch.Tensor, repeats: int) -> tuple[torch.Tensor, float]:
     """Best-of-`repeats` seconds for one batched search (the index is already built)."""
-    found, best = memory.search(queries), float("inf")
+    found, best = synced_search(memory, queries), float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        found = memory.search(queries)
+        found = synced_search(memory, queries)
         best = min(best, time.perf_counter() - start)
     return found, best
 
@@ -46,25 +53,28 @@ def single_query_us(memory: UserMemory, queries: torch.Tensor) -> float:
     """Mean microseconds per search of one user at a time (batch of 1), the per-task case."""
     start = time.perf_counter()
     for q in queries:
-        memory.search(q.unsqueeze(0))
+        synced_search(memory, q.unsqueeze(0))
     return 1e6 * (time.perf_counter() - start) / len(queries)
 
 
-def run(sizes: list[int], n_queries: int, k: int, dim: int, checks: list[int], trees: int, repeats: int) -> list[dict]:
+def run(sizes: list[int], n_queries: int, k: int, dim: int, checks: list[int], trees: int, repeats: int,
+        device: str = "cpu") -> list[dict]:
     rows = []
     for size in sizes:
         generator = torch.Generator().manual_seed(size)
         stored = torch.randn(size, dim, generator=generator)
         queries = torch.randn(n_queries, dim, generator=generator)
-        exact = UserMemory(dim, MemoryConfig(capacity=size, k=k))
-        exact.insert(stored, torch.zeros(size))
-        truth, seconds = timed_search(exact, queries, repeats)
-        rows.append({"stored": size, "backend": "exact", "checks": "", "recall": 1.0, "build_ms": 0.0,
+        exact = UserMemory(dim, MemoryConfig(capacity=size, k=k), device=device)
+        exact.insert(stored.to(device), torch.zeros(size, device=device))
+        truth, seconds = timed_search(exact, queries.to(device), repeats)
+        single = single_query_us(exact, queries[:100].to(device))
+        truth = truth.cpu()
+        rows.append({"stored": size, "backend": f"exact ({device})", "checks": "", "recall": 1.0, "build_ms": 0.0,
                      "query_ms": round(1e3 * seconds, 2), "us_per_query": round(1e6 * seconds / n_queries, 1),
-                     "us_single": round(single_query_us(exact, queries[:100]), 1)})
+                     "us_single": round(single, 1)})
         for c in checks:
             flann = UserMemory(dim, MemoryConfig(capacity=size, k=k, backend="flann", flann_trees=trees, flann_checks=c))
-            flann.load_state_dict(exact.state_dict())
+            flann.load_state_dict({key: value.cpu() for key, value in exact.state_dict().items()})
             start = time.perf_counter()
             flann.search(queries[:1])  # first search builds the index
             build = time.perf_counter() - start
@@ -95,14 +105,16 @@ def main() -> int:
     parser.add_argument("--trees", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--device", default="cpu", help="device of the exact backend (FLANN is CPU only)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = run(args.sizes, args.queries, args.k, args.dim, args.checks, args.trees, args.repeats)
+    rows = run(args.sizes, args.queries, args.k, args.dim, args.checks, args.trees, args.repeats, args.device)
     print(f"torch threads: {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
     print(markdown(rows, args.queries, args.k))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "memory_recall.json").write_text(json.dumps({"torch_threads": torch.get_num_threads(), "rows": rows}, indent=2))
+    name = "memory_recall.json" if args.device == "cpu" else f"memory_recall_{args.device.replace(':', '')}.json"
+    (OUT / name).write_text(json.dumps({"torch_threads": torch.get_num_threads(), "rows": rows}, indent=2))
     return 0
 
 

@@ -1,0 +1,118 @@
+"""The preference network of MeLU (Lee et al., KDD 2019), generalized to any feature spec.
+
+One embedding table per categorical field (multi-hot fields are the mean of their
+values' embeddings), the user's and the item's embeddings concatenated, then decision
+layers (FC + ReLU, 64-64 by default) and a linear output: a rating, or a click logit.
+Only the decision layers are adapted in the inner loop by default; the embeddings are
+meta-learned (`NetworkConfig.adapted`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from models.tasks import ItemTable, TaskData
+
+PAD_INDEX = 0
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Sizes of the preference network (defaults: MeLU's)."""
+
+    embedding_dim: int = 32
+    hidden: tuple[int, ...] = (64, 64)
+    adapted: tuple[str, ...] = ("decision.",)  # parameter-name prefixes the inner loop adapts
+
+
+class FieldEmbedder(nn.Module):
+    """Embeddings of the user's and the items' categorical fields."""
+
+    def __init__(self, data: TaskData, dim: int):
+        super().__init__()
+        self.user_fields, self.item_fields, self.multi_fields = data.user_fields, data.item_fields, data.item_multi_fields
+        self.tables = nn.ModuleDict({
+            field: nn.Embedding(data.vocab_sizes[field], dim, padding_idx=PAD_INDEX)
+            for field in (*self.user_fields, *self.item_fields, *self.multi_fields)
+        })
+
+    @property
+    def user_dim(self) -> int:
+        return len(self.user_fields) * self._dim()
+
+    @property
+    def item_dim(self) -> int:
+        return (len(self.item_fields) + len(self.multi_fields)) * self._dim()
+
+    def _dim(self) -> int:
+        return next(iter(self.tables.values())).embedding_dim
+
+    def user(self, user_fields: torch.Tensor) -> torch.Tensor:
+        """(B, F_user) codes -> (B, F_user * dim) user embedding h."""
+        return torch.cat([self.tables[f](user_fields[:, i]) for i, f in enumerate(self.user_fields)], dim=-1)
+
+    def items(self, table: ItemTable) -> torch.Tensor:
+        """Embeddings of every item row: (N+1, item_dim); multi-hot fields mean-pooled."""
+        parts = [self.tables[f](table.fields[:, i]) for i, f in enumerate(self.item_fields)]
+        for field in self.multi_fields:
+            codes = table.multi[field]  # (N+1, M)
+            present = (codes != PAD_INDEX).unsqueeze(-1).float()  # (N+1, M, 1)
+            summed = (self.tables[field](codes) * present).sum(1)  # (N+1, dim)
+            parts.append(summed / present.sum(1).clamp_min(1.0))
+        return torch.cat(parts, dim=-1)
+
+
+def decision_layers(in_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
+    """FC + ReLU layers, then one linear output unit."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, 1))
+    return nn.Sequential(*layers)
+
+
+class PreferenceNetwork(nn.Module):
+    """Embeddings + decision layers; predictions are functional in the adapted parameters."""
+
+    def __init__(self, data: TaskData, config: NetworkConfig = NetworkConfig()):
+        super().__init__()
+        self.config = config
+        self.task = data.task
+        self.embedder = FieldEmbedder(data, config.embedding_dim)
+        self.decision = decision_layers(self.embedder.user_dim + self.embedder.item_dim, config.hidden)
+        if not self.adapted_params() or any(not n.startswith("decision.") for n in self.adapted_params()):
+            # The inner loop runs on precomputed embeddings, so only decision layers can adapt.
+            raise ValueError(f"adapted={config.adapted!r} must select decision-layer parameters, e.g. ('decision.',)")
+
+    def adapted_params(self) -> dict[str, torch.Tensor]:
+        """The parameters the inner loop adapts, by name (e.g. 'decision.0.weight')."""
+        return {n: p for n, p in self.named_parameters() if n.startswith(self.config.adapted)}
+
+    def inputs(self, user_fields: torch.Tensor, items: torch.Tensor, item_embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, F_user), (B, S) item rows -> (B, S, D) decision inputs [user embedding ; item embedding]."""
+        user = self.embedder.user(user_fields)  # (B, Du)
+        item = item_embeddings[items]  # (B, S, Di)
+        return torch.cat([user.unsqueeze(1).expand(-1, items.shape[1], -1), item], dim=-1)
+
+    def predict(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Decision layers on x (..., D) -> (...), with `params` replacing the adapted ones.
+
+        Parameters not in `params` (layers that are not adapted) are the module's own.
+        """
+        decision = {name.removeprefix("decision."): p for name, p in params.items()}
+        return functional_call(self.decision, decision, (x,)).squeeze(-1)
+
+
+def task_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, task: str) -> torch.Tensor:
+    """Masked mean loss over the last dimension: MSE for ratings, log-loss on logits for clicks."""
+    if task == "rating":
+        per_item = (pred - target) ** 2
+    else:
+        per_item = nn.functional.binary_cross_entropy_with_logits(pred, target, reduction="none")
+    weights = mask.to(pred.dtype)
+    return (per_item * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
