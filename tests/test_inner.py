@@ -1,0 +1,103 @@
+"""The inner update: hand-derived steps for each kind of step size; loop vs vectorized."""
+
+from functools import partial
+
+import pytest
+import torch
+
+from models.inner import InnerConfig, adapt_batch, adapt_loop, predict_batch
+from models.network import NetworkConfig, PreferenceNetwork, task_loss
+from tests.model_fixtures import tiny_task_data
+
+
+def linear(params, x):
+    return (x * params["w"]).sum(-1) + params["b"]
+
+
+mse = partial(task_loss, task="rating")
+ONE_STEP = InnerConfig(steps=1)
+
+
+def toy(users: int = 1):
+    # One feature; items x = 1, 2 with targets 2, 4; w = 1, b = 0 -> predictions 1, 2.
+    # L = ((1-2)^2 + (2-4)^2) / 2 = 2.5;  dL/dw = (2(-1)(1) + 2(-2)(2)) / 2 = -5;  dL/db = (2(-1) + 2(-2)) / 2 = -3.
+    x = torch.tensor([[[1.0], [2.0]]]).expand(users, 2, 1)
+    y = torch.tensor([[2.0, 4.0]]).expand(users, 2)
+    mask = torch.ones(users, 2, dtype=torch.bool)
+    params = {"w": torch.tensor([1.0]), "b": torch.tensor(0.0)}
+    return params, x, y, mask
+
+
+def test_scalar_step_size_by_hand():
+    params, x, y, mask = toy()
+    adapted, norms = adapt_batch(params, x, y, mask, 0.1, linear, mse, ONE_STEP)
+    assert torch.allclose(adapted["w"], torch.tensor([[1.5]]))  # 1 - 0.1 * (-5)
+    assert torch.allclose(adapted["b"], torch.tensor([0.3]))  # 0 - 0.1 * (-3)
+    assert torch.allclose(norms, torch.tensor([34.0]))  # (-5)^2 + (-3)^2
+
+
+def test_per_parameter_step_size_by_hand():
+    params, x, y, mask = toy()
+    rates = {"w": torch.tensor([0.1]), "b": torch.tensor(0.2)}
+    adapted, _ = adapt_batch(params, x, y, mask, rates, linear, mse, ONE_STEP)
+    assert torch.allclose(adapted["w"], torch.tensor([[1.5]]))
+    assert torch.allclose(adapted["b"], torch.tensor([0.6]))  # 0 - 0.2 * (-3)
+
+
+def test_per_user_step_size_by_hand():
+    params, x, y, mask = toy(users=2)
+    adapted, _ = adapt_batch(params, x, y, mask, torch.tensor([0.1, 0.2]), linear, mse, ONE_STEP)
+    assert torch.allclose(adapted["w"], torch.tensor([[1.5], [2.0]]))
+    assert torch.allclose(adapted["b"], torch.tensor([0.3, 0.6]))
+
+
+def test_padding_is_ignored_by_hand():
+    params, x, y, mask = toy()
+    mask = torch.tensor([[True, False]])
+    # Only item 1: L = (1-2)^2 = 1; dL/dw = 2(-1)(1) = -2; dL/db = -2.
+    adapted, norms = adapt_batch(params, x, y, mask, 0.1, linear, mse, ONE_STEP)
+    assert torch.allclose(adapted["w"], torch.tensor([[1.2]])) and torch.allclose(adapted["b"], torch.tensor([0.2]))
+    assert torch.allclose(norms, torch.tensor([8.0]))
+
+
+def test_two_steps_by_hand():
+    params, x, y, mask = toy()
+    # Step 2 from w = 1.5, b = 0.3: predictions 1.8, 3.3; residuals -0.2, -0.7.
+    # dL/dw = (2(-0.2)(1) + 2(-0.7)(2)) / 2 = -1.6;  dL/db = (2(-0.2) + 2(-0.7)) / 2 = -0.9.
+    adapted, _ = adapt_batch(params, x, y, mask, 0.1, linear, mse, InnerConfig(steps=2))
+    assert torch.allclose(adapted["w"], torch.tensor([[1.66]]))
+    assert torch.allclose(adapted["b"], torch.tensor([0.39]))
+
+
+@pytest.mark.parametrize("step_kind", ["scalar", "per_parameter", "per_user"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
+    torch.manual_seed(0)
+    data = tiny_task_data()
+    net = PreferenceNetwork(data, NetworkConfig(embedding_dim=4, hidden=(8, 8)))
+    batch = data.splits["train"]
+    items = net.embedder.items(data.items)
+    xs = net.inputs(batch.user_fields, batch.support_items, items)
+    xq = net.inputs(batch.user_fields, batch.query_items, items)
+    params = net.adapted_params()
+    if step_kind == "scalar":
+        step = torch.tensor(0.05, requires_grad=True)
+    elif step_kind == "per_parameter":
+        step = {k: torch.full_like(p, 0.05, requires_grad=True) for k, p in params.items()}
+    else:
+        step = torch.linspace(0.01, 0.1, len(batch), requires_grad=True)
+    config = InnerConfig(steps=2, first_order=first_order)
+    meta_params = list(net.parameters()) + (list(step.values()) if isinstance(step, dict) else [step])
+
+    adapted, norms = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config)
+    loss_vec = mse(predict_batch(net.predict, adapted, xq), batch.query_labels, batch.query_mask).sum() + norms.sum()
+    grads_vec = torch.autograd.grad(loss_vec, meta_params, allow_unused=True, retain_graph=True)
+
+    adapted_list, norms_loop = adapt_loop(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config)
+    loss_loop = sum(mse(net.predict(p, xq[u]), batch.query_labels[u], batch.query_mask[u]) for u, p in enumerate(adapted_list))
+    grads_loop = torch.autograd.grad(loss_loop + norms_loop.sum(), meta_params, allow_unused=True)
+    for a, b in zip(grads_vec, grads_loop):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads_vec)

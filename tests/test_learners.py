@@ -1,0 +1,133 @@
+"""Every learner: adaptation lowers the support loss, meta-gradients reach every meta-parameter."""
+
+import numpy as np
+import pytest
+import torch
+
+from models.inner import adapt_batch
+from models.learners import METHODS, LearnerConfig, RegPAML, build_learner
+from models.network import NetworkConfig
+from models.training import TrainConfig, predict_split, train
+from models.user_memory import MemoryConfig
+from tests.model_fixtures import tiny_task_data
+
+CONFIG = LearnerConfig(inner_lr=0.01, network=NetworkConfig(embedding_dim=4, hidden=(8, 8)),
+                       memory=MemoryConfig(capacity=16, k=2), finetune_lr=0.01)
+
+
+@pytest.mark.parametrize("task", ["rating", "ctr"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_adaptation_lowers_support_loss(method, task):
+    torch.manual_seed(0)
+    data = tiny_task_data(task)
+    learner = build_learner(method, data, CONFIG)
+    batch = data.splits["train"]
+    net = learner.net
+    xs = net.inputs(batch.user_fields, batch.support_items, net.embedder.items(data.items))
+    step = learner.step_size(net.embedder.user(batch.user_fields))
+    params = net.adapted_params()
+    adapted, _ = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict,
+                             learner.loss, learner.inner_config(training=False))
+    before = learner.loss(net.predict(params, xs), batch.support_labels, batch.support_mask)
+    after = learner.loss(torch.vmap(net.predict)(adapted, xs), batch.support_labels, batch.support_mask)
+    assert (after < before).all(), (before, after)
+
+
+def meta_gradients(learner, data):
+    learner.zero_grad()
+    outcome = learner.run(data.splits["train"], data.items)
+    learner.objective(outcome).backward()
+    return {n: p.grad for n, p in learner.named_parameters()}, outcome
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_meta_gradients_reach_every_meta_parameter(method):
+    torch.manual_seed(0)
+    data = tiny_task_data()
+    learner = build_learner(method, data, CONFIG)
+    if method == "at_paml":  # during warm-up alpha is fixed and the LR module gets no gradient
+        learner.after_outer_step(learner.run(data.splits["val"], data.items))
+    grads, _ = meta_gradients(learner, data)
+    for name, g in grads.items():
+        assert g is not None, f"{method}: no gradient reaches {name}"
+    # Zero-initialized last layers: the LR module's output layer gets the gradient first.
+    expected = {
+        "meta_sgd": ["rates.decision__0__weight", "rates.decision__4__bias"],
+        "paml": ["lr_module.layers.2.weight", "lr_module.layers.2.bias"],
+        "reg_paml": ["lr_module.layers.2.weight", "lr_module.layers.2.bias"],
+    }.get(method, []) + ["net.decision.0.weight", "net.embedder.tables.age.weight"]
+    for name in expected:
+        assert grads[name].abs().sum() > 0, f"{method}: zero gradient on {name}"
+
+
+def test_at_paml_memory_gets_gradients_after_warm_up():
+    torch.manual_seed(0)
+    data = tiny_task_data()
+    learner = build_learner("at_paml", data, CONFIG)
+    assert learner.memory.in_warmup
+    _, outcome = meta_gradients(learner, data)
+    learner.after_outer_step(outcome)  # stores 12 users > k = 2: warm-up is over
+    assert not learner.memory.in_warmup and len(learner.memory) == 12
+    grads, outcome = meta_gradients(learner, data)
+    assert learner.memory.embeddings.grad.abs().sum() > 0
+    assert learner.memory.lrs.grad.abs().sum() > 0
+    assert grads["lr_module.layers.2.weight"].abs().sum() > 0
+    expected = (learner.memory.lrs - CONFIG.memory.beta * learner.memory.lrs.grad).detach()[:12]
+    learner.memory.apply_gradients()  # node_j <- node_j - beta * grad
+    assert torch.allclose(learner.memory.lrs.detach()[:12], expected)
+    learner.memory.insert(outcome.user_embedding.detach(), outcome.lr_per_user)  # 12 more: capacity 16
+    assert len(learner.memory) == 16
+
+
+def test_reg_paml_regularizer_matches_hand_computation():
+    torch.manual_seed(0)
+    data = tiny_task_data()
+    learner = build_learner("reg_paml", data, CONFIG)
+    assert isinstance(learner, RegPAML)
+    batch = data.splits["train"]
+    outcome = learner.run(batch, data.items)
+    objective = learner.objective(outcome)
+    # By hand for every user: ||dL_support/dtheta||^2 with torch.autograd, times |alpha(h_i)|.
+    net = learner.net
+    xs = net.inputs(batch.user_fields, batch.support_items, net.embedder.items(data.items))
+    params = net.adapted_params()
+    alpha = learner.step_size(net.embedder.user(batch.user_fields))
+    regs = []
+    for u in range(len(batch)):
+        support = learner.loss(net.predict(params, xs[u]), batch.support_labels[u], batch.support_mask[u])
+        grads = torch.autograd.grad(support, list(params.values()), retain_graph=True)
+        regs.append(sum((g ** 2).sum() for g in grads) * alpha[u].abs())
+    expected = (outcome.query_loss + CONFIG.gamma * torch.stack(regs)).mean()
+    assert torch.allclose(objective, expected, rtol=1e-5)
+    assert not torch.allclose(objective, outcome.query_loss.mean())
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_same_seed_same_predictions(method):
+    data = tiny_task_data()
+    runs = []
+    for _ in range(2):
+        result = train(method, data, CONFIG, TrainConfig(epochs=1, meta_batch=4, seed=3))
+        runs.append(predict_split(result.learner, data, "test"))
+    assert np.array_equal(runs[0].pred, runs[1].pred)
+    assert np.array_equal(runs[0].lr_per_user, runs[1].lr_per_user)
+    other = predict_split(train(method, data, CONFIG, TrainConfig(epochs=1, meta_batch=4, seed=4)).learner, data, "test")
+    assert not np.array_equal(runs[0].pred, other.pred)
+
+
+def test_unknown_method_names_the_known_ones():
+    with pytest.raises(ValueError, match="melu"):
+        build_learner("maml++", tiny_task_data(), CONFIG)
+
+
+def test_state_dict_round_trip_with_weights_only(tmp_path):
+    data = tiny_task_data()
+    result = train("at_paml", data, CONFIG, TrainConfig(epochs=1, meta_batch=4))
+    path = tmp_path / "model.pt"
+    torch.save(result.learner.state_dict(), path)
+    fresh = build_learner("at_paml", data, CONFIG)
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    assert len(fresh.memory) == len(result.learner.memory)
+    a = predict_split(result.learner, data, "test").pred
+    b = predict_split(fresh, data, "test").pred
+    assert np.array_equal(a, b)
