@@ -263,3 +263,12 @@ def build_learner(method: str, data: TaskData, config: LearnerConfig) -> MetaLea
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     return METHODS[method](data, config)
+
+
+def learner_config_from_dict(values: dict) -> LearnerConfig:
+    """Rebuild a LearnerConfig from `dataclasses.asdict` output (e.g. read back from JSON)."""
+    values = dict(values)
+    network = dict(values.pop("network"))
+    network["hidden"] = tuple(network["hidden"])
+    network["adapted"] = tuple(network["adapted"])
+    return LearnerConfig(network=NetworkConfig(**network), memory=MemoryConfig(**values.pop("memory")), **values)

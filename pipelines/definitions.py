@@ -8,6 +8,7 @@ from assets.clean_logs import clean_logs
 from assets.cold_start_users import cold_start_users
 from assets.expectations import clean_logs_expectations
 from assets.meta_tasks import meta_tasks
+from assets.method_assets import EVAL_ASSETS, MODEL_ASSETS
 from assets.raw_logs import raw_logs
 from assets.user_groups import user_groups
 from assets.user_splits import user_splits
@@ -15,7 +16,8 @@ from pipelines.io_manager import LineageIOManager
 from pipelines.jobs import data_job
 from pipelines.resources import default_home, paml_resource
 
-ASSETS = [raw_logs, clean_logs, cold_start_users, user_splits, user_groups, meta_tasks]
+DATA_ASSETS = [raw_logs, clean_logs, cold_start_users, user_splits, user_groups, meta_tasks]
+ASSETS = [*DATA_ASSETS, *MODEL_ASSETS, *EVAL_ASSETS]
 CHECKS = [clean_logs_expectations]
 
 

@@ -7,22 +7,36 @@ and to the raw files it read, committed in one transaction with any mirrored tab
 
 from __future__ import annotations
 
+import fnmatch
 from collections import defaultdict
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from assets.bundle import Bundle
-from pipelines.store import LineageStore
+from pipelines.store import LineageStore, PartitionNotBuiltError
 
-# (asset, frame) -> DuckDB table kept in step with the newest materialization per dataset.
+# (asset name pattern, frame) -> DuckDB table holding the newest materialization's rows.
 MIRRORS: dict[tuple[str, str], str] = {
     ("clean_logs", "rejected"): "rejected_rows",
     ("user_splits", "users"): "user_splits",
     ("user_groups", "groups"): "user_groups",
     ("user_groups", "table1"): "table1_stats",
     ("user_groups", "shares"): "group_shares",
+    ("*_eval", "user_metrics"): "user_metrics",
+    ("*_eval", "metrics"): "metrics",
+    ("*_eval", "significance"): "significance",
+    ("*_model", "history"): "training_history",
+    ("reg_paml_gamma_ablation", "metrics"): "ablation_metrics",
+    ("report", "significance"): "significance",
 }
+
+
+def mirrors_for(asset_key: str, bundle: Bundle) -> dict[str, pl.DataFrame]:
+    """The bundle's frames that go to DuckDB tables, by table name."""
+    return {table: bundle.frames[frame] for (pattern, frame), table in MIRRORS.items()
+            if fnmatch.fnmatchcase(asset_key, pattern) and frame in bundle.frames}
 
 
 def _partition(context: dg.InputContext | dg.OutputContext) -> str:
@@ -47,8 +61,7 @@ class BundleIOManager(dg.IOManager):
         if not isinstance(obj, Bundle):
             raise TypeError(f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}, expected Bundle")
         asset_key, partition = context.asset_key.to_user_string(), _partition(context)
-        mirrors = {table: obj.frames[frame] for (asset, frame), table in MIRRORS.items()
-                   if asset == asset_key and frame in obj.frames}
+        mirrors = mirrors_for(asset_key, obj)
         row = self.store.record(
             obj, run_id=context.run_id, job_name=context.job_name, asset_key=asset_key, partition=partition,
             code_version=_code_version(context), inputs=self._loaded.pop((context.run_id, context.step_key), []),
@@ -61,10 +74,24 @@ class BundleIOManager(dg.IOManager):
             **{f"mirrored_to_{t}": len(f) for t, f in mirrors.items()},
         })
 
-    def load_input(self, context: dg.InputContext) -> Bundle:
-        row = self.store.latest(context.asset_key.to_user_string(), _partition(context))
+    def load_input(self, context: dg.InputContext) -> Bundle | dict[str, Bundle]:
+        """One partition -> its Bundle; several (a fan-in) -> {partition: Bundle} of those built."""
+        asset_key = context.asset_key.to_user_string()
         step = context.step_context
-        self._loaded[(step.run_id, step.step.key)].append(row.artifact_id)
+        loaded = self._loaded[(step.run_id, step.step.key)]
+        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+            bundles = {}
+            for partition in context.asset_partition_keys:
+                try:
+                    row = self.store.latest(asset_key, partition)
+                except PartitionNotBuiltError:
+                    context.log.info(f"{asset_key}: partition {partition!r} not built yet; left out")
+                    continue
+                loaded.append(row.artifact_id)
+                bundles[partition] = self.store.load(row)
+            return bundles
+        row = self.store.latest(asset_key, _partition(context))
+        loaded.append(row.artifact_id)
         return self.store.load(row)
 
 

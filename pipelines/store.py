@@ -145,7 +145,7 @@ class LineageStore:
                 for input_id in sorted(set(inputs)):
                     con.execute("INSERT INTO lineage_edges VALUES (?, ?) ON CONFLICT DO NOTHING", [artifact_id, input_id])
                 for table, frame in mirrors.items():
-                    self._mirror(con, table, frame, partition, artifact_id)
+                    self._mirror(con, table, frame, asset_key, partition, artifact_id)
                 con.execute(
                     "UPDATE runs SET last_write_at = now(), n_artifacts = n_artifacts + 1 WHERE run_id = ?", [run_id]
                 )
@@ -167,15 +167,22 @@ class LineageStore:
         return source_id
 
     @staticmethod
-    def _mirror(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, partition: str, artifact_id: str) -> None:
-        """Replace `table`'s rows for this dataset by `frame` (plus dataset and artifact_id)."""
-        rows = frame.with_columns(pl.lit(partition).alias("dataset")) if "dataset" not in frame.columns else frame
-        rows = rows.with_columns(pl.lit(artifact_id).alias("artifact_id"))
-        arrow_rows = rows.to_arrow()
-        con.register("mirror_rows", arrow_rows)
+    def _mirror(
+        con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, asset_key: str, partition: str, artifact_id: str
+    ) -> None:
+        """Replace `table`'s rows written by this (asset, partition) with `frame`.
+
+        Every mirrored row carries the asset key, partition and artifact id it came from, so
+        a table fed by several assets (e.g. `metrics` by every `<method>_eval`) stays exact.
+        """
+        rows = frame.with_columns(pl.lit(partition).alias("dataset")) if "dataset" not in frame.columns and partition else frame
+        rows = rows.with_columns(
+            pl.lit(asset_key).alias("asset_key"), pl.lit(partition).alias("partition"), pl.lit(artifact_id).alias("artifact_id")
+        )
+        con.register("mirror_rows", rows.to_arrow())
         try:
             con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM mirror_rows LIMIT 0')
-            con.execute(f'DELETE FROM "{table}" WHERE dataset = ?', [partition])
+            con.execute(f'DELETE FROM "{table}" WHERE asset_key = ? AND partition = ?', [asset_key, partition])
             con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM mirror_rows')
         finally:
             con.unregister("mirror_rows")

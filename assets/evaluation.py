@@ -1,0 +1,86 @@
+"""Scoring adapted predictions: per-user metrics, aggregates by group, significance tests.
+
+Pure functions from model outputs (numpy) and user tables (polars) to frames that the
+`<method>_eval` assets store and mirror into DuckDB (`user_metrics`, `metrics`, `significance`).
+"""
+
+import numpy as np
+import polars as pl
+
+from models import metrics as M
+
+POPULATIONS = ("all", "major", "minor")
+RATING_METRICS = ("mse", "ndcg@3", "ndcg@5")
+CTR_METRICS = ("auc", "global_auc", "nel")
+
+
+def per_user_logloss(prob: np.ndarray, label: np.ndarray, mask: np.ndarray, eps: float = M.NEL_EPS) -> np.ndarray:
+    """Mean query log-loss per user (the CTR per-user error used in t-tests)."""
+    p = np.clip(prob, eps, 1 - eps)
+    losses = -(label * np.log(p) + (1 - label) * np.log(1 - p)) * mask
+    counts = mask.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, losses.sum(1) / np.maximum(counts, 1), np.nan)
+
+
+def user_metrics_frame(
+    users: pl.DataFrame, groups: pl.DataFrame, pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
+    lr_per_user: np.ndarray, task: str, train_ctr: float | None = None,
+) -> pl.DataFrame:
+    """One row per test user: group, true group, metrics, the per-user `error`, inner LR.
+
+    `users` maps user_id to the row of `pred` (columns user_id, user_row); `groups` has
+    user_id, group, true_group. `error` is MSE for ratings and log-loss for clicks.
+    """
+    if task == "rating":
+        values = {"mse": M.per_user_mse(pred, target, mask), "ndcg@3": M.ndcg_at_k(pred, target, mask, 3),
+                  "ndcg@5": M.ndcg_at_k(pred, target, mask, 5)}
+        values["error"] = values["mse"]
+    else:
+        values = {"auc": M.per_user_auc(pred, target, mask), "nel": M.per_user_nel(pred, target, mask, train_ctr),
+                  "logloss": per_user_logloss(pred, target, mask)}
+        values["error"] = values["logloss"]
+    frame = pl.DataFrame({
+        "user_row": np.arange(len(pred), dtype=np.int64), "n_query": mask.sum(1).astype(np.int64),
+        "lr": lr_per_user.astype(np.float64), **{k: v.astype(np.float64) for k, v in values.items()},
+    }).with_columns(pl.col(pl.Float64).fill_nan(None))
+    frame = users.select("user_id", "user_row").join(frame, on="user_row", how="inner")
+    return frame.join(groups.select("user_id", "group", "true_group"), on="user_id", how="left").drop("user_row")
+
+
+def aggregate(
+    pred: np.ndarray, target: np.ndarray, mask: np.ndarray, group: np.ndarray, task: str, train_ctr: float | None = None
+) -> list[dict]:
+    """Dataset-level metrics for all users, major users and minor users (long format)."""
+    rows = []
+    for population in POPULATIONS:
+        keep = np.ones(len(pred), bool) if population == "all" else (group == population)
+        if not keep.any():
+            continue
+        p, t, m = pred[keep], target[keep], mask[keep]
+        values = M.rating_metrics(p, t, m) if task == "rating" else M.ctr_metrics(p, t, m, train_ctr)
+        rows += [{"population": population, "metric": k, "value": float(v), "n_users": int(keep.sum())} for k, v in values.items()]
+    return rows
+
+
+def minor_vs_major(user_metrics: pl.DataFrame) -> pl.DataFrame:
+    """Two-tailed Student t-test of per-user error, minor vs major, per dataset, method and seed."""
+    rows = []
+    for (dataset, method, seed), part in user_metrics.group_by("dataset", "method", "seed", maintain_order=True):
+        errors = part["error"].to_numpy().astype(np.float64)
+        group = part["group"].fill_null("").to_numpy()
+        try:
+            statistic, p_value = M.ttest_groups(errors, group)
+        except ValueError:
+            statistic, p_value = float("nan"), float("nan")
+        means = {g: float(np.nanmean(errors[group == g])) if (group == g).any() else float("nan") for g in ("major", "minor")}
+        rows.append({"comparison": "minor_vs_major", "dataset": dataset, "method": method, "other": None,
+                     "seed": int(seed), "mean_a": means["minor"], "mean_b": means["major"],
+                     "statistic": float(statistic), "p_value": float(p_value)})
+    return pl.DataFrame(rows, schema=SIGNIFICANCE_SCHEMA)
+
+
+SIGNIFICANCE_SCHEMA = {
+    "comparison": pl.String, "dataset": pl.String, "method": pl.String, "other": pl.String, "seed": pl.Int64,
+    "mean_a": pl.Float64, "mean_b": pl.Float64, "statistic": pl.Float64, "p_value": pl.Float64,
+}

@@ -1,0 +1,196 @@
+"""Training and evaluation assets for every method: `<method>_model` and `<method>_eval`.
+
+`<method>_model` (one per dataset partition) meta-trains the method for each seed, picks
+each seed's epoch on validation users, and stores the state dicts as safetensors.
+`<method>_eval` (not partitioned) adapts every dataset's models on the test users'
+support sets, scores the query sets, and writes `user_metrics`, `metrics` and
+`significance` (the method's row of the paper's Table 2 and Table 3).
+"""
+
+from dataclasses import asdict
+from typing import Callable
+
+import numpy as np
+import polars as pl
+
+from assets.bundle import Bundle
+from assets.evaluation import aggregate, minor_vs_major, user_metrics_frame
+from models.checkpoint import flatten_state, unflatten_state
+from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict
+from models.network import NetworkConfig
+from models.references import training_labels
+from models.tasks import TaskData, task_data_from_tensors
+from models.training import EpochLog, TrainConfig, predict_split, train
+from models.user_memory import MemoryConfig
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def train_method(
+    method: str, tasks: Bundle, learner_config: LearnerConfig, train_config: TrainConfig, seeds: list[int],
+    on_epoch: Callable[[int, EpochLog], None] = lambda seed, log: None,
+) -> Bundle:
+    """Train `method` once per seed; tensors hold each seed's selected state dict."""
+    data = task_data_from_tensors(tasks.tensors, tasks.info)
+    tensors, history, best = {}, [], {}
+    for seed in seeds:
+        result = train(method, data, learner_config, TrainConfig(**{**asdict(train_config), "seed": seed}),
+                       on_epoch=lambda log, seed=seed: on_epoch(seed, log))
+        tensors.update(flatten_state(result.learner.state_dict(), prefix=f"seed{seed}/"))
+        history += [{"seed": seed, **asdict(log)} for log in result.history]
+        best[str(seed)] = {"epoch": result.best_epoch, "val_loss": result.best_val_loss}
+    frames = {"history": pl.DataFrame(history).with_columns(pl.lit(method).alias("method"))}
+    info = {"method": method, "seeds": seeds, "best": best, "learner_config": asdict(learner_config),
+            "train_config": {**asdict(train_config), "seed": None}, "dataset": tasks.info["dataset"]}
+    return Bundle(frames=frames, tensors=tensors, info=info)
+
+
+def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
+    """Rebuild the trained learner of `seed` from a `<method>_model` bundle."""
+    learner = build_learner(model.info["method"], data, learner_config_from_dict(model.info["learner_config"]))
+    learner.load_state_dict(unflatten_state(model.tensors, prefix=f"seed{seed}/"))
+    return learner
+
+
+def evaluate_dataset(method: str, dataset: str, model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[list[pl.DataFrame], list[dict]]:
+    """Per-user and aggregate test metrics of every seed of one dataset's model."""
+    data = task_data_from_tensors(tasks.tensors, tasks.info)
+    _, train_labels = training_labels(data)
+    train_ctr = float(train_labels.mean()) if data.task == "ctr" else None
+    users = tasks.frame("users__test")
+    group_frame = groups.frame("groups")
+    user_frames, rows = [], []
+    for seed in model.info["seeds"]:
+        learner = load_learner(model, data, seed)
+        preds = predict_split(learner, data, "test")
+        frame = user_metrics_frame(users, group_frame, preds.pred, preds.target, preds.mask, preds.lr_per_user, data.task, train_ctr)
+        frame = frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(method).alias("method"), pl.lit(seed).alias("seed"))
+        user_frames.append(frame)
+        group_of_row = users.join(group_frame, on="user_id", how="left").sort("user_row")["group"].fill_null("").to_numpy()
+        for row in aggregate(preds.pred, preds.target, preds.mask, group_of_row, data.task, train_ctr):
+            rows.append({"dataset": dataset, "method": method, "seed": seed, **row})
+    return user_frames, rows
+
+
+def evaluate_method(method: str, models: dict[str, Bundle], tasks: dict[str, Bundle], groups: dict[str, Bundle]) -> Bundle:
+    """Evaluate every dataset that has a trained model (and its tasks and groups)."""
+    user_frames, rows, evaluated = [], [], []
+    for dataset in sorted(models):
+        if dataset not in tasks or dataset not in groups:
+            continue
+        frames, aggregates = evaluate_dataset(method, dataset, models[dataset], tasks[dataset], groups[dataset])
+        user_frames += frames
+        rows += aggregates
+        evaluated.append(dataset)
+    user_metrics = pl.concat(user_frames, how="diagonal_relaxed") if user_frames else pl.DataFrame()
+    metrics = pl.DataFrame(rows) if rows else pl.DataFrame()
+    significance = minor_vs_major(user_metrics) if user_frames else pl.DataFrame()
+    return Bundle(frames={"user_metrics": user_metrics, "metrics": metrics, "significance": significance},
+                  info={"method": method, "datasets": evaluated})
+
+
+# -- Dagster assets ----------------------------------------------------------------------
+import dagster as dg  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+from pipelines.outputs import bundle_output, markdown_table  # noqa: E402
+from pipelines.partitions import dataset_partitions  # noqa: E402
+
+LEARNER_DEFAULTS = LearnerConfig()
+MEMORY_DEFAULTS = MemoryConfig()
+TRAIN_DEFAULTS = TrainConfig()
+
+
+class ModelConfig(dg.Config):
+    """Training settings of one method (defaults and their reasons: docs/protocol.md)."""
+
+    epochs: int = Field(default=TRAIN_DEFAULTS.epochs, description="Passes over the training users.")
+    meta_batch: int = Field(default=TRAIN_DEFAULTS.meta_batch, description="Users (tasks) per outer step.")
+    outer_lr: float = Field(default=TRAIN_DEFAULTS.outer_lr, description="Adam learning rate of the outer loop.")
+    inner_lr: float = Field(default=LEARNER_DEFAULTS.inner_lr, description="Base inner step size (MeLU's fixed alpha; PAML's starting alpha).")
+    inner_steps: int = Field(default=LEARNER_DEFAULTS.inner_steps, description="Inner gradient steps on the support set.")
+    first_order: bool = Field(default=LEARNER_DEFAULTS.first_order, description="Drop second-order terms of the meta-gradient.")
+    seeds: list[int] = Field(default=[0, 1, 2], description="One trained model per seed (the paper: 3 trials).")
+    device: str = Field(default="auto", description="'auto' (CUDA when available), 'cpu' or 'cuda'.")
+    embedding_dim: int = Field(default=LEARNER_DEFAULTS.network.embedding_dim, description="Embedding size per field.")
+    hidden: list[int] = Field(default=list(LEARNER_DEFAULTS.network.hidden), description="Decision layer widths.")
+    lr_hidden: int = Field(default=LEARNER_DEFAULTS.lr_hidden, description="PAML family: hidden width of the LR module.")
+    lr_range: float = Field(default=LEARNER_DEFAULTS.lr_range, description="PAML/REG-PAML: alpha(h) lies in (0, lr_range * inner_lr).")
+    gamma: float = Field(default=LEARNER_DEFAULTS.gamma, description="REG-PAML: regularizer weight gamma.")
+    correction_range: float = Field(default=LEARNER_DEFAULTS.correction_range, description="AT-PAML: alpha'(h) in (-r, r) * inner_lr.")
+    memory_capacity: int = Field(default=MEMORY_DEFAULTS.capacity, description="AT-PAML: stored users before LRU eviction.")
+    memory_k: int = Field(default=MEMORY_DEFAULTS.k, description="AT-PAML: neighbours K.")
+    memory_beta: float = Field(default=MEMORY_DEFAULTS.beta, description="AT-PAML: SGD step on stored embeddings and LRs.")
+    memory_backend: str = Field(default=MEMORY_DEFAULTS.backend, description="AT-PAML: 'exact' (torch) or 'flann' (randomized kd-tree).")
+    kernel_delta: float | None = Field(default=None, description="AT-PAML: kernel delta; empty = 1 / embedding size of h.")
+    finetune_steps: int = Field(default=LEARNER_DEFAULTS.finetune_steps, description="Transfer: fine-tuning steps per test user.")
+    finetune_lr: float = Field(default=LEARNER_DEFAULTS.finetune_lr, description="Transfer: fine-tuning step size.")
+
+    def learner_config(self) -> LearnerConfig:
+        network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden))
+        memory = MemoryConfig(capacity=self.memory_capacity, k=self.memory_k, beta=self.memory_beta, backend=self.memory_backend)
+        return LearnerConfig(
+            inner_lr=self.inner_lr, inner_steps=self.inner_steps, first_order=self.first_order, network=network,
+            lr_hidden=self.lr_hidden, lr_range=self.lr_range, gamma=self.gamma, correction_range=self.correction_range,
+            memory=memory, kernel_delta=self.kernel_delta, finetune_steps=self.finetune_steps, finetune_lr=self.finetune_lr,
+        )
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, outer_lr=self.outer_lr, device=resolve_device(self.device))
+
+
+def build_model_asset(method: str) -> dg.AssetsDefinition:
+    """`<method>_model`: train `method` on one dataset's tasks, one model per seed."""
+
+    @dg.asset(
+        name=f"{method}_model", partitions_def=dataset_partitions, group_name="models", kinds={"pytorch", "safetensors"},
+        code_version="1", ins={"meta_tasks": dg.AssetIn("meta_tasks")},
+        description=f"{method}: meta-trained per seed, epoch chosen on validation users; state dicts as safetensors.",
+    )
+    def _model(context: dg.AssetExecutionContext, config: ModelConfig, meta_tasks: Bundle) -> dg.Output[Bundle]:
+        def log(seed: int, epoch: EpochLog) -> None:
+            context.log.info(f"{method} seed {seed} epoch {epoch.epoch}: train loss {epoch.train_loss:.4f}, "
+                             f"validation loss {epoch.val_loss:.4f}, {epoch.users_per_second:.0f} users/s")
+
+        bundle = train_method(method, meta_tasks, config.learner_config(), config.train_config(), config.seeds, log)
+        from assets.plots import markdown_image, training_curves_png
+
+        curve = markdown_image(training_curves_png(bundle.frame("history"), f"{method} on {context.partition_key}"), "training curves")
+        return bundle_output(bundle, best_epochs=dg.MetadataValue.json(bundle.info["best"]),
+                             training_curves=dg.MetadataValue.md(curve), device=config.train_config().device)
+
+    return _model
+
+
+def build_eval_asset(method: str) -> dg.AssetsDefinition:
+    """`<method>_eval`: the method's Table-2 row for every dataset that has a model."""
+
+    @dg.asset(
+        name=f"{method}_eval", group_name="evaluation", kinds={"pytorch", "duckdb"}, code_version="1",
+        ins={"models": dg.AssetIn(f"{method}_model"), "tasks": dg.AssetIn("meta_tasks"), "groups": dg.AssetIn("user_groups")},
+        description=f"{method}: adapt on test users' support sets, score query sets; user_metrics, metrics, significance.",
+    )
+    def _eval(context: dg.AssetExecutionContext, models: dict, tasks: dict, groups: dict) -> dg.Output[Bundle]:
+        missing = sorted(set(dataset_partitions.get_partition_keys()) - set(models))
+        if missing:
+            context.log.info(f"{method}: no trained model for {', '.join(missing)}; those datasets are left out")
+        bundle = evaluate_method(method, models, tasks, groups)
+        summary = bundle.frame("metrics")
+        if summary.height:
+            summary = summary.group_by("dataset", "population", "metric").agg(
+                mean=pl.col("value").mean(), sd=pl.col("value").std()).sort("dataset", "metric", "population")
+        return bundle_output(bundle, datasets_evaluated=", ".join(bundle.info["datasets"]) or "none",
+                             datasets_without_model=", ".join(missing) or "none", summary=markdown_table(summary))
+
+    return _eval
+
+
+MODEL_ASSETS = [build_model_asset(m) for m in METHODS]
+EVAL_ASSETS = [build_eval_asset(m) for m in METHODS]
