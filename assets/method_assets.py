@@ -36,20 +36,26 @@ def resolve_device(device: str) -> str:
 def train_method(
     method: str, tasks: Bundle, learner_config: LearnerConfig, train_config: TrainConfig, seeds: list[int],
     on_epoch: Callable[[int, EpochLog], None] = lambda seed, log: None,
-) -> Bundle:
-    """Train `method` once per seed; tensors hold each seed's selected state dict."""
+) -> tuple[Bundle, float]:
+    """Train `method` once per seed; tensors hold each seed's selected state dict.
+
+    Returns the bundle and the mean training throughput (users per second).
+    """
     data = task_data_from_tensors(tasks.tensors, tasks.info)
-    tensors, history, best = {}, [], {}
+    tensors, history, best, speeds = {}, [], {}, []
     for seed in seeds:
         result = train(method, data, learner_config, TrainConfig(**{**asdict(train_config), "seed": seed}),
                        on_epoch=lambda log, seed=seed: on_epoch(seed, log))
         tensors.update(flatten_state(result.learner.state_dict(), prefix=f"seed{seed}/"))
-        history += [{"seed": seed, **asdict(log)} for log in result.history]
+        # Wall-clock timings stay out of the bundle: its content hash must not change on rerun.
+        history += [{"seed": seed, "epoch": log.epoch, "train_loss": log.train_loss, "val_loss": log.val_loss}
+                    for log in result.history]
+        speeds += [log.users_per_second for log in result.history]
         best[str(seed)] = {"epoch": result.best_epoch, "val_loss": result.best_val_loss}
     frames = {"history": pl.DataFrame(history).with_columns(pl.lit(method).alias("method"))}
     info = {"method": method, "seeds": seeds, "best": best, "learner_config": asdict(learner_config),
             "train_config": {**asdict(train_config), "seed": None}, "dataset": tasks.info["dataset"]}
-    return Bundle(frames=frames, tensors=tensors, info=info)
+    return Bundle(frames=frames, tensors=tensors, info=info), float(np.mean(speeds)) if speeds else 0.0
 
 
 def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
@@ -159,12 +165,13 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
             context.log.info(f"{method} seed {seed} epoch {epoch.epoch}: train loss {epoch.train_loss:.4f}, "
                              f"validation loss {epoch.val_loss:.4f}, {epoch.users_per_second:.0f} users/s")
 
-        bundle = train_method(method, meta_tasks, config.learner_config(), config.train_config(), config.seeds, log)
+        bundle, users_per_second = train_method(method, meta_tasks, config.learner_config(), config.train_config(), config.seeds, log)
         from assets.plots import markdown_image, training_curves_png
 
         curve = markdown_image(training_curves_png(bundle.frame("history"), f"{method} on {context.partition_key}"), "training curves")
         return bundle_output(bundle, best_epochs=dg.MetadataValue.json(bundle.info["best"]),
-                             training_curves=dg.MetadataValue.md(curve), device=config.train_config().device)
+                             training_curves=dg.MetadataValue.md(curve), device=config.train_config().device,
+                             users_per_second=round(users_per_second, 1))
 
     return _model
 

@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from pipelines.definitions import ASSETS, CHECKS, build_resources, defs
+from pipelines.definitions import ASSETS, CHECKS, DATA_ASSETS, build_resources, defs
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL
 from pipelines.store import LineageStore, PartitionNotBuiltError
 from tests.fixtures import good_ml_users, ml_ratings_for, movielens_dir
@@ -27,7 +27,7 @@ def ml_data(tmp_path_factory) -> Path:
 
 def run_chain(home: Path, data: Path, partition: str = "movielens", selection=None) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        ASSETS + CHECKS, selection=selection, partition_key=partition, resources=build_resources(home, data),
+        ASSETS + CHECKS, selection=selection or DATA_ASSETS + CHECKS, partition_key=partition, resources=build_resources(home, data),
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
     )
 
@@ -50,10 +50,10 @@ def test_chain_writes_artifacts_runs_and_mirrors(built):
     assert result.success
     store = LineageStore(home)
     artifacts = store.query("SELECT asset_key, run_id, n_rows, code_version FROM artifacts WHERE kind = 'bundle'")
-    assert sorted(artifacts["asset_key"]) == sorted(a.key.to_user_string() for a in ASSETS)
+    assert sorted(artifacts["asset_key"]) == sorted(a.key.to_user_string() for a in DATA_ASSETS)
     assert set(artifacts["run_id"]) == {result.run_id}
-    assert artifacts["code_version"].to_list() == ["1"] * len(ASSETS)
-    assert store.query("SELECT n_artifacts FROM runs WHERE run_id = ?", [result.run_id]).item() == len(ASSETS)
+    assert artifacts["code_version"].to_list() == ["1"] * len(DATA_ASSETS)
+    assert store.query("SELECT n_artifacts FROM runs WHERE run_id = ?", [result.run_id]).item() == len(DATA_ASSETS)
     rejected = store.query("SELECT * FROM rejected_rows")
     assert rejected.filter(pl.col("reason") == "garbled zip code")["record_id"].to_list() == ["99"]
     assert set(store.query("SELECT split FROM user_splits")["split"]) == {"train", "val", "test"}
