@@ -12,6 +12,7 @@ from models import metrics as M
 POPULATIONS = ("all", "major", "minor")
 RATING_METRICS = ("mse", "ndcg@3", "ndcg@5")
 CTR_METRICS = ("auc", "global_auc", "nel")
+USER_METRIC_COLUMNS = ("error", "mse", "ndcg@3", "ndcg@5", "auc", "nel", "logloss")
 
 
 def per_user_logloss(prob: np.ndarray, label: np.ndarray, mask: np.ndarray, eps: float = M.NEL_EPS) -> np.ndarray:
@@ -40,9 +41,11 @@ def user_metrics_frame(
         values = {"auc": M.per_user_auc(pred, target, mask), "nel": M.per_user_nel(pred, target, mask, train_ctr),
                   "logloss": per_user_logloss(pred, target, mask)}
         values["error"] = values["logloss"]
+    # One schema for every task (inapplicable metrics are null), so all rows share one table.
+    columns = {name: values.get(name, np.full(len(pred), np.nan)) for name in USER_METRIC_COLUMNS}
     frame = pl.DataFrame({
         "user_row": np.arange(len(pred), dtype=np.int64), "n_query": mask.sum(1).astype(np.int64),
-        "lr": lr_per_user.astype(np.float64), **{k: v.astype(np.float64) for k, v in values.items()},
+        "lr": lr_per_user.astype(np.float64), **{k: v.astype(np.float64) for k, v in columns.items()},
     }).with_columns(pl.col(pl.Float64).fill_nan(None))
     frame = users.select("user_id", "user_row").join(frame, on="user_row", how="inner")
     return frame.join(groups.select("user_id", "group", "true_group"), on="user_id", how="left").drop("user_row")

@@ -65,24 +65,42 @@ def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
     return learner
 
 
+def score(
+    dataset: str, method: str, seed: int, data: TaskData, tasks: Bundle, groups: Bundle,
+    pred: np.ndarray, lr_per_user: np.ndarray,
+) -> tuple[pl.DataFrame, list[dict]]:
+    """Per-user and aggregate test metrics of one set of (U, Q) test predictions."""
+    test = data.splits["test"]
+    target, mask = test.query_labels.numpy(), test.query_mask.numpy()
+    train_ctr = float(training_labels(data)[1].mean()) if data.task == "ctr" else None
+    users, group_frame = tasks.frame("users__test"), groups.frame("groups")
+    frame = user_metrics_frame(users, group_frame, pred, target, mask, lr_per_user, data.task, train_ctr)
+    frame = frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(method).alias("method"), pl.lit(seed, dtype=pl.Int64).alias("seed"))
+    group_of_row = users.join(group_frame, on="user_id", how="left").sort("user_row")["group"].fill_null("").to_numpy()
+    rows = [{"dataset": dataset, "method": method, "seed": seed, **row}
+            for row in aggregate(pred, target, mask, group_of_row, data.task, train_ctr)]
+    return frame, rows
+
+
 def evaluate_dataset(method: str, dataset: str, model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[list[pl.DataFrame], list[dict]]:
     """Per-user and aggregate test metrics of every seed of one dataset's model."""
     data = task_data_from_tensors(tasks.tensors, tasks.info)
-    _, train_labels = training_labels(data)
-    train_ctr = float(train_labels.mean()) if data.task == "ctr" else None
-    users = tasks.frame("users__test")
-    group_frame = groups.frame("groups")
     user_frames, rows = [], []
     for seed in model.info["seeds"]:
-        learner = load_learner(model, data, seed)
-        preds = predict_split(learner, data, "test")
-        frame = user_metrics_frame(users, group_frame, preds.pred, preds.target, preds.mask, preds.lr_per_user, data.task, train_ctr)
-        frame = frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(method).alias("method"), pl.lit(seed).alias("seed"))
+        preds = predict_split(load_learner(model, data, seed), data, "test")
+        frame, aggregates = score(dataset, method, seed, data, tasks, groups, preds.pred, preds.lr_per_user)
         user_frames.append(frame)
-        group_of_row = users.join(group_frame, on="user_id", how="left").sort("user_row")["group"].fill_null("").to_numpy()
-        for row in aggregate(preds.pred, preds.target, preds.mask, group_of_row, data.task, train_ctr):
-            rows.append({"dataset": dataset, "method": method, "seed": seed, **row})
+        rows += aggregates
     return user_frames, rows
+
+
+def metrics_bundle(method: str, user_frames: list[pl.DataFrame], rows: list[dict], datasets: list[str]) -> Bundle:
+    """The frames every evaluation asset stores: user_metrics, metrics, significance."""
+    user_metrics = pl.concat(user_frames, how="diagonal_relaxed") if user_frames else pl.DataFrame()
+    metrics = pl.DataFrame(rows) if rows else pl.DataFrame()
+    significance = minor_vs_major(user_metrics) if user_frames else pl.DataFrame()
+    return Bundle(frames={"user_metrics": user_metrics, "metrics": metrics, "significance": significance},
+                  info={"method": method, "datasets": datasets})
 
 
 def evaluate_method(method: str, models: dict[str, Bundle], tasks: dict[str, Bundle], groups: dict[str, Bundle]) -> Bundle:
@@ -95,11 +113,7 @@ def evaluate_method(method: str, models: dict[str, Bundle], tasks: dict[str, Bun
         user_frames += frames
         rows += aggregates
         evaluated.append(dataset)
-    user_metrics = pl.concat(user_frames, how="diagonal_relaxed") if user_frames else pl.DataFrame()
-    metrics = pl.DataFrame(rows) if rows else pl.DataFrame()
-    significance = minor_vs_major(user_metrics) if user_frames else pl.DataFrame()
-    return Bundle(frames={"user_metrics": user_metrics, "metrics": metrics, "significance": significance},
-                  info={"method": method, "datasets": evaluated})
+    return metrics_bundle(method, user_frames, rows, evaluated)
 
 
 # -- Dagster assets ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 
 import polars as pl
@@ -20,8 +21,8 @@ SAMPLE_QUERY = (
 )
 
 
-def run_data_job(dataset: str) -> str:
-    """Materialize every data asset of `dataset` in the persistent instance; return the run id."""
+def run_job(job: str, dataset: str | None = None, run_config: dict | None = None) -> str:
+    """Run one job (for one dataset partition, when partitioned) in the persistent instance."""
     import dagster as dg
 
     from pipelines.definitions import defs
@@ -29,12 +30,23 @@ def run_data_job(dataset: str) -> str:
     ensure_dagster_home()
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})}
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("data_job").execute_in_process(
-            partition_key=dataset, instance=instance, raise_on_error=True, run_config=quiet
+        result = defs.resolve_job_def(job).execute_in_process(
+            partition_key=dataset, instance=instance, raise_on_error=True, run_config=config
         )
     return result.run_id
+
+
+def training_config(epochs: int | None, seeds: list[int] | None) -> dict:
+    """Run config overriding epochs/seeds of every model asset and the ablation (None = defaults)."""
+    from models.learners import METHODS
+
+    values = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
+    if not values:
+        return {}
+    ops = {f"{m}_model": {"config": values} for m in METHODS} | {"reg_paml_gamma_ablation": {"config": values}}
+    return {"ops": ops}
 
 
 def summary(run_id: str) -> str:
@@ -66,11 +78,31 @@ def summary(run_id: str) -> str:
     ])
 
 
+def report_summary() -> str:
+    """Where the report is, Table 2 from DuckDB, and a query to try."""
+    from pipelines.store import LineageStore
+
+    home = default_home()
+    pl.Config.set_tbl_rows(60)
+    table = LineageStore(home).query(
+        "SELECT dataset, method, metric, round(mean, 4) AS mean, round(sd, 4) AS sd FROM table2 "
+        "WHERE metric IN ('mse', 'nel') ORDER BY dataset, mean")
+    return "\n".join([
+        f"report: {home / 'reports' / 'report.md'} (plots beside it)",
+        "Table 2, primary error (from the DuckDB view table2):", str(table),
+        "Try: .venv/bin/python -m pipelines.cli sql \"SELECT method, \\\"group\\\", avg(lr) FROM user_metrics "
+        "WHERE lr IS NOT NULL GROUP BY ALL ORDER BY ALL\"",
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.cli", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="build every data asset of one dataset and report")
+    demo = commands.add_parser("demo", help="build, train, evaluate and report on one dataset")
     demo.add_argument("--dataset", default="taobao", choices=["taobao", "movielens", "bookcrossing"])
+    demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
+    demo.add_argument("--epochs", type=int, help="override every method's epochs")
+    demo.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
     sql = commands.add_parser("sql", help="run a read-only SQL query on the DuckDB store")
     sql.add_argument("query")
     stats = commands.add_parser("stats", help="Markdown counts per step, rejections and Table 1 per dataset")
@@ -78,7 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}")
-        print(summary(run_data_job(args.dataset)))
+        started = time.perf_counter()
+        print(f"[1/3] data_job on {args.dataset} ...", flush=True)
+        print(summary(run_job("data_job", args.dataset)))
+        if not args.data_only:
+            print(f"[2/3] training_job on {args.dataset} (6 methods + gamma ablation) ...", flush=True)
+            run_job("training_job", args.dataset, training_config(args.epochs, args.seeds))
+            print("[3/3] evaluation_job (every dataset with models) and the report ...", flush=True)
+            run_job("evaluation_job")
+            print(report_summary())
+        print(f"done in {time.perf_counter() - started:.0f} s")
     elif args.command == "sql":
         from pipelines.store import LineageStore
 

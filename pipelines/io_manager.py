@@ -29,7 +29,12 @@ MIRRORS: dict[tuple[str, str], str] = {
     ("*_eval", "significance"): "significance",
     ("*_model", "history"): "training_history",
     ("reg_paml_gamma_ablation", "metrics"): "ablation_metrics",
+    ("reg_paml_gamma_ablation", "significance"): "ablation_significance",
     ("report", "significance"): "significance",
+    ("report", "table1"): "report_table1",
+    ("report", "table2"): "report_table2",
+    ("report", "table3"): "report_table3",
+    ("report", "table4"): "report_table4",
 }
 
 

@@ -45,6 +45,15 @@ CREATE TABLE IF NOT EXISTS checks (
 """
 
 
+# Views for SQL users, over the tables the `report` asset writes (same numbers as the report).
+VIEWS = {
+    "table1": "SELECT dataset, item, ours, paper FROM report_table1",
+    "table2": "SELECT dataset, method, metric, mean, sd, n_seeds, best, significant, paper_mean, paper_sd FROM report_table2",
+    "table3": "SELECT dataset, method, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table3",
+    "table4": "SELECT dataset, variant, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table4",
+}
+
+
 class PartitionNotBuiltError(LookupError):
     """Raised when an asset partition is loaded that no run has materialized."""
 
@@ -146,6 +155,7 @@ class LineageStore:
                     con.execute("INSERT INTO lineage_edges VALUES (?, ?) ON CONFLICT DO NOTHING", [artifact_id, input_id])
                 for table, frame in mirrors.items():
                     self._mirror(con, table, frame, asset_key, partition, artifact_id)
+                self._refresh_views(con, set(mirrors))
                 con.execute(
                     "UPDATE runs SET last_write_at = now(), n_artifacts = n_artifacts + 1 WHERE run_id = ?", [run_id]
                 )
@@ -182,10 +192,24 @@ class LineageStore:
         con.register("mirror_rows", rows.to_arrow())
         try:
             con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM mirror_rows LIMIT 0')
+            existing = {r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+            for name, dtype in con.execute("SELECT column_name, column_type FROM (DESCRIBE mirror_rows)").fetchall():
+                if name not in existing:  # a new metric column, e.g. the first CTR dataset
+                    con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {dtype}')
             con.execute(f'DELETE FROM "{table}" WHERE asset_key = ? AND partition = ?', [asset_key, partition])
             con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM mirror_rows')
         finally:
-            con.unregister("mirror_rows")
+            with contextlib.suppress(duckdb.Error):  # after a failed statement the error above is the one to see
+                con.unregister("mirror_rows")
+
+    @staticmethod
+    def _refresh_views(con: duckdb.DuckDBPyConnection, written: set[str]) -> None:
+        """(Re)create the views whose source table was just written."""
+        for view, select in VIEWS.items():
+            source = select.rsplit("FROM ", 1)[1].strip()
+            if source in written:
+                con.execute(f'CREATE OR REPLACE VIEW "{view}" AS {select}')
 
     def record_checks(self, rows: list[dict]) -> None:
         """Append check outcomes (one row per expectation)."""
