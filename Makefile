@@ -27,6 +27,8 @@ test: install
 
 bench: install
 	$(PY) -m benchmarks.data_steps
+	$(PY) -m benchmarks.training
+	$(PY) -m benchmarks.memory_recall
 
 ui: install
 	$(PY) -c "from pipelines.instance import ensure_dagster_home; ensure_dagster_home()"

@@ -45,7 +45,7 @@ def training_config(epochs: int | None, seeds: list[int] | None) -> dict:
     values = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
     if not values:
         return {}
-    ops = {f"{m}_model": {"config": values} for m in METHODS} | {"reg_paml_gamma_ablation": {"config": values}}
+    ops = {f"{m}_model": {"config": dict(values)} for m in METHODS} | {"reg_paml_gamma_ablation": {"config": dict(values)}}
     return {"ops": ops}
 
 
