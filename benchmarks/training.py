@@ -25,7 +25,19 @@ METHODS = ("melu", "meta_sgd", "transfer", "paml", "at_paml", "reg_paml")
 
 
 def movielens_tasks(data_dir: Path):
-    """ML-1M through cleaning, Pareto selection, splits and encoding (seed 0)."""
+    """ML-1M through cleaning, Pareto selection, splits and encoding (seed 0).
+
+    With PAML_TASKS_DIR set, reads tensors saved by `--save-tasks` instead (for a machine
+    that has torch but not the data stack, e.g. a GPU box).
+    """
+    tasks_dir = os.environ.get("PAML_TASKS_DIR")
+    if tasks_dir:
+        from safetensors.torch import load_file
+
+        from models.tasks import task_data_from_tensors
+
+        info = json.loads((Path(tasks_dir) / "info.json").read_text())
+        return task_data_from_tensors(load_file(str(Path(tasks_dir) / "tensors.safetensors")), info)
     from assets.clean_logs import clean_logs_from_raw
     from assets.cold_start_users import select_cold_start
     from assets.meta_tasks import encode_tasks
@@ -39,6 +51,13 @@ def movielens_tasks(data_dir: Path):
     cold = select_cold_start(clean.frame("interactions"))
     splits = user_splits_for(cold, clean.frame("interactions"), 0)
     _, tensors, info = encode_tasks(clean.frame("users"), clean.frame("items"), splits, spec)
+    if os.environ.get("PAML_SAVE_TASKS"):
+        from safetensors.torch import save_file
+
+        target = Path(os.environ["PAML_SAVE_TASKS"])
+        target.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(target / "tensors.safetensors"))
+        (target / "info.json").write_text(json.dumps(info))
     return task_data_from_tensors(tensors, info)
 
 
@@ -109,7 +128,7 @@ def main() -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     data_dir = Path(os.environ.get("PAML_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if not (data_dir / "ml-1m" / "ratings.dat").is_file():
+    if not (data_dir / "ml-1m" / "ratings.dat").is_file() and not os.environ.get("PAML_TASKS_DIR"):
         print(f"no ml-1m/ratings.dat under {data_dir}: set PAML_DATA_DIR")
         return 1
     if args.child == "inner":

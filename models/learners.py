@@ -210,6 +210,12 @@ class ATPAML(MetaLearner):
         self.memory.apply_gradients()
         self.memory.insert(outcome.user_embedding.detach(), self._alpha.detach())
 
+    def _apply(self, fn, recurse: bool = True):
+        # The memory is not an nn.Module: follow the parameters when the learner moves device.
+        moved = super()._apply(fn, recurse)
+        self.memory.to(self.lr_module.layers[0].weight.device)
+        return moved
+
     def get_extra_state(self) -> dict[str, torch.Tensor]:
         return self.memory.state_dict()
 

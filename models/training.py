@@ -72,6 +72,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def predict_split(learner: MetaLearner, data: TaskData, split: str, batch_size: int = 256) -> Predictions:
     """Adapt on every user's support set of `split` and predict its query set."""
+    data = data.to(next(learner.parameters()).device)
     tasks = data.splits[split]
     preds, losses, lrs = [], [], []
     width = tasks.query_mask.shape[1]

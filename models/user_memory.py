@@ -226,6 +226,18 @@ class UserMemory:
                     leaf.grad = None
         self._index_stale = True
 
+    def to(self, device: str | torch.device) -> "UserMemory":
+        """Move the store to `device` (stored values stay leaves that take gradients)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        self.embeddings = self.embeddings.detach().to(device).requires_grad_(True)
+        self.lrs = self.lrs.detach().to(device).requires_grad_(True)
+        self.last_used = self.last_used.to(device)
+        self.device = device
+        self._index_stale = True
+        return self
+
     # ------------------------------------------------------------ persistence
 
     def state_dict(self) -> dict[str, Tensor]:
