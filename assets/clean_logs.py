@@ -94,8 +94,7 @@ def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[Rule]:
     age_text = pl.col("age").str.strip_chars()
     age = age_text.cast(pl.Int64, strict=False)
     checks: list[Rule] = [
-        (pl.col("user_id").is_duplicated() & (pl.col("line") != pl.col("line").min().over("user_id")),
-         "duplicate user_id", pl.col("user_id")),
+        (pl.col("_repeated"), "duplicate user_id", pl.col("user_id")),  # see clean_users
         (is_placeholder("age"), "age missing", pl.col("age")),
         (age.is_null(), "age not an integer", pl.col("age")),
     ]
@@ -111,19 +110,19 @@ def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[Rule]:
         checks.append((parts.list.len() != 3, "location not 'city, state, country'", pl.col("location")))
         for index, name in enumerate(("city", "state", "country")):
             part = parts.list.get(index, null_on_oob=True).str.strip_chars()
-            checks.append((_garbled(part), f"garbled location ({name})", pl.col("location")))
+            checks.append((is_garbled_place(part), f"garbled location ({name})", pl.col("location")))
     elif spec.name == "movielens":
         checks.append((~pl.col("zip").str.contains(ZIP_CODE).fill_null(False), "garbled zip code", pl.col("zip")))
     elif spec.name == "taobao":
-        checks.append((_garbled(pl.col("city").str.strip_chars()), "garbled city", pl.col("city")))
+        checks.append((is_garbled_place(pl.col("city").str.strip_chars()), "garbled city", pl.col("city")))
     for field in spec.user_fields:
         if field not in ("age", "city", "state", "country"):
             checks.append((is_placeholder(field), f"blank {field}", pl.col(field)))
     return checks
 
 
-def _garbled(text: pl.Expr) -> pl.Expr:
-    """is_garbled_place for an expression rather than a column name."""
+def is_garbled_place(text: pl.Expr) -> pl.Expr:
+    """True where a place name is missing, a placeholder, mojibake, or has non-name characters."""
     lowered = text.str.to_lowercase()
     return (
         text.is_null()
@@ -135,7 +134,8 @@ def _garbled(text: pl.Expr) -> pl.Expr:
 
 def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Apply the user rules; return (users with typed features, rejected frames)."""
-    kept, rejected = split_by_rules(users, user_rules(spec, rules), pl.col("user_id"), spec.name)
+    users = users.with_columns(repeated_rows(users, ["user_id"]))
+    kept, rejected = split_by_rules(users, user_rules(spec, rules), pl.col("user_id"), spec.name, drop=("_repeated",))
     if spec.name == "bookcrossing":
         parts = pl.col("location").str.split(",")
         kept = kept.with_columns(
@@ -151,8 +151,9 @@ def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) ->
 
 def clean_items(items: pl.DataFrame, spec: DatasetSpec) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Drop duplicate item ids; blank item fields become null (encoded as missing later)."""
-    duplicate = pl.col("item_id").is_duplicated() & (pl.col("line") != pl.col("line").min().over("item_id"))
-    kept, dup = split_by_rules(items, [(duplicate, "duplicate item_id", pl.col("item_id"))], pl.col("item_id"), spec.name)
+    items = items.with_columns(repeated_rows(items, ["item_id"]))
+    duplicate = (pl.col("_repeated"), "duplicate item_id", pl.col("item_id"))
+    kept, dup = split_by_rules(items, [duplicate], pl.col("item_id"), spec.name, drop=("_repeated",))
     single = [
         pl.when(is_placeholder(f) | (pl.col(f).str.strip_chars() == "0")).then(None).otherwise(pl.col(f).str.strip_chars()).alias(f)
         if f == "year" else

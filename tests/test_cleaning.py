@@ -153,3 +153,22 @@ def test_missing_raw_files_name_files_directory_and_source(tmp_path, dataset):
     message = str(error.value)
     assert str(tmp_path) in message and "To obtain them" in message
     assert ("ratings.dat" in message) if dataset == "movielens" else ("BX-Book-Ratings.csv" in message)
+
+
+def test_duplicate_user_keeps_the_first_line(tmp_path):
+    users = good_ml_users(2) + ["1::F::25::3::12345"]
+    bundle = clean_ml(tmp_path, users, ml_ratings_for(range(1, 3)))
+    row = bundle.frame("rejected").filter(pl.col("reason") == "duplicate user_id").row(0, named=True)
+    assert (row["record_id"], row["line"]) == ("1", 3)
+    assert bundle.frame("users").filter(pl.col("user_id") == "1")["line"].item() == 1
+
+
+def test_utf8_logs_keep_blank_lines_and_line_numbers(tmp_path):
+    write_lines(tmp_path / "user_profile.csv", ["user_id,age,gender,city,segment,spend_level", "u1,30,F,Hangzhou,student,2"], "utf-8")
+    write_lines(tmp_path / "item_catalogue.csv", ["item_id,category,brand,price_level", "i1,c1,b1,1", "i2,c2,b2,2"], "utf-8")
+    write_lines(tmp_path / "logs/dt=2026-01-02/impressions.csv",
+                ["user_id,item_id,ts,clicked", "u1,i1,100,1", "", "u1,i2,101,1"], "utf-8", newline="\r\n")
+    raw = read_taobao(tmp_path)
+    assert raw.frame("interactions")["line"].to_list() == [2, 4]
+    assert raw.frame("malformed").select("line", "reason").rows() == [(3, "blank line")]
+    assert raw.frame("interactions")["label"].to_list() == ["1", "1"]  # no stray '\r'
