@@ -11,14 +11,16 @@ the inner gradients), first order as an explicit option.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 import torch
 from torch.func import grad, vmap
+from torch.utils._pytree import tree_map
 
 Params = dict[str, torch.Tensor]
 StepSize = Union[float, torch.Tensor, dict[str, torch.Tensor]]
-Predict = Callable[[Params, torch.Tensor], torch.Tensor]
+Inputs = Any  # a tensor or a tuple of tensors with a leading user dimension (B, ...)
+Predict = Callable[[Params, Inputs], torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -43,7 +45,7 @@ def sgd_step(params: Params, grads: Params, step_size: StepSize) -> Params:
 
 
 def adapt_one(
-    params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
+    params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
     predict: Predict, loss: Loss, config: InnerConfig,
 ) -> tuple[Params, torch.Tensor]:
     """Adapt `params` to one user's support set.
@@ -52,7 +54,7 @@ def adapt_one(
     (REG-PAML's regularizer uses it).
     """
     support_loss = lambda p: loss(predict(p, x), y, mask)  # noqa: E731
-    grad_sq_norm = x.new_zeros(())
+    grad_sq_norm = y.new_zeros(())
     for step in range(config.steps):
         grads = grad(support_loss)(params)
         if config.first_order:
@@ -64,10 +66,10 @@ def adapt_one(
 
 
 def adapt_batch(
-    params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
+    params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
     predict: Predict, loss: Loss, config: InnerConfig,
 ) -> tuple[Params, torch.Tensor]:
-    """Vectorized adapt_one over users: x (B, S, D), y and mask (B, S).
+    """Vectorized adapt_one over users: x leaves (B, ...), y and mask (B, S).
 
     Returns adapted parameters with a leading user dimension and grad norms (B,).
     """
@@ -76,13 +78,13 @@ def adapt_batch(
     return vmap(run, in_dims=(None, 0, 0, 0, step_dims))(params, x, y, mask, step_size)
 
 
-def predict_batch(predict: Predict, user_params: Params, x: torch.Tensor) -> torch.Tensor:
-    """Per-user predictions with per-user parameters: x (B, Q, D) -> (B, Q)."""
+def predict_batch(predict: Predict, user_params: Params, x: Inputs) -> torch.Tensor:
+    """Per-user predictions with per-user parameters: x leaves (B, ...) -> (B, Q)."""
     return vmap(predict, in_dims=(0, 0))(user_params, x)
 
 
 def adapt_loop(
-    params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
+    params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
     predict: Predict, loss: Loss, config: InnerConfig,
 ) -> tuple[list[Params], torch.Tensor]:
     """Reference implementation: a plain Python loop over users with torch.autograd.grad.
@@ -90,11 +92,12 @@ def adapt_loop(
     Kept for tests (the vectorized path must give the same meta-gradient) and readability.
     """
     adapted, norms = [], []
-    for user in range(x.shape[0]):
+    for user in range(y.shape[0]):
+        user_x = tree_map(lambda t: t[user], x)
         user_step = step_size[user] if is_per_user(step_size) else step_size
         current = dict(params)
         for step in range(config.steps):
-            support = loss(predict(current, x[user]), y[user], mask[user])
+            support = loss(predict(current, user_x), y[user], mask[user])
             grads = torch.autograd.grad(support, list(current.values()), create_graph=not config.first_order)
             grads = dict(zip(current, grads))
             if step == 0:

@@ -79,8 +79,8 @@ class MetaLearner(nn.Module):
         """Adapt to each user's support set and predict its query set."""
         item_embeddings = self.net.embedder.items(items)  # (N+1, Di)
         h = self.net.embedder.user(batch.user_fields)  # (B, Du)
-        support_x = self.net.inputs(batch.user_fields, batch.support_items, item_embeddings)  # (B, S, D)
-        query_x = self.net.inputs(batch.user_fields, batch.query_items, item_embeddings)  # (B, Q, D)
+        support_x = self.net.inputs(h, batch.support_items, item_embeddings)  # (B, Du), (B, S, Di)
+        query_x = self.net.inputs(h, batch.query_items, item_embeddings)  # (B, Du), (B, Q, Di)
         alpha = self.step_size(h)
         adapted, grad_sq_norm = adapt_batch(
             self.net.adapted_params(), support_x, batch.support_labels, batch.support_mask, alpha,
@@ -243,7 +243,7 @@ class Transfer(MetaLearner):
         # Plain supervised training: every known rating of the user, no adaptation.
         losses = []
         for part in ("support", "query"):
-            x = self.net.inputs(batch.user_fields, getattr(batch, f"{part}_items"), item_embeddings)
+            x = self.net.inputs(h, getattr(batch, f"{part}_items"), item_embeddings)
             pred = self.net.predict(params, x)
             losses.append((pred, getattr(batch, f"{part}_labels"), getattr(batch, f"{part}_mask")))
         pred = torch.cat([p for p, _, _ in losses], 1)

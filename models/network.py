@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from models.tasks import ItemTable, TaskData
 
 PAD_INDEX = 0
+Inputs = tuple[torch.Tensor, torch.Tensor]  # (user embedding (..., Du), item embeddings (..., S, Di))
 
 
 @dataclass(frozen=True)
@@ -93,19 +93,36 @@ class PreferenceNetwork(nn.Module):
         """The parameters the inner loop adapts, by name (e.g. 'decision.0.weight')."""
         return {n: p for n, p in self.named_parameters() if n.startswith(self.config.adapted)}
 
-    def inputs(self, user_fields: torch.Tensor, items: torch.Tensor, item_embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, F_user), (B, S) item rows -> (B, S, D) decision inputs [user embedding ; item embedding]."""
-        user = self.embedder.user(user_fields)  # (B, Du)
-        item = item_embeddings[items]  # (B, S, Di)
-        return torch.cat([user.unsqueeze(1).expand(-1, items.shape[1], -1), item], dim=-1)
+    def inputs(self, user_embedding: torch.Tensor, items: torch.Tensor, item_embeddings: torch.Tensor) -> Inputs:
+        """Decision inputs of a batch: (user embedding (B, Du), item embeddings (B, S, Di)).
 
-    def predict(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Decision layers on x (..., D) -> (...), with `params` replacing the adapted ones.
-
-        Parameters not in `params` (layers that are not adapted) are the module's own.
+        The user half is kept apart rather than concatenated to every item: the first layer
+        applies its user columns once per user instead of once per item.
         """
-        decision = {name.removeprefix("decision."): p for name, p in params.items()}
-        return functional_call(self.decision, decision, (x,)).squeeze(-1)
+        return user_embedding, item_embeddings[items]
+
+    def predict(self, params: dict[str, torch.Tensor], x: Inputs) -> torch.Tensor:
+        """Decision layers on the [user ; item] concatenation -> one score per item (..., S).
+
+        `params` replaces the adapted parameters; the others are the module's own. Plain
+        F.linear calls instead of functional_call(self.decision, ...): the same function,
+        without module-swapping machinery that dominates the vmapped inner loop's time.
+        """
+        user, items = x  # (..., Du), (..., S, Di)
+        layers = [m for m in self.decision if isinstance(m, nn.Linear)]
+        hidden = items
+        for index, layer in enumerate(layers):
+            slot = 2 * index  # position of the Linear in the Sequential (Linear, ReLU, ...)
+            weight = params.get(f"decision.{slot}.weight", layer.weight)
+            bias = params.get(f"decision.{slot}.bias", layer.bias)
+            if index == 0:
+                user_dim = user.shape[-1]
+                hidden = nn.functional.linear(items, weight[:, user_dim:], bias) + (user @ weight[:, :user_dim].T).unsqueeze(-2)
+            else:
+                hidden = nn.functional.linear(hidden, weight, bias)
+            if index < len(layers) - 1:
+                hidden = torch.relu(hidden)
+        return hidden.squeeze(-1)
 
 
 def task_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, task: str) -> torch.Tensor:

@@ -77,8 +77,8 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
     net = PreferenceNetwork(data, NetworkConfig(embedding_dim=4, hidden=(8, 8)))
     batch = data.splits["train"]
     items = net.embedder.items(data.items)
-    xs = net.inputs(batch.user_fields, batch.support_items, items)
-    xq = net.inputs(batch.user_fields, batch.query_items, items)
+    xs = net.inputs(net.embedder.user(batch.user_fields), batch.support_items, items)
+    xq = net.inputs(net.embedder.user(batch.user_fields), batch.query_items, items)
     params = net.adapted_params()
     if step_kind == "scalar":
         step = torch.tensor(0.05, requires_grad=True)
@@ -94,7 +94,7 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
     grads_vec = torch.autograd.grad(loss_vec, meta_params, allow_unused=True, retain_graph=True)
 
     adapted_list, norms_loop = adapt_loop(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config)
-    loss_loop = sum(mse(net.predict(p, xq[u]), batch.query_labels[u], batch.query_mask[u]) for u, p in enumerate(adapted_list))
+    loss_loop = sum(mse(net.predict(p, (xq[0][u], xq[1][u])), batch.query_labels[u], batch.query_mask[u]) for u, p in enumerate(adapted_list))
     grads_loop = torch.autograd.grad(loss_loop + norms_loop.sum(), meta_params, allow_unused=True)
     for a, b in zip(grads_vec, grads_loop):
         assert (a is None) == (b is None)

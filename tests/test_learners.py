@@ -23,7 +23,7 @@ def test_adaptation_lowers_support_loss(method, task):
     learner = build_learner(method, data, CONFIG)
     batch = data.splits["train"]
     net = learner.net
-    xs = net.inputs(batch.user_fields, batch.support_items, net.embedder.items(data.items))
+    xs = net.inputs(net.embedder.user(batch.user_fields), batch.support_items, net.embedder.items(data.items))
     step = learner.step_size(net.embedder.user(batch.user_fields))
     params = net.adapted_params()
     adapted, _ = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict,
@@ -89,12 +89,12 @@ def test_reg_paml_regularizer_matches_hand_computation():
     objective = learner.objective(outcome)
     # By hand for every user: ||dL_support/dtheta||^2 with torch.autograd, times |alpha(h_i)|.
     net = learner.net
-    xs = net.inputs(batch.user_fields, batch.support_items, net.embedder.items(data.items))
+    xs = net.inputs(net.embedder.user(batch.user_fields), batch.support_items, net.embedder.items(data.items))
     params = net.adapted_params()
     alpha = learner.step_size(net.embedder.user(batch.user_fields))
     regs = []
     for u in range(len(batch)):
-        support = learner.loss(net.predict(params, xs[u]), batch.support_labels[u], batch.support_mask[u])
+        support = learner.loss(net.predict(params, (xs[0][u], xs[1][u])), batch.support_labels[u], batch.support_mask[u])
         grads = torch.autograd.grad(support, list(params.values()), retain_graph=True)
         regs.append(sum((g ** 2).sum() for g in grads) * alpha[u].abs())
     expected = (outcome.query_loss + CONFIG.gamma * torch.stack(regs)).mean()
