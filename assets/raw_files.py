@@ -245,15 +245,16 @@ TAOBAO_ITEM_COLUMNS = ("item_id", "category", "brand", "price_level")
 TAOBAO_LOG_COLUMNS = ("user_id", "item_id", "ts", "clicked")
 
 
-def read_taobao(directory: Path) -> Bundle:
+def read_taobao(directory: Path, max_days: int | None = None) -> Bundle:
     """Read a Taobao-like click-log directory written by `taobao_generator`.
 
     Layout: user_profile.csv, item_catalogue.csv, logs/dt=*/impressions.csv, and the
-    evaluation-only ground truth _truth/user_groups.csv (kept in its own frame).
+    evaluation-only ground truth _truth/user_groups.csv (kept in its own frame). With
+    `max_days`, only the first `max_days` day files (by date) are read.
     """
     required = ("user_profile.csv", "item_catalogue.csv")
     missing = [n for n in required if not (directory / n).is_file()]
-    day_files = sorted(directory.glob("logs/dt=*/impressions.csv"))
+    day_files = sorted(directory.glob("logs/dt=*/impressions.csv"))[:max_days]
     if missing or not day_files:
         missing += [] if day_files else ["logs/dt=*/impressions.csv"]
         raise MissingRawFilesError(

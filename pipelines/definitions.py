@@ -15,6 +15,7 @@ from assets.reference_eval import reference_eval
 from assets.report import report
 from assets.user_groups import user_groups
 from assets.user_splits import user_splits
+from pipelines.automation import SCHEDULES, SENSORS
 from pipelines.io_manager import LineageIOManager
 from pipelines.jobs import JOBS
 from pipelines.resources import default_home, paml_resource
@@ -34,6 +35,8 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     jobs=JOBS,
+    schedules=SCHEDULES,
+    sensors=SENSORS,
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

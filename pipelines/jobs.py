@@ -22,3 +22,11 @@ evaluation_job = dg.define_asset_job(
 )
 
 JOBS = [data_job, training_job, evaluation_job]
+
+retraining_job = dg.define_asset_job(
+    "retraining_job",
+    selection=dg.AssetSelection.groups("data", "models") | dg.AssetSelection.assets("reg_paml_gamma_ablation"),
+    description="Rebuild one dataset end to end up to its trained models (data, every method, ablation).",
+)
+
+JOBS.append(retraining_job)
