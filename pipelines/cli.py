@@ -73,7 +73,7 @@ def summary(run_id: str) -> str:
         "artifacts made:", str(artifacts),
         "rejected rows by reason:", str(rejected),
         "Great Expectations checks:", str(checks),
-        "Try some SQL (stop `dagster dev` first, DuckDB has one writer):",
+        "Try some SQL (reads paml-snapshot.duckdb, so it works while runs write):",
         f"  .venv/bin/python -m pipelines.cli sql \"{SAMPLE_QUERY}\"",
     ])
 
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
     sql = commands.add_parser("sql", help="run a read-only SQL query on the DuckDB store")
     sql.add_argument("query")
+    sql.add_argument("--live", action="store_true",
+                     help="query the live database (waits while a run writes) instead of the snapshot (never blocked)")
     stats = commands.add_parser("stats", help="Markdown counts per step, rejections and Table 1 per dataset")
     stats.add_argument("datasets", nargs="+")
     args = parser.parse_args(argv)
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.store import LineageStore
 
         pl.Config.set_tbl_rows(50)
-        print(LineageStore(default_home()).query(args.query))
+        print(LineageStore(default_home()).query(args.query, snapshot=not args.live))
     elif args.command == "stats":
         from pipelines.stats import data_report
         from pipelines.store import LineageStore

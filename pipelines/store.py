@@ -101,6 +101,7 @@ class LineageStore:
     def __init__(self, home: Path):
         self.home = Path(home)
         self.db_path = self.home / "paml.duckdb"
+        self.snapshot_path = self.home / "paml-snapshot.duckdb"
         self.artifact_root = self.home / "artifacts"
         with connect(self.db_path) as con:
             con.execute(SCHEMA)
@@ -163,6 +164,7 @@ class LineageStore:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+            self._refresh_snapshot(con)
         return ArtifactRow(artifact_id, asset_key, partition, digest, str(location))
 
     @staticmethod
@@ -221,6 +223,23 @@ class LineageStore:
                 [[r["run_id"], r["asset_key"], r["partition"], r["check_name"], r["expectation"],
                   r.get("column_name"), r["success"], r.get("unexpected_count"), r.get("details")] for r in rows],
             )
+            self._refresh_snapshot(con)
+
+    def _refresh_snapshot(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Copy the committed database to `paml-snapshot.duckdb` (staged, then renamed).
+
+        Readers open the snapshot at any time, with any DuckDB client, without ever meeting
+        the writer's lock; it is at most one write behind the live file. The copy runs on the
+        writer's own connection, so no other writer can interleave.
+        """
+        staging = self.snapshot_path.with_name(f".{self.snapshot_path.name}.{uuid.uuid4().hex}")
+        source = con.execute("SELECT current_database()").fetchone()[0]
+        con.execute(f"ATTACH '{staging}' AS paml_snapshot")
+        try:
+            con.execute(f'COPY FROM DATABASE "{source}" TO paml_snapshot')
+        finally:
+            con.execute("DETACH paml_snapshot")
+        os.replace(staging, self.snapshot_path)
 
     # -- reading -----------------------------------------------------------------
     def latest(self, asset_key: str, partition: str) -> ArtifactRow:
@@ -253,7 +272,11 @@ class LineageStore:
         sources = tuple(SourceFile(**s) for s in meta.get("sources", []))
         return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources)
 
-    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
-        """Run a read query and return a polars frame (a short read-only connection)."""
-        with connect(self.db_path, read_only=True) as con:
+    def query(self, sql: str, params: list | None = None, *, snapshot: bool = False) -> pl.DataFrame:
+        """Run a read query and return a polars frame (a short read-only connection).
+
+        `snapshot=True` reads the last committed snapshot, which no writer ever locks.
+        """
+        path = self.snapshot_path if snapshot and self.snapshot_path.is_file() else self.db_path
+        with connect(path, read_only=True) as con:
             return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()
