@@ -95,6 +95,31 @@ def report_summary() -> str:
     ])
 
 
+def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
+    """['a=1', 'b=2'] -> {'a': '1', 'b': '2'}, or an error naming the bad pair."""
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{what}: expected KEY=VALUE, got {pair!r}")
+        parsed[key] = value
+    return parsed
+
+
+def recommend_command(args: argparse.Namespace) -> str:
+    """Load the newest model and tasks of a dataset, adapt to the given user, rank items."""
+    from assets.cold_start import recommend
+    from pipelines.store import LineageStore
+
+    store = LineageStore(default_home())
+    model = store.load(store.latest(f"{args.method}_model", args.dataset))
+    tasks = store.load(store.latest("meta_tasks", args.dataset))
+    ratings = {k: float(v) for k, v in parse_pairs(args.ratings, "--ratings").items()}
+    ranked, lr = recommend(model, tasks, parse_pairs(args.profile, "--profile"), ratings, args.top, args.seed)
+    pl.Config.set_tbl_rows(args.top)
+    return f"{args.method} adapted to the new user on {len(ratings)} items (inner learning rate {lr:.4g}):\n{ranked}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.cli", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("query")
     sql.add_argument("--live", action="store_true",
                      help="query the live database (waits while a run writes) instead of the snapshot (never blocked)")
+    rec = commands.add_parser("recommend", help="adapt a trained model to a new user and print scored items")
+    rec.add_argument("--dataset", required=True, choices=["taobao", "movielens", "bookcrossing"])
+    rec.add_argument("--method", default="reg_paml")
+    rec.add_argument("--seed", type=int, help="which trained seed (default: the first)")
+    rec.add_argument("--profile", nargs="+", required=True, metavar="FIELD=VALUE", help="the user's features")
+    rec.add_argument("--ratings", nargs="+", required=True, metavar="ITEM=LABEL", help="a few ratings (or 0/1 clicks)")
+    rec.add_argument("--top", type=int, default=10)
     stats = commands.add_parser("stats", help="Markdown counts per step, rejections and Table 1 per dataset")
     stats.add_argument("datasets", nargs="+")
     args = parser.parse_args(argv)
@@ -127,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
 
         pl.Config.set_tbl_rows(50)
         print(LineageStore(default_home()).query(args.query, snapshot=not args.live))
+    elif args.command == "recommend":
+        from assets.cold_start import ColdStartInputError
+        from pipelines.store import PartitionNotBuiltError
+
+        try:
+            print(recommend_command(args))
+        except (ColdStartInputError, PartitionNotBuiltError) as error:
+            raise SystemExit(f"error: {error}") from None
     elif args.command == "stats":
         from pipelines.stats import data_report
         from pipelines.store import LineageStore

@@ -73,3 +73,25 @@ def test_eval_without_models_names_missing_datasets(chain):
     metadata = event.materialization.metadata
     assert metadata["datasets_evaluated"].value == "taobao"
     assert metadata["datasets_without_model"].value == "bookcrossing, movielens"
+
+
+def test_cold_start_recommendation_for_a_new_user(chain):
+    from assets.cold_start import ColdStartInputError, recommend
+
+    home, _, _ = chain
+    store = LineageStore(home)
+    model = store.load(store.latest("reg_paml_model", "taobao"))
+    tasks = store.load(store.latest("meta_tasks", "taobao"))
+    items = tasks.frame("items")["item_id"].to_list()
+    profile = {"age": "28", "gender": "F", "city": "Hangzhou", "segment": "never-seen", "spend_level": "3"}
+    clicks = {items[0]: 1.0, items[1]: 0.0, items[2]: 1.0}
+    ranked, lr = recommend(model, tasks, profile, clicks, top=5)
+    assert ranked.height == 5 and not set(ranked["item_id"]) & set(clicks)
+    assert ranked["score"].is_between(0, 1).all() and ranked["score"].is_sorted(descending=True)
+    assert lr > 0
+    again, _ = recommend(model, tasks, profile, clicks, top=5)
+    assert again.equals(ranked)
+    with pytest.raises(ColdStartInputError, match="no-such-item"):
+        recommend(model, tasks, profile, {"no-such-item": 1.0})
+    with pytest.raises(ColdStartInputError, match="spend_level"):
+        recommend(model, tasks, {k: v for k, v in profile.items() if k != "spend_level"}, clicks)
