@@ -94,7 +94,7 @@ class MetaLearner(nn.Module):
         """The meta-loss to minimize: mean query loss over the batch."""
         return outcome.query_loss.mean()
 
-    def after_outer_step(self, outcome: Outcome) -> None:
+    def after_outer_step(self, outcome: Outcome, collective=None) -> None:
         """Hook after each optimizer step (AT-PAML updates its memory here)."""
 
 
@@ -206,9 +206,14 @@ class ATPAML(MetaLearner):
         self._alpha = alpha
         return alpha
 
-    def after_outer_step(self, outcome: Outcome) -> None:
+    def after_outer_step(self, outcome: Outcome, collective=None) -> None:
+        h, alpha = outcome.user_embedding.detach(), self._alpha.detach()
+        if collective is not None:
+            # Every process keeps the same memory: the batch's gradients and users, all shards.
+            collective.all_reduce_memory(self.memory)
+            h, alpha = collective.all_gather(h), collective.all_gather(alpha)
         self.memory.apply_gradients()
-        self.memory.insert(outcome.user_embedding.detach(), self._alpha.detach())
+        self.memory.insert(h, alpha)
 
     def _apply(self, fn, recurse: bool = True):
         # The memory is not an nn.Module: follow the parameters when the learner moves device.

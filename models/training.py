@@ -9,13 +9,16 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from models.learners import LearnerConfig, MetaLearner, build_learner
 from models.tasks import TaskData
+
+if TYPE_CHECKING:
+    from models.distributed import Collective
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,15 @@ def predict_split(learner: MetaLearner, data: TaskData, split: str, batch_size: 
 
 def train(
     method: str, data: TaskData, learner_config: LearnerConfig, config: TrainConfig,
-    on_epoch: Callable[[EpochLog], None] = lambda log: None,
+    on_epoch: Callable[[EpochLog], None] = lambda log: None, collective: "Collective | None" = None,
 ) -> TrainResult:
-    """Meta-train `method` on the training users; keep the epoch with the lowest validation loss."""
+    """Meta-train `method` on the training users; keep the epoch with the lowest validation loss.
+
+    With a `collective` (data-parallel training, see models/distributed.py) every process
+    draws the same meta-batches, computes its contiguous shard of each, and gradients are
+    summed across processes with each shard's loss weighted by its share of the batch: the
+    update is that of one process on the whole batch.
+    """
     generator = seed_everything(config.seed)
     data = data.to(config.device)
     learner = build_learner(method, data, learner_config).to(config.device)
@@ -112,13 +121,17 @@ def train(
         start, losses = time.perf_counter(), []
         order = torch.randperm(len(train_tasks), generator=generator).to(config.device)
         for offset in range(0, len(order), config.meta_batch):
-            outcome = learner.run(train_tasks.select(order[offset: offset + config.meta_batch]), data.items)
-            loss = learner.objective(outcome)
+            batch = order[offset: offset + config.meta_batch]
+            local = batch if collective is None else batch.tensor_split(collective.world_size)[collective.rank]
+            outcome = learner.run(train_tasks.select(local), data.items)
+            loss = learner.objective(outcome) * (len(local) / len(batch))
             optimizer.zero_grad()
             loss.backward()
+            if collective is not None:
+                collective.all_reduce_grads(learner)
             optimizer.step()
-            learner.after_outer_step(outcome)
-            losses.append(float(loss.detach()))
+            learner.after_outer_step(outcome, collective)
+            losses.append(float(loss.detach()) if collective is None else collective.sum_scalar(float(loss.detach())))
         seconds = time.perf_counter() - start
         val_loss = float(np.mean(predict_split(learner, data, "val", config.eval_batch).query_loss))
         log = EpochLog(epoch, float(np.mean(losses)), val_loss, seconds, len(train_tasks) / seconds)

@@ -16,6 +16,7 @@ from assets.report import report
 from assets.user_groups import user_groups
 from assets.user_splits import user_splits
 from pipelines.automation import SCHEDULES, SENSORS
+from pipelines.executors import executor_from_env
 from pipelines.io_manager import LineageIOManager
 from pipelines.jobs import JOBS
 from pipelines.resources import default_home, paml_resource
@@ -38,5 +39,5 @@ defs = dg.Definitions(
     schedules=SCHEDULES,
     sensors=SENSORS,
     resources=build_resources(),
-    executor=dg.in_process_executor,
+    executor=executor_from_env(),
 )

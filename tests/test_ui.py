@@ -164,7 +164,10 @@ class DagsterDev:
         pytest.fail(f"dagster dev not ready after {STARTUP_TIMEOUT_S:.0f}s ({last}); log tail:\n{self.log_tail()}")
 
     def stop(self) -> int:
-        """SIGTERM the process group, SIGKILL after STOP_TIMEOUT_S; idempotent. Returns the exit code."""
+        """SIGTERM the process group; SIGKILL whatever of the session is still alive after
+        STOP_TIMEOUT_S (the code server sometimes outlives `dagster dev` by its 45 s heartbeat
+        timeout). Idempotent. Returns the exit code of `dagster dev`."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -173,17 +176,20 @@ class DagsterDev:
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        # Children exit on the same SIGTERM; give them the same grace, then kill what is left.
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+                pass
         while session_members(self.proc.pid, zombies=True) and time.monotonic() < deadline:
             time.sleep(0.2)
-        for pid in session_members(self.proc.pid):
+        self.killed = session_members(self.proc.pid)
+        for pid in self.killed:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=10)
+        kill_deadline = time.monotonic() + 10
+        while session_members(self.proc.pid) and time.monotonic() < kill_deadline:
+            time.sleep(0.1)
         if not self._log.closed:
             self._log.close()
         return self.proc.returncode
@@ -260,7 +266,7 @@ def test_stops_by_process_id(ui, graph):
     started = time.monotonic()
     returncode = ui.stop()
     assert returncode is not None and ui.proc.poll() is not None
-    assert time.monotonic() - started < STOP_TIMEOUT_S * 2
+    assert time.monotonic() - started < STOP_TIMEOUT_S + 15
     assert not session_members(pid), "processes of the dagster dev session are still alive"
     if not session_members(pid, zombies=True):  # exited children may wait a moment for init to reap them
         with pytest.raises(ProcessLookupError):

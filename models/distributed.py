@@ -1,0 +1,124 @@
+"""Data-parallel meta-training with torch.distributed (gloo on CPU, NCCL on GPU).
+
+Every process holds the whole model and the same data, draws the same meta-batches (same
+seed), computes the inner loops of its contiguous shard of each batch, and the gradients
+are summed (each shard's loss weighted by its share of the batch), so each update equals
+one process's update on the whole batch. AT-PAML's memory receives the summed gradients and
+every shard's users, so it stays identical in every process.
+
+    torchrun --nproc_per_node 2 -m models.distributed --tasks DIR --method reg_paml --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from models.learners import LearnerConfig, MetaLearner
+from models.user_memory import UserMemory
+
+
+@dataclass(frozen=True)
+class Collective:
+    """The process group seen by one rank."""
+
+    rank: int
+    world_size: int
+
+    def all_reduce_grads(self, learner: MetaLearner) -> None:
+        """Sum every parameter's gradient over processes.
+
+        A parameter no process has a gradient for keeps `grad = None`, as in one process:
+        Adam skips it there, and a zero gradient would still advance its step count.
+        """
+        parameters = [p for p in learner.parameters() if p.requires_grad]
+        has_grad = torch.tensor([p.grad is not None for p in parameters], dtype=torch.int32,
+                                device=parameters[0].device if parameters else "cpu")
+        dist.all_reduce(has_grad, op=dist.ReduceOp.MAX)
+        for parameter, anywhere in zip(parameters, has_grad.tolist()):
+            if not anywhere:
+                continue
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+
+    def all_reduce_memory(self, memory: UserMemory) -> None:
+        """Sum the stored values' gradients; merge the least-recently-used stamps.
+
+        Each rank searched for its own shard at the same clock tick, so the newest stamp of
+        a slot over ranks is the stamp one process searching the whole batch would give.
+        """
+        for leaf in (memory.embeddings, memory.lrs):
+            if leaf.grad is None:
+                leaf.grad = torch.zeros_like(leaf)
+            dist.all_reduce(leaf.grad, op=dist.ReduceOp.SUM)
+        dist.all_reduce(memory.last_used, op=dist.ReduceOp.MAX)
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's rows in rank order (shards may differ in length)."""
+        length = torch.tensor([tensor.shape[0]], device=tensor.device)
+        lengths = [torch.zeros_like(length) for _ in range(self.world_size)]
+        dist.all_gather(lengths, length)
+        longest = int(max(lengths).item())
+        padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.zeros_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return torch.cat([part[: int(n.item())] for part, n in zip(parts, lengths)])
+
+    def sum_scalar(self, value: float) -> float:
+        """A float summed over processes (the batch loss, for logging)."""
+        total = torch.tensor([value], dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            total = total.cuda()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return float(total.item())
+
+
+def init_from_env(device: str) -> Collective:
+    """Join the process group torchrun describes in the environment."""
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return Collective(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def main() -> int:
+    from safetensors.torch import load_file, save_file
+
+    from models.checkpoint import flatten_state
+    from models.tasks import task_data_from_tensors
+    from models.training import TrainConfig, train
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", required=True, help="directory with tensors.safetensors and info.json")
+    parser.add_argument("--method", default="reg_paml")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", required=True, help="rank 0 writes model.safetensors and history.json here")
+    args = parser.parse_args()
+    device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if args.device == "cuda" else args.device
+    collective = init_from_env(device)
+    tasks = Path(args.tasks)
+    data = task_data_from_tensors(load_file(str(tasks / "tensors.safetensors")), json.loads((tasks / "info.json").read_text()))
+    result = train(args.method, data, LearnerConfig(), TrainConfig(epochs=args.epochs, seed=args.seed, device=device),
+                   on_epoch=lambda log: collective.rank == 0 and print(log, flush=True), collective=collective)
+    if collective.rank == 0:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(flatten_state(result.learner.state_dict()), str(out / "model.safetensors"))
+        (out / "history.json").write_text(json.dumps([log.__dict__ for log in result.history]))
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
