@@ -29,6 +29,7 @@ bench: install
 	$(PY) -m benchmarks.data_steps
 	$(PY) -m benchmarks.training
 	$(PY) -m benchmarks.memory_recall
+	$(PY) -m benchmarks.scaling
 
 ui: install
 	$(PY) -c "from pipelines.instance import ensure_dagster_home; ensure_dagster_home()"
