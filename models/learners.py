@@ -77,10 +77,12 @@ class MetaLearner(nn.Module):
 
     def run(self, batch: TaskSplit, items: ItemTable, training: bool = True) -> Outcome:
         """Adapt to each user's support set and predict its query set."""
-        item_embeddings = self.net.embedder.items(items)  # (N+1, Di)
+        # Embed only the items this batch touches: the catalogue can be far larger.
+        rows, (support_items, query_items) = batch_item_rows(batch.support_items, batch.query_items)
+        item_embeddings = self.net.embedder.items(items, rows)  # (R, Di)
         h = self.net.embedder.user(batch.user_fields)  # (B, Du)
-        support_x = self.net.inputs(h, batch.support_items, item_embeddings)  # (B, Du), (B, S, Di)
-        query_x = self.net.inputs(h, batch.query_items, item_embeddings)  # (B, Du), (B, Q, Di)
+        support_x = self.net.inputs(h, support_items, item_embeddings)  # (B, Du), (B, S, Di)
+        query_x = self.net.inputs(h, query_items, item_embeddings)  # (B, Du), (B, Q, Di)
         alpha = self.step_size(h)
         adapted, grad_sq_norm = adapt_batch(
             self.net.adapted_params(), support_x, batch.support_labels, batch.support_mask, alpha,
@@ -96,6 +98,14 @@ class MetaLearner(nn.Module):
 
     def after_outer_step(self, outcome: Outcome, collective=None) -> None:
         """Hook after each optimizer step (AT-PAML updates its memory here)."""
+
+
+def batch_item_rows(*item_rows: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The distinct item rows of a batch, and each input re-indexed into them."""
+    flat = torch.cat([r.reshape(-1) for r in item_rows])
+    rows, inverse = torch.unique(flat, return_inverse=True)
+    parts = inverse.split([r.numel() for r in item_rows])
+    return rows, tuple(p.view_as(r) for p, r in zip(parts, item_rows))
 
 
 def per_user(alpha: StepSize, n_users: int, like: torch.Tensor) -> torch.Tensor:
@@ -242,13 +252,15 @@ class Transfer(MetaLearner):
     def run(self, batch: TaskSplit, items: ItemTable, training: bool = True) -> Outcome:
         if not training:
             return super().run(batch, items, training=False)
-        item_embeddings = self.net.embedder.items(items)
+        rows, (support_items, query_items) = batch_item_rows(batch.support_items, batch.query_items)
+        item_embeddings = self.net.embedder.items(items, rows)
         h = self.net.embedder.user(batch.user_fields)
         params = self.net.adapted_params()
+        local = {"support": support_items, "query": query_items}
         # Plain supervised training: every known rating of the user, no adaptation.
         losses = []
         for part in ("support", "query"):
-            x = self.net.inputs(h, getattr(batch, f"{part}_items"), item_embeddings)
+            x = self.net.inputs(h, local[part], item_embeddings)
             pred = self.net.predict(params, x)
             losses.append((pred, getattr(batch, f"{part}_labels"), getattr(batch, f"{part}_mask")))
         pred = torch.cat([p for p, _, _ in losses], 1)

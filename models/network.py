@@ -55,13 +55,14 @@ class FieldEmbedder(nn.Module):
         """(B, F_user) codes -> (B, F_user * dim) user embedding h."""
         return torch.cat([self.tables[f](user_fields[:, i]) for i, f in enumerate(self.user_fields)], dim=-1)
 
-    def items(self, table: ItemTable) -> torch.Tensor:
-        """Embeddings of every item row: (N+1, item_dim); multi-hot fields mean-pooled."""
-        parts = [self.tables[f](table.fields[:, i]) for i, f in enumerate(self.item_fields)]
+    def items(self, table: ItemTable, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of item `rows` (default: every row): (R, item_dim); multi-hot fields mean-pooled."""
+        fields = table.fields if rows is None else table.fields[rows]
+        parts = [self.tables[f](fields[:, i]) for i, f in enumerate(self.item_fields)]
         for field in self.multi_fields:
-            codes = table.multi[field]  # (N+1, M)
-            present = (codes != PAD_INDEX).unsqueeze(-1).float()  # (N+1, M, 1)
-            summed = (self.tables[field](codes) * present).sum(1)  # (N+1, dim)
+            codes = table.multi[field] if rows is None else table.multi[field][rows]  # (R, M)
+            present = (codes != PAD_INDEX).unsqueeze(-1).float()  # (R, M, 1)
+            summed = (self.tables[field](codes) * present).sum(1)  # (R, dim)
             parts.append(summed / present.sum(1).clamp_min(1.0))
         return torch.cat(parts, dim=-1)
 
