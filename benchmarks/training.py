@@ -97,7 +97,7 @@ def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict
     learner = build_learner("reg_paml", data, LearnerConfig())
     net, config = learner.net, InnerConfig(steps=1)
     order = torch.randperm(len(data.splits["train"]), generator=torch.Generator().manual_seed(0))
-    totals = {"vectorized": 0.0, "loop": 0.0}
+    totals: dict[str, float] = {}
     for b in range(batches):
         batch = data.splits["train"].select(order[32 * b: 32 * (b + 1)])
         with torch.no_grad():
@@ -106,7 +106,7 @@ def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict
             support0 = net.inputs(h0, batch.support_items, items)
             query0 = net.inputs(h0, batch.query_items, items)
 
-        def meta_gradient(vectorized: bool) -> None:
+        def meta_gradient(vectorized: bool, backward: bool = True) -> None:
             xs = tuple(t.clone().requires_grad_(True) for t in support0)
             xq = tuple(t.clone().requires_grad_(True) for t in query0)
             alpha = learner.step_size(xs[0])
@@ -118,16 +118,20 @@ def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict
                 adapted, norms = adapt_loop(*args)
                 loss = sum(learner.loss(net.predict(p, (xq[0][u], xq[1][u])), batch.query_labels[u], batch.query_mask[u])
                            for u, p in enumerate(adapted))
-            (loss + norms.sum()).backward()
+            if backward:
+                (loss + norms.sum()).backward()
 
-        for name, vectorized in (("vectorized", True), ("loop", False)):
-            meta_gradient(vectorized)  # warm-up
+        for name, vectorized, backward in (("vectorized", True, True), ("loop", False, True),
+                                           ("vectorized_inner", True, False), ("loop_inner", False, False)):
+            meta_gradient(vectorized, backward)  # warm-up
             start = time.perf_counter()
             for _ in range(repeats):
-                meta_gradient(vectorized)
-            totals[name] += (time.perf_counter() - start) / repeats / batches
+                meta_gradient(vectorized, backward)
+            totals[name] = totals.get(name, 0.0) + (time.perf_counter() - start) / repeats / batches
     return {"batch_users": 32, "batches": batches, "vectorized_s": round(totals["vectorized"], 4),
             "loop_s": round(totals["loop"], 4), "speedup": round(totals["loop"] / totals["vectorized"], 2),
+            "inner_vectorized_s": round(totals["vectorized_inner"], 4), "inner_loop_s": round(totals["loop_inner"], 4),
+            "inner_speedup": round(totals["loop_inner"] / totals["vectorized_inner"], 2),
             "threads": torch.get_num_threads()}
 
 
@@ -160,8 +164,10 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     (OUT / "training.json").write_text(json.dumps({"machine": machine, "inner_step": inner, "methods": rows}, indent=1))
     print(f"machine: {machine}\n")
-    print(f"inner step, one 32-user meta-gradient: vectorized {inner['vectorized_s']} s, loop {inner['loop_s']} s, "
-          f"speed-up {inner['speedup']}x\n")
+    print(f"inner step (adapt + query predictions, second-order graph built), 32 users: vectorized "
+          f"{inner['inner_vectorized_s']} s, loop {inner['inner_loop_s']} s, speed-up {inner['inner_speedup']}x")
+    print(f"whole meta-gradient (inner step + backward), 32 users: vectorized {inner['vectorized_s']} s, "
+          f"loop {inner['loop_s']} s, speed-up {inner['speedup']}x\n")
     print("| method | epochs | train seconds | users/s | peak RSS (MiB) | test MSE | best epoch |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

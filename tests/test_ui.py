@@ -67,7 +67,7 @@ ASSET_GRAPH_QUERY = """
   }
   repositoriesOrError {
     __typename
-    ... on RepositoryConnection { nodes { name location { name } jobs { name isAssetJob } } }
+    ... on RepositoryConnection { nodes { name location { name } jobs { name isAssetJob } schedules { name } sensors { name } } }
     ... on PythonError { message }
   }
 }
@@ -260,6 +260,16 @@ def test_jobs_are_listed(graph):
     nodes = by_key(graph)
     assert "data_job" in nodes["meta_tasks"]["jobNames"]
     assert "evaluation_job" in nodes["report"]["jobNames"]
+
+
+def test_retraining_automation_is_visible(graph):
+    from pipelines.automation import SCHEDULES, SENSORS
+
+    repos = graph["repositoriesOrError"]["nodes"]
+    schedules = {s["name"] for repo in repos for s in repo["schedules"]}
+    sensors = {s["name"] for repo in repos for s in repo["sensors"]}
+    assert {s.name for s in SCHEDULES} == schedules == {"taobao_daily_retraining"}
+    assert {s.name for s in SENSORS} == sensors == {"raw_files_changed", "evaluate_after_retraining"}
 
 
 def test_stops_by_process_id(ui, graph):
