@@ -7,7 +7,7 @@ export PAML_HOME ?= $(CURDIR)/.paml
 export DAGSTER_HOME ?= $(PAML_HOME)/dagster
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: install demo test bench ui clean
+.PHONY: install demo test bench ui reproduce clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: install
 	$(PY) -m benchmarks.training
 	$(PY) -m benchmarks.memory_recall
 	$(PY) -m benchmarks.scaling
+
+# The paper's experiment on real data: PAML_DATA_DIR must hold ml-1m/ and bookcrossing/.
+reproduce: install
+	@test -n "$$PAML_DATA_DIR" || { echo "set PAML_DATA_DIR to the directory holding ml-1m/ and bookcrossing/"; exit 2; }
+	$(PY) -m pipelines.cli reproduce
 
 ui: install
 	$(PY) -c "from pipelines.instance import ensure_dagster_home; ensure_dagster_home()"

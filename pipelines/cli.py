@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
     demo.add_argument("--epochs", type=int, help="override every method's epochs")
     demo.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
+    repro = commands.add_parser("reproduce", help="every dataset: data, all methods x seeds, ablation; then evaluation and the report")
+    repro.add_argument("--datasets", nargs="+", default=["movielens", "bookcrossing", "taobao"])
+    repro.add_argument("--epochs", type=int, help="override every method's epochs")
+    repro.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
     sql = commands.add_parser("sql", help="run a read-only SQL query on the DuckDB store")
     sql.add_argument("query")
     sql.add_argument("--live", action="store_true",
@@ -153,6 +157,17 @@ def main(argv: list[str] | None = None) -> int:
             print("[3/3] evaluation_job (every dataset with models) and the report ...", flush=True)
             run_job("evaluation_job")
             print(report_summary())
+        print(f"done in {time.perf_counter() - started:.0f} s")
+    elif args.command == "reproduce":
+        print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}")
+        started = time.perf_counter()
+        for dataset in args.datasets:
+            for job in ("data_job", "training_job"):
+                print(f"{job} on {dataset} ... ({time.perf_counter() - started:.0f} s)", flush=True)
+                run_job(job, dataset, training_config(args.epochs, args.seeds) if job == "training_job" else None)
+        print(f"evaluation_job and the report ... ({time.perf_counter() - started:.0f} s)", flush=True)
+        run_job("evaluation_job")
+        print(report_summary())
         print(f"done in {time.perf_counter() - started:.0f} s")
     elif args.command == "sql":
         from pipelines.store import LineageStore
