@@ -10,8 +10,6 @@ import polars as pl
 from models import metrics as M
 
 POPULATIONS = ("all", "major", "minor")
-RATING_METRICS = ("mse", "ndcg@3", "ndcg@5")
-CTR_METRICS = ("auc", "global_auc", "nel")
 USER_METRIC_COLUMNS = ("error", "mse", "ndcg@3", "ndcg@5", "auc", "nel", "logloss")
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipelines.outputs import markdown_rows
 from pipelines.store import LineageStore
+
+
+def markdown(frame: pl.DataFrame) -> str:
+    """Markdown with three decimals, as docs/data.md shows the counts."""
+    return markdown_rows(frame, "{:.3f}")
 
 
 def step_counts(store: LineageStore, dataset: str) -> pl.DataFrame:
@@ -23,14 +29,6 @@ def step_counts(store: LineageStore, dataset: str) -> pl.DataFrame:
             for (kind,), part in sorted(bundle.frame("items").group_by("set")):
                 rows.append({"step": asset, "frame": f"items ({kind})", "rows": part.height})
     return pl.DataFrame(rows)
-
-
-def markdown(frame: pl.DataFrame) -> str:
-    """A frame as a GitHub Markdown table."""
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    for row in frame.iter_rows():
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
-    return "\n".join(lines)
 
 
 def data_report(store: LineageStore, datasets: list[str]) -> str:
