@@ -134,7 +134,11 @@ def ablation_table(ablations: dict[str, Bundle], user_metrics: pl.DataFrame) -> 
               for b in ablations.values() if b.frame("user_metrics").height]
     frames.append(user_metrics.filter(pl.col("method").is_in(["paml", "at_paml"])).with_columns(pl.col("method").alias("variant")))
     combined = pl.concat([f.select("dataset", "variant", "seed", "user_id", "group", "error") for f in frames], how="vertical_relaxed")
-    return group_table(combined, label="variant")
+    # Rows in the paper's order: gammas ascending (numerically), then PAML and AT-PAML.
+    gammas = sorted({g for b in ablations.values() for g in b.info["gammas"]})
+    order = {label: i for i, label in enumerate([gamma_label(g) for g in gammas] + ["paml", "at_paml"])}
+    table = group_table(combined, label="variant")
+    return table.sort(pl.col("dataset"), pl.col("variant").replace_strict(order, default=len(order), return_dtype=pl.Int64))
 
 
 def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict[str, Bundle],
