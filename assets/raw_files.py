@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from assets.bundle import Bundle, SourceFile, file_source
+from assets.bundle import Bundle, file_source
 
 MALFORMED_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "text": pl.String, "reason": pl.String}
 

@@ -147,9 +147,7 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
     user_metrics = pl.concat([e.frame("user_metrics") for e in evals if e.frame("user_metrics").height], how="diagonal_relaxed")
     metrics = pl.concat([e.frame("metrics") for e in evals if e.frame("metrics").height], how="diagonal_relaxed")
     errors = seed_averaged_errors(user_metrics)
-    first_pass = table2(metrics, pl.DataFrame(schema={"comparison": pl.String, "dataset": pl.String, "method": pl.String,
-                                                      "p_value": pl.Float64, "mean_a": pl.Float64, "mean_b": pl.Float64}))
-    significance = vs_best_baseline(errors, best_baselines(first_pass))
+    significance = vs_best_baseline(errors, best_baselines(metrics))
     t1, t2, t3 = table1(groups), table2(metrics, significance), group_table(user_metrics)
     t4 = ablation_table(ablations, user_metrics)
     histories = pl.concat([b.frame("history").with_columns(pl.lit(d).alias("dataset"))

@@ -19,7 +19,7 @@ from pipelines.automation import SCHEDULES, SENSORS
 from pipelines.executors import executor_from_env
 from pipelines.io_manager import LineageIOManager
 from pipelines.jobs import JOBS
-from pipelines.resources import default_home, paml_resource
+from pipelines.resources import paml_resource
 
 DATA_ASSETS = [raw_logs, clean_logs, cold_start_users, user_splits, user_groups, meta_tasks]
 ASSETS = [*DATA_ASSETS, *MODEL_ASSETS, *EVAL_ASSETS, reference_eval, reg_paml_gamma_ablation, report]
