@@ -15,8 +15,8 @@ def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: l
     """Train and evaluate REG-PAML once per gamma; rows are labelled with their gamma."""
     user_frames, rows = [], []
     for gamma in gammas:
-        learner_config = replace(config.learner_config(), gamma=gamma)
-        model, _ = train_method("reg_paml", tasks, learner_config, config.train_config(), config.seeds)
+        learner_config = replace(config.learner_config("reg_paml", dataset), gamma=gamma)
+        model, _ = train_method("reg_paml", tasks, learner_config, config.train_config("reg_paml", dataset), config.seeds)
         frames, aggregates = evaluate_dataset("reg_paml", dataset, model, tasks, groups)
         user_frames += [f.with_columns(pl.lit(gamma).alias("gamma")) for f in frames]
         rows += [{**row, "gamma": gamma} for row in aggregates]

@@ -21,6 +21,8 @@ from models.network import NetworkConfig
 from models.references import training_labels
 from models.tasks import TaskData, task_data_from_tensors
 from models.training import EpochLog, TrainConfig, predict_split, train
+from models.tuned import TUNED_EPOCHS, tuned_settings
+from models.tuning import apply_settings
 from models.user_memory import MemoryConfig
 
 
@@ -126,44 +128,55 @@ from pipelines.partitions import dataset_partitions  # noqa: E402
 LEARNER_DEFAULTS = LearnerConfig()
 MEMORY_DEFAULTS = MemoryConfig()
 TRAIN_DEFAULTS = TrainConfig()
+TUNABLE = ("outer_lr", "inner_lr", "inner_steps", "lr_range", "gamma", "correction_range", "finetune_steps", "finetune_lr")
+
+
+TUNED_HELP = " Empty = the tuned value for this dataset and method (models/tuned.py), else the code default."
 
 
 class ModelConfig(dg.Config):
-    """Training settings of one method (defaults and their reasons: docs/protocol.md)."""
+    """Training settings of one method (defaults and their reasons: docs/protocol.md, docs/tuning.md)."""
 
-    epochs: int = Field(default=TRAIN_DEFAULTS.epochs, description="Passes over the training users.")
+    epochs: int = Field(default=TUNED_EPOCHS, description="Passes over the training users (the best one on validation is kept).")
     meta_batch: int = Field(default=TRAIN_DEFAULTS.meta_batch, description="Users (tasks) per outer step.")
-    outer_lr: float = Field(default=TRAIN_DEFAULTS.outer_lr, description="Adam learning rate of the outer loop.")
-    inner_lr: float = Field(default=LEARNER_DEFAULTS.inner_lr, description="Base inner step size (MeLU's fixed alpha; PAML's starting alpha).")
-    inner_steps: int = Field(default=LEARNER_DEFAULTS.inner_steps, description="Inner gradient steps on the support set.")
+    outer_lr: float | None = Field(default=None, description="Adam learning rate of the outer loop." + TUNED_HELP)
+    inner_lr: float | None = Field(default=None, description="Base inner step size (MeLU's fixed alpha; PAML's starting alpha)." + TUNED_HELP)
+    inner_steps: int | None = Field(default=None, description="Inner gradient steps on the support set." + TUNED_HELP)
     first_order: bool = Field(default=LEARNER_DEFAULTS.first_order, description="Drop second-order terms of the meta-gradient.")
     seeds: list[int] = Field(default=[0, 1, 2], description="One trained model per seed (the paper: 3 trials).")
     device: str = Field(default="auto", description="'auto' (CUDA when available), 'cpu' or 'cuda'.")
     embedding_dim: int = Field(default=LEARNER_DEFAULTS.network.embedding_dim, description="Embedding size per field.")
     hidden: list[int] = Field(default=list(LEARNER_DEFAULTS.network.hidden), description="Decision layer widths.")
+    statistics: bool = Field(default=LEARNER_DEFAULTS.network.statistics, description="Rating statistics as features (models/features.py).")
     lr_hidden: int = Field(default=LEARNER_DEFAULTS.lr_hidden, description="PAML family: hidden width of the LR module.")
-    lr_range: float = Field(default=LEARNER_DEFAULTS.lr_range, description="PAML/REG-PAML: alpha(h) lies in (0, lr_range * inner_lr).")
-    gamma: float = Field(default=LEARNER_DEFAULTS.gamma, description="REG-PAML: regularizer weight gamma.")
-    correction_range: float = Field(default=LEARNER_DEFAULTS.correction_range, description="AT-PAML: alpha'(h) in (-r, r) * inner_lr.")
+    lr_range: float | None = Field(default=None, description="PAML/REG-PAML: alpha(h) lies in (0, lr_range * inner_lr)." + TUNED_HELP)
+    gamma: float | None = Field(default=None, description="REG-PAML: regularizer weight gamma." + TUNED_HELP)
+    correction_range: float | None = Field(default=None, description="AT-PAML: alpha'(h) in (-r, r) * inner_lr." + TUNED_HELP)
     memory_capacity: int = Field(default=MEMORY_DEFAULTS.capacity, description="AT-PAML: stored users before LRU eviction.")
     memory_k: int = Field(default=MEMORY_DEFAULTS.k, description="AT-PAML: neighbours K.")
     memory_beta: float = Field(default=MEMORY_DEFAULTS.beta, description="AT-PAML: SGD step on stored embeddings and LRs.")
     memory_backend: str = Field(default=MEMORY_DEFAULTS.backend, description="AT-PAML: 'exact' (torch) or 'flann' (randomized kd-tree).")
     kernel_delta: float | None = Field(default=None, description="AT-PAML: kernel delta; empty = 1 / embedding size of h.")
-    finetune_steps: int = Field(default=LEARNER_DEFAULTS.finetune_steps, description="Transfer: fine-tuning steps per test user.")
-    finetune_lr: float = Field(default=LEARNER_DEFAULTS.finetune_lr, description="Transfer: fine-tuning step size.")
+    finetune_steps: int | None = Field(default=None, description="Transfer: fine-tuning steps per test user." + TUNED_HELP)
+    finetune_lr: float | None = Field(default=None, description="Transfer: fine-tuning step size." + TUNED_HELP)
 
-    def learner_config(self) -> LearnerConfig:
-        network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden))
+    def learner_config(self, method: str, dataset: str | None) -> LearnerConfig:
+        """Code defaults <- tuned settings of (dataset, method) <- values set in this config."""
+        network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics)
         memory = MemoryConfig(capacity=self.memory_capacity, k=self.memory_k, beta=self.memory_beta, backend=self.memory_backend)
-        return LearnerConfig(
-            inner_lr=self.inner_lr, inner_steps=self.inner_steps, first_order=self.first_order, network=network,
-            lr_hidden=self.lr_hidden, lr_range=self.lr_range, gamma=self.gamma, correction_range=self.correction_range,
-            memory=memory, kernel_delta=self.kernel_delta, finetune_steps=self.finetune_steps, finetune_lr=self.finetune_lr,
-        )
+        base = LearnerConfig(first_order=self.first_order, network=network, lr_hidden=self.lr_hidden, memory=memory,
+                             kernel_delta=self.kernel_delta)
+        learner, _ = apply_settings(self._settings(method, dataset), base, TRAIN_DEFAULTS)
+        return learner
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, outer_lr=self.outer_lr, device=resolve_device(self.device))
+    def train_config(self, method: str, dataset: str | None) -> TrainConfig:
+        base = TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, device=resolve_device(self.device))
+        _, train_config = apply_settings(self._settings(method, dataset), LEARNER_DEFAULTS, base)
+        return train_config
+
+    def _settings(self, method: str, dataset: str | None) -> dict:
+        explicit = {name: getattr(self, name) for name in TUNABLE if getattr(self, name) is not None}
+        return {**tuned_settings(dataset, method), **explicit}
 
 
 def build_model_asset(method: str) -> dg.AssetsDefinition:
@@ -179,12 +192,14 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
             context.log.info(f"{method} seed {seed} epoch {epoch.epoch}: train loss {epoch.train_loss:.4f}, "
                              f"validation loss {epoch.val_loss:.4f}, {epoch.users_per_second:.0f} users/s")
 
-        bundle, users_per_second = train_method(method, meta_tasks, config.learner_config(), config.train_config(), config.seeds, log)
+        dataset = context.partition_key
+        bundle, users_per_second = train_method(method, meta_tasks, config.learner_config(method, dataset),
+                                                config.train_config(method, dataset), config.seeds, log)
         from assets.plots import markdown_image, training_curves_png
 
         curve = markdown_image(training_curves_png(bundle.frame("history"), f"{method} on {context.partition_key}"), "training curves")
         return bundle_output(bundle, best_epochs=dg.MetadataValue.json(bundle.info["best"]),
-                             training_curves=dg.MetadataValue.md(curve), device=config.train_config().device,
+                             training_curves=dg.MetadataValue.md(curve), device=bundle.info["train_config"]["device"],
                              users_per_second=round(users_per_second, 1))
 
     return _model

@@ -104,7 +104,7 @@ def test_embeddings(model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[np.nd
     data = task_data_from_tensors(tasks.tensors, tasks.info)
     learner = load_learner(model, data, model.info["seeds"][0])
     with torch.no_grad():
-        h = learner.net.embedder.user(data.splits["test"].user_fields).numpy()
+        h = learner.net.embedder.user_of(data.splits["test"]).numpy()
     users = tasks.frame("users__test").join(groups.frame("groups"), on="user_id", how="left").sort("user_row")
     return h, users["group"].fill_null("").to_numpy()
 

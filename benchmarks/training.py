@@ -102,7 +102,7 @@ def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict
         batch = data.splits["train"].select(order[32 * b: 32 * (b + 1)])
         with torch.no_grad():
             items = net.embedder.items(data.items)
-            h0 = net.embedder.user(batch.user_fields)
+            h0 = net.embedder.user_of(batch)
             support0 = net.inputs(h0, batch.support_items, items)
             query0 = net.inputs(h0, batch.query_items, items)
 

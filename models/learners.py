@@ -80,7 +80,7 @@ class MetaLearner(nn.Module):
         # Embed only the items this batch touches: the catalogue can be far larger.
         rows, (support_items, query_items) = batch_item_rows(batch.support_items, batch.query_items)
         item_embeddings = self.net.embedder.items(items, rows)  # (R, Di)
-        h = self.net.embedder.user(batch.user_fields)  # (B, Du)
+        h = self.net.embedder.user_of(batch)  # (B, Du)
         support_x = self.net.inputs(h, support_items, item_embeddings)  # (B, Du), (B, S, Di)
         query_x = self.net.inputs(h, query_items, item_embeddings)  # (B, Du), (B, Q, Di)
         alpha = self.step_size(h)
@@ -212,7 +212,9 @@ class ATPAML(MetaLearner):
         if self.memory.in_warmup:
             alpha = torch.full_like(correction, self.config.inner_lr)
         else:
-            alpha = (correction + self.memory.reference_lr(user_embedding)).clamp_min(0.0)
+            # Only training searches stamp the LRU clock: scoring validation or test users
+            # must not decide which training users the memory keeps.
+            alpha = (correction + self.memory.reference_lr(user_embedding, stamp=self.training)).clamp_min(0.0)
         self._alpha = alpha
         return alpha
 
@@ -254,7 +256,7 @@ class Transfer(MetaLearner):
             return super().run(batch, items, training=False)
         rows, (support_items, query_items) = batch_item_rows(batch.support_items, batch.query_items)
         item_embeddings = self.net.embedder.items(items, rows)
-        h = self.net.embedder.user(batch.user_fields)
+        h = self.net.embedder.user_of(batch)
         params = self.net.adapted_params()
         local = {"support": support_items, "query": query_items}
         # Plain supervised training: every known rating of the user, no adaptation.

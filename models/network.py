@@ -5,16 +5,22 @@ values' embeddings), the user's and the item's embeddings concatenated, then dec
 layers (FC + ReLU, 64-64 by default) and a linear output: a rating, or a click logit.
 Only the decision layers are adapted in the inner loop by default; the embeddings are
 meta-learned (`NetworkConfig.adapted`).
+
+With `NetworkConfig.statistics` (our feature choice, see models/features.py) the user
+half also holds a projection of the user's support-set statistics and the item half a
+projection of the item's training statistics: one more embedding-sized block on each side.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from models.tasks import ItemTable, TaskData
+from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics, label_scale, support_statistics
+from models.tasks import ItemTable, TaskData, TaskSplit
 
 PAD_INDEX = 0
 Inputs = tuple[torch.Tensor, torch.Tensor]  # (user embedding (..., Du), item embeddings (..., S, Di))
@@ -27,33 +33,56 @@ class NetworkConfig:
     embedding_dim: int = 32
     hidden: tuple[int, ...] = (64, 64)
     adapted: tuple[str, ...] = ("decision.",)  # parameter-name prefixes the inner loop adapts
+    statistics: bool = True  # rating statistics as features (models/features.py); False = MeLU's inputs
 
 
 class FieldEmbedder(nn.Module):
     """Embeddings of the user's and the items' categorical fields."""
 
-    def __init__(self, data: TaskData, dim: int):
+    def __init__(self, data: TaskData, dim: int, statistics: bool = True):
         super().__init__()
         self.user_fields, self.item_fields, self.multi_fields = data.user_fields, data.item_fields, data.item_multi_fields
         self.tables = nn.ModuleDict({
             field: nn.Embedding(data.vocab_sizes[field], dim, padding_idx=PAD_INDEX)
             for field in (*self.user_fields, *self.item_fields, *self.multi_fields)
         })
+        self.statistics = statistics
+        if statistics:
+            scale = label_scale(data)
+            # Buffers, not recomputed at load: a saved model keeps the statistics it was trained with.
+            self.register_buffer("scale", torch.tensor([scale.center, scale.scale, scale.user_log_count, scale.item_log_count]))
+            self.register_buffer("item_stats", item_statistics(data, scale))
+            self.user_stats_proj = nn.Linear(len(USER_STATS), dim)
+            self.item_stats_proj = nn.Linear(len(ITEM_STATS), dim)
 
     @property
     def user_dim(self) -> int:
-        return len(self.user_fields) * self._dim()
+        return (len(self.user_fields) + self.statistics) * self._dim()
 
     @property
     def item_dim(self) -> int:
-        return (len(self.item_fields) + len(self.multi_fields)) * self._dim()
+        return (len(self.item_fields) + len(self.multi_fields) + self.statistics) * self._dim()
 
     def _dim(self) -> int:
         return next(iter(self.tables.values())).embedding_dim
 
-    def user(self, user_fields: torch.Tensor) -> torch.Tensor:
-        """(B, F_user) codes -> (B, F_user * dim) user embedding h."""
-        return torch.cat([self.tables[f](user_fields[:, i]) for i, f in enumerate(self.user_fields)], dim=-1)
+    def label_scale(self) -> LabelScale:
+        return LabelScale(*(float(v) for v in self.scale))
+
+    def user(self, user_fields: torch.Tensor, support_labels: torch.Tensor | None = None,
+             support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F_user) codes (and the support sets, with statistics) -> user embedding h (B, Du)."""
+        parts = [self.tables[f](user_fields[:, i]) for i, f in enumerate(self.user_fields)]
+        if self.statistics:
+            if support_labels is None or support_mask is None:
+                raise ValueError("this network uses support-set statistics: pass support_labels and support_mask")
+            stats = support_statistics(support_labels, support_mask, self.label_scale())
+            parts.append(self.user_stats_proj(stats.to(self.scale.dtype)))
+        return torch.cat(parts, dim=-1)
+
+    def user_of(self, tasks: TaskSplit) -> torch.Tensor:
+        """The user embeddings h of a batch of tasks."""
+        return self.user(tasks.user_fields, tasks.support_labels, tasks.support_mask)
 
     def items(self, table: ItemTable, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings of item `rows` (default: every row): (R, item_dim); multi-hot fields mean-pooled."""
@@ -64,6 +93,9 @@ class FieldEmbedder(nn.Module):
             present = (codes != PAD_INDEX).unsqueeze(-1).float()  # (R, M, 1)
             summed = (self.tables[field](codes) * present).sum(1)  # (R, dim)
             parts.append(summed / present.sum(1).clamp_min(1.0))
+        if self.statistics:
+            stats = self.item_stats if rows is None else self.item_stats[rows]
+            parts.append(self.item_stats_proj(stats))
         return torch.cat(parts, dim=-1)
 
 
@@ -84,8 +116,13 @@ class PreferenceNetwork(nn.Module):
         super().__init__()
         self.config = config
         self.task = data.task
-        self.embedder = FieldEmbedder(data, config.embedding_dim)
+        self.embedder = FieldEmbedder(data, config.embedding_dim, config.statistics)
         self.decision = decision_layers(self.embedder.user_dim + self.embedder.item_dim, config.hidden)
+        # Start at the training labels' centre (a click rate's logit for CTR), not at 0: from 0,
+        # the first support gradients on 1-5 star ratings are large enough to throw a fixed-rate
+        # inner loop off course.
+        with torch.no_grad():
+            self.decision[-1].bias.fill_(output_bias(label_scale(data).center, data.task))
         if not self.adapted_params() or any(not n.startswith("decision.") for n in self.adapted_params()):
             # The inner loop runs on precomputed embeddings, so only decision layers can adapt.
             raise ValueError(f"adapted={config.adapted!r} must select decision-layer parameters, e.g. ('decision.',)")
@@ -124,6 +161,14 @@ class PreferenceNetwork(nn.Module):
             if index < len(layers) - 1:
                 hidden = torch.relu(hidden)
         return hidden.squeeze(-1)
+
+
+def output_bias(center: float, task: str) -> float:
+    """The output unit's initial bias: the mean rating, or the logit of the mean click rate."""
+    if task == "rating":
+        return center
+    rate = min(max(center, 1e-3), 1 - 1e-3)
+    return math.log(rate / (1 - rate))
 
 
 def task_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, task: str) -> torch.Tensor:

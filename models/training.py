@@ -28,6 +28,7 @@ class TrainConfig:
     epochs: int = 20
     meta_batch: int = 32  # users per outer step (MeLU: 32 tasks)
     outer_lr: float = 5e-4  # Adam
+    max_grad_norm: float | None = 10.0  # clip the meta-gradient's norm; None = no clipping
     eval_batch: int = 256
     seed: int = 0
     device: str = "cpu"
@@ -129,6 +130,10 @@ def train(
             loss.backward()
             if collective is not None:
                 collective.all_reduce_grads(learner)
+            if config.max_grad_norm is not None:
+                # A few users with extreme support sets can send a second-order meta-gradient
+                # off by orders of magnitude; clipping keeps one batch from wrecking the model.
+                torch.nn.utils.clip_grad_norm_(learner.parameters(), config.max_grad_norm)
             optimizer.step()
             learner.after_outer_step(outcome, collective)
             losses.append(float(loss.detach()) if collective is None else collective.sum_scalar(float(loss.detach())))

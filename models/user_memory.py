@@ -96,10 +96,11 @@ class UserMemory:
 
     # ------------------------------------------------------------------ search
 
-    def search(self, h: Tensor) -> Tensor:
+    def search(self, h: Tensor, stamp: bool = True) -> Tensor:
         """(B, d) -> (B, K) long slot indices of the K nearest stored embeddings, nearest first.
 
-        No gradient flows through the search. The returned slots get the current LRU stamp.
+        No gradient flows through the search. With `stamp` the returned slots get the current
+        LRU stamp; evaluation searches without it, so scoring users never changes eviction.
         Raises RuntimeError during warm-up (fewer than K stored).
         """
         if self.in_warmup:
@@ -111,8 +112,9 @@ class UserMemory:
                 idx = self._search_flann(query)
             else:
                 idx = self._search_exact(query)
-            self.clock += 1
-            self.last_used[idx.reshape(-1)] = self.clock
+            if stamp:
+                self.clock += 1
+                self.last_used[idx.reshape(-1)] = self.clock
         return idx
 
     def _search_exact(self, query: Tensor, stored: Tensor | None = None) -> Tensor:
@@ -149,7 +151,7 @@ class UserMemory:
 
     # ---------------------------------------------------------- reference LR
 
-    def reference_lr(self, h: Tensor) -> Tensor:
+    def reference_lr(self, h: Tensor, stamp: bool = True) -> Tensor:
         """(B, d) -> (B,) reference LR sum_k s_k / (sum_j s_j + sigma) * alpha(h_k).
 
         s_k = exp(-delta * ||h_i - h_k||^2) over the K nearest stored users (PAML, AT-PAML).
@@ -158,7 +160,7 @@ class UserMemory:
         """
         if self.in_warmup:
             raise RuntimeError(f"memory in warm-up: {self.size} stored < k={self.config.k}")
-        idx = self.search(h)
+        idx = self.search(h, stamp=stamp)
         neighbours = self.embeddings[idx]  # (B, K, d), graph reaches self.embeddings
         neighbour_lrs = self.lrs[idx]  # (B, K)
         # Squared distance written out (not cdist): its gradient has no sqrt, so it stays

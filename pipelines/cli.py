@@ -120,6 +120,29 @@ def recommend_command(args: argparse.Namespace) -> str:
     return f"{args.method} adapted to the new user on {len(ratings)} items (inner learning rate {lr:.4g}):\n{ranked}"
 
 
+def tune_command(args: argparse.Namespace) -> None:
+    """Build each dataset's tasks if needed, search every method, write docs/tuning/<dataset>.*."""
+    from models.learners import METHODS
+    from models.tasks import task_data_from_tensors
+    from models.tuned import TUNED_EPOCHS
+    from pipelines.store import LineageStore, PartitionNotBuiltError
+    from pipelines.tune import tune_dataset, write_results
+
+    store = LineageStore(default_home())
+    for dataset in args.datasets:
+        try:
+            tasks = store.load(store.latest("meta_tasks", dataset))
+        except PartitionNotBuiltError:
+            print(f"data_job on {dataset} (meta_tasks not built yet) ...", flush=True)
+            run_job("data_job", dataset)
+            tasks = store.load(store.latest("meta_tasks", dataset))
+        data = task_data_from_tensors(tasks.tensors, tasks.info)
+        results = tune_dataset(data, dataset, args.trials, args.epochs or TUNED_EPOCHS,
+                               methods=tuple(args.methods or METHODS), log=lambda line: print(line, flush=True))
+        for path in write_results(results):
+            print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.cli", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     repro.add_argument("--datasets", nargs="+", default=["movielens", "bookcrossing", "taobao"])
     repro.add_argument("--epochs", type=int, help="override every method's epochs")
     repro.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
+    tune = commands.add_parser("tune", help="hyper-parameter search on validation users, same budget per method")
+    tune.add_argument("--datasets", nargs="+", default=["movielens", "bookcrossing", "taobao"])
+    tune.add_argument("--methods", nargs="+", help="default: every method")
+    tune.add_argument("--trials", type=int, default=5, help="settings tried per method (the first: code defaults)")
+    tune.add_argument("--epochs", type=int, help="epochs per trial (default: models/tuned.py TUNED_EPOCHS)")
     sql = commands.add_parser("sql", help="run a read-only SQL query on the DuckDB store")
     sql.add_argument("query")
     sql.add_argument("--live", action="store_true",
@@ -169,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         run_job("evaluation_job")
         print(report_summary())
         print(f"done in {time.perf_counter() - started:.0f} s")
+    elif args.command == "tune":
+        tune_command(args)
     elif args.command == "sql":
         from pipelines.store import LineageStore
 

@@ -77,8 +77,8 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
     net = PreferenceNetwork(data, NetworkConfig(embedding_dim=4, hidden=(8, 8)))
     batch = data.splits["train"]
     items = net.embedder.items(data.items)
-    xs = net.inputs(net.embedder.user(batch.user_fields), batch.support_items, items)
-    xq = net.inputs(net.embedder.user(batch.user_fields), batch.query_items, items)
+    xs = net.inputs(net.embedder.user_of(batch), batch.support_items, items)
+    xq = net.inputs(net.embedder.user_of(batch), batch.query_items, items)
     params = net.adapted_params()
     if step_kind == "scalar":
         step = torch.tensor(0.05, requires_grad=True)

@@ -23,8 +23,8 @@ def test_adaptation_lowers_support_loss(method, task):
     learner = build_learner(method, data, CONFIG)
     batch = data.splits["train"]
     net = learner.net
-    xs = net.inputs(net.embedder.user(batch.user_fields), batch.support_items, net.embedder.items(data.items))
-    step = learner.step_size(net.embedder.user(batch.user_fields))
+    xs = net.inputs(net.embedder.user_of(batch), batch.support_items, net.embedder.items(data.items))
+    step = learner.step_size(net.embedder.user_of(batch))
     params = net.adapted_params()
     adapted, _ = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict,
                              learner.loss, learner.inner_config(training=False))
@@ -89,9 +89,9 @@ def test_reg_paml_regularizer_matches_hand_computation():
     objective = learner.objective(outcome)
     # By hand for every user: ||dL_support/dtheta||^2 with torch.autograd, times |alpha(h_i)|.
     net = learner.net
-    xs = net.inputs(net.embedder.user(batch.user_fields), batch.support_items, net.embedder.items(data.items))
+    xs = net.inputs(net.embedder.user_of(batch), batch.support_items, net.embedder.items(data.items))
     params = net.adapted_params()
-    alpha = learner.step_size(net.embedder.user(batch.user_fields))
+    alpha = learner.step_size(net.embedder.user_of(batch))
     regs = []
     for u in range(len(batch)):
         support = learner.loss(net.predict(params, (xs[0][u], xs[1][u])), batch.support_labels[u], batch.support_mask[u])

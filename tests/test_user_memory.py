@@ -223,3 +223,16 @@ def test_exact_backend_on_cuda():
     cpu.apply_gradients()
     torch.testing.assert_close(memory.embeddings.detach().cpu(), cpu.embeddings.detach())
     torch.testing.assert_close(h.grad.cpu(), h_cpu.grad)
+
+
+def test_search_without_stamp_leaves_eviction_order_alone():
+    memory = UserMemory(2, MemoryConfig(k=2, capacity=3))
+    for point, lr in zip(([[0.0, 0.0]], [[10.0, 0.0]], [[0.0, 12.0]]), (0.1, 0.2, 0.3)):
+        memory.insert(torch.tensor(point), torch.tensor([lr]))  # stamps 1, 2, 3
+    # An evaluation-time search near slots 0 and 1 must not protect them from eviction.
+    memory.reference_lr(torch.tensor([[0.1, 0.1]]), stamp=False)
+    memory.insert(torch.tensor([[50.0, 50.0]]), torch.tensor([0.5]))
+    assert memory.embeddings[0].tolist() == [50.0, 50.0]  # slot 0 (stamp 1) was still the LRU
+    memory.search(torch.tensor([[10.0, 0.1]]))  # a training search stamps slots 1 and 2
+    memory.insert(torch.tensor([[60.0, 60.0]]), torch.tensor([0.6]))
+    assert memory.embeddings[0].tolist() == [60.0, 60.0]  # slot 0 (stamp 4) older than 1, 2 (stamp 5)
