@@ -35,6 +35,7 @@ def test_settings_split_into_learner_and_outer_loop_fields():
 
 def test_model_config_layers_code_defaults_tuned_values_and_explicit_values(monkeypatch):
     monkeypatch.setitem(tuned.TUNED, "movielens", {"reg_paml": {"inner_lr": 0.01, "outer_lr": 1e-3, "gamma": 1e-4}})
+    monkeypatch.delitem(tuned.TUNED, "taobao")
     config = ModelConfig(gamma=1e-2, device="cpu")
     learner = config.learner_config("reg_paml", "movielens")
     assert (learner.inner_lr, learner.gamma) == (0.01, 1e-2)  # tuned, then the explicit value wins
