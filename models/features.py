@@ -74,12 +74,13 @@ def item_statistics(data: TaskData, scale: LabelScale, shrinkage: float = 10.0) 
 def support_statistics(labels: torch.Tensor, mask: torch.Tensor, scale: LabelScale) -> torch.Tensor:
     """(B, 3) per user from the support set: [(mean - c) / s, sd / s, log1p(n) / log1p(max n)].
 
-    Padded slots are ignored; an empty support set gives the centre, sd 0, count 0.
+    Padded slots are ignored; an empty support set gives the centre, sd 0, count 0. The
+    scale's fields may be floats or 0-d tensors (a network's buffers: no device sync).
     """
     weights = mask.to(labels.dtype)
     count = weights.sum(-1)
     mean = (labels * weights).sum(-1) / count.clamp_min(1.0)
-    mean = torch.where(count > 0, mean, torch.full_like(mean, scale.center))
+    mean = torch.where(count > 0, mean, torch.as_tensor(scale.center, dtype=mean.dtype, device=mean.device))
     var = (((labels - mean.unsqueeze(-1)) ** 2) * weights).sum(-1) / count.clamp_min(1.0)
     return torch.stack([
         (mean - scale.center) / scale.scale,

@@ -67,7 +67,8 @@ class FieldEmbedder(nn.Module):
         return next(iter(self.tables.values())).embedding_dim
 
     def label_scale(self) -> LabelScale:
-        return LabelScale(*(float(v) for v in self.scale))
+        # 0-d tensors rather than floats: reading them back would sync a GPU on every batch.
+        return LabelScale(*self.scale.unbind())
 
     def user(self, user_fields: torch.Tensor, support_labels: torch.Tensor | None = None,
              support_mask: torch.Tensor | None = None) -> torch.Tensor:
