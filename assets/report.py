@@ -19,6 +19,7 @@ from assets.plots import figure_png
 from assets.report_tables import (
     best_baselines, group_table, markdown_group_table, markdown_table2, seed_averaged_errors, table2, vs_best_baseline,
 )
+from models.references import REFERENCES
 
 PER_USER_LR_METHODS = ("paml", "at_paml", "reg_paml")
 
@@ -128,15 +129,17 @@ def gamma_label(gamma: float) -> str:
 
 
 def ablation_table(ablations: dict[str, Bundle], user_metrics: pl.DataFrame) -> pl.DataFrame:
-    """Table 4: REG-PAML per gamma, plus PAML and AT-PAML from their own evaluations."""
+    """Table 4: REG-PAML per gamma, plus PAML, AT-PAML and the reference rows from their own evaluations."""
     frames = [b.frame("user_metrics").with_columns(
                   pl.col("gamma").replace_strict({g: gamma_label(g) for g in b.info["gammas"]}, return_dtype=pl.String).alias("variant"))
               for b in ablations.values() if b.frame("user_metrics").height]
-    frames.append(user_metrics.filter(pl.col("method").is_in(["paml", "at_paml"])).with_columns(pl.col("method").alias("variant")))
+    # The reference rows come along so that every table shows what a plain predictor gets.
+    others = ["paml", "at_paml", *(f"ref_{name}" for name in REFERENCES)]
+    frames.append(user_metrics.filter(pl.col("method").is_in(others)).with_columns(pl.col("method").alias("variant")))
     combined = pl.concat([f.select("dataset", "variant", "seed", "user_id", "group", "error") for f in frames], how="vertical_relaxed")
-    # Rows in the paper's order: gammas ascending (numerically), then PAML and AT-PAML.
+    # Rows in the paper's order: gammas ascending (numerically), then PAML and AT-PAML; references last.
     gammas = sorted({g for b in ablations.values() for g in b.info["gammas"]})
-    order = {label: i for i, label in enumerate([gamma_label(g) for g in gammas] + ["paml", "at_paml"])}
+    order = {label: i for i, label in enumerate([gamma_label(g) for g in gammas] + others)}
     table = group_table(combined, label="variant")
     return table.sort(pl.col("dataset"), pl.col("variant").replace_strict(order, default=len(order), return_dtype=pl.Int64))
 
@@ -185,7 +188,7 @@ def render_markdown(t1: pl.DataFrame, t2: pl.DataFrame, t3: pl.DataFrame, t4: pl
         "## Table 2: methods by dataset and metric", "", markdown_table2(t2), "",
         "## Table 3: major vs minor users (per-user error; t-test minor vs major)", "",
         markdown_group_table(t3, "method", paper.TABLE3_ML), "",
-        "## Table 4: REG-PAML gamma ablation, PAML and AT-PAML", "",
+        "## Table 4: REG-PAML gamma ablation, PAML, AT-PAML and the reference rows", "",
         markdown_group_table(t4, "variant", {gamma_label(k): v for k, v in paper.TABLE4_ML.items() if isinstance(k, float)}
                              | {k: v for k, v in paper.TABLE4_ML.items() if isinstance(k, str)}), "",
         "## Plots", "",

@@ -58,7 +58,8 @@ def test_views_match_the_report_and_lineage_reaches_raw_files(chain):
     assert joined.height == len(METHODS) + 3
     assert (joined["mean"] - joined["v"]).abs().max() < 1e-9
     assert store.query("SELECT count(*) FROM table3").item() > 0
-    assert store.query("SELECT count(*) FROM table4").item() == 4  # 2 gammas + PAML + AT-PAML
+    # 2 gammas + PAML + AT-PAML + the 3 reference rows
+    assert store.query("SELECT count(*) FROM table4").item() == 4 + 3
     report_md = home / "reports" / "report.md"
     assert "Table 2" in report_md.read_text() and (home / "reports" / "errors_taobao.png").is_file()
     report_id = store.query(LATEST_SQL, ["report", ""]).item()
