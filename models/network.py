@@ -39,16 +39,16 @@ class NetworkConfig:
 class FieldEmbedder(nn.Module):
     """Embeddings of the user's and the items' categorical fields."""
 
-    def __init__(self, data: TaskData, dim: int, statistics: bool = True):
+    def __init__(self, data: TaskData, dim: int, scale: LabelScale | None = None):
+        """`scale` (the training labels' constants) switches the rating statistics on."""
         super().__init__()
         self.user_fields, self.item_fields, self.multi_fields = data.user_fields, data.item_fields, data.item_multi_fields
         self.tables = nn.ModuleDict({
             field: nn.Embedding(data.vocab_sizes[field], dim, padding_idx=PAD_INDEX)
             for field in (*self.user_fields, *self.item_fields, *self.multi_fields)
         })
-        self.statistics = statistics
-        if statistics:
-            scale = label_scale(data)
+        self.statistics = scale is not None
+        if scale is not None:
             # Buffers, not recomputed at load: a saved model keeps the statistics it was trained with.
             self.register_buffer("scale", torch.tensor([scale.center, scale.scale, scale.user_log_count, scale.item_log_count]))
             self.register_buffer("item_stats", item_statistics(data, scale))
@@ -117,13 +117,14 @@ class PreferenceNetwork(nn.Module):
         super().__init__()
         self.config = config
         self.task = data.task
-        self.embedder = FieldEmbedder(data, config.embedding_dim, config.statistics)
+        scale = label_scale(data)
+        self.embedder = FieldEmbedder(data, config.embedding_dim, scale if config.statistics else None)
         self.decision = decision_layers(self.embedder.user_dim + self.embedder.item_dim, config.hidden)
         # Start at the training labels' centre (a click rate's logit for CTR), not at 0: from 0,
         # the first support gradients on 1-5 star ratings are large enough to throw a fixed-rate
         # inner loop off course.
         with torch.no_grad():
-            self.decision[-1].bias.fill_(output_bias(label_scale(data).center, data.task))
+            self.decision[-1].bias.fill_(output_bias(scale.center, data.task))
         if not self.adapted_params() or any(not n.startswith("decision.") for n in self.adapted_params()):
             # The inner loop runs on precomputed embeddings, so only decision layers can adapt.
             raise ValueError(f"adapted={config.adapted!r} must select decision-layer parameters, e.g. ('decision.',)")

@@ -14,8 +14,6 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, fields, replace
 
-import numpy as np
-
 from models.learners import METHODS, LearnerConfig
 from models.tasks import TaskData
 from models.training import TrainConfig, train
@@ -83,12 +81,12 @@ def apply_settings(settings: dict, learner: LearnerConfig, train_config: TrainCo
 
 def run_trial(method: str, index: int, settings: dict, data: TaskData, learner: LearnerConfig,
               train_config: TrainConfig) -> Trial:
-    """Train one setting; a run that diverges scores +inf rather than stopping the search."""
+    """Train one setting. A run that diverges keeps `train`'s +inf (NaN never beats it), so it
+    loses the search instead of stopping it."""
     learner_config, config = apply_settings(settings, learner, train_config)
     start = time.perf_counter()
     result = train(method, data, learner_config, config)
-    val = result.best_val_loss if np.isfinite(result.best_val_loss) else float("inf")
-    return Trial(method, index, settings, float(val), result.best_epoch, time.perf_counter() - start)
+    return Trial(method, index, settings, float(result.best_val_loss), result.best_epoch, time.perf_counter() - start)
 
 
 def best_trial(trials: list[Trial]) -> Trial:
