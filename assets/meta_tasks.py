@@ -1,8 +1,11 @@
 """Meta-learning tasks: encoded features as padded tensors with masks, one task per user.
 
-Vocabularies are built from training and validation users' data only; values never
-seen there (including every value only test users have) map to the unknown index.
+Vocabularies are built from the training users' data only (and the warm users', which
+only the production protocol trains on): a value that only validation or test users have
+maps to the unknown index, exactly as it will for a new user in service, so model
+selection on validation users sees the same input distribution as the test.
 Index 0 is padding (empty multi-hot slots, padded items); index 1 is unknown/missing.
+The `warm` split holds one task per chunk of a warm user's history (assets/user_splits.py).
 
 Tensors (U users of a split, S/Q = most support/query items of any user in it):
     item_fields            (N_items + 1, F_item)   int64, row 0 = padding item
@@ -19,15 +22,14 @@ import numpy as np
 import polars as pl
 
 from assets.specs import DatasetSpec
-from assets.user_splits import SPLIT_NAMES
+from assets.user_splits import SPLIT_NAMES, WARM_SPLIT
+from models.tasks import FIRST_VALUE_INDEX, PAD_INDEX, UNKNOWN_INDEX
 
 if TYPE_CHECKING:
     import torch
 
-PAD_INDEX = 0
-UNKNOWN_INDEX = 1
-FIRST_VALUE_INDEX = 2
-VOCAB_SOURCE_SPLITS = ("train", "val")
+__all__ = ["PAD_INDEX", "UNKNOWN_INDEX", "FIRST_VALUE_INDEX", "build_vocab", "encode", "encode_tasks"]
+VOCAB_SOURCE_SPLITS = ("train", WARM_SPLIT)
 
 
 def build_vocab(values: pl.Series, field: str) -> pl.DataFrame:
@@ -104,16 +106,22 @@ def encode_tasks(
         tensors[f"item_multi__{field}"] = torch.from_numpy(values)
 
     frames = {"vocab": vocab, "items": item_index}
+    if "chunk" not in item_sets.columns:
+        item_sets = item_sets.with_columns(chunk=pl.lit(0, dtype=pl.Int64))
     rows = item_sets.join(item_index, on="item_id", how="inner")
-    for split in SPLIT_NAMES:
-        members = split_users.filter(pl.col("split") == split).sort("user_id").with_row_index("user_row")
+    chunks = item_sets.select("user_id", "chunk").unique()
+    splits_present = [s for s in (*SPLIT_NAMES, WARM_SPLIT) if s in SPLIT_NAMES or (user_split["split"] == s).any()]
+    for split in splits_present:
+        # One task per (user, chunk): cold-start users have one chunk, warm users several.
+        members = (split_users.filter(pl.col("split") == split).join(chunks, on="user_id", how="inner")
+                   .sort("user_id", "chunk").with_row_index("user_row"))
         members = members.with_columns(pl.col("user_row").cast(pl.Int64))
-        frames[f"users__{split}"] = members.select("user_id", "user_row")
+        frames[f"users__{split}"] = members.select("user_id", "chunk", "user_row") if split == WARM_SPLIT else members.select("user_id", "user_row")
         codes = members.select(encode(pl.col(f), by_field.get(f, empty)).alias(f) for f in spec.user_fields)
         tensors[f"{split}__user_fields"] = torch.from_numpy(
             codes.to_numpy().astype(np.int64).reshape(members.height, len(spec.user_fields))
         )
-        user_rows = rows.join(members.select("user_id", "user_row"), on="user_id", how="inner")
+        user_rows = rows.join(members.select("user_id", "chunk", "user_row"), on=["user_id", "chunk"], how="inner")
         for part in ("support", "query"):
             chosen = user_rows.filter(pl.col("set") == part).sort("user_row", "item_id")
             item_ids, mask = padded(chosen, "user_row", "row", members.height, np.int64)
@@ -130,7 +138,8 @@ def encode_tasks(
         "vocab_sizes": {f: FIRST_VALUE_INDEX + by_field.get(f, empty).height for f in
                         (*spec.user_fields, *spec.item_fields, *spec.item_multi_fields)},
         "n_items": used_items.height,
-        "n_users": {s: frames[f"users__{s}"].height for s in SPLIT_NAMES},
+        "n_users": {s: frames[f"users__{s}"].height for s in splits_present},
+        "splits": splits_present,
     }
     return frames, tensors, info
 

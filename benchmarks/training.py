@@ -89,7 +89,9 @@ def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict
     """
     import torch
 
-    from models.inner import InnerConfig, adapt_batch, adapt_loop, predict_batch
+    from dataclasses import replace
+
+    from models.inner import InnerConfig, adapt_batch, adapt_loop, predict_batch, total_sq_norm
     from models.learners import LearnerConfig, build_learner
 
     data = movielens_tasks(data_dir)
@@ -105,12 +107,14 @@ def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict
             h0 = net.embedder.user_of(batch)
             support0 = net.inputs(h0, batch.support_items, items)
             query0 = net.inputs(h0, batch.query_items, items)
+            _, _, users0 = learner.prepare(batch, data.items)
 
         def meta_gradient(vectorized: bool, backward: bool = True) -> None:
             xs = tuple(t.clone().requires_grad_(True) for t in support0)
             xq = tuple(t.clone().requires_grad_(True) for t in query0)
-            alpha = learner.step_size(xs[0])
-            args = (net.adapted_params(), xs, batch.support_labels, batch.support_mask, alpha, net.predict, learner.loss, config)
+            alpha = learner.step_size(replace(users0, h=xs[0]))
+            args = (net.adapted_params(), xs, batch.support_labels, batch.support_mask, alpha, net.predict, learner.loss, config,
+                    learner.per_user_step)
             if vectorized:
                 adapted, norms = adapt_batch(*args)
                 loss = learner.loss(predict_batch(net.predict, adapted, xq), batch.query_labels, batch.query_mask).sum()
@@ -119,7 +123,7 @@ def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict
                 loss = sum(learner.loss(net.predict(p, (xq[0][u], xq[1][u])), batch.query_labels[u], batch.query_mask[u])
                            for u, p in enumerate(adapted))
             if backward:
-                (loss + norms.sum()).backward()
+                (loss + total_sq_norm(norms).sum()).backward()
 
         for name, vectorized, backward in (("vectorized", True, True), ("loop", False, True),
                                            ("vectorized_inner", True, False), ("loop_inner", False, False)):

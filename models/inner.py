@@ -50,30 +50,39 @@ def adapt_one(
 ) -> tuple[Params, torch.Tensor]:
     """Adapt `params` to one user's support set.
 
-    Returns the adapted parameters and ||grad L_support(theta)||^2 at the starting point
-    (REG-PAML's regularizer uses it).
+    Returns the adapted parameters and, per parameter, ||grad L_support(theta)||^2 at the
+    starting point (REG-PAML's regularizer uses them; `total_sq_norm` sums them).
     """
     support_loss = lambda p: loss(predict(p, x), y, mask)  # noqa: E731
-    grad_sq_norm = y.new_zeros(())
+    grad_sq_norms = {k: y.new_zeros(()) for k in params}
     for step in range(config.steps):
         grads = grad(support_loss)(params)
         if config.first_order:
             grads = {k: g.detach() for k, g in grads.items()}
         if step == 0:
-            grad_sq_norm = sum((g ** 2).sum() for g in grads.values())
+            grad_sq_norms = {k: (g ** 2).sum() for k, g in grads.items()}
         params = sgd_step(params, grads, step_size)
-    return params, grad_sq_norm
+    return params, grad_sq_norms
+
+
+def total_sq_norm(grad_sq_norms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """||grad L_support||^2 over every adapted parameter: the per-parameter norms summed."""
+    return sum(grad_sq_norms.values())
 
 
 def adapt_batch(
     params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
-    predict: Predict, loss: Loss, config: InnerConfig,
-) -> tuple[Params, torch.Tensor]:
+    predict: Predict, loss: Loss, config: InnerConfig, per_user: bool | None = None,
+) -> tuple[Params, dict[str, torch.Tensor]]:
     """Vectorized adapt_one over users: x leaves (B, ...), y and mask (B, S).
 
-    Returns adapted parameters with a leading user dimension and grad norms (B,).
+    `per_user` says whether `step_size` has a leading user dimension: a (B,) tensor, or a
+    dict of (B,) tensors by parameter (PAML with one rate per adapted layer). None infers it
+    for tensors; a dict is then taken as Meta-SGD's per-parameter rates, shared by all users.
+    Returns adapted parameters with a leading user dimension and squared grad norms (B,) by parameter.
     """
-    step_dims = 0 if is_per_user(step_size) else None
+    per_user = is_per_user(step_size) if per_user is None else per_user
+    step_dims = 0 if per_user else None
     run = lambda p, xi, yi, mi, si: adapt_one(p, xi, yi, mi, si, predict, loss, config)  # noqa: E731
     return vmap(run, in_dims=(None, 0, 0, 0, step_dims))(params, x, y, mask, step_size)
 
@@ -85,23 +94,24 @@ def predict_batch(predict: Predict, user_params: Params, x: Inputs) -> torch.Ten
 
 def adapt_loop(
     params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
-    predict: Predict, loss: Loss, config: InnerConfig,
-) -> tuple[list[Params], torch.Tensor]:
+    predict: Predict, loss: Loss, config: InnerConfig, per_user: bool | None = None,
+) -> tuple[list[Params], dict[str, torch.Tensor]]:
     """Reference implementation: a plain Python loop over users with torch.autograd.grad.
 
     Kept for tests (the vectorized path must give the same meta-gradient) and readability.
     """
     adapted, norms = [], []
+    per_user = is_per_user(step_size) if per_user is None else per_user
     for user in range(y.shape[0]):
         user_x = tree_map(lambda t: t[user], x)
-        user_step = step_size[user] if is_per_user(step_size) else step_size
+        user_step = tree_map(lambda t: t[user], step_size) if per_user else step_size
         current = dict(params)
         for step in range(config.steps):
             support = loss(predict(current, user_x), y[user], mask[user])
             grads = torch.autograd.grad(support, list(current.values()), create_graph=not config.first_order)
             grads = dict(zip(current, grads))
             if step == 0:
-                norms.append(sum((g ** 2).sum() for g in grads.values()))
+                norms.append({k: (g ** 2).sum() for k, g in grads.items()})
             current = sgd_step(current, grads, user_step)
         adapted.append(current)
-    return adapted, torch.stack(norms)
+    return adapted, {k: torch.stack([n[k] for n in norms]) for k in params}

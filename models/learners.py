@@ -5,7 +5,7 @@
 | melu      | one fixed scalar                                         | MeLU (Lee et al. 2019) = MAML |
 | meta_sgd  | a learned rate per parameter, the same for every user    | Li et al. 2017 |
 | transfer  | pretrain on all training ratings; fine-tune per user     | Tan et al. 2018 |
-| paml      | alpha(h_i) from an LR module on the user embedding       | PAML, Eq. (1) |
+| paml      | alpha(h_i) from an LR module on the user embedding (log space, optionally per layer) | PAML, Eq. (1) |
 | at_paml   | alpha'(h_i) + kernel-weighted LRs of the K nearest stored users | AT-PAML |
 | reg_paml  | PAML + gamma * ||dL_support/dtheta||^2 * |alpha(h_i)|     | REG-PAML |
 """
@@ -20,8 +20,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from models.inner import InnerConfig, StepSize, adapt_batch, predict_batch
-from models.network import NetworkConfig, PreferenceNetwork, task_loss
+from models.inner import InnerConfig, StepSize, adapt_batch, predict_batch, total_sq_norm
+from models.network import USER_FACTOR, Inputs, NetworkConfig, PreferenceNetwork, task_loss
 from models.tasks import ItemTable, TaskData, TaskSplit
 from models.user_memory import MemoryConfig, UserMemory
 
@@ -30,18 +30,29 @@ from models.user_memory import MemoryConfig, UserMemory
 class LearnerConfig:
     """Settings shared by the learners; method-specific fields say which method reads them."""
 
-    inner_lr: float = 5e-2  # base inner step size (MeLU: the fixed one)
+    inner_lr: float = 5e-2  # base inner step size (MeLU: the fixed one; PAML: the geometric centre)
     inner_steps: int = 1
     first_order: bool = False
     network: NetworkConfig = field(default_factory=NetworkConfig)
     lr_hidden: int = 64  # PAML family: width of the LR module's hidden layer
-    lr_range: float = 4.0  # PAML/REG-PAML: alpha(h) in (0, lr_range * inner_lr), starts at inner_lr
+    lr_range: float = 4.0  # PAML/REG-PAML: alpha(h) in [inner_lr / lr_range, inner_lr * lr_range]
+    lr_per_layer: bool = False  # PAML family: one alpha(h_i) per adapted layer instead of one per user
+    lr_history: bool = False  # PAML family: the LR module also reads an encoding of the support set
+    lr_init_std: float = 0.1  # PAML family: init spread of the LR module's last layer (0 = every user starts equal)
     gamma: float = 1e-3  # REG-PAML regularizer weight
     correction_range: float = 1.0  # AT-PAML: alpha'(h) in (-r, r) * inner_lr around the memory's LR
     memory: MemoryConfig = field(default_factory=MemoryConfig)
-    kernel_delta: float | None = None  # AT-PAML: delta of s_k = exp(-delta ||h_i - h_k||^2); None = 1 / dim(h)
+    kernel_delta: float | None = None  # AT-PAML: fixed delta of s_k = exp(-delta ||h_i - h_k||^2); None = calibrated
     finetune_steps: int = 5  # transfer: fine-tuning steps on a test user's support set
     finetune_lr: float = 5e-3  # transfer: fine-tuning step size
+    # The dot-product head's user factor takes steps this many times larger than the decision
+    # layers: folding a user in needs steps near 1 / (largest eigenvalue of Q_S^T Q_S / n),
+    # far above the rates that keep the decision layers stable (models/network.py).
+    factor_lr_scale: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.lr_range < 1.0:
+            raise ValueError(f"lr_range must be >= 1 (alpha lies in [inner_lr / r, inner_lr * r]), got {self.lr_range}")
 
 
 @dataclass
@@ -50,15 +61,29 @@ class Outcome:
 
     query_pred: torch.Tensor  # (B, Q) ratings or click logits
     query_loss: torch.Tensor  # (B,)
-    lr_per_user: torch.Tensor  # (B,) the inner step size each user got (mean rate for Meta-SGD)
+    lr_per_user: torch.Tensor  # (B,) the inner step size each user got (mean rate for Meta-SGD / per-layer PAML)
     grad_sq_norm: torch.Tensor  # (B,) ||grad L_support(theta)||^2
     user_embedding: torch.Tensor  # (B, Du)
+    attention: torch.Tensor | None = None  # (B, K) AT-PAML's neighbour weights, nearest first
+
+
+@dataclass
+class UserBatch:
+    """What a step size may depend on: the user embedding h, the support set, the task keys."""
+
+    h: torch.Tensor  # (B, Du)
+    support_features: torch.Tensor  # (B, S, Di) item embeddings of the support items
+    support_labels: torch.Tensor  # (B, S)
+    support_mask: torch.Tensor  # (B, S)
+    keys: torch.Tensor  # (B,) task identities within their split
+    training: bool = True
 
 
 class MetaLearner(nn.Module):
     """Common machinery: embed, adapt the decision layers on support, predict the query set."""
 
     method = "base"
+    per_user_step = False  # True when step_size returns one rate (or one dict entry) per user
 
     def __init__(self, data: TaskData, config: LearnerConfig):
         super().__init__()
@@ -67,30 +92,54 @@ class MetaLearner(nn.Module):
         self.net = PreferenceNetwork(data, config.network)
         self.loss = partial(task_loss, task=data.task)
 
-    def step_size(self, user_embedding: torch.Tensor) -> StepSize:
-        """alpha for a batch of users (B, Du)."""
+    def step_size(self, users: UserBatch) -> StepSize:
+        """alpha for a batch of users."""
         return self.config.inner_lr
+
+    def scaled_step(self, alpha: StepSize) -> StepSize:
+        """alpha with the user factor's rate multiplied by `factor_lr_scale` (no-op without the head)."""
+        names = list(self.net.adapted_params())
+        if USER_FACTOR not in names or self.config.factor_lr_scale == 1.0:
+            return alpha
+        scale = {n: (self.config.factor_lr_scale if n == USER_FACTOR else 1.0) for n in names}
+        if isinstance(alpha, dict):
+            return {n: a * scale[n] for n, a in alpha.items()}
+        return {n: alpha * scale[n] for n in names}
 
     def inner_config(self, training: bool) -> InnerConfig:
         # Evaluation needs no meta-gradient, so it never builds the second-order graph.
         return InnerConfig(steps=self.config.inner_steps, first_order=self.config.first_order or not training)
 
-    def run(self, batch: TaskSplit, items: ItemTable, training: bool = True) -> Outcome:
-        """Adapt to each user's support set and predict its query set."""
+    def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True) -> tuple[Inputs, Inputs, UserBatch]:
+        """Support and query inputs of a batch, and what its step sizes may depend on."""
         # Embed only the items this batch touches: the catalogue can be far larger.
         rows, (support_items, query_items) = batch_item_rows(batch.support_items, batch.query_items)
-        item_embeddings = self.net.embedder.items(items, rows)  # (R, Di)
+        item_rep = self.net.embedder.items(items, rows)  # (R, Di) [+ (R, r) factors]
         h = self.net.embedder.user_of(batch)  # (B, Du)
-        support_x = self.net.inputs(h, support_items, item_embeddings)  # (B, Du), (B, S, Di)
-        query_x = self.net.inputs(h, query_items, item_embeddings)  # (B, Du), (B, Q, Di)
-        alpha = self.step_size(h)
-        adapted, grad_sq_norm = adapt_batch(
-            self.net.adapted_params(), support_x, batch.support_labels, batch.support_mask, alpha,
-            self.net.predict, self.loss, self.inner_config(training),
+        support_x = self.net.inputs(h, support_items, item_rep)  # (B, Du), (B, S, Di), ...
+        query_x = self.net.inputs(h, query_items, item_rep)  # (B, Du), (B, Q, Di), ...
+        users = UserBatch(h, item_rep.features[support_items], batch.support_labels, batch.support_mask, batch.keys(), training)
+        return support_x, query_x, users
+
+    def run(self, batch: TaskSplit, items: ItemTable, training: bool = True, adapt: bool = True) -> Outcome:
+        """Adapt to each user's support set and predict its query set (`adapt=False`: the unadapted prior)."""
+        support_x, query_x, users = self.prepare(batch, items, training)
+        alpha = self.step_size(users)
+        inner = self.inner_config(training)
+        if not adapt:
+            inner = InnerConfig(steps=0, first_order=True)
+        adapted, grad_sq_norms = adapt_batch(
+            self.net.adapted_params(), support_x, batch.support_labels, batch.support_mask, self.scaled_step(alpha),
+            self.net.predict, self.loss, inner, per_user=self.per_user_step,
         )
         query_pred = predict_batch(self.net.predict, adapted, query_x)
         query_loss = self.loss(query_pred, batch.query_labels, batch.query_mask)
-        return Outcome(query_pred, query_loss, per_user(alpha, h.shape[0], h), grad_sq_norm, h)
+        self._grad_sq_norms, self._alpha = grad_sq_norms, alpha
+        return Outcome(query_pred, query_loss, per_user(alpha, len(batch), users.h, self.per_user_step), total_sq_norm(grad_sq_norms),
+                       users.h, self._attention())
+
+    def _attention(self) -> torch.Tensor | None:
+        return None
 
     def objective(self, outcome: Outcome) -> torch.Tensor:
         """The meta-loss to minimize: mean query loss over the batch."""
@@ -108,11 +157,16 @@ def batch_item_rows(*item_rows: torch.Tensor) -> tuple[torch.Tensor, tuple[torch
     return rows, tuple(p.view_as(r) for p, r in zip(parts, item_rows))
 
 
-def per_user(alpha: StepSize, n_users: int, like: torch.Tensor) -> torch.Tensor:
-    """The step size as one number per user, for logging and the per-user metrics table."""
+def per_user(alpha: StepSize, n_users: int, like: torch.Tensor, per_user_step: bool = False) -> torch.Tensor:
+    """The step size as one number per user, for logging and the per-user metrics table.
+
+    Meta-SGD's per-parameter rates: their mean (the same for every user). PAML with one rate
+    per layer: each user's geometric mean over layers.
+    """
+    if isinstance(alpha, dict) and per_user_step:
+        return torch.stack([a.detach() for a in alpha.values()]).log().mean(0).exp()
     if isinstance(alpha, dict):
-        value = torch.cat([a.detach().reshape(-1) for a in alpha.values()]).mean()
-        return value.expand(n_users)
+        return torch.cat([a.detach().reshape(-1) for a in alpha.values()]).mean().expand(n_users)
     if isinstance(alpha, torch.Tensor) and alpha.dim() == 1:
         return alpha.detach()
     return like.new_full((n_users,), float(alpha))
@@ -137,95 +191,162 @@ class MetaSGD(MetaLearner):
             for name, p in self.net.adapted_params().items()
         })
 
-    def step_size(self, user_embedding: torch.Tensor) -> StepSize:
+    def step_size(self, users: UserBatch) -> StepSize:
         return {name.replace("__", "."): rate for name, rate in self.rates.items()}
+
+    def scaled_step(self, alpha: StepSize) -> StepSize:
+        # The same starting point as the other methods, then each rate is learned freely.
+        return {n: a * (self.config.factor_lr_scale if n == USER_FACTOR else 1.0) for n, a in alpha.items()}
+
+
+class HistoryEncoder(nn.Module):
+    """Support set -> (B, d): the mean support item embedding and its label-weighted mean, projected.
+
+    The paper's footnote 3 allows "user browsing history embeddings" as h; the label-weighted
+    mean says which kind of items this user likes more than the population does.
+    """
+
+    def __init__(self, item_dim: int, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * item_dim, dim)
+
+    def forward(self, users: UserBatch, center: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+        weights = users.support_mask.to(users.support_features.dtype).unsqueeze(-1)  # (B, S, 1)
+        count = weights.sum(1).clamp_min(1.0)  # (B, 1)
+        centred = ((users.support_labels - center) / spread).unsqueeze(-1) * weights  # (B, S, 1)
+        pooled = torch.cat([(users.support_features * weights).sum(1) / count,
+                            (users.support_features * centred).sum(1) / count], dim=-1)  # (B, 2 Di)
+        return torch.relu(self.proj(pooled))
 
 
 class LRModule(nn.Module):
-    """Two FC layers with a ReLU between them: user embedding -> one real number (PAML)."""
+    """Two FC layers with a ReLU between them: user embedding -> G real numbers (PAML).
 
-    def __init__(self, in_dim: int, hidden: int, zero_init: bool = False):
+    The last layer starts small and random, not at zero: at zero its input layer gets no
+    gradient at the start and every user begins with the same rate.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, outputs: int = 1, init_std: float = 0.0):
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        if zero_init:
-            nn.init.zeros_(self.layers[2].weight)
-            nn.init.zeros_(self.layers[2].bias)
+        self.layers = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+        nn.init.normal_(self.layers[2].weight, std=init_std) if init_std > 0 else nn.init.zeros_(self.layers[2].weight)
+        nn.init.zeros_(self.layers[2].bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.layers(h).squeeze(-1)  # (B,)
+        return self.layers(h)  # (B, G)
+
+
+def layer_groups(names: list[str]) -> dict[str, int]:
+    """Adapted parameter name -> index of its layer ('decision.0.weight' and '.bias' share one)."""
+    layers = sorted({n.rsplit(".", 1)[0] for n in names}, key=lambda layer: [n.rsplit(".", 1)[0] for n in names].index(layer))
+    return {n: layers.index(n.rsplit(".", 1)[0]) for n in names}
 
 
 class PAML(MetaLearner):
-    """alpha(h_i) = lr_range * inner_lr * sigmoid(LR(h_i)), initialized at inner_lr (paper Eq. 1)."""
+    """alpha(h_i) = inner_lr * lr_range ** tanh(LR(h_i)): per user, in log space (paper Eq. 1).
+
+    Log space makes equal steps of the LR module equal *ratios* of alpha, and the gradient
+    d alpha / d LR = alpha ln(lr_range) tanh' does not vanish at the start, where alpha =
+    inner_lr for an LR output of 0.
+    """
 
     method = "paml"
+    per_user_step = True
 
     def __init__(self, data: TaskData, config: LearnerConfig):
         super().__init__(data, config)
-        self.lr_module = LRModule(self.net.embedder.user_dim, config.lr_hidden, zero_init=True)
-        # sigmoid(bias) = 1 / lr_range, so every user starts at alpha = inner_lr.
-        nn.init.constant_(self.lr_module.layers[2].bias, -math.log(config.lr_range - 1.0))
+        self.groups = layer_groups(list(self.net.adapted_params())) if config.lr_per_layer else {}
+        outputs = max(self.groups.values()) + 1 if self.groups else 1
+        in_dim = self.net.embedder.user_dim
+        if config.lr_history:
+            self.history = HistoryEncoder(self.net.embedder.item_dim, self.net.config.embedding_dim)
+            in_dim += self.net.config.embedding_dim
+        self.lr_module = LRModule(in_dim, config.lr_hidden, outputs, config.lr_init_std)
 
-    def step_size(self, user_embedding: torch.Tensor) -> StepSize:
-        scale = self.config.lr_range * self.config.inner_lr
-        return scale * torch.sigmoid(self.lr_module(user_embedding))  # (B,)
+    def lr_input(self, users: UserBatch) -> torch.Tensor:
+        """The LR module's input: h, and with `lr_history` the support set's encoding."""
+        if not self.config.lr_history:
+            return users.h
+        scale = self.net.embedder.label_scale()
+        return torch.cat([users.h, self.history(users, scale.center, scale.scale)], dim=-1)
+
+    def log_ratio(self, users: UserBatch) -> torch.Tensor:
+        """(B, G) log(alpha / inner_lr) in [-log r, log r]."""
+        return math.log(self.config.lr_range) * torch.tanh(self.lr_module(self.lr_input(users)))
+
+    def step_size(self, users: UserBatch) -> StepSize:
+        alpha = self.config.inner_lr * torch.exp(self.log_ratio(users))  # (B, G)
+        if not self.groups:
+            return alpha[:, 0]
+        return {name: alpha[:, group] for name, group in self.groups.items()}
 
 
 class RegPAML(PAML):
-    """PAML plus the memory-agnostic regularizer gamma * ||dL_support/dtheta||^2 * |alpha(h_i)|."""
+    """PAML plus the memory-agnostic regularizer gamma * ||dL_support/dtheta||^2 * |alpha(h_i)|.
+
+    With one rate per layer the regularizer is sum over layers of |alpha_l| ||dL/dtheta_l||^2,
+    which is the paper's term when every layer has the same rate.
+    """
 
     method = "reg_paml"
 
     def objective(self, outcome: Outcome) -> torch.Tensor:
-        alpha = self._alpha_with_grad
-        regularizer = outcome.grad_sq_norm * alpha.abs()
+        alpha, norms = self._alpha, self._grad_sq_norms
+        if isinstance(alpha, dict):
+            regularizer = sum(alpha[name].abs() * norms[name] for name in norms)
+        else:
+            regularizer = total_sq_norm(norms) * alpha.abs()
         return (outcome.query_loss + self.config.gamma * regularizer).mean()
-
-    def step_size(self, user_embedding: torch.Tensor) -> StepSize:
-        # Kept with its graph: the regularizer must reach the LR module through |alpha|.
-        self._alpha_with_grad = super().step_size(user_embedding)
-        return self._alpha_with_grad
 
 
 class ATPAML(MetaLearner):
     """alpha(h_i) = alpha'(h_i) + sum_k s_k / (sum_j s_j + sigma) * alpha(h_k) over stored users.
 
-    During warm-up (fewer than K stored users) every user gets the fixed inner_lr. Users'
-    (embedding, alpha) pairs are stored after each outer step; the stored values receive
-    gradients through the kernel weights and are moved by the memory's own SGD step.
+    During warm-up (fewer than K + 1 stored users) every user gets the fixed inner_lr. Users'
+    (embedding, alpha) pairs are stored after each outer step, one slot per training user (a
+    returning user overwrites its own slot); while training, a user is never its own
+    neighbour. The stored values receive gradients through the kernel weights and are moved
+    by the memory's own SGD step.
     """
 
     method = "at_paml"
+    per_user_step = True
 
     def __init__(self, data: TaskData, config: LearnerConfig):
         super().__init__(data, config)
-        self.lr_module = LRModule(self.net.embedder.user_dim, config.lr_hidden, zero_init=True)
+        self.lr_module = LRModule(self.net.embedder.user_dim, config.lr_hidden, 1, config.lr_init_std)
         dim = self.net.embedder.user_dim
-        # With delta = 1 the kernel of two random 128-d embeddings is exp(-256) ~ 0 < sigma, and
-        # every user would get no reference LR at all; 1 / dim keeps s_k in a useful range.
-        delta = config.kernel_delta if config.kernel_delta is not None else 1.0 / dim
-        self.memory = UserMemory(dim, replace(config.memory, delta=delta))
-        self._alpha: torch.Tensor | None = None
+        self.memory = UserMemory(dim, replace(config.memory, delta=config.kernel_delta))
+        self._attention_weights: torch.Tensor | None = None
 
-    def step_size(self, user_embedding: torch.Tensor) -> StepSize:
-        correction = self.config.correction_range * self.config.inner_lr * torch.tanh(self.lr_module(user_embedding))
-        if self.memory.in_warmup:
-            alpha = torch.full_like(correction, self.config.inner_lr)
-        else:
-            # Only training searches stamp the LRU clock: scoring validation or test users
-            # must not decide which training users the memory keeps.
-            alpha = (correction + self.memory.reference_lr(user_embedding, stamp=self.training)).clamp_min(0.0)
-        self._alpha = alpha
-        return alpha
+    def step_size(self, users: UserBatch) -> StepSize:
+        correction = self.config.correction_range * self.config.inner_lr * torch.tanh(self.lr_module(users.h)[:, 0])
+        self._attention_weights = None
+        if len(self.memory) <= self.memory.config.k:
+            return torch.full_like(correction, self.config.inner_lr)
+        # Only training searches stamp the LRU clock and skip the user's own slot: scoring
+        # validation or test users must not decide which training users the memory keeps.
+        exclude = users.keys if users.training else None
+        reference, weights = self.memory.reference_lr(users.h, stamp=users.training, exclude=exclude, with_weights=True)
+        self._attention_weights = weights.detach()
+        return (correction + reference).clamp_min(0.0)
+
+    def _attention(self) -> torch.Tensor | None:
+        return self._attention_weights
 
     def after_outer_step(self, outcome: Outcome, collective=None) -> None:
-        h, alpha = outcome.user_embedding.detach(), self._alpha.detach()
+        h, alpha, keys = outcome.user_embedding.detach(), self._alpha.detach(), self._keys
         if collective is not None:
             # Every process keeps the same memory: the batch's gradients and users, all shards.
             collective.all_reduce_memory(self.memory)
-            h, alpha = collective.all_gather(h), collective.all_gather(alpha)
+            h, alpha, keys = collective.all_gather(h), collective.all_gather(alpha), collective.all_gather(keys)
         self.memory.apply_gradients()
-        self.memory.insert(h, alpha)
+        self.memory.insert(h, alpha, keys)
+
+    def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True):
+        prepared = super().prepare(batch, items, training)
+        self._keys = prepared[2].keys
+        return prepared
 
     def _apply(self, fn, recurse: bool = True):
         # The memory is not an nn.Module: follow the parameters when the learner moves device.
@@ -245,32 +366,24 @@ class Transfer(MetaLearner):
 
     method = "transfer"
 
-    def step_size(self, user_embedding: torch.Tensor) -> StepSize:
+    def step_size(self, users: UserBatch) -> StepSize:
         return self.config.finetune_lr
 
     def inner_config(self, training: bool) -> InnerConfig:
         return InnerConfig(steps=self.config.finetune_steps, first_order=True)
 
-    def run(self, batch: TaskSplit, items: ItemTable, training: bool = True) -> Outcome:
+    def run(self, batch: TaskSplit, items: ItemTable, training: bool = True, adapt: bool = True) -> Outcome:
         if not training:
-            return super().run(batch, items, training=False)
-        rows, (support_items, query_items) = batch_item_rows(batch.support_items, batch.query_items)
-        item_embeddings = self.net.embedder.items(items, rows)
-        h = self.net.embedder.user_of(batch)
+            return super().run(batch, items, training=False, adapt=adapt)
+        support_x, query_x, users = self.prepare(batch, items, training)
         params = self.net.adapted_params()
-        local = {"support": support_items, "query": query_items}
         # Plain supervised training: every known rating of the user, no adaptation.
-        losses = []
-        for part in ("support", "query"):
-            x = self.net.inputs(h, local[part], item_embeddings)
-            pred = self.net.predict(params, x)
-            losses.append((pred, getattr(batch, f"{part}_labels"), getattr(batch, f"{part}_mask")))
-        pred = torch.cat([p for p, _, _ in losses], 1)
-        labels = torch.cat([y for _, y, _ in losses], 1)
-        mask = torch.cat([m for _, _, m in losses], 1)
+        pred = torch.cat([self.net.predict(params, support_x), self.net.predict(params, query_x)], 1)
+        labels = torch.cat([batch.support_labels, batch.query_labels], 1)
+        mask = torch.cat([batch.support_mask, batch.query_mask], 1)
         loss = self.loss(pred, labels, mask)
-        zeros = h.new_zeros(h.shape[0])
-        return Outcome(pred, loss, zeros + self.config.finetune_lr, zeros, h)
+        zeros = users.h.new_zeros(users.h.shape[0])
+        return Outcome(pred, loss, zeros + self.config.finetune_lr, zeros, users.h)
 
 
 METHODS: dict[str, Callable[[TaskData, LearnerConfig], MetaLearner]] = {

@@ -3,77 +3,182 @@
 One embedding table per categorical field (multi-hot fields are the mean of their
 values' embeddings), the user's and the item's embeddings concatenated, then decision
 layers (FC + ReLU, 64-64 by default) and a linear output: a rating, or a click logit.
-Only the decision layers are adapted in the inner loop by default; the embeddings are
-meta-learned (`NetworkConfig.adapted`).
+Only the decision layers (and the user factor, below) are adapted in the inner loop; the
+embeddings are meta-learned (`NetworkConfig.adapted`).
 
-With `NetworkConfig.statistics` (our feature choice, see models/features.py) the user
-half also holds a projection of the user's support-set statistics and the item half a
-projection of the item's training statistics: one more embedding-sized block on each side.
+Additions of ours, each a `NetworkConfig` switch applied to every method alike:
+
+- `statistics` (models/features.py): the user's support-set statistics and the item's
+  training statistics, each projected to one more embedding-sized block.
+- `item_id`: the item's identity as one more item field. MeLU's item features (genre,
+  director, ...) cannot tell two films of the same director apart; collaborative filtering
+  lives on exactly that signal.
+- `factor_dim`: a dot-product head beside the decision layers, score += (P h + u) . q_i, with
+  the item factor q_i = E[item id] + W e_i (identity plus a projection of the item's
+  features, so an item seen rarely or never falls back to its features) and u a user factor
+  that the inner loop adapts from zero: a matrix factorization whose fold-in is Eq. (1)'s
+  gradient step, so a per-user step size alpha(h_i) decides how far each user moves from the
+  population's prior P h.
+- Codes the training users never produced (a zip code only test users have, an item no
+  training user rated) map to the UNKNOWN row, which `unknown_rate` trains by replacing
+  codes with UNKNOWN at random during meta-training: validation and test users then meet a
+  trained row instead of a random, never-updated one.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from models.factors import FactorConfig, fit_item_factors
 from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics, label_scale, support_statistics
-from models.tasks import ItemTable, TaskData, TaskSplit
+from models.tasks import PAD_INDEX, UNKNOWN_INDEX, ItemTable, TaskData, TaskSplit
 
-PAD_INDEX = 0
-Inputs = tuple[torch.Tensor, torch.Tensor]  # (user embedding (..., Du), item embeddings (..., S, Di))
+Inputs = tuple[torch.Tensor, ...]  # (user (.., Du), items (.., S, Di)[, user factor (.., r), item factors (.., S, r)])
+ITEM_ID_FIELD = "item_id"
+USER_FACTOR = "factor.user"  # the adapted user factor u of the dot-product head
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Sizes of the preference network (defaults: MeLU's)."""
+    """Sizes of the preference network (defaults: MeLU's, plus the switches above)."""
 
     embedding_dim: int = 32
     hidden: tuple[int, ...] = (64, 64)
-    adapted: tuple[str, ...] = ("decision.",)  # parameter-name prefixes the inner loop adapts
+    adapted: tuple[str, ...] = ("decision.", USER_FACTOR)  # parameter-name prefixes the inner loop adapts
     statistics: bool = True  # rating statistics as features (models/features.py); False = MeLU's inputs
+    item_id: bool = False  # the item's identity as an item field
+    factor_dim: int = 0  # rank of the dot-product head; 0 = no head
+    factor_source: str = "mf"  # item factors: "mf" = fixed, from a ridge factorization (models/factors.py); "learned"
+    # Rows the factorization is fitted on: "support" keeps the training users' query ratings out,
+    # so meta-training's query loss judges the factors on ratings they never saw, as at test time.
+    factor_fit: str = "support"
+    unknown_rate: float = 0.0  # share of codes replaced by UNKNOWN while meta-training
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.unknown_rate < 1.0:
+            raise ValueError(f"unknown_rate must lie in [0, 1), got {self.unknown_rate}")
+        if self.factor_dim < 0:
+            raise ValueError(f"factor_dim must be >= 0, got {self.factor_dim}")
+        if self.factor_source not in ("mf", "learned"):
+            raise ValueError(f"factor_source must be 'mf' or 'learned', got {self.factor_source!r}")
+
+
+class ItemRepresentation(NamedTuple):
+    """Embedded items: decision-layer inputs (R, Di) and dot-product factors (R, r) or None."""
+
+    features: torch.Tensor
+    factors: torch.Tensor | None
+
+
+def trained_codes(codes: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(vocab_size,) code -> itself where `codes` holds it, else UNKNOWN; padding stays padding."""
+    seen = torch.zeros(vocab_size, dtype=torch.bool)
+    seen[codes.reshape(-1)] = True
+    remap = torch.where(seen, torch.arange(vocab_size), torch.full((vocab_size,), UNKNOWN_INDEX))
+    remap[PAD_INDEX] = PAD_INDEX
+    return remap
+
+
+def training_item_rows(data: TaskData) -> torch.Tensor:
+    """The item rows some training user rated (support or query): the items a model learns."""
+    split = data.splits["train"]
+    return torch.cat([split.support_items[split.support_mask], split.query_items[split.query_mask]]).unique()
+
+
+def item_id_codes(data: TaskData) -> torch.Tensor:
+    """(N+1,) item row -> item-ID code: row + 1 for items training users rated, else UNKNOWN."""
+    n_rows = int(data.items.fields.shape[0])
+    codes = torch.full((n_rows,), UNKNOWN_INDEX, dtype=torch.long)
+    rows = training_item_rows(data)
+    codes[rows] = rows + 1
+    codes[PAD_INDEX] = PAD_INDEX
+    return codes
+
+
+def drop_to_unknown(codes: torch.Tensor, rate: float) -> torch.Tensor:
+    """Replace each non-padding code by UNKNOWN with probability `rate` (global torch RNG)."""
+    if rate <= 0:
+        return codes
+    drop = (torch.rand(codes.shape, device=codes.device) < rate) & (codes != PAD_INDEX)
+    return torch.where(drop, torch.full_like(codes, UNKNOWN_INDEX), codes)
 
 
 class FieldEmbedder(nn.Module):
-    """Embeddings of the user's and the items' categorical fields."""
+    """Embeddings of the user's and the items' categorical fields (and the item's identity)."""
 
-    def __init__(self, data: TaskData, dim: int, scale: LabelScale | None = None):
+    def __init__(self, data: TaskData, config: NetworkConfig, scale: LabelScale | None = None):
         """`scale` (the training labels' constants) switches the rating statistics on."""
         super().__init__()
+        dim = config.embedding_dim
+        self.unknown_rate = config.unknown_rate
         self.user_fields, self.item_fields, self.multi_fields = data.user_fields, data.item_fields, data.item_multi_fields
+        self.item_id = config.item_id
+        vocab = dict(data.vocab_sizes)
+        n_rows = int(data.items.fields.shape[0])
+        if config.item_id:
+            vocab[ITEM_ID_FIELD] = n_rows + 1  # codes: 0 pad, 1 unknown, row + 1 for trained rows
         self.tables = nn.ModuleDict({
-            field: nn.Embedding(data.vocab_sizes[field], dim, padding_idx=PAD_INDEX)
-            for field in (*self.user_fields, *self.item_fields, *self.multi_fields)
+            field: nn.Embedding(vocab[field], dim, padding_idx=PAD_INDEX)
+            for field in (*self.user_fields, *self.item_fields, *self.multi_fields) + ((ITEM_ID_FIELD,) if config.item_id else ())
         })
+        # Buffers: a saved model keeps the code maps (and statistics) it was trained with.
+        train = data.splits["train"]
+        for i, field in enumerate(self.user_fields):
+            self.register_buffer(f"remap__{field}", trained_codes(train.user_fields[:, i], vocab[field]))
+        trained_rows = training_item_rows(data)
+        for i, field in enumerate(self.item_fields):
+            self.register_buffer(f"remap__{field}", trained_codes(data.items.fields[trained_rows, i], vocab[field]))
+        for field in self.multi_fields:
+            self.register_buffer(f"remap__{field}", trained_codes(data.items.multi[field][trained_rows], vocab[field]))
+        if config.item_id or config.factor_dim:
+            self.register_buffer("item_codes", item_id_codes(data))
+        self.factor_dim, self.factor_source = config.factor_dim, config.factor_source
+        if config.factor_dim and config.factor_source == "mf":
+            parts = ("support",) if config.factor_fit == "support" else ("support", "query")
+            self.register_buffer("mf_factors", fit_item_factors([train], n_rows, FactorConfig(rank=config.factor_dim), parts))
+        elif config.factor_dim:
+            self.item_factor_table = nn.Embedding(n_rows + 1, config.factor_dim, padding_idx=PAD_INDEX)
+            nn.init.normal_(self.item_factor_table.weight, std=0.01)
+            with torch.no_grad():
+                self.item_factor_table.weight[PAD_INDEX].zero_()
         self.statistics = scale is not None
         if scale is not None:
-            # Buffers, not recomputed at load: a saved model keeps the statistics it was trained with.
             self.register_buffer("scale", torch.tensor([scale.center, scale.scale, scale.user_log_count, scale.item_log_count]))
             self.register_buffer("item_stats", item_statistics(data, scale))
             self.user_stats_proj = nn.Linear(len(USER_STATS), dim)
             self.item_stats_proj = nn.Linear(len(ITEM_STATS), dim)
+        self._dim = dim
+        if config.factor_dim:
+            self.item_factor_proj = nn.Linear(self.item_dim, config.factor_dim, bias=False)
 
     @property
     def user_dim(self) -> int:
-        return (len(self.user_fields) + self.statistics) * self._dim()
+        return (len(self.user_fields) + self.statistics) * self._dim
 
     @property
     def item_dim(self) -> int:
-        return (len(self.item_fields) + len(self.multi_fields) + self.statistics) * self._dim()
-
-    def _dim(self) -> int:
-        return next(iter(self.tables.values())).embedding_dim
+        return (len(self.item_fields) + len(self.multi_fields) + self.item_id + self.statistics) * self._dim
 
     def label_scale(self) -> LabelScale:
         # 0-d tensors rather than floats: reading them back would sync a GPU on every batch.
         return LabelScale(*self.scale.unbind())
 
+    def lookup(self, field: str, codes: torch.Tensor) -> torch.Tensor:
+        """Embed `codes` of `field`: untrained codes -> UNKNOWN, some dropped to UNKNOWN in training."""
+        codes = getattr(self, f"remap__{field}")[codes]
+        if self.training:
+            codes = drop_to_unknown(codes, self.unknown_rate)
+        return self.tables[field](codes)
+
     def user(self, user_fields: torch.Tensor, support_labels: torch.Tensor | None = None,
              support_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, F_user) codes (and the support sets, with statistics) -> user embedding h (B, Du)."""
-        parts = [self.tables[f](user_fields[:, i]) for i, f in enumerate(self.user_fields)]
+        parts = [self.lookup(f, user_fields[:, i]) for i, f in enumerate(self.user_fields)]
         if self.statistics:
             if support_labels is None or support_mask is None:
                 raise ValueError("this network uses support-set statistics: pass support_labels and support_mask")
@@ -85,19 +190,33 @@ class FieldEmbedder(nn.Module):
         """The user embeddings h of a batch of tasks."""
         return self.user(tasks.user_fields, tasks.support_labels, tasks.support_mask)
 
-    def items(self, table: ItemTable, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Embeddings of item `rows` (default: every row): (R, item_dim); multi-hot fields mean-pooled."""
-        fields = table.fields if rows is None else table.fields[rows]
-        parts = [self.tables[f](fields[:, i]) for i, f in enumerate(self.item_fields)]
+    def items(self, table: ItemTable, rows: torch.Tensor | None = None) -> ItemRepresentation:
+        """Embeddings of item `rows` (default: every row); multi-hot fields mean-pooled."""
+        rows = torch.arange(table.fields.shape[0], device=table.fields.device) if rows is None else rows
+        fields = table.fields[rows]
+        parts = [self.lookup(f, fields[:, i]) for i, f in enumerate(self.item_fields)]
         for field in self.multi_fields:
-            codes = table.multi[field] if rows is None else table.multi[field][rows]  # (R, M)
+            codes = getattr(self, f"remap__{field}")[table.multi[field][rows]]  # (R, M)
             present = (codes != PAD_INDEX).unsqueeze(-1).float()  # (R, M, 1)
             summed = (self.tables[field](codes) * present).sum(1)  # (R, dim)
             parts.append(summed / present.sum(1).clamp_min(1.0))
+        ids = None
+        if self.item_id or self.factor_dim:
+            ids = self.item_codes[rows]
+            if self.training:
+                ids = drop_to_unknown(ids, self.unknown_rate)
+        if self.item_id:
+            parts.append(self.tables[ITEM_ID_FIELD](ids))
         if self.statistics:
-            stats = self.item_stats if rows is None else self.item_stats[rows]
-            parts.append(self.item_stats_proj(stats))
-        return torch.cat(parts, dim=-1)
+            parts.append(self.item_stats_proj(self.item_stats[rows]))
+        features = torch.cat(parts, dim=-1)
+        factors = None
+        if self.factor_dim:
+            # Identity plus features: an unknown item's factor is its features' projection alone.
+            known_rows = torch.where(ids > UNKNOWN_INDEX, rows, torch.zeros_like(rows))
+            identity = self.mf_factors[known_rows] if self.factor_source == "mf" else self.item_factor_table(known_rows)
+            factors = identity + self.item_factor_proj(features)
+        return ItemRepresentation(features, factors)
 
 
 def decision_layers(in_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
@@ -110,45 +229,61 @@ def decision_layers(in_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class UserFactor(nn.Module):
+    """The dot-product head's user side: prior P h (meta-learned) and the adapted offset u."""
+
+    def __init__(self, user_dim: int, rank: int):
+        super().__init__()
+        self.proj = nn.Linear(user_dim, rank, bias=False)
+        self.user = nn.Parameter(torch.zeros(rank))
+
+
 class PreferenceNetwork(nn.Module):
-    """Embeddings + decision layers; predictions are functional in the adapted parameters."""
+    """Embeddings + decision layers (+ dot-product head); predictions functional in the adapted parameters."""
 
     def __init__(self, data: TaskData, config: NetworkConfig = NetworkConfig()):
         super().__init__()
         self.config = config
         self.task = data.task
         scale = label_scale(data)
-        self.embedder = FieldEmbedder(data, config.embedding_dim, scale if config.statistics else None)
+        self.embedder = FieldEmbedder(data, config, scale if config.statistics else None)
         self.decision = decision_layers(self.embedder.user_dim + self.embedder.item_dim, config.hidden)
+        if config.factor_dim:
+            self.factor = UserFactor(self.embedder.user_dim, config.factor_dim)
         # Start at the training labels' centre (a click rate's logit for CTR), not at 0: from 0,
         # the first support gradients on 1-5 star ratings are large enough to throw a fixed-rate
         # inner loop off course.
         with torch.no_grad():
             self.decision[-1].bias.fill_(output_bias(scale.center, data.task))
-        if not self.adapted_params() or any(not n.startswith("decision.") for n in self.adapted_params()):
-            # The inner loop runs on precomputed embeddings, so only decision layers can adapt.
-            raise ValueError(f"adapted={config.adapted!r} must select decision-layer parameters, e.g. ('decision.',)")
+        allowed = ("decision.", USER_FACTOR)
+        if not self.adapted_params() or any(not n.startswith(allowed) for n in self.adapted_params()):
+            # The inner loop runs on precomputed embeddings, so only the head can adapt.
+            raise ValueError(f"adapted={config.adapted!r} must select decision-layer parameters "
+                             f"(or {USER_FACTOR!r}), e.g. ('decision.',)")
 
     def adapted_params(self) -> dict[str, torch.Tensor]:
         """The parameters the inner loop adapts, by name (e.g. 'decision.0.weight')."""
         return {n: p for n, p in self.named_parameters() if n.startswith(self.config.adapted)}
 
-    def inputs(self, user_embedding: torch.Tensor, items: torch.Tensor, item_embeddings: torch.Tensor) -> Inputs:
-        """Decision inputs of a batch: (user embedding (B, Du), item embeddings (B, S, Di)).
+    def inputs(self, user_embedding: torch.Tensor, items: torch.Tensor, item_rep: ItemRepresentation) -> Inputs:
+        """Decision inputs of a batch: user embedding (B, Du), item embeddings (B, S, Di), and with
+        the dot-product head the user prior P h (B, r) and the item factors (B, S, r).
 
         The user half is kept apart rather than concatenated to every item: the first layer
         applies its user columns once per user instead of once per item.
         """
-        return user_embedding, item_embeddings[items]
+        if item_rep.factors is None:
+            return user_embedding, item_rep.features[items]
+        return user_embedding, item_rep.features[items], self.factor.proj(user_embedding), item_rep.factors[items]
 
     def predict(self, params: dict[str, torch.Tensor], x: Inputs) -> torch.Tensor:
-        """Decision layers on the [user ; item] concatenation -> one score per item (..., S).
+        """Decision layers on the [user ; item] concatenation (+ the dot product) -> one score per item (..., S).
 
         `params` replaces the adapted parameters; the others are the module's own. Plain
         F.linear calls instead of functional_call(self.decision, ...): the same function,
         without module-swapping machinery that dominates the vmapped inner loop's time.
         """
-        user, items = x  # (..., Du), (..., S, Di)
+        user, items = x[0], x[1]  # (..., Du), (..., S, Di)
         layers = [m for m in self.decision if isinstance(m, nn.Linear)]
         hidden = items
         for index, layer in enumerate(layers):
@@ -162,7 +297,12 @@ class PreferenceNetwork(nn.Module):
                 hidden = nn.functional.linear(hidden, weight, bias)
             if index < len(layers) - 1:
                 hidden = torch.relu(hidden)
-        return hidden.squeeze(-1)
+        score = hidden.squeeze(-1)
+        if len(x) == 4:
+            prior, item_factors = x[2], x[3]  # (..., r), (..., S, r)
+            user_factor = prior + params.get(USER_FACTOR, self.factor.user)
+            score = score + (item_factors * user_factor.unsqueeze(-2)).sum(-1)
+        return score
 
 
 def output_bias(center: float, task: str) -> float:

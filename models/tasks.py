@@ -10,6 +10,13 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 SPLITS = ("train", "val", "test")
+WARM_SPLIT = "warm"  # the most active users (production protocol only; never validation or test)
+
+# Codes of every categorical field: 0 pads (empty multi-hot slots, padded items), 1 stands for a
+# value the model has not learned (unseen, missing, or only held by non-training users).
+PAD_INDEX = 0
+UNKNOWN_INDEX = 1
+FIRST_VALUE_INDEX = 2
 
 
 @dataclass(frozen=True)
@@ -34,13 +41,17 @@ class TaskSplit:
     query_items: torch.Tensor  # (U, Q)
     query_labels: torch.Tensor  # (U, Q)
     query_mask: torch.Tensor  # (U, Q)
+    # (U,) int64 identity of each task within its split: AT-PAML's memory keeps one slot per
+    # training user and never returns a user as its own neighbour. None = row numbers.
+    user_index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.user_fields.shape[0])
 
     def select(self, index: torch.Tensor) -> "TaskSplit":
         """The tasks of users `index`, trimmed to the longest support and query set among them."""
-        picked = {f.name: getattr(self, f.name)[index] for f in fields(self)}
+        picked = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "user_index"}
+        picked["user_index"] = self.keys()[index]
         s_len = max(int(picked["support_mask"].sum(1).max()), 1) if len(index) else 1
         q_len = max(int(picked["query_mask"].sum(1).max()), 1) if len(index) else 1
         for name in ("support_items", "support_labels", "support_mask"):
@@ -49,8 +60,15 @@ class TaskSplit:
             picked[name] = picked[name][:, :q_len]
         return TaskSplit(**picked)
 
+    def keys(self) -> torch.Tensor:
+        """(U,) the tasks' identities (row numbers unless set)."""
+        if self.user_index is not None:
+            return self.user_index
+        return torch.arange(len(self), device=self.user_fields.device)
+
     def to(self, device: torch.device | str) -> "TaskSplit":
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if getattr(self, f.name) is not None})
 
 
 @dataclass(frozen=True)
@@ -76,10 +94,52 @@ def task_data_from_tensors(tensors: dict[str, torch.Tensor], info: dict) -> Task
         split: TaskSplit(**{name: tensors[f"{split}__{name}"] for name in (
             "user_fields", "support_items", "support_labels", "support_mask",
             "query_items", "query_labels", "query_mask")})
-        for split in SPLITS
+        for split in info.get("splits", SPLITS)
     }
     return TaskData(
         task=info["task"], user_fields=tuple(info["user_fields"]), item_fields=tuple(info["item_fields"]),
         item_multi_fields=tuple(info["item_multi_fields"]), vocab_sizes=dict(info["vocab_sizes"]),
         items=ItemTable(tensors["item_fields"], multi), splits=splits,
     )
+
+
+PROTOCOLS = ("paper", "production")
+
+
+def concat_splits(parts: list[TaskSplit]) -> TaskSplit:
+    """Stack splits' tasks (padding to the widest support and query set); keys numbered anew."""
+    def stack(name: str, width: int) -> torch.Tensor:
+        tensors = [getattr(p, name) for p in parts]
+        return torch.cat([nn_pad(t, width) for t in tensors])
+
+    s_width = max(p.support_mask.shape[1] for p in parts)
+    q_width = max(p.query_mask.shape[1] for p in parts)
+    merged = {"user_fields": torch.cat([p.user_fields for p in parts])}
+    for name in ("support_items", "support_labels", "support_mask"):
+        merged[name] = stack(name, s_width)
+    for name in ("query_items", "query_labels", "query_mask"):
+        merged[name] = stack(name, q_width)
+    return TaskSplit(**merged)
+
+
+def nn_pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad (U, W) with zeros (False for masks) to (U, width)."""
+    return torch.nn.functional.pad(t, (0, width - t.shape[1])) if t.shape[1] < width else t
+
+
+def training_view(data: TaskData, protocol: str = "paper") -> TaskData:
+    """The tasks a learner may train on under `protocol` (docs/protocol.md).
+
+    "paper": the cold-start training users only (the warm split is dropped). "production":
+    the warm users' tasks are appended to the training split, so meta-training, the features
+    fitted on training data (statistics, factors) and the code maps all see them; validation
+    and test users are the same in both.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    splits = {k: v for k, v in data.splits.items() if k != WARM_SPLIT}
+    if protocol == "production":
+        if WARM_SPLIT not in data.splits:
+            raise ValueError("the production protocol needs the warm users' tasks; rebuild meta_tasks")
+        splits["train"] = concat_splits([data.splits["train"], data.splits[WARM_SPLIT]])
+    return replace(data, splits=splits)

@@ -1,7 +1,11 @@
 """The outer loop: meta-batches of training users, Adam, model selection on validation users.
 
-Progress goes to a callback once per epoch, so callers (a Dagster asset, a benchmark, a
-test) decide where it is logged.
+The budget is counted in outer steps, not epochs: validation users are scored every
+`eval_every` steps, training stops after `patience` evaluations without improvement (or at
+`max_steps`), and the best evaluation's parameters are kept. A fixed epoch count gave a
+small dataset (518 training users = 17 steps an epoch) a tenth of the updates of a large one.
+Progress goes to a callback once per evaluation, so callers (a Dagster asset, a benchmark,
+a test) decide where it is logged.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 
 from models.learners import LearnerConfig, MetaLearner, build_learner
-from models.tasks import TaskData
+from models.tasks import TaskData, training_view
 
 if TYPE_CHECKING:
     from models.distributed import Collective
@@ -26,24 +30,30 @@ if TYPE_CHECKING:
 class TrainConfig:
     """Outer-loop settings."""
 
-    epochs: int = 20
+    epochs: int = 100  # upper bound on passes over the training users
     meta_batch: int = 32  # users per outer step (MeLU: 32 tasks)
     outer_lr: float = 5e-4  # Adam
+    rate_lr: float | None = None  # Adam rate of the step-size machinery (LR module, Meta-SGD rates); None = outer_lr
     max_grad_norm: float | None = 10.0  # clip the meta-gradient's norm; None = no clipping
+    max_steps: int = 3000  # outer-step budget
+    eval_every: int = 100  # outer steps between two scorings of the validation users
+    patience: int = 5  # evaluations without a better validation loss before stopping
     eval_batch: int = 256
     seed: int = 0
     device: str = "cpu"
+    protocol: str = "paper"  # "paper": cold-start training users only; "production": + warm users' tasks
 
 
 @dataclass
 class EpochLog:
-    """One epoch's progress."""
+    """Progress at one evaluation: the outer step, the epochs done, losses since the last one."""
 
-    epoch: int
-    train_loss: float
+    epoch: float  # outer steps done / steps per epoch
+    train_loss: float  # mean meta-objective over the steps since the last evaluation
     val_loss: float
-    seconds: float
+    seconds: float  # training time since the last evaluation
     users_per_second: float
+    step: int = 0
 
 
 @dataclass
@@ -51,9 +61,11 @@ class TrainResult:
     """The selected model and how training went."""
 
     learner: MetaLearner
-    best_epoch: int
+    best_epoch: float
     best_val_loss: float
     history: list[EpochLog] = field(default_factory=list)
+    best_step: int = 0
+    stopped: str = ""  # why training ended: "patience", "max_steps" or "epochs"
 
 
 @dataclass(frozen=True)
@@ -110,11 +122,23 @@ def predict_split(learner: MetaLearner, data: TaskData, split: str, batch_size: 
     )
 
 
+def outer_optimizer(learner: MetaLearner, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam; the step-size machinery (LR module, history encoder, Meta-SGD's rates) may have its own rate."""
+    rate_prefixes = ("lr_module.", "history.", "rates.")
+    trainable = [(n, p) for n, p in learner.named_parameters() if p.requires_grad]
+    rates = [p for n, p in trainable if n.startswith(rate_prefixes)]
+    others = [p for n, p in trainable if not n.startswith(rate_prefixes)]
+    groups = [{"params": others}]
+    if rates:
+        groups.append({"params": rates, "lr": config.rate_lr if config.rate_lr is not None else config.outer_lr})
+    return torch.optim.Adam(groups, lr=config.outer_lr)
+
+
 def train(
     method: str, data: TaskData, learner_config: LearnerConfig, config: TrainConfig,
     on_epoch: Callable[[EpochLog], None] = lambda log: None, collective: "Collective | None" = None,
 ) -> TrainResult:
-    """Meta-train `method` on the training users; keep the epoch with the lowest validation loss.
+    """Meta-train `method` on the training users; keep the evaluation with the lowest validation loss.
 
     With a `collective` (data-parallel training, see models/distributed.py) every process
     draws the same meta-batches, computes its contiguous shard of each, and gradients are
@@ -122,14 +146,35 @@ def train(
     update is that of one process on the whole batch.
     """
     generator = seed_everything(config.seed)
-    data = data.to(config.device)
+    data = training_view(data, config.protocol).to(config.device)
     learner = build_learner(method, data, learner_config).to(config.device)
-    optimizer = torch.optim.Adam([p for p in learner.parameters() if p.requires_grad], lr=config.outer_lr)
+    optimizer = outer_optimizer(learner, config)
     train_tasks = data.splits["train"]
-    best = (float("inf"), -1, copy.deepcopy(learner.state_dict()))
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        start, losses = time.perf_counter(), []
+    steps_per_epoch = max(1, -(-len(train_tasks) // config.meta_batch))
+    best = (float("inf"), 0, copy.deepcopy(learner.state_dict()))
+    history: list[EpochLog] = []
+    step, losses, stale, stopped = 0, [], 0, "epochs"
+    start = time.perf_counter()
+
+    def evaluate() -> bool:
+        """Score validation users, log, keep the best; True when patience ran out."""
+        nonlocal best, losses, stale, start
+        seconds = time.perf_counter() - start
+        val_loss = float(np.mean(predict_split(learner, data, "val", config.eval_batch).query_loss))
+        users = len(losses) * config.meta_batch
+        log = EpochLog(round(step / steps_per_epoch, 3), float(np.mean(losses)) if losses else float("nan"),
+                       val_loss, seconds, users / seconds if seconds > 0 else 0.0, step)
+        history.append(log)
+        on_epoch(log)
+        if val_loss < best[0]:
+            best, stale = (val_loss, step, copy.deepcopy(learner.state_dict())), 0
+        else:
+            stale += 1
+        losses, start = [], time.perf_counter()
+        return stale >= config.patience
+
+    done = False
+    for _ in range(config.epochs):
         order = torch.randperm(len(train_tasks), generator=generator).to(config.device)
         for offset in range(0, len(order), config.meta_batch):
             batch = order[offset: offset + config.meta_batch]
@@ -147,12 +192,17 @@ def train(
             optimizer.step()
             learner.after_outer_step(outcome, collective)
             losses.append(float(loss.detach()) if collective is None else collective.sum_scalar(float(loss.detach())))
-        seconds = time.perf_counter() - start
-        val_loss = float(np.mean(predict_split(learner, data, "val", config.eval_batch).query_loss))
-        log = EpochLog(epoch, float(np.mean(losses)), val_loss, seconds, len(train_tasks) / seconds)
-        history.append(log)
-        on_epoch(log)
-        if val_loss < best[0]:
-            best = (val_loss, epoch, copy.deepcopy(learner.state_dict()))
+            step += 1
+            if step % config.eval_every == 0 and evaluate():
+                done, stopped = True, "patience"
+                break
+            if step >= config.max_steps:
+                done, stopped = True, "max_steps"
+                break
+        if done:
+            break
+    if losses or not history:
+        evaluate()
     learner.load_state_dict(best[2])
-    return TrainResult(learner=learner, best_epoch=best[1], best_val_loss=best[0], history=history)
+    return TrainResult(learner=learner, best_epoch=round(best[1] / steps_per_epoch, 3), best_val_loss=best[0],
+                       history=history, best_step=best[1], stopped=stopped)

@@ -37,7 +37,13 @@ class MemoryConfig:
 
     capacity: int = 4096  # max stored users; LRU eviction past it
     k: int = 8  # neighbours K
-    delta: float = 1.0  # Gaussian kernel width: s_k = exp(-delta * ||h_i - h_k||^2)
+    # Gaussian kernel width: s_k = exp(-delta * ||h_i - h_k||^2). None = calibrated to the stored
+    # embeddings' scale: delta = kernel_scale / median(d_K^2 - d_1^2) over stored users'
+    # neighbourhoods, so that a typical user's farthest neighbour weighs exp(-kernel_scale)
+    # times its nearest. A fixed delta cannot follow the embeddings as they train.
+    delta: float | None = None
+    kernel_scale: float = 3.0
+    calibrate_every: int = 256  # inserted rows between two calibrations (deterministic)
     sigma: float = 1e-5  # paper's constant in the normaliser sum_j s_j + sigma
     beta: float = 1e-3  # SGD step for stored embeddings and LRs
     backend: str = "exact"  # "exact" (torch cdist+topk) or "flann" (randomized kd-tree)
@@ -52,8 +58,10 @@ class MemoryConfig:
     def __post_init__(self) -> None:
         if self.k < 1 or self.capacity < self.k:
             raise ValueError(f"need 1 <= k <= capacity, got k={self.k}, capacity={self.capacity}")
-        if self.delta <= 0 or self.sigma < 0 or self.beta < 0:
-            raise ValueError("need delta > 0, sigma >= 0, beta >= 0")
+        if (self.delta is not None and self.delta <= 0) or self.kernel_scale <= 0 or self.sigma < 0 or self.beta < 0:
+            raise ValueError("need delta > 0 (or None), kernel_scale > 0, sigma >= 0, beta >= 0")
+        if self.calibrate_every < 1:
+            raise ValueError("calibrate_every must be >= 1")
         if self.backend not in ("exact", "flann"):
             raise ValueError(f"backend must be 'exact' or 'flann', got {self.backend!r}")
         if self.flann_trees < 1 or not (self.flann_checks == -1 or self.flann_checks >= self.k):
@@ -81,8 +89,12 @@ class UserMemory:
         self.embeddings = torch.zeros(config.capacity, dim, device=self.device, requires_grad=True)
         self.lrs = torch.zeros(config.capacity, device=self.device, requires_grad=True)
         self.last_used = torch.zeros(config.capacity, dtype=torch.long, device=self.device)
+        self.keys = torch.full((config.capacity,), -1, dtype=torch.long, device=self.device)  # -1 = no key
         self.size = 0
         self.clock = 0
+        self.delta = config.delta if config.delta is not None else 1.0
+        self._since_calibration = 0
+        self._calibrated = config.delta is not None
         self._flann: _FlannKDTree | None = None
         self._index_stale = True
 
@@ -96,46 +108,56 @@ class UserMemory:
 
     # ------------------------------------------------------------------ search
 
-    def search(self, h: Tensor, stamp: bool = True) -> Tensor:
+    def search(self, h: Tensor, stamp: bool = True, exclude: Tensor | None = None) -> Tensor:
         """(B, d) -> (B, K) long slot indices of the K nearest stored embeddings, nearest first.
 
         No gradient flows through the search. With `stamp` the returned slots get the current
         LRU stamp; evaluation searches without it, so scoring users never changes eviction.
-        Raises RuntimeError during warm-up (fewer than K stored).
+        `exclude` (B,) keys: a slot stored under the query's own key is never returned (a
+        training user must not find its own earlier copy). Raises RuntimeError during warm-up
+        (fewer than K stored, or K + 1 with `exclude`).
         """
-        if self.in_warmup:
-            raise RuntimeError(f"memory in warm-up: {self.size} stored < k={self.config.k}")
+        k = self.config.k
+        wanted = k + (exclude is not None)
+        if self.size < wanted:
+            raise RuntimeError(f"memory in warm-up: {self.size} stored < {wanted} needed")
         h = self._check_h(h)
         with torch.no_grad():
             query = h.detach().to(self.embeddings.dtype)
             if self.config.backend == "flann":
-                idx = self._search_flann(query)
+                idx = self._search_flann(query, wanted)
             else:
-                idx = self._search_exact(query)
+                idx = self._search_exact(query, k=wanted)
+            if exclude is not None:
+                # Move a self-match to the end (stable: the others keep their order), keep K.
+                is_self = (self.keys[idx] == exclude.to(self.device).unsqueeze(1)).to(torch.int8)
+                idx = idx.gather(1, torch.argsort(is_self, dim=1, stable=True))[:, :k]
             if stamp:
                 self.clock += 1
                 self.last_used[idx.reshape(-1)] = self.clock
         return idx
 
-    def _search_exact(self, query: Tensor, stored: Tensor | None = None) -> Tensor:
+    def _search_exact(self, query: Tensor, stored: Tensor | None = None, k: int | None = None) -> Tensor:
         stored = self.embeddings.detach()[: self.size] if stored is None else stored
+        k = self.config.k if k is None else k
         chunk = max(1, _EXACT_CHUNK_ELEMENTS // max(1, self.size))
         out = []
         for start in range(0, query.shape[0], chunk):
             dist = torch.cdist(query[start : start + chunk], stored)
-            out.append(dist.topk(self.config.k, dim=1, largest=False, sorted=True).indices)
+            out.append(dist.topk(k, dim=1, largest=False, sorted=True).indices)
         if not out:
-            return torch.empty(0, self.config.k, dtype=torch.long, device=self.device)
+            return torch.empty(0, k, dtype=torch.long, device=self.device)
         return torch.cat(out)
 
-    def _search_flann(self, query: Tensor) -> Tensor:
+    def _search_flann(self, query: Tensor, k: int | None = None) -> Tensor:
+        k = self.config.k if k is None else k
         stored = self.embeddings.detach()[: self.size]
         if self._flann is None:
             self._flann = _FlannKDTree(self.config.flann_trees, self.config.flann_checks, self.config.seed)
         if self._index_stale:
             self._flann.build(_to_numpy32(stored))
             self._index_stale = False
-        idx_np, _ = self._flann.query(_to_numpy32(query), self.config.k)
+        idx_np, _ = self._flann.query(_to_numpy32(query), k)
         idx = torch.from_numpy(idx_np).to(device=self.device, dtype=torch.long)
         # FLANN can leave result cells unfilled (-1 here, from our prefill) when the search
         # stops before K points were seen, and we also refuse indices outside 0..size-1 and
@@ -146,41 +168,63 @@ class UserMemory:
         distinct = (sorted_idx[:, 1:] != sorted_idx[:, :-1]).all(dim=1)
         bad = ~(in_range.all(dim=1) & distinct)
         if bool(bad.any()):
-            idx[bad] = self._search_exact(query[bad], stored)
+            idx[bad] = self._search_exact(query[bad], stored, k)
         return idx
 
     # ---------------------------------------------------------- reference LR
 
-    def reference_lr(self, h: Tensor, stamp: bool = True) -> Tensor:
-        """(B, d) -> (B,) reference LR sum_k s_k / (sum_j s_j + sigma) * alpha(h_k).
+    def reference_lr(self, h: Tensor, stamp: bool = True, exclude: Tensor | None = None,
+                     with_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, d) -> (B,) reference LR sum_k s_k / (sum_j s_j + sigma) * alpha(h_k) (and the (B, K) weights).
 
-        s_k = exp(-delta * ||h_i - h_k||^2) over the K nearest stored users (PAML, AT-PAML).
+        s_k = exp(-delta * ||h_i - h_k||^2) over the K nearest stored users (PAML, AT-PAML),
+        computed relative to the nearest one, exp(-delta (d_k^2 - d_1^2)): the common factor
+        exp(-delta d_1^2) cancels in s_k / sum_j s_j and would only underflow below sigma.
         Differentiable w.r.t. h, the neighbours' stored embeddings and their stored LRs (the
         rows are gathered from the leaf buffers). Raises RuntimeError during warm-up.
         """
-        if self.in_warmup:
-            raise RuntimeError(f"memory in warm-up: {self.size} stored < k={self.config.k}")
-        idx = self.search(h, stamp=stamp)
+        idx = self.search(h, stamp=stamp, exclude=exclude)
         neighbours = self.embeddings[idx]  # (B, K, d), graph reaches self.embeddings
         neighbour_lrs = self.lrs[idx]  # (B, K)
         # Squared distance written out (not cdist): its gradient has no sqrt, so it stays
         # finite when h coincides with a stored embedding.
         sq_dist = (h.unsqueeze(1) - neighbours).pow(2).sum(dim=-1)
-        s = torch.exp(-self.config.delta * sq_dist)
-        # The paper's normaliser, not a softmax: far neighbours (s_k ~ 0) pull the reference
-        # LR towards 0, leaving alpha'(h_i) alone. Scale delta to the embeddings' spread.
+        s = torch.exp(-self.delta * (sq_dist - sq_dist.min(dim=1, keepdim=True).values.detach()))
         weights = s / (s.sum(dim=1, keepdim=True) + self.config.sigma)
-        return (weights * neighbour_lrs).sum(dim=1)
+        reference = (weights * neighbour_lrs).sum(dim=1)
+        return (reference, weights) if with_weights else reference
+
+    def calibrate(self) -> float:
+        """Set delta = kernel_scale / median(d_K^2 - d_1^2) over (up to 1024) stored users' neighbourhoods.
+
+        Each of the first stored users looks up its K nearest *other* stored users (exact
+        search). A fixed `config.delta` is kept as it is. Returns the delta in use.
+        """
+        k = self.config.k
+        if self.config.delta is not None or self.size < k + 1:
+            return self.delta
+        with torch.no_grad():
+            stored = self.embeddings.detach()[: self.size]
+            sample = stored[: min(self.size, 1024)]
+            sq = torch.cdist(sample, stored).pow(2)  # (n, size)
+            nearest = sq.topk(k + 1, dim=1, largest=False, sorted=True).values[:, 1:]  # drop the point itself
+            spread = (nearest[:, -1] - nearest[:, 0]).median()
+            if float(spread) > 0:
+                self.delta = float(self.config.kernel_scale / spread)
+                self._calibrated = True
+        return self.delta
 
     # ----------------------------------------------------------------- writes
 
-    def insert(self, h: Tensor, lr: Tensor) -> None:
+    def insert(self, h: Tensor, lr: Tensor, keys: Tensor | None = None) -> None:
         """Store detached copies of (B, d) embeddings and (B,) learning rates.
 
-        Free slots are filled first; past capacity the least-recently-used existing slots
-        (smallest stamp, ties by lower slot index) are overwritten, never rows of this same
-        call. With B > capacity only the last `capacity` rows are kept. The index is rebuilt
-        (lazily, before the next search).
+        With `keys` (B,) each user has one slot: a key already stored overwrites its own slot
+        (a returning user replaces its earlier copy). The other rows fill free slots first;
+        past capacity the least-recently-used existing slots (smallest stamp, ties by lower
+        slot index) are overwritten, never rows of this same call. With B > capacity only
+        the last `capacity` rows are kept. The index is rebuilt (lazily, before the next
+        search) and delta recalibrated every `calibrate_every` inserted rows.
         """
         h = self._check_h(h)
         lr = torch.as_tensor(lr, device=self.device).reshape(-1)
@@ -189,11 +233,18 @@ class UserMemory:
         if lr.shape[0] != h.shape[0]:
             raise ValueError(f"lr has {lr.shape[0]} rows, h has {h.shape[0]}")
         capacity = self.config.capacity
-        h, lr = h[-capacity:], lr[-capacity:]
+        keys = torch.full((h.shape[0],), -1, dtype=torch.long, device=self.device) if keys is None else keys.to(self.device)
+        if keys.shape[0] != h.shape[0]:
+            raise ValueError(f"keys has {keys.shape[0]} rows, h has {h.shape[0]}")
+        h, lr, keys = h[-capacity:], lr[-capacity:], keys[-capacity:]
+        n_rows = h.shape[0]
+        match = (keys.unsqueeze(1) == self.keys[: self.size].unsqueeze(0)) & (keys.unsqueeze(1) >= 0)  # (B, size)
+        returning = match.any(dim=1)
+        if bool(returning.any()):
+            self._write(match[returning].float().argmax(dim=1), h[returning], lr[returning], keys[returning])
+            h, lr, keys = h[~returning], lr[~returning], keys[~returning]
         b = h.shape[0]
-        if b == 0:
-            return
-        with torch.no_grad():
+        if b:
             n_new = min(b, capacity - self.size)
             slots = torch.arange(self.size, self.size + n_new, device=self.device)
             n_evict = b - n_new
@@ -202,13 +253,23 @@ class UserMemory:
                 key = self.last_used[: self.size] * capacity + torch.arange(self.size, device=self.device)
                 evicted = key.topk(n_evict, largest=False, sorted=True).indices
                 slots = torch.cat([slots, evicted])
+            self.size += n_new
+            self._write(slots, h, lr, keys)
+        self._since_calibration += n_rows
+        if self._since_calibration >= self.config.calibrate_every or not self._calibrated:
+            self._since_calibration = 0
+            self.calibrate()
+
+    def _write(self, slots: Tensor, h: Tensor, lr: Tensor, keys: Tensor) -> None:
+        """Store rows in `slots` with a fresh LRU stamp; the slots' old gradients are cleared."""
+        with torch.no_grad():
             self.embeddings[slots] = h.detach().to(self.embeddings.dtype)
             self.lrs[slots] = lr.detach().to(self.lrs.dtype)
+            self.keys[slots] = keys
             # A gradient accumulated for an evicted user must not move its successor.
             for leaf in (self.embeddings, self.lrs):
                 if leaf.grad is not None:
                     leaf.grad[slots] = 0
-            self.size += n_new
             self.clock += 1
             self.last_used[slots] = self.clock
         self._index_stale = True
@@ -236,6 +297,7 @@ class UserMemory:
         self.embeddings = self.embeddings.detach().to(device).requires_grad_(True)
         self.lrs = self.lrs.detach().to(device).requires_grad_(True)
         self.last_used = self.last_used.to(device)
+        self.keys = self.keys.to(device)
         self.device = device
         self._index_stale = True
         return self
@@ -249,7 +311,9 @@ class UserMemory:
             "embeddings": self.embeddings.detach()[:n].clone(),
             "lrs": self.lrs.detach()[:n].clone(),
             "last_used": self.last_used[:n].clone(),
+            "keys": self.keys[:n].clone(),
             "clock": torch.tensor(self.clock, dtype=torch.long),
+            "delta": torch.tensor(self.delta, dtype=torch.float64),
         }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -269,6 +333,12 @@ class UserMemory:
             self.embeddings[:n] = emb.to(self.device, self.embeddings.dtype)
             self.lrs[:n] = lrs.to(self.device, self.lrs.dtype)
             self.last_used[:n] = last_used.to(self.device, torch.long)
+            self.keys.fill_(-1)
+            if "keys" in state:
+                self.keys[:n] = state["keys"].to(self.device, torch.long)
+        if "delta" in state:
+            self.delta = float(state["delta"])
+            self._calibrated = True
         self.embeddings.grad = None
         self.lrs.grad = None
         self.size = n

@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-from models.inner import InnerConfig, adapt_batch, adapt_loop, predict_batch
+from models.inner import InnerConfig, adapt_batch, adapt_loop, predict_batch, total_sq_norm
 from models.network import NetworkConfig, PreferenceNetwork, task_loss
 from tests.model_fixtures import tiny_task_data
 
@@ -33,7 +33,8 @@ def test_scalar_step_size_by_hand():
     adapted, norms = adapt_batch(params, x, y, mask, 0.1, linear, mse, ONE_STEP)
     assert torch.allclose(adapted["w"], torch.tensor([[1.5]]))  # 1 - 0.1 * (-5)
     assert torch.allclose(adapted["b"], torch.tensor([0.3]))  # 0 - 0.1 * (-3)
-    assert torch.allclose(norms, torch.tensor([34.0]))  # (-5)^2 + (-3)^2
+    assert torch.allclose(total_sq_norm(norms), torch.tensor([34.0]))  # (-5)^2 + (-3)^2
+    assert torch.allclose(norms["w"], torch.tensor([25.0]))
 
 
 def test_per_parameter_step_size_by_hand():
@@ -57,7 +58,7 @@ def test_padding_is_ignored_by_hand():
     # Only item 1: L = (1-2)^2 = 1; dL/dw = 2(-1)(1) = -2; dL/db = -2.
     adapted, norms = adapt_batch(params, x, y, mask, 0.1, linear, mse, ONE_STEP)
     assert torch.allclose(adapted["w"], torch.tensor([[1.2]])) and torch.allclose(adapted["b"], torch.tensor([0.2]))
-    assert torch.allclose(norms, torch.tensor([8.0]))
+    assert torch.allclose(total_sq_norm(norms), torch.tensor([8.0]))
 
 
 def test_two_steps_by_hand():
@@ -90,12 +91,12 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
     meta_params = list(net.parameters()) + (list(step.values()) if isinstance(step, dict) else [step])
 
     adapted, norms = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config)
-    loss_vec = mse(predict_batch(net.predict, adapted, xq), batch.query_labels, batch.query_mask).sum() + norms.sum()
+    loss_vec = mse(predict_batch(net.predict, adapted, xq), batch.query_labels, batch.query_mask).sum() + total_sq_norm(norms).sum()
     grads_vec = torch.autograd.grad(loss_vec, meta_params, allow_unused=True, retain_graph=True)
 
     adapted_list, norms_loop = adapt_loop(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config)
     loss_loop = sum(mse(net.predict(p, (xq[0][u], xq[1][u])), batch.query_labels[u], batch.query_mask[u]) for u, p in enumerate(adapted_list))
-    grads_loop = torch.autograd.grad(loss_loop + norms_loop.sum(), meta_params, allow_unused=True)
+    grads_loop = torch.autograd.grad(loss_loop + total_sq_norm(norms_loop).sum(), meta_params, allow_unused=True)
     for a, b in zip(grads_vec, grads_loop):
         assert (a is None) == (b is None)
         if a is not None:

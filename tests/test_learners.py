@@ -23,11 +23,11 @@ def test_adaptation_lowers_support_loss(method, task):
     learner = build_learner(method, data, CONFIG)
     batch = data.splits["train"]
     net = learner.net
-    xs = net.inputs(net.embedder.user_of(batch), batch.support_items, net.embedder.items(data.items))
-    step = learner.step_size(net.embedder.user_of(batch))
+    xs, _, users = learner.prepare(batch, data.items, training=False)
+    step = learner.step_size(users)
     params = net.adapted_params()
     adapted, _ = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict,
-                             learner.loss, learner.inner_config(training=False))
+                             learner.loss, learner.inner_config(training=False), per_user=learner.per_user_step)
     before = learner.loss(net.predict(params, xs), batch.support_labels, batch.support_mask)
     after = learner.loss(torch.vmap(net.predict)(adapted, xs), batch.support_labels, batch.support_mask)
     assert (after < before).all(), (before, after)
@@ -89,9 +89,9 @@ def test_reg_paml_regularizer_matches_hand_computation():
     objective = learner.objective(outcome)
     # By hand for every user: ||dL_support/dtheta||^2 with torch.autograd, times |alpha(h_i)|.
     net = learner.net
-    xs = net.inputs(net.embedder.user_of(batch), batch.support_items, net.embedder.items(data.items))
+    xs, _, users = learner.prepare(batch, data.items)
     params = net.adapted_params()
-    alpha = learner.step_size(net.embedder.user_of(batch))
+    alpha = learner.step_size(users)
     regs = []
     for u in range(len(batch)):
         support = learner.loss(net.predict(params, (xs[0][u], xs[1][u])), batch.support_labels[u], batch.support_mask[u])

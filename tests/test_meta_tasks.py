@@ -29,17 +29,19 @@ def test_vocab_is_frequency_ordered_from_index_two():
     assert vocab.select("value", "index").rows() == [("b", 2), ("a", 3), ("c", 4)]
 
 
-def test_test_only_values_map_to_unknown_and_padding_is_zero():
+def test_values_of_validation_and_test_users_only_map_to_unknown_and_padding_is_zero():
     frames, tensors, info = encode_tasks(*toy_inputs(), SPEC)
     vocab = frames["vocab"]
     assert "lima" not in vocab["value"].to_list()  # only the test user lives in lima
+    assert "oslo" not in vocab["value"].to_list()  # only the validation user lives in oslo
+    assert tensors["val__user_fields"].tolist() == [[UNKNOWN_INDEX]]
     assert "zeta" not in vocab["value"].to_list() and "q" not in vocab["value"].to_list()  # i3: test users only
     assert tensors["test__user_fields"].tolist() == [[UNKNOWN_INDEX]]
     item_row = dict(frames["items"].iter_rows())
     assert tensors["item_fields"][item_row["i3"]].tolist() == [UNKNOWN_INDEX]
     assert tensors["item_fields"][item_row["i2"]].tolist() == [UNKNOWN_INDEX]  # missing brand
     assert tensors["item_fields"][PAD_INDEX].tolist() == [PAD_INDEX]
-    assert info["vocab_sizes"] == {"city": 4, "brand": 3, "tags": 4}
+    assert info["vocab_sizes"] == {"city": 3, "brand": 3, "tags": 4}
 
 
 def test_support_query_tensors_are_padded_with_masks():
@@ -52,3 +54,30 @@ def test_support_query_tensors_are_padded_with_masks():
     assert multi.shape == (4, 2)
     assert multi[rows["i2"]].tolist()[1] == PAD_INDEX
     assert all(t.dtype in (torch.int64, torch.float32, torch.bool) for t in tensors.values())
+
+
+def test_vocabulary_holds_no_value_of_a_validation_or_test_user():
+    users, items, splits = toy_inputs()
+    users = users.with_columns(pl.Series("city", ["rome", "rome", "rome"]))
+    frames, _, _ = encode_tasks(users, items, splits, SPEC)
+    held_out = users.join(splits["users"].filter(pl.col("split") != "train"), on="user_id")
+    # "rome" is in the vocabulary because a training user has it, not because held-out users do.
+    assert frames["vocab"].filter(pl.col("field") == "city")["count"].to_list() == [1]
+    assert held_out.height == 2
+
+
+def test_warm_users_become_chunked_tasks_with_their_own_vocabulary_rows():
+    users, items, splits = toy_inputs()
+    users = pl.concat([users, pl.DataFrame({"user_id": ["w"], "city": ["kyiv"]})])
+    warm_users = pl.concat([splits["users"], pl.DataFrame({"user_id": ["w"], "split": ["warm"]})])
+    warm_items = pl.DataFrame({
+        "user_id": ["w"] * 4, "item_id": ["i1", "i2", "i3", "i2"], "label": [4.0, 2.0, 5.0, 2.0],
+        "set": ["support", "query", "support", "query"], "chunk": [0, 0, 1, 1],
+    }).unique(["user_id", "item_id", "set", "chunk"], maintain_order=True)
+    item_sets = pl.concat([splits["items"].with_columns(chunk=pl.lit(0, dtype=pl.Int64)), warm_items])
+    frames, tensors, info = encode_tasks(users, items, {"users": warm_users, "items": item_sets}, SPEC)
+    assert info["splits"] == ["train", "val", "test", "warm"]
+    assert frames["users__warm"].select("user_id", "chunk").rows() == [("w", 0), ("w", 1)]
+    assert tensors["warm__support_mask"].sum(1).tolist() == [1, 1]
+    assert "kyiv" in frames["vocab"]["value"].to_list()  # warm users are training data
+    assert tensors["warm__user_fields"][0, 0] == tensors["warm__user_fields"][1, 0] != UNKNOWN_INDEX

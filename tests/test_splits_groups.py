@@ -43,13 +43,30 @@ def test_support_query_split_80_20_per_user():
     assert sets.equals(assign_support_query(interactions_for(counts), seed=3))
 
 
-def test_user_splits_cover_only_cold_start_users():
+def test_cold_start_users_get_the_paper_splits_and_warm_users_only_the_warm_split():
     counts = {f"u{i}": 2 + i for i in range(20)}
     interactions = interactions_for(counts)
     frames = user_splits_for(select_cold_start(interactions), interactions, seed=0)
-    assert frames["users"].height == 16
-    assert set(frames["items"]["user_id"].unique()) == set(frames["users"]["user_id"])
-    assert frames["items"].height == sum(sorted(counts.values())[:16])
+    users = frames["users"]
+    cold = users.filter(pl.col("split") != "warm")
+    assert cold.height == 16 and set(cold["user_id"]) == {f"u{i}" for i in range(16)}
+    # The production protocol's warm users are never validation or test users.
+    assert set(users.filter(pl.col("split") == "warm")["user_id"]) == {"u16", "u17", "u18", "u19"}
+    assert set(frames["items"]["user_id"].unique()) == set(users["user_id"])
+    assert frames["items"].height == sum(counts.values())
+    assert frames["items"].filter(pl.col("user_id").is_in(cold["user_id"].implode()))["chunk"].eq(0).all()
+
+
+def test_warm_users_are_cut_into_chunks_of_the_cold_median_size():
+    counts = {f"u{i}": 2 + i for i in range(20)}
+    interactions = interactions_for(counts)
+    items = user_splits_for(select_cold_start(interactions), interactions, seed=0)["items"]
+    # Cold users hold 2..17 items: median 9.5 -> chunks of at most 9; u19 (21 items) -> 3 chunks of 7.
+    sizes = items.filter(pl.col("user_id") == "u19").group_by("chunk").len().sort("chunk")["len"].to_list()
+    assert sizes == [7, 7, 7]
+    assert items.filter(pl.col("user_id") == "u16").group_by("chunk").len().height == 2  # 18 items
+    per_chunk = items.filter(pl.col("chunk") >= 0).group_by("user_id", "chunk").agg(q=(pl.col("set") == "query").sum())
+    assert per_chunk["q"].min() >= 1
 
 
 def test_top_values_take_ceil_30_percent_with_value_tie_break():

@@ -61,12 +61,12 @@ def test_search_finds_true_nearest_neighbours_in_2d(backend):
 def test_reference_lr_matches_hand_computation():
     memory = UserMemory(2, MemoryConfig(k=2, capacity=4, delta=1.0, sigma=1e-5))
     memory.insert(torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.tensor([0.1, 0.3]))
-    # h = (0, 1): ||h - e1||^2 = 1, ||h - e2||^2 = 2, so s1 = e^-1 = 0.36787944, s2 = e^-2 = 0.13533528;
-    # sum + sigma = 0.50322472; weights 0.73104405, 0.26893608;
-    # reference LR = 0.1 * 0.73104405 + 0.3 * 0.26893608 = 0.15378523 (0.15378829 without sigma).
-    expected = 0.1 * math.exp(-1) / (math.exp(-1) + math.exp(-2) + 1e-5) \
-        + 0.3 * math.exp(-2) / (math.exp(-1) + math.exp(-2) + 1e-5)
-    assert expected == pytest.approx(0.15378523, abs=1e-8)
+    # h = (0, 1): ||h - e1||^2 = 1, ||h - e2||^2 = 2. Relative to the nearest, s1 = 1 and
+    # s2 = e^-1 = 0.36787944; sum + sigma = 1.36788944; weights 0.73105323, 0.26893946;
+    # reference LR = 0.1 * 0.73105323 + 0.3 * 0.26893946 = 0.15378716 (0.15378829 without
+    # sigma, which is also the paper's exp(-delta d^2) form without sigma).
+    expected = 0.1 * 1 / (1 + math.exp(-1) + 1e-5) + 0.3 * math.exp(-1) / (1 + math.exp(-1) + 1e-5)
+    assert expected == pytest.approx(0.15378716, abs=1e-8)
     value = memory.reference_lr(torch.tensor([[0.0, 1.0]]))
     assert value.shape == (1,)
     assert value.item() == pytest.approx(expected, abs=1e-7)
@@ -154,7 +154,7 @@ def test_state_dict_round_trip_with_weights_only_load():
     torch.save(memory.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    assert set(state) == {"embeddings", "lrs", "last_used", "clock"}
+    assert set(state) == {"embeddings", "lrs", "last_used", "keys", "clock", "delta"}
     restored = UserMemory(2, config)
     restored.load_state_dict(state)
     assert len(restored) == 5 and restored.clock == memory.clock

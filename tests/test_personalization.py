@@ -1,0 +1,171 @@
+"""Issue 9's mechanisms: trained inputs for cold users, a learning LR module, AT-PAML's memory, the budget."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from models.factors import fit_item_factors, ridge_rows
+from models.learners import LearnerConfig, build_learner, layer_groups
+from models.network import ITEM_ID_FIELD, NetworkConfig, PreferenceNetwork, item_id_codes, trained_codes
+from models.tasks import UNKNOWN_INDEX, TaskData, training_view
+from models.training import TrainConfig, predict_split, train
+from models.user_memory import MemoryConfig, UserMemory
+from tests.model_fixtures import tiny_task_data
+
+SMALL = NetworkConfig(embedding_dim=4, hidden=(8,))
+
+
+def test_codes_no_training_user_has_map_to_unknown():
+    # Vocabulary of 6 codes; training users hold 2, 3 and 5. 0 stays padding, 1 unknown.
+    remap = trained_codes(torch.tensor([3, 2, 5, 5]), 6)
+    assert remap.tolist() == [0, UNKNOWN_INDEX, 2, 3, UNKNOWN_INDEX, 5]
+
+
+def test_a_value_only_held_out_users_have_gets_the_trained_unknown_row():
+    data = tiny_task_data()
+    # A vocabulary with one more age code, which only a validation user has.
+    data = replace(data, vocab_sizes={**data.vocab_sizes, "age": data.vocab_sizes["age"] + 1})
+    free_code = data.vocab_sizes["age"] - 1
+    val = data.splits["val"]
+    codes = val.user_fields.clone()
+    codes[0, 1] = free_code
+    net = PreferenceNetwork(data, SMALL).eval()
+    h_free = net.embedder.user(codes[:1], val.support_labels[:1], val.support_mask[:1])
+    codes[0, 1] = UNKNOWN_INDEX
+    h_unknown = net.embedder.user(codes[:1], val.support_labels[:1], val.support_mask[:1])
+    assert torch.equal(h_free, h_unknown)
+
+
+def test_unknown_rate_replaces_codes_only_while_training():
+    data = tiny_task_data()
+    net = PreferenceNetwork(data, replace(SMALL, unknown_rate=0.5))
+    batch = data.splits["train"]
+    torch.manual_seed(0)
+    net.train()
+    trained = [net.embedder.user_of(batch) for _ in range(2)]
+    assert not torch.equal(trained[0], trained[1])  # a different half of the codes dropped each time
+    net.eval()
+    assert torch.equal(net.embedder.user_of(batch), net.embedder.user_of(batch))
+
+
+def test_item_ids_of_items_no_training_user_rated_are_unknown():
+    data = tiny_task_data()
+    train_split = data.splits["train"]
+    rated = set(torch.cat([train_split.support_items[train_split.support_mask],
+                           train_split.query_items[train_split.query_mask]]).tolist())
+    codes = item_id_codes(data)
+    for row in range(1, codes.shape[0]):
+        assert codes[row].item() == (row + 1 if row in rated else UNKNOWN_INDEX)
+    net = PreferenceNetwork(data, replace(SMALL, item_id=True))
+    assert ITEM_ID_FIELD in net.embedder.tables
+
+
+def test_ridge_rows_by_hand():
+    # Row 0 has entries (col 0: target 2), (col 1: target 4) with 1-d factors 1 and 2, reg 1:
+    # x = (1*2 + 2*4) / (1 + 4 + 1) = 10 / 6. Row 1 has no entries: 0.
+    fixed = np.array([[1.0], [2.0]])
+    out = ridge_rows(np.array([0, 0]), np.array([0, 1]), np.array([2.0, 4.0]), fixed, 2, reg=1.0)
+    assert out[0, 0] == pytest.approx(10 / 6) and out[1, 0] == 0.0
+
+
+def test_item_factors_ignore_held_out_labels_and_unrated_items():
+    data = tiny_task_data()
+    first = fit_item_factors([data.splits["train"]], int(data.items.fields.shape[0]))
+    shifted_test = replace(data.splits["test"], query_labels=data.splits["test"].query_labels + 3)
+    data2 = replace(data, splits={**data.splits, "test": shifted_test})
+    second = fit_item_factors([data2.splits["train"]], int(data.items.fields.shape[0]))
+    assert torch.equal(first, second)
+    assert first[0].abs().sum() == 0  # padding row
+
+
+def test_training_view_adds_warm_tasks_only_for_the_production_protocol():
+    data = tiny_task_data()
+    warm = data.splits["val"]  # any split's shape will do as warm tasks
+    data = replace(data, splits={**data.splits, "warm": warm})
+    paper = training_view(data, "paper")
+    production = training_view(data, "production")
+    assert "warm" not in paper.splits and "warm" not in production.splits
+    assert len(paper.splits["train"]) == len(data.splits["train"])
+    assert len(production.splits["train"]) == len(data.splits["train"]) + len(warm)
+    assert torch.equal(production.splits["test"].query_labels, data.splits["test"].query_labels)
+    with pytest.raises(ValueError, match="warm"):
+        training_view(tiny_task_data(), "production")
+
+
+def test_paml_step_size_lies_in_its_log_range_and_starts_spread():
+    data = tiny_task_data()
+    torch.manual_seed(0)
+    config = LearnerConfig(inner_lr=0.01, lr_range=4.0, network=SMALL)
+    learner = build_learner("paml", data, config)
+    _, _, users = learner.prepare(data.splits["train"], data.items)
+    alpha = learner.step_size(users)
+    assert alpha.shape == (len(data.splits["train"]),)
+    assert (alpha >= 0.01 / 4).all() and (alpha <= 0.01 * 4).all()
+    assert alpha.std() > 0  # a small random last layer: users differ from the first step on
+    alpha.sum().backward()
+    assert learner.lr_module.layers[0].weight.grad.abs().sum() > 0
+
+
+def test_paml_per_layer_gives_each_adapted_layer_its_own_per_user_rate():
+    data = tiny_task_data()
+    config = LearnerConfig(inner_lr=0.01, network=SMALL, lr_per_layer=True, lr_history=True)
+    learner = build_learner("paml", data, config)
+    groups = layer_groups(list(learner.net.adapted_params()))
+    assert groups == {"decision.0.weight": 0, "decision.0.bias": 0, "decision.2.weight": 1, "decision.2.bias": 1}
+    _, _, users = learner.prepare(data.splits["train"], data.items)
+    alpha = learner.step_size(users)
+    assert set(alpha) == set(groups) and all(a.shape == (len(users.h),) for a in alpha.values())
+    assert torch.equal(alpha["decision.0.weight"], alpha["decision.0.bias"])
+    outcome = learner.run(data.splits["train"], data.items)
+    expected = torch.exp((torch.log(alpha["decision.0.weight"]) + torch.log(alpha["decision.2.weight"])) / 2)
+    assert torch.allclose(outcome.lr_per_user, expected.detach())
+
+
+def test_memory_keeps_one_slot_per_user_and_never_returns_a_user_as_its_own_neighbour():
+    memory = UserMemory(2, MemoryConfig(k=2, capacity=8, delta=1.0))
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [3.0, 3.0]])
+    memory.insert(points, torch.tensor([0.1, 0.2, 0.3, 0.4]), keys=torch.tensor([10, 11, 12, 13]))
+    memory.insert(torch.tensor([[0.1, 0.0]]), torch.tensor([0.5]), keys=torch.tensor([10]))  # user 10 returns
+    assert len(memory) == 4 and memory.lrs[0].item() == pytest.approx(0.5)
+    query = torch.tensor([[0.1, 0.0]])
+    assert memory.search(query).tolist() == [[0, 1]]  # its own copy is the nearest...
+    assert memory.search(query, exclude=torch.tensor([10])).tolist() == [[1, 2]]  # ...unless excluded
+
+
+def test_kernel_delta_is_calibrated_from_the_stored_neighbourhoods():
+    # Four points on a line at 0, 1, 3, 6 with K = 2: each point's two nearest others have squared
+    # distances (1, 9), (1, 4), (4, 9), (9, 25); spreads 8, 3, 5, 16; median 6.5 -> delta = 3 / 6.5.
+    memory = UserMemory(1, MemoryConfig(k=2, capacity=8, kernel_scale=3.0))
+    memory.insert(torch.tensor([[0.0], [1.0], [3.0], [6.0]]), torch.tensor([0.1, 0.1, 0.1, 0.1]))
+    assert memory.delta == pytest.approx(3.0 / torch.tensor([8.0, 3.0, 5.0, 16.0]).median().item())
+
+
+def test_at_paml_training_stores_each_training_user_once_and_excludes_itself():
+    data = tiny_task_data(users=12)
+    config = LearnerConfig(inner_lr=0.01, network=SMALL, memory=MemoryConfig(capacity=64, k=2))
+    result = train("at_paml", data, config, TrainConfig(epochs=3, meta_batch=4, eval_every=3))
+    memory = result.learner.memory
+    assert len(memory) == 12 and sorted(memory.keys[:12].tolist()) == list(range(12))
+    h = result.learner.net.embedder.user_of(data.splits["train"])
+    found = memory.search(h, stamp=False, exclude=torch.arange(12))
+    assert not (memory.keys[found] == torch.arange(12).unsqueeze(1)).any()
+
+
+def test_training_stops_after_patience_and_keeps_the_best_evaluation():
+    data = tiny_task_data()
+    config = LearnerConfig(inner_lr=0.01, network=SMALL)
+    result = train("melu", data, config, TrainConfig(epochs=50, meta_batch=4, eval_every=1, patience=2, outer_lr=0.05))
+    steps = [log.step for log in result.history]
+    assert result.stopped == "patience" and steps[-1] < 50 * 3
+    losses = [log.val_loss for log in result.history]
+    assert result.best_val_loss == min(losses) and result.best_step == steps[int(np.argmin(losses))]
+    assert math.isclose(float(np.mean(predict_split(result.learner, data, "val").query_loss)), result.best_val_loss, rel_tol=1e-5)
+
+
+def test_max_steps_bounds_training():
+    data = tiny_task_data()
+    result = train("melu", data, LearnerConfig(network=SMALL), TrainConfig(epochs=50, meta_batch=4, max_steps=5, eval_every=2))
+    assert result.stopped == "max_steps" and result.history[-1].step == 5
