@@ -21,7 +21,7 @@ from models.network import NetworkConfig
 from models.references import training_labels
 from models.tasks import TaskData, task_data_from_tensors
 from models.training import EpochLog, TrainConfig, predict_split, train
-from models.tuned import TUNED_EPOCHS, tuned_settings
+from models.tuned import tuned_settings
 from models.tuning import apply_settings
 from models.user_memory import MemoryConfig
 
@@ -50,10 +50,12 @@ def train_method(
                        on_epoch=lambda log, seed=seed: on_epoch(seed, log))
         tensors.update(flatten_state(result.learner.state_dict(), prefix=f"seed{seed}/"))
         # Wall-clock timings stay out of the bundle: its content hash must not change on rerun.
-        history += [{"seed": seed, "epoch": log.epoch, "train_loss": log.train_loss, "val_loss": log.val_loss}
+        history += [{"seed": seed, "step": log.step, "epoch": log.epoch, "train_loss": log.train_loss, "val_loss": log.val_loss,
+                     "max_grad_norm": log.max_grad_norm, **{f"train_{k}": v for k, v in log.terms.items()}}
                     for log in result.history]
         speeds += [log.users_per_second for log in result.history]
-        best[str(seed)] = {"epoch": result.best_epoch, "val_loss": result.best_val_loss}
+        best[str(seed)] = {"epoch": result.best_epoch, "step": result.best_step, "val_loss": result.best_val_loss,
+                           "stopped": result.stopped}
     frames = {"history": pl.DataFrame(history).with_columns(pl.lit(method).alias("method"))}
     info = {"method": method, "seeds": seeds, "best": best, "learner_config": asdict(learner_config),
             "train_config": {**asdict(train_config), "seed": None}, "dataset": tasks.info["dataset"]}
@@ -137,7 +139,11 @@ TUNED_HELP = " Empty = the tuned value for this dataset and method (models/tuned
 class ModelConfig(dg.Config):
     """Training settings of one method (defaults and their reasons: docs/protocol.md, docs/tuning.md)."""
 
-    epochs: int = Field(default=TUNED_EPOCHS, description="Passes over the training users (the best one on validation is kept).")
+    epochs: int = Field(default=TRAIN_DEFAULTS.epochs, description="Upper bound on passes over the training users.")
+    max_steps: int = Field(default=TRAIN_DEFAULTS.max_steps, description="Outer-step budget.")
+    eval_every: int = Field(default=TRAIN_DEFAULTS.eval_every, description="Outer steps between two scorings of the validation users.")
+    patience: int = Field(default=TRAIN_DEFAULTS.patience, description="Evaluations without improvement before training stops (the best one is kept).")
+    protocol: str = Field(default=TRAIN_DEFAULTS.protocol, description="'paper' (cold-start training users only) or 'production' (+ the warm users' tasks).")
     meta_batch: int = Field(default=TRAIN_DEFAULTS.meta_batch, description="Users (tasks) per outer step.")
     outer_lr: float | None = Field(default=None, description="Adam learning rate of the outer loop." + TUNED_HELP)
     inner_lr: float | None = Field(default=None, description="Base inner step size (MeLU's fixed alpha; PAML's starting alpha)." + TUNED_HELP)
@@ -148,6 +154,14 @@ class ModelConfig(dg.Config):
     embedding_dim: int = Field(default=LEARNER_DEFAULTS.network.embedding_dim, description="Embedding size per field.")
     hidden: list[int] = Field(default=list(LEARNER_DEFAULTS.network.hidden), description="Decision layer widths.")
     statistics: bool = Field(default=LEARNER_DEFAULTS.network.statistics, description="Rating statistics as features (models/features.py).")
+    item_id: bool = Field(default=LEARNER_DEFAULTS.network.item_id, description="The item's identity as an item field.")
+    factor_dim: int = Field(default=LEARNER_DEFAULTS.network.factor_dim, description="Rank of the dot-product head on MF item factors (0 = none).")
+    unknown_rate: float = Field(default=LEARNER_DEFAULTS.network.unknown_rate, description="Share of codes replaced by UNKNOWN while meta-training.")
+    factor_lr_scale: float = Field(default=LEARNER_DEFAULTS.factor_lr_scale, description="The user factor's inner step relative to the decision layers'.")
+    lr_per_layer: bool = Field(default=LEARNER_DEFAULTS.lr_per_layer, description="PAML family: one alpha(h_i) per adapted layer.")
+    lr_history: bool = Field(default=LEARNER_DEFAULTS.lr_history, description="PAML family: the LR module also reads an encoding of the support set.")
+    lr_init_std: float = Field(default=LEARNER_DEFAULTS.lr_init_std, description="PAML family: init spread of the LR module's last layer.")
+    rate_lr: float | None = Field(default=None, description="Adam rate of the LR module / Meta-SGD rates; empty = outer_lr.")
     lr_hidden: int = Field(default=LEARNER_DEFAULTS.lr_hidden, description="PAML family: hidden width of the LR module.")
     lr_range: float | None = Field(default=None, description="PAML/REG-PAML: alpha(h) lies in (0, lr_range * inner_lr)." + TUNED_HELP)
     gamma: float | None = Field(default=None, description="REG-PAML: regularizer weight gamma." + TUNED_HELP)
@@ -162,15 +176,19 @@ class ModelConfig(dg.Config):
 
     def learner_config(self, method: str, dataset: str | None) -> LearnerConfig:
         """Code defaults <- tuned settings of (dataset, method) <- values set in this config."""
-        network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics)
+        network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics,
+                                item_id=self.item_id, factor_dim=self.factor_dim, unknown_rate=self.unknown_rate)
         memory = MemoryConfig(capacity=self.memory_capacity, k=self.memory_k, beta=self.memory_beta, backend=self.memory_backend)
         base = LearnerConfig(first_order=self.first_order, network=network, lr_hidden=self.lr_hidden, memory=memory,
-                             kernel_delta=self.kernel_delta)
+                             kernel_delta=self.kernel_delta, factor_lr_scale=self.factor_lr_scale, lr_per_layer=self.lr_per_layer,
+                             lr_history=self.lr_history, lr_init_std=self.lr_init_std)
         learner, _ = apply_settings(self._settings(method, dataset), base, TRAIN_DEFAULTS)
         return learner
 
     def train_config(self, method: str, dataset: str | None) -> TrainConfig:
-        base = TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, device=resolve_device(self.device))
+        base = TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, device=resolve_device(self.device),
+                           max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience,
+                           rate_lr=self.rate_lr, protocol=self.protocol)
         _, train_config = apply_settings(self._settings(method, dataset), LEARNER_DEFAULTS, base)
         return train_config
 
@@ -189,8 +207,8 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
     )
     def _model(context: dg.AssetExecutionContext, config: ModelConfig, meta_tasks: Bundle) -> dg.Output[Bundle]:
         def log(seed: int, epoch: EpochLog) -> None:
-            context.log.info(f"{method} seed {seed} epoch {epoch.epoch}: train loss {epoch.train_loss:.4f}, "
-                             f"validation loss {epoch.val_loss:.4f}, {epoch.users_per_second:.0f} users/s")
+            context.log.info(f"{method} seed {seed} step {epoch.step} (epoch {epoch.epoch:.1f}): train loss "
+                             f"{epoch.train_loss:.4f}, validation loss {epoch.val_loss:.4f}, {epoch.users_per_second:.0f} users/s")
 
         dataset = context.partition_key
         bundle, users_per_second = train_method(method, meta_tasks, config.learner_config(method, dataset),

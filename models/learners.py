@@ -145,6 +145,11 @@ class MetaLearner(nn.Module):
         """The meta-loss to minimize: mean query loss over the batch."""
         return outcome.query_loss.mean()
 
+    @property
+    def objective_terms(self) -> dict[str, float]:
+        """The last objective's parts worth logging (REG-PAML: query loss and regularizer)."""
+        return getattr(self, "_terms", {})
+
     def after_outer_step(self, outcome: Outcome, collective=None) -> None:
         """Hook after each optimizer step (AT-PAML updates its memory here)."""
 
@@ -296,6 +301,9 @@ class RegPAML(PAML):
             regularizer = sum(alpha[name].abs() * norms[name] for name in norms)
         else:
             regularizer = total_sq_norm(norms) * alpha.abs()
+        self._terms = {"query_loss": float(outcome.query_loss.detach().mean()),
+                       "regularizer": float(self.config.gamma * regularizer.detach().mean()),
+                       "max_regularizer": float(self.config.gamma * regularizer.detach().max())}
         return (outcome.query_loss + self.config.gamma * regularizer).mean()
 
 

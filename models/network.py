@@ -175,6 +175,11 @@ class FieldEmbedder(nn.Module):
             codes = drop_to_unknown(codes, self.unknown_rate)
         return self.tables[field](codes)
 
+    def unknown_fields(self, user_fields: torch.Tensor) -> torch.Tensor:
+        """(B, F_user) True where a field's value has no trained row (falls back to UNKNOWN)."""
+        return torch.stack([getattr(self, f"remap__{f}")[user_fields[:, i]] == UNKNOWN_INDEX
+                            for i, f in enumerate(self.user_fields)], dim=1)
+
     def user(self, user_fields: torch.Tensor, support_labels: torch.Tensor | None = None,
              support_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, F_user) codes (and the support sets, with statistics) -> user embedding h (B, Du)."""

@@ -54,6 +54,11 @@ class EpochLog:
     seconds: float  # training time since the last evaluation
     users_per_second: float
     step: int = 0
+    # Since the last evaluation: the largest meta-gradient norm before clipping, and the
+    # objective's terms (REG-PAML: the mean query loss and the largest regularizer value), so
+    # that a spike in the training loss shows what blew up.
+    max_grad_norm: float = float("nan")
+    terms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,13 +75,23 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Predictions:
-    """Adapted predictions for one split: (U, Q) arrays plus the step size each user got."""
+    """Adapted predictions for one split: (U, Q) arrays plus the step size each user got.
+
+    With `diagnostics` (evaluation only): each user's query loss *before* adaptation (the
+    adaptation gain is the difference), AT-PAML's weight of the nearest neighbour and the
+    entropy of its attention (NaN for other methods), and how many of the user's categorical
+    fields fell back to the UNKNOWN row because no training user had the value.
+    """
 
     pred: np.ndarray
     target: np.ndarray
     mask: np.ndarray
     lr_per_user: np.ndarray
     query_loss: np.ndarray
+    query_loss_unadapted: np.ndarray | None = None
+    nearest_weight: np.ndarray | None = None
+    attention_entropy: np.ndarray | None = None
+    unknown_fields: np.ndarray | None = None
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -96,30 +111,52 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
-def predict_split(learner: MetaLearner, data: TaskData, split: str, batch_size: int = 256) -> Predictions:
+def predict_split(learner: MetaLearner, data: TaskData, split: str, batch_size: int = 256,
+                  diagnostics: bool = False) -> Predictions:
     """Adapt on every user's support set of `split` and predict its query set."""
     data = data.to(next(learner.parameters()).device)
     tasks = data.splits[split]
-    preds, losses, lrs = [], [], []
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("pred", "loss", "lr", "unadapted", "nearest", "entropy", "unknown")}
     width = tasks.query_mask.shape[1]
     learner.eval()
     for start in range(0, len(tasks), batch_size):
         index = torch.arange(start, min(start + batch_size, len(tasks)), device=tasks.user_fields.device)
-        outcome = learner.run(tasks.select(index), data.items, training=False)
+        batch = tasks.select(index)
+        outcome = learner.run(batch, data.items, training=False)
         pred = outcome.query_pred.detach()
         if data.task == "ctr":
             pred = torch.sigmoid(pred)
         padded = pred.new_zeros((len(index), width))
         padded[:, : pred.shape[1]] = pred
-        preds.append(padded)
-        losses.append(outcome.query_loss.detach())
-        lrs.append(outcome.lr_per_user.detach())
+        out["pred"].append(padded)
+        out["loss"].append(outcome.query_loss.detach())
+        out["lr"].append(outcome.lr_per_user.detach())
+        if diagnostics:
+            out["unadapted"].append(learner.run(batch, data.items, training=False, adapt=False).query_loss.detach())
+            nearest, entropy = attention_summary(outcome.attention, len(index), pred)
+            out["nearest"].append(nearest)
+            out["entropy"].append(entropy)
+            out["unknown"].append(learner.net.embedder.unknown_fields(batch.user_fields).sum(1).to(pred.dtype))
     learner.train()
     cat = lambda xs: torch.cat(xs).cpu().numpy() if xs else np.zeros((0,))  # noqa: E731
+    extra = {}
+    if diagnostics:
+        extra = {"query_loss_unadapted": cat(out["unadapted"]), "nearest_weight": cat(out["nearest"]),
+                 "attention_entropy": cat(out["entropy"]), "unknown_fields": cat(out["unknown"])}
     return Predictions(
-        pred=cat(preds).reshape(len(tasks), width), target=tasks.query_labels.cpu().numpy(),
-        mask=tasks.query_mask.cpu().numpy(), lr_per_user=cat(lrs), query_loss=cat(losses),
+        pred=cat(out["pred"]).reshape(len(tasks), width), target=tasks.query_labels.cpu().numpy(),
+        mask=tasks.query_mask.cpu().numpy(), lr_per_user=cat(out["lr"]), query_loss=cat(out["loss"]), **extra,
     )
+
+
+def attention_summary(weights: torch.Tensor | None, n_users: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) weight of the nearest neighbour and entropy (nats) of the normalized weights; NaN without attention."""
+    if weights is None:
+        nan = like.new_full((n_users,), float("nan"))
+        return nan, nan
+    p = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(1)
+    return weights[:, 0], entropy
 
 
 def outer_optimizer(learner: MetaLearner, config: TrainConfig) -> torch.optim.Optimizer:
@@ -154,16 +191,21 @@ def train(
     best = (float("inf"), 0, copy.deepcopy(learner.state_dict()))
     history: list[EpochLog] = []
     step, losses, stale, stopped = 0, [], 0, "epochs"
+    grad_norms: list[float] = []
+    terms: dict[str, list[float]] = {}
     start = time.perf_counter()
 
     def evaluate() -> bool:
         """Score validation users, log, keep the best; True when patience ran out."""
-        nonlocal best, losses, stale, start
+        nonlocal best, losses, stale, start, grad_norms, terms
         seconds = time.perf_counter() - start
         val_loss = float(np.mean(predict_split(learner, data, "val", config.eval_batch).query_loss))
         users = len(losses) * config.meta_batch
         log = EpochLog(round(step / steps_per_epoch, 3), float(np.mean(losses)) if losses else float("nan"),
-                       val_loss, seconds, users / seconds if seconds > 0 else 0.0, step)
+                       val_loss, seconds, users / seconds if seconds > 0 else 0.0, step,
+                       max(grad_norms) if grad_norms else float("nan"),
+                       {k: (max(v) if k.startswith("max_") else float(np.mean(v))) for k, v in terms.items()})
+        grad_norms, terms = [], {}
         history.append(log)
         on_epoch(log)
         if val_loss < best[0]:
@@ -185,10 +227,12 @@ def train(
             loss.backward()
             if collective is not None:
                 collective.all_reduce_grads(learner)
-            if config.max_grad_norm is not None:
-                # A few users with extreme support sets can send a second-order meta-gradient
-                # off by orders of magnitude; clipping keeps one batch from wrecking the model.
-                torch.nn.utils.clip_grad_norm_(learner.parameters(), config.max_grad_norm)
+            # A few users with extreme support sets can send a second-order meta-gradient off by
+            # orders of magnitude; clipping keeps one batch from wrecking the model.
+            norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.max_grad_norm or float("inf"))
+            grad_norms.append(float(norm))
+            for name, value in learner.objective_terms.items():
+                terms.setdefault(name, []).append(value)
             optimizer.step()
             learner.after_outer_step(outcome, collective)
             losses.append(float(loss.detach()) if collective is None else collective.sum_scalar(float(loss.detach())))

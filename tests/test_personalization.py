@@ -169,3 +169,24 @@ def test_max_steps_bounds_training():
     data = tiny_task_data()
     result = train("melu", data, LearnerConfig(network=SMALL), TrainConfig(epochs=50, meta_batch=4, max_steps=5, eval_every=2))
     assert result.stopped == "max_steps" and result.history[-1].step == 5
+
+
+def test_diagnostics_by_hand_on_a_tiny_model():
+    data = tiny_task_data()
+    torch.manual_seed(0)
+    config = LearnerConfig(inner_lr=0.05, network=SMALL, memory=MemoryConfig(capacity=64, k=2))
+    learner = build_learner("at_paml", data, config)
+    learner.after_outer_step(learner.run(data.splits["train"], data.items))  # 12 stored: past warm-up
+    preds = predict_split(learner, data, "test", diagnostics=True)
+    # Unadapted loss: the same network with zero inner steps.
+    unadapted = learner.eval().run(data.splits["test"], data.items, training=False, adapt=False).query_loss
+    assert np.allclose(preds.query_loss_unadapted, unadapted.detach().numpy())
+    # Attention: K = 2 weights per user; nearest weight >= 1/2 and entropy <= ln 2.
+    assert (preds.nearest_weight >= 0.5 - 1e-6).all() and (preds.attention_entropy <= math.log(2) + 1e-6).all()
+    # Every test user's codes were drawn from the training users' range here: count what is unknown.
+    remap = learner.net.embedder
+    expected = sum((getattr(remap, f"remap__{f}")[data.splits["test"].user_fields[:, i]] == UNKNOWN_INDEX).numpy()
+                   for i, f in enumerate(data.user_fields))
+    assert np.array_equal(preds.unknown_fields, expected)
+    melu = predict_split(build_learner("melu", data, config), data, "test", diagnostics=True)
+    assert np.isnan(melu.nearest_weight).all()

@@ -56,7 +56,7 @@ def test_chain_writes_artifacts_runs_and_mirrors(built):
     assert store.query("SELECT n_artifacts FROM runs WHERE run_id = ?", [result.run_id]).item() == len(DATA_ASSETS)
     rejected = store.query("SELECT * FROM rejected_rows")
     assert rejected.filter(pl.col("reason") == "garbled zip code")["record_id"].to_list() == ["99"]
-    assert set(store.query("SELECT split FROM user_splits")["split"]) == {"train", "val", "test"}
+    assert set(store.query("SELECT split FROM user_splits")["split"]) == {"train", "val", "test", "warm"}
     checks = store.query("SELECT success FROM checks WHERE run_id = ?", [result.run_id])
     assert checks.height >= 8 and checks["success"].all()
 
