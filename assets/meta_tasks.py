@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PAD_INDEX", "UNKNOWN_INDEX", "FIRST_VALUE_INDEX", "build_vocab", "encode", "encode_tasks"]
 VOCAB_SOURCE_SPLITS = ("train", WARM_SPLIT)
+BACKOFF_MIN_COUNT = 5  # training users a backoff field's value needs to keep its own row
 
 
 def build_vocab(values: pl.Series, field: str) -> pl.DataFrame:
@@ -66,11 +67,41 @@ def padded(frame: pl.DataFrame, row_col: str, value_col: str, n_rows: int, dtype
     return values, mask
 
 
+def backoff_values(values: pl.Series, training: pl.Series, prefixes: tuple[int, ...], min_count: int) -> pl.Series:
+    """Each value held by fewer than `min_count` training users becomes its longest prefix
+    ('123*') that at least `min_count` training users share, else null (UNKNOWN).
+
+    A value only one or two training users hold gets an embedding row trained on those users
+    alone, which then identifies them: a coarser, shared value generalizes to new users.
+    Counts come from the training users only; `min_count` 0 or 1 leaves values as they are.
+    """
+    if min_count <= 1:
+        return values
+    def counts(series: pl.Series) -> dict[str, int]:
+        frame = series.drop_nulls().cast(pl.String).value_counts(name="n")
+        return dict(zip(frame[series.name].to_list(), frame["n"].to_list()))
+
+    full = counts(training)
+    prefix_counts = {n: counts(training.cast(pl.String).str.slice(0, n) + "*") for n in prefixes}
+
+    def back_off(value: str | None) -> str | None:
+        if value is None or full.get(value, 0) >= min_count:
+            return value
+        for n in prefixes:
+            if prefix_counts[n].get(value[:n] + "*", 0) >= min_count:
+                return value[:n] + "*"
+        return None
+
+    return values.cast(pl.String).map_elements(back_off, return_dtype=pl.String)
+
+
 def encode_tasks(
-    users: pl.DataFrame, items: pl.DataFrame, splits: dict[str, pl.DataFrame], spec: DatasetSpec
+    users: pl.DataFrame, items: pl.DataFrame, splits: dict[str, pl.DataFrame], spec: DatasetSpec,
+    backoff_min_count: int = 0,
 ) -> tuple[dict[str, pl.DataFrame], dict[str, "torch.Tensor"], dict]:
     """Encode cleaned users/items and the split assignment into task tensors.
 
+    `backoff_min_count` > 1 backs rare values of the spec's `backoff` fields off to prefixes.
     Returns (frames: vocab, items index, users per split; tensors; info with vocab sizes).
     """
     import torch
@@ -80,6 +111,10 @@ def encode_tasks(
     known_rows = item_sets.join(known_users, on="user_id", how="semi")
     known_items = items.join(known_rows.select("item_id").unique(), on="item_id", how="semi")
     split_users = users.join(user_split, on="user_id", how="inner")
+    training_users = split_users.filter(pl.col("split") == "train")
+    for field, prefixes in spec.backoff:
+        split_users = split_users.with_columns(
+            backoff_values(split_users[field], training_users[field], prefixes, backoff_min_count).alias(field))
 
     vocabs = [build_vocab(split_users.filter(pl.col("split").is_in(VOCAB_SOURCE_SPLITS))[f], f) for f in spec.user_fields]
     vocabs += [build_vocab(known_items[f], f) for f in spec.item_fields]
@@ -140,12 +175,14 @@ def encode_tasks(
         "n_items": used_items.height,
         "n_users": {s: frames[f"users__{s}"].height for s in splits_present},
         "splits": splits_present,
+        "backoff_min_count": backoff_min_count,
     }
     return frames, tensors, info
 
 
 # -- Dagster asset ---------------------------------------------------------------------
 import dagster as dg  # noqa: E402
+from pydantic import Field  # noqa: E402
 
 from assets.bundle import Bundle  # noqa: E402
 from assets.specs import spec_for  # noqa: E402
@@ -153,13 +190,21 @@ from pipelines.outputs import bundle_output  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
 
 
+class TaskConfig(dg.Config):
+    """How categorical values are encoded."""
+
+    backoff_min_count: int = Field(default=BACKOFF_MIN_COUNT, description=(
+        "A value of a backoff field (e.g. zip) held by fewer training users falls back to a prefix; 0 = off."))
+
+
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="data", kinds={"pytorch", "safetensors"}, code_version="1",
-    description="Encoded meta-learning tasks: padded support/query tensors with masks, vocabularies without test users.",
+    partitions_def=dataset_partitions, group_name="data", kinds={"pytorch", "safetensors"}, code_version="2",
+    description="Encoded meta-learning tasks: padded support/query tensors with masks, vocabularies from training users only.",
 )
-def meta_tasks(context: dg.AssetExecutionContext, clean_logs: Bundle, user_splits: Bundle) -> dg.Output[Bundle]:
+def meta_tasks(context: dg.AssetExecutionContext, config: TaskConfig, clean_logs: Bundle, user_splits: Bundle) -> dg.Output[Bundle]:
     spec = spec_for(context.partition_key)
-    frames, tensors, info = encode_tasks(clean_logs.frame("users"), clean_logs.frame("items"), user_splits.frames, spec)
+    frames, tensors, info = encode_tasks(clean_logs.frame("users"), clean_logs.frame("items"), user_splits.frames, spec,
+                                         config.backoff_min_count)
     bundle = Bundle(frames=frames, tensors=tensors, info=info)
     shapes = {name: list(t.shape) for name, t in tensors.items()}
     return bundle_output(bundle, tensor_shapes=dg.MetadataValue.json(shapes), vocab_sizes=dg.MetadataValue.json(info["vocab_sizes"]))

@@ -39,6 +39,9 @@ class DatasetSpec:
         item_multi_fields: multi-hot item features (mean of embeddings).
         tagging_fields: user features used by the major/minor rule (paper Table 1).
         label_min, label_max: valid label range (inclusive).
+        backoff: user field -> prefix lengths tried, longest first, for a value too rare
+            among training users (see assets/meta_tasks.py `backoff_codes`); e.g. a zip code
+            held by one training user falls back to its 3-digit, then 1-digit prefix.
     """
 
     name: str
@@ -49,6 +52,7 @@ class DatasetSpec:
     tagging_fields: tuple[str, ...]
     label_min: float
     label_max: float
+    backoff: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 SPECS: dict[str, DatasetSpec] = {
@@ -61,6 +65,7 @@ SPECS: dict[str, DatasetSpec] = {
         tagging_fields=("age", "gender", "zip", "occupation"),
         label_min=1,
         label_max=5,
+        backoff=(("zip", (3, 1)),),  # US zip: 3 digits = sectional centre, 1 digit = national area
     ),
     "bookcrossing": DatasetSpec(
         name="bookcrossing",

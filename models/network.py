@@ -55,8 +55,11 @@ class NetworkConfig:
     factor_dim: int = 0  # rank of the dot-product head; 0 = no head
     factor_source: str = "mf"  # item factors: "mf" = fixed, from a ridge factorization (models/factors.py); "learned"
     # Rows the factorization is fitted on: "support" keeps the training users' query ratings out,
-    # so meta-training's query loss judges the factors on ratings they never saw, as at test time.
-    factor_fit: str = "support"
+    # so meta-training's query loss judges the factors on ratings they never saw, as at test time;
+    # "all" fits every training rating; "crossfit" fits every rating for validation and test users
+    # and, for a training user, factors that left its fold's query ratings out (models/factors.py).
+    factor_fit: str = "crossfit"
+    factor_folds: int = 5
     unknown_rate: float = 0.0  # share of codes replaced by UNKNOWN while meta-training
 
     def __post_init__(self) -> None:
@@ -66,6 +69,8 @@ class NetworkConfig:
             raise ValueError(f"factor_dim must be >= 0, got {self.factor_dim}")
         if self.factor_source not in ("mf", "learned"):
             raise ValueError(f"factor_source must be 'mf' or 'learned', got {self.factor_source!r}")
+        if self.factor_fit not in ("support", "all", "crossfit"):
+            raise ValueError(f"factor_fit must be 'support', 'all' or 'crossfit', got {self.factor_fit!r}")
 
 
 class ItemRepresentation(NamedTuple):
@@ -140,7 +145,8 @@ class FieldEmbedder(nn.Module):
         self.factor_dim, self.factor_source = config.factor_dim, config.factor_source
         if config.factor_dim and config.factor_source == "mf":
             parts = ("support",) if config.factor_fit == "support" else ("support", "query")
-            self.register_buffer("mf_factors", fit_item_factors([train], n_rows, FactorConfig(rank=config.factor_dim), parts))
+            folds = config.factor_folds if config.factor_fit == "crossfit" else 0
+            self.register_buffer("mf_factors", fit_item_factors([train], n_rows, FactorConfig(rank=config.factor_dim), parts, folds))
         elif config.factor_dim:
             self.item_factor_table = nn.Embedding(n_rows + 1, config.factor_dim, padding_idx=PAD_INDEX)
             nn.init.normal_(self.item_factor_table.weight, std=0.01)
@@ -219,7 +225,10 @@ class FieldEmbedder(nn.Module):
         if self.factor_dim:
             # Identity plus features: an unknown item's factor is its features' projection alone.
             known_rows = torch.where(ids > UNKNOWN_INDEX, rows, torch.zeros_like(rows))
-            identity = self.mf_factors[known_rows] if self.factor_source == "mf" else self.item_factor_table(known_rows)
+            if self.factor_source == "mf":
+                identity = self.mf_factors[..., known_rows, :]  # (R, r), or (folds + 1, R, r) cross-fitted
+            else:
+                identity = self.item_factor_table(known_rows)
             factors = identity + self.item_factor_proj(features)
         return ItemRepresentation(features, factors)
 
@@ -270,16 +279,31 @@ class PreferenceNetwork(nn.Module):
         """The parameters the inner loop adapts, by name (e.g. 'decision.0.weight')."""
         return {n: p for n, p in self.named_parameters() if n.startswith(self.config.adapted)}
 
-    def inputs(self, user_embedding: torch.Tensor, items: torch.Tensor, item_rep: ItemRepresentation) -> Inputs:
+    def inputs(self, user_embedding: torch.Tensor, items: torch.Tensor, item_rep: ItemRepresentation,
+               factor_table: torch.Tensor | None = None) -> Inputs:
         """Decision inputs of a batch: user embedding (B, Du), item embeddings (B, S, Di), and with
         the dot-product head the user prior P h (B, r) and the item factors (B, S, r).
 
-        The user half is kept apart rather than concatenated to every item: the first layer
-        applies its user columns once per user instead of once per item.
+        Cross-fitted factors come as one table per fold: `factor_table` (B,) picks each user's
+        (0, the table fitted on every rating, when None). The user half is kept apart rather than
+        concatenated to every item: the first layer applies its user columns once per user
+        instead of once per item.
         """
         if item_rep.factors is None:
             return user_embedding, item_rep.features[items]
-        return user_embedding, item_rep.features[items], self.factor.proj(user_embedding), item_rep.factors[items]
+        factors = item_rep.factors
+        if factors.dim() == 3:
+            table = torch.zeros(items.shape[0], dtype=torch.long, device=items.device) if factor_table is None else factor_table
+            factors = factors[table.unsqueeze(1), items]  # (B, S, r)
+        else:
+            factors = factors[items]
+        return user_embedding, item_rep.features[items], self.factor.proj(user_embedding), factors
+
+    def factor_tables(self, keys: torch.Tensor, training: bool) -> torch.Tensor | None:
+        """(B,) which cross-fitted factor table each task uses: its fold's while training, else the full one."""
+        if not self.config.factor_dim or self.config.factor_fit != "crossfit" or not training:
+            return None
+        return 1 + keys % self.config.factor_folds
 
     def predict(self, params: dict[str, torch.Tensor], x: Inputs) -> torch.Tensor:
         """Decision layers on the [user ; item] concatenation (+ the dot product) -> one score per item (..., S).

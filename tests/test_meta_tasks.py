@@ -3,7 +3,7 @@
 import polars as pl
 import torch
 
-from assets.meta_tasks import PAD_INDEX, UNKNOWN_INDEX, build_vocab, encode_tasks
+from assets.meta_tasks import PAD_INDEX, UNKNOWN_INDEX, backoff_values, build_vocab, encode_tasks
 from assets.specs import DatasetSpec
 
 SPEC = DatasetSpec(name="toy", task="rating", user_fields=("city",), item_fields=("brand",),
@@ -81,3 +81,26 @@ def test_warm_users_become_chunked_tasks_with_their_own_vocabulary_rows():
     assert tensors["warm__support_mask"].sum(1).tolist() == [1, 1]
     assert "kyiv" in frames["vocab"]["value"].to_list()  # warm users are training data
     assert tensors["warm__user_fields"][0, 0] == tensors["warm__user_fields"][1, 0] != UNKNOWN_INDEX
+
+
+def test_rare_values_back_off_to_the_longest_shared_prefix():
+    training = pl.Series("zip", ["12345", "12399", "12301", "55501", "55502", "90210", "90210"])
+    values = pl.Series("zip", ["12345", "12777", "55555", "90210", "70000", None])
+    # min 2: 12345 is held once -> "123*" (3 training users); 12777 -> "127*" is held by none,
+    # "1*" by 3; 55555 -> "555*" (2); 90210 is held twice: kept; 70000 -> nothing shared: null.
+    out = backoff_values(values, training, (3, 1), min_count=2)
+    assert out.to_list() == ["123*", "1*", "555*", "90210", None, None]
+    assert backoff_values(values, training, (3, 1), min_count=0).to_list() == values.to_list()
+
+
+def test_backoff_counts_only_training_users():
+    users, items, splits = toy_inputs()
+    users = users.with_columns(pl.Series("city", ["rome", "roma", "romsdal"]))
+    spec = DatasetSpec(name="toy", task="rating", user_fields=("city",), item_fields=("brand",),
+                       item_multi_fields=("tags",), tagging_fields=("city",), label_min=1, label_max=5,
+                       backoff=(("city", (3,)),))
+    frames, tensors, _ = encode_tasks(users, items, splits, spec, backoff_min_count=2)
+    # Only the training user has "rom": 1 < 2 training users share it, so everyone is UNKNOWN,
+    # although validation and test users would make "rom*" look frequent.
+    assert tensors["train__user_fields"].tolist() == [[UNKNOWN_INDEX]]
+    assert frames["vocab"].filter(pl.col("field") == "city").height == 0

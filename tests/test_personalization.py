@@ -190,3 +190,29 @@ def test_diagnostics_by_hand_on_a_tiny_model():
     assert np.array_equal(preds.unknown_fields, expected)
     melu = predict_split(build_learner("melu", data, config), data, "test", diagnostics=True)
     assert np.isnan(melu.nearest_weight).all()
+
+
+def test_a_training_users_cross_fitted_factors_never_saw_its_query_ratings():
+    data = tiny_task_data(users=10)
+    rows = int(data.items.fields.shape[0])
+    tables = fit_item_factors([data.splits["train"]], rows, parts=("support", "query"), folds=5)
+    assert tables.shape[0] == 6
+    # Change the query labels of training user 0 (fold 0 -> table 1): only its fold's table is blind to it.
+    train_split = data.splits["train"]
+    labels = train_split.query_labels.clone()
+    labels[0] = 6.0 - labels[0]
+    changed = fit_item_factors([replace(train_split, query_labels=labels)], rows, parts=("support", "query"), folds=5)
+    assert torch.equal(changed[1], tables[1])
+    assert not torch.equal(changed[0], tables[0]) and not torch.equal(changed[2], tables[2])
+
+
+def test_cross_fitted_tables_follow_the_fold_while_training_and_the_full_fit_otherwise():
+    data = tiny_task_data()
+    net = PreferenceNetwork(data, replace(SMALL, factor_dim=2, factor_fit="crossfit", factor_folds=3))
+    keys = torch.arange(6)
+    assert net.factor_tables(keys, training=True).tolist() == [1, 2, 3, 1, 2, 3]
+    assert net.factor_tables(keys, training=False) is None
+    rep = net.embedder.items(data.items)
+    items = data.splits["train"].support_items[:6]
+    x = net.inputs(torch.zeros(6, net.embedder.user_dim), items, rep, net.factor_tables(keys, training=True))
+    assert torch.equal(x[3][1], rep.factors[2][items[1]])
