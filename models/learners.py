@@ -48,7 +48,8 @@ class LearnerConfig:
     # The dot-product head's user factor takes steps this many times larger than the decision
     # layers: folding a user in needs steps near 1 / (largest eigenvalue of Q_S^T Q_S / n),
     # far above the rates that keep the decision layers stable (models/network.py).
-    factor_lr_scale: float = 30.0
+    factor_lr_scale: float = 10.0
+    max_step_norm: float | None = 2.0  # bound on one inner update's norm (models/inner.py); None = Eq. (1) as is
 
     def __post_init__(self) -> None:
         if self.lr_range < 1.0:
@@ -108,7 +109,8 @@ class MetaLearner(nn.Module):
 
     def inner_config(self, training: bool) -> InnerConfig:
         # Evaluation needs no meta-gradient, so it never builds the second-order graph.
-        return InnerConfig(steps=self.config.inner_steps, first_order=self.config.first_order or not training)
+        return InnerConfig(steps=self.config.inner_steps, first_order=self.config.first_order or not training,
+                           max_step_norm=self.config.max_step_norm)
 
     def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True) -> tuple[Inputs, Inputs, UserBatch]:
         """Support and query inputs of a batch, and what its step sizes may depend on."""
@@ -379,7 +381,7 @@ class Transfer(MetaLearner):
         return self.config.finetune_lr
 
     def inner_config(self, training: bool) -> InnerConfig:
-        return InnerConfig(steps=self.config.finetune_steps, first_order=True)
+        return InnerConfig(steps=self.config.finetune_steps, first_order=True, max_step_norm=self.config.max_step_norm)
 
     def run(self, batch: TaskSplit, items: ItemTable, training: bool = True, adapt: bool = True) -> Outcome:
         if not training:

@@ -102,3 +102,14 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
         if a is not None:
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
     assert any(g is not None and g.abs().sum() > 0 for g in grads_vec)
+
+
+def test_a_long_inner_update_is_scaled_down_to_the_bound_by_hand():
+    params, x, y, mask = toy()
+    # alpha = 1: the update is (-5, -3) * -1, norm sqrt(34); bounded at 2 it becomes (5, 3) * 2 / sqrt(34).
+    adapted, _ = adapt_batch(params, x, y, mask, 1.0, linear, mse, InnerConfig(steps=1, max_step_norm=2.0))
+    factor = 2.0 / 34 ** 0.5
+    assert torch.allclose(adapted["w"], torch.tensor([[1.0 + 5 * factor]]))
+    assert torch.allclose(adapted["b"], torch.tensor([3 * factor]))
+    unbounded, _ = adapt_batch(params, x, y, mask, 1.0, linear, mse, InnerConfig(steps=1, max_step_norm=None))
+    assert torch.allclose(unbounded["w"], torch.tensor([[6.0]]))
