@@ -125,11 +125,6 @@ def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) ->
     ), [rejected]
 
 
-def id_rules(column: str, domain) -> list[Rule]:
-    """Rules of a record id (missing, and not an integer where ids are integers)."""
-    return field_rules(column, domain)
-
-
 def attach_item_details(
     items: pl.DataFrame, details: pl.DataFrame | None, spec: DatasetSpec
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
@@ -171,7 +166,7 @@ def clean_items(
     """
     items = trim_text(items)
     items = items.with_columns(repeated_rows(items, ["item_id"]))
-    rules = [*id_rules("item_id", ITEM_ID_DOMAINS[spec.name]), (pl.col("_repeated"), "duplicate item_id", pl.col("item_id"))]
+    rules = [*field_rules("item_id", ITEM_ID_DOMAINS[spec.name]), (pl.col("_repeated"), "duplicate item_id", pl.col("item_id"))]
     kept, rejected = split_by_rules(items, rules, pl.col("item_id"), spec.name, drop=("_repeated",))
     kept, used_details, rejected_details = attach_item_details(kept, details, spec)
     placeholder = lambda f: pl.col(f).is_null() | pl.col(f).str.strip_chars().str.to_lowercase().is_in(ITEM_PLACEHOLDERS)  # noqa: E731

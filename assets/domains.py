@@ -22,9 +22,9 @@ import polars as pl
 Rule = tuple[pl.Expr, Union[str, pl.Expr], pl.Expr]  # (row is bad, reason, offending value)
 
 # Markers that stand for "no value" in any field (compared lower-case, trimmed).
-MISSING_MARKERS = ("", "null", "\\n", "n/a", "na", "nan", "none", "-", "?")
+MISSING_MARKERS = ("", "null", "\\n", "n/a", "na", "none", "-", "?")
 # Text fields also use these as "no value" (compared after stripping quotes, brackets and dots).
-TEXT_PLACEHOLDERS = (*MISSING_MARKERS, "unknown", "x", "xx", "xxx", "n.a", "n/s", "nil", "not applicable")
+TEXT_PLACEHOLDERS = (*MISSING_MARKERS, "nan", "unknown", "x", "xx", "xxx", "n.a", "n/s", "nil", "not applicable")
 PLACEHOLDER_WRAPPING = " \t\"'`*()[]{}<>.,;:!¨"
 # UTF-8 bytes decoded as ISO-8859-1: a lead byte (U+00C2-U+00F4) before a continuation byte
 # (U+0080-U+00BF), e.g. 'Ã¼' for 'ü', also lower-cased ('ã¼') as in Book-Crossing.
@@ -33,7 +33,9 @@ MOJIBAKE = r"[\x{C2}-\x{F4}][\x{80}-\x{BF}]"
 # ISO-8859-1 does ('ma³opolska' is cp1250 'małopolska'). Left out: NBSP, the ordinal
 # indicators ª º ('8ª región') and the acute accent ´ used as an apostrophe ('l´hospitalet').
 STRAY_SYMBOL = r"[\x{A1}-\x{A9}\x{AB}-\x{B3}\x{B5}-\x{B9}\x{BB}-\x{BF}]"
-CONTROL = r"\p{Cc}"  # C0 and C1 control characters (a line break inside a field, 0x85, ...)
+CONTROL = r"[\x{00}-\x{1F}\x{7F}]"  # a line break or tab inside a field, a NUL, ...
+# C1 controls: in ISO-8859-1 text they are Windows-1252 punctuation (curly quotes 0x93/0x94).
+C1_CONTROL = r"[\x{80}-\x{9F}]"
 LOST = r"[?\x{FFFD}]"  # what an encoder writes for a character it cannot represent
 HTML_REFERENCE = r"(?i)&(#[0-9]+|#x[0-9a-f]+|[a-z]+);"  # '&#22235;' for '四': text escaped for a web page
 
@@ -109,6 +111,7 @@ def text_problem(text: pl.Expr) -> pl.Expr:
         .when(core.is_in(TEXT_PLACEHOLDERS) | ~stripped.str.contains(r"[\p{L}\p{N}]")).then(pl.lit("placeholder"))
         .when(stripped.str.contains(CONTROL)).then(pl.lit("control character"))
         .when(stripped.str.contains(MOJIBAKE)).then(pl.lit("mojibake"))
+        .when(stripped.str.contains(C1_CONTROL)).then(pl.lit("C1 control character (Windows-1252 text read as ISO-8859-1?)"))
         .when(stripped.str.contains(STRAY_SYMBOL)).then(pl.lit("stray symbol (text from another code page)"))
         .when(stripped.str.contains(HTML_REFERENCE)).then(pl.lit("HTML character reference"))
         .when(stripped.str.contains(LOST)).then(pl.lit("lost characters ('?')"))

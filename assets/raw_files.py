@@ -119,9 +119,10 @@ def require_rows(rows: pl.DataFrame, malformed: pl.DataFrame, label: str, path: 
     if not lines.height:
         raise EmptyRawFileError(f"{label} ({path}): no data rows (the file holds only a header or blank lines).")
     first = lines.row(0, named=True)
+    hint = " Are its lines separated by CR alone (old Mac line ends)?" if malformed.height == 1 and "\r" in first["text"] else ""
     raise EmptyRawFileError(
         f"{label} ({path}): none of its {malformed.height} lines has the expected {n_fields} fields; "
-        f"line {first['line']}: {first['text'][:120]!r} ({first['reason']})."
+        f"line {first['line']}: {first['text'][:120]!r} ({first['reason']}).{hint}"
     )
 
 
@@ -197,12 +198,13 @@ def read_quoted_csv(
             continue
         raw = "\n".join(line.removesuffix("\r") for line in physical[start - 1 : reader.line_num])
         reason = None
+        cut_off = not decoding.ends_with_newline and reader.line_num == len(physical)
         if all(not field.strip() for field in row) and len(row) <= 1:
             reason = BLANK_LINE
-        elif not decoding.ends_with_newline and reader.line_num == len(physical) and quotes_open(raw):
+        elif cut_off and quotes_open(raw):
             reason = f"the file ends inside a quoted field ({CUT_OFF})"
         elif len(row) != n_fields:
-            reason = f"expected {n_fields} fields separated by ';', found {len(row)}"
+            reason = f"expected {n_fields} fields separated by ';', found {len(row)}" + (f" ({CUT_OFF})" if cut_off else "")
         if reason:
             bad["line"].append(start)
             bad["text"].append(raw)

@@ -188,7 +188,7 @@ def decoding_of(path: Path, label: str, declared: str) -> Decoding:
     as_utf8 = utf8_declared or bool(bom) or (scan.non_ascii and scan.utf8_error_at is None and is_single_byte(declared))
     return Decoding(
         encoding="utf-8" if as_utf8 else declared, declared=declared, bom_bytes=bom,
-        ends_with_newline=scan.last_byte == b"\n",
+        ends_with_newline=scan.last_byte in (b"\n", b"\r"),
     )
 
 

@@ -38,14 +38,16 @@ def users_rejected(bundle, file: str = "users.dat") -> dict[str, str]:
 def test_ml_foreign_zips_are_values_and_broken_zips_are_garbled(tmp_path):
     users = [
         "1::::25::10::48067", "2::M::25::10::4806x7", "3::M::25::10::98107-4914", "4::F::25::10::98107",
-        "5::F::25::10::T8H1N", "6::M::25::10::5849574", "7::F::25::10::n/a", "8::M::25::10::981\x8507",
+        "5::F::25::10::T8H1N", "6::M::25::10::5849574", "7::F::25::10::n/a", "8::M::25::10::981\t07",
+        "9::F::25::10::\x93480\x94",
     ]
-    bundle = clean_ml(tmp_path, users, ml_ratings_for(range(1, 9)))
+    bundle = clean_ml(tmp_path, users, ml_ratings_for(range(1, 10)))
     kept = bundle.frame("users")
     assert kept["user_id"].to_list() == ["2", "3", "4", "5", "6"]
     assert kept.filter(pl.col("user_id") == "5")["zip"].item() == "T8H1N"  # a Canadian code is its own value
     assert users_rejected(bundle) == {
         "1": "gender missing", "7": "zip code missing", "8": "garbled zip code: control character",
+        "9": "garbled zip code: C1 control character (Windows-1252 text read as ISO-8859-1?)",  # curly quotes
     }
 
 
