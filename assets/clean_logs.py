@@ -1,10 +1,13 @@
 """Validated cleaning (paper, "Experimental Setup", step 3).
 
-Users are dropped when a feature is blank, the age is missing or outside [10, 100],
-or the location is garbled; interactions when malformed, out of range, duplicated,
-or pointing at an unknown or dropped user or item; finally users with fewer than
-two items (two clicked items for CTR). Every dropped row lands in `rejected` with its
-source file, line, id, reason and offending value: nothing is silently lost.
+Every field is trimmed and checked against its documented domain (`assets/domains.py`):
+users are dropped when a feature is missing, outside its domain (ML-1M gender M/F,
+occupation 0-20, age buckets; ages in [10, 100]) or garbled (broken text, not a foreign
+format); interactions when malformed, out of range, implausibly timed, duplicated, or
+pointing at an unknown or dropped user or item; finally users with fewer than two items
+(two clicked items for CTR). Every dropped row lands in `rejected` with its source file,
+line, id, reason and offending value, and the `accounting` frame proves it per raw file:
+rows read = rows kept + rows rejected.
 """
 
 
@@ -14,7 +17,11 @@ import numpy as np
 import polars as pl
 
 from assets.bundle import Bundle
-from assets.specs import AGE_MAX, AGE_MIN, MIN_ITEMS_PER_USER, MOVIELENS_AGE_CODES, DatasetSpec
+from assets.domains import (
+    FIELD_LABELS, ITEM_ID_DOMAINS, TIME_DOMAINS, Parts, Rule, field_rules, is_missing, parts_columns, parts_rules,
+    trimmed, user_domains,
+)
+from assets.specs import AGE_MAX, AGE_MIN, MIN_ITEMS_PER_USER, DatasetSpec
 
 REJECTED_SCHEMA = {
     "dataset": pl.String,
@@ -24,13 +31,12 @@ REJECTED_SCHEMA = {
     "reason": pl.String,
     "value": pl.String,
 }
-# Values that stand for "no value" in the raw files.
-PLACEHOLDERS = ("", "n/a", "na", "null", "none", "unknown", "?", "-", ".", "x", "xxx", "n.a.")
-# UTF-8 bytes read as ISO-8859-1: 'Ã'/'Â' followed by a continuation byte (e.g. 'Ã¼' for 'ü').
-MOJIBAKE = r"[ÂÃ][\x{80}-\x{BF}]"
-# Letters (any script), spaces and the punctuation place names use; anything else is garbled.
-PLACE_NAME = r"^[\p{L}][\p{L} .'&()/-]*$"
-ZIP_CODE = r"^\d{5}(-?\d{4})?$"
+# Placeholders an item field may hold instead of a value (they become missing, not rejections).
+ITEM_PLACEHOLDERS = ("", "n/a", "na", "null", "none", "unknown", "?", "-", ".")
+
+
+class CleaningError(ValueError):
+    """Cleaning left nothing to learn from, or lost rows; the message names files and reasons."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,6 @@ class CleaningRules:
     age_min: int = AGE_MIN
     age_max: int = AGE_MAX
     min_items: int = MIN_ITEMS_PER_USER
-
-
-Rule = tuple[pl.Expr, str, pl.Expr]  # (row is bad, reason, offending value)
 
 
 def rejected_rows(frame: pl.DataFrame, reason: pl.Expr, value: pl.Expr, record_id: pl.Expr, dataset: str) -> pl.DataFrame:
@@ -63,104 +66,116 @@ def split_by_rules(
     """Split `frame` into (kept, rejected) in one pass; a row is charged to its first failing rule.
 
     A rule that evaluates to null (e.g. a comparison on a missing value) counts as failed.
+    A rule's reason is a text or an expression (e.g. naming what is broken in the value).
     Columns in `drop` are left out of the kept rows without being copied.
     """
     if not rules:
         return frame.drop(*drop), rejected_rows(frame.clear(), pl.lit(""), pl.lit(""), record_id, dataset)
     # First pass over all rows computes only a small rule index; reasons and offending values
     # (strings) are built for the rejected rows alone.
-    rule_index = pl.when(rules[0][0].fill_null(True)).then(pl.lit(0, dtype=pl.UInt8))
+    rule_index = pl.when(rules[0][0].fill_null(True)).then(pl.lit(0, dtype=pl.UInt16))
     for index, (bad, _, _) in enumerate(rules[1:], start=1):
-        rule_index = rule_index.when(bad.fill_null(True)).then(pl.lit(index, dtype=pl.UInt8))
+        rule_index = rule_index.when(bad.fill_null(True)).then(pl.lit(index, dtype=pl.UInt16))
     flagged = frame.with_columns(_rule=rule_index.otherwise(None))
     failed = flagged.filter(pl.col("_rule").is_not_null())
-    value = pl.when(pl.col("_rule") == 0).then(rules[0][2].cast(pl.String))
-    for index, (_, _, offending) in enumerate(rules[1:], start=1):
-        value = value.when(pl.col("_rule") == index).then(offending.cast(pl.String))
-    reasons = {index: text for index, (_, text, _) in enumerate(rules)}
-    reason = pl.col("_rule").replace_strict(reasons, return_dtype=pl.String)
-    rejected = rejected_rows(failed, reason, value.otherwise(None), record_id, dataset)
+
+    def by_rule(position: int) -> pl.Expr:
+        chain = pl.when(pl.col("_rule") == 0).then(pl.lit(rules[0][position]) if isinstance(rules[0][position], str)
+                                                  else rules[0][position].cast(pl.String))
+        for index, rule in enumerate(rules[1:], start=1):
+            part = rule[position]
+            chain = chain.when(pl.col("_rule") == index).then(pl.lit(part) if isinstance(part, str) else part.cast(pl.String))
+        return chain.otherwise(None)
+
+    rejected = rejected_rows(failed, by_rule(1), by_rule(2), record_id, dataset)
     kept = flagged.lazy().filter(pl.col("_rule").is_null()).drop("_rule", *drop).collect()
     return kept, rejected
 
 
-def is_placeholder(column: str) -> pl.Expr:
-    """True where the value is null, blank or a placeholder such as 'n/a'."""
-    return pl.col(column).is_null() | pl.col(column).str.strip_chars().str.to_lowercase().is_in(PLACEHOLDERS)
+def trim_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every text field without surrounding whitespace (ids too: ' 12 ' is user 12)."""
+    return frame.with_columns(
+        pl.col(name).str.strip_chars() for name, dtype in frame.schema.items() if dtype == pl.String and name != "source_file"
+    )
 
 
 def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[Rule]:
     """The per-user rules of `spec`'s dataset as (bad, reason, offending value), in order."""
-    age_text = pl.col("age").str.strip_chars()
-    age = age_text.cast(pl.Int64, strict=False)
-    checks: list[Rule] = [
-        (pl.col("_repeated"), "duplicate user_id", pl.col("user_id")),  # see clean_users
-        (is_placeholder("age"), "age missing", pl.col("age")),
-        (age.is_null(), "age not an integer", pl.col("age")),
-    ]
-    if spec.name == "movielens":
-        # ML-1M's age is a bucket code (1 = under 18, 18 = 18-24, ...), not an age in years.
-        checks.append((~age.is_in(MOVIELENS_AGE_CODES), "age code not one of ML-1M's buckets", pl.col("age")))
-    else:
-        checks.append(
-            ((age < rules.age_min) | (age > rules.age_max), f"age outside [{rules.age_min}, {rules.age_max}]", pl.col("age"))
-        )
-    if spec.name == "bookcrossing":
-        parts = pl.col("location").str.split(",")
-        checks.append((parts.list.len() != 3, "location not 'city, state, country'", pl.col("location")))
-        for index, name in enumerate(("city", "state", "country")):
-            part = parts.list.get(index, null_on_oob=True).str.strip_chars()
-            checks.append((is_garbled_place(part), f"garbled location ({name})", pl.col("location")))
-    elif spec.name == "movielens":
-        checks.append((~pl.col("zip").str.contains(ZIP_CODE).fill_null(False), "garbled zip code", pl.col("zip")))
-    elif spec.name == "taobao":
-        checks.append((is_garbled_place(pl.col("city").str.strip_chars()), "garbled city", pl.col("city")))
-    for field in spec.user_fields:
-        if field not in ("age", "city", "state", "country"):
-            checks.append((is_placeholder(field), f"blank {field}", pl.col(field)))
+    checks: list[Rule] = [(pl.col("_repeated"), "duplicate user_id", pl.col("user_id"))]  # see clean_users
+    for field, domain in user_domains(spec.name, rules.age_min, rules.age_max).items():
+        if isinstance(domain, Parts):
+            checks += parts_rules(field, domain)
+        else:
+            checks += field_rules(field, domain, FIELD_LABELS.get(field))
     return checks
-
-
-def is_garbled_place(text: pl.Expr) -> pl.Expr:
-    """True where a place name is missing, a placeholder, mojibake, or has non-name characters."""
-    lowered = text.str.to_lowercase()
-    return (
-        text.is_null()
-        | lowered.is_in(PLACEHOLDERS)
-        | text.str.contains(MOJIBAKE)
-        | ~text.str.contains(PLACE_NAME)
-    )
 
 
 def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Apply the user rules; return (users with typed features, rejected frames)."""
+    users = trim_text(users)
     users = users.with_columns(repeated_rows(users, ["user_id"]))
     kept, rejected = split_by_rules(users, user_rules(spec, rules), pl.col("user_id"), spec.name, drop=("_repeated",))
-    if spec.name == "bookcrossing":
-        parts = pl.col("location").str.split(",")
-        kept = kept.with_columns(
-            parts.list.get(i).str.strip_chars().str.to_lowercase().alias(name)
-            for i, name in enumerate(("city", "state", "country"))
-        )
-    kept = kept.with_columns(pl.col("age").str.strip_chars().cast(pl.Int64))
+    for field, domain in user_domains(spec.name, rules.age_min, rules.age_max).items():
+        if isinstance(domain, Parts):
+            kept = kept.with_columns(parts_columns(field, domain))
+    kept = kept.with_columns(pl.col("age").cast(pl.Int64))
     columns = ["source_file", "line", "user_id", *spec.user_fields]
     return kept.select(columns).with_columns(
         pl.col(f).cast(pl.String).str.strip_chars() for f in spec.user_fields if f != "age"
     ), [rejected]
 
 
-def clean_items(items: pl.DataFrame, spec: DatasetSpec) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Drop duplicate item ids; blank item fields become null (encoded as missing later)."""
+def attach_item_details(
+    items: pl.DataFrame, details: pl.DataFrame | None, spec: DatasetSpec
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
+    """Give every item the fields of its details row (MeLU's movies_extrainfos.dat for ML-1M).
+
+    A details row whose item_id repeats an earlier one, or names no item, is rejected; items
+    without details get missing fields. Returns (items, details rows used, rejected).
+    Without details, item fields the items lack are missing.
+    """
+    fields = (*spec.item_fields, *spec.item_multi_fields)
+    empty = {f: pl.lit(None, dtype=pl.String) for f in spec.item_fields} | {
+        f: pl.lit([], dtype=pl.List(pl.String)) for f in spec.item_multi_fields}
+    if details is None:
+        return items.with_columns(empty[f].alias(f) for f in fields if f not in items.columns), None, \
+            rejected_rows(items.clear(), pl.lit(""), pl.lit(""), pl.lit(""), spec.name)
+    details = trim_text(details).with_columns(repeated_rows(details, ["item_id"]))
+    item_file = items["source_file"][0] if items.height else "items"
+    rules: list[Rule] = [
+        *field_rules("item_id", ITEM_ID_DOMAINS[spec.name]),
+        (pl.col("_repeated"), "duplicate item_id", pl.col("item_id")),
+        (~pl.col("item_id").is_in(items["item_id"].implode()), f"item_id not in {item_file}", pl.col("item_id")),
+    ]
+    used, rejected = split_by_rules(details, rules, pl.col("item_id"), spec.name, drop=("_repeated",))
+    detail_fields = [f for f in fields if f in used.columns]
+    joined = items.drop(*[f for f in detail_fields if f in items.columns]).join(
+        used.select("item_id", *detail_fields), on="item_id", how="left", maintain_order="left")
+    joined = joined.with_columns(
+        pl.col(f).fill_null(pl.lit([], dtype=pl.List(pl.String))) for f in spec.item_multi_fields if f in detail_fields
+    ).with_columns(empty[f].alias(f) for f in fields if f not in joined.columns)
+    return joined, used.select("source_file", "line", "item_id"), rejected
+
+
+def clean_items(
+    items: pl.DataFrame, spec: DatasetSpec, details: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame | None, list[pl.DataFrame]]:
+    """Drop items with a missing or repeated id; attach details; placeholder fields become null.
+
+    Returns (items, details rows used or None, rejected frames).
+    """
+    items = trim_text(items)
     items = items.with_columns(repeated_rows(items, ["item_id"]))
-    duplicate = (pl.col("_repeated"), "duplicate item_id", pl.col("item_id"))
-    kept, dup = split_by_rules(items, [duplicate], pl.col("item_id"), spec.name, drop=("_repeated",))
+    rules = [*field_rules("item_id", ITEM_ID_DOMAINS[spec.name]), (pl.col("_repeated"), "duplicate item_id", pl.col("item_id"))]
+    kept, rejected = split_by_rules(items, rules, pl.col("item_id"), spec.name, drop=("_repeated",))
+    kept, used_details, rejected_details = attach_item_details(kept, details, spec)
+    placeholder = lambda f: pl.col(f).is_null() | pl.col(f).str.strip_chars().str.to_lowercase().is_in(ITEM_PLACEHOLDERS)  # noqa: E731
     single = [
-        pl.when(is_placeholder(f) | (pl.col(f).str.strip_chars() == "0")).then(None).otherwise(pl.col(f).str.strip_chars()).alias(f)
-        if f == "year" else
-        pl.when(is_placeholder(f)).then(None).otherwise(pl.col(f).str.strip_chars()).alias(f)
+        pl.when(placeholder(f) | ((pl.col(f).str.strip_chars() == "0") if f == "year" else pl.lit(False)))
+        .then(None).otherwise(pl.col(f).str.strip_chars()).alias(f)
         for f in spec.item_fields
     ]
-    return kept.select("source_file", "line", "item_id", *single, *spec.item_multi_fields), [dup]
+    return kept.select("source_file", "line", "item_id", *single, *spec.item_multi_fields), used_details, [rejected, rejected_details]
 
 
 def repeated_rows(frame: pl.DataFrame, keys: list[str]) -> pl.Series:
@@ -181,6 +196,31 @@ def repeated_rows(frame: pl.DataFrame, keys: list[str]) -> pl.Series:
 RECORD_ID = pl.concat_str(["user_id", "item_id"], separator="|")  # an interaction's id in rejected_rows
 
 
+def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFrame, raw_user_ids: pl.Series) -> list[Rule]:
+    """Rules of one interaction row, in order: ids, label, time, then users and items it names."""
+    label = pl.col("_label")
+    rules: list[Rule] = [
+        (is_missing("user_id"), "user_id missing", pl.col("user_id")),
+        (is_missing("item_id"), "item_id missing", pl.col("item_id")),
+        (is_missing("label"), "label missing", pl.col("label")),
+        (label.is_null() | label.is_nan(), "label not a number", pl.col("label")),
+    ]
+    if spec.name == "bookcrossing":
+        rules.append((label == 0, "implicit rating 0 (not an explicit 1-10 rating)", pl.col("label")))
+    rules.append(((label < spec.label_min) | (label > spec.label_max) | (label != label.round()),
+                  f"label outside {{{spec.label_min:g}..{spec.label_max:g}}}", pl.col("label")))
+    if spec.name in TIME_DOMAINS:
+        rules += field_rules("ts", TIME_DOMAINS[spec.name], FIELD_LABELS["ts"])
+    else:  # a dataset without times (Book-Crossing) may still carry them
+        rules.append((pl.col("ts").is_not_null() & pl.col("_ts").is_null(), "timestamp not an integer", pl.col("ts")))
+    rules += [
+        (~pl.col("user_id").is_in(raw_user_ids.implode()), "unknown user_id", pl.col("user_id")),
+        (~pl.col("user_id").is_in(users["user_id"].implode()), "user dropped by cleaning", pl.col("user_id")),
+        (~pl.col("item_id").is_in(items["item_id"].implode()), "unknown item_id", pl.col("item_id")),
+    ]
+    return rules
+
+
 def clean_interactions(
     interactions: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame, raw_user_ids: pl.Series, spec: DatasetSpec
 ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
@@ -189,22 +229,11 @@ def clean_interactions(
     Two passes over the (possibly tens of millions of) rows: the row rules, then duplicates
     among the survivors; neither copies the frame more than once.
     """
-    label = pl.col("_label")
-    frame = interactions.with_columns(
-        _label=pl.col("label").str.strip_chars().cast(pl.Float64, strict=False),
-        _ts=pl.col("ts").str.strip_chars().cast(pl.Int64, strict=False),
+    frame = trim_text(interactions).with_columns(
+        _label=pl.col("label").cast(pl.Float64, strict=False),
+        _ts=pl.col("ts").cast(pl.Int64, strict=False),
     )
-    row_rules: list[Rule] = [
-        (label.is_null() | label.is_nan(), "label not a number", pl.col("label")),
-        ((label == 0) if spec.name == "bookcrossing" else pl.lit(False),
-         "implicit rating 0 (not an explicit 1-10 rating)", pl.col("label")),
-        ((label < spec.label_min) | (label > spec.label_max) | (label != label.round()),
-         f"label outside {{{spec.label_min:g}..{spec.label_max:g}}}", pl.col("label")),
-        (pl.col("ts").is_not_null() & pl.col("_ts").is_null(), "timestamp not an integer", pl.col("ts")),
-        (~pl.col("user_id").is_in(raw_user_ids.implode()), "unknown user_id", pl.col("user_id")),
-        (~pl.col("user_id").is_in(users["user_id"].implode()), "user dropped by cleaning", pl.col("user_id")),
-        (~pl.col("item_id").is_in(items["item_id"].implode()), "unknown item_id", pl.col("item_id")),
-    ]
+    row_rules = interaction_rules(spec, users, items, raw_user_ids.str.strip_chars())
     # The raw label and time strings are only needed as offending values of rejected rows.
     frame, rejected_rules = split_by_rules(frame, row_rules, RECORD_ID, spec.name, drop=("label", "ts"))
     if spec.task == "ctr":
@@ -220,22 +249,35 @@ def clean_interactions(
     duplicate = (pl.col("_repeated"), f"duplicate {dup_name}", value)
     frame, rejected_dups = split_by_rules(frame, [duplicate], RECORD_ID, spec.name, drop=("_repeated",))
     frame = frame.rename({"_label": "label", "_ts": "ts"})
+    rejected = [rejected_rules, rejected_dups]
     if spec.task == "ctr":
-        frame = merge_impressions(frame)
-    return frame, [rejected_rules, rejected_dups]
+        frame, merged = merge_impressions(frame, spec.name)
+        rejected.append(merged)
+    return frame, rejected
 
 
-def merge_impressions(frame: pl.DataFrame) -> pl.DataFrame:
+MERGED_IMPRESSION = "repeated impression, merged into the user's first impression of the item (clicked if any was)"
+
+
+def merge_impressions(frame: pl.DataFrame, dataset: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Collapse repeated impressions of one item to one example: clicked if any was clicked.
 
-    Keeps the earliest impression's file, line and time so the example traces to a raw line.
+    Keeps the earliest impression's file, line and time so the example traces to a raw line;
+    the later impressions are returned as rejected rows (merged), so every raw row is accounted for.
     """
-    return (
-        frame.sort("ts", "source_file", "line")
-        .group_by("user_id", "item_id", maintain_order=True)
-        .agg(pl.col("source_file").first(), pl.col("line").first(), pl.col("label").max(), pl.col("ts").first())
+    ordered = frame.sort("ts", "source_file", "line").with_columns(
+        _first=pl.int_range(pl.len()).over("user_id", "item_id") == 0
+    )
+    merged = (
+        ordered.filter("_first").drop("_first")
+        .join(ordered.group_by("user_id", "item_id").agg(_clicked=pl.col("label").max()), on=["user_id", "item_id"],
+              maintain_order="left")
+        .with_columns(pl.col("_clicked").alias("label")).drop("_clicked")
         .select("source_file", "line", "user_id", "item_id", "label", "ts")
     )
+    absorbed = ordered.filter(~pl.col("_first"))
+    value = pl.concat_str(pl.col("ts").cast(pl.String), pl.col("label").cast(pl.String), separator=",")
+    return merged, rejected_rows(absorbed, pl.lit(MERGED_IMPRESSION), value, RECORD_ID, dataset)
 
 
 def drop_thin_users(
@@ -245,7 +287,7 @@ def drop_thin_users(
     n_items = (pl.col("label") > 0).sum() if spec.task == "ctr" else pl.len()
     counts = interactions.group_by("user_id").agg(n=n_items.cast(pl.Int64))
     unit = "clicked items" if spec.task == "ctr" else "items"
-    users = users.join(counts, on="user_id", how="left").with_columns(pl.col("n").fill_null(0))
+    users = users.join(counts, on="user_id", how="left", maintain_order="left").with_columns(pl.col("n").fill_null(0))
     too_few = (pl.col("n") < rules.min_items, f"fewer than {rules.min_items} {unit}", pl.col("n"))
     users, dropped_users = split_by_rules(users, [too_few], pl.col("user_id"), spec.name)
     orphaned = (~pl.col("user_id").is_in(users["user_id"].implode()), f"user has fewer than {rules.min_items} {unit}", pl.col("user_id"))
@@ -263,16 +305,61 @@ def malformed_rejections(malformed: pl.DataFrame, dataset: str) -> pl.DataFrame:
     ).cast(REJECTED_SCHEMA)
 
 
+def rows_by_file(frames: list[pl.DataFrame], name: str) -> pl.DataFrame:
+    """Rows per source file over `frames`, in column `name`."""
+    parts = [f.select("source_file") for f in frames if f is not None and "source_file" in f.columns]
+    if not parts:
+        return pl.DataFrame(schema={"source_file": pl.String, name: pl.Int64})
+    return pl.concat(parts).group_by("source_file").agg(pl.len().cast(pl.Int64).alias(name))
+
+
+def row_accounting(raw: Bundle, kept: list[pl.DataFrame], rejected: pl.DataFrame) -> pl.DataFrame:
+    """Per raw file: rows read, kept and rejected (read = kept + rejected when nothing is lost)."""
+    read = rows_by_file([f for name, f in raw.frames.items() if name != "truth"], "read")
+    table = read.join(rows_by_file(kept, "kept"), on="source_file", how="full", coalesce=True)
+    table = table.join(rows_by_file([rejected], "rejected"), on="source_file", how="full", coalesce=True)
+    table = table.with_columns(pl.col("read", "kept", "rejected").fill_null(0)).sort("source_file")
+    # Rebuilt from plain values: after group_by and joins the Arrow string buffers are laid out
+    # differently run to run, and the content hash is computed over the Arrow bytes.
+    return pl.DataFrame(table.to_dict(as_series=False), schema=table.schema)
+
+
+def check_accounting(accounting: pl.DataFrame, dataset: str) -> None:
+    """Raise a CleaningError naming every file whose rows are not all kept or rejected."""
+    lost = accounting.filter(pl.col("read") != pl.col("kept") + pl.col("rejected"))
+    if lost.height:
+        files = "; ".join(f"{r['source_file']}: read {r['read']}, kept {r['kept']}, rejected {r['rejected']}"
+                          for r in lost.iter_rows(named=True))
+        raise CleaningError(f"{dataset}: cleaning lost track of rows ({files})")
+
+
+def require_survivors(frames: dict[str, pl.DataFrame], rejected: pl.DataFrame, dataset: str) -> None:
+    """Raise a CleaningError naming the main reasons when no user or no interaction is left."""
+    for name in ("users", "interactions"):
+        if frames[name].height == 0:
+            top = rejected.group_by("source_file", "reason").agg(pl.len().alias("n"), pl.col("line").first(),
+                                                                 pl.col("value").first())
+            top = top.sort("n", descending=True).head(3)
+            reasons = "; ".join(f"{r['n']} x {r['reason']!r} ({r['source_file']} line {r['line']}: {r['value']!r})"
+                                for r in top.iter_rows(named=True))
+            raise CleaningError(f"{dataset}: no {name} left after cleaning; rejected: {reasons or 'nothing'}")
+
+
 def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = CleaningRules()) -> Bundle:
-    """Apply every cleaning rule to a raw bundle; return users, items, interactions, rejected."""
+    """Apply every cleaning rule to a raw bundle; return users, items, interactions, rejected.
+
+    Also returns `accounting` (per raw file: rows read, kept, rejected) and, for ML-1M with
+    MeLU's details, `item_details` (the details rows attached to items). Raises a
+    CleaningError when no user or interaction is left, or a row is unaccounted for.
+    """
     users, rejected = clean_users(raw.frame("users"), spec, rules)
-    items, rejected_items = clean_items(raw.frame("items"), spec)
-    interactions, rejected_rows = clean_interactions(
+    items, used_details, rejected_items = clean_items(raw.frame("items"), spec, raw.frames.get("item_details"))
+    interactions, rejected_rows_ = clean_interactions(
         raw.frame("interactions"), users, items, raw.frame("users")["user_id"], spec
     )
     users, interactions, rejected_thin = drop_thin_users(users, interactions, spec, rules)
     rejected_all = pl.concat(
-        [malformed_rejections(raw.frame("malformed"), spec.name), *rejected, *rejected_items, *rejected_rows, *rejected_thin]
+        [malformed_rejections(raw.frame("malformed"), spec.name), *rejected, *rejected_items, *rejected_rows_, *rejected_thin]
     )
     frames = {
         "users": users.sort("user_id"),
@@ -280,6 +367,12 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
         "interactions": interactions.sort("user_id", "item_id"),
         "rejected": rejected_all,
     }
+    if used_details is not None:
+        frames["item_details"] = used_details.sort("item_id")
+    require_survivors(frames, rejected_all, spec.name)
+    kept = [frames[n] for n in ("users", "items", "interactions", "item_details") if n in frames]
+    frames["accounting"] = row_accounting(raw, kept, rejected_all)
+    check_accounting(frames["accounting"], spec.name)
     if "truth" in raw.frames:
         frames["truth"] = raw.frame("truth").join(users.select("user_id"), on="user_id", how="semi").sort("user_id")
     return Bundle(frames=frames, info={"dataset": spec.name, "rules": rules.__dict__})
@@ -299,11 +392,12 @@ def rejected_summary(rejected: pl.DataFrame) -> pl.DataFrame:
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="data", kinds={"polars", "duckdb"}, code_version="1",
+    partitions_def=dataset_partitions, group_name="data", kinds={"polars", "duckdb"}, code_version="2",
     description="Validated cleaning: typed users, items and interactions; every dropped row kept with its reason.",
 )
 def clean_logs(context: dg.AssetExecutionContext, raw_logs: Bundle) -> dg.Output[Bundle]:
     bundle = clean_logs_from_raw(raw_logs, spec_for(context.partition_key))
     summary = rejected_summary(bundle.frame("rejected"))
     context.log.info(f"rejected {bundle.frame('rejected').height} rows; by reason:\n{summary}")
-    return bundle_output(bundle, rejected_by_reason=markdown_table(summary))
+    return bundle_output(bundle, rejected_by_reason=markdown_table(summary),
+                         rows_per_raw_file=markdown_table(bundle.frame("accounting")))

@@ -5,17 +5,61 @@ handful of ratings (or clicks); the learner adapts its decision layers on them, 
 user's own inner learning rate, and ranks every other item.
 """
 
+import math
+
 import numpy as np
 import polars as pl
 import torch
 
 from assets.bundle import Bundle
 from assets.meta_tasks import PAD_INDEX, UNKNOWN_INDEX
+from assets.specs import DatasetSpec, spec_for
 from models.tasks import TaskSplit, task_data_from_tensors
 
 
 class ColdStartInputError(ValueError):
-    """A profile field or an item the model does not know, named in the message."""
+    """A profile field, item, label, seed or count the model cannot take, named in the message."""
+
+
+def label_set(spec: DatasetSpec) -> str:
+    """The labels a user may give, as the message shows them ('1..5', '0 or 1')."""
+    if spec.task == "ctr":
+        return f"{spec.label_min:g} or {spec.label_max:g} (not clicked / clicked)"
+    return f"whole numbers {spec.label_min:g}..{spec.label_max:g}"
+
+
+def check_label(item: str, label: float, spec: DatasetSpec) -> float:
+    """`label` if it is a finite label of `spec`'s dataset, else a ColdStartInputError naming item and value."""
+    if not math.isfinite(label) or label != round(label) or not spec.label_min <= label <= spec.label_max:
+        raise ColdStartInputError(
+            f"label {label!r} of item {item!r} is not a {spec.name} label; give {label_set(spec)}"
+        )
+    return float(label)
+
+
+def parse_label(item: str, text: str, spec: DatasetSpec) -> float:
+    """A label given as text ('4', '1'), checked against `spec`'s label set."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ColdStartInputError(f"label {text!r} of item {item!r} is not a number; give {label_set(spec)}") from None
+    return check_label(item, value, spec)
+
+
+def check_top(top: int) -> int:
+    """`top` if at least one item is asked for."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ColdStartInputError(f"--top must be a whole number of at least 1, got {top!r}")
+    return top
+
+
+def check_seed(seed: int | None, trained: list[int]) -> int:
+    """The seed to use: `seed` if the model was trained with it, the first trained seed if None."""
+    if seed is None:
+        return trained[0]
+    if seed not in trained:
+        raise ColdStartInputError(f"seed {seed} was not trained for this model; trained seeds: {', '.join(map(str, trained))}")
+    return seed
 
 
 def encode_profile(profile: dict[str, str], vocab: pl.DataFrame, fields: tuple[str, ...]) -> list[int]:
@@ -26,9 +70,16 @@ def encode_profile(profile: dict[str, str], vocab: pl.DataFrame, fields: tuple[s
         raise ColdStartInputError(f"profile needs exactly the fields {', '.join(fields)}; missing {missing}, unknown {extra}")
     codes = []
     for field in fields:
-        match = vocab.filter((pl.col("field") == field) & (pl.col("value") == str(profile[field])))
+        match = vocab.filter((pl.col("field") == field) & (pl.col("value") == str(profile[field]).strip()))
         codes.append(int(match["index"][0]) if match.height else UNKNOWN_INDEX)
     return codes
+
+
+def unknown_profile_fields(profile: dict[str, str], tasks: Bundle) -> dict[str, str]:
+    """Profile fields whose value the model never saw in training (they use the unknown embedding)."""
+    fields = tuple(tasks.info["user_fields"])
+    codes = encode_profile(profile, tasks.frame("vocab"), fields)
+    return {f: profile[f] for f, code in zip(fields, codes) if code == UNKNOWN_INDEX}
 
 
 def recommend(model: Bundle, tasks: Bundle, profile: dict[str, str], ratings: dict[str, float],
@@ -36,9 +87,15 @@ def recommend(model: Bundle, tasks: Bundle, profile: dict[str, str], ratings: di
     """Adapt `model` (one seed) to a new user and rank all items they have not rated.
 
     Returns (item_id, score, rank) for the `top` items and the user's inner learning rate.
+    Raises ColdStartInputError for an unknown item or seed, a label outside the dataset's
+    label set (NaN, inf, 5 on click data), or `top` < 1.
     """
     from assets.method_assets import load_learner
 
+    check_top(top)
+    seed = check_seed(seed, list(model.info["seeds"]))
+    spec = spec_for(tasks.info["dataset"])
+    ratings = {item: check_label(item, label, spec) for item, label in ratings.items()}
     data = task_data_from_tensors(tasks.tensors, tasks.info)
     item_rows = dict(tasks.frame("items").iter_rows())
     unknown = sorted(i for i in ratings if i not in item_rows)
@@ -56,7 +113,7 @@ def recommend(model: Bundle, tasks: Bundle, profile: dict[str, str], ratings: di
         support_mask=torch.ones_like(support, dtype=torch.bool), query_items=query,
         query_labels=torch.zeros(query.shape), query_mask=query != PAD_INDEX,
     )
-    learner = load_learner(model, data, model.info["seeds"][0] if seed is None else seed)
+    learner = load_learner(model, data, seed)
     learner.eval()
     outcome = learner.run(one_user, data.items, training=False)
     scores = outcome.query_pred.detach()[0]

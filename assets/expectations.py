@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from assets.specs import AGE_MAX, AGE_MIN, MIN_ITEMS_PER_USER, MOVIELENS_AGE_CODES, DatasetSpec
+from assets.specs import AGE_MAX, AGE_MIN, MIN_ITEMS_PER_USER, DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -26,17 +26,36 @@ class ExpectationOutcome:
     details: str
 
 
+def domain_expectations(column: str, domain, as_text: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The expectation a cleaned column meets for its field domain (assets/domains.py).
+
+    `as_text`: the cleaned column holds the integers as text (e.g. ML-1M occupation '0'-'20').
+    """
+    from assets.domains import EpochSeconds, IntegerIn, OneOf
+
+    if isinstance(domain, OneOf):
+        return [("ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(domain.values)})]
+    if isinstance(domain, IntegerIn):
+        values = list(domain.codes) if domain.codes else None
+        if as_text:
+            values = [str(v) for v in (values or range(domain.low, domain.high + 1))]
+        if values is not None:
+            return [("ExpectColumnValuesToBeInSet", {"column": column, "value_set": values})]
+        return [("ExpectColumnValuesToBeBetween", {"column": column, "min_value": domain.low, "max_value": domain.high})]
+    if isinstance(domain, EpochSeconds):
+        return [("ExpectColumnValuesToBeBetween", {"column": column, "min_value": domain.low, "max_value": domain.high - 1})]
+    return []
+
+
 def users_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
-    """Expectations on cleaned users: unique ids, ages in bounds, no blank features."""
-    age = (
-        ("ExpectColumnValuesToBeInSet", {"column": "age", "value_set": list(MOVIELENS_AGE_CODES)})
-        if spec.name == "movielens"
-        else ("ExpectColumnValuesToBeBetween", {"column": "age", "min_value": AGE_MIN, "max_value": AGE_MAX})
-    )
+    """Expectations on cleaned users: unique ids, every feature in its domain, no blank features."""
+    from assets.domains import user_domains
+
+    domains = user_domains(spec.name, AGE_MIN, AGE_MAX)
     return [
         ("ExpectColumnValuesToBeUnique", {"column": "user_id"}),
         ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
-        age,
+        *[e for f in spec.user_fields if f in domains for e in domain_expectations(f, domains[f], as_text=f != "age")],
         *[("ExpectColumnValuesToNotBeNull", {"column": f}) for f in spec.user_fields],
         *[("ExpectColumnValueLengthsToBeBetween", {"column": f, "min_value": 1})
           for f in spec.user_fields if f != "age"],
@@ -44,11 +63,15 @@ def users_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
 
 
 def interactions_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
-    """Expectations on cleaned interactions: ids present, labels in range, no duplicate pairs."""
+    """Expectations on cleaned interactions: ids present, labels in range, plausible times, no duplicate pairs."""
+    from assets.domains import TIME_DOMAINS
+
+    times = domain_expectations("ts", TIME_DOMAINS[spec.name]) if spec.name in TIME_DOMAINS else []
     return [
         ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
         ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}),
         ("ExpectColumnValuesToBeBetween", {"column": "label", "min_value": spec.label_min, "max_value": spec.label_max}),
+        *times,
         ("ExpectCompoundColumnsToBeUnique", {"column_list": ["user_id", "item_id"]}),
     ]
 

@@ -8,12 +8,15 @@ split into the expected fields go to a `malformed` frame instead of being droppe
 from __future__ import annotations
 
 import csv
+import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from assets.bundle import Bundle, file_source
+from assets.raw_text import Decoding, EmptyRawFileError, RawHeaderError, decode_text, decoding_of
 
 MALFORMED_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "text": pl.String, "reason": pl.String}
 
@@ -69,91 +72,165 @@ def require_files(dataset: str, data_dir: Path) -> Path:
 
 # A byte that never occurs in text files: reading with it as the separator yields whole lines.
 UNIT_SEPARATOR = "\x1f"
+BLANK_LINE = "blank line"  # the one reason every reader gives for a line with nothing on it
+CUT_OFF = "last line has no line ending: file cut off?"
 
 
-def read_text_lines(path: Path, encoding: str) -> pl.Series:
+def read_text_lines(path: Path, decoding: Decoding) -> pl.Series:
     """Every line of a text file, blank lines included (as ""), without the final newline.
 
     UTF-8 files are read by polars' native reader (tens of millions of lines in bounded
-    memory); other encodings are decoded in Python.
+    memory); other encodings, and lines polars cannot take whole, are decoded in Python.
+    The bytes were validated by `decoding_of` first, so neither path can fail on them.
     """
-    if encoding.replace("-", "").lower() == "utf8":
-        frame = pl.read_csv(
-            path, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
-            schema={"text": pl.String}, raise_if_empty=False,
-        )
-        return frame["text"].fill_null("")
-    lines = path.read_bytes().decode(encoding).split("\n")
+    if decoding.encoding == "utf-8":
+        try:
+            frame = pl.read_csv(
+                path, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
+                schema={"text": pl.String}, raise_if_empty=False,
+            )
+            return frame["text"].fill_null("")
+        except pl.exceptions.PolarsError:  # a line holding the separator byte itself
+            pass
+    lines = decode_text(path, decoding).split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the file's final newline, not a blank line
     return pl.Series("text", lines, dtype=pl.String)
 
 
+def header_key(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Header names compared without case, quotes, spaces, '-' or '_' ('User-ID' = 'user_id')."""
+    return tuple(re.sub(r"[\s\"'_-]", "", name).lower() for name in names)
+
+
+def check_header(found: list[str], expected: tuple[str, ...], label: str, path: Path) -> None:
+    """Raise a RawHeaderError unless the header line names the expected columns."""
+    if header_key(found) != header_key(expected):
+        raise RawHeaderError(
+            f"{label} ({path}) line 1: expected the header {', '.join(expected)}; found {', '.join(found) or 'nothing'}."
+        )
+
+
+def require_rows(rows: pl.DataFrame, malformed: pl.DataFrame, label: str, path: Path, n_fields: int) -> None:
+    """Raise an EmptyRawFileError when no line of the file gave a row."""
+    if rows.height:
+        return
+    lines = malformed.filter(pl.col("reason") != BLANK_LINE)
+    if not lines.height:
+        raise EmptyRawFileError(f"{label} ({path}): no data rows (the file holds only a header or blank lines).")
+    first = lines.row(0, named=True)
+    hint = " Are its lines separated by CR alone (old Mac line ends)?" if malformed.height == 1 and "\r" in first["text"] else ""
+    raise EmptyRawFileError(
+        f"{label} ({path}): none of its {malformed.height} lines has the expected {n_fields} fields; "
+        f"line {first['line']}: {first['text'][:120]!r} ({first['reason']}).{hint}"
+    )
+
+
 def split_lines(
     path: Path, label: str, sep: str, names: tuple[str, ...], *, encoding: str, header: bool
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split a delimited text file into string columns `names`.
+    """Split a delimited text file, decoded strictly in `encoding`, into string columns `names`.
 
     Returns (rows, malformed). Rows carry `source_file` (= `label`) and the 1-based
-    `line`; a line with the wrong number of fields, or a blank line, is malformed.
+    `line`; a line with the wrong number of fields, or a blank line, is malformed. With
+    `header`, line 1 must name `names`. Raises a RawFileError for a file that does not decode,
+    has another header, or gives no row.
     """
-    text = read_text_lines(path, encoding)
+    decoding = decoding_of(path, label, encoding)
+    text = read_text_lines(path, decoding)
     frame = pl.DataFrame({"line": pl.int_range(1, text.len() + 1, eager=True), "text": text}).with_columns(
         pl.col("text").str.strip_suffix("\r")
     )
     if header:
+        check_header(frame["text"][0].split(sep) if frame.height else [], names, label, path)
         frame = frame.slice(1)
     frame = frame.with_columns(parts=pl.col("text").str.split(sep))
     n_parts = pl.col("parts").list.len()
-    good = (n_parts == len(names)) & (pl.col("text") != "")
+    blank = pl.col("text").str.strip_chars() == ""
+    good = (n_parts == len(names)) & ~blank
     rows = frame.filter(good).select(
         pl.lit(label).alias("source_file"),
         "line",
         *[pl.col("parts").list.get(i).alias(name) for i, name in enumerate(names)],
     )
+    cut_off = (pl.col("line") == frame["line"].max()) & pl.lit(not decoding.ends_with_newline)
+    miscount = pl.format(f"expected {len(names)} fields separated by '{sep}', found {{}}", n_parts)
     malformed = frame.filter(~good).select(
         pl.lit(label).alias("source_file"),
         "line",
         "text",
-        pl.when(pl.col("text") == "")
-        .then(pl.lit("blank line"))
-        .otherwise(pl.format(f"expected {len(names)} fields separated by '{sep}', found {{}}", n_parts))
+        pl.when(blank).then(pl.lit(BLANK_LINE))
+        .when(cut_off).then(pl.concat_str(miscount, pl.lit(f" ({CUT_OFF})")))
+        .otherwise(miscount)
         .alias("reason"),
-    )
-    return rows, malformed.cast(MALFORMED_SCHEMA)
+    ).cast(MALFORMED_SCHEMA)
+    require_rows(rows, malformed, label, path, len(names))
+    return rows, malformed
+
+
+def quotes_open(text: str) -> bool:
+    """True when `text` ends inside a quoted field ('\\"' is an escaped quote)."""
+    return text.replace('\\"', "").count('"') % 2 == 1
 
 
 def read_quoted_csv(
-    path: Path, label: str, names: tuple[str, ...], *, n_fields: int
+    path: Path, label: str, names: tuple[str, ...], *, n_fields: int,
+    header: tuple[str, ...] | None = None, encoding: str = "latin-1",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read a Book-Crossing style CSV: ';' separated, quoted, '\\' escapes, ISO-8859-1.
 
     A record may span lines (a quoted line break); its `line` is the line it starts on.
     Only the first len(names) fields are kept; a record with other than `n_fields`
-    fields is malformed.
+    fields is malformed. Line 1 must be the `header` when one is given.
     """
+    decoding = decoding_of(path, label, encoding)
+    text = decode_text(path, decoding)
+    physical = text.split("\n")
     records: dict[str, list] = {"line": [], **{name: [] for name in names}}
     bad: dict[str, list] = {"line": [], "text": [], "reason": []}
-    with path.open(encoding="latin-1", newline="") as handle:
-        reader = csv.reader(handle, delimiter=";", escapechar="\\")
-        next_line = 1
-        for index, row in enumerate(reader):
-            start, next_line = next_line, reader.line_num + 1
-            if index == 0:
-                continue  # header
-            if len(row) != n_fields:
-                bad["line"].append(start)
-                bad["text"].append(";".join(row))
-                bad["reason"].append(f"expected {n_fields} fields separated by ';', found {len(row)}")
-                continue
-            records["line"].append(start)
-            for name, value in zip(names, row):
-                records[name].append(value)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=";", escapechar="\\")
+    next_line = 1
+    for index, row in enumerate(reader):
+        start, next_line = next_line, reader.line_num + 1
+        if index == 0:
+            if header is not None:
+                check_header(row, header, label, path)
+            continue
+        raw = "\n".join(line.removesuffix("\r") for line in physical[start - 1 : reader.line_num])
+        reason = None
+        cut_off = not decoding.ends_with_newline and reader.line_num == len(physical)
+        if all(not field.strip() for field in row) and len(row) <= 1:
+            reason = BLANK_LINE
+        elif cut_off and quotes_open(raw):
+            reason = f"the file ends inside a quoted field ({CUT_OFF})"
+        elif len(row) != n_fields:
+            reason = f"expected {n_fields} fields separated by ';', found {len(row)}" + (f" ({CUT_OFF})" if cut_off else "")
+        if reason:
+            bad["line"].append(start)
+            bad["text"].append(raw)
+            bad["reason"].append(reason)
+            continue
+        records["line"].append(start)
+        for name, value in zip(names, row):
+            records[name].append(value)
+    if next_line == 1:
+        raise EmptyRawFileError(f"{label} ({path}): no data rows (the file holds no line).")
     rows = pl.DataFrame(records, schema={"line": pl.Int64, **{n: pl.String for n in names}})
     rows = rows.select(pl.lit(label).alias("source_file"), pl.all())
     malformed = pl.DataFrame(bad, schema={"line": pl.Int64, "text": pl.String, "reason": pl.String})
-    malformed = malformed.select(pl.lit(label).alias("source_file"), pl.all())
-    return rows, malformed.cast(MALFORMED_SCHEMA)
+    malformed = malformed.select(pl.lit(label).alias("source_file"), pl.all()).cast(MALFORMED_SCHEMA)
+    require_rows(rows, malformed, label, path, n_fields)
+    return rows, malformed
+
+
+def decoded_as(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
+    """Files read in another encoding than declared: {label: 'utf-8 (declared latin-1)'}."""
+    switched = {}
+    for label, (path, declared) in files.items():
+        decoding = decoding_of(path, label, declared)
+        if decoding.switched:
+            switched[label] = f"{decoding.encoding} (declared {declared})"
+    return switched
 
 
 def _list_field(column: str, sep: str) -> pl.Expr:
@@ -167,75 +244,74 @@ def _list_field(column: str, sep: str) -> pl.Expr:
     )
 
 
+MOVIELENS_FILES: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (declared encoding, fields)
+    "users.dat": ("latin-1", ("user_id", "gender", "age", "occupation", "zip")),
+    "movies.dat": ("latin-1", ("item_id", "title", "genres")),
+    "ratings.dat": ("latin-1", ("user_id", "item_id", "label", "ts")),
+    "movies_extrainfos.dat": ("utf-8", ("item_id", "title", "year", "rate", "released", "genre", "director",
+                                        "writer", "actor", "plot", "poster")),
+}
+
+
 def read_movielens(data_dir: Path) -> Bundle:
     """Read ML-1M (users.dat, movies.dat, ratings.dat; '::' separated, ISO-8859-1).
 
-    Item features come from MeLU's movies_extrainfos.dat (rate, genre, director, actor)
-    when present; otherwise genre comes from movies.dat and the rest are missing.
+    Item features come from MeLU's movies_extrainfos.dat (UTF-8: rate, genre, director,
+    actor) when present, as the frame `item_details` that cleaning attaches to the items;
+    otherwise genre comes from movies.dat and the rest are missing.
     """
     directory = require_files("movielens", data_dir)
     sub = LAYOUTS["movielens"].subdir
-    read = lambda name, cols, enc="latin-1": split_lines(  # noqa: E731
-        directory / name, f"{sub}/{name}", "::", cols, encoding=enc, header=False
-    )
-    users, bad_users = read("users.dat", ("user_id", "gender", "age", "occupation", "zip"))
-    movies, bad_movies = read("movies.dat", ("item_id", "title", "genres"))
-    ratings, bad_ratings = read("ratings.dat", ("user_id", "item_id", "label", "ts"))
-    malformed = [bad_users, bad_movies, bad_ratings]
-    sources = [file_source(directory / n) for n in ("users.dat", "movies.dat", "ratings.dat")]
-    extra_path = directory / "movies_extrainfos.dat"
-    if extra_path.is_file():
-        extra_cols = ("item_id", "title", "year", "rate", "released", "genre", "director",
-                      "writer", "actor", "plot", "poster")
-        extra, bad_extra = read("movies_extrainfos.dat", extra_cols, "utf-8")
-        malformed.append(bad_extra)
-        sources.append(file_source(extra_path))
-        extra = extra.unique("item_id", keep="first", maintain_order=True).select(
-            "item_id", "rate", _list_field("genre", ","), _list_field("director", ","),
-            _list_field("actor", ",")
+    names = [n for n in MOVIELENS_FILES if n in LAYOUTS["movielens"].required or (directory / n).is_file()]
+    files = {f"{sub}/{n}": (directory / n, MOVIELENS_FILES[n][0]) for n in names}
+    read = {
+        n: split_lines(directory / n, f"{sub}/{n}", "::", MOVIELENS_FILES[n][1], encoding=MOVIELENS_FILES[n][0], header=False)
+        for n in names
+    }
+    users, ratings = read["users.dat"][0], read["ratings.dat"][0]
+    items = read["movies.dat"][0].select("source_file", "line", "item_id", "title", _list_field("genres", "|").alias("genre"))
+    frames = {"users": users, "items": items, "interactions": ratings}
+    if "movies_extrainfos.dat" in read:
+        frames["item_details"] = read["movies_extrainfos.dat"][0].select(
+            "source_file", "line", "item_id", "rate", _list_field("genre", ","), _list_field("director", ","),
+            _list_field("actor", ","),
         )
-        items = movies.select("source_file", "line", "item_id").join(extra, on="item_id", how="left")
-        items = items.with_columns(
-            pl.col(c).fill_null(pl.lit([], dtype=pl.List(pl.String))) for c in ("genre", "director", "actor")
-        )
-    else:
-        items = movies.select(
-            "source_file", "line", "item_id",
-            pl.lit(None, dtype=pl.String).alias("rate"),
-            _list_field("genres", "|").alias("genre"),
-            pl.lit([], dtype=pl.List(pl.String)).alias("director"),
-            pl.lit([], dtype=pl.List(pl.String)).alias("actor"),
-        )
-    return Bundle(
-        frames={"users": users, "items": items, "interactions": ratings, "malformed": pl.concat(malformed)},
-        info={"dataset": "movielens", "item_features_from": "movies_extrainfos.dat" if extra_path.is_file() else "movies.dat"},
-        sources=tuple(sources),
-    )
+    frames["malformed"] = pl.concat([bad for _, bad in read.values()])
+    info = {"dataset": "movielens", "item_features_from": "movies_extrainfos.dat" if "item_details" in frames else "movies.dat"}
+    if switched := decoded_as(files):
+        info["decoded_as"] = switched
+    return Bundle(frames=frames, info=info, sources=tuple(file_source(path) for path, _ in files.values()))
+
+
+BOOKCROSSING_FILES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name -> (header, kept fields)
+    "BX-Users.csv": (("User-ID", "Location", "Age"), ("user_id", "location", "age")),
+    "BX-Books.csv": (("ISBN", "Book-Title", "Book-Author", "Year-Of-Publication", "Publisher",
+                      "Image-URL-S", "Image-URL-M", "Image-URL-L"), ("item_id", "title", "author", "year", "publisher")),
+    "BX-Book-Ratings.csv": (("User-ID", "ISBN", "Book-Rating"), ("user_id", "item_id", "label")),
+}
+BOOKCROSSING_ENCODING = "latin-1"
 
 
 def read_bookcrossing(data_dir: Path) -> Bundle:
     """Read the Book-Crossing CSV dump (users, books, ratings) in its original format."""
     directory = require_files("bookcrossing", data_dir)
     sub = LAYOUTS["bookcrossing"].subdir
-    users, bad_users = read_quoted_csv(
-        directory / "BX-Users.csv", f"{sub}/BX-Users.csv", ("user_id", "location", "age"), n_fields=3
-    )
-    books, bad_books = read_quoted_csv(
-        directory / "BX-Books.csv", f"{sub}/BX-Books.csv",
-        ("item_id", "title", "author", "year", "publisher"), n_fields=8,
-    )
-    ratings, bad_ratings = read_quoted_csv(
-        directory / "BX-Book-Ratings.csv", f"{sub}/BX-Book-Ratings.csv",
-        ("user_id", "item_id", "label"), n_fields=3,
-    )
+    read = {
+        name: read_quoted_csv(directory / name, f"{sub}/{name}", fields, n_fields=len(header), header=header,
+                              encoding=BOOKCROSSING_ENCODING)
+        for name, (header, fields) in BOOKCROSSING_FILES.items()
+    }
+    info = {"dataset": "bookcrossing"}
+    if switched := decoded_as({f"{sub}/{n}": (directory / n, BOOKCROSSING_ENCODING) for n in BOOKCROSSING_FILES}):
+        info["decoded_as"] = switched
     return Bundle(
         frames={
-            "users": users,
-            "items": books.drop("title"),
-            "interactions": ratings.with_columns(pl.lit(None, dtype=pl.String).alias("ts")),
-            "malformed": pl.concat([bad_users, bad_books, bad_ratings]),
+            "users": read["BX-Users.csv"][0],
+            "items": read["BX-Books.csv"][0].drop("title"),
+            "interactions": read["BX-Book-Ratings.csv"][0].with_columns(pl.lit(None, dtype=pl.String).alias("ts")),
+            "malformed": pl.concat([bad for _, bad in read.values()]),
         },
-        info={"dataset": "bookcrossing"},
+        info=info,
         sources=tuple(file_source(directory / n) for n in LAYOUTS["bookcrossing"].required),
     )
 

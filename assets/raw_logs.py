@@ -78,10 +78,12 @@ def read_raw(dataset: str, data_dir: Path, home: Path, config: GeneratorConfig, 
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="data", kinds={"polars", "csv"}, code_version="1",
+    partitions_def=dataset_partitions, group_name="data", kinds={"polars", "csv"}, code_version="2",
     description="Raw files of one dataset read as text frames (no cleaning), with file hashes.",
 )
 def raw_logs(context: dg.AssetExecutionContext, config: RawLogsConfig, paml: PamlResource) -> dg.Output[Bundle]:
     bundle = read_raw(context.partition_key, paml.data_path, paml.home_path, generator_config(config), config.taobao_extra_days)
     context.log.info(f"read {len(bundle.sources)} raw files: " + ", ".join(s.path for s in bundle.sources))
+    if bundle.info.get("decoded_as"):
+        context.log.warning(f"read in another encoding than declared: {bundle.info['decoded_as']}")
     return bundle_output(bundle, raw_files=dg.MetadataValue.json([asdict(s) for s in bundle.sources]))

@@ -56,7 +56,7 @@ def summary(run_id: str) -> str:
     pl.Config.set_tbl_width_chars(160)
     pl.Config.set_fmt_str_lengths(70)
     pl.Config.set_tbl_hide_dataframe_shape(True)
-    store = LineageStore(default_home())
+    store = LineageStore(default_home(), read_only=True)
     artifacts = store.query(
         "SELECT asset_key, partition, n_rows, n_bytes, left(content_hash, 12) AS hash, location "
         "FROM artifacts WHERE run_id = ? ORDER BY seq", [run_id])
@@ -84,7 +84,7 @@ def report_summary() -> str:
 
     home = default_home()
     pl.Config.set_tbl_rows(60)
-    table = LineageStore(home).query(
+    table = LineageStore(home, read_only=True).query(
         "SELECT dataset, method, metric, round(mean, 4) AS mean, round(sd, 4) AS sd FROM table2 "
         "WHERE metric IN ('mse', 'nel') ORDER BY dataset, mean")
     return "\n".join([
@@ -96,28 +96,104 @@ def report_summary() -> str:
 
 
 def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
-    """['a=1', 'b=2'] -> {'a': '1', 'b': '2'}, or an error naming the bad pair."""
-    parsed = {}
+    """['a=1', 'b=2'] -> {'a': '1', 'b': '2'}, or an error naming the bad or repeated pair."""
+    parsed: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise SystemExit(f"{what}: expected KEY=VALUE, got {pair!r}")
+            raise SystemExit(f"error: {what}: expected KEY=VALUE, got {pair!r}")
+        if key in parsed:
+            raise SystemExit(f"error: {what}: {key!r} is given twice ({key}={parsed[key]} and {key}={value})")
         parsed[key] = value
     return parsed
 
 
 def recommend_command(args: argparse.Namespace) -> str:
-    """Load the newest model and tasks of a dataset, adapt to the given user, rank items."""
-    from assets.cold_start import recommend
+    """Load the newest model and tasks of a dataset, adapt to the given user, rank items.
+
+    Every input is checked (labels, --top, seed, repeated items) before anything is loaded
+    where possible; a bad one is a ColdStartInputError with a one-line message.
+    """
+    from assets.cold_start import check_top, parse_label, recommend, unknown_profile_fields
+    from assets.specs import spec_for
     from pipelines.store import LineageStore
 
-    store = LineageStore(default_home())
+    check_top(args.top)
+    spec = spec_for(args.dataset)
+    ratings = {item: parse_label(item, text, spec) for item, text in parse_pairs(args.ratings, "--ratings").items()}
+    profile = parse_pairs(args.profile, "--profile")
+    store = LineageStore(default_home(), read_only=True)
     model = store.load(store.latest(f"{args.method}_model", args.dataset))
     tasks = store.load(store.latest("meta_tasks", args.dataset))
-    ratings = {k: float(v) for k, v in parse_pairs(args.ratings, "--ratings").items()}
-    ranked, lr = recommend(model, tasks, parse_pairs(args.profile, "--profile"), ratings, args.top, args.seed)
+    ranked, lr = recommend(model, tasks, profile, ratings, args.top, args.seed)
+    lines = [f"{args.method} adapted to the new user on {len(ratings)} items (inner learning rate {lr:.4g}):"]
+    if unknown := unknown_profile_fields(profile, tasks):
+        lines.append("profile values never seen in training, so they use the unknown embedding: "
+                     + ", ".join(f"{field}={value}" for field, value in unknown.items()))
     pl.Config.set_tbl_rows(args.top)
-    return f"{args.method} adapted to the new user on {len(ratings)} items (inner learning rate {lr:.4g}):\n{ranked}"
+    return "\n".join([*lines, str(ranked)])
+
+
+SQL_FORMATS = ("table", "csv", "markdown", "json")
+
+
+def cell_text(value: object) -> str:
+    """One value as table text: NULL, full-precision floats, nested values as JSON."""
+    import json
+
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def render(frame: pl.DataFrame, fmt: str) -> str:
+    """A query result as `fmt` (table, csv, markdown, json); nothing is cut or elided."""
+    import json
+
+    if fmt == "json":
+        return frame.write_json()
+    if fmt == "csv":
+        nested = [c for c, t in frame.schema.items() if t.is_nested()]
+        flat = frame.with_columns(
+            pl.col(c).map_elements(lambda v: json.dumps(v, default=str), return_dtype=pl.String) for c in nested)
+        return flat.write_csv().rstrip("\n")
+    header = list(frame.columns)
+    rows = [[cell_text(v) for v in row] for row in frame.iter_rows()]
+    if fmt == "markdown":
+        escape = lambda text: text.replace("|", "\\|").replace("\n", "<br>")  # noqa: E731
+        lines = ["| " + " | ".join(map(escape, header)) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(map(escape, row)) + " |" for row in rows])
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows),
+                      f"({frame.height} row{'s' if frame.height != 1 else ''})"])
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error message (DuckDB's carry the query under a caret)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def sql_command(args: argparse.Namespace) -> str:
+    """Run one query on the snapshot (or the live file) read-only; render it in full."""
+    import duckdb
+
+    from pipelines.store import LineageStore, NoDatabaseError
+
+    try:
+        frame = LineageStore(default_home(), read_only=True).query(args.query, snapshot=not args.live)
+    except NoDatabaseError as error:
+        raise SystemExit(f"error: {one_line(error)}") from None
+    except duckdb.PermissionException as error:
+        raise SystemExit(f"error: refused, the sql command only reads the PAML database: {one_line(error)}") from None
+    except duckdb.Error as error:
+        raise SystemExit(f"error: {one_line(error)}") from None
+    return render(frame, args.format)
 
 
 def tune_command(args: argparse.Namespace) -> None:
@@ -164,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("query")
     sql.add_argument("--live", action="store_true",
                      help="query the live database (waits while a run writes) instead of the snapshot (never blocked)")
+    sql.add_argument("--format", choices=SQL_FORMATS, default="table", help="output format (never truncated)")
     rec = commands.add_parser("recommend", help="adapt a trained model to a new user and print scored items")
     rec.add_argument("--dataset", required=True, choices=["taobao", "movielens", "bookcrossing"])
     rec.add_argument("--method", default="reg_paml")
@@ -200,23 +277,23 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "tune":
         tune_command(args)
     elif args.command == "sql":
-        from pipelines.store import LineageStore
-
-        pl.Config.set_tbl_rows(50)
-        print(LineageStore(default_home()).query(args.query, snapshot=not args.live))
+        print(sql_command(args))
     elif args.command == "recommend":
         from assets.cold_start import ColdStartInputError
-        from pipelines.store import PartitionNotBuiltError
+        from pipelines.store import NoDatabaseError, PartitionNotBuiltError
 
         try:
             print(recommend_command(args))
-        except (ColdStartInputError, PartitionNotBuiltError) as error:
-            raise SystemExit(f"error: {error}") from None
+        except (ColdStartInputError, PartitionNotBuiltError, NoDatabaseError) as error:
+            raise SystemExit(f"error: {one_line(error)}") from None
     elif args.command == "stats":
         from pipelines.stats import data_report
-        from pipelines.store import LineageStore
+        from pipelines.store import LineageStore, NoDatabaseError, PartitionNotBuiltError
 
-        print(data_report(LineageStore(default_home()), args.datasets))
+        try:
+            print(data_report(LineageStore(default_home(), read_only=True), args.datasets))
+        except (NoDatabaseError, PartitionNotBuiltError) as error:
+            raise SystemExit(f"error: {one_line(error)}") from None
     return 0
 
 

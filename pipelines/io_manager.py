@@ -20,6 +20,7 @@ from pipelines.store import LineageStore, PartitionNotBuiltError
 # (asset name pattern, frame) -> DuckDB table holding the newest materialization's rows.
 MIRRORS: dict[tuple[str, str], str] = {
     ("clean_logs", "rejected"): "rejected_rows",
+    ("clean_logs", "accounting"): "raw_file_rows",
     ("user_splits", "users"): "user_splits",
     ("user_groups", "groups"): "user_groups",
     ("user_groups", "table1"): "table1_stats",
@@ -75,7 +76,7 @@ class BundleIOManager(dg.IOManager):
         context.add_output_metadata({
             "artifact_id": row.artifact_id,
             "content_hash": row.content_hash,
-            "location": dg.MetadataValue.path(row.location),
+            "location": dg.MetadataValue.path(str(self.store.path_of(row))),
             **{f"mirrored_to_{t}": len(f) for t, f in mirrors.items()},
         })
 

@@ -5,6 +5,11 @@ short connection, retries lock errors with backoff, and closes at once. An artif
 files are written (content-addressed, atomically renamed) before its rows are
 committed; rows are the source of truth, so a killed run leaves at worst an unused
 directory and never a row that points at missing data.
+
+Artifact locations are stored relative to the home, so a home can be copied or moved.
+Readers (the `sql` command, stats, recommend, summaries) open a read-only store: the
+snapshot, read-only, with external access disabled and the configuration locked; they never
+take the write lock and never create a database.
 """
 
 from __future__ import annotations
@@ -54,8 +59,25 @@ VIEWS = {
 }
 
 
+# Every read-only connection: no file, network or extension access beyond the database itself
+# (no COPY TO, read_csv('/etc/passwd'), INSTALL or ATTACH), no Python objects as tables, and
+# settings that the query cannot change back.
+READ_ONLY_CONFIG = {
+    "enable_external_access": "false",
+    "autoinstall_known_extensions": "false",
+    "autoload_known_extensions": "false",
+    "allow_community_extensions": "false",
+    "python_enable_replacements": "false",
+    "lock_configuration": "true",
+}
+
+
 class PartitionNotBuiltError(LookupError):
     """Raised when an asset partition is loaded that no run has materialized."""
+
+
+class NoDatabaseError(FileNotFoundError):
+    """Raised when a reader opens a home that holds no database (a mistyped PAML_HOME)."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +99,18 @@ def is_lock_error(error: Exception) -> bool:
 
 @contextlib.contextmanager
 def connect(path: Path, *, read_only: bool = False, retry_seconds: float = LOCK_RETRY_SECONDS) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open `path`, retrying while another process holds the lock; always close."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open `path`, retrying while another process holds the lock; always close.
+
+    A read-only connection is restricted (READ_ONLY_CONFIG) and never creates anything.
+    """
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.is_file():
+        raise NoDatabaseError(f"no database at {path}")
     deadline, delay = time.monotonic() + retry_seconds, LOCK_BACKOFF_START
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_CONFIG if read_only else {})
             break
         except duckdb.Error as error:
             if not is_lock_error(error) or time.monotonic() > deadline:
@@ -95,16 +123,74 @@ def connect(path: Path, *, read_only: bool = False, retry_seconds: float = LOCK_
         con.close()
 
 
-class LineageStore:
-    """Artifacts on disk under `home`, their rows in `home/paml.duckdb`."""
+def relative_bundle_location(location: str, asset_key: str, partition: str) -> str:
+    """An artifact directory relative to its home, also for rows written with absolute paths.
 
-    def __init__(self, home: Path):
+    Bundle directories are always `artifacts/<asset>/<partition or _>/<digest>`, so the part
+    after the old home is known whatever the old home was.
+    """
+    if not Path(location).is_absolute():
+        return location
+    return f"artifacts/{asset_key}/{partition or '_'}/{Path(location).name}"
+
+
+# Rewrite rows written with absolute locations (before homes were relocatable); idempotent.
+MIGRATE_BUNDLE_LOCATIONS = """
+UPDATE artifacts SET location = 'artifacts/' || asset_key || '/'
+    || CASE WHEN coalesce(partition, '') = '' THEN '_' ELSE partition END || '/' || regexp_extract(location, '[^/]+$')
+WHERE kind = 'bundle' AND location LIKE '/%'
+"""
+# Raw files generated inside the home (synthetic taobao logs) become relative too.
+MIGRATE_RAW_LOCATIONS = """
+UPDATE artifacts SET location = substr(location, length($home) + 1)
+WHERE kind = 'raw_file' AND starts_with(location, $home)
+"""
+
+
+class LineageStore:
+    """Artifacts on disk under `home`, their rows in `home/paml.duckdb`.
+
+    `read_only=True` is the store of readers: it needs an existing database (else
+    NoDatabaseError, one line naming the home), reads the snapshot by default and cannot write.
+    """
+
+    def __init__(self, home: Path, *, read_only: bool = False):
         self.home = Path(home)
+        self.read_only = read_only
         self.db_path = self.home / "paml.duckdb"
         self.snapshot_path = self.home / "paml-snapshot.duckdb"
         self.artifact_root = self.home / "artifacts"
+        self._schema_ready = False
+        if read_only and not (self.snapshot_path.is_file() or self.db_path.is_file()):
+            raise NoDatabaseError(
+                f"no PAML database in {self.home} (neither paml-snapshot.duckdb nor paml.duckdb): "
+                "check PAML_HOME, or build something first (python -m pipelines.cli demo)"
+            )
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection on the live file, with the schema made and old rows migrated."""
+        if self.read_only:
+            raise PermissionError(f"the store of {self.home} was opened read-only")
         with connect(self.db_path) as con:
-            con.execute(SCHEMA)
+            if not self._schema_ready:
+                con.execute(SCHEMA)
+                con.execute(MIGRATE_BUNDLE_LOCATIONS)
+                con.execute(MIGRATE_RAW_LOCATIONS, {"home": f"{self.home.resolve()}/"})
+                self._schema_ready = True
+            yield con
+
+    def location_of(self, path: Path) -> str:
+        """How a path is stored: relative to the home when inside it, else absolute."""
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(self.home.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def path_of(self, row: "ArtifactRow") -> Path:
+        """The artifact directory of `row` in this home (wherever the home was written)."""
+        return self.home / relative_bundle_location(row.location, row.asset_key, row.partition)
 
     # -- writing -----------------------------------------------------------------
     def write_files(self, bundle: Bundle, asset_key: str, partition: str) -> tuple[Path, int]:
@@ -133,10 +219,11 @@ class LineageStore:
         code_version: str | None, inputs: list[str], mirrors: dict[str, pl.DataFrame],
     ) -> ArtifactRow:
         """Write files, then in one transaction: the run, the artifact, its edges, mirrored tables."""
-        location, size = self.write_files(bundle, asset_key, partition)
+        target, size = self.write_files(bundle, asset_key, partition)
+        location = self.location_of(target)
         digest = bundle.content_hash()
         artifact_id = hashlib.sha256(f"{run_id}|{asset_key}|{partition}".encode()).hexdigest()[:20]
-        with connect(self.db_path) as con:
+        with self._writer() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(
@@ -147,10 +234,10 @@ class LineageStore:
                 con.execute("DELETE FROM artifacts WHERE artifact_id = ?", [artifact_id])
                 con.execute(
                     "INSERT INTO artifacts SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, 'bundle', ?, ?, ?, ?, ?, now() FROM artifacts",
-                    [artifact_id, run_id, asset_key, partition, code_version, digest, str(location), bundle.row_count(), size],
+                    [artifact_id, run_id, asset_key, partition, code_version, digest, location, bundle.row_count(), size],
                 )
                 for source in bundle.sources:
-                    source_id = self._record_source(con, source, partition)
+                    source_id = self._record_source(con, source, partition, self.location_of(Path(source.path)))
                     con.execute("INSERT INTO lineage_edges VALUES (?, ?) ON CONFLICT DO NOTHING", [artifact_id, source_id])
                 for input_id in sorted(set(inputs)):
                     con.execute("INSERT INTO lineage_edges VALUES (?, ?) ON CONFLICT DO NOTHING", [artifact_id, input_id])
@@ -165,16 +252,16 @@ class LineageStore:
                 con.execute("ROLLBACK")
                 raise
             self._refresh_snapshot(con)
-        return ArtifactRow(artifact_id, asset_key, partition, digest, str(location))
+        return ArtifactRow(artifact_id, asset_key, partition, digest, location)
 
     @staticmethod
-    def _record_source(con: duckdb.DuckDBPyConnection, source: SourceFile, partition: str) -> str:
+    def _record_source(con: duckdb.DuckDBPyConnection, source: SourceFile, partition: str, location: str) -> str:
         """Register a raw input file as an artifact of kind 'raw_file' (once per content)."""
         source_id = f"raw:{source.sha256[:24]}"
         con.execute(
             "INSERT INTO artifacts SELECT ?, coalesce(max(seq), 0) + 1, NULL, 'raw_file', ?, 'raw_file', NULL, ?, ?, NULL, ?, now() "
             "FROM artifacts ON CONFLICT (artifact_id) DO NOTHING",
-            [source_id, partition, source.sha256, source.path, source.bytes],
+            [source_id, partition, source.sha256, location, source.bytes],
         )
         return source_id
 
@@ -217,7 +304,7 @@ class LineageStore:
         """Append check outcomes (one row per expectation)."""
         if not rows:
             return
-        with connect(self.db_path) as con:
+        with self._writer() as con:
             con.executemany(
                 "INSERT INTO checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
                 [[r["run_id"], r["asset_key"], r["partition"], r["check_name"], r["expectation"],
@@ -242,14 +329,26 @@ class LineageStore:
         os.replace(staging, self.snapshot_path)
 
     # -- reading -----------------------------------------------------------------
+    def _read_path(self, snapshot: bool | None) -> Path:
+        """The file a read uses: the snapshot (readers' default, never locked) or the live file."""
+        use_snapshot = self.read_only if snapshot is None else snapshot
+        if use_snapshot and self.snapshot_path.is_file():
+            return self.snapshot_path
+        if not self.db_path.is_file() and self.read_only:
+            raise NoDatabaseError(f"no live database {self.db_path} (the home holds only its snapshot)")
+        return self.db_path
+
     def latest(self, asset_key: str, partition: str) -> ArtifactRow:
         """The newest artifact of (asset, partition), or PartitionNotBuiltError saying how to build it."""
-        with connect(self.db_path) as con:
-            row = con.execute(
-                "SELECT artifact_id, content_hash, location FROM artifacts "
-                "WHERE asset_key = ? AND partition = ? ORDER BY seq DESC LIMIT 1",
-                [asset_key, partition],
-            ).fetchone()
+        row = None
+        path = self._read_path(None)
+        if path.is_file():
+            with connect(path, read_only=True) as con:
+                row = con.execute(
+                    "SELECT artifact_id, content_hash, location FROM artifacts "
+                    "WHERE asset_key = ? AND partition = ? ORDER BY seq DESC LIMIT 1",
+                    [asset_key, partition],
+                ).fetchone()
         if row is None:
             where = f" --partition {partition}" if partition else ""
             raise PartitionNotBuiltError(
@@ -261,7 +360,7 @@ class LineageStore:
 
     def load(self, row: ArtifactRow) -> Bundle:
         """Read an artifact's files back into a Bundle (tensors with safetensors, no pickles)."""
-        location = Path(row.location)
+        location = self.path_of(row)
         meta = json.loads((location / "info.json").read_text())
         frames = {p.stem: pl.read_parquet(p) for p in sorted((location / "frames").glob("*.parquet"))}
         tensors = {}
@@ -272,11 +371,13 @@ class LineageStore:
         sources = tuple(SourceFile(**s) for s in meta.get("sources", []))
         return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources)
 
-    def query(self, sql: str, params: list | None = None, *, snapshot: bool = False) -> pl.DataFrame:
-        """Run a read query and return a polars frame (a short read-only connection).
+    def query(self, sql: str, params: list | None = None, *, snapshot: bool | None = None) -> pl.DataFrame:
+        """Run a read query on a short, restricted, read-only connection; return a polars frame.
 
-        `snapshot=True` reads the last committed snapshot, which no writer ever locks.
+        `snapshot=True` reads the last committed snapshot, which no writer ever locks;
+        `False` the live file (waits while a writer holds it); None: the snapshot for a
+        read-only store, the live file otherwise. Anything but reading the database
+        (COPY TO, read_csv of a file, INSTALL, ATTACH, SET) fails with a duckdb.Error.
         """
-        path = self.snapshot_path if snapshot and self.snapshot_path.is_file() else self.db_path
-        with connect(path, read_only=True) as con:
+        with connect(self._read_path(snapshot), read_only=True) as con:
             return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()

@@ -8,7 +8,7 @@ import pytest
 from assets.clean_logs import clean_logs_from_raw
 from assets.raw_files import read_bookcrossing, read_movielens, read_taobao
 from assets.specs import SPECS
-from tests.fixtures import bookcrossing_dir, good_ml_users, ml_ratings_for, movielens_dir, quoted, write_lines
+from tests.fixtures import ML_EXTRA, bookcrossing_dir, good_ml_users, ml_ratings_for, movielens_dir, quoted, write_lines
 
 
 def clean_ml(tmp_path: Path, users: list[str], ratings: list[str]):
@@ -30,13 +30,55 @@ def test_ml_age_is_a_bucket_code_not_years(tmp_path):
     assert (row["source_file"], row["line"], row["value"]) == ("ml-1m/users.dat", 2, "7")
 
 
-def test_ml_blank_feature_and_garbled_zip(tmp_path):
-    users = ["1::::25::10::48067", "2::M::25::10::4806x7", "3::M::25::10::98107-4914", "4::F::25::10::98107"]
-    bundle = clean_ml(tmp_path, users, ml_ratings_for(range(1, 5)))
-    assert bundle.frame("users")["user_id"].to_list() == ["3", "4"]
-    by_id = dict(bundle.frame("rejected").filter(pl.col("source_file").str.ends_with("users.dat"))
-                 .select("record_id", "reason").iter_rows())
-    assert by_id == {"1": "blank gender", "2": "garbled zip code"}
+def users_rejected(bundle, file: str = "users.dat") -> dict[str, str]:
+    return dict(bundle.frame("rejected").filter(pl.col("source_file").str.ends_with(file))
+                .select("record_id", "reason").iter_rows())
+
+
+def test_ml_foreign_zips_are_values_and_broken_zips_are_garbled(tmp_path):
+    users = [
+        "1::::25::10::48067", "2::M::25::10::4806x7", "3::M::25::10::98107-4914", "4::F::25::10::98107",
+        "5::F::25::10::T8H1N", "6::M::25::10::5849574", "7::F::25::10::n/a", "8::M::25::10::981\t07",
+        "9::F::25::10::\x93480\x94",
+    ]
+    bundle = clean_ml(tmp_path, users, ml_ratings_for(range(1, 10)))
+    kept = bundle.frame("users")
+    assert kept["user_id"].to_list() == ["2", "3", "4", "5", "6"]
+    assert kept.filter(pl.col("user_id") == "5")["zip"].item() == "T8H1N"  # a Canadian code is its own value
+    assert users_rejected(bundle) == {
+        "1": "gender missing", "7": "zip code missing", "8": "garbled zip code: control character",
+        "9": "garbled zip code: C1 control character (Windows-1252 text read as ISO-8859-1?)",  # curly quotes
+    }
+
+
+def test_ml_fields_outside_the_readme_domains(tmp_path):
+    users = good_ml_users(2) + [
+        "3::m::25::3::12345", "4::Female::25::3::12345", "5::X::25::3::12345", "6::F::25::99::12345",
+        "7::F::25::x1::12345", "abc::F::25::3::12345", " 8 :: M :: 25 :: 3 :: 12345 ",
+    ]
+    ratings = ml_ratings_for(range(1, 9)) + ["abc::1::4::978300000"]
+    bundle = clean_ml(tmp_path, users, ratings)
+    assert users_rejected(bundle) == {
+        "3": "gender not one of F, M", "4": "gender not one of F, M", "5": "gender not one of F, M",
+        "6": "occupation outside [0, 20]", "7": "occupation not an integer", "abc": "user_id not an integer",
+    }
+    # Ids and fields are trimmed like the label: ' 8 ' is user 8, and its ratings are kept.
+    assert bundle.frame("users").filter(pl.col("user_id") == "8").select("gender", "zip").row(0) == ("M", "12345")
+    assert bundle.frame("interactions").filter(pl.col("user_id") == "8").height == 3
+
+
+def test_ml_implausible_timestamps(tmp_path):
+    ratings = ml_ratings_for(range(1, 3)) + [
+        "1::4::3::0", "1::5::3::-5", "1::6::3::97", "1::7::3::", "1::8::3::97830000x", "2::4::3::1072915200",
+    ]
+    movies = [f"{i}::Movie {i} (1999)::Drama" for i in range(1, 9)]
+    bundle = clean_logs_from_raw(
+        read_movielens(movielens_dir(tmp_path, good_ml_users(2), ratings, movies=movies, extra=None)), SPECS["movielens"])
+    by_line = dict(bundle.frame("rejected").select("line", "reason").iter_rows())
+    outside = "timestamp outside 2000-01-01..2003-12-31 (ML-1M's users joined in 2000, the data is from 2000-2003)"
+    assert by_line == {7: outside, 8: outside, 9: outside, 10: "timestamp missing", 11: "timestamp not an integer",
+                       12: outside}
+    assert bundle.frame("interactions").height == 6
 
 
 def test_malformed_lines_are_rejected_with_file_and_line(tmp_path):
@@ -83,18 +125,26 @@ def test_bx_age_bounds_missing_and_garbled_locations(tmp_path):
         ("austin, texas, usa", "30"), ("austin, texas, usa", None), ("austin, texas, usa", "5"),
         ("austin, texas, usa", "101"), ("m\u00c3\u00bcnchen, bayern, germany", "40"), ("n/a, texas, usa", "40"),
         ("austin, usa", "40"), ("paris, , france", "33"), ("köln, nrw, germany", "28"),
+        ("st. john`s, newfoundland, canada", "35"), ("66123, saarland, germany", "41"),
+        ("kraków, ma\u00b3opolska, poland", "22"), ("shanghai, &#20013;&#22269;, china", "23"),
+        ("mons-en-bar?ul, nord, france", "24"), ('"n/a", texas, usa', "25"), ('dallas, "texas", usa', "26"),
     )
-    ratings = [quoted(str(u), isbn, "7") for u in range(1, 10) for isbn in ("0001", "0002")]
+    ratings = [quoted(str(u), isbn, "7") for u in range(1, 17) for isbn in ("0001", "0002")]
     bundle = clean_logs_from_raw(read_bookcrossing(bookcrossing_dir(tmp_path, users, ratings)), SPECS["bookcrossing"])
-    assert bundle.frame("users")["user_id"].to_list() == ["1", "9"]
-    by_id = dict(bundle.frame("rejected").filter(pl.col("source_file").str.ends_with("BX-Users.csv"))
-                 .select("record_id", "reason").iter_rows())
-    assert by_id == {
+    kept = bundle.frame("users")
+    assert kept["user_id"].to_list() == ["1", "10", "11", "16", "9"]
+    assert users_rejected(bundle, "BX-Users.csv") == {
         "2": "age missing", "3": "age outside [10, 100]", "4": "age outside [10, 100]",
-        "5": "garbled location (city)", "6": "garbled location (city)",
-        "7": "location not 'city, state, country'", "8": "garbled location (state)",
+        "5": "garbled location (city): mojibake", "6": "location (city) missing",
+        "7": "location not 'city, state, country'", "8": "location (state) missing",
+        "12": "garbled location (state): stray symbol (text from another code page)",
+        "13": "garbled location (state): HTML character reference",
+        "14": "garbled location (city): lost characters ('?')", "15": "location (city) missing",
     }
-    assert bundle.frame("users").filter(pl.col("user_id") == "9")["city"].item() == "köln"
+    cities = dict(kept.select("user_id", "city").iter_rows())
+    # Foreign spellings, apostrophes and a postal code in the city field are values of their own.
+    assert cities == {"1": "austin", "9": "köln", "10": "st. john`s", "11": "66123", "16": "dallas"}
+    assert kept.filter(pl.col("user_id") == "16")["state"].item() == "texas"
 
 
 def test_bx_multiline_location_escaped_quotes_and_implicit_zero(tmp_path):
@@ -114,33 +164,90 @@ def test_taobao_duplicates_merge_and_clicked_threshold(tmp_path):
     write_lines(tmp_path / "user_profile.csv", ["user_id,age,gender,city,segment,spend_level",
                                                "u1,30,F,Hangzhou,student,2", "u2,25,M,???,clerk,1", "u3,40,M,Beijing,clerk,3"], "utf-8")
     write_lines(tmp_path / "item_catalogue.csv", ["item_id,category,brand,price_level", "i1,c1,b1,1", "i2,c2,b2,2", "i3,c1,b3,3"], "utf-8")
+    t = 1767225600  # 2026-01-01 00:00 UTC
     write_lines(tmp_path / "logs/dt=2026-01-01/impressions.csv", [
         "user_id,item_id,ts,clicked",
-        "u1,i1,100,1", "u1,i1,100,1",  # logging duplicate
-        "u1,i2,101,0", "u1,i2,150,1",  # the same item shown twice: one example, clicked
-        "u1,i3,102,0", "u1,i3", "u2,i1,103,1", "u2,i2,104,1",
-        "u3,i1,105,1", "u3,i2,106,0", "u3,i3,107,abc",
+        f"u1,i1,{t},1", f"u1,i1,{t},1",  # logging duplicate
+        f"u1,i2,{t + 1},0", f"u1,i2,{t + 50},1",  # the same item shown twice: one example, clicked
+        f"u1,i3,{t + 2},0", "u1,i3", f"u2,i1,{t + 3},1", f"u2,i2,{t + 4},1",
+        f"u3,i1,{t + 5},1", f"u3,i2,{t + 6},0", f"u3,i3,{t + 7},abc", "u3,i3,1767225,1",
     ], "utf-8")
     bundle = clean_logs_from_raw(read_taobao(tmp_path), SPECS["taobao"])
     interactions = bundle.frame("interactions")
     assert interactions.filter(pl.col("user_id") == "u1").select("item_id", "label").rows() == [("i1", 1.0), ("i2", 1.0), ("i3", 0.0)]
     counts = reasons(bundle)
     assert counts["duplicate user_id/item_id/ts/label"] == 1
-    assert counts["garbled city"] == 1
+    assert counts["city missing"] == 1  # '???'
     assert counts["label not a number"] == 1
+    assert counts["timestamp outside 2001-09-09..2286-11-20 (10-digit epoch seconds)"] == 1  # a cut-off time
     assert counts["fewer than 2 clicked items"] == 1  # u3 clicked only i1
+    merged = bundle.frame("rejected").filter(pl.col("reason").str.starts_with("repeated impression"))
+    assert merged.select("line", "value").rows() == [(5, f"{t + 50},1.0")]  # kept: line 4, the first impression
     assert any(r.startswith("malformed line") for r in counts)
     assert bundle.frame("users")["user_id"].to_list() == ["u1"]
 
 
-def test_every_raw_row_is_kept_or_rejected(tmp_path):
-    ratings = ml_ratings_for(range(1, 4)) + ["1::1::5::1", "3::2::9::1", "bad line"]
-    raw = read_movielens(movielens_dir(tmp_path, good_ml_users(3) + ["4::F::99::1::12345"], ratings))
+def assert_accounted(bundle, lines_per_file: dict[str, int]) -> None:
+    """Every data line of every raw file is a kept row or a rejected row, counted from the frames."""
+    accounting = bundle.frame("accounting")
+    assert dict(accounting.select("source_file", "read").iter_rows()) == lines_per_file
+    kept = pl.concat([bundle.frame(n).select("source_file") for n in ("users", "items", "interactions", "item_details")
+                      if n in bundle.frames])
+    for file, lines in lines_per_file.items():
+        n_kept = kept.filter(pl.col("source_file") == file).height
+        n_rejected = bundle.frame("rejected").filter(pl.col("source_file") == file).height
+        assert n_kept + n_rejected == lines, file
+    assert accounting.filter(pl.col("read") != pl.col("kept") + pl.col("rejected")).is_empty()
+
+
+def test_every_movielens_line_is_kept_or_rejected(tmp_path):
+    users = good_ml_users(3) + ["4::F::99::1::12345", "", "1::F::1::1::12345"]
+    ratings = ml_ratings_for(range(1, 4)) + ["1::1::5::1", "3::2::9::978300000", "bad line", "4::1::3::978300000"]
+    extra = ML_EXTRA + [ML_EXTRA[0], "9::Nine::1999::G::x::Drama::D::w::A::p::u", "short::line"]
+    raw = read_movielens(movielens_dir(tmp_path, users, ratings, extra=extra))
     bundle = clean_logs_from_raw(raw, SPECS["movielens"])
-    rejected = bundle.frame("rejected")
-    ratings_in = raw.frame("interactions").height + raw.frame("malformed").filter(pl.col("source_file").str.ends_with("ratings.dat")).height
-    ratings_out = bundle.frame("interactions").height + rejected.filter(pl.col("source_file").str.ends_with("ratings.dat")).height
-    assert ratings_in == ratings_out == len(ratings)
+    assert_accounted(bundle, {"ml-1m/users.dat": 6, "ml-1m/movies.dat": 3, "ml-1m/ratings.dat": 13,
+                              "ml-1m/movies_extrainfos.dat": 5})
+    details = bundle.frame("rejected").filter(pl.col("source_file").str.ends_with("movies_extrainfos.dat"))
+    assert details.select("line", "reason").rows() == [
+        (5, "malformed line: expected 11 fields separated by '::', found 2"),
+        (3, "duplicate item_id"), (4, "item_id not in ml-1m/movies.dat"),
+    ]
+    items = bundle.frame("items").sort("item_id")
+    assert items.select("item_id", "rate").rows() == [("1", "G"), ("2", "R"), ("3", None)]
+    assert items["genre"].to_list() == [["Animation", "Comedy"], ["Action", "Crime"], []]
+
+
+def test_every_bookcrossing_line_is_kept_or_rejected(tmp_path):
+    users = bx_users(("austin, texas, usa", "30"), ("reno, nevada, usa", None), ("a, b, c", "40")) + ['"4";"x"', ""]
+    ratings = [quoted("1", "0001", "7"), quoted("1", "0002", "0"), quoted("1", "0003", "5"), quoted("2", "0001", "3"),
+               quoted("9", "0001", "3"), quoted("3", "0001", "11"), quoted("1", "0001", "8"), ""]
+    books = [quoted("0001", "A", "Ann", "1999", "P", "", "", ""), quoted("0002", "B", "Bob", "0", "Q", "", "", ""),
+             quoted("0003", "C", "Cy", "2001", "R", "", "", ""), quoted("0001", "A again", "Ann", "1999", "P", "", "", "")]
+    bundle = clean_logs_from_raw(read_bookcrossing(bookcrossing_dir(tmp_path, users, ratings, books)), SPECS["bookcrossing"])
+    assert_accounted(bundle, {"bookcrossing/BX-Users.csv": 5, "bookcrossing/BX-Books.csv": 4,
+                              "bookcrossing/BX-Book-Ratings.csv": 8})
+    assert reasons(bundle)["malformed line: blank line"] == 2
+
+
+def test_every_taobao_line_is_kept_or_rejected(tmp_path):
+    t = 1767225600
+    write_lines(tmp_path / "user_profile.csv", ["user_id,age,gender,city,segment,spend_level",
+                                               "u1,30,F,Hangzhou,student,2", "u2,31,X,Beijing,clerk,3", ""], "utf-8")
+    write_lines(tmp_path / "item_catalogue.csv", ["item_id,category,brand,price_level", "i1,c1,b1,1", "i2,c2,b2,2",
+                                                 "i1,c1,b1,1"], "utf-8")
+    write_lines(tmp_path / "logs/dt=2026-01-01/impressions.csv", [
+        "user_id,item_id,ts,clicked", f"u1,i1,{t},1", f"u1,i1,{t + 9},0", f"u1,i2,{t},1", f"u2,i1,{t},1", "x", "",
+    ], "utf-8")
+    write_lines(tmp_path / "logs/dt=2026-01-02/impressions.csv", [
+        "user_id,item_id,ts,clicked", f"u1,i1,{t + 86400},1", f"u1,i9,{t + 86400},1",
+    ], "utf-8")
+    bundle = clean_logs_from_raw(read_taobao(tmp_path), SPECS["taobao"])
+    assert_accounted(bundle, {"taobao/user_profile.csv": 3, "taobao/item_catalogue.csv": 3,
+                              "taobao/logs/dt=2026-01-01/impressions.csv": 6,
+                              "taobao/logs/dt=2026-01-02/impressions.csv": 2})
+    assert reasons(bundle)["gender not one of F, M"] == 1
+    assert reasons(bundle)["malformed line: blank line"] == 2
 
 
 @pytest.mark.parametrize("dataset", ["movielens", "bookcrossing"])
@@ -172,3 +279,11 @@ def test_utf8_logs_keep_blank_lines_and_line_numbers(tmp_path):
     assert raw.frame("interactions")["line"].to_list() == [2, 4]
     assert raw.frame("malformed").select("line", "reason").rows() == [(3, "blank line")]
     assert raw.frame("interactions")["label"].to_list() == ["1", "1"]  # no stray '\r'
+
+
+def test_cleaning_gives_the_same_bytes_twice(tmp_path):
+    from assets.taobao_generator import GeneratorConfig, generate
+
+    generate(tmp_path / "taobao", GeneratorConfig(n_users=300, n_items=100, n_days=3))
+    hashes = {clean_logs_from_raw(read_taobao(tmp_path / "taobao"), SPECS["taobao"]).content_hash() for _ in range(3)}
+    assert len(hashes) == 1  # joins keep their order, the accounting is rebuilt from values

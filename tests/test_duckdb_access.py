@@ -1,13 +1,17 @@
-"""Querying DuckDB while another process writes: the snapshot is never locked, live reads wait."""
+"""Querying DuckDB: the snapshot is never locked, live reads wait, readers cannot write or
+reach outside the database, and a home can be copied or moved."""
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import polars as pl
 
-from assets.bundle import Bundle
+from assets.bundle import Bundle, file_source
 from pipelines.store import LineageStore
 
 HOLD_SECONDS = 2.0
@@ -56,3 +60,175 @@ def test_readers_are_never_refused_while_a_writer_holds_the_file(tmp_path):
         holder.wait(timeout=30)
     assert store.latest("a", "p").artifact_id == second.artifact_id
     assert store.query("SELECT count(*) FROM artifacts", snapshot=True).item() == 2
+
+
+# -- The sql command and every other reader: read-only, restricted, never blocked --------------
+
+LONG_TEXT = "artifacts/" + "x" * 300 + "|end"
+
+
+def built_home(tmp_path) -> LineageStore:
+    """A home with two artifacts and a wide mirrored table (120 rows, a 300-character text)."""
+    store = LineageStore(tmp_path / "home")
+    wide = pl.DataFrame({"n": list(range(120)), "text": [LONG_TEXT] * 120, "x": [0.1 + i / 3 for i in range(120)]})
+    store.record(tiny_bundle(1), run_id="r1", job_name="j", asset_key="a", partition="p",
+                 code_version="1", inputs=[], mirrors={"wide": wide})
+    store.record(tiny_bundle(2), run_id="r2", job_name="j", asset_key="b", partition="", code_version="1", inputs=[], mirrors={})
+    return store
+
+
+def run_cli(monkeypatch, home, *argv: str) -> str:
+    """`python -m pipelines.cli ...` in this process; returns the one-line error, or '' on success."""
+    from pipelines.cli import main
+
+    monkeypatch.setenv("PAML_HOME", str(home))
+    try:
+        main(list(argv))
+    except SystemExit as stop:
+        message = str(stop.code)
+        assert stop.code not in (0, None) and "\n" not in message and message.startswith("error: ")
+        return message
+    return ""
+
+
+def files_of(directory) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_sql_refuses_to_write_read_files_install_or_attach(tmp_path, monkeypatch):
+    store = built_home(tmp_path)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("a,b\n1,2\n")
+    before = files_of(tmp_path)
+    statements = [
+        f"COPY (SELECT 'x') TO '{store.db_path}' (FORMAT csv)",
+        f"COPY (SELECT 'x') TO '{store.snapshot_path}' (FORMAT csv)",
+        f"COPY artifacts TO '{tmp_path / 'out.csv'}'",
+        f"SELECT * FROM read_csv('{outside}')",
+        f"SELECT * FROM '{outside}'",
+        "INSTALL httpfs", "LOAD httpfs",
+        f"ATTACH '{tmp_path / 'other.duckdb'}' AS other",
+        "SET enable_external_access = true", "RESET lock_configuration",
+        "CREATE TABLE t AS SELECT 1", "DELETE FROM artifacts", "DROP TABLE runs",
+        f"EXPORT DATABASE '{tmp_path / 'export'}'",
+    ]
+    for statement in statements:
+        for live in ([], ["--live"]):
+            assert run_cli(monkeypatch, store.home, "sql", statement, *live), statement
+    assert files_of(tmp_path) == before  # nothing written, nothing created
+    assert run_cli(monkeypatch, store.home, "sql", "SELECT count(*) FROM artifacts") == ""
+
+
+def test_refusals_and_errors_are_one_line(tmp_path, monkeypatch):
+    store = built_home(tmp_path)
+    message = run_cli(monkeypatch, store.home, "sql", f"SELECT * FROM read_csv('{tmp_path}/x.csv')")
+    assert message.startswith("error: refused, the sql command only reads the PAML database: Permission Error")
+    assert run_cli(monkeypatch, store.home, "sql", "SELEC 1").startswith("error: Parser Error")
+    assert "no_such_table" in run_cli(monkeypatch, store.home, "sql", "SELECT * FROM no_such_table")
+
+
+def test_a_home_without_database_is_refused_and_left_untouched(tmp_path, monkeypatch):
+    empty, missing = tmp_path / "empty", tmp_path / "typo"
+    empty.mkdir()
+    for home in (empty, missing):
+        for argv in (["sql", "SELECT 1"], ["sql", "SELECT 1", "--live"], ["stats", "movielens"],
+                     ["recommend", "--dataset", "taobao", "--profile", "age=1", "--ratings", "i1=1"]):
+            assert f"no PAML database in {home}" in run_cli(monkeypatch, home, *argv)
+    assert list(empty.iterdir()) == [] and not missing.exists()
+
+
+def test_sql_formats_print_every_row_and_character(tmp_path, monkeypatch, capsys):
+    import json
+
+    store = built_home(tmp_path)
+    query = "SELECT n, text, x FROM wide ORDER BY n"
+    expected = store.query(query, snapshot=True)
+    outputs = {}
+    for fmt in ("table", "csv", "markdown", "json"):
+        assert run_cli(monkeypatch, store.home, "sql", query, "--format", fmt) == ""
+        outputs[fmt] = capsys.readouterr().out
+    table = outputs["table"].splitlines()
+    assert len(table) == 2 + 120 + 1 and table[-1] == "(120 rows)"
+    assert all(LONG_TEXT in line for line in table[2:-1]) and "…" not in outputs["table"]
+    assert table[2 + 119].split()[2] == repr(expected["x"][119])  # full precision
+    assert pl.read_csv(outputs["csv"].encode()).equals(expected)
+    assert pl.DataFrame(json.loads(outputs["json"])).equals(expected)
+    markdown = outputs["markdown"].splitlines()
+    assert len(markdown) == 2 + 120 and markdown[2] == f"| 0 | {LONG_TEXT.replace('|', chr(92) + '|')} | 0.1 |"
+
+
+def test_sql_answers_while_another_process_holds_the_write_lock(tmp_path):
+    store = built_home(tmp_path)
+    holder = hold_write_lock(store.db_path, 120)
+    try:
+        env = {**os.environ, "PAML_HOME": str(store.home)}
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "sql", "SELECT count(*) AS n FROM artifacts"],
+                              capture_output=True, text=True, env=env, timeout=100)
+        assert holder.poll() is None  # the writer still holds the live file
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[2].strip() == "2"
+        # The other readers (stats, recommend, summaries) use the same read-only store.
+        reader = LineageStore(store.home, read_only=True)
+        assert reader.load(reader.latest("a", "p")).frame("t")["x"].to_list() == [1]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+# -- Relocatable homes --------------------------------------------------------------------------
+
+def test_a_copied_home_reads_its_own_files_after_the_original_is_deleted(tmp_path):
+    store = built_home(tmp_path)
+    locations = store.query("SELECT location FROM artifacts")["location"].to_list()
+    assert locations and not any(loc.startswith("/") for loc in locations)
+    copy = tmp_path / "copy"
+    shutil.copytree(store.home, copy)
+    shutil.rmtree(store.home)
+    for reader in (LineageStore(copy, read_only=True), LineageStore(copy)):
+        assert reader.load(reader.latest("a", "p")).frame("t")["x"].to_list() == [1]
+        assert reader.load(reader.latest("b", "")).frame("t")["x"].to_list() == [2]
+    assert not store.home.exists()
+
+
+def test_absolute_locations_of_older_homes_are_migrated_once(tmp_path):
+    import duckdb
+
+    old = built_home(tmp_path)
+    inside = old.home / "raw" / "day.csv"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("x\n")
+    old.record(Bundle(frames={"t": pl.DataFrame({"x": [3]})}, sources=(file_source(inside),)), run_id="r3",
+               job_name="j", asset_key="c", partition="p", code_version="1", inputs=[], mirrors={})
+    # Rewrite the rows as a home written before locations were relative would hold them.
+    with duckdb.connect(str(old.db_path)) as con:
+        con.execute("UPDATE artifacts SET location = ? || '/' || location WHERE NOT starts_with(location, '/')",
+                     [str(old.home.resolve())])
+    shutil.copyfile(old.db_path, old.snapshot_path)
+    moved = tmp_path / "moved"
+    shutil.move(old.home, moved)
+    reader = LineageStore(moved, read_only=True)
+    assert reader.query("SELECT count(*) FROM artifacts WHERE starts_with(location, '/')").item() == 4
+    assert reader.load(reader.latest("c", "p")).frame("t")["x"].to_list() == [3]  # resolved in the new home
+    writer = LineageStore(moved)
+    writer.record(tiny_bundle(4), run_id="r4", job_name="j", asset_key="d", partition="p", code_version="1", inputs=[], mirrors={})
+    rows = dict(writer.query("SELECT asset_key, location FROM artifacts").iter_rows())
+    assert rows["a"] == f"artifacts/a/p/{Path(rows['a']).name}" and rows["b"].startswith("artifacts/b/_/")
+    # The raw file was inside the old home: its row keeps the old path (only the current home's
+    # prefix is known); bundles are all relative.
+    assert [k for k, v in rows.items() if v.startswith("/")] == ["raw_file"]
+    again = LineageStore(moved)
+    again.record(tiny_bundle(5), run_id="r5", job_name="j", asset_key="e", partition="p", code_version="1", inputs=[], mirrors={})
+    assert {k: v for k, v in again.query("SELECT asset_key, location FROM artifacts").iter_rows() if k in rows} == rows
+
+
+def test_raw_files_inside_the_home_are_stored_relative(tmp_path):
+    store = LineageStore(tmp_path / "home")
+    inside = store.home / "raw" / "taobao" / "day.csv"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("x\n")
+    outside = tmp_path / "data.csv"
+    outside.write_text("y\n")
+    store.record(Bundle(frames={"t": pl.DataFrame({"x": [1]})}, sources=(file_source(inside), file_source(outside))),
+                 run_id="r", job_name="j", asset_key="a", partition="p", code_version="1", inputs=[], mirrors={})
+    raw = sorted(store.query("SELECT location FROM artifacts WHERE kind = 'raw_file'")["location"])
+    assert raw == sorted(["raw/taobao/day.csv", str(outside.resolve())])

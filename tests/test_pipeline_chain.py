@@ -17,7 +17,7 @@ N_USERS = 40
 @pytest.fixture(scope="module")
 def ml_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("raw")
-    users = good_ml_users(N_USERS) + ["99::M::25::7::1234567"]  # garbled zip
+    users = good_ml_users(N_USERS) + ["99::M::25::7::n/a"]  # no zip code
     ratings = []
     for user in range(1, N_USERS + 1):
         items = (1, 2, 3) if user % 3 else (1, 2)  # varying log counts for the Pareto cut
@@ -52,10 +52,11 @@ def test_chain_writes_artifacts_runs_and_mirrors(built):
     artifacts = store.query("SELECT asset_key, run_id, n_rows, code_version FROM artifacts WHERE kind = 'bundle'")
     assert sorted(artifacts["asset_key"]) == sorted(a.key.to_user_string() for a in DATA_ASSETS)
     assert set(artifacts["run_id"]) == {result.run_id}
-    assert artifacts["code_version"].to_list() == ["1"] * len(DATA_ASSETS)
+    declared = {a.key.to_user_string(): a.code_versions_by_key[a.key] for a in DATA_ASSETS}
+    assert dict(artifacts.select("asset_key", "code_version").iter_rows()) == declared
     assert store.query("SELECT n_artifacts FROM runs WHERE run_id = ?", [result.run_id]).item() == len(DATA_ASSETS)
     rejected = store.query("SELECT * FROM rejected_rows")
-    assert rejected.filter(pl.col("reason") == "garbled zip code")["record_id"].to_list() == ["99"]
+    assert rejected.filter(pl.col("reason") == "zip code missing")["record_id"].to_list() == ["99"]
     assert set(store.query("SELECT split FROM user_splits")["split"]) == {"train", "val", "test", "warm"}
     checks = store.query("SELECT success FROM checks WHERE run_id = ?", [result.run_id])
     assert checks.height >= 8 and checks["success"].all()

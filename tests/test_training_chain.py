@@ -96,3 +96,39 @@ def test_cold_start_recommendation_for_a_new_user(chain):
         recommend(model, tasks, profile, {"no-such-item": 1.0})
     with pytest.raises(ColdStartInputError, match="spend_level"):
         recommend(model, tasks, {k: v for k, v in profile.items() if k != "spend_level"}, clicks)
+
+
+def test_recommend_refuses_bad_inputs_in_one_line(chain, monkeypatch, capsys):
+    from assets.cold_start import ColdStartInputError, recommend
+    from pipelines.cli import main
+
+    home, _, _ = chain
+    monkeypatch.setenv("PAML_HOME", str(home))
+    store = LineageStore(home, read_only=True)
+    items = store.load(store.latest("meta_tasks", "taobao")).frame("items")["item_id"].to_list()
+    profile = ["age=28", "gender=F", "city=Hangzhou", "segment=never-seen", "spend_level=3"]
+
+    def refused(*ratings: str, extra: tuple[str, ...] = ()) -> str:
+        with pytest.raises(SystemExit) as stop:
+            main(["recommend", "--dataset", "taobao", "--profile", *profile, "--ratings", *ratings, *extra])
+        message = str(stop.value.code)
+        assert message.startswith("error: ") and "\n" not in message
+        return message
+
+    good = (f"{items[0]}=1", f"{items[1]}=0")
+    assert "label 'abc' of item" in refused(f"{items[0]}=abc")
+    for bad in ("nan", "inf", "-inf", "5", "0.5", "-1"):
+        assert "is not a taobao label; give 0 or 1" in refused(f"{items[0]}={bad}"), bad
+    assert "given twice" in refused(f"{items[0]}=1", f"{items[0]}=0")
+    assert "--top must be a whole number of at least 1, got 0" in refused(*good, extra=("--top", "0"))
+    assert "got -1" in refused(*good, extra=("--top", "-1"))
+    assert "seed 7 was not trained for this model; trained seeds: 0, 1" in refused(*good, extra=("--seed", "7"))
+    assert "items not in the model's catalogue: no-such-item" in refused("no-such-item=1")
+    main(["recommend", "--dataset", "taobao", "--profile", *profile, "--ratings", *good, "--top", "3", "--seed", "1"])
+    out = capsys.readouterr().out
+    assert "never seen in training, so they use the unknown embedding: segment=never-seen" in out
+    assert "city=" not in out  # Hangzhou is a known city
+    model, tasks = store.load(store.latest("reg_paml_model", "taobao")), store.load(store.latest("meta_tasks", "taobao"))
+    fields = dict(p.split("=") for p in profile)
+    with pytest.raises(ColdStartInputError, match="not a taobao label"):
+        recommend(model, tasks, fields, {items[0]: float("nan")})

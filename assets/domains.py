@@ -1,0 +1,237 @@
+"""Field domains: what each raw field may hold, and the rules that reject anything else.
+
+A domain turns into cleaning rules `(row is bad, reason, offending value)`; each reason names
+the field and the rule it broke ("gender not one of F, M", "garbled zip code: mojibake"), the
+value goes beside it. Values are compared after trimming surrounding whitespace.
+
+"Garbled" means broken text, not an unfamiliar format: a 6-digit or a Canadian postal code is
+a valid value of its own (the minor users this project is about have such values), while
+mojibake, control characters, lost characters ('?') and placeholders ('n/a', '', '???') are
+not values at all.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Union
+
+import polars as pl
+
+Rule = tuple[pl.Expr, Union[str, pl.Expr], pl.Expr]  # (row is bad, reason, offending value)
+
+# Markers that stand for "no value" in any field (compared lower-case, trimmed).
+MISSING_MARKERS = ("", "null", "\\n", "n/a", "na", "none", "-", "?")
+# Text fields also use these as "no value" (compared after stripping quotes, brackets and dots).
+TEXT_PLACEHOLDERS = (*MISSING_MARKERS, "nan", "unknown", "x", "xx", "xxx", "n.a", "n/s", "nil", "not applicable")
+PLACEHOLDER_WRAPPING = " \t\"'`*()[]{}<>.,;:!¨"
+# UTF-8 bytes decoded as ISO-8859-1: a lead byte (U+00C2-U+00F4) before a continuation byte
+# (U+0080-U+00BF), e.g. 'Ã¼' for 'ü', also lower-cased ('ã¼') as in Book-Crossing.
+MOJIBAKE = r"[\x{C2}-\x{F4}][\x{80}-\x{BF}]"
+# ISO-8859-1 symbols that no place name or code holds, but text in another code page read as
+# ISO-8859-1 does ('ma³opolska' is cp1250 'małopolska'). Left out: NBSP, the ordinal
+# indicators ª º ('8ª región') and the acute accent ´ used as an apostrophe ('l´hospitalet').
+STRAY_SYMBOL = r"[\x{A1}-\x{A9}\x{AB}-\x{B3}\x{B5}-\x{B9}\x{BB}-\x{BF}]"
+CONTROL = r"[\x{00}-\x{1F}\x{7F}]"  # a line break or tab inside a field, a NUL, ...
+# C1 controls: in ISO-8859-1 text they are Windows-1252 punctuation (curly quotes 0x93/0x94).
+C1_CONTROL = r"[\x{80}-\x{9F}]"
+LOST = r"[?\x{FFFD}]"  # what an encoder writes for a character it cannot represent
+HTML_REFERENCE = r"(?i)&(#[0-9]+|#x[0-9a-f]+|[a-z]+);"  # '&#22235;' for '四': text escaped for a web page
+
+
+def epoch(year: int, month: int = 1, day: int = 1) -> int:
+    """Seconds since 1970-01-01 UTC at the start of the given day."""
+    return calendar.timegm((year, month, day, 0, 0, 0))
+
+
+def day_of(seconds: int) -> str:
+    """'YYYY-MM-DD' (UTC) of epoch `seconds`."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a fixed set of codes, exactly (e.g. ML-1M gender 'F'/'M': 'm' and 'Female' are not)."""
+
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IntegerIn:
+    """An integer in [low, high], or one of `codes` when given (e.g. ML-1M age buckets)."""
+
+    low: int
+    high: int
+    codes: tuple[int, ...] = ()
+    codes_name: str = ""
+
+
+@dataclass(frozen=True)
+class Text:
+    """Free text that must not be broken (any script, any postal-code format)."""
+
+
+@dataclass(frozen=True)
+class Identifier:
+    """A record id: non-blank, and all digits when `digits` (ML-1M and Book-Crossing user ids)."""
+
+    digits: bool = False
+
+
+@dataclass(frozen=True)
+class EpochSeconds:
+    """A Unix time in seconds within [low, high) (a cut-off '97' or a 0 is not plausible)."""
+
+    low: int
+    high: int
+    why: str
+
+
+Domain = Union[OneOf, IntegerIn, Text, Identifier, EpochSeconds]
+
+
+def trimmed(column: str) -> pl.Expr:
+    """The column as trimmed text."""
+    return pl.col(column).cast(pl.String).str.strip_chars()
+
+
+def is_missing(column: str) -> pl.Expr:
+    """True where the value is null, blank or a 'no value' marker such as NULL or n/a."""
+    return pl.col(column).is_null() | trimmed(column).str.to_lowercase().is_in(MISSING_MARKERS)
+
+
+def text_problem(text: pl.Expr) -> pl.Expr:
+    """What is broken about each text value: 'blank', 'placeholder', 'control character',
+    'mojibake', 'stray symbol', 'HTML character reference', 'lost characters'; null when nothing is."""
+    stripped = text.str.strip_chars()
+    core = stripped.str.strip_chars(PLACEHOLDER_WRAPPING).str.to_lowercase()
+    return (
+        pl.when(text.is_null() | (stripped == "")).then(pl.lit("blank"))
+        .when(core.is_in(TEXT_PLACEHOLDERS) | ~stripped.str.contains(r"[\p{L}\p{N}]")).then(pl.lit("placeholder"))
+        .when(stripped.str.contains(CONTROL)).then(pl.lit("control character"))
+        .when(stripped.str.contains(MOJIBAKE)).then(pl.lit("mojibake"))
+        .when(stripped.str.contains(C1_CONTROL)).then(pl.lit("C1 control character (Windows-1252 text read as ISO-8859-1?)"))
+        .when(stripped.str.contains(STRAY_SYMBOL)).then(pl.lit("stray symbol (text from another code page)"))
+        .when(stripped.str.contains(HTML_REFERENCE)).then(pl.lit("HTML character reference"))
+        .when(stripped.str.contains(LOST)).then(pl.lit("lost characters ('?')"))
+        .otherwise(None)
+    )
+
+
+def text_rules(text: pl.Expr, label: str, value: pl.Expr) -> list[Rule]:
+    """'<label> missing' for blank or placeholder text, 'garbled <label>: <problem>' for broken text."""
+    problem = text_problem(text)
+    return [
+        (problem.is_in(["blank", "placeholder"]).fill_null(False), f"{label} missing", value),
+        (problem.is_not_null(), pl.concat_str(pl.lit(f"garbled {label}: "), problem), value),
+    ]
+
+
+def field_rules(column: str, domain: Domain, label: str | None = None) -> list[Rule]:
+    """The rules that reject values of `column` outside `domain`, in the order they are tried."""
+    label = label or column
+    value, text = pl.col(column), trimmed(column)
+    if isinstance(domain, Text):
+        return text_rules(pl.col(column).cast(pl.String), label, value)
+    rules: list[Rule] = [(is_missing(column), f"{label} missing", value)]
+    if isinstance(domain, Identifier):
+        if domain.digits:
+            rules.append((~text.str.contains(r"^\d+$"), f"{label} not an integer", value))
+    elif isinstance(domain, OneOf):
+        rules.append((~text.is_in(domain.values), f"{label} not one of {', '.join(domain.values)}", value))
+    elif isinstance(domain, IntegerIn):
+        number = text.cast(pl.Int64, strict=False)
+        rules.append((number.is_null(), f"{label} not an integer", value))
+        if domain.codes:
+            rules.append((~number.is_in(domain.codes), f"{label} code not one of {domain.codes_name}", value))
+        else:
+            rules.append((~number.is_between(domain.low, domain.high), f"{label} outside [{domain.low}, {domain.high}]", value))
+    elif isinstance(domain, EpochSeconds):
+        number = text.cast(pl.Int64, strict=False)
+        rules.append((number.is_null(), f"{label} not an integer", value))
+        rules.append((
+            (number < domain.low) | (number >= domain.high),
+            f"{label} outside {day_of(domain.low)}..{day_of(domain.high - 1)} ({domain.why})", value,
+        ))
+    else:  # pragma: no cover - the Domain union is closed
+        raise TypeError(f"unknown domain {domain!r}")
+    return rules
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A composite text field: `names` separated by `sep`, each a `part` (Book-Crossing's
+    'city, state, country'); the parts become their own lower-cased fields."""
+
+    names: tuple[str, ...]
+    sep: str
+    part: Text
+
+
+def parts_rules(column: str, domain: Parts) -> list[Rule]:
+    """A wrong number of parts, then each part's text rules ('garbled location (city): ...')."""
+    parts = pl.col(column).str.split(domain.sep)
+    rules: list[Rule] = [
+        (parts.list.len() != len(domain.names), f"{column} not '{(domain.sep + ' ').join(domain.names)}'", pl.col(column))
+    ]
+    for index, name in enumerate(domain.names):
+        part = parts.list.get(index, null_on_oob=True)
+        rules += text_rules(part, f"{column} ({name})", pl.col(column))
+    return rules
+
+
+def parts_columns(column: str, domain: Parts) -> list[pl.Expr]:
+    """The parts of a composite field as lower-cased columns named after them, without the
+    spaces and quotes around them ('dallas, "texas", usa' has the state texas)."""
+    parts = pl.col(column).str.split(domain.sep)
+    return [parts.list.get(i).str.strip_chars(" \t\"'").str.to_lowercase().alias(name) for i, name in enumerate(domain.names)]
+
+
+# -- The datasets' documented domains --------------------------------------------------------
+
+# ML-1M README: users "joined MovieLens in 2000"; the data set was released in 2003.
+MOVIELENS_TIMES = EpochSeconds(epoch(2000), epoch(2004), "ML-1M's users joined in 2000, the data is from 2000-2003")
+# The synthetic Taobao log writes 10-digit epoch seconds (assets/taobao_generator.py).
+TAOBAO_TIMES = EpochSeconds(10**9, 10**10, "10-digit epoch seconds")
+FIELD_LABELS = {"zip": "zip code", "ts": "timestamp"}
+
+
+def user_domains(dataset: str, age_min: int, age_max: int) -> dict[str, Domain | Parts]:
+    """Every user field of `dataset` and its domain, in the order the rules are tried."""
+    from assets.specs import MOVIELENS_AGE_CODES
+    from assets.taobao_generator import GENDERS, SPEND_LEVELS
+
+    age = IntegerIn(age_min, age_max)
+    if dataset == "movielens":  # ML-1M README, "USERS FILE DESCRIPTION"
+        return {
+            "user_id": Identifier(digits=True),
+            "gender": OneOf(("F", "M")),
+            "age": IntegerIn(min(MOVIELENS_AGE_CODES), max(MOVIELENS_AGE_CODES), MOVIELENS_AGE_CODES, "ML-1M's buckets"),
+            "occupation": IntegerIn(0, 20),
+            "zip": Text(),
+        }
+    if dataset == "bookcrossing":  # BX-Users.csv: "User-ID";"Location";"Age"
+        return {
+            "user_id": Identifier(digits=True),
+            "age": age,
+            "location": Parts(("city", "state", "country"), ",", Text()),
+        }
+    if dataset == "taobao":  # assets/taobao_generator.py: user_profile.csv
+        return {
+            "user_id": Identifier(),
+            "age": age,
+            "gender": OneOf(GENDERS),
+            "city": Text(),
+            "segment": Text(),
+            "spend_level": IntegerIn(1, SPEND_LEVELS),
+        }
+    raise ValueError(f"no field domains for dataset {dataset!r}")
+
+
+ITEM_ID_DOMAINS: dict[str, Identifier] = {
+    "movielens": Identifier(digits=True),  # MovieIDs 1..3952
+    "bookcrossing": Identifier(),  # ISBNs (some end in 'X')
+    "taobao": Identifier(),
+}
+TIME_DOMAINS: dict[str, EpochSeconds] = {"movielens": MOVIELENS_TIMES, "taobao": TAOBAO_TIMES}

@@ -1,0 +1,164 @@
+"""Raw files decoded strictly: BOMs, wrong encodings, NUL bytes, empty and cut-off files.
+
+Each bad file either reads correctly or stops with one line naming the file, the encoding
+and the line and byte; nothing turns into rows rejected under a misleading reason.
+"""
+
+import codecs
+
+import polars as pl
+import pytest
+
+import assets.raw_text as raw_text
+from assets.clean_logs import clean_logs_from_raw
+from assets.raw_files import read_bookcrossing, read_movielens, read_taobao
+from assets.raw_text import EmptyRawFileError, RawEncodingError, RawHeaderError, decoding_of, scan_bytes
+from assets.specs import SPECS
+from tests.fixtures import bookcrossing_dir, good_ml_users, ml_ratings_for, movielens_dir, quoted, write_lines
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_utf8_bom_on_users_dat_is_removed(tmp_path):
+    root = movielens_dir(tmp_path, good_ml_users(3), ml_ratings_for(range(1, 4)))
+    users = root / "ml-1m" / "users.dat"
+    users.write_bytes(codecs.BOM_UTF8 + users.read_bytes())
+    bundle = clean_logs_from_raw(read_movielens(root), SPECS["movielens"])
+    assert bundle.frame("users")["user_id"].to_list() == ["1", "2", "3"]
+    assert bundle.frame("rejected").is_empty()  # user 1 and its ratings are not "unknown user_id"
+
+
+def test_bookcrossing_users_saved_as_utf8_are_read_as_utf8(tmp_path):
+    users = [quoted("1", "köln, nordrhein-westfalen, germany", "30"), quoted("2", "münchen, bayern, germany", "40"),
+             quoted("3", "são paulo, são paulo, brazil", "50")]
+    ratings = [quoted(str(u), isbn, "7") for u in (1, 2, 3) for isbn in ("0001", "0002")]
+    root = bookcrossing_dir(tmp_path, users, ratings)
+    path = root / "bookcrossing" / "BX-Users.csv"
+    path.write_bytes(path.read_bytes().decode("latin-1").encode("utf-8"))
+    raw = read_bookcrossing(root)
+    assert raw.info["decoded_as"] == {"bookcrossing/BX-Users.csv": "utf-8 (declared latin-1)"}
+    bundle = clean_logs_from_raw(raw, SPECS["bookcrossing"])
+    assert bundle.frame("users")["city"].to_list() == ["köln", "münchen", "são paulo"]
+    assert bundle.frame("rejected").is_empty()
+
+
+@pytest.mark.parametrize("codec, found", [("utf-16", "UTF-16-LE byte-order mark"), ("utf-16-le", "NUL byte at line 1, byte 2")])
+def test_utf16_files_stop_with_a_named_error(tmp_path, codec, found):
+    root = movielens_dir(tmp_path, good_ml_users(2), ml_ratings_for(range(1, 3)))
+    path = root / "ml-1m" / "ratings.dat"
+    path.write_bytes(path.read_bytes().decode("latin-1").encode(codec))
+    with pytest.raises(RawEncodingError) as error:
+        read_movielens(root)
+    message = one_line(error)
+    assert "ml-1m/ratings.dat" in message and found in message and "latin-1" in message
+
+
+def test_latin1_details_file_names_file_line_and_byte(tmp_path):
+    extra = ["1::Toy Story::1995::G::x::Animation::J::w::T::p::u", "2::Amélie::2001::R::x::Comedy::J::w::A::p::u"]
+    root = movielens_dir(tmp_path, good_ml_users(2), ml_ratings_for(range(1, 3)), extra=None)
+    write_lines(root / "ml-1m" / "movies_extrainfos.dat", extra, encoding="latin-1")
+    with pytest.raises(RawEncodingError) as error:
+        read_movielens(root)
+    # '2::Am' is 5 bytes, so 'é' (0xE9 in ISO-8859-1, invalid in UTF-8) is byte 6 of line 2.
+    assert one_line(error).startswith("ml-1m/movies_extrainfos.dat (")
+    assert "is not valid UTF-8 at line 2, byte 6 (0xE9 0x6C 0x69 0x65)" in str(error.value)
+
+
+def test_bom_before_bytes_that_are_not_utf8_is_a_named_error(tmp_path):
+    root = movielens_dir(tmp_path, ["1::F::1::10::48067", "2::M::56::16::7007\xe9"], ml_ratings_for(range(1, 3)))
+    users = root / "ml-1m" / "users.dat"
+    users.write_bytes(codecs.BOM_UTF8 + users.read_bytes())
+    with pytest.raises(RawEncodingError, match=r"users.dat .*UTF-8 byte-order mark but is not valid UTF-8 at line 2, byte 19"):
+        read_movielens(root)
+
+
+def test_invalid_utf8_in_a_log_day_names_the_day_file(tmp_path):
+    write_lines(tmp_path / "user_profile.csv", ["user_id,age,gender,city,segment,spend_level", "u1,30,F,Hangzhou,student,2"], "utf-8")
+    write_lines(tmp_path / "item_catalogue.csv", ["item_id,category,brand,price_level", "i1,c1,b1,1"], "utf-8")
+    day = write_lines(tmp_path / "logs/dt=2026-01-03/impressions.csv", ["user_id,item_id,ts,clicked", "u1,i1,1767225600,1"], "utf-8")
+    day.write_bytes(day.read_bytes() + b"u1,i\xff1,1767225601,1\n")
+    with pytest.raises(RawEncodingError) as error:
+        read_taobao(tmp_path)
+    assert "taobao/logs/dt=2026-01-03/impressions.csv" in one_line(error)
+    assert "line 3, byte 5 (0xFF" in str(error.value)
+
+
+def test_empty_and_header_only_files_are_named_errors(tmp_path):
+    root = movielens_dir(tmp_path / "ml", good_ml_users(2), [])
+    (root / "ml-1m" / "ratings.dat").write_bytes(b"")
+    with pytest.raises(EmptyRawFileError, match=r"ml-1m/ratings.dat .*the file is empty"):
+        read_movielens(root)
+    (root / "ml-1m" / "ratings.dat").write_bytes(b"\n\n\r\n")
+    with pytest.raises(EmptyRawFileError, match=r"ml-1m/ratings.dat .*no data rows"):
+        read_movielens(root)
+    bx = bookcrossing_dir(tmp_path / "bx", [quoted("1", "a, b, c", "30")], [])
+    with pytest.raises(EmptyRawFileError, match=r"bookcrossing/BX-Book-Ratings.csv .*no data rows"):
+        read_bookcrossing(bx)
+
+
+def test_a_file_in_another_layout_is_one_error_not_thousands_of_rows(tmp_path):
+    ratings = [line.replace("::", "\t") for line in ml_ratings_for(range(1, 3))]
+    root = movielens_dir(tmp_path, good_ml_users(2), ratings)
+    with pytest.raises(EmptyRawFileError) as error:
+        read_movielens(root)
+    assert "ml-1m/ratings.dat" in one_line(error)
+    assert "none of its 6 lines has the expected 4 fields; line 1: '1\\t1\\t3\\t978300011'" in str(error.value)
+
+
+def test_a_wrong_or_missing_header_is_a_named_error(tmp_path):
+    write_lines(tmp_path / "user_profile.csv", ["user_id,gender,age,city,segment,spend_level", "u1,F,30,Hangzhou,student,2"], "utf-8")
+    write_lines(tmp_path / "item_catalogue.csv", ["item_id,category,brand,price_level", "i1,c1,b1,1"], "utf-8")
+    write_lines(tmp_path / "logs/dt=2026-01-01/impressions.csv", ["user_id,item_id,ts,clicked", "u1,i1,1767225600,1"], "utf-8")
+    with pytest.raises(RawHeaderError, match=r"taobao/user_profile.csv .* line 1: expected the header user_id, age, gender"):
+        read_taobao(tmp_path)
+    root = bookcrossing_dir(tmp_path / "bx", [quoted("1", "a, b, c", "30")], [quoted("1", "0001", "5")])
+    ratings = root / "bookcrossing" / "BX-Book-Ratings.csv"
+    ratings.write_bytes(b"\r\n".join(ratings.read_bytes().split(b"\r\n")[1:]))  # header line dropped
+    with pytest.raises(RawHeaderError, match=r"BX-Book-Ratings.csv .* line 1: expected the header User-ID, ISBN, Book-Rating; found 1, 0001, 5"):
+        read_bookcrossing(root)
+
+
+def test_cut_off_last_lines_are_quarantined_as_cut_off(tmp_path):
+    root = movielens_dir(tmp_path / "ml", good_ml_users(2), ml_ratings_for(range(1, 3)))
+    ratings = root / "ml-1m" / "ratings.dat"
+    ratings.write_bytes(ratings.read_bytes() + b"2::3::4")  # a writer died mid-line
+    raw = read_movielens(root)
+    assert raw.frame("malformed").select("line", "reason").rows() == [
+        (7, "expected 4 fields separated by '::', found 3 (last line has no line ending: file cut off?)")]
+    root = bookcrossing_dir(tmp_path / "bx", [quoted("1", "a, b, c", "30")], [quoted("1", "0001", "5"), quoted("1", "0002", "7")])
+    ratings = root / "bookcrossing" / "BX-Book-Ratings.csv"
+    ratings.write_bytes(ratings.read_bytes()[:-4])  # '"7"\r\n' cut to '"'
+    raw = read_bookcrossing(root)
+    bad = raw.frame("malformed")
+    assert bad.select("line", "text").rows() == [(3, '"1";"0002";"')]
+    assert bad["reason"].item().startswith("the file ends inside a quoted field")
+    assert raw.frame("interactions")["label"].to_list() == ["5"]
+
+
+def test_utf8_sequences_split_across_scan_chunks_are_not_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(raw_text, "CHUNK_BYTES", 3)  # every multi-byte letter straddles a chunk edge
+    path = tmp_path / "names.csv"
+    path.write_bytes("id,name\n1,Zürich\n2,São Paulo 東京 🙂\n".encode())
+    assert decoding_of(path, "names.csv", "utf-8").encoding == "utf-8"
+    path.write_bytes("id,name\n1,Zürich\n2,S".encode() + b"\xe3o\n")  # ISO-8859-1 'ã' in a UTF-8 file
+    scan = scan_bytes(path, 0)
+    assert scan.utf8_error_at == len("id,name\n1,Zürich\n2,S".encode())
+    with pytest.raises(RawEncodingError, match=r"line 3, byte 4 \(0xE3 0x6F"):
+        decoding_of(path, "names.csv", "utf-8")
+
+
+def test_every_reader_gives_one_blank_line_reason(tmp_path):
+    ml = read_movielens(movielens_dir(tmp_path / "ml", good_ml_users(2) + ["  "], ml_ratings_for(range(1, 3)) + [""]))
+    bx = read_bookcrossing(bookcrossing_dir(tmp_path / "bx", [quoted("1", "a, b, c", "30"), " "], [quoted("1", "0001", "5"), ""]))
+    tb = tmp_path / "tb"
+    write_lines(tb / "user_profile.csv", ["user_id,age,gender,city,segment,spend_level", "u1,30,F,Hangzhou,student,2", "\t"], "utf-8")
+    write_lines(tb / "item_catalogue.csv", ["item_id,category,brand,price_level", "i1,c1,b1,1"], "utf-8")
+    write_lines(tb / "logs/dt=2026-01-01/impressions.csv", ["user_id,item_id,ts,clicked", "u1,i1,1767225600,1", ""], "utf-8")
+    for raw in (ml, bx, read_taobao(tb)):
+        assert set(raw.frame("malformed")["reason"]) == {"blank line"}
+        assert raw.frame("malformed").height == 2
+    assert pl.concat([ml.frame("malformed"), bx.frame("malformed")])["line"].to_list() == [3, 7, 3, 3]
