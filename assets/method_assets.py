@@ -161,7 +161,8 @@ class ModelConfig(dg.Config):
     lr_per_layer: bool = Field(default=LEARNER_DEFAULTS.lr_per_layer, description="PAML family: one alpha(h_i) per adapted layer.")
     lr_history: bool = Field(default=LEARNER_DEFAULTS.lr_history, description="PAML family: the LR module also reads an encoding of the support set.")
     lr_init_std: float = Field(default=LEARNER_DEFAULTS.lr_init_std, description="PAML family: init spread of the LR module's last layer.")
-    rate_lr: float | None = Field(default=None, description="Adam rate of the LR module / Meta-SGD rates; empty = outer_lr.")
+    rate_lr: float | None = Field(default=TRAIN_DEFAULTS.rate_lr, description="Adam rate of the LR module / Meta-SGD rates; empty = outer_lr.")
+    weight_decay: float = Field(default=TRAIN_DEFAULTS.weight_decay, description="AdamW's decoupled weight decay on the network.")
     lr_hidden: int = Field(default=LEARNER_DEFAULTS.lr_hidden, description="PAML family: hidden width of the LR module.")
     lr_range: float | None = Field(default=None, description="PAML/REG-PAML: alpha(h) lies in (0, lr_range * inner_lr)." + TUNED_HELP)
     gamma: float | None = Field(default=None, description="REG-PAML: regularizer weight gamma." + TUNED_HELP)
@@ -188,7 +189,7 @@ class ModelConfig(dg.Config):
     def train_config(self, method: str, dataset: str | None) -> TrainConfig:
         base = TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, device=resolve_device(self.device),
                            max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience,
-                           rate_lr=self.rate_lr, protocol=self.protocol)
+                           rate_lr=self.rate_lr, weight_decay=self.weight_decay, protocol=self.protocol)
         _, train_config = apply_settings(self._settings(method, dataset), LEARNER_DEFAULTS, base)
         return train_config
 

@@ -36,8 +36,8 @@ class LearnerConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     lr_hidden: int = 64  # PAML family: width of the LR module's hidden layer
     lr_range: float = 4.0  # PAML/REG-PAML: alpha(h) in [inner_lr / lr_range, inner_lr * lr_range]
-    lr_per_layer: bool = False  # PAML family: one alpha(h_i) per adapted layer instead of one per user
-    lr_history: bool = False  # PAML family: the LR module also reads an encoding of the support set
+    lr_per_layer: bool = True  # PAML family: one alpha(h_i) per adapted layer instead of one per user
+    lr_history: bool = True  # PAML family: the LR module also reads an encoding of the support set
     lr_init_std: float = 0.1  # PAML family: init spread of the LR module's last layer (0 = every user starts equal)
     gamma: float = 1e-3  # REG-PAML regularizer weight
     correction_range: float = 1.0  # AT-PAML: alpha'(h) in (-r, r) * inner_lr around the memory's LR
@@ -78,6 +78,7 @@ class UserBatch:
     support_mask: torch.Tensor  # (B, S)
     keys: torch.Tensor  # (B,) task identities within their split
     training: bool = True
+    support_loss: torch.Tensor | None = None  # (B,) the support loss before adaptation (detached)
 
 
 class MetaLearner(nn.Module):
@@ -85,6 +86,7 @@ class MetaLearner(nn.Module):
 
     method = "base"
     per_user_step = False  # True when step_size returns one rate (or one dict entry) per user
+    reads_support_loss = False  # True when step_size needs UserBatch.support_loss
 
     def __init__(self, data: TaskData, config: LearnerConfig):
         super().__init__()
@@ -114,6 +116,9 @@ class MetaLearner(nn.Module):
 
     def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True) -> tuple[Inputs, Inputs, UserBatch]:
         """Support and query inputs of a batch, and what its step sizes may depend on."""
+        if training and self.training:
+            # One draw of the global RNG per step, the same in every data-parallel process.
+            self.net.embedder.salt = int(torch.randint(0, 2**31 - 1, (1,)))
         # Embed only the items this batch touches: the catalogue can be far larger.
         rows, (support_items, query_items) = batch_item_rows(batch.support_items, batch.query_items)
         item_rep = self.net.embedder.items(items, rows)  # (R, Di) [+ (R, r) factors]
@@ -121,7 +126,13 @@ class MetaLearner(nn.Module):
         tables = self.net.factor_tables(batch.keys(), training)
         support_x = self.net.inputs(h, support_items, item_rep, tables)  # (B, Du), (B, S, Di), ...
         query_x = self.net.inputs(h, query_items, item_rep, tables)  # (B, Du), (B, Q, Di), ...
-        users = UserBatch(h, item_rep.features[support_items], batch.support_labels, batch.support_mask, batch.keys(), training)
+        support_loss = None
+        if self.reads_support_loss:
+            with torch.no_grad():
+                support_loss = self.loss(self.net.predict(self.net.adapted_params(), support_x), batch.support_labels,
+                                         batch.support_mask)
+        users = UserBatch(h, item_rep.features[support_items], batch.support_labels, batch.support_mask, batch.keys(),
+                          training, support_loss)
         return support_x, query_x, users
 
     def run(self, batch: TaskSplit, items: ItemTable, training: bool = True, adapt: bool = True) -> Outcome:
@@ -268,15 +279,19 @@ class PAML(MetaLearner):
         in_dim = self.net.embedder.user_dim
         if config.lr_history:
             self.history = HistoryEncoder(self.net.embedder.item_dim, self.net.config.embedding_dim)
-            in_dim += self.net.config.embedding_dim
+            in_dim += self.net.config.embedding_dim + 1
+            self.reads_support_loss = True
         self.lr_module = LRModule(in_dim, config.lr_hidden, outputs, config.lr_init_std)
 
     def lr_input(self, users: UserBatch) -> torch.Tensor:
-        """The LR module's input: h, and with `lr_history` the support set's encoding."""
+        """The LR module's input: h, and with `lr_history` the support set's encoding and how badly
+        the unadapted model fits it (log(1 + support loss)): a user the population's prior
+        already fits needs a short step, one it fits badly a long one."""
         if not self.config.lr_history:
             return users.h
         scale = self.net.embedder.label_scale()
-        return torch.cat([users.h, self.history(users, scale.center, scale.scale)], dim=-1)
+        surprise = torch.log1p(users.support_loss).unsqueeze(-1)  # (B, 1)
+        return torch.cat([users.h, self.history(users, scale.center, scale.scale), surprise], dim=-1)
 
     def log_ratio(self, users: UserBatch) -> torch.Tensor:
         """(B, G) log(alpha / inner_lr) in [-log r, log r]."""

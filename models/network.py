@@ -52,7 +52,7 @@ class NetworkConfig:
     adapted: tuple[str, ...] = ("decision.", USER_FACTOR)  # parameter-name prefixes the inner loop adapts
     statistics: bool = True  # rating statistics as features (models/features.py); False = MeLU's inputs
     item_id: bool = False  # the item's identity as an item field
-    factor_dim: int = 0  # rank of the dot-product head; 0 = no head
+    factor_dim: int = 8  # rank of the dot-product head; 0 = no head
     factor_source: str = "mf"  # item factors: "mf" = fixed, from a ridge factorization (models/factors.py); "learned"
     # Rows the factorization is fitted on: "support" keeps the training users' query ratings out,
     # so meta-training's query loss judges the factors on ratings they never saw, as at test time;
@@ -60,7 +60,7 @@ class NetworkConfig:
     # and, for a training user, factors that left its fold's query ratings out (models/factors.py).
     factor_fit: str = "crossfit"
     factor_folds: int = 5
-    unknown_rate: float = 0.0  # share of codes replaced by UNKNOWN while meta-training
+    unknown_rate: float = 0.2  # share of codes replaced by UNKNOWN while meta-training
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.unknown_rate < 1.0:
@@ -105,11 +105,29 @@ def item_id_codes(data: TaskData) -> torch.Tensor:
     return codes
 
 
-def drop_to_unknown(codes: torch.Tensor, rate: float) -> torch.Tensor:
-    """Replace each non-padding code by UNKNOWN with probability `rate` (global torch RNG)."""
+_MIX_1, _MIX_2 = -4658895280553007687, -7723592293110705685  # splitmix64's multipliers as signed int64
+
+
+def hashed_uniform(salt: int, *keys: torch.Tensor | int) -> torch.Tensor:
+    """Pseudo-uniform numbers in [0, 1), a deterministic function of (salt, keys) (broadcast).
+
+    Dropout decided by a hash of (step salt, user or item identity, field) instead of by the
+    position in a random stream gives every data-parallel shard exactly the draws the single
+    process makes for the same users and items.
+    """
+    x = torch.as_tensor(salt, dtype=torch.long)
+    for key in keys:
+        x = (x ^ torch.as_tensor(key, dtype=torch.long, device=x.device if isinstance(key, int) else key.device)) * _MIX_1
+        x = (x ^ (x >> 29)) * _MIX_2
+        x = x ^ (x >> 32)
+    return ((x >> 11) & ((1 << 24) - 1)).to(torch.float32) / float(1 << 24)
+
+
+def drop_to_unknown(codes: torch.Tensor, rate: float, salt: int, *keys: torch.Tensor | int) -> torch.Tensor:
+    """Replace each non-padding code by UNKNOWN with probability `rate`, decided by hashed_uniform(salt, *keys)."""
     if rate <= 0:
         return codes
-    drop = (torch.rand(codes.shape, device=codes.device) < rate) & (codes != PAD_INDEX)
+    drop = (hashed_uniform(salt, *keys).to(codes.device) < rate) & (codes != PAD_INDEX)
     return torch.where(drop, torch.full_like(codes, UNKNOWN_INDEX), codes)
 
 
@@ -121,6 +139,7 @@ class FieldEmbedder(nn.Module):
         super().__init__()
         dim = config.embedding_dim
         self.unknown_rate = config.unknown_rate
+        self.salt = 0  # set once per training step (MetaLearner.prepare): which codes the step drops
         self.user_fields, self.item_fields, self.multi_fields = data.user_fields, data.item_fields, data.item_multi_fields
         self.item_id = config.item_id
         vocab = dict(data.vocab_sizes)
@@ -174,12 +193,20 @@ class FieldEmbedder(nn.Module):
         # 0-d tensors rather than floats: reading them back would sync a GPU on every batch.
         return LabelScale(*self.scale.unbind())
 
-    def lookup(self, field: str, codes: torch.Tensor) -> torch.Tensor:
-        """Embed `codes` of `field`: untrained codes -> UNKNOWN, some dropped to UNKNOWN in training."""
+    def lookup(self, field: str, codes: torch.Tensor, owners: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed `codes` of `field`: untrained codes -> UNKNOWN, some dropped to UNKNOWN in training.
+
+        `owners` (same shape) identify whose code each is (user keys, item rows): the drop is a
+        hash of (step salt, owner, field).
+        """
         codes = getattr(self, f"remap__{field}")[codes]
-        if self.training:
-            codes = drop_to_unknown(codes, self.unknown_rate)
+        if self.training and owners is not None:
+            codes = drop_to_unknown(codes, self.unknown_rate, self.salt, owners, self.field_ids[field])
         return self.tables[field](codes)
+
+    @property
+    def field_ids(self) -> dict[str, int]:
+        return {f: i for i, f in enumerate((*self.user_fields, *self.item_fields, *self.multi_fields, ITEM_ID_FIELD))}
 
     def unknown_fields(self, user_fields: torch.Tensor) -> torch.Tensor:
         """(B, F_user) True where a field's value has no trained row (falls back to UNKNOWN)."""
@@ -187,9 +214,12 @@ class FieldEmbedder(nn.Module):
                             for i, f in enumerate(self.user_fields)], dim=1)
 
     def user(self, user_fields: torch.Tensor, support_labels: torch.Tensor | None = None,
-             support_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, F_user) codes (and the support sets, with statistics) -> user embedding h (B, Du)."""
-        parts = [self.lookup(f, user_fields[:, i]) for i, f in enumerate(self.user_fields)]
+             support_mask: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F_user) codes (and the support sets, with statistics) -> user embedding h (B, Du).
+
+        `keys` (B,) identify the users for the training-time dropout (none without them).
+        """
+        parts = [self.lookup(f, user_fields[:, i], keys) for i, f in enumerate(self.user_fields)]
         if self.statistics:
             if support_labels is None or support_mask is None:
                 raise ValueError("this network uses support-set statistics: pass support_labels and support_mask")
@@ -199,15 +229,19 @@ class FieldEmbedder(nn.Module):
 
     def user_of(self, tasks: TaskSplit) -> torch.Tensor:
         """The user embeddings h of a batch of tasks."""
-        return self.user(tasks.user_fields, tasks.support_labels, tasks.support_mask)
+        return self.user(tasks.user_fields, tasks.support_labels, tasks.support_mask, tasks.keys())
 
     def items(self, table: ItemTable, rows: torch.Tensor | None = None) -> ItemRepresentation:
         """Embeddings of item `rows` (default: every row); multi-hot fields mean-pooled."""
         rows = torch.arange(table.fields.shape[0], device=table.fields.device) if rows is None else rows
         fields = table.fields[rows]
-        parts = [self.lookup(f, fields[:, i]) for i, f in enumerate(self.item_fields)]
+        parts = [self.lookup(f, fields[:, i], rows) for i, f in enumerate(self.item_fields)]
         for field in self.multi_fields:
             codes = getattr(self, f"remap__{field}")[table.multi[field][rows]]  # (R, M)
+            if self.training:
+                slots = torch.arange(codes.shape[1], device=codes.device)
+                codes = drop_to_unknown(codes, self.unknown_rate, self.salt, rows.unsqueeze(1) * 1024 + slots,
+                                        self.field_ids[field])
             present = (codes != PAD_INDEX).unsqueeze(-1).float()  # (R, M, 1)
             summed = (self.tables[field](codes) * present).sum(1)  # (R, dim)
             parts.append(summed / present.sum(1).clamp_min(1.0))
@@ -215,7 +249,7 @@ class FieldEmbedder(nn.Module):
         if self.item_id or self.factor_dim:
             ids = self.item_codes[rows]
             if self.training:
-                ids = drop_to_unknown(ids, self.unknown_rate)
+                ids = drop_to_unknown(ids, self.unknown_rate, self.salt, rows, self.field_ids[ITEM_ID_FIELD])
         if self.item_id:
             parts.append(self.tables[ITEM_ID_FIELD](ids))
         if self.statistics:

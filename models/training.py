@@ -33,7 +33,8 @@ class TrainConfig:
     epochs: int = 100  # upper bound on passes over the training users
     meta_batch: int = 32  # users per outer step (MeLU: 32 tasks)
     outer_lr: float = 5e-4  # Adam
-    rate_lr: float | None = None  # Adam rate of the step-size machinery (LR module, Meta-SGD rates); None = outer_lr
+    rate_lr: float | None = 3e-3  # Adam rate of the step-size machinery (LR module, Meta-SGD rates); None = outer_lr
+    weight_decay: float = 0.05  # AdamW's decoupled decay on the network's parameters (not on the step-size machinery)
     max_grad_norm: float | None = 10.0  # clip the meta-gradient's norm; None = no clipping
     max_steps: int = 3000  # outer-step budget
     eval_every: int = 100  # outer steps between two scorings of the validation users
@@ -165,10 +166,11 @@ def outer_optimizer(learner: MetaLearner, config: TrainConfig) -> torch.optim.Op
     trainable = [(n, p) for n, p in learner.named_parameters() if p.requires_grad]
     rates = [p for n, p in trainable if n.startswith(rate_prefixes)]
     others = [p for n, p in trainable if not n.startswith(rate_prefixes)]
-    groups = [{"params": others}]
+    groups = [{"params": others, "weight_decay": config.weight_decay}]
     if rates:
-        groups.append({"params": rates, "lr": config.rate_lr if config.rate_lr is not None else config.outer_lr})
-    return torch.optim.Adam(groups, lr=config.outer_lr)
+        groups.append({"params": rates, "lr": config.rate_lr if config.rate_lr is not None else config.outer_lr,
+                       "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=config.outer_lr)
 
 
 def train(

@@ -95,7 +95,7 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
     grads_vec = torch.autograd.grad(loss_vec, meta_params, allow_unused=True, retain_graph=True)
 
     adapted_list, norms_loop = adapt_loop(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config)
-    loss_loop = sum(mse(net.predict(p, (xq[0][u], xq[1][u])), batch.query_labels[u], batch.query_mask[u]) for u, p in enumerate(adapted_list))
+    loss_loop = sum(mse(net.predict(p, tuple(t[u] for t in xq)), batch.query_labels[u], batch.query_mask[u]) for u, p in enumerate(adapted_list))
     grads_loop = torch.autograd.grad(loss_loop + total_sq_norm(norms_loop).sum(), meta_params, allow_unused=True)
     for a, b in zip(grads_vec, grads_loop):
         assert (a is None) == (b is None)

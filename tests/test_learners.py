@@ -1,5 +1,7 @@
 """Every learner: adaptation lowers the support loss, meta-gradients reach every meta-parameter."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,9 @@ from models.training import TrainConfig, predict_split, train
 from models.user_memory import MemoryConfig
 from tests.model_fixtures import tiny_task_data
 
-CONFIG = LearnerConfig(inner_lr=0.01, network=NetworkConfig(embedding_dim=4, hidden=(8, 8)),
+CONFIG = LearnerConfig(inner_lr=0.01, network=NetworkConfig(embedding_dim=4, hidden=(8, 8), factor_dim=2, unknown_rate=0.0),
                        memory=MemoryConfig(capacity=16, k=2), finetune_lr=0.01)
+PAPER_PAML = replace(CONFIG, lr_per_layer=False, lr_history=False)  # one alpha(h_i) per user, the paper's form
 
 
 @pytest.mark.parametrize("task", ["rating", "ctr"])
@@ -82,7 +85,7 @@ def test_at_paml_memory_gets_gradients_after_warm_up():
 def test_reg_paml_regularizer_matches_hand_computation():
     torch.manual_seed(0)
     data = tiny_task_data()
-    learner = build_learner("reg_paml", data, CONFIG)
+    learner = build_learner("reg_paml", data, PAPER_PAML)
     assert isinstance(learner, RegPAML)
     batch = data.splits["train"]
     outcome = learner.run(batch, data.items)
@@ -94,10 +97,10 @@ def test_reg_paml_regularizer_matches_hand_computation():
     alpha = learner.step_size(users)
     regs = []
     for u in range(len(batch)):
-        support = learner.loss(net.predict(params, (xs[0][u], xs[1][u])), batch.support_labels[u], batch.support_mask[u])
+        support = learner.loss(net.predict(params, tuple(t[u] for t in xs)), batch.support_labels[u], batch.support_mask[u])
         grads = torch.autograd.grad(support, list(params.values()), retain_graph=True)
         regs.append(sum((g ** 2).sum() for g in grads) * alpha[u].abs())
-    expected = (outcome.query_loss + CONFIG.gamma * torch.stack(regs)).mean()
+    expected = (outcome.query_loss + PAPER_PAML.gamma * torch.stack(regs)).mean()
     assert torch.allclose(objective, expected, rtol=1e-5)
     assert not torch.allclose(objective, outcome.query_loss.mean())
 

@@ -15,7 +15,7 @@ from models.training import TrainConfig, predict_split, train
 from models.user_memory import MemoryConfig, UserMemory
 from tests.model_fixtures import tiny_task_data
 
-SMALL = NetworkConfig(embedding_dim=4, hidden=(8,))
+SMALL = NetworkConfig(embedding_dim=4, hidden=(8,), unknown_rate=0.0)
 
 
 def test_codes_no_training_user_has_map_to_unknown():
@@ -39,16 +39,30 @@ def test_a_value_only_held_out_users_have_gets_the_trained_unknown_row():
     assert torch.equal(h_free, h_unknown)
 
 
-def test_unknown_rate_replaces_codes_only_while_training():
+def test_unknown_rate_replaces_codes_only_while_training_and_per_user_not_per_batch():
     data = tiny_task_data()
     net = PreferenceNetwork(data, replace(SMALL, unknown_rate=0.5))
     batch = data.splits["train"]
-    torch.manual_seed(0)
     net.train()
-    trained = [net.embedder.user_of(batch) for _ in range(2)]
-    assert not torch.equal(trained[0], trained[1])  # a different half of the codes dropped each time
+    net.embedder.salt = 1
+    first = net.embedder.user_of(batch)
+    net.embedder.salt = 2
+    assert not torch.equal(first, net.embedder.user_of(batch))  # another step drops other codes
+    net.embedder.salt = 1
+    # A user's drops depend on (salt, user, field), not on who else is in the batch.
+    half = net.embedder.user_of(batch.select(torch.arange(3, 9)))
+    assert torch.allclose(half, first[3:9])
     net.eval()
     assert torch.equal(net.embedder.user_of(batch), net.embedder.user_of(batch))
+
+
+def test_hashed_dropout_drops_about_the_rate():
+    from models.network import hashed_uniform
+
+    u = hashed_uniform(7, torch.arange(20000), 3)
+    assert abs(float((u < 0.2).float().mean()) - 0.2) < 0.01 and 0 <= float(u.min()) and float(u.max()) < 1
+    assert torch.equal(u, hashed_uniform(7, torch.arange(20000), 3))
+    assert not torch.equal(u, hashed_uniform(8, torch.arange(20000), 3))
 
 
 def test_item_ids_of_items_no_training_user_rated_are_unknown():
@@ -98,7 +112,7 @@ def test_training_view_adds_warm_tasks_only_for_the_production_protocol():
 def test_paml_step_size_lies_in_its_log_range_and_starts_spread():
     data = tiny_task_data()
     torch.manual_seed(0)
-    config = LearnerConfig(inner_lr=0.01, lr_range=4.0, network=SMALL)
+    config = LearnerConfig(inner_lr=0.01, lr_range=4.0, network=SMALL, lr_per_layer=False)
     learner = build_learner("paml", data, config)
     _, _, users = learner.prepare(data.splits["train"], data.items)
     alpha = learner.step_size(users)
@@ -114,13 +128,16 @@ def test_paml_per_layer_gives_each_adapted_layer_its_own_per_user_rate():
     config = LearnerConfig(inner_lr=0.01, network=SMALL, lr_per_layer=True, lr_history=True)
     learner = build_learner("paml", data, config)
     groups = layer_groups(list(learner.net.adapted_params()))
-    assert groups == {"decision.0.weight": 0, "decision.0.bias": 0, "decision.2.weight": 1, "decision.2.bias": 1}
+    assert groups == {"decision.0.weight": 0, "decision.0.bias": 0, "decision.2.weight": 1, "decision.2.bias": 1,
+                      "factor.user": 2}
     _, _, users = learner.prepare(data.splits["train"], data.items)
     alpha = learner.step_size(users)
     assert set(alpha) == set(groups) and all(a.shape == (len(users.h),) for a in alpha.values())
     assert torch.equal(alpha["decision.0.weight"], alpha["decision.0.bias"])
     outcome = learner.run(data.splits["train"], data.items)
-    expected = torch.exp((torch.log(alpha["decision.0.weight"]) + torch.log(alpha["decision.2.weight"])) / 2)
+    logs = [torch.log(alpha[name]) for name in ("decision.0.weight", "decision.0.bias", "decision.2.weight",
+                                                "decision.2.bias", "factor.user")]
+    expected = torch.exp(torch.stack(logs).mean(0))
     assert torch.allclose(outcome.lr_per_user, expected.detach())
 
 
