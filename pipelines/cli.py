@@ -237,7 +237,8 @@ def tune_command(args: argparse.Namespace) -> None:
     if args.export:
         for dataset in args.datasets:
             tensors, info, content_hash = meta_tasks_of(dataset)
-            print(f"exported {export_tasks(tensors, info, Path(args.export) / dataset, content_hash)} (no test users)")
+            directory = export_tasks(tensors, info, Path(args.export) / dataset, content_hash, args.protocol)
+            print(f"exported {directory} for the {args.protocol} protocol (no test users)")
         return
     config = SearchConfig(trials=args.trials, seed=args.seed, protocol=args.protocol, device=args.device, threads=args.threads,
                           max_steps=args.max_steps, eval_every=args.eval_every, patience=args.patience)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import polars as pl
 
 from models.search import INFO_FILE, TENSORS_FILE, tasks_digest
+from models.tasks import WARM_SPLIT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TUNING_DOC = REPO_ROOT / "docs" / "tuning.md"
@@ -44,14 +45,16 @@ def journal_path(home: Path, dataset: str) -> Path:
     return tuning_dir(home, dataset) / "journal.log"
 
 
-def export_tasks(tensors: dict, info: dict, directory: Path, meta_tasks_hash: str) -> Path:
-    """Write the tasks without any test tensor; the info names the splits that are there."""
+def export_tasks(tensors: dict, info: dict, directory: Path, meta_tasks_hash: str, protocol: str = "paper") -> Path:
+    """Write the tasks without any test tensor (and without the warm users, which only the
+    production protocol trains on); the info names the splits that are there."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    kept = {k: v.contiguous() for k, v in tensors.items() if not k.startswith("test__")}
-    splits = [s for s in info.get("splits", ("train", "val", "test")) if s != "test"]
+    left_out = ("test",) if protocol == "production" else ("test", WARM_SPLIT)
+    kept = {k: v.contiguous() for k, v in tensors.items() if k.split("__", 1)[0] not in left_out}
+    splits = [s for s in info.get("splits", ("train", "val", "test")) if s not in left_out]
     light = {k: v for k, v in info.items() if k not in ("splits",)}
     save_file(kept, str(directory / TENSORS_FILE))
     (directory / INFO_FILE).write_text(json.dumps({**light, "splits": splits, "meta_tasks_hash": meta_tasks_hash},
@@ -301,7 +304,7 @@ def tune(datasets: list[str], home: Path, load_tasks: Callable[[str], Any], *, m
     for dataset in datasets:
         tasks_dir = tuning_dir(home, dataset) / "tasks"
         tensors, info, content_hash = load_tasks(dataset)
-        export_tasks(tensors, info, tasks_dir, content_hash)
+        export_tasks(tensors, info, tasks_dir, content_hash, config.protocol)
         journal = journal_path(home, dataset)
         if import_dir is not None:
             import_journal(Path(import_dir) / f"{dataset}.journal", journal, tasks_dir)

@@ -264,3 +264,32 @@ def test_ingest_mirrors_every_trial_again_after_more_trials(searched, tmp_path):
     ingest("tiny", journal, store, tmp_path / "settings")
     ingest("tiny", journal, store, tmp_path / "settings")  # idempotent: rows are replaced, not appended
     assert store.query("SELECT count(*) FROM tuning_trials").item() == 4
+
+
+def test_a_model_run_records_its_settings_file_trial_overrides_threads_and_device(tmp_path):
+    """A real Dagster run of one model asset on tiny tasks stored as the taobao partition."""
+    import dagster as dg
+
+    from assets.bundle import Bundle
+    from models.settings import file_sha256, settings_path
+    from pipelines.definitions import ASSETS, build_resources
+
+    home = tmp_path / "home"
+    tensors, info = tensors_of(tiny_task_data(task="ctr"))
+    LineageStore(home).record(Bundle(tensors=tensors, info={**info, "dataset": "taobao"}), run_id="data", job_name="data_job",
+                              asset_key="meta_tasks", partition="taobao", code_version="1", inputs=[], mirrors={})
+    config = {"ops": {"melu_model": {"config": {"seeds": [0], "max_steps": 2, "eval_every": 1, "inner_lr": 0.07, "device": "cpu"}}}}
+    result = dg.materialize(ASSETS, selection=["melu_model"], partition_key="taobao", run_config=config,
+                            resources=build_resources(home, tmp_path / "no-data"), instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    store = LineageStore(home)
+    model = store.load(store.latest("melu_model", "taobao"))
+    chosen = json.loads(settings_path("taobao").read_text())["methods"]["melu"]
+    recorded = model.info["settings"]
+    assert recorded["file"] == "models/settings/taobao.json" and recorded["sha256"] == file_sha256(settings_path("taobao"))
+    assert recorded["trial"] == chosen["trial"] and recorded["params"] == chosen["params"]
+    assert recorded["run_config"] == {"inner_lr": 0.07} and model.info["learner_config"]["inner_lr"] == 0.07
+    assert model.info["learner_config"]["inner_steps"] == chosen["params"].get("inner_steps", LearnerConfig().inner_steps)
+    run = store.query("SELECT * FROM runs WHERE run_id = ?", [result.run_id]).row(0, named=True)
+    assert (run["torch_threads"], run["device"], run["deterministic"]) == (torch.get_num_threads(), "cpu", True)
+    assert json.loads(run["settings"])["taobao/melu"]["trial"] == chosen["trial"]
