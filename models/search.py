@@ -42,7 +42,9 @@ from typing import Any, Iterator
 
 TENSORS_FILE, INFO_FILE = "tensors.safetensors", "info.json"
 HIDDEN_SPLITS = ("test",)  # never loaded by the search
-FINISHED = ("COMPLETE", "PRUNED")
+# SearchConfig fields a resumed study must keep (they decide what a trial's value means).
+SAME_BUDGET = ("seed", "max_steps", "eval_every", "patience", "protocol", "prune_startup", "prune_warmup_evaluations",
+               "startup_trials")
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,15 @@ def create_study(storage, method: str, config: SearchConfig, tasks_sha256: str, 
     elif attrs["tasks_sha256"] != tasks_sha256:
         raise ValueError(f"study {name!r} in this journal was searched on other tasks (tensors sha256 "
                          f"{attrs['tasks_sha256'][:12]}, these: {tasks_sha256[:12]}): use a new journal")
+    else:
+        # A resumed study may get more trials, workers or another device, but every trial must
+        # have trained under the same budget and seed.
+        before = attrs.get("search", {})
+        changed = [f"{k} {before[k]} -> {v}" for k, v in asdict(config).items() if k in SAME_BUDGET and k in before and before[k] != v]
+        if changed:
+            raise ValueError(f"study {name!r} was searched with other settings ({'; '.join(changed)}): rerun with "
+                             "the study's settings or use a new journal")
+        study.set_user_attr("search", asdict(config))
     return study
 
 

@@ -205,6 +205,7 @@ def history_png(dataset: str, trials: pl.DataFrame) -> bytes:
     import io
 
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -221,6 +222,7 @@ def history_png(dataset: str, trials: pl.DataFrame) -> bytes:
         pruned = trials.filter((pl.col("method") == method) & (pl.col("state") == "PRUNED"))
         ax.set_title(f"{method} ({pruned.height} pruned)", fontsize=9)
         ax.set_xlabel("trial")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0][0].set_ylabel("validation loss")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{dataset}: optimization history")

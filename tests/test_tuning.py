@@ -293,3 +293,17 @@ def test_a_model_run_records_its_settings_file_trial_overrides_threads_and_devic
     run = store.query("SELECT * FROM runs WHERE run_id = ?", [result.run_id]).row(0, named=True)
     assert (run["torch_threads"], run["device"], run["deterministic"]) == (torch.get_num_threads(), "cpu", True)
     assert json.loads(run["settings"])["taobao/melu"]["trial"] == chosen["trial"]
+
+
+def test_a_resumed_study_may_get_more_trials_but_keeps_its_budget_and_seed(tmp_path):
+    from dataclasses import replace
+
+    from models.search import prepare
+
+    tensors, info = tensors_of(tiny_task_data())
+    tasks = export_tasks(tensors, info, tmp_path / "tasks", "h")
+    journal = tmp_path / "j.log"
+    prepare(tasks, journal, ["melu"], TINY)
+    prepare(tasks, journal, ["melu"], replace(TINY, trials=5, device="cuda", threads=4))
+    with pytest.raises(ValueError, match=r"seed 0 -> 1; max_steps 8 -> 9"):
+        prepare(tasks, journal, ["melu"], replace(TINY, max_steps=9, seed=1))
