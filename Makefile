@@ -7,7 +7,7 @@ export PAML_HOME ?= $(CURDIR)/.paml
 export DAGSTER_HOME ?= $(PAML_HOME)/dagster
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: install demo test bench ui reproduce clean
+.PHONY: install demo test bench ui reproduce results clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,9 +32,15 @@ bench: install
 	$(PY) -m benchmarks.scaling
 
 # The paper's experiment on real data: PAML_DATA_DIR must hold ml-1m/ and bookcrossing/.
+# Seeds 0-4 and a pinned torch thread count (recorded in `runs`): the same numbers need the same count.
+REPRODUCE_THREADS ?= 2
 reproduce: install
 	@test -n "$$PAML_DATA_DIR" || { echo "set PAML_DATA_DIR to the directory holding ml-1m/ and bookcrossing/"; exit 2; }
-	$(PY) -m pipelines.cli reproduce
+	$(PY) -m pipelines.cli reproduce --seeds 0 1 2 3 4 --threads $(REPRODUCE_THREADS)
+
+# docs/results.md's tables from the DuckDB store of the last `make reproduce`.
+results: install
+	$(PY) -m pipelines.cli results
 
 ui: install
 	$(PY) -c "from pipelines.instance import ensure_dagster_home; ensure_dagster_home()"

@@ -26,7 +26,8 @@ def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: l
         for (gamma,), part in user_metrics.group_by("gamma", maintain_order=True)
     ])
     return Bundle(frames={"metrics": pl.DataFrame(rows), "user_metrics": user_metrics, "significance": significance},
-                  info={"gammas": list(gammas), "dataset": dataset})
+                  info={"gammas": list(gammas), "dataset": dataset, "method": "reg_paml_gamma_ablation",
+                        "settings": config.settings_provenance("reg_paml", dataset)})
 
 
 # -- Dagster asset -------------------------------------------------------------------------

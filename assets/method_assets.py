@@ -8,6 +8,7 @@ support sets, scores the query sets, and writes `user_metrics`, `metrics` and
 """
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -21,8 +22,7 @@ from models.network import NetworkConfig
 from models.references import training_labels
 from models.tasks import TaskData, task_data_from_tensors
 from models.training import EpochLog, TrainConfig, predict_split, train
-from models.tuned import tuned_settings
-from models.tuning import apply_settings
+from models.settings import KNOBS, ChosenSettings, apply_params, chosen_settings
 from models.user_memory import MemoryConfig
 
 
@@ -37,12 +37,15 @@ def resolve_device(device: str) -> str:
 
 def train_method(
     method: str, tasks: Bundle, learner_config: LearnerConfig, train_config: TrainConfig, seeds: list[int],
-    on_epoch: Callable[[int, EpochLog], None] = lambda seed, log: None,
+    on_epoch: Callable[[int, EpochLog], None] = lambda seed, log: None, settings: dict | None = None,
 ) -> tuple[Bundle, float]:
     """Train `method` once per seed; tensors hold each seed's selected state dict.
 
+    `settings` (the settings file, its hash and trial that chose the tuned values) and the
+    training process's threads, device and kernel flag go into the info (and the run's row).
     Returns the bundle and the mean training throughput (users per second).
     """
+
     data = task_data_from_tensors(tasks.tensors, tasks.info)
     tensors, history, best, speeds = {}, [], {}, []
     for seed in seeds:
@@ -58,8 +61,16 @@ def train_method(
                            "stopped": result.stopped}
     frames = {"history": pl.DataFrame(history).with_columns(pl.lit(method).alias("method"))}
     info = {"method": method, "seeds": seeds, "best": best, "learner_config": asdict(learner_config),
-            "train_config": {**asdict(train_config), "seed": None}, "dataset": tasks.info["dataset"]}
+            "train_config": {**asdict(train_config), "seed": None}, "dataset": tasks.info["dataset"],
+            "settings": settings, "runtime": training_runtime(train_config.device)}
     return Bundle(frames=frames, tensors=tensors, info=info), float(np.mean(speeds)) if speeds else 0.0
+
+
+def training_runtime(device: str) -> dict:
+    """Threads, device and kernel flag of the training process (a rerun needs the same to match)."""
+    import torch
+
+    return {"threads": torch.get_num_threads(), "device": device, "deterministic": torch.are_deterministic_algorithms_enabled()}
 
 
 def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
@@ -130,10 +141,7 @@ from pipelines.partitions import dataset_partitions  # noqa: E402
 LEARNER_DEFAULTS = LearnerConfig()
 MEMORY_DEFAULTS = MemoryConfig()
 TRAIN_DEFAULTS = TrainConfig()
-TUNABLE = ("outer_lr", "inner_lr", "inner_steps", "lr_range", "gamma", "correction_range", "finetune_steps", "finetune_lr")
-
-
-TUNED_HELP = " Empty = the tuned value for this dataset and method (models/tuned.py), else the code default."
+TUNED_HELP = " Empty = the tuned value for this dataset and method (models/settings/<dataset>.json), else the code default."
 
 
 class ModelConfig(dg.Config):
@@ -156,13 +164,14 @@ class ModelConfig(dg.Config):
     statistics: bool = Field(default=LEARNER_DEFAULTS.network.statistics, description="Rating statistics as features (models/features.py).")
     item_id: bool = Field(default=LEARNER_DEFAULTS.network.item_id, description="The item's identity as an item field.")
     factor_dim: int = Field(default=LEARNER_DEFAULTS.network.factor_dim, description="Rank of the dot-product head on MF item factors (0 = none).")
-    unknown_rate: float = Field(default=LEARNER_DEFAULTS.network.unknown_rate, description="Share of codes replaced by UNKNOWN while meta-training.")
-    factor_lr_scale: float = Field(default=LEARNER_DEFAULTS.factor_lr_scale, description="The user factor's inner step relative to the decision layers'.")
-    lr_per_layer: bool = Field(default=LEARNER_DEFAULTS.lr_per_layer, description="PAML family: one alpha(h_i) per adapted layer.")
-    lr_history: bool = Field(default=LEARNER_DEFAULTS.lr_history, description="PAML family: the LR module also reads an encoding of the support set.")
+    unknown_rate: float | None = Field(default=None, description="Share of codes replaced by UNKNOWN while meta-training." + TUNED_HELP)
+    factor_lr_scale: float | None = Field(default=None, description="The user factor's inner step relative to the decision layers'." + TUNED_HELP)
+    lr_per_layer: bool | None = Field(default=None, description="PAML family: one alpha(h_i) per adapted layer." + TUNED_HELP)
+    lr_history: bool | None = Field(default=None, description="PAML family: the LR module also reads an encoding of the support set." + TUNED_HELP)
     lr_init_std: float = Field(default=LEARNER_DEFAULTS.lr_init_std, description="PAML family: init spread of the LR module's last layer.")
-    rate_lr: float | None = Field(default=TRAIN_DEFAULTS.rate_lr, description="Adam rate of the LR module / Meta-SGD rates; empty = outer_lr.")
-    weight_decay: float = Field(default=TRAIN_DEFAULTS.weight_decay, description="AdamW's decoupled weight decay on the network.")
+    rate_lr: float | None = Field(default=None, description="Adam rate of the LR module / Meta-SGD rates." + TUNED_HELP)
+    weight_decay: float | None = Field(default=None, description="AdamW's decoupled weight decay on the network." + TUNED_HELP)
+    max_step_norm: float | None = Field(default=None, description="Bound on one inner update's norm." + TUNED_HELP)
     lr_hidden: int = Field(default=LEARNER_DEFAULTS.lr_hidden, description="PAML family: hidden width of the LR module.")
     lr_range: float | None = Field(default=None, description="PAML/REG-PAML: alpha(h) lies in (0, lr_range * inner_lr)." + TUNED_HELP)
     gamma: float | None = Field(default=None, description="REG-PAML: regularizer weight gamma." + TUNED_HELP)
@@ -171,31 +180,40 @@ class ModelConfig(dg.Config):
     memory_k: int = Field(default=MEMORY_DEFAULTS.k, description="AT-PAML: neighbours K.")
     memory_beta: float = Field(default=MEMORY_DEFAULTS.beta, description="AT-PAML: SGD step on stored embeddings and LRs.")
     memory_backend: str = Field(default=MEMORY_DEFAULTS.backend, description="AT-PAML: 'exact' (torch) or 'flann' (randomized kd-tree).")
-    kernel_delta: float | None = Field(default=None, description="AT-PAML: kernel delta; empty = 1 / embedding size of h.")
+    kernel_delta: float | None = Field(default=None, description="AT-PAML: fixed kernel delta; empty = calibrated from the stored embeddings.")
+    kernel_scale: float | None = Field(default=None, description="AT-PAML: calibrated kernel, farthest neighbour weighs exp(-kernel_scale) of the nearest." + TUNED_HELP)
     finetune_steps: int | None = Field(default=None, description="Transfer: fine-tuning steps per test user." + TUNED_HELP)
     finetune_lr: float | None = Field(default=None, description="Transfer: fine-tuning step size." + TUNED_HELP)
+    settings_dir: str = Field(default="", description="Directory of the tuned settings files (<dataset>.json); empty = models/settings.")
 
     def learner_config(self, method: str, dataset: str | None) -> LearnerConfig:
         """Code defaults <- tuned settings of (dataset, method) <- values set in this config."""
-        network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics,
-                                item_id=self.item_id, factor_dim=self.factor_dim, unknown_rate=self.unknown_rate)
-        memory = MemoryConfig(capacity=self.memory_capacity, k=self.memory_k, beta=self.memory_beta, backend=self.memory_backend)
-        base = LearnerConfig(first_order=self.first_order, network=network, lr_hidden=self.lr_hidden, memory=memory,
-                             kernel_delta=self.kernel_delta, factor_lr_scale=self.factor_lr_scale, lr_per_layer=self.lr_per_layer,
-                             lr_history=self.lr_history, lr_init_std=self.lr_init_std)
-        learner, _ = apply_settings(self._settings(method, dataset), base, TRAIN_DEFAULTS)
-        return learner
+        return self._configs(method, dataset)[0]
 
     def train_config(self, method: str, dataset: str | None) -> TrainConfig:
-        base = TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, device=resolve_device(self.device),
-                           max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience,
-                           rate_lr=self.rate_lr, weight_decay=self.weight_decay, protocol=self.protocol)
-        _, train_config = apply_settings(self._settings(method, dataset), LEARNER_DEFAULTS, base)
-        return train_config
+        return self._configs(method, dataset)[1]
 
-    def _settings(self, method: str, dataset: str | None) -> dict:
-        explicit = {name: getattr(self, name) for name in TUNABLE if getattr(self, name) is not None}
-        return {**tuned_settings(dataset, method), **explicit}
+    def chosen(self, method: str, dataset: str | None) -> ChosenSettings:
+        """The settings file's choice for (dataset, method)."""
+        return chosen_settings(dataset, method, Path(self.settings_dir) if self.settings_dir else None)
+
+    def explicit(self) -> dict:
+        """Tunable settings given in this run config (they win over the settings file)."""
+        return {name: getattr(self, name) for name in KNOBS if getattr(self, name, None) is not None}
+
+    def settings_provenance(self, method: str, dataset: str | None) -> dict:
+        """What a model bundle records: the settings file, its hash, the trial, and what the run config overrode."""
+        return {**self.chosen(method, dataset).provenance(), "run_config": self.explicit()}
+
+    def _configs(self, method: str, dataset: str | None) -> tuple[LearnerConfig, TrainConfig]:
+        network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics,
+                                item_id=self.item_id, factor_dim=self.factor_dim)
+        memory = MemoryConfig(capacity=self.memory_capacity, k=self.memory_k, beta=self.memory_beta, backend=self.memory_backend)
+        learner = LearnerConfig(first_order=self.first_order, network=network, lr_hidden=self.lr_hidden, memory=memory,
+                                kernel_delta=self.kernel_delta, lr_init_std=self.lr_init_std)
+        train = TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, device=resolve_device(self.device),
+                            max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience, protocol=self.protocol)
+        return apply_params({**self.chosen(method, dataset).params, **self.explicit()}, learner, train)
 
 
 def build_model_asset(method: str) -> dg.AssetsDefinition:
@@ -213,7 +231,8 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
 
         dataset = context.partition_key
         bundle, users_per_second = train_method(method, meta_tasks, config.learner_config(method, dataset),
-                                                config.train_config(method, dataset), config.seeds, log)
+                                                config.train_config(method, dataset), config.seeds, log,
+                                                settings=config.settings_provenance(method, dataset))
         from assets.plots import markdown_image, training_curves_png
 
         curve = markdown_image(training_curves_png(bundle.frame("history"), f"{method} on {context.partition_key}"), "training curves")

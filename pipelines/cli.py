@@ -7,9 +7,12 @@ Runs go through the persistent Dagster instance in PAML_HOME, so they are listed
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
+
+from pathlib import Path
 
 import polars as pl
 
@@ -31,11 +34,25 @@ def run_job(job: str, dataset: str | None = None, run_config: dict | None = None
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})}
+    started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(job).execute_in_process(
             partition_key=dataset, instance=instance, raise_on_error=True, run_config=config
         )
+    from pipelines.store import LineageStore
+
+    LineageStore(default_home()).set_run_wall_seconds(result.run_id, time.perf_counter() - started)
     return result.run_id
+
+
+def pin_threads(threads: int | None) -> int:
+    """Compute with `threads` torch threads in this process and its runs (PAML_THREADS; default: as set or torch's)."""
+    import torch
+
+    threads = threads or int(os.environ.get("PAML_THREADS") or torch.get_num_threads())
+    os.environ["PAML_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def training_config(epochs: int | None, seeds: list[int] | None) -> dict:
@@ -196,27 +213,39 @@ def sql_command(args: argparse.Namespace) -> str:
     return render(frame, args.format)
 
 
-def tune_command(args: argparse.Namespace) -> None:
-    """Build each dataset's tasks if needed, search every method, write docs/tuning/<dataset>.*."""
-    from models.learners import METHODS
-    from models.tasks import task_data_from_tensors
-    from models.tuned import TUNED_EPOCHS
+def meta_tasks_of(dataset: str) -> tuple[dict, dict, str]:
+    """The newest meta_tasks of `dataset` (built first when missing): tensors, info, content hash."""
     from pipelines.store import LineageStore, PartitionNotBuiltError
-    from pipelines.tune import tune_dataset, write_results
 
     store = LineageStore(default_home())
-    for dataset in args.datasets:
-        try:
-            tasks = store.load(store.latest("meta_tasks", dataset))
-        except PartitionNotBuiltError:
-            print(f"data_job on {dataset} (meta_tasks not built yet) ...", flush=True)
-            run_job("data_job", dataset)
-            tasks = store.load(store.latest("meta_tasks", dataset))
-        data = task_data_from_tensors(tasks.tensors, tasks.info)
-        results = tune_dataset(data, dataset, args.trials, args.epochs or TUNED_EPOCHS,
-                               methods=tuple(args.methods or METHODS), log=lambda line: print(line, flush=True))
-        for path in write_results(results):
-            print(f"wrote {path}")
+    try:
+        row = store.latest("meta_tasks", dataset)
+    except PartitionNotBuiltError:
+        print(f"data_job on {dataset} (meta_tasks not built yet) ...", flush=True)
+        run_job("data_job", dataset)
+        row = store.latest("meta_tasks", dataset)
+    bundle = store.load(row)
+    return bundle.tensors, {**bundle.info, "dataset": dataset}, row.content_hash
+
+
+def tune_command(args: argparse.Namespace) -> None:
+    """Export, search (or import journals), mirror to tuning_trials, write settings and docs/tuning.md."""
+    from models.learners import METHODS
+    from models.search import SearchConfig
+    from pipelines.tune import export_tasks, render_tuning_doc, tune
+
+    if args.export:
+        for dataset in args.datasets:
+            tensors, info, content_hash = meta_tasks_of(dataset)
+            directory = export_tasks(tensors, info, Path(args.export) / dataset, content_hash, args.protocol)
+            print(f"exported {directory} for the {args.protocol} protocol (no test users)")
+        return
+    config = SearchConfig(trials=args.trials, seed=args.seed, protocol=args.protocol, device=args.device, threads=args.threads,
+                          max_steps=args.max_steps, eval_every=args.eval_every, patience=args.patience)
+    tune(args.datasets, default_home(), meta_tasks_of, methods=args.methods or list(METHODS), config=config,
+         workers=args.workers, stop_after=args.stop_after, import_dir=args.import_dir,
+         log=lambda line: print(line, flush=True))
+    print(f"wrote {render_tuning_doc(default_home(), ['movielens', 'bookcrossing', 'taobao'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,12 +259,24 @@ def main(argv: list[str] | None = None) -> int:
     repro = commands.add_parser("reproduce", help="every dataset: data, all methods x seeds, ablation; then evaluation and the report")
     repro.add_argument("--datasets", nargs="+", default=["movielens", "bookcrossing", "taobao"])
     repro.add_argument("--epochs", type=int, help="override every method's epochs")
-    repro.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
+    repro.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="every method's seeds (default 0-4)")
+    repro.add_argument("--threads", type=int, help="torch threads (default: PAML_THREADS, else torch's default); recorded in runs")
     tune = commands.add_parser("tune", help="hyper-parameter search on validation users, same budget per method")
     tune.add_argument("--datasets", nargs="+", default=["movielens", "bookcrossing", "taobao"])
     tune.add_argument("--methods", nargs="+", help="default: every method")
-    tune.add_argument("--trials", type=int, default=5, help="settings tried per method (the first: code defaults)")
-    tune.add_argument("--epochs", type=int, help="epochs per trial (default: models/tuned.py TUNED_EPOCHS)")
+    tune.add_argument("--trials", type=int, default=20, help="finished trials per method (the first: code defaults)")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes sharing each dataset's journal")
+    tune.add_argument("--device", default="cpu", help="cpu or cuda")
+    tune.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    tune.add_argument("--seed", type=int, default=0, help="sampler seed and every trial's training seed")
+    tune.add_argument("--protocol", default="paper", choices=["paper", "production"])
+    tune.add_argument("--max-steps", type=int, help="outer-step budget per trial (default: TrainConfig.max_steps)")
+    tune.add_argument("--eval-every", type=int, help="outer steps between evaluations (default: TrainConfig.eval_every)")
+    tune.add_argument("--patience", type=int, help="evaluations without improvement (default: TrainConfig.patience)")
+    tune.add_argument("--stop-after", type=float, help="seconds; then running trials are handed back for the next run")
+    tune.add_argument("--export", metavar="DIR", help="only write DIR/<dataset>/ (tasks without test users) for another machine")
+    tune.add_argument("--import", dest="import_dir", metavar="DIR",
+                      help="instead of searching here, ingest DIR/<dataset>.journal made elsewhere from the same export")
     sql = commands.add_parser("sql", help="run a read-only SQL query on the DuckDB store")
     sql.add_argument("query")
     sql.add_argument("--live", action="store_true",
@@ -248,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--profile", nargs="+", required=True, metavar="FIELD=VALUE", help="the user's features")
     rec.add_argument("--ratings", nargs="+", required=True, metavar="ITEM=LABEL", help="a few ratings (or 0/1 clicks)")
     rec.add_argument("--top", type=int, default=10)
+    results = commands.add_parser("results", help="render docs/results.md's tables from the DuckDB store")
+    results.add_argument("--out", type=Path, help="the Markdown file to update (default: docs/results.md)")
     stats = commands.add_parser("stats", help="Markdown counts per step, rejections and Table 1 per dataset")
     stats.add_argument("datasets", nargs="+")
     args = parser.parse_args(argv)
@@ -264,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             print(report_summary())
         print(f"done in {time.perf_counter() - started:.0f} s")
     elif args.command == "reproduce":
-        print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}")
+        print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}  torch threads={pin_threads(args.threads)}")
         started = time.perf_counter()
         for dataset in args.datasets:
             for job in ("data_job", "training_job"):
@@ -276,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done in {time.perf_counter() - started:.0f} s")
     elif args.command == "tune":
         tune_command(args)
+    elif args.command == "results":
+        from pipelines.results import RESULTS_DOC, write_results
+        from pipelines.store import LineageStore, NoDatabaseError
+
+        try:
+            print(f"wrote {write_results(LineageStore(default_home(), read_only=True), args.out or RESULTS_DOC)}")
+        except NoDatabaseError as error:
+            raise SystemExit(f"error: {one_line(error)}") from None
     elif args.command == "sql":
         print(sql_command(args))
     elif args.command == "recommend":

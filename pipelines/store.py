@@ -29,6 +29,7 @@ import duckdb
 import polars as pl
 
 from assets.bundle import Bundle, SourceFile
+from pipelines.provenance import RUN_COLUMNS, run_facts
 
 LOCK_RETRY_SECONDS = 120.0
 LOCK_BACKOFF_START = 0.05
@@ -47,7 +48,7 @@ CREATE TABLE IF NOT EXISTS checks (
     run_id VARCHAR, asset_key VARCHAR, partition VARCHAR, check_name VARCHAR,
     expectation VARCHAR, column_name VARCHAR, success BOOLEAN, unexpected_count BIGINT,
     details VARCHAR, checked_at TIMESTAMP);
-"""
+""" + "".join(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {name} {dtype};\n" for name, dtype in RUN_COLUMNS.items())
 
 
 # Views for SQL users, over the tables the `report` asset writes (same numbers as the report).
@@ -227,9 +228,11 @@ class LineageStore:
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(
-                    "INSERT INTO runs VALUES (?, ?, now(), now(), 0) ON CONFLICT (run_id) DO NOTHING",
+                    "INSERT INTO runs (run_id, job_name, first_write_at, last_write_at, n_artifacts) "
+                    "VALUES (?, ?, now(), now(), 0) ON CONFLICT (run_id) DO NOTHING",
                     [run_id, job_name],
                 )
+                self._record_run_facts(con, run_id, run_facts(bundle.info))
                 con.execute("DELETE FROM lineage_edges WHERE artifact_id = ?", [artifact_id])
                 con.execute("DELETE FROM artifacts WHERE artifact_id = ?", [artifact_id])
                 con.execute(
@@ -253,6 +256,40 @@ class LineageStore:
                 raise
             self._refresh_snapshot(con)
         return ArtifactRow(artifact_id, asset_key, partition, digest, location)
+
+    @staticmethod
+    def _record_run_facts(con: duckdb.DuckDBPyConnection, run_id: str, facts: dict) -> None:
+        """Threads, device(s), kernels, versions, commit, machine and settings of a run (pipelines/provenance.py).
+
+        A run's devices and settings accumulate over its writes; the other facts are the latest write's.
+        """
+        devices, settings = con.execute("SELECT device, settings FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        if facts.get("device"):
+            facts["device"] = ", ".join(sorted(set(filter(None, (devices or "").split(", "))) | {facts["device"]}))
+        if facts.get("settings"):
+            facts["settings"] = json.dumps({**json.loads(settings or "{}"), **facts["settings"]}, sort_keys=True, default=str)
+        known = {k: v for k, v in facts.items() if k in RUN_COLUMNS and v is not None}
+        if known:
+            assignments = ", ".join(f"{name} = ?" for name in known)
+            con.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*known.values(), run_id])
+
+    def set_run_wall_seconds(self, run_id: str, seconds: float) -> None:
+        """The wall time of a whole run, as its launcher measured it (the CLI's jobs)."""
+        with self._writer() as con:
+            con.execute("UPDATE runs SET wall_seconds = ? WHERE run_id = ?", [seconds, run_id])
+            self._refresh_snapshot(con)
+
+    def record_table(self, table: str, frame: pl.DataFrame, *, source: str, partition: str, artifact_id: str) -> None:
+        """Replace `table`'s rows of (source, partition) with `frame`, outside any asset (e.g. the tuning CLI)."""
+        with self._writer() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                self._mirror(con, table, frame, source, partition, artifact_id)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._refresh_snapshot(con)
 
     @staticmethod
     def _record_source(con: duckdb.DuckDBPyConnection, source: SourceFile, partition: str, location: str) -> str:

@@ -1,71 +1,319 @@
-"""`python -m pipelines.cli tune`: the validation search of models/tuning.py on built datasets.
+"""`python -m pipelines.cli tune`: the validation search of models/search.py on built datasets.
 
-Results go to docs/tuning/<dataset>.json (every trial) and docs/tuning/<dataset>.md (the
-same as tables); copy each method's chosen settings into models/tuned.py (a test checks
-that the two agree).
+For each dataset: export its `meta_tasks` tensors without the test split to
+`PAML_HOME/tuning/<dataset>/tasks/`, run the search into the journal
+`PAML_HOME/tuning/<dataset>/journal.log` (or import a journal made on another machine from the
+same export), mirror every trial into the DuckDB table `tuning_trials`, and write each method's
+best trial to `models/settings/<dataset>.json`, which the model assets read. docs/tuning.md's
+generated part and its plots (docs/tuning/) are rendered from the journals.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
-from dataclasses import asdict
+import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from models.learners import METHODS, LearnerConfig
-from models.training import TrainConfig
-from models.tuned import TUNED_EPOCHS
-from models.tuning import Trial, best_trial, default_settings, draw_settings, run_trial, search_space
+import polars as pl
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "tuning"
+from models.search import INFO_FILE, TENSORS_FILE, tasks_digest
+from models.tasks import WARM_SPLIT
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TUNING_DOC = REPO_ROOT / "docs" / "tuning.md"
+PLOTS_DIR = REPO_ROOT / "docs" / "tuning"
+GENERATED_START = "<!-- generated: everything from here to the end marker is rewritten by the command above -->"
+GENERATED_END = "<!-- end of the generated part -->"
 
-def tune_dataset(data, dataset: str, trials: int, epochs: int = TUNED_EPOCHS, seed: int = 0,
-                 methods: tuple[str, ...] = tuple(METHODS), log: Callable[[str], None] = print) -> dict:
-    """Search every method on `data` with the same budget; return the JSON-ready results."""
-    learner, train_config = LearnerConfig(), TrainConfig(epochs=epochs, seed=seed)
-    results: dict = {"dataset": dataset, "trials_per_method": trials, "epochs": epochs, "seed": seed,
-                     "selection": "lowest validation loss (mean query loss of validation users) over epochs",
-                     "methods": {}}
-    for method in methods:
-        done: list[Trial] = []
-        for index, settings in enumerate(draw_settings(method, trials, seed, default_settings(method, learner, train_config))):
-            trial = run_trial(method, index, settings, data, learner, train_config)
-            done.append(trial)
-            log(f"{dataset} {method} trial {index}: {settings} -> val {trial.val_loss:.4f} "
-                f"(epoch {trial.best_epoch}, {trial.seconds:.0f} s)")
-        chosen = best_trial(done)
-        results["methods"][method] = {
-            "space": {k: list(v) for k, v in search_space(method).items()},
-            "trials": [asdict(t) for t in done],
-            "chosen": chosen.settings,
-        }
-    return results
+TRIAL_SCHEMA = {
+    "dataset": pl.String, "protocol": pl.String, "method": pl.String, "trial": pl.Int64, "state": pl.String,
+    "value": pl.Float64, "params": pl.String, "steps": pl.List(pl.Int64), "val_losses": pl.List(pl.Float64),
+    "seconds": pl.Float64, "started_at": pl.Datetime("us"), "device": pl.String, "threads": pl.Int64,
+    "worker": pl.Int64, "is_defaults": pl.Boolean, "retry_of": pl.Int64, "journal_sha256": pl.String,
+}
 
 
-def results_markdown(results: dict) -> str:
-    """Every trial as a table per method, the chosen one in bold."""
-    lines = [f"# Validation search: {results['dataset']}", "",
-             f"{results['trials_per_method']} trials per method (trial 0 = code defaults), "
-             f"{results['epochs']} epochs each, seed {results['seed']}; selection: {results['selection']}.", ""]
-    for method, entry in results["methods"].items():
-        axes = list(entry["space"])
-        lines += [f"## {method}", "", "| trial | " + " | ".join(axes) + " | val loss | best epoch | seconds |",
-                  "|---" * (len(axes) + 4) + "|"]
-        for trial in entry["trials"]:
-            mark = "**" if trial["settings"] == entry["chosen"] else ""
-            cells = [str(trial["settings"][a]) for a in axes]
-            lines.append(f"| {mark}{trial['index']}{mark} | " + " | ".join(cells)
-                         + f" | {mark}{trial['val_loss']:.4f}{mark} | {trial['best_epoch']} | {trial['seconds']:.0f} |")
-        lines.append("")
+def tuning_dir(home: Path, dataset: str) -> Path:
+    """PAML_HOME/tuning/<dataset>: the exported tasks and the journal."""
+    return Path(home) / "tuning" / dataset
+
+
+def journal_path(home: Path, dataset: str) -> Path:
+    return tuning_dir(home, dataset) / "journal.log"
+
+
+def export_tasks(tensors: dict, info: dict, directory: Path, meta_tasks_hash: str, protocol: str = "paper") -> Path:
+    """Write the tasks without any test tensor (and without the warm users, which only the
+    production protocol trains on); the info names the splits that are there."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    left_out = ("test",) if protocol == "production" else ("test", WARM_SPLIT)
+    kept = {k: v.contiguous() for k, v in tensors.items() if k.split("__", 1)[0] not in left_out}
+    splits = [s for s in info.get("splits", ("train", "val", "test")) if s not in left_out]
+    light = {k: v for k, v in info.items() if k not in ("splits",)}
+    save_file(kept, str(directory / TENSORS_FILE))
+    (directory / INFO_FILE).write_text(json.dumps({**light, "splits": splits, "meta_tasks_hash": meta_tasks_hash},
+                                                  indent=1, sort_keys=True, default=str))
+    return directory
+
+
+def import_journal(source: Path, target: Path, tasks: Path) -> Path:
+    """Copy a journal made elsewhere into place after checking it was searched on these tasks."""
+    import optuna
+
+    from models.search import journal_storage
+
+    source = Path(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"no journal at {source}")
+    digest = tasks_digest(tasks)
+    studies = optuna.get_all_study_summaries(journal_storage(source))
+    if not studies:
+        raise ValueError(f"{source} holds no study")
+    for summary in studies:
+        theirs = summary.user_attrs.get("tasks_sha256")
+        if theirs != digest:
+            raise ValueError(f"{source}: study {summary.study_name!r} was searched on other tasks (tensors sha256 "
+                             f"{str(theirs)[:12]}, the export here: {digest[:12]}); export again and rerun, or "
+                             "import the journal into the home it was exported from")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.import")
+    shutil.copyfile(source, staging)
+    staging.replace(target)
+    return target
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_studies(journal: Path) -> list:
+    """Every study in a journal."""
+    import optuna
+
+    from models.search import journal_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = journal_storage(journal)
+    return [optuna.load_study(study_name=s.study_name, storage=storage) for s in optuna.get_all_study_summaries(storage)]
+
+
+def trial_rows(dataset: str, studies: list, journal_sha256: str) -> pl.DataFrame:
+    """One row per trial: the `tuning_trials` table."""
+    rows = []
+    for study in studies:
+        protocol, method = study.study_name.split("/", 1)
+        for t in study.get_trials(deepcopy=False):
+            steps = sorted(t.intermediate_values)
+            seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+            rows.append({
+                "dataset": dataset, "protocol": protocol, "method": method, "trial": t.number, "state": t.state.name,
+                "value": t.value, "params": json.dumps(t.params, sort_keys=True), "steps": steps,
+                "val_losses": [float(t.intermediate_values[s]) for s in steps], "seconds": seconds,
+                "started_at": t.datetime_start, "device": t.user_attrs.get("device"), "threads": t.user_attrs.get("threads"),
+                "worker": t.user_attrs.get("worker"), "is_defaults": bool(t.user_attrs.get("defaults", False)),
+                "retry_of": t.user_attrs.get("retry_of"), "journal_sha256": journal_sha256,
+            })
+    return pl.DataFrame(rows, schema=TRIAL_SCHEMA)
+
+
+def best_trials(trials: pl.DataFrame) -> pl.DataFrame:
+    """Per (protocol, method): the complete trial with the lowest validation loss (ties: the earlier)."""
+    return (trials.filter(pl.col("state") == "COMPLETE").sort("value", "trial")
+            .group_by("protocol", "method", maintain_order=True).first().sort("protocol", "method"))
+
+
+def settings_content(dataset: str, trials: pl.DataFrame, studies: list, journal_sha256: str) -> dict[str, Any]:
+    """The settings file: each method's best trial, the journal's hash, the date of its last trial."""
+    best = best_trials(trials)
+    finished = trials.filter(pl.col("state").is_in(["COMPLETE", "PRUNED"]))
+    last = finished["started_at"].max() if finished.height else None
+    search = next((s.user_attrs.get("search") for s in studies if s.user_attrs.get("search")), {})
+    tasks_sha = next((s.user_attrs.get("tasks_sha256") for s in studies), None)
+    return {
+        "dataset": dataset,
+        "written_by": "python -m pipelines.cli tune (models/search.py)",
+        "date": last.date().isoformat() if last else None,
+        "journal_sha256": journal_sha256,
+        "tasks_sha256": tasks_sha,
+        "search": search,
+        "selection": "the complete trial with the lowest validation loss (mean query loss of validation users)",
+        "methods": {r["method"]: {"trial": r["trial"], "value": r["value"], "params": json.loads(r["params"]),
+                                  "protocol": r["protocol"],
+                                  "finished_trials": finished.filter(pl.col("method") == r["method"]).height}
+                    for r in best.iter_rows(named=True)},
+    }
+
+
+def ingest(dataset: str, journal: Path, store, settings_dir: Path | None = None) -> tuple[pl.DataFrame, Path | None]:
+    """Mirror a journal's trials to `tuning_trials` and write the settings file; returns (trials, settings path)."""
+    from models.settings import write_settings
+
+    studies = load_studies(journal)
+    digest = file_sha256(journal)
+    trials = trial_rows(dataset, studies, digest)
+    store.record_table("tuning_trials", trials, source="tune", partition=dataset, artifact_id=f"journal:{digest[:20]}")
+    if not trials.filter(pl.col("state") == "COMPLETE").height:
+        return trials, None
+    return trials, write_settings(settings_content(dataset, trials, studies, digest), dataset, settings_dir)
+
+
+# -- docs/tuning.md ------------------------------------------------------------------------
+
+
+def replace_generated(text: str, generated: str, path: Path) -> str:
+    """`text` with the part between the generated markers replaced (markers appended when absent)."""
+    if GENERATED_START not in text:
+        return text.rstrip("\n") + "\n\n" + GENERATED_START + "\n\n" + generated.strip("\n") + "\n\n" + GENERATED_END + "\n"
+    head, rest = text.split(GENERATED_START, 1)
+    if GENERATED_END not in rest:
+        raise ValueError(f"{path}: the generated part has a start marker but no end marker ({GENERATED_END})")
+    tail = rest.split(GENERATED_END, 1)[1]
+    return head + GENERATED_START + "\n\n" + generated.strip("\n") + "\n\n" + GENERATED_END + tail
+
+
+def space_markdown() -> str:
+    """The search space as a table (from models/settings.SPACE)."""
+    from models.settings import SPACE, knob_exists
+
+    lines = ["| setting | config | range | methods |", "|---|---|---|---|"]
+    for k in SPACE:
+        span = ", ".join(map(str, k.choices)) if k.kind == "categorical" else f"{k.low:g} to {k.high:g}" + (" (log)" if k.log else "")
+        note = "" if knob_exists(k) else " (not in this code yet: not searched)"
+        note += f" (only when `{k.requires}` > 0)" if k.requires else ""
+        lines.append(f"| `{k.name}` | {k.target} | {span} | {', '.join(k.methods)}{note} |")
     return "\n".join(lines)
 
 
-def write_results(results: dict, directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
-    """Write <dataset>.json and <dataset>.md under `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path = directory / f"{results['dataset']}.json"
-    md_path = directory / f"{results['dataset']}.md"
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    md_path.write_text(results_markdown(results))
-    return json_path, md_path
+def importances(study) -> dict[str, float]:
+    """Optuna's fANOVA importance of each parameter ({} when the study is too small)."""
+    import optuna
+
+    try:
+        return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}
+
+
+def history_png(dataset: str, trials: pl.DataFrame) -> bytes:
+    """Optimization history: every finished trial's value and the best so far, one panel per method."""
+    import io
+
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = sorted(trials["method"].unique().to_list())
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 2.8), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        part = trials.filter((pl.col("method") == method) & (pl.col("state") == "COMPLETE")).sort("trial")
+        if part.height:
+            values = part["value"].to_numpy()
+            ax.scatter(part["trial"].to_numpy(), values, s=10, label="trial")
+            ax.step(part["trial"].to_numpy(), [values[: i + 1].min() for i in range(len(values))], where="post",
+                    color="tab:red", label="best so far")
+        pruned = trials.filter((pl.col("method") == method) & (pl.col("state") == "PRUNED"))
+        ax.set_title(f"{method} ({pruned.height} pruned)", fontsize=9)
+        ax.set_xlabel("trial")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[0][0].set_ylabel("validation loss")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{dataset}: optimization history")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_name: str | None) -> str:
+    """One dataset's budget, best trials, defaults, importances and history plot."""
+    from models.settings import settings_path
+
+    search = next((s.user_attrs.get("search") for s in studies if s.user_attrs.get("search")), {})
+    budget = (f"{search.get('trials')} finished trials per method, seed {search.get('seed')}, protocol "
+              f"{search.get('protocol')}, outer-step budget {search.get('max_steps') or 'TrainConfig.max_steps'}, "
+              f"evaluation every {search.get('eval_every') or 'TrainConfig.eval_every'} steps, patience "
+              f"{search.get('patience') or 'TrainConfig.patience'}; device {search.get('device')}, "
+              f"{search.get('threads')} thread(s) per worker") if search else "unknown budget"
+    lines = [f"### {dataset}", "", f"Budget: {budget}. Settings written to `{settings_path(dataset).relative_to(REPO_ROOT)}`.", "",
+             "| method | trials (complete / pruned / failed) | best trial | validation loss | defaults (trial 0) | chosen settings | seconds (all trials) |",
+             "|---|---|---|---|---|---|---|"]
+    best = {r["method"]: r for r in best_trials(trials).iter_rows(named=True)}
+    for method in sorted(trials["method"].unique().to_list()):
+        part = trials.filter(pl.col("method") == method)
+        counts = " / ".join(str(part.filter(pl.col("state") == s).height) for s in ("COMPLETE", "PRUNED", "FAIL"))
+        defaults = part.filter(pl.col("is_defaults") & (pl.col("state") == "COMPLETE"))
+        default_text = f"{defaults['value'].min():.4f}" if defaults.height else "pruned or not run"
+        row = best.get(method)
+        params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in json.loads(row["params"]).items()) if row else ""
+        seconds = part["seconds"].sum()
+        best_text = f"{row['value']:.4f}" if row else "-"
+        lines.append(f"| {method} | {counts} | {row['trial'] if row else '-'} | {best_text} | "
+                     f"{default_text} | {params} | {seconds:.0f} |")
+    lines += ["", "Parameter importance (Optuna's fANOVA over the complete trials; sums to 1 per method):", "",
+              "| method | importance |", "|---|---|"]
+    for study in sorted(studies, key=lambda s: s.study_name):
+        ranked = importances(study)
+        text = ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()) if ranked else "not enough complete trials"
+        lines.append(f"| {study.study_name.split('/', 1)[1]} | {text} |")
+    if plot_name:
+        lines += ["", f"![{dataset}: optimization history](tuning/{plot_name})"]
+    return "\n".join(lines)
+
+
+def render_tuning_doc(home: Path, datasets: list[str], doc: Path = TUNING_DOC, plots: Path = PLOTS_DIR) -> Path:
+    """Rewrite docs/tuning.md's generated part (and its PNGs) from the journals in `home`."""
+    sections = ["## The search space (models/settings.py SPACE)", "", space_markdown(), "", "## The studies", ""]
+    found = False
+    for dataset in datasets:
+        journal = journal_path(home, dataset)
+        if not journal.is_file():
+            sections += [f"### {dataset}", "", "Not searched yet.", ""]
+            continue
+        studies = load_studies(journal)
+        trials = trial_rows(dataset, studies, file_sha256(journal))
+        plot_name = None
+        if trials.filter(pl.col("state") == "COMPLETE").height:
+            plots.mkdir(parents=True, exist_ok=True)
+            plot_name = f"history_{dataset}.png"
+            (plots / plot_name).write_bytes(history_png(dataset, trials))
+        sections += [dataset_markdown(dataset, trials, studies, plot_name), ""]
+        found = True
+    if not found:
+        sections += ["No study has been run or imported yet."]
+    text = doc.read_text() if doc.is_file() else "# Tuning\n"
+    doc.write_text(replace_generated(text, "\n".join(sections), doc))
+    return doc
+
+
+def tune(datasets: list[str], home: Path, load_tasks: Callable[[str], Any], *, methods: list[str], config,
+         workers: int = 1, stop_after: float | None = None, import_dir: Path | None = None,
+         settings_dir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Path | None]:
+    """Export, search (or import), mirror and write settings for each dataset; returns the settings paths."""
+    from models.search import run_search
+    from pipelines.store import LineageStore
+
+    store = LineageStore(home)
+    written = {}
+    for dataset in datasets:
+        tasks_dir = tuning_dir(home, dataset) / "tasks"
+        tensors, info, content_hash = load_tasks(dataset)
+        export_tasks(tensors, info, tasks_dir, content_hash, config.protocol)
+        journal = journal_path(home, dataset)
+        if import_dir is not None:
+            import_journal(Path(import_dir) / f"{dataset}.journal", journal, tasks_dir)
+            log(f"{dataset}: imported {Path(import_dir) / f'{dataset}.journal'}")
+        else:
+            run_search(tasks_dir, journal, methods, config, workers, stop_after, log=log)
+        trials, path = ingest(dataset, journal, store, settings_dir)
+        written[dataset] = path
+        log(f"{dataset}: {trials.height} trials mirrored to tuning_trials; settings: {path or 'none (no complete trial)'}")
+    return written

@@ -1,66 +1,309 @@
-"""The validation search: equal budgets, reproducible draws, settings that reach the models."""
+"""The validation search: the space, settings files that reach the models, the Optuna loop on tiny
+tasks (2 trials, CPU), resuming after a kill, and proof that test users are never read."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import polars as pl
 import pytest
+import torch
 
 from assets.method_assets import ModelConfig
-from models import tuned
-from models.learners import METHODS, LearnerConfig
+from models.learners import LearnerConfig
+from models.search import SearchConfig, journal_storage, load_search_tasks, run_search, tasks_digest
+from models.settings import KNOBS, SPACE, apply_params, chosen_settings, knob_exists, search_space, write_settings
 from models.training import TrainConfig
-from models.tuning import apply_settings, default_settings, draw_settings, search_space
-from pipelines.tune import RESULTS_DIR, results_markdown, tune_dataset
+from pipelines.store import LineageStore
+from pipelines.tune import GENERATED_END, GENERATED_START, export_tasks, ingest, render_tuning_doc, replace_generated, tune
 from tests.model_fixtures import tiny_task_data
 
-
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_draws_start_at_the_defaults_and_are_distinct_grid_points(method):
-    defaults = default_settings(method, LearnerConfig(), TrainConfig())
-    draws = draw_settings(method, 5, seed=0, defaults=defaults)
-    assert len(draws) == 5 and draws[0] == defaults
-    assert len({json.dumps(d, sort_keys=True) for d in draws}) == 5
-    space = search_space(method)
-    for draw in draws[1:]:
-        assert set(draw) == set(space) and all(draw[axis] in space[axis] for axis in space)
-    assert draws == draw_settings(method, 5, seed=0, defaults=defaults)
-    assert draws != draw_settings(method, 5, seed=1, defaults=defaults)
+ROOT = Path(__file__).resolve().parent.parent
+TINY = SearchConfig(trials=2, max_steps=8, eval_every=4, patience=2)
 
 
-def test_settings_split_into_learner_and_outer_loop_fields():
-    learner, train = apply_settings({"inner_lr": 0.1, "outer_lr": 1e-3, "gamma": 1e-2}, LearnerConfig(), TrainConfig())
-    assert (learner.inner_lr, learner.gamma, train.outer_lr) == (0.1, 1e-2, 1e-3)
-    assert train.epochs == TrainConfig().epochs and learner.inner_steps == LearnerConfig().inner_steps
+def tensors_of(data) -> tuple[dict, dict]:
+    """A meta_tasks-style tensor dict and info for TaskData."""
+    tensors = {"item_fields": data.items.fields, **{f"item_multi__{f}": v for f, v in data.items.multi.items()}}
+    for split, tasks in data.splits.items():
+        for name in ("user_fields", "support_items", "support_labels", "support_mask", "query_items", "query_labels", "query_mask"):
+            tensors[f"{split}__{name}"] = getattr(tasks, name)
+    info = {"task": data.task, "user_fields": list(data.user_fields), "item_fields": list(data.item_fields),
+            "item_multi_fields": list(data.item_multi_fields), "vocab_sizes": data.vocab_sizes,
+            "splits": list(data.splits), "dataset": "tiny"}
+    return tensors, info
 
 
-def test_model_config_layers_code_defaults_tuned_values_and_explicit_values(monkeypatch):
-    monkeypatch.setitem(tuned.TUNED, "movielens", {"reg_paml": {"inner_lr": 0.01, "outer_lr": 1e-3, "gamma": 1e-4}})
-    monkeypatch.delitem(tuned.TUNED, "taobao")
-    config = ModelConfig(gamma=1e-2, device="cpu")
+def finished(journal: Path) -> dict[str, list[tuple]]:
+    """Per study: (params, value) of every finished trial, in trial order."""
+    import optuna
+
+    storage = journal_storage(journal)
+    out = {}
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        out[summary.study_name] = [(json.dumps(t.params, sort_keys=True), t.value, t.state.name)
+                                   for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+    return out
+
+
+# -- the space and the settings files --------------------------------------------------------
+
+
+def test_every_knob_but_pending_ones_names_a_config_field_and_methods_get_their_own_knobs():
+    assert all(knob_exists(k) for k in SPACE)
+    names = lambda method: {k.name for k in search_space(method)}  # noqa: E731
+    assert {"gamma", "lr_range", "lr_history"} <= names("reg_paml") and "gamma" not in names("paml")
+    assert {"correction_range", "kernel_scale", "rate_lr"} <= names("at_paml") and "lr_range" not in names("at_paml")
+    assert names("transfer") >= {"finetune_lr", "finetune_steps", "outer_lr"} and "inner_lr" not in names("transfer")
+    assert "factor_lr_scale" not in names("melu")  # no dot-product head by default: the knob would do nothing
+    with_head = LearnerConfig(network=LearnerConfig().network.__class__(factor_dim=4))
+    assert "factor_lr_scale" in {k.name for k in search_space("melu", with_head)}
+
+
+def test_params_land_in_the_config_that_owns_them():
+    learner, train = apply_params({"inner_lr": 0.1, "unknown_rate": 0.2, "kernel_scale": 1.5, "outer_lr": 1e-3,
+                                   "rate_lr": 2e-3}, LearnerConfig(), TrainConfig())
+    assert (learner.inner_lr, learner.network.unknown_rate, learner.memory.kernel_scale) == (0.1, 0.2, 1.5)
+    assert (train.outer_lr, train.rate_lr, train.max_steps) == (1e-3, 2e-3, TrainConfig().max_steps)
+    assert learner.gamma == LearnerConfig().gamma
+    with pytest.raises(ValueError, match="unknown setting 'epochz'"):
+        apply_params({"epochz": 3}, LearnerConfig(), TrainConfig())
+
+
+def test_model_config_layers_code_defaults_the_settings_file_and_explicit_values(tmp_path):
+    write_settings({"dataset": "movielens", "methods": {"reg_paml": {
+        "trial": 7, "value": 0.9, "params": {"inner_lr": 0.01, "outer_lr": 1e-3, "gamma": 1e-4, "unknown_rate": 0.1}}}},
+        "movielens", tmp_path)
+    config = ModelConfig(gamma=1e-2, device="cpu", settings_dir=str(tmp_path))
     learner = config.learner_config("reg_paml", "movielens")
-    assert (learner.inner_lr, learner.gamma) == (0.01, 1e-2)  # tuned, then the explicit value wins
+    assert (learner.inner_lr, learner.gamma, learner.network.unknown_rate) == (0.01, 1e-2, 0.1)  # the run config wins
     assert config.train_config("reg_paml", "movielens").outer_lr == 1e-3
-    other = config.learner_config("reg_paml", "taobao")
-    assert other.inner_lr == LearnerConfig().inner_lr  # not tuned there: code default
-    assert config.train_config("melu", "movielens").outer_lr == TrainConfig().outer_lr
+    assert config.learner_config("reg_paml", "taobao").inner_lr == LearnerConfig().inner_lr  # no file: code default
+    assert config.train_config("melu", "movielens").outer_lr == TrainConfig().outer_lr  # no entry: code default
+    provenance = config.settings_provenance("reg_paml", "movielens")
+    assert provenance["trial"] == 7 and provenance["run_config"] == {"gamma": 1e-2}
+    assert len(provenance["sha256"]) == 64
+    (tmp_path / "taobao.json").write_text('{"methods": {"melu": {"params": {"inner_lrr": 1}}}}')
+    with pytest.raises(ValueError, match="unknown setting.*inner_lrr"):
+        chosen_settings("taobao", "melu", tmp_path)
 
 
-def test_search_picks_the_lowest_validation_loss_and_writes_tables():
-    data = tiny_task_data()
-    results = tune_dataset(data, "tiny", trials=3, epochs=1, methods=("melu", "reg_paml"), log=lambda line: None)
-    for method, entry in results["methods"].items():
-        losses = [t["val_loss"] for t in entry["trials"]]
-        assert len(losses) == 3
-        assert entry["chosen"] == entry["trials"][losses.index(min(losses))]["settings"]
-    text = results_markdown(results)
-    assert "## melu" in text and "## reg_paml" in text and text.count("**") >= 4
+def test_the_committed_settings_files_are_valid_for_every_method_they_name():
+    for path in sorted((ROOT / "models" / "settings").glob("*.json")):
+        content = json.loads(path.read_text())
+        for method in content["methods"]:
+            apply_params(chosen_settings(path.stem, method).params, LearnerConfig(), TrainConfig())
 
 
-def test_tuned_defaults_match_the_committed_search_results():
-    files = sorted(Path(RESULTS_DIR).glob("*.json"))
-    assert {f.stem for f in files} == set(tuned.TUNED)
-    for path in files:
-        results = json.loads(path.read_text())
-        assert results["epochs"] == tuned.TUNED_EPOCHS
-        chosen = {m: entry["chosen"] for m, entry in results["methods"].items()}
-        assert tuned.TUNED[path.stem] == chosen, path
+# -- the search --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One 2-trial search of two methods, through the tune command's own steps."""
+    root = tmp_path_factory.mktemp("search")
+    tensors, info = tensors_of(tiny_task_data())
+    settings = root / "settings"
+    written = tune(["tiny"], root / "home", lambda dataset: (tensors, info, "meta-tasks-hash"), methods=["melu", "reg_paml"],
+                   config=TINY, workers=2, settings_dir=settings, log=lambda line: None)
+    return root, written["tiny"]
+
+
+def test_the_export_leaves_test_users_out(searched):
+    root, _ = searched
+    tasks = root / "home" / "tuning" / "tiny" / "tasks"
+    from safetensors import safe_open
+
+    with safe_open(str(tasks / "tensors.safetensors"), framework="pt") as handle:
+        keys = set(handle.keys())
+    assert keys and not any(k.startswith("test__") for k in keys) and "val__query_labels" in keys
+    assert json.loads((tasks / "info.json").read_text())["splits"] == ["train", "val"]
+
+
+def test_search_runs_the_budget_starts_at_the_defaults_and_writes_settings_and_trials(searched):
+    root, settings_path = searched
+    trials = LineageStore(root / "home").query("SELECT * FROM tuning_trials ORDER BY method, trial")
+    assert trials.group_by("method").len().sort("method")["len"].to_list() == [2, 2]  # the same budget each
+    assert set(trials["state"]) <= {"COMPLETE", "PRUNED"}
+    defaults = trials.filter(pl.col("trial") == 0)
+    assert defaults["is_defaults"].all()
+    reg = json.loads(defaults.filter(pl.col("method") == "reg_paml")["params"][0])
+    assert (reg["inner_lr"], reg["gamma"], reg["outer_lr"]) == (LearnerConfig().inner_lr, LearnerConfig().gamma, TrainConfig().outer_lr)
+    for row in trials.iter_rows(named=True):
+        for name, value in json.loads(row["params"]).items():
+            knob = KNOBS[name]
+            assert value in knob.choices if knob.kind == "categorical" else knob.low <= value <= knob.high
+        assert row["steps"] == [4, 8] and len(row["val_losses"]) == 2  # one validation loss per evaluation
+        if row["state"] == "COMPLETE":
+            assert row["value"] == pytest.approx(min(row["val_losses"]))
+    content = json.loads(settings_path.read_text())
+    for method in ("melu", "reg_paml"):
+        best = trials.filter((pl.col("method") == method) & (pl.col("state") == "COMPLETE")).sort("value").row(0, named=True)
+        assert content["methods"][method]["trial"] == best["trial"]
+        assert content["methods"][method]["params"] == json.loads(best["params"])
+    journal = root / "home" / "tuning" / "tiny" / "journal.log"
+    assert content["journal_sha256"] == trials["journal_sha256"][0] and len(content["journal_sha256"]) == 64
+    assert content["search"]["trials"] == 2 and content["search"]["max_steps"] == 8
+    assert journal.is_file()
+
+
+def test_a_journal_from_another_machine_is_imported_only_onto_the_same_tasks(searched, tmp_path):
+    root, _ = searched
+    tensors, info = tensors_of(tiny_task_data())
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    (carried / "tiny.journal").write_bytes((root / "home" / "tuning" / "tiny" / "journal.log").read_bytes())
+    written = tune(["tiny"], tmp_path / "home", lambda d: (tensors, info, "h"), methods=["melu"], config=TINY,
+                   import_dir=carried, settings_dir=tmp_path / "settings", log=lambda line: None)
+    assert json.loads(written["tiny"].read_text())["methods"].keys() == {"melu", "reg_paml"}
+    other, _ = tensors_of(tiny_task_data(seed=1))
+    with pytest.raises(ValueError, match="searched on other tasks"):
+        tune(["tiny"], tmp_path / "home2", lambda d: (other, info, "h"), methods=["melu"], config=TINY,
+             import_dir=carried, settings_dir=tmp_path / "settings2", log=lambda line: None)
+
+
+def test_test_users_are_never_read(tmp_path):
+    """The same search on tasks whose test labels and profiles are scrambled gives the same trials and values,
+    even when the test tensors are left in the directory."""
+    results = []
+    for scramble in (False, True):
+        tensors, info = tensors_of(tiny_task_data())
+        if scramble:
+            tensors["test__query_labels"] = 6.0 - tensors["test__query_labels"]
+            tensors["test__support_labels"] = torch.full_like(tensors["test__support_labels"], 5.0)
+            tensors["test__user_fields"] = torch.flip(tensors["test__user_fields"], [0])
+        directory = tmp_path / f"tasks{int(scramble)}"
+        directory.mkdir()
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / "tensors.safetensors"))
+        (directory / "info.json").write_text(json.dumps(info))
+        data, _ = load_search_tasks(directory)
+        assert set(data.splits) == {"train", "val"}
+        run_search(directory, tmp_path / f"journal{int(scramble)}.log", ["melu"], TINY, log=lambda line: None)
+        results.append(finished(tmp_path / f"journal{int(scramble)}.log"))
+    assert results[0] == results[1] and len(results[0]["paper/melu"]) == 2
+
+
+def test_a_killed_search_resumes_without_redoing_finished_trials_and_draws_what_an_uninterrupted_one_draws(tmp_path):
+    tensors, info = tensors_of(tiny_task_data(users=16))
+    tasks = export_tasks(tensors, info, tmp_path / "tasks", "h")
+    # Long enough trials (about a second each) that the kill lands inside one.
+    args = ["--tasks", str(tasks), "--methods", "melu", "--trials", "3", "--max-steps", "20", "--eval-every", "4",
+            "--patience", "100"]
+    command = [sys.executable, "-m", "models.search", *args]
+    assert subprocess.run([*command, "--journal", str(tmp_path / "straight.log")], cwd=ROOT, capture_output=True).returncode == 0
+
+    killed = tmp_path / "killed.log"
+    process = subprocess.Popen([*command, "--journal", str(killed)], cwd=ROOT, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import optuna
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.05)
+        if not killed.is_file() or not optuna.get_all_study_summaries(journal_storage(killed)):
+            continue
+        study = optuna.load_study(study_name="paper/melu", storage=journal_storage(killed))
+        trials = study.get_trials()
+        if [t.state.name for t in trials][:2] == ["COMPLETE", "RUNNING"] and trials[1].intermediate_values:
+            break  # trial 1 is training
+    else:
+        pytest.fail("the search never reached its second trial")
+    os.killpg(process.pid, signal.SIGKILL)  # the parent and its worker, mid-trial
+    process.wait()
+    first_value = study.get_trials()[0].value
+
+    rerun = subprocess.run([*command, "--journal", str(killed)], cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "queued again" in rerun.stdout
+    study = optuna.load_study(study_name="paper/melu", storage=journal_storage(killed))
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[0].value == first_value  # the finished trial was not run again
+    assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == trials[1].params
+    assert finished(killed) == finished(tmp_path / "straight.log")
+
+
+def test_a_second_run_on_a_busy_journal_is_refused(tmp_path):
+    from models.search import file_lock
+
+    tensors, info = tensors_of(tiny_task_data())
+    tasks = export_tasks(tensors, info, tmp_path / "tasks", "h")
+    journal = tmp_path / "j.log"
+    with file_lock(Path(f"{journal}.run.lock")):
+        with pytest.raises(RuntimeError, match="another search is running"):
+            run_search(tasks, journal, ["melu"], TINY)
+    assert tasks_digest(tasks) == tasks_digest(tasks)
+
+
+def test_the_tuning_doc_is_rendered_from_the_journals_and_keeps_the_hand_written_part(searched, tmp_path):
+    root, _ = searched
+    doc = tmp_path / "tuning.md"
+    doc.write_text(f"# Tuning\n\nhand-written intro\n\n{GENERATED_START}\nold\n{GENERATED_END}\n\nhand-written end\n")
+    render_tuning_doc(root / "home", ["tiny", "movielens"], doc, tmp_path / "plots")
+    text = doc.read_text()
+    assert "hand-written intro" in text and "hand-written end" in text and "\nold\n" not in text
+    assert "### tiny" in text and "| melu | 2 / 0 / 0 |" in text
+    assert "### movielens\n\nNot searched yet." in text
+    assert (tmp_path / "plots" / "history_tiny.png").read_bytes()[:4] == b"\x89PNG"
+    assert "`kernel_scale` | memory | 0.5 to 6 |" in text
+    with pytest.raises(ValueError, match="no end marker"):
+        replace_generated(f"x {GENERATED_START} y", "new", doc)
+
+
+def test_ingest_mirrors_every_trial_again_after_more_trials(searched, tmp_path):
+    root, _ = searched
+    store = LineageStore(tmp_path / "home")
+    journal = root / "home" / "tuning" / "tiny" / "journal.log"
+    ingest("tiny", journal, store, tmp_path / "settings")
+    ingest("tiny", journal, store, tmp_path / "settings")  # idempotent: rows are replaced, not appended
+    assert store.query("SELECT count(*) FROM tuning_trials").item() == 4
+
+
+def test_a_model_run_records_its_settings_file_trial_overrides_threads_and_device(tmp_path):
+    """A real Dagster run of one model asset on tiny tasks stored as the taobao partition."""
+    import dagster as dg
+
+    from assets.bundle import Bundle
+    from models.settings import file_sha256, settings_path
+    from pipelines.definitions import ASSETS, build_resources
+
+    home = tmp_path / "home"
+    tensors, info = tensors_of(tiny_task_data(task="ctr"))
+    LineageStore(home).record(Bundle(tensors=tensors, info={**info, "dataset": "taobao"}), run_id="data", job_name="data_job",
+                              asset_key="meta_tasks", partition="taobao", code_version="1", inputs=[], mirrors={})
+    config = {"ops": {"melu_model": {"config": {"seeds": [0], "max_steps": 2, "eval_every": 1, "inner_lr": 0.07, "device": "cpu"}}}}
+    result = dg.materialize(ASSETS, selection=["melu_model"], partition_key="taobao", run_config=config,
+                            resources=build_resources(home, tmp_path / "no-data"), instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    store = LineageStore(home)
+    model = store.load(store.latest("melu_model", "taobao"))
+    chosen = json.loads(settings_path("taobao").read_text())["methods"]["melu"]
+    recorded = model.info["settings"]
+    assert recorded["file"] == "models/settings/taobao.json" and recorded["sha256"] == file_sha256(settings_path("taobao"))
+    assert recorded["trial"] == chosen["trial"] and recorded["params"] == chosen["params"]
+    assert recorded["run_config"] == {"inner_lr": 0.07} and model.info["learner_config"]["inner_lr"] == 0.07
+    assert model.info["learner_config"]["inner_steps"] == chosen["params"].get("inner_steps", LearnerConfig().inner_steps)
+    run = store.query("SELECT * FROM runs WHERE run_id = ?", [result.run_id]).row(0, named=True)
+    assert (run["torch_threads"], run["device"], run["deterministic"]) == (torch.get_num_threads(), "cpu", True)
+    assert json.loads(run["settings"])["taobao/melu"]["trial"] == chosen["trial"]
+
+
+def test_a_resumed_study_may_get_more_trials_but_keeps_its_budget_and_seed(tmp_path):
+    from dataclasses import replace
+
+    from models.search import prepare
+
+    tensors, info = tensors_of(tiny_task_data())
+    tasks = export_tasks(tensors, info, tmp_path / "tasks", "h")
+    journal = tmp_path / "j.log"
+    prepare(tasks, journal, ["melu"], TINY)
+    prepare(tasks, journal, ["melu"], replace(TINY, trials=5, device="cuda", threads=4))
+    with pytest.raises(ValueError, match=r"seed 0 -> 1; max_steps 8 -> 9"):
+        prepare(tasks, journal, ["melu"], replace(TINY, max_steps=9, seed=1))

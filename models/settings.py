@@ -1,0 +1,199 @@
+"""The tunable knobs, where each one lives, and the settings file the validation search writes.
+
+A knob is one field of LearnerConfig, NetworkConfig (`learner.network`), MemoryConfig
+(`learner.memory`) or TrainConfig, with its search range and the methods that read it. The
+table `SPACE` is the whole search space (docs/tuning.md prints it); models/search.py samples
+it with Optuna, and the model assets apply a settings file's values with the same
+`apply_params`, so a value means the same thing in a trial and in the final model.
+
+Settings files: `models/settings/<dataset>.json`, written by `python -m pipelines.cli tune`
+(never by hand), read by every `<method>_model` asset. Resolution of one setting:
+code default <- the dataset's settings file <- a value set in the run config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from models.learners import METHODS, LearnerConfig
+from models.training import TrainConfig
+
+SETTINGS_DIR = Path(__file__).resolve().parent / "settings"
+META_LEARNERS = ("melu", "meta_sgd", "paml", "at_paml", "reg_paml")
+EVERY_METHOD = tuple(METHODS)
+PAML_WITH_LR_MODULE = ("paml", "reg_paml")  # AT-PAML's step size has its own form (correction + memory)
+TARGETS = ("learner", "network", "memory", "train")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One searched setting: a config field, its range, and the methods that read it."""
+
+    name: str  # the field's name, also the parameter's name in Optuna and in settings files
+    target: str  # "learner", "network" (learner.network), "memory" (learner.memory) or "train"
+    kind: str  # "float", "int" or "categorical"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False  # sample on a log scale
+    choices: tuple = ()
+    methods: tuple[str, ...] = META_LEARNERS
+    # A field (e.g. "network.factor_dim") that must be non-zero in the base config for the knob
+    # to matter; otherwise the knob is left out instead of wasting trials on a no-op.
+    requires: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"knob {self.name}: target must be one of {TARGETS}, got {self.target!r}")
+        if self.kind == "categorical" and not self.choices:
+            raise ValueError(f"knob {self.name}: a categorical knob needs choices")
+        if self.kind in ("float", "int") and not (self.low is not None and self.high is not None and self.low < self.high):
+            raise ValueError(f"knob {self.name}: needs low < high, got {self.low}, {self.high}")
+
+
+SPACE: tuple[Knob, ...] = (
+    Knob("inner_lr", "learner", "float", 0.005, 0.3, log=True),
+    Knob("inner_steps", "learner", "categorical", choices=(1, 2, 3, 5)),
+    Knob("outer_lr", "train", "float", 1e-4, 3e-3, log=True, methods=EVERY_METHOD),
+    Knob("factor_lr_scale", "learner", "float", 1.0, 50.0, log=True, methods=EVERY_METHOD, requires="network.factor_dim"),
+    Knob("unknown_rate", "network", "float", 0.0, 0.4, methods=EVERY_METHOD),
+    Knob("max_step_norm", "learner", "categorical", choices=(1.0, 2.0, 4.0), methods=EVERY_METHOD),
+    Knob("weight_decay", "train", "float", 0.0, 0.2, methods=EVERY_METHOD),
+    Knob("rate_lr", "train", "float", 1e-4, 1e-2, log=True, methods=("meta_sgd", "paml", "at_paml", "reg_paml")),
+    Knob("lr_range", "learner", "float", 1.5, 8.0, methods=PAML_WITH_LR_MODULE),
+    Knob("lr_per_layer", "learner", "categorical", choices=(True, False), methods=PAML_WITH_LR_MODULE),
+    Knob("lr_history", "learner", "categorical", choices=(True, False), methods=PAML_WITH_LR_MODULE),
+    Knob("gamma", "learner", "float", 1e-5, 1e-1, log=True, methods=("reg_paml",)),
+    Knob("correction_range", "learner", "float", 0.25, 2.0, methods=("at_paml",)),
+    Knob("kernel_scale", "memory", "float", 0.5, 6.0, methods=("at_paml",)),
+    Knob("finetune_lr", "learner", "float", 1e-4, 1e-1, log=True, methods=("transfer",)),
+    Knob("finetune_steps", "learner", "categorical", choices=(1, 3, 5, 10), methods=("transfer",)),
+)
+KNOBS: dict[str, Knob] = {knob.name: knob for knob in SPACE}
+
+
+def target_fields(target: str) -> set[str]:
+    """The field names of one knob target's config class."""
+    from models.network import NetworkConfig
+    from models.user_memory import MemoryConfig
+
+    classes = {"learner": LearnerConfig, "network": NetworkConfig, "memory": MemoryConfig, "train": TrainConfig}
+    return {f.name for f in fields(classes[target])}
+
+
+def knob_exists(knob: Knob) -> bool:
+    """True when the code has the knob's field (a knob can be listed before its field lands)."""
+    return knob.name in target_fields(knob.target)
+
+
+def base_value(knob: Knob, learner: LearnerConfig, train: TrainConfig) -> Any:
+    """The knob's value in the given configs."""
+    owner = {"learner": learner, "network": learner.network, "memory": learner.memory, "train": train}[knob.target]
+    value = getattr(owner, knob.name)
+    if knob.name == "rate_lr" and value is None:
+        return train.outer_lr  # None means "the outer rate": the same setting, spelled as a number
+    return value
+
+
+def _required(path: str, learner: LearnerConfig, train: TrainConfig) -> Any:
+    target, name = path.split(".", 1)
+    owner = {"learner": learner, "network": learner.network, "memory": learner.memory, "train": train}[target]
+    return getattr(owner, name)
+
+
+def search_space(method: str, learner: LearnerConfig = LearnerConfig(), train: TrainConfig = TrainConfig()) -> list[Knob]:
+    """The knobs searched for `method` given the base configs, in SPACE's order."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    return [k for k in SPACE if method in k.methods and knob_exists(k)
+            and (k.requires is None or _required(k.requires, learner, train))]
+
+
+def in_range(knob: Knob, value: Any) -> bool:
+    """Whether `value` lies in the knob's searched range."""
+    if knob.kind == "categorical":
+        return value in knob.choices
+    return value is not None and knob.low <= value <= knob.high
+
+
+def apply_params(params: dict[str, Any], learner: LearnerConfig, train: TrainConfig) -> tuple[LearnerConfig, TrainConfig]:
+    """The configs with `params` (knob name -> value) set; an unknown name is an error naming it."""
+    parts: dict[str, dict[str, Any]] = {t: {} for t in TARGETS}
+    for name, value in params.items():
+        if name not in KNOBS:
+            raise ValueError(f"unknown setting {name!r}; known: {', '.join(KNOBS)}")
+        knob = KNOBS[name]
+        if not knob_exists(knob):
+            raise ValueError(f"setting {name!r} names no field of the {knob.target} config in this code")
+        parts[knob.target][name] = value
+    network = replace(learner.network, **parts["network"])
+    memory = replace(learner.memory, **parts["memory"])
+    return replace(learner, network=network, memory=memory, **parts["learner"]), replace(train, **parts["train"])
+
+
+# -- settings files ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChosenSettings:
+    """What one model uses: the parameters and where they came from."""
+
+    params: dict[str, Any]
+    file: str | None  # path relative to the repository (or as given), None when no file exists
+    sha256: str | None
+    trial: int | None  # the study's trial number that chose them
+    value: float | None  # its validation loss
+
+    def provenance(self) -> dict[str, Any]:
+        """The JSON a model bundle's info records."""
+        return {"file": self.file, "sha256": self.sha256, "trial": self.trial, "value": self.value, "params": self.params}
+
+
+def settings_path(dataset: str, directory: Path | None = None) -> Path:
+    """models/settings/<dataset>.json (or under `directory`)."""
+    return Path(directory or SETTINGS_DIR) / f"{dataset}.json"
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the repository when inside it."""
+    try:
+        return path.resolve().relative_to(SETTINGS_DIR.parent.parent).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def chosen_settings(dataset: str | None, method: str, directory: Path | None = None) -> ChosenSettings:
+    """The settings file's choice for (dataset, method); no file or no entry: empty params."""
+    path = settings_path(dataset or "", directory) if dataset else None
+    if path is None or not path.is_file():
+        return ChosenSettings({}, None, None, None, None)
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
+    entry = content.get("methods", {}).get(method)
+    if entry is None:
+        return ChosenSettings({}, display_path(path), file_sha256(path), None, None)
+    params = dict(entry["params"])
+    unknown = sorted(set(params) - set(KNOBS))
+    if unknown:
+        raise ValueError(f"{path}: method {method!r} has unknown setting(s) {', '.join(unknown)}; known: {', '.join(KNOBS)}")
+    return ChosenSettings(params, display_path(path), file_sha256(path), entry.get("trial"), entry.get("value"))
+
+
+def write_settings(content: dict[str, Any], dataset: str, directory: Path | None = None) -> Path:
+    """Write a settings file (stable key order, so equal content gives equal bytes and hash)."""
+    path = settings_path(dataset, directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+    staging.replace(path)
+    return path

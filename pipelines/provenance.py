@@ -1,0 +1,86 @@
+"""What a run computed with, recorded in the `runs` table: threads, device, kernels, versions, commit.
+
+The same seed gives the same numbers only on the same kind of machine with the same torch
+thread count (the summation order of parallel kernels changes with it), so every run records
+what it had. Model bundles carry their own training facts (`info["runtime"]`, set where the
+training ran) and the settings file they used (`info["settings"]`); the store copies both
+into the run's row.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LIBRARIES = ("torch", "numpy", "scipy", "polars", "duckdb", "dagster", "optuna", "scikit-learn", "great-expectations")
+# Columns added to `runs` (DuckDB types); older databases get them on their next write.
+RUN_COLUMNS = {
+    "torch_threads": "INTEGER", "device": "VARCHAR", "deterministic": "BOOLEAN", "versions": "VARCHAR",
+    "git_commit": "VARCHAR", "machine": "VARCHAR", "settings": "VARCHAR", "wall_seconds": "DOUBLE",
+}
+
+
+@functools.cache
+def library_versions() -> str:
+    """Python and the main libraries' versions as JSON (from package metadata: nothing is imported)."""
+    versions = {"python": sys.version.split()[0]}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return json.dumps(versions, sort_keys=True)
+
+
+@functools.cache
+def git_commit(root: Path = REPO_ROOT) -> str | None:
+    """The checkout's commit, with '-dirty' when tracked files have changes; None outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+@functools.cache
+def machine() -> str:
+    """'Linux x86_64, 2 CPUs'."""
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
+
+
+def torch_facts() -> dict[str, Any]:
+    """Threads and the deterministic-kernel flag of this process (without importing torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {}
+    return {"torch_threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled()}
+
+
+def training_runtime(device: str) -> dict[str, Any]:
+    """What a model bundle records about its training process."""
+    import torch
+
+    return {"threads": torch.get_num_threads(), "device": device, "deterministic": torch.are_deterministic_algorithms_enabled()}
+
+
+def run_facts(info: dict[str, Any]) -> dict[str, Any]:
+    """The `runs` columns one write contributes: process facts, then a model bundle's own."""
+    facts: dict[str, Any] = {"versions": library_versions(), "git_commit": git_commit(), "machine": machine(), **torch_facts()}
+    runtime = info.get("runtime") or {}
+    if runtime:
+        facts.update(torch_threads=runtime.get("threads"), deterministic=runtime.get("deterministic"), device=runtime.get("device"))
+    if info.get("settings") is not None and info.get("method") and info.get("dataset"):
+        facts["settings"] = {f"{info['dataset']}/{info['method']}": info["settings"]}
+    return facts

@@ -1,0 +1,117 @@
+"""docs/results.md rendered from DuckDB, and what every run records about itself (hand-made tables)."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from assets.bundle import Bundle
+from pipelines.results import render, read_store, write_results
+from pipelines.store import LineageStore
+from pipelines.tune import GENERATED_END, GENERATED_START
+
+SETTINGS = {"file": "models/settings/movielens.json", "sha256": "ab" * 32, "trial": 4, "value": 0.9}
+# Seed-averaged per-user errors of two methods (users 1-4): paml - melu = -0.1, -0.2, -0.2, -0.3.
+PAML_ERRORS, MELU_ERRORS = [0.5, 0.6, 0.7, 0.8], [0.6, 0.8, 0.9, 1.1]
+
+
+def user_rows() -> pl.DataFrame:
+    rows = []
+    for seed, shift in ((0, -0.01), (1, 0.01)):  # the seeds average to the errors above
+        for user, (p, m) in enumerate(zip(PAML_ERRORS, MELU_ERRORS), start=1):
+            group = "major" if user <= 2 else "minor"
+            rows.append({"dataset": "movielens", "method": "paml", "seed": seed, "user_id": user, "group": group,
+                         "error": p + shift, "lr": 0.1 * user})
+            rows.append({"dataset": "movielens", "method": "melu", "seed": seed, "user_id": user, "group": group,
+                         "error": m + shift, "lr": 0.05})
+    return pl.DataFrame(rows)
+
+
+def metric_rows() -> pl.DataFrame:
+    rows = []
+    values = {"paml": {"all": (0.64, 0.66), "major": (0.55, 0.55), "minor": (0.75, 0.75)},
+              "melu": {"all": (0.84, 0.86), "major": (0.75, 0.75), "minor": (0.95, 0.95)},
+              "ref_user_item_bias": {"all": (0.9, 0.9)}}
+    for method, populations in values.items():
+        for population, per_seed in populations.items():
+            for seed, value in enumerate(per_seed):
+                rows.append({"dataset": "movielens", "method": method, "seed": seed, "population": population,
+                             "metric": "mse", "value": value, "n_users": 4})
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    store = LineageStore(tmp_path / "home")
+    model = Bundle(frames={"history": pl.DataFrame({"step": [1]})},
+                   info={"method": "paml", "dataset": "movielens", "settings": SETTINGS,
+                         "runtime": {"threads": 3, "device": "cpu", "deterministic": True}})
+    store.record(model, run_id="run-1", job_name="training_job", asset_key="paml_model", partition="movielens",
+                 code_version="1", inputs=[], mirrors={})
+    other = Bundle(frames={"history": pl.DataFrame({"step": [2]})},
+                   info={"method": "melu", "dataset": "movielens", "settings": {**SETTINGS, "trial": 9},
+                         "runtime": {"threads": 3, "device": "cuda", "deterministic": True}})
+    store.record(other, run_id="run-1", job_name="training_job", asset_key="melu_model", partition="movielens",
+                 code_version="1", inputs=[], mirrors={})
+    store.set_run_wall_seconds("run-1", 120.0)
+    for name, frame in {"user_metrics": user_rows(), "metrics": metric_rows(), "significance": pl.DataFrame([
+            {"comparison": "vs_reference", "dataset": "movielens", "protocol": "paper", "method": "paml", "other": "ref_mf",
+             "seed": None, "n_users": 4, "mean_a": 0.65, "mean_b": 0.7, "statistic": -3.0, "p_value": 0.04,
+             "ci_low": -0.08, "ci_high": -0.01}])}.items():
+        store.record_table(name, frame, source="test", partition="movielens", artifact_id="a")
+    return store
+
+
+def test_a_run_records_threads_devices_kernels_versions_commit_settings_and_wall_time(store):
+    run = store.query("SELECT * FROM runs").row(0, named=True)
+    assert (run["torch_threads"], run["device"], run["deterministic"], run["wall_seconds"]) == (3, "cpu, cuda", True, 120.0)
+    assert json.loads(run["versions"])["duckdb"] and run["machine"].endswith("CPUs")
+    assert run["git_commit"] is None or len(run["git_commit"].removesuffix("-dirty")) == 40
+    settings = json.loads(run["settings"])
+    assert settings["movielens/paml"]["trial"] == 4 and settings["movielens/melu"]["trial"] == 9
+
+
+def test_results_are_rendered_from_the_tables_with_hand_checked_targets(store):
+    text = render(read_store(store))
+    # Table 2: mean +- sd over the two seeds, the paper's ML-1M value beside MeLU.
+    assert "| paml | 0.650 ± 0.014 |" in text and "| melu | 0.850 ± 0.014 (1.451) |" in text
+    assert "| paml | 0.640 | 0.660 |" in text  # per seed
+    # Targets: PAML's step sizes 0.1..0.4 have sd sqrt(0.05 / 3) around 0.25 -> CV 0.516.
+    cv = np.std([0.1, 0.2, 0.3, 0.4], ddof=1) / 0.25
+    assert f"| 9: paml step size CV across test users ≥ 0.25 (movielens) | {cv:.3f} | yes |" in text
+    p = stats.ttest_rel(PAML_ERRORS, MELU_ERRORS).pvalue
+    assert f"beats melu, paired t-test p < 0.05 | diff -0.2000, p {p:.2g} | yes |" in text
+    assert "| 9: minor − major gap of paml below MeLU's | 0.200 vs 0.200 | **no** |" in text
+    assert "| 9: melu beats the tuned bias reference by ≥ 0.03 | 0.850 vs 0.900 | yes |" in text
+    assert "| 9: reg_paml beats the tuned bias reference by ≥ 0.03 | — vs 0.900 | — |" in text
+    assert "beats ref_mf, paper protocol, paired p < 0.05 | not computed | — |" in text
+    # Paired tests, provenance, what is missing.
+    assert "| movielens | paper | paml | ref_mf | 4 | 0.650 | 0.700 | -0.050 | [-0.0800, -0.0100] | 0.04 |" in text
+    assert "| `run-1` | training_job |" in text and "Total wall time of the timed jobs: 120 s" in text
+    assert "| movielens/paml | models/settings/movielens.json | abababababab | 4 |" in text
+    assert "Not computed: Table 1" in text and "Not computed: the validation search" in text
+
+
+def test_results_doc_keeps_the_hand_written_text(store, tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# Results\n\nintro by hand\n\n{GENERATED_START}\nstale table\n{GENERATED_END}\n\n## Why\n\nprose by hand\n")
+    write_results(LineageStore(store.home, read_only=True), doc)
+    first = doc.read_text()
+    assert "intro by hand" in first and "prose by hand" in first and "stale table" not in first
+    assert first.index("intro by hand") < first.index("## Targets") < first.index("prose by hand")
+    write_results(LineageStore(store.home, read_only=True), doc)
+    strip = lambda t: "\n".join(line for line in t.splitlines() if not line.startswith("Generated by"))  # noqa: E731
+    assert strip(doc.read_text()) == strip(first)
+
+
+def test_an_empty_store_renders_every_section_as_not_computed(tmp_path):
+    store = LineageStore(tmp_path / "home")
+    store.record_table("tuning_trials", pl.DataFrame({"dataset": ["x"], "protocol": ["paper"], "method": ["melu"],
+                                                      "trial": [0], "state": ["COMPLETE"], "value": [0.5]}),
+                       source="tune", partition="x", artifact_id="j")
+    text = render(read_store(LineageStore(store.home, read_only=True)))
+    for table in ("Table 2 (`metrics`)", "`report_table3`", "paired tests", "no run is recorded"):
+        assert f"Not computed: {table}" in text
+    assert "| x | paper | melu | 1 | 0 | 0 | 0.5000 |" in text
