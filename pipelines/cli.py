@@ -321,9 +321,11 @@ def build_parser() -> Parser:
 
 def check_methods(parser: Parser, args: argparse.Namespace) -> None:
     """Method names are checked after parsing: the registry imports torch, which --help should not wait for."""
+    given = [args.method] if args.command == "recommend" else (args.methods or []) if args.command == "tune" else []
+    if not given:
+        return
     from models.learners import METHODS
 
-    given = [args.method] if args.command == "recommend" else (args.methods or []) if args.command == "tune" else []
     unknown = [m for m in given if m not in METHODS]
     if unknown:
         prog = f"{parser.prog} {args.command}"
