@@ -114,6 +114,7 @@ class Provenance:
     commit: str  # git commit of the code, with a note when the work tree had changes
     seeds: str  # which seeds the models were trained with
     devices: str  # training devices recorded in the models
+    protocols: str  # training protocols recorded in the models ('paper', 'production')
     threads: int  # torch threads of the process that evaluated and wrote the report
     machine: str
     software: str
@@ -130,7 +131,7 @@ def provenance_markdown(p: Provenance) -> str:
         f"- written {p.written_at} by Dagster run `{p.run_id}`",
         f"- code: commit {p.commit}",
         f"- seeds: {p.seeds}; the reference predictors are deterministic",
-        f"- training device: {p.devices}; torch threads (evaluation and report): {p.threads}",
+        f"- training protocol: {p.protocols}; training device: {p.devices}; torch threads (evaluation and report): {p.threads}",
         f"- machine: {p.machine}; {p.software}", "",
         "Runs that wrote this report's inputs (newest artifact of each input):", "", runs, "",
         "Raw data files behind each dataset's task tensors (SHA-256 as recorded in the lineage store when read):", "",
@@ -284,10 +285,12 @@ def gather_provenance(store: LineageStore, run_id: str, models: dict[str, dict[s
         if tasks_id.height:
             raw = store.query(ANCESTORS_SQL, [tasks_id.item()]).filter(pl.col("kind") == "raw_file")
             files += [{"dataset": dataset, "file": r["location"], "sha256": r["content_hash"][:16]} for r in raw.iter_rows(named=True)]
-    devices = sorted({b.info["train_config"]["device"] for per in models.values() for b in per.values()})
+    recorded = lambda key, default: sorted({str(b.info["train_config"].get(key, default))  # noqa: E731
+                                            for per in models.values() for b in per.values()})
     return Provenance(
         run_id=run_id, written_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        commit=code_commit(REPO_ROOT), seeds=seeds_text(models), devices=", ".join(devices) or "none",
+        commit=code_commit(REPO_ROOT), seeds=seeds_text(models), devices=", ".join(recorded("device", "cpu")) or "none",
+        protocols=", ".join(recorded("protocol", "paper")) or "none",
         threads=torch.get_num_threads(), machine=f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
         software=f"Python {sys.version.split()[0]}, torch {torch.__version__}, dagster {dg.__version__}",
         runs=store.query(RUNS_SQL, [list(INPUT_ASSETS)]),

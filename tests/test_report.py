@@ -154,9 +154,9 @@ def test_provenance_header_and_commit(tmp_path):
     runs = pl.DataFrame({"run": ["r-eval"], "job": ["evaluation_job"], "written": ["2026-11-28 10:00"],
                          "datasets": [None], "assets": ["melu_eval"]})
     files = pl.DataFrame({"dataset": ["movielens"], "file": ["/data/ml-1m/ratings.dat"], "sha256": ["0123456789abcdef"]})
-    text = provenance_markdown(Provenance("r-report", "2026-11-28 10:01 UTC", "`abc`", "0, 1, 2 (every model)", "cpu", 2,
+    text = provenance_markdown(Provenance("r-report", "2026-11-28 10:01 UTC", "`abc`", "0, 1, 2 (every model)", "cpu", "paper", 2,
                                           "Linux x86_64, 2 CPUs", "torch 2.13.0", runs, files))
-    for fact in ("r-report", "2026-11-28 10:01 UTC", "commit `abc`", "seeds: 0, 1, 2 (every model)", "training device: cpu",
+    for fact in ("r-report", "2026-11-28 10:01 UTC", "commit `abc`", "seeds: 0, 1, 2 (every model)", "training protocol: paper", "training device: cpu",
                  "torch threads (evaluation and report): 2", "| r-eval ", "| movielens | /data/ml-1m/ratings.dat | 0123456789abcdef |"):
         assert fact in text, fact
     assert code_commit(tmp_path).startswith("unknown")

@@ -65,6 +65,7 @@ def test_views_match_the_report_and_lineage_reaches_raw_files(chain):
     text = report_md.read_text()
     # Provenance: the run that wrote the report, and the raw files' hashes as the lineage store has them.
     assert f"by Dagster run `{evaluated.run_id}`" in text and "seeds: 0, 1 (every model)" in text
+    assert "training protocol: paper; training device: cpu" in text
     hashes = store.query("SELECT left(content_hash, 16) AS h FROM artifacts WHERE kind = 'raw_file' AND partition = 'taobao'")["h"]
     assert hashes.len() >= 7 and all(f"| {h} |" in text for h in hashes)
     # The UI's copy embeds each plot once and links to no file.
