@@ -150,7 +150,7 @@ TABLE4_METHODS = ("paml", "at_paml")  # beside the gamma rows, as in the paper
 
 READING_GUIDE = [
     "## How to read it", "",
-    "- Mean ± sd over seeds. ↓ lower is better, ↑ higher is better. **Bold**: best in its column "
+    "- Mean ± sd over seeds (no ± for a single seed or a deterministic reference row). ↓ lower is better, ↑ higher is better. **Bold**: best in its column "
     "(reference rows included). `*`: a PAML method better than the best baseline "
     f"({', '.join(method_name(m) for m in BASELINES)}) by a two-tailed t-test of per-user error "
     "(averaged over seeds), p < 0.05. `(paper x)`: the paper's value.",

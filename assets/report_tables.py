@@ -297,7 +297,9 @@ def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequ
             cells = {"method": method_name(method)}
             for metric, column in zip(metrics, columns[1:]):
                 r = by_key.get((method, metric))
-                cell = format_cell(r["mean"], r["sd"], r["best"], r["significant"]) if r else NOT_EVALUATED
+                # One seed (or a deterministic reference row) has no spread to show.
+                sd = r["sd"] if r and r.get("n_seeds", 2) > 1 else None
+                cell = format_cell(r["mean"], sd, r["best"], r["significant"]) if r else NOT_EVALUATED
                 if r and r.get("paper_mean") is not None:
                     cell += f" (paper {r['paper_mean']:.3f})"
                 cells[column] = cell

@@ -50,7 +50,7 @@ def test_table2_names_orders_points_arrows_and_sets_references_apart():
     table = table2_rows("movielens", {
         "ref_item_mean": {"mse": 0.9, "ndcg@3": 0.7}, "reg_paml": {"mse": 0.8, "ndcg@3": 0.75},
         "melu": {"mse": 1.0, "ndcg@3": 0.72}, "ref_mf": {"mse": 0.85, "ndcg@3": 0.8},
-    }).with_columns(best=pl.col("mean") == 0.8)
+    }).with_columns(best=pl.col("mean") == 0.8, n_seeds=pl.when(pl.col("method").str.starts_with("ref_")).then(1).otherwise(3))
     text = markdown_table2(table, ["movielens", "taobao"], EXPECTED)
     lines = text.splitlines()
     assert lines[0] == "#### MovieLens-1M (`movielens`)"
@@ -59,6 +59,7 @@ def test_table2_names_orders_points_arrows_and_sets_references_apart():
     assert rows == ["MeLU", "Meta-SGD", "Transfer learning", "PAML", "AT-PAML", "REG-PAML",
                     "*reference predictors (not in the paper)*", "global mean", "item mean", "MF (fold-in)"]
     assert "| REG-PAML " in text and "**0.800 ± 0.010**" in text  # best in its column, bold
+    assert "| 0.850 " in text and "0.850 ±" not in text  # a deterministic reference row has no spread
     meta_sgd = next(line for line in lines if line.startswith("| Meta-SGD"))
     assert [cell.strip() for cell in meta_sgd.strip("|").split("|")] == ["Meta-SGD", "—", "—"]
     missing = next(line for line in lines if line.startswith("No results for"))
