@@ -172,15 +172,17 @@ def recommend_command(args: argparse.Namespace) -> str:
     items = store.load(store.latest("clean_logs", args.dataset)).frame("items")
     ranked, lr = recommend(model, tasks, profile, ratings, args.top, args.seed)
     given = pl.DataFrame({"item_id": list(ratings), "label": list(ratings.values())})
-    lines = [f"The new user's {'clicks' if spec.task == 'ctr' else 'ratings'} (what {args.method} adapts on):",
-             str(item_attributes(given, items, spec.display_fields)),
-             f"{args.method} adapted to them (inner learning rate {lr:.4g}); top {args.top} of the other items:"]
-    if unknown := unknown_profile_fields(profile, tasks):
-        lines.append("profile values never seen in training, so they use the unknown embedding: "
-                     + ", ".join(f"{field}={value}" for field, value in unknown.items()))
+    unknown = unknown_profile_fields(profile, tasks)
     with pl.Config(tbl_rows=max(args.top, len(ratings)), fmt_str_lengths=48, tbl_width_chars=160,
                    tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        return "\n".join([*lines, str(item_attributes(ranked, items, spec.display_fields))])
+        return "\n".join([
+            f"The new user's {'clicks' if spec.task == 'ctr' else 'ratings'} (what {args.method} adapts on):",
+            str(item_attributes(given, items, spec.display_fields)),
+            f"{args.method} adapted to them (inner learning rate {lr:.4g}); top {args.top} of the other items:",
+            *(["profile values never seen in training, so they use the unknown embedding: "
+               + ", ".join(f"{field}={value}" for field, value in unknown.items())] if unknown else []),
+            str(item_attributes(ranked, items, spec.display_fields)),
+        ])
 
 
 SQL_FORMATS = ("table", "csv", "markdown", "json")
