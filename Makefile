@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 export PAML_HOME ?= $(CURDIR)/.paml
 export DAGSTER_HOME ?= $(PAML_HOME)/dagster
 export GX_ANALYTICS_ENABLED := False
+PORT ?= 3000
 
 .PHONY: install demo test bench ui reproduce results clean
 
@@ -42,9 +43,10 @@ reproduce: install
 results: install
 	$(PY) -m pipelines.cli results
 
+# make ui PORT=3001 for another port.
 ui: install
-	$(PY) -c "from pipelines.instance import ensure_dagster_home; ensure_dagster_home()"
-	$(VENV)/bin/dagster dev -h 127.0.0.1
+	$(PY) -m pipelines.cli init
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(PORT)
 
 clean:
 	rm -rf $(PAML_HOME)

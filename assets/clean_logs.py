@@ -175,7 +175,10 @@ def clean_items(
         .then(None).otherwise(pl.col(f).str.strip_chars()).alias(f)
         for f in spec.item_fields
     ]
-    return kept.select("source_file", "line", "item_id", *single, *spec.item_multi_fields), used_details, [rejected, rejected_details]
+    # Attributes only people read (a title) ride along; the model sees item_fields and item_multi_fields.
+    shown = [f for f in spec.display_fields if f in kept.columns and f not in (*spec.item_fields, *spec.item_multi_fields)]
+    return (kept.select("source_file", "line", "item_id", *single, *spec.item_multi_fields, *shown), used_details,
+            [rejected, rejected_details])
 
 
 def repeated_rows(frame: pl.DataFrame, keys: list[str]) -> pl.Series:

@@ -125,3 +125,17 @@ def recommend(model: Bundle, tasks: Bundle, profile: dict[str, str], ratings: di
         "score": scores.numpy()[order].astype(np.float64),
     })
     return ranked, float(outcome.lr_per_user[0])
+
+
+def item_attributes(frame: pl.DataFrame, items: pl.DataFrame, fields: tuple[str, ...]) -> pl.DataFrame:
+    """`frame` (with `item_id`, row order kept) with the items' display attributes beside it.
+
+    `items` is clean_logs' items frame; list attributes (a movie's genres) are joined by
+    commas, and an item without a row keeps empty attributes.
+    """
+    shown = [f for f in fields if f in items.columns]
+    attributes = items.select(
+        "item_id", *(pl.col(f).list.join(", ") if isinstance(items.schema[f], pl.List) else pl.col(f).cast(pl.String)
+                     for f in shown))
+    return frame.join(attributes, on="item_id", how="left", maintain_order="left")
+

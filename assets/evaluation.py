@@ -13,15 +13,6 @@ POPULATIONS = ("all", "major", "minor")
 USER_METRIC_COLUMNS = ("error", "mse", "ndcg@3", "ndcg@5", "auc", "nel", "logloss")
 
 
-def per_user_logloss(prob: np.ndarray, label: np.ndarray, mask: np.ndarray, eps: float = M.NEL_EPS) -> np.ndarray:
-    """Mean query log-loss per user (the CTR per-user error used in t-tests)."""
-    p = np.clip(prob, eps, 1 - eps)
-    losses = -(label * np.log(p) + (1 - label) * np.log(1 - p)) * mask
-    counts = mask.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, losses.sum(1) / np.maximum(counts, 1), np.nan)
-
-
 def user_metrics_frame(
     users: pl.DataFrame, groups: pl.DataFrame, pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
     lr_per_user: np.ndarray, task: str, train_ctr: float | None = None,
@@ -37,7 +28,7 @@ def user_metrics_frame(
         values["error"] = values["mse"]
     else:
         values = {"auc": M.per_user_auc(pred, target, mask), "nel": M.per_user_nel(pred, target, mask, train_ctr),
-                  "logloss": per_user_logloss(pred, target, mask)}
+                  "logloss": M.per_user_logloss(pred, target, mask)}
         values["error"] = values["logloss"]
     # One schema for every task (inapplicable metrics are null), so all rows share one table.
     columns = {name: values.get(name, np.full(len(pred), np.nan)) for name in USER_METRIC_COLUMNS}

@@ -1,33 +1,132 @@
-"""Small matplotlib helpers: figures as PNG bytes and as Markdown for Dagster metadata."""
+"""The report's figures as PNG bytes (matplotlib, Agg backend), every axis labelled.
+
+Methods carry the paper's names and order (assets/report_tables.py); reference rows stand
+apart behind a dashed line.
+"""
 
 import base64
 import io
 
+import numpy as np
 import polars as pl
 
+from assets.report_tables import (
+    BASELINES_SECTION, PAML_SECTION, error_name, method_name, method_order, method_section,
+)
 
-def figure_png(fig) -> bytes:
-    """Render and close a matplotlib figure."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+GROUP_COLOURS = {"major": "tab:blue", "minor": "tab:orange"}
 
 
-def markdown_image(png: bytes, alt: str) -> str:
-    """A PNG embedded in Markdown (the Dagster UI renders it)."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
-
-
-def training_curves_png(history: pl.DataFrame, title: str) -> bytes:
-    """Train and validation loss per epoch, one line pair per seed."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def figure_png(fig) -> bytes:
+    """Render and close a matplotlib figure."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    """A PNG embedded in Markdown as a data URI (the Dagster UI renders it; no file link to break)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
+    """Per-user error (averaged over seeds) of every method, major and minor users side by side
+    (the paper's Figs. 5-6 split by group, its point being the gap between them)."""
+    plt = pyplot()
+    part = user_metrics.filter(pl.col("dataset") == dataset).group_by("method", "user_id").agg(
+        pl.col("error").mean(), pl.col("group").first())
+    methods = method_order(part["method"].unique().to_list())
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(methods)), 4))
+    for offset, group in ((-0.2, "major"), (0.2, "minor")):
+        values = [part.filter((pl.col("method") == m) & (pl.col("group") == group))["error"].drop_nulls().to_numpy()
+                  for m in methods]
+        positions = [i + offset for i, v in enumerate(values) if len(v)]
+        if positions:
+            boxes = ax.boxplot([v for v in values if len(v)], positions=positions, widths=0.35, patch_artist=True,
+                               flierprops={"markersize": 2})
+            for box in boxes["boxes"]:
+                box.set_facecolor(GROUP_COLOURS[group])
+                box.set_alpha(0.6)
+            ax.plot([], [], "s", color=GROUP_COLOURS[group], alpha=0.6, label=f"{group} users")
+    first_extra = next((i for i, m in enumerate(methods) if method_section(m) not in (BASELINES_SECTION, PAML_SECTION)), None)
+    if first_extra:
+        ax.axvline(first_extra - 0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(methods)), [method_name(m) for m in methods], rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel("method (reference predictors right of the dashed line)" if first_extra else "method")
+    ax.set_ylabel(f"per-user {error_name(dataset)} (mean over seeds)")
+    ax.set_title(f"{dataset}: per-user test {error_name(dataset)}, major vs minor users")
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def lr_histograms(user_metrics: pl.DataFrame, dataset: str, methods: tuple[str, ...]) -> bytes | None:
+    """Distribution of the per-user inner learning rate, minor vs major users, one panel per method."""
+    part = user_metrics.filter((pl.col("dataset") == dataset) & pl.col("method").is_in(methods) & pl.col("lr").is_not_null())
+    shown = method_order(part["method"].unique().to_list())
+    if not shown:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3), squeeze=False, layout="constrained")
+    for ax, method in zip(axes[0], shown):
+        for group in ("major", "minor"):
+            lr = part.filter((pl.col("method") == method) & (pl.col("group") == group))["lr"].to_numpy()
+            if len(lr):  # weights: each group's bars sum to 1, so groups of different sizes compare
+                ax.hist(lr, bins=30, alpha=0.6, weights=np.full(len(lr), 1 / len(lr)), color=GROUP_COLOURS[group],
+                        label=f"{group} users")
+        ax.set_title(f"{method_name(method)} ({dataset})", fontsize=9)
+        ax.set_xlabel("inner learning rate")
+        ax.set_ylabel("share of the group's test users")
+        ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def embedding_map(embeddings: np.ndarray, groups: np.ndarray, title: str) -> bytes:
+    """2-D PCA of user embeddings coloured by major/minor group (paper Fig. 11 uses t-SNE)."""
+    plt = pyplot()
+    centred = embeddings - embeddings.mean(0)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ components[:2].T
+    explained = singular[:2] ** 2 / max(float((singular**2).sum()), 1e-12)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for group, colour in GROUP_COLOURS.items():
+        keep = groups == group
+        ax.scatter(points[keep, 0], points[keep, 1], s=4, alpha=0.5, c=colour, label=f"{group} users")
+    ax.set_xlabel(f"principal component 1 ({explained[0]:.0%} of variance)")
+    ax.set_ylabel(f"principal component 2 ({explained[1]:.0%} of variance)" if len(explained) > 1 else "principal component 2")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    return figure_png(fig)
+
+
+def validation_curves(histories: pl.DataFrame, dataset: str) -> bytes:
+    """Validation loss per epoch (mean over seeds), one line per method."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    part = histories.filter(pl.col("dataset") == dataset)
+    for method in method_order(part["method"].unique().to_list()):
+        curve = part.filter(pl.col("method") == method).group_by("epoch").agg(pl.col("val_loss").mean()).sort("epoch")
+        ax.plot(curve["epoch"], curve["val_loss"], marker=".", label=method_name(method))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {error_name(dataset)} (mean over users, seeds)")
+    ax.set_title(f"{dataset}: training curves")
+    ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def training_curves_png(history: pl.DataFrame, title: str) -> bytes:
+    """Train and validation loss per epoch, one line pair per seed."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for (seed,), part in history.group_by("seed", maintain_order=True):
         ax.plot(part["epoch"], part["train_loss"], "--", label=f"train (seed {seed})")

@@ -307,7 +307,7 @@ def read_bookcrossing(data_dir: Path) -> Bundle:
     return Bundle(
         frames={
             "users": read["BX-Users.csv"][0],
-            "items": read["BX-Books.csv"][0].drop("title"),
+            "items": read["BX-Books.csv"][0],
             "interactions": read["BX-Book-Ratings.csv"][0].with_columns(pl.lit(None, dtype=pl.String).alias("ts")),
             "malformed": pl.concat([bad for _, bad in read.values()]),
         },

@@ -1,13 +1,18 @@
 """Asset `report`: the paper's Tables 1-4, plots, Markdown and PNG files, DuckDB tables.
 
 Writes `PAML_HOME/reports/report.md` and its PNGs (atomically replacing the previous
-report), puts the same content in Dagster metadata, and stores the tables so that the
-DuckDB views `table2`, `table3`, `table4` return the same numbers.
+report), puts the same content in Dagster metadata (plots embedded, so nothing links to a
+file the UI cannot reach), and stores the tables so that the DuckDB views `table2`,
+`table3`, `table4` return the same numbers. A provenance header says which runs, code,
+seeds, device and data files the numbers come from.
 """
 
 import os
+import platform
 import shutil
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,84 +20,13 @@ import polars as pl
 
 from assets import paper
 from assets.bundle import Bundle
-from assets.plots import figure_png
+from assets.markdown import markdown_table
+from assets.plots import embedding_map, error_boxplots, lr_histograms, validation_curves
 from assets.report_tables import (
-    best_baselines, group_table, markdown_group_table, markdown_table2, seed_averaged_errors, table2, vs_best_baseline,
+    BASELINES, ERROR_NAMES, METRICS, PAML_METHODS, best_baselines, dataset_name, gamma_label, group_table, in_report_order,
+    markdown_group_table, markdown_table2, method_name, no_dataset_line, seed_averaged_errors, table2, vs_best_baseline,
 )
 from models.references import REFERENCES
-
-PER_USER_LR_METHODS = ("paml", "at_paml", "reg_paml")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
-    """Per-user error of every method on one dataset (paper Figs. 5-6)."""
-    plt = _pyplot()
-    part = user_metrics.filter(pl.col("dataset") == dataset)
-    methods = sorted(part["method"].unique().to_list())
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.boxplot([part.filter(pl.col("method") == m)["error"].drop_nulls().to_numpy() for m in methods], showfliers=True)
-    ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("per-user error (MSE or log-loss)")
-    ax.set_title(f"{dataset}: per-user test error")
-    return figure_png(fig)
-
-
-def lr_histograms(user_metrics: pl.DataFrame, dataset: str) -> bytes | None:
-    """Distribution of the per-user inner learning rate, minor vs major users."""
-    part = user_metrics.filter((pl.col("dataset") == dataset) & pl.col("method").is_in(PER_USER_LR_METHODS))
-    methods = sorted(part["method"].unique().to_list())
-    if not methods:
-        return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3), squeeze=False)
-    for ax, method in zip(axes[0], methods):
-        for group in ("major", "minor"):
-            lr = part.filter((pl.col("method") == method) & (pl.col("group") == group))["lr"].drop_nulls().to_numpy()
-            if len(lr):
-                ax.hist(lr, bins=30, alpha=0.6, density=True, label=group)
-        ax.set_title(f"{method} ({dataset})", fontsize=9)
-        ax.set_xlabel("inner learning rate")
-        ax.legend(fontsize=7)
-    return figure_png(fig)
-
-
-def embedding_map(embeddings: np.ndarray, groups: np.ndarray, title: str) -> bytes:
-    """2-D PCA of user embeddings coloured by major/minor group (paper Fig. 11 uses t-SNE)."""
-    plt = _pyplot()
-    centred = embeddings - embeddings.mean(0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
-    points = centred @ components[:2].T
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for group, colour in (("major", "tab:blue"), ("minor", "tab:orange")):
-        keep = groups == group
-        ax.scatter(points[keep, 0], points[keep, 1], s=4, alpha=0.5, c=colour, label=group)
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    return figure_png(fig)
-
-
-def validation_curves(histories: pl.DataFrame, dataset: str) -> bytes:
-    """Validation loss per epoch (mean over seeds), one line per method."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    part = histories.filter(pl.col("dataset") == dataset)
-    for (method,), rows in part.group_by("method", maintain_order=True):
-        curve = rows.group_by("epoch").agg(pl.col("val_loss").mean()).sort("epoch")
-        ax.plot(curve["epoch"], curve["val_loss"], label=method)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss")
-    ax.set_title(f"{dataset}: training curves")
-    ax.legend(fontsize=7)
-    return figure_png(fig)
 
 
 def test_embeddings(model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[np.ndarray, np.ndarray]:
@@ -123,11 +57,6 @@ def table1(groups: dict[str, Bundle]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"dataset": pl.String, "item": pl.String, "ours": pl.Float64, "paper": pl.Float64})
 
 
-def gamma_label(gamma: float) -> str:
-    """'reg_paml (gamma=1e-05)': the row label of one ablation setting."""
-    return f"reg_paml (gamma={gamma:g})"
-
-
 def ablation_table(ablations: dict[str, Bundle], user_metrics: pl.DataFrame) -> pl.DataFrame:
     """Table 4: REG-PAML per gamma, plus PAML, AT-PAML and the reference rows from their own evaluations."""
     frames = [b.frame("user_metrics").with_columns(
@@ -137,18 +66,22 @@ def ablation_table(ablations: dict[str, Bundle], user_metrics: pl.DataFrame) -> 
     others = ["paml", "at_paml", *(f"ref_{name}" for name in REFERENCES)]
     frames.append(user_metrics.filter(pl.col("method").is_in(others)).with_columns(pl.col("method").alias("variant")))
     combined = pl.concat([f.select("dataset", "variant", "seed", "user_id", "group", "error") for f in frames], how="vertical_relaxed")
-    # Rows in the paper's order: gammas ascending (numerically), then PAML and AT-PAML; references last.
-    gammas = sorted({g for b in ablations.values() for g in b.info["gammas"]})
-    order = {label: i for i, label in enumerate([gamma_label(g) for g in gammas] + others)}
-    table = group_table(combined, label="variant")
-    return table.sort(pl.col("dataset"), pl.col("variant").replace_strict(order, default=len(order), return_dtype=pl.Int64))
+    return in_report_order(group_table(combined, label="variant"), "variant")
+
+
+# The columns the report reads, so that a report with no evaluations at all still renders (and says so).
+EMPTY_USER_METRICS = pl.DataFrame(schema={"dataset": pl.String, "method": pl.String, "seed": pl.Int64, "user_id": pl.String,
+                                          "group": pl.String, "error": pl.Float64, "lr": pl.Float64})
+EMPTY_METRICS = pl.DataFrame(schema={"dataset": pl.String, "method": pl.String, "seed": pl.Int64, "population": pl.String,
+                                     "metric": pl.String, "value": pl.Float64})
 
 
 def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict[str, Bundle],
-                 tasks: dict[str, Bundle], models: dict[str, dict[str, Bundle]]) -> tuple[Bundle, dict[str, bytes], str]:
-    """All tables and plots; returns (bundle of tables, PNG files by name, Markdown text)."""
-    user_metrics = pl.concat([e.frame("user_metrics") for e in evals if e.frame("user_metrics").height], how="diagonal_relaxed")
-    metrics = pl.concat([e.frame("metrics") for e in evals if e.frame("metrics").height], how="diagonal_relaxed")
+                 tasks: dict[str, Bundle], models: dict[str, dict[str, Bundle]]) -> tuple[Bundle, dict[str, bytes]]:
+    """All tables and plots; returns (bundle of tables, PNG files by name)."""
+    user_metrics = pl.concat([EMPTY_USER_METRICS, *(e.frame("user_metrics") for e in evals if e.frame("user_metrics").height)],
+                             how="diagonal_relaxed")
+    metrics = pl.concat([EMPTY_METRICS, *(e.frame("metrics") for e in evals if e.frame("metrics").height)], how="diagonal_relaxed")
     errors = seed_averaged_errors(user_metrics)
     significance = vs_best_baseline(errors, best_baselines(metrics))
     t1, t2, t3 = table1(groups), table2(metrics, significance), group_table(user_metrics)
@@ -159,7 +92,7 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
     pngs: dict[str, bytes] = {}
     for dataset in sorted(user_metrics["dataset"].unique().to_list()):
         pngs[f"errors_{dataset}.png"] = error_boxplots(user_metrics, dataset)
-        lr_png = lr_histograms(user_metrics, dataset)
+        lr_png = lr_histograms(user_metrics, dataset, PAML_METHODS)
         if lr_png:
             pngs[f"learning_rates_{dataset}.png"] = lr_png
         if histories.height and dataset in histories["dataset"].to_list():
@@ -168,32 +101,106 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
         if reg is not None and dataset in tasks and dataset in groups:
             h, group = test_embeddings(reg, tasks[dataset], groups[dataset])
             pngs[f"embeddings_{dataset}.png"] = embedding_map(h, group, f"{dataset}: REG-PAML user embeddings (test users, PCA)")
-    text = render_markdown(t1, t2, t3, t4, pngs)
     frames = {"table1": t1, "table2": t2, "table3": t3, "table4": t4, "significance": significance}
-    return Bundle(frames=frames, info={"plots": sorted(pngs)}), pngs, text
+    return Bundle(frames=frames, info={"plots": sorted(pngs)}), pngs
 
 
-def render_markdown(t1: pl.DataFrame, t2: pl.DataFrame, t3: pl.DataFrame, t4: pl.DataFrame, pngs: dict[str, bytes]) -> str:
-    """The report as Markdown, plots referenced as files next to it."""
-    t1_lines = ["| dataset | statistic | ours | paper |", "|---|---|---|---|"] + [
-        f"| {r['dataset']} | {r['item']} | {r['ours']:.3f} | {'' if r['paper'] is None else format(r['paper'], '.3f')} |"
-        for r in t1.iter_rows(named=True)
-    ]
+@dataclass(frozen=True)
+class Provenance:
+    """Where the report's numbers come from: the header of report.md."""
+
+    run_id: str  # the Dagster run that wrote the report
+    written_at: str  # UTC
+    commit: str  # git commit of the code, with a note when the work tree had changes
+    seeds: str  # which seeds the models were trained with
+    devices: str  # training devices recorded in the models
+    protocols: str  # training protocols recorded in the models ('paper', 'production')
+    threads: int  # torch threads of the process that evaluated and wrote the report
+    machine: str
+    software: str
+    runs: pl.DataFrame  # run_id, job_name, written, datasets, assets: runs that wrote the inputs
+    data_files: pl.DataFrame  # dataset, file, sha256: raw files behind each dataset's tasks
+
+
+def provenance_markdown(p: Provenance) -> str:
+    """The provenance section: one line per fact, then the runs and data files as tables."""
+    runs = markdown_table(p.runs) if p.runs.height else "(no stored inputs)"
+    files = markdown_table(p.data_files) if p.data_files.height else "(no raw files recorded)"
+    return "\n".join([
+        "## Provenance", "",
+        f"- written {p.written_at} by Dagster run `{p.run_id}`",
+        f"- code: commit {p.commit}",
+        f"- seeds: {p.seeds}; the reference predictors are deterministic",
+        f"- training protocol: {p.protocols}; training device: {p.devices}; torch threads (evaluation and report): {p.threads}",
+        f"- machine: {p.machine}; {p.software}", "",
+        "Runs that wrote this report's inputs (newest artifact of each input):", "", runs, "",
+        "Raw data files behind each dataset's task tensors (SHA-256 as recorded in the lineage store when read):", "",
+        files,
+    ])
+
+
+# Plot file prefixes in the order shown, with the caption above each.
+PLOT_CAPTIONS = {
+    "errors": "Per-user test error of every method, major vs minor users (the paper's Figs. 5-6, split by group).",
+    "learning_rates": "The inner learning rate each test user got from the PAML family, major vs minor users.",
+    "embeddings": "REG-PAML's user embeddings of the test users, PCA (the paper's Fig. 11 uses t-SNE).",
+    "training_curves": "Validation error per epoch while meta-training (mean over seeds).",
+}
+TABLE4_METHODS = ("paml", "at_paml")  # beside the gamma rows, as in the paper
+
+READING_GUIDE = [
+    "## How to read it", "",
+    "- Mean ± sd over seeds (no ± for a single seed or a deterministic reference row). ↓ lower is better, ↑ higher is better. **Bold**: best in its column "
+    "(reference rows included). `*`: a PAML method better than the best baseline "
+    f"({', '.join(method_name(m) for m in BASELINES)}) by a two-tailed t-test of per-user error "
+    "(averaged over seeds), p < 0.05. `(paper x)`: the paper's value.",
+    f"- Per-user error: {ERROR_NAMES['rating']} on the rating datasets, {ERROR_NAMES['ctr']} on clicks. "
+    f"{METRICS['nel'].label}: log-loss / entropy of the training click rate (He et al. 2014), "
+    "averaged over users weighted by impressions.",
+    "- Reference predictors are not in the paper: they are scored on the same test users and query sets and "
+    "listed apart, under their own heading, below the paper's methods.",
+    "- — : no results; the line under the table names what is missing and the commands that make it.",
+]
+
+
+def render_markdown(tables: Bundle, pngs: dict[str, bytes], header: str, image: Callable[[str, bytes], str],
+                    datasets: Sequence[str], expected: Sequence[str]) -> str:
+    """The report as Markdown; `image(name, png)` writes one plot (a file link, or an embedded copy)."""
+    t1, t2, t3, t4 = (tables.frame(f"table{i}") for i in range(1, 5))
+    t1_blocks = [markdown_table(t1.filter(pl.col("dataset").is_in(datasets)).select(
+        pl.col("dataset").replace_strict({d: dataset_name(d) for d in datasets}, return_dtype=pl.String),
+        pl.col("item").alias("statistic"), "ours", "paper"))] if t1.height else []
+    t1_blocks += [no_dataset_line(d, "user groups") for d in datasets if d not in set(t1["dataset"])]
+    with_results = set(t2["dataset"]) if t2.height else set()
+    ablated = {d for d, v in t4.select("dataset", "variant").iter_rows() if v.startswith("reg_paml (")} if t4.height else set()
+    no_ablation = [f"No gamma ablation for {d}; build it: `.venv/bin/dagster asset materialize -m pipelines "
+                   f"--select reg_paml_gamma_ablation --partition {d}`, then `evaluation_job`."
+                   for d in datasets if d in with_results and d not in ablated]
+    table4_paper = {gamma_label(k): v for k, v in paper.TABLE4_ML.items() if isinstance(k, float)} \
+        | {k: v for k, v in paper.TABLE4_ML.items() if isinstance(k, str)}
     sections = [
         "# PAML reproduction report", "",
-        "Mean ± sd over seeds; **bold** = best in its column; `*` = a PAML method better than the best "
-        "baseline (MeLU, Meta-SGD, transfer) by a two-tailed t-test of per-user error, p < 0.05. "
-        "Rows `ref_*` are reference predictors on the same query sets.", "",
-        "## Table 1: feature concentration and group shares", "", "\n".join(t1_lines), "",
-        "## Table 2: methods by dataset and metric", "", markdown_table2(t2), "",
-        "## Table 3: major vs minor users (per-user error; t-test minor vs major)", "",
-        markdown_group_table(t3, "method", paper.TABLE3_ML), "",
-        "## Table 4: REG-PAML gamma ablation, PAML, AT-PAML and the reference rows", "",
-        markdown_group_table(t4, "variant", {gamma_label(k): v for k, v in paper.TABLE4_ML.items() if isinstance(k, float)}
-                             | {k: v for k, v in paper.TABLE4_ML.items() if isinstance(k, str)}), "",
+        "Our runs of the experiments of Yu et al., \"Personalized Adaptive Meta Learning for Cold-start User "
+        "Preference Prediction\" (AAAI 2021): its Tables 1-4 with our numbers beside the paper's, plus reference "
+        "predictors the paper does not have.", "",
+        header, "", *READING_GUIDE, "",
+        "## Table 1: feature concentration and group shares", "", "\n\n".join(t1_blocks), "",
+        "## Table 2: methods by dataset and metric", "", markdown_table2(t2, datasets, expected), "",
+        "## Table 3: major vs minor users (per-user error; two-tailed t-test, minor vs major)", "",
+        markdown_group_table(t3, "method", datasets, expected, paper.TABLE3_ML), "",
+        "## Table 4: REG-PAML's gamma ablation, PAML, AT-PAML and the reference rows", "",
+        markdown_group_table(t4, "variant", datasets, [m for m in expected if m in TABLE4_METHODS or m.startswith("ref_")],
+                             table4_paper, what="ablation"),
+        *(["", *no_ablation] if no_ablation else []), "",
         "## Plots", "",
     ]
-    sections += [f"![{name}]({name})" for name in sorted(pngs)]
+    if not pngs:
+        sections += ["No plots yet: no dataset has evaluation results.", ""]
+    for dataset in datasets:
+        names = [f"{kind}_{dataset}.png" for kind in PLOT_CAPTIONS if f"{kind}_{dataset}.png" in pngs]
+        if names:
+            sections += [f"### {dataset_name(dataset)} (`{dataset}`)", ""]
+            sections += [f"{PLOT_CAPTIONS[n.removesuffix(f'_{dataset}.png')]}\n\n{image(n, pngs[n])}\n" for n in names]
     return "\n".join(sections) + "\n"
 
 
@@ -210,15 +217,85 @@ def write_report(directory: Path, text: str, pngs: dict[str, bytes]) -> Path:
     return directory / "report.md"
 
 
+def code_commit(root: Path) -> str:
+    """`abc123def456` of the checkout at `root`, noting uncommitted changes; 'unknown' outside git."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"`{commit}`" + (" with uncommitted changes" if dirty else "")
+
+
+def seeds_text(models: dict[str, dict[str, Bundle]]) -> str:
+    """'0, 1, 2 (every model)', or the seeds of each method and dataset when they differ."""
+    seeds = {f"{method_name(m)} on {d}": tuple(b.info["seeds"]) for m, per in models.items() for d, b in sorted(per.items())}
+    if not seeds:
+        return "none (no trained models)"
+    if len(set(seeds.values())) == 1:
+        return f"{', '.join(map(str, next(iter(seeds.values()))))} (every model)"
+    return "; ".join(f"{name}: {', '.join(map(str, s))}" for name, s in seeds.items())
+
+
 # -- Dagster asset -------------------------------------------------------------------------
 import dagster as dg  # noqa: E402
 
+from assets.plots import markdown_image  # noqa: E402
+from assets.specs import DATASETS  # noqa: E402
 from models.learners import METHODS  # noqa: E402
+from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL  # noqa: E402
 from pipelines.outputs import bundle_output  # noqa: E402
-from pipelines.resources import PamlResource  # noqa: E402
+from pipelines.resources import REPO_ROOT, PamlResource  # noqa: E402
+from pipelines.store import LineageStore  # noqa: E402
 
 EVAL_INPUTS = {f"{m}_eval": dg.AssetIn(f"{m}_eval") for m in METHODS} | {"reference_eval": dg.AssetIn("reference_eval")}
 MODEL_INPUTS = {f"{m}_model": dg.AssetIn(f"{m}_model") for m in METHODS}
+# Every row the report expects per dataset; rows evaluated but not listed here appear as well.
+EXPECTED_ROWS = (*METHODS, *(f"ref_{name}" for name in REFERENCES))
+INPUT_ASSETS = (*EVAL_INPUTS, *MODEL_INPUTS, "reg_paml_gamma_ablation", "user_groups", "meta_tasks")
+
+RUNS_SQL = """
+WITH newest AS (
+    SELECT * FROM artifacts WHERE kind = 'bundle' AND list_contains(?, asset_key)
+    QUALIFY row_number() OVER (PARTITION BY asset_key, partition ORDER BY seq DESC) = 1
+)
+SELECT n.run_id AS run, r.job_name AS job, strftime(max(n.created_at), '%Y-%m-%d %H:%M') AS written,
+       string_agg(DISTINCT nullif(n.partition, ''), ', ' ORDER BY nullif(n.partition, '')) AS datasets,
+       string_agg(DISTINCT n.asset_key, ', ' ORDER BY n.asset_key) AS assets
+FROM newest n LEFT JOIN runs r USING (run_id)
+GROUP BY ALL ORDER BY written
+"""
+
+
+def gather_provenance(store: LineageStore, run_id: str, models: dict[str, dict[str, Bundle]], datasets: Sequence[str]) -> Provenance:
+    """Runs, raw files (from the lineage store), code, seeds and machine behind this report."""
+    import datetime
+    import sys
+
+    import torch
+
+    files = []
+    for dataset in datasets:
+        tasks_id = store.query(LATEST_SQL, ["meta_tasks", dataset])
+        if tasks_id.height:
+            raw = store.query(ANCESTORS_SQL, [tasks_id.item()]).filter(pl.col("kind") == "raw_file")
+            files += [{"dataset": dataset, "file": r["location"], "sha256": r["content_hash"][:16]} for r in raw.iter_rows(named=True)]
+    recorded = lambda key, default: sorted({str(b.info["train_config"].get(key, default))  # noqa: E731
+                                            for per in models.values() for b in per.values()})
+    return Provenance(
+        run_id=run_id, written_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        commit=code_commit(REPO_ROOT), seeds=seeds_text(models), devices=", ".join(recorded("device", "cpu")) or "none",
+        protocols=", ".join(recorded("protocol", "paper")) or "none",
+        threads=torch.get_num_threads(), machine=f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        software=f"Python {sys.version.split()[0]}, torch {torch.__version__}, dagster {dg.__version__}",
+        runs=store.query(RUNS_SQL, [list(INPUT_ASSETS)]),
+        data_files=pl.DataFrame(files, schema={"dataset": pl.String, "file": pl.String, "sha256": pl.String}),
+    )
 
 
 @dg.asset(
@@ -227,12 +304,13 @@ MODEL_INPUTS = {f"{m}_model": dg.AssetIn(f"{m}_model") for m in METHODS}
          "groups": dg.AssetIn("user_groups"), "tasks": dg.AssetIn("meta_tasks")},
     description="The paper's Tables 1-4 with reference rows, t-tests and plots: Markdown + PNG under PAML_HOME/reports.",
 )
-def report(paml: PamlResource, ablation: dict, groups: dict, tasks: dict, **inputs) -> dg.Output[Bundle]:
-    evals = [inputs[name] for name in EVAL_INPUTS]
+def report(context: dg.AssetExecutionContext, paml: PamlResource, ablation: dict, groups: dict, tasks: dict,
+           **inputs) -> dg.Output[Bundle]:
     models = {name.removesuffix("_model"): inputs[name] for name in MODEL_INPUTS}
-    bundle, pngs, text = build_report(evals, ablation, groups, tasks, models)
+    bundle, pngs = build_report([inputs[name] for name in EVAL_INPUTS], ablation, groups, tasks, models)
+    header = provenance_markdown(gather_provenance(paml.store(), context.run.run_id, models, DATASETS))
+    text = render_markdown(bundle, pngs, header, lambda name, _: f"![{name}]({name})", DATASETS, EXPECTED_ROWS)
     path = write_report(paml.home_path / "reports", text, pngs)
-    from assets.plots import markdown_image
-
-    inline = text + "\n".join(markdown_image(png, name) for name, png in sorted(pngs.items()))
+    # The UI cannot reach files beside report.md: the metadata copy embeds each plot once.
+    inline = render_markdown(bundle, pngs, header, lambda name, png: markdown_image(png, name), DATASETS, EXPECTED_ROWS)
     return bundle_output(bundle, report_path=dg.MetadataValue.path(str(path)), report=dg.MetadataValue.md(inline))

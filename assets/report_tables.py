@@ -1,21 +1,118 @@
-"""The paper's tables computed from our evaluation frames (pure polars/scipy).
+"""The paper's tables computed from our evaluation frames (pure polars/scipy), and their Markdown.
 
 Table 2: every method and reference row, by dataset and metric, mean +- sd over seeds,
 best marked, `*` where a PAML method beats the best baseline significantly. Table 3: error
 of major vs minor users and the t-test p-value. Table 4: REG-PAML's gamma ablation.
 Per-user errors are averaged over seeds before a t-test (the users are the samples).
+Frames keep the code names (`reg_paml`, `ref_item_mean`); the Markdown shows the paper's.
 """
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 from scipy import stats
 
 from assets import paper
+from assets.markdown import markdown_table
+from assets.specs import SPECS
 
-LOWER_IS_BETTER = {"mse": True, "nel": True, "ndcg@3": False, "ndcg@5": False, "auc": False, "global_auc": False}
-BASELINES = ("melu", "meta_sgd", "transfer")
-PAML_METHODS = ("paml", "at_paml", "reg_paml")
+
+@dataclass(frozen=True)
+class MethodRow:
+    """How one method appears in the report."""
+
+    code: str  # the `method` value in our frames and DuckDB tables
+    name: str  # the paper's name (or the reference row's plain name)
+    section: str  # one of SECTIONS
+
+
+BASELINES_SECTION, PAML_SECTION, OTHER_SECTION, REFERENCE_SECTION = (
+    "baselines", "PAML (ours)", "other methods", "reference predictors (not in the paper)")
+SECTIONS = (BASELINES_SECTION, PAML_SECTION, OTHER_SECTION, REFERENCE_SECTION)
+
+# Names and row order of every table: the paper's Table 2 (baselines, then the PAML family),
+# then the reference rows, set apart. A method that is not listed here still appears (under
+# its code name, after the listed rows of its section: `ref_*` is a reference row).
+METHOD_ROWS = (
+    MethodRow("melu", "MeLU", BASELINES_SECTION),
+    MethodRow("meta_sgd", "Meta-SGD", BASELINES_SECTION),
+    MethodRow("transfer", "Transfer learning", BASELINES_SECTION),
+    MethodRow("paml", "PAML", PAML_SECTION),
+    MethodRow("at_paml", "AT-PAML", PAML_SECTION),
+    MethodRow("reg_paml", "REG-PAML", PAML_SECTION),
+    MethodRow("ref_global_mean", "global mean", REFERENCE_SECTION),
+    MethodRow("ref_item_mean", "item mean", REFERENCE_SECTION),
+    MethodRow("ref_user_item_bias", "user + item bias", REFERENCE_SECTION),
+    MethodRow("ref_mf", "MF (fold-in)", REFERENCE_SECTION),
+    MethodRow("ref_item_knn", "item-kNN", REFERENCE_SECTION),
+)
+METHOD_BY_CODE = {row.code: row for row in METHOD_ROWS}
+BASELINES = tuple(r.code for r in METHOD_ROWS if r.section == BASELINES_SECTION)
+PAML_METHODS = tuple(r.code for r in METHOD_ROWS if r.section == PAML_SECTION)
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """A metric's column header and direction."""
+
+    label: str
+    lower_is_better: bool
+
+    @property
+    def header(self) -> str:
+        return f"{self.label} {'↓' if self.lower_is_better else '↑'}"
+
+
+# Columns in the paper's order (rating metrics, then click metrics).
+METRICS = {
+    "mse": MetricColumn("MSE", True), "ndcg@3": MetricColumn("nDCG@3", False), "ndcg@5": MetricColumn("nDCG@5", False),
+    "auc": MetricColumn("AUC", False), "global_auc": MetricColumn("global AUC", False), "nel": MetricColumn("NEL", True),
+}
+LOWER_IS_BETTER = {code: metric.lower_is_better for code, metric in METRICS.items()}
+DATASET_NAMES = {"movielens": "MovieLens-1M", "bookcrossing": "Book-Crossing", "taobao": "Taobao-like clicks"}
+# The per-user error behind Tables 3-4, the box plots and the t-tests (assets/evaluation.py).
+ERROR_NAMES = {"rating": "MSE", "ctr": "log-loss"}
 SIGNIFICANCE_LEVEL = 0.05
+
+
+def method_name(code: str) -> str:
+    """The paper's name of a method code; unknown codes as they are."""
+    return METHOD_BY_CODE[code].name if code in METHOD_BY_CODE else code
+
+
+def method_section(code: str) -> str:
+    """The section a method's row belongs to."""
+    if code in METHOD_BY_CODE:
+        return METHOD_BY_CODE[code].section
+    return REFERENCE_SECTION if code.startswith("ref_") else OTHER_SECTION
+
+
+def method_order(codes: Sequence[str]) -> list[str]:
+    """`codes` in report order: by section, then METHOD_ROWS order, then unknown codes by name."""
+    position = {row.code: i for i, row in enumerate(METHOD_ROWS)}
+    return sorted(set(codes), key=lambda c: (SECTIONS.index(method_section(c)), position.get(c, len(position)), c))
+
+
+def dataset_name(dataset: str) -> str:
+    """'movielens' -> 'MovieLens-1M'; unknown datasets as they are."""
+    return DATASET_NAMES.get(dataset, dataset)
+
+
+def error_name(dataset: str) -> str:
+    """The per-user error measure of a dataset: 'MSE' for ratings, 'log-loss' for clicks."""
+    return ERROR_NAMES[SPECS[dataset].task] if dataset in SPECS else "error"
+
+
+def rank_of(labels: Sequence[str]) -> dict[str, int]:
+    """Row label -> its position in report order."""
+    return {label: i for i, label in enumerate(variant_order(labels))}
+
+
+def in_report_order(frame: pl.DataFrame, label: str) -> pl.DataFrame:
+    """Rows by dataset, then `label` in report order (so SQL views list them as the report does)."""
+    return frame.sort("dataset", pl.col(label).replace_strict(rank_of(frame[label]), return_dtype=pl.Int64))
 
 
 def seed_averaged_errors(user_metrics: pl.DataFrame) -> pl.DataFrame:
@@ -74,7 +171,13 @@ def table2(metrics: pl.DataFrame, significance: pl.DataFrame) -> pl.DataFrame:
     paper_rows = [{"dataset": d, "method": m, "metric": k, "paper_mean": v[0], "paper_sd": v[1]}
                   for (d, m), values in paper.TABLE2.items() for k, v in values.items()]
     table = table.join(pl.DataFrame(paper_rows), on=["dataset", "method", "metric"], how="left")
-    return table.sort("dataset", "metric", "method")
+    metric_rank = {m: i for i, m in enumerate([*METRICS, *sorted(set(table["metric"]) - set(METRICS))])}
+    return table.sort(
+        "dataset", pl.col("method").replace_strict(rank_of(table["method"]), return_dtype=pl.Int64),
+        pl.col("metric").replace_strict(metric_rank, return_dtype=pl.Int64))
+
+
+GROUP_COLUMNS = ("mean_major", "sd_major", "mean_minor", "sd_minor")
 
 
 def group_table(user_metrics: pl.DataFrame, label: str = "method") -> pl.DataFrame:
@@ -89,47 +192,151 @@ def group_table(user_metrics: pl.DataFrame, label: str = "method") -> pl.DataFra
         minor = part.filter(pl.col("group") == "minor")["error"].drop_nulls().to_numpy()
         p_value = float(stats.ttest_ind(minor, major).pvalue) if len(major) > 1 and len(minor) > 1 else float("nan")
         rows.append({"dataset": dataset, label: key, "p_value": p_value})
-    return wide.join(pl.DataFrame(rows), on=["dataset", label], how="left").sort("dataset", label)
+    # Both groups' columns always exist (the DuckDB views select them), even when a group has no users.
+    wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in GROUP_COLUMNS if c not in wide.columns)
+    p_values = pl.DataFrame(rows, schema={"dataset": pl.String, label: pl.String, "p_value": pl.Float64})
+    return in_report_order(wide.join(p_values, on=["dataset", label], how="left"), label)
 
 
-def format_cell(mean: float, sd: float | None, best: bool = False, significant: bool = False) -> str:
-    """'1.234 +- 0.010', bold when best, '*' when significantly better than the best baseline."""
+GAMMA_LABEL_PREFIX = "reg_paml (gamma="
+
+
+def gamma_label(gamma: float) -> str:
+    """'reg_paml (gamma=1e-05)': the row label (in frames and DuckDB) of one ablation setting."""
+    return f"{GAMMA_LABEL_PREFIX}{gamma:g})"
+
+
+def label_gamma(label: str) -> float | None:
+    """The gamma of an ablation row label; None for any other row."""
+    return float(label[len(GAMMA_LABEL_PREFIX):-1]) if label.startswith(GAMMA_LABEL_PREFIX) else None
+
+
+def variant_method(label: str) -> str:
+    """The method code behind a Table 3/4 row label."""
+    return "reg_paml" if label_gamma(label) is not None else label
+
+
+def variant_name(label: str) -> str:
+    """'REG-PAML (γ = 1e-05)' for an ablation row, else the method's name."""
+    gamma = label_gamma(label)
+    return f"{method_name('reg_paml')} (γ = {gamma:.0e})".replace("e-0", "e-") if gamma is not None else method_name(label)
+
+
+def variant_order(labels: Sequence[str]) -> list[str]:
+    """Ablation rows by gamma ascending (the paper's Table 4), then every method in report order."""
+    labels = set(labels)
+    gammas = sorted((label for label in labels if label_gamma(label) is not None), key=label_gamma)
+    return gammas + method_order([label for label in labels if label_gamma(label) is None])
+
+# -- Markdown --------------------------------------------------------------------------------
+
+NOT_EVALUATED = "—"
+
+
+def format_cell(mean: float | None, sd: float | None, best: bool = False, significant: bool = False) -> str:
+    """'1.234 ± 0.010', bold when best, '*' when significantly better than the best baseline."""
+    if mean is None or np.isnan(mean):
+        return NOT_EVALUATED
     text = f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "") + ("*" if significant else "")
     return f"**{text}**" if best else text
 
 
-def markdown_table2(table: pl.DataFrame) -> str:
-    """Table 2 as Markdown: one block per dataset, metrics as columns, paper values in brackets."""
+def format_p(p_value: float | None) -> str:
+    """A p-value with three decimals; '<0.001' below that; '—' when undefined (a group of < 2 users)."""
+    if p_value is None or np.isnan(p_value):
+        return NOT_EVALUATED
+    return "<0.001" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+def sectioned(rows: list[tuple[str, dict[str, str]]], columns: list[str]) -> pl.DataFrame:
+    """(method code, cells) in report order -> a frame with a label row before every section the
+    paper does not have (reference predictors, other methods), so those rows stand apart."""
+    out, previous = [], None
+    for code, cells in rows:
+        section = method_section(code)
+        if section != previous and section not in (BASELINES_SECTION, PAML_SECTION):
+            out.append({columns[0]: f"*{section}*", **{c: "" for c in columns[1:]}})
+        previous = section
+        out.append(cells)
+    return pl.DataFrame(out, schema={c: pl.String for c in columns}, orient="row")
+
+
+def missing_line(dataset: str, missing: list[str]) -> str:
+    """One line naming the methods without results on `dataset` and the commands that make them."""
+    if not missing:
+        return ""
+    models = list(dict.fromkeys(f"{variant_method(m)}_model" for m in missing if not m.startswith("ref_")))
+    train = (f"train: `.venv/bin/dagster asset materialize -m pipelines --select {','.join(models)} --partition {dataset}`, then "
+             if models else "")
+    return (f"No results for {', '.join(variant_name(m) for m in missing)} on {dataset} ({NOT_EVALUATED} above); "
+            f"{train}evaluate: `.venv/bin/dagster job execute -m pipelines -j evaluation_job`.")
+
+
+def no_dataset_line(dataset: str, what: str) -> str:
+    """The line standing for a dataset without any rows in a table."""
+    return (f"No {what} for {dataset_name(dataset)} (`{dataset}`) yet; build it with "
+            f"`.venv/bin/python -m pipelines.cli demo --dataset {dataset}`.")
+
+
+def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequence[str]) -> str:
+    """Table 2 as Markdown: one table per dataset, the paper's method names and order, metrics with
+    their direction as columns, the paper's values beside ours, a line for whatever has no results."""
     blocks = []
-    for (dataset,), part in table.group_by("dataset", maintain_order=True):
-        metrics = sorted(part["metric"].unique().to_list(), key=list(LOWER_IS_BETTER).index)
-        lines = [f"#### {dataset}", "", "| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-        for (method,), rows in part.sort("method").group_by("method", maintain_order=True):
-            cells = []
-            for metric in metrics:
-                row = rows.filter(pl.col("metric") == metric)
-                if row.height == 0:
-                    cells.append("")
-                    continue
-                r = row.row(0, named=True)
-                cell = format_cell(r["mean"], r["sd"], r["best"], r["significant"])
-                if r.get("paper_mean") is not None:
+    for dataset in datasets:
+        part = table.filter(pl.col("dataset") == dataset)
+        heading = f"#### {dataset_name(dataset)} (`{dataset}`)"
+        if part.height == 0:
+            blocks.append(f"{heading}\n\n{no_dataset_line(dataset, 'results')}")
+            continue
+        present = set(part["metric"])
+        metrics = [m for m in METRICS if m in present] + sorted(present - set(METRICS))
+        columns = ["method"] + [METRICS[m].header if m in METRICS else m for m in metrics]
+        by_key = {(r["method"], r["metric"]): r for r in part.iter_rows(named=True)}
+        rows = []
+        for method in method_order([*part["method"], *expected]):
+            cells = {"method": method_name(method)}
+            for metric, column in zip(metrics, columns[1:]):
+                r = by_key.get((method, metric))
+                # One seed (or a deterministic reference row) has no spread to show.
+                sd = r["sd"] if r and r.get("n_seeds", 2) > 1 else None
+                cell = format_cell(r["mean"], sd, r["best"], r["significant"]) if r else NOT_EVALUATED
+                if r and r.get("paper_mean") is not None:
                     cell += f" (paper {r['paper_mean']:.3f})"
-                cells.append(cell)
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        blocks.append("\n".join(lines))
+                cells[column] = cell
+            rows.append((method, cells))
+        missing = [m for m in method_order(expected) if m not in set(part["method"])]
+        blocks.append("\n\n".join(filter(None, [heading, markdown_table(sectioned(rows, columns)), missing_line(dataset, missing)])))
     return "\n\n".join(blocks)
 
 
-def markdown_group_table(table: pl.DataFrame, label: str, paper_rows: dict | None = None) -> str:
-    """Table 3/4 as Markdown: major error, minor error, p-value (paper's ML-1M values beside)."""
-    lines = [f"| dataset | {label} | error (major) | error (minor) | p-value | paper (major / minor / p) |", "|---|---|---|---|---|---|"]
-    for r in table.iter_rows(named=True):
-        paper_text = ""
-        if paper_rows and r["dataset"] == "movielens" and r[label] in paper_rows:
-            a, b, p = paper_rows[r[label]]
-            paper_text = f"{a:.3f} / {b:.3f} / {p:.3f}"
-        major = format_cell(r["mean_major"], r["sd_major"]) if r.get("mean_major") is not None else ""
-        minor = format_cell(r["mean_minor"], r["sd_minor"]) if r.get("mean_minor") is not None else ""
-        lines.append(f"| {r['dataset']} | {r[label]} | {major} | {minor} | {r['p_value']:.3f} | {paper_text} |")
-    return "\n".join(lines)
+def markdown_group_table(table: pl.DataFrame, label: str, datasets: Sequence[str], expected: Sequence[str],
+                         paper_rows: dict | None = None, what: str = "results") -> str:
+    """Tables 3/4 as Markdown, one table per dataset: the error of major and minor users named for
+    the dataset (MSE or log-loss), the minor-vs-major p-value, the paper's ML-1M values beside.
+
+    `label` is the frame's row column (`method`, or `variant` for Table 4's gamma rows).
+    """
+    blocks = []
+    for dataset in datasets:
+        part = table.filter(pl.col("dataset") == dataset)
+        heading = f"#### {dataset_name(dataset)} (`{dataset}`)"
+        if part.height == 0:
+            blocks.append(f"{heading}\n\n{no_dataset_line(dataset, what)}")
+            continue
+        error = error_name(dataset)
+        columns = [label, f"{error}, major users ↓", f"{error}, minor users ↓", "p (minor vs major)"]
+        with_paper = bool(paper_rows) and dataset == "movielens"
+        if with_paper:
+            columns.append("paper: major / minor / p")
+        by_key = {r[label]: r for r in part.iter_rows(named=True)}
+        rows = []
+        for key in variant_order([*by_key, *expected]):
+            r = by_key.get(key, {})
+            cells = {label: variant_name(key), columns[1]: format_cell(r.get("mean_major"), r.get("sd_major")),
+                     columns[2]: format_cell(r.get("mean_minor"), r.get("sd_minor")), columns[3]: format_p(r.get("p_value"))}
+            if with_paper:
+                cells[columns[4]] = " / ".join(f"{v:.3f}" for v in paper_rows[key]) if key in paper_rows else ""
+            rows.append((variant_method(key), cells))
+        missing = [k for k in variant_order(expected) if k not in by_key]
+        blocks.append("\n\n".join(filter(None, [heading, markdown_table(sectioned(rows, columns)), missing_line(dataset, missing)])))
+    return "\n\n".join(blocks)

@@ -42,6 +42,8 @@ class DatasetSpec:
         backoff: user field -> prefix lengths tried, longest first, for a value too rare
             among training users (see assets/meta_tasks.py `backoff_codes`); e.g. a zip code
             held by one training user falls back to its 3-digit, then 1-digit prefix.
+        display_fields: item attributes shown to people beside item ids (`recommend`);
+            `title` is kept by cleaning for display only, never fed to a model.
     """
 
     name: str
@@ -53,6 +55,7 @@ class DatasetSpec:
     label_min: float
     label_max: float
     backoff: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    display_fields: tuple[str, ...] = ()
 
 
 SPECS: dict[str, DatasetSpec] = {
@@ -66,6 +69,7 @@ SPECS: dict[str, DatasetSpec] = {
         label_min=1,
         label_max=5,
         backoff=(("zip", (3, 1)),),  # US zip: 3 digits = sectional centre, 1 digit = national area
+        display_fields=("title", "genre"),
     ),
     "bookcrossing": DatasetSpec(
         name="bookcrossing",
@@ -76,6 +80,7 @@ SPECS: dict[str, DatasetSpec] = {
         tagging_fields=("age", "city", "state", "country"),
         label_min=1,
         label_max=10,
+        display_fields=("title", "author"),
     ),
     "taobao": DatasetSpec(
         name="taobao",
@@ -86,6 +91,7 @@ SPECS: dict[str, DatasetSpec] = {
         tagging_fields=("age", "gender", "city", "segment", "spend_level"),
         label_min=0,
         label_max=1,
+        display_fields=("category", "brand", "price_level"),
     ),
 }
 

@@ -8,6 +8,11 @@ positions are never read, so padding may hold anything (including NaN).
 Per-user functions return float64 arrays of shape (U,) with NaN where a user
 has no valid value; the aggregate helpers average over the non-NaN users.
 The per-user value is the unit of the minor-vs-major t-test (PAML, AAAI 2021).
+
+AUC is scikit-learn's ``roc_auc_score``. The log-loss and nDCG are masked batch
+computations because the library takes one user per call (and its nDCG breaks ties
+differently, see ``ndcg_at_k``); tests/test_metrics.py checks both against scikit-learn
+on random inputs.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "mean_ndcg",
     "ndcg_at_k",
     "per_user_auc",
+    "per_user_logloss",
     "per_user_mse",
     "per_user_nel",
     "rating_metrics",
@@ -121,6 +127,12 @@ def ndcg_at_k(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike, k
     NaN when the user has no query items, and also when IDCG@k <= 0 (all gains zero, e.g.
     every rating is 0): the ratio is undefined there, and treating it as 0 or 1 would bias
     the group means. NaN in a valid pred/target makes that user's value NaN.
+
+    Without tied predictions this equals ``sklearn.metrics.ndcg_score`` given the gains
+    2^r - 1 as ``y_true`` (tests check it on random inputs). We do not call the library:
+    it averages the gains of tied predictions instead of the fixed tie rule above, returns
+    0 (not NaN) when IDCG is 0, refuses users with a single query item, and has no mask
+    for the padded (users, slots) layout, so it would need one call per user.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}")
@@ -180,22 +192,16 @@ def rating_metrics(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLi
 
 
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann-Whitney AUC: P(score_pos > score_neg) + 1/2 P(score_pos == score_neg).
+    """scikit-learn's ROC AUC (ties count 1/2, as Mann-Whitney U); NaN if a class is missing."""
+    from sklearn.metrics import roc_auc_score
 
-    Average ranks give each tied (pos, neg) pair exactly 1/2. NaN if a class is missing.
-    """
-    pos = labels == 1.0
-    n_pos = int(pos.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if labels.size == 0 or labels.min() == labels.max():
         return math.nan
-    ranks = stats.rankdata(scores, method="average")
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(labels, scores))
 
 
 def per_user_auc(pred: npt.ArrayLike, label: npt.ArrayLike, mask: npt.ArrayLike) -> np.ndarray:
-    """Per-user ROC AUC over the user's query items (Mann-Whitney U / (n_pos * n_neg)).
+    """Per-user ROC AUC over the user's query items (``sklearn.metrics.roc_auc_score``).
 
     Ties in ``pred`` count 1/2. NaN for a user whose query set lacks positives or negatives.
     Labels on valid items must be 0/1.
@@ -221,6 +227,24 @@ def binary_entropy(p: float) -> float:
     return -(p * math.log(p) + (1.0 - p) * math.log1p(-p))
 
 
+def per_user_logloss(prob: npt.ArrayLike, label: npt.ArrayLike, mask: npt.ArrayLike, eps: float = NEL_EPS) -> np.ndarray:
+    """Per-user mean query log-loss -(y ln q + (1 - y) ln(1 - q)), q = clip(prob, eps, 1 - eps).
+
+    The per-user error of the CTR setting (the t-test unit) and the numerator of NEL.
+    Equal to ``sklearn.metrics.log_loss`` on each user's clipped items (tests check it);
+    kept as a masked batch because the library takes one user per call. NaN for a user
+    without query items.
+    """
+    if not 0.0 < eps < 0.5:
+        raise ValueError(f"eps must be in (0, 0.5); got {eps!r}")
+    q, y, m = _as_padded(prob, label, mask, ("prob", "label"))
+    _check_binary(y, m)
+    # Clip (and neutralize padding) before the logs so padding/garbage never yields -inf.
+    q = np.clip(np.where(m, q, 0.5), eps, 1.0 - eps)
+    loss = -(y * np.log(q) + (1.0 - y) * np.log1p(-q))
+    return _masked_row_mean(np.where(m, loss, 0.0), m)
+
+
 def per_user_nel(
     prob: npt.ArrayLike,
     label: npt.ArrayLike,
@@ -229,21 +253,13 @@ def per_user_nel(
     eps: float = NEL_EPS,
 ) -> np.ndarray:
     """Per-user normalized entropy (He et al. 2014, "Practical lessons from predicting clicks
-    on ads at Facebook"): mean query log-loss / H(train_ctr).
+    on ads at Facebook"): ``per_user_logloss`` / H(train_ctr).
 
-    log-loss_j = -(y_j ln q_j + (1 - y_j) ln(1 - q_j)) with q = clip(prob, eps, 1 - eps);
     H is ``binary_entropy`` (natural log, same base as the log-loss). 1.0 means no better than
     always predicting the training CTR; lower is better. NaN for a user without query items.
     """
-    if not 0.0 < eps < 0.5:
-        raise ValueError(f"eps must be in (0, 0.5); got {eps!r}")
     norm = binary_entropy(train_ctr)
-    q, y, m = _as_padded(prob, label, mask, ("prob", "label"))
-    _check_binary(y, m)
-    # Clip (and neutralize padding) before the logs so padding/garbage never yields -inf.
-    q = np.clip(np.where(m, q, 0.5), eps, 1.0 - eps)
-    loss = -(y * np.log(q) + (1.0 - y) * np.log1p(-q))
-    return _masked_row_mean(np.where(m, loss, 0.0), m) / norm
+    return per_user_logloss(prob, label, mask, eps) / norm
 
 
 def weighted_nel(prob: npt.ArrayLike, label: npt.ArrayLike, mask: npt.ArrayLike, train_ctr: float) -> float:

@@ -1,7 +1,9 @@
-"""Command line: `python -m pipelines.cli demo [--dataset taobao]` runs the data job and reports.
+"""Command line: `python -m pipelines.cli init|demo|reproduce|tune|sql|recommend|stats`.
 
 Runs go through the persistent Dagster instance in PAML_HOME, so they are listed in
-`dagster dev` afterwards.
+`dagster dev` afterwards. Expected failures (missing raw files, an unbuilt partition, a bad
+argument, a bad query) print one line, `error: what, where, how to fix`, and exit non-zero
+(1; argument errors 2, as argparse does); only an unexpected error (a bug) shows a traceback.
 """
 
 from __future__ import annotations
@@ -16,24 +18,38 @@ from pathlib import Path
 
 import polars as pl
 
+from assets.specs import DATASETS
 from pipelines.instance import ensure_dagster_home
 from pipelines.resources import default_data_dir, default_home
 
 SAMPLE_QUERY = (
     "SELECT dataset, reason, count(*) AS n FROM rejected_rows GROUP BY ALL ORDER BY n DESC"
 )
+EXIT_BAD_ARGUMENTS = 2  # argparse's status for a usage error
+
+
+class CliError(Exception):
+    """An expected failure, printed by main() as one line: what, where, how to fix."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point at --help (sub-commands inherit it)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_ARGUMENTS, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def run_job(job: str, dataset: str | None = None, run_config: dict | None = None) -> str:
     """Run one job (for one dataset partition, when partitioned) in the persistent instance."""
     import dagster as dg
 
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     from pipelines.definitions import defs
 
     ensure_dagster_home()
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})}
+    # Dagster's console logger would print a failed step's traceback; main() reports it in one line.
+    config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}, **(run_config or {})}
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(job).execute_in_process(
@@ -53,6 +69,32 @@ def pin_threads(threads: int | None) -> int:
     os.environ["PAML_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     return threads
+
+
+def expected_failure(error: BaseException) -> str | None:
+    """The one-line message for an expected failure, or None for a bug (which keeps its traceback)."""
+    import duckdb
+
+    from assets.raw_files import MissingRawFilesError
+    from pipelines.store import NoDatabaseError, PartitionNotBuiltError
+
+    if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError)):
+        return one_line(error)
+    if isinstance(error, duckdb.Error):
+        if "lock" in one_line(error).lower():
+            return (f"{one_line(error)} -- another process holds {default_home() / 'paml.duckdb'}; wait for it, or read "
+                    "the snapshot (`sql` without --live)")
+        return f"DuckDB: {one_line(error)} (tables and views: docs/duckdb.md)"
+    from assets.cold_start import ColdStartInputError
+
+    if isinstance(error, ColdStartInputError):
+        return f"{one_line(error)} (see `python -m pipelines.cli recommend --help` and docs/operations.md)"
+    from dagster._core.errors import DagsterAssetCheckFailedError  # not exported by `dagster` itself
+
+    if isinstance(error, DagsterAssetCheckFailedError):
+        return (f"{one_line(error)} -- the failed expectations: .venv/bin/python -m pipelines.cli sql "
+                "\"SELECT asset_key, partition, expectation, column_name, details FROM checks WHERE NOT success\"")
+    return None
 
 
 def training_config(epochs: int | None, seeds: list[int] | None) -> dict:
@@ -119,20 +161,21 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise SystemExit(f"error: {what}: expected KEY=VALUE, got {pair!r}")
+            raise CliError(f"{what}: expected KEY=VALUE, got {pair!r}")
         if key in parsed:
-            raise SystemExit(f"error: {what}: {key!r} is given twice ({key}={parsed[key]} and {key}={value})")
+            raise CliError(f"{what}: {key!r} is given twice ({key}={parsed[key]} and {key}={value})")
         parsed[key] = value
     return parsed
 
 
 def recommend_command(args: argparse.Namespace) -> str:
-    """Load the newest model and tasks of a dataset, adapt to the given user, rank items.
+    """Load the newest model, tasks and items of a dataset, adapt to the given user, rank items;
+    print the user's own items and the recommendations beside the items' attributes.
 
     Every input is checked (labels, --top, seed, repeated items) before anything is loaded
     where possible; a bad one is a ColdStartInputError with a one-line message.
     """
-    from assets.cold_start import check_top, parse_label, recommend, unknown_profile_fields
+    from assets.cold_start import check_top, item_attributes, parse_label, recommend, unknown_profile_fields
     from assets.specs import spec_for
     from pipelines.store import LineageStore
 
@@ -143,13 +186,20 @@ def recommend_command(args: argparse.Namespace) -> str:
     store = LineageStore(default_home(), read_only=True)
     model = store.load(store.latest(f"{args.method}_model", args.dataset))
     tasks = store.load(store.latest("meta_tasks", args.dataset))
+    items = store.load(store.latest("clean_logs", args.dataset)).frame("items")
     ranked, lr = recommend(model, tasks, profile, ratings, args.top, args.seed)
-    lines = [f"{args.method} adapted to the new user on {len(ratings)} items (inner learning rate {lr:.4g}):"]
-    if unknown := unknown_profile_fields(profile, tasks):
-        lines.append("profile values never seen in training, so they use the unknown embedding: "
-                     + ", ".join(f"{field}={value}" for field, value in unknown.items()))
-    pl.Config.set_tbl_rows(args.top)
-    return "\n".join([*lines, str(ranked)])
+    given = pl.DataFrame({"item_id": list(ratings), "label": list(ratings.values())})
+    unknown = unknown_profile_fields(profile, tasks)
+    with pl.Config(tbl_rows=max(args.top, len(ratings)), fmt_str_lengths=48, tbl_width_chars=160,
+                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        return "\n".join([
+            f"The new user's {'clicks' if spec.task == 'ctr' else 'ratings'} (what {args.method} adapts on):",
+            str(item_attributes(given, items, spec.display_fields)),
+            f"{args.method} adapted to them (inner learning rate {lr:.4g}); top {args.top} of the other items:",
+            *(["profile values never seen in training, so they use the unknown embedding: "
+               + ", ".join(f"{field}={value}" for field, value in unknown.items())] if unknown else []),
+            str(item_attributes(ranked, items, spec.display_fields)),
+        ])
 
 
 SQL_FORMATS = ("table", "csv", "markdown", "json")
@@ -200,16 +250,14 @@ def sql_command(args: argparse.Namespace) -> str:
     """Run one query on the snapshot (or the live file) read-only; render it in full."""
     import duckdb
 
-    from pipelines.store import LineageStore, NoDatabaseError
+    from pipelines.store import LineageStore
 
     try:
         frame = LineageStore(default_home(), read_only=True).query(args.query, snapshot=not args.live)
-    except NoDatabaseError as error:
-        raise SystemExit(f"error: {one_line(error)}") from None
     except duckdb.PermissionException as error:
-        raise SystemExit(f"error: refused, the sql command only reads the PAML database: {one_line(error)}") from None
+        raise CliError(f"refused, the sql command only reads the PAML database: {one_line(error)}") from None
     except duckdb.Error as error:
-        raise SystemExit(f"error: {one_line(error)}") from None
+        raise CliError(f"{one_line(error)} (tables and views: docs/duckdb.md)") from None
     return render(frame, args.format)
 
 
@@ -248,21 +296,41 @@ def tune_command(args: argparse.Namespace) -> None:
     print(f"wrote {render_tuning_doc(default_home(), ['movielens', 'bookcrossing', 'taobao'])}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.cli", description=__doc__)
+def init_command() -> str:
+    """Prepare PAML_HOME and DAGSTER_HOME (telemetry off); say which raw files PAML_DATA_DIR holds."""
+    from assets.raw_files import LAYOUTS
+
+    home, data_dir = default_home(), default_data_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    lines = [f"PAML_HOME={home}", f"DAGSTER_HOME={ensure_dagster_home()} (dagster.yaml: persistent instance, telemetry off)",
+             f"PAML_DATA_DIR={data_dir}"]
+    for dataset, layout in LAYOUTS.items():
+        missing = [n for n in layout.required if not (data_dir / layout.subdir / n).is_file()]
+        lines.append(f"  {dataset}: " + (f"ready ({data_dir / layout.subdir})" if not missing else
+                                         f"missing {', '.join(missing)} in {data_dir / layout.subdir}; {layout.obtain}"))
+    taobao = data_dir / "taobao"
+    lines.append(f"  taobao: real logs in {taobao}" if (taobao / "user_profile.csv").is_file()
+                 else f"  taobao: synthetic logs, generated under {home / 'raw' / 'taobao'} on first use")
+    return "\n".join(lines)
+
+
+def build_parser() -> Parser:
+    """Every command and its arguments."""
+    parser = Parser(prog="python -m pipelines.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("init", help="create PAML_HOME and DAGSTER_HOME (telemetry off) and list the raw files found")
     demo = commands.add_parser("demo", help="build, train, evaluate and report on one dataset")
-    demo.add_argument("--dataset", default="taobao", choices=["taobao", "movielens", "bookcrossing"])
+    demo.add_argument("--dataset", default="taobao", choices=DATASETS)
     demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
     demo.add_argument("--epochs", type=int, help="override every method's epochs")
     demo.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
     repro = commands.add_parser("reproduce", help="every dataset: data, all methods x seeds, ablation; then evaluation and the report")
-    repro.add_argument("--datasets", nargs="+", default=["movielens", "bookcrossing", "taobao"])
+    repro.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     repro.add_argument("--epochs", type=int, help="override every method's epochs")
     repro.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="every method's seeds (default 0-4)")
     repro.add_argument("--threads", type=int, help="torch threads (default: PAML_THREADS, else torch's default); recorded in runs")
     tune = commands.add_parser("tune", help="hyper-parameter search on validation users, same budget per method")
-    tune.add_argument("--datasets", nargs="+", default=["movielens", "bookcrossing", "taobao"])
+    tune.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     tune.add_argument("--methods", nargs="+", help="default: every method")
     tune.add_argument("--trials", type=int, default=20, help="finished trials per method (the first: code defaults)")
     tune.add_argument("--workers", type=int, default=1, help="worker processes sharing each dataset's journal")
@@ -283,18 +351,38 @@ def main(argv: list[str] | None = None) -> int:
                      help="query the live database (waits while a run writes) instead of the snapshot (never blocked)")
     sql.add_argument("--format", choices=SQL_FORMATS, default="table", help="output format (never truncated)")
     rec = commands.add_parser("recommend", help="adapt a trained model to a new user and print scored items")
-    rec.add_argument("--dataset", required=True, choices=["taobao", "movielens", "bookcrossing"])
-    rec.add_argument("--method", default="reg_paml")
+    rec.add_argument("--dataset", required=True, choices=DATASETS)
+    rec.add_argument("--method", default="reg_paml", help="melu, meta_sgd, transfer, paml, at_paml or reg_paml")
     rec.add_argument("--seed", type=int, help="which trained seed (default: the first)")
     rec.add_argument("--profile", nargs="+", required=True, metavar="FIELD=VALUE", help="the user's features")
     rec.add_argument("--ratings", nargs="+", required=True, metavar="ITEM=LABEL", help="a few ratings (or 0/1 clicks)")
     rec.add_argument("--top", type=int, default=10)
     results = commands.add_parser("results", help="render docs/results.md's tables from the DuckDB store")
     results.add_argument("--out", type=Path, help="the Markdown file to update (default: docs/results.md)")
-    stats = commands.add_parser("stats", help="Markdown counts per step, rejections and Table 1 per dataset")
-    stats.add_argument("datasets", nargs="+")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
+    stats = commands.add_parser("stats", help="Markdown: what is built, counts per step, rejections and Table 1 per dataset")
+    stats.add_argument("datasets", nargs="+", choices=DATASETS)
+    return parser
+
+
+def check_methods(parser: Parser, args: argparse.Namespace) -> None:
+    """Method names are checked after parsing: the registry imports torch, which --help should not wait for."""
+    given = [args.method] if args.command == "recommend" else (args.methods or []) if args.command == "tune" else []
+    if not given:
+        return
+    from models.learners import METHODS
+
+    unknown = [m for m in given if m not in METHODS]
+    if unknown:
+        prog = f"{parser.prog} {args.command}"
+        parser.exit(EXIT_BAD_ARGUMENTS, f"{prog}: error: unknown method {', '.join(map(repr, unknown))}; "
+                                           f"known: {', '.join(METHODS)} (see {prog} --help)\n")
+
+
+def run_command(args: argparse.Namespace) -> None:
+    """Do what `args` asks."""
+    if args.command == "init":
+        print(init_command())
+    elif args.command == "demo":
         print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}")
         started = time.perf_counter()
         print(f"[1/3] data_job on {args.dataset} ...", flush=True)
@@ -330,21 +418,30 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "sql":
         print(sql_command(args))
     elif args.command == "recommend":
-        from assets.cold_start import ColdStartInputError
-        from pipelines.store import NoDatabaseError, PartitionNotBuiltError
-
-        try:
-            print(recommend_command(args))
-        except (ColdStartInputError, PartitionNotBuiltError, NoDatabaseError) as error:
-            raise SystemExit(f"error: {one_line(error)}") from None
+        print(recommend_command(args))
     elif args.command == "stats":
+        from models.learners import METHODS
         from pipelines.stats import data_report
-        from pipelines.store import LineageStore, NoDatabaseError, PartitionNotBuiltError
+        from pipelines.store import LineageStore
 
-        try:
-            print(data_report(LineageStore(default_home(), read_only=True), args.datasets))
-        except (NoDatabaseError, PartitionNotBuiltError) as error:
-            raise SystemExit(f"error: {one_line(error)}") from None
+        print(data_report(LineageStore(default_home(), read_only=True), args.datasets, METHODS))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and run; every expected failure becomes SystemExit('error: ...'): one line on stderr, status 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_methods(parser, args)
+    try:
+        run_command(args)
+    except KeyboardInterrupt:
+        print("interrupted; stores stay consistent (each artifact is committed whole or not at all)", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - sorted into expected failures and bugs just below
+        message = expected_failure(error)
+        if message is None:
+            raise
+        raise SystemExit(f"error: {message}") from None
     return 0
 
 

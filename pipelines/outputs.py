@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+import assets.markdown
 from assets.bundle import Bundle
 
 
@@ -17,17 +18,6 @@ def bundle_output(bundle: Bundle, **metadata: object) -> dg.Output[Bundle]:
     })
 
 
-def markdown_rows(frame: pl.DataFrame, float_format: str = "{:.4f}") -> str:
-    """A small frame as a GitHub Markdown table."""
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    rows = [
-        "| " + " | ".join(float_format.format(v) if isinstance(v, float) else str(v) for v in row) + " |"
-        for row in frame.iter_rows()
-    ]
-    return "\n".join([header, rule, *rows])
-
-
-def markdown_table(frame: pl.DataFrame, float_format: str = "{:.4f}") -> dg.MetadataValue:
+def markdown_table(frame: pl.DataFrame, decimals: int = 4) -> dg.MetadataValue:
     """A small frame as a Markdown table for the Dagster UI."""
-    return dg.MetadataValue.md(markdown_rows(frame, float_format))
+    return dg.MetadataValue.md(assets.markdown.markdown_table(frame, decimals))

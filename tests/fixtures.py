@@ -63,3 +63,21 @@ def good_ml_users(n: int, start: int = 1) -> list[str]:
 def ml_ratings_for(user_ids: range, items: tuple[int, ...] = (1, 2, 3)) -> list[str]:
     """Each user rates every item in `items` (rating varies with user and item)."""
     return [f"{u}::{i}::{1 + (u + i) % 5}::{978300000 + u * 10 + i}" for u in user_ids for i in items]
+
+
+def bx_location(u: int) -> str:
+    """A valid 'city, state, country' that varies with the user."""
+    return ("austin, texas, usa", "köln, nrw, germany", "porto, porto, portugal", "lyon, rhone, france")[u % 4]
+
+
+def tiny_real_data(root: Path, n_users: int = 40) -> Path:
+    """Made-up ML-1M and Book-Crossing directories under `root` that the whole data chain accepts."""
+    ml_ratings = []
+    for user in range(1, n_users + 1):
+        ml_ratings += ml_ratings_for(range(user, user + 1), (1, 2, 3) if user % 3 else (1, 2))
+    movielens_dir(root, good_ml_users(n_users), ml_ratings)
+    books = [quoted(f"000{i}", f"Book {i}", f"Author {i % 3}", str(1990 + i), f"Pub {i % 2}", "", "", "") for i in range(1, 7)]
+    users = [quoted(str(u), bx_location(u), str(20 + u % 40)) for u in range(1, n_users + 1)]
+    ratings = [quoted(str(u), f"000{i}", str(1 + (u + i) % 10)) for u in range(1, n_users + 1) for i in range(1, 3 + u % 3)]
+    bookcrossing_dir(root, users, ratings, books)
+    return root

@@ -16,6 +16,7 @@ from models.metrics import (
     mean_ndcg,
     ndcg_at_k,
     per_user_auc,
+    per_user_logloss,
     per_user_mse,
     per_user_nel,
     rating_metrics,
@@ -295,6 +296,79 @@ def test_ctr_metrics_keys_and_values():
     # 0.8: 1+1, 0.5: 0.5+1, 0.9: 1+1, 0.1: 0+0 -> (2 + 1.5 + 2 + 0) / 8 = 5.5 / 8
     assert m["global_auc"] == pytest.approx(5.5 / 8)
     assert m["nel"] == pytest.approx(weighted_nel(prob, label, mask, 0.5))
+
+
+# --------------------------------------------------------------------------- against scikit-learn
+
+
+def random_padded(seed: int, users: int = 30, slots: int = 12, task: str = "rating"):
+    """Random (pred, target, mask): every user has 2..slots items, the rest is garbage padding."""
+    rng = np.random.default_rng(seed)
+    n_items = rng.integers(2, slots + 1, size=users)
+    mask = np.arange(slots)[None, :] < n_items[:, None]
+    if task == "rating":
+        pred = rng.normal(3.0, 1.0, (users, slots))  # continuous: no tied predictions
+        target = rng.integers(1, 6, (users, slots)).astype(float)
+    else:
+        pred = rng.uniform(0.0, 1.0, (users, slots))
+        target = (rng.uniform(size=(users, slots)) < 0.4).astype(float)
+    pred[~mask], target[~mask] = 1e9, -7.0  # padding must never be read
+    return pred, target, mask
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mse_and_ndcg_match_sklearn_on_random_users(seed):
+    from sklearn.metrics import mean_squared_error, ndcg_score
+
+    pred, target, mask = random_padded(seed)
+    mse = per_user_mse(pred, target, mask)
+    for k in (1, 3, 5):
+        ours = ndcg_at_k(pred, target, mask, k)
+        for u in range(len(pred)):
+            p, t = pred[u, mask[u]], target[u, mask[u]]
+            # sklearn's gain is y_true itself: pass our exponential gain 2^r - 1.
+            assert ours[u] == pytest.approx(ndcg_score([2.0 ** t - 1], [p], k=k), rel=1e-12)
+    for u in range(len(pred)):
+        assert mse[u] == pytest.approx(mean_squared_error(target[u, mask[u]], pred[u, mask[u]]), rel=1e-12)
+
+
+def test_ndcg_ties_differ_from_sklearn_by_design():
+    from sklearn.metrics import ndcg_score
+
+    pred, target = np.array([[0.5, 0.5]]), np.array([[1.0, 3.0]])
+    ours = ndcg_at_k(pred, target, np.ones((1, 2), bool), 2)[0]
+    # ours: the tie keeps column order (gains 1, 7); sklearn averages the tied gains to 4, 4:
+    # (4 + 4/log2 3) / (7 + 1/log2 3).
+    assert ours == pytest.approx((1 + 7 / LOG2_3) / (7 + 1 / LOG2_3))
+    assert ndcg_score(2.0 ** target - 1, pred, k=2) == pytest.approx((4 + 4 / LOG2_3) / (7 + 1 / LOG2_3))
+
+
+def _pairwise_auc(scores, labels):
+    """P(score_pos > score_neg) + 1/2 P(tie), by counting every pair."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_auc_and_logloss_on_random_users(seed):
+    from sklearn.metrics import log_loss
+
+    prob, label, mask = random_padded(seed, task="ctr")
+    prob[mask] = np.round(prob[mask], 1)  # coarse scores: many ties
+    prob[0, :2] = [0.0, 1.0]  # exercise the clipping at the ends
+    auc, loss = per_user_auc(prob, label, mask), per_user_logloss(prob, label, mask)
+    for u in range(len(prob)):
+        p, y = prob[u, mask[u]], label[u, mask[u]]
+        if 0 < y.sum() < len(y):
+            assert auc[u] == pytest.approx(_pairwise_auc(p, y), rel=1e-12)
+        else:
+            assert math.isnan(auc[u])
+        clipped = np.clip(p, 1e-7, 1 - 1e-7)
+        assert loss[u] == pytest.approx(log_loss(y, clipped, labels=[0, 1]), rel=1e-9)
+    assert global_auc(prob, label, mask) == pytest.approx(_pairwise_auc(prob[mask], label[mask]), rel=1e-12)
+    # Impression-weighted NEL * H(ctr) is the pooled log-loss.
+    pooled = log_loss(label[mask], np.clip(prob[mask], 1e-7, 1 - 1e-7), labels=[0, 1])
+    assert weighted_nel(prob, label, mask, 0.3) * binary_entropy(0.3) == pytest.approx(pooled, rel=1e-9)
 
 
 # --------------------------------------------------------------------------- aggregates / t-test

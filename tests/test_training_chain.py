@@ -49,7 +49,7 @@ def test_every_method_trains_and_lands_in_metrics(chain):
 
 
 def test_views_match_the_report_and_lineage_reaches_raw_files(chain):
-    home, _, _ = chain
+    home, _, evaluated = chain
     store = LineageStore(home)
     table2 = store.query("SELECT * FROM table2 WHERE dataset = 'taobao' AND metric = 'nel'")
     direct = store.query("SELECT method, avg(value) AS v FROM metrics WHERE dataset = 'taobao' AND metric = 'nel' "
@@ -62,6 +62,16 @@ def test_views_match_the_report_and_lineage_reaches_raw_files(chain):
     assert store.query("SELECT count(*) FROM table4").item() == 4 + 3
     report_md = home / "reports" / "report.md"
     assert "Table 2" in report_md.read_text() and (home / "reports" / "errors_taobao.png").is_file()
+    text = report_md.read_text()
+    # Provenance: the run that wrote the report, and the raw files' hashes as the lineage store has them.
+    assert f"by Dagster run `{evaluated.run_id}`" in text and "seeds: 0, 1 (every model)" in text
+    assert "training protocol: paper; training device: cpu" in text
+    hashes = store.query("SELECT left(content_hash, 16) AS h FROM artifacts WHERE kind = 'raw_file' AND partition = 'taobao'")["h"]
+    assert hashes.len() >= 7 and all(f"| {h} |" in text for h in hashes)
+    # The UI's copy embeds each plot once and links to no file.
+    event = [e for e in evaluated.get_asset_materialization_events() if e.asset_key.to_user_string() == "report"][0]
+    in_ui = event.materialization.metadata["report"].value
+    assert in_ui.count("](data:image/png;base64,") == len(list((home / "reports").glob("*.png"))) and "](errors_" not in in_ui
     report_id = store.query(LATEST_SQL, ["report", ""]).item()
     ancestors = store.query(ANCESTORS_SQL, [report_id])
     assert {"reg_paml_eval", "reg_paml_model", "meta_tasks", "raw_logs"} <= set(ancestors["asset_key"])
@@ -132,3 +142,22 @@ def test_recommend_refuses_bad_inputs_in_one_line(chain, monkeypatch, capsys):
     fields = dict(p.split("=") for p in profile)
     with pytest.raises(ColdStartInputError, match="not a taobao label"):
         recommend(model, tasks, fields, {items[0]: float("nan")})
+
+
+def test_recommend_command_shows_item_attributes_and_the_users_items(chain, monkeypatch, capsys):
+    from pipelines.cli import main
+
+    home, _, _ = chain
+    monkeypatch.setenv("PAML_HOME", str(home))
+    store = LineageStore(home, read_only=True)
+    catalogue = store.load(store.latest("meta_tasks", "taobao")).frame("items")["item_id"].to_list()
+    items = store.load(store.latest("clean_logs", "taobao")).frame("items")
+    clicked = catalogue[:2]
+    assert main(["recommend", "--dataset", "taobao", "--profile", "age=28", "gender=F", "city=Hangzhou", "segment=x",
+                 "spend_level=3", "--ratings", f"{clicked[0]}=1", f"{clicked[1]}=0", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    given, ranked = out.split("top 3 of the other items:")
+    assert "shape:" not in out and "---" not in out  # tables without polars' dtype rows
+    assert all(f"{item} " in given for item in clicked) and "category" in given and "brand" in ranked
+    first = items.filter(pl.col("item_id") == clicked[0]).row(0, named=True)
+    assert f"{first['category']} " in given and f"{first['brand']} " in given

@@ -60,9 +60,9 @@ def test_every_knob_but_pending_ones_names_a_config_field_and_methods_get_their_
     assert {"gamma", "lr_range", "lr_history"} <= names("reg_paml") and "gamma" not in names("paml")
     assert {"correction_range", "kernel_scale", "rate_lr"} <= names("at_paml") and "lr_range" not in names("at_paml")
     assert names("transfer") >= {"finetune_lr", "finetune_steps", "outer_lr"} and "inner_lr" not in names("transfer")
-    assert "factor_lr_scale" not in names("melu")  # no dot-product head by default: the knob would do nothing
-    with_head = LearnerConfig(network=LearnerConfig().network.__class__(factor_dim=4))
-    assert "factor_lr_scale" in {k.name for k in search_space("melu", with_head)}
+    assert "factor_lr_scale" in names("melu")  # the dot-product head is on by default
+    without_head = LearnerConfig(network=LearnerConfig().network.__class__(factor_dim=0))
+    assert "factor_lr_scale" not in {k.name for k in search_space("melu", without_head)}  # the knob would do nothing
 
 
 def test_params_land_in_the_config_that_owns_them():

@@ -1,0 +1,172 @@
+"""The report as a researcher reads it: names, order, arrows, missing rows, provenance, plots."""
+
+import subprocess
+
+import numpy as np
+import polars as pl
+import pytest
+
+import assets.plots as plots
+from assets.bundle import Bundle
+from assets.markdown import markdown_table
+from assets.report import Provenance, build_report, code_commit, provenance_markdown, render_markdown
+from assets.report_tables import (
+    gamma_label, markdown_group_table, markdown_table2, method_name, method_order, variant_name, variant_order,
+)
+
+EXPECTED = ("melu", "meta_sgd", "transfer", "paml", "at_paml", "reg_paml", "ref_global_mean", "ref_item_mean")
+
+
+def test_method_order_is_the_papers_then_references_and_new_rows_just_appear():
+    codes = ["ref_item_mean", "reg_paml", "ref_zz_new", "melu", "my_learner", "ref_mf", "paml", "transfer"]
+    assert method_order(codes) == ["melu", "transfer", "paml", "reg_paml", "my_learner", "ref_item_mean", "ref_mf", "ref_zz_new"]
+    assert [method_name(c) for c in ("transfer", "at_paml", "ref_mf", "ref_item_knn", "my_learner")] == [
+        "Transfer learning", "AT-PAML", "MF (fold-in)", "item-kNN", "my_learner"]
+    labels = [gamma_label(1e-2), "at_paml", gamma_label(1e-5), "ref_global_mean", "paml"]
+    assert variant_order(labels) == ["reg_paml (gamma=1e-05)", "reg_paml (gamma=0.01)", "paml", "at_paml", "ref_global_mean"]
+    assert variant_name(gamma_label(1e-4)) == "REG-PAML (γ = 1e-4)"
+
+
+def test_markdown_table_escapes_and_formats():
+    frame = pl.DataFrame({"name": ["a|b", None], "value": [1.23456, None], "genres": [["x", "y"], []]})
+    assert markdown_table(frame, decimals=2).splitlines() == [
+        "| name | value | genres |",
+        "|------|-------|--------|",
+        r"| a\|b | 1.23  | x, y   |",
+        "|      |       |        |",
+    ]
+
+
+def table2_rows(dataset: str, rows: dict[str, dict[str, float]]) -> pl.DataFrame:
+    """A table2 frame: {method: {metric: mean}}, sd 0.01, nothing best or significant."""
+    return pl.DataFrame([
+        {"dataset": dataset, "method": m, "metric": k, "mean": v, "sd": 0.01, "n_seeds": 3, "best": False,
+         "significant": False, "paper_mean": None, "paper_sd": None}
+        for m, values in rows.items() for k, v in values.items()
+    ])
+
+
+def test_table2_names_orders_points_arrows_and_sets_references_apart():
+    table = table2_rows("movielens", {
+        "ref_item_mean": {"mse": 0.9, "ndcg@3": 0.7}, "reg_paml": {"mse": 0.8, "ndcg@3": 0.75},
+        "melu": {"mse": 1.0, "ndcg@3": 0.72}, "ref_mf": {"mse": 0.85, "ndcg@3": 0.8},
+    }).with_columns(best=pl.col("mean") == 0.8, n_seeds=pl.when(pl.col("method").str.starts_with("ref_")).then(1).otherwise(3))
+    text = markdown_table2(table, ["movielens", "taobao"], EXPECTED)
+    lines = text.splitlines()
+    assert lines[0] == "#### MovieLens-1M (`movielens`)"
+    assert header_cells(text) == ["method", "MSE ↓", "nDCG@3 ↑"]
+    rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and not line.startswith("| method")]
+    assert rows == ["MeLU", "Meta-SGD", "Transfer learning", "PAML", "AT-PAML", "REG-PAML",
+                    "*reference predictors (not in the paper)*", "global mean", "item mean", "MF (fold-in)"]
+    assert "| REG-PAML " in text and "**0.800 ± 0.010**" in text  # best in its column, bold
+    assert "| 0.850 " in text and "0.850 ±" not in text  # a deterministic reference row has no spread
+    meta_sgd = next(line for line in lines if line.startswith("| Meta-SGD"))
+    assert [cell.strip() for cell in meta_sgd.strip("|").split("|")] == ["Meta-SGD", "—", "—"]
+    missing = next(line for line in lines if line.startswith("No results for"))
+    assert missing.startswith("No results for Meta-SGD, Transfer learning, PAML, AT-PAML, global mean on movielens")
+    assert "--select meta_sgd_model,transfer_model,paml_model,at_paml_model --partition movielens" in missing
+    assert "No results for Taobao-like clicks (`taobao`) yet" in text
+
+
+def header_cells(text: str) -> list[str]:
+    """The cells of the first Markdown table header in `text`."""
+    header = next(line for line in text.splitlines() if line.startswith("| "))
+    return [cell.strip() for cell in header.strip("|").split("|")]
+
+
+def test_group_tables_name_the_error_of_each_dataset():
+    table = pl.DataFrame([
+        {"dataset": d, "variant": v, "mean_major": 0.5, "sd_major": 0.1, "mean_minor": 0.6, "sd_minor": 0.1, "p_value": p}
+        for d in ("movielens", "taobao") for v, p in ((gamma_label(1e-3), 0.0004), ("paml", float("nan")))
+    ])
+    text = markdown_group_table(table, "variant", ["movielens", "taobao"], ["paml"], {gamma_label(1e-3): (1.196, 1.183, 0.312)})
+    movielens, taobao = text.split("#### Taobao")
+    assert header_cells(movielens) == ["variant", "MSE, major users ↓", "MSE, minor users ↓", "p (minor vs major)",
+                                       "paper: major / minor / p"]
+    assert header_cells(taobao) == ["variant", "log-loss, major users ↓", "log-loss, minor users ↓", "p (minor vs major)"]
+    assert "REG-PAML (γ = 1e-3)" in movielens and "1.196 / 1.183 / 0.312" in movielens
+    assert "<0.001" in movielens  # the p-value of the gamma row
+    paml_row = next(line for line in movielens.splitlines() if line.startswith("| PAML"))
+    assert paml_row.split("|")[4].strip() == "—"  # an undefined p-value says so
+
+
+def user_metrics(dataset: str, methods: dict[str, tuple[float, float]], n_users: int = 6) -> pl.DataFrame:
+    """Per-user errors: {method: (major error, minor error)}, half the users in each group, two seeds."""
+    rows = []
+    for method, (major, minor) in methods.items():
+        for seed in (0, 1):
+            for u in range(n_users):
+                group = "major" if u % 2 else "minor"
+                error = (major if group == "major" else minor) + 0.01 * u + 0.001 * seed
+                rows.append({"dataset": dataset, "method": method, "seed": seed, "user_id": f"u{u}", "group": group,
+                             "error": error, "lr": 0.01 * (1 + u) if method == "paml" else None})
+    return pl.DataFrame(rows)
+
+
+def eval_bundle(frame: pl.DataFrame) -> Bundle:
+    metrics = frame.group_by("dataset", "method", "seed").agg(pl.col("error").mean().alias("value")).with_columns(
+        population=pl.lit("all"), metric=pl.lit("mse"))
+    return Bundle(frames={"user_metrics": frame, "metrics": metrics})
+
+
+def test_report_markdown_for_files_and_for_the_ui():
+    frame = user_metrics("movielens", {"melu": (1.0, 1.2), "paml": (0.9, 1.0), "ref_item_mean": (0.95, 1.1)})
+    tables, pngs = build_report([eval_bundle(frame)], {}, {}, {}, {})
+    assert sorted(pngs) == ["errors_movielens.png", "learning_rates_movielens.png"]
+    as_file = render_markdown(tables, pngs, "## Provenance", lambda name, _: f"![{name}]({name})", ["movielens"], EXPECTED)
+    as_ui = render_markdown(tables, pngs, "## Provenance", lambda name, png: plots.markdown_image(png, name), ["movielens"], EXPECTED)
+    assert "![errors_movielens.png](errors_movielens.png)" in as_file and "data:image" not in as_file
+    # In the UI each plot is embedded once and nothing links to a file beside report.md.
+    assert as_ui.count("](data:image/png;base64,") == len(pngs) and "](errors_" not in as_ui
+    assert as_file.index("## Provenance") < as_file.index("## Table 1") < as_file.index("## Table 2")
+    assert "No user groups for MovieLens-1M" in as_file and "No gamma ablation for movielens" in as_file
+    assert tables.frame("table2")["method"].to_list() == ["melu", "paml", "ref_item_mean"]  # SQL sees the report's order
+
+
+def test_report_without_any_results_says_so():
+    tables, pngs = build_report([Bundle(frames={"user_metrics": pl.DataFrame(), "metrics": pl.DataFrame()})], {}, {}, {}, {})
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["movielens", "taobao"], EXPECTED)
+    assert pngs == {} and "No plots yet" in text
+    assert text.count("No results for MovieLens-1M") == 2  # Tables 2 and 3
+    assert set(tables.frame("table3").columns) >= {"mean_major", "sd_major", "mean_minor", "sd_minor", "p_value"}
+
+
+def test_every_plot_axis_is_labelled_and_boxes_split_by_group(monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "figure_png", lambda fig: figures.append(fig) or b"png")
+    frame = user_metrics("taobao", {"melu": (0.6, 0.7), "paml": (0.5, 0.6), "ref_global_mean": (0.65, 0.75)})
+    plots.error_boxplots(frame, "taobao")
+    plots.lr_histograms(frame, "taobao", ("paml", "reg_paml"))
+    plots.embedding_map(np.random.default_rng(0).normal(size=(10, 4)), np.array(["major", "minor"] * 5), "map")
+    history = pl.DataFrame({"dataset": ["taobao"] * 4, "method": ["melu", "melu", "paml", "paml"], "seed": [0] * 4,
+                            "epoch": [1, 2, 1, 2], "train_loss": [0.7, 0.6, 0.7, 0.5], "val_loss": [0.7, 0.65, 0.7, 0.6]})
+    plots.validation_curves(history, "taobao")
+    plots.training_curves_png(history.filter(pl.col("method") == "melu"), "melu")
+    axes = [ax for fig in figures for ax in fig.axes]
+    assert len(figures) == 5 and all(ax.get_xlabel() and ax.get_ylabel() for ax in axes)
+    boxes = figures[0].axes[0]
+    assert boxes.get_ylabel() == "per-user log-loss (mean over seeds)"
+    assert [t.get_text() for t in boxes.get_xticklabels()] == ["MeLU", "PAML", "global mean"]
+    assert [t.get_text() for t in boxes.get_legend().get_texts()] == ["major users", "minor users"]
+    assert len(boxes.patches) == 6  # a major and a minor box per method
+
+
+def test_provenance_header_and_commit(tmp_path):
+    runs = pl.DataFrame({"run": ["r-eval"], "job": ["evaluation_job"], "written": ["2026-11-28 10:00"],
+                         "datasets": [None], "assets": ["melu_eval"]})
+    files = pl.DataFrame({"dataset": ["movielens"], "file": ["/data/ml-1m/ratings.dat"], "sha256": ["0123456789abcdef"]})
+    text = provenance_markdown(Provenance("r-report", "2026-11-28 10:01 UTC", "`abc`", "0, 1, 2 (every model)", "cpu", "paper", 2,
+                                          "Linux x86_64, 2 CPUs", "torch 2.13.0", runs, files))
+    for fact in ("r-report", "2026-11-28 10:01 UTC", "commit `abc`", "seeds: 0, 1, 2 (every model)", "training protocol: paper", "training device: cpu",
+                 "torch threads (evaluation and report): 2", "| r-eval ", "| movielens | /data/ml-1m/ratings.dat | 0123456789abcdef |"):
+        assert fact in text, fact
+    assert code_commit(tmp_path).startswith("unknown")
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True).stdout  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("1")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = git("rev-parse", "--short=12", "HEAD").strip()
+    assert code_commit(tmp_path) == f"`{head}`"
+    (tmp_path / "a.txt").write_text("2")
+    assert code_commit(tmp_path) == f"`{head}` with uncommitted changes"
