@@ -18,7 +18,7 @@ from assets.evaluation import aggregate, minor_vs_major, user_metrics_frame
 from models.checkpoint import flatten_state, unflatten_state
 from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict
 from models.network import NetworkConfig
-from models.references import training_labels
+from models.references import DEFAULT_PROTOCOL, training_labels
 from models.tasks import TaskData, task_data_from_tensors
 from models.training import EpochLog, TrainConfig, predict_split, train
 from models.tuned import tuned_settings
@@ -71,17 +71,21 @@ def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
 
 def score(
     dataset: str, method: str, seed: int, data: TaskData, tasks: Bundle, groups: Bundle,
-    pred: np.ndarray, lr_per_user: np.ndarray,
+    pred: np.ndarray, lr_per_user: np.ndarray, protocol: str = DEFAULT_PROTOCOL,
 ) -> tuple[pl.DataFrame, list[dict]]:
-    """Per-user and aggregate test metrics of one set of (U, Q) test predictions."""
+    """Per-user and aggregate test metrics of one set of (U, Q) test predictions.
+
+    `protocol` names the data the predictor was fitted on (models/references.py PROTOCOLS).
+    """
     test = data.splits["test"]
     target, mask = test.query_labels.numpy(), test.query_mask.numpy()
     train_ctr = float(training_labels(data)[1].mean()) if data.task == "ctr" else None
     users, group_frame = tasks.frame("users__test"), groups.frame("groups")
     frame = user_metrics_frame(users, group_frame, pred, target, mask, lr_per_user, data.task, train_ctr)
-    frame = frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(method).alias("method"), pl.lit(seed, dtype=pl.Int64).alias("seed"))
+    frame = frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(protocol).alias("protocol"), pl.lit(method).alias("method"),
+                               pl.lit(seed, dtype=pl.Int64).alias("seed"))
     group_of_row = users.join(group_frame, on="user_id", how="left").sort("user_row")["group"].fill_null("").to_numpy()
-    rows = [{"dataset": dataset, "method": method, "seed": seed, **row}
+    rows = [{"dataset": dataset, "protocol": protocol, "method": method, "seed": seed, **row}
             for row in aggregate(pred, target, mask, group_of_row, data.task, train_ctr)]
     return frame, rows
 
