@@ -16,10 +16,12 @@ import polars as pl
 from assets import paper
 from assets.bundle import Bundle
 from assets.plots import figure_png
+from assets.evaluation import with_protocol
 from assets.report_tables import (
-    best_baselines, group_table, markdown_group_table, markdown_table2, seed_averaged_errors, table2, vs_best_baseline,
+    best_baselines, group_table, markdown_group_table, markdown_paired, markdown_table2, paired_comparisons,
+    seed_averaged_errors, table2,
 )
-from models.references import REFERENCES
+from models.references import DEFAULT_PROTOCOL, REFERENCES
 
 PER_USER_LR_METHODS = ("paml", "at_paml", "reg_paml")
 
@@ -147,11 +149,13 @@ def ablation_table(ablations: dict[str, Bundle], user_metrics: pl.DataFrame) -> 
 def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict[str, Bundle],
                  tasks: dict[str, Bundle], models: dict[str, dict[str, Bundle]]) -> tuple[Bundle, dict[str, bytes], str]:
     """All tables and plots; returns (bundle of tables, PNG files by name, Markdown text)."""
-    user_metrics = pl.concat([e.frame("user_metrics") for e in evals if e.frame("user_metrics").height], how="diagonal_relaxed")
-    metrics = pl.concat([e.frame("metrics") for e in evals if e.frame("metrics").height], how="diagonal_relaxed")
-    errors = seed_averaged_errors(user_metrics)
-    significance = vs_best_baseline(errors, best_baselines(metrics))
-    t1, t2, t3 = table1(groups), table2(metrics, significance), group_table(user_metrics)
+    all_user_metrics = with_protocol(pl.concat([e.frame("user_metrics") for e in evals if e.frame("user_metrics").height],
+                                               how="diagonal_relaxed"))
+    metrics = with_protocol(pl.concat([e.frame("metrics") for e in evals if e.frame("metrics").height], how="diagonal_relaxed"))
+    significance = paired_comparisons(seed_averaged_errors(all_user_metrics), best_baselines(metrics))
+    t1, t2, t3 = table1(groups), table2(metrics, significance), group_table(all_user_metrics)
+    # The paper's tables and the plots show the paper's protocol; other protocols get their own block.
+    user_metrics = all_user_metrics.filter(pl.col("protocol") == DEFAULT_PROTOCOL)
     t4 = ablation_table(ablations, user_metrics)
     histories = pl.concat([b.frame("history").with_columns(pl.lit(d).alias("dataset"))
                            for per_dataset in models.values() for d, b in per_dataset.items()], how="diagonal_relaxed") \
@@ -168,12 +172,13 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
         if reg is not None and dataset in tasks and dataset in groups:
             h, group = test_embeddings(reg, tasks[dataset], groups[dataset])
             pngs[f"embeddings_{dataset}.png"] = embedding_map(h, group, f"{dataset}: REG-PAML user embeddings (test users, PCA)")
-    text = render_markdown(t1, t2, t3, t4, pngs)
+    text = render_markdown(t1, t2, t3, t4, pngs, significance)
     frames = {"table1": t1, "table2": t2, "table3": t3, "table4": t4, "significance": significance}
     return Bundle(frames=frames, info={"plots": sorted(pngs)}), pngs, text
 
 
-def render_markdown(t1: pl.DataFrame, t2: pl.DataFrame, t3: pl.DataFrame, t4: pl.DataFrame, pngs: dict[str, bytes]) -> str:
+def render_markdown(t1: pl.DataFrame, t2: pl.DataFrame, t3: pl.DataFrame, t4: pl.DataFrame, pngs: dict[str, bytes],
+                    significance: pl.DataFrame) -> str:
     """The report as Markdown, plots referenced as files next to it."""
     t1_lines = ["| dataset | statistic | ours | paper |", "|---|---|---|---|"] + [
         f"| {r['dataset']} | {r['item']} | {r['ours']:.3f} | {'' if r['paper'] is None else format(r['paper'], '.3f')} |"
@@ -182,19 +187,42 @@ def render_markdown(t1: pl.DataFrame, t2: pl.DataFrame, t3: pl.DataFrame, t4: pl
     sections = [
         "# PAML reproduction report", "",
         "Mean ± sd over seeds; **bold** = best in its column; `*` = a PAML method better than the best "
-        "baseline (MeLU, Meta-SGD, transfer) by a two-tailed t-test of per-user error, p < 0.05. "
-        "Rows `ref_*` are reference predictors on the same query sets.", "",
+        "baseline (MeLU, Meta-SGD, transfer) by a two-tailed paired t-test of per-user error (same test users), "
+        "p < 0.05. Rows `ref_*` are reference predictors on the same query sets, tuned on validation users.", "",
         "## Table 1: feature concentration and group shares", "", "\n".join(t1_lines), "",
-        "## Table 2: methods by dataset and metric", "", markdown_table2(t2), "",
+        "## Table 2: methods by dataset and metric", "", markdown_table2(paper_rows(t2)), "",
         "## Table 3: major vs minor users (per-user error; t-test minor vs major)", "",
-        markdown_group_table(t3, "method", paper.TABLE3_ML), "",
+        markdown_group_table(paper_rows(t3), "method", paper.TABLE3_ML), "",
+        "## Paired comparisons (per-user error, same test users)", "",
+        "Mean error difference (row minus column; negative = the row is better), 95% paired bootstrap interval "
+        "(2,000 resamples of test users) and the paired t-test p-value; per-user errors averaged over seeds first.", "",
+        markdown_paired(paper_rows(significance)), "",
         "## Table 4: REG-PAML gamma ablation, PAML, AT-PAML and the reference rows", "",
         markdown_group_table(t4, "variant", {gamma_label(k): v for k, v in paper.TABLE4_ML.items() if isinstance(k, float)}
                              | {k: v for k, v in paper.TABLE4_ML.items() if isinstance(k, str)}), "",
         "## Plots", "",
     ]
     sections += [f"![{name}]({name})" for name in sorted(pngs)]
+    sections += production_block(t2, t3, significance)
     return "\n".join(sections) + "\n"
+
+
+def paper_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the paper's protocol (the paper's tables show nothing else)."""
+    return frame.filter(pl.col("protocol") == DEFAULT_PROTOCOL) if "protocol" in frame.columns else frame
+
+
+def production_block(t2: pl.DataFrame, t3: pl.DataFrame, significance: pl.DataFrame) -> list[str]:
+    """A short section for the rows fitted with the warm users too (only when there are any)."""
+    other = t2.filter(pl.col("protocol") != DEFAULT_PROTOCOL)
+    if other.height == 0:
+        return []
+    return [
+        "", "## Production protocol (warm users' ratings available for fitting)", "",
+        "The same test users and query sets; the fitting data adds the warm users the paper's protocol drops.", "",
+        markdown_table2(other), "", markdown_group_table(t3.filter(pl.col("protocol") != DEFAULT_PROTOCOL), "method"), "",
+        markdown_paired(significance.filter(pl.col("protocol") != DEFAULT_PROTOCOL)),
+    ]
 
 
 def write_report(directory: Path, text: str, pngs: dict[str, bytes]) -> Path:

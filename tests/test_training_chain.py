@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from models.learners import METHODS
+from models.references import REFERENCES
 from pipelines.cli import training_config
 from pipelines.definitions import ASSETS, CHECKS, build_resources
 from pipelines.jobs import evaluation_job, training_job
@@ -38,7 +39,7 @@ def test_every_method_trains_and_lands_in_metrics(chain):
     assert trained.success and evaluated.success
     store = LineageStore(home)
     rows = store.query("SELECT method, seed, population, metric, value FROM metrics WHERE dataset = 'taobao'")
-    assert set(rows["method"]) == set(METHODS) | {"ref_global_mean", "ref_item_mean", "ref_user_item_bias"}
+    assert set(rows["method"]) == set(METHODS) | {f"ref_{name}" for name in REFERENCES}
     assert set(rows.filter(pl.col("method") == "reg_paml")["seed"]) == {0, 1}
     assert set(rows["metric"]) == {"auc", "global_auc", "nel"}
     assert rows.filter(pl.col("metric") == "auc")["value"].is_between(0, 1).all()
@@ -51,15 +52,15 @@ def test_every_method_trains_and_lands_in_metrics(chain):
 def test_views_match_the_report_and_lineage_reaches_raw_files(chain):
     home, _, _ = chain
     store = LineageStore(home)
-    table2 = store.query("SELECT * FROM table2 WHERE dataset = 'taobao' AND metric = 'nel'")
+    table2 = store.query("SELECT * FROM table2 WHERE dataset = 'taobao' AND metric = 'nel' AND protocol = 'paper'")
     direct = store.query("SELECT method, avg(value) AS v FROM metrics WHERE dataset = 'taobao' AND metric = 'nel' "
-                         "AND population = 'all' GROUP BY method")
+                         "AND population = 'all' AND protocol = 'paper' GROUP BY method")
     joined = table2.join(direct, on="method")
-    assert joined.height == len(METHODS) + 3
+    assert joined.height == len(METHODS) + len(REFERENCES)
     assert (joined["mean"] - joined["v"]).abs().max() < 1e-9
     assert store.query("SELECT count(*) FROM table3").item() > 0
-    # 2 gammas + PAML + AT-PAML + the 3 reference rows
-    assert store.query("SELECT count(*) FROM table4").item() == 4 + 3
+    # 2 gammas + PAML + AT-PAML + the reference rows
+    assert store.query("SELECT count(*) FROM table4").item() == 4 + len(REFERENCES)
     report_md = home / "reports" / "report.md"
     assert "Table 2" in report_md.read_text() and (home / "reports" / "errors_taobao.png").is_file()
     report_id = store.query(LATEST_SQL, ["report", ""]).item()
