@@ -75,7 +75,7 @@ def score(
 ) -> tuple[pl.DataFrame, list[dict]]:
     """Per-user and aggregate test metrics of one set of (U, Q) test predictions.
 
-    `protocol` names the data the predictor was fitted on (models/references.py PROTOCOLS).
+    `protocol` names the data the predictor was fitted on (models/references.py PROTOCOL_SPLITS).
     """
     test = data.splits["test"]
     target, mask = test.query_labels.numpy(), test.query_mask.numpy()

@@ -18,7 +18,7 @@ import polars as pl
 from assets.bundle import Bundle
 from assets.method_assets import metrics_bundle, score
 from models.references import (
-    PROTOCOLS, REFERENCES, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_reference,
+    PROTOCOL_SPLITS, REFERENCES, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_reference,
     tune_settings,
 )
 from models.tasks import TaskData, task_data_from_tensors
@@ -38,7 +38,7 @@ class ProtocolReferences:
 
 def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid()) -> ProtocolReferences:
     """Tune on validation users, then fit each reference on the protocol's splits and predict test users."""
-    splits = PROTOCOLS[protocol]
+    splits = PROTOCOL_SPLITS[protocol]
     start = time.perf_counter()
     settings, trials = tune_settings(data, splits, grid)
     seconds = {"tuning": time.perf_counter() - start}
@@ -50,6 +50,33 @@ def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid())
     return ProtocolReferences(settings, trials, predictions, seconds)
 
 
+@dataclass(frozen=True)
+class DatasetReferences:
+    """Scored reference rows of one dataset under every protocol its task data allows."""
+
+    user_frames: list[pl.DataFrame]
+    rows: list[dict]  # `metrics` rows
+    tuning: list[dict]  # TUNING_SCHEMA rows
+    settings: dict[str, dict]  # protocol -> chosen settings
+    seconds: dict[str, dict[str, float]]  # protocol -> wall-clock seconds
+
+
+def evaluate_dataset(dataset: str, data: TaskData, tasks: Bundle, groups: Bundle, grid: SearchGrid = SearchGrid()) -> DatasetReferences:
+    """Tune, fit and score every reference on one dataset, once per available protocol."""
+    user_frames, rows, tuning, settings, seconds = [], [], [], {}, {}
+    no_lr = np.full(len(data.splits["test"]), np.nan)
+    for protocol in available_protocols(data):
+        fitted = fit_protocol(data, protocol, grid)
+        for name, pred in fitted.predictions.items():
+            frame, aggregates = score(dataset, f"ref_{name}", REFERENCE_SEED, data, tasks, groups, pred, no_lr, protocol)
+            user_frames.append(frame)
+            rows += aggregates
+        settings[protocol] = fitted.settings.as_dict()
+        tuning += tuning_rows(dataset, protocol, fitted)
+        seconds[protocol] = {k: round(v, 2) for k, v in fitted.seconds.items()}
+    return DatasetReferences(user_frames, rows, tuning, settings, seconds)
+
+
 def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], grid: SearchGrid = SearchGrid()) -> tuple[Bundle, dict]:
     """Every reference on every dataset that has tasks and groups, under every available protocol.
 
@@ -58,25 +85,15 @@ def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], gri
     and the wall-clock seconds by dataset and protocol (kept out of the bundle, so that its
     content hash does not change on rerun).
     """
-    user_frames, rows, evaluated, tuning, chosen, seconds = [], [], [], [], {}, {}
-    for dataset in sorted(set(tasks) & set(groups)):
-        data = task_data_from_tensors(tasks[dataset].tensors, tasks[dataset].info)
-        no_lr = np.full(len(data.splits["test"]), np.nan)
-        for protocol in available_protocols(data):
-            fitted = fit_protocol(data, protocol, grid)
-            for name, pred in fitted.predictions.items():
-                frame, aggregates = score(dataset, f"ref_{name}", REFERENCE_SEED, data, tasks[dataset], groups[dataset],
-                                          pred, no_lr, protocol)
-                user_frames.append(frame)
-                rows += aggregates
-            chosen.setdefault(dataset, {})[protocol] = fitted.settings.as_dict()
-            tuning += tuning_rows(dataset, protocol, fitted)
-            seconds.setdefault(dataset, {})[protocol] = {k: round(v, 2) for k, v in fitted.seconds.items()}
-        evaluated.append(dataset)
-    scored = metrics_bundle("references", user_frames, rows, evaluated)
-    bundle = Bundle(frames={**scored.frames, "tuning": pl.DataFrame(tuning, schema=TUNING_SCHEMA)},
-                    info={**scored.info, "settings": chosen})
-    return bundle, seconds
+    results = {dataset: evaluate_dataset(dataset, task_data_from_tensors(tasks[dataset].tensors, tasks[dataset].info),
+                                         tasks[dataset], groups[dataset], grid)
+               for dataset in sorted(set(tasks) & set(groups))}
+    scored = metrics_bundle("references", [f for r in results.values() for f in r.user_frames],
+                            [row for r in results.values() for row in r.rows], list(results))
+    tuning = pl.DataFrame([row for r in results.values() for row in r.tuning], schema=TUNING_SCHEMA)
+    bundle = Bundle(frames={**scored.frames, "tuning": tuning},
+                    info={**scored.info, "settings": {d: r.settings for d, r in results.items()}})
+    return bundle, {d: r.seconds for d, r in results.items()}
 
 
 TUNING_SCHEMA = {"dataset": pl.String, "protocol": pl.String, "reference": pl.String, "setting": pl.String,

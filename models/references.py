@@ -16,7 +16,7 @@
   (without it one weakly similar neighbour moves a click prediction all the way to its
   residual, which log-loss punishes hard).
 
-"Fitting users" are the splits a protocol allows (`PROTOCOLS`): the paper's protocol fits on
+"Fitting users" are the splits a protocol allows (`PROTOCOL_SPLITS`): the paper's protocol fits on
 training users only (their support and query ratings), the production protocol adds the
 warm users a real system has. Every setting is chosen on validation users' query sets
 (`tune_settings`); test users are only ever predicted. For click data (task "ctr") the same
@@ -40,7 +40,7 @@ from models.tasks import TaskData, TaskSplit
 
 REFERENCES = ("global_mean", "item_mean", "user_item_bias", "mf", "item_knn")
 TUNED_REFERENCES = ("user_item_bias", "mf", "item_knn")
-PROTOCOLS: dict[str, tuple[str, ...]] = {"paper": ("train",), "production": ("train", "warm")}
+PROTOCOL_SPLITS: dict[str, tuple[str, ...]] = {"paper": ("train",), "production": ("train", "warm")}
 DEFAULT_PROTOCOL = "paper"
 # Bounds the dense (query items x support items) similarity blocks of item-kNN to ~64 MB each.
 KNN_BLOCK_ENTRIES = 8_000_000
@@ -80,7 +80,7 @@ class SearchGrid:
     """Validation grids of the tuned references (docs/protocol.md gives the reasons)."""
 
     item_shrinkage: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
-    user_shrinkage: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+    user_shrinkage: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0)
     mf_rank: tuple[int, ...] = (1, 2, 5, 10, 20)
     mf_reg: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0)
     knn_k: tuple[int, ...] = (2, 5, 10, 20, 30, 40, 60, 80, 160)
@@ -117,20 +117,20 @@ class Ratings:
 
 def protocol_splits(data: TaskData, protocol: str) -> tuple[str, ...]:
     """The splits whose users a protocol fits on; an error when `data` lacks one of them."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    missing = [s for s in PROTOCOLS[protocol] if s not in data.splits]
+    if protocol not in PROTOCOL_SPLITS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOL_SPLITS)}")
+    missing = [s for s in PROTOCOL_SPLITS[protocol] if s not in data.splits]
     if missing:
         raise ValueError(f"protocol {protocol!r} fits on split(s) {', '.join(missing)}, which the task data lacks")
-    return PROTOCOLS[protocol]
+    return PROTOCOL_SPLITS[protocol]
 
 
 def available_protocols(data: TaskData) -> list[str]:
     """The protocols whose fitting splits all exist in `data` ("paper" always does)."""
-    return [p for p, splits in PROTOCOLS.items() if all(s in data.splits for s in splits)]
+    return [p for p, splits in PROTOCOL_SPLITS.items() if all(s in data.splits for s in splits)]
 
 
-def fitting_ratings(data: TaskData, splits: tuple[str, ...] = PROTOCOLS[DEFAULT_PROTOCOL]) -> Ratings:
+def fitting_ratings(data: TaskData, splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL]) -> Ratings:
     """Every support and query rating of the users of `splits` (never validation or test users)."""
     forbidden = {"val", "test"} & set(splits)
     if forbidden:
@@ -149,7 +149,7 @@ def fitting_ratings(data: TaskData, splits: tuple[str, ...] = PROTOCOLS[DEFAULT_
                    np.concatenate(labels).astype(np.float64), offset, int(data.items.fields.shape[0]))
 
 
-def training_labels(data: TaskData, splits: tuple[str, ...] = PROTOCOLS[DEFAULT_PROTOCOL]) -> tuple[np.ndarray, np.ndarray]:
+def training_labels(data: TaskData, splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL]) -> tuple[np.ndarray, np.ndarray]:
     """(item rows, labels) of every fitting user's support and query items."""
     ratings = fitting_ratings(data, splits)
     return ratings.items, ratings.labels
@@ -206,19 +206,39 @@ def _ridge_penalty(rank: int, factor_reg: float, bias_reg: float) -> np.ndarray:
     return np.diag(np.r_[np.full(rank, factor_reg), bias_reg])
 
 
-def _als_step(indicator: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, target: np.ndarray,
-              fixed: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class _RatingLayout:
+    """The ratings as a CSR matrix over one side (users or items), built once per fit."""
+
+    pattern: sp.csr_matrix  # (n_rows, n_cols), data all ones
+    order: np.ndarray  # ratings in CSR order: pattern.data[j] belongs to rating order[j]
+
+    @classmethod
+    def of(cls, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> "_RatingLayout":
+        order = np.lexsort((cols, rows))
+        indptr = np.searchsorted(rows[order], np.arange(n_rows + 1))
+        return cls(sp.csr_matrix((np.ones(len(order)), cols[order], indptr), shape=(n_rows, n_cols)), order)
+
+    def with_values(self, values: np.ndarray) -> sp.csr_matrix:
+        """The same pattern holding `values` (one per rating, in rating order)."""
+        return sp.csr_matrix((values[self.order], self.pattern.indices, self.pattern.indptr), shape=self.pattern.shape)
+
+
+def _als_step(layout: _RatingLayout, target: np.ndarray, fixed: np.ndarray, penalty: np.ndarray) -> np.ndarray:
     """Ridge solve of every row's [factors, bias] with the other side's [factors, 1] fixed.
 
-    `indicator` is (n_rows, n_cols); (rows, cols, target) the ratings; `fixed` (n_cols, k+1).
-    Returns (n_rows, k+1); a row without ratings gets 0.
+    Row r solves (sum_j x_j x_j' + penalty) w_r = sum_j target_rj x_j over its ratings, with
+    x_j = fixed[j] ((n_cols, k+1)). Returns (n_rows, k+1); a row without ratings gets 0.
     """
     width = fixed.shape[1]
-    outer = (fixed[:, :, None] * fixed[:, None, :]).reshape(len(fixed), width * width)  # (n_cols, (k+1)^2)
-    gram = np.asarray(indicator @ outer).reshape(-1, width, width) + penalty  # (n_rows, k+1, k+1)
-    rhs = np.stack([np.bincount(rows, weights=target * fixed[cols, c], minlength=indicator.shape[0])
-                    for c in range(width)], 1)  # (n_rows, k+1)
-    return np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+    upper = np.triu_indices(width)  # the Gram matrices are symmetric: sum only the upper triangle
+    outer = fixed[:, upper[0]] * fixed[:, upper[1]]  # (n_cols, (k+1)(k+2)/2)
+    summed = np.asarray(layout.pattern @ outer)  # (n_rows, (k+1)(k+2)/2)
+    gram = np.empty((summed.shape[0], width, width))
+    gram[:, upper[0], upper[1]] = summed
+    gram[:, upper[1], upper[0]] = summed
+    rhs = np.asarray(layout.with_values(target) @ fixed)  # (n_rows, k+1)
+    return np.linalg.solve(gram + penalty, rhs[:, :, None])[:, :, 0]
 
 
 def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig) -> MFModel:
@@ -233,19 +253,17 @@ def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig) -> MFModel:
     mu = float(ratings.labels.mean())
     rng = np.random.default_rng(config.seed)
     item_side = np.hstack([rng.normal(0.0, config.init_scale, (ratings.n_items, config.rank)), np.zeros((ratings.n_items, 1))])
-    by_user = ratings.indicator()
-    by_item = by_user.T.tocsr()
+    by_user = _RatingLayout.of(ratings.users, ratings.items, ratings.n_users, ratings.n_items)
+    by_item = _RatingLayout.of(ratings.items, ratings.users, ratings.n_items, ratings.n_users)
     user_penalty = _ridge_penalty(config.rank, config.reg, bias.user_shrinkage)
     item_penalty = _ridge_penalty(config.rank, config.reg, bias.item_shrinkage)
     ones_users = np.ones((ratings.n_users, 1))
     ones_items = np.ones((ratings.n_items, 1))
     for _ in range(config.iterations):
         target = ratings.labels - mu - item_side[ratings.items, -1]
-        user_side = _als_step(by_user, ratings.users, ratings.items, target,
-                              np.hstack([item_side[:, :-1], ones_items]), user_penalty)
+        user_side = _als_step(by_user, target, np.hstack([item_side[:, :-1], ones_items]), user_penalty)
         target = ratings.labels - mu - user_side[ratings.users, -1]
-        item_side = _als_step(by_item, ratings.items, ratings.users, target,
-                              np.hstack([user_side[:, :-1], ones_users]), item_penalty)
+        item_side = _als_step(by_item, target, np.hstack([user_side[:, :-1], ones_users]), item_penalty)
     return MFModel(mu, item_side[:, -1].copy(), item_side[:, :-1].copy(), config.reg, bias.user_shrinkage)
 
 
@@ -402,7 +420,7 @@ def validation_error(pred: np.ndarray, split: TaskSplit, task: str, train_ctr: f
 
 
 def tune_settings(
-    data: TaskData, splits: tuple[str, ...] = PROTOCOLS[DEFAULT_PROTOCOL], grid: SearchGrid = SearchGrid(),
+    data: TaskData, splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL], grid: SearchGrid = SearchGrid(),
 ) -> tuple[ReferenceSettings, list[dict]]:
     """Choose each tuned reference's setting on the validation users' query sets.
 
@@ -447,7 +465,7 @@ def _chunk_indices(n: int):
 
 def predict_reference(
     name: str, data: TaskData, split: TaskSplit, settings: ReferenceSettings = ReferenceSettings(),
-    splits: tuple[str, ...] = PROTOCOLS[DEFAULT_PROTOCOL],
+    splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL],
 ) -> np.ndarray:
     """(U, Q) predictions of reference `name` for `split`'s query items, fitted on `splits`."""
     if name not in REFERENCES:

@@ -42,10 +42,10 @@ def test_fitting_ratings_take_support_and_query_of_the_fitting_splits_only():
     warm = split_of([([(3, 1.0)], [(1, 3.0)])])
     other = split_of([([(1, 1.0)], [(2, 1.0)])])
     data = data_of(3, train=train, val=other, test=other, warm=warm)
-    paper = R.fitting_ratings(data, R.PROTOCOLS["paper"])
+    paper = R.fitting_ratings(data, R.PROTOCOL_SPLITS["paper"])
     assert sorted(zip(paper.users.tolist(), paper.items.tolist(), paper.labels.tolist())) == [
         (0, 1, 4.0), (0, 2, 2.0), (0, 3, 5.0), (1, 1, 2.0), (1, 2, 1.0)]
-    production = R.fitting_ratings(data, R.PROTOCOLS["production"])
+    production = R.fitting_ratings(data, R.PROTOCOL_SPLITS["production"])
     assert production.n_users == 3 and sorted(production.labels[production.users == 2].tolist()) == [1.0, 3.0]
     for forbidden in (("train", "test"), ("val",)):
         with pytest.raises(ValueError, match="never fit on"):
@@ -233,7 +233,7 @@ def with_warm(data: TaskData, seed: int = 9) -> TaskData:
 
 def test_production_protocol_fits_on_warm_users_but_never_on_test_users():
     data = with_warm(tiny_task_data("rating", seed=6, users=24))
-    paper, production = R.PROTOCOLS["paper"], R.PROTOCOLS["production"]
+    paper, production = R.PROTOCOL_SPLITS["paper"], R.PROTOCOL_SPLITS["production"]
     ratings = R.fitting_ratings(data, production)
     n_train, n_warm = len(data.splits["train"]), len(data.splits["warm"])
     assert ratings.n_users == n_train + n_warm
@@ -249,3 +249,29 @@ def test_production_protocol_fits_on_warm_users_but_never_on_test_users():
     assert np.array_equal(R.predict_reference("mf", changed, test, settings, production), mf_production)
     with pytest.raises(ValueError, match="never fit on test"):
         R.fitting_ratings(data, ("train", "warm", "test"))
+
+
+def test_reference_eval_scores_both_protocols_on_the_same_test_users():
+    import polars as pl
+
+    from assets.bundle import Bundle
+    from assets.method_assets import metrics_bundle
+    from assets.reference_eval import evaluate_dataset
+
+    data = with_warm(tiny_task_data("rating", seed=7, users=24))
+    users = pl.DataFrame({"user_id": [f"t{i}" for i in range(24)], "user_row": list(range(24))})
+    groups = pl.DataFrame({"user_id": users["user_id"], "group": ["major", "minor"] * 12, "true_group": [None] * 24},
+                          schema_overrides={"true_group": pl.String})
+    result = evaluate_dataset("tiny", data, Bundle(frames={"users__test": users}), Bundle(frames={"groups": groups}), SMALL_GRID)
+    assert set(result.settings) == {"paper", "production"} and set(result.seconds["paper"]) == {"tuning", *R.REFERENCES}
+    frame = pl.concat(result.user_frames)
+    assert frame.group_by("protocol").agg(pl.col("user_id").n_unique())["user_id"].to_list() == [24, 24]
+    assert set(frame["method"]) == {f"ref_{name}" for name in R.REFERENCES}
+    mse = frame.pivot(on="protocol", index=["method", "user_id"], values="mse")
+    assert (mse["paper"] - mse["production"]).abs().max() > 0  # the warm ratings change the fit
+    assert {row["protocol"] for row in result.rows} == {"paper", "production"}
+    chosen = [r for r in result.tuning if r["chosen"]]
+    assert sorted((r["protocol"], r["reference"]) for r in chosen) == sorted(
+        (p, n) for p in ("paper", "production") for n in R.TUNED_REFERENCES)
+    significance = metrics_bundle("references", result.user_frames, result.rows, ["tiny"]).frame("significance")
+    assert set(significance["protocol"]) == {"paper", "production"}
