@@ -18,7 +18,7 @@ import polars as pl
 from assets.bundle import Bundle
 from assets.method_assets import metrics_bundle, score
 from models.references import (
-    PROTOCOL_SPLITS, REFERENCES, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_reference,
+    REFERENCES, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_reference, protocol_splits,
     tune_settings,
 )
 from models.tasks import TaskData, task_data_from_tensors
@@ -38,7 +38,7 @@ class ProtocolReferences:
 
 def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid()) -> ProtocolReferences:
     """Tune on validation users, then fit each reference on the protocol's splits and predict test users."""
-    splits = PROTOCOL_SPLITS[protocol]
+    splits = protocol_splits(data, protocol)
     start = time.perf_counter()
     settings, trials = tune_settings(data, splits, grid)
     seconds = {"tuning": time.perf_counter() - start}
