@@ -93,10 +93,11 @@ def score(
 def evaluate_dataset(method: str, dataset: str, model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[list[pl.DataFrame], list[dict]]:
     """Per-user and aggregate test metrics of every seed of one dataset's model."""
     data = task_data_from_tensors(tasks.tensors, tasks.info)
+    protocol = model.info["train_config"].get("protocol", DEFAULT_PROTOCOL)  # the rows say what the model trained on
     user_frames, rows = [], []
     for seed in model.info["seeds"]:
         preds = predict_split(load_learner(model, data, seed), data, "test")
-        frame, aggregates = score(dataset, method, seed, data, tasks, groups, preds.pred, preds.lr_per_user)
+        frame, aggregates = score(dataset, method, seed, data, tasks, groups, preds.pred, preds.lr_per_user, protocol)
         user_frames.append(frame)
         rows += aggregates
     return user_frames, rows

@@ -10,10 +10,11 @@ when the tasks hold a warm split.
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import polars as pl
+import torch
 
 from assets.bundle import Bundle
 from assets.method_assets import metrics_bundle, score
@@ -21,7 +22,7 @@ from models.references import (
     REFERENCES, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_reference, protocol_splits,
     tune_settings,
 )
-from models.tasks import TaskData, task_data_from_tensors
+from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors
 
 REFERENCE_SEED = 0  # deterministic predictors (MF's initial factors use MFConfig.seed): one "seed"
 
@@ -61,8 +62,24 @@ class DatasetReferences:
     seconds: dict[str, dict[str, float]]  # protocol -> wall-clock seconds
 
 
+def with_warm_identities(data: TaskData, tasks: Bundle) -> TaskData:
+    """The warm split with one identity per warm user (its tasks are chunks of one history).
+
+    `users__warm` (user_id, chunk, user_row) of the `meta_tasks` bundle says whose chunk each
+    task is; the references then fit each warm user once, with all of its ratings.
+    """
+    if WARM_SPLIT not in data.splits or f"users__{WARM_SPLIT}" not in tasks.frames:
+        return data
+    users = tasks.frame(f"users__{WARM_SPLIT}").sort("user_row")
+    if users.height != len(data.splits[WARM_SPLIT]):
+        raise ValueError(f"users__{WARM_SPLIT} has {users.height} rows for {len(data.splits[WARM_SPLIT])} warm tasks")
+    identity = torch.from_numpy(users["user_id"].cast(pl.String).rank("dense").to_numpy().astype(np.int64) - 1)
+    return replace(data, splits={**data.splits, WARM_SPLIT: replace(data.splits[WARM_SPLIT], user_index=identity)})
+
+
 def evaluate_dataset(dataset: str, data: TaskData, tasks: Bundle, groups: Bundle, grid: SearchGrid = SearchGrid()) -> DatasetReferences:
     """Tune, fit and score every reference on one dataset, once per available protocol."""
+    data = with_warm_identities(data, tasks)
     user_frames, rows, tuning, settings, seconds = [], [], [], {}, {}
     no_lr = np.full(len(data.splits["test"]), np.nan)
     for protocol in available_protocols(data):

@@ -30,17 +30,18 @@ Shapes: R fitting ratings, U evaluated users, S support / Q query slots, N item 
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from models import metrics as M
-from models.tasks import TaskData, TaskSplit
+from models.tasks import WARM_SPLIT, TaskData, TaskSplit
 
 REFERENCES = ("global_mean", "item_mean", "user_item_bias", "mf", "item_knn")
 TUNED_REFERENCES = ("user_item_bias", "mf", "item_knn")
-PROTOCOL_SPLITS: dict[str, tuple[str, ...]] = {"paper": ("train",), "production": ("train", "warm")}
+PROTOCOL_SPLITS: dict[str, tuple[str, ...]] = {"paper": ("train",), "production": ("train", WARM_SPLIT)}
 DEFAULT_PROTOCOL = "paper"
 # Bounds the dense (query items x support items) similarity blocks of item-kNN to ~64 MB each.
 KNN_BLOCK_ENTRIES = 8_000_000
@@ -131,20 +132,26 @@ def available_protocols(data: TaskData) -> list[str]:
 
 
 def fitting_ratings(data: TaskData, splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL]) -> Ratings:
-    """Every support and query rating of the users of `splits` (never validation or test users)."""
+    """Every support and query rating of the users of `splits` (never validation or test users).
+
+    Tasks of one split with the same identity (`TaskSplit.keys()`, e.g. the chunks of one warm
+    user's history) are one fitting user: their ratings share a user bias, factor and
+    neighbourhood, as a real system would hold one history per user.
+    """
     forbidden = {"val", "test"} & set(splits)
     if forbidden:
         raise ValueError(f"references never fit on {', '.join(sorted(forbidden))} users; asked for splits {splits}")
     users, items, labels, offset = [], [], [], 0
     for name in splits:
         split = data.splits[name]
+        _, identity = np.unique(split.keys().numpy(), return_inverse=True)  # (U,) 0..n_users-1
         for part in ("support", "query"):
             mask = getattr(split, f"{part}_mask").numpy()
-            rows = np.broadcast_to(np.arange(len(split))[:, None], mask.shape)
+            rows = np.broadcast_to(identity.reshape(-1, 1), mask.shape)
             users.append(rows[mask] + offset)
             items.append(getattr(split, f"{part}_items").numpy()[mask])
             labels.append(getattr(split, f"{part}_labels").numpy()[mask])
-        offset += len(split)
+        offset += int(identity.max(initial=-1)) + 1
     return Ratings(np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64),
                    np.concatenate(labels).astype(np.float64), offset, int(data.items.fields.shape[0]))
 
@@ -389,21 +396,19 @@ def predict_knn(model: KNNModel, split: TaskSplit, config: KNNConfig) -> np.ndar
 
 def _in_user_chunks(split: TaskSplit, predict) -> np.ndarray:
     """Apply `predict` to chunks of users (bounded memory) and stack the (U, Q) outputs."""
-    import torch
-
-    parts = []
-    for start in range(0, len(split), KNN_USER_CHUNK):
-        index = torch.arange(start, min(start + KNN_USER_CHUNK, len(split)))
-        part = predict(_rows(split, index))
-        parts.append(part)
+    parts = [predict(_rows(split, index)) for index in _chunk_indices(len(split))]
     return np.concatenate(parts, 0) if parts else np.zeros(tuple(split.query_items.shape))
+
+
+def _chunk_indices(n: int) -> list[torch.Tensor]:
+    """Row indices of consecutive blocks of KNN_USER_CHUNK users."""
+    return [torch.arange(s, min(s + KNN_USER_CHUNK, n)) for s in range(0, n, KNN_USER_CHUNK)]
 
 
 def _rows(split: TaskSplit, index) -> TaskSplit:
     """The users `index` of `split`, keeping the padded widths (so outputs stack)."""
-    from dataclasses import fields
-
-    return TaskSplit(**{f.name: getattr(split, f.name)[index] for f in fields(split)})
+    values = {f.name: getattr(split, f.name) for f in fields(split)}
+    return TaskSplit(**{name: None if value is None else value[index] for name, value in values.items()})
 
 
 # -- all references: tuning on validation users, prediction ----------------------------------
@@ -455,12 +460,6 @@ def tune_settings(
     knn_preds = [np.concatenate([chunk[i] for chunk in chunks], 0) for i in range(len(knns))]
     knn = best("item_knn", knns, [validation_error(p, val, task, train_ctr) for p in knn_preds])
     return ReferenceSettings(bias, mf, knn), trials
-
-
-def _chunk_indices(n: int):
-    import torch
-
-    return [torch.arange(s, min(s + KNN_USER_CHUNK, n)) for s in range(0, n, KNN_USER_CHUNK)]
 
 
 def predict_reference(

@@ -275,3 +275,30 @@ def test_reference_eval_scores_both_protocols_on_the_same_test_users():
         (p, n) for p in ("paper", "production") for n in R.TUNED_REFERENCES)
     significance = metrics_bundle("references", result.user_frames, result.rows, ["tiny"]).frame("significance")
     assert set(significance["protocol"]) == {"paper", "production"}
+
+
+def test_chunks_of_one_warm_user_are_fitted_as_one_user():
+    import polars as pl
+
+    from assets.bundle import Bundle
+    from assets.reference_eval import with_warm_identities
+    from models.tasks import PROTOCOLS
+
+    assert tuple(R.PROTOCOL_SPLITS) == PROTOCOLS
+    train = split_of([([(1, 4.0)], [(2, 2.0)])])
+    # warm user "w1" in two chunks (items 1-2 and 3), "w2" in one
+    warm = split_of([([(1, 5.0)], [(2, 4.0)]), ([(3, 1.0)], [(4, 2.0)]), ([(1, 1.0)], [(3, 2.0)])])
+    data = data_of(4, train=train, warm=warm)
+    users = pl.DataFrame({"user_id": ["w1", "w1", "w2"], "chunk": [0, 1, 0], "user_row": [0, 1, 2]})
+    identified = with_warm_identities(data, Bundle(frames={"users__warm": users}))
+    ratings = R.fitting_ratings(identified, R.PROTOCOL_SPLITS["production"])
+    assert ratings.n_users == 3  # the training user, w1, w2
+    w1 = ratings.users[(ratings.labels == 5.0)][0]
+    assert sorted(ratings.items[ratings.users == w1].tolist()) == [1, 2, 3, 4]
+    # co-ratings across w1's chunks count: items 1 and 4 were rated by w1 only
+    knn = R.fit_item_knn(ratings, R.BiasConfig(1.0, 1.0))
+    _, common = R.pearson_baseline(knn, np.array([1]), np.array([4]))
+    assert common[0, 0] == 1
+    assert R.fitting_ratings(data, R.PROTOCOL_SPLITS["production"]).n_users == 4  # without identities: one per chunk
+    with pytest.raises(ValueError, match="2 rows for 3 warm tasks"):
+        with_warm_identities(data, Bundle(frames={"users__warm": users.head(2)}))
