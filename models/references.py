@@ -259,19 +259,24 @@ def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig) -> MFModel:
         raise ValueError(f"MF needs rank >= 1 and positive ridge strengths; got {config} and {bias}")
     mu = float(ratings.labels.mean())
     rng = np.random.default_rng(config.seed)
-    item_side = np.hstack([rng.normal(0.0, config.init_scale, (ratings.n_items, config.rank)), np.zeros((ratings.n_items, 1))])
-    by_user = _RatingLayout.of(ratings.users, ratings.items, ratings.n_users, ratings.n_items)
-    by_item = _RatingLayout.of(ratings.items, ratings.users, ratings.n_items, ratings.n_users)
+    initial = rng.normal(0.0, config.init_scale, (ratings.n_items, config.rank))
+    # Only items with fitting ratings take part (an unrated item's ridge solution is 0 anyway):
+    # Book-Crossing's item rows are half unrated.
+    used, items = np.unique(ratings.items, return_inverse=True)
+    item_side = np.hstack([initial[used], np.zeros((len(used), 1))])  # (n_used, k+1): [q_i, b_i]
+    by_user = _RatingLayout.of(ratings.users, items, ratings.n_users, len(used))
+    by_item = _RatingLayout.of(items, ratings.users, len(used), ratings.n_users)
     user_penalty = _ridge_penalty(config.rank, config.reg, bias.user_shrinkage)
     item_penalty = _ridge_penalty(config.rank, config.reg, bias.item_shrinkage)
-    ones_users = np.ones((ratings.n_users, 1))
-    ones_items = np.ones((ratings.n_items, 1))
+    ones_users, ones_items = np.ones((ratings.n_users, 1)), np.ones((len(used), 1))
     for _ in range(config.iterations):
-        target = ratings.labels - mu - item_side[ratings.items, -1]
+        target = ratings.labels - mu - item_side[items, -1]
         user_side = _als_step(by_user, target, np.hstack([item_side[:, :-1], ones_items]), user_penalty)
         target = ratings.labels - mu - user_side[ratings.users, -1]
         item_side = _als_step(by_item, target, np.hstack([user_side[:, :-1], ones_users]), item_penalty)
-    return MFModel(mu, item_side[:, -1].copy(), item_side[:, :-1].copy(), config.reg, bias.user_shrinkage)
+    item_bias, item_factors = np.zeros(ratings.n_items), np.zeros((ratings.n_items, config.rank))
+    item_bias[used], item_factors[used] = item_side[:, -1], item_side[:, :-1]
+    return MFModel(mu, item_bias, item_factors, config.reg, bias.user_shrinkage)
 
 
 def fold_in(model: MFModel, items: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
