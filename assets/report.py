@@ -15,8 +15,8 @@ import polars as pl
 
 from assets import paper
 from assets.bundle import Bundle
-from assets.plots import figure_png
 from assets.evaluation import with_protocol
+from assets.plots import figure_png
 from assets.report_tables import (
     best_baselines, group_table, markdown_group_table, markdown_paired, markdown_table2, paired_comparisons,
     seed_averaged_errors, table2,
