@@ -220,8 +220,9 @@ def production_block(t2: pl.DataFrame, t3: pl.DataFrame, significance: pl.DataFr
     return [
         "", "## Production protocol (warm users' ratings available for fitting)", "",
         "The same test users and query sets; the fitting data adds the warm users the paper's protocol drops.", "",
-        markdown_table2(other), "", markdown_group_table(t3.filter(pl.col("protocol") != DEFAULT_PROTOCOL), "method"), "",
-        markdown_paired(significance.filter(pl.col("protocol") != DEFAULT_PROTOCOL)),
+        "**As Table 2:**", "", markdown_table2(other), "",
+        "**As Table 3:**", "", markdown_group_table(t3.filter(pl.col("protocol") != DEFAULT_PROTOCOL), "method"), "",
+        "**Paired comparisons:**", "", markdown_paired(significance.filter(pl.col("protocol") != DEFAULT_PROTOCOL)),
     ]
 
 
