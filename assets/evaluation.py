@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from models import metrics as M
+from models.references import DEFAULT_PROTOCOL
 
 POPULATIONS = ("all", "major", "minor")
 USER_METRIC_COLUMNS = ("error", "mse", "ndcg@3", "ndcg@5", "auc", "nel", "logloss")
@@ -56,9 +57,14 @@ def aggregate(
 
 
 def minor_vs_major(user_metrics: pl.DataFrame) -> pl.DataFrame:
-    """Two-tailed Student t-test of per-user error, minor vs major, per dataset, method and seed."""
+    """Two-tailed Student t-test of per-user error, minor vs major, per dataset, protocol, method and seed.
+
+    Unpaired on purpose: the two samples are different users. Rows without a `protocol`
+    column count as the paper's protocol.
+    """
     rows = []
-    for (dataset, method, seed), part in user_metrics.group_by("dataset", "method", "seed", maintain_order=True):
+    frame = with_protocol(user_metrics)
+    for (dataset, protocol, method, seed), part in frame.group_by("dataset", "protocol", "method", "seed", maintain_order=True):
         errors = part["error"].to_numpy().astype(np.float64)
         group = part["group"].fill_null("").to_numpy()
         try:
@@ -66,13 +72,25 @@ def minor_vs_major(user_metrics: pl.DataFrame) -> pl.DataFrame:
         except ValueError:
             statistic, p_value = float("nan"), float("nan")
         means = {g: float(np.nanmean(errors[group == g])) if (group == g).any() else float("nan") for g in ("major", "minor")}
-        rows.append({"comparison": "minor_vs_major", "dataset": dataset, "method": method, "other": None,
-                     "seed": int(seed), "mean_a": means["minor"], "mean_b": means["major"],
-                     "statistic": float(statistic), "p_value": float(p_value)})
+        counted = np.isin(group, ("major", "minor")) & ~np.isnan(errors)
+        rows.append({"comparison": "minor_vs_major", "dataset": dataset, "protocol": protocol, "method": method, "other": None,
+                     "seed": int(seed), "test": "student_t", "n_users": int(counted.sum()), "mean_a": means["minor"],
+                     "mean_b": means["major"], "statistic": float(statistic), "p_value": float(p_value),
+                     "ci_low": None, "ci_high": None})
     return pl.DataFrame(rows, schema=SIGNIFICANCE_SCHEMA)
 
 
+def with_protocol(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with a `protocol` column, null or missing values meaning the paper's protocol."""
+    if "protocol" not in frame.columns:
+        return frame.with_columns(pl.lit(DEFAULT_PROTOCOL).alias("protocol"))
+    return frame.with_columns(pl.col("protocol").fill_null(DEFAULT_PROTOCOL))
+
+
+# One schema for the unpaired minor-vs-major rows and the paired method-vs-method rows.
+# mean_a/mean_b: mean per-user error of a and b; ci_low/ci_high: bootstrap interval of mean(a - b).
 SIGNIFICANCE_SCHEMA = {
-    "comparison": pl.String, "dataset": pl.String, "method": pl.String, "other": pl.String, "seed": pl.Int64,
-    "mean_a": pl.Float64, "mean_b": pl.Float64, "statistic": pl.Float64, "p_value": pl.Float64,
+    "comparison": pl.String, "dataset": pl.String, "protocol": pl.String, "method": pl.String, "other": pl.String,
+    "seed": pl.Int64, "test": pl.String, "n_users": pl.Int64, "mean_a": pl.Float64, "mean_b": pl.Float64,
+    "statistic": pl.Float64, "p_value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
 }

@@ -19,7 +19,7 @@ from assets.evaluation import aggregate, minor_vs_major, user_metrics_frame
 from models.checkpoint import flatten_state, unflatten_state
 from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict
 from models.network import NetworkConfig
-from models.references import training_labels
+from models.references import DEFAULT_PROTOCOL, training_labels
 from models.tasks import TaskData, task_data_from_tensors
 from models.training import EpochLog, TrainConfig, predict_split, train
 from models.settings import KNOBS, ChosenSettings, apply_params, chosen_settings
@@ -82,17 +82,21 @@ def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
 
 def score(
     dataset: str, method: str, seed: int, data: TaskData, tasks: Bundle, groups: Bundle,
-    pred: np.ndarray, lr_per_user: np.ndarray,
+    pred: np.ndarray, lr_per_user: np.ndarray, protocol: str = DEFAULT_PROTOCOL,
 ) -> tuple[pl.DataFrame, list[dict]]:
-    """Per-user and aggregate test metrics of one set of (U, Q) test predictions."""
+    """Per-user and aggregate test metrics of one set of (U, Q) test predictions.
+
+    `protocol` names the data the predictor was fitted on (models/references.py PROTOCOL_SPLITS).
+    """
     test = data.splits["test"]
     target, mask = test.query_labels.numpy(), test.query_mask.numpy()
     train_ctr = float(training_labels(data)[1].mean()) if data.task == "ctr" else None
     users, group_frame = tasks.frame("users__test"), groups.frame("groups")
     frame = user_metrics_frame(users, group_frame, pred, target, mask, lr_per_user, data.task, train_ctr)
-    frame = frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(method).alias("method"), pl.lit(seed, dtype=pl.Int64).alias("seed"))
+    frame = frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(protocol).alias("protocol"), pl.lit(method).alias("method"),
+                               pl.lit(seed, dtype=pl.Int64).alias("seed"))
     group_of_row = users.join(group_frame, on="user_id", how="left").sort("user_row")["group"].fill_null("").to_numpy()
-    rows = [{"dataset": dataset, "method": method, "seed": seed, **row}
+    rows = [{"dataset": dataset, "protocol": protocol, "method": method, "seed": seed, **row}
             for row in aggregate(pred, target, mask, group_of_row, data.task, train_ctr)]
     return frame, rows
 
@@ -100,10 +104,11 @@ def score(
 def evaluate_dataset(method: str, dataset: str, model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[list[pl.DataFrame], list[dict]]:
     """Per-user and aggregate test metrics of every seed of one dataset's model."""
     data = task_data_from_tensors(tasks.tensors, tasks.info)
+    protocol = model.info["train_config"].get("protocol", DEFAULT_PROTOCOL)  # the rows say what the model trained on
     user_frames, rows = [], []
     for seed in model.info["seeds"]:
         preds = predict_split(load_learner(model, data, seed), data, "test")
-        frame, aggregates = score(dataset, method, seed, data, tasks, groups, preds.pred, preds.lr_per_user)
+        frame, aggregates = score(dataset, method, seed, data, tasks, groups, preds.pred, preds.lr_per_user, protocol)
         user_frames.append(frame)
         rows += aggregates
     return user_frames, rows

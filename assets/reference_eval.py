@@ -1,46 +1,151 @@
-"""Asset `reference_eval`: the reference rows (global mean, item mean, user + item bias).
+"""Asset `reference_eval`: the reference rows a practitioner tries first.
 
-Scored on exactly the test users' query sets the meta-learners are scored on, and written
-to the same `user_metrics`, `metrics` and `significance` tables (method `ref_<name>`).
+Global mean, item mean, user + item bias, biased MF with fold-in and item-kNN
+(models/references.py), each tuned on validation users and scored on exactly the test
+users' query sets the meta-learners are scored on. Rows go to the same `user_metrics`,
+`metrics` and `significance` tables (method `ref_<name>`), once per protocol the task data
+allows: "paper" (fitted on training users) always, "production" (training + warm users)
+when the tasks hold a warm split.
 """
 
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+
 import numpy as np
+import polars as pl
+import torch
 
 from assets.bundle import Bundle
 from assets.method_assets import metrics_bundle, score
-from models.references import REFERENCES, clip_for_task, predict_reference
-from models.tasks import task_data_from_tensors
+from models.references import (
+    REFERENCES, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_reference, protocol_splits,
+    tune_settings,
+)
+from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors
 
-REFERENCE_SEED = 0  # deterministic predictors: one "seed"
+REFERENCE_SEED = 0  # deterministic predictors (MF's initial factors use MFConfig.seed): one "seed"
 
 
-def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle]) -> Bundle:
-    """Every reference on every dataset that has tasks and groups."""
-    user_frames, rows, evaluated = [], [], []
-    for dataset in sorted(set(tasks) & set(groups)):
-        data = task_data_from_tensors(tasks[dataset].tensors, tasks[dataset].info)
-        test = data.splits["test"]
-        for name in REFERENCES:
-            pred = clip_for_task(predict_reference(name, data, test), data.task)
-            no_lr = np.full(len(test), np.nan)
-            frame, aggregates = score(dataset, f"ref_{name}", REFERENCE_SEED, data, tasks[dataset], groups[dataset], pred, no_lr)
+@dataclass(frozen=True)
+class ProtocolReferences:
+    """One dataset and protocol: the tuned settings, the validation trials and the test predictions."""
+
+    settings: ReferenceSettings
+    trials: list[dict]  # reference, setting, val_error per tried setting
+    predictions: dict[str, np.ndarray]  # reference name -> (U, Q) test predictions
+    seconds: dict[str, float]  # wall-clock seconds: "tuning" and each reference's fit + prediction
+
+
+def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid()) -> ProtocolReferences:
+    """Tune on validation users, then fit each reference on the protocol's splits and predict test users."""
+    splits = protocol_splits(data, protocol)
+    start = time.perf_counter()
+    settings, trials = tune_settings(data, splits, grid)
+    seconds = {"tuning": time.perf_counter() - start}
+    predictions = {}
+    for name in REFERENCES:
+        start = time.perf_counter()
+        predictions[name] = clip_for_task(predict_reference(name, data, data.splits["test"], settings, splits), data.task)
+        seconds[name] = time.perf_counter() - start
+    return ProtocolReferences(settings, trials, predictions, seconds)
+
+
+@dataclass(frozen=True)
+class DatasetReferences:
+    """Scored reference rows of one dataset under every protocol its task data allows."""
+
+    user_frames: list[pl.DataFrame]
+    rows: list[dict]  # `metrics` rows
+    tuning: list[dict]  # TUNING_SCHEMA rows
+    settings: dict[str, dict]  # protocol -> chosen settings
+    seconds: dict[str, dict[str, float]]  # protocol -> wall-clock seconds
+
+
+def with_warm_identities(data: TaskData, tasks: Bundle) -> TaskData:
+    """The warm split with one identity per warm user (its tasks are chunks of one history).
+
+    `users__warm` (user_id, chunk, user_row) of the `meta_tasks` bundle says whose chunk each
+    task is; the references then fit each warm user once, with all of its ratings.
+    """
+    if WARM_SPLIT not in data.splits or f"users__{WARM_SPLIT}" not in tasks.frames:
+        return data
+    users = tasks.frame(f"users__{WARM_SPLIT}").sort("user_row")
+    if users.height != len(data.splits[WARM_SPLIT]):
+        raise ValueError(f"users__{WARM_SPLIT} has {users.height} rows for {len(data.splits[WARM_SPLIT])} warm tasks")
+    identity = torch.from_numpy(users["user_id"].cast(pl.String).rank("dense").to_numpy().astype(np.int64) - 1)
+    return replace(data, splits={**data.splits, WARM_SPLIT: replace(data.splits[WARM_SPLIT], user_index=identity)})
+
+
+def evaluate_dataset(dataset: str, data: TaskData, tasks: Bundle, groups: Bundle, grid: SearchGrid = SearchGrid()) -> DatasetReferences:
+    """Tune, fit and score every reference on one dataset, once per available protocol."""
+    data = with_warm_identities(data, tasks)
+    user_frames, rows, tuning, settings, seconds = [], [], [], {}, {}
+    no_lr = np.full(len(data.splits["test"]), np.nan)
+    for protocol in available_protocols(data):
+        fitted = fit_protocol(data, protocol, grid)
+        for name, pred in fitted.predictions.items():
+            frame, aggregates = score(dataset, f"ref_{name}", REFERENCE_SEED, data, tasks, groups, pred, no_lr, protocol)
             user_frames.append(frame)
             rows += aggregates
-        evaluated.append(dataset)
-    return metrics_bundle("references", user_frames, rows, evaluated)
+        settings[protocol] = fitted.settings.as_dict()
+        tuning += tuning_rows(dataset, protocol, fitted)
+        seconds[protocol] = {k: round(v, 2) for k, v in fitted.seconds.items()}
+    return DatasetReferences(user_frames, rows, tuning, settings, seconds)
+
+
+def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], grid: SearchGrid = SearchGrid()) -> tuple[Bundle, dict]:
+    """Every reference on every dataset that has tasks and groups, under every available protocol.
+
+    Returns the bundle (user_metrics, metrics, significance, and `tuning`: every validation
+    trial with `chosen` marking the settings used; info["settings"] by dataset and protocol)
+    and the wall-clock seconds by dataset and protocol (kept out of the bundle, so that its
+    content hash does not change on rerun).
+    """
+    results = {dataset: evaluate_dataset(dataset, task_data_from_tensors(tasks[dataset].tensors, tasks[dataset].info),
+                                         tasks[dataset], groups[dataset], grid)
+               for dataset in sorted(set(tasks) & set(groups))}
+    scored = metrics_bundle("references", [f for r in results.values() for f in r.user_frames],
+                            [row for r in results.values() for row in r.rows], list(results))
+    tuning = pl.DataFrame([row for r in results.values() for row in r.tuning], schema=TUNING_SCHEMA)
+    bundle = Bundle(frames={**scored.frames, "tuning": tuning},
+                    info={**scored.info, "settings": {d: r.settings for d, r in results.items()}})
+    return bundle, {d: r.seconds for d, r in results.items()}
+
+
+TUNING_SCHEMA = {"dataset": pl.String, "protocol": pl.String, "reference": pl.String, "setting": pl.String,
+                 "val_error": pl.Float64, "chosen": pl.Boolean}
+
+
+def tuning_rows(dataset: str, protocol: str, fitted: ProtocolReferences) -> list[dict]:
+    """The validation trials as rows; `setting` is JSON, `chosen` marks the setting that was used."""
+    used = {"user_item_bias": fitted.settings.bias, "mf": fitted.settings.mf, "item_knn": fitted.settings.knn}
+    rows = []
+    for trial in fitted.trials:
+        setting = trial["setting"]
+        is_chosen = setting == asdict(used[trial["reference"]])
+        rows.append({"dataset": dataset, "protocol": protocol, "reference": trial["reference"],
+                     "setting": json.dumps(setting, sort_keys=True), "val_error": trial["val_error"], "chosen": is_chosen})
+    return rows
 
 
 # -- Dagster asset -------------------------------------------------------------------------
 import dagster as dg  # noqa: E402
 
-from pipelines.outputs import bundle_output  # noqa: E402
+from pipelines.outputs import bundle_output, markdown_table  # noqa: E402
 
 
 @dg.asset(
-    group_name="evaluation", kinds={"numpy", "duckdb"}, code_version="1",
+    group_name="evaluation", kinds={"numpy", "duckdb"}, code_version="2",
     ins={"tasks": dg.AssetIn("meta_tasks"), "groups": dg.AssetIn("user_groups")},
-    description="Reference rows a practitioner tries first (global mean, item mean, user+item bias) on the same query sets.",
+    description="Reference rows (global/item mean, user+item bias, biased MF, item-kNN), tuned on validation users, on the same query sets.",
 )
-def reference_eval(tasks: dict, groups: dict) -> dg.Output[Bundle]:
-    bundle = evaluate_references(tasks, groups)
-    return bundle_output(bundle, datasets_evaluated=", ".join(bundle.info["datasets"]) or "none")
+def reference_eval(context: dg.AssetExecutionContext, tasks: dict, groups: dict) -> dg.Output[Bundle]:
+    bundle, seconds = evaluate_references(tasks, groups)
+    for dataset, per_protocol in seconds.items():
+        for protocol, timing in per_protocol.items():
+            context.log.info(f"references on {dataset} ({protocol}): {bundle.info['settings'][dataset][protocol]}; seconds {timing}")
+    chosen = bundle.frame("tuning").filter(pl.col("chosen")).drop("chosen")
+    return bundle_output(bundle, datasets_evaluated=", ".join(bundle.info["datasets"]) or "none",
+                         chosen_settings=dg.MetadataValue.json(bundle.info["settings"]),
+                         validation_choice=markdown_table(chosen), seconds=dg.MetadataValue.json(seconds))

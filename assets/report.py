@@ -4,7 +4,9 @@ Writes `PAML_HOME/reports/report.md` and its PNGs (atomically replacing the prev
 report), puts the same content in Dagster metadata (plots embedded, so nothing links to a
 file the UI cannot reach), and stores the tables so that the DuckDB views `table2`,
 `table3`, `table4` return the same numbers. A provenance header says which runs, code,
-seeds, device and data files the numbers come from.
+seeds, device and data files the numbers come from. The paper's tables, the paired
+comparisons and the plots show the paper's protocol; rows fitted under another protocol
+(the production protocol: warm users' ratings too) get their own, labelled block.
 """
 
 import os
@@ -20,13 +22,16 @@ import polars as pl
 
 from assets import paper
 from assets.bundle import Bundle
+from assets.evaluation import with_protocol
 from assets.markdown import markdown_table
 from assets.plots import embedding_map, error_boxplots, lr_histograms, validation_curves
 from assets.report_tables import (
-    BASELINES, ERROR_NAMES, METRICS, PAML_METHODS, best_baselines, dataset_name, gamma_label, group_table, in_report_order,
-    markdown_group_table, markdown_table2, method_name, no_dataset_line, seed_averaged_errors, table2, vs_best_baseline,
+    BASELINES, ERROR_NAMES, METRICS, PAIRED_REFERENCES, PAML_METHODS, best_baselines, dataset_name, gamma_label,
+    group_table, in_report_order, markdown_group_table, markdown_paired, markdown_table2, method_name, no_dataset_line,
+    paired_comparisons, seed_averaged_errors, table2,
 )
-from models.references import REFERENCES
+from models.metrics import BOOTSTRAP_RESAMPLES
+from models.references import DEFAULT_PROTOCOL, REFERENCES
 
 
 def test_embeddings(model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[np.ndarray, np.ndarray]:
@@ -58,33 +63,45 @@ def table1(groups: dict[str, Bundle]) -> pl.DataFrame:
 
 
 def ablation_table(ablations: dict[str, Bundle], user_metrics: pl.DataFrame) -> pl.DataFrame:
-    """Table 4: REG-PAML per gamma, plus PAML, AT-PAML and the reference rows from their own evaluations."""
+    """Table 4: REG-PAML per gamma, plus PAML, AT-PAML and the reference rows from their own evaluations
+    (the paper's protocol only, as the paper's table)."""
     frames = [b.frame("user_metrics").with_columns(
                   pl.col("gamma").replace_strict({g: gamma_label(g) for g in b.info["gammas"]}, return_dtype=pl.String).alias("variant"))
               for b in ablations.values() if b.frame("user_metrics").height]
     # The reference rows come along so that every table shows what a plain predictor gets.
     others = ["paml", "at_paml", *(f"ref_{name}" for name in REFERENCES)]
     frames.append(user_metrics.filter(pl.col("method").is_in(others)).with_columns(pl.col("method").alias("variant")))
-    combined = pl.concat([f.select("dataset", "variant", "seed", "user_id", "group", "error") for f in frames], how="vertical_relaxed")
-    return in_report_order(group_table(combined, label="variant"), "variant")
+    combined = pl.concat([with_protocol(f).select("dataset", "protocol", "variant", "seed", "user_id", "group", "error")
+                          for f in frames], how="vertical_relaxed")
+    return in_report_order(group_table(paper_rows(combined), label="variant"), "variant")
+
+
+def paper_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the paper's protocol (the paper's tables show nothing else)."""
+    return frame.filter(pl.col("protocol") == DEFAULT_PROTOCOL) if "protocol" in frame.columns else frame
 
 
 # The columns the report reads, so that a report with no evaluations at all still renders (and says so).
-EMPTY_USER_METRICS = pl.DataFrame(schema={"dataset": pl.String, "method": pl.String, "seed": pl.Int64, "user_id": pl.String,
-                                          "group": pl.String, "error": pl.Float64, "lr": pl.Float64})
-EMPTY_METRICS = pl.DataFrame(schema={"dataset": pl.String, "method": pl.String, "seed": pl.Int64, "population": pl.String,
-                                     "metric": pl.String, "value": pl.Float64})
+EMPTY_USER_METRICS = pl.DataFrame(schema={"dataset": pl.String, "protocol": pl.String, "method": pl.String, "seed": pl.Int64,
+                                          "user_id": pl.String, "group": pl.String, "error": pl.Float64, "lr": pl.Float64})
+EMPTY_METRICS = pl.DataFrame(schema={"dataset": pl.String, "protocol": pl.String, "method": pl.String, "seed": pl.Int64,
+                                     "population": pl.String, "metric": pl.String, "value": pl.Float64})
 
 
 def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict[str, Bundle],
                  tasks: dict[str, Bundle], models: dict[str, dict[str, Bundle]]) -> tuple[Bundle, dict[str, bytes]]:
-    """All tables and plots; returns (bundle of tables, PNG files by name)."""
-    user_metrics = pl.concat([EMPTY_USER_METRICS, *(e.frame("user_metrics") for e in evals if e.frame("user_metrics").height)],
-                             how="diagonal_relaxed")
-    metrics = pl.concat([EMPTY_METRICS, *(e.frame("metrics") for e in evals if e.frame("metrics").height)], how="diagonal_relaxed")
-    errors = seed_averaged_errors(user_metrics)
-    significance = vs_best_baseline(errors, best_baselines(metrics))
-    t1, t2, t3 = table1(groups), table2(metrics, significance), group_table(user_metrics)
+    """All tables and plots; returns (bundle of tables, PNG files by name).
+
+    Tables 2-3 and the paired comparisons keep every protocol (`protocol` among their keys);
+    Table 4 and the plots show the paper's protocol.
+    """
+    all_user_metrics = with_protocol(pl.concat(
+        [EMPTY_USER_METRICS, *(e.frame("user_metrics") for e in evals if e.frame("user_metrics").height)], how="diagonal_relaxed"))
+    metrics = with_protocol(pl.concat([EMPTY_METRICS, *(e.frame("metrics") for e in evals if e.frame("metrics").height)],
+                                      how="diagonal_relaxed"))
+    significance = paired_comparisons(seed_averaged_errors(all_user_metrics), best_baselines(metrics))
+    t1, t2, t3 = table1(groups), table2(metrics, significance), group_table(all_user_metrics)
+    user_metrics = paper_rows(all_user_metrics)
     t4 = ablation_table(ablations, user_metrics)
     histories = pl.concat([b.frame("history").with_columns(pl.lit(d).alias("dataset"))
                            for per_dataset in models.values() for d, b in per_dataset.items()], how="diagonal_relaxed") \
@@ -152,26 +169,43 @@ READING_GUIDE = [
     "## How to read it", "",
     "- Mean ± sd over seeds (no ± for a single seed or a deterministic reference row). ↓ lower is better, ↑ higher is better. **Bold**: best in its column "
     "(reference rows included). `*`: a PAML method better than the best baseline "
-    f"({', '.join(method_name(m) for m in BASELINES)}) by a two-tailed t-test of per-user error "
-    "(averaged over seeds), p < 0.05. `(paper x)`: the paper's value.",
+    f"({', '.join(method_name(m) for m in BASELINES)}) by a two-tailed paired t-test of per-user error "
+    "(averaged over seeds; the same test users), p < 0.05. `(paper x)`: the paper's value.",
     f"- Per-user error: {ERROR_NAMES['rating']} on the rating datasets, {ERROR_NAMES['ctr']} on clicks. "
     f"{METRICS['nel'].label}: log-loss / entropy of the training click rate (He et al. 2014), "
     "averaged over users weighted by impressions.",
-    "- Reference predictors are not in the paper: they are scored on the same test users and query sets and "
-    "listed apart, under their own heading, below the paper's methods.",
+    "- Reference predictors are not in the paper: they are scored on the same test users and query sets, "
+    "tuned on validation users, and listed apart, under their own heading, below the paper's methods.",
+    "- Protocol: Tables 1-4, the paired comparisons and the plots follow the paper's protocol (fitting on the "
+    "training users only). Rows fitted with the warm users' ratings too (the production protocol) are in "
+    "their own block at the end, labelled as such, never mixed with the paper's rows.",
     "- — : no results; the line under the table names what is missing and the commands that make it.",
 ]
 
 
+PAIRED_INTRO = (
+    "Per-user error of every method against the best baseline and against each classic reference "
+    f"({', '.join(method_name(r) for r in PAIRED_REFERENCES)}), over the same test users: the mean error "
+    "difference, row minus column (negative: the row is better), its 95% paired bootstrap interval "
+    f"({BOOTSTRAP_RESAMPLES:,} resamples of test users) and the two-tailed paired t-test p-value; **bold**: "
+    "p < 0.05. Per-user errors are averaged over seeds first."
+)
+
+
 def render_markdown(tables: Bundle, pngs: dict[str, bytes], header: str, image: Callable[[str, bytes], str],
                     datasets: Sequence[str], expected: Sequence[str]) -> str:
-    """The report as Markdown; `image(name, png)` writes one plot (a file link, or an embedded copy)."""
-    t1, t2, t3, t4 = (tables.frame(f"table{i}") for i in range(1, 5))
+    """The report as Markdown; `image(name, png)` writes one plot (a file link, or an embedded copy).
+
+    The paper's tables and the paired comparisons show the paper's protocol; the production block
+    (only when such rows exist) follows the plots.
+    """
+    t1, t4 = tables.frame("table1"), tables.frame("table4")
+    t2, t3, significance = (tables.frame(name) for name in ("table2", "table3", "significance"))
     t1_blocks = [markdown_table(t1.filter(pl.col("dataset").is_in(datasets)).select(
         pl.col("dataset").replace_strict({d: dataset_name(d) for d in datasets}, return_dtype=pl.String),
         pl.col("item").alias("statistic"), "ours", "paper"))] if t1.height else []
     t1_blocks += [no_dataset_line(d, "user groups") for d in datasets if d not in set(t1["dataset"])]
-    with_results = set(t2["dataset"]) if t2.height else set()
+    with_results = set(paper_rows(t2)["dataset"])
     ablated = {d for d, v in t4.select("dataset", "variant").iter_rows() if v.startswith("reg_paml (")} if t4.height else set()
     no_ablation = [f"No gamma ablation for {d}; build it: `.venv/bin/dagster asset materialize -m pipelines "
                    f"--select reg_paml_gamma_ablation --partition {d}`, then `evaluation_job`."
@@ -185,9 +219,11 @@ def render_markdown(tables: Bundle, pngs: dict[str, bytes], header: str, image: 
         "predictors the paper does not have.", "",
         header, "", *READING_GUIDE, "",
         "## Table 1: feature concentration and group shares", "", "\n\n".join(t1_blocks), "",
-        "## Table 2: methods by dataset and metric", "", markdown_table2(t2, datasets, expected), "",
+        "## Table 2: methods by dataset and metric", "", markdown_table2(paper_rows(t2), datasets, expected), "",
         "## Table 3: major vs minor users (per-user error; two-tailed t-test, minor vs major)", "",
-        markdown_group_table(t3, "method", datasets, expected, paper.TABLE3_ML), "",
+        markdown_group_table(paper_rows(t3), "method", datasets, expected, paper.TABLE3_ML), "",
+        "## Paired comparisons (per-user error, same test users)", "", PAIRED_INTRO, "",
+        markdown_paired(paper_rows(significance), datasets), "",
         "## Table 4: REG-PAML's gamma ablation, PAML, AT-PAML and the reference rows", "",
         markdown_group_table(t4, "variant", datasets, [m for m in expected if m in TABLE4_METHODS or m.startswith("ref_")],
                              table4_paper, what="ablation"),
@@ -201,7 +237,28 @@ def render_markdown(tables: Bundle, pngs: dict[str, bytes], header: str, image: 
         if names:
             sections += [f"### {dataset_name(dataset)} (`{dataset}`)", ""]
             sections += [f"{PLOT_CAPTIONS[n.removesuffix(f'_{dataset}.png')]}\n\n{image(n, pngs[n])}\n" for n in names]
+    sections += production_block(t2, t3, significance, datasets)
     return "\n".join(sections) + "\n"
+
+
+def production_block(t2: pl.DataFrame, t3: pl.DataFrame, significance: pl.DataFrame, datasets: Sequence[str]) -> list[str]:
+    """The rows fitted with the warm users too, as Tables 2-3 and the paired comparisons, under
+    their own heading (nothing when there are none). One protocol besides the paper's is known
+    (models/references.py PROTOCOL_SPLITS); each gets its own block should there be more."""
+    blocks = []
+    for protocol in sorted(set(t2["protocol"]) - {DEFAULT_PROTOCOL}):
+        t2_rows, t3_rows, paired = (frame.filter(pl.col("protocol") == protocol) for frame in (t2, t3, significance))
+        shown = [d for d in datasets if d in set(t2_rows["dataset"])]
+        blocks += [
+            f"## {protocol.capitalize()} protocol (warm users' ratings available for fitting)", "",
+            f"Rows with `protocol = '{protocol}'` in the DuckDB views. The same test users and query sets as above; the "
+            "fitting data adds the warm users the paper's protocol drops. Only the rows fitted this way are listed "
+            "(no line for the methods that were not); `*`, bold and the paired tests compare them with each other only.", "",
+            f"### As Table 2 ({protocol} protocol)", "", markdown_table2(t2_rows, shown, ()), "",
+            f"### As Table 3 ({protocol} protocol)", "", markdown_group_table(t3_rows, "method", shown, ()), "",
+            f"### Paired comparisons ({protocol} protocol)", "", markdown_paired(paired, shown), "",
+        ]
+    return blocks
 
 
 def write_report(directory: Path, text: str, pngs: dict[str, bytes]) -> Path:
@@ -302,7 +359,8 @@ def gather_provenance(store: LineageStore, run_id: str, models: dict[str, dict[s
     group_name="report", kinds={"markdown", "duckdb"}, code_version="1",
     ins={**EVAL_INPUTS, **MODEL_INPUTS, "ablation": dg.AssetIn("reg_paml_gamma_ablation"),
          "groups": dg.AssetIn("user_groups"), "tasks": dg.AssetIn("meta_tasks")},
-    description="The paper's Tables 1-4 with reference rows, t-tests and plots: Markdown + PNG under PAML_HOME/reports.",
+    description="The paper's Tables 1-4 with reference rows, paired tests, plots and a production-protocol block: "
+                "Markdown + PNG under PAML_HOME/reports.",
 )
 def report(context: dg.AssetExecutionContext, paml: PamlResource, ablation: dict, groups: dict, tasks: dict,
            **inputs) -> dg.Output[Bundle]:

@@ -1,10 +1,14 @@
 """The paper's tables computed from our evaluation frames (pure polars/scipy), and their Markdown.
 
-Table 2: every method and reference row, by dataset and metric, mean +- sd over seeds,
-best marked, `*` where a PAML method beats the best baseline significantly. Table 3: error
-of major vs minor users and the t-test p-value. Table 4: REG-PAML's gamma ablation.
-Per-user errors are averaged over seeds before a t-test (the users are the samples).
-Frames keep the code names (`reg_paml`, `ref_item_mean`); the Markdown shows the paper's.
+Table 2: every method and reference row, by dataset, protocol and metric, mean +- sd over
+seeds, best marked, `*` where a PAML method beats the best baseline by a paired t-test.
+Table 3: error of major vs minor users and the (unpaired) t-test p-value. Table 4: REG-PAML's
+gamma ablation. Paired comparisons: every method against the best baseline and the classic
+references. Per-user errors are averaged over seeds before a test (the users are the samples).
+Every frame keeps a `protocol` column ('paper' or 'production', models/references.py
+PROTOCOL_SPLITS) among its keys, so the two protocols are never averaged together; one
+Markdown table shows one protocol. Frames keep the code names (`reg_paml`, `ref_item_mean`);
+the Markdown shows the paper's.
 """
 
 from collections.abc import Sequence
@@ -15,8 +19,11 @@ import polars as pl
 from scipy import stats
 
 from assets import paper
+from assets.evaluation import SIGNIFICANCE_SCHEMA, with_protocol
 from assets.markdown import markdown_table
 from assets.specs import SPECS
+from models import metrics as M
+from models.references import DEFAULT_PROTOCOL, PROTOCOL_SPLITS
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,11 @@ DATASET_NAMES = {"movielens": "MovieLens-1M", "bookcrossing": "Book-Crossing", "
 # The per-user error behind Tables 3-4, the box plots and the t-tests (assets/evaluation.py).
 ERROR_NAMES = {"rating": "MSE", "ctr": "log-loss"}
 SIGNIFICANCE_LEVEL = 0.05
+# The classic references every method is paired against (issue 9 item 7, issue 15).
+PAIRED_REFERENCES = ("ref_user_item_bias", "ref_mf", "ref_item_knn")
+BOOTSTRAP_SEED = 0
+# Protocols in report order: the paper's first (its tables), then the others (their own block).
+PROTOCOL_ORDER = {protocol: i for i, protocol in enumerate([DEFAULT_PROTOCOL, *(p for p in PROTOCOL_SPLITS if p != DEFAULT_PROTOCOL)])}
 
 
 def method_name(code: str) -> str:
@@ -110,70 +122,99 @@ def rank_of(labels: Sequence[str]) -> dict[str, int]:
     return {label: i for i, label in enumerate(variant_order(labels))}
 
 
+def protocol_rank() -> pl.Expr:
+    """The `protocol` column's position in report order (the paper's first; unknown ones last)."""
+    return pl.col("protocol").replace_strict(PROTOCOL_ORDER, default=len(PROTOCOL_ORDER), return_dtype=pl.Int64)
+
+
 def in_report_order(frame: pl.DataFrame, label: str) -> pl.DataFrame:
-    """Rows by dataset, then `label` in report order (so SQL views list them as the report does)."""
-    return frame.sort("dataset", pl.col(label).replace_strict(rank_of(frame[label]), return_dtype=pl.Int64))
+    """Rows by dataset, protocol (the paper's first), then `label` in report order (so SQL views
+    list them as the report does)."""
+    keys = ["dataset", protocol_rank()] if "protocol" in frame.columns else ["dataset"]
+    return frame.sort(*keys, pl.col(label).replace_strict(rank_of(frame[label]), return_dtype=pl.Int64))
 
 
 def seed_averaged_errors(user_metrics: pl.DataFrame) -> pl.DataFrame:
-    """One row per (dataset, method, user): error averaged over seeds, with the user's group."""
-    return user_metrics.group_by("dataset", "method", "user_id").agg(
+    """One row per (dataset, protocol, method, user): error averaged over seeds, with the user's group."""
+    return with_protocol(user_metrics).group_by("dataset", "protocol", "method", "user_id").agg(
         pl.col("error").mean(), pl.col("group").first(), pl.col("lr").mean()
     )
 
 
-def best_baselines(metrics: pl.DataFrame) -> dict[str, str]:
-    """Per dataset, the baseline (MeLU, Meta-SGD, transfer) with the lowest mean primary error."""
+def best_baselines(metrics: pl.DataFrame) -> dict[tuple[str, str], str]:
+    """Per (dataset, protocol), the baseline (MeLU, Meta-SGD, transfer) with the lowest mean primary error."""
     primary = (
-        metrics.filter((pl.col("population") == "all") & pl.col("metric").is_in(["mse", "nel"])
-                       & pl.col("method").is_in(BASELINES))
-        .group_by("dataset", "method").agg(mean=pl.col("value").mean())
+        with_protocol(metrics)
+        .filter((pl.col("population") == "all") & pl.col("metric").is_in(["mse", "nel"]) & pl.col("method").is_in(BASELINES))
+        .group_by("dataset", "protocol", "method").agg(mean=pl.col("value").mean())
     )
-    return {d: part.sort("mean", "method")["method"][0] for (d,), part in primary.group_by("dataset")}
+    return {(d, p): part.sort("mean", "method")["method"][0] for (d, p), part in primary.group_by("dataset", "protocol")}
 
 
-def vs_best_baseline(errors: pl.DataFrame, best: dict[str, str]) -> pl.DataFrame:
-    """Two-tailed t-test of per-user error: each method against its dataset's best baseline."""
+def paired_comparisons(errors: pl.DataFrame, best: dict[tuple[str, str], str], seed: int = BOOTSTRAP_SEED) -> pl.DataFrame:
+    """Paired t-test and bootstrap interval of per-user error: every method against the best
+    baseline (`vs_best_baseline`) and against each classic reference (`vs_reference`).
+
+    `errors` holds one seed-averaged error per (dataset, protocol, method, user); pairs are
+    the same test users under the same protocol. mean_a/mean_b are the two methods' mean
+    errors over the paired users; ci_low/ci_high bound mean(a - b).
+    """
     rows = []
-    for (dataset, method), part in errors.group_by("dataset", "method", maintain_order=True):
-        baseline = best.get(dataset)
-        if baseline is None or method == baseline:
-            continue
-        other = errors.filter((pl.col("dataset") == dataset) & (pl.col("method") == baseline))["error"].drop_nulls()
-        mine = part["error"].drop_nulls()
-        statistic, p_value = stats.ttest_ind(mine.to_numpy(), other.to_numpy()) if len(mine) > 1 and len(other) > 1 else (np.nan, np.nan)
-        rows.append({"comparison": "vs_best_baseline", "dataset": dataset, "method": method, "other": baseline,
-                     "seed": None, "mean_a": float(mine.mean()), "mean_b": float(other.mean()),
-                     "statistic": float(statistic), "p_value": float(p_value)})
-    return pl.DataFrame(rows, schema={"comparison": pl.String, "dataset": pl.String, "method": pl.String, "other": pl.String,
-                                      "seed": pl.Int64, "mean_a": pl.Float64, "mean_b": pl.Float64,
-                                      "statistic": pl.Float64, "p_value": pl.Float64})
+    for (dataset, protocol), part in errors.group_by("dataset", "protocol", maintain_order=True):
+        by_method = {m: frame.select("user_id", "error") for (m,), frame in part.group_by("method", maintain_order=True)}
+        baseline = best.get((dataset, protocol))
+        others = ([("vs_best_baseline", baseline)] if baseline in by_method else []) + \
+            [("vs_reference", r) for r in PAIRED_REFERENCES if r in by_method]
+        for method in method_order(by_method):
+            for comparison, other in others:
+                if other == method:
+                    continue
+                pairs = by_method[method].join(by_method[other], on="user_id", suffix="_other").drop_nulls()
+                a, b = pairs["error"].to_numpy(), pairs["error_other"].to_numpy()
+                try:
+                    statistic, p_value = M.paired_ttest(a, b)
+                    ci_low, ci_high = M.paired_bootstrap_ci(a, b, seed)
+                except ValueError:  # fewer than two paired users
+                    statistic = p_value = ci_low = ci_high = float("nan")
+                rows.append({"comparison": comparison, "dataset": dataset, "protocol": protocol, "method": method,
+                             "other": other, "seed": None, "test": "paired_t", "n_users": len(a),
+                             "mean_a": float(a.mean()) if len(a) else float("nan"),
+                             "mean_b": float(b.mean()) if len(b) else float("nan"),
+                             "statistic": statistic, "p_value": p_value, "ci_low": ci_low, "ci_high": ci_high})
+    frame = pl.DataFrame(rows, schema=SIGNIFICANCE_SCHEMA)
+    return frame.sort("dataset", protocol_rank(), pl.col("method").replace_strict(rank_of(frame["method"]), return_dtype=pl.Int64),
+                      "comparison", pl.col("other").replace_strict(rank_of(frame["other"]), return_dtype=pl.Int64))
 
 
 def table2(metrics: pl.DataFrame, significance: pl.DataFrame) -> pl.DataFrame:
-    """dataset, method, metric, mean, sd, n_seeds, best, significant (all users)."""
+    """dataset, protocol, method, metric, mean, sd, n_seeds, best, significant (all users).
+
+    `best` and `significant` (a PAML method below the best baseline by the paired t-test,
+    p < 0.05) are judged within each protocol; the paper's values sit on paper-protocol rows.
+    """
     table = (
-        metrics.filter(pl.col("population") == "all")
-        .group_by("dataset", "method", "metric")
+        with_protocol(metrics).filter(pl.col("population") == "all")
+        .group_by("dataset", "protocol", "method", "metric")
         .agg(mean=pl.col("value").mean(), sd=pl.col("value").std().fill_null(0.0), n_seeds=pl.len())
     )
     lower = pl.col("metric").replace_strict(LOWER_IS_BETTER, return_dtype=pl.Boolean)
+    within = ("dataset", "protocol", "metric")
     table = table.with_columns(
-        best=pl.when(lower).then(pl.col("mean") == pl.col("mean").min().over("dataset", "metric"))
-        .otherwise(pl.col("mean") == pl.col("mean").max().over("dataset", "metric"))
+        best=pl.when(lower).then(pl.col("mean") == pl.col("mean").min().over(within))
+        .otherwise(pl.col("mean") == pl.col("mean").max().over(within))
     )
-    better = significance.filter(
+    better = with_protocol(significance).filter(
         (pl.col("comparison") == "vs_best_baseline") & (pl.col("p_value") < SIGNIFICANCE_LEVEL) & (pl.col("mean_a") < pl.col("mean_b"))
-    ).select("dataset", "method", significant=pl.lit(True))
-    table = table.join(better, on=["dataset", "method"], how="left").with_columns(
+    ).select("dataset", "protocol", "method", significant=pl.lit(True))
+    table = table.join(better, on=["dataset", "protocol", "method"], how="left").with_columns(
         pl.col("significant").fill_null(False) & pl.col("method").is_in(PAML_METHODS)
     )
-    paper_rows = [{"dataset": d, "method": m, "metric": k, "paper_mean": v[0], "paper_sd": v[1]}
+    paper_rows = [{"dataset": d, "protocol": DEFAULT_PROTOCOL, "method": m, "metric": k, "paper_mean": v[0], "paper_sd": v[1]}
                   for (d, m), values in paper.TABLE2.items() for k, v in values.items()]
-    table = table.join(pl.DataFrame(paper_rows), on=["dataset", "method", "metric"], how="left")
+    table = table.join(pl.DataFrame(paper_rows), on=["dataset", "protocol", "method", "metric"], how="left")
     metric_rank = {m: i for i, m in enumerate([*METRICS, *sorted(set(table["metric"]) - set(METRICS))])}
     return table.sort(
-        "dataset", pl.col("method").replace_strict(rank_of(table["method"]), return_dtype=pl.Int64),
+        "dataset", protocol_rank(), pl.col("method").replace_strict(rank_of(table["method"]), return_dtype=pl.Int64),
         pl.col("metric").replace_strict(metric_rank, return_dtype=pl.Int64))
 
 
@@ -181,21 +222,24 @@ GROUP_COLUMNS = ("mean_major", "sd_major", "mean_minor", "sd_minor")
 
 
 def group_table(user_metrics: pl.DataFrame, label: str = "method") -> pl.DataFrame:
-    """Table 3 shape: per dataset and `label`, error of major and minor users (mean +- sd over seeds), p-value."""
-    per_seed = user_metrics.group_by("dataset", label, "seed", "group").agg(pl.col("error").mean())
-    spread = per_seed.group_by("dataset", label, "group").agg(mean=pl.col("error").mean(), sd=pl.col("error").std().fill_null(0.0))
-    wide = spread.pivot(on="group", index=["dataset", label], values=["mean", "sd"])
+    """Table 3 shape: per dataset, protocol and `label`, error of major and minor users (mean +- sd
+    over seeds) and the (unpaired: different users) Student t-test p-value, minor vs major."""
+    user_metrics = with_protocol(user_metrics)
+    keys = ["dataset", "protocol", label]
+    per_seed = user_metrics.group_by(*keys, "seed", "group").agg(pl.col("error").mean())
+    spread = per_seed.group_by(*keys, "group").agg(mean=pl.col("error").mean(), sd=pl.col("error").std().fill_null(0.0))
+    wide = spread.pivot(on="group", index=keys, values=["mean", "sd"])
     rows = []
-    errors = user_metrics.group_by("dataset", label, "user_id").agg(pl.col("error").mean(), pl.col("group").first())
-    for (dataset, key), part in errors.group_by("dataset", label, maintain_order=True):
+    errors = user_metrics.group_by(*keys, "user_id").agg(pl.col("error").mean(), pl.col("group").first())
+    for (dataset, protocol, key), part in errors.group_by(*keys, maintain_order=True):
         major = part.filter(pl.col("group") == "major")["error"].drop_nulls().to_numpy()
         minor = part.filter(pl.col("group") == "minor")["error"].drop_nulls().to_numpy()
         p_value = float(stats.ttest_ind(minor, major).pvalue) if len(major) > 1 and len(minor) > 1 else float("nan")
-        rows.append({"dataset": dataset, label: key, "p_value": p_value})
+        rows.append({"dataset": dataset, "protocol": protocol, label: key, "p_value": p_value})
     # Both groups' columns always exist (the DuckDB views select them), even when a group has no users.
     wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in GROUP_COLUMNS if c not in wide.columns)
-    p_values = pl.DataFrame(rows, schema={"dataset": pl.String, label: pl.String, "p_value": pl.Float64})
-    return in_report_order(wide.join(p_values, on=["dataset", label], how="left"), label)
+    p_values = pl.DataFrame(rows, schema={"dataset": pl.String, "protocol": pl.String, label: pl.String, "p_value": pl.Float64})
+    return in_report_order(wide.join(p_values, on=keys, how="left"), label)
 
 
 GAMMA_LABEL_PREFIX = "reg_paml (gamma="
@@ -278,9 +322,22 @@ def no_dataset_line(dataset: str, what: str) -> str:
             f"`.venv/bin/python -m pipelines.cli demo --dataset {dataset}`.")
 
 
+def one_protocol(table: pl.DataFrame, what: str) -> pl.DataFrame:
+    """`table` as it is when its rows hold at most one protocol; a ValueError naming the protocols
+    otherwise (a Markdown table keyed by method would show one protocol's row and drop the other's)."""
+    protocols = sorted(set(table["protocol"].drop_nulls())) if "protocol" in table.columns else []
+    if len(protocols) > 1:
+        raise ValueError(f"{what}: rows of protocols {protocols} in one table; filter on `protocol` and render each apart")
+    return table
+
+
 def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequence[str]) -> str:
     """Table 2 as Markdown: one table per dataset, the paper's method names and order, metrics with
-    their direction as columns, the paper's values beside ours, a line for whatever has no results."""
+    their direction as columns, the paper's values beside ours, a line for whatever has no results.
+
+    `table` holds the rows of one protocol (`one_protocol`).
+    """
+    table = one_protocol(table, "Table 2")
     blocks = []
     for dataset in datasets:
         part = table.filter(pl.col("dataset") == dataset)
@@ -314,8 +371,10 @@ def markdown_group_table(table: pl.DataFrame, label: str, datasets: Sequence[str
     """Tables 3/4 as Markdown, one table per dataset: the error of major and minor users named for
     the dataset (MSE or log-loss), the minor-vs-major p-value, the paper's ML-1M values beside.
 
-    `label` is the frame's row column (`method`, or `variant` for Table 4's gamma rows).
+    `label` is the frame's row column (`method`, or `variant` for Table 4's gamma rows); `table`
+    holds the rows of one protocol (`one_protocol`).
     """
+    table = one_protocol(table, f"the {label} table")
     blocks = []
     for dataset in datasets:
         part = table.filter(pl.col("dataset") == dataset)
@@ -340,3 +399,48 @@ def markdown_group_table(table: pl.DataFrame, label: str, datasets: Sequence[str
         missing = [k for k in variant_order(expected) if k not in by_key]
         blocks.append("\n\n".join(filter(None, [heading, markdown_table(sectioned(rows, columns)), missing_line(dataset, missing)])))
     return "\n\n".join(blocks)
+
+
+def paired_cell(row: dict | None) -> str:
+    """'-0.031 [-0.040, -0.022] p = 0.002': mean error difference (row minus column), its 95%
+    bootstrap interval and the paired t-test p-value; bold when p < 0.05. Blank where a method
+    meets itself, '—' where no user has an error from both."""
+    if row is None:
+        return ""
+    if not row["n_users"] or row["mean_a"] is None or row["mean_b"] is None:
+        return NOT_EVALUATED
+    interval = (f" [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+                if row["ci_low"] is not None and np.isfinite(row["ci_low"]) else "")
+    p_text = format_p(row["p_value"])
+    text = f"{row['mean_a'] - row['mean_b']:+.3f}{interval} p {'' if p_text.startswith('<') else '= '}{p_text}"
+    significant = row["p_value"] is not None and row["p_value"] < SIGNIFICANCE_LEVEL
+    return f"**{text}**" if significant else text
+
+
+NO_PAIRED = "No paired comparisons: no dataset has two methods evaluated on the same test users."
+
+
+def markdown_paired(significance: pl.DataFrame, datasets: Sequence[str]) -> str:
+    """The paired comparisons as Markdown, one table per dataset with paired rows: a row per method
+    (the paper's names and order, references apart), a column per opponent (the best baseline,
+    then each classic reference in PAIRED_REFERENCES), cells as `paired_cell` writes them.
+
+    `significance` holds the rows of one protocol (`one_protocol`); rows other than the paired
+    t-tests (minor vs major) are left out.
+    """
+    paired = one_protocol(significance.filter(pl.col("test") == "paired_t"), "paired comparisons")
+    blocks = []
+    for dataset in datasets:
+        part = paired.filter(pl.col("dataset") == dataset)
+        if part.height == 0:
+            continue
+        baselines = method_order(part.filter(pl.col("comparison") == "vs_best_baseline")["other"].to_list())
+        opponents = [("vs_best_baseline", b, f"vs best baseline ({method_name(b)})") for b in baselines]
+        opponents += [("vs_reference", r, f"vs {method_name(r)}") for r in PAIRED_REFERENCES if r in set(part["other"])]
+        columns = ["method", *(label for _, _, label in opponents)]
+        by_key = {(r["method"], r["comparison"], r["other"]): r for r in part.iter_rows(named=True)}
+        rows = [(method, {"method": method_name(method),
+                          **{label: paired_cell(by_key.get((method, comparison, other))) for comparison, other, label in opponents}})
+                for method in method_order(part["method"].to_list())]
+        blocks.append(f"#### {dataset_name(dataset)} (`{dataset}`)\n\n{markdown_table(sectioned(rows, columns))}")
+    return "\n\n".join(blocks) if blocks else NO_PAIRED

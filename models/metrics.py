@@ -38,6 +38,8 @@ __all__ = [
     "mean_ignoring_nan",
     "mean_ndcg",
     "ndcg_at_k",
+    "paired_bootstrap_ci",
+    "paired_ttest",
     "per_user_auc",
     "per_user_logloss",
     "per_user_mse",
@@ -317,3 +319,51 @@ def ttest_groups(
             )
     res = stats.ttest_ind(samples[a], samples[b], equal_var=True)
     return float(res.statistic), float(res.pvalue)
+
+
+BOOTSTRAP_RESAMPLES: int = 2000
+BOOTSTRAP_CONFIDENCE: float = 0.95
+
+
+def _paired(a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) as float64 1-D arrays of one shape with every pair holding a NaN dropped."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"paired values must be 1-D of one shape; got {x.shape} and {y.shape}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    if keep.sum() < MIN_TTEST_GROUP_SIZE:
+        raise ValueError(f"{int(keep.sum())} complete pairs; a paired test needs at least {MIN_TTEST_GROUP_SIZE}")
+    return x[keep], y[keep]
+
+
+def paired_ttest(a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[float, float]:
+    """Two-tailed paired t-test (``scipy.stats.ttest_rel``) of per-user values a_u vs b_u.
+
+    t = mean(d) / (sd(d) / sqrt(n)) with d = a - b over the n users where both are defined,
+    df = n - 1. Returns (statistic, p-value); statistic < 0 means a is lower (better, for an
+    error). Raises ValueError with fewer than 2 complete pairs.
+    """
+    x, y = _paired(a, b)
+    res = stats.ttest_rel(x, y)
+    return float(res.statistic), float(res.pvalue)
+
+
+def paired_bootstrap_ci(
+    a: npt.ArrayLike, b: npt.ArrayLike, seed: int = 0,
+    n_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = BOOTSTRAP_CONFIDENCE,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(a - b), resampling users (pairs) with replacement.
+
+    The same draws as ``scipy.stats.bootstrap((a - b,), np.mean, method="percentile",
+    rng=np.random.default_rng(seed))``: one (n_resamples, n) index matrix from the seeded
+    generator. Pairs holding a NaN are dropped first. Returns (low, high).
+    """
+    if not 0.0 < confidence < 1.0 or n_resamples < 1:
+        raise ValueError(f"need 0 < confidence < 1 and n_resamples >= 1; got {confidence}, {n_resamples}")
+    x, y = _paired(a, b)
+    diff = x - y
+    index = np.random.default_rng(seed).integers(0, len(diff), (n_resamples, len(diff)))  # (B, n)
+    means = diff[index].mean(1)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)

@@ -1,20 +1,51 @@
 """Reference predictors a practitioner tries first, scored on exactly the same query sets.
 
-- global mean: the mean training label (the training click rate for CTR);
-- item mean: each item's mean training label, shrunk toward the global mean;
-- user + item bias: mu + b_item (from training users) + b_user fitted on the user's own
-  support set, both ridge-regularized (Koren, Bell, Volinsky 2009, baseline predictors).
+- global mean: the mean fitting label (the fitting click rate for CTR);
+- item mean: each item's mean fitting label, shrunk toward the global mean;
+- user + item bias: mu + b_item (from the fitting users) + b_user fitted on the user's own
+  support set, both ridge-regularized (Koren, Bell, Volinsky 2009, baseline predictors);
+- mf: biased matrix factorization mu + b_u + b_i + p_u . q_i fitted by alternating least
+  squares on the fitting users' ratings (Koren, Bell, Volinsky 2009, eq. 5; Zhou et al. 2008
+  for ALS); an evaluated user is folded in from its support set only: a ridge regression
+  for (p_u, b_u) with the item side fixed, the same step that fitted the training users;
+- item_knn: item-based neighbours on top of the bias baseline (Koren 2010, "Factor in the
+  neighbors", eq. 2-3): b_ui + sum_j s_ij (r_uj - b_uj) / (beta + sum_j |s_ij|) over the k items
+  of the user's support set most similar to item i, with Pearson-baseline similarities of the
+  fitting users' residuals shrunk by n_ij / (n_ij + lambda). beta = 0 is Koren's formula; a
+  positive damping beta pulls predictions with few or weak neighbours back to the baseline
+  (without it one weakly similar neighbour moves a click prediction all the way to its
+  residual, which log-loss punishes hard).
+
+"Fitting users" are the splits a protocol allows (`PROTOCOL_SPLITS`): the paper's protocol fits on
+training users only (their support and query ratings), the production protocol adds the
+warm users a real system has. Every setting is chosen on validation users' query sets
+(`tune_settings`); test users are only ever predicted. For click data (task "ctr") the same
+least-squares predictors run on 0/1 labels and their outputs are clipped into (0, 1)
+(`clip_for_task`), so that log-loss, NEL and AUC are defined.
+
+Shapes: R fitting ratings, U evaluated users, S support / Q query slots, N item rows
+(row 0 = padding), k factors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+import scipy.sparse as sp
+import torch
 
-from models.tasks import TaskData, TaskSplit
+from models import metrics as M
+from models.tasks import WARM_SPLIT, TaskData, TaskSplit
 
-REFERENCES = ("global_mean", "item_mean", "user_item_bias")
+REFERENCES = ("global_mean", "item_mean", "user_item_bias", "mf", "item_knn")
+TUNED_REFERENCES = ("user_item_bias", "mf", "item_knn")
+PROTOCOL_SPLITS: dict[str, tuple[str, ...]] = {"paper": ("train",), "production": ("train", WARM_SPLIT)}
+DEFAULT_PROTOCOL = "paper"
+# Bounds the dense (query items x support items) similarity blocks of item-kNN to ~64 MB each.
+KNN_BLOCK_ENTRIES = 8_000_000
+KNN_USER_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -25,42 +56,436 @@ class BiasConfig:
     user_shrinkage: float = 5.0
 
 
-def training_labels(data: TaskData) -> tuple[np.ndarray, np.ndarray]:
-    """(item rows, labels) of every training user's support and query items."""
-    split = data.splits["train"]
-    items, labels = [], []
-    for part in ("support", "query"):
-        mask = getattr(split, f"{part}_mask").numpy()
-        items.append(getattr(split, f"{part}_items").numpy()[mask])
-        labels.append(getattr(split, f"{part}_labels").numpy()[mask])
-    return np.concatenate(items), np.concatenate(labels).astype(np.float64)
+@dataclass(frozen=True)
+class MFConfig:
+    """Biased MF by ALS. Bias ridge strengths are the tuned `BiasConfig`'s pseudo-counts."""
+
+    rank: int = 5
+    reg: float = 10.0  # ridge strength on p_u and q_i (not scaled by the number of ratings)
+    iterations: int = 25  # ALS sweeps (user step, then item step)
+    seed: int = 0  # initial item factors ~ N(0, init_scale^2)
+    init_scale: float = 0.1
 
 
-def item_biases(data: TaskData, mu: float, shrinkage: float) -> np.ndarray:
-    """b_i = sum(r - mu) / (shrinkage + n_i) per item row (0 for unseen items)."""
-    items, labels = training_labels(data)
-    n_rows = int(data.items.fields.shape[0])
-    sums = np.bincount(items, weights=labels - mu, minlength=n_rows)
-    counts = np.bincount(items, minlength=n_rows)
-    return sums / (shrinkage + counts)
+@dataclass(frozen=True)
+class KNNConfig:
+    """Item-kNN: neighbours per prediction, similarity shrinkage lambda, damping beta."""
+
+    k: int = 20
+    shrinkage: float = 100.0
+    damping: float = 0.0
 
 
-def predict_reference(name: str, data: TaskData, split: TaskSplit, config: BiasConfig = BiasConfig()) -> np.ndarray:
-    """(U, Q) predictions of reference `name` for `split`'s query items."""
-    _, labels = training_labels(data)
-    mu = float(labels.mean())
+@dataclass(frozen=True)
+class SearchGrid:
+    """Validation grids of the tuned references (docs/protocol.md gives the reasons)."""
+
+    item_shrinkage: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+    user_shrinkage: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0)
+    mf_rank: tuple[int, ...] = (1, 2, 5, 10, 20)
+    mf_reg: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0)
+    knn_k: tuple[int, ...] = (2, 5, 10, 20, 30, 40, 60, 80, 160)
+    knn_shrinkage: tuple[float, ...] = (10.0, 100.0, 300.0, 1000.0, 3000.0)
+    knn_damping: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """One setting per tuned reference (MF and kNN reuse the bias pseudo-counts)."""
+
+    bias: BiasConfig = field(default_factory=BiasConfig)
+    mf: MFConfig = field(default_factory=MFConfig)
+    knn: KNNConfig = field(default_factory=KNNConfig)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """The fitting users' observed ratings (or clicks), one entry per (user, item)."""
+
+    users: np.ndarray  # (R,) int64, 0..n_users-1 over the fitting splits in order
+    items: np.ndarray  # (R,) int64 item rows
+    labels: np.ndarray  # (R,) float64
+    n_users: int
+    n_items: int  # item rows, padding row 0 included
+
+    def indicator(self) -> sp.csr_matrix:
+        """(n_users, n_items) 0/1 matrix of who rated what."""
+        return sp.csr_matrix((np.ones(len(self.users)), (self.users, self.items)), shape=(self.n_users, self.n_items))
+
+
+def protocol_splits(data: TaskData, protocol: str) -> tuple[str, ...]:
+    """The splits whose users a protocol fits on; an error when `data` lacks one of them."""
+    if protocol not in PROTOCOL_SPLITS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOL_SPLITS)}")
+    missing = [s for s in PROTOCOL_SPLITS[protocol] if s not in data.splits]
+    if missing:
+        raise ValueError(f"protocol {protocol!r} fits on split(s) {', '.join(missing)}, which the task data lacks")
+    return PROTOCOL_SPLITS[protocol]
+
+
+def available_protocols(data: TaskData) -> list[str]:
+    """The protocols whose fitting splits all exist in `data` ("paper" always does)."""
+    return [p for p, splits in PROTOCOL_SPLITS.items() if all(s in data.splits for s in splits)]
+
+
+def fitting_ratings(data: TaskData, splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL]) -> Ratings:
+    """Every support and query rating of the users of `splits` (never validation or test users).
+
+    Tasks of one split with the same identity (`TaskSplit.keys()`, e.g. the chunks of one warm
+    user's history) are one fitting user: their ratings share a user bias, factor and
+    neighbourhood, as a real system would hold one history per user.
+    """
+    forbidden = {"val", "test"} & set(splits)
+    if forbidden:
+        raise ValueError(f"references never fit on {', '.join(sorted(forbidden))} users; asked for splits {splits}")
+    users, items, labels, offset = [], [], [], 0
+    for name in splits:
+        split = data.splits[name]
+        _, identity = np.unique(split.keys().numpy(), return_inverse=True)  # (U,) 0..n_users-1
+        for part in ("support", "query"):
+            mask = getattr(split, f"{part}_mask").numpy()
+            rows = np.broadcast_to(identity.reshape(-1, 1), mask.shape)
+            users.append(rows[mask] + offset)
+            items.append(getattr(split, f"{part}_items").numpy()[mask])
+            labels.append(getattr(split, f"{part}_labels").numpy()[mask])
+        offset += int(identity.max(initial=-1)) + 1
+    return Ratings(np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64),
+                   np.concatenate(labels).astype(np.float64), offset, int(data.items.fields.shape[0]))
+
+
+def training_labels(data: TaskData, splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL]) -> tuple[np.ndarray, np.ndarray]:
+    """(item rows, labels) of every fitting user's support and query items."""
+    ratings = fitting_ratings(data, splits)
+    return ratings.items, ratings.labels
+
+
+# -- user + item bias ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BiasModel:
+    """mu and the item biases fitted on the fitting users; user biases come per evaluated user."""
+
+    mu: float
+    item_bias: np.ndarray  # (N,)
+    user_shrinkage: float
+
+    def user_bias(self, items: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """b_u = sum(r - mu - b_i) / (user_shrinkage + n_u) over the user's (support) ratings; (U,)."""
+        residual = (labels - self.mu - self.item_bias[items]) * mask
+        return residual.sum(1) / (self.user_shrinkage + mask.sum(1))
+
+
+def fit_bias(ratings: Ratings, config: BiasConfig) -> BiasModel:
+    """mu = mean label; b_i = sum(r - mu) / (item_shrinkage + n_i) (0 for unseen items)."""
+    mu = float(ratings.labels.mean())
+    sums = np.bincount(ratings.items, weights=ratings.labels - mu, minlength=ratings.n_items)
+    counts = np.bincount(ratings.items, minlength=ratings.n_items)
+    return BiasModel(mu, sums / (config.item_shrinkage + counts), config.user_shrinkage)
+
+
+def predict_bias(model: BiasModel, split: TaskSplit) -> np.ndarray:
+    """(U, Q) mu + b_i + b_u, b_u from the support set."""
+    user_bias = model.user_bias(split.support_items.numpy(), split.support_labels.numpy().astype(np.float64),
+                                split.support_mask.numpy())
+    return model.mu + model.item_bias[split.query_items.numpy()] + user_bias[:, None]
+
+
+# -- biased matrix factorization -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MFModel:
+    """The item side of a fitted biased MF; users are folded in by `fold_in`."""
+
+    mu: float
+    item_bias: np.ndarray  # (N,), 0 for items without fitting ratings
+    item_factors: np.ndarray  # (N, k), 0 rows for items without fitting ratings
+    reg: float
+    user_bias_reg: float
+
+
+def _ridge_penalty(rank: int, factor_reg: float, bias_reg: float) -> np.ndarray:
+    """diag(reg, ..., reg, bias_reg): the ridge of one [factors, bias] solve; (k+1, k+1)."""
+    return np.diag(np.r_[np.full(rank, factor_reg), bias_reg])
+
+
+@dataclass(frozen=True)
+class _RatingLayout:
+    """The ratings as a CSR matrix over one side (users or items), built once per fit."""
+
+    pattern: sp.csr_matrix  # (n_rows, n_cols), data all ones
+    order: np.ndarray  # ratings in CSR order: pattern.data[j] belongs to rating order[j]
+
+    @classmethod
+    def of(cls, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> "_RatingLayout":
+        order = np.lexsort((cols, rows))
+        indptr = np.searchsorted(rows[order], np.arange(n_rows + 1))
+        return cls(sp.csr_matrix((np.ones(len(order)), cols[order], indptr), shape=(n_rows, n_cols)), order)
+
+    def with_values(self, values: np.ndarray) -> sp.csr_matrix:
+        """The same pattern holding `values` (one per rating, in rating order)."""
+        return sp.csr_matrix((values[self.order], self.pattern.indices, self.pattern.indptr), shape=self.pattern.shape)
+
+
+def _als_step(layout: _RatingLayout, target: np.ndarray, fixed: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    """Ridge solve of every row's [factors, bias] with the other side's [factors, 1] fixed.
+
+    Row r solves (sum_j x_j x_j' + penalty) w_r = sum_j target_rj x_j over its ratings, with
+    x_j = fixed[j] ((n_cols, k+1)). Returns (n_rows, k+1); a row without ratings gets 0.
+    """
+    width = fixed.shape[1]
+    upper = np.triu_indices(width)  # the Gram matrices are symmetric: sum only the upper triangle
+    outer = fixed[:, upper[0]] * fixed[:, upper[1]]  # (n_cols, (k+1)(k+2)/2)
+    summed = np.asarray(layout.pattern @ outer)  # (n_rows, (k+1)(k+2)/2)
+    gram = np.empty((summed.shape[0], width, width))
+    gram[:, upper[0], upper[1]] = summed
+    gram[:, upper[1], upper[0]] = summed
+    rhs = np.asarray(layout.with_values(target) @ fixed)  # (n_rows, k+1)
+    return np.linalg.solve(gram + penalty, rhs[:, :, None])[:, :, 0]
+
+
+def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig) -> MFModel:
+    """ALS for r_ui ~ mu + b_u + b_i + p_u . q_i (Koren et al. 2009, eq. 5), mu fixed at the mean.
+
+    Minimizes sum (r_ui - mu - b_u - b_i - p_u.q_i)^2 + reg (|p_u|^2 + |q_i|^2)
+    + user_shrinkage b_u^2 + item_shrinkage b_i^2: each step is an exact ridge solve, so
+    the result depends only on the seeded initial item factors.
+    """
+    if config.rank < 1 or config.reg <= 0 or bias.user_shrinkage <= 0 or bias.item_shrinkage <= 0:
+        raise ValueError(f"MF needs rank >= 1 and positive ridge strengths; got {config} and {bias}")
+    mu = float(ratings.labels.mean())
+    rng = np.random.default_rng(config.seed)
+    initial = rng.normal(0.0, config.init_scale, (ratings.n_items, config.rank))
+    # Only items with fitting ratings take part (an unrated item's ridge solution is 0 anyway):
+    # Book-Crossing's item rows are half unrated.
+    used, items = np.unique(ratings.items, return_inverse=True)
+    item_side = np.hstack([initial[used], np.zeros((len(used), 1))])  # (n_used, k+1): [q_i, b_i]
+    by_user = _RatingLayout.of(ratings.users, items, ratings.n_users, len(used))
+    by_item = _RatingLayout.of(items, ratings.users, len(used), ratings.n_users)
+    user_penalty = _ridge_penalty(config.rank, config.reg, bias.user_shrinkage)
+    item_penalty = _ridge_penalty(config.rank, config.reg, bias.item_shrinkage)
+    ones_users, ones_items = np.ones((ratings.n_users, 1)), np.ones((len(used), 1))
+    for _ in range(config.iterations):
+        target = ratings.labels - mu - item_side[items, -1]
+        user_side = _als_step(by_user, target, np.hstack([item_side[:, :-1], ones_items]), user_penalty)
+        target = ratings.labels - mu - user_side[ratings.users, -1]
+        item_side = _als_step(by_item, target, np.hstack([user_side[:, :-1], ones_users]), item_penalty)
+    item_bias, item_factors = np.zeros(ratings.n_items), np.zeros((ratings.n_items, config.rank))
+    item_bias[used], item_factors[used] = item_side[:, -1], item_side[:, :-1]
+    return MFModel(mu, item_bias, item_factors, config.reg, bias.user_shrinkage)
+
+
+def fold_in(model: MFModel, items: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's (p_u (U, k), b_u (U,)) by ridge on its own ratings, the item side fixed.
+
+    items/labels/mask are (U, S): the support set of each evaluated user.
+    """
+    rank = model.item_factors.shape[1]
+    design = np.concatenate([model.item_factors[items], np.ones(items.shape + (1,))], 2) * mask[:, :, None]  # (U, S, k+1)
+    target = (labels - model.mu - model.item_bias[items]) * mask  # (U, S)
+    gram = np.einsum("usa,usb->uab", design, design) + _ridge_penalty(rank, model.reg, model.user_bias_reg)
+    solution = np.linalg.solve(gram, np.einsum("usa,us->ua", design, target)[:, :, None])[:, :, 0]  # (U, k+1)
+    return solution[:, :-1], solution[:, -1]
+
+
+def predict_mf(model: MFModel, split: TaskSplit) -> np.ndarray:
+    """(U, Q) mu + b_i + b_u + p_u . q_i with (p_u, b_u) folded in from the support set."""
+    factors, user_bias = fold_in(model, split.support_items.numpy(), split.support_labels.numpy().astype(np.float64),
+                                 split.support_mask.numpy())
+    query = split.query_items.numpy()
+    return model.mu + model.item_bias[query] + user_bias[:, None] + np.einsum("uk,uqk->uq", factors, model.item_factors[query])
+
+
+# -- item-based kNN with bias baselines ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KNNModel:
+    """The bias baseline and the fitting users' residuals z_ui = r_ui - b_ui."""
+
+    bias: BiasModel
+    residuals: sp.csc_matrix  # (fitting users, N) z_ui on rated entries
+    rated: sp.csc_matrix  # (fitting users, N) 0/1
+
+
+def fit_item_knn(ratings: Ratings, bias: BiasConfig) -> KNNModel:
+    """Residuals of the fitting ratings from the bias baseline (b_u from each user's own ratings)."""
+    baseline = fit_bias(ratings, bias)
+    rated = ratings.indicator()
+    item_residual = ratings.labels - baseline.mu - baseline.item_bias[ratings.items]
+    counts = np.bincount(ratings.users, minlength=ratings.n_users)
+    # The same b_u as BiasModel.user_bias, over all of the fitting user's ratings.
+    user_bias = np.bincount(ratings.users, weights=item_residual, minlength=ratings.n_users) / (bias.user_shrinkage + counts)
+    residual = item_residual - user_bias[ratings.users]
+    residuals = sp.csc_matrix((residual, (ratings.users, ratings.items)), shape=rated.shape)
+    return KNNModel(baseline, residuals, rated.tocsc())
+
+
+def pearson_baseline(model: KNNModel, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unshrunk similarity rho_ij and co-rating count n_ij for items `rows` x `cols`.
+
+    rho_ij = sum_u z_ui z_uj / sqrt(sum_u z_ui^2 * sum_u z_uj^2), every sum over the fitting
+    users who rated both (Koren 2010, section 2.2); 0 where no user rated both.
+    Returns two (len(rows), len(cols)) arrays.
+    """
+    z_rows, z_cols = model.residuals[:, rows], model.residuals[:, cols]
+    b_rows, b_cols = model.rated[:, rows], model.rated[:, cols]
+    numerator = (z_rows.T @ z_cols).toarray()
+    row_energy = (z_rows.multiply(z_rows).T @ b_cols).toarray()
+    col_energy = (b_rows.T @ z_cols.multiply(z_cols)).toarray()
+    common = (b_rows.T @ b_cols).toarray()
+    denominator = np.sqrt(row_energy * col_energy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), 0.0)
+    return rho, common
+
+
+def _knn_blocks(model: KNNModel, split: TaskSplit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every (user, query slot, support slot): rho_ij and n_ij, plus the support residuals.
+
+    Returns rho (U, Q, S), n (U, Q, S) and r_uj - b_uj (U, S) with b_u from the support set.
+    Only the items the split touches are compared, in blocks of bounded size.
+    """
+    support, labels, mask = split.support_items.numpy(), split.support_labels.numpy().astype(np.float64), split.support_mask.numpy()
+    query = split.query_items.numpy()
+    user_bias = model.bias.user_bias(support, labels, mask)
+    support_residual = (labels - model.bias.mu - model.bias.item_bias[support] - user_bias[:, None]) * mask
+    q_items, q_index = np.unique(query, return_inverse=True)
+    s_items, s_index = np.unique(support, return_inverse=True)
+    q_index, s_index = q_index.reshape(query.shape), s_index.reshape(support.shape)
+    rho, common = np.zeros((len(q_items), len(s_items))), np.zeros((len(q_items), len(s_items)))
+    step = max(1, KNN_BLOCK_ENTRIES // max(len(s_items), 1))
+    for start in range(0, len(q_items), step):
+        rho[start:start + step], common[start:start + step] = pearson_baseline(model, q_items[start:start + step], s_items)
+    gather = (q_index[:, :, None], s_index[:, None, :])
+    return rho[gather], common[gather], support_residual
+
+
+def predict_knn_grid(model: KNNModel, split: TaskSplit, configs: list[KNNConfig]) -> list[np.ndarray]:
+    """(U, Q) predictions of each config, b_ui + sum_j s_ij (r_uj - b_uj) / (beta + sum_j |s_ij|).
+
+    s_ij = rho_ij n_ij / (n_ij + lambda); j runs over the k support items with the largest
+    s_ij (ties: lower support slot first); without a neighbour of non-zero similarity the
+    prediction is the baseline b_ui. The similarity blocks are computed once for all configs.
+    """
+    rho, common, support_residual = _knn_blocks(model, split)
+    mask = split.support_mask.numpy()
+    query = split.query_items.numpy()
+    user_bias = model.bias.user_bias(split.support_items.numpy(), split.support_labels.numpy().astype(np.float64), mask)
+    baseline = model.bias.mu + model.bias.item_bias[query] + user_bias[:, None]  # (U, Q)
+    predictions = {c: np.empty_like(baseline) for c in configs}
+    for shrinkage in sorted({c.shrinkage for c in configs}):
+        similarity = np.where(mask[:, None, :], rho * common / (common + shrinkage), -np.inf)  # (U, Q, S)
+        order = np.argsort(-similarity, axis=2, kind="stable")
+        ranked = np.take_along_axis(similarity, order, 2)
+        valid = np.isfinite(ranked)
+        weight = np.where(valid, ranked, 0.0)
+        residual = np.take_along_axis(np.broadcast_to(support_residual[:, None, :], ranked.shape), order, 2)
+        numerator, norm = np.cumsum(weight * residual, 2), np.cumsum(np.abs(weight), 2)  # (U, Q, S)
+        for config in (c for c in configs if c.shrinkage == shrinkage):
+            last = min(config.k, ranked.shape[2]) - 1
+            top_norm = norm[:, :, last] + config.damping
+            offset = np.divide(numerator[:, :, last], top_norm, out=np.zeros_like(top_norm), where=top_norm > 0)
+            predictions[config] = baseline + offset
+    return [predictions[c] for c in configs]
+
+
+def predict_knn(model: KNNModel, split: TaskSplit, config: KNNConfig) -> np.ndarray:
+    """(U, Q) item-kNN predictions of one config, in chunks of users."""
+    return _in_user_chunks(split, lambda part: predict_knn_grid(model, part, [config])[0])
+
+
+def _in_user_chunks(split: TaskSplit, predict) -> np.ndarray:
+    """Apply `predict` to chunks of users (bounded memory) and stack the (U, Q) outputs."""
+    parts = [predict(_rows(split, index)) for index in _chunk_indices(len(split))]
+    return np.concatenate(parts, 0) if parts else np.zeros(tuple(split.query_items.shape))
+
+
+def _chunk_indices(n: int) -> list[torch.Tensor]:
+    """Row indices of consecutive blocks of KNN_USER_CHUNK users."""
+    return [torch.arange(s, min(s + KNN_USER_CHUNK, n)) for s in range(0, n, KNN_USER_CHUNK)]
+
+
+def _rows(split: TaskSplit, index) -> TaskSplit:
+    """The users `index` of `split`, keeping the padded widths (so outputs stack)."""
+    values = {f.name: getattr(split, f.name) for f in fields(split)}
+    return TaskSplit(**{name: None if value is None else value[index] for name, value in values.items()})
+
+
+# -- all references: tuning on validation users, prediction ----------------------------------
+
+
+def validation_error(pred: np.ndarray, split: TaskSplit, task: str, train_ctr: float | None) -> float:
+    """Mean over users of the per-user query error: MSE for ratings, log-loss for clicks."""
+    target, mask = split.query_labels.numpy(), split.query_mask.numpy()
+    if task == "ctr":
+        per_user = M.per_user_nel(clip_for_task(pred, task), target, mask, train_ctr) * M.binary_entropy(train_ctr)
+    else:
+        per_user = M.per_user_mse(pred, target, mask)
+    return M.mean_ignoring_nan(per_user)
+
+
+def tune_settings(
+    data: TaskData, splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL], grid: SearchGrid = SearchGrid(),
+) -> tuple[ReferenceSettings, list[dict]]:
+    """Choose each tuned reference's setting on the validation users' query sets.
+
+    The bias pseudo-counts come first (MF and kNN reuse them), then MF's rank and ridge,
+    then kNN's k and lambda. Ties go to the earlier grid entry. Returns the settings and
+    one row per tried setting: reference, setting (JSON-able dict), val_error.
+    """
+    ratings = fitting_ratings(data, splits)
+    val, task = data.splits["val"], data.task
+    train_ctr = float(ratings.labels.mean()) if task == "ctr" else None
+    trials: list[dict] = []
+
+    def best(name: str, candidates: list, errors: list[float]):
+        trials.extend({"reference": name, "setting": asdict(c), "val_error": e} for c, e in zip(candidates, errors))
+        return candidates[int(np.argmin(errors))]
+
+    biases = [BiasConfig(i, u) for i, u in itertools.product(grid.item_shrinkage, grid.user_shrinkage)]
+    bias_errors = []
+    for item_shrinkage in grid.item_shrinkage:
+        model = fit_bias(ratings, BiasConfig(item_shrinkage))
+        for user_shrinkage in grid.user_shrinkage:
+            tried = BiasModel(model.mu, model.item_bias, user_shrinkage)
+            bias_errors.append(validation_error(predict_bias(tried, val), val, task, train_ctr))
+    bias = best("user_item_bias", biases, bias_errors)
+
+    mfs = [MFConfig(rank=r, reg=g) for r, g in itertools.product(grid.mf_rank, grid.mf_reg)]
+    mf = best("mf", mfs, [validation_error(predict_mf(fit_mf(ratings, c, bias), val), val, task, train_ctr) for c in mfs])
+
+    knns = [KNNConfig(k, s, d) for k, s, d in itertools.product(grid.knn_k, grid.knn_shrinkage, grid.knn_damping)]
+    knn_model = fit_item_knn(ratings, bias)
+    chunks = [predict_knn_grid(knn_model, _rows(val, idx), knns) for idx in _chunk_indices(len(val))]
+    knn_preds = [np.concatenate([chunk[i] for chunk in chunks], 0) for i in range(len(knns))]
+    knn = best("item_knn", knns, [validation_error(p, val, task, train_ctr) for p in knn_preds])
+    return ReferenceSettings(bias, mf, knn), trials
+
+
+def predict_reference(
+    name: str, data: TaskData, split: TaskSplit, settings: ReferenceSettings = ReferenceSettings(),
+    splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL],
+) -> np.ndarray:
+    """(U, Q) predictions of reference `name` for `split`'s query items, fitted on `splits`."""
+    if name not in REFERENCES:
+        raise ValueError(f"unknown reference {name!r}; known: {', '.join(REFERENCES)}")
+    ratings = fitting_ratings(data, splits)
     query_items = split.query_items.numpy()
     if name == "global_mean":
-        return np.full(query_items.shape, mu)
-    item_bias = item_biases(data, mu, config.item_shrinkage)
+        return np.full(query_items.shape, float(ratings.labels.mean()))
     if name == "item_mean":
-        return mu + item_bias[query_items]
+        model = fit_bias(ratings, settings.bias)
+        return model.mu + model.item_bias[query_items]
     if name == "user_item_bias":
-        support_items, support_mask = split.support_items.numpy(), split.support_mask.numpy()
-        residual = (split.support_labels.numpy() - mu - item_bias[support_items]) * support_mask
-        user_bias = residual.sum(1) / (config.user_shrinkage + support_mask.sum(1))  # (U,)
-        return mu + item_bias[query_items] + user_bias[:, None]
-    raise ValueError(f"unknown reference {name!r}; known: {', '.join(REFERENCES)}")
+        return predict_bias(fit_bias(ratings, settings.bias), split)
+    if name == "mf":
+        return predict_mf(fit_mf(ratings, settings.mf, settings.bias), split)
+    return predict_knn(fit_item_knn(ratings, settings.bias), split, settings.knn)
 
 
 def clip_for_task(pred: np.ndarray, task: str, eps: float = 1e-4) -> np.ndarray:

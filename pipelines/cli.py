@@ -144,8 +144,8 @@ def report_summary() -> str:
     home = default_home()
     pl.Config.set_tbl_rows(60)
     table = LineageStore(home, read_only=True).query(
-        "SELECT dataset, method, metric, round(mean, 4) AS mean, round(sd, 4) AS sd FROM table2 "
-        "WHERE metric IN ('mse', 'nel') ORDER BY dataset, mean")
+        "SELECT dataset, protocol, method, metric, round(mean, 4) AS mean, round(sd, 4) AS sd FROM table2 "
+        "WHERE metric IN ('mse', 'nel') ORDER BY dataset, protocol, mean")
     return "\n".join([
         f"report: {home / 'reports' / 'report.md'} (plots beside it)",
         "Table 2, primary error (from the DuckDB view table2):", str(table),

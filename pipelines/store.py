@@ -54,9 +54,9 @@ CREATE TABLE IF NOT EXISTS checks (
 # Views for SQL users, over the tables the `report` asset writes (same numbers as the report).
 VIEWS = {
     "table1": "SELECT dataset, item, ours, paper FROM report_table1",
-    "table2": "SELECT dataset, method, metric, mean, sd, n_seeds, best, significant, paper_mean, paper_sd FROM report_table2",
-    "table3": "SELECT dataset, method, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table3",
-    "table4": "SELECT dataset, variant, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table4",
+    "table2": "SELECT dataset, protocol, method, metric, mean, sd, n_seeds, best, significant, paper_mean, paper_sd FROM report_table2",
+    "table3": "SELECT dataset, protocol, method, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table3",
+    "table4": "SELECT dataset, protocol, variant, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table4",
 }
 
 

@@ -104,7 +104,8 @@ def user_metrics(dataset: str, methods: dict[str, tuple[float, float]], n_users:
 
 
 def eval_bundle(frame: pl.DataFrame) -> Bundle:
-    metrics = frame.group_by("dataset", "method", "seed").agg(pl.col("error").mean().alias("value")).with_columns(
+    keys = [c for c in ("dataset", "protocol", "method", "seed") if c in frame.columns]
+    metrics = frame.group_by(*keys).agg(pl.col("error").mean().alias("value")).with_columns(
         population=pl.lit("all"), metric=pl.lit("mse"))
     return Bundle(frames={"user_metrics": frame, "metrics": metrics})
 
@@ -121,6 +122,32 @@ def test_report_markdown_for_files_and_for_the_ui():
     assert as_file.index("## Provenance") < as_file.index("## Table 1") < as_file.index("## Table 2")
     assert "No user groups for MovieLens-1M" in as_file and "No gamma ablation for movielens" in as_file
     assert tables.frame("table2")["method"].to_list() == ["melu", "paml", "ref_item_mean"]  # SQL sees the report's order
+
+
+def test_paper_tables_show_the_paper_protocol_and_production_rows_get_their_own_block():
+    paper = user_metrics("movielens", {"melu": (1.0, 1.2), "paml": (0.9, 1.0), "ref_mf": (0.95, 1.1)})
+    production = user_metrics("movielens", {"ref_mf": (0.5, 0.6)}).with_columns(pl.lit("production").alias("protocol"))
+    # the paper's evaluation written before the protocol column existed counts as the paper's protocol
+    tables, pngs = build_report([eval_bundle(paper), eval_bundle(production)], {}, {}, {}, {})
+    t2 = tables.frame("table2")
+    assert sorted(zip(t2["protocol"], t2["method"])) == [
+        ("paper", "melu"), ("paper", "paml"), ("paper", "ref_mf"), ("production", "ref_mf")]
+    mf = dict(t2.filter(pl.col("method") == "ref_mf").select("protocol", "mean").iter_rows())
+    # one row per protocol, never their average: (major + minor) / 2 + 0.01 * mean(u) + 0.001 * mean(seed)
+    assert mf == pytest.approx({"paper": 1.025 + 0.025 + 0.0005, "production": 0.55 + 0.025 + 0.0005})
+    assert set(zip(tables.frame("table3")["protocol"], tables.frame("table3")["method"])) >= {("production", "ref_mf")}
+    paired = tables.frame("significance")
+    assert set(paired.filter(pl.col("protocol") == "production")["method"]) == set()  # nothing to pair with under production
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["movielens"], EXPECTED)
+    paper_part, production_part = text.split("## Production protocol")
+    mf_row = lambda part: next(line for line in part.splitlines() if line.startswith("| MF (fold-in)"))  # noqa: E731
+    paper_mf, production_mf = f"{mf['paper']:.3f} ±", f"{mf['production']:.3f} ±"
+    assert paper_mf in mf_row(paper_part) and production_mf not in paper_part
+    assert production_mf in mf_row(production_part) and "PAML" not in production_part and "No results for" not in production_part
+    assert "## Paired comparisons" in paper_part and "vs MF (fold-in)" in paper_part
+    # a table keyed by method cannot hold two protocols: rendering one is refused, not silently averaged
+    with pytest.raises(ValueError, match="protocols \\['paper', 'production'\\]"):
+        markdown_table2(t2, ["movielens"], EXPECTED)
 
 
 def test_report_without_any_results_says_so():

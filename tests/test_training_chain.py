@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from models.learners import METHODS
+from models.references import REFERENCES
 from pipelines.cli import training_config
 from pipelines.definitions import ASSETS, CHECKS, build_resources
 from pipelines.jobs import evaluation_job, training_job
@@ -38,7 +39,7 @@ def test_every_method_trains_and_lands_in_metrics(chain):
     assert trained.success and evaluated.success
     store = LineageStore(home)
     rows = store.query("SELECT method, seed, population, metric, value FROM metrics WHERE dataset = 'taobao'")
-    assert set(rows["method"]) == set(METHODS) | {"ref_global_mean", "ref_item_mean", "ref_user_item_bias"}
+    assert set(rows["method"]) == set(METHODS) | {f"ref_{name}" for name in REFERENCES}
     assert set(rows.filter(pl.col("method") == "reg_paml")["seed"]) == {0, 1}
     assert set(rows["metric"]) == {"auc", "global_auc", "nel"}
     assert rows.filter(pl.col("metric") == "auc")["value"].is_between(0, 1).all()
@@ -51,15 +52,15 @@ def test_every_method_trains_and_lands_in_metrics(chain):
 def test_views_match_the_report_and_lineage_reaches_raw_files(chain):
     home, _, evaluated = chain
     store = LineageStore(home)
-    table2 = store.query("SELECT * FROM table2 WHERE dataset = 'taobao' AND metric = 'nel'")
+    table2 = store.query("SELECT * FROM table2 WHERE dataset = 'taobao' AND metric = 'nel' AND protocol = 'paper'")
     direct = store.query("SELECT method, avg(value) AS v FROM metrics WHERE dataset = 'taobao' AND metric = 'nel' "
-                         "AND population = 'all' GROUP BY method")
+                         "AND population = 'all' AND protocol = 'paper' GROUP BY method")
     joined = table2.join(direct, on="method")
-    assert joined.height == len(METHODS) + 3
+    assert joined.height == len(METHODS) + len(REFERENCES)
     assert (joined["mean"] - joined["v"]).abs().max() < 1e-9
     assert store.query("SELECT count(*) FROM table3").item() > 0
-    # 2 gammas + PAML + AT-PAML + the 3 reference rows
-    assert store.query("SELECT count(*) FROM table4").item() == 4 + 3
+    # 2 gammas + PAML + AT-PAML + the reference rows
+    assert store.query("SELECT count(*) FROM table4").item() == 4 + len(REFERENCES)
     report_md = home / "reports" / "report.md"
     assert "Table 2" in report_md.read_text() and (home / "reports" / "errors_taobao.png").is_file()
     text = report_md.read_text()
@@ -76,6 +77,35 @@ def test_views_match_the_report_and_lineage_reaches_raw_files(chain):
     ancestors = store.query(ANCESTORS_SQL, [report_id])
     assert {"reg_paml_eval", "reg_paml_model", "meta_tasks", "raw_logs"} <= set(ancestors["asset_key"])
     assert ancestors.filter(pl.col("kind") == "raw_file").height >= 7  # profile, catalogue, 5 days
+
+
+def test_reference_rows_are_tuned_and_paired_with_every_method(chain):
+    home, _, evaluated = chain
+    store = LineageStore(home)
+    paired = store.query("SELECT comparison, protocol, method, other, test, n_users, mean_a, mean_b, ci_low, ci_high, p_value "
+                         "FROM significance WHERE asset_key = 'report' AND dataset = 'taobao'")
+    n_test = store.query("SELECT count(DISTINCT user_id) FROM user_metrics WHERE dataset = 'taobao' AND method = 'ref_mf'").item()
+    # the tiny taobao has warm users: the references are also fitted with them (the methods train as in the paper)
+    assert set(paired["test"]) == {"paired_t"} and set(paired["protocol"]) == {"paper", "production"}
+    assert (paired["n_users"] == n_test).all()
+    references = {"ref_user_item_bias", "ref_mf", "ref_item_knn"}
+    production = paired.filter(pl.col("protocol") == "production")
+    assert set(production["method"]) == {f"ref_{name}" for name in REFERENCES} and set(production["other"]) == references
+    for method in METHODS:
+        mine = paired.filter((pl.col("method") == method) & (pl.col("protocol") == "paper"))
+        assert references <= set(mine["other"]) and mine.filter(pl.col("comparison") == "vs_best_baseline").height <= 1
+    diff = paired["mean_a"] - paired["mean_b"]
+    assert ((paired["ci_low"] <= diff) & (diff <= paired["ci_high"])).all() and paired["p_value"].is_between(0, 1).all()
+    unpaired = store.query("SELECT DISTINCT test FROM significance WHERE comparison = 'minor_vs_major'")
+    assert unpaired["test"].to_list() == ["student_t"]
+    event = [e for e in evaluated.get_asset_materialization_events() if e.asset_key.to_user_string() == "reference_eval"][0]
+    chosen = event.materialization.metadata["chosen_settings"].value["taobao"]
+    assert set(chosen) == {"paper", "production"} and set(chosen["paper"]) == {"bias", "mf", "knn"}
+    text = (home / "reports" / "report.md").read_text()
+    # the report shows the paper's names (METHOD_ROWS): item-kNN is ref_item_knn, MF (fold-in) ref_mf
+    assert "## Paired comparisons" in text and "| item-kNN " in text and "vs item-kNN" in text
+    production_block = text.split("## Production protocol")[1]
+    assert "| MF (fold-in) " in production_block and "REG-PAML" not in production_block
 
 
 def test_eval_without_models_names_missing_datasets(chain):

@@ -1,0 +1,122 @@
+"""Paired comparisons over the same test users: the tests themselves and the report's frames."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from assets.evaluation import minor_vs_major, with_protocol
+from assets.report_tables import best_baselines, group_table, paired_comparisons, seed_averaged_errors, table2
+from models.metrics import paired_bootstrap_ci, paired_ttest
+
+
+def test_paired_ttest_by_hand_and_against_scipy():
+    a = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
+    b = np.array([1.5, 2.0, 2.5, 5.0, 1.0])
+    # d = (-0.5, 0, 0.5, -1) (the NaN pair is dropped): mean -0.25, sum of squares 1.25,
+    # sd = sqrt(1.25 / 3), t = -0.25 / (sd / 2) = -0.774597, df = 3
+    t, p = paired_ttest(a, b)
+    assert t == pytest.approx(-0.25 / (math.sqrt(1.25 / 3) / 2))
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), df=3))
+    ref = stats.ttest_rel(a[:4], b[:4])
+    assert (t, p) == pytest.approx((ref.statistic, ref.pvalue))
+    assert p != pytest.approx(stats.ttest_ind(a[:4], b[:4]).pvalue)  # not the unpaired test
+    with pytest.raises(ValueError, match="complete pairs"):
+        paired_ttest([1.0, np.nan], [2.0, 3.0])
+    with pytest.raises(ValueError, match="1-D"):
+        paired_ttest([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_paired_bootstrap_matches_scipy_and_is_seeded():
+    rng = np.random.default_rng(3)
+    a = rng.normal(1.0, 0.3, 40)
+    b = a + rng.normal(0.05, 0.1, 40)
+    low, high = paired_bootstrap_ci(a, b, seed=7)
+    ref = stats.bootstrap((a - b,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(7))
+    assert (low, high) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high), rel=1e-12)
+    assert low < float(np.mean(a - b)) < high
+    assert paired_bootstrap_ci(a, b, seed=7) == (low, high)
+    assert paired_bootstrap_ci(a, b, seed=8) != (low, high)
+    # a constant difference has a zero-width interval
+    assert paired_bootstrap_ci(a, a + 0.25) == pytest.approx((-0.25, -0.25))
+
+
+def user_frame(errors: dict[str, list[float]], seeds: int = 1, protocol: str | None = None) -> pl.DataFrame:
+    """Per-user errors of methods on the same 6 users (3 major, 3 minor); seeds add +-0.01."""
+    rows = []
+    for method, values in errors.items():
+        for seed in range(seeds):
+            shift = 0.01 * (seed - (seeds - 1) / 2)
+            for user, value in enumerate(values):
+                rows.append({"dataset": "d", "method": method, "seed": seed, "user_id": f"u{user}", "error": value + shift,
+                             "group": "major" if user < 3 else "minor", "lr": None})
+    frame = pl.DataFrame(rows, schema_overrides={"lr": pl.Float64})
+    return frame if protocol is None else frame.with_columns(pl.lit(protocol).alias("protocol"))
+
+
+def metrics_of(user_metrics: pl.DataFrame) -> pl.DataFrame:
+    """The `metrics` rows (population 'all', metric mse) matching per-user errors."""
+    return with_protocol(user_metrics).group_by("dataset", "protocol", "method", "seed").agg(pl.col("error").mean().alias("value")).with_columns(
+        population=pl.lit("all"), metric=pl.lit("mse"))
+
+
+# Users differ a lot; PAML is 0.02 below MeLU for every user: a paired test sees it, an unpaired one cannot.
+SPREAD = [0.2, 1.5, 0.7, 2.4, 0.9, 1.8]
+ERRORS = {
+    "melu": SPREAD,
+    "meta_sgd": [e + 0.05 + 0.01 * (i % 2) for i, e in enumerate(SPREAD)],
+    "paml": [e - 0.02 + 0.001 * i for i, e in enumerate(SPREAD)],
+    "ref_mf": [e - 0.1 + 0.02 * (i % 3) for i, e in enumerate(SPREAD)],
+    "ref_user_item_bias": [e + 0.3 - 0.01 * i for i, e in enumerate(SPREAD)],
+}
+
+
+def test_paired_comparisons_against_the_best_baseline_and_every_reference():
+    user_metrics = user_frame(ERRORS, seeds=3)
+    errors = seed_averaged_errors(user_metrics)
+    best = best_baselines(metrics_of(user_metrics))
+    assert best == {("d", "paper"): "melu"}
+    frame = paired_comparisons(errors, best)
+    paml = frame.filter(pl.col("method") == "paml")
+    assert paml.sort("other")["other"].to_list() == ["melu", "ref_mf", "ref_user_item_bias"]  # no ref_item_knn in the data
+    vs_melu = paml.filter(pl.col("comparison") == "vs_best_baseline").row(0, named=True)
+    # seed averaging cancels the +-0.01 shifts: the paired users' errors are ERRORS exactly
+    expected = stats.ttest_rel(ERRORS["paml"], ERRORS["melu"])
+    assert vs_melu["statistic"] == pytest.approx(expected.statistic) and vs_melu["p_value"] == pytest.approx(expected.pvalue)
+    assert vs_melu["p_value"] < 0.05 < stats.ttest_ind(ERRORS["paml"], ERRORS["melu"]).pvalue
+    assert vs_melu["n_users"] == 6 and vs_melu["test"] == "paired_t" and vs_melu["protocol"] == "paper"
+    diff = np.mean(ERRORS["paml"]) - np.mean(ERRORS["melu"])
+    assert vs_melu["mean_a"] - vs_melu["mean_b"] == pytest.approx(diff)
+    assert vs_melu["ci_low"] <= diff <= vs_melu["ci_high"]
+    # no method is compared with itself; the references are compared with the baseline and each other
+    assert frame.filter(pl.col("method") == pl.col("other")).height == 0
+    assert frame.filter(pl.col("method") == "ref_mf")["other"].sort().to_list() == ["melu", "ref_user_item_bias"]
+
+
+def test_table2_star_uses_the_paired_test():
+    user_metrics = user_frame(ERRORS, seeds=3, protocol="paper")
+    metrics = metrics_of(user_metrics)
+    significance = paired_comparisons(seed_averaged_errors(user_metrics), best_baselines(metrics))
+    table = table2(metrics, significance)
+    starred = table.filter(pl.col("significant"))["method"].to_list()
+    assert starred == ["paml"]  # references are never starred; an unpaired test would star nothing here
+
+
+def test_protocols_are_compared_within_themselves():
+    paper = user_frame(ERRORS, protocol="paper")
+    production = user_frame({"melu": SPREAD, "ref_mf": [e - 0.3 + 0.01 * i for i, e in enumerate(SPREAD)]}, protocol="production")
+    user_metrics = pl.concat([paper, production])
+    errors = seed_averaged_errors(user_metrics)
+    frame = paired_comparisons(errors, best_baselines(metrics_of(user_metrics)))
+    prod = frame.filter(pl.col("protocol") == "production")
+    assert sorted(zip(prod["method"], prod["other"])) == [("melu", "ref_mf"), ("ref_mf", "melu")]
+    assert prod.filter(pl.col("method") == "ref_mf")["mean_a"].item() == pytest.approx(np.mean(SPREAD) - 0.3 + 0.025)
+    t3 = group_table(user_metrics)
+    assert set(zip(t3["protocol"], t3["method"])) >= {("paper", "paml"), ("production", "ref_mf")}
+    # rows written before the protocol column existed count as the paper's protocol
+    old = user_frame(ERRORS)
+    assert set(minor_vs_major(old)["protocol"]) == {"paper"}
+    assert set(minor_vs_major(user_metrics)["protocol"]) == {"paper", "production"}
+    assert set(minor_vs_major(old)["test"]) == {"student_t"}
