@@ -268,8 +268,8 @@ def test_retraining_automation_is_visible(graph):
     repos = graph["repositoriesOrError"]["nodes"]
     schedules = {s["name"] for repo in repos for s in repo["schedules"]}
     sensors = {s["name"] for repo in repos for s in repo["sensors"]}
-    assert {s.name for s in SCHEDULES} == schedules == {"taobao_daily_retraining"}
-    assert {s.name for s in SENSORS} == sensors == {"raw_files_changed", "evaluate_after_retraining"}
+    assert {s.name for s in SCHEDULES} == schedules == set()
+    assert {s.name for s in SENSORS} == sensors == {"default_automation_condition_sensor", "raw_files_changed"}
 
 
 def test_stops_by_process_id(ui, graph):
