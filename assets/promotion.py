@@ -25,6 +25,7 @@ from models.tasks import TaskData, TaskSplit, task_data_from_tensors
 
 PROMOTION_ALPHA = 0.05  # a challenger is rejected when worse at this one-sided significance level
 MIN_PAIRED_USERS = 2  # a paired t-test needs at least two users
+SAME_LOSS_TOLERANCE = 1e-12  # per-user loss differences below this are rounding, not a difference
 TRAINING_SPLITS = ("train", "warm")  # splits whose users a model has seen labels of
 COMPARED_SPLIT = "val"
 
@@ -55,10 +56,10 @@ def decide(challenger_loss: np.ndarray, champion_loss: np.ndarray | None, alpha:
     diff = challenger_loss - champion_loss
     summary = (f"mean validation loss {challenger_loss.mean():.4f} vs {champion_loss.mean():.4f} in service "
                f"over {n} users")
-    if np.all(diff == 0):
+    if np.allclose(diff, 0, rtol=0, atol=SAME_LOSS_TOLERANCE):
         return Decision(True, None, f"promoted: same validation losses as the model in service ({summary})")
-    if np.std(diff) == 0:  # a constant shift: the t statistic is infinite, the sign decides
-        p_value = 0.0 if diff[0] > 0 else 1.0
+    if np.allclose(diff, diff.mean(), rtol=0, atol=SAME_LOSS_TOLERANCE):
+        p_value = 0.0 if diff.mean() > 0 else 1.0  # a constant shift: the t statistic is infinite, its sign decides
     else:
         p_value = float(stats.ttest_rel(challenger_loss, champion_loss, alternative="greater").pvalue)
     if p_value < alpha:
