@@ -24,6 +24,9 @@ from assets.meta_tasks import encode, padded
 from models.tasks import TaskData, TaskSplit, task_data_from_tensors
 
 PROMOTION_ALPHA = 0.05  # a challenger is rejected when worse at this one-sided significance level
+# ... or when its mean validation loss is this much higher (relative), significant or not: with
+# few comparable users a t-test cannot tell, and a much worse mean is reason enough.
+PROMOTION_MAX_INCREASE = 0.10
 MIN_PAIRED_USERS = 2  # a paired t-test needs at least two users
 SAME_LOSS_TOLERANCE = 1e-12  # per-user loss differences below this are rounding, not a difference
 TRAINING_SPLITS = ("train", "warm")  # splits whose users a model has seen labels of
@@ -39,8 +42,10 @@ class Decision:
     reason: str
 
 
-def decide(challenger_loss: np.ndarray, champion_loss: np.ndarray | None, alpha: float = PROMOTION_ALPHA) -> Decision:
-    """Promote unless the challenger's per-user loss is significantly higher (one-sided paired t-test).
+def decide(challenger_loss: np.ndarray, champion_loss: np.ndarray | None, alpha: float = PROMOTION_ALPHA,
+           max_increase: float = PROMOTION_MAX_INCREASE) -> Decision:
+    """Promote unless the challenger's per-user loss is significantly higher (one-sided paired
+    t-test at `alpha`) or its mean is more than `max_increase` (relative) higher.
 
     `champion_loss` is None when no model is in service. Losses are per user, paired by position.
     """
@@ -62,9 +67,12 @@ def decide(challenger_loss: np.ndarray, champion_loss: np.ndarray | None, alpha:
         p_value = 0.0 if diff.mean() > 0 else 1.0  # a constant shift: the t statistic is infinite, its sign decides
     else:
         p_value = float(stats.ttest_rel(challenger_loss, champion_loss, alternative="greater").pvalue)
+    test = f"one-sided paired t-test p = {p_value:.3g}"
     if p_value < alpha:
-        return Decision(False, p_value, f"rejected: worse, {summary}, one-sided paired t-test p = {p_value:.3g} < {alpha}")
-    return Decision(True, p_value, f"promoted: not worse, {summary}, one-sided paired t-test p = {p_value:.3g}")
+        return Decision(False, p_value, f"rejected: worse, {summary}, {test} < {alpha}")
+    if challenger_loss.mean() > champion_loss.mean() * (1 + max_increase):
+        return Decision(False, p_value, f"rejected: mean loss more than {max_increase:.0%} higher, {summary}, {test}")
+    return Decision(True, p_value, f"promoted: not worse, {summary}, {test}")
 
 
 # -- the same validation users for two models ---------------------------------------------
@@ -149,6 +157,12 @@ def validation_losses(model: Bundle, data: TaskData) -> dict[int, np.ndarray]:
             for seed in model.info["seeds"]}
 
 
+def diverged_seeds(model: Bundle) -> list[int]:
+    """Seeds whose training never selected an epoch (every validation loss was NaN or infinite)."""
+    return [int(seed) for seed, best in model.info.get("best", {}).items()
+            if best["epoch"] < 1 or not np.isfinite(best["val_loss"])]
+
+
 @dataclass(frozen=True)
 class Champion:
     """The model in service for (dataset, method) and what it was trained and evaluated with."""
@@ -159,7 +173,7 @@ class Champion:
 
 
 def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | None,
-            alpha: float = PROMOTION_ALPHA) -> tuple[Decision, pl.DataFrame]:
+            alpha: float = PROMOTION_ALPHA, max_increase: float = PROMOTION_MAX_INCREASE) -> tuple[Decision, pl.DataFrame]:
     """Decide on `challenger` and return the per-seed validation losses behind the decision.
 
     The frame has one row per challenger seed: seed, n_users, val_loss (this seed),
@@ -168,6 +182,12 @@ def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | N
     """
     schema = {"seed": pl.Int64, "n_users": pl.Int64, "val_loss": pl.Float64, "champion_val_loss": pl.Float64,
               "mean_val_loss": pl.Float64, "champion_mean_val_loss": pl.Float64}
+    diverged = diverged_seeds(challenger)
+    if diverged:
+        seeds = ", ".join(str(s) for s in diverged)
+        return (Decision(False, None, f"rejected: training never reached a finite validation loss (seed {seeds}); "
+                                      "the stored weights are the untrained ones"),
+                pl.DataFrame([{"seed": s} for s in challenger.info["seeds"]], schema=schema))
     if champion is None or champion.model.content_hash() == challenger.content_hash():
         data = task_data_from_tensors(challenger_tasks.tensors, challenger_tasks.info)
         losses = validation_losses(challenger, data)
@@ -179,12 +199,12 @@ def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | N
         return decision, pl.DataFrame(rows, schema=schema)
     users, rows = shared_tasks(challenger_tasks, champion.tasks)
     if users.height < MIN_PAIRED_USERS:
-        decision = decide(np.zeros(users.height), np.zeros(users.height), alpha)
+        decision = decide(np.zeros(users.height), np.zeros(users.height), alpha, max_increase)
         return decision, pl.DataFrame([{"seed": s, "n_users": users.height} for s in challenger.info["seeds"]], schema=schema)
     ours = validation_losses(challenger, with_split(challenger_tasks, encode_split(users, rows, challenger_tasks)))
     theirs = validation_losses(champion.model, with_split(champion.tasks, encode_split(users, rows, champion.tasks)))
     ours_mean, theirs_mean = np.mean(list(ours.values()), axis=0), np.mean(list(theirs.values()), axis=0)
-    decision = decide(ours_mean, theirs_mean, alpha)
+    decision = decide(ours_mean, theirs_mean, alpha, max_increase)
     frame = pl.DataFrame([{
         "seed": s, "n_users": users.height, "val_loss": float(v.mean()),
         "champion_val_loss": float(theirs[s].mean()) if s in theirs else None,
@@ -287,6 +307,8 @@ class PromotionConfig(dg.Config):
 
     alpha: float = Field(default=PROMOTION_ALPHA,
                          description="Reject the challenger when its validation loss is higher at this one-sided p-value.")
+    max_increase: float = Field(default=PROMOTION_MAX_INCREASE,
+                                description="... or when its mean validation loss is this much higher (relative), significant or not.")
 
 
 def registry_champion(store: LineageStore, dataset: str, method: str) -> dict | None:
@@ -324,7 +346,7 @@ def build_champion_asset(method: str) -> dg.AssetsDefinition:
         previous = registry_champion(store, dataset, method)
         champion = None if previous is None else Champion(
             store.load(store.row(previous["model"])), store.load(store.row(previous["tasks"])), previous["groups"])
-        decision, losses = compare(challenger, tasks, champion, config.alpha)
+        decision, losses = compare(challenger, tasks, champion, config.alpha, config.max_increase)
         ours = {"model": challenger.artifact_id, "tasks": tasks.artifact_id, "groups": groups.artifact_id}
         days = store.query(TRAINED_ON_DAYS_SQL, [challenger.artifact_id])["partition"].to_list()
         rows = decision_rows(dataset, method, decision, losses, ours, previous, days)

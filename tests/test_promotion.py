@@ -26,7 +26,11 @@ def test_a_worse_challenger_is_rejected_with_the_hand_computed_p_value():
     assert worse.reason.startswith("rejected: worse") and "over 4 users" in worse.reason
     better = decide(champion - diff, champion)
     assert better.promoted and better.p_value == pytest.approx(1 - tail, rel=1e-9)
-    assert decide(champion + diff, champion, alpha=tail / 2).promoted  # not significant at a stricter level
+    # Not significant at a stricter level, and the mean is 23% higher: rejected on the mean alone ...
+    on_mean = decide(champion + diff, champion, alpha=tail / 2)
+    assert not on_mean.promoted and on_mean.reason.startswith("rejected: mean loss more than 10% higher")
+    # ... unless that much is tolerated.
+    assert decide(champion + diff, champion, alpha=tail / 2, max_increase=0.25).promoted
 
 
 def test_edge_cases_of_the_decision():
