@@ -59,6 +59,9 @@ ASSET_GRAPH_QUERY = """
     isPartitioned
     isAutoCreatedStub
     jobNames
+    owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+    tags { key value }
+    automationCondition { label }
     assetChecksOrError {
       __typename
       ... on AssetChecks { checks { name } }
@@ -67,7 +70,7 @@ ASSET_GRAPH_QUERY = """
   }
   repositoriesOrError {
     __typename
-    ... on RepositoryConnection { nodes { name location { name } jobs { name isAssetJob } schedules { name } sensors { name } } }
+    ... on RepositoryConnection { nodes { name location { name } jobs { name isAssetJob } schedules { name } sensors { name sensorState { status } } } }
     ... on PythonError { message }
   }
 }
@@ -271,6 +274,18 @@ def test_retraining_automation_is_visible(graph):
     sensors = {s["name"] for repo in repos for s in repo["sensors"]}
     assert {s.name for s in SCHEDULES} == schedules == set()
     assert {s.name for s in SENSORS} == sensors == {"default_automation_condition_sensor", "raw_files_changed"}
+
+
+def test_owners_tags_and_automation_show(graph):
+    nodes = by_key(graph)
+    for key in (k for asset in ASSETS for k in asset.keys):
+        node = nodes[key.to_user_string()]
+        assert node["owners"] == [{"team": "paml"}], node
+        assert {"layer", "partitioned_by"} <= {t["key"] for t in node["tags"]}, node
+        assert node["automationCondition"] and node["automationCondition"]["label"], node
+    assert nodes["taobao_daily_logs"]["automationCondition"]["label"].startswith("on_cron")
+    sensors = {s["name"]: s["sensorState"]["status"] for repo in graph["repositoriesOrError"]["nodes"] for s in repo["sensors"]}
+    assert sensors["default_automation_condition_sensor"] == "RUNNING"
 
 
 def test_stops_by_process_id(ui, graph):
