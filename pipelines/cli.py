@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 from pathlib import Path
 
@@ -43,8 +42,6 @@ def run_job(job: str, dataset: str | None = None, run_config: dict | None = None
     """Run one job (for one dataset partition, when partitioned) in the persistent instance."""
     import dagster as dg
 
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     from pipelines.definitions import defs
 
     ensure_dagster_home()

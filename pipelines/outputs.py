@@ -13,6 +13,7 @@ from assets.bundle import Bundle
 
 # The Dagster UI renders Markdown metadata inline only below this length (else behind a click).
 INLINE_MARKDOWN_LIMIT = 1000
+SPARKLINE_POINTS = 24  # longer lines are thinned to this many points so the image stays inline
 
 
 def bundle_output(bundle: Bundle, **metadata: object) -> dg.MaterializeResult:
@@ -80,6 +81,8 @@ def sparkline_svg(series: dict[str, Sequence[float]], width: int = 240, height: 
     pad = 12
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' font-size='9'>"]
     for colour, (label, line) in zip(colours, series.items()):
+        if len(line) > SPARKLINE_POINTS:  # evenly spaced points, the last one kept
+            line = [line[round(i * (len(line) - 1) / (SPARKLINE_POINTS - 1))] for i in range(SPARKLINE_POINTS)]
         n = max(len(line) - 1, 1)
         points = " ".join(f"{round(pad + i * (width - 2 * pad) / n)},{round(height - pad - (v - lo) / span * (height - 2 * pad))}"
                           for i, v in enumerate(line) if not math.isnan(v))
