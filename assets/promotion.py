@@ -165,11 +165,10 @@ def diverged_seeds(model: Bundle) -> list[int]:
 
 @dataclass(frozen=True)
 class Champion:
-    """The model in service for (dataset, method) and what it was trained and evaluated with."""
+    """The model in service for (dataset, method) and the tasks it was trained on."""
 
     model: Bundle
     tasks: Bundle
-    groups_artifact: str | None
 
 
 def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | None,
@@ -211,6 +210,20 @@ def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | N
         "mean_val_loss": float(ours_mean.mean()), "champion_mean_val_loss": float(theirs_mean.mean()),
     } for s, v in ours.items()], schema=schema)
     return decision, frame
+
+
+def decision_bundle(dataset: str, method: str, decision: Decision, losses: pl.DataFrame, challenger: dict[str, str | None],
+                    champion: dict | None, trained_on: list[str]) -> Bundle:
+    """`<method>_champion`'s bundle: the decision's registry rows and the model in service after it.
+
+    `challenger` holds the artifact ids of the challenger's model, tasks and groups; `champion`
+    is the registry row of the model in service before (None if none).
+    """
+    rows = decision_rows(dataset, method, decision, losses, challenger, champion, trained_on)
+    service = {**challenger, "trained_on": trained_on, "last_day": trained_on[-1] if trained_on else None} \
+        if decision.promoted else {k: champion[k] for k in ("model", "tasks", "groups", "trained_on", "last_day")}
+    read = () if champion is None else (champion["model"], champion["tasks"])
+    return Bundle(frames={"decisions": rows}, info={"method": method, "dataset": dataset, "in_service": service}, inputs=read)
 
 
 def decision_rows(dataset: str, method: str, decision: Decision, losses: pl.DataFrame, challenger: dict[str, str | None],
@@ -263,10 +276,13 @@ def metrics_over_days(history: pl.DataFrame, dataset: str) -> bytes | None:
         return None
     metric = "nel" if "nel" in set(part["metric"]) else "mse"
     part = part.filter(pl.col("metric") == metric).sort("last_day")
-    from assets.plots import figure_png
-    from assets.report import _pyplot
+    import matplotlib
 
-    plt = _pyplot()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from assets.plots import figure_png
+
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for (method,), rows in part.group_by("method", maintain_order=True):
         ax.plot(rows["last_day"].to_list(), rows["mean"].to_list(), marker="o", label=method)
@@ -344,20 +360,15 @@ def build_champion_asset(method: str) -> dg.AssetsDefinition:
         store, dataset = paml.store(), context.partition_key
         require_trained_on(store, challenger, tasks, f"{method}_model[{dataset}]")
         previous = registry_champion(store, dataset, method)
-        champion = None if previous is None else Champion(
-            store.load(store.row(previous["model"])), store.load(store.row(previous["tasks"])), previous["groups"])
+        champion = previous and Champion(store.load(store.row(previous["model"])), store.load(store.row(previous["tasks"])))
         decision, losses = compare(challenger, tasks, champion, config.alpha, config.max_increase)
-        ours = {"model": challenger.artifact_id, "tasks": tasks.artifact_id, "groups": groups.artifact_id}
         days = store.query(TRAINED_ON_DAYS_SQL, [challenger.artifact_id])["partition"].to_list()
-        rows = decision_rows(dataset, method, decision, losses, ours, previous, days)
-        service = {**ours, "trained_on": days, "last_day": days[-1] if days else None} if decision.promoted else \
-            {k: previous[k] for k in ("model", "tasks", "groups", "trained_on", "last_day")}
-        read = () if previous is None else (previous["model"], previous["tasks"])
-        bundle = Bundle(frames={"decisions": rows}, info={"method": method, "dataset": dataset, "in_service": service},
-                        inputs=read)
+        ours = {"model": challenger.artifact_id, "tasks": tasks.artifact_id, "groups": groups.artifact_id}
+        bundle = decision_bundle(dataset, method, decision, losses, ours, previous, days)
         context.log.info(f"{method} on {dataset}: {decision.reason}")
-        return bundle_output(bundle, promoted=decision.promoted, reason=decision.reason, model_in_service=service["model"],
-                             trained_on=", ".join(days) or "static files", decisions=table(rows.drop("trained_on")))
+        return bundle_output(bundle, promoted=decision.promoted, reason=decision.reason,
+                             model_in_service=bundle.info["in_service"]["model"], trained_on=", ".join(days) or "static files",
+                             decisions=table(bundle.frame("decisions").drop("trained_on")))
 
     return _champion
 

@@ -120,7 +120,6 @@ class Resolved:
     """An upstream partition as Dagster recorded it: the artifact and the event that named it."""
 
     artifact_id: str
-    data_version: str | None
     event_id: int | None  # Dagster's storage id of the materialization; None when resolved from DuckDB
 
 
@@ -224,47 +223,47 @@ class BundleIOManager(dg.IOManager):
     def _resolve(self, context: dg.InputContext, partitions: list[str | None]) -> tuple[dict, list[str]]:
         """Which artifact Dagster recorded for each partition; the ones it never recorded."""
         instance, key = context.instance, context.asset_key
-        asset_key = key.to_user_string()
         if partitions == [None]:
             record = latest_record(instance, key, None)
-            if record is not None:
-                return {None: self._from_record(record, asset_key, None)}, []
-            return {None: self._from_store(context, asset_key, "")}, []
+            resolved = {None: self._from_record(record, key, None)} if record else self._from_store(context, [""])
+            if not resolved:
+                self._raise_not_built(key.to_user_string(), None)
+            return {None: next(iter(resolved.values()))}, []
         materialized = instance.get_materialized_partitions(key)
         if not materialized:  # this instance never saw the asset: the store is the only record
-            resolved = {}
-            for partition in partitions:
-                try:
-                    resolved[partition] = self._from_store(context, asset_key, partition)
-                except PartitionNotBuiltError:
-                    continue
-            return resolved, [p for p in partitions if p not in resolved]
-        resolved = {p: self._from_record(latest_record(instance, key, p), asset_key, p)
-                    for p in partitions if p in materialized}
-        return resolved, [p for p in partitions if p not in materialized]
+            resolved = self._from_store(context, partitions)
+        else:
+            resolved = {p: self._from_record(latest_record(instance, key, p), key, p) for p in partitions if p in materialized}
+        return resolved, [p for p in partitions if p not in resolved]
 
-    def _from_record(self, record, asset_key: str, partition: str | None) -> Resolved:
+    def _from_record(self, record, key: dg.AssetKey, partition: str | None) -> Resolved:
         """The artifact a materialization event names (by its metadata, else by its data version)."""
         event = record.asset_materialization
-        version = event.tags.get("dagster/data_version") if event.tags else None
         artifact = event.metadata.get("artifact_id")
         if artifact is not None:
-            return Resolved(str(artifact.value), version, record.storage_id)
+            return Resolved(str(artifact.value), record.storage_id)
+        version = (event.tags or {}).get("dagster/data_version", "")
         rows = self.store.query(
             "SELECT artifact_id FROM artifacts WHERE asset_key = ? AND partition = ? AND content_hash = ? "
-            "ORDER BY seq DESC LIMIT 1", [asset_key, partition or "", version or ""])
+            "ORDER BY seq DESC LIMIT 1", [key.to_user_string(), partition or "", version])
         if rows.height == 0:
             raise PartitionNotBuiltError(
-                f"Dagster recorded {asset_key}{' partition ' + repr(partition) if partition else ''} "
+                f"Dagster recorded {key.to_user_string()}{' partition ' + repr(partition) if partition else ''} "
                 f"(data version {version}) but {self.store.db_path} holds no such artifact; rematerialize it.")
-        return Resolved(rows.item(), version, record.storage_id)
+        return Resolved(rows.item(), record.storage_id)
 
-    def _from_store(self, context: dg.InputContext, asset_key: str, partition: str) -> Resolved:
-        row = self.store.latest(asset_key, partition)
-        context.log.warning(
-            f"{asset_key}{' partition ' + repr(partition) if partition else ''}: this Dagster instance has no "
-            f"materialization of it (is DAGSTER_HOME set?); using the newest stored artifact {row.artifact_id}")
-        return Resolved(row.artifact_id, row.content_hash, None)
+    def _from_store(self, context: dg.InputContext, partitions: list[str]) -> dict[str | None, Resolved]:
+        """The newest stored artifact per partition (for an instance with no record of the asset)."""
+        asset_key = context.asset_key.to_user_string()
+        rows = self.store.query(
+            "SELECT partition, artifact_id FROM artifacts WHERE asset_key = ? AND partition IN (SELECT unnest(?)) "
+            "QUALIFY seq = max(seq) OVER (PARTITION BY partition)", [asset_key, partitions])
+        if rows.height:
+            context.log.warning(
+                f"{asset_key}: this Dagster instance has no materialization of it (is DAGSTER_HOME set?); using the "
+                f"newest stored artifact of {', '.join(sorted(rows['partition'])[:5]) or 'it'}"
+                f"{' ...' if rows.height > 5 else ''}")
+        return {(p or None): Resolved(a, None) for p, a in rows.iter_rows()}
 
     def _load(self, context: dg.InputContext, ref: Resolved) -> Bundle:
         step = context.step_context
@@ -272,10 +271,11 @@ class BundleIOManager(dg.IOManager):
         return self.store.load(self.store.row(ref.artifact_id))
 
     @staticmethod
-    def _raise_not_built(asset_key: str, partition: str) -> None:
+    def _raise_not_built(asset_key: str, partition: str | None) -> None:
+        where = f" partition {partition!r}" if partition else ""
         raise PartitionNotBuiltError(
-            f"asset {asset_key!r} partition {partition!r} has never been built in this Dagster instance; "
-            f"build it first: dagster asset materialize -m pipelines --select '{asset_key}' --partition {partition} "
+            f"asset {asset_key!r}{where} has never been built in this Dagster instance; build it first: "
+            f"dg launch --assets {asset_key}{' --partition ' + partition if partition else ''} "
             "(or run its job with upstream assets).")
 
 

@@ -150,6 +150,13 @@ def test_fan_in_reads_what_dagster_recorded_not_the_newest_file(tmp_path, ml_dat
     assert run_chain(tmp_path, ml_data, instance=instance).success
     store = LineageStore(tmp_path)
     recorded = store.latest("meta_tasks", "movielens")
+    # An instance with no record of the upstream at all (no DAGSTER_HOME): the store is the only
+    # record, so the newest stored artifacts are read (the step log warns) and no Dagster event is on the edge.
+    throwaway = run_chain(tmp_path, ml_data, partition=None, selection=[reference_eval])
+    assert throwaway.success
+    edges = store.query("SELECT input_artifact_id, input_event_id FROM lineage_edges WHERE artifact_id = ?",
+                        [store.query(LATEST_SQL, ["reference_eval", ""]).item()])
+    assert recorded.artifact_id in edges["input_artifact_id"].to_list() and edges["input_event_id"].null_count() == edges.height
     stray = store.record(Bundle(frames={"vocab": pl.DataFrame({"field": ["x"]})}, info={"from": "a killed run"}),
                          run_id="killed-run", job_name="data_job", asset_key="meta_tasks", partition="movielens",
                          code_version="1", inputs={}, mirrors={})
