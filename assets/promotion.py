@@ -8,9 +8,10 @@ or not, is a row of `model_registry` in DuckDB, and evaluation, the report and `
 use the model in service.
 
 A champion trained on another window of days encodes users and items with its own
-vocabulary, so the validation users are decoded to raw values and re-encoded for each
-model. Users the champion trained on are left out (it has seen their labels), and so are
-items one of the two models has never seen; what remains is the same tasks for both.
+vocabulary, so the validation users' cleaned feature values are encoded through it (as
+meta_tasks would, backoff prefixes included), and items by id into its own item table.
+Users the champion trained on are left out (it has seen their labels), and so are items one
+of the two models has never seen; what remains is the same tasks for both.
 """
 
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from assets.bundle import Bundle
-from assets.meta_tasks import encode, padded
+from assets.meta_tasks import UNKNOWN_INDEX, padded
 from models.tasks import TaskData, TaskSplit, task_data_from_tensors
 
 PROMOTION_ALPHA = 0.05  # a challenger is rejected when worse at this one-sided significance level
@@ -79,18 +80,11 @@ def decide(challenger_loss: np.ndarray, champion_loss: np.ndarray | None, alpha:
 
 
 def decode_split(tasks: Bundle, split: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A split's users with raw feature values (None = unknown) and their item rows.
+    """A split's users and their item rows, in ids rather than indices.
 
-    Returns (users: user_id + one column per user field, rows: user_id, item_id, label, set).
+    Returns (users: user_id, user_row; rows: user_id, item_id, label, set).
     """
-    fields = tasks.info["user_fields"]
-    vocab = tasks.frame("vocab")
-    users = tasks.frame(f"users__{split}").sort("user_row")
-    codes = tasks.tensors[f"{split}__user_fields"].numpy()
-    columns = {"user_id": users["user_id"]}
-    for j, field in enumerate(fields):
-        values = dict(vocab.filter(pl.col("field") == field).select("index", "value").iter_rows())
-        columns[field] = pl.Series(field, [values.get(int(c)) for c in codes[:, j]], dtype=pl.String)
+    users = tasks.frame(f"users__{split}").select("user_id", "user_row").sort("user_row")
     item_of_row = dict(tasks.frame("items").select("row", "item_id").iter_rows())
     user_ids = users["user_id"].to_list()
     parts = []
@@ -102,7 +96,7 @@ def decode_split(tasks: Bundle, split: str) -> tuple[pl.DataFrame, pl.DataFrame]
             "user_id": [user_ids[r] for r in user_row], "item_id": [item_of_row[int(i)] for i in items[user_row, slot]],
             "label": labels[user_row, slot].astype(np.float64), "set": part,
         }, schema={"user_id": pl.String, "item_id": pl.String, "label": pl.Float64, "set": pl.String}))
-    return pl.DataFrame(columns), pl.concat(parts)
+    return users, pl.concat(parts)
 
 
 def seen_users(tasks: Bundle) -> set[str]:
@@ -113,7 +107,10 @@ def seen_users(tasks: Bundle) -> set[str]:
 
 def shared_tasks(challenger_tasks: Bundle, champion_tasks: Bundle) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validation users of the challenger's tasks that the champion never trained on, with
-    only the items both models know; users left without support or query items drop out."""
+    only the items both models know; users left without support or query items drop out.
+
+    Returns (users: user_id, user_row in the challenger's split; rows: user_id, item_id, label, set).
+    """
     users, rows = decode_split(challenger_tasks, COMPARED_SPLIT)
     known = set(challenger_tasks.frame("items")["item_id"]) & set(champion_tasks.frame("items")["item_id"])
     rows = rows.filter(pl.col("item_id").is_in(known) & ~pl.col("user_id").is_in(seen_users(champion_tasks)))
@@ -122,24 +119,59 @@ def shared_tasks(challenger_tasks: Bundle, champion_tasks: Bundle) -> tuple[pl.D
     return users, rows.join(users.select("user_id"), on="user_id", how="semi")
 
 
-def encode_split(users: pl.DataFrame, rows: pl.DataFrame, tasks: Bundle) -> TaskSplit:
-    """`users` and their rows as one split of `tasks`' encoding (every item must be in its table)."""
+def lookup_codes(values: pl.Series, vocab: pl.DataFrame, prefixes: tuple[int, ...] = ()) -> np.ndarray:
+    """Raw values -> one field's vocabulary indices: the value, else (a backoff field) its
+    longest prefix 'abc*' in the vocabulary, else the unknown index (as meta_tasks encodes)."""
+    index = dict(zip(vocab["value"].to_list(), vocab["index"].to_list()))
+
+    def code(value: str | None) -> int:
+        if value is None:
+            return UNKNOWN_INDEX
+        if value in index:
+            return index[value]
+        return next((index[value[:n] + "*"] for n in prefixes if value[:n] + "*" in index), UNKNOWN_INDEX)
+
+    return np.array([code(v) for v in values.cast(pl.String).to_list()], dtype=np.int64)
+
+
+def user_codes(raw_users: pl.DataFrame, user_ids: list[str], tasks: Bundle) -> np.ndarray:
+    """(U, F_user) indices of `user_ids`' raw features (cleaned users) in `tasks`' vocabulary."""
+    from assets.specs import spec_for
+
+    backoff = dict(spec_for(tasks.info["dataset"]).backoff) if tasks.info.get("backoff_min_count", 0) > 1 else {}
+    users = pl.DataFrame({"user_id": user_ids}).join(raw_users, on="user_id", how="left")
+    vocab = tasks.frame("vocab")
+    columns = [lookup_codes(users[f], vocab.filter(pl.col("field") == f), backoff.get(f, ())) for f in tasks.info["user_fields"]]
+    return np.stack(columns, axis=1).reshape(len(user_ids), len(columns))
+
+
+def encode_split(codes: np.ndarray, user_ids: list[str], rows: pl.DataFrame, tasks: Bundle) -> TaskSplit:
+    """Users (their feature indices `codes`, in `user_ids` order) and their rows as one split of
+    `tasks`' encoding; every item must be in its item table."""
     import torch
 
-    fields = tasks.info["user_fields"]
-    vocab = tasks.frame("vocab")
-    empty = pl.DataFrame(schema=vocab.schema)
-    members = users.with_row_index("user_row").with_columns(pl.col("user_row").cast(pl.Int64))
-    codes = members.select(encode(pl.col(f), vocab.filter(pl.col("field") == f) if f in set(vocab["field"]) else empty)
-                           for f in fields).to_numpy().astype(np.int64).reshape(members.height, len(fields))
-    located = rows.join(members.select("user_id", "user_row"), on="user_id").join(tasks.frame("items"), on="item_id")
+    members = pl.DataFrame({"user_id": user_ids, "user_row": np.arange(len(user_ids), dtype=np.int64)})
+    located = rows.join(members, on="user_id").join(tasks.frame("items"), on="item_id")
     tensors = {}
     for part in ("support", "query"):
         chosen = located.filter(pl.col("set") == part).sort("user_row", "item_id")
         items, mask = padded(chosen, "user_row", "row", members.height, np.int64)
         labels, _ = padded(chosen, "user_row", "label", members.height, np.float32)
         tensors[part] = (torch.from_numpy(items), torch.from_numpy(labels), torch.from_numpy(mask))
-    return TaskSplit(torch.from_numpy(codes), *tensors["support"], *tensors["query"])
+    return TaskSplit(torch.from_numpy(codes.astype(np.int64)), *tensors["support"], *tensors["query"])
+
+
+def comparison_splits(challenger_tasks: Bundle, champion_tasks: Bundle, raw_users: pl.DataFrame) -> tuple[TaskSplit, TaskSplit] | None:
+    """The same unseen validation users for both models, each in its own encoding; None if
+    fewer than MIN_PAIRED_USERS remain. The challenger keeps its own feature indices; the
+    champion's come from the users' cleaned (raw) values through its vocabulary."""
+    users, rows = shared_tasks(challenger_tasks, champion_tasks)
+    if users.height < MIN_PAIRED_USERS:
+        return None
+    ids = users["user_id"].to_list()
+    ours = challenger_tasks.tensors[f"{COMPARED_SPLIT}__user_fields"].numpy()[users["user_row"].to_numpy()]
+    theirs = user_codes(raw_users, ids, champion_tasks)
+    return encode_split(ours, ids, rows, challenger_tasks), encode_split(theirs, ids, rows, champion_tasks)
 
 
 def with_split(tasks: Bundle, split: TaskSplit) -> TaskData:
@@ -158,9 +190,8 @@ def validation_losses(model: Bundle, data: TaskData) -> dict[int, np.ndarray]:
 
 
 def diverged_seeds(model: Bundle) -> list[int]:
-    """Seeds whose training never selected an epoch (every validation loss was NaN or infinite)."""
-    return [int(seed) for seed, best in model.info.get("best", {}).items()
-            if best["epoch"] < 1 or not np.isfinite(best["val_loss"])]
+    """Seeds whose training never improved on the untrained model (every validation loss NaN or infinite)."""
+    return [int(seed) for seed, best in model.info.get("best", {}).items() if not np.isfinite(best["val_loss"])]
 
 
 @dataclass(frozen=True)
@@ -171,9 +202,11 @@ class Champion:
     tasks: Bundle
 
 
-def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | None,
+def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | None, raw_users: pl.DataFrame,
             alpha: float = PROMOTION_ALPHA, max_increase: float = PROMOTION_MAX_INCREASE) -> tuple[Decision, pl.DataFrame]:
     """Decide on `challenger` and return the per-seed validation losses behind the decision.
+
+    `raw_users` are the cleaned users (user_id and raw feature values) of the challenger's data.
 
     The frame has one row per challenger seed: seed, n_users, val_loss (this seed),
     champion_val_loss (the champion's same seed, if it has it), mean_val_loss,
@@ -196,16 +229,17 @@ def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | N
         decision = decide(np.array([r["val_loss"] for r in rows]), None) if champion is None else \
             Decision(True, None, "promoted: same model as in service")
         return decision, pl.DataFrame(rows, schema=schema)
-    users, rows = shared_tasks(challenger_tasks, champion.tasks)
-    if users.height < MIN_PAIRED_USERS:
-        decision = decide(np.zeros(users.height), np.zeros(users.height), alpha, max_increase)
-        return decision, pl.DataFrame([{"seed": s, "n_users": users.height} for s in challenger.info["seeds"]], schema=schema)
-    ours = validation_losses(challenger, with_split(challenger_tasks, encode_split(users, rows, challenger_tasks)))
-    theirs = validation_losses(champion.model, with_split(champion.tasks, encode_split(users, rows, champion.tasks)))
+    splits = comparison_splits(challenger_tasks, champion.tasks, raw_users)
+    if splits is None:
+        n = shared_tasks(challenger_tasks, champion.tasks)[0].height
+        return decide(np.zeros(n), np.zeros(n), alpha, max_increase), \
+            pl.DataFrame([{"seed": s, "n_users": n} for s in challenger.info["seeds"]], schema=schema)
+    ours = validation_losses(challenger, with_split(challenger_tasks, splits[0]))
+    theirs = validation_losses(champion.model, with_split(champion.tasks, splits[1]))
     ours_mean, theirs_mean = np.mean(list(ours.values()), axis=0), np.mean(list(theirs.values()), axis=0)
     decision = decide(ours_mean, theirs_mean, alpha, max_increase)
     frame = pl.DataFrame([{
-        "seed": s, "n_users": users.height, "val_loss": float(v.mean()),
+        "seed": s, "n_users": len(ours_mean), "val_loss": float(v.mean()),
         "champion_val_loss": float(theirs[s].mean()) if s in theirs else None,
         "mean_val_loss": float(ours_mean.mean()), "champion_mean_val_loss": float(theirs_mean.mean()),
     } for s, v in ours.items()], schema=schema)
@@ -329,10 +363,15 @@ class PromotionConfig(dg.Config):
 
 def registry_champion(store: LineageStore, dataset: str, method: str) -> dict | None:
     """The newest promoted decision of (dataset, method) in model_registry, or None."""
-    rows = store.query(
-        "SELECT model_artifact AS model, tasks_artifact AS tasks, groups_artifact AS groups, trained_on, last_day "
-        "FROM model_registry WHERE dataset = ? AND method = ? AND promoted ORDER BY recorded_at DESC LIMIT 1",
-        [dataset, method])
+    import duckdb
+
+    try:
+        rows = store.query(
+            "SELECT model_artifact AS model, tasks_artifact AS tasks, groups_artifact AS groups, trained_on, last_day "
+            "FROM model_registry WHERE dataset = ? AND method = ? AND promoted ORDER BY recorded_at DESC LIMIT 1",
+            [dataset, method])
+    except duckdb.CatalogException:  # a database from before the registry: nothing was ever promoted
+        return None
     return rows.row(0, named=True) if rows.height else None
 
 
@@ -351,17 +390,17 @@ def build_champion_asset(method: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{method}_champion", partitions_def=dataset_partitions, group_name="models", kinds={"pytorch", "duckdb"},
         code_version="1", ins={"challenger": dg.AssetIn(f"{method}_model"), "tasks": dg.AssetIn("meta_tasks"),
-                               "groups": dg.AssetIn("user_groups")},
+                               "groups": dg.AssetIn("user_groups"), "clean_logs": dg.AssetIn("clean_logs")},
         description=f"{method}: the model in service. The newest model replaces it unless worse on the same validation "
                     "users (one-sided paired t-test); every decision is a row of model_registry.",
     )
     def _champion(context: dg.AssetExecutionContext, config: PromotionConfig, paml: PamlResource,
-                  challenger: Bundle, tasks: Bundle, groups: Bundle) -> dg.MaterializeResult:
+                  challenger: Bundle, tasks: Bundle, groups: Bundle, clean_logs: Bundle) -> dg.MaterializeResult:
         store, dataset = paml.store(), context.partition_key
         require_trained_on(store, challenger, tasks, f"{method}_model[{dataset}]")
         previous = registry_champion(store, dataset, method)
         champion = previous and Champion(store.load(store.row(previous["model"])), store.load(store.row(previous["tasks"])))
-        decision, losses = compare(challenger, tasks, champion, config.alpha, config.max_increase)
+        decision, losses = compare(challenger, tasks, champion, clean_logs.frame("users"), config.alpha, config.max_increase)
         days = store.query(TRAINED_ON_DAYS_SQL, [challenger.artifact_id])["partition"].to_list()
         ours = {"model": challenger.artifact_id, "tasks": tasks.artifact_id, "groups": groups.artifact_id}
         bundle = decision_bundle(dataset, method, decision, losses, ours, previous, days)

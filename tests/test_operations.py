@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from assets.promotion import PROMOTION_ALPHA, PROMOTION_MAX_INCREASE
 from models.learners import METHODS
 from pipelines.cli import model_and_tasks, training_config
 from pipelines.definitions import ASSETS, CHECKS, SENSORS, build_resources
@@ -113,7 +114,9 @@ def test_the_window_rolls_and_the_registry_records_which_days_each_model_saw(thr
         else:
             assert rows["champion_artifact"].null_count() == 0 and (rows["n_users"] >= 2).all()
     for row in registry.filter(pl.col("p_value").is_not_null()).iter_rows(named=True):
-        assert row["promoted"] == (row["p_value"] >= 0.05), row  # the decision is the test's
+        not_worse = row["p_value"] >= PROMOTION_ALPHA and \
+            row["mean_val_loss"] <= row["champion_mean_val_loss"] * (1 + PROMOTION_MAX_INCREASE)
+        assert row["promoted"] == not_worse, row  # the decision is the test's and the mean's
 
 
 def test_a_worse_challenger_stays_out_of_service(three_nights):

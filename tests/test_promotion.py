@@ -9,7 +9,9 @@ import torch
 
 from assets.bundle import Bundle
 from assets.meta_tasks import UNKNOWN_INDEX, encode_tasks
-from assets.promotion import PROMOTION_ALPHA, decide, decode_split, encode_split, shared_tasks
+from assets.promotion import (
+    PROMOTION_ALPHA, comparison_splits, decide, decode_split, encode_split, lookup_codes, shared_tasks, user_codes,
+)
 from assets.specs import SPECS
 
 SPEC = SPECS["taobao"]
@@ -47,20 +49,24 @@ def test_edge_cases_of_the_decision():
     assert PROMOTION_ALPHA == 0.05
 
 
+def raw_users(users: dict[str, tuple]) -> pl.DataFrame:
+    return pl.DataFrame([{"user_id": u, **dict(zip(SPEC.user_fields, f))} for u, f in users.items()])
+
+
 def window(users: dict[str, tuple], splits: dict[str, str], rows: list[tuple]) -> Bundle:
     """meta_tasks of a tiny taobao window: users {id: 5 features}, their split, rows (user, item, label, set)."""
-    user_frame = pl.DataFrame([{"user_id": u, **dict(zip(SPEC.user_fields, f))} for u, f in users.items()])
     item_ids = sorted({r[1] for r in rows})
     items = pl.DataFrame({"item_id": item_ids, "category": [f"c{i[-1]}" for i in item_ids],
                           "brand": ["b1"] * len(item_ids), "price_level": ["2"] * len(item_ids)})
     split = {"users": pl.DataFrame({"user_id": list(splits), "split": list(splits.values())}),
              "items": pl.DataFrame(rows, schema=["user_id", "item_id", "label", "set"], orient="row")}
-    frames, tensors, info = encode_tasks(user_frame, items, split, SPEC)
+    frames, tensors, info = encode_tasks(raw_users(users), items, split, SPEC)
     return Bundle(frames=frames, tensors=tensors, info=info)
 
 
 F = {"a": ("20", "F", "Wuhan", "student", "1"), "b": ("30", "M", "Xian", "sales", "2"),
      "c": ("30", "M", "Hefei", "sales", "3"), "d": ("40", "F", "Xian", "teacher", "1")}
+CLEAN_USERS = raw_users(F)
 
 
 def rows_for(user: str, items: list[str]) -> list[tuple]:
@@ -83,10 +89,13 @@ def champion_and_challenger():
 def test_decoding_then_encoding_a_split_gives_it_back(champion_and_challenger):
     _, challenger = champion_and_challenger
     users, rows = decode_split(challenger, "val")
-    assert users["user_id"].to_list() == ["a", "c", "d"] and users["city"].to_list() == ["Wuhan", "Hefei", "Xian"]
-    again = encode_split(users, rows, challenger)
+    assert users["user_id"].to_list() == ["a", "c", "d"]
+    ids = users["user_id"].to_list()
+    again = encode_split(challenger.tensors["val__user_fields"].numpy(), ids, rows, challenger)
     for name in ("user_fields", "support_items", "support_labels", "support_mask", "query_items", "query_labels", "query_mask"):
         assert torch.equal(getattr(again, name), challenger.tensors[f"val__{name}"]), name
+    # Encoding the cleaned values through the vocabulary gives the indices meta_tasks gave.
+    assert np.array_equal(user_codes(CLEAN_USERS, ids, challenger), challenger.tensors["val__user_fields"].numpy())
 
 
 def test_both_models_get_the_same_unseen_users_in_their_own_encoding(champion_and_challenger):
@@ -95,18 +104,22 @@ def test_both_models_get_the_same_unseen_users_in_their_own_encoding(champion_an
     # a: the champion trained on it; d: only i1 is known to both, so no support set is left.
     assert users["user_id"].to_list() == ["c"]
     assert sorted(rows["item_id"].to_list()) == ["i2", "i3"]  # i4 is unknown to the champion
-    ours, theirs = encode_split(users, rows, challenger), encode_split(users, rows, champion)
+    assert comparison_splits(challenger, champion, CLEAN_USERS) is None  # one user: too few to compare
+    theirs = encode_split(user_codes(CLEAN_USERS, ["c"], champion), ["c"], rows, champion)
+    ours = encode_split(challenger.tensors["val__user_fields"].numpy()[users["user_row"].to_numpy()], ["c"], rows, challenger)
     assert torch.equal(ours.query_labels, theirs.query_labels) and torch.equal(ours.support_mask, theirs.support_mask)
+    # The champion's vocabulary comes from its training users a and b: c's age 30, M and sales are
+    # theirs too; Hefei and spend level 3 are only c's, so they are the champion's unknown index.
+    vocab = champion.frame("vocab")
+    expected = [int(vocab.filter((pl.col("field") == f) & (pl.col("value") == v))["index"].item())
+                if v in ("30", "M", "sales") else UNKNOWN_INDEX for f, v in zip(SPEC.user_fields, F["c"])]
+    assert theirs.user_fields[0].tolist() == expected
     for tasks, split in ((challenger, ours), (champion, theirs)):
-        vocab = tasks.frame("vocab")
-        values = [vocab.filter((pl.col("field") == f) & (pl.col("index") == int(c)))["value"].to_list()
-                  for f, c in zip(SPEC.user_fields, split.user_fields[0])]
-        assert values == [[v] for v in F["c"]]  # each model sees c's raw values through its own vocabulary
-        item_rows = dict(tasks.frame("items").iter_rows())
-        assert split.query_items[0, 0].item() == item_rows["i3"]
-    # A value the champion never saw is its unknown index, not a stray index of the challenger's.
-    sales_only = window({"b": F["b"]}, {"b": "train"}, rows_for("b", ["i4", "i1"]))
-    users, rows = shared_tasks(challenger, sales_only)
-    assert users["user_id"].to_list() == ["d"]
-    stranger = encode_split(users, rows, sales_only)
-    assert stranger.user_fields[0, SPEC.user_fields.index("segment")].item() == UNKNOWN_INDEX
+        assert split.query_items[0, 0].item() == dict(tasks.frame("items").iter_rows())["i3"]
+
+
+def test_backoff_fields_fall_back_to_the_longest_known_prefix():
+    vocab = pl.DataFrame({"field": ["zip"] * 3, "value": ["12345", "123*", "9*"], "index": [2, 3, 4]})
+    values = pl.Series(["12345", "12399", "98765", "55555", None])
+    assert lookup_codes(values, vocab, (3, 1)).tolist() == [2, 3, 4, UNKNOWN_INDEX, UNKNOWN_INDEX]
+    assert lookup_codes(values, vocab).tolist() == [2, UNKNOWN_INDEX, UNKNOWN_INDEX, UNKNOWN_INDEX, UNKNOWN_INDEX]
