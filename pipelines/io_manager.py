@@ -28,7 +28,7 @@ import polars as pl
 
 from assets.bundle import Bundle
 from pipelines.outputs import column_schema, frames_table
-from pipelines.store import ArtifactRow, LineageStore, PartitionNotBuiltError
+from pipelines.store import LineageStore, PartitionNotBuiltError
 
 # (asset name pattern, frame) -> DuckDB table holding the newest materialization's rows.
 MIRRORS: dict[tuple[str, str], str] = {
@@ -287,5 +287,3 @@ class LineageIOManager(dg.ConfigurableIOManagerFactory):
     def create_io_manager(self, context: dg.InitResourceContext) -> BundleIOManager:
         return BundleIOManager(LineageStore(Path(self.home)))
 
-
-__all__ = ["ArtifactRow", "BundleIOManager", "LineageIOManager", "PartitionBundles", "Resolved"]
