@@ -198,8 +198,9 @@ def model_and_tasks(store, dataset: str, method: str, which: str):
     if which == "promoted":
         champion = registry_champion(store, dataset, method)
         if champion is None:
-            raise PartitionNotBuiltError(f"no {method} model in service for {dataset}: materialize {method}_champion "
-                                         f"--partition {dataset} (or pass --model latest)")
+            raise PartitionNotBuiltError(
+                f"no {method} model in service for {dataset} (no promotion in model_registry): train and promote one "
+                f"with `dg launch --job training_job --partition {dataset}`, or use the newest trained model: --model latest")
         return store.load(store.row(champion["model"])), store.load(store.row(champion["tasks"]))
     model = store.load(store.latest(f"{method}_model", dataset))
     tasks = store.query(TRAINED_WITH_SQL, [model.artifact_id, "meta_tasks"])

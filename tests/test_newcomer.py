@@ -148,7 +148,7 @@ def empty_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.mark.parametrize("argv, expected", [
     (["recommend", "--dataset", "movielens", "--profile", "gender=F", "--ratings", "1=4"],
-     "error: asset 'reg_paml_model' partition 'movielens' has never been built in"),
+     "error: no reg_paml model in service for movielens (no promotion in model_registry): train and promote one"),
     (["recommend", "--dataset", "movielens", "--profile", "gender", "--ratings", "1=4"],
      "error: --profile: expected KEY=VALUE, got 'gender'"),
     (["recommend", "--dataset", "movielens", "--profile", "gender=F", "--ratings", "1=four"],
