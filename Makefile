@@ -46,7 +46,7 @@ results: install
 # make ui PORT=3001 for another port.
 ui: install
 	$(PY) -m pipelines.cli init
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(PORT)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg dev --host 127.0.0.1 --port $(PORT)
 
 clean:
 	rm -rf $(PAML_HOME)

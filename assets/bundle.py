@@ -39,6 +39,11 @@ class Bundle:
     tensors: dict[str, "torch.Tensor"] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     sources: tuple[SourceFile, ...] = ()
+    # Stored artifacts this bundle was computed from that did not arrive as step inputs (a
+    # model in service loaded by its id); lineage records them. Not part of the content.
+    inputs: tuple[str, ...] = field(default=(), compare=False)
+    # Set by the store on a loaded bundle: the artifact it was read from. Not part of the content.
+    artifact_id: str | None = field(default=None, compare=False, repr=False)
     # Bundles are not mutated after construction, so the hash is computed once.
     _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 

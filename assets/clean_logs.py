@@ -385,7 +385,7 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
 import dagster as dg  # noqa: E402
 
 from assets.specs import spec_for  # noqa: E402
-from pipelines.outputs import bundle_output, markdown_table  # noqa: E402
+from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
 
 
@@ -402,5 +402,4 @@ def clean_logs(context: dg.AssetExecutionContext, raw_logs: Bundle) -> dg.Output
     bundle = clean_logs_from_raw(raw_logs, spec_for(context.partition_key))
     summary = rejected_summary(bundle.frame("rejected"))
     context.log.info(f"rejected {bundle.frame('rejected').height} rows; by reason:\n{summary}")
-    return bundle_output(bundle, rejected_by_reason=markdown_table(summary),
-                         rows_per_raw_file=markdown_table(bundle.frame("accounting")))
+    return bundle_output(bundle, rejected_by_reason=table(summary), rows_per_raw_file=table(bundle.frame("accounting")))

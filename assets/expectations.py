@@ -134,12 +134,12 @@ import dagster as dg  # noqa: E402
 from assets.bundle import Bundle  # noqa: E402
 from assets.clean_logs import clean_logs  # noqa: E402
 from assets.specs import spec_for  # noqa: E402
-from pipelines.partitions import dataset_partitions  # noqa: E402
+from pipelines.partitions import dataset_asset_check  # noqa: E402
 from pipelines.resources import PamlResource  # noqa: E402
 
 
-@dg.asset_check(
-    asset=clean_logs, blocking=True, partitions_def=dataset_partitions,
+@dataset_asset_check(
+    asset=clean_logs, blocking=True,
     description="Great Expectations suites on the cleaned users and interactions (outcomes go to DuckDB `checks`).",
 )
 def clean_logs_expectations(context: dg.AssetCheckExecutionContext, clean_logs: Bundle, paml: PamlResource) -> dg.AssetCheckResult:

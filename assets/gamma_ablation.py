@@ -34,7 +34,7 @@ def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: l
 import dagster as dg  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from pipelines.outputs import bundle_output, markdown_table  # noqa: E402
+from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
 
 
@@ -51,4 +51,4 @@ class AblationConfig(ModelConfig):
 def reg_paml_gamma_ablation(context: dg.AssetExecutionContext, config: AblationConfig, meta_tasks: Bundle, user_groups: Bundle) -> dg.Output[Bundle]:
     bundle = gamma_ablation(meta_tasks, user_groups, config, config.gammas, context.partition_key)
     summary = bundle.frame("metrics").group_by("gamma", "population", "metric").agg(pl.col("value").mean()).sort("gamma", "metric", "population")
-    return bundle_output(bundle, summary=markdown_table(summary))
+    return bundle_output(bundle, summary=table(summary))

@@ -140,8 +140,9 @@ def evaluate_method(method: str, models: dict[str, Bundle], tasks: dict[str, Bun
 import dagster as dg  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from pipelines.outputs import bundle_output, markdown_table  # noqa: E402
+from pipelines.outputs import bundle_output, inline_plot, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
+from pipelines.resources import PamlResource  # noqa: E402
 
 LEARNER_DEFAULTS = LearnerConfig()
 MEMORY_DEFAULTS = MemoryConfig()
@@ -238,35 +239,41 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
         bundle, users_per_second = train_method(method, meta_tasks, config.learner_config(method, dataset),
                                                 config.train_config(method, dataset), config.seeds, log,
                                                 settings=config.settings_provenance(method, dataset))
-        from assets.plots import markdown_image, training_curves_png
-
-        curve = markdown_image(training_curves_png(bundle.frame("history"), f"{method} on {context.partition_key}"), "training curves")
+        curves = bundle.frame("history").group_by("epoch").agg(pl.col("train_loss", "val_loss").mean()).sort("epoch")
+        plot = inline_plot({"train loss": curves["train_loss"].to_list(), "validation loss": curves["val_loss"].to_list()},
+                           "mean over seeds by epoch")
         return bundle_output(bundle, best_epochs=dg.MetadataValue.json(bundle.info["best"]),
-                             training_curves=dg.MetadataValue.md(curve), device=bundle.info["train_config"]["device"],
+                             **({"training_curves": plot} if plot else {}), device=bundle.info["train_config"]["device"],
                              users_per_second=round(users_per_second, 1))
 
     return _model
 
 
 def build_eval_asset(method: str) -> dg.AssetsDefinition:
-    """`<method>_eval`: the method's Table-2 row for every dataset that has a model."""
+    """`<method>_eval`: the Table-2 row of the method's model in service for every dataset that has one."""
 
     @dg.asset(
-        name=f"{method}_eval", group_name="evaluation", kinds={"pytorch", "duckdb"}, code_version="1",
-        ins={"models": dg.AssetIn(f"{method}_model"), "tasks": dg.AssetIn("meta_tasks"), "groups": dg.AssetIn("user_groups")},
-        description=f"{method}: adapt on test users' support sets, score query sets; user_metrics, metrics, significance.",
+        name=f"{method}_eval", group_name="evaluation", kinds={"pytorch", "duckdb"}, code_version="2",
+        ins={"champions": dg.AssetIn(f"{method}_champion")},
+        description=f"{method}: the model in service adapted on test users' support sets, scored on their query sets "
+                    "(the test users of the tasks it was trained with); user_metrics, metrics, significance.",
     )
-    def _eval(context: dg.AssetExecutionContext, models: dict, tasks: dict, groups: dict) -> dg.Output[Bundle]:
-        missing = sorted(set(dataset_partitions.get_partition_keys()) - set(models))
+    def _eval(context: dg.AssetExecutionContext, paml: PamlResource, champions) -> dg.MaterializeResult:
+        from assets.promotion import evaluate_in_service
+
+        missing = sorted(set(dataset_partitions.get_partition_keys()) - set(champions))
         if missing:
-            context.log.info(f"{method}: no trained model for {', '.join(missing)}; those datasets are left out")
-        bundle = evaluate_method(method, models, tasks, groups)
+            context.log.info(f"{method}: no model in service for {', '.join(missing)}; those datasets are left out")
+        store = paml.store()
+        bundle = evaluate_in_service(method, champions, lambda artifact: store.load(store.row(artifact)))
         summary = bundle.frame("metrics")
         if summary.height:
             summary = summary.group_by("dataset", "population", "metric").agg(
                 mean=pl.col("value").mean(), sd=pl.col("value").std()).sort("dataset", "metric", "population")
+        headline = {f"{r['dataset']}/{r['metric']}": float(r["mean"]) for r in summary.filter(pl.col("population") == "all").iter_rows(named=True)} \
+            if summary.height else {}
         return bundle_output(bundle, datasets_evaluated=", ".join(bundle.info["datasets"]) or "none",
-                             datasets_without_model=", ".join(missing) or "none", summary=markdown_table(summary))
+                             datasets_without_model=", ".join(missing) or "none", summary=table(summary), **headline)
 
     return _eval
 

@@ -132,7 +132,8 @@ def tuning_rows(dataset: str, protocol: str, fitted: ProtocolReferences) -> list
 # -- Dagster asset -------------------------------------------------------------------------
 import dagster as dg  # noqa: E402
 
-from pipelines.outputs import bundle_output, markdown_table  # noqa: E402
+from assets.markdown import markdown_table  # noqa: E402
+from pipelines.outputs import bundle_output  # noqa: E402
 
 
 @dg.asset(

@@ -89,11 +89,15 @@ EMPTY_METRICS = pl.DataFrame(schema={"dataset": pl.String, "protocol": pl.String
 
 
 def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict[str, Bundle],
-                 tasks: dict[str, Bundle], models: dict[str, dict[str, Bundle]]) -> tuple[Bundle, dict[str, bytes]]:
+                 tasks: dict[str, Bundle], models: dict[str, dict[str, Bundle]],
+                 embedding_groups: dict[str, Bundle] | None = None,
+                 extra_pngs: dict[str, bytes] | None = None) -> tuple[Bundle, dict[str, bytes]]:
     """All tables and plots; returns (bundle of tables, PNG files by name).
 
     Tables 2-3 and the paired comparisons keep every protocol (`protocol` among their keys);
-    Table 4 and the plots show the paper's protocol.
+    Table 4 and the plots show the paper's protocol. `tasks` and `embedding_groups` (default
+    `groups`) are those the REG-PAML model was trained with, for its embedding plot;
+    `extra_pngs` are further plots to include.
     """
     all_user_metrics = with_protocol(pl.concat(
         [EMPTY_USER_METRICS, *(e.frame("user_metrics") for e in evals if e.frame("user_metrics").height)], how="diagonal_relaxed"))
@@ -115,9 +119,11 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
         if histories.height and dataset in histories["dataset"].to_list():
             pngs[f"training_curves_{dataset}.png"] = validation_curves(histories, dataset)
         reg = models.get("reg_paml", {}).get(dataset)
-        if reg is not None and dataset in tasks and dataset in groups:
-            h, group = test_embeddings(reg, tasks[dataset], groups[dataset])
+        embedding_groups = embedding_groups or groups
+        if reg is not None and dataset in tasks and dataset in embedding_groups:
+            h, group = test_embeddings(reg, tasks[dataset], embedding_groups[dataset])
             pngs[f"embeddings_{dataset}.png"] = embedding_map(h, group, f"{dataset}: REG-PAML user embeddings (test users, PCA)")
+    pngs |= extra_pngs or {}
     frames = {"table1": t1, "table2": t2, "table3": t3, "table4": t4, "significance": significance}
     return Bundle(frames=frames, info={"plots": sorted(pngs)}), pngs
 
@@ -162,6 +168,8 @@ PLOT_CAPTIONS = {
     "learning_rates": "The inner learning rate each test user got from the PAML family, major vs minor users.",
     "embeddings": "REG-PAML's user embeddings of the test users, PCA (the paper's Fig. 11 uses t-SNE).",
     "training_curves": "Validation error per epoch while meta-training (mean over seeds).",
+    "test_metrics_over_days": "Each method's test error by the newest day of logs its model in service saw "
+                              "(one point per retraining night; from the view test_metrics_over_days).",
 }
 TABLE4_METHODS = ("paml", "at_paml")  # beside the gamma rows, as in the paper
 
@@ -306,15 +314,16 @@ from assets.plots import markdown_image  # noqa: E402
 from assets.specs import DATASETS  # noqa: E402
 from models.learners import METHODS  # noqa: E402
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL  # noqa: E402
-from pipelines.outputs import bundle_output  # noqa: E402
+from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.resources import REPO_ROOT, PamlResource  # noqa: E402
 from pipelines.store import LineageStore  # noqa: E402
 
 EVAL_INPUTS = {f"{m}_eval": dg.AssetIn(f"{m}_eval") for m in METHODS} | {"reference_eval": dg.AssetIn("reference_eval")}
-MODEL_INPUTS = {f"{m}_model": dg.AssetIn(f"{m}_model") for m in METHODS}
+CHAMPION_INPUTS = {f"{m}_champion": dg.AssetIn(f"{m}_champion") for m in METHODS}
 # Every row the report expects per dataset; rows evaluated but not listed here appear as well.
 EXPECTED_ROWS = (*METHODS, *(f"ref_{name}" for name in REFERENCES))
-INPUT_ASSETS = (*EVAL_INPUTS, *MODEL_INPUTS, "reg_paml_gamma_ablation", "user_groups", "meta_tasks")
+INPUT_ASSETS = (*EVAL_INPUTS, *CHAMPION_INPUTS, *(f"{m}_model" for m in METHODS), "reg_paml_gamma_ablation",
+                "user_groups", "meta_tasks")
 
 RUNS_SQL = """
 WITH newest AS (
@@ -355,20 +364,49 @@ def gather_provenance(store: LineageStore, run_id: str, models: dict[str, dict[s
     )
 
 
+def days_plots(paml: PamlResource) -> dict[str, bytes]:
+    """`test_metrics_over_days_<dataset>.png` for every dataset evaluated on two or more windows of days."""
+    import duckdb
+
+    from assets.promotion import metrics_over_days
+
+    try:
+        history = paml.store().query("SELECT * FROM test_metrics_over_days")
+    except duckdb.CatalogException:  # no evaluation has written its history yet
+        return {}
+    plots = {}
+    for dataset in sorted(set(history["dataset"])):
+        if history.filter(pl.col("dataset") == dataset)["last_day"].n_unique() > 1:
+            plots[f"test_metrics_over_days_{dataset}.png"] = metrics_over_days(history, dataset)
+    return plots
+
+
 @dg.asset(
-    group_name="report", kinds={"markdown", "duckdb"}, code_version="1",
-    ins={**EVAL_INPUTS, **MODEL_INPUTS, "ablation": dg.AssetIn("reg_paml_gamma_ablation"),
-         "groups": dg.AssetIn("user_groups"), "tasks": dg.AssetIn("meta_tasks")},
-    description="The paper's Tables 1-4 with reference rows, paired tests, plots and a production-protocol block: "
+    group_name="report", kinds={"markdown", "duckdb"}, code_version="2",
+    ins={**EVAL_INPUTS, **CHAMPION_INPUTS, "ablation": dg.AssetIn("reg_paml_gamma_ablation"), "groups": dg.AssetIn("user_groups")},
+    description="The paper's Tables 1-4 with reference rows, paired tests, plots and a production-protocol block, of the models in service: "
                 "Markdown + PNG under PAML_HOME/reports.",
 )
-def report(context: dg.AssetExecutionContext, paml: PamlResource, ablation: dict, groups: dict, tasks: dict,
-           **inputs) -> dg.Output[Bundle]:
-    models = {name.removesuffix("_model"): inputs[name] for name in MODEL_INPUTS}
-    bundle, pngs = build_report([inputs[name] for name in EVAL_INPUTS], ablation, groups, tasks, models)
-    header = provenance_markdown(gather_provenance(paml.store(), context.run.run_id, models, DATASETS))
+def report(context: dg.AssetExecutionContext, paml: PamlResource, ablation, groups, **inputs) -> dg.MaterializeResult:
+    from functools import cache
+
+    from assets.promotion import in_service
+
+    store = paml.store()
+    load = cache(lambda artifact: store.load(store.row(artifact)))
+    services = {m: in_service(inputs[f"{m}_champion"], load) for m in METHODS}
+    models = {m: {d: s["model"] for d, s in service.items()} for m, service in services.items()}
+    reg = services["reg_paml"]
+    bundle, pngs = build_report([inputs[name] for name in EVAL_INPUTS], ablation, groups, {d: s["tasks"] for d, s in reg.items()},
+                                models, embedding_groups={d: s["groups"] for d, s in reg.items()}, extra_pngs=days_plots(paml))
+    loaded = tuple(sorted({b.artifact_id for service in services.values() for s in service.values()
+                           for b in (s["model"], s["tasks"], s["groups"])}))
+    bundle = Bundle(frames=bundle.frames, info=bundle.info, inputs=loaded)
+    header = provenance_markdown(gather_provenance(store, context.run.run_id, models, DATASETS))
     text = render_markdown(bundle, pngs, header, lambda name, _: f"![{name}]({name})", DATASETS, EXPECTED_ROWS)
     path = write_report(paml.home_path / "reports", text, pngs)
     # The UI cannot reach files beside report.md: the metadata copy embeds each plot once.
     inline = render_markdown(bundle, pngs, header, lambda name, png: markdown_image(png, name), DATASETS, EXPECTED_ROWS)
-    return bundle_output(bundle, report_path=dg.MetadataValue.path(str(path)), report=dg.MetadataValue.md(inline))
+    return bundle_output(bundle, report_path=dg.MetadataValue.path(str(path)), report=dg.MetadataValue.md(inline),
+                         table2=table(bundle.frame("table2")), table3=table(bundle.frame("table3")),
+                         table4=table(bundle.frame("table4")), plots=", ".join(sorted(pngs)) or "none")

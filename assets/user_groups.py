@@ -83,7 +83,7 @@ import dagster as dg  # noqa: E402
 
 from assets.bundle import Bundle  # noqa: E402
 from assets.specs import spec_for  # noqa: E402
-from pipelines.outputs import bundle_output, markdown_table  # noqa: E402
+from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
 
 
@@ -97,4 +97,4 @@ def user_groups(context: dg.AssetExecutionContext, clean_logs: Bundle, cold_star
     frames = user_groups_for(clean_logs.frame("users"), cold_start_users.frame("users"), spec.tagging_fields, truth)
     bundle = Bundle(frames=frames, info={"tagging_fields": list(spec.tagging_fields), "top_share": TOP_VALUE_SHARE,
                                          "major_min_top_features": MAJOR_MIN_TOP_FEATURES})
-    return bundle_output(bundle, table1=markdown_table(frames["table1"]), group_shares=markdown_table(frames["shares"]))
+    return bundle_output(bundle, table1=table(frames["table1"]), group_shares=table(frames["shares"]))

@@ -110,7 +110,7 @@ import dagster as dg  # noqa: E402
 from pydantic import Field  # noqa: E402
 
 from assets.bundle import Bundle  # noqa: E402
-from pipelines.outputs import bundle_output, markdown_table  # noqa: E402
+from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
 
 
@@ -128,4 +128,4 @@ def user_splits(config: SplitConfig, clean_logs: Bundle, cold_start_users: Bundl
     frames = user_splits_for(cold_start_users.frame("users"), clean_logs.frame("interactions"), config.seed)
     counts = frames["users"].group_by("split").agg(users=pl.len()).sort("split")
     bundle = Bundle(frames=frames, info={"seed": config.seed, "ratios": list(USER_SPLIT), "support_share": SUPPORT_SHARE})
-    return bundle_output(bundle, users_per_split=markdown_table(counts))
+    return bundle_output(bundle, users_per_split=table(counts))

@@ -1,9 +1,19 @@
-"""Scheduled retraining: a new day of synthetic logs each day, and real datasets whose raw
-files changed, rebuilt up to their models; evaluation and the report follow each success."""
+"""Automation: declarative conditions on the assets, the sensor that evaluates them, and the
+raw-file sensor for the real datasets.
+
+- `taobao_daily_logs`: each day at 03:00 UTC, the day that just ended (on_cron).
+- everything downstream follows its upstream (`follows_upstream`): a new day of logs
+  rebuilds the window, the taobao partition of the data chain, retrains every method on it,
+  decides promotions, evaluates the models in service and rewrites the report.
+- `raw_files_changed`: MovieLens and Book-Crossing are files a person replaces; when their
+  content changes, the dataset is rebuilt up to its models and the rest follows.
+
+The automation condition sensor is on by default; it runs while `dagster dev` (or
+`dagster-daemon`) runs and can be switched off in the UI.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 
@@ -11,38 +21,53 @@ import dagster as dg
 
 from assets.bundle import file_source
 from assets.raw_files import LAYOUTS
-from pipelines.jobs import evaluation_job, retraining_job
+from pipelines.jobs import retraining_job
 from pipelines.resources import PamlResource
 
-# The first day the schedule delivers a new day of synthetic logs (extra day 1).
-TAOBAO_DELIVERY_START = dt.date(2026, 11, 26)
-RETRAINING_CRON = "0 3 * * *"  # daily, 03:00 UTC
+DAILY_LOGS_CRON = "0 3 * * *"  # 03:00 UTC: the day before is complete
 RAW_FILES_CHECK_SECONDS = 3600
+AUTOMATION_CHECK_SECONDS = 30
 
 
-def extra_days_on(day: dt.date, start: dt.date = TAOBAO_DELIVERY_START) -> int:
-    """New days of logs delivered by `day`: one per day since `start` (inclusive), never negative."""
-    return max(0, (day - start).days + 1)
+def follows_upstream(missing_upstream_allowed: bool = False) -> dg.AutomationCondition:
+    """Run when an upstream partition it reads was updated (or is requested in the same tick),
+    once none is in progress and every blocking check upstream passed.
 
-
-def taobao_retraining_request(day: dt.date) -> dg.RunRequest:
-    """The run a tick on `day` asks for: the taobao partition with that day's logs delivered."""
-    extra = extra_days_on(day)
-    return dg.RunRequest(
-        run_key=f"taobao-{day.isoformat()}",
-        partition_key="taobao",
-        run_config={"ops": {"raw_logs": {"config": {"taobao_extra_days": extra}}}},
-        tags={"paml/trigger": "daily-schedule", "paml/extra_days": str(extra)},
+    Unlike `eager()`, a partition that was never built is not built just because it is
+    missing (raw_logs[movielens] needs files someone has to provide). Assets that read every
+    partition of an upstream (evaluation, report, the log window) pass
+    `missing_upstream_allowed`: the partitions never built are left out, not waited for.
+    """
+    condition = (
+        dg.AutomationCondition.in_latest_time_window()
+        & dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
     )
+    if not missing_upstream_allowed:
+        condition = condition & ~dg.AutomationCondition.any_deps_missing()
+    return condition.with_label("follows_upstream" + (" (missing partitions left out)" if missing_upstream_allowed else ""))
 
 
-@dg.schedule(
-    job=retraining_job, cron_schedule=RETRAINING_CRON, execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily: deliver a new day of synthetic taobao logs and retrain the taobao partition.",
+# Assets reading all partitions of an upstream: missing partitions are left out, not waited for.
+FAN_IN_ASSETS = ("taobao_log_window", "*_eval", "report")
+
+
+def automation_condition(asset_key: str) -> dg.AutomationCondition:
+    """The condition of one asset (see the module docstring)."""
+    import fnmatch
+
+    if asset_key == "taobao_daily_logs":
+        return dg.AutomationCondition.on_cron(DAILY_LOGS_CRON, "UTC")
+    return follows_upstream(any(fnmatch.fnmatchcase(asset_key, p) for p in FAN_IN_ASSETS))
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor", target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=AUTOMATION_CHECK_SECONDS,
+    description="Evaluates every asset's automation condition: new taobao days at 03:00 UTC, everything else follows.",
 )
-def taobao_daily_retraining(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return taobao_retraining_request(context.scheduled_execution_time.date())
 
 
 def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
@@ -76,14 +101,5 @@ def raw_files_changed(context: dg.SensorEvaluationContext, paml: PamlResource):
             for d in changed]
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[retraining_job], request_job=evaluation_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After each successful retraining, evaluate every method and rebuild the report.",
-)
-def evaluate_after_retraining(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"evaluate-after-{context.dagster_run.run_id}")
-
-
-SCHEDULES = [taobao_daily_retraining]
-SENSORS = [raw_files_changed, evaluate_after_retraining]
+SCHEDULES: list[dg.ScheduleDefinition] = []
+SENSORS = [automation_sensor, raw_files_changed]

@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 from pathlib import Path
 
@@ -43,8 +42,6 @@ def run_job(job: str, dataset: str | None = None, run_config: dict | None = None
     """Run one job (for one dataset partition, when partitioned) in the persistent instance."""
     import dagster as dg
 
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     from pipelines.definitions import defs
 
     ensure_dagster_home()
@@ -95,6 +92,29 @@ def expected_failure(error: BaseException) -> str | None:
         return (f"{one_line(error)} -- the failed expectations: .venv/bin/python -m pipelines.cli sql "
                 "\"SELECT asset_key, partition, expectation, column_name, details FROM checks WHERE NOT success\"")
     return None
+
+
+def taobao_days(history_days: int | None = None) -> list[str]:
+    """The first days of taobao logs: the window the demo and `reproduce` train on, the same whatever the date."""
+    import datetime as dt
+
+    from assets.taobao_logs import TAOBAO_FIRST_DAY, TAOBAO_WINDOW_DAYS
+
+    first = dt.date.fromisoformat(TAOBAO_FIRST_DAY)
+    return [(first + dt.timedelta(days=k)).isoformat() for k in range(history_days or TAOBAO_WINDOW_DAYS)]
+
+
+def prepare_taobao(days: list[str]) -> None:
+    """Materialize the taobao logs of `days` (those not yet in the instance) and the window ending on the last."""
+    import dagster as dg
+
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        done = instance.get_materialized_partitions(dg.AssetKey("taobao_daily_logs"))
+    for day in days:
+        if day not in done:
+            run_job("taobao_logs_job", day)
+    run_job("taobao_window_job", "taobao", {"ops": {"taobao_log_window": {"config": {"days": len(days), "end_day": days[-1]}}}})
 
 
 def training_config(epochs: int | None, seeds: list[int] | None) -> dict:
@@ -168,9 +188,29 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
     return parsed
 
 
+def model_and_tasks(store, dataset: str, method: str, which: str):
+    """The model in service (`which='promoted'`, from model_registry) or the newest trained one,
+    with the tasks it was trained on (its vocabulary and items)."""
+    from assets.promotion import registry_champion
+    from pipelines.lineage import TRAINED_WITH_SQL
+    from pipelines.store import PartitionNotBuiltError
+
+    if which == "promoted":
+        champion = registry_champion(store, dataset, method)
+        if champion is None:
+            raise PartitionNotBuiltError(
+                f"no {method} model in service for {dataset} (no promotion in model_registry): train and promote one "
+                f"with `dg launch --job training_job --partition {dataset}`, or use the newest trained model: --model latest")
+        return store.load(store.row(champion["model"])), store.load(store.row(champion["tasks"]))
+    model = store.load(store.latest(f"{method}_model", dataset))
+    tasks = store.query(TRAINED_WITH_SQL, [model.artifact_id, "meta_tasks"])
+    return model, store.load(store.row(tasks["artifact_id"][0]) if tasks.height else store.latest("meta_tasks", dataset))
+
+
 def recommend_command(args: argparse.Namespace) -> str:
-    """Load the newest model, tasks and items of a dataset, adapt to the given user, rank items;
-    print the user's own items and the recommendations beside the items' attributes.
+    """Load a dataset's model in service (or, with --model latest, its newest model), the tasks it
+    was trained on and the items, adapt to the given user, rank items; print the user's own items
+    and the recommendations beside the items' attributes.
 
     Every input is checked (labels, --top, seed, repeated items) before anything is loaded
     where possible; a bad one is a ColdStartInputError with a one-line message.
@@ -184,8 +224,7 @@ def recommend_command(args: argparse.Namespace) -> str:
     ratings = {item: parse_label(item, text, spec) for item, text in parse_pairs(args.ratings, "--ratings").items()}
     profile = parse_pairs(args.profile, "--profile")
     store = LineageStore(default_home(), read_only=True)
-    model = store.load(store.latest(f"{args.method}_model", args.dataset))
-    tasks = store.load(store.latest("meta_tasks", args.dataset))
+    model, tasks = model_and_tasks(store, args.dataset, args.method, args.model)
     items = store.load(store.latest("clean_logs", args.dataset)).frame("items")
     ranked, lr = recommend(model, tasks, profile, ratings, args.top, args.seed)
     given = pl.DataFrame({"item_id": list(ratings), "label": list(ratings.values())})
@@ -270,6 +309,8 @@ def meta_tasks_of(dataset: str) -> tuple[dict, dict, str]:
         row = store.latest("meta_tasks", dataset)
     except PartitionNotBuiltError:
         print(f"data_job on {dataset} (meta_tasks not built yet) ...", flush=True)
+        if dataset == "taobao":
+            prepare_taobao(taobao_days())
         run_job("data_job", dataset)
         row = store.latest("meta_tasks", dataset)
     bundle = store.load(row)
@@ -354,6 +395,8 @@ def build_parser() -> Parser:
     rec.add_argument("--dataset", required=True, choices=DATASETS)
     rec.add_argument("--method", default="reg_paml", help="melu, meta_sgd, transfer, paml, at_paml or reg_paml")
     rec.add_argument("--seed", type=int, help="which trained seed (default: the first)")
+    rec.add_argument("--model", choices=["promoted", "latest"], default="promoted",
+                     help="the model in service (default) or the newest trained one")
     rec.add_argument("--profile", nargs="+", required=True, metavar="FIELD=VALUE", help="the user's features")
     rec.add_argument("--ratings", nargs="+", required=True, metavar="ITEM=LABEL", help="a few ratings (or 0/1 clicks)")
     rec.add_argument("--top", type=int, default=10)
@@ -385,6 +428,9 @@ def run_command(args: argparse.Namespace) -> None:
     elif args.command == "demo":
         print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}")
         started = time.perf_counter()
+        if args.dataset == "taobao":
+            print(f"[0/3] taobao logs: {len(taobao_days())} days and their window ...", flush=True)
+            prepare_taobao(taobao_days())
         print(f"[1/3] data_job on {args.dataset} ...", flush=True)
         print(summary(run_job("data_job", args.dataset)))
         if not args.data_only:
@@ -398,6 +444,8 @@ def run_command(args: argparse.Namespace) -> None:
         print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}  torch threads={pin_threads(args.threads)}")
         started = time.perf_counter()
         for dataset in args.datasets:
+            if dataset == "taobao":
+                prepare_taobao(taobao_days())
             for job in ("data_job", "training_job"):
                 print(f"{job} on {dataset} ... ({time.perf_counter() - started:.0f} s)", flush=True)
                 run_job(job, dataset, training_config(args.epochs, args.seeds) if job == "training_job" else None)

@@ -44,10 +44,22 @@ CREATE TABLE IF NOT EXISTS artifacts (
     location VARCHAR, n_rows BIGINT, n_bytes BIGINT, created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS lineage_edges (
     artifact_id VARCHAR, input_artifact_id VARCHAR, PRIMARY KEY (artifact_id, input_artifact_id));
+ALTER TABLE lineage_edges ADD COLUMN IF NOT EXISTS input_event_id BIGINT;
 CREATE TABLE IF NOT EXISTS checks (
     run_id VARCHAR, asset_key VARCHAR, partition VARCHAR, check_name VARCHAR,
     expectation VARCHAR, column_name VARCHAR, success BOOLEAN, unexpected_count BIGINT,
     details VARCHAR, checked_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS model_registry (
+    dataset VARCHAR, method VARCHAR, seed BIGINT, model_artifact VARCHAR, champion_artifact VARCHAR,
+    tasks_artifact VARCHAR, groups_artifact VARCHAR, trained_on VARCHAR[], last_day VARCHAR,
+    n_users BIGINT, val_loss DOUBLE, champion_val_loss DOUBLE, mean_val_loss DOUBLE,
+    champion_mean_val_loss DOUBLE, p_value DOUBLE, promoted BOOLEAN, reason VARCHAR,
+    asset_key VARCHAR, partition VARCHAR, artifact_id VARCHAR, recorded_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS metrics_history (
+    dataset VARCHAR, method VARCHAR, seed BIGINT, population VARCHAR, metric VARCHAR, value DOUBLE,
+    n_users BIGINT, model_artifact VARCHAR, last_day VARCHAR,
+    asset_key VARCHAR, partition VARCHAR, artifact_id VARCHAR, recorded_at TIMESTAMP);
+ALTER TABLE metrics_history ADD COLUMN IF NOT EXISTS protocol VARCHAR;
 """ + "".join(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {name} {dtype};\n" for name, dtype in RUN_COLUMNS.items())
 
 
@@ -57,6 +69,20 @@ VIEWS = {
     "table2": "SELECT dataset, protocol, method, metric, mean, sd, n_seeds, best, significant, paper_mean, paper_sd FROM report_table2",
     "table3": "SELECT dataset, protocol, method, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table3",
     "table4": "SELECT dataset, protocol, variant, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table4",
+    # The model in service per dataset and method: the newest promoted decision (one row per seed).
+    "champions": (
+        "SELECT dataset, method, seed, model_artifact, tasks_artifact, groups_artifact, trained_on, last_day, "
+        "recorded_at AS promoted_at, reason FROM model_registry WHERE promoted "
+        "QUALIFY artifact_id = first_value(artifact_id) OVER (PARTITION BY dataset, method ORDER BY recorded_at DESC)"
+    ),
+    # Test metrics (all users, mean over seeds) of each evaluated model by the newest day it was
+    # trained on; a model evaluated again counts once (its newest evaluation).
+    "test_metrics_over_days": (
+        "SELECT dataset, protocol, method, last_day, model_artifact, metric, avg(value) AS mean, count(*) AS n_seeds "
+        "FROM (SELECT * FROM metrics_history WHERE population = 'all' AND last_day IS NOT NULL "
+        "QUALIFY recorded_at = max(recorded_at) OVER (PARTITION BY dataset, method, model_artifact)) "
+        "GROUP BY ALL ORDER BY ALL"
+    ),
 }
 
 
@@ -217,9 +243,15 @@ class LineageStore:
 
     def record(
         self, bundle: Bundle, *, run_id: str, job_name: str, asset_key: str, partition: str,
-        code_version: str | None, inputs: list[str], mirrors: dict[str, pl.DataFrame],
+        code_version: str | None, inputs: dict[str, int | None] | list[str], mirrors: dict[str, pl.DataFrame],
+        appends: dict[str, pl.DataFrame] | None = None,
     ) -> ArtifactRow:
-        """Write files, then in one transaction: the run, the artifact, its edges, mirrored tables."""
+        """Write files, then in one transaction: the run, the artifact, its edges, mirrored tables.
+
+        `inputs` maps each loaded artifact to the Dagster event (storage id) it was resolved
+        from (a plain list: no events known); `bundle.inputs` adds artifacts read by id. `appends`
+        are history tables: rows are added, never replaced (the model registry).
+        """
         target, size = self.write_files(bundle, asset_key, partition)
         location = self.location_of(target)
         digest = bundle.content_hash()
@@ -241,12 +273,18 @@ class LineageStore:
                 )
                 for source in bundle.sources:
                     source_id = self._record_source(con, source, partition, self.location_of(Path(source.path)))
-                    con.execute("INSERT INTO lineage_edges VALUES (?, ?) ON CONFLICT DO NOTHING", [artifact_id, source_id])
-                for input_id in sorted(set(inputs)):
-                    con.execute("INSERT INTO lineage_edges VALUES (?, ?) ON CONFLICT DO NOTHING", [artifact_id, input_id])
+                    con.execute("INSERT INTO lineage_edges (artifact_id, input_artifact_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                [artifact_id, source_id])
+                edges = {**dict.fromkeys(bundle.inputs), **(inputs if isinstance(inputs, dict) else dict.fromkeys(inputs))}
+                for input_id in sorted(edges):
+                    con.execute(
+                        "INSERT INTO lineage_edges (artifact_id, input_artifact_id, input_event_id) VALUES (?, ?, ?) "
+                        "ON CONFLICT DO NOTHING", [artifact_id, input_id, edges[input_id]])
                 for table, frame in mirrors.items():
                     self._mirror(con, table, frame, asset_key, partition, artifact_id)
-                self._refresh_views(con, set(mirrors))
+                for table, frame in (appends or {}).items():
+                    self._mirror(con, table, frame, asset_key, partition, artifact_id, append=True)
+                self._refresh_views(con, set(mirrors) | set(appends or {}))
                 con.execute(
                     "UPDATE runs SET last_write_at = now(), n_artifacts = n_artifacts + 1 WHERE run_id = ?", [run_id]
                 )
@@ -304,12 +342,15 @@ class LineageStore:
 
     @staticmethod
     def _mirror(
-        con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, asset_key: str, partition: str, artifact_id: str
+        con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, asset_key: str, partition: str, artifact_id: str,
+        append: bool = False,
     ) -> None:
         """Replace `table`'s rows written by this (asset, partition) with `frame`.
 
         Every mirrored row carries the asset key, partition and artifact id it came from, so
         a table fed by several assets (e.g. `metrics` by every `<method>_eval`) stays exact.
+        With `append`, rows of earlier artifacts stay (a history) and each row gets the time
+        it was recorded; recording the same artifact again replaces only its own rows.
         """
         rows = frame.with_columns(pl.lit(partition).alias("dataset")) if "dataset" not in frame.columns and partition else frame
         rows = rows.with_columns(
@@ -323,8 +364,14 @@ class LineageStore:
             for name, dtype in con.execute("SELECT column_name, column_type FROM (DESCRIBE mirror_rows)").fetchall():
                 if name not in existing:  # a new metric column, e.g. the first CTR dataset
                     con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {dtype}')
-            con.execute(f'DELETE FROM "{table}" WHERE asset_key = ? AND partition = ?', [asset_key, partition])
-            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM mirror_rows')
+            if append:
+                con.execute(f'DELETE FROM "{table}" WHERE artifact_id = ?', [artifact_id])
+                if "recorded_at" not in existing:
+                    con.execute(f'ALTER TABLE "{table}" ADD COLUMN recorded_at TIMESTAMP')
+                con.execute(f'INSERT INTO "{table}" BY NAME SELECT *, now()::TIMESTAMP AS recorded_at FROM mirror_rows')
+            else:
+                con.execute(f'DELETE FROM "{table}" WHERE asset_key = ? AND partition = ?', [asset_key, partition])
+                con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM mirror_rows')
         finally:
             with contextlib.suppress(duckdb.Error):  # after a failed statement the error above is the one to see
                 con.unregister("mirror_rows")
@@ -333,7 +380,7 @@ class LineageStore:
     def _refresh_views(con: duckdb.DuckDBPyConnection, written: set[str]) -> None:
         """(Re)create the views whose source table was just written."""
         for view, select in VIEWS.items():
-            source = select.rsplit("FROM ", 1)[1].strip()
+            source = select.rsplit("FROM ", 1)[1].split()[0]
             if source in written:
                 con.execute(f'CREATE OR REPLACE VIEW "{view}" AS {select}')
 
@@ -395,6 +442,16 @@ class LineageStore:
             )
         return ArtifactRow(row[0], asset_key, partition, row[1], row[2])
 
+    def row(self, artifact_id: str) -> ArtifactRow:
+        """The stored artifact `artifact_id`, or LookupError naming it."""
+        with connect(self._read_path(None), read_only=True) as con:
+            row = con.execute(
+                "SELECT artifact_id, asset_key, partition, content_hash, location FROM artifacts WHERE artifact_id = ?",
+                [artifact_id]).fetchone()
+        if row is None:
+            raise LookupError(f"artifact {artifact_id!r} is not in {self.db_path}")
+        return ArtifactRow(*row)
+
     def load(self, row: ArtifactRow) -> Bundle:
         """Read an artifact's files back into a Bundle (tensors with safetensors, no pickles)."""
         location = self.path_of(row)
@@ -406,7 +463,7 @@ class LineageStore:
 
             tensors = load_file(str(location / "tensors.safetensors"))
         sources = tuple(SourceFile(**s) for s in meta.get("sources", []))
-        return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources)
+        return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources, artifact_id=row.artifact_id)
 
     def query(self, sql: str, params: list | None = None, *, snapshot: bool | None = None) -> pl.DataFrame:
         """Run a read query on a short, restricted, read-only connection; return a polars frame.

@@ -1,47 +1,94 @@
-"""Scheduled retraining and raw-file sensors, evaluated without a daemon."""
+"""Daily taobao log partitions, their window, and the automation around them (no daemon)."""
 
-import datetime as dt
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from assets.raw_logs import RawLogsConfig, generator_config, read_raw
-from pipelines.automation import (
-    TAOBAO_DELIVERY_START, evaluate_after_retraining, extra_days_on, raw_files_changed, taobao_daily_retraining,
+from assets.raw_files import read_taobao
+from assets.taobao_logs import (
+    WindowError, assemble_window, ensure_generated, log_directory, read_day, source_of, window_days,
 )
-from pipelines.definitions import defs
+from assets.taobao_generator import GeneratorConfig
+from pipelines.automation import DAILY_LOGS_CRON, raw_files_changed
+from pipelines.definitions import ASSETS, CHECKS, build_resources, defs
 from pipelines.resources import paml_resource
 from tests.fixtures import good_ml_users, ml_ratings_for, movielens_dir, write_lines
 
-TINY = RawLogsConfig(taobao_users=200, taobao_items=100, taobao_days=3)
+TINY = GeneratorConfig(n_users=200, n_items=100, n_days=3)
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]  # the 4th is past the generator's first 3
 
 
-def test_daily_schedule_delivers_one_more_day_per_day():
-    first = dt.datetime.combine(TAOBAO_DELIVERY_START, dt.time(3), tzinfo=dt.timezone.utc)
-    for offset, expected in ((0, 1), (1, 2), (9, 10)):
-        context = dg.build_schedule_context(scheduled_execution_time=first + dt.timedelta(days=offset))
-        request = taobao_daily_retraining(context)
-        assert request.partition_key == "taobao"
-        assert request.run_config["ops"]["raw_logs"]["config"]["taobao_extra_days"] == expected
-    assert extra_days_on(TAOBAO_DELIVERY_START - dt.timedelta(days=5)) == 0
-    assert defs.resolve_schedule_def("taobao_daily_retraining").job_name == "retraining_job"
+def days_of(tmp_path: Path, days: list[str], config: GeneratorConfig = TINY) -> dict:
+    bundles = {}
+    for day in days:
+        directory, source = log_directory(tmp_path / "data", tmp_path / "home", config, day)
+        bundles[day] = read_day(directory, day, source, config)
+    return bundles
 
 
-def test_delivered_days_are_read_and_deterministic(tmp_path):
-    config = generator_config(TINY)
-    base = read_raw("taobao", tmp_path / "data", tmp_path / "home", config, extra_days=0)
-    grown = read_raw("taobao", tmp_path / "data", tmp_path / "home", config, extra_days=2)
-    days = lambda b: sorted({Path(f).parent.name for f in b.frame("interactions")["source_file"].unique()})  # noqa: E731
-    assert len(days(base)) == 3 and len(days(grown)) == 5
-    assert days(grown)[:3] == days(base)
-    again = read_raw("taobao", tmp_path / "data", tmp_path / "home", config, extra_days=2)
-    assert again.content_hash() == grown.content_hash()
-    # Delivered in one go elsewhere: the same bytes as delivered one day at a time.
-    other = read_raw("taobao", tmp_path / "data", tmp_path / "other", config, extra_days=2)
-    assert other.frame("interactions").equals(grown.frame("interactions"))
-    # Asking for fewer days reads fewer, even though more are on disk.
-    assert read_raw("taobao", tmp_path / "data", tmp_path / "home", config, extra_days=1).frame("interactions").height \
-        < grown.frame("interactions").height
+def test_a_window_of_days_is_the_dataset_read_directly(tmp_path):
+    days = days_of(tmp_path, DAYS[:3])
+    directory = ensure_generated(tmp_path / "home" / "raw" / "taobao", TINY)
+    window = assemble_window(directory, days)
+    direct = read_taobao(directory, max_days=3)
+    for name in ("users", "items", "interactions", "malformed", "truth"):
+        assert window.frame(name).equals(direct.frame(name)), name
+    assert window.info["day_list"] == DAYS[:3]
+    # Each day holds its own rows and the true groups of exactly the users active that day.
+    first = days[DAYS[0]]
+    assert set(first.frame("interactions")["source_file"]) == {"taobao/logs/dt=2026-01-01/impressions.csv"}
+    assert set(first.frame("truth")["user_id"]) == set(first.frame("interactions")["user_id"])
+
+
+def test_a_day_is_the_same_bytes_whenever_and_wherever_it_is_made(tmp_path):
+    late = days_of(tmp_path / "a", DAYS)[DAYS[3]]  # made after the first three
+    alone = days_of(tmp_path / "b", DAYS[3:])[DAYS[3]]  # made on its own
+    assert late.content_hash() == alone.content_hash()
+    assert late.frame("interactions").height > 0
+    with pytest.raises(ValueError, match="before the first day"):
+        log_directory(tmp_path / "data", tmp_path / "home", TINY, "2025-12-31")
+
+
+def test_window_days_roll_and_name_what_is_missing():
+    available = ["2026-01-01", "2026-01-02", "2026-01-04", "2026-01-05"]
+    assert window_days(available, 3) == (["2026-01-04", "2026-01-05"], ["2026-01-03"])
+    assert window_days(available, 2, end_day="2026-01-02") == (["2026-01-01", "2026-01-02"], [])
+    # Days before the first day of logs are outside the calendar, not missing.
+    assert window_days(available, 14, end_day="2026-01-02") == (["2026-01-01", "2026-01-02"], [])
+    with pytest.raises(WindowError, match="backfill taobao_daily_logs"):
+        window_days([], 3)
+    with pytest.raises(WindowError, match="none of the days 2026-02-01..2026-02-03"):
+        window_days(available, 3, end_day="2026-02-03")
+
+
+def test_a_window_refuses_days_from_different_generators(tmp_path):
+    mixed = days_of(tmp_path / "a", DAYS[:1]) | days_of(tmp_path / "b", DAYS[1:2], GeneratorConfig(n_users=150, n_items=100, n_days=3))
+    with pytest.raises(WindowError, match="2026-01-02.*n_users.*150"):
+        source_of(mixed)
+
+
+def test_daily_partitions_feed_only_the_taobao_partition(tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    resources = build_resources(tmp_path / "home", tmp_path / "data")
+    tiny = {"ops": {"taobao_daily_logs": {"config": {"users": 200, "items": 100, "history_days": 3}}}}
+    for day in DAYS[:3]:
+        assert dg.materialize(ASSETS + CHECKS, selection="taobao_daily_logs", partition_key=day, run_config=tiny,
+                              resources=resources, instance=instance).success
+    window = dg.materialize(ASSETS + CHECKS, selection="taobao_log_window", partition_key="taobao", resources=resources,
+                            instance=instance, run_config={"ops": {"taobao_log_window": {"config": {"days": 2}}}})
+    metadata = window.get_asset_materialization_events()[0].materialization.metadata
+    assert (metadata["first_day"].value, metadata["last_day"].value) == ("2026-01-02", "2026-01-03")
+    assert metadata["dagster/row_count"].value > 0
+    assert {c.name for c in metadata["dagster/column_schema"].value.columns} >= {"user_id", "item_id", "label"}
+    graph = defs.resolve_asset_graph()
+    raw, log_window = dg.AssetKey("raw_logs"), dg.AssetKey("taobao_log_window")
+    mapping = graph.get_partition_mapping(raw, log_window)
+    datasets = graph.get(raw).partitions_def
+    for dataset, upstream in (("taobao", {"taobao"}), ("movielens", set()), ("bookcrossing", set())):
+        result = mapping.get_upstream_mapped_partitions_result_for_partitions(
+            datasets.subset_with_partition_keys([dataset]), datasets, graph.get(log_window).partitions_def)
+        assert set(result.partitions_subset.get_partition_keys()) == upstream
 
 
 def test_raw_files_sensor_baselines_then_reacts_to_changes(tmp_path):
@@ -64,9 +111,27 @@ def test_raw_files_sensor_baselines_then_reacts_to_changes(tmp_path):
     assert isinstance(fourth, dg.SkipReason)
 
 
-def test_evaluation_follows_successful_retraining():
-    sensor = defs.resolve_sensor_def("evaluate_after_retraining")
-    assert sensor is not None and evaluate_after_retraining.job_name == "evaluation_job"
-    job = defs.resolve_job_def("retraining_job")
-    assert {"raw_logs", "meta_tasks", "reg_paml_model", "reg_paml_gamma_ablation"} <= {
-        k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+def test_every_asset_has_a_condition_owner_and_tags():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.automation_condition is not None, key
+        assert node.owners == ["team:paml"], key
+        assert {"layer", "partitioned_by"} <= set(node.tags), key
+    daily = graph.get(dg.AssetKey("taobao_daily_logs")).automation_condition
+    assert DAILY_LOGS_CRON in daily.get_label() or DAILY_LOGS_CRON in str(daily)
+    sensor = defs.resolve_sensor_def("default_automation_condition_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_evaluation_follows_a_new_model_in_service(tmp_path):
+    """An eval asset is requested once its upstream champion updates, and not again after."""
+    instance = dg.DagsterInstance.ephemeral()
+    selection = dg.AssetSelection.assets("melu_eval")
+    result = dg.evaluate_automation_conditions(defs, instance, asset_selection=selection)
+    assert result.total_requested == 0
+    instance.report_runless_asset_event(dg.AssetMaterialization("melu_champion", partition="taobao"))
+    result = dg.evaluate_automation_conditions(defs, instance, asset_selection=selection, cursor=result.cursor)
+    assert result.get_requested_partitions(dg.AssetKey("melu_eval")) == {None}
+    result = dg.evaluate_automation_conditions(defs, instance, asset_selection=selection, cursor=result.cursor)
+    assert result.total_requested == 0

@@ -62,7 +62,7 @@ def readme_run(tmp_path_factory):
     """Run the README's real-data block line by line in one shell, as a reader would paste it.
 
     Two substitutions only: the data directory placeholder, and `make ui` (a server that runs
-    until stopped; tests/test_ui.py starts `dagster dev` for real) is dry-run with `make -n`
+    until stopped; tests/test_ui.py starts `dg dev` for real) is dry-run with `make -n`
     to check what it would start.
     """
     tmp = tmp_path_factory.mktemp("newcomer")
@@ -107,7 +107,7 @@ def test_readme_stats_and_ui_lines(readme_run):
     assert re.search(r"\| meta_tasks +\| yes ", stats) and re.search(r"\| melu_model +\| no ", stats)
     assert "Not built for movielens: melu_model," in stats
     assert "Counts after every step:" in stats and "Rejected rows by reason:" in stats
-    assert f".venv/bin/dagster dev -h 127.0.0.1 -p {port}" in result.stdout
+    assert f".venv/bin/dg dev --host 127.0.0.1 --port {port}" in result.stdout
     assert ".venv/bin/python -m pipelines.cli init" in result.stdout
 
 
@@ -148,7 +148,7 @@ def empty_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.mark.parametrize("argv, expected", [
     (["recommend", "--dataset", "movielens", "--profile", "gender=F", "--ratings", "1=4"],
-     "error: asset 'reg_paml_model' partition 'movielens' has never been built in"),
+     "error: no reg_paml model in service for movielens (no promotion in model_registry): train and promote one"),
     (["recommend", "--dataset", "movielens", "--profile", "gender", "--ratings", "1=4"],
      "error: --profile: expected KEY=VALUE, got 'gender'"),
     (["recommend", "--dataset", "movielens", "--profile", "gender=F", "--ratings", "1=four"],

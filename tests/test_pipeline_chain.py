@@ -25,10 +25,11 @@ def ml_data(tmp_path_factory) -> Path:
     return movielens_dir(root, users, ratings + ["99::1::4::978300000", "99::2::4::978300000"])
 
 
-def run_chain(home: Path, data: Path, partition: str = "movielens", selection=None) -> dg.ExecuteInProcessResult:
+def run_chain(home: Path, data: Path, partition: str | None = "movielens", selection=None,
+              instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         ASSETS + CHECKS, selection=selection or DATA_ASSETS + CHECKS, partition_key=partition, resources=build_resources(home, data),
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False,
     )
 
 
@@ -136,3 +137,40 @@ def test_failing_check_blocks_downstream_assets(tmp_path, ml_data, monkeypatch):
     assert made == {"raw_logs", "clean_logs"}
     failed = LineageStore(tmp_path).query("SELECT expectation FROM checks WHERE NOT success")
     assert failed["expectation"].to_list() == ["expect_column_min_to_be_between"]
+
+
+def test_fan_in_reads_what_dagster_recorded_not_the_newest_file(tmp_path, ml_data):
+    """A newer meta_tasks artifact that Dagster never recorded (a run killed between its DuckDB
+    commit and its event, or another instance sharing PAML_HOME) does not replace the partition
+    the evaluation's partition mapping resolves."""
+    from assets.bundle import Bundle
+    from assets.reference_eval import reference_eval
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_chain(tmp_path, ml_data, instance=instance).success
+    store = LineageStore(tmp_path)
+    recorded = store.latest("meta_tasks", "movielens")
+    # An instance with no record of the upstream at all (no DAGSTER_HOME): the store is the only
+    # record, so the newest stored artifacts are read (the step log warns) and no Dagster event is on the edge.
+    throwaway = run_chain(tmp_path, ml_data, partition=None, selection=[reference_eval])
+    assert throwaway.success
+    edges = store.query("SELECT input_artifact_id, input_event_id FROM lineage_edges WHERE artifact_id = ?",
+                        [store.query(LATEST_SQL, ["reference_eval", ""]).item()])
+    assert recorded.artifact_id in edges["input_artifact_id"].to_list() and edges["input_event_id"].null_count() == edges.height
+    stray = store.record(Bundle(frames={"vocab": pl.DataFrame({"field": ["x"]})}, info={"from": "a killed run"}),
+                         run_id="killed-run", job_name="data_job", asset_key="meta_tasks", partition="movielens",
+                         code_version="1", inputs={}, mirrors={})
+    assert store.latest("meta_tasks", "movielens").artifact_id == stray.artifact_id  # "newest in DuckDB" would read it
+
+    result = run_chain(tmp_path, ml_data, partition=None, selection=[reference_eval], instance=instance)
+    assert result.success
+    evaluation = store.query(LATEST_SQL, ["reference_eval", ""]).item()
+    edges = dict(store.query("SELECT input_artifact_id, input_event_id FROM lineage_edges WHERE artifact_id = ?",
+                             [evaluation]).iter_rows())
+    event = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("meta_tasks"), asset_partitions=["movielens"]), limit=1).records[0]
+    assert stray.artifact_id not in edges
+    assert edges[recorded.artifact_id] == event.storage_id  # the edge names the Dagster event it came from
+    assert event.asset_materialization.metadata["artifact_id"].value == recorded.artifact_id
+    metrics = store.query("SELECT DISTINCT dataset FROM metrics WHERE asset_key = 'reference_eval'")
+    assert metrics["dataset"].to_list() == ["movielens"]

@@ -8,29 +8,34 @@ import pytest
 
 from models.learners import METHODS
 from models.references import REFERENCES
-from pipelines.cli import training_config
+from pipelines.cli import model_and_tasks, training_config
 from pipelines.definitions import ASSETS, CHECKS, build_resources
 from pipelines.jobs import evaluation_job, training_job
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL
 from pipelines.store import LineageStore
 
-TINY_RAW = {"ops": {"raw_logs": {"config": {"taobao_users": 400, "taobao_items": 200, "taobao_days": 5}}}}
+TINY_DAY = {"ops": {"taobao_daily_logs": {"config": {"users": 400, "items": 200, "history_days": 5}}}}
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 
 
-def materialize(home: Path, selection, partition: str | None = None, run_config: dict | None = None):
+def materialize(home: Path, instance: dg.DagsterInstance, selection, partition: str | None = None, run_config: dict | None = None):
     return dg.materialize(ASSETS + CHECKS, selection=selection, partition_key=partition,
                           resources=build_resources(home, home / "no-real-data"),
-                          run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral())
+                          run_config=run_config or {}, instance=instance)
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    assert materialize(home, dg.AssetSelection.groups("data"), "taobao", TINY_RAW).success
+    instance = dg.DagsterInstance.ephemeral()  # one instance: inputs resolve through its event log
+    for day in DAYS:
+        assert materialize(home, instance, "taobao_daily_logs", day, TINY_DAY).success
+    assert materialize(home, instance, "taobao_log_window", "taobao").success
+    assert materialize(home, instance, dg.AssetSelection.groups("data"), "taobao").success
     config = training_config(epochs=1, seeds=[0, 1])
     config["ops"]["reg_paml_gamma_ablation"]["config"]["gammas"] = [1e-4, 1e-2]
-    trained = materialize(home, training_job.selection, "taobao", config)
-    evaluated = materialize(home, evaluation_job.selection)
+    trained = materialize(home, instance, training_job.selection, "taobao", config)
+    evaluated = materialize(home, instance, evaluation_job.selection)
     return home, trained, evaluated
 
 
@@ -67,7 +72,9 @@ def test_views_match_the_report_and_lineage_reaches_raw_files(chain):
     # Provenance: the run that wrote the report, and the raw files' hashes as the lineage store has them.
     assert f"by Dagster run `{evaluated.run_id}`" in text and "seeds: 0, 1 (every model)" in text
     assert "training protocol: paper; training device: cpu" in text
-    hashes = store.query("SELECT left(content_hash, 16) AS h FROM artifacts WHERE kind = 'raw_file' AND partition = 'taobao'")["h"]
+    # The raw files behind the taobao tasks: profile, catalogue and each day's file (registered by its day partition).
+    tasks_id = store.query(LATEST_SQL, ["meta_tasks", "taobao"]).item()
+    hashes = store.query(ANCESTORS_SQL, [tasks_id]).filter(pl.col("kind") == "raw_file")["content_hash"].str.slice(0, 16)
     assert hashes.len() >= 7 and all(f"| {h} |" in text for h in hashes)
     # The UI's copy embeds each plot once and links to no file.
     event = [e for e in evaluated.get_asset_materialization_events() if e.asset_key.to_user_string() == "report"][0]
@@ -121,8 +128,7 @@ def test_cold_start_recommendation_for_a_new_user(chain):
 
     home, _, _ = chain
     store = LineageStore(home)
-    model = store.load(store.latest("reg_paml_model", "taobao"))
-    tasks = store.load(store.latest("meta_tasks", "taobao"))
+    model, tasks = model_and_tasks(store, "taobao", "reg_paml", "promoted")
     items = tasks.frame("items")["item_id"].to_list()
     profile = {"age": "28", "gender": "F", "city": "Hangzhou", "segment": "never-seen", "spend_level": "3"}
     clicks = {items[0]: 1.0, items[1]: 0.0, items[2]: 1.0}

@@ -1,4 +1,4 @@
-"""`dagster dev` end to end: start it on a free port, read the asset graph over GraphQL, stop it
+"""`dg dev` end to end: start it on a free port, read the asset graph over GraphQL, stop it
 by process id. Everything it writes goes to a temporary PAML_HOME / DAGSTER_HOME."""
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pipelines.instance import DAGSTER_YAML  # noqa: E402
 from pipelines.jobs import JOBS  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DAGSTER_BIN = next(
-    (p for p in (Path(sys.executable).with_name("dagster"), REPO_ROOT / ".venv" / "bin" / "dagster") if p.is_file()),
-    Path(sys.executable).with_name("dagster"),
+DG_BIN = next(
+    (p for p in (Path(sys.executable).with_name("dg"), REPO_ROOT / ".venv" / "bin" / "dg") if p.is_file()),
+    Path(sys.executable).with_name("dg"),
 )
 STARTUP_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
@@ -59,6 +59,9 @@ ASSET_GRAPH_QUERY = """
     isPartitioned
     isAutoCreatedStub
     jobNames
+    owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+    tags { key value }
+    automationCondition { label }
     assetChecksOrError {
       __typename
       ... on AssetChecks { checks { name } }
@@ -67,7 +70,7 @@ ASSET_GRAPH_QUERY = """
   }
   repositoriesOrError {
     __typename
-    ... on RepositoryConnection { nodes { name location { name } jobs { name isAssetJob } schedules { name } sensors { name } } }
+    ... on RepositoryConnection { nodes { name location { name } jobs { name isAssetJob } schedules { name } sensors { name sensorState { status } } } }
     ... on PythonError { message }
   }
 }
@@ -98,7 +101,7 @@ def session_members(sid: int, zombies: bool = False) -> list[int]:
 
 
 class DagsterDev:
-    """One `dagster dev` process in its own session, with a log file and a GraphQL client."""
+    """One `dg dev` process in its own session, with a log file and a GraphQL client."""
 
     def __init__(self, tmp: Path):
         self.home = tmp / "paml_home"
@@ -116,10 +119,11 @@ class DagsterDev:
             "DAGSTER_HOME": str(self.dagster_home),
             "PAML_DATA_DIR": str(data_dir),
             "GX_ANALYTICS_ENABLED": "False",
+            "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),  # the project's environment, as after `activate`
         }
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [str(DAGSTER_BIN), "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", "workspace.yaml"],
+            [str(DG_BIN), "dev", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -145,7 +149,7 @@ class DagsterDev:
         last = "no answer yet"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                pytest.fail(f"dagster dev exited with {self.proc.returncode}:\n{self.log_tail()}")
+                pytest.fail(f"dg dev exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/server_info", timeout=5) as response:
                     response.read()
@@ -162,12 +166,12 @@ class DagsterDev:
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 last = repr(exc)
             time.sleep(0.5)
-        pytest.fail(f"dagster dev not ready after {STARTUP_TIMEOUT_S:.0f}s ({last}); log tail:\n{self.log_tail()}")
+        pytest.fail(f"dg dev not ready after {STARTUP_TIMEOUT_S:.0f}s ({last}); log tail:\n{self.log_tail()}")
 
     def stop(self) -> int:
         """SIGTERM the process group; SIGKILL whatever of the session is still alive after
-        STOP_TIMEOUT_S (the code server sometimes outlives `dagster dev` by its 45 s heartbeat
-        timeout). Idempotent. Returns the exit code of `dagster dev`."""
+        STOP_TIMEOUT_S (the code server sometimes outlives `dg dev` by its 45 s heartbeat
+        timeout). Idempotent. Returns the exit code of `dg dev`."""
         deadline = time.monotonic() + STOP_TIMEOUT_S
         if self.proc.poll() is None:
             try:
@@ -268,18 +272,30 @@ def test_retraining_automation_is_visible(graph):
     repos = graph["repositoriesOrError"]["nodes"]
     schedules = {s["name"] for repo in repos for s in repo["schedules"]}
     sensors = {s["name"] for repo in repos for s in repo["sensors"]}
-    assert {s.name for s in SCHEDULES} == schedules == {"taobao_daily_retraining"}
-    assert {s.name for s in SENSORS} == sensors == {"raw_files_changed", "evaluate_after_retraining"}
+    assert {s.name for s in SCHEDULES} == schedules == set()
+    assert {s.name for s in SENSORS} == sensors == {"default_automation_condition_sensor", "raw_files_changed"}
+
+
+def test_owners_tags_and_automation_show(graph):
+    nodes = by_key(graph)
+    for key in (k for asset in ASSETS for k in asset.keys):
+        node = nodes[key.to_user_string()]
+        assert node["owners"] == [{"team": "paml"}], node
+        assert {"layer", "partitioned_by"} <= {t["key"] for t in node["tags"]}, node
+        assert node["automationCondition"] and node["automationCondition"]["label"], node
+    assert nodes["taobao_daily_logs"]["automationCondition"]["label"].startswith("on_cron")
+    sensors = {s["name"]: s["sensorState"]["status"] for repo in graph["repositoriesOrError"]["nodes"] for s in repo["sensors"]}
+    assert sensors["default_automation_condition_sensor"] == "RUNNING"
 
 
 def test_stops_by_process_id(ui, graph):
     pid = ui.proc.pid
-    assert session_members(pid), "dagster dev is not running"
+    assert session_members(pid), "dg dev is not running"
     started = time.monotonic()
     returncode = ui.stop()
     assert returncode is not None and ui.proc.poll() is not None
     assert time.monotonic() - started < STOP_TIMEOUT_S + 15
-    assert not session_members(pid), "processes of the dagster dev session are still alive"
+    assert not session_members(pid), "processes of the dg dev session are still alive"
     if not session_members(pid, zombies=True):  # exited children may wait a moment for init to reap them
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)

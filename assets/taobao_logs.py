@@ -1,0 +1,222 @@
+"""Assets `taobao_daily_logs` (one day of click logs per daily partition) and `taobao_log_window`
+(the taobao dataset: profiles, catalogue and a rolling window of days).
+
+A day of logs is an asset partition of its own: it can be inspected, backfilled and re-run
+from the UI, and the window that feeds the `taobao` partition of `raw_logs` records, as
+lineage, which days (and which materialization of each) a model saw.
+
+The logs come from `<PAML_DATA_DIR>/taobao/` when the user provides real ones in the
+generator's layout (`logs/dt=YYYY-MM-DD/impressions.csv`), else from the deterministic
+generator (`assets/taobao_generator.py`) under `<PAML_HOME>/raw/taobao/`: day i after the
+generator's start date is the same bytes whenever and however often it is generated.
+"""
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+import polars as pl
+
+from assets.bundle import Bundle, file_source
+from assets.raw_files import (
+    TAOBAO_ITEM_COLUMNS, TAOBAO_LOG_COLUMNS, TAOBAO_USER_COLUMNS, MissingRawFilesError, split_lines,
+)
+from assets.taobao_generator import DirtRates, GeneratorConfig, day_path, generate, generate_day
+
+TAOBAO_WINDOW_DAYS = 14  # days of logs the taobao dataset is built from (the generator's first horizon)
+TAOBAO_FIRST_DAY = GeneratorConfig().start_date  # day 0 of the generator: the first daily partition
+
+
+class WindowError(ValueError):
+    """A log window that cannot be built: no days, or days from different sources."""
+
+
+def ensure_generated(root: Path, config: GeneratorConfig) -> Path:
+    """The generator's directory for `config` under `root`, generated once (profiles, catalogue,
+    truth and the first `config.n_days` days, staged and renamed so a killed run leaves none)."""
+    key = f"seed{config.seed}-users{config.n_users}-items{config.n_items}-days{config.n_days}"
+    target = root / key
+    if not (target / "_manifest.json").is_file():
+        staging = root / f".{key}.{uuid.uuid4().hex}"
+        generate(staging, config)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    return target
+
+
+def day_index(day: str, start: str = TAOBAO_FIRST_DAY) -> int:
+    """Days since the generator's start date (day 0), or an error for a day before it."""
+    index = (dt.date.fromisoformat(day) - dt.date.fromisoformat(start)).days
+    if index < 0:
+        raise ValueError(f"taobao day {day} is before the first day of logs {start}")
+    return index
+
+
+def log_directory(data_dir: Path, home: Path, config: GeneratorConfig, day: str) -> tuple[Path, str]:
+    """Where day `day`'s logs are, generating them if synthetic; and 'provided' or 'synthetic'."""
+    provided = data_dir / "taobao"
+    if (provided / "user_profile.csv").is_file():
+        return provided, "provided"
+    directory = ensure_generated(home / "raw" / "taobao", config)
+    index = day_index(day, config.start_date)
+    if not day_path(directory, config, index).is_file():
+        generate_day(directory, config, index)  # a day past the first ones: writes to a temporary name, then renames
+    return directory, "synthetic"
+
+
+def read_day(directory: Path, day: str, source: str, config: GeneratorConfig) -> Bundle:
+    """One day's impressions as text rows (no cleaning), its malformed lines, and the true
+    group of every user active that day (synthetic logs only)."""
+    path = directory / "logs" / f"dt={day}" / "impressions.csv"
+    if not path.is_file():
+        raise MissingRawFilesError(f"taobao: no logs for {day}: {path} does not exist")
+    label = f"taobao/{path.relative_to(directory).as_posix()}"
+    rows, malformed = split_lines(path, label, ",", TAOBAO_LOG_COLUMNS, encoding="utf-8", header=True)
+    frames = {"interactions": rows, "malformed": malformed}
+    truth_path = directory / "_truth" / "user_groups.csv"
+    if truth_path.is_file():
+        truth = pl.read_csv(truth_path, schema={"user_id": pl.String, "true_group": pl.String})
+        frames["truth"] = truth.join(rows.select("user_id").unique(), on="user_id", how="semi").sort("user_id")
+    info = {"dataset": "taobao", "day": day, "source": source,
+            "generator": asdict(config) if source == "synthetic" else None}
+    return Bundle(frames=frames, info=info, sources=(file_source(path),))
+
+
+def window_days(available: list[str], n_days: int, end_day: str = "", first_day: str = TAOBAO_FIRST_DAY) -> tuple[list[str], list[str]]:
+    """The calendar days of a window of `n_days` ending on `end_day` (default: the newest
+    available day) and not before `first_day`, split into (present, missing)."""
+    if n_days < 1:
+        raise WindowError(f"a log window needs at least one day, got {n_days}")
+    if not available:
+        raise WindowError("no day of taobao logs has been materialized yet; backfill taobao_daily_logs first")
+    end = dt.date.fromisoformat(end_day or max(available))
+    days = [(end - dt.timedelta(days=k)).isoformat() for k in range(n_days - 1, -1, -1)]
+    days = [d for d in days if d >= first_day]
+    present = [d for d in days if d in set(available)]
+    if not present:
+        raise WindowError(f"none of the days {days[0]}..{days[-1]} has taobao logs; materialized: "
+                          f"{min(available)}..{max(available)}")
+    return present, [d for d in days if d not in set(available)]
+
+
+def generator_from_info(settings: dict) -> GeneratorConfig:
+    """The GeneratorConfig a day's `info["generator"]` records."""
+    return GeneratorConfig(**{**settings, "dirt": DirtRates(**settings["dirt"])})
+
+
+def source_of(days: dict[str, Bundle]) -> tuple[str, dict | None]:
+    """The one (source, generator settings) all days share, or WindowError naming the days that differ."""
+    kinds = {}
+    for day, bundle in days.items():
+        kinds.setdefault(json.dumps([bundle.info["source"], bundle.info["generator"]], sort_keys=True), []).append(day)
+    if len(kinds) > 1:
+        groups = "; ".join(f"{', '.join(v)}: {k}" for k, v in kinds.items())
+        raise WindowError(f"the window's days come from different log sources or generator settings ({groups}); "
+                          "re-run those days with the same taobao_daily_logs config")
+    source, generator = json.loads(next(iter(kinds)))
+    return source, generator
+
+
+def assemble_window(directory: Path, days: dict[str, Bundle]) -> Bundle:
+    """The taobao dataset as `raw_logs` reads it: profiles, catalogue, the days' interactions
+    (time order), every malformed line, the ground truth (synthetic logs)."""
+    read = lambda name, cols: split_lines(directory / name, f"taobao/{name}", ",", cols,  # noqa: E731
+                                          encoding="utf-8", header=True)
+    for name in ("user_profile.csv", "item_catalogue.csv"):
+        if not (directory / name).is_file():
+            raise MissingRawFilesError(f"taobao: missing raw file {name} in {directory}")
+    users, bad_users = read("user_profile.csv", TAOBAO_USER_COLUMNS)
+    items, bad_items = read("item_catalogue.csv", TAOBAO_ITEM_COLUMNS)
+    ordered = [days[d] for d in sorted(days)]
+    interactions = pl.concat([b.frame("interactions") for b in ordered]).rename({"clicked": "label"})
+    malformed = pl.concat([bad_users, bad_items, *(b.frame("malformed") for b in ordered)])
+    frames = {"users": users, "items": items, "interactions": interactions, "malformed": malformed}
+    truth_path = directory / "_truth" / "user_groups.csv"
+    if truth_path.is_file():
+        frames["truth"] = pl.read_csv(truth_path, schema={"user_id": pl.String, "true_group": pl.String})
+    sources = (file_source(directory / "user_profile.csv"), file_source(directory / "item_catalogue.csv"),
+               *(s for b in ordered for s in b.sources))
+    info = {"dataset": "taobao", "days": len(ordered), "day_list": sorted(days),
+            "generator": ordered[0].info["generator"]}
+    return Bundle(frames=frames, info=info, sources=sources)
+
+
+def day_summary(days: dict[str, Bundle]) -> pl.DataFrame:
+    """Per day: impression rows, clicks, click rate, malformed lines, active users."""
+    rows = []
+    for day, bundle in sorted(days.items()):
+        logs = bundle.frame("interactions")
+        clicks = int((logs["clicked"] == "1").sum())
+        rows.append({"day": day, "rows": logs.height, "clicks": clicks, "ctr": clicks / logs.height if logs.height else None,
+                     "malformed": bundle.frame("malformed").height, "users": logs["user_id"].n_unique()})
+    return pl.DataFrame(rows, schema={"day": pl.String, "rows": pl.Int64, "clicks": pl.Int64, "ctr": pl.Float64,
+                                      "malformed": pl.Int64, "users": pl.Int64})
+
+
+# -- Dagster assets --------------------------------------------------------------------
+import dagster as dg  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+from pipelines.outputs import bundle_output, table  # noqa: E402
+from pipelines.partitions import taobao_days, taobao_only  # noqa: E402
+from pipelines.resources import PamlResource  # noqa: E402
+
+
+class TaobaoDayConfig(dg.Config):
+    """How synthetic taobao logs are generated when PAML_DATA_DIR has no taobao/ directory."""
+
+    seed: int = Field(default=0, description="Seed of the synthetic click-log generator.")
+    users: int = Field(default=3000, description="Number of synthetic users.")
+    items: int = Field(default=2000, description="Number of synthetic items.")
+    history_days: int = Field(
+        default=TAOBAO_WINDOW_DAYS,
+        description="Days the generator spreads each user's activity over; later days continue each user's daily average.")
+
+    def generator(self) -> GeneratorConfig:
+        return GeneratorConfig(seed=self.seed, n_users=self.users, n_items=self.items, n_days=self.history_days)
+
+
+class LogWindowConfig(dg.Config):
+    """Which days of logs make the taobao dataset."""
+
+    days: int = Field(default=TAOBAO_WINDOW_DAYS, description="Length of the rolling window in days.")
+    end_day: str = Field(default="", description="Last day of the window (YYYY-MM-DD); empty = the newest day with logs.")
+
+
+@dg.asset(
+    partitions_def=taobao_days, group_name="taobao_logs", kinds={"csv", "polars"}, code_version="1",
+    description="One day of taobao impression logs: text rows with their injected dirt, malformed lines, "
+                "the true group of that day's users (synthetic logs unless PAML_DATA_DIR has taobao/).",
+)
+def taobao_daily_logs(context: dg.AssetExecutionContext, config: TaobaoDayConfig, paml: PamlResource) -> dg.MaterializeResult:
+    day = context.partition_key
+    directory, source = log_directory(paml.data_path, paml.home_path, config.generator(), day)
+    bundle = read_day(directory, day, source, config.generator())
+    summary = day_summary({day: bundle})
+    context.log.info(f"taobao logs of {day} from {directory}:\n{summary}")
+    return bundle_output(bundle, source=source, summary=table(summary))
+
+
+@dg.asset(
+    partitions_def=taobao_only, group_name="taobao_logs", kinds={"polars"}, code_version="1",
+    ins={"taobao_daily_logs": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+    description=f"The taobao dataset: profiles, catalogue and a rolling window of daily logs (default the last "
+                f"{TAOBAO_WINDOW_DAYS} days, ending on the newest day); which days, and which materialization of each.",
+)
+def taobao_log_window(context: dg.AssetExecutionContext, config: LogWindowConfig, paml: PamlResource,
+                      taobao_daily_logs) -> dg.MaterializeResult:
+    present, missing = window_days(list(taobao_daily_logs), config.days, config.end_day)
+    days = {day: taobao_daily_logs[day] for day in present}
+    source, generator = source_of(days)
+    directory = paml.data_path / "taobao" if source == "provided" else \
+        ensure_generated(paml.home_path / "raw" / "taobao", generator_from_info(generator))
+    if missing:
+        context.log.warning(f"window {present[0]}..{present[-1]}: no logs for {', '.join(missing)}; built from the other days")
+    bundle = assemble_window(directory, days)
+    return bundle_output(bundle, first_day=present[0], last_day=present[-1], n_days=len(present),
+                         missing_days=", ".join(missing) or "none", days=table(day_summary(days)))
