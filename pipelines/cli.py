@@ -30,7 +30,9 @@ def run_job(job: str, dataset: str | None = None, run_config: dict | None = None
     ensure_dagster_home()
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})}
+    # Progress lines (pipelines/progress.py) instead of Dagster's console log: one line per
+    # message an asset logs (training progress, evaluations), plus warnings and errors.
+    config = {"loggers": {"progress": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(job).execute_in_process(
             partition_key=dataset, instance=instance, raise_on_error=True, run_config=config

@@ -19,6 +19,7 @@ from pipelines.automation import SCHEDULES, SENSORS
 from pipelines.executors import executor_from_env
 from pipelines.io_manager import LineageIOManager
 from pipelines.jobs import JOBS
+from pipelines.progress import LOGGERS
 from pipelines.resources import paml_resource
 
 DATA_ASSETS = [raw_logs, clean_logs, cold_start_users, user_splits, user_groups, meta_tasks]
@@ -40,4 +41,5 @@ defs = dg.Definitions(
     sensors=SENSORS,
     resources=build_resources(),
     executor=executor_from_env(),
+    loggers=LOGGERS,
 )
