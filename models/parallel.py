@@ -88,11 +88,12 @@ def run_job(data: TaskData, job: TrainJob, on_epoch: Callable[[EpochLog], None] 
 
 
 def run_jobs(data: TaskData, jobs: list[TrainJob], processes: int | None = None, threads: int | None = None,
-             on_epoch: Callable[[int, EpochLog], None] = lambda index, log: None) -> list[JobResult]:
+             on_epoch: Callable[[int, EpochLog], None] = lambda index, log: None,
+             on_result: Callable[[int, JobResult], None] = lambda index, result: None) -> list[JobResult]:
     """Run `jobs` (results in the same order), in parallel processes where `plan` says so.
 
-    `on_epoch(job index, log)` is called in this process for every evaluation of every run.
-    A failing run raises here, naming the run.
+    `on_epoch(job index, log)` is called in this process for every evaluation of every run,
+    `on_result(job index, result)` as each run finishes. A failing run raises here, naming it.
     """
     if not jobs:
         return []
@@ -106,6 +107,7 @@ def run_jobs(data: TaskData, jobs: list[TrainJob], processes: int | None = None,
                 results.append(run_job(data, job, lambda log, i=index: on_epoch(i, log)))
             except Exception as error:
                 raise _failed(index, job, error) from error
+            on_result(index, results[-1])
         return results
     # spawn, not fork: the parent may hold a CUDA context, OpenMP threads or Dagster's threads.
     context = multiprocessing.get_context("spawn")
@@ -123,9 +125,9 @@ def run_jobs(data: TaskData, jobs: list[TrainJob], processes: int | None = None,
                     results[index] = future.result()
                 except Exception as error:
                     raise _failed(index, jobs[index], error) from error
+                results[index].runtime["processes"] = processes
+                on_result(index, results[index])
     _drain(progress, on_epoch)  # the workers have exited: everything they sent has arrived
-    for result in results:
-        result.runtime["processes"] = processes
     return results
 
 
