@@ -124,15 +124,18 @@ def summary_rows(rows: list[dict]) -> list[str]:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["method"] + (f" gamma={r['gamma']:g}" if r.get("gamma") is not None else ""), []).append(r)
-    lines = ["| run | seeds | test MSE mean (sd) | nDCG@3 | nDCG@5 | seconds per run | steps | CPU reference MSE mean (sd) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | seeds | test MSE mean (sd) | nDCG@3 | nDCG@5 | seconds per run | steps | CPU reference MSE mean (sd) "
+             "| difference within 2 CPU sd |", "|---|---|---|---|---|---|---|---|---|"]
     for name, part in groups.items():
         mse = np.array([r["mse"] for r in part])
         ref = reference.get(name)
-        ref_cell = f"{np.mean(ref):.4f} ({np.std(ref, ddof=1):.4f})" if ref and len(ref) > 1 else "-"
+        ref_cells = "- | -"
+        if isinstance(ref, list) and len(ref) > 1:
+            within = abs(mse.mean() - np.mean(ref)) <= 2 * np.std(ref, ddof=1)
+            ref_cells = f"{np.mean(ref):.4f} ({np.std(ref, ddof=1):.4f}) | {'yes' if within else 'no'}"
         lines.append(f"| {name} | {len(part)} | {mse.mean():.4f} ({mse.std(ddof=1) if len(mse) > 1 else 0:.4f}) | "
                      f"{np.mean([r['ndcg@3'] for r in part]):.4f} | {np.mean([r['ndcg@5'] for r in part]):.4f} | "
-                     f"{np.mean([r['seconds'] for r in part]):.1f} | {np.mean([r['steps'] for r in part]):.0f} | {ref_cell} |")
+                     f"{np.mean([r['seconds'] for r in part]):.1f} | {np.mean([r['steps'] for r in part]):.0f} | {ref_cells} |")
     return lines
 
 

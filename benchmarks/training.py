@@ -7,8 +7,9 @@ Every measurement runs in a fresh process (benchmarks/train_speed.py) on the sam
 ML-1M tasks (benchmarks/export_tasks.py, from PAML_DATA_DIR), with each method's tuned ML-1M
 settings, PAML_THREADS threads and the same OpenMP wait policy for every variant:
 
-- speed: users per second of meta-training (one window of `--steps` outer steps after a
-  warm-up window) for `--baseline` (a commit, default the main branch before issue 11:
+- speed: users per second of meta-training over the second epoch (the first pays for
+  warm-up; a whole epoch, because a bucketed window shorter than that would time whichever
+  length buckets it happened to draw) for `--baseline` (a commit, default the main branch before issue 11:
   random meta-batches, padded to the longest user), this checkout with random batches, and
   this checkout with length-bucketed batches. Rounds alternate the variants, so a change in
   the machine's load hits all of them; ratios are taken within a round.
@@ -88,21 +89,25 @@ def variants(ref: str) -> list[tuple[str, Path, str]]:
 
 def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, threads: int) -> list[dict]:
     """Median users/s of every variant, and its median ratio to the baseline within a round."""
-    runs: dict[tuple[str, str], list[float]] = {}
+    runs: dict[tuple[str, str], list[dict]] = {}
     for round_index in range(rounds):
         for method in methods:
             for label, code, batching in variants(ref):
                 row = child(code, tasks, method, batching, steps, threads)
-                runs.setdefault((method, label), []).append(row["users_per_second"])
-                print(f"round {round_index + 1} {method} {label}: {row['users_per_second']:.0f} users/s", flush=True)
+                runs.setdefault((method, label), []).append(row)
+                print(f"round {round_index + 1} {method} {label}: {row['users_per_second']:.0f} users/s, "
+                      f"{row['users_per_cpu_second']:.0f} users per CPU-second", flush=True)
     rows = []
     for method in methods:
         base = runs[(method, variants(ref)[0][0])]
         for label, _, _ in variants(ref):
-            speeds = runs[(method, label)]
-            rows.append({"method": method, "variant": label, "users_per_second": statistics.median(speeds),
-                         "runs": [round(v) for v in speeds],
-                         "ratio": statistics.median(v / b for v, b in zip(speeds, base))})
+            mine = runs[(method, label)]
+            row = {"method": method, "variant": label}
+            for key in ("users_per_second", "users_per_cpu_second"):
+                row[key] = statistics.median(r[key] for r in mine)
+                row[f"{key}_runs"] = [round(r[key]) for r in mine]
+                row[f"{key}_ratio"] = statistics.median(r[key] / b[key] for r, b in zip(mine, base))
+            rows.append(row)
     return rows
 
 
@@ -205,13 +210,17 @@ def inner_step_speed(tasks: Path, batches: int = 8, repeats: int = 5) -> dict:
 def markdown(results: dict) -> str:
     lines = [f"machine: {results['machine']}", ""]
     if "speed" in results:
-        lines += ["| method | variant | users/s (median) | runs | ratio to main (median of rounds) |", "|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['variant']} | {r['users_per_second']:.0f} | {r['runs']} | {r['ratio']:.2f}x |"
-                  for r in results["speed"]]
+        lines += ["| method | variant | users/s (median) | runs | ratio to main | users per CPU-second (median) | runs | ratio to main |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['variant']} | {r['users_per_second']:.0f} | {r['users_per_second_runs']} | "
+                  f"{r['users_per_second_ratio']:.2f}x | {r['users_per_cpu_second']:.0f} | {r['users_per_cpu_second_runs']} | "
+                  f"{r['users_per_cpu_second_ratio']:.2f}x |" for r in results["speed"]]
+        lines.append("(ratios: median over rounds of each run's ratio to the main run of the same round)")
     for r in results.get("profile", []):
         shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["share"].items())
         top = ", ".join(f"{t['op']} {100 * t['share']:.0f}% ({t['calls_per_step']:.0f}/step)" for t in r["top"][:8])
-        lines += ["", f"{r['method']}, {r['variant']}: {r['ms_per_step']:.0f} ms per outer step; {shares}", f"top: {top}"]
+        lines += ["", f"{r['method']}, {r['variant']}: {r['cpu_ms_per_step']:.0f} CPU-ms per outer step (profiler on); "
+                  f"{shares}", f"top: {top}"]
     if "quality" in results:
         lines += ["", "| method | batching | seed | test MSE | nDCG@3 | nDCG@5 | best step | stopped | seconds |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -229,7 +238,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--steps", type=int, default=30, help="outer steps per timed window")
+    parser.add_argument("--steps", type=int, default=None, help="outer steps per timed window (default: one epoch)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads of every run (default PAML_THREADS)")
     parser.add_argument("--baseline", default=BASELINE, help="commit whose models/ is the baseline")
@@ -241,6 +250,9 @@ def main() -> int:
     args = parser.parse_args()
     threads = args.threads or thread_count()
     tasks = ml1m_tasks()
+    if args.steps is None:
+        train_users = json.loads((tasks / "info.json").read_text())["n_users"]["train"]
+        args.steps = -(-train_users // 32)  # one epoch of 32-user meta-batches
     results: dict = {"machine": machine(), "threads": threads, "baseline": args.baseline}
     started = time.perf_counter()
     if not args.no_speed:

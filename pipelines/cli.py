@@ -40,11 +40,20 @@ def run_job(job: str, dataset: str | None = None, run_config: dict | None = None
     return result.run_id
 
 
-def training_config(epochs: int | None, seeds: list[int] | None) -> dict:
-    """Run config overriding epochs/seeds of every model asset and the ablation (None = defaults)."""
+# `demo` trains every method with a small step budget so the whole chain (30 training runs)
+# finishes in about two minutes on two cores; the models' own budget is max_steps=3000 with
+# early stopping (models/training.py). `--max-steps 0` gives the demo the full budget.
+DEMO_MAX_STEPS = 60
+DEMO_EVAL_EVERY = 30
+
+
+def training_config(epochs: int | None, seeds: list[int] | None, max_steps: int | None = None,
+                    eval_every: int | None = None) -> dict:
+    """Run config overriding epochs/seeds/step budget of every model asset and the ablation (None = defaults)."""
     from models.learners import METHODS
 
-    values = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
+    values = {k: v for k, v in {"epochs": epochs, "seeds": seeds, "max_steps": max_steps, "eval_every": eval_every}.items()
+              if v is not None}
     if not values:
         return {}
     ops = {f"{m}_model": {"config": dict(values)} for m in METHODS} | {"reg_paml_gamma_ablation": {"config": dict(values)}}
@@ -229,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
     demo.add_argument("--epochs", type=int, help="override every method's epochs")
     demo.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
+    demo.add_argument("--max-steps", type=int, default=DEMO_MAX_STEPS,
+                      help=f"outer steps per training run (default {DEMO_MAX_STEPS}; 0 = the models' own budget)")
     repro = commands.add_parser("reproduce", help="every dataset: data, all methods x seeds, ablation; then evaluation and the report")
     repro.add_argument("--datasets", nargs="+", default=["movielens", "bookcrossing", "taobao"])
     repro.add_argument("--epochs", type=int, help="override every method's epochs")
@@ -259,9 +270,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[1/3] data_job on {args.dataset} ...", flush=True)
         print(summary(run_job("data_job", args.dataset)))
         if not args.data_only:
-            print(f"[2/3] training_job on {args.dataset} (6 methods + gamma ablation) ...", flush=True)
-            run_job("training_job", args.dataset, training_config(args.epochs, args.seeds))
-            print("[3/3] evaluation_job (every dataset with models) and the report ...", flush=True)
+            from models.runtime import thread_count
+
+            budget = (args.max_steps, min(DEMO_EVAL_EVERY, args.max_steps)) if args.max_steps else (None, None)
+            steps = f"{args.max_steps} outer steps per run" if args.max_steps else "the models' step budget"
+            print(f"[2/3] training_job on {args.dataset} (6 methods + gamma ablation, {steps}, {thread_count()} threads) "
+                  f"... ({time.perf_counter() - started:.0f} s)", flush=True)
+            run_job("training_job", args.dataset, training_config(args.epochs, args.seeds, *budget))
+            print(f"[3/3] evaluation_job (every dataset with models) and the report ... ({time.perf_counter() - started:.0f} s)",
+                  flush=True)
             run_job("evaluation_job")
             print(report_summary())
         print(f"done in {time.perf_counter() - started:.0f} s")
