@@ -27,7 +27,7 @@ test: install
 
 bench: install
 	$(PY) -m benchmarks.data_steps
-	$(PY) -m benchmarks.training
+	$(PY) -m benchmarks.training --profile
 	$(PY) -m benchmarks.memory_recall
 	$(PY) -m benchmarks.scaling
 

@@ -43,7 +43,6 @@ from benchmarks.export_tasks import load_tasks
 METHODS = ("melu", "meta_sgd", "transfer", "paml", "at_paml", "reg_paml")
 ABLATION_GAMMAS = (1e-5, 1e-4, 1e-3, 1e-2)  # assets/gamma_ablation.py (not imported: it needs polars)
 SEEDS = (0, 1, 2)
-GPU_EVAL_BATCH = 1024  # every validation (482) or test (964) user of ML-1M in one batch
 # GPU vs CPU after the same short training: absolute differences allowed.
 TOLERANCE = {"mse": 0.01, "ndcg@3": 0.01, "ndcg@5": 0.01, "first_val_loss": 1e-3}
 # Test MSE on the 2-core CPU machine (tuned settings, bucketed batches; docs/benchmarks.md).
@@ -57,7 +56,7 @@ def settings(method: str, gamma: float | None, device: str, seed: int, steps: in
     from models.tuned import tuned_settings
     from models.tuning import apply_settings
 
-    base = TrainConfig(device=device, seed=seed, eval_batch=GPU_EVAL_BATCH if device.startswith("cuda") else 256)
+    base = TrainConfig(device=device, seed=seed)
     learner_config, train_config = apply_settings(tuned_settings("movielens", method), LearnerConfig(), base)
     if gamma is not None:
         learner_config = replace(learner_config, gamma=gamma)

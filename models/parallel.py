@@ -27,7 +27,7 @@ import torch
 from models.learners import LearnerConfig
 from models.runtime import apply_torch_threads, available_cores, runtime_info, thread_count
 from models.tasks import TaskData
-from models.training import EpochLog, Predictions, TrainConfig, predict_split, train
+from models.training import EpochLog, Predictions, TrainConfig, eval_batch_size, predict_split, train
 
 CPU_THREADS_PER_RUN = 2  # on CPU, a run in its own process gets at least this many threads
 
@@ -80,7 +80,7 @@ def run_job(data: TaskData, job: TrainJob, on_epoch: Callable[[EpochLog], None] 
     """Train one job here, then score its `score_splits`; tensors come back on CPU."""
     start = time.perf_counter()
     result = train(job.method, data, job.learner_config, job.train_config, on_epoch=on_epoch)
-    predictions = {split: predict_split(result.learner, data, split, job.train_config.eval_batch)
+    predictions = {split: predict_split(result.learner, data, split, eval_batch_size(job.train_config))
                    for split in job.score_splits}
     state = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in result.learner.state_dict().items()}
     return JobResult(state, result.history, result.best_epoch, result.best_val_loss, result.best_step, result.stopped,

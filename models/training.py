@@ -40,7 +40,7 @@ class TrainConfig:
     max_steps: int = 3000  # outer-step budget
     eval_every: int = 100  # outer steps between two scorings of the validation users
     patience: int = 5  # evaluations without a better validation loss before stopping
-    eval_batch: int = 256
+    eval_batch: int | None = None  # users per evaluation batch; None = 256 on CPU, GPU_EVAL_BATCH on a GPU
     seed: int = 0
     device: str = "cpu"
     protocol: str = "paper"  # "paper": cold-start training users only; "production": + warm users' tasks
@@ -51,6 +51,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+
+
+CPU_EVAL_BATCH = 256
+# A GPU scores thousands of small tasks at once as fast as 256 (ML-1M's 482 validation users
+# in one batch); the batch is sorted by length, so padding stays small.
+GPU_EVAL_BATCH = 4096
+
+
+def eval_batch_size(config: TrainConfig) -> int:
+    """The configured evaluation batch, or the device's default."""
+    if config.eval_batch is not None:
+        return config.eval_batch
+    return GPU_EVAL_BATCH if config.device.startswith("cuda") else CPU_EVAL_BATCH
 
 
 @dataclass
@@ -120,7 +133,7 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
-def predict_split(learner: MetaLearner, data: TaskData, split: str, batch_size: int = 256,
+def predict_split(learner: MetaLearner, data: TaskData, split: str, batch_size: int = CPU_EVAL_BATCH,
                   diagnostics: bool = False) -> Predictions:
     """Adapt on every user's support set of `split` and predict its query set."""
     apply_torch_threads()
@@ -182,7 +195,8 @@ def outer_optimizer(learner: MetaLearner, config: TrainConfig) -> torch.optim.Op
     groups = [{"params": others}]
     if rates:
         groups.append({"params": rates, "lr": config.rate_lr if config.rate_lr is not None else config.outer_lr})
-    return torch.optim.Adam(groups, lr=config.outer_lr)
+    # On a GPU the fused kernel updates every parameter in one launch instead of a few per tensor.
+    return torch.optim.Adam(groups, lr=config.outer_lr, fused=config.device.startswith("cuda") or None)
 
 
 def train(
@@ -215,7 +229,7 @@ def train(
         """Score validation users, log, keep the best; True when patience ran out."""
         nonlocal best, losses, stale, start, grad_norms, terms, users
         seconds = time.perf_counter() - start
-        val_loss = float(np.mean(predict_split(learner, data, "val", config.eval_batch).query_loss))
+        val_loss = float(np.mean(predict_split(learner, data, "val", eval_batch_size(config)).query_loss))
         log = EpochLog(round(step / steps_per_epoch, 3), float(np.mean(losses)) if losses else float("nan"),
                        val_loss, seconds, users / seconds if seconds > 0 else 0.0, step,
                        max(grad_norms) if grad_norms else float("nan"),

@@ -9,7 +9,7 @@ import torch
 
 from models.parallel import TrainJob, plan, run_jobs
 from models.runtime import apply_torch_threads, available_cores, configure_environment, runtime_info, thread_count
-from models.training import TrainConfig, predict_split, train
+from models.training import TrainConfig, eval_batch_size, predict_split, train
 from pipelines.progress import AssetMessages, ProgressFormatter
 from tests.model_fixtures import tiny_task_data
 from tests.test_learners import CONFIG
@@ -47,6 +47,12 @@ def test_apply_threads_keeps_a_chosen_count():
         assert info["threads"] == 1 and info["device"] == "cpu" and info["deterministic"] in (True, False)
     finally:
         apply_torch_threads(before)
+
+
+def test_evaluation_batches_by_device():
+    assert eval_batch_size(TrainConfig()) == 256
+    assert eval_batch_size(TrainConfig(device="cuda")) == 4096
+    assert eval_batch_size(TrainConfig(device="cuda", eval_batch=64)) == 64
 
 
 @pytest.mark.parametrize(("jobs", "device", "processes", "threads", "expected"), [
