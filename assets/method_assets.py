@@ -22,7 +22,7 @@ from models.network import NetworkConfig
 from models.parallel import JobResult, TrainJob, run_jobs
 from models.references import training_labels
 from models.tasks import TaskData, task_data_from_tensors
-from models.training import EpochLog, TrainConfig, predict_split, train
+from models.training import EpochLog, TrainConfig, predict_split
 from models.tuned import tuned_settings
 from models.tuning import apply_settings
 from models.user_memory import MemoryConfig

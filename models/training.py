@@ -38,6 +38,7 @@ class TrainConfig:
     rate_lr: float | None = None  # Adam rate of the step-size machinery (LR module, Meta-SGD rates); None = outer_lr
     max_grad_norm: float | None = 10.0  # clip the meta-gradient's norm; None = no clipping
     max_steps: int = 3000  # outer-step budget
+    max_seconds: float | None = None  # wall-clock budget of the outer loop (None = none); the best evaluation is kept
     eval_every: int = 100  # outer steps between two scorings of the validation users
     patience: int = 5  # evaluations without a better validation loss before stopping
     eval_batch: int | None = None  # users per evaluation batch; None = 256 on CPU, GPU_EVAL_BATCH on a GPU
@@ -92,7 +93,7 @@ class TrainResult:
     best_val_loss: float
     history: list[EpochLog] = field(default_factory=list)
     best_step: int = 0
-    stopped: str = ""  # why training ended: "patience", "max_steps" or "epochs"
+    stopped: str = ""  # why training ended: "patience", "max_steps", "max_seconds" or "epochs"
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,8 @@ def train(
     summed across processes with each shard's loss weighted by its share of the batch: the
     update is that of one process on the whole batch.
     """
+    if collective is not None and config.max_seconds is not None:
+        raise ValueError("max_seconds would stop data-parallel processes at different steps; use max_steps")
     apply_torch_threads(config.threads)
     generator = seed_everything(config.seed)
     data = training_view(data, config.protocol).to(config.device)
@@ -223,7 +226,7 @@ def train(
     step, losses, stale, stopped, users = 0, [], 0, "epochs", 0
     grad_norms: list[float] = []
     terms: dict[str, list[float]] = {}
-    start = time.perf_counter()
+    start = began = time.perf_counter()
 
     def evaluate() -> bool:
         """Score validation users, log, keep the best; True when patience ran out."""
@@ -271,6 +274,9 @@ def train(
                 break
             if step >= config.max_steps:
                 done, stopped = True, "max_steps"
+                break
+            if config.max_seconds is not None and time.perf_counter() - began > config.max_seconds:
+                done, stopped = True, "max_seconds"
                 break
         if done:
             break

@@ -86,3 +86,10 @@ def test_training_is_seeded_under_both_samplers(batching):
     first = predict_split(train("paml", data, CONFIG, config).learner, data, "test").pred
     again = predict_split(train("paml", data, CONFIG, config).learner, data, "test").pred
     np.testing.assert_array_equal(first, again)
+
+
+def test_a_time_budget_stops_training_and_keeps_the_best():
+    data = tiny_task_data(users=12)
+    result = train("melu", data, CONFIG, TrainConfig(epochs=1000, meta_batch=4, eval_every=2, max_seconds=0.0))
+    assert result.stopped == "max_seconds" and result.history[-1].step == 1  # checked after every step
+    assert np.isfinite(result.best_val_loss)
