@@ -105,8 +105,9 @@ def sharded_steps(directory: Path, work: Path, shards: int, sharded_only: bool, 
         return
     interactions = timed("load every cleaned interaction (steps below are not sharded)", lambda: clean.interactions().collect())
     splits = timed("user and support/query splits", lambda: user_splits_for(cold, interactions, 0))
-    timed("major/minor tagging", lambda: user_groups_for(clean.users, cold, spec.tagging_fields, clean.truth))
-    timed("encode task tensors", lambda: encode_tasks(clean.users, clean.items, splits, spec))
+    users = clean.users()
+    timed("major/minor tagging", lambda: user_groups_for(users, cold, spec.tagging_fields, clean.truth))
+    timed("encode task tensors", lambda: encode_tasks(users, clean.items, splits, spec))
 
 
 def markdown(rows: list[dict]) -> str:
@@ -136,7 +137,9 @@ def main() -> int:
             continue
         extra = ["--shards", str(args.shards)] + (["--sharded-only"] if args.sharded_only else []) if args.shards else []
         out = subprocess.run([sys.executable, "-m", "benchmarks.data_steps", "--child", "--only", dataset,
-                              "--users", str(args.users), *extra], capture_output=True, text=True, check=True)
+                              "--users", str(args.users), *extra], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"{dataset} failed:\n{out.stderr[-3000:]}")
         rows += json.loads(out.stdout.strip().splitlines()[-1])
     machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     OUT.mkdir(exist_ok=True)

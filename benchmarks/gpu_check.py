@@ -6,7 +6,7 @@
 Needs only torch, numpy, scipy and safetensors (a GPU machine without the data stack): the
 tasks come as an exported directory, made where the raw data is with
 
-    PAML_DATA_DIR=/path/to/data python -m benchmarks.export_tasks --dataset movielens --out benchmarks/out/tasks/movielens
+    PAML_DATA_DIR=/path/to/data python -m benchmarks.export_tasks --dataset movielens --from-raw --out benchmarks/out/tasks/movielens
 
 Two phases, each run in its own process sharing the device (models/parallel.py):
 
