@@ -28,16 +28,17 @@ test: install
 
 bench: install
 	$(PY) -m benchmarks.data_steps
-	$(PY) -m benchmarks.training
+	$(PY) -m benchmarks.training --profile
 	$(PY) -m benchmarks.memory_recall
 	$(PY) -m benchmarks.scaling
 
 # The paper's experiment on real data: PAML_DATA_DIR must hold ml-1m/ and bookcrossing/.
-# Seeds 0-4 and a pinned torch thread count (recorded in `runs`): the same numbers need the same count.
+# Seeds 0-4 and a pinned thread count (PAML_THREADS for torch and polars, recorded in `runs`):
+# the same numbers need the same count.
 REPRODUCE_THREADS ?= 2
 reproduce: install
 	@test -n "$$PAML_DATA_DIR" || { echo "set PAML_DATA_DIR to the directory holding ml-1m/ and bookcrossing/"; exit 2; }
-	$(PY) -m pipelines.cli reproduce --seeds 0 1 2 3 4 --threads $(REPRODUCE_THREADS)
+	PAML_THREADS=$(REPRODUCE_THREADS) $(PY) -m pipelines.cli reproduce --seeds 0 1 2 3 4 --threads $(REPRODUCE_THREADS)
 
 # docs/results.md's tables from the DuckDB store of the last `make reproduce`.
 results: install

@@ -8,15 +8,18 @@ import polars as pl
 from assets.specs import COLD_START_SHARE
 
 
-def select_cold_start(interactions: pl.DataFrame, share: float = COLD_START_SHARE) -> pl.DataFrame:
+def select_cold_start(interactions: pl.DataFrame | pl.LazyFrame, share: float = COLD_START_SHARE) -> pl.DataFrame:
     """Rank users by number of logs and flag the `share` with the fewest as cold-start.
 
     Ties in the log count are broken by user id, so the selection is deterministic.
     Returns one row per user: user_id, n_logs, rank (1 = fewest logs), is_cold_start.
+    A LazyFrame (e.g. a scan of Parquet shards) is counted by polars' streaming engine, so
+    only one row per user is ever in memory.
     """
     if not 0 < share <= 1:
         raise ValueError(f"cold-start share must be in (0, 1], got {share}")
-    counts = interactions.group_by("user_id").agg(n_logs=pl.len().cast(pl.Int64)).sort("n_logs", "user_id")
+    counts = (interactions.lazy().group_by("user_id").agg(n_logs=pl.len().cast(pl.Int64))
+              .sort("n_logs", "user_id").collect(engine="streaming"))
     n_cold = math.floor(share * counts.height)
     return counts.with_columns(
         rank=pl.int_range(1, counts.height + 1, dtype=pl.Int64),

@@ -1,22 +1,28 @@
 """Asset `reg_paml_gamma_ablation`: REG-PAML trained with gamma in {1e-5, 1e-4, 1e-3, 1e-2} (Table 4)."""
 
 from dataclasses import replace
+from typing import Callable
 
 import polars as pl
 
 from assets.bundle import Bundle
 from assets.evaluation import minor_vs_major
-from assets.method_assets import ModelConfig, evaluate_dataset, train_method
+from assets.method_assets import ModelConfig, evaluate_dataset, progress_line, train_variants
+from models.training import EpochLog
 
 ABLATION_GAMMAS = (1e-5, 1e-4, 1e-3, 1e-2)
 
 
-def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: list[float], dataset: str) -> Bundle:
+def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: list[float], dataset: str,
+                   on_epoch: Callable[[float, int, EpochLog], None] = lambda gamma, seed, log: None) -> Bundle:
     """Train and evaluate REG-PAML once per gamma; rows are labelled with their gamma."""
     user_frames, rows = [], []
-    for gamma in gammas:
-        learner_config = replace(config.learner_config("reg_paml", dataset), gamma=gamma)
-        model, _ = train_method("reg_paml", tasks, learner_config, config.train_config("reg_paml", dataset), config.seeds)
+    variants = [("reg_paml", replace(config.learner_config("reg_paml", dataset), gamma=gamma)) for gamma in gammas]
+    # Every gamma's seeds side by side where the device has room (models/parallel.py).
+    settings = config.settings_provenance("reg_paml", dataset)
+    models = train_variants(tasks, variants, config.train_config("reg_paml", dataset), config.seeds,
+                            lambda variant, seed, log: on_epoch(gammas[variant], seed, log), config.processes, settings)
+    for gamma, (model, _) in zip(gammas, models):
         frames, aggregates = evaluate_dataset("reg_paml", dataset, model, tasks, groups)
         user_frames += [f.with_columns(pl.lit(gamma).alias("gamma")) for f in frames]
         rows += [{**row, "gamma": gamma} for row in aggregates]
@@ -27,7 +33,7 @@ def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: l
     ])
     return Bundle(frames={"metrics": pl.DataFrame(rows), "user_metrics": user_metrics, "significance": significance},
                   info={"gammas": list(gammas), "dataset": dataset, "method": "reg_paml_gamma_ablation",
-                        "settings": config.settings_provenance("reg_paml", dataset)})
+                        "settings": settings, "runtime": models[0][0].info["runtime"] if models else {}})
 
 
 # -- Dagster asset -------------------------------------------------------------------------
@@ -49,6 +55,7 @@ class AblationConfig(ModelConfig):
     description="REG-PAML gamma ablation (paper Table 4): major/minor error and p-value per gamma.",
 )
 def reg_paml_gamma_ablation(context: dg.AssetExecutionContext, config: AblationConfig, meta_tasks: Bundle, user_groups: Bundle) -> dg.Output[Bundle]:
-    bundle = gamma_ablation(meta_tasks, user_groups, config, config.gammas, context.partition_key)
+    bundle = gamma_ablation(meta_tasks, user_groups, config, config.gammas, context.partition_key,
+                            lambda gamma, seed, log: context.log.info(progress_line(f"gamma {gamma:g} seed {seed}", log)))
     summary = bundle.frame("metrics").group_by("gamma", "population", "metric").agg(pl.col("value").mean()).sort("gamma", "metric", "population")
     return bundle_output(bundle, summary=table(summary))

@@ -7,7 +7,8 @@ support sets, scores the query sets, and writes `user_metrics`, `metrics` and
 `significance` (the method's row of the paper's Table 2 and Table 3).
 """
 
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,10 +20,11 @@ from assets.evaluation import aggregate, minor_vs_major, user_metrics_frame
 from models.checkpoint import flatten_state, unflatten_state
 from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict
 from models.network import NetworkConfig
+from models.parallel import JobResult, TrainJob, run_jobs
 from models.references import DEFAULT_PROTOCOL, training_labels
-from models.tasks import TaskData, task_data_from_tensors
-from models.training import EpochLog, TrainConfig, predict_split, train
 from models.settings import KNOBS, ChosenSettings, apply_params, chosen_settings
+from models.tasks import TaskData, task_data_from_tensors
+from models.training import EpochLog, TrainConfig, predict_split
 from models.user_memory import MemoryConfig
 
 
@@ -38,6 +40,7 @@ def resolve_device(device: str) -> str:
 def train_method(
     method: str, tasks: Bundle, learner_config: LearnerConfig, train_config: TrainConfig, seeds: list[int],
     on_epoch: Callable[[int, EpochLog], None] = lambda seed, log: None, settings: dict | None = None,
+    processes: int | None = None,
 ) -> tuple[Bundle, float]:
     """Train `method` once per seed; tensors hold each seed's selected state dict.
 
@@ -45,13 +48,38 @@ def train_method(
     training process's threads, device and kernel flag go into the info (and the run's row).
     Returns the bundle and the mean training throughput (users per second).
     """
+    [(bundle, speed)] = train_variants(tasks, [(method, learner_config)], train_config, seeds,
+                                       lambda variant, seed, log: on_epoch(seed, log), processes, settings)
+    return bundle, speed
 
+
+def train_variants(
+    tasks: Bundle, variants: list[tuple[str, LearnerConfig]], train_config: TrainConfig, seeds: list[int],
+    on_epoch: Callable[[int, int, EpochLog], None] = lambda variant, seed, log: None, processes: int | None = None,
+    settings: dict | None = None,
+) -> list[tuple[Bundle, float]]:
+    """Train every (method, settings) variant once per seed, the runs side by side where the
+    device has room (models/parallel.py); one model bundle and mean users/s per variant.
+
+    `settings` (where the tuned values came from: ModelConfig.settings_provenance) goes into
+    every variant's info, beside the runs' threads, device and kernel flag (`runtime`).
+    """
     data = task_data_from_tensors(tasks.tensors, tasks.info)
+    jobs = [TrainJob(method, learner_config, replace(train_config, seed=seed))
+            for method, learner_config in variants for seed in seeds]
+    results = run_jobs(data, jobs, processes,
+                       on_epoch=lambda i, log: on_epoch(i // len(seeds), seeds[i % len(seeds)], log))
+    return [variant_bundle(method, learner_config, train_config, seeds, tasks.info["dataset"],
+                           results[v * len(seeds): (v + 1) * len(seeds)], settings)
+            for v, (method, learner_config) in enumerate(variants)]
+
+
+def variant_bundle(method: str, learner_config: LearnerConfig, train_config: TrainConfig, seeds: list[int],
+                   dataset: str, results: list[JobResult], settings: dict | None = None) -> tuple[Bundle, float]:
+    """The model bundle of one variant's runs (one per seed) and its mean users/s."""
     tensors, history, best, speeds = {}, [], {}, []
-    for seed in seeds:
-        result = train(method, data, learner_config, TrainConfig(**{**asdict(train_config), "seed": seed}),
-                       on_epoch=lambda log, seed=seed: on_epoch(seed, log))
-        tensors.update(flatten_state(result.learner.state_dict(), prefix=f"seed{seed}/"))
+    for seed, result in zip(seeds, results):
+        tensors.update(flatten_state(result.state, prefix=f"seed{seed}/"))
         # Wall-clock timings stay out of the bundle: its content hash must not change on rerun.
         history += [{"seed": seed, "step": log.step, "epoch": log.epoch, "train_loss": log.train_loss, "val_loss": log.val_loss,
                      "max_grad_norm": log.max_grad_norm, **{f"train_{k}": v for k, v in log.terms.items()}}
@@ -60,17 +88,13 @@ def train_method(
         best[str(seed)] = {"epoch": result.best_epoch, "step": result.best_step, "val_loss": result.best_val_loss,
                            "stopped": result.stopped}
     frames = {"history": pl.DataFrame(history).with_columns(pl.lit(method).alias("method"))}
+    # How the runs computed (threads, device, deterministic kernels): numbers can differ in
+    # the last digits between thread counts or devices, so the record belongs to the model.
+    runtime = {k: v for k, v in results[0].runtime.items() if k != "torch"} if results else {}
     info = {"method": method, "seeds": seeds, "best": best, "learner_config": asdict(learner_config),
-            "train_config": {**asdict(train_config), "seed": None}, "dataset": tasks.info["dataset"],
-            "settings": settings, "runtime": training_runtime(train_config.device)}
+            "train_config": {**asdict(train_config), "seed": None}, "dataset": dataset,
+            "settings": settings, "runtime": runtime}
     return Bundle(frames=frames, tensors=tensors, info=info), float(np.mean(speeds)) if speeds else 0.0
-
-
-def training_runtime(device: str) -> dict:
-    """Threads, device and kernel flag of the training process (a rerun needs the same to match)."""
-    import torch
-
-    return {"threads": torch.get_num_threads(), "device": device, "deterministic": torch.are_deterministic_algorithms_enabled()}
 
 
 def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
@@ -158,6 +182,8 @@ class ModelConfig(dg.Config):
     eval_every: int = Field(default=TRAIN_DEFAULTS.eval_every, description="Outer steps between two scorings of the validation users.")
     patience: int = Field(default=TRAIN_DEFAULTS.patience, description="Evaluations without improvement before training stops (the best one is kept).")
     protocol: str = Field(default=TRAIN_DEFAULTS.protocol, description="'paper' (cold-start training users only) or 'production' (+ the warm users' tasks).")
+    batching: str = Field(default=TRAIN_DEFAULTS.batching, description="'bucketed' (meta-batches of similar-length users, little padding) or 'random' (models/batching.py).")
+    processes: int | None = Field(default=None, description="Runs (seeds, ablation variants) trained side by side in their own processes; empty = one per run on a GPU, on CPU one per 2 threads (models/parallel.py).")
     meta_batch: int = Field(default=TRAIN_DEFAULTS.meta_batch, description="Users (tasks) per outer step.")
     outer_lr: float | None = Field(default=None, description="Adam learning rate of the outer loop." + TUNED_HELP)
     inner_lr: float | None = Field(default=None, description="Base inner step size (MeLU's fixed alpha; PAML's starting alpha)." + TUNED_HELP)
@@ -218,7 +244,8 @@ class ModelConfig(dg.Config):
         learner = LearnerConfig(first_order=self.first_order, network=network, lr_hidden=self.lr_hidden, memory=memory,
                                 kernel_delta=self.kernel_delta, lr_init_std=self.lr_init_std)
         train = TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, device=resolve_device(self.device),
-                            max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience, protocol=self.protocol)
+                            max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience, protocol=self.protocol,
+                            batching=self.batching)
         return apply_params({**self.chosen(method, dataset).params, **self.explicit()}, learner, train)
 
 
@@ -231,20 +258,17 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
         description=f"{method}: meta-trained per seed, epoch chosen on validation users; state dicts as safetensors.",
     )
     def _model(context: dg.AssetExecutionContext, config: ModelConfig, meta_tasks: Bundle) -> dg.Output[Bundle]:
-        def log(seed: int, epoch: EpochLog) -> None:
-            context.log.info(f"{method} seed {seed} step {epoch.step} (epoch {epoch.epoch:.1f}): train loss "
-                             f"{epoch.train_loss:.4f}, validation loss {epoch.val_loss:.4f}, {epoch.users_per_second:.0f} users/s")
-
         dataset = context.partition_key
-        bundle, users_per_second = train_method(method, meta_tasks, config.learner_config(method, dataset),
-                                                config.train_config(method, dataset), config.seeds, log,
-                                                settings=config.settings_provenance(method, dataset))
+        bundle, users_per_second = train_method(
+            method, meta_tasks, config.learner_config(method, dataset), config.train_config(method, dataset), config.seeds,
+            lambda seed, log: context.log.info(progress_line(f"seed {seed}", log)),
+            settings=config.settings_provenance(method, dataset), processes=config.processes)
         curves = bundle.frame("history").group_by("epoch").agg(pl.col("train_loss", "val_loss").mean()).sort("epoch")
         plot = inline_plot({"train loss": curves["train_loss"].to_list(), "validation loss": curves["val_loss"].to_list()},
                            "mean over seeds by epoch")
         return bundle_output(bundle, best_epochs=dg.MetadataValue.json(bundle.info["best"]),
                              **({"training_curves": plot} if plot else {}), device=bundle.info["train_config"]["device"],
-                             users_per_second=round(users_per_second, 1))
+                             users_per_second=round(users_per_second, 1), runtime=dg.MetadataValue.json(bundle.info["runtime"]))
 
     return _model
 
@@ -265,17 +289,33 @@ def build_eval_asset(method: str) -> dg.AssetsDefinition:
         if missing:
             context.log.info(f"{method}: no model in service for {', '.join(missing)}; those datasets are left out")
         store = paml.store()
+        started = time.perf_counter()
         bundle = evaluate_in_service(method, champions, lambda artifact: store.load(store.row(artifact)))
         summary = bundle.frame("metrics")
         if summary.height:
             summary = summary.group_by("dataset", "population", "metric").agg(
                 mean=pl.col("value").mean(), sd=pl.col("value").std()).sort("dataset", "metric", "population")
+            context.log.info(evaluation_line(bundle.frame("user_metrics").height, time.perf_counter() - started, summary))
         headline = {f"{r['dataset']}/{r['metric']}": float(r["mean"]) for r in summary.filter(pl.col("population") == "all").iter_rows(named=True)} \
             if summary.height else {}
         return bundle_output(bundle, datasets_evaluated=", ".join(bundle.info["datasets"]) or "none",
                              datasets_without_model=", ".join(missing) or "none", summary=table(summary), **headline)
 
     return _eval
+
+
+def progress_line(run: str, log: EpochLog) -> str:
+    """One console line per validation scoring of a run (pipelines/progress.py prints it)."""
+    return (f"{run} step {log.step} (epoch {log.epoch:.1f}): train loss {log.train_loss:.4f}, "
+            f"validation loss {log.val_loss:.4f}, {log.users_per_second:.0f} users/s")
+
+
+def evaluation_line(users: int, seconds: float, summary: pl.DataFrame) -> str:
+    """One console line per evaluation: users scored, their rate, each dataset's metrics over all users."""
+    everyone = summary.filter(pl.col("population") == "all")
+    scores = "; ".join(f"{dataset} " + ", ".join(f"{m} {v:.4f}" for m, v in zip(part["metric"], part["mean"]))
+                       for (dataset,), part in everyone.group_by("dataset", maintain_order=True))
+    return f"scored {users} test users (all seeds) in {seconds:.1f} s, {users / max(seconds, 1e-9):.0f} users/s: {scores}"
 
 
 MODEL_ASSETS = [build_model_asset(m) for m in METHODS]

@@ -3,7 +3,12 @@
 Each dataset runs in a fresh subprocess so its peak RSS is its own. Steps are the pure
 functions behind the assets (no Dagster, no DuckDB), in pipeline order. Usage:
 
-    python -m benchmarks.data_steps [--users 1000000] [--only movielens|taobao]
+    python -m benchmarks.data_steps [--users 1000000] [--only movielens|taobao] [--shards K [--sharded-only]]
+
+With `--shards K`, taobao's log is read into K user shards and cleaned one shard at a time
+(assets/sharded.py); cold-start selection counts the cleaned shards with polars' streaming
+engine. The later steps (splits, groups, encoding) are not sharded: they load every cleaned
+interaction; `--sharded-only` stops before them.
 
 ML-1M is read from PAML_DATA_DIR (default ../shared/data); it is skipped when absent.
 Results print as Markdown and are written to benchmarks/out/data_steps.json.
@@ -16,11 +21,14 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import polars as pl
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -30,7 +38,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_steps(dataset: str, data_dir: Path, users: int) -> list[dict]:
+def run_steps(dataset: str, data_dir: Path, users: int, shards: int = 0, sharded_only: bool = False) -> list[dict]:
     """Run every data step once; return one row per step with seconds and peak RSS so far."""
     from assets.clean_logs import clean_logs_from_raw
     from assets.cold_start_users import select_cold_start
@@ -52,9 +60,16 @@ def run_steps(dataset: str, data_dir: Path, users: int) -> list[dict]:
 
     spec = SPECS[dataset]
     if dataset == "taobao":
-        directory = Path(tempfile.mkdtemp()) / "taobao"
+        work = Path(tempfile.mkdtemp())
+        directory = work / "taobao"
         config = GeneratorConfig(seed=0, n_users=users, n_items=max(2000, users // 50))
         timed(f"generate ({users:,} users)", lambda: generate(directory, config))
+        if shards:
+            try:
+                sharded_steps(directory, work, shards, sharded_only, timed, rows)
+                return rows
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
         raw = timed("read raw files", lambda: read_taobao(directory))
     else:
         raw = timed("read raw files", lambda: read_movielens(data_dir))
@@ -66,7 +81,33 @@ def run_steps(dataset: str, data_dir: Path, users: int) -> list[dict]:
     splits = timed("user and support/query splits", lambda: user_splits_for(cold, clean.frame("interactions"), 0))
     timed("major/minor tagging", lambda: user_groups_for(clean.frame("users"), cold, spec.tagging_fields, clean.frames.get("truth")))
     timed("encode task tensors", lambda: encode_tasks(clean.frame("users"), clean.frame("items"), splits, spec))
+    if dataset == "taobao":
+        shutil.rmtree(work, ignore_errors=True)
     return rows
+
+
+def sharded_steps(directory: Path, work: Path, shards: int, sharded_only: bool, timed, rows: list[dict]) -> None:
+    """Taobao's steps with the log in user shards; the unsharded ones after, unless `sharded_only`."""
+    from assets.cold_start_users import select_cold_start
+    from assets.meta_tasks import encode_tasks
+    from assets.sharded import clean_sharded, shard_taobao
+    from assets.specs import SPECS
+    from assets.user_groups import user_groups_for
+    from assets.user_splits import user_splits_for
+
+    spec = SPECS["taobao"]
+    log = timed(f"read raw files into {shards} user shards", lambda: shard_taobao(directory, work / "shards", shards))
+    rows[-1]["rows"] = int(log.read.filter(pl.col("source_file").str.contains("impressions"))["read"].sum())
+    clean = timed("clean, one shard at a time", lambda: clean_sharded(log, spec, work / "clean"))
+    rows[-1]["rows"] = clean.interactions().select(pl.len()).collect().item()
+    cold = timed("Pareto cold-start selection (streaming count)", lambda: select_cold_start(clean.interactions()))
+    if sharded_only:
+        return
+    interactions = timed("load every cleaned interaction (steps below are not sharded)", lambda: clean.interactions().collect())
+    splits = timed("user and support/query splits", lambda: user_splits_for(cold, interactions, 0))
+    users = clean.users()
+    timed("major/minor tagging", lambda: user_groups_for(users, cold, spec.tagging_fields, clean.truth))
+    timed("encode task tensors", lambda: encode_tasks(users, clean.items, splits, spec))
 
 
 def markdown(rows: list[dict]) -> str:
@@ -80,11 +121,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=1_000_000, help="synthetic taobao users")
     parser.add_argument("--only", choices=["movielens", "taobao"])
+    parser.add_argument("--shards", type=int, default=0, help="taobao: read and clean the log in this many user shards")
+    parser.add_argument("--sharded-only", action="store_true", help="with --shards: stop after the sharded steps")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     data_dir = Path(os.environ.get("PAML_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
     if args.child:
-        print(json.dumps(run_steps(args.only, data_dir, args.users)))
+        print(json.dumps(run_steps(args.only, data_dir, args.users, args.shards, args.sharded_only)))
         return 0
     datasets = [args.only] if args.only else ["movielens", "taobao"]
     rows = []
@@ -92,12 +135,16 @@ def main() -> int:
         if dataset == "movielens" and not (data_dir / "ml-1m" / "ratings.dat").is_file():
             print(f"skipping movielens: no ml-1m/ratings.dat under {data_dir} (set PAML_DATA_DIR)")
             continue
+        extra = ["--shards", str(args.shards)] + (["--sharded-only"] if args.sharded_only else []) if args.shards else []
         out = subprocess.run([sys.executable, "-m", "benchmarks.data_steps", "--child", "--only", dataset,
-                              "--users", str(args.users)], capture_output=True, text=True, check=True)
+                              "--users", str(args.users), *extra], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"{dataset} failed:\n{out.stderr[-3000:]}")
         rows += json.loads(out.stdout.strip().splitlines()[-1])
     machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     OUT.mkdir(exist_ok=True)
-    (OUT / "data_steps.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    name = f"data_steps_taobao_{args.users}_shards{args.shards}.json" if args.shards else "data_steps.json"
+    (OUT / name).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print(f"machine: {machine}\n\n{markdown(rows)}")
     return 0
 

@@ -1,11 +1,25 @@
-"""Benchmark of training on ML-1M: throughput and peak memory per method, vectorized vs loop.
+"""Training speed on ML-1M, side by side in one run: the code before issue 11 against this checkout.
 
-    python -m benchmarks.training [--epochs 20] [--methods reg_paml at_paml ...] [--device cpu]
+    python -m benchmarks.training [--methods reg_paml melu] [--steps 30] [--rounds 3] [--threads 2]
+        [--baseline REF] [--profile] [--quality] [--inner]
 
-ML-1M is read from PAML_DATA_DIR (default ../shared/data) and turned into tasks with the
-pipeline's own pure functions (no Dagster). Each method trains one seed in a fresh
-subprocess, so its peak RSS is its own. Results print as Markdown and are written to
-benchmarks/out/training.json.
+Every measurement runs in a fresh process (benchmarks/train_speed.py) on the same exported
+ML-1M tasks (benchmarks/export_tasks.py, from PAML_DATA_DIR), with each method's tuned ML-1M
+settings, PAML_THREADS threads and the same OpenMP wait policy for every variant:
+
+- speed: users per second of meta-training over the second epoch (the first pays for
+  warm-up; a whole epoch, because a bucketed window shorter than that would time whichever
+  length buckets it happened to draw) for `--baseline` (a commit, default the main branch before issue 11:
+  random meta-batches, padded to the longest user), this checkout with random batches, and
+  this checkout with length-bucketed batches. Rounds alternate the variants, so a change in
+  the machine's load hits all of them; ratios are taken within a round.
+- `--profile`: torch.profiler's self-time by category for one window, before and after.
+- `--quality`: full tuned training (step budget, early stopping) of each method x seed with
+  both samplers, and the test users' MSE and nDCG: the sampler must not change them beyond
+  seed noise.
+- `--inner`: the vectorized inner step against a per-user Python loop (same arithmetic).
+
+Results print as Markdown and go to benchmarks/out/training.json.
 """
 
 from __future__ import annotations
@@ -14,73 +28,126 @@ import argparse
 import json
 import os
 import platform
-import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
-METHODS = ("melu", "meta_sgd", "transfer", "paml", "at_paml", "reg_paml")
+from benchmarks.export_tasks import export, load_tasks
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+BASELINE = "ecf0ab0"  # main before issue 11 (full-random, fully padded meta-batches)
+METHODS = ("reg_paml", "melu")
 
 
-def movielens_tasks(data_dir: Path):
-    """ML-1M through cleaning, Pareto selection, splits and encoding (seed 0).
+def machine() -> str:
+    from models.runtime import available_cores
 
-    With PAML_TASKS_DIR set, reads tensors saved by `--save-tasks` instead (for a machine
-    that has torch but not the data stack, e.g. a GPU box).
-    """
-    tasks_dir = os.environ.get("PAML_TASKS_DIR")
-    if tasks_dir:
-        from safetensors.torch import load_file
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({available_cores()} usable), {platform.machine()}, "
+            f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at start")
 
-        from models.tasks import task_data_from_tensors
 
-        info = json.loads((Path(tasks_dir) / "info.json").read_text())
-        return task_data_from_tensors(load_file(str(Path(tasks_dir) / "tensors.safetensors")), info)
-    from assets.clean_logs import clean_logs_from_raw
-    from assets.cold_start_users import select_cold_start
-    from assets.meta_tasks import encode_tasks
-    from assets.raw_files import read_movielens
-    from assets.specs import SPECS
-    from assets.user_splits import user_splits_for
-    from models.tasks import task_data_from_tensors
+def ml1m_tasks() -> Path:
+    """Exported ML-1M tasks in benchmarks/out (made once from PAML_DATA_DIR)."""
+    from pipelines.resources import default_data_dir
 
-    spec = SPECS["movielens"]
-    clean = clean_logs_from_raw(read_movielens(data_dir), spec)
-    cold = select_cold_start(clean.frame("interactions"))
-    splits = user_splits_for(cold, clean.frame("interactions"), 0)
-    _, tensors, info = encode_tasks(clean.frame("users"), clean.frame("items"), splits, spec)
-    if os.environ.get("PAML_SAVE_TASKS"):
-        from safetensors.torch import save_file
+    directory = OUT / "tasks" / "movielens"
+    if not (directory / "info.json").is_file():
+        export("movielens", directory, None, default_data_dir())
+    return directory
 
-        target = Path(os.environ["PAML_SAVE_TASKS"])
+
+def baseline_code(ref: str) -> Path:
+    """The `models/` package of commit `ref`, exported under benchmarks/out/code-<ref>/."""
+    target = OUT / f"code-{ref}"
+    if not (target / "models" / "training.py").is_file():
         target.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(target / "tensors.safetensors"))
-        (target / "info.json").write_text(json.dumps(info))
-    return task_data_from_tensors(tensors, info)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "models"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
 
 
-def train_one(method: str, epochs: int, device: str, data_dir: Path) -> dict:
-    """Train `method` for one seed; wall time, users per second, peak RSS, test error."""
-    import numpy as np
+def child(code: Path, tasks: Path, method: str, batching: str, steps: int, threads: int, profile: bool = False) -> dict:
+    """One run of benchmarks/train_speed.py in a fresh process."""
+    env = {**os.environ, "PAML_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": ""}
+    command = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--code", str(code), "--tasks", str(tasks),
+               "--method", method, "--batching", batching, "--steps", str(steps)] + (["--profile"] if profile else [])
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def variants(ref: str) -> list[tuple[str, Path, str]]:
+    """(label, code directory, batching) of every variant compared."""
+    return [(f"main {ref}, random batches", baseline_code(ref), "random"),
+            ("this checkout, random batches", REPO, "random"),
+            ("this checkout, bucketed batches", REPO, "bucketed")]
+
+
+def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, threads: int) -> list[dict]:
+    """Median users/s of every variant, and its median ratio to the baseline within a round."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for round_index in range(rounds):
+        for method in methods:
+            for label, code, batching in variants(ref):
+                row = child(code, tasks, method, batching, steps, threads)
+                runs.setdefault((method, label), []).append(row)
+                print(f"round {round_index + 1} {method} {label}: {row['users_per_second']:.0f} users/s, "
+                      f"{row['users_per_cpu_second']:.0f} users per CPU-second", flush=True)
+    rows = []
+    for method in methods:
+        base = runs[(method, variants(ref)[0][0])]
+        for label, _, _ in variants(ref):
+            mine = runs[(method, label)]
+            row = {"method": method, "variant": label}
+            for key in ("users_per_second", "users_per_cpu_second"):
+                row[key] = statistics.median(r[key] for r in mine)
+                row[f"{key}_runs"] = [round(r[key]) for r in mine]
+                row[f"{key}_ratio"] = statistics.median(r[key] / b[key] for r, b in zip(mine, base))
+            rows.append(row)
+    return rows
+
+
+def profiles(tasks: Path, methods: list[str], ref: str, steps: int, threads: int) -> list[dict]:
+    """Self-time by category, before (baseline, random) and after (this checkout, bucketed)."""
+    chosen = [variants(ref)[0], variants(ref)[2]]
+    return [{"method": m, "variant": label, **child(code, tasks, m, batching, steps, threads, profile=True)}
+            for m in methods for label, code, batching in chosen]
+
+
+def quality(tasks: Path, methods: list[str], seeds: list[int]) -> list[dict]:
+    """Test metrics of full tuned training with each sampler (runs side by side where cores allow)."""
+    from dataclasses import replace
 
     from models.learners import LearnerConfig
     from models.metrics import rating_metrics
-    from models.training import TrainConfig, predict_split, train
+    from models.parallel import TrainJob, run_jobs
+    from models.settings import apply_params, chosen_settings
+    from models.training import TrainConfig
 
-    data = movielens_tasks(data_dir)
-    start = time.perf_counter()
-    result = train(method, data, LearnerConfig(), TrainConfig(epochs=epochs, device=device))
-    seconds = time.perf_counter() - start
-    preds = predict_split(result.learner, data, "test")
-    speed = float(np.mean([log.users_per_second for log in result.history]))
-    return {"method": method, "epochs": epochs, "device": device, "train_seconds": round(seconds, 1),
-            "users_per_second": round(speed), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "test_mse": round(rating_metrics(preds.pred, preds.target, preds.mask)["mse"], 4), "best_epoch": result.best_epoch}
+    data = load_tasks(tasks)
+    jobs, labels = [], []
+    for method in methods:
+        learner_config, train_config = apply_params(chosen_settings("movielens", method).params, LearnerConfig(), TrainConfig())
+        for batching in ("random", "bucketed"):
+            for seed in seeds:
+                jobs.append(TrainJob(method, learner_config, replace(train_config, seed=seed, batching=batching), ("test",)))
+                labels.append((method, batching, seed))
+    log = lambda i, entry: print(f"{' '.join(map(str, labels[i]))} step {entry.step}: val {entry.val_loss:.4f}, "  # noqa: E731
+                                 f"{entry.users_per_second:.0f} users/s", flush=True)
+    rows = []
+    for (method, batching, seed), result in zip(labels, run_jobs(data, jobs, on_epoch=log)):
+        test = result.predictions["test"]
+        rows.append({"method": method, "batching": batching, "seed": seed, "best_step": result.best_step,
+                     "stopped": result.stopped, "seconds": round(result.seconds, 1),
+                     **{k: round(v, 4) for k, v in rating_metrics(test.pred, test.target, test.mask).items()}})
+    return rows
 
 
-def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict:
+def inner_step_speed(tasks: Path, batches: int = 8, repeats: int = 5) -> dict:
     """Seconds per meta-gradient of the inner loop on 32-user ML-1M batches: vmap vs Python loop.
 
     Both paths take the same precomputed embeddings (so only the inner update, the query
@@ -94,7 +161,7 @@ def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict
     from models.inner import InnerConfig, adapt_batch, adapt_loop, predict_batch, total_sq_norm
     from models.learners import LearnerConfig, build_learner
 
-    data = movielens_tasks(data_dir)
+    data = load_tasks(tasks)
     torch.manual_seed(0)
     learner = build_learner("reg_paml", data, LearnerConfig())
     net, config = learner.net, InnerConfig(steps=1)
@@ -139,43 +206,67 @@ def inner_step_speed(data_dir: Path, batches: int = 8, repeats: int = 5) -> dict
             "threads": torch.get_num_threads()}
 
 
+def markdown(results: dict) -> str:
+    lines = [f"machine: {results['machine']}", ""]
+    if "speed" in results:
+        lines += ["| method | variant | users/s (median) | runs | ratio to main | users per CPU-second (median) | runs | ratio to main |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['variant']} | {r['users_per_second']:.0f} | {r['users_per_second_runs']} | "
+                  f"{r['users_per_second_ratio']:.2f}x | {r['users_per_cpu_second']:.0f} | {r['users_per_cpu_second_runs']} | "
+                  f"{r['users_per_cpu_second_ratio']:.2f}x |" for r in results["speed"]]
+        lines.append("(ratios: median over rounds of each run's ratio to the main run of the same round)")
+    for r in results.get("profile", []):
+        shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["share"].items())
+        top = ", ".join(f"{t['op']} {100 * t['share']:.0f}% ({t['calls_per_step']:.0f}/step)" for t in r["top"][:8])
+        lines += ["", f"{r['method']}, {r['variant']}: {r['cpu_ms_per_step']:.0f} CPU-ms per outer step (profiler on); "
+                  f"{shares}", f"top: {top}"]
+    if "quality" in results:
+        lines += ["", "| method | batching | seed | test MSE | nDCG@3 | nDCG@5 | best step | stopped | seconds |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['batching']} | {r['seed']} | {r['mse']} | {r['ndcg@3']} | {r['ndcg@5']} | "
+                  f"{r['best_step']} | {r['stopped']} | {r['seconds']} |" for r in results["quality"]]
+    if "inner" in results:
+        i = results["inner"]
+        lines += ["", f"inner step, 32 users: vectorized {i['inner_vectorized_s']} s, loop {i['inner_loop_s']} s "
+                  f"({i['inner_speedup']}x); with the backward pass {i['vectorized_s']} s vs {i['loop_s']} s ({i['speedup']}x)"]
+    return "\n".join(lines)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=20)
+    from models.runtime import thread_count
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=None, help="outer steps per timed window (default: one epoch)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of every run (default PAML_THREADS)")
+    parser.add_argument("--baseline", default=BASELINE, help="commit whose models/ is the baseline")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed comparison")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--quality", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--inner", action="store_true")
     args = parser.parse_args()
-    data_dir = Path(os.environ.get("PAML_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if not (data_dir / "ml-1m" / "ratings.dat").is_file() and not os.environ.get("PAML_TASKS_DIR"):
-        print(f"no ml-1m/ratings.dat under {data_dir}: set PAML_DATA_DIR")
-        return 1
-    if args.child == "inner":
-        print(json.dumps(inner_step_speed(data_dir)))
-        return 0
-    if args.child:
-        print(json.dumps(train_one(args.child, args.epochs, args.device, data_dir)))
-        return 0
-
-    def child(name: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.training", "--child", name, "--epochs", str(args.epochs),
-                              "--device", args.device], capture_output=True, text=True, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    inner = child("inner")
-    rows = [child(m) for m in args.methods]
-    machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+    threads = args.threads or thread_count()
+    tasks = ml1m_tasks()
+    if args.steps is None:
+        train_users = json.loads((tasks / "info.json").read_text())["n_users"]["train"]
+        args.steps = -(-train_users // 32)  # one epoch of 32-user meta-batches
+    results: dict = {"machine": machine(), "threads": threads, "baseline": args.baseline}
+    started = time.perf_counter()
+    if not args.no_speed:
+        results["speed"] = speed(tasks, args.methods, args.baseline, args.steps, args.rounds, threads)
+    if args.profile:
+        results["profile"] = profiles(tasks, args.methods, args.baseline, args.steps, threads)
+    if args.quality:
+        results["quality"] = quality(tasks, args.methods, args.seeds)
+    if args.inner:
+        results["inner"] = inner_step_speed(tasks)
+    results["seconds"] = round(time.perf_counter() - started)
     OUT.mkdir(exist_ok=True)
-    (OUT / "training.json").write_text(json.dumps({"machine": machine, "inner_step": inner, "methods": rows}, indent=1))
-    print(f"machine: {machine}\n")
-    print(f"inner step (adapt + query predictions, second-order graph built), 32 users: vectorized "
-          f"{inner['inner_vectorized_s']} s, loop {inner['inner_loop_s']} s, speed-up {inner['inner_speedup']}x")
-    print(f"whole meta-gradient (inner step + backward), 32 users: vectorized {inner['vectorized_s']} s, "
-          f"loop {inner['loop_s']} s, speed-up {inner['speedup']}x\n")
-    print("| method | epochs | train seconds | users/s | peak RSS (MiB) | test MSE | best epoch |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['method']} | {r['epochs']} | {r['train_seconds']} | {r['users_per_second']} | {r['peak_rss_mb']} | {r['test_mse']} | {r['best_epoch']} |")
+    name = "training_quality.json" if args.quality and args.no_speed else "training.json"
+    (OUT / name).write_text(json.dumps(results, indent=1))
+    print(markdown(results))
     return 0
 
 

@@ -94,11 +94,12 @@ def main() -> int:
     from safetensors.torch import load_file, save_file
 
     from models.checkpoint import flatten_state
+    from models.runtime import thread_count
     from models.tasks import task_data_from_tensors
     from models.training import TrainConfig, train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", required=True, help="directory with tensors.safetensors and info.json")
+    parser.add_argument("--tasks", required=True, help="exported tasks: tensors.safetensors and info.json (benchmarks/export_tasks.py)")
     parser.add_argument("--method", default="reg_paml")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--seed", type=int, default=0)
@@ -109,7 +110,10 @@ def main() -> int:
     collective = init_from_env(device)
     tasks = Path(args.tasks)
     data = task_data_from_tensors(load_file(str(tasks / "tensors.safetensors")), json.loads((tasks / "info.json").read_text()))
-    result = train(args.method, data, LearnerConfig(), TrainConfig(epochs=args.epochs, seed=args.seed, device=device),
+    # PAML_THREADS is the machine's budget: the processes on this node share it.
+    threads = max(1, thread_count() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, device=device, threads=threads)
+    result = train(args.method, data, LearnerConfig(), config,
                    on_epoch=lambda log: collective.rank == 0 and print(log, flush=True), collective=collective)
     if collective.rank == 0:
         out = Path(args.out)

@@ -354,8 +354,10 @@ class PreferenceNetwork(nn.Module):
             weight = params.get(f"decision.{slot}.weight", layer.weight)
             bias = params.get(f"decision.{slot}.bias", layer.bias)
             if index == 0:
-                user_dim = user.shape[-1]
-                hidden = nn.functional.linear(items, weight[:, user_dim:], bias) + (user @ weight[:, :user_dim].T).unsqueeze(-2)
+                # split, not two slices: a slice's backward zero-fills the whole (per-user) weight
+                # gradient and the two are then added; split's backward is one concatenation.
+                user_weight, item_weight = weight.split([user.shape[-1], items.shape[-1]], dim=-1)
+                hidden = nn.functional.linear(items, item_weight, bias) + (user @ user_weight.T).unsqueeze(-2)
             else:
                 hidden = nn.functional.linear(hidden, weight, bias)
             if index < len(layers) - 1:

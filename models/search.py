@@ -270,14 +270,6 @@ def base_configs(config: SearchConfig):
     return LearnerConfig(), replace(train, **overrides)
 
 
-def pin_threads(threads: int) -> None:
-    """This process computes with `threads` torch threads (and tells PAML_THREADS, which training reads)."""
-    os.environ["PAML_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def work(tasks: Path, journal: Path, methods: list[str], config: SearchConfig, worker: int,
          deadline: float | None = None, log=print) -> int:
     """One worker: for each method in turn, claim and run trials until its budget is used up.
@@ -287,7 +279,9 @@ def work(tasks: Path, journal: Path, methods: list[str], config: SearchConfig, w
     import optuna
     from optuna.trial import TrialState
 
-    pin_threads(config.threads)
+    from models.runtime import pin_threads
+
+    pin_threads(config.threads)  # PAML_THREADS and torch's threads (models/runtime.py)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data, _ = load_search_tasks(tasks)
     storage = journal_storage(journal)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import models  # noqa: F401  (sets PAML_THREADS' environment before polars or torch load: models/runtime.py)
+
 
 def __getattr__(name: str) -> Any:
     if name == "defs":

@@ -9,7 +9,6 @@ argument, a bad query) print one line, `error: what, where, how to fix`, and exi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -45,8 +44,10 @@ def run_job(job: str, dataset: str | None = None, run_config: dict | None = None
     from pipelines.definitions import defs
 
     ensure_dagster_home()
-    # Dagster's console logger would print a failed step's traceback; main() reports it in one line.
-    config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}, **(run_config or {})}
+    # Progress lines (pipelines/progress.py) instead of Dagster's console log: one line per
+    # message an asset logs (training progress, evaluations), and Dagster's warnings and errors
+    # on one line each; a failed step's traceback is left to main(), which reports it in one line.
+    config = {"loggers": {"progress": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(job).execute_in_process(
@@ -58,24 +59,15 @@ def run_job(job: str, dataset: str | None = None, run_config: dict | None = None
     return result.run_id
 
 
-def pin_threads(threads: int | None) -> int:
-    """Compute with `threads` torch threads in this process and its runs (PAML_THREADS; default: as set or torch's)."""
-    import torch
-
-    threads = threads or int(os.environ.get("PAML_THREADS") or torch.get_num_threads())
-    os.environ["PAML_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
-    return threads
-
-
 def expected_failure(error: BaseException) -> str | None:
     """The one-line message for an expected failure, or None for a bug (which keeps its traceback)."""
     import duckdb
 
     from assets.raw_files import MissingRawFilesError
+    from models.runtime import ThreadsSettingError
     from pipelines.store import NoDatabaseError, PartitionNotBuiltError
 
-    if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError)):
+    if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError)):
         return one_line(error)
     if isinstance(error, duckdb.Error):
         if "lock" in one_line(error).lower():
@@ -117,11 +109,20 @@ def prepare_taobao(days: list[str]) -> None:
     run_job("taobao_window_job", "taobao", {"ops": {"taobao_log_window": {"config": {"days": len(days), "end_day": days[-1]}}}})
 
 
-def training_config(epochs: int | None, seeds: list[int] | None) -> dict:
-    """Run config overriding epochs/seeds of every model asset and the ablation (None = defaults)."""
+# `demo` trains every method with a small step budget so the whole chain (30 training runs)
+# finishes in about two minutes on two cores; the models' own budget is max_steps=3000 with
+# early stopping (models/training.py). `--max-steps 0` gives the demo the full budget.
+DEMO_MAX_STEPS = 60
+DEMO_EVAL_EVERY = 30
+
+
+def training_config(epochs: int | None, seeds: list[int] | None, max_steps: int | None = None,
+                    eval_every: int | None = None) -> dict:
+    """Run config overriding epochs/seeds/step budget of every model asset and the ablation (None = defaults)."""
     from models.learners import METHODS
 
-    values = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
+    values = {k: v for k, v in {"epochs": epochs, "seeds": seeds, "max_steps": max_steps, "eval_every": eval_every}.items()
+              if v is not None}
     if not values:
         return {}
     ops = {f"{m}_model": {"config": dict(values)} for m in METHODS} | {"reg_paml_gamma_ablation": {"config": dict(values)}}
@@ -365,11 +366,13 @@ def build_parser() -> Parser:
     demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
     demo.add_argument("--epochs", type=int, help="override every method's epochs")
     demo.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
+    demo.add_argument("--max-steps", type=int, default=DEMO_MAX_STEPS,
+                      help=f"outer steps per training run (default {DEMO_MAX_STEPS}; 0 = the models' own budget)")
     repro = commands.add_parser("reproduce", help="every dataset: data, all methods x seeds, ablation; then evaluation and the report")
     repro.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     repro.add_argument("--epochs", type=int, help="override every method's epochs")
     repro.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="every method's seeds (default 0-4)")
-    repro.add_argument("--threads", type=int, help="torch threads (default: PAML_THREADS, else torch's default); recorded in runs")
+    repro.add_argument("--threads", type=int, help="threads per process (sets PAML_THREADS; default: PAML_THREADS, else the available cores); recorded in runs")
     tune = commands.add_parser("tune", help="hyper-parameter search on validation users, same budget per method")
     tune.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     tune.add_argument("--methods", nargs="+", help="default: every method")
@@ -434,13 +437,21 @@ def run_command(args: argparse.Namespace) -> None:
         print(f"[1/3] data_job on {args.dataset} ...", flush=True)
         print(summary(run_job("data_job", args.dataset)))
         if not args.data_only:
-            print(f"[2/3] training_job on {args.dataset} (6 methods + gamma ablation) ...", flush=True)
-            run_job("training_job", args.dataset, training_config(args.epochs, args.seeds))
-            print("[3/3] evaluation_job (every dataset with models) and the report ...", flush=True)
+            from models.runtime import thread_count
+
+            budget = (args.max_steps, min(DEMO_EVAL_EVERY, args.max_steps)) if args.max_steps else (None, None)
+            steps = f"{args.max_steps} outer steps per run" if args.max_steps else "the models' step budget"
+            print(f"[2/3] training_job on {args.dataset} (6 methods + gamma ablation, {steps}, {thread_count()} threads) "
+                  f"... ({time.perf_counter() - started:.0f} s)", flush=True)
+            run_job("training_job", args.dataset, training_config(args.epochs, args.seeds, *budget))
+            print(f"[3/3] evaluation_job (every dataset with models) and the report ... ({time.perf_counter() - started:.0f} s)",
+                  flush=True)
             run_job("evaluation_job")
             print(report_summary())
         print(f"done in {time.perf_counter() - started:.0f} s")
     elif args.command == "reproduce":
+        from models.runtime import pin_threads
+
         print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}  torch threads={pin_threads(args.threads)}")
         started = time.perf_counter()
         for dataset in args.datasets:

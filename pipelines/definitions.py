@@ -22,6 +22,7 @@ from pipelines.automation import SCHEDULES, SENSORS, automation_condition
 from pipelines.executors import executor_from_env
 from pipelines.io_manager import LineageIOManager
 from pipelines.jobs import JOBS
+from pipelines.progress import LOGGERS
 from pipelines.resources import paml_resource
 
 OWNERS = ["team:paml"]
@@ -59,4 +60,5 @@ defs = dg.Definitions(
     sensors=SENSORS,
     resources=build_resources(),
     executor=executor_from_env(),
+    loggers=LOGGERS,
 )

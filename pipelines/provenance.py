@@ -2,9 +2,10 @@
 
 The same seed gives the same numbers only on the same kind of machine with the same torch
 thread count (the summation order of parallel kernels changes with it), so every run records
-what it had. Model bundles carry their own training facts (`info["runtime"]`, set where the
-training ran) and the settings file they used (`info["settings"]`); the store copies both
-into the run's row.
+what it had. Model bundles carry their own training facts (`info["runtime"]`: models/runtime.py
+`runtime_info`, taken in the process each run trained in, and how many processes trained side
+by side) and the settings file they used (`info["settings"]`); the store copies both into the
+run's row.
 """
 
 from __future__ import annotations
@@ -66,13 +67,6 @@ def torch_facts() -> dict[str, Any]:
     if torch is None:
         return {}
     return {"torch_threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled()}
-
-
-def training_runtime(device: str) -> dict[str, Any]:
-    """What a model bundle records about its training process."""
-    import torch
-
-    return {"threads": torch.get_num_threads(), "device": device, "deterministic": torch.are_deterministic_algorithms_enabled()}
 
 
 def run_facts(info: dict[str, Any]) -> dict[str, Any]:

@@ -145,7 +145,13 @@ def test_test_metrics_are_kept_over_the_days(three_nights):
     home, _, _ = three_nights
     store = LineageStore(home)
     over_days = store.query("SELECT * FROM test_metrics_over_days WHERE metric = 'nel'")
-    assert set(over_days.filter(pl.col("method") == "reg_paml")["last_day"]) <= set(NIGHTS)
-    assert over_days.filter(pl.col("method") == "reg_paml").height >= 2
+    assert set(over_days["last_day"]) <= set(NIGHTS)
+    # One point per model that was in service (its first night's evaluation). Which challengers
+    # win is up to one epoch of training on tiny data, so every method is checked against the
+    # registry instead of assuming one particular method was promoted twice.
+    promoted = store.query("SELECT method, count(*) AS n FROM model_registry WHERE promoted GROUP BY ALL")
+    assert promoted["n"].max() >= 2  # some model was replaced: a curve over days
+    for method, n in promoted.iter_rows():
+        assert over_days.filter(pl.col("method") == method).height == n, method
     assert (home / "reports" / "test_metrics_over_days_taobao.png").is_file()
     assert "test_metrics_over_days_taobao.png" in (home / "reports" / "report.md").read_text()

@@ -48,6 +48,10 @@ def test_every_method_trains_and_lands_in_metrics(chain):
     assert set(rows.filter(pl.col("method") == "reg_paml")["seed"]) == {0, 1}
     assert set(rows["metric"]) == {"auc", "global_auc", "nel"}
     assert rows.filter(pl.col("metric") == "auc")["value"].is_between(0, 1).all()
+    model = store.load(store.latest("reg_paml_model", "taobao"))
+    runtime = model.info["runtime"]  # how the runs computed travels with the model
+    assert runtime["device"] == "cpu" and runtime["threads"] >= 1 and runtime["deterministic"] is True
+    assert model.info["train_config"]["batching"] == "bucketed"
     users = store.query("SELECT method, \"group\", true_group, lr FROM user_metrics WHERE method = 'paml'")
     assert users["lr"].n_unique() > 1  # a learning rate per user
     assert set(users["group"].drop_nulls()) == {"major", "minor"}

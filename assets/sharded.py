@@ -1,0 +1,212 @@
+"""Reading and cleaning a click log larger than memory: the same rules, one user shard at a time.
+
+Every cleaning rule looks at one row, one user, or one (user, item) pair (duplicate ids,
+duplicate impressions, merged impressions, users with too few clicks), never across users.
+So the log can be cut by user: each raw line of the user profile and of the day files goes to
+the shard of its user (a hash of the trimmed user_id), every shard goes through the very
+functions of assets/clean_logs.py, and the result is the unsharded cleaning's, row for row
+(tests/test_sharded.py checks it). Files are read in blocks of about BLOCK_BYTES, and shards
+are Parquet files on disk, so memory is bounded by a block while reading and by a shard (plus
+the item table) while cleaning, not by the log.
+
+Used by the data-step benchmark for synthetic Taobao logs of 1-10 million users. The Dagster
+assets still pass whole frames between steps (the IO manager loads a dataset's bundle into
+memory), so the pipeline's own steps are not bounded this way yet; neither are the splits and
+the task encoding, which draw random numbers over all rows at once (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import polars as pl
+
+from assets.clean_logs import (
+    CleaningRules, check_accounting, clean_interactions, clean_items, clean_users, drop_thin_users,
+    malformed_rejections, rows_by_file,
+)
+from assets.raw_files import TAOBAO_ITEM_COLUMNS, TAOBAO_LOG_COLUMNS, TAOBAO_USER_COLUMNS, split_lines
+from assets.raw_text import decoding_of
+from assets.specs import DatasetSpec
+
+SHARD_HASH_SEED = 0
+BLOCK_BYTES = 64 << 20  # a file is split into fields this much at a time (about 1.7 M impression lines)
+
+
+def shard_of(user_id: pl.Expr, shards: int) -> pl.Expr:
+    """The shard of each row's user: a hash of the trimmed id (ids are trimmed by cleaning too)."""
+    return (user_id.str.strip_chars().hash(seed=SHARD_HASH_SEED) % shards).cast(pl.UInt32)
+
+
+def file_blocks(path: Path, block_bytes: int, scratch: Path) -> Iterator[tuple[Path, int]]:
+    """`path` cut at line ends into files of about `block_bytes`, each starting with the header
+    line; yields (block file, number of the file's line before the block's first data line, minus 1).
+
+    Whatever follows the last line end (a cut-off last line) joins the last block, so the file's
+    ending, with or without a final newline, is the last block's, and no block is only a
+    fragment. (A block whose every line is malformed still stops reading, as a whole file
+    without one good line does; with blocks of tens of MB that means a broken file.)
+    """
+    with path.open("rb") as handle:
+        header = handle.readline()
+        lines_before, rest, pending, index = 1, b"", None, 0
+
+        def block(body: bytes) -> Path:
+            target = scratch / f"block{index:05d}"
+            target.write_bytes(header + body)
+            return target
+
+        while True:
+            chunk = handle.read(block_bytes)
+            data = rest + chunk
+            if chunk:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = data  # no line end yet: read on
+                    continue
+                body, rest = data[:cut], data[cut:]
+                if pending is not None:
+                    yield block(pending), lines_before - 1
+                    lines_before += pending.count(b"\n")
+                    index += 1
+                pending = body
+                continue
+            yield block((pending or b"") + data), lines_before - 1
+            return
+
+
+def split_in_blocks(path: Path, label: str, names: tuple[str, ...], block_bytes: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """assets/raw_files.split_lines (comma-separated UTF-8 with a header), one block of the file at a time.
+
+    The whole file's bytes are checked first, so an encoding error names the file and its line.
+    """
+    decoding_of(path, label, "utf-8")
+    with tempfile.TemporaryDirectory() as scratch:
+        for block, offset in file_blocks(path, block_bytes, Path(scratch)):
+            rows, malformed = split_lines(block, label, ",", names, encoding="utf-8", header=True)
+            block.unlink()
+            yield rows.with_columns(pl.col("line") + offset), malformed.with_columns(pl.col("line") + offset)
+
+
+@dataclass(frozen=True)
+class ShardedLog:
+    """A raw log cut by user: users and interactions as Parquet under `directory`, the rest in memory."""
+
+    directory: Path
+    shards: int
+    items: pl.DataFrame
+    malformed: pl.DataFrame
+    read: pl.DataFrame  # rows read per source file (every file, interactions included)
+    truth: pl.DataFrame | None
+
+    def part(self, name: str, k: int) -> pl.LazyFrame | None:
+        """The raw `name` ('users' or 'interactions') of shard `k` in file and line order, or None."""
+        files = sorted((self.directory / name / f"shard={k}").glob("*.parquet"))
+        return pl.scan_parquet(files) if files else None
+
+
+def write_shards(rows: pl.DataFrame, shards: int, target: Path, name: str) -> None:
+    """Append `rows` to their users' shards as one Parquet part named `name`."""
+    rows = rows.with_columns(_shard=shard_of(pl.col("user_id"), shards))
+    for (k,), part in rows.partition_by("_shard", as_dict=True, maintain_order=True).items():
+        (target / f"shard={k}").mkdir(parents=True, exist_ok=True)
+        part.drop("_shard").write_parquet(target / f"shard={k}" / f"{name}.parquet")
+
+
+def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLOCK_BYTES) -> ShardedLog:
+    """Read a Taobao-like log directory (as assets/raw_files.read_taobao) into `shards` user shards.
+
+    One block of one file is in memory at a time; the item catalogue is read whole (it is
+    small). A shard's parts in name order are in file and line order.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    label = lambda path: f"taobao/{path.relative_to(directory)}"  # noqa: E731
+    items, bad_items = split_lines(directory / "item_catalogue.csv", label(directory / "item_catalogue.csv"), ",",
+                                   TAOBAO_ITEM_COLUMNS, encoding="utf-8", header=True)
+    malformed, read = [bad_items], [rows_by_file([items, bad_items], "read")]
+    files = [("users", directory / "user_profile.csv", TAOBAO_USER_COLUMNS)]
+    files += [("interactions", path, TAOBAO_LOG_COLUMNS) for path in sorted(directory.glob("logs/dt=*/impressions.csv"))]
+    for number, (kind, path, names) in enumerate(files):
+        for block, (rows, bad) in enumerate(split_in_blocks(path, label(path), names, block_bytes)):
+            if kind == "interactions":
+                rows = rows.rename({"clicked": "label"})
+            write_shards(rows, shards, out / kind, f"{number:05d}-{block:05d}")
+            malformed.append(bad)
+            read.append(rows_by_file([rows, bad], "read"))
+    truth_path = directory / "_truth" / "user_groups.csv"
+    truth = pl.read_csv(truth_path, schema={"user_id": pl.String, "true_group": pl.String}) if truth_path.is_file() else None
+    read_per_file = pl.concat(read).group_by("source_file").agg(pl.col("read").sum())
+    return ShardedLog(out, shards, items, pl.concat(malformed), read_per_file, truth)
+
+
+@dataclass(frozen=True)
+class ShardedClean:
+    """Cleaned logs: users, interactions and their rejected rows per shard on disk; items in memory."""
+
+    directory: Path
+    shards: int
+    items: pl.DataFrame
+    rejected: pl.DataFrame  # rows rejected outside the shards (items, malformed lines)
+    accounting: pl.DataFrame
+    truth: pl.DataFrame | None
+
+    def _scan(self, name: str) -> pl.LazyFrame:
+        return pl.scan_parquet(sorted((self.directory / name).glob("*.parquet")))
+
+    def users(self) -> pl.DataFrame:
+        """Every cleaned user, sorted by id (one row per user)."""
+        return self._scan("users").collect().sort("user_id")
+
+    def interactions(self) -> pl.LazyFrame:
+        """Every shard's cleaned interactions (each shard sorted by user and item)."""
+        return self._scan("interactions")
+
+    def rejected_in_shards(self) -> pl.LazyFrame:
+        """Rows rejected by the user and interaction rules, shard by shard."""
+        return self._scan("rejected")
+
+
+def clean_sharded(log: ShardedLog, spec: DatasetSpec, out: Path, rules: CleaningRules = CleaningRules()) -> ShardedClean:
+    """assets/clean_logs.clean_logs_from_raw, one shard at a time (same rules, same rows kept and rejected).
+
+    A user and every row naming it are in the same shard, so the user rules, the interaction
+    rules (which only ask whether the row's user exists and was kept), duplicates, merged
+    impressions and the minimum item count see exactly what they see in the whole log.
+    """
+    items, _, rejected_items = clean_items(log.items, spec)
+    for name in ("users", "interactions", "rejected"):
+        (out / name).mkdir(parents=True, exist_ok=True)
+    counts: dict[str, list[pl.DataFrame]] = {"kept": [rows_by_file([items], "kept")], "rejected": []}
+    empty = {"users": {"source_file": pl.String, "line": pl.Int64, **{c: pl.String for c in TAOBAO_USER_COLUMNS}},
+             "interactions": {"source_file": pl.String, "line": pl.Int64,
+                              **{c: pl.String for c in ("user_id", "item_id", "ts", "label")}}}
+    for k in range(log.shards):
+        raw = {name: (log.part(name, k).collect() if log.part(name, k) is not None else pl.DataFrame(schema=schema))
+               for name, schema in empty.items()}
+        users, rejected_users = clean_users(raw["users"], spec, rules)
+        interactions, rejected_rows = clean_interactions(raw["interactions"], users, items, raw["users"]["user_id"], spec)
+        users, interactions, rejected_thin = drop_thin_users(users, interactions, spec, rules)
+        rejected = pl.concat([*rejected_users, *rejected_rows, *rejected_thin])
+        users.write_parquet(out / "users" / f"{k:05d}.parquet")
+        interactions.sort("user_id", "item_id").write_parquet(out / "interactions" / f"{k:05d}.parquet")
+        rejected.write_parquet(out / "rejected" / f"{k:05d}.parquet")
+        counts["kept"].append(rows_by_file([users, interactions], "kept"))
+        counts["rejected"].append(rows_by_file([rejected], "rejected"))
+        del raw, users, interactions, rejected
+    rejected_rest = pl.concat([malformed_rejections(log.malformed, spec.name), *rejected_items])
+    counts["rejected"].append(rows_by_file([rejected_rest], "rejected"))
+    accounting = log.read
+    for name, parts in counts.items():
+        accounting = accounting.join(pl.concat(parts).group_by("source_file").agg(pl.col(name).sum()),
+                                     on="source_file", how="full", coalesce=True)
+    accounting = accounting.with_columns(pl.col("read", "kept", "rejected").fill_null(0).cast(pl.Int64)).sort("source_file")
+    check_accounting(accounting, spec.name)
+    truth = None
+    if log.truth is not None:
+        kept_ids = pl.scan_parquet(sorted((out / "users").glob("*.parquet"))).select("user_id").collect()
+        truth = log.truth.join(kept_ids, on="user_id", how="semi").sort("user_id")
+    return ShardedClean(out, log.shards, items.sort("item_id"), rejected_rest, accounting, truth)

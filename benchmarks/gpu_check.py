@@ -1,0 +1,206 @@
+"""GPU check: ML-1M, all six methods x 3 seeds + the gamma ablation on one GPU, and GPU vs CPU metrics.
+
+    PYTHONUNBUFFERED=1 python -m benchmarks.gpu_check --tasks DIR --out DIR [--budget full|tiny]
+        [--device cuda] [--processes N] [--check-steps 200] [--max-steps N]
+
+Needs only torch, numpy, scipy and safetensors (a GPU machine without the data stack): the
+tasks come as an exported directory, made where the raw data is with
+
+    PAML_DATA_DIR=/path/to/data python -m benchmarks.export_tasks --dataset movielens --from-raw --out benchmarks/out/tasks/movielens
+
+Two phases, each run in its own process sharing the device (models/parallel.py):
+
+1. check: every method, seed 0, the same short budget (`--check-steps` outer steps) on CPU
+   and on the GPU, side by side. Same seed and data order, so the two should differ only by
+   floating-point rounding grown through training: the test MSE and nDCG must agree within
+   TOLERANCE; the first validation loss (after `eval_every` steps) must agree more tightly.
+2. full: the 30 runs of the pipeline's ML-1M training job (6 methods x seeds 0-2, REG-PAML
+   with gamma in {1e-5, 1e-4, 1e-3, 1e-2} x seeds 0-2) with the tuned settings and the full
+   step budget (early stopping on validation users; each run's training capped at
+   `--run-seconds`, so the script ends in time: a capped run says `max_seconds`), on the GPU. Prints the wall time of the whole set (the number to compare
+   with the issue's 2-minute target), each run's time and steps, and the test metrics per
+   method (mean and sd over seeds) beside the CPU reference measured on the 2-core machine
+   (REFERENCE, where it has the method).
+
+`--budget tiny` (a dry run on any machine): 2 methods for the check, 12 outer steps per run,
+one seed. Results stream to OUT/results.jsonl as runs finish (a killed run keeps what was
+done), and OUT/summary.json at the end. Exit status 1 when the check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from benchmarks.export_tasks import load_tasks
+
+METHODS = ("melu", "meta_sgd", "transfer", "paml", "at_paml", "reg_paml")
+ABLATION_GAMMAS = (1e-5, 1e-4, 1e-3, 1e-2)  # assets/gamma_ablation.py (not imported: it needs polars)
+SEEDS = (0, 1, 2)
+# GPU vs CPU after the same short training: absolute differences allowed.
+TOLERANCE = {"mse": 0.01, "ndcg@3": 0.01, "ndcg@5": 0.01, "first_val_loss": 1e-3}
+# Test MSE on the 2-core CPU machine (tuned settings, bucketed batches; docs/benchmarks.md).
+REFERENCE = Path(__file__).resolve().parent / "reference_ml1m_cpu.json"
+
+
+def settings(method: str, gamma: float | None, device: str, seed: int, steps: int | None, eval_every: int | None,
+             seconds: float | None = None):
+    """The pipeline's tuned ML-1M settings for one run, optionally capped to `steps` or `seconds`."""
+    from models.learners import LearnerConfig
+    from models.settings import apply_params, chosen_settings
+    from models.training import TrainConfig
+
+    base = TrainConfig(device=device, seed=seed, max_seconds=seconds)
+    learner_config, train_config = apply_params(chosen_settings("movielens", method).params, LearnerConfig(), base)
+    if gamma is not None:
+        learner_config = replace(learner_config, gamma=gamma)
+    if steps is not None:
+        train_config = replace(train_config, max_steps=steps, eval_every=eval_every or train_config.eval_every,
+                               patience=10**6)
+    return learner_config, train_config
+
+
+def describe(label: dict, result) -> dict:
+    """One result line: the run's label, time, steps and test metrics."""
+    from models.metrics import rating_metrics
+
+    test = result.predictions["test"]
+    return {**label, "seconds": round(result.seconds, 2), "best_step": result.best_step, "stopped": result.stopped,
+            "steps": result.history[-1].step if result.history else 0,
+            "first_val_loss": result.history[0].val_loss if result.history else math.nan,
+            "users_per_second": round(sum(h.users_per_second for h in result.history) / max(1, len(result.history))),
+            **{k: round(v, 5) for k, v in rating_metrics(test.pred, test.target, test.mask).items()}}
+
+
+def run_phase(name: str, data, runs: list[tuple[dict, object, object]], processes: int | None, out: Path) -> tuple[list[dict], float]:
+    """Train `runs` (label, learner config, train config) side by side; stream results to OUT."""
+    from models.parallel import TrainJob, run_jobs
+
+    jobs = [TrainJob(label["method"], learner_config, train_config, ("test",)) for label, learner_config, train_config in runs]
+    rows: list[dict | None] = [None] * len(jobs)
+
+    def finished(index: int, result) -> None:
+        rows[index] = {"phase": name, **describe(runs[index][0], result)}
+        with (out / "results.jsonl").open("a") as handle:
+            handle.write(json.dumps(rows[index]) + "\n")
+        r = rows[index]
+        print(f"  [{name}] {r['method']}{' gamma ' + format(r['gamma'], 'g') if r.get('gamma') is not None else ''} "
+              f"seed {r['seed']} on {r['device']}: {r['seconds']} s, {r['steps']} steps (best {r['best_step']}, {r['stopped']}), "
+              f"test MSE {r['mse']:.4f}", flush=True)
+
+    start = time.perf_counter()
+    run_jobs(data, jobs, processes=processes, on_result=finished)
+    return [r for r in rows if r is not None], time.perf_counter() - start
+
+
+def check_rows(rows: list[dict]) -> tuple[list[str], bool]:
+    """GPU vs CPU, per method: the differences and whether each is within TOLERANCE."""
+    by = {(r["method"], r["side"]): r for r in rows}
+    lines, passed = ["| method | " + " | ".join(f"{k} cpu / device / diff" for k in TOLERANCE) + " | within tolerance |",
+                     "|---|" + "---|" * (len(TOLERANCE) + 1)], True
+    for method in sorted({m for m, _ in by}):
+        cpu, gpu = by.get((method, "cpu")), by.get((method, "device"))
+        if cpu is None or gpu is None:
+            continue
+        ok = all(abs(cpu[k] - gpu[k]) <= tol for k, tol in TOLERANCE.items())
+        passed &= ok
+        cells = " | ".join(f"{cpu[k]:.4f} / {gpu[k]:.4f} / {abs(cpu[k] - gpu[k]):.1e}" for k in TOLERANCE)
+        lines.append(f"| {method} | {cells} | {'yes' if ok else 'NO'} |")
+    return lines, passed
+
+
+def summary_rows(rows: list[dict]) -> list[str]:
+    """Mean and sd over seeds of each method (and gamma), beside the CPU reference."""
+    import numpy as np
+
+    reference = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {}
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["method"] + (f" gamma={r['gamma']:g}" if r.get("gamma") is not None else ""), []).append(r)
+    lines = ["| run | seeds | test MSE mean (sd) | nDCG@3 | nDCG@5 | seconds per run | steps | CPU reference MSE mean (sd) "
+             "| difference within 2 CPU sd |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, part in groups.items():
+        mse = np.array([r["mse"] for r in part])
+        ref = reference.get(name)
+        ref_cells = "- | -"
+        if isinstance(ref, list) and len(ref) > 1:
+            within = abs(mse.mean() - np.mean(ref)) <= 2 * np.std(ref, ddof=1)
+            ref_cells = f"{np.mean(ref):.4f} ({np.std(ref, ddof=1):.4f}) | {'yes' if within else 'no'}"
+        lines.append(f"| {name} | {len(part)} | {mse.mean():.4f} ({mse.std(ddof=1) if len(mse) > 1 else 0:.4f}) | "
+                     f"{np.mean([r['ndcg@3'] for r in part]):.4f} | {np.mean([r['ndcg@5'] for r in part]):.4f} | "
+                     f"{np.mean([r['seconds'] for r in part]):.1f} | {np.mean([r['steps'] for r in part]):.0f} | {ref_cells} |")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=Path, required=True, help="exported ML-1M tasks (benchmarks/export_tasks.py)")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/out/gpu_check")))
+    parser.add_argument("--budget", choices=["full", "tiny"], default="full")
+    parser.add_argument("--device", default="cuda", help="the device under test ('cpu' for a dry run)")
+    parser.add_argument("--processes", type=int, default=None, help="runs side by side (default: one per run, up to the cores)")
+    parser.add_argument("--check-steps", type=int, default=200, help="outer steps of each check run")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap the full runs' step budget")
+    parser.add_argument("--run-seconds", type=float, default=120.0,
+                        help="wall-clock cap of each full run's training (its best validation scoring is kept)")
+    parser.add_argument("--skip-full", action="store_true", help="only the GPU vs CPU check")
+    args = parser.parse_args()
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA device visible: run with --device cpu for a dry run")
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.jsonl").unlink(missing_ok=True)
+    gpu_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    print(f"{platform.node()}: {os.cpu_count()} CPUs, GPU {gpu_name}, torch {torch.__version__}, Python {platform.python_version()}")
+    data = load_tasks(args.tasks)
+    print(f"tasks: {', '.join(f'{k} {len(v)}' for k, v in data.splits.items())} users", flush=True)
+    tiny = args.budget == "tiny"
+    check_methods = ("melu", "reg_paml") if tiny else METHODS
+    check_steps, check_every = (12, 6) if tiny else (args.check_steps, min(100, args.check_steps))
+    summary: dict = {"machine": f"{platform.node()} {os.cpu_count()} CPUs, GPU {gpu_name}", "torch": torch.__version__,
+                     "budget": args.budget}
+    started = time.perf_counter()
+
+    print(f"\n1. check: {len(check_methods)} methods, seed 0, {check_steps} steps, CPU and {args.device} side by side", flush=True)
+    runs = [({"method": m, "seed": 0, "device": device, "side": side, "gamma": None},
+             *settings(m, None, device, 0, check_steps, check_every))
+            for m in check_methods for side, device in (("cpu", "cpu"), ("device", args.device))]
+    check, seconds = run_phase("check", data, runs, args.processes, args.out)
+    lines, passed = check_rows(check)
+    print(f"check done in {seconds:.0f} s\n" + "\n".join(lines), flush=True)
+    summary.update(check=check, check_seconds=round(seconds, 1), check_passed=passed)
+
+    if not args.skip_full:
+        seeds = SEEDS[:1] if tiny else SEEDS
+        steps = 12 if tiny else args.max_steps
+        every = 6 if tiny else None
+        runs = [({"method": m, "seed": s, "device": args.device, "side": "device", "gamma": None},
+                 *settings(m, None, args.device, s, steps, every, args.run_seconds)) for m in METHODS for s in seeds]
+        runs += [({"method": "reg_paml", "seed": s, "device": args.device, "side": "device", "gamma": g},
+                  *settings("reg_paml", g, args.device, s, steps, every, args.run_seconds))
+                 for g in ABLATION_GAMMAS for s in seeds]
+        # The slowest runs first, so the last wave is not one long run alone.
+        order = sorted(range(len(runs)), key=lambda i: runs[i][0]["method"] not in ("at_paml", "reg_paml", "meta_sgd"))
+        runs = [runs[i] for i in order]
+        print(f"\n2. full: {len(runs)} runs on {args.device} ({'tiny budget' if tiny else 'tuned settings, full step budget'})",
+              flush=True)
+        full, seconds = run_phase("full", data, runs, args.processes, args.out)
+        print(f"\nall {len(full)} runs trained and scored in {seconds:.0f} s (wall, {args.device})\n" + "\n".join(summary_rows(full)))
+        summary.update(full=full, full_seconds=round(seconds, 1))
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"\ncheck {'passed' if passed else 'FAILED'}; everything took {summary['seconds']:.0f} s; results in {args.out}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
