@@ -217,6 +217,9 @@ def train(
         losses, start = [], time.perf_counter()
         return stale >= config.patience
 
+    # The starting point is a candidate too: a network that starts at a strong prior (the MF
+    # fold-in) is kept as it is when no training step makes validation users better off.
+    evaluate()
     done = False
     for _ in range(config.epochs):
         order = torch.randperm(len(train_tasks), generator=generator).to(config.device)
