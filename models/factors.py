@@ -19,18 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.references import BiasConfig, MFConfig, Ratings, fit_mf
 from models.tasks import TaskSplit
-
-
-@dataclass(frozen=True)
-class FactorConfig:
-    """Biased ALS settings: rank, ridge penalties (as pseudo-counts), sweeps, seed."""
-
-    rank: int = 8
-    reg: float = 10.0
-    bias_reg: float = 10.0
-    iterations: int = 10
-    seed: int = 0
 
 
 def split_triples(split: TaskSplit, parts: tuple[str, ...] = ("support", "query")) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -45,53 +35,19 @@ def split_triples(split: TaskSplit, parts: tuple[str, ...] = ("support", "query"
     return np.concatenate(users), np.concatenate(items), np.concatenate(labels).astype(np.float64)
 
 
-def ridge_rows(index: np.ndarray, cols: np.ndarray, target: np.ndarray, fixed: np.ndarray, n_rows: int, reg: float) -> np.ndarray:
-    """Per row r: argmin_x sum_j (target_j - fixed[cols_j] . x)^2 + reg ||x||^2 over the entries of r."""
-    rank = fixed.shape[1]
-    order = np.argsort(index, kind="stable")
-    index, cols, target = index[order], cols[order], target[order]
-    bounds = np.searchsorted(index, np.arange(n_rows + 1))
-    out = np.zeros((n_rows, rank))
-    eye = reg * np.eye(rank)
-    for row in range(n_rows):
-        lo, hi = bounds[row], bounds[row + 1]
-        if lo == hi:
-            continue
-        f = fixed[cols[lo:hi]]  # (n, r)
-        out[row] = np.linalg.solve(f.T @ f + eye, f.T @ target[lo:hi])
-    return out
+@dataclass(frozen=True)
+class FactorTables:
+    """Fitted item sides, one table per fit (T = 1, or folds + 1 cross-fitted): mu (T,), b_i (T, N+1), q_i (T, N+1, r)."""
+
+    mu: torch.Tensor
+    item_bias: torch.Tensor
+    factors: torch.Tensor
 
 
-def als(users: np.ndarray, items: np.ndarray, labels: np.ndarray, n_users: int, n_item_rows: int,
-        config: FactorConfig, start: np.ndarray | None = None, iterations: int | None = None) -> np.ndarray:
-    """(N+1, rank) item factors of mu + b_u + b_i + p_u . q_i fitted by alternating ridge steps.
-
-    Biases first (a few alternating ridge sweeps), then ALS on the residuals from `start` (or a
-    seeded random start). Items without ratings get q_i = 0; row 0 (padding) is 0.
-    """
-    mu = labels.mean() if labels.size else 0.0
-    user_bias, item_bias = np.zeros(n_users), np.zeros(n_item_rows)
-    for _ in range(5):
-        item_bias = np.bincount(items, labels - mu - user_bias[users], n_item_rows) / (
-            config.bias_reg + np.bincount(items, minlength=n_item_rows))
-        user_bias = np.bincount(users, labels - mu - item_bias[items], n_users) / (
-            config.bias_reg + np.bincount(users, minlength=n_users))
-    residual = labels - mu - user_bias[users] - item_bias[items]
-    if start is None:
-        item_factors = np.random.default_rng(config.seed).normal(0.0, 0.1, (n_item_rows, config.rank))
-    else:
-        item_factors = start.copy()
-    item_factors[np.bincount(items, minlength=n_item_rows) == 0] = 0.0
-    for _ in range(config.iterations if iterations is None else iterations):
-        user_factors = ridge_rows(users, items, residual, item_factors, n_users, config.reg)
-        item_factors = ridge_rows(items, users, residual, user_factors, n_item_rows, config.reg)
-    item_factors[0] = 0.0
-    return item_factors
-
-
-def fit_item_factors(splits: list[TaskSplit], n_item_rows: int, config: FactorConfig = FactorConfig(),
-                     parts: tuple[str, ...] = ("support", "query"), folds: int = 0) -> torch.Tensor:
-    """Item factors fitted on `parts` of `splits`: (N+1, rank), or with `folds` > 1 (folds + 1, N+1, rank).
+def fit_item_factors(splits: list[TaskSplit], n_item_rows: int, mf: MFConfig = MFConfig(), bias: BiasConfig = BiasConfig(),
+                     parts: tuple[str, ...] = ("support", "query"), folds: int = 0) -> FactorTables:
+    """Item sides of the reference MF (models/references.py `fit_mf`) fitted on `parts` of `splits`:
+    one table, or with `folds` > 1 folds + 1 tables.
 
     Cross-fitting (`folds` > 1): table 0 is fitted on every rating; table k (1..folds) leaves
     out the *query* ratings of the users in fold k (user row % folds == k - 1). A training user
@@ -102,18 +58,39 @@ def fit_item_factors(splits: list[TaskSplit], n_item_rows: int, config: FactorCo
     """
     triples = [split_triples(s, parts) for s in splits]
     offsets = np.cumsum([0] + [len(s) for s in splits])
-    users = np.concatenate([u + off for (u, _, _), off in zip(triples, offsets)])
-    items = np.concatenate([i for _, i, _ in triples])
+    users = np.concatenate([u + off for (u, _, _), off in zip(triples, offsets)]).astype(np.int64)
+    items = np.concatenate([i for _, i, _ in triples]).astype(np.int64)
     labels = np.concatenate([y for _, _, y in triples])
     n_users = int(offsets[-1])
+
+    def fit(keep: np.ndarray, start: np.ndarray | None = None):
+        return fit_mf(Ratings(users[keep], items[keep], labels[keep], n_users, n_item_rows), mf, bias, start)
+
+    everything = np.ones(len(labels), dtype=bool)
     if folds <= 1:
-        return torch.from_numpy(als(users, items, labels, n_users, n_item_rows, config)).float()
-    is_query = np.concatenate([
-        np.concatenate([np.full(int(getattr(s, f"{part}_mask").sum()), part == "query") for part in parts])
-        for s in splits])
-    base = als(users[~is_query], items[~is_query], labels[~is_query], n_users, n_item_rows, config)
-    tables = [als(users, items, labels, n_users, n_item_rows, config, start=base)]
-    for fold in range(folds):
-        keep = ~(is_query & (users % folds == fold))
-        tables.append(als(users[keep], items[keep], labels[keep], n_users, n_item_rows, config, start=base))
-    return torch.from_numpy(np.stack(tables)).float()
+        fits = [fit(everything)]
+    else:
+        is_query = np.concatenate([
+            np.concatenate([np.full(int(getattr(s, f"{part}_mask").sum()), part == "query") for part in parts])
+            for s in splits])
+        start = fit(~is_query).item_factors
+        fits = [fit(everything, start)] + [fit(~(is_query & (users % folds == fold)), start) for fold in range(folds)]
+    return FactorTables(mu=torch.tensor([f.mu for f in fits], dtype=torch.float32),
+                        item_bias=torch.from_numpy(np.stack([f.item_bias for f in fits])).float(),
+                        factors=torch.from_numpy(np.stack([f.item_factors for f in fits])).float())
+
+
+def ridge_foldin(factors: torch.Tensor, residual: torch.Tensor, mask: torch.Tensor, reg: float,
+                 bias_reg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's (b_u, p_u) = argmin sum_j (residual_j - b_u - q_j . p_u)^2 + bias_reg b_u^2 + reg ||p_u||^2.
+
+    The fold-in of matrix factorization (Koren et al. 2009) over the user's own support set,
+    batched: factors (B, S, r), residual (B, S) = r - mu - b_i, mask (B, S). Returns (B,), (B, r).
+    """
+    weights = mask.to(factors.dtype).unsqueeze(-1)  # (B, S, 1)
+    design = torch.cat([torch.ones_like(factors[..., :1]), factors], dim=-1) * weights  # (B, S, r + 1)
+    ridge = torch.full((factors.shape[-1] + 1,), reg, dtype=factors.dtype, device=factors.device)
+    ridge[0] = bias_reg
+    gram = design.transpose(1, 2) @ design + torch.diag(ridge)  # (B, r + 1, r + 1)
+    solution = torch.linalg.solve(gram, design.transpose(1, 2) @ (residual.unsqueeze(-1) * weights))  # (B, r + 1, 1)
+    return solution[:, 0, 0], solution[:, 1:, 0]

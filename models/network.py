@@ -34,7 +34,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from models.factors import FactorConfig, fit_item_factors
+from models.factors import fit_item_factors, ridge_foldin
+from models.references import BiasConfig, MFConfig
 from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics, label_scale, support_statistics
 from models.tasks import PAD_INDEX, UNKNOWN_INDEX, ItemTable, TaskData, TaskSplit
 
@@ -60,6 +61,16 @@ class NetworkConfig:
     # and, for a training user, factors that left its fold's query ratings out (models/factors.py).
     factor_fit: str = "crossfit"
     factor_folds: int = 5
+    # The matrix-factorization fold-in as a feature: each user's (b_u, p_u) solved by ridge on its
+    # own support set over the fixed item side, and mu + b_i + b_u + q_i . p_u added to the score
+    # with a meta-learned weight: the network starts from MF's prediction and learns what the
+    # user's features and the inner loop add to it (models/factors.py `ridge_foldin`).
+    mf_foldin: bool = False
+    # The MF behind the factors and the fold-in (the classic reference's model, models/references.py):
+    # ridge on p_u and q_i, and pseudo-counts of b_u and b_i.
+    mf_reg: float = MFConfig.reg
+    mf_user_shrinkage: float = BiasConfig.user_shrinkage
+    mf_item_shrinkage: float = BiasConfig.item_shrinkage
     unknown_rate: float = 0.2  # share of codes replaced by UNKNOWN while meta-training
 
     def __post_init__(self) -> None:
@@ -69,15 +80,22 @@ class NetworkConfig:
             raise ValueError(f"factor_dim must be >= 0, got {self.factor_dim}")
         if self.factor_source not in ("mf", "learned"):
             raise ValueError(f"factor_source must be 'mf' or 'learned', got {self.factor_source!r}")
+        if self.mf_foldin and not (self.factor_dim and self.factor_source == "mf"):
+            raise ValueError("mf_foldin needs the MF factors: factor_dim > 0 and factor_source 'mf'")
         if self.factor_fit not in ("support", "all", "crossfit"):
             raise ValueError(f"factor_fit must be 'support', 'all' or 'crossfit', got {self.factor_fit!r}")
 
 
 class ItemRepresentation(NamedTuple):
-    """Embedded items: decision-layer inputs (R, Di) and dot-product factors (R, r) or None."""
+    """Embedded items: decision-layer inputs (R, Di), and with the dot-product head the factors
+    (T, R, r) of each of the T fitted tables (one unless cross-fitted), with MF's mu (T,) and item
+    biases (T, R) when the factors come from MF."""
 
     features: torch.Tensor
     factors: torch.Tensor | None
+    mu: torch.Tensor | None = None
+    item_bias: torch.Tensor | None = None
+    mf_factors: torch.Tensor | None = None
 
 
 def trained_codes(codes: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -165,7 +183,11 @@ class FieldEmbedder(nn.Module):
         if config.factor_dim and config.factor_source == "mf":
             parts = ("support",) if config.factor_fit == "support" else ("support", "query")
             folds = config.factor_folds if config.factor_fit == "crossfit" else 0
-            self.register_buffer("mf_factors", fit_item_factors([train], n_rows, FactorConfig(rank=config.factor_dim), parts, folds))
+            fitted = fit_item_factors([train], n_rows, MFConfig(rank=config.factor_dim, reg=config.mf_reg),
+                                      BiasConfig(config.mf_item_shrinkage, config.mf_user_shrinkage), parts, folds)
+            self.register_buffer("mf_factors", fitted.factors)  # (T, N+1, r)
+            self.register_buffer("mf_item_bias", fitted.item_bias)  # (T, N+1)
+            self.register_buffer("mf_mu", fitted.mu)  # (T,)
         elif config.factor_dim:
             self.item_factor_table = nn.Embedding(n_rows + 1, config.factor_dim, padding_idx=PAD_INDEX)
             nn.init.normal_(self.item_factor_table.weight, std=0.01)
@@ -260,10 +282,12 @@ class FieldEmbedder(nn.Module):
             # Identity plus features: an unknown item's factor is its features' projection alone.
             known_rows = torch.where(ids > UNKNOWN_INDEX, rows, torch.zeros_like(rows))
             if self.factor_source == "mf":
-                identity = self.mf_factors[..., known_rows, :]  # (R, r), or (folds + 1, R, r) cross-fitted
+                identity = self.mf_factors[:, known_rows]  # (T, R, r)
             else:
-                identity = self.item_factor_table(known_rows)
+                identity = self.item_factor_table(known_rows).unsqueeze(0)  # (1, R, r)
             factors = identity + self.item_factor_proj(features)
+            if self.factor_source == "mf":
+                return ItemRepresentation(features, factors, self.mf_mu, self.mf_item_bias[:, known_rows], identity)
         return ItemRepresentation(features, factors)
 
 
@@ -298,11 +322,19 @@ class PreferenceNetwork(nn.Module):
         self.decision = decision_layers(self.embedder.user_dim + self.embedder.item_dim, config.hidden)
         if config.factor_dim:
             self.factor = UserFactor(self.embedder.user_dim, config.factor_dim)
+        if config.mf_foldin:
+            self.mf_weight = nn.Parameter(torch.ones(()))  # how much of MF's prediction the score keeps
+            # Start exactly at MF's fold-in: the decision layers' output and the user prior begin at
+            # zero, so meta-training moves away from MF only as far as validation users reward it.
+            with torch.no_grad():
+                self.decision[-1].weight.zero_()
+                self.factor.proj.weight.zero_()
         # Start at the training labels' centre (a click rate's logit for CTR), not at 0: from 0,
         # the first support gradients on 1-5 star ratings are large enough to throw a fixed-rate
         # inner loop off course.
         with torch.no_grad():
             self.decision[-1].bias.fill_(output_bias(scale.center, data.task))
+        self.register_buffer("decision_center", torch.tensor(float(scale.center)))
         allowed = ("decision.", USER_FACTOR)
         if not self.adapted_params() or any(not n.startswith(allowed) for n in self.adapted_params()):
             # The inner loop runs on precomputed embeddings, so only the head can adapt.
@@ -314,24 +346,48 @@ class PreferenceNetwork(nn.Module):
         return {n: p for n, p in self.named_parameters() if n.startswith(self.config.adapted)}
 
     def inputs(self, user_embedding: torch.Tensor, items: torch.Tensor, item_rep: ItemRepresentation,
-               factor_table: torch.Tensor | None = None) -> Inputs:
+               factor_table: torch.Tensor | None = None, mf_prediction: torch.Tensor | None = None) -> Inputs:
         """Decision inputs of a batch: user embedding (B, Du), item embeddings (B, S, Di), and with
-        the dot-product head the user prior P h (B, r) and the item factors (B, S, r).
+        the dot-product head the user prior P h (B, r) and the item factors (B, S, r), and with
+        the fold-in MF's prediction (B, S).
 
-        Cross-fitted factors come as one table per fold: `factor_table` (B,) picks each user's
-        (0, the table fitted on every rating, when None). The user half is kept apart rather than
-        concatenated to every item: the first layer applies its user columns once per user
-        instead of once per item.
+        `factor_table` (B,) picks each user's table of cross-fitted factors (0, the table fitted
+        on every rating, when None). The user half is kept apart rather than concatenated to every
+        item: the first layer applies its user columns once per user instead of once per item.
         """
         if item_rep.factors is None:
             return user_embedding, item_rep.features[items]
-        factors = item_rep.factors
-        if factors.dim() == 3:
-            table = torch.zeros(items.shape[0], dtype=torch.long, device=items.device) if factor_table is None else factor_table
-            factors = factors[table.unsqueeze(1), items]  # (B, S, r)
-        else:
-            factors = factors[items]
-        return user_embedding, item_rep.features[items], self.factor.proj(user_embedding), factors
+        factors = item_rep.factors[self.table_index(items.shape[0], factor_table, items.device).unsqueeze(1), items]  # (B, S, r)
+        x = (user_embedding, item_rep.features[items], self.factor.proj(user_embedding), factors)
+        return x if mf_prediction is None else (*x, mf_prediction)
+
+    @staticmethod
+    def table_index(n_users: int, factor_table: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        return torch.zeros(n_users, dtype=torch.long, device=device) if factor_table is None else factor_table
+
+    def mf_predictions(self, item_rep: ItemRepresentation, support_items: torch.Tensor, support_labels: torch.Tensor,
+                       support_mask: torch.Tensor, query_items: torch.Tensor,
+                       factor_table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """MF's fold-in predictions mu + b_i + b_u + q_i . p_u for the support (B, S) and query (B, Q) items.
+
+        (b_u, p_u) come from the user's support set alone (`ridge_foldin`), over the MF item side
+        of the user's table (a training user's fold never saw its query ratings).
+        """
+        table = self.table_index(support_items.shape[0], factor_table, support_items.device)  # (B,)
+        mu = item_rep.mu[table].unsqueeze(1)  # (B, 1)
+        bias = item_rep.item_bias[table.unsqueeze(1), support_items]  # (B, S)
+        mf_q = item_rep.mf_factors  # MF's own item factors, without the learned feature projection
+        support_q = mf_q[table.unsqueeze(1), support_items]  # (B, S, r)
+        residual = (support_labels - mu - bias) * support_mask
+        user_bias, user_factor = ridge_foldin(support_q.detach(), residual.detach(), support_mask,
+                                              self.config.mf_reg, self.config.mf_user_shrinkage)
+
+        def predict(items: torch.Tensor) -> torch.Tensor:
+            q = mf_q[table.unsqueeze(1), items]
+            return (mu + item_rep.item_bias[table.unsqueeze(1), items] + user_bias.unsqueeze(1)
+                    + (q * user_factor.unsqueeze(1)).sum(-1)).detach()
+
+        return predict(support_items), predict(query_items)
 
     def factor_tables(self, keys: torch.Tensor, training: bool) -> torch.Tensor | None:
         """(B,) which cross-fitted factor table each task uses: its fold's while training, else the full one."""
@@ -363,10 +419,13 @@ class PreferenceNetwork(nn.Module):
             if index < len(layers) - 1:
                 hidden = torch.relu(hidden)
         score = hidden.squeeze(-1)
-        if len(x) == 4:
+        if len(x) >= 4:
             prior, item_factors = x[2], x[3]  # (..., r), (..., S, r)
             user_factor = prior + params.get(USER_FACTOR, self.factor.user)
             score = score + (item_factors * user_factor.unsqueeze(-2)).sum(-1)
+        if len(x) == 5:
+            # MF's prediction enters around the labels' centre, where the output bias starts.
+            score = score + self.mf_weight * (x[4] - self.decision_center)
         return score
 
 

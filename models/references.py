@@ -248,18 +248,19 @@ def _als_step(layout: _RatingLayout, target: np.ndarray, fixed: np.ndarray, pena
     return np.linalg.solve(gram + penalty, rhs[:, :, None])[:, :, 0]
 
 
-def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig) -> MFModel:
+def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig, start: np.ndarray | None = None) -> MFModel:
     """ALS for r_ui ~ mu + b_u + b_i + p_u . q_i (Koren et al. 2009, eq. 5), mu fixed at the mean.
 
     Minimizes sum (r_ui - mu - b_u - b_i - p_u.q_i)^2 + reg (|p_u|^2 + |q_i|^2)
     + user_shrinkage b_u^2 + item_shrinkage b_i^2: each step is an exact ridge solve, so
-    the result depends only on the seeded initial item factors.
+    the result depends only on the initial item factors: `start` (n_items, rank), else seeded
+    draws. Fits that share a start stay in one factor space (models/factors.py cross-fits so).
     """
     if config.rank < 1 or config.reg <= 0 or bias.user_shrinkage <= 0 or bias.item_shrinkage <= 0:
         raise ValueError(f"MF needs rank >= 1 and positive ridge strengths; got {config} and {bias}")
     mu = float(ratings.labels.mean())
     rng = np.random.default_rng(config.seed)
-    initial = rng.normal(0.0, config.init_scale, (ratings.n_items, config.rank))
+    initial = rng.normal(0.0, config.init_scale, (ratings.n_items, config.rank)) if start is None else start
     # Only items with fitting ratings take part (an unrated item's ridge solution is 0 anyway):
     # Book-Crossing's item rows are half unrated.
     used, items = np.unique(ratings.items, return_inverse=True)

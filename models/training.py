@@ -249,6 +249,9 @@ def train(
         losses, users, start = [], 0, time.perf_counter()
         return stale >= config.patience
 
+    # The starting point is a candidate too: a network that starts at a strong prior (the MF
+    # fold-in) is kept as it is when no training step makes validation users better off.
+    evaluate()
     done = False
     for _ in range(config.epochs):
         for batch in epoch_batches(support_lengths, query_lengths, config.meta_batch, generator,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.factors import fit_item_factors, ridge_rows
+from models.factors import fit_item_factors
+from models.references import BiasConfig, MFConfig, fit_mf, fitting_ratings, predict_mf
 from models.learners import LearnerConfig, build_learner, layer_groups
 from models.network import ITEM_ID_FIELD, NetworkConfig, PreferenceNetwork, item_id_codes, trained_codes
 from models.tasks import UNKNOWN_INDEX, TaskData, training_view
@@ -77,20 +78,12 @@ def test_item_ids_of_items_no_training_user_rated_are_unknown():
     assert ITEM_ID_FIELD in net.embedder.tables
 
 
-def test_ridge_rows_by_hand():
-    # Row 0 has entries (col 0: target 2), (col 1: target 4) with 1-d factors 1 and 2, reg 1:
-    # x = (1*2 + 2*4) / (1 + 4 + 1) = 10 / 6. Row 1 has no entries: 0.
-    fixed = np.array([[1.0], [2.0]])
-    out = ridge_rows(np.array([0, 0]), np.array([0, 1]), np.array([2.0, 4.0]), fixed, 2, reg=1.0)
-    assert out[0, 0] == pytest.approx(10 / 6) and out[1, 0] == 0.0
-
-
 def test_item_factors_ignore_held_out_labels_and_unrated_items():
     data = tiny_task_data()
-    first = fit_item_factors([data.splits["train"]], int(data.items.fields.shape[0]))
+    first = fit_item_factors([data.splits["train"]], int(data.items.fields.shape[0])).factors[0]
     shifted_test = replace(data.splits["test"], query_labels=data.splits["test"].query_labels + 3)
     data2 = replace(data, splits={**data.splits, "test": shifted_test})
-    second = fit_item_factors([data2.splits["train"]], int(data.items.fields.shape[0]))
+    second = fit_item_factors([data2.splits["train"]], int(data.items.fields.shape[0])).factors[0]
     assert torch.equal(first, second)
     assert first[0].abs().sum() == 0  # padding row
 
@@ -212,13 +205,13 @@ def test_diagnostics_by_hand_on_a_tiny_model():
 def test_a_training_users_cross_fitted_factors_never_saw_its_query_ratings():
     data = tiny_task_data(users=10)
     rows = int(data.items.fields.shape[0])
-    tables = fit_item_factors([data.splits["train"]], rows, parts=("support", "query"), folds=5)
+    tables = fit_item_factors([data.splits["train"]], rows, parts=("support", "query"), folds=5).factors
     assert tables.shape[0] == 6
     # Change the query labels of training user 0 (fold 0 -> table 1): only its fold's table is blind to it.
     train_split = data.splits["train"]
     labels = train_split.query_labels.clone()
     labels[0] = 6.0 - labels[0]
-    changed = fit_item_factors([replace(train_split, query_labels=labels)], rows, parts=("support", "query"), folds=5)
+    changed = fit_item_factors([replace(train_split, query_labels=labels)], rows, parts=("support", "query"), folds=5).factors
     assert torch.equal(changed[1], tables[1])
     assert not torch.equal(changed[0], tables[0]) and not torch.equal(changed[2], tables[2])
 
@@ -233,3 +226,37 @@ def test_cross_fitted_tables_follow_the_fold_while_training_and_the_full_fit_oth
     items = data.splits["train"].support_items[:6]
     x = net.inputs(torch.zeros(6, net.embedder.user_dim), items, rep, net.factor_tables(keys, training=True))
     assert torch.equal(x[3][1], rep.factors[2][items[1]])
+    single = PreferenceNetwork(data, replace(SMALL, factor_dim=2, factor_fit="all"))
+    assert single.embedder.mf_factors.shape[0] == 1
+
+
+
+def test_ridge_foldin_by_hand():
+    from models.factors import ridge_foldin
+
+    # One user, two support items with 1-d factors 1 and 2 and residuals 2 and 4, both ridges 1.
+    # Design rows (1, 1), (1, 2): X^T X + I = [[3, 3], [3, 6]], X^T y = (6, 10).
+    factors = torch.tensor([[[1.0], [2.0], [7.0]]])
+    residual = torch.tensor([[2.0, 4.0, 100.0]])
+    mask = torch.tensor([[True, True, False]])  # the padded third item must not count
+    bias, factor = ridge_foldin(factors, residual, mask, reg=1.0, bias_reg=1.0)
+    # det = 3*6 - 3*3 = 9; b = (6*6 - 3*10) / 9 = 6/9; p = (3*10 - 3*6) / 9 = 12/9.
+    assert bias.item() == pytest.approx(6 / 9) and factor[0, 0].item() == pytest.approx(12 / 9)
+
+
+def test_the_foldin_network_starts_exactly_at_the_mf_reference():
+    # The network's MF is the reference row's MF (same fit, same fold-in), and with the output
+    # layer and the user prior starting at zero its first prediction is that row's prediction.
+    data = tiny_task_data()
+    net_config = replace(SMALL, factor_dim=2, mf_foldin=True, factor_fit="all", mf_reg=3.0,
+                         mf_user_shrinkage=4.0, mf_item_shrinkage=6.0)
+    learner = build_learner("melu", data, LearnerConfig(network=net_config)).eval()
+    test = data.splits["test"]
+    _, query_x, _ = learner.prepare(test, data.items, training=False)
+    assert len(query_x) == 5
+    reference = fit_mf(fitting_ratings(data), MFConfig(rank=2, reg=3.0), BiasConfig(item_shrinkage=6.0, user_shrinkage=4.0))
+    expected = torch.from_numpy(predict_mf(reference, test)).float()
+    mask = test.query_mask
+    assert torch.allclose(query_x[4][mask], expected[mask], atol=1e-4)
+    score = learner.net.predict(learner.net.adapted_params(), query_x)
+    assert torch.allclose(score[mask], expected[mask], atol=1e-4)
