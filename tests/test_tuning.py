@@ -138,7 +138,8 @@ def test_search_runs_the_budget_starts_at_the_defaults_and_writes_settings_and_t
         for name, value in json.loads(row["params"]).items():
             knob = KNOBS[name]
             assert value in knob.choices if knob.kind == "categorical" else knob.low <= value <= knob.high
-        assert row["steps"] == [4, 8] and len(row["val_losses"]) == 2  # one validation loss per evaluation
+        # One validation loss per evaluation: the untrained start (step 0, a candidate too), then every 4 steps.
+        assert row["steps"] == [0, 4, 8] and len(row["val_losses"]) == 3
         if row["state"] == "COMPLETE":
             assert row["value"] == pytest.approx(min(row["val_losses"]))
     content = json.loads(settings_path.read_text())
