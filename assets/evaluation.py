@@ -4,21 +4,53 @@ Pure functions from model outputs (numpy) and user tables (polars) to frames tha
 `<method>_eval` assets store and mirror into DuckDB (`user_metrics`, `metrics`, `significance`).
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import polars as pl
 
 from models import metrics as M
 from models.references import DEFAULT_PROTOCOL
 
+if TYPE_CHECKING:  # models.training imports torch; the report imports this module without it
+    from models.training import Predictions
+
 POPULATIONS = ("all", "major", "minor")
 USER_METRIC_COLUMNS = ("error", "mse", "ndcg@3", "ndcg@5", "auc", "nel", "logloss")
+# Per-user diagnostics of the meta-learners (`user_diagnostics`); reference rows lack them (null).
+DIAGNOSTIC_COLUMNS = {
+    "loss_unadapted": pl.Float64, "loss_adapted": pl.Float64, "adaptation_gain": pl.Float64,
+    "nearest_weight": pl.Float64, "attention_entropy": pl.Float64, "memory_k": pl.Int64, "unknown_fields": pl.Int64,
+}
+
+
+def user_diagnostics(preds: "Predictions", memory_k: int) -> dict[str, np.ndarray]:
+    """Per-user diagnostic columns of one evaluation, from `predict_split(..., diagnostics=True)`.
+
+    loss_unadapted / loss_adapted: the query loss the model minimizes (MSE for ratings, log-loss
+    for clicks) with zero inner steps / after the inner loop; adaptation_gain = their difference
+    (> 0: adapting on the support set helped). nearest_weight and attention_entropy (nats): AT-PAML's
+    normalized kernel weight of the nearest stored user and the entropy of all K weights (NaN
+    without attention); memory_k: the K those weights spread over, only where they exist.
+    unknown_fields: categorical user fields that fell back to UNKNOWN (no training user had the value).
+    """
+    if preds.query_loss_unadapted is None or preds.unknown_fields is None:
+        raise ValueError("user_diagnostics needs predictions made with predict_split(..., diagnostics=True)")
+    unadapted, adapted = preds.query_loss_unadapted.astype(np.float64), preds.query_loss.astype(np.float64)
+    attended = ~np.isnan(preds.nearest_weight)
+    return {
+        "loss_unadapted": unadapted, "loss_adapted": adapted, "adaptation_gain": unadapted - adapted,
+        "nearest_weight": preds.nearest_weight.astype(np.float64), "attention_entropy": preds.attention_entropy.astype(np.float64),
+        "memory_k": np.where(attended, float(memory_k), np.nan), "unknown_fields": preds.unknown_fields.round().astype(np.int64),
+    }
 
 
 def user_metrics_frame(
     users: pl.DataFrame, groups: pl.DataFrame, pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
-    lr_per_user: np.ndarray, task: str, train_ctr: float | None = None,
+    lr_per_user: np.ndarray, task: str, train_ctr: float | None = None, diagnostics: dict[str, np.ndarray] | None = None,
 ) -> pl.DataFrame:
-    """One row per test user: group, true group, metrics, the per-user `error`, inner LR.
+    """One row per test user: group, true group, metrics, the per-user `error`, inner LR, and
+    the `diagnostics` columns when given (`user_diagnostics`; DIAGNOSTIC_COLUMNS).
 
     `users` maps user_id to the row of `pred` (columns user_id, user_row); `groups` has
     user_id, group, true_group. `error` is MSE for ratings and log-loss for clicks.
@@ -36,6 +68,8 @@ def user_metrics_frame(
     frame = pl.DataFrame({
         "user_row": np.arange(len(pred), dtype=np.int64), "n_query": mask.sum(1).astype(np.int64),
         "lr": lr_per_user.astype(np.float64), **{k: v.astype(np.float64) for k, v in columns.items()},
+        # NaN means "none" (no attention without a memory): null, also in the integer columns.
+        **{k: pl.Series(k, np.asarray(v, np.float64)).fill_nan(None).cast(DIAGNOSTIC_COLUMNS[k]) for k, v in (diagnostics or {}).items()},
     }).with_columns(pl.col(pl.Float64).fill_nan(None))
     frame = users.select("user_id", "user_row").join(frame, on="user_row", how="inner")
     return frame.join(groups.select("user_id", "group", "true_group"), on="user_id", how="left").drop("user_row")

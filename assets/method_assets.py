@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from assets.bundle import Bundle
-from assets.evaluation import aggregate, minor_vs_major, user_metrics_frame
+from assets.evaluation import aggregate, minor_vs_major, user_diagnostics, user_metrics_frame
 from models.checkpoint import flatten_state, unflatten_state
 from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict
 from models.network import NetworkConfig
@@ -107,16 +107,18 @@ def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
 def score(
     dataset: str, method: str, seed: int, data: TaskData, tasks: Bundle, groups: Bundle,
     pred: np.ndarray, lr_per_user: np.ndarray, protocol: str = DEFAULT_PROTOCOL,
+    diagnostics: dict[str, np.ndarray] | None = None,
 ) -> tuple[pl.DataFrame, list[dict]]:
     """Per-user and aggregate test metrics of one set of (U, Q) test predictions.
 
-    `protocol` names the data the predictor was fitted on (models/references.py PROTOCOL_SPLITS).
+    `protocol` names the data the predictor was fitted on (models/references.py PROTOCOL_SPLITS);
+    `diagnostics` are extra per-user columns (assets/evaluation.py `user_diagnostics`).
     """
     test = data.splits["test"]
     target, mask = test.query_labels.numpy(), test.query_mask.numpy()
     train_ctr = float(training_labels(data)[1].mean()) if data.task == "ctr" else None
     users, group_frame = tasks.frame("users__test"), groups.frame("groups")
-    frame = user_metrics_frame(users, group_frame, pred, target, mask, lr_per_user, data.task, train_ctr)
+    frame = user_metrics_frame(users, group_frame, pred, target, mask, lr_per_user, data.task, train_ctr, diagnostics)
     frame = frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(protocol).alias("protocol"), pl.lit(method).alias("method"),
                                pl.lit(seed, dtype=pl.Int64).alias("seed"))
     group_of_row = users.join(group_frame, on="user_id", how="left").sort("user_row")["group"].fill_null("").to_numpy()
@@ -126,13 +128,15 @@ def score(
 
 
 def evaluate_dataset(method: str, dataset: str, model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[list[pl.DataFrame], list[dict]]:
-    """Per-user and aggregate test metrics of every seed of one dataset's model."""
+    """Per-user and aggregate test metrics, with the per-user diagnostics, of every seed of one dataset's model."""
     data = task_data_from_tensors(tasks.tensors, tasks.info)
     protocol = model.info["train_config"].get("protocol", DEFAULT_PROTOCOL)  # the rows say what the model trained on
+    memory_k = int(model.info["learner_config"]["memory"]["k"])
     user_frames, rows = [], []
     for seed in model.info["seeds"]:
-        preds = predict_split(load_learner(model, data, seed), data, "test")
-        frame, aggregates = score(dataset, method, seed, data, tasks, groups, preds.pred, preds.lr_per_user, protocol)
+        preds = predict_split(load_learner(model, data, seed), data, "test", diagnostics=True)
+        frame, aggregates = score(dataset, method, seed, data, tasks, groups, preds.pred, preds.lr_per_user, protocol,
+                                  user_diagnostics(preds, memory_k))
         user_frames.append(frame)
         rows += aggregates
     return user_frames, rows
@@ -277,7 +281,7 @@ def build_eval_asset(method: str) -> dg.AssetsDefinition:
     """`<method>_eval`: the Table-2 row of the method's model in service for every dataset that has one."""
 
     @dg.asset(
-        name=f"{method}_eval", group_name="evaluation", kinds={"pytorch", "duckdb"}, code_version="2",
+        name=f"{method}_eval", group_name="evaluation", kinds={"pytorch", "duckdb"}, code_version="3",
         ins={"champions": dg.AssetIn(f"{method}_champion")},
         description=f"{method}: the model in service adapted on test users' support sets, scored on their query sets "
                     "(the test users of the tasks it was trained with); user_metrics, metrics, significance.",

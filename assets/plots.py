@@ -91,6 +91,47 @@ def lr_histograms(user_metrics: pl.DataFrame, dataset: str, methods: tuple[str, 
     return figure_png(fig)
 
 
+def adaptation_plot(user_metrics: pl.DataFrame, summary: pl.DataFrame, dataset: str, cv_target: float) -> bytes | None:
+    """Left: each user's adaptation gain (query loss before minus after the inner loop, mean over
+    seeds) per method, major vs minor users. Right: the step size's cv across each group's users,
+    with the target as a dashed line. None when no user has a gain (evaluations without diagnostics)."""
+    if "adaptation_gain" not in user_metrics.columns:
+        return None
+    part = user_metrics.filter((pl.col("dataset") == dataset) & pl.col("adaptation_gain").is_not_null()).group_by(
+        "method", "user_id").agg(pl.col("adaptation_gain").mean(), pl.col("group").first())
+    if part.height == 0:
+        return None
+    plt = pyplot()
+    methods = method_order(part["method"].unique().to_list())
+    cv = summary.filter(pl.col("dataset") == dataset)
+    fig, (gain_ax, cv_ax) = plt.subplots(1, 2, figsize=(max(9.0, 2.2 * len(methods)), 4), layout="constrained")
+    for offset, group in ((-0.2, "major"), (0.2, "minor")):
+        values = [part.filter((pl.col("method") == m) & (pl.col("group") == group))["adaptation_gain"].to_numpy() for m in methods]
+        positions = [i + offset for i, v in enumerate(values) if len(v)]
+        if positions:
+            boxes = gain_ax.boxplot([v for v in values if len(v)], positions=positions, widths=0.35, patch_artist=True,
+                                    flierprops={"markersize": 2})
+            for box in boxes["boxes"]:
+                box.set_facecolor(GROUP_COLOURS[group])
+                box.set_alpha(0.6)
+            gain_ax.plot([], [], "s", color=GROUP_COLOURS[group], alpha=0.6, label=f"{group} users")
+    for offset, group in ((-0.27, "all"), (0.0, "major"), (0.27, "minor")):  # the target is judged on all users
+        rates = {r["method"]: r["lr_cv"] for r in cv.filter(pl.col("group") == group).iter_rows(named=True)}
+        cv_ax.bar([i + offset for i in range(len(methods))], [rates.get(m) or 0.0 for m in methods], width=0.25,
+                  color=GROUP_COLOURS.get(group, "tab:grey"), alpha=0.6, label=f"{group} users")
+    gain_ax.axhline(0.0, color="grey", linewidth=1)
+    cv_ax.axhline(cv_target, color="grey", linestyle="--", linewidth=1, label=f"target {cv_target:g}")
+    for ax in (gain_ax, cv_ax):
+        ax.set_xticks(range(len(methods)), [method_name(m) for m in methods], rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel("method")
+        ax.legend(fontsize=7)
+    gain_ax.set_ylabel(f"adaptation gain: query {error_name(dataset)} before - after")
+    gain_ax.set_title(f"{dataset}: what the inner loop gains per user (mean over seeds)", fontsize=9)
+    cv_ax.set_ylabel("step-size cv across users (sd / mean)")
+    cv_ax.set_title(f"{dataset}: how personal the step size is (mean over seeds)", fontsize=9)
+    return figure_png(fig)
+
+
 def embedding_map(embeddings: np.ndarray, groups: np.ndarray, title: str) -> bytes:
     """2-D PCA of user embeddings coloured by major/minor group (paper Fig. 11 uses t-SNE)."""
     plt = pyplot()

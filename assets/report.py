@@ -4,9 +4,10 @@ Writes `PAML_HOME/reports/report.md` and its PNGs (atomically replacing the prev
 report), puts the same content in Dagster metadata (plots embedded, so nothing links to a
 file the UI cannot reach), and stores the tables so that the DuckDB views `table2`,
 `table3`, `table4` return the same numbers. A provenance header says which runs, code,
-seeds, device and data files the numbers come from. The paper's tables, the paired
-comparisons and the plots show the paper's protocol; rows fitted under another protocol
-(the production protocol: warm users' ratings too) get their own, labelled block.
+seeds, device and data files the numbers come from. The paper's tables, the personalization
+diagnostics (assets/diagnostics.py, after Table 3), the paired comparisons and the plots show
+the paper's protocol; rows fitted under another protocol (the production protocol: warm
+users' ratings too) get their own, labelled block.
 """
 
 import os
@@ -22,9 +23,11 @@ import polars as pl
 
 from assets import paper
 from assets.bundle import Bundle
+from assets.diagnostics import INTRO as DIAGNOSTICS_INTRO
+from assets.diagnostics import STEP_SIZE_CV_TARGET, diagnostics_summary, markdown_diagnostics, targets_line
 from assets.evaluation import with_protocol
 from assets.markdown import markdown_table
-from assets.plots import embedding_map, error_boxplots, lr_histograms, validation_curves
+from assets.plots import adaptation_plot, embedding_map, error_boxplots, lr_histograms, validation_curves
 from assets.report_tables import (
     BASELINES, ERROR_NAMES, METRICS, PAIRED_REFERENCES, PAML_METHODS, best_baselines, dataset_name, gamma_label,
     group_table, in_report_order, markdown_group_table, markdown_paired, markdown_table2, method_name, no_dataset_line,
@@ -105,6 +108,7 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
                                       how="diagonal_relaxed"))
     significance = paired_comparisons(seed_averaged_errors(all_user_metrics), best_baselines(metrics))
     t1, t2, t3 = table1(groups), table2(metrics, significance), group_table(all_user_metrics)
+    diagnostics = diagnostics_summary(all_user_metrics)
     user_metrics = paper_rows(all_user_metrics)
     t4 = ablation_table(ablations, user_metrics)
     histories = pl.concat([b.frame("history").with_columns(pl.lit(d).alias("dataset"))
@@ -113,6 +117,9 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
     pngs: dict[str, bytes] = {}
     for dataset in sorted(user_metrics["dataset"].unique().to_list()):
         pngs[f"errors_{dataset}.png"] = error_boxplots(user_metrics, dataset)
+        adaptation_png = adaptation_plot(user_metrics, paper_rows(diagnostics), dataset, STEP_SIZE_CV_TARGET)
+        if adaptation_png:  # shown in the diagnostics section, beside Table 3
+            pngs[f"{ADAPTATION_PLOT}_{dataset}.png"] = adaptation_png
         lr_png = lr_histograms(user_metrics, dataset, PAML_METHODS)
         if lr_png:
             pngs[f"learning_rates_{dataset}.png"] = lr_png
@@ -124,7 +131,7 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
             h, group = test_embeddings(reg, tasks[dataset], embedding_groups[dataset])
             pngs[f"embeddings_{dataset}.png"] = embedding_map(h, group, f"{dataset}: REG-PAML user embeddings (test users, PCA)")
     pngs |= extra_pngs or {}
-    frames = {"table1": t1, "table2": t2, "table3": t3, "table4": t4, "significance": significance}
+    frames = {"table1": t1, "table2": t2, "table3": t3, "table4": t4, "significance": significance, "diagnostics": diagnostics}
     return Bundle(frames=frames, info={"plots": sorted(pngs)}), pngs
 
 
@@ -172,6 +179,10 @@ PLOT_CAPTIONS = {
                               "(one point per retraining night; from the view test_metrics_over_days).",
 }
 TABLE4_METHODS = ("paml", "at_paml")  # beside the gamma rows, as in the paper
+ADAPTATION_PLOT = "adaptation"  # file prefix of the diagnostics plot (in its section, not under Plots)
+ADAPTATION_CAPTION = ("Left: each test user's adaptation gain (query loss before minus after the inner loop, mean over "
+                      "seeds), major vs minor users; above 0 the inner loop helped. Right: the step size's cv across "
+                      "each group's users; the dashed line is the target.")
 
 READING_GUIDE = [
     "## How to read it", "",
@@ -208,7 +219,9 @@ def render_markdown(tables: Bundle, pngs: dict[str, bytes], header: str, image: 
     (only when such rows exist) follows the plots.
     """
     t1, t4 = tables.frame("table1"), tables.frame("table4")
-    t2, t3, significance = (tables.frame(name) for name in ("table2", "table3", "significance"))
+    t2, t3, significance, diagnostics = (tables.frame(name) for name in ("table2", "table3", "significance", "diagnostics"))
+    adaptation_plots = {d: f"{ADAPTATION_CAPTION}\n\n{image(n, pngs[n])}" for d in datasets
+                        if (n := f"{ADAPTATION_PLOT}_{d}.png") in pngs}
     t1_blocks = [markdown_table(t1.filter(pl.col("dataset").is_in(datasets)).select(
         pl.col("dataset").replace_strict({d: dataset_name(d) for d in datasets}, return_dtype=pl.String),
         pl.col("item").alias("statistic"), "ours", "paper"))] if t1.height else []
@@ -230,6 +243,8 @@ def render_markdown(tables: Bundle, pngs: dict[str, bytes], header: str, image: 
         "## Table 2: methods by dataset and metric", "", markdown_table2(paper_rows(t2), datasets, expected), "",
         "## Table 3: major vs minor users (per-user error; two-tailed t-test, minor vs major)", "",
         markdown_group_table(paper_rows(t3), "method", datasets, expected, paper.TABLE3_ML), "",
+        "## Personalization diagnostics", "", DIAGNOSTICS_INTRO, "",
+        markdown_diagnostics(paper_rows(diagnostics), datasets, adaptation_plots), "",
         "## Paired comparisons (per-user error, same test users)", "", PAIRED_INTRO, "",
         markdown_paired(paper_rows(significance), datasets), "",
         "## Table 4: REG-PAML's gamma ablation, PAML, AT-PAML and the reference rows", "",
@@ -245,17 +260,20 @@ def render_markdown(tables: Bundle, pngs: dict[str, bytes], header: str, image: 
         if names:
             sections += [f"### {dataset_name(dataset)} (`{dataset}`)", ""]
             sections += [f"{PLOT_CAPTIONS[n.removesuffix(f'_{dataset}.png')]}\n\n{image(n, pngs[n])}\n" for n in names]
-    sections += production_block(t2, t3, significance, datasets)
+    sections += production_block(t2, t3, significance, datasets, diagnostics)
     return "\n".join(sections) + "\n"
 
 
-def production_block(t2: pl.DataFrame, t3: pl.DataFrame, significance: pl.DataFrame, datasets: Sequence[str]) -> list[str]:
-    """The rows fitted with the warm users too, as Tables 2-3 and the paired comparisons, under
-    their own heading (nothing when there are none). One protocol besides the paper's is known
-    (models/references.py PROTOCOL_SPLITS); each gets its own block should there be more."""
+def production_block(t2: pl.DataFrame, t3: pl.DataFrame, significance: pl.DataFrame, datasets: Sequence[str],
+                     diagnostics: pl.DataFrame) -> list[str]:
+    """The rows fitted with the warm users too, as Tables 2-3, the diagnostics (when a meta-learner
+    was fitted so) and the paired comparisons, under their own heading (nothing when there are
+    none). One protocol besides the paper's is known (models/references.py PROTOCOL_SPLITS);
+    each gets its own block should there be more."""
     blocks = []
     for protocol in sorted(set(t2["protocol"]) - {DEFAULT_PROTOCOL}):
         t2_rows, t3_rows, paired = (frame.filter(pl.col("protocol") == protocol) for frame in (t2, t3, significance))
+        diagnosed = diagnostics.filter(pl.col("protocol") == protocol)
         shown = [d for d in datasets if d in set(t2_rows["dataset"])]
         blocks += [
             f"## {protocol.capitalize()} protocol (warm users' ratings available for fitting)", "",
@@ -264,6 +282,9 @@ def production_block(t2: pl.DataFrame, t3: pl.DataFrame, significance: pl.DataFr
             "(no line for the methods that were not); `*`, bold and the paired tests compare them with each other only.", "",
             f"### As Table 2 ({protocol} protocol)", "", markdown_table2(t2_rows, shown, ()), "",
             f"### As Table 3 ({protocol} protocol)", "", markdown_group_table(t3_rows, "method", shown, ()), "",
+            *([f"### Personalization diagnostics ({protocol} protocol)", "",
+               markdown_diagnostics(diagnosed, [d for d in shown if d in set(diagnosed["dataset"])]), ""]
+              if diagnosed.height else []),
             f"### Paired comparisons ({protocol} protocol)", "", markdown_paired(paired, shown), "",
         ]
     return blocks
@@ -382,7 +403,7 @@ def days_plots(paml: PamlResource) -> dict[str, bytes]:
 
 
 @dg.asset(
-    group_name="report", kinds={"markdown", "duckdb"}, code_version="2",
+    group_name="report", kinds={"markdown", "duckdb"}, code_version="3",
     ins={**EVAL_INPUTS, **CHAMPION_INPUTS, "ablation": dg.AssetIn("reg_paml_gamma_ablation"), "groups": dg.AssetIn("user_groups")},
     description="The paper's Tables 1-4 with reference rows, paired tests, plots and a production-protocol block, of the models in service: "
                 "Markdown + PNG under PAML_HOME/reports.",
@@ -407,6 +428,10 @@ def report(context: dg.AssetExecutionContext, paml: PamlResource, ablation, grou
     path = write_report(paml.home_path / "reports", text, pngs)
     # The UI cannot reach files beside report.md: the metadata copy embeds each plot once.
     inline = render_markdown(bundle, pngs, header, lambda name, png: markdown_image(png, name), DATASETS, EXPECTED_ROWS)
+    for dataset in DATASETS:  # the numbers that show the step size is personal, in the run's log
+        if line := targets_line(paper_rows(bundle.frame("diagnostics")).filter(pl.col("dataset") == dataset)):
+            context.log.info(f"{dataset}: {line}")
     return bundle_output(bundle, report_path=dg.MetadataValue.path(str(path)), report=dg.MetadataValue.md(inline),
                          table2=table(bundle.frame("table2")), table3=table(bundle.frame("table3")),
-                         table4=table(bundle.frame("table4")), plots=", ".join(sorted(pngs)) or "none")
+                         table4=table(bundle.frame("table4")), diagnostics=table(bundle.frame("diagnostics")),
+                         plots=", ".join(sorted(pngs)) or "none")

@@ -49,6 +49,7 @@ MIRRORS: dict[tuple[str, str], str] = {
     ("report", "table2"): "report_table2",
     ("report", "table3"): "report_table3",
     ("report", "table4"): "report_table4",
+    ("report", "diagnostics"): "report_diagnostics",
 }
 
 # (asset name pattern, frame) -> DuckDB history table: rows are appended, never replaced.

@@ -18,6 +18,7 @@ import polars as pl
 from scipy import stats
 
 from assets import paper
+from assets.diagnostics import diagnostics_summary
 from pipelines.tune import replace_generated
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ PAML_FAMILY = ("paml", "at_paml", "reg_paml")
 PRIMARY = {"rating": "mse", "ctr": "nel"}
 LOWER_IS_BETTER = {"mse": True, "nel": True, "ndcg@3": False, "ndcg@5": False, "auc": False, "global_auc": False}
 ALPHA = 0.05
-AT_PAML_K = 8  # MemoryConfig.k: the uniform weight of K neighbours is 1 / K
+AT_PAML_K = 8  # MemoryConfig.k, for stores whose user_metrics predate the memory_k column
 
 
 @dataclass
@@ -224,10 +225,11 @@ def paired_section(s: Store) -> str:
 
 
 def diagnostics_section(s: Store) -> str:
-    """Every `diagnostic*` table as it is, plus the step-size spread from `user_metrics`."""
+    """Every `diagnostic*` table or view as it is (the report's `diagnostic_*` views), and the
+    step-size spread from `user_metrics` for stores written before those views."""
     parts = []
     spread = step_size_spread(s)
-    if spread is not None:
+    if spread is not None and "diagnostic_step_size" not in s.diagnostics:
         parts.append("Step size per test user (`user_metrics.lr`), coefficient of variation across users, mean over seeds:\n\n"
                      + table(["dataset", "protocol", "method", "group", "mean lr", "cv", "q10", "q90"],
                              [list(r.values()) for r in spread.iter_rows(named=True)]))
@@ -237,20 +239,15 @@ def diagnostics_section(s: Store) -> str:
 
 
 def step_size_spread(s: Store) -> pl.DataFrame | None:
+    """The meta-learners' step size per test user by group, as the report's diagnostics compute it
+    (assets/diagnostics.py: statistics per seed, then their mean over seeds)."""
     users = s.get("user_metrics")
     if users is None or "lr" not in users.columns:
         return None
-    users = with_protocol(users).filter(pl.col("lr").is_not_null() & pl.col("method").is_in(METHOD_ORDER))
-    if not users.height:
+    summary = diagnostics_summary(users.filter(pl.col("method").is_in(METHOD_ORDER)))
+    if not summary.height:
         return None
-    both = users.with_columns(pl.col("group").fill_null("")).pipe(
-        lambda f: pl.concat([f.with_columns(pl.lit("all").alias("group")), f.filter(pl.col("group").is_in(["major", "minor"]))]))
-    per_seed = both.group_by("dataset", "protocol", "method", "group", "seed").agg(
-        mean=pl.col("lr").mean(), cv=pl.col("lr").std() / pl.col("lr").mean(),
-        q10=pl.col("lr").quantile(0.1), q90=pl.col("lr").quantile(0.9))
-    return (per_seed.group_by("dataset", "protocol", "method", "group")
-            .agg(pl.col("mean", "cv", "q10", "q90").mean())
-            .sort("dataset", "protocol", pl.col("method").map_elements(lambda m: method_order(m)[0], return_dtype=pl.Int64), "group"))
+    return summary.select("dataset", "protocol", "method", "group", mean="lr_mean", cv="lr_cv", q10="lr_q10", q90="lr_q90")
 
 
 # -- targets of issues 9 and 15 --------------------------------------------------------------
@@ -293,9 +290,9 @@ def targets(s: Store, dataset: str = "movielens") -> list[list[str]]:
                              & (pl.col("group") == "all")) if spread is not None else None
         cv = float(part["cv"][0]) if part is not None and part.height else None
         rows.append([f"9: {method} step size CV across test users ≥ 0.25 ({dataset})", fmt(cv), met(None if cv is None else cv >= 0.25)])
-    nearest = nearest_weight(s, dataset)
-    rows.append([f"9: AT-PAML nearest-neighbour weight ≥ 2/K = {2 / AT_PAML_K:.3f}", fmt(nearest),
-                 met(None if nearest is None else nearest >= 2 / AT_PAML_K)])
+    nearest, k = nearest_weight(s, dataset)
+    rows.append([f"9: AT-PAML nearest-neighbour weight ≥ 2/K = {2 / k:.3f}", fmt(nearest),
+                 met(None if nearest is None else nearest >= 2 / k)])
     best_paml = best_of(metrics, dataset, "paper", PAML_FAMILY)
     for baseline in ("melu", "meta_sgd"):
         test = paired_test(users, dataset, "paper", best_paml, baseline) if best_paml else None
@@ -324,16 +321,18 @@ def targets(s: Store, dataset: str = "movielens") -> list[list[str]]:
     return rows
 
 
-def nearest_weight(s: Store, dataset: str) -> float | None:
-    """AT-PAML's mean nearest-neighbour weight from `user_metrics` or a diagnostic table, when recorded."""
+def nearest_weight(s: Store, dataset: str) -> tuple[float | None, int]:
+    """AT-PAML's mean nearest-neighbour weight from `user_metrics` or a diagnostic table, when
+    recorded, and the K it spreads over (`memory_k` where recorded, else AT_PAML_K)."""
     frames = [f for f in [s.get("user_metrics"), *s.diagnostics.values()] if f is not None]
     for frame in frames:
         if {"nearest_weight", "method", "dataset"} <= set(frame.columns):
             part = with_protocol(frame).filter((pl.col("method") == "at_paml") & (pl.col("dataset") == dataset)
-                                               & (pl.col("protocol") == "paper"))["nearest_weight"].drop_nulls()
-            if part.len():
-                return float(part.mean())
-    return None
+                                               & (pl.col("protocol") == "paper") & pl.col("nearest_weight").is_not_null())
+            if part.height:
+                k = part["memory_k"].max() if "memory_k" in part.columns else None
+                return float(part["nearest_weight"].mean()), int(k) if k is not None else AT_PAML_K
+    return None, AT_PAML_K
 
 
 def tuning_section(s: Store) -> str:

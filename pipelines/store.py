@@ -69,6 +69,21 @@ VIEWS = {
     "table2": "SELECT dataset, protocol, method, metric, mean, sd, n_seeds, best, significant, paper_mean, paper_sd FROM report_table2",
     "table3": "SELECT dataset, protocol, method, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table3",
     "table4": "SELECT dataset, protocol, variant, mean_major, sd_major, mean_minor, sd_minor, p_value FROM report_table4",
+    # Personalization diagnostics (assets/diagnostics.py), one view per question, over test users
+    # by dataset, protocol, method and group (all/major/minor); per seed, then the mean over seeds.
+    "diagnostic_step_size": (
+        'SELECT dataset, protocol, method, "group", n_seeds, n_users, lr_mean, lr_sd, lr_cv, lr_q10, lr_q50, lr_q90 '
+        "FROM report_diagnostics"
+    ),
+    "diagnostic_adaptation": (
+        'SELECT dataset, protocol, method, "group", n_seeds, n_users, loss_unadapted, loss_adapted, gain_mean, '
+        "gain_positive_share FROM report_diagnostics"
+    ),
+    "diagnostic_memory": (
+        'SELECT dataset, protocol, method, "group", n_seeds, n_users, memory_k, nearest_weight, nearest_ratio, '
+        "attention_entropy, entropy_ratio FROM report_diagnostics WHERE memory_k IS NOT NULL"
+    ),
+    "diagnostic_inputs": 'SELECT dataset, protocol, method, "group", n_seeds, n_users, unknown_share FROM report_diagnostics',
     # The model in service per dataset and method: the newest promoted decision (one row per seed).
     "champions": (
         "SELECT dataset, method, seed, model_artifact, tasks_artifact, groups_artifact, trained_on, last_day, "

@@ -115,3 +115,16 @@ def test_an_empty_store_renders_every_section_as_not_computed(tmp_path):
     for table in ("Table 2 (`metrics`)", "`report_table3`", "paired tests", "no run is recorded"):
         assert f"Not computed: {table}" in text
     assert "| x | paper | melu | 1 | 0 | 0 | 0.5000 |" in text
+
+
+def test_the_nearest_weight_target_uses_the_recorded_k(tmp_path):
+    store = LineageStore(tmp_path / "home")
+    rows = pl.DataFrame({"dataset": ["movielens"] * 4, "method": ["at_paml"] * 4, "seed": [0, 0, 1, 1], "user_id": [1, 2, 1, 2],
+                         "group": ["major", "minor"] * 2, "error": [0.5] * 4, "lr": [0.1, 0.2, 0.1, 0.2],
+                         "nearest_weight": [0.2, 0.4, 0.3, 0.3], "memory_k": [4] * 4})
+    store.record_table("user_metrics", rows, source="test", partition="movielens", artifact_id="a")
+    store.record_table("metrics", metric_rows(), source="test", partition="movielens", artifact_id="a")
+    text = render(read_store(LineageStore(store.home, read_only=True)))
+    assert "| 9: AT-PAML nearest-neighbour weight ≥ 2/K = 0.500 | 0.300 | **no** |" in text  # K = 4, not the default 8
+    # per seed: 0.1 and 0.2 -> cv sqrt(0.005) / 0.15 in both seeds
+    assert f"| 9: at_paml step size CV across test users ≥ 0.25 (movielens) | {np.sqrt(0.005) / 0.15:.3f} | yes |" in text

@@ -1,5 +1,6 @@
 """Every method through real Dagster runs on tiny synthetic data: models, evaluations, report."""
 
+import math
 from pathlib import Path
 
 import dagster as dg
@@ -201,3 +202,45 @@ def test_recommend_command_shows_item_attributes_and_the_users_items(chain, monk
     assert all(f"{item} " in given for item in clicked) and "category" in given and "brand" in ranked
     first = items.filter(pl.col("item_id") == clicked[0]).row(0, named=True)
     assert f"{first['category']} " in given and f"{first['brand']} " in given
+
+
+def test_personalization_diagnostics_in_user_metrics_views_and_report(chain):
+    home, _, _ = chain
+    store = LineageStore(home)
+    users = store.query("SELECT method, seed, lr, logloss, loss_unadapted, loss_adapted, adaptation_gain, nearest_weight, "
+                        "attention_entropy, memory_k, unknown_fields FROM user_metrics WHERE dataset = 'taobao'")
+    learners = users.filter(pl.col("method").is_in(list(METHODS)))
+    diagnosed = learners.select("loss_unadapted", "loss_adapted", "adaptation_gain", "unknown_fields")
+    assert diagnosed.null_count().sum_horizontal().item() == 0
+    assert (learners["loss_unadapted"] - learners["loss_adapted"] - learners["adaptation_gain"]).abs().max() < 1e-12
+    # the query loss the model minimizes is the clicks' log-loss (computed from logits, not from clipped probabilities)
+    assert (learners["loss_adapted"] - learners["logloss"]).abs().max() < 1e-4
+    assert learners["unknown_fields"].is_between(0, 5).all()  # taobao has 5 categorical user fields
+    references = users.filter(pl.col("method").str.starts_with("ref_"))
+    nulls = references.select("loss_adapted", "nearest_weight", "unknown_fields").null_count()
+    assert references.height and nulls.row(0) == (references.height,) * 3
+    # AT-PAML's attention over K = 8 stored users (the model's memory config): the nearest weighs at least 1/K
+    k = store.load(store.latest("at_paml_model", "taobao")).info["learner_config"]["memory"]["k"]
+    attention = learners.filter(pl.col("method") == "at_paml")
+    assert (attention["memory_k"] == k).all() and attention["nearest_weight"].is_between(1 / k - 1e-6, 1.0).all()
+    assert attention["attention_entropy"].is_between(0.0, math.log(k) + 1e-6).all()
+    others = learners.filter(pl.col("method") != "at_paml")
+    assert others["memory_k"].null_count() == others["nearest_weight"].null_count() == others.height
+    # a view per diagnostic, every method and group; the numbers are the per-seed statistics averaged over seeds
+    for view in ("diagnostic_step_size", "diagnostic_adaptation", "diagnostic_inputs"):
+        rows = store.query(f'SELECT method, "group", n_seeds FROM {view} WHERE dataset = \'taobao\' AND protocol = \'paper\'')
+        assert set(rows["method"]) == set(METHODS) and set(rows["group"]) == {"all", "major", "minor"}, view
+        assert (rows["n_seeds"] == 2).all(), view
+    step = store.query("SELECT method, lr_mean, lr_cv FROM diagnostic_step_size WHERE dataset = 'taobao' AND \"group\" = 'all'")
+    cv = dict(zip(step["method"], step["lr_cv"]))
+    assert cv["melu"] == cv["transfer"] == cv["meta_sgd"] == 0.0 and cv["paml"] > 0  # one rate for all vs one per user
+    lr = pl.col("lr")
+    paml = users.filter(pl.col("method") == "paml").group_by("seed").agg(lr.mean(), cv=lr.std() / lr.mean())
+    assert step.filter(pl.col("method") == "paml").row(0)[1:] == pytest.approx((paml["lr"].mean(), paml["cv"].mean()))
+    memory = store.query("SELECT method, memory_k, nearest_ratio, entropy_ratio FROM diagnostic_memory WHERE dataset = 'taobao'")
+    assert set(memory["method"]) == {"at_paml"} and (memory["memory_k"] == k).all() and (memory["nearest_ratio"] >= 1 - 1e-6).all()
+    text = (home / "reports" / "report.md").read_text()
+    assert text.index("## Table 3") < text.index("## Personalization diagnostics") < text.index("## Paired comparisons")
+    section = text.split("## Personalization diagnostics")[1].split("## Paired comparisons")[0]
+    assert "| AT-PAML " in section and f"K = {k})" in section and "Targets (all test users)" in section
+    assert "![adaptation_taobao.png](adaptation_taobao.png)" in section and (home / "reports" / "adaptation_taobao.png").is_file()
