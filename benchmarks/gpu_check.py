@@ -68,13 +68,23 @@ def settings(method: str, gamma: float | None, device: str, seed: int, steps: in
 
 
 def describe(label: dict, result) -> dict:
-    """One result line: the run's label, time, steps and test metrics."""
+    """One result line: the run's label, time, steps, test metrics and personalization diagnostics."""
+    import numpy as np
+
     from models.metrics import rating_metrics
 
     test = result.predictions["test"]
+    trained = [h for h in result.history if h.step > 0]  # the step-0 scoring is the untrained start
+    diagnostics = {}
+    if test.query_loss_unadapted is not None:
+        lr = test.lr_per_user
+        diagnostics = {"lr_cv": round(float(np.std(lr) / max(float(np.mean(lr)), 1e-12)), 4),
+                       "adaptation_gain": round(float(np.mean(test.query_loss_unadapted - test.query_loss)), 5),
+                       "nearest_weight": round(float(np.nanmean(test.nearest_weight)), 4)
+                       if not np.isnan(test.nearest_weight).all() else None}
     return {**label, "seconds": round(result.seconds, 2), "best_step": result.best_step, "stopped": result.stopped,
             "steps": result.history[-1].step if result.history else 0,
-            "first_val_loss": result.history[0].val_loss if result.history else math.nan,
+            "first_val_loss": trained[0].val_loss if trained else math.nan, **diagnostics,
             "users_per_second": round(sum(h.users_per_second for h in result.history) / max(1, len(result.history))),
             **{k: round(v, 5) for k, v in rating_metrics(test.pred, test.target, test.mask).items()}}
 
@@ -83,11 +93,21 @@ def run_phase(name: str, data, runs: list[tuple[dict, object, object]], processe
     """Train `runs` (label, learner config, train config) side by side; stream results to OUT."""
     from models.parallel import TrainJob, run_jobs
 
-    jobs = [TrainJob(label["method"], learner_config, train_config, ("test",)) for label, learner_config, train_config in runs]
+    import numpy as np
+
+    jobs = [TrainJob(label["method"], learner_config, train_config, ("test",), diagnostics=name == "full")
+            for label, learner_config, train_config in runs]
     rows: list[dict | None] = [None] * len(jobs)
 
     def finished(index: int, result) -> None:
         rows[index] = {"phase": name, **describe(runs[index][0], result)}
+        if name == "full":  # per test user, for paired tests against the reference rows made elsewhere
+            label, test = runs[index][0], result.predictions["test"]
+            run = f"{label.get('variant') or label['method']}{'_gamma' + format(label['gamma'], 'g') if label.get('gamma') is not None else ''}"
+            (out / "users").mkdir(exist_ok=True)
+            np.savez_compressed(out / "users" / f"{run}_seed{label['seed']}.npz", pred=test.pred, query_loss=test.query_loss,
+                                query_loss_unadapted=test.query_loss_unadapted, lr=test.lr_per_user,
+                                nearest_weight=test.nearest_weight, attention_entropy=test.attention_entropy)
         with (out / "results.jsonl").open("a") as handle:
             handle.write(json.dumps(rows[index]) + "\n")
         r = rows[index]
@@ -116,6 +136,12 @@ def check_rows(rows: list[dict]) -> tuple[list[str], bool]:
     return lines, passed
 
 
+def diagnostic(rows: list[dict], key: str) -> str:
+    """Mean of a diagnostic over runs that have it, or '-'."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return f"{sum(values) / len(values):.3f}" if values else "-"
+
+
 def summary_rows(rows: list[dict]) -> list[str]:
     """Mean and sd over seeds of each method (and gamma), beside the CPU reference."""
     import numpy as np
@@ -123,9 +149,10 @@ def summary_rows(rows: list[dict]) -> list[str]:
     reference = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {}
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(r["method"] + (f" gamma={r['gamma']:g}" if r.get("gamma") is not None else ""), []).append(r)
+        groups.setdefault((r.get("variant") or r["method"]) + (f" gamma={r['gamma']:g}" if r.get("gamma") is not None else ""),
+                          []).append(r)
     lines = ["| run | seeds | test MSE mean (sd) | nDCG@3 | nDCG@5 | seconds per run | steps | CPU reference MSE mean (sd) "
-             "| difference within 2 CPU sd |", "|---|---|---|---|---|---|---|---|---|"]
+             "| difference within 2 CPU sd | step-size cv | nearest weight |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, part in groups.items():
         mse = np.array([r["mse"] for r in part])
         ref = reference.get(name)
@@ -135,7 +162,8 @@ def summary_rows(rows: list[dict]) -> list[str]:
             ref_cells = f"{np.mean(ref):.4f} ({np.std(ref, ddof=1):.4f}) | {'yes' if within else 'no'}"
         lines.append(f"| {name} | {len(part)} | {mse.mean():.4f} ({mse.std(ddof=1) if len(mse) > 1 else 0:.4f}) | "
                      f"{np.mean([r['ndcg@3'] for r in part]):.4f} | {np.mean([r['ndcg@5'] for r in part]):.4f} | "
-                     f"{np.mean([r['seconds'] for r in part]):.1f} | {np.mean([r['steps'] for r in part]):.0f} | {ref_cells} |")
+                     f"{np.mean([r['seconds'] for r in part]):.1f} | {np.mean([r['steps'] for r in part]):.0f} | {ref_cells} | "
+                     f"{diagnostic(part, 'lr_cv')} | {diagnostic(part, 'nearest_weight')} |")
     return lines
 
 
@@ -151,6 +179,12 @@ def main() -> int:
     parser.add_argument("--run-seconds", type=float, default=120.0,
                         help="wall-clock cap of each full run's training (its best validation scoring is kept)")
     parser.add_argument("--skip-full", action="store_true", help="only the GPU vs CPU check")
+    parser.add_argument("--skip-check", action="store_true", help="only the full runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds of the full runs")
+    parser.add_argument("--no-ablation", action="store_true", help="leave the gamma ablation's runs out of the full phase")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods of the full runs")
+    parser.add_argument("--variants", type=Path, help="JSON {name: {method, network: {...}, learner: {...}}}: more runs x 3 seeds "
+                        "beside the pipeline's, each a method with some settings changed")
     args = parser.parse_args()
     import torch
 
@@ -174,20 +208,29 @@ def main() -> int:
     runs = [({"method": m, "seed": 0, "device": device, "side": side, "gamma": None},
              *settings(m, None, device, 0, check_steps, check_every))
             for m in check_methods for side, device in (("cpu", "cpu"), ("device", args.device))]
-    check, seconds = run_phase("check", data, runs, args.processes, args.out)
-    lines, passed = check_rows(check)
-    print(f"check done in {seconds:.0f} s\n" + "\n".join(lines), flush=True)
-    summary.update(check=check, check_seconds=round(seconds, 1), check_passed=passed)
+    passed = True
+    if not args.skip_check:
+        check, seconds = run_phase("check", data, runs, args.processes, args.out)
+        lines, passed = check_rows(check)
+        print(f"check done in {seconds:.0f} s\n" + "\n".join(lines), flush=True)
+        summary.update(check=check, check_seconds=round(seconds, 1), check_passed=passed)
 
     if not args.skip_full:
-        seeds = SEEDS[:1] if tiny else SEEDS
+        seeds = args.seeds[:1] if tiny else args.seeds
         steps = 12 if tiny else args.max_steps
         every = 6 if tiny else None
         runs = [({"method": m, "seed": s, "device": args.device, "side": "device", "gamma": None},
-                 *settings(m, None, args.device, s, steps, every, args.run_seconds)) for m in METHODS for s in seeds]
+                 *settings(m, None, args.device, s, steps, every, args.run_seconds)) for m in args.methods for s in seeds]
         runs += [({"method": "reg_paml", "seed": s, "device": args.device, "side": "device", "gamma": g},
                   *settings("reg_paml", g, args.device, s, steps, every, args.run_seconds))
-                 for g in ABLATION_GAMMAS for s in seeds]
+                 for g in ABLATION_GAMMAS for s in seeds if not args.no_ablation]
+        for variant, spec in (json.loads(args.variants.read_text()) if args.variants else {}).items():
+            for s in seeds:
+                learner_config, train_config = settings(spec["method"], None, args.device, s, steps, every, args.run_seconds)
+                network = replace(learner_config.network, **spec.get("network", {}))
+                learner_config = replace(learner_config, network=network, **spec.get("learner", {}))
+                runs.append(({"method": spec["method"], "variant": variant, "seed": s, "device": args.device, "side": "device",
+                              "gamma": None}, learner_config, train_config))
         # The slowest runs first, so the last wave is not one long run alone.
         order = sorted(range(len(runs)), key=lambda i: runs[i][0]["method"] not in ("at_paml", "reg_paml", "meta_sgd"))
         runs = [runs[i] for i in order]

@@ -40,6 +40,7 @@ class TrainJob:
     learner_config: LearnerConfig
     train_config: TrainConfig
     score_splits: tuple[str, ...] = ()  # e.g. ("test",): predictions made in the run's own process
+    diagnostics: bool = False  # predictions carry the personalization diagnostics (predict_split)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def run_job(data: TaskData, job: TrainJob, on_epoch: Callable[[EpochLog], None] 
     """Train one job here, then score its `score_splits`; tensors come back on CPU."""
     start = time.perf_counter()
     result = train(job.method, data, job.learner_config, job.train_config, on_epoch=on_epoch)
-    predictions = {split: predict_split(result.learner, data, split, eval_batch_size(job.train_config))
+    predictions = {split: predict_split(result.learner, data, split, eval_batch_size(job.train_config), job.diagnostics)
                    for split in job.score_splits}
     state = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in result.learner.state_dict().items()}
     return JobResult(state, result.history, result.best_epoch, result.best_val_loss, result.best_step, result.stopped,
