@@ -63,11 +63,17 @@ def expected_failure(error: BaseException) -> str | None:
     """The one-line message for an expected failure, or None for a bug (which keeps its traceback)."""
     import duckdb
 
+    from assets.clean_logs import CleaningError
     from assets.raw_files import MissingRawFilesError
+    from assets.raw_text import RawFileError
+    from assets.taobao_logs import WindowError
     from models.runtime import ThreadsSettingError
     from pipelines.store import NoDatabaseError, PartitionNotBuiltError
 
-    if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError)):
+    # Bad input data (an undecodable or empty raw file, a log the cleaning cannot read) is the
+    # user's to fix: the message names the file, line and value; a traceback would bury it.
+    if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError,
+                          RawFileError, CleaningError, WindowError)):
         return one_line(error)
     if isinstance(error, duckdb.Error):
         if "lock" in one_line(error).lower():

@@ -131,6 +131,23 @@ def test_missing_raw_files_is_one_line(tmp_path):
     assert str(tmp_path / "data" / "ml-1m") in line and "files.grouplens.org" in line
 
 
+def test_an_undecodable_raw_file_is_one_line_naming_file_line_and_byte(tmp_path):
+    from tests.fixtures import good_ml_users, ml_ratings_for, movielens_dir
+
+    data = tmp_path / "data"
+    ratings = ml_ratings_for(range(1, 6))
+    ratings[3] = ratings[3][:4] + "\x00" + ratings[3][4:]  # a NUL byte: UTF-16 or binary, not latin-1 text
+    movielens_dir(data, good_ml_users(5), ratings)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "demo", "--dataset", "movielens", "--data-only"], cwd=REPO_ROOT,
+        env=clean_env(PAML_HOME=str(tmp_path / "home"), DAGSTER_HOME=str(tmp_path / "home" / "dagster"),
+                      PAML_DATA_DIR=str(data)),
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    line = one_error_line(result.stderr)
+    assert line.startswith("error: ml-1m/ratings.dat") and "NUL byte at line 4, byte 5" in line
+
+
 def empty_database(home: Path) -> None:
     """A database in `home` holding one unrelated artifact: none of the pipeline's steps is built."""
     from assets.bundle import Bundle
