@@ -310,6 +310,8 @@ def build_eval_asset(method: str) -> dg.AssetsDefinition:
 
 def progress_line(run: str, log: EpochLog) -> str:
     """One console line per validation scoring of a run (pipelines/progress.py prints it)."""
+    if log.step == 0:  # the untrained start, scored as a selection candidate: nothing trained yet
+        return f"{run} start (untrained): validation loss {log.val_loss:.4f}"
     return (f"{run} step {log.step} (epoch {log.epoch:.1f}): train loss {log.train_loss:.4f}, "
             f"validation loss {log.val_loss:.4f}, {log.users_per_second:.0f} users/s")
 

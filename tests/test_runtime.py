@@ -117,3 +117,14 @@ def test_progress_lines_show_asset_messages_and_failures_only():
     assert keep.filter(record(logging.INFO)) and not keep.filter(record(logging.DEBUG, event=object()))
     assert keep.filter(record(logging.ERROR, event=object()))
     assert ProgressFormatter().format(record(logging.INFO)).endswith(" melu_model: seed 0 step 100")
+
+
+def test_the_untrained_start_has_its_own_progress_line():
+    from assets.method_assets import progress_line
+    from models.training import EpochLog
+
+    start = progress_line("seed 0", EpochLog(epoch=0.0, train_loss=float("nan"), val_loss=0.91234, seconds=0.0,
+                                             users_per_second=0.0, step=0))
+    assert start == "seed 0 start (untrained): validation loss 0.9123" and "nan" not in start
+    later = progress_line("seed 0", EpochLog(epoch=0.5, train_loss=0.8, val_loss=0.85, seconds=1.0, users_per_second=120.0, step=50))
+    assert later == "seed 0 step 50 (epoch 0.5): train loss 0.8000, validation loss 0.8500, 120 users/s"
