@@ -18,10 +18,10 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.domains import (
-    FIELD_LABELS, ITEM_ID_DOMAINS, TIME_DOMAINS, Parts, Rule, field_rules, is_missing, parts_columns, parts_rules,
-    trimmed, user_domains,
+    FIELD_LABELS, ITEM_ID_DOMAINS, TIME_DOMAINS, EpochSeconds, Identifier, Parts, Rule, domains_of, field_rules,
+    is_missing, parts_columns, parts_rules,
 )
-from assets.specs import AGE_MAX, AGE_MIN, MIN_ITEMS_PER_USER, DatasetSpec
+from assets.specs import AGE_MAX, AGE_MIN, MIN_ITEMS_PER_USER, DatasetSpec, NumericField
 
 REJECTED_SCHEMA = {
     "dataset": pl.String,
@@ -99,10 +99,33 @@ def trim_text(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def item_id_domain(spec: DatasetSpec) -> Identifier:
+    """What an item id of `spec`'s dataset must look like."""
+    return spec.item_id_domain if spec.custom else ITEM_ID_DOMAINS[spec.name]
+
+
+def time_domain(spec: DatasetSpec) -> EpochSeconds | None:
+    """The plausible interaction times of `spec`'s dataset, or None for a log without times."""
+    return spec.time_domain if spec.custom else TIME_DOMAINS.get(spec.name)
+
+
+def numeric_value(field: NumericField) -> pl.Expr:
+    """A numeric feature as a number, or as its bucket's label when the spec gives bins.
+
+    Out-of-bounds values were rejected (users) or become missing (items) before this.
+    """
+    number = pl.col(field.name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+    number = pl.when(number.is_between(field.low, field.high)).then(number).otherwise(None)
+    if not field.bins:
+        return number.alias(field.name)
+    # left_closed: [a, b) buckets; the last one, [edge, inf), holds `high` itself.
+    return number.cut(list(field.bins), labels=list(field.labels()), left_closed=True).cast(pl.String).alias(field.name)
+
+
 def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[Rule]:
     """The per-user rules of `spec`'s dataset as (bad, reason, offending value), in order."""
     checks: list[Rule] = [(pl.col("_repeated"), "duplicate user_id", pl.col("user_id"))]  # see clean_users
-    for field, domain in user_domains(spec.name, rules.age_min, rules.age_max).items():
+    for field, domain in domains_of(spec, rules.age_min, rules.age_max).items():
         if isinstance(domain, Parts):
             checks += parts_rules(field, domain)
         else:
@@ -115,13 +138,14 @@ def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) ->
     users = trim_text(users)
     users = users.with_columns(repeated_rows(users, ["user_id"]))
     kept, rejected = split_by_rules(users, user_rules(spec, rules), pl.col("user_id"), spec.name, drop=("_repeated",))
-    for field, domain in user_domains(spec.name, rules.age_min, rules.age_max).items():
+    for field, domain in domains_of(spec, rules.age_min, rules.age_max).items():
         if isinstance(domain, Parts):
             kept = kept.with_columns(parts_columns(field, domain))
-    kept = kept.with_columns(pl.col("age").cast(pl.Int64))
+    numeric = {f.name: numeric_value(f) for f in spec.numeric if f.name in spec.user_fields} if spec.custom \
+        else {"age": pl.col("age").cast(pl.Int64)}
     columns = ["source_file", "line", "user_id", *spec.user_fields]
     return kept.select(columns).with_columns(
-        pl.col(f).cast(pl.String).str.strip_chars() for f in spec.user_fields if f != "age"
+        numeric.get(f, pl.col(f).cast(pl.String).str.strip_chars()) for f in spec.user_fields
     ), [rejected]
 
 
@@ -143,7 +167,7 @@ def attach_item_details(
     details = trim_text(details).with_columns(repeated_rows(details, ["item_id"]))
     item_file = items["source_file"][0] if items.height else "items"
     rules: list[Rule] = [
-        *field_rules("item_id", ITEM_ID_DOMAINS[spec.name]),
+        *field_rules("item_id", item_id_domain(spec)),
         (pl.col("_repeated"), "duplicate item_id", pl.col("item_id")),
         (~pl.col("item_id").is_in(items["item_id"].implode()), f"item_id not in {item_file}", pl.col("item_id")),
     ]
@@ -166,7 +190,7 @@ def clean_items(
     """
     items = trim_text(items)
     items = items.with_columns(repeated_rows(items, ["item_id"]))
-    rules = [*field_rules("item_id", ITEM_ID_DOMAINS[spec.name]), (pl.col("_repeated"), "duplicate item_id", pl.col("item_id"))]
+    rules = [*field_rules("item_id", item_id_domain(spec)), (pl.col("_repeated"), "duplicate item_id", pl.col("item_id"))]
     kept, rejected = split_by_rules(items, rules, pl.col("item_id"), spec.name, drop=("_repeated",))
     kept, used_details, rejected_details = attach_item_details(kept, details, spec)
     placeholder = lambda f: pl.col(f).is_null() | pl.col(f).str.strip_chars().str.to_lowercase().is_in(ITEM_PLACEHOLDERS)  # noqa: E731
@@ -175,6 +199,9 @@ def clean_items(
         .then(None).otherwise(pl.col(f).str.strip_chars()).alias(f)
         for f in spec.item_fields
     ]
+    # A numeric item feature out of bounds or not a number is missing (the item stays: items are not profiles).
+    numeric = {f.name: numeric_value(f).cast(pl.String) for f in spec.numeric if f.name in spec.item_fields}
+    single = [numeric.get(expr.meta.output_name(), expr) for expr in single]
     # Attributes only people read (a title) ride along; the model sees item_fields and item_multi_fields.
     shown = [f for f in spec.display_fields if f in kept.columns and f not in (*spec.item_fields, *spec.item_multi_fields)]
     return (kept.select("source_file", "line", "item_id", *single, *spec.item_multi_fields, *shown), used_details,
@@ -212,8 +239,8 @@ def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFram
         rules.append((label == 0, "implicit rating 0 (not an explicit 1-10 rating)", pl.col("label")))
     rules.append(((label < spec.label_min) | (label > spec.label_max) | (label != label.round()),
                   f"label outside {{{spec.label_min:g}..{spec.label_max:g}}}", pl.col("label")))
-    if spec.name in TIME_DOMAINS:
-        rules += field_rules("ts", TIME_DOMAINS[spec.name], FIELD_LABELS["ts"])
+    if (times := time_domain(spec)) is not None:
+        rules += field_rules("ts", times, FIELD_LABELS["ts"])
     else:  # a dataset without times (Book-Crossing) may still carry them
         rules.append((pl.col("ts").is_not_null() & pl.col("_ts").is_null(), "timestamp not an integer", pl.col("ts")))
     rules += [

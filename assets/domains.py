@@ -88,7 +88,23 @@ class EpochSeconds:
     why: str
 
 
-Domain = Union[OneOf, IntegerIn, Text, Identifier, EpochSeconds]
+@dataclass(frozen=True)
+class Category:
+    """A categorical value from a dataset spec: not one of `missing`, and one of `values` when given."""
+
+    values: tuple[str, ...] = ()
+    missing: tuple[str, ...] = MISSING_MARKERS
+
+
+@dataclass(frozen=True)
+class NumberIn:
+    """A number (integer or decimal) in [low, high], from a dataset spec."""
+
+    low: float
+    high: float
+
+
+Domain = Union[OneOf, IntegerIn, Text, Identifier, EpochSeconds, Category, NumberIn]
 
 
 def trimmed(column: str) -> pl.Expr:
@@ -134,6 +150,19 @@ def field_rules(column: str, domain: Domain, label: str | None = None) -> list[R
     value, text = pl.col(column), trimmed(column)
     if isinstance(domain, Text):
         return text_rules(pl.col(column).cast(pl.String), label, value)
+    if isinstance(domain, Category):
+        missing = pl.col(column).is_null() | text.str.to_lowercase().is_in([m.lower() for m in domain.missing])
+        rules = [(missing, f"{label} missing", value)]
+        if domain.values:
+            rules.append((~text.is_in(domain.values), f"{label} not one of {', '.join(domain.values)}", value))
+        return rules
+    if isinstance(domain, NumberIn):
+        number = text.cast(pl.Float64, strict=False)
+        return [
+            (is_missing(column), f"{label} missing", value),
+            (number.is_null() | number.is_nan(), f"{label} not a number", value),
+            (~number.is_between(domain.low, domain.high), f"{label} outside [{domain.low:g}, {domain.high:g}]", value),
+        ]
     rules: list[Rule] = [(is_missing(column), f"{label} missing", value)]
     if isinstance(domain, Identifier):
         if domain.digits:
@@ -227,6 +256,11 @@ def user_domains(dataset: str, age_min: int, age_max: int) -> dict[str, Domain |
             "spend_level": IntegerIn(1, SPEND_LEVELS),
         }
     raise ValueError(f"no field domains for dataset {dataset!r}")
+
+
+def domains_of(spec, age_min: int, age_max: int) -> dict[str, Domain | Parts]:
+    """The user field domains of `spec`: those its spec file gave, else the built-in dataset's."""
+    return dict(spec.user_domains) if spec.custom else user_domains(spec.name, age_min, age_max)
 
 
 ITEM_ID_DOMAINS: dict[str, Identifier] = {

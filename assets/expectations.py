@@ -31,8 +31,12 @@ def domain_expectations(column: str, domain, as_text: bool = False) -> list[tupl
 
     `as_text`: the cleaned column holds the integers as text (e.g. ML-1M occupation '0'-'20').
     """
-    from assets.domains import EpochSeconds, IntegerIn, OneOf
+    from assets.domains import Category, EpochSeconds, IntegerIn, NumberIn, OneOf
 
+    if isinstance(domain, Category) and domain.values:
+        return [("ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(domain.values)})]
+    if isinstance(domain, NumberIn):
+        return [("ExpectColumnValuesToBeBetween", {"column": column, "min_value": domain.low, "max_value": domain.high})]
     if isinstance(domain, OneOf):
         return [("ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(domain.values)})]
     if isinstance(domain, IntegerIn):
@@ -48,25 +52,37 @@ def domain_expectations(column: str, domain, as_text: bool = False) -> list[tupl
 
 
 def users_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
-    """Expectations on cleaned users: unique ids, every feature in its domain, no blank features."""
-    from assets.domains import user_domains
+    """Expectations on cleaned users: unique ids, every feature in its domain, no blank features.
 
-    domains = user_domains(spec.name, AGE_MIN, AGE_MAX)
+    A dataset spec's numeric feature is expected within its bounds, or, bucketed, to be one of
+    its bucket labels; its categorical features in their `values` when the spec lists them.
+    """
+    from assets.domains import domains_of
+
+    domains = domains_of(spec, AGE_MIN, AGE_MAX)
+    buckets = {f.name: f.labels() for f in spec.numeric if f.bins}
+    numbers = {f.name for f in spec.numeric if not f.bins} if spec.custom else {"age"}
+    in_domain: list[tuple[str, dict[str, Any]]] = []
+    for f in spec.user_fields:
+        if f in buckets:
+            in_domain.append(("ExpectColumnValuesToBeInSet", {"column": f, "value_set": list(buckets[f])}))
+        elif f in domains:
+            in_domain += domain_expectations(f, domains[f], as_text=f not in numbers)
     return [
         ("ExpectColumnValuesToBeUnique", {"column": "user_id"}),
         ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
-        *[e for f in spec.user_fields if f in domains for e in domain_expectations(f, domains[f], as_text=f != "age")],
+        *in_domain,
         *[("ExpectColumnValuesToNotBeNull", {"column": f}) for f in spec.user_fields],
         *[("ExpectColumnValueLengthsToBeBetween", {"column": f, "min_value": 1})
-          for f in spec.user_fields if f != "age"],
+          for f in spec.user_fields if f not in numbers],
     ]
 
 
 def interactions_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
     """Expectations on cleaned interactions: ids present, labels in range, plausible times, no duplicate pairs."""
-    from assets.domains import TIME_DOMAINS
+    from assets.clean_logs import time_domain
 
-    times = domain_expectations("ts", TIME_DOMAINS[spec.name]) if spec.name in TIME_DOMAINS else []
+    times = domain_expectations("ts", domain) if (domain := time_domain(spec)) is not None else []
     return [
         ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
         ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}),

@@ -176,23 +176,26 @@ def quotes_open(text: str) -> bool:
 def read_quoted_csv(
     path: Path, label: str, names: tuple[str, ...], *, n_fields: int,
     header: tuple[str, ...] | None = None, encoding: str = "latin-1",
+    delimiter: str = ";", quotechar: str = '"', escapechar: str | None = "\\", skip_first: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read a Book-Crossing style CSV: ';' separated, quoted, '\\' escapes, ISO-8859-1.
 
     A record may span lines (a quoted line break); its `line` is the line it starts on.
     Only the first len(names) fields are kept; a record with other than `n_fields`
-    fields is malformed. Line 1 must be the `header` when one is given.
+    fields is malformed. Line 1 is a header (skipped; it must be `header` when one is
+    given) unless `skip_first` is False. Other dialects (a dataset spec's) set `delimiter`,
+    `quotechar` and `escapechar`.
     """
     decoding = decoding_of(path, label, encoding)
     text = decode_text(path, decoding)
     physical = text.split("\n")
     records: dict[str, list] = {"line": [], **{name: [] for name in names}}
     bad: dict[str, list] = {"line": [], "text": [], "reason": []}
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=";", escapechar="\\")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar, escapechar=escapechar)
     next_line = 1
     for index, row in enumerate(reader):
         start, next_line = next_line, reader.line_num + 1
-        if index == 0:
+        if index == 0 and skip_first:
             if header is not None:
                 check_header(row, header, label, path)
             continue
@@ -204,7 +207,7 @@ def read_quoted_csv(
         elif cut_off and quotes_open(raw):
             reason = f"the file ends inside a quoted field ({CUT_OFF})"
         elif len(row) != n_fields:
-            reason = f"expected {n_fields} fields separated by ';', found {len(row)}" + (f" ({CUT_OFF})" if cut_off else "")
+            reason = f"expected {n_fields} fields separated by '{delimiter}', found {len(row)}" + (f" ({CUT_OFF})" if cut_off else "")
         if reason:
             bad["line"].append(start)
             bad["text"].append(raw)

@@ -1,7 +1,8 @@
 """Asset `raw_logs`: each dataset's raw files read as text frames, with their file hashes.
 
 MovieLens and Book-Crossing are read from PAML_DATA_DIR; the `taobao` partition is the log
-window `taobao_log_window` built from the daily log partitions (assets/taobao_logs.py).
+window `taobao_log_window` built from the daily log partitions (assets/taobao_logs.py); a
+dataset registered with `dataset add` is read as its spec file says (assets/custom_reader.py).
 """
 
 
@@ -11,6 +12,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets.bundle import Bundle
+from assets.custom_reader import read_custom
+from assets.dataset_spec import load_registered, registered_names
 from assets.raw_files import read_bookcrossing, read_movielens
 from pipelines.outputs import bundle_output
 from pipelines.partitions import TAOBAO_ONLY, dataset_partitions
@@ -23,6 +26,8 @@ def read_raw(dataset: str, data_dir: Path, taobao_window: Bundle | None = None) 
         return read_movielens(data_dir)
     if dataset == "bookcrossing":
         return read_bookcrossing(data_dir)
+    if dataset in registered_names():
+        return read_custom(load_registered(dataset))
     if dataset != "taobao":
         raise ValueError(f"unknown dataset {dataset!r}")
     if taobao_window is None:

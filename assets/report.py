@@ -332,7 +332,7 @@ def seeds_text(models: dict[str, dict[str, Bundle]]) -> str:
 import dagster as dg  # noqa: E402
 
 from assets.plots import markdown_image  # noqa: E402
-from assets.specs import DATASETS  # noqa: E402
+from assets.specs import all_datasets  # noqa: E402
 from models.learners import METHODS  # noqa: E402
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
@@ -423,12 +423,13 @@ def report(context: dg.AssetExecutionContext, paml: PamlResource, ablation, grou
     loaded = tuple(sorted({b.artifact_id for service in services.values() for s in service.values()
                            for b in (s["model"], s["tasks"], s["groups"])}))
     bundle = Bundle(frames=bundle.frames, info=bundle.info, inputs=loaded)
-    header = provenance_markdown(gather_provenance(store, context.run.run_id, models, DATASETS))
-    text = render_markdown(bundle, pngs, header, lambda name, _: f"![{name}]({name})", DATASETS, EXPECTED_ROWS)
+    datasets = all_datasets()
+    header = provenance_markdown(gather_provenance(store, context.run.run_id, models, datasets))
+    text = render_markdown(bundle, pngs, header, lambda name, _: f"![{name}]({name})", datasets, EXPECTED_ROWS)
     path = write_report(paml.home_path / "reports", text, pngs)
     # The UI cannot reach files beside report.md: the metadata copy embeds each plot once.
-    inline = render_markdown(bundle, pngs, header, lambda name, png: markdown_image(png, name), DATASETS, EXPECTED_ROWS)
-    for dataset in DATASETS:  # the numbers that show the step size is personal, in the run's log
+    inline = render_markdown(bundle, pngs, header, lambda name, png: markdown_image(png, name), datasets, EXPECTED_ROWS)
+    for dataset in datasets:  # the numbers that show the step size is personal, in the run's log
         if line := targets_line(paper_rows(bundle.frame("diagnostics")).filter(pl.col("dataset") == dataset)):
             context.log.info(f"{dataset}: {line}")
     return bundle_output(bundle, report_path=dg.MetadataValue.path(str(path)), report=dg.MetadataValue.md(inline),

@@ -21,7 +21,6 @@ from scipy import stats
 from assets import paper
 from assets.evaluation import SIGNIFICANCE_SCHEMA, with_protocol
 from assets.markdown import markdown_table
-from assets.specs import SPECS
 from models import metrics as M
 from models.references import DEFAULT_PROTOCOL, PROTOCOL_SPLITS
 
@@ -114,7 +113,12 @@ def dataset_name(dataset: str) -> str:
 
 def error_name(dataset: str) -> str:
     """The per-user error measure of a dataset: 'MSE' for ratings, 'log-loss' for clicks."""
-    return ERROR_NAMES[SPECS[dataset].task] if dataset in SPECS else "error"
+    from assets.specs import spec_for
+
+    try:
+        return ERROR_NAMES[spec_for(dataset).task]
+    except ValueError:  # a dataset no longer registered
+        return "error"
 
 
 def rank_of(labels: Sequence[str]) -> dict[str, int]:

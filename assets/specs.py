@@ -56,6 +56,37 @@ class DatasetSpec:
     label_max: float
     backoff: tuple[tuple[str, tuple[int, ...]], ...] = ()
     display_fields: tuple[str, ...] = ()
+    # Set by a dataset spec file (assets/dataset_spec.py); the built-ins leave them empty and keep
+    # their documented rules in assets/domains.py.
+    user_domains: tuple[tuple[str, object], ...] = ()  # user field (user_id first) -> Domain
+    item_id_domain: object | None = None  # Identifier
+    time_domain: object | None = None  # EpochSeconds, or None when the log has no times
+    numeric: tuple[NumericField, ...] = ()  # numeric features: bounds and buckets
+    spec_file: str = ""  # the spec file a custom dataset was registered from
+
+    @property
+    def custom(self) -> bool:
+        """True for a dataset described by a spec file rather than built in."""
+        return bool(self.spec_file)
+
+
+@dataclass(frozen=True)
+class NumericField:
+    """A numeric feature with inclusive bounds; with `bins` its value becomes the bucket holding it.
+
+    Buckets are the half-open intervals between consecutive edges of (low, *bins, high), the
+    last one closed: bins (18, 25) over [1, 100] give '[1, 18)', '[18, 25)', '[25, 100]'.
+    """
+
+    name: str
+    low: float
+    high: float
+    bins: tuple[float, ...] = ()
+
+    def labels(self) -> tuple[str, ...]:
+        """Every bucket's label, in order."""
+        edges = (self.low, *self.bins, self.high)
+        return tuple(f"[{a:g}, {b:g}{']' if i == len(edges) - 2 else ')'}" for i, (a, b) in enumerate(zip(edges, edges[1:])))
 
 
 SPECS: dict[str, DatasetSpec] = {
@@ -97,8 +128,18 @@ SPECS: dict[str, DatasetSpec] = {
 
 
 def spec_for(dataset: str) -> DatasetSpec:
-    """Return the spec of `dataset`, or raise naming the known datasets."""
-    try:
+    """Return the spec of `dataset` (built in, or registered with `dataset add`), or raise naming the known ones."""
+    if dataset in SPECS:
         return SPECS[dataset]
-    except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}") from None
+    from assets.dataset_spec import load_registered, registered_names
+
+    if dataset in registered_names():
+        return load_registered(dataset).spec
+    raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(all_datasets())}")
+
+
+def all_datasets() -> tuple[str, ...]:
+    """The built-in datasets, then those registered in PAML_HOME/datasets (by name)."""
+    from assets.dataset_spec import registered_names
+
+    return (*DATASETS, *registered_names())

@@ -1,4 +1,4 @@
-"""Command line: `python -m pipelines.cli init|demo|reproduce|tune|sql|recommend|stats`.
+"""Command line: `python -m pipelines.cli init|dataset|demo|reproduce|tune|sql|recommend|stats`.
 
 Runs go through the persistent Dagster instance in PAML_HOME, so they are listed in
 `dagster dev` afterwards. Expected failures (missing raw files, an unbuilt partition, a bad
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from assets.specs import DATASETS
+from assets.specs import DATASETS, all_datasets
 from pipelines.instance import ensure_dagster_home
 from pipelines.resources import default_data_dir, default_home
 
@@ -64,6 +64,7 @@ def expected_failure(error: BaseException) -> str | None:
     import duckdb
 
     from assets.clean_logs import CleaningError
+    from assets.dataset_spec import SpecError
     from assets.raw_files import MissingRawFilesError
     from assets.raw_text import RawFileError
     from assets.taobao_logs import WindowError
@@ -73,7 +74,7 @@ def expected_failure(error: BaseException) -> str | None:
     # Bad input data (an undecodable or empty raw file, a log the cleaning cannot read) is the
     # user's to fix: the message names the file, line and value; a traceback would bury it.
     if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError,
-                          RawFileError, CleaningError, WindowError)):
+                          RawFileError, CleaningError, WindowError, SpecError)):
         return one_line(error)
     if isinstance(error, duckdb.Error):
         if "lock" in one_line(error).lower():
@@ -362,13 +363,49 @@ def init_command() -> str:
     return "\n".join(lines)
 
 
+def dataset_command(args: argparse.Namespace) -> str:
+    """`dataset add DIR` validates and registers a spec; `dataset list` shows every dataset; `dataset remove NAME`."""
+    from assets.dataset_spec import load_registered, register, registered_names, registered_spec_path, unregister
+    from assets.specs import SPECS
+
+    if args.action == "add":
+        dataset, replaced = register(Path(args.location))
+        spec = dataset.spec
+        kind = f"ratings {spec.label_min:g}..{spec.label_max:g}" if spec.task == "rating" else "clicks (0/1)"
+        return "\n".join([
+            f"{'updated' if replaced else 'registered'} dataset {spec.name!r} from {dataset.spec_path}: {kind}; "
+            f"user features {', '.join(spec.user_fields)}; item features "
+            f"{', '.join((*spec.item_fields, *spec.item_multi_fields))}; groups by {', '.join(spec.tagging_fields)}",
+            f"next: python -m pipelines.cli demo --dataset {spec.name}   (or in the UI, after a code reload: "
+            f"partition {spec.name})",
+        ])
+    if args.action == "remove":
+        return f"removed dataset {args.name!r} (its spec {unregister(args.name)} and data are untouched)"
+    lines = [f"{name}\tbuilt-in\t{spec.task}" for name, spec in SPECS.items()]
+    for name in registered_names():
+        try:
+            spec = load_registered(name).spec
+            lines.append(f"{name}\t{spec.spec_file}\t{spec.task}")
+        except (OSError, ValueError) as error:  # a spec or data file changed since `add`: say so, list the rest
+            lines.append(f"{name}\t{registered_spec_path(name)}\tbroken: {one_line(error)}")
+    return "\n".join(["name\tspec\ttask", *lines])
+
+
 def build_parser() -> Parser:
     """Every command and its arguments."""
     parser = Parser(prog="python -m pipelines.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("init", help="create PAML_HOME and DAGSTER_HOME (telemetry off) and list the raw files found")
+    datasets = all_datasets()
+    dataset = commands.add_parser("dataset", help="your own data: register a dataset spec (docs/data.md), list datasets")
+    actions = dataset.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="validate DIR's dataset.toml (or .yaml) against its files and register it")
+    add.add_argument("location", help="the directory holding dataset.toml / dataset.yaml, or the spec file itself")
+    actions.add_parser("list", help="the built-in and registered datasets")
+    remove = actions.add_parser("remove", help="unregister a dataset (its files stay)")
+    remove.add_argument("name")
     demo = commands.add_parser("demo", help="build, train, evaluate and report on one dataset")
-    demo.add_argument("--dataset", default="taobao", choices=DATASETS)
+    demo.add_argument("--dataset", default="taobao", choices=datasets)
     demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
     demo.add_argument("--epochs", type=int, help="override every method's epochs")
     demo.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
@@ -401,7 +438,7 @@ def build_parser() -> Parser:
                      help="query the live database (waits while a run writes) instead of the snapshot (never blocked)")
     sql.add_argument("--format", choices=SQL_FORMATS, default="table", help="output format (never truncated)")
     rec = commands.add_parser("recommend", help="adapt a trained model to a new user and print scored items")
-    rec.add_argument("--dataset", required=True, choices=DATASETS)
+    rec.add_argument("--dataset", required=True, choices=datasets)
     rec.add_argument("--method", default="reg_paml", help="melu, meta_sgd, transfer, paml, at_paml or reg_paml")
     rec.add_argument("--seed", type=int, help="which trained seed (default: the first)")
     rec.add_argument("--model", choices=["promoted", "latest"], default="promoted",
@@ -412,7 +449,7 @@ def build_parser() -> Parser:
     results = commands.add_parser("results", help="render docs/results.md's tables from the DuckDB store")
     results.add_argument("--out", type=Path, help="the Markdown file to update (default: docs/results.md)")
     stats = commands.add_parser("stats", help="Markdown: what is built, counts per step, rejections and Table 1 per dataset")
-    stats.add_argument("datasets", nargs="+", choices=DATASETS)
+    stats.add_argument("datasets", nargs="+", choices=datasets)
     return parser
 
 
@@ -434,6 +471,8 @@ def run_command(args: argparse.Namespace) -> None:
     """Do what `args` asks."""
     if args.command == "init":
         print(init_command())
+    elif args.command == "dataset":
+        print(dataset_command(args))
     elif args.command == "demo":
         print(f"PAML_HOME={default_home()}  PAML_DATA_DIR={default_data_dir()}")
         started = time.perf_counter()

@@ -1,6 +1,10 @@
 """Partitions, defined once: the dataset dimension and the daily taobao logs.
 
-The dataset dimension is static (one partition per dataset). The taobao logs are daily
+The dataset dimension is static: the built-in datasets, then those registered with
+`python -m pipelines.cli dataset add` (PAML_HOME/datasets), read when this module is loaded, so
+a newly added dataset appears after a code reload (a new process, or "Reload" in the UI).
+A static list rather than Dagster's dynamic partitions keeps every job, check, automation
+condition and partition mapping as they are; the cost is that reload. The taobao logs are daily
 partitions from the generator's first day; their window reaches the dataset chain through
 `taobao_log_window`, whose only partition is `taobao` and which feeds only the `taobao`
 partition of `raw_logs` (`TAOBAO_ONLY`), so a new day of logs never touches MovieLens or
@@ -11,10 +15,10 @@ import warnings
 
 import dagster as dg
 
-from assets.specs import DATASETS
+from assets.specs import all_datasets
 from assets.taobao_generator import GeneratorConfig
 
-dataset_partitions = dg.StaticPartitionsDefinition(list(DATASETS))
+dataset_partitions = dg.StaticPartitionsDefinition(list(all_datasets()))
 
 # Day 0 of the synthetic generator; each partition is one UTC day, the newest is yesterday.
 taobao_days = dg.DailyPartitionsDefinition(start_date=GeneratorConfig().start_date, timezone="UTC")

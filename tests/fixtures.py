@@ -81,3 +81,147 @@ def tiny_real_data(root: Path, n_users: int = 40) -> Path:
     ratings = [quoted(str(u), f"000{i}", str(1 + (u + i) % 10)) for u in range(1, n_users + 1) for i in range(1, 3 + u % 3)]
     bookcrossing_dir(root, users, ratings, books)
     return root
+
+
+ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+                 "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+ML100K_SPEC = """\
+name = "ml100k"
+
+[label]
+kind = "rating"
+min = 1
+max = 5
+
+[interactions]
+file = "u.data"
+separator = "\\t"
+header = false
+quote = ""
+columns = ["user", "movie", "rating", "time"]
+user_id = "user"
+item_id = "movie"
+label = "rating"
+timestamp = "time"
+timestamp_min = "1997-09-01"
+timestamp_max = "1998-05-01"
+
+[users]
+file = "u.user"
+separator = "|"
+header = false
+quote = ""
+columns = ["user", "age", "gender", "occupation", "zip"]
+id = "user"
+id_digits = true
+
+[users.features]
+age = { type = "numeric", min = 7, max = 73, bins = [18, 25, 35, 45, 50, 56] }
+gender = { type = "categorical", values = ["F", "M"] }
+occupation = { type = "categorical", missing = [""] }  # 'none' is an occupation in ML-100K
+zip = { type = "categorical", backoff = [3, 1] }
+
+[items]
+file = "u.item"
+separator = "|"
+encoding = "latin-1"
+header = false
+quote = ""
+columns = ["movie", "title", "released", "video_released", "imdb_url", GENRES]
+id = "movie"
+display = ["title", "released"]
+
+[items.features]
+genre = { type = "flags", columns = [GENRES] }
+release = { type = "categorical", column = "released" }
+
+[groups]
+features = ["age", "gender", "occupation", "zip"]
+"""
+ML100K_OCCUPATIONS = ("student", "engineer", "none", "writer", "programmer", "other")
+
+
+def ml100k_dir(root: Path, n_users: int = 40, n_items: int = 30, seed: int = 0,
+               users: list[str] | None = None, ratings: list[str] | None = None) -> Path:
+    """A MovieLens-100K style directory as shipped (u.data tab separated; u.user, u.item '|'
+    separated, ISO-8859-1, u.item with its 19 genre flag columns) and a dataset.toml describing it.
+
+    Each user rates 4 + (u % 9) items; ratings follow a per-user taste so methods have signal.
+    """
+    import random
+
+    rng = random.Random(seed)
+    directory = root / "ml100k"
+    genres = ", ".join(f'"{g}"' for g in ML100K_GENRES)
+    (directory).mkdir(parents=True, exist_ok=True)
+    (directory / "dataset.toml").write_text(ML100K_SPEC.replace("GENRES", genres), encoding="utf-8")
+    if users is None:
+        users = [f"{u}|{15 + (u * 7) % 50}|{'MF'[u % 2]}|{ML100K_OCCUPATIONS[u % 6]}|{55100 + (u % 4) * 11}"
+                 for u in range(1, n_users + 1)]
+    items = []
+    for i in range(1, n_items + 1):
+        flags = ["1" if (i + g) % 7 == 0 or g == 1 + i % 18 else "0" for g in range(19)]
+        items.append(f"{i}|Café Film {i} (199{i % 8})|01-Jan-199{i % 8}||http://us.imdb.com/M/title-exact?{i}|" + "|".join(flags))
+    if ratings is None:
+        ratings = []
+        for u in range(1, n_users + 1):
+            for i in rng.sample(range(1, n_items + 1), 4 + u % 9):
+                taste = 1 + ((u % 3) + (i % 5)) % 5
+                ratings.append(f"{u}\t{i}\t{max(1, min(5, taste + rng.choice((-1, 0, 0, 1))))}\t{875000000 + 997 * u + i}")
+    write_lines(directory / "u.user", users)
+    write_lines(directory / "u.item", items)
+    write_lines(directory / "u.data", ratings)
+    return directory
+
+
+CLICKS_SPEC = """\
+name: shop_clicks
+label: {kind: click}
+interactions:
+  file: clicks.csv
+  user_id: customer
+  item_id: product
+  label: clicked
+  timestamp: ts
+users:
+  file: customers.csv
+  id: customer
+  features:
+    age: {type: numeric, min: 16, max: 90, bins: [25, 40, 60]}
+    region: {type: categorical}
+    segment: {type: categorical, values: [new, regular, vip]}
+    device: {type: categorical}
+items:
+  features:
+    category: {type: categorical}
+    tags: {type: multi, delimiter: ";"}
+  display: [category]
+groups:
+  features: [age, region, segment, device]
+"""
+
+
+def clicks_dir(root: Path, n_users: int = 40, n_items: int = 24, seed: int = 0,
+               customers: list[str] | None = None, clicks: list[str] | None = None) -> Path:
+    """A click log (clicks.csv: customer, product, category, tags, clicked, ts; quoted CSV with a
+    header) with a user table (customers.csv) and a dataset.yaml; item features are log columns."""
+    import random
+
+    rng = random.Random(seed)
+    directory = root / "shop"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "dataset.yaml").write_text(CLICKS_SPEC, encoding="utf-8")
+    if customers is None:
+        customers = ["customer,age,region,segment,device"] + [
+            f"c{u},{18 + (u * 5) % 60},\"{['North, East', 'South', 'West'][u % 3]}\",{['new', 'regular', 'vip'][u % 3]},"
+            f"{['ios', 'android'][u % 2]}" for u in range(1, n_users + 1)]
+    if clicks is None:
+        clicks = ["customer,product,category,tags,clicked,ts"]
+        for u in range(1, n_users + 1):
+            for i in rng.sample(range(1, n_items + 1), 6 + u % 7):
+                liked = (u + i) % 2 == 0
+                clicked = int(liked if rng.random() < 0.85 else not liked)
+                clicks.append(f"c{u},p{i},cat{i % 4},\"t{i % 5};t{i % 3}\",{clicked},{1700000000 + 1000 * u + i}")
+    write_lines(directory / "customers.csv", customers, encoding="utf-8")
+    write_lines(directory / "clicks.csv", clicks, encoding="utf-8")
+    return directory

@@ -1,0 +1,110 @@
+"""Reading a custom dataset's raw files, as its spec file describes them, into text frames.
+
+The frames have the shape the built-in readers give (assets/raw_files.py), so one cleaning
+path serves every dataset: `interactions` (user_id, item_id, label, ts), `users` (user_id and
+the user features), `items` (item_id, the item features, display columns) and `malformed`,
+every row with its `source_file` and 1-based `line` (a Parquet file's row number). Values
+stay text; multi-valued and flag features become lists of values.
+
+Features declared without a users (items) file are the interactions file's columns: each user
+(item) takes the values on its first line, and its row is accounted to
+'<interactions file> (users)' ('(items)'), so rows read = kept + rejected holds per file.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from assets.bundle import Bundle, file_source
+from assets.dataset_spec import CustomDataset, Feature, TableFile
+from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, split_lines
+
+FLAG_SET = ("1", "1.0", "true", "yes", "y", "t")  # a flag column's "this value applies" (lower-cased)
+
+
+def read_table(file: TableFile) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows, malformed) of one raw table; text columns stay text, Parquet lists stay lists.
+
+    Unquoted text is split line by line (fast, polars); quoted text goes through Python's csv
+    reader so a quoted separator or line break stays inside its field.
+    """
+    if file.format == "parquet":
+        frame = pl.read_parquet(file.path)
+        rows = frame.select(
+            pl.lit(file.label).alias("source_file"),
+            pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("line"),
+            *[pl.col(c).cast(pl.List(pl.String)) if isinstance(t, (pl.List, pl.Array)) else pl.col(c).cast(pl.String)
+              for c, t in frame.schema.items()],
+        )
+        return rows, pl.DataFrame(schema=MALFORMED_SCHEMA)
+    if file.quote:
+        return read_quoted_csv(file.path, file.label, file.columns, n_fields=len(file.columns),
+                               header=file.columns if file.header else None, encoding=file.encoding,
+                               delimiter=file.separator, quotechar=file.quote, escapechar=None, skip_first=file.header)
+    return split_lines(file.path, file.label, file.separator, file.columns, encoding=file.encoding, header=file.header)
+
+
+def feature_value(feature: Feature, schema: pl.Schema) -> pl.Expr:
+    """One feature as the cleaned tables name it: text, or a list of values (multi, flags)."""
+    column = feature.columns[0]
+    if feature.type == "flags":  # one 0/1 column per value: the list of values whose flag is set
+        set_ = [pl.when(pl.col(c).cast(pl.String).str.strip_chars().str.to_lowercase().is_in(FLAG_SET)).then(pl.lit(c))
+                for c in feature.columns]
+        return pl.concat_list(set_).list.drop_nulls().alias(feature.name)
+    if feature.type == "multi":
+        parts = pl.col(column) if isinstance(schema[column], pl.List) else \
+            pl.col(column).fill_null("").str.split(feature.delimiter)
+        values = parts.list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
+        return values.list.unique(maintain_order=True).alias(feature.name)
+    return pl.col(column).cast(pl.String).alias(feature.name)
+
+
+def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tuple[Feature, ...],
+                  extra: tuple[str, ...], derived_label: str | None) -> pl.DataFrame:
+    """source_file, line, the id and the features (and `extra` columns as they are) of a table.
+
+    With `derived_label`, `rows` are interactions: each id's first row, accounted to that label.
+    """
+    if derived_label is not None:
+        rows = rows.filter(pl.col(id_column).is_first_distinct()).with_columns(source_file=pl.lit(derived_label))
+    named = {f.name for f in features}
+    return rows.select(
+        "source_file", "line", pl.col(id_column).alias(id_name),
+        *[feature_value(f, rows.schema) for f in features],
+        *[pl.col(c).cast(pl.String) for c in extra if c not in named],
+    )
+
+
+def read_custom(dataset: CustomDataset) -> Bundle:
+    """Read every raw file of a custom dataset into the frames cleaning takes (module docstring)."""
+    log, log_bad = read_table(dataset.interactions)
+    columns = dataset.interaction_columns
+    interactions = log.select(
+        "source_file", "line",
+        *[(pl.col(columns[name]).cast(pl.String) if columns[name] else pl.lit(None, dtype=pl.String)).alias(name)
+          for name in ("user_id", "item_id", "label", "ts")],
+    )
+    malformed = [log_bad]
+    tables = {}
+    for side, file, id_column, features, extra in (
+        ("users", dataset.users, dataset.user_id_column, dataset.user_features, ()),
+        ("items", dataset.items, dataset.item_id_column, dataset.item_features, dataset.display),
+    ):
+        id_name = "user_id" if side == "users" else "item_id"
+        if file is None:
+            tables[side] = feature_table(log, id_column, id_name, features, extra, f"{dataset.interactions.label} ({side})")
+            continue
+        rows, bad = read_table(file)
+        malformed.append(bad)
+        tables[side] = feature_table(rows, id_column, id_name, features, extra, None)
+    files = [f for f in (dataset.interactions, dataset.users, dataset.items) if f is not None]
+    info = {"dataset": dataset.spec.name, "spec_file": str(dataset.spec_path)}
+    if switched := decoded_as({f.label: (f.path, f.encoding) for f in files if f.format == "csv"}):
+        info["decoded_as"] = switched
+    unique_paths = list(dict.fromkeys([dataset.spec_path, *(f.path for f in files)]))
+    return Bundle(
+        frames={"users": tables["users"], "items": tables["items"], "interactions": interactions,
+                "malformed": pl.concat(malformed)},
+        info=info,
+        sources=tuple(file_source(p) for p in unique_paths),
+    )

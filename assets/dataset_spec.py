@@ -1,0 +1,486 @@
+"""Dataset spec files: your own interaction log described in a small TOML (or YAML) file.
+
+A spec file (`dataset.toml`, `dataset.yaml` or `dataset.yml` beside the data) says where the
+files are and how they are written, which columns are the user id, item id, label and time,
+the label kind, the user and item features with their types, and which user features the
+major/minor rule counts. `load_spec` validates it against the files themselves and turns it
+into a `CustomDataset`: the `DatasetSpec` every later step reads (assets/specs.py) plus how to
+read the raw files (assets/custom_reader.py). Every mistake is a `SpecError` naming the spec
+file, the key and the offending value. The format is documented in docs/data.md.
+
+`dataset add` registers a spec under PAML_HOME/datasets/<name>.toml (one line: the spec file's
+path); every process that loads the pipeline sees the registered names as dataset partitions.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from assets.domains import MISSING_MARKERS, Category, EpochSeconds, Identifier, NumberIn, epoch
+from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, DatasetSpec, NumericField
+
+SPEC_FILE_NAMES = ("dataset.toml", "dataset.yaml", "dataset.yml")
+FORMATS = ("csv", "tsv", "parquet")
+LABEL_KINDS = ("rating", "click")
+USER_FEATURE_TYPES = ("categorical", "numeric")
+ITEM_FEATURE_TYPES = ("categorical", "numeric", "multi", "flags")
+# Names the cleaned tables use themselves; a feature may not take them.
+RESERVED = ("user_id", "item_id", "label", "ts", "source_file", "line")
+NAME_PATTERN = r"[a-z][a-z0-9_]{0,39}"
+# Default plausible times: after the first day of the epoch (0 is a placeholder), before 2100.
+DEFAULT_TIME_RANGE = ("1970-01-02", "2100-01-01")
+
+TOP_KEYS = ("name", "label", "interactions", "users", "items", "groups")
+FILE_KEYS = ("file", "format", "separator", "encoding", "quote", "header", "columns")
+SECTION_KEYS = {
+    "interactions": (*FILE_KEYS, "user_id", "item_id", "label", "timestamp", "timestamp_min", "timestamp_max"),
+    "users": (*FILE_KEYS, "id", "id_digits", "features"),
+    "items": (*FILE_KEYS, "id", "display", "features"),
+}
+FEATURE_KEYS = ("type", "column", "columns", "values", "missing", "min", "max", "bins", "backoff", "delimiter")
+
+
+class SpecError(ValueError):
+    """A dataset spec that cannot be used; the message names the spec file, the key and the value."""
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """One raw table of a custom dataset and how it is written.
+
+    Attributes:
+        path: the file.
+        label: its name in rejected rows and accounting ('<dataset>/<file name>').
+        format: 'csv' (any separator) or 'parquet'.
+        separator, encoding, quote: text files only; quote '' = fields are never quoted.
+        header: whether line 1 names the columns.
+        columns: the column names (from the header, the spec's `columns`, or the Parquet schema).
+    """
+
+    path: Path
+    label: str
+    format: str
+    separator: str
+    encoding: str
+    quote: str
+    header: bool
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One user or item feature of a spec: its cleaned name, type and source column(s)."""
+
+    name: str
+    type: str
+    columns: tuple[str, ...]  # one column; flags: one column per value
+    delimiter: str = ""
+
+
+@dataclass(frozen=True)
+class CustomDataset:
+    """A validated spec file: the DatasetSpec later steps read, and how to read the raw files.
+
+    `users` / `items` are None when their features are columns of the interactions file.
+    """
+
+    spec: DatasetSpec
+    spec_path: Path
+    interactions: TableFile
+    interaction_columns: dict[str, str | None]  # user_id, item_id, label, ts -> column (ts may be None)
+    users: TableFile | None
+    user_id_column: str
+    user_features: tuple[Feature, ...]
+    items: TableFile | None
+    item_id_column: str
+    item_features: tuple[Feature, ...]
+    display: tuple[str, ...]
+
+
+class Checker:
+    """Turns a mistake at `key` into a SpecError naming the spec file, the key and the value."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, problem: str, value: Any = None) -> SpecError:
+        found = "" if value is None else f" (found {value!r})"
+        return SpecError(f"{self.path}: {key}: {problem}{found}")
+
+    def table(self, raw: Any, key: str, known: tuple[str, ...]) -> dict[str, Any]:
+        """`raw` as a table without unknown keys (a typo would otherwise be silently ignored)."""
+        if not isinstance(raw, dict):
+            raise self.fail(key, "expected a table of keys", raw)
+        for name in raw:
+            if name not in known:
+                raise self.fail(f"{key}.{name}" if key else name, f"unknown key; known: {', '.join(known)}", name)
+        return raw
+
+    def typed(self, table: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        """table[key] checked to be `kind` (bool is not a number), or `default` when absent."""
+        full = f"{where}.{key}" if where else key
+        if key not in table:
+            if default is ...:
+                raise self.fail(full, "required key missing")
+            return default
+        value = table[key]
+        numbers = (int, float)
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            names = {str: "text", bool: "true or false", list: "a list", dict: "a table"}
+            wanted = "a number" if kind == numbers else names.get(kind, str(kind))
+            raise self.fail(full, f"expected {wanted}", value)
+        return value
+
+    def column(self, table: dict[str, Any], key: str, where: str, file: TableFile, default: Any = ...) -> Any:
+        """table[key] as a column name of `file`."""
+        name = self.typed(table, key, where, str, default)
+        if name is not None and name not in file.columns:
+            raise self.fail(f"{where}.{key}", f"unknown column; {file.label} has {', '.join(file.columns)}", name)
+        return name
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    """The spec file parsed (TOML, or YAML for .yaml/.yml), or a SpecError naming the syntax error."""
+    try:
+        if path.suffix == ".toml":
+            with path.open("rb") as handle:
+                return tomllib.load(handle)
+        import yaml
+
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return loaded if loaded is not None else {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    except Exception as error:  # noqa: BLE001 - yaml's errors share no base class we import
+        if type(error).__module__.startswith("yaml"):
+            raise SpecError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+        raise
+
+
+def find_spec_file(location: Path) -> Path:
+    """The spec file at `location`: the file itself, or the one spec file in the directory."""
+    if location.is_file():
+        return location.resolve()
+    if not location.is_dir():
+        raise SpecError(f"{location}: no such file or directory")
+    found = [location / name for name in SPEC_FILE_NAMES if (location / name).is_file()]
+    if len(found) != 1:
+        problem = "holds no dataset spec" if not found else "holds more than one dataset spec"
+        raise SpecError(f"{location}: {problem}; write one of {', '.join(SPEC_FILE_NAMES)} (docs/data.md)")
+    return found[0].resolve()
+
+
+def header_line(path: Path, separator: str, quote: str, encoding: str) -> tuple[str, ...]:
+    """The column names on line 1 of a text file (a UTF-8 byte-order mark is skipped)."""
+    with path.open("rb") as handle:
+        first = handle.readline().removeprefix(codecs.BOM_UTF8)
+    text = first.decode(encoding, errors="replace").rstrip("\r\n")
+    row = next(csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote or None,
+                          quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE), [])
+    return tuple(name.strip() for name in row)
+
+
+def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Path, dataset: str) -> TableFile:
+    """The file of a section, checked to exist, with its column names."""
+    name = check.typed(raw, "file", section, str)
+    path = (directory / name).resolve()
+    if not path.is_file():
+        raise check.fail(f"{section}.file", f"no such file in {directory}", name)
+    fmt = check.typed(raw, "format", section, str, "parquet" if path.suffix == ".parquet" else "csv")
+    if fmt not in FORMATS:
+        raise check.fail(f"{section}.format", f"expected one of {', '.join(FORMATS)}", fmt)
+    label = f"{dataset}/{name}"
+    if fmt == "parquet":
+        for key in ("separator", "encoding", "quote", "header", "columns"):
+            if key in raw:
+                raise check.fail(f"{section}.{key}", "does not apply to a Parquet file", raw[key])
+        import pyarrow.parquet as pq
+
+        try:
+            columns = tuple(pq.read_schema(path).names)
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
+            raise check.fail(f"{section}.file", f"not a readable Parquet file ({error})", name) from None
+        return TableFile(path, label, "parquet", "", "", "", True, columns)
+    separator = check.typed(raw, "separator", section, str, "\t" if fmt == "tsv" else ",")
+    if len(separator) == 0 or separator in ("\n", "\r"):
+        raise check.fail(f"{section}.separator", "expected one or more characters, not a line break", separator)
+    encoding = check.typed(raw, "encoding", section, str, "utf-8")
+    try:
+        encoding = codecs.lookup(encoding).name
+    except LookupError:
+        raise check.fail(f"{section}.encoding", "unknown encoding (e.g. utf-8, latin-1, cp1252)", encoding) from None
+    quote = check.typed(raw, "quote", section, str, '"')
+    if len(quote) > 1 or (quote and len(separator) > 1):
+        problem = "expected one character, or '' for none" if len(quote) > 1 else \
+            "quoted fields need a one-character separator; set quote = '' if fields are never quoted"
+        raise check.fail(f"{section}.quote", problem, quote)
+    header = check.typed(raw, "header", section, bool, True)
+    if header:
+        if "columns" in raw:
+            raise check.fail(f"{section}.columns", "the file has a header (header = true), which names the columns", raw["columns"])
+        columns = header_line(path, separator, quote, encoding)
+    else:
+        columns = tuple(check.typed(raw, "columns", section, list))
+        bad = [c for c in columns if not isinstance(c, str) or not c.strip()]
+        if bad or not columns:
+            raise check.fail(f"{section}.columns", "expected a list of column names (text)", bad[0] if bad else columns)
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise check.fail(f"{section}.columns" if not header else f"{section}.file",
+                         "column names must be distinct", repeated[0])
+    return TableFile(path, label, "csv", separator, encoding, quote, header, columns)
+
+
+def features(check: Checker, raw: Any, section: str, file: TableFile, types: tuple[str, ...]) -> tuple[tuple[Feature, ...], dict]:
+    """The features of a section and their per-feature options (domains, bins, backoff)."""
+    where = f"{section}.features"
+    table = check.table(raw, where, tuple(raw) if isinstance(raw, dict) else ())
+    found, options = [], {}
+    for name, body in table.items():
+        key = f"{where}.{name}"
+        if not re.fullmatch(NAME_PATTERN, name) or name in RESERVED:
+            problem = f"'{name}' is a name the cleaned tables use themselves" if name in RESERVED else \
+                f"a feature name is lower-case letters, digits and '_', starting with a letter ({NAME_PATTERN})"
+            raise check.fail(key, problem, name)
+        body = check.table(body, key, FEATURE_KEYS)
+        kind = check.typed(body, "type", key, str)
+        if kind not in types:
+            hint = " (a user has one value per feature)" if kind in ("multi", "flags") else ""
+            raise check.fail(f"{key}.type", f"expected one of {', '.join(types)}{hint}", kind)
+        allowed = {"categorical": ("values", "missing", "backoff"), "numeric": ("min", "max", "bins"),
+                   "multi": ("delimiter",), "flags": ()}[kind]
+        for option in body:
+            if option not in ("type", "column", "columns", *allowed):
+                raise check.fail(f"{key}.{option}", f"does not apply to a {kind} feature", body[option])
+        if kind == "flags":
+            columns = tuple(check.typed(body, "columns", key, list))
+            for column in columns:
+                if column not in file.columns:
+                    raise check.fail(f"{key}.columns", f"unknown column; {file.label} has {', '.join(file.columns)}", column)
+            if not columns:
+                raise check.fail(f"{key}.columns", "expected the flag columns (one per value)", columns)
+        else:
+            if "columns" in body:
+                raise check.fail(f"{key}.columns", "only a flags feature reads several columns; use column", body["columns"])
+            columns = (check.column(body, "column", key, file, name),)
+        delimiter = ""
+        if kind == "multi":
+            delimiter = check.typed(body, "delimiter", key, str)
+            if not delimiter:
+                raise check.fail(f"{key}.delimiter", "expected one or more characters", delimiter)
+            if file.format == "csv" and delimiter == file.separator:
+                raise check.fail(f"{key}.delimiter", "must differ from the file's separator", delimiter)
+        options[name] = feature_options(check, body, key, kind)
+        found.append(Feature(name, kind, columns, delimiter))
+    return tuple(found), options
+
+
+def feature_options(check: Checker, body: dict[str, Any], key: str, kind: str) -> dict[str, Any]:
+    """A categorical feature's values, missing markers and backoff; a numeric one's bounds and bins."""
+    if kind == "categorical":
+        values = check.typed(body, "values", key, list, [])
+        missing = check.typed(body, "missing", key, list, list(MISSING_MARKERS))
+        for option, items in (("values", values), ("missing", missing)):
+            bad = [v for v in items if not isinstance(v, str)]
+            if bad:
+                raise check.fail(f"{key}.{option}", "expected a list of text values (quote numbers: \"1\")", bad[0])
+        backoff = check.typed(body, "backoff", key, list, [])
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in backoff) or backoff != sorted(backoff, reverse=True):
+            raise check.fail(f"{key}.backoff", "expected prefix lengths, longest first (e.g. [3, 1])", backoff)
+        return {"domain": Category(tuple(values), tuple(missing)), "backoff": tuple(backoff)}
+    if kind == "numeric":
+        low = check.typed(body, "min", key, (int, float))
+        high = check.typed(body, "max", key, (int, float))
+        if not low < high:
+            raise check.fail(f"{key}.max", f"must be greater than min ({low})", high)
+        bins = check.typed(body, "bins", key, list, [])
+        numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bins)
+        if not numbers or bins != sorted(set(bins)) or any(not low < b < high for b in bins):
+            raise check.fail(f"{key}.bins", f"expected increasing bucket edges strictly between min {low} and max {high}", bins)
+        return {"domain": NumberIn(float(low), float(high)), "numeric": NumericField(key.split(".")[-1], float(low), float(high), tuple(float(b) for b in bins))}
+    return {}
+
+
+def time_range(check: Checker, section: dict[str, Any]) -> EpochSeconds:
+    """The plausible interaction times (epoch seconds) from timestamp_min/timestamp_max dates."""
+    bounds = []
+    for key, default in zip(("timestamp_min", "timestamp_max"), DEFAULT_TIME_RANGE):
+        value = section.get(key, default)
+        if isinstance(value, datetime):
+            value = value.date()
+        if isinstance(value, str):
+            try:
+                value = date.fromisoformat(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, date):
+            raise check.fail(f"interactions.{key}", "expected a date, YYYY-MM-DD", section.get(key))
+        bounds.append(epoch(value.year, value.month, value.day))
+    if not bounds[0] < bounds[1]:
+        raise check.fail("interactions.timestamp_max", "must be after timestamp_min", section.get("timestamp_max"))
+    start, end = (datetime.fromtimestamp(b, tz=timezone.utc).date() for b in bounds)
+    return EpochSeconds(bounds[0], bounds[1], f"the spec's timestamp_min {start} .. timestamp_max {end}")
+
+
+def label_range(check: Checker, raw: Any) -> tuple[str, float, float]:
+    """(task, label_min, label_max) from the [label] table."""
+    label = check.table(raw, "label", ("kind", "min", "max"))
+    kind = check.typed(label, "kind", "label", str)
+    if kind not in LABEL_KINDS:
+        raise check.fail("label.kind", f"expected one of {', '.join(LABEL_KINDS)}", kind)
+    if kind == "click":
+        for key in ("min", "max"):
+            if key in label:
+                raise check.fail(f"label.{key}", "a click label is 0 or 1; min and max apply to ratings", label[key])
+        return "ctr", 0.0, 1.0
+    low, high = check.typed(label, "min", "label", (int, float)), check.typed(label, "max", "label", (int, float))
+    if not low < high:
+        raise check.fail("label.max", f"must be greater than min ({low})", high)
+    return "rating", float(low), float(high)
+
+
+def feature_source(check: Checker, raw: dict[str, Any], section: str, directory: Path, dataset: str,
+                   interactions: TableFile) -> TableFile:
+    """A section's own file, or the interactions file when the section names none."""
+    if "file" in raw:
+        return table_file(check, raw, section, directory, dataset)
+    for key in FILE_KEYS:
+        if key in raw:
+            raise check.fail(f"{section}.{key}", "without a file, features are columns of the interactions file", raw[key])
+    return interactions
+
+
+def load_spec(location: Path) -> CustomDataset:
+    """Read and validate a spec file (or the spec in a directory) against its data files.
+
+    Raises SpecError at the first mistake: a missing or unknown key, a value of the wrong type,
+    a missing file, an unknown column, a feature type that cannot apply.
+    """
+    path = find_spec_file(location)
+    check = Checker(path)
+    raw = check.table(read_spec_file(path), "", TOP_KEYS)
+    name = check.typed(raw, "name", "", str)
+    if not re.fullmatch(NAME_PATTERN, name) or name in DATASETS:
+        problem = f"'{name}' is a built-in dataset; choose another name" if name in DATASETS else \
+            f"a dataset name is lower-case letters, digits and '_', starting with a letter ({NAME_PATTERN})"
+        raise check.fail("name", problem, name)
+    task, label_min, label_max = label_range(check, check.typed(raw, "label", "", dict))
+    directory = path.parent
+
+    section = check.table(check.typed(raw, "interactions", "", dict), "interactions", SECTION_KEYS["interactions"])
+    log = table_file(check, section, "interactions", directory, name)
+    interaction_columns = {
+        "user_id": check.column(section, "user_id", "interactions", log),
+        "item_id": check.column(section, "item_id", "interactions", log),
+        "label": check.column(section, "label", "interactions", log),
+        "ts": check.column(section, "timestamp", "interactions", log, None),
+    }
+    times = time_range(check, section) if interaction_columns["ts"] else None
+
+    sides = {}
+    for side, types in (("users", USER_FEATURE_TYPES), ("items", ITEM_FEATURE_TYPES)):
+        body = check.table(check.typed(raw, side, "", dict), side, SECTION_KEYS[side])
+        file = feature_source(check, body, side, directory, name, log)
+        id_key = "user_id" if side == "users" else "item_id"
+        id_column = check.column(body, "id", side, file, interaction_columns[id_key] if file is log else ...)
+        found, options = features(check, check.typed(body, "features", side, dict), side, file, types)
+        if not found:
+            raise check.fail(f"{side}.features", "give at least one feature (an id column may be one: "
+                             f"{{ type = \"categorical\", column = \"{id_column}\" }})", {})
+        sides[side] = (body, file, id_column, found, options)
+
+    users_body, users_file, user_id_column, user_features, user_options = sides["users"]
+    items_body, items_file, item_id_column, item_features, item_options = sides["items"]
+    display = tuple(check.typed(items_body, "display", "items", list, []))
+    for column in display:
+        if column not in items_file.columns:
+            raise check.fail("items.display", f"unknown column; {items_file.label} has {', '.join(items_file.columns)}", column)
+    groups = check.table(check.typed(raw, "groups", "", dict), "groups", ("features",))
+    tagging = tuple(check.typed(groups, "features", "groups", list))
+    for feature in tagging:
+        if feature not in user_options:
+            raise check.fail("groups.features", f"not a user feature; the users have {', '.join(user_options)}", feature)
+    if len(tagging) < MAJOR_MIN_TOP_FEATURES:
+        raise check.fail("groups.features", f"a user is major with at least {MAJOR_MIN_TOP_FEATURES} features holding a "
+                         f"top value (paper), so give at least {MAJOR_MIN_TOP_FEATURES} user features", tagging)
+
+    id_digits = check.typed(users_body, "id_digits", "users", bool, False)
+    spec = DatasetSpec(
+        name=name, task=task,  # type: ignore[arg-type]
+        user_fields=tuple(f.name for f in user_features),
+        item_fields=tuple(f.name for f in item_features if f.type in ("categorical", "numeric")),
+        item_multi_fields=tuple(f.name for f in item_features if f.type in ("multi", "flags")),
+        tagging_fields=tagging, label_min=label_min, label_max=label_max,
+        backoff=tuple((f, o["backoff"]) for f, o in user_options.items() if o.get("backoff")),
+        display_fields=display,
+        user_domains=(("user_id", Identifier(digits=id_digits)), *((f, o["domain"]) for f, o in user_options.items())),
+        item_id_domain=Identifier(),
+        time_domain=times,
+        numeric=tuple(o["numeric"] for o in (*user_options.values(), *item_options.values()) if "numeric" in o),
+        spec_file=str(path),
+    )
+    return CustomDataset(
+        spec=spec, spec_path=path, interactions=log, interaction_columns=interaction_columns,
+        users=None if users_file is log else users_file, user_id_column=user_id_column, user_features=user_features,
+        items=None if items_file is log else items_file, item_id_column=item_id_column, item_features=item_features,
+        display=display,
+    )
+
+
+# -- The registry of added datasets -----------------------------------------------------------
+
+def registry_dir() -> Path:
+    """PAML_HOME/datasets (PAML_HOME as pipelines/resources.py resolves it)."""
+    home = os.environ.get("PAML_HOME", Path(__file__).resolve().parent.parent / ".paml")
+    return Path(home).resolve() / "datasets"
+
+
+def registered_names() -> tuple[str, ...]:
+    """The names registered with `dataset add`, sorted (no spec is read)."""
+    directory = registry_dir()
+    return tuple(sorted(p.stem for p in directory.glob("*.toml"))) if directory.is_dir() else ()
+
+
+def registered_spec_path(name: str) -> Path:
+    """The spec file a registered dataset was added from."""
+    entry = registry_dir() / f"{name}.toml"
+    with entry.open("rb") as handle:
+        return Path(tomllib.load(handle)["spec"])
+
+
+def load_registered(name: str) -> CustomDataset:
+    """The registered dataset `name`, its spec read and validated again (the files may have changed)."""
+    return load_spec(registered_spec_path(name))
+
+
+def register(location: Path) -> tuple[CustomDataset, bool]:
+    """Validate the spec at `location` and register it; returns (dataset, True when it replaced an entry)."""
+    dataset = load_spec(location)
+    directory = registry_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    entry = directory / f"{dataset.spec.name}.toml"
+    replaced = entry.is_file()
+    spec_path = str(dataset.spec_path).replace("\\", "\\\\").replace('"', '\\"')
+    # Written to a temporary name, then renamed: a killed `dataset add` leaves no half entry.
+    partial = entry.with_suffix(".toml.partial")
+    partial.write_text(f'spec = "{spec_path}"\n', encoding="utf-8")
+    partial.replace(entry)
+    return dataset, replaced
+
+
+def unregister(name: str) -> Path:
+    """Remove a registration (the data and its spec stay); returns the spec file it pointed at."""
+    if name not in registered_names():
+        raise SpecError(f"no dataset {name!r} is registered; registered: {', '.join(registered_names()) or 'none'}")
+    spec_path = registered_spec_path(name)
+    (registry_dir() / f"{name}.toml").unlink()
+    return spec_path
