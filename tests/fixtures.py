@@ -165,7 +165,7 @@ def ml100k_dir(root: Path, n_users: int = 40, n_items: int = 30, seed: int = 0,
     if ratings is None:
         ratings = []
         for u in range(1, n_users + 1):
-            for i in rng.sample(range(1, n_items + 1), 4 + u % 9):
+            for i in rng.sample(range(1, n_items + 1), min(n_items, 4 + u % 9)):
                 taste = 1 + ((u % 3) + (i % 5)) % 5
                 ratings.append(f"{u}\t{i}\t{max(1, min(5, taste + rng.choice((-1, 0, 0, 1))))}\t{875000000 + 997 * u + i}")
     write_lines(directory / "u.user", users)
@@ -218,7 +218,7 @@ def clicks_dir(root: Path, n_users: int = 40, n_items: int = 24, seed: int = 0,
     if clicks is None:
         clicks = ["customer,product,category,tags,clicked,ts"]
         for u in range(1, n_users + 1):
-            for i in rng.sample(range(1, n_items + 1), 6 + u % 7):
+            for i in rng.sample(range(1, n_items + 1), min(n_items, 6 + u % 7)):
                 liked = (u + i) % 2 == 0
                 clicked = int(liked if rng.random() < 0.85 else not liked)
                 clicks.append(f"c{u},p{i},cat{i % 4},\"t{i % 5};t{i % 3}\",{clicked},{1700000000 + 1000 * u + i}")

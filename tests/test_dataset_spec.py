@@ -1,0 +1,225 @@
+"""Dataset specs: a rating spec (MovieLens-100K as shipped), a click spec (quoted CSV + user table,
+YAML), a Parquet log; every spec mistake; the CLI's dataset add/list/remove; the GX suite from a spec."""
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from assets.clean_logs import clean_logs_from_raw
+from assets.custom_reader import read_custom
+from assets.dataset_spec import SpecError, load_spec
+from assets.expectations import users_suite, validate_clean_logs
+from pipelines import cli
+from tests.fixtures import CLICKS_SPEC, ML100K_GENRES, clicks_dir, ml100k_dir
+
+
+def ml100k_clean(directory: Path):
+    dataset = load_spec(directory)
+    return dataset, clean_logs_from_raw(read_custom(dataset), dataset.spec)
+
+
+def rejected_at(bundle, source_file: str, line: int) -> dict:
+    rows = bundle.frame("rejected").filter((pl.col("source_file") == source_file) & (pl.col("line") == line))
+    assert rows.height == 1, rows
+    return rows.row(0, named=True)
+
+
+def test_ml100k_as_shipped_is_read_cleaned_and_bucketed(tmp_path):
+    users = ["1|22|F|none|55111", "2|73|M|writer|55122", "3|7|F|student|K7L5J", "4|80|M|writer|55133",
+             "5|30|X|writer|55144", "6|abc|M|writer|55155", "7|30|M||55166"]
+    ratings = [f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + i}" for u in (1, 2, 3) for i in (1, 2, 3)]
+    ratings += ["1\t4\t6\t880000000", "2\t4\t3\t97", "3\t4\t3", "9\t1\t4\t880000000", "4\t1\t4\t880000000"]
+    dataset, bundle = ml100k_clean(ml100k_dir(tmp_path, n_items=4, users=users, ratings=ratings))
+    spec = dataset.spec
+    assert spec.task == "rating" and (spec.label_min, spec.label_max) == (1, 5)
+    assert spec.item_multi_fields == ("genre",) and spec.item_fields == ("release",)
+    assert spec.backoff == (("zip", (3, 1)),)
+    kept = bundle.frame("users")
+    # Buckets: [7, 18) [18, 25) ... [56, 73]; bounds are inclusive, the last bucket closed.
+    assert dict(zip(kept["user_id"], kept["age"])) == {"1": "[18, 25)", "2": "[56, 73]", "3": "[7, 18)"}
+    assert kept.filter(pl.col("user_id") == "1")["occupation"].item() == "none"  # spec: only '' is missing
+    assert rejected_at(bundle, "ml100k/u.user", 4)["reason"] == "age outside [7, 73]"
+    assert rejected_at(bundle, "ml100k/u.user", 5)["reason"] == "gender not one of F, M"
+    assert rejected_at(bundle, "ml100k/u.user", 6)["reason"] == "age not a number"
+    assert rejected_at(bundle, "ml100k/u.user", 7)["reason"] == "occupation missing"
+    assert rejected_at(bundle, "ml100k/u.data", 10)["reason"] == "label outside {1..5}"
+    assert rejected_at(bundle, "ml100k/u.data", 11)["reason"].startswith("timestamp outside 1997-09-01..1998-04-30")
+    assert rejected_at(bundle, "ml100k/u.data", 12)["reason"] == "malformed line: expected 4 fields separated by '\t', found 3"
+    assert rejected_at(bundle, "ml100k/u.data", 13)["reason"] == "unknown user_id"
+    assert rejected_at(bundle, "ml100k/u.data", 14)["reason"] == "user dropped by cleaning"
+    assert bundle.frame("interactions").height == 9
+    # u.item: 19 genre flag columns become one list of the genres whose flag is 1 (fixture: (i + g) % 7 == 0
+    # or g == 1 + i % 18); ISO-8859-1 titles decoded.
+    items = bundle.frame("items").filter(pl.col("item_id") == "1").row(0, named=True)
+    assert items["genre"] == [ML100K_GENRES[2], ML100K_GENRES[6], ML100K_GENRES[13]]
+    assert items["title"] == "Café Film 1 (1991)"
+    accounting = bundle.frame("accounting")
+    assert (accounting["read"] == accounting["kept"] + accounting["rejected"]).all()
+
+
+def test_click_log_with_user_table_quoted_csv_and_yaml(tmp_path):
+    customers = ["customer,age,region,segment,device", 'c1,30,"North, East",vip,ios', "c2,95,South,new,ios",
+                 "c3,40,South,gold,ios", "c4,20,West,new,android"]
+    clicks = ["customer,product,category,tags,clicked,ts",
+              'c1,p1,cat1,"a;b",1,1700000000', 'c1,p1,cat1,"a;b",0,1700000100', 'c1,p2,cat2,"b; c",1,1700000200',
+              'c1,p2,cat2,"b; c",1,1700000200', "c1,p3,cat1,a,2,1700000300", "c4,p1,cat1,a,1,1700000000",
+              "c4,p2,cat2,b,1,1700000000", "c4,p3,cat1,a,0,1700000000", "c2,p1,cat1,a,1,1700000000"]
+    dataset = load_spec(clicks_dir(tmp_path, customers=customers, clicks=clicks))
+    assert dataset.spec.task == "ctr" and (dataset.spec.label_min, dataset.spec.label_max) == (0, 1)
+    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    users = bundle.frame("users")
+    assert users.select("user_id", "region", "age").rows() == [("c1", "North, East", "[25, 40)"), ("c4", "West", "[16, 25)")]
+    assert rejected_at(bundle, "shop_clicks/customers.csv", 3)["reason"] == "age outside [16, 90]"
+    assert rejected_at(bundle, "shop_clicks/customers.csv", 4)["reason"] == "segment not one of new, regular, vip"
+    assert rejected_at(bundle, "shop_clicks/clicks.csv", 5)["reason"] == "duplicate user_id/item_id/ts/label"
+    assert rejected_at(bundle, "shop_clicks/clicks.csv", 6)["reason"] == "label outside {0..1}"
+    assert rejected_at(bundle, "shop_clicks/clicks.csv", 3)["reason"].startswith("repeated impression, merged")
+    interactions = bundle.frame("interactions")
+    # c1's two impressions of p1 merge into one clicked example; c1 and c4 each keep 2 clicked items.
+    assert interactions.filter(pl.col("user_id") == "c1").select("item_id", "label").rows() == [("p1", 1.0), ("p2", 1.0)]
+    # Item features are columns of the log: each item takes its first line's values, accounted apart.
+    items = bundle.frame("items")
+    assert items.filter(pl.col("item_id") == "p2")["tags"].to_list() == [["b", "c"]]
+    assert rejected_at(bundle, "shop_clicks/clicks.csv", 10)["reason"] == "user dropped by cleaning"
+    accounting = {r["source_file"]: r for r in bundle.frame("accounting").iter_rows(named=True)}
+    assert accounting["shop_clicks/clicks.csv (items)"]["read"] == 3
+    assert all(r["read"] == r["kept"] + r["rejected"] for r in accounting.values())
+
+
+def test_parquet_log_with_features_in_the_log(tmp_path):
+    directory = tmp_path / "pq"
+    directory.mkdir()
+    pl.DataFrame({
+        "uid": [1, 1, 2, 2, 3, 3], "iid": ["a", "b", "a", "c", "b", "c"], "stars": [4.0, 2.0, 5.0, 3.0, 1.0, 2.0],
+        "country": ["fr", "fr", "de", "de", "fr", "fr"], "plan": ["free", "free", "pro", "pro", "free", "free"],
+        "lang": ["fr", "fr", "de", "de", "en", "en"], "kind": ["x", "y", "x", "z", "y", "z"],
+        "labels": [["p", "q"], ["q"], ["p", "q"], [], ["q"], []],
+    }).write_parquet(directory / "log.parquet")
+    (directory / "dataset.toml").write_text("""
+name = "pq_log"
+label = { kind = "rating", min = 1, max = 5 }
+interactions = { file = "log.parquet", user_id = "uid", item_id = "iid", label = "stars" }
+groups = { features = ["country", "plan", "lang"] }
+[users.features]
+country = { type = "categorical" }
+plan = { type = "categorical" }
+lang = { type = "categorical" }
+[items.features]
+kind = { type = "categorical" }
+labels = { type = "multi", delimiter = "," }
+""")
+    dataset = load_spec(directory)
+    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    assert bundle.frame("users").select("user_id", "country", "plan").rows() == [("1", "fr", "free"), ("2", "de", "pro"),
+                                                                                ("3", "fr", "free")]
+    assert bundle.frame("items").filter(pl.col("item_id") == "a")["labels"].to_list() == [["p", "q"]]
+    assert bundle.frame("interactions").height == 6 and bundle.frame("interactions")["ts"].null_count() == 6
+    assert bundle.frame("rejected").height == 0
+
+
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('name = "ml100k"', 'nmae = "ml100k"', "nmae: unknown key"),
+    ('name = "ml100k"', 'name = "movielens"', "name: 'movielens' is a built-in dataset"),
+    ('name = "ml100k"', 'name = "My Data"', "name: a dataset name is lower-case"),
+    ('kind = "rating"', 'kind = "stars"', "label.kind: expected one of rating, click (found 'stars')"),
+    ("max = 5\n", "max = 1\n", "label.max: must be greater than min (1) (found 1)"),
+    ('file = "u.data"', 'file = "u.dat"', "interactions.file: no such file in"),
+    ('file = "u.data"', 'file = "u.data"\nformat = "xlsx"', "interactions.format: expected one of csv, tsv, parquet"),
+    ('user_id = "user"', 'user_id = "usr"', "interactions.user_id: unknown column; ml100k/u.data has user, movie, rating, time (found 'usr')"),
+    ('label = "rating"', "label = 3", "interactions.label: expected text (found 3)"),
+    ('separator = "|"\nheader = false\nquote = ""\ncolumns = ["user"', 'separator = "|"\nheader = "no"\nquote = ""\ncolumns = ["user"',
+     "users.header: expected true or false (found 'no')"),
+    ('encoding = "latin-1"', 'encoding = "latin-9000"', "items.encoding: unknown encoding"),
+    ('timestamp_min = "1997-09-01"', 'timestamp_min = "Sept 1997"', "interactions.timestamp_min: expected a date"),
+    ('gender = { type = "categorical", values = ["F", "M"] }', 'gender = { type = "multi", delimiter = "," }',
+     "users.features.gender.type: expected one of categorical, numeric (a user has one value per feature)"),
+    ('gender = { type = "categorical", values = ["F", "M"] }', 'gender = { type = "text" }',
+     "users.features.gender.type: expected one of categorical, numeric (found 'text')"),
+    ('gender = { type = "categorical", values = ["F", "M"] }', 'gender = { type = "categorical", column = "sex" }',
+     "users.features.gender.column: unknown column; ml100k/u.user has user, age, gender, occupation, zip (found 'sex')"),
+    ('gender = { type = "categorical", values = ["F", "M"] }', 'gender = { type = "categorical", delimiter = "," }',
+     "users.features.gender.delimiter: does not apply to a categorical feature"),
+    ("min = 7, max = 73, bins", "max = 73, bins", "users.features.age.min: required key missing"),
+    ("bins = [18, 25, 35, 45, 50, 56]", "bins = [18, 80]", "users.features.age.bins: expected increasing bucket edges"),
+    ('values = ["F", "M"]', "values = [1, 2]", "users.features.gender.values: expected a list of text values"),
+    ("backoff = [3, 1]", "backoff = [1, 3]", "users.features.zip.backoff: expected prefix lengths, longest first"),
+    ('genre = { type = "flags", columns = [', 'genre = { type = "flags", columns = ["Comedy", "Drama", "Cartoon", ',
+     "items.features.genre.columns: unknown column"),
+    ('release = { type = "categorical", column = "released" }', 'label = { type = "categorical", column = "released" }',
+     "items.features.label: 'label' is a name the cleaned tables use themselves"),
+    ('display = ["title", "released"]', 'display = ["name"]', "items.display: unknown column"),
+    ('features = ["age", "gender", "occupation", "zip"]', 'features = ["age", "gender", "income"]',
+     "groups.features: not a user feature; the users have age, gender, occupation, zip (found 'income')"),
+    ('features = ["age", "gender", "occupation", "zip"]', 'features = ["age", "gender"]',
+     "groups.features: a user is major with at least 3 features"),
+    ("[groups]", "[groups", "not valid TOML"),
+])
+def test_every_spec_mistake_names_file_key_and_value(tmp_path, old, new, message):
+    directory = ml100k_dir(tmp_path, n_users=4, n_items=3)
+    spec_path = directory / "dataset.toml"
+    text = spec_path.read_text()
+    assert old in text, old
+    spec_path.write_text(text.replace(old, new, 1))
+    with pytest.raises(SpecError) as raised:
+        load_spec(directory)
+    assert str(raised.value).startswith(f"{spec_path}: ")
+    assert message in str(raised.value)
+
+
+def test_yaml_mistakes_and_missing_spec(tmp_path):
+    directory = clicks_dir(tmp_path, n_users=3, n_items=3)
+    spec_path = directory / "dataset.yaml"
+    spec_path.write_text(CLICKS_SPEC.replace("label: {kind: click}", "label: {kind: click, max: 1}"))
+    with pytest.raises(SpecError, match=r"label.max: a click label is 0 or 1"):
+        load_spec(directory)
+    spec_path.write_text(CLICKS_SPEC.replace("tags: {type: multi, delimiter: \";\"}", "tags: {type: multi, delimiter: \",\"}"))
+    with pytest.raises(SpecError, match=r"items.features.tags.delimiter: must differ from the file's separator"):
+        load_spec(directory)
+    spec_path.write_text(CLICKS_SPEC.replace("  file: clicks.csv\n", "  file: clicks.csv\n  header: false\n"))
+    with pytest.raises(SpecError, match=r"interactions.columns: required key missing"):
+        load_spec(directory)
+    spec_path.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(directory)
+    spec_path.unlink()
+    with pytest.raises(SpecError, match="holds no dataset spec; write one of dataset.toml"):
+        load_spec(directory)
+
+
+def test_cli_dataset_add_list_remove(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    ml = ml100k_dir(tmp_path, n_users=4, n_items=3)
+    assert cli.main(["dataset", "add", str(ml)]) == 0
+    assert "registered dataset 'ml100k'" in capsys.readouterr().out
+    assert (tmp_path / "home" / "datasets" / "ml100k.toml").is_file()
+    assert cli.main(["dataset", "add", str(ml / "dataset.toml")]) == 0
+    assert "updated dataset 'ml100k'" in capsys.readouterr().out
+    assert cli.main(["dataset", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[-1] == f"ml100k\t{ml / 'dataset.toml'}\trating" and listed[1] == "movielens\tbuilt-in\trating"
+    (ml / "u.item").unlink()  # a registered dataset whose files went away is listed as broken, not hidden
+    assert cli.main(["dataset", "list"]) == 0
+    assert "ml100k\t" in (out := capsys.readouterr().out) and "broken: " in out and "items.file: no such file" in out
+    with pytest.raises(SystemExit, match=r"^error: .*items.file: no such file in .* \(found 'u.item'\)$"):
+        cli.main(["dataset", "add", str(ml)])
+    assert cli.main(["dataset", "remove", "ml100k"]) == 0
+    assert not (tmp_path / "home" / "datasets" / "ml100k.toml").exists()
+    with pytest.raises(SystemExit, match="no dataset 'ml100k' is registered"):
+        cli.main(["dataset", "remove", "ml100k"])
+
+
+def test_expectation_suite_derives_from_the_spec(tmp_path):
+    dataset, bundle = ml100k_clean(ml100k_dir(tmp_path, n_users=12, n_items=6))
+    suite = users_suite(dataset.spec)
+    assert ("ExpectColumnValuesToBeInSet", {"column": "age", "value_set": list(dataset.spec.numeric[0].labels())}) in suite
+    assert ("ExpectColumnValuesToBeInSet", {"column": "gender", "value_set": ["F", "M"]}) in suite
+    users, interactions = bundle.frame("users"), bundle.frame("interactions")
+    assert all(o.success for o in validate_clean_logs(users, interactions, dataset.spec))
+    # Frames that bypassed cleaning fail the spec's own expectations.
+    bad_users = users.with_columns(pl.when(pl.col("user_id") == "1").then(pl.lit("[99, 100)")).otherwise("age").alias("age"))
+    bad_rows = interactions.with_columns(pl.lit(0.0).alias("label"))
+    failed = {(o.suite, o.column) for o in validate_clean_logs(bad_users, bad_rows, dataset.spec) if not o.success}
+    assert failed == {("clean_users", "age"), ("clean_interactions", "label")}
