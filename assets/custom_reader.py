@@ -33,8 +33,7 @@ def read_table(file: TableFile) -> tuple[pl.DataFrame, pl.DataFrame]:
         rows = frame.select(
             pl.lit(file.label).alias("source_file"),
             pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("line"),
-            *[pl.col(c).cast(pl.List(pl.String)) if isinstance(t, (pl.List, pl.Array)) else pl.col(c).cast(pl.String)
-              for c, t in frame.schema.items()],
+            *[parquet_text(c, t) for c, t in frame.schema.items()],
         )
         return rows, pl.DataFrame(schema=MALFORMED_SCHEMA)
     if file.quote:
@@ -42,6 +41,29 @@ def read_table(file: TableFile) -> tuple[pl.DataFrame, pl.DataFrame]:
                                header=file.columns if file.header else None, encoding=file.encoding,
                                delimiter=file.separator, quotechar=file.quote, escapechar=None, skip_first=file.header)
     return split_lines(file.path, file.label, file.separator, file.columns, encoding=file.encoding, header=file.header)
+
+
+def parquet_text(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A Parquet column as text like a CSV field; lists stay lists of text, dates become Unix seconds."""
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return pl.col(column).cast(pl.List(pl.String))
+    if isinstance(dtype, (pl.Datetime, pl.Date)):
+        return pl.col(column).cast(pl.Datetime("us")).dt.epoch("s").cast(pl.String)
+    return pl.col(column).cast(pl.String)
+
+
+def unix_seconds(column: str, time_format: str) -> pl.Expr:
+    """Times written as `time_format` as Unix-seconds text; a value that does not parse stays as it was,
+    so cleaning rejects it with the value and the format."""
+    text = pl.col(column).cast(pl.String).str.strip_chars()
+    if time_format == "unix":
+        return text
+    if time_format == "unix_ms":
+        seconds = text.cast(pl.Int64, strict=False) // 1000
+    else:
+        parsed = text.str.to_datetime(None if time_format == "iso" else time_format, strict=False, time_unit="us")
+        seconds = parsed.dt.epoch("s")
+    return seconds.cast(pl.String).fill_null(text)
 
 
 def feature_value(feature: Feature, schema: pl.Schema) -> pl.Expr:
@@ -81,8 +103,8 @@ def read_custom(dataset: CustomDataset) -> Bundle:
     columns = dataset.interaction_columns
     interactions = log.select(
         "source_file", "line",
-        *[(pl.col(columns[name]).cast(pl.String) if columns[name] else pl.lit(None, dtype=pl.String)).alias(name)
-          for name in ("user_id", "item_id", "label", "ts")],
+        *[pl.col(columns[name]).cast(pl.String).alias(name) for name in ("user_id", "item_id", "label")],
+        (unix_seconds(columns["ts"], dataset.time_format) if columns["ts"] else pl.lit(None, dtype=pl.String)).alias("ts"),
     )
     malformed = [log_bad]
     tables = {}

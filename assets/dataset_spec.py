@@ -38,11 +38,14 @@ RESERVED = ("user_id", "item_id", "label", "ts", "source_file", "line")
 NAME_PATTERN = r"[a-z][a-z0-9_]{0,39}"
 # Default plausible times: after the first day of the epoch (0 is a placeholder), before 2100.
 DEFAULT_TIME_RANGE = ("1970-01-02", "2100-01-01")
+# How times are written: Unix seconds, Unix milliseconds, ISO 8601, or a strftime pattern ('%d/%m/%Y %H:%M').
+TIME_FORMATS = ("unix", "unix_ms", "iso")
 
 TOP_KEYS = ("name", "label", "interactions", "users", "items", "groups")
 FILE_KEYS = ("file", "format", "separator", "encoding", "quote", "header", "columns")
 SECTION_KEYS = {
-    "interactions": (*FILE_KEYS, "user_id", "item_id", "label", "timestamp", "timestamp_min", "timestamp_max"),
+    "interactions": (*FILE_KEYS, "user_id", "item_id", "label", "timestamp", "timestamp_format", "timestamp_min",
+                     "timestamp_max"),
     "users": (*FILE_KEYS, "id", "id_digits", "features"),
     "items": (*FILE_KEYS, "id", "display", "features"),
 }
@@ -97,6 +100,7 @@ class CustomDataset:
     spec_path: Path
     interactions: TableFile
     interaction_columns: dict[str, str | None]  # user_id, item_id, label, ts -> column (ts may be None)
+    time_format: str  # one of TIME_FORMATS or a strftime pattern
     users: TableFile | None
     user_id_column: str
     user_features: tuple[Feature, ...]
@@ -328,7 +332,12 @@ def time_range(check: Checker, section: dict[str, Any]) -> EpochSeconds:
     if not bounds[0] < bounds[1]:
         raise check.fail("interactions.timestamp_max", "must be after timestamp_min", section.get("timestamp_max"))
     start, end = (datetime.fromtimestamp(b, tz=timezone.utc).date() for b in bounds)
-    return EpochSeconds(bounds[0], bounds[1], f"the spec's timestamp_min {start} .. timestamp_max {end}")
+    time_format = check.typed(section, "timestamp_format", "interactions", str, "unix")
+    if time_format not in TIME_FORMATS and "%" not in time_format:
+        raise check.fail("interactions.timestamp_format",
+                         f"expected one of {', '.join(TIME_FORMATS)} or a strftime pattern such as '%Y-%m-%d %H:%M:%S'", time_format)
+    return EpochSeconds(bounds[0], bounds[1], f"the spec's timestamp_min {start} .. timestamp_max {end}",
+                        "" if time_format == "unix" else time_format)
 
 
 def label_range(check: Checker, raw: Any) -> tuple[str, float, float]:
@@ -430,6 +439,7 @@ def load_spec(location: Path) -> CustomDataset:
     )
     return CustomDataset(
         spec=spec, spec_path=path, interactions=log, interaction_columns=interaction_columns,
+        time_format=times.format or "unix" if times else "unix",
         users=None if users_file is log else users_file, user_id_column=user_id_column, user_features=user_features,
         items=None if items_file is log else items_file, item_id_column=item_id_column, item_features=item_features,
         display=display,

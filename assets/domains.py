@@ -81,11 +81,16 @@ class Identifier:
 
 @dataclass(frozen=True)
 class EpochSeconds:
-    """A Unix time in seconds within [low, high) (a cut-off '97' or a 0 is not plausible)."""
+    """A Unix time in seconds within [low, high) (a cut-off '97' or a 0 is not plausible).
+
+    `format`: the text format a dataset spec converted times from (a value it could not parse
+    is left as it was, and named with this format when rejected).
+    """
 
     low: int
     high: int
     why: str
+    format: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,8 @@ def field_rules(column: str, domain: Domain, label: str | None = None) -> list[R
             rules.append((~number.is_between(domain.low, domain.high), f"{label} outside [{domain.low}, {domain.high}]", value))
     elif isinstance(domain, EpochSeconds):
         number = text.cast(pl.Int64, strict=False)
-        rules.append((number.is_null(), f"{label} not an integer", value))
+        unparsed = f"{label} not a time in the format {domain.format}" if domain.format else f"{label} not an integer"
+        rules.append((number.is_null(), unparsed, value))
         rules.append((
             (number < domain.low) | (number >= domain.high),
             f"{label} outside {day_of(domain.low)}..{day_of(domain.high - 1)} ({domain.why})", value,

@@ -20,6 +20,7 @@ import json
 import dagster as dg
 
 from assets.bundle import file_source
+from assets.dataset_spec import load_registered, registered_names
 from assets.raw_files import LAYOUTS
 from pipelines.jobs import retraining_job
 from pipelines.resources import PamlResource
@@ -71,8 +72,17 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 
 def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
-    """Content fingerprint of each real dataset whose required raw files are all present."""
+    """Content fingerprint of each real dataset whose required raw files are all present, and of
+    each registered dataset whose spec still loads (its spec file and data files)."""
     fingerprints = {}
+    for dataset in registered_names():
+        try:
+            custom = load_registered(dataset)
+        except (OSError, ValueError):  # a broken spec is reported by `dataset list` and by raw_logs
+            continue
+        files = [custom.spec_path, *(f.path for f in (custom.interactions, custom.users, custom.items) if f)]
+        digest = hashlib.sha256("".join(f"{p.name}:{file_source(p).sha256};" for p in dict.fromkeys(files)).encode())
+        fingerprints[dataset] = digest.hexdigest()
     for dataset, layout in LAYOUTS.items():
         directory = paml.data_path / layout.subdir
         files = [directory / n for n in (*layout.required, *layout.optional) if (directory / n).is_file()]
@@ -85,7 +95,8 @@ def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
 @dg.sensor(
     job=retraining_job, minimum_interval_seconds=RAW_FILES_CHECK_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrain a real dataset when its raw files under PAML_DATA_DIR change (first tick records a baseline).",
+    description="Retrain a real dataset when its raw files under PAML_DATA_DIR, or a registered dataset's spec or files, "
+                "change (first tick records a baseline).",
 )
 def raw_files_changed(context: dg.SensorEvaluationContext, paml: PamlResource):
     current = raw_fingerprints(paml)

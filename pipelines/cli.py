@@ -360,6 +360,10 @@ def init_command() -> str:
     taobao = data_dir / "taobao"
     lines.append(f"  taobao: real logs in {taobao}" if (taobao / "user_profile.csv").is_file()
                  else f"  taobao: synthetic logs, generated under {home / 'raw' / 'taobao'} on first use")
+    from assets.dataset_spec import registered_names, registered_spec_path
+
+    lines += [f"  {name}: your own data, spec {registered_spec_path(name)} (`dataset list` checks it)"
+              for name in registered_names()]
     return "\n".join(lines)
 
 

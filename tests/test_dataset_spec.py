@@ -1,6 +1,7 @@
 """Dataset specs: a rating spec (MovieLens-100K as shipped), a click spec (quoted CSV + user table,
 YAML), a Parquet log; every spec mistake; the CLI's dataset add/list/remove; the GX suite from a spec."""
 
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -95,6 +96,7 @@ def test_parquet_log_with_features_in_the_log(tmp_path):
         "country": ["fr", "fr", "de", "de", "fr", "fr"], "plan": ["free", "free", "pro", "pro", "free", "free"],
         "lang": ["fr", "fr", "de", "de", "en", "en"], "kind": ["x", "y", "x", "z", "y", "z"],
         "labels": [["p", "q"], ["q"], ["p", "q"], [], ["q"], []],
+        "at": pl.datetime_range(datetime(2024, 1, 1), datetime(2024, 1, 1, 5), "1h", eager=True),
     }).write_parquet(directory / "log.parquet")
     (directory / "dataset.toml").write_text("""
 name = "pq_log"
@@ -116,6 +118,12 @@ labels = { type = "multi", delimiter = "," }
     assert bundle.frame("items").filter(pl.col("item_id") == "a")["labels"].to_list() == [["p", "q"]]
     assert bundle.frame("interactions").height == 6 and bundle.frame("interactions")["ts"].null_count() == 6
     assert bundle.frame("rejected").height == 0
+    # A Parquet datetime column is a time as it is (2024-01-01 00:00 UTC = 1704067200, then hourly).
+    spec_path = directory / "dataset.toml"
+    spec_path.write_text(spec_path.read_text().replace('label = "stars" }', 'label = "stars", timestamp = "at" }'))
+    dataset = load_spec(directory)
+    times = clean_logs_from_raw(read_custom(dataset), dataset.spec).frame("interactions").sort("ts")["ts"]
+    assert times.to_list() == [1704067200 + 3600 * h for h in range(6)]
 
 
 
@@ -223,3 +231,61 @@ def test_expectation_suite_derives_from_the_spec(tmp_path):
     bad_rows = interactions.with_columns(pl.lit(0.0).alias("label"))
     failed = {(o.suite, o.column) for o in validate_clean_logs(bad_users, bad_rows, dataset.spec) if not o.success}
     assert failed == {("clean_users", "age"), ("clean_interactions", "label")}
+
+
+def test_times_in_other_formats_become_unix_seconds(tmp_path):
+    directory = tmp_path / "times"
+    directory.mkdir()
+    (directory / "log.tsv").write_text("u\ti\tr\twhen\tcity\tplan\tlang\tkind\n"
+                                       "1\ta\t4\t02/01/2024 10:00\tx\tp\tl\tk\n"
+                                       "1\tb\t3\t2024-01-02\tx\tp\tl\tk\n"
+                                       "1\tc\t5\t31/12/1999 23:59\tx\tp\tl\tk\n"
+                                       "1\td\t2\t03/01/2024 00:00\tx\tp\tl\tk\n")
+    (directory / "dataset.toml").write_text("""
+name = "times"
+label = { kind = "rating", min = 1, max = 5 }
+groups = { features = ["city", "plan", "lang"] }
+[interactions]
+file = "log.tsv"
+format = "tsv"
+user_id = "u"
+item_id = "i"
+label = "r"
+timestamp = "when"
+timestamp_format = "%d/%m/%Y %H:%M"
+timestamp_min = "2020-01-01"
+[users.features]
+city = { type = "categorical" }
+plan = { type = "categorical" }
+lang = { type = "categorical" }
+[items.features]
+kind = { type = "categorical" }
+""")
+    dataset = load_spec(directory)
+    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    # 2024-01-02 10:00 UTC = 1704067200 (2024-01-01) + 86400 + 36000.
+    assert bundle.frame("interactions").select("item_id", "ts").rows() == [("a", 1704189600), ("d", 1704240000)]
+    assert rejected_at(bundle, "times/log.tsv", 3)["reason"] == "timestamp not a time in the format %d/%m/%Y %H:%M"
+    assert rejected_at(bundle, "times/log.tsv", 3)["value"] == "2024-01-02"
+    assert rejected_at(bundle, "times/log.tsv", 4)["reason"].startswith("timestamp outside 2020-01-01..")
+    spec_path = directory / "dataset.toml"
+    spec_path.write_text(spec_path.read_text().replace('"%d/%m/%Y %H:%M"', '"dd/mm/yyyy"'))
+    with pytest.raises(SpecError, match=r"interactions.timestamp_format: expected one of unix, unix_ms, iso or a strftime"):
+        load_spec(directory)
+
+
+def test_raw_file_sensor_watches_a_registered_dataset(tmp_path, monkeypatch):
+    from pipelines.automation import raw_fingerprints
+    from pipelines.resources import PamlResource
+
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    paml = PamlResource(home=str(tmp_path / "home"), data_dir=str(tmp_path / "no-data"))
+    ml = ml100k_dir(tmp_path, n_users=4, n_items=3)
+    assert "ml100k" not in raw_fingerprints(paml)
+    assert cli.main(["dataset", "add", str(ml)]) == 0
+    before = raw_fingerprints(paml)["ml100k"]
+    with (ml / "u.data").open("a") as ratings:
+        ratings.write("1\t1\t5\t880000000\n")
+    assert raw_fingerprints(paml)["ml100k"] != before
+    (ml / "u.item").unlink()  # a broken spec is left out, not a sensor crash
+    assert "ml100k" not in raw_fingerprints(paml)
