@@ -202,7 +202,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     fmt = check.typed(raw, "format", section, str, "parquet" if path.suffix == ".parquet" else "csv")
     if fmt not in FORMATS:
         raise check.fail(f"{section}.format", f"expected one of {', '.join(FORMATS)}", fmt)
-    label = f"{dataset}/{name}"
+    label = f"{dataset}/{path.name if Path(name).is_absolute() else name}"
     if fmt == "parquet":
         for key in ("separator", "encoding", "quote", "header", "columns"):
             if key in raw:
