@@ -244,10 +244,10 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     return TableFile(path, label, "csv", separator, encoding, quote, header, columns)
 
 
-def features(check: Checker, raw: Any, section: str, file: TableFile, types: tuple[str, ...]) -> tuple[tuple[Feature, ...], dict]:
+def features(check: Checker, table: dict[str, Any], section: str, file: TableFile,
+             types: tuple[str, ...]) -> tuple[tuple[Feature, ...], dict]:
     """The features of a section and their per-feature options (domains, bins, backoff)."""
     where = f"{section}.features"
-    table = check.table(raw, where, tuple(raw) if isinstance(raw, dict) else ())
     found, options = [], {}
     for name, body in table.items():
         key = f"{where}.{name}"

@@ -22,9 +22,11 @@ from tests.fixtures import clicks_dir, ml100k_dir
 REPO = Path(__file__).resolve().parent.parent
 CHAIN = """
 from pipelines.cli import run_job, training_config
+config = training_config(epochs=1, seeds=[0], max_steps=2, eval_every=2)
+config["ops"]["reg_paml_gamma_ablation"]["config"]["gammas"] = [1e-3]
 for dataset in ("ml100k", "shop_clicks"):
     run_job("data_job", dataset)
-    run_job("training_job", dataset, training_config(epochs=1, seeds=[0], max_steps=3, eval_every=3))
+    run_job("training_job", dataset, config)
 run_job("evaluation_job")
 """
 

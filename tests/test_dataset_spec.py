@@ -96,6 +96,7 @@ def test_parquet_log_with_features_in_the_log(tmp_path):
         "country": ["fr", "fr", "de", "de", "fr", "fr"], "plan": ["free", "free", "pro", "pro", "free", "free"],
         "lang": ["fr", "fr", "de", "de", "en", "en"], "kind": ["x", "y", "x", "z", "y", "z"],
         "labels": [["p", "q"], ["q"], ["p", "q"], [], ["q"], []],
+        "price": [9.5, 120.0, 9.5, -1.0, 120.0, -1.0],
         "at": pl.datetime_range(datetime(2024, 1, 1), datetime(2024, 1, 1, 5), "1h", eager=True),
     }).write_parquet(directory / "log.parquet")
     (directory / "dataset.toml").write_text("""
@@ -110,12 +111,15 @@ lang = { type = "categorical" }
 [items.features]
 kind = { type = "categorical" }
 labels = { type = "multi", delimiter = "," }
+price = { type = "numeric", min = 0, max = 100, bins = [10, 50] }
 """)
     dataset = load_spec(directory)
     bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
     assert bundle.frame("users").select("user_id", "country", "plan").rows() == [("1", "fr", "free"), ("2", "de", "pro"),
                                                                                 ("3", "fr", "free")]
     assert bundle.frame("items").filter(pl.col("item_id") == "a")["labels"].to_list() == [["p", "q"]]
+    # An item's numeric value out of bounds is missing, not a rejection: items are kept.
+    assert bundle.frame("items").select("item_id", "price").rows() == [("a", "[0, 10)"), ("b", None), ("c", None)]
     assert bundle.frame("interactions").height == 6 and bundle.frame("interactions")["ts"].null_count() == 6
     assert bundle.frame("rejected").height == 0
     # A Parquet datetime column is a time as it is (2024-01-01 00:00 UTC = 1704067200, then hourly).
