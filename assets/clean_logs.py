@@ -223,6 +223,7 @@ def repeated_rows(frame: pl.DataFrame, keys: list[str]) -> pl.Series:
     return pl.Series("_repeated", flags)
 
 
+LABEL_GRID_TOLERANCE = 1e-6  # in steps: 4.5 read as 4.4999999 is still a half-star rating
 RECORD_ID = pl.concat_str(["user_id", "item_id"], separator="|")  # an interaction's id in rejected_rows
 
 
@@ -237,8 +238,9 @@ def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFram
     ]
     if spec.name == "bookcrossing":
         rules.append((label == 0, "implicit rating 0 (not an explicit 1-10 rating)", pl.col("label")))
-    rules.append(((label < spec.label_min) | (label > spec.label_max) | (label != label.round()),
-                  f"label outside {{{spec.label_min:g}..{spec.label_max:g}}}", pl.col("label")))
+    steps = (label - spec.label_min) / spec.label_step
+    rules.append(((label < spec.label_min) | (label > spec.label_max) | ((steps - steps.round()).abs() > LABEL_GRID_TOLERANCE),
+                  f"label outside {{{spec.label_range_text()}}}", pl.col("label")))
     if (times := time_domain(spec)) is not None:
         rules += field_rules("ts", times, FIELD_LABELS["ts"])
     else:  # a dataset without times (Book-Crossing) may still carry them

@@ -25,12 +25,15 @@ def label_set(spec: DatasetSpec) -> str:
     """The labels a user may give, as the message shows them ('1..5', '0 or 1')."""
     if spec.task == "ctr":
         return f"{spec.label_min:g} or {spec.label_max:g} (not clicked / clicked)"
+    if spec.label_step != 1:
+        return f"numbers {spec.label_range_text()}"
     return f"whole numbers {spec.label_min:g}..{spec.label_max:g}"
 
 
 def check_label(item: str, label: float, spec: DatasetSpec) -> float:
     """`label` if it is a finite label of `spec`'s dataset, else a ColdStartInputError naming item and value."""
-    if not math.isfinite(label) or label != round(label) or not spec.label_min <= label <= spec.label_max:
+    steps = (label - spec.label_min) / spec.label_step if math.isfinite(label) else math.nan
+    if not math.isfinite(label) or abs(steps - round(steps)) > 1e-6 or not spec.label_min <= label <= spec.label_max:
         raise ColdStartInputError(
             f"label {label!r} of item {item!r} is not a {spec.name} label; give {label_set(spec)}"
         )

@@ -340,21 +340,24 @@ def time_range(check: Checker, section: dict[str, Any]) -> EpochSeconds:
                         "" if time_format == "unix" else time_format)
 
 
-def label_range(check: Checker, raw: Any) -> tuple[str, float, float]:
-    """(task, label_min, label_max) from the [label] table."""
-    label = check.table(raw, "label", ("kind", "min", "max"))
+def label_range(check: Checker, raw: Any) -> tuple[str, float, float, float]:
+    """(task, label_min, label_max, label_step) from the [label] table."""
+    label = check.table(raw, "label", ("kind", "min", "max", "step"))
     kind = check.typed(label, "kind", "label", str)
     if kind not in LABEL_KINDS:
         raise check.fail("label.kind", f"expected one of {', '.join(LABEL_KINDS)}", kind)
     if kind == "click":
-        for key in ("min", "max"):
+        for key in ("min", "max", "step"):
             if key in label:
                 raise check.fail(f"label.{key}", "a click label is 0 or 1; min and max apply to ratings", label[key])
-        return "ctr", 0.0, 1.0
+        return "ctr", 0.0, 1.0, 1.0
     low, high = check.typed(label, "min", "label", (int, float)), check.typed(label, "max", "label", (int, float))
     if not low < high:
         raise check.fail("label.max", f"must be greater than min ({low})", high)
-    return "rating", float(low), float(high)
+    step = check.typed(label, "step", "label", (int, float), 1)
+    if not 0 < step <= high - low or abs((high - low) / step - round((high - low) / step)) > 1e-9:
+        raise check.fail("label.step", f"expected a positive step that divides max - min ({high - low:g})", step)
+    return "rating", float(low), float(high), float(step)
 
 
 def feature_source(check: Checker, raw: dict[str, Any], section: str, directory: Path, dataset: str,
@@ -382,7 +385,7 @@ def load_spec(location: Path) -> CustomDataset:
         problem = f"'{name}' is a built-in dataset; choose another name" if name in DATASETS else \
             f"a dataset name is lower-case letters, digits and '_', starting with a letter ({NAME_PATTERN})"
         raise check.fail("name", problem, name)
-    task, label_min, label_max = label_range(check, check.typed(raw, "label", "", dict))
+    task, label_min, label_max, label_step = label_range(check, check.typed(raw, "label", "", dict))
     directory = path.parent
 
     section = check.table(check.typed(raw, "interactions", "", dict), "interactions", SECTION_KEYS["interactions"])
@@ -428,7 +431,7 @@ def load_spec(location: Path) -> CustomDataset:
         user_fields=tuple(f.name for f in user_features),
         item_fields=tuple(f.name for f in item_features if f.type in ("categorical", "numeric")),
         item_multi_fields=tuple(f.name for f in item_features if f.type in ("multi", "flags")),
-        tagging_fields=tagging, label_min=label_min, label_max=label_max,
+        tagging_fields=tagging, label_min=label_min, label_max=label_max, label_step=label_step,
         backoff=tuple((f, o["backoff"]) for f, o in user_options.items() if o.get("backoff")),
         display_fields=display,
         user_domains=(("user_id", Identifier(digits=id_digits)), *((f, o["domain"]) for f, o in user_options.items())),

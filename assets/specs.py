@@ -56,6 +56,7 @@ class DatasetSpec:
     label_max: float
     backoff: tuple[tuple[str, tuple[int, ...]], ...] = ()
     display_fields: tuple[str, ...] = ()
+    label_step: float = 1.0  # ratings are label_min + k * label_step (0.5 for half stars)
     # Set by a dataset spec file (assets/dataset_spec.py); the built-ins leave them empty and keep
     # their documented rules in assets/domains.py.
     user_domains: tuple[tuple[str, object], ...] = ()  # user field (user_id first) -> Domain
@@ -63,6 +64,11 @@ class DatasetSpec:
     time_domain: object | None = None  # EpochSeconds, or None when the log has no times
     numeric: tuple[NumericField, ...] = ()  # numeric features: bounds and buckets
     spec_file: str = ""  # the spec file a custom dataset was registered from
+
+    def label_range_text(self) -> str:
+        """The valid labels as a rejection reason names them: '1..5', or '0.5..5 in steps of 0.5'."""
+        steps = "" if self.label_step == 1 else f" in steps of {self.label_step:g}"
+        return f"{self.label_min:g}..{self.label_max:g}{steps}"
 
     @property
     def custom(self) -> bool:

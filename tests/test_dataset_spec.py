@@ -359,3 +359,25 @@ def test_a_spec_of_ml1m_cleans_as_the_builtin_reader_does(tmp_path):
     assert ours.frame("users")["user_id"].to_list() == builtin.frame("users")["user_id"].to_list() == [str(u) for u in range(1, 7)]
     lines = lambda bundle: sorted((Path(f).name, n) for f, n in bundle.frame("rejected").select("source_file", "line").rows())  # noqa: E731
     assert lines(ours) == lines(builtin) and len(lines(ours)) > 5
+
+
+def test_half_star_ratings_with_a_label_step(tmp_path):
+    directory = tmp_path / "halves"
+    directory.mkdir()
+    (directory / "log.csv").write_text("u,i,r,city,plan,lang,kind\n1,a,4.5,x,p,l,k\n1,b,0.5,x,p,l,k\n1,c,4.25,x,p,l,k\n")
+    spec = """
+name = "halves"
+label = { kind = "rating", min = 0.5, max = 5, step = 0.5 }
+interactions = { file = "log.csv", user_id = "u", item_id = "i", label = "r" }
+groups = { features = ["city", "plan", "lang"] }
+users.features = { city = { type = "categorical" }, plan = { type = "categorical" }, lang = { type = "categorical" } }
+items.features = { kind = { type = "categorical" } }
+"""
+    (directory / "dataset.toml").write_text(spec)
+    dataset = load_spec(directory)
+    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    assert bundle.frame("interactions")["label"].to_list() == [4.5, 0.5]
+    assert rejected_at(bundle, "halves/log.csv", 4)["reason"] == "label outside {0.5..5 in steps of 0.5}"
+    (directory / "dataset.toml").write_text(spec.replace("step = 0.5", "step = 0.7"))
+    with pytest.raises(SpecError, match=r"label.step: expected a positive step that divides max - min \(4.5\) \(found 0.7\)"):
+        load_spec(directory)
