@@ -40,6 +40,20 @@ def check_label(item: str, label: float, spec: DatasetSpec) -> float:
     return float(label)
 
 
+def profile_in_buckets(profile: dict[str, str], spec: DatasetSpec) -> dict[str, str]:
+    """A profile with each bucketed numeric feature given as a number ('age=30') turned into its
+    bucket's label ('[25, 35)'), as cleaning does; labels and values out of bounds stay as given."""
+    buckets = {f.name: f for f in spec.numeric if f.bins}
+    converted = dict(profile)
+    for field, text in profile.items():
+        try:
+            label = buckets[field].bucket(float(text)) if field in buckets else None
+        except ValueError:  # already a bucket label
+            label = None
+        converted[field] = label or text
+    return converted
+
+
 def parse_label(item: str, text: str, spec: DatasetSpec) -> float:
     """A label given as text ('4', '1'), checked against `spec`'s label set."""
     try:

@@ -94,6 +94,12 @@ class NumericField:
         edges = (self.low, *self.bins, self.high)
         return tuple(f"[{a:g}, {b:g}{']' if i == len(edges) - 2 else ')'}" for i, (a, b) in enumerate(zip(edges, edges[1:])))
 
+    def bucket(self, value: float) -> str | None:
+        """The label of the bucket holding `value`, or None outside [low, high]."""
+        if not self.low <= value <= self.high:
+            return None
+        return self.labels()[sum(value >= edge for edge in self.bins)]
+
 
 SPECS: dict[str, DatasetSpec] = {
     "movielens": DatasetSpec(

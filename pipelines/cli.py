@@ -223,14 +223,16 @@ def recommend_command(args: argparse.Namespace) -> str:
     Every input is checked (labels, --top, seed, repeated items) before anything is loaded
     where possible; a bad one is a ColdStartInputError with a one-line message.
     """
-    from assets.cold_start import check_top, item_attributes, parse_label, recommend, unknown_profile_fields
+    from assets.cold_start import (
+        check_top, item_attributes, parse_label, profile_in_buckets, recommend, unknown_profile_fields,
+    )
     from assets.specs import spec_for
     from pipelines.store import LineageStore
 
     check_top(args.top)
     spec = spec_for(args.dataset)
     ratings = {item: parse_label(item, text, spec) for item, text in parse_pairs(args.ratings, "--ratings").items()}
-    profile = parse_pairs(args.profile, "--profile")
+    profile = profile_in_buckets(parse_pairs(args.profile, "--profile"), spec)
     store = LineageStore(default_home(), read_only=True)
     model, tasks = model_and_tasks(store, args.dataset, args.method, args.model)
     items = store.load(store.latest("clean_logs", args.dataset)).frame("items")
@@ -416,12 +418,12 @@ def build_parser() -> Parser:
     demo.add_argument("--max-steps", type=int, default=DEMO_MAX_STEPS,
                       help=f"outer steps per training run (default {DEMO_MAX_STEPS}; 0 = the models' own budget)")
     repro = commands.add_parser("reproduce", help="every dataset: data, all methods x seeds, ablation; then evaluation and the report")
-    repro.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    repro.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=datasets)
     repro.add_argument("--epochs", type=int, help="override every method's epochs")
     repro.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="every method's seeds (default 0-4)")
     repro.add_argument("--threads", type=int, help="threads per process (sets PAML_THREADS; default: PAML_THREADS, else the available cores); recorded in runs")
     tune = commands.add_parser("tune", help="hyper-parameter search on validation users, same budget per method")
-    tune.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    tune.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=datasets)
     tune.add_argument("--methods", nargs="+", help="default: every method")
     tune.add_argument("--trials", type=int, default=20, help="finished trials per method (the first: code defaults)")
     tune.add_argument("--workers", type=int, default=1, help="worker processes sharing each dataset's journal")

@@ -381,3 +381,16 @@ items.features = { kind = { type = "categorical" } }
     (directory / "dataset.toml").write_text(spec.replace("step = 0.5", "step = 0.7"))
     with pytest.raises(SpecError, match=r"label.step: expected a positive step that divides max - min \(4.5\) \(found 0.7\)"):
         load_spec(directory)
+
+
+def test_a_numeric_profile_value_is_put_in_its_bucket():
+    from assets.cold_start import profile_in_buckets
+    from assets.specs import DatasetSpec, NumericField
+
+    age = NumericField("age", 7, 73, (18, 25))
+    assert age.labels() == ("[7, 18)", "[18, 25)", "[25, 73]")
+    assert [age.bucket(v) for v in (7, 17.9, 18, 25, 73, 74)] == ["[7, 18)", "[7, 18)", "[18, 25)", "[25, 73]", "[25, 73]", None]
+    spec = DatasetSpec("x", "rating", ("age", "zip"), (), (), ("age", "zip"), 1, 5, numeric=(age,), spec_file="x.toml")
+    assert profile_in_buckets({"age": "20", "zip": "123"}, spec) == {"age": "[18, 25)", "zip": "123"}
+    assert profile_in_buckets({"age": "[18, 25)"}, spec) == {"age": "[18, 25)"}
+    assert profile_in_buckets({"age": "99"}, spec) == {"age": "99"}  # unseen: the unknown embedding, reported
