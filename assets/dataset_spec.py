@@ -475,13 +475,13 @@ def load_registered(name: str) -> CustomDataset:
     return load_spec(registered_spec_path(name))
 
 
-def register(location: Path) -> tuple[CustomDataset, bool]:
-    """Validate the spec at `location` and register it; returns (dataset, True when it replaced an entry)."""
+def register(location: Path) -> tuple[CustomDataset, Path | None]:
+    """Validate the spec at `location` and register it; returns (dataset, the spec path it replaced or None)."""
     dataset = load_spec(location)
     directory = registry_dir()
     directory.mkdir(parents=True, exist_ok=True)
     entry = directory / f"{dataset.spec.name}.toml"
-    replaced = entry.is_file()
+    replaced = registered_spec_path(dataset.spec.name) if entry.is_file() else None
     spec_path = str(dataset.spec_path).replace("\\", "\\\\").replace('"', '\\"')
     # Written to a temporary name, then renamed: a killed `dataset add` leaves no half entry.
     partial = entry.with_suffix(".toml.partial")

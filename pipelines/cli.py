@@ -375,11 +375,12 @@ def dataset_command(args: argparse.Namespace) -> str:
     from assets.specs import SPECS
 
     if args.action == "add":
-        dataset, replaced = register(Path(args.location))
+        dataset, previous = register(Path(args.location))
         spec = dataset.spec
         kind = f"ratings {spec.label_min:g}..{spec.label_max:g}" if spec.task == "rating" else "clicks (0/1)"
         return "\n".join([
-            f"{'updated' if replaced else 'registered'} dataset {spec.name!r} from {dataset.spec_path}: {kind}; "
+            ("registered" if previous is None else "updated" if previous == dataset.spec_path
+             else f"re-pointed (was {previous})") + f" dataset {spec.name!r} from {dataset.spec_path}: {kind}; "
             f"user features {', '.join(spec.user_fields)}; item features "
             f"{', '.join((*spec.item_fields, *spec.item_multi_fields))}; groups by {', '.join(spec.tagging_fields)}",
             f"next: python -m pipelines.cli demo --dataset {spec.name}   (or in the UI, after a code reload: "

@@ -394,3 +394,10 @@ def test_a_numeric_profile_value_is_put_in_its_bucket():
     assert profile_in_buckets({"age": "20", "zip": "123"}, spec) == {"age": "[18, 25)", "zip": "123"}
     assert profile_in_buckets({"age": "[18, 25)"}, spec) == {"age": "[18, 25)"}
     assert profile_in_buckets({"age": "99"}, spec) == {"age": "99"}  # unseen: the unknown embedding, reported
+
+
+def test_adding_a_name_again_from_elsewhere_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    first, second = ml100k_dir(tmp_path / "a", n_users=4, n_items=3), ml100k_dir(tmp_path / "b", n_users=4, n_items=3)
+    assert cli.main(["dataset", "add", str(first)]) == 0 and cli.main(["dataset", "add", str(second)]) == 0
+    assert f"re-pointed (was {first / 'dataset.toml'}) dataset 'ml100k' from {second / 'dataset.toml'}" in capsys.readouterr().out
