@@ -201,6 +201,8 @@ class ModelConfig(dg.Config):
     item_id: bool = Field(default=LEARNER_DEFAULTS.network.item_id, description="The item's identity as an item field.")
     factor_dim: int = Field(default=LEARNER_DEFAULTS.network.factor_dim, description="Rank of the dot-product head on MF item factors (0 = none).")
     unknown_rate: float | None = Field(default=None, description="Share of codes replaced by UNKNOWN while meta-training." + TUNED_HELP)
+    mf_foldin: bool | None = Field(default=None, description="Add the MF fold-in's prediction to the score (the network starts at the MF reference row)." + TUNED_HELP)
+    mf_reg: float | None = Field(default=None, description="Ridge strength of the network's MF (item factors and the fold-in)." + TUNED_HELP)
     factor_lr_scale: float | None = Field(default=None, description="The user factor's inner step relative to the decision layers'." + TUNED_HELP)
     lr_per_layer: bool | None = Field(default=None, description="PAML family: one alpha(h_i) per adapted layer." + TUNED_HELP)
     lr_history: bool | None = Field(default=None, description="PAML family: the LR module also reads an encoding of the support set." + TUNED_HELP)
