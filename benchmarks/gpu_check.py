@@ -83,6 +83,7 @@ def describe(label: dict, result) -> dict:
                        "nearest_weight": round(float(np.nanmean(test.nearest_weight)), 4)
                        if not np.isnan(test.nearest_weight).all() else None}
     return {**label, "seconds": round(result.seconds, 2), "best_step": result.best_step, "stopped": result.stopped,
+            "best_val_loss": round(result.best_val_loss, 5),
             "steps": result.history[-1].step if result.history else 0,
             "first_val_loss": trained[0].val_loss if trained else math.nan, **diagnostics,
             "users_per_second": round(sum(h.users_per_second for h in result.history) / max(1, len(result.history))),
