@@ -14,15 +14,19 @@ Additions of ours, each a `NetworkConfig` switch applied to every method alike:
   director, ...) cannot tell two films of the same director apart; collaborative filtering
   lives on exactly that signal.
 - `factor_dim`: a dot-product head beside the decision layers, score += (P h + u) . q_i, with
-  the item factor q_i = E[item id] + W e_i (identity plus a projection of the item's
-  features, so an item seen rarely or never falls back to its features) and u a user factor
+  the item factor q_i = Q[item] + W e_i (the item's factor from the reference row's biased MF,
+  models/factors.py, plus a projection of the item's features, so an item seen rarely or never
+  falls back to its features) and u a user factor
   that the inner loop adapts from zero: a matrix factorization whose fold-in is Eq. (1)'s
   gradient step, so a per-user step size alpha(h_i) decides how far each user moves from the
   population's prior P h.
 - Codes the training users never produced (a zip code only test users have, an item no
   training user rated) map to the UNKNOWN row, which `unknown_rate` trains by replacing
-  codes with UNKNOWN at random during meta-training: validation and test users then meet a
-  trained row instead of a random, never-updated one.
+  codes with UNKNOWN during meta-training (a hash of step, owner and field decides which):
+  validation and test users then meet a trained row instead of a random, never-updated one.
+- `mf_foldin`: MF's own prediction mu + b_i + b_u + q_i . p_u, with (b_u, p_u) solved by ridge
+  on the user's support set (the reference row's fold-in), added to the score with a learned
+  weight; the output layer and P start at zero, so the network starts at the MF row.
 """
 
 from __future__ import annotations
