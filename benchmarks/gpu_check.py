@@ -51,14 +51,14 @@ REFERENCE = Path(__file__).resolve().parent / "reference_ml1m_cpu.json"
 
 
 def settings(method: str, gamma: float | None, device: str, seed: int, steps: int | None, eval_every: int | None,
-             seconds: float | None = None):
-    """The pipeline's tuned ML-1M settings for one run, optionally capped to `steps` or `seconds`."""
+             seconds: float | None = None, dataset: str = "movielens"):
+    """The pipeline's tuned settings of `dataset` for one run, optionally capped to `steps` or `seconds`."""
     from models.learners import LearnerConfig
     from models.settings import apply_params, chosen_settings
     from models.training import TrainConfig
 
     base = TrainConfig(device=device, seed=seed, max_seconds=seconds)
-    learner_config, train_config = apply_params(chosen_settings("movielens", method).params, LearnerConfig(), base)
+    learner_config, train_config = apply_params(chosen_settings(dataset, method).params, LearnerConfig(), base)
     if gamma is not None:
         learner_config = replace(learner_config, gamma=gamma)
     if steps is not None:
@@ -143,11 +143,11 @@ def diagnostic(rows: list[dict], key: str) -> str:
     return f"{sum(values) / len(values):.3f}" if values else "-"
 
 
-def summary_rows(rows: list[dict]) -> list[str]:
+def summary_rows(rows: list[dict], dataset: str = "movielens") -> list[str]:
     """Mean and sd over seeds of each method (and gamma), beside the CPU reference."""
     import numpy as np
 
-    reference = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {}
+    reference = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() and dataset == "movielens" else {}  # ML-1M's
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault((r.get("variant") or r["method"]) + (f" gamma={r['gamma']:g}" if r.get("gamma") is not None else ""),
@@ -197,6 +197,8 @@ def main() -> int:
     gpu_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"{platform.node()}: {os.cpu_count()} CPUs, GPU {gpu_name}, torch {torch.__version__}, Python {platform.python_version()}")
     data = load_tasks(args.tasks)
+    # The exported tasks name their dataset: its settings file chooses each method's settings.
+    dataset = json.loads((args.tasks / "info.json").read_text()).get("dataset", "movielens")
     print(f"tasks: {', '.join(f'{k} {len(v)}' for k, v in data.splits.items())} users", flush=True)
     tiny = args.budget == "tiny"
     check_methods = ("melu", "reg_paml") if tiny else METHODS
@@ -207,7 +209,7 @@ def main() -> int:
 
     print(f"\n1. check: {len(check_methods)} methods, seed 0, {check_steps} steps, CPU and {args.device} side by side", flush=True)
     runs = [({"method": m, "seed": 0, "device": device, "side": side, "gamma": None},
-             *settings(m, None, device, 0, check_steps, check_every))
+             *settings(m, None, device, 0, check_steps, check_every, dataset=dataset))
             for m in check_methods for side, device in (("cpu", "cpu"), ("device", args.device))]
     passed = True
     if not args.skip_check:
@@ -221,13 +223,13 @@ def main() -> int:
         steps = 12 if tiny else args.max_steps
         every = 6 if tiny else None
         runs = [({"method": m, "seed": s, "device": args.device, "side": "device", "gamma": None},
-                 *settings(m, None, args.device, s, steps, every, args.run_seconds)) for m in args.methods for s in seeds]
+                 *settings(m, None, args.device, s, steps, every, args.run_seconds, dataset)) for m in args.methods for s in seeds]
         runs += [({"method": "reg_paml", "seed": s, "device": args.device, "side": "device", "gamma": g},
-                  *settings("reg_paml", g, args.device, s, steps, every, args.run_seconds))
+                  *settings("reg_paml", g, args.device, s, steps, every, args.run_seconds, dataset))
                  for g in ABLATION_GAMMAS for s in seeds if not args.no_ablation]
         for variant, spec in (json.loads(args.variants.read_text()) if args.variants else {}).items():
             for s in seeds:
-                learner_config, train_config = settings(spec["method"], None, args.device, s, steps, every, args.run_seconds)
+                learner_config, train_config = settings(spec["method"], None, args.device, s, steps, every, args.run_seconds, dataset)
                 network = replace(learner_config.network, **spec.get("network", {}))
                 learner_config = replace(learner_config, network=network, **spec.get("learner", {}))
                 runs.append(({"method": spec["method"], "variant": variant, "seed": s, "device": args.device, "side": "device",
@@ -238,7 +240,7 @@ def main() -> int:
         print(f"\n2. full: {len(runs)} runs on {args.device} ({'tiny budget' if tiny else 'tuned settings, full step budget'})",
               flush=True)
         full, seconds = run_phase("full", data, runs, args.processes, args.out)
-        print(f"\nall {len(full)} runs trained and scored in {seconds:.0f} s (wall, {args.device})\n" + "\n".join(summary_rows(full)))
+        print(f"\nall {len(full)} runs trained and scored in {seconds:.0f} s (wall, {args.device})\n" + "\n".join(summary_rows(full, dataset)))
         summary.update(full=full, full_seconds=round(seconds, 1))
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
