@@ -11,7 +11,7 @@ from models.factors import fit_item_factors
 from models.references import BiasConfig, MFConfig, fit_mf, fitting_ratings, predict_mf
 from models.learners import LearnerConfig, build_learner, layer_groups
 from models.network import ITEM_ID_FIELD, NetworkConfig, PreferenceNetwork, item_id_codes, trained_codes
-from models.tasks import UNKNOWN_INDEX, TaskData, training_view
+from models.tasks import UNKNOWN_INDEX, training_view
 from models.training import TrainConfig, predict_split, train
 from models.user_memory import MemoryConfig, UserMemory
 from tests.model_fixtures import tiny_task_data
