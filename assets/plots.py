@@ -40,16 +40,10 @@ def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
-    """Per-user error (averaged over seeds) of every method, major and minor users side by side
-    (the paper's Figs. 5-6 split by group, its point being the gap between them)."""
-    plt = pyplot()
-    part = user_metrics.filter(pl.col("dataset") == dataset).group_by("method", "user_id").agg(
-        pl.col("error").mean(), pl.col("group").first())
-    methods = method_order(part["method"].unique().to_list())
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(methods)), 4))
+def group_boxplots(ax, part: pl.DataFrame, methods: list[str], column: str) -> None:
+    """Per method, a box of `column` over major users and one over minor users side by side, coloured by group."""
     for offset, group in ((-0.2, "major"), (0.2, "minor")):
-        values = [part.filter((pl.col("method") == m) & (pl.col("group") == group))["error"].drop_nulls().to_numpy()
+        values = [part.filter((pl.col("method") == m) & (pl.col("group") == group))[column].drop_nulls().to_numpy()
                   for m in methods]
         positions = [i + offset for i, v in enumerate(values) if len(v)]
         if positions:
@@ -59,6 +53,17 @@ def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
                 box.set_facecolor(GROUP_COLOURS[group])
                 box.set_alpha(0.6)
             ax.plot([], [], "s", color=GROUP_COLOURS[group], alpha=0.6, label=f"{group} users")
+
+
+def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
+    """Per-user error (averaged over seeds) of every method, major and minor users side by side
+    (the paper's Figs. 5-6 split by group, its point being the gap between them)."""
+    plt = pyplot()
+    part = user_metrics.filter(pl.col("dataset") == dataset).group_by("method", "user_id").agg(
+        pl.col("error").mean(), pl.col("group").first())
+    methods = method_order(part["method"].unique().to_list())
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(methods)), 4))
+    group_boxplots(ax, part, methods, "error")
     first_extra = next((i for i, m in enumerate(methods) if method_section(m) not in (BASELINES_SECTION, PAML_SECTION)), None)
     if first_extra:
         ax.axvline(first_extra - 0.5, color="grey", linestyle="--", linewidth=1)
@@ -105,16 +110,7 @@ def adaptation_plot(user_metrics: pl.DataFrame, summary: pl.DataFrame, dataset: 
     methods = method_order(part["method"].unique().to_list())
     cv = summary.filter(pl.col("dataset") == dataset)
     fig, (gain_ax, cv_ax) = plt.subplots(1, 2, figsize=(max(9.0, 2.2 * len(methods)), 4), layout="constrained")
-    for offset, group in ((-0.2, "major"), (0.2, "minor")):
-        values = [part.filter((pl.col("method") == m) & (pl.col("group") == group))["adaptation_gain"].to_numpy() for m in methods]
-        positions = [i + offset for i, v in enumerate(values) if len(v)]
-        if positions:
-            boxes = gain_ax.boxplot([v for v in values if len(v)], positions=positions, widths=0.35, patch_artist=True,
-                                    flierprops={"markersize": 2})
-            for box in boxes["boxes"]:
-                box.set_facecolor(GROUP_COLOURS[group])
-                box.set_alpha(0.6)
-            gain_ax.plot([], [], "s", color=GROUP_COLOURS[group], alpha=0.6, label=f"{group} users")
+    group_boxplots(gain_ax, part, methods, "adaptation_gain")
     for offset, group in ((-0.27, "all"), (0.0, "major"), (0.27, "minor")):  # the target is judged on all users
         rates = {r["method"]: r["lr_cv"] for r in cv.filter(pl.col("group") == group).iter_rows(named=True)}
         cv_ax.bar([i + offset for i in range(len(methods))], [rates.get(m) or 0.0 for m in methods], width=0.25,
