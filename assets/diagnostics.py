@@ -29,7 +29,7 @@ import polars as pl
 from assets.evaluation import DIAGNOSTIC_COLUMNS, with_protocol
 from assets.markdown import markdown_table
 from assets.report_tables import (
-    NOT_EVALUATED, PAML_METHODS, dataset_name, method_name, method_order, no_dataset_line, one_protocol, protocol_rank,
+    NOT_EVALUATED, PAML_METHODS, method_name, method_order, one_protocol, per_dataset_markdown, protocol_rank,
 )
 
 GROUPS = ("all", "major", "minor")
@@ -168,14 +168,10 @@ def markdown_diagnostics(summary: pl.DataFrame, datasets: Sequence[str], plots: 
     """One table per dataset (a row per method and group, the paper's names and order), the targets
     line, then `plots[dataset]` (an image's Markdown) when given. `summary` holds one protocol."""
     summary = one_protocol(summary, "the diagnostics table")
-    blocks = []
-    for dataset in datasets:
-        part = summary.filter(pl.col("dataset") == dataset)
-        heading = f"#### {dataset_name(dataset)} (`{dataset}`)"
-        if part.height == 0:
-            blocks.append(f"{heading}\n\n{no_dataset_line(dataset, 'diagnostics')}")
-            continue
+
+    def body(dataset: str, part: pl.DataFrame) -> list[str | None]:
         rows = [{"method": method_name(r["method"]), **diagnostics_cells(r)} for r in part.iter_rows(named=True)]
         table = markdown_table(pl.DataFrame(rows, schema={c: pl.String for c in COLUMNS}, orient="row"))
-        blocks.append("\n\n".join(filter(None, [heading, table, targets_line(part), (plots or {}).get(dataset)])))
-    return "\n\n".join(blocks)
+        return [table, targets_line(part), (plots or {}).get(dataset)]
+
+    return per_dataset_markdown(summary, datasets, "diagnostics", body)

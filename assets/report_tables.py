@@ -11,7 +11,7 @@ Markdown table shows one protocol. Frames keep the code names (`reg_paml`, `ref_
 the Markdown shows the paper's.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -326,6 +326,18 @@ def no_dataset_line(dataset: str, what: str) -> str:
             f"`.venv/bin/python -m pipelines.cli demo --dataset {dataset}`.")
 
 
+def per_dataset_markdown(table: pl.DataFrame, datasets: Sequence[str], what: str,
+                         body: Callable[[str, pl.DataFrame], list[str | None]]) -> str:
+    """One block per dataset: its heading, then `body(dataset, rows)`'s pieces (None skipped), or
+    the line saying the dataset has no `what` yet."""
+    blocks = []
+    for dataset in datasets:
+        part = table.filter(pl.col("dataset") == dataset)
+        pieces = body(dataset, part) if part.height else [no_dataset_line(dataset, what)]
+        blocks.append("\n\n".join(filter(None, [f"#### {dataset_name(dataset)} (`{dataset}`)", *pieces])))
+    return "\n\n".join(blocks)
+
+
 def one_protocol(table: pl.DataFrame, what: str) -> pl.DataFrame:
     """`table` as it is when its rows hold at most one protocol; a ValueError naming the protocols
     otherwise (a Markdown table keyed by method would show one protocol's row and drop the other's)."""
@@ -342,13 +354,8 @@ def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequ
     `table` holds the rows of one protocol (`one_protocol`).
     """
     table = one_protocol(table, "Table 2")
-    blocks = []
-    for dataset in datasets:
-        part = table.filter(pl.col("dataset") == dataset)
-        heading = f"#### {dataset_name(dataset)} (`{dataset}`)"
-        if part.height == 0:
-            blocks.append(f"{heading}\n\n{no_dataset_line(dataset, 'results')}")
-            continue
+
+    def body(dataset: str, part: pl.DataFrame) -> list[str | None]:
         present = set(part["metric"])
         metrics = [m for m in METRICS if m in present] + sorted(present - set(METRICS))
         columns = ["method"] + [METRICS[m].header if m in METRICS else m for m in metrics]
@@ -366,8 +373,9 @@ def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequ
                 cells[column] = cell
             rows.append((method, cells))
         missing = [m for m in method_order(expected) if m not in set(part["method"])]
-        blocks.append("\n\n".join(filter(None, [heading, markdown_table(sectioned(rows, columns)), missing_line(dataset, missing)])))
-    return "\n\n".join(blocks)
+        return [markdown_table(sectioned(rows, columns)), missing_line(dataset, missing)]
+
+    return per_dataset_markdown(table, datasets, "results", body)
 
 
 def markdown_group_table(table: pl.DataFrame, label: str, datasets: Sequence[str], expected: Sequence[str],
@@ -379,13 +387,8 @@ def markdown_group_table(table: pl.DataFrame, label: str, datasets: Sequence[str
     holds the rows of one protocol (`one_protocol`).
     """
     table = one_protocol(table, f"the {label} table")
-    blocks = []
-    for dataset in datasets:
-        part = table.filter(pl.col("dataset") == dataset)
-        heading = f"#### {dataset_name(dataset)} (`{dataset}`)"
-        if part.height == 0:
-            blocks.append(f"{heading}\n\n{no_dataset_line(dataset, what)}")
-            continue
+
+    def body(dataset: str, part: pl.DataFrame) -> list[str | None]:
         error = error_name(dataset)
         columns = [label, f"{error}, major users ↓", f"{error}, minor users ↓", "p (minor vs major)"]
         with_paper = bool(paper_rows) and dataset == "movielens"
@@ -401,8 +404,9 @@ def markdown_group_table(table: pl.DataFrame, label: str, datasets: Sequence[str
                 cells[columns[4]] = " / ".join(f"{v:.3f}" for v in paper_rows[key]) if key in paper_rows else ""
             rows.append((variant_method(key), cells))
         missing = [k for k in variant_order(expected) if k not in by_key]
-        blocks.append("\n\n".join(filter(None, [heading, markdown_table(sectioned(rows, columns)), missing_line(dataset, missing)])))
-    return "\n\n".join(blocks)
+        return [markdown_table(sectioned(rows, columns)), missing_line(dataset, missing)]
+
+    return per_dataset_markdown(table, datasets, what, body)
 
 
 def paired_cell(row: dict | None) -> str:
