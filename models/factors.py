@@ -78,19 +78,3 @@ def fit_item_factors(splits: list[TaskSplit], n_item_rows: int, mf: MFConfig = M
     return FactorTables(mu=torch.tensor([f.mu for f in fits], dtype=torch.float32),
                         item_bias=torch.from_numpy(np.stack([f.item_bias for f in fits])).float(),
                         factors=torch.from_numpy(np.stack([f.item_factors for f in fits])).float())
-
-
-def ridge_foldin(factors: torch.Tensor, residual: torch.Tensor, mask: torch.Tensor, reg: float,
-                 bias_reg: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each user's (b_u, p_u) = argmin sum_j (residual_j - b_u - q_j . p_u)^2 + bias_reg b_u^2 + reg ||p_u||^2.
-
-    The fold-in of matrix factorization (Koren et al. 2009) over the user's own support set,
-    batched: factors (B, S, r), residual (B, S) = r - mu - b_i, mask (B, S). Returns (B,), (B, r).
-    """
-    weights = mask.to(factors.dtype).unsqueeze(-1)  # (B, S, 1)
-    design = torch.cat([torch.ones_like(factors[..., :1]), factors], dim=-1) * weights  # (B, S, r + 1)
-    ridge = torch.full((factors.shape[-1] + 1,), reg, dtype=factors.dtype, device=factors.device)
-    ridge[0] = bias_reg
-    gram = design.transpose(1, 2) @ design + torch.diag(ridge)  # (B, r + 1, r + 1)
-    solution = torch.linalg.solve(gram, design.transpose(1, 2) @ (residual.unsqueeze(-1) * weights))  # (B, r + 1, 1)
-    return solution[:, 0, 0], solution[:, 1:, 0]

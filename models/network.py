@@ -38,8 +38,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from models.factors import fit_item_factors, ridge_foldin
-from models.references import BiasConfig, MFConfig
+from models.factors import fit_item_factors
+from models.references import BiasConfig, MFConfig, ridge_foldin
 from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics, label_scale, support_statistics
 from models.tasks import PAD_INDEX, UNKNOWN_INDEX, ItemTable, TaskData, TaskSplit
 
@@ -68,7 +68,7 @@ class NetworkConfig:
     # The matrix-factorization fold-in as a feature: each user's (b_u, p_u) solved by ridge on its
     # own support set over the fixed item side, and mu + b_i + b_u + q_i . p_u added to the score
     # with a meta-learned weight: the network starts from MF's prediction and learns what the
-    # user's features and the inner loop add to it (models/factors.py `ridge_foldin`).
+    # user's features and the inner loop add to it (models/references.py `ridge_foldin`).
     mf_foldin: bool = False
     # The MF behind the factors and the fold-in (the classic reference's model, models/references.py):
     # ridge on p_u and q_i, and pseudo-counts of b_u and b_i.

@@ -280,17 +280,32 @@ def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig, start: np.ndarr
     return MFModel(mu, item_bias, item_factors, config.reg, bias.user_shrinkage)
 
 
+def ridge_foldin(factors: torch.Tensor, residual: torch.Tensor, mask: torch.Tensor, reg: float,
+                 bias_reg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's (b_u, p_u) = argmin sum_j (residual_j - b_u - q_j . p_u)^2 + bias_reg b_u^2 + reg ||p_u||^2.
+
+    The fold-in of matrix factorization (Koren et al. 2009) over the user's own support set,
+    batched: factors (B, S, r), residual (B, S) = r - mu - b_i, mask (B, S). Returns (B,), (B, r).
+    """
+    weights = mask.to(factors.dtype).unsqueeze(-1)  # (B, S, 1)
+    design = torch.cat([torch.ones_like(factors[..., :1]), factors], dim=-1) * weights  # (B, S, r + 1)
+    ridge = torch.full((factors.shape[-1] + 1,), reg, dtype=factors.dtype, device=factors.device)
+    ridge[0] = bias_reg
+    gram = design.transpose(1, 2) @ design + torch.diag(ridge)  # (B, r + 1, r + 1)
+    solution = torch.linalg.solve(gram, design.transpose(1, 2) @ (residual.unsqueeze(-1) * weights))  # (B, r + 1, 1)
+    return solution[:, 0, 0], solution[:, 1:, 0]
+
+
 def fold_in(model: MFModel, items: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's (p_u (U, k), b_u (U,)) by ridge on its own ratings, the item side fixed.
+    """Each user's (p_u (U, k), b_u (U,)) by ridge on its own ratings, the item side fixed
+    (`ridge_foldin`, the solve the networks' fold-in uses too).
 
     items/labels/mask are (U, S): the support set of each evaluated user.
     """
-    rank = model.item_factors.shape[1]
-    design = np.concatenate([model.item_factors[items], np.ones(items.shape + (1,))], 2) * mask[:, :, None]  # (U, S, k+1)
-    target = (labels - model.mu - model.item_bias[items]) * mask  # (U, S)
-    gram = np.einsum("usa,usb->uab", design, design) + _ridge_penalty(rank, model.reg, model.user_bias_reg)
-    solution = np.linalg.solve(gram, np.einsum("usa,us->ua", design, target)[:, :, None])[:, :, 0]  # (U, k+1)
-    return solution[:, :-1], solution[:, -1]
+    residual = np.asarray(labels, dtype=np.float64) - model.mu - model.item_bias[items]
+    user_bias, factors = ridge_foldin(torch.from_numpy(model.item_factors[items]), torch.from_numpy(residual),
+                                      torch.from_numpy(mask), model.reg, model.user_bias_reg)
+    return factors.numpy(), user_bias.numpy()
 
 
 def predict_mf(model: MFModel, split: TaskSplit) -> np.ndarray:

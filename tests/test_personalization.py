@@ -232,7 +232,7 @@ def test_cross_fitted_tables_follow_the_fold_while_training_and_the_full_fit_oth
 
 
 def test_ridge_foldin_by_hand():
-    from models.factors import ridge_foldin
+    from models.references import ridge_foldin
 
     # One user, two support items with 1-d factors 1 and 2 and residuals 2 and 4, both ridges 1.
     # Design rows (1, 1), (1, 2): X^T X + I = [[3, 3], [3, 6]], X^T y = (6, 10).
