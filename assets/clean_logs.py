@@ -101,20 +101,20 @@ def trim_text(frame: pl.DataFrame) -> pl.DataFrame:
 
 def item_id_domain(spec: DatasetSpec) -> Identifier:
     """What an item id of `spec`'s dataset must look like."""
-    return spec.item_id_domain if spec.custom else ITEM_ID_DOMAINS[spec.name]
+    return spec.item_id_domain if spec.from_spec_file else ITEM_ID_DOMAINS[spec.name]
 
 
 def time_domain(spec: DatasetSpec) -> EpochSeconds | None:
     """The plausible interaction times of `spec`'s dataset, or None for a log without times."""
-    return spec.time_domain if spec.custom else TIME_DOMAINS.get(spec.name)
+    return spec.time_domain if spec.from_spec_file else TIME_DOMAINS.get(spec.name)
 
 
 def numeric_value(field: NumericField) -> pl.Expr:
-    """A numeric feature as a number, or as its bucket's label when the spec gives bins.
+    """A numeric feature as a number (an integer feature: Int64), or as its bucket's label when the spec gives bins.
 
     Out-of-bounds values were rejected (users) or become missing (items) before this.
     """
-    number = pl.col(field.name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+    number = pl.col(field.name).cast(pl.String).str.strip_chars().cast(pl.Int64 if field.integer else pl.Float64, strict=False)
     number = pl.when(number.is_between(field.low, field.high)).then(number).otherwise(None)
     if not field.bins:
         return number.alias(field.name)
@@ -141,7 +141,7 @@ def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) ->
     for field, domain in domains_of(spec, rules.age_min, rules.age_max).items():
         if isinstance(domain, Parts):
             kept = kept.with_columns(parts_columns(field, domain))
-    numeric = {f.name: numeric_value(f) for f in spec.numeric if f.name in spec.user_fields} if spec.custom \
+    numeric = {f.name: numeric_value(f) for f in spec.numeric if f.name in spec.user_fields} if spec.from_spec_file \
         else {"age": pl.col("age").cast(pl.Int64)}
     columns = ["source_file", "line", "user_id", *spec.user_fields]
     return kept.select(columns).with_columns(
@@ -193,12 +193,11 @@ def clean_items(
     rules = [*field_rules("item_id", item_id_domain(spec)), (pl.col("_repeated"), "duplicate item_id", pl.col("item_id"))]
     kept, rejected = split_by_rules(items, rules, pl.col("item_id"), spec.name, drop=("_repeated",))
     kept, used_details, rejected_details = attach_item_details(kept, details, spec)
-    placeholder = lambda f: pl.col(f).is_null() | pl.col(f).str.strip_chars().str.to_lowercase().is_in(ITEM_PLACEHOLDERS)  # noqa: E731
-    single = [
-        pl.when(placeholder(f) | ((pl.col(f).str.strip_chars() == "0") if f == "year" else pl.lit(False)))
-        .then(None).otherwise(pl.col(f).str.strip_chars()).alias(f)
-        for f in spec.item_fields
-    ]
+    # A placeholder, or a value the spec lists as missing for that feature (Book-Crossing's year 0), is missing.
+    missing = {f: [*ITEM_PLACEHOLDERS, *(m.lower() for m in values)] for f, values in spec.item_missing}
+    placeholder = lambda f: pl.col(f).is_null() | pl.col(f).str.strip_chars().str.to_lowercase().is_in(  # noqa: E731
+        missing.get(f, ITEM_PLACEHOLDERS))
+    single = [pl.when(placeholder(f)).then(None).otherwise(pl.col(f).str.strip_chars()).alias(f) for f in spec.item_fields]
     # A numeric item feature out of bounds or not a number is missing (the item stays: items are not profiles).
     numeric = {f.name: numeric_value(f).cast(pl.String) for f in spec.numeric if f.name in spec.item_fields}
     single = [numeric.get(expr.meta.output_name(), expr) for expr in single]
@@ -236,8 +235,9 @@ def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFram
         (is_missing("label"), "label missing", pl.col("label")),
         (label.is_null() | label.is_nan(), "label not a number", pl.col("label")),
     ]
-    if spec.name == "bookcrossing":
-        rules.append((label == 0, "implicit rating 0 (not an explicit 1-10 rating)", pl.col("label")))
+    for implicit in spec.implicit_labels:  # e.g. Book-Crossing's 0: the user saw the book, did not rate it
+        rules.append((label == implicit, f"implicit rating {implicit:g} (not an explicit {spec.label_min:g}-{spec.label_max:g} rating)",
+                      pl.col("label")))
     steps = (label - spec.label_min) / spec.label_step
     rules.append(((label < spec.label_min) | (label > spec.label_max) | ((steps - steps.round()).abs() > LABEL_GRID_TOLERANCE),
                   f"label outside {{{spec.label_range_text()}}}", pl.col("label")))

@@ -1,10 +1,12 @@
-"""Reading a custom dataset's raw files, as its spec file describes them, into text frames.
+"""Reading a dataset's raw files, as its spec file describes them, into text frames.
 
-The frames have the shape the built-in readers give (assets/raw_files.py), so one cleaning
-path serves every dataset: `interactions` (user_id, item_id, label, ts), `users` (user_id and
-the user features), `items` (item_id, the item features, display columns) and `malformed`,
-every row with its `source_file` and 1-based `line` (a Parquet file's row number). Values
-stay text; multi-valued and flag features become lists of values.
+Every dataset with a spec file is read here: the built-in MovieLens and Book-Crossing
+(assets/builtin_specs/) and those registered with `dataset add`. The frames are what cleaning
+takes (assets/clean_logs.py): `interactions` (user_id, item_id, label, ts), `users` (user_id,
+the user features, and each split column whole: cleaning splits it), `items` (item_id, the item
+features, display columns), `item_details` (item_id and the [items.details] features) and
+`malformed`, every row with its `source_file` and 1-based `line` (a Parquet file's row
+number). Values stay text; multi-valued and flag features become lists of values.
 
 Features declared without a users (items) file are the interactions file's columns: each user
 (item) takes the values on its first line, and its row is accounted to
@@ -16,8 +18,10 @@ from __future__ import annotations
 import polars as pl
 
 from assets.bundle import Bundle, file_source
-from assets.dataset_spec import CustomDataset, Feature, TableFile
-from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, split_lines
+from pathlib import Path
+
+from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin
+from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines
 
 FLAG_SET = ("1", "1.0", "true", "yes", "y", "t")  # a flag column's "this value applies" (lower-cased)
 
@@ -39,7 +43,8 @@ def read_table(file: TableFile) -> tuple[pl.DataFrame, pl.DataFrame]:
     if file.quote:
         return read_quoted_csv(file.path, file.label, file.columns, n_fields=len(file.columns),
                                header=file.columns if file.header else None, encoding=file.encoding,
-                               delimiter=file.separator, quotechar=file.quote, escapechar=None, skip_first=file.header)
+                               delimiter=file.separator, quotechar=file.quote, escapechar=file.escape or None,
+                               skip_first=file.header)
     return split_lines(file.path, file.label, file.separator, file.columns, encoding=file.encoding, header=file.header)
 
 
@@ -82,18 +87,19 @@ def feature_value(feature: Feature, schema: pl.Schema) -> pl.Expr:
 
 
 def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tuple[Feature, ...],
-                  extra: tuple[str, ...], derived_label: str | None) -> pl.DataFrame:
-    """source_file, line, the id and the features (and `extra` columns as they are) of a table.
+                  extra: tuple[tuple[str, str], ...], derived_label: str | None) -> pl.DataFrame:
+    """source_file, line, the id and the features (and `extra` (name, column) pairs as text) of a table.
 
     With `derived_label`, `rows` are interactions: each id's first row, accounted to that label.
+    Features read from a part of a split column are left to cleaning (`extra` carries the column).
     """
     if derived_label is not None:
         rows = rows.filter(pl.col(id_column).is_first_distinct()).with_columns(source_file=pl.lit(derived_label))
     named = {f.name for f in features}
     return rows.select(
         "source_file", "line", pl.col(id_column).alias(id_name),
-        *[feature_value(f, rows.schema) for f in features],
-        *[pl.col(c).cast(pl.String) for c in extra if c not in named],
+        *[feature_value(f, rows.schema) for f in features if f.columns[0] in rows.columns],
+        *[pl.col(column).cast(pl.String).alias(name) for name, column in extra if name not in named],
     )
 
 
@@ -106,11 +112,14 @@ def read_custom(dataset: CustomDataset) -> Bundle:
         *[pl.col(columns[name]).cast(pl.String).alias(name) for name in ("user_id", "item_id", "label")],
         (unix_seconds(columns["ts"], dataset.time_format) if columns["ts"] else pl.lit(None, dtype=pl.String)).alias("ts"),
     )
-    malformed = [log_bad]
+    malformed = []  # in file order: users, items, interactions, details
     tables = {}
+    item_names = {f.name for f in (*dataset.item_features, *dataset.details_features)}
     for side, file, id_column, features, extra in (
-        ("users", dataset.users, dataset.user_id_column, dataset.user_features, ()),
-        ("items", dataset.items, dataset.item_id_column, dataset.item_features, dataset.display),
+        ("users", dataset.users, dataset.user_id_column, dataset.user_features,
+         tuple((split.column, split.column) for split in dataset.splits)),
+        ("items", dataset.items, dataset.item_id_column, dataset.item_features,
+         tuple((name, column) for name, column in dataset.display if name not in item_names)),
     ):
         id_name = "user_id" if side == "users" else "item_id"
         if file is None:
@@ -119,14 +128,25 @@ def read_custom(dataset: CustomDataset) -> Bundle:
         rows, bad = read_table(file)
         malformed.append(bad)
         tables[side] = feature_table(rows, id_column, id_name, features, extra, None)
-    files = [f for f in (dataset.interactions, dataset.users, dataset.items) if f is not None]
+    malformed.append(log_bad)
+    frames = {"users": tables["users"], "items": tables["items"], "interactions": interactions}
+    if dataset.details is not None:
+        rows, bad = read_table(dataset.details)
+        malformed.append(bad)
+        frames["item_details"] = feature_table(rows, dataset.details_id_column, "item_id", dataset.details_features, (), None)
+    frames["malformed"] = pl.concat(malformed)
+    files = [f for f in (dataset.interactions, dataset.users, dataset.items, dataset.details) if f is not None]
     info = {"dataset": dataset.spec.name, "spec_file": str(dataset.spec_path)}
     if switched := decoded_as({f.label: (f.path, f.encoding) for f in files if f.format == "csv"}):
         info["decoded_as"] = switched
     unique_paths = list(dict.fromkeys([dataset.spec_path, *(f.path for f in files)]))
-    return Bundle(
-        frames={"users": tables["users"], "items": tables["items"], "interactions": interactions,
-                "malformed": pl.concat(malformed)},
-        info=info,
-        sources=tuple(file_source(p) for p in unique_paths),
-    )
+    return Bundle(frames=frames, info=info, sources=tuple(file_source(p) for p in unique_paths))
+
+
+def read_builtin(dataset: str, data_dir: Path) -> Bundle:
+    """Read a built-in dataset (movielens, bookcrossing) from its directory under `data_dir`
+    (PAML_DATA_DIR) as its spec file in assets/builtin_specs/ describes it.
+
+    Raises MissingRawFilesError naming the missing files and where to get them.
+    """
+    return read_custom(load_builtin(dataset, require_files(dataset, data_dir)))

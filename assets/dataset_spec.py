@@ -25,7 +25,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from assets.domains import MISSING_MARKERS, Category, EpochSeconds, Identifier, NumberIn, epoch
+from assets.domains import MISSING_MARKERS, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, DatasetSpec, NumericField
 
 SPEC_FILE_NAMES = ("dataset.toml", "dataset.yaml", "dataset.yml")
@@ -42,14 +42,19 @@ DEFAULT_TIME_RANGE = ("1970-01-02", "2100-01-01")
 TIME_FORMATS = ("unix", "unix_ms", "iso")
 
 TOP_KEYS = ("name", "label", "interactions", "users", "items", "groups")
-FILE_KEYS = ("file", "format", "separator", "encoding", "quote", "header", "columns")
+FILE_KEYS = ("file", "format", "separator", "encoding", "quote", "escape", "header", "columns")
 SECTION_KEYS = {
     "interactions": (*FILE_KEYS, "user_id", "item_id", "label", "timestamp", "timestamp_format", "timestamp_min",
-                     "timestamp_max"),
-    "users": (*FILE_KEYS, "id", "id_digits", "features"),
-    "items": (*FILE_KEYS, "id", "display", "features"),
+                     "timestamp_max", "timestamp_reason"),
+    "users": (*FILE_KEYS, "id", "id_digits", "split", "features"),
+    "items": (*FILE_KEYS, "id", "id_digits", "display", "details", "features"),
+    "items.details": (*FILE_KEYS, "id", "optional", "features"),
 }
-FEATURE_KEYS = ("type", "column", "columns", "values", "missing", "min", "max", "bins", "backoff", "delimiter")
+SPLIT_KEYS = ("separator", "parts", "lowercase")
+FEATURE_KEYS = ("type", "column", "columns", "values", "missing", "min", "max", "bins", "integer", "backoff", "delimiter",
+                "reject_garbled")
+# Where the built-in datasets' spec files are, and the directory of PAML_DATA_DIR holding each one's files.
+BUILTIN_SPEC_DIR = Path(__file__).resolve().parent / "builtin_specs"
 
 
 class SpecError(ValueError):
@@ -65,7 +70,8 @@ class TableFile:
         label: its name in rejected rows and accounting ('<dataset>/<file name>').
         format: 'csv' (any separator) or 'parquet'.
         separator, encoding, quote: text files only; quote '' = fields are never quoted.
-        header: whether line 1 names the columns.
+        escape: text files with quotes: the character that escapes a quote inside a field ('' = none).
+        header: whether line 1 names the columns (checked against `columns` when the spec lists them).
         columns: the column names (from the header, the spec's `columns`, or the Parquet schema).
     """
 
@@ -77,6 +83,7 @@ class TableFile:
     quote: str
     header: bool
     columns: tuple[str, ...]
+    escape: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,10 +97,21 @@ class Feature:
 
 
 @dataclass(frozen=True)
+class Split:
+    """A users column holding several values ('city, state, country'), split at `separator` into `parts`."""
+
+    column: str
+    separator: str
+    parts: tuple[str, ...]
+    lowercase: bool
+
+
+@dataclass(frozen=True)
 class CustomDataset:
     """A validated spec file: the DatasetSpec later steps read, and how to read the raw files.
 
-    `users` / `items` are None when their features are columns of the interactions file.
+    `users` / `items` are None when their features are columns of the interactions file;
+    `details` is None when the spec has no [items.details] or its optional file is absent.
     """
 
     spec: DatasetSpec
@@ -107,7 +125,11 @@ class CustomDataset:
     items: TableFile | None
     item_id_column: str
     item_features: tuple[Feature, ...]
-    display: tuple[str, ...]
+    display: tuple[tuple[str, str], ...]  # (name shown, items column or item feature)
+    splits: tuple[Split, ...] = ()
+    details: TableFile | None = None
+    details_id_column: str = ""
+    details_features: tuple[Feature, ...] = ()
 
 
 class Checker:
@@ -144,11 +166,12 @@ class Checker:
             raise self.fail(full, f"expected {wanted}", value)
         return value
 
-    def column(self, table: dict[str, Any], key: str, where: str, file: TableFile, default: Any = ...) -> Any:
-        """table[key] as a column name of `file`."""
+    def column(self, table: dict[str, Any], key: str, where: str, file: TableFile, default: Any = ...,
+               parts: tuple[str, ...] = ()) -> Any:
+        """table[key] as a column name of `file` (or one of the `parts` its split columns give)."""
         name = self.typed(table, key, where, str, default)
-        if name is not None and name not in file.columns:
-            raise self.fail(f"{where}.{key}", f"unknown column; {file.label} has {', '.join(file.columns)}", name)
+        if name is not None and name not in file.columns and name not in parts:
+            raise self.fail(f"{where}.{key}", f"unknown column; {file.label} has {', '.join((*file.columns, *parts))}", name)
         return name
 
 
@@ -193,18 +216,22 @@ def header_line(path: Path, separator: str, quote: str, encoding: str) -> tuple[
     return tuple(name.strip() for name in row)
 
 
-def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Path, dataset: str) -> TableFile:
-    """The file of a section, checked to exist, with its column names."""
+def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Path, prefix: str,
+               check_files: bool = True) -> TableFile:
+    """The file of a section, checked to exist (unless not `check_files`), with its column names.
+
+    Its label in rejected rows is '<prefix>/<file>'.
+    """
     name = check.typed(raw, "file", section, str)
     path = (directory / name).resolve()
-    if not path.is_file():
+    if check_files and not path.is_file():
         raise check.fail(f"{section}.file", f"no such file in {directory}", name)
     fmt = check.typed(raw, "format", section, str, "parquet" if path.suffix == ".parquet" else "csv")
     if fmt not in FORMATS:
         raise check.fail(f"{section}.format", f"expected one of {', '.join(FORMATS)}", fmt)
-    label = f"{dataset}/{path.name if Path(name).is_absolute() else name}"
+    label = f"{prefix}/{path.name if Path(name).is_absolute() else name}"
     if fmt == "parquet":
-        for key in ("separator", "encoding", "quote", "header", "columns"):
+        for key in ("separator", "encoding", "quote", "escape", "header", "columns"):
             if key in raw:
                 raise check.fail(f"{section}.{key}", "does not apply to a Parquet file", raw[key])
         import pyarrow.parquet as pq
@@ -219,7 +246,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         raise check.fail(f"{section}.separator", "expected one or more characters, not a line break", separator)
     encoding = check.typed(raw, "encoding", section, str, "utf-8")
     try:
-        encoding = codecs.lookup(encoding).name
+        codecs.lookup(encoding)  # kept as written: messages name the encoding as the spec does
     except LookupError:
         raise check.fail(f"{section}.encoding", "unknown encoding (e.g. utf-8, latin-1, cp1252)", encoding) from None
     quote = check.typed(raw, "quote", section, str, '"')
@@ -227,26 +254,31 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         problem = "expected one character, or '' for none" if len(quote) > 1 else \
             "quoted fields need a one-character separator; set quote = '' if fields are never quoted"
         raise check.fail(f"{section}.quote", problem, quote)
+    escape = check.typed(raw, "escape", section, str, "")
+    if len(escape) > 1 or (escape and not quote) or (escape and escape == quote):
+        raise check.fail(f"{section}.escape", "expected one character other than the quote, in a quoted file "
+                         "(e.g. a backslash when a quote inside a field is written as backslash-quote)", escape)
     header = check.typed(raw, "header", section, bool, True)
-    if header:
-        if "columns" in raw:
-            raise check.fail(f"{section}.columns", "the file has a header (header = true), which names the columns", raw["columns"])
+    if header and "columns" not in raw:
         columns = header_line(path, separator, quote, encoding)
-    else:
+    else:  # with a header, line 1 must name these columns (checked when the file is read)
         columns = tuple(check.typed(raw, "columns", section, list))
         bad = [c for c in columns if not isinstance(c, str) or not c.strip()]
         if bad or not columns:
             raise check.fail(f"{section}.columns", "expected a list of column names (text)", bad[0] if bad else columns)
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
-        raise check.fail(f"{section}.columns" if not header else f"{section}.file",
+        raise check.fail(f"{section}.columns" if "columns" in raw else f"{section}.file",
                          "column names must be distinct", repeated[0])
-    return TableFile(path, label, "csv", separator, encoding, quote, header, columns)
+    return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape)
 
 
 def features(check: Checker, table: dict[str, Any], section: str, file: TableFile,
-             types: tuple[str, ...]) -> tuple[tuple[Feature, ...], dict]:
-    """The features of a section and their per-feature options (domains, bins, backoff)."""
+             types: tuple[str, ...], parts: tuple[str, ...] = ()) -> tuple[tuple[Feature, ...], dict]:
+    """The features of a section and their per-feature options (domains, bins, backoff).
+
+    `parts`: the names a split column gives (users), usable as a categorical feature's column.
+    """
     where = f"{section}.features"
     found, options = [], {}
     for name, body in table.items():
@@ -260,8 +292,8 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
         if kind not in types:
             hint = " (a user has one value per feature)" if kind in ("multi", "flags") else ""
             raise check.fail(f"{key}.type", f"expected one of {', '.join(types)}{hint}", kind)
-        allowed = {"categorical": ("values", "missing", "backoff"), "numeric": ("min", "max", "bins"),
-                   "multi": ("delimiter",), "flags": ()}[kind]
+        allowed = {"categorical": ("values", "missing", "backoff", "reject_garbled"),
+                   "numeric": ("min", "max", "bins", "integer", "values"), "multi": ("delimiter",), "flags": ()}[kind]
         for option in body:
             if option not in ("type", "column", "columns", *allowed):
                 raise check.fail(f"{key}.{option}", f"does not apply to a {kind} feature", body[option])
@@ -275,7 +307,9 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
         else:
             if "columns" in body:
                 raise check.fail(f"{key}.columns", "only a flags feature reads several columns; use column", body["columns"])
-            columns = (check.column(body, "column", key, file, name),)
+            columns = (check.column(body, "column", key, file, name, parts),)
+            if columns[0] in parts and kind != "categorical":
+                raise check.fail(f"{key}.type", "a part of a split column is a categorical feature", kind)
         delimiter = ""
         if kind == "multi":
             delimiter = check.typed(body, "delimiter", key, str)
@@ -289,7 +323,11 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
 
 
 def feature_options(check: Checker, body: dict[str, Any], key: str, kind: str) -> dict[str, Any]:
-    """A categorical feature's values, missing markers and backoff; a numeric one's bounds and bins."""
+    """A categorical feature's values, missing markers, backoff and text check; a numeric one's bounds,
+    bins, integer flag and allowed values.
+
+    Returns {"domain", "backoff", "missing" (only when the spec gives it)} or {"domain", "numeric"}.
+    """
     if kind == "categorical":
         values = check.typed(body, "values", key, list, [])
         missing = check.typed(body, "missing", key, list, list(MISSING_MARKERS))
@@ -300,7 +338,16 @@ def feature_options(check: Checker, body: dict[str, Any], key: str, kind: str) -
         backoff = check.typed(body, "backoff", key, list, [])
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in backoff) or backoff != sorted(backoff, reverse=True):
             raise check.fail(f"{key}.backoff", "expected prefix lengths, longest first (e.g. [3, 1])", backoff)
-        return {"domain": Category(tuple(values), tuple(missing)), "backoff": tuple(backoff)}
+        options = {"domain": Category(tuple(values), tuple(missing)), "backoff": tuple(backoff)}
+        if "missing" in body:
+            options["missing"] = tuple(missing)
+        if check.typed(body, "reject_garbled", key, bool, False):
+            for option in ("values", "missing"):
+                if option in body:
+                    raise check.fail(f"{key}.{option}", "does not apply with reject_garbled (free text: any value that "
+                                     "is not broken text)", body[option])
+            options["domain"] = Text()
+        return options
     if kind == "numeric":
         low = check.typed(body, "min", key, (int, float))
         high = check.typed(body, "max", key, (int, float))
@@ -310,7 +357,18 @@ def feature_options(check: Checker, body: dict[str, Any], key: str, kind: str) -
         numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bins)
         if not numbers or bins != sorted(set(bins)) or any(not low < b < high for b in bins):
             raise check.fail(f"{key}.bins", f"expected increasing bucket edges strictly between min {low} and max {high}", bins)
-        return {"domain": NumberIn(float(low), float(high)), "numeric": NumericField(key.split(".")[-1], float(low), float(high), tuple(float(b) for b in bins))}
+        integer = check.typed(body, "integer", key, bool, False)
+        values = check.typed(body, "values", key, list, [])
+        if integer and not all(isinstance(b, int) and not isinstance(b, bool) for b in (low, high)):
+            raise check.fail(f"{key}.min", "an integer feature has whole-number bounds", [low, high])
+        if values and (not integer or any(isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high for v in values)):
+            problem = "needs integer = true (the allowed codes of an integer feature)" if not integer else \
+                f"expected whole numbers between min {low} and max {high}"
+            raise check.fail(f"{key}.values", problem, values)
+        name = key.split(".")[-1]
+        field = NumericField(name, float(low), float(high), tuple(float(b) for b in bins), integer)
+        domain = IntegerIn(low, high, tuple(values)) if integer else NumberIn(float(low), float(high))
+        return {"domain": domain, "numeric": field}
     return {}
 
 
@@ -336,44 +394,124 @@ def time_range(check: Checker, section: dict[str, Any]) -> EpochSeconds:
     if time_format not in TIME_FORMATS and "%" not in time_format:
         raise check.fail("interactions.timestamp_format",
                          f"expected one of {', '.join(TIME_FORMATS)} or a strftime pattern such as '%Y-%m-%d %H:%M:%S'", time_format)
-    return EpochSeconds(bounds[0], bounds[1], f"the spec's timestamp_min {start} .. timestamp_max {end}",
-                        "" if time_format == "unix" else time_format)
+    why = check.typed(section, "timestamp_reason", "interactions", str,
+                      f"the spec's timestamp_min {start} .. timestamp_max {end}")
+    return EpochSeconds(bounds[0], bounds[1], why, "" if time_format == "unix" else time_format)
 
 
-def label_range(check: Checker, raw: Any) -> tuple[str, float, float, float]:
-    """(task, label_min, label_max, label_step) from the [label] table."""
-    label = check.table(raw, "label", ("kind", "min", "max", "step"))
+def label_range(check: Checker, raw: Any) -> tuple[str, float, float, float, tuple[float, ...]]:
+    """(task, label_min, label_max, label_step, implicit labels) from the [label] table."""
+    label = check.table(raw, "label", ("kind", "min", "max", "step", "implicit"))
     kind = check.typed(label, "kind", "label", str)
     if kind not in LABEL_KINDS:
         raise check.fail("label.kind", f"expected one of {', '.join(LABEL_KINDS)}", kind)
     if kind == "click":
-        for key in ("min", "max", "step"):
+        for key in ("min", "max", "step", "implicit"):
             if key in label:
-                raise check.fail(f"label.{key}", "a click label is 0 or 1; min and max apply to ratings", label[key])
-        return "ctr", 0.0, 1.0, 1.0
+                raise check.fail(f"label.{key}", "a click label is 0 or 1; min, max, step and implicit apply to ratings",
+                                 label[key])
+        return "ctr", 0.0, 1.0, 1.0, ()
     low, high = check.typed(label, "min", "label", (int, float)), check.typed(label, "max", "label", (int, float))
     if not low < high:
         raise check.fail("label.max", f"must be greater than min ({low})", high)
     step = check.typed(label, "step", "label", (int, float), 1)
     if not 0 < step <= high - low or abs((high - low) / step - round((high - low) / step)) > 1e-9:
         raise check.fail("label.step", f"expected a positive step that divides max - min ({high - low:g})", step)
-    return "rating", float(low), float(high), float(step)
+    implicit = check.typed(label, "implicit", "label", (int, float, list), [])
+    implicit = implicit if isinstance(implicit, list) else [implicit]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or low <= v <= high for v in implicit):
+        raise check.fail("label.implicit", f"expected label values outside min {low:g} .. max {high:g} that record an "
+                         "implicit interaction (e.g. 0)", label["implicit"])
+    return "rating", float(low), float(high), float(step), tuple(float(v) for v in implicit)
 
 
-def feature_source(check: Checker, raw: dict[str, Any], section: str, directory: Path, dataset: str,
-                   interactions: TableFile) -> TableFile:
+def feature_source(check: Checker, raw: dict[str, Any], section: str, directory: Path, prefix: str,
+                   interactions: TableFile, check_files: bool = True) -> TableFile:
     """A section's own file, or the interactions file when the section names none."""
     if "file" in raw:
-        return table_file(check, raw, section, directory, dataset)
+        return table_file(check, raw, section, directory, prefix, check_files)
     for key in FILE_KEYS:
         if key in raw:
             raise check.fail(f"{section}.{key}", "without a file, features are columns of the interactions file", raw[key])
     return interactions
 
 
-def load_spec(location: Path) -> CustomDataset:
+def split_columns(check: Checker, raw: Any, file: TableFile) -> tuple[Split, ...]:
+    """The [users.split.<column>] tables: columns holding several values, and the names of their parts."""
+    found = []
+    for column, body in check.table(raw, "users.split", file.columns).items():
+        key = f"users.split.{column}"
+        body = check.table(body, key, SPLIT_KEYS)
+        separator = check.typed(body, "separator", key, str)
+        if not separator:
+            raise check.fail(f"{key}.separator", "expected one or more characters", separator)
+        parts = tuple(check.typed(body, "parts", key, list))
+        for part in parts:
+            if not isinstance(part, str) or not re.fullmatch(NAME_PATTERN, part) or part in RESERVED or part in file.columns:
+                problem = f"a part is named like a feature ({NAME_PATTERN}) and not like a column of {file.label} or " \
+                    "a name the cleaned tables use"
+                raise check.fail(f"{key}.parts", problem, part)
+        if len(parts) < 2 or len(set(parts)) != len(parts):
+            raise check.fail(f"{key}.parts", "expected at least two distinct part names", parts)
+        found.append(Split(column, separator, parts, check.typed(body, "lowercase", key, bool, False)))
+    taken = [p for s in found for p in s.parts]
+    if len(taken) != len(set(taken)):
+        raise check.fail("users.split", "two split columns give parts of the same name", sorted(taken))
+    return tuple(found)
+
+
+def user_domains(check: Checker, features_: tuple[Feature, ...], options: dict, splits: tuple[Split, ...],
+                 id_digits: bool) -> tuple[tuple[str, object], ...]:
+    """Every users field and its domain, in the order cleaning tries them: the id, then each feature;
+    a split column's rules (its number of parts, then each part's) stand where its first part's feature stands.
+
+    A split column's parts are named after the features that read them (a part no feature reads is not checked).
+    """
+    part_of = {part: split for split in splits for part in split.parts}
+    feature_of: dict[str, str] = {}
+    for feature in features_:
+        column = feature.columns[0]
+        if column in part_of:
+            if column in feature_of:
+                raise check.fail(f"users.features.{feature.name}.column", f"part {column!r} is already feature "
+                                 f"{feature_of[column]!r}", column)
+            feature_of[column] = feature.name
+    domains: list[tuple[str, object]] = [("user_id", Identifier(digits=id_digits))]
+    for feature in features_:
+        split = part_of.get(feature.columns[0])
+        if split is None:
+            domains.append((feature.name, options[feature.name]["domain"]))
+        elif split.column not in dict(domains):
+            names = tuple(feature_of.get(p, p) for p in split.parts)
+            parts = tuple(options[feature_of[p]]["domain"] if p in feature_of else None for p in split.parts)
+            domains.append((split.column, Parts(names, split.separator, parts, split.lowercase)))
+    return tuple(domains)
+
+
+def display_columns(check: Checker, raw: Any, file: TableFile, features_: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """items.display as (name shown, column or item feature): a list of names, or a table {name = column}."""
+    if isinstance(raw, dict):
+        pairs = list(raw.items())
+    elif isinstance(raw, list):
+        pairs = [(name, name) for name in raw]
+    else:
+        raise check.fail("items.display", "expected a list of columns, or a table {shown name = column}", raw)
+    for name, column in pairs:
+        if not isinstance(column, str) or (column not in file.columns and column not in features_):
+            raise check.fail("items.display", f"unknown column; {file.label} has {', '.join(file.columns)}"
+                             f"{' and the item features ' + ', '.join(features_) if features_ else ''}", column)
+        if name in RESERVED or (name != column and name in features_):
+            raise check.fail("items.display", "a shown name may not be a name the cleaned tables use", name)
+    return tuple(pairs)
+
+
+def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = False,
+              check_files: bool = True) -> CustomDataset:
     """Read and validate a spec file (or the spec in a directory) against its data files.
 
+    The files are looked up in `data_dir` (default: the spec file's directory). `builtin` allows
+    a built-in dataset's name and labels rows by the data directory's name ('ml-1m/users.dat');
+    without `check_files` the files are not opened (a spec whose columns it lists itself).
     Raises SpecError at the first mistake: a missing or unknown key, a value of the wrong type,
     a missing file, an unknown column, a feature type that cannot apply.
     """
@@ -381,15 +519,17 @@ def load_spec(location: Path) -> CustomDataset:
     check = Checker(path)
     raw = check.table(read_spec_file(path), "", TOP_KEYS)
     name = check.typed(raw, "name", "", str)
-    if not re.fullmatch(NAME_PATTERN, name) or name in DATASETS:
+    if not re.fullmatch(NAME_PATTERN, name) or (name in DATASETS) != builtin:
         problem = f"'{name}' is a built-in dataset; choose another name" if name in DATASETS else \
+            f"a built-in spec is named after its dataset ({', '.join(DATASETS)})" if builtin else \
             f"a dataset name is lower-case letters, digits and '_', starting with a letter ({NAME_PATTERN})"
         raise check.fail("name", problem, name)
-    task, label_min, label_max, label_step = label_range(check, check.typed(raw, "label", "", dict))
-    directory = path.parent
+    task, label_min, label_max, label_step, implicit = label_range(check, check.typed(raw, "label", "", dict))
+    directory = data_dir if data_dir is not None else path.parent
+    prefix = directory.name if builtin else name
 
     section = check.table(check.typed(raw, "interactions", "", dict), "interactions", SECTION_KEYS["interactions"])
-    log = table_file(check, section, "interactions", directory, name)
+    log = table_file(check, section, "interactions", directory, prefix, check_files)
     interaction_columns = {
         "user_id": check.column(section, "user_id", "interactions", log),
         "item_id": check.column(section, "item_id", "interactions", log),
@@ -398,13 +538,16 @@ def load_spec(location: Path) -> CustomDataset:
     }
     times = time_range(check, section) if interaction_columns["ts"] else None
 
-    sides = {}
+    sides, splits = {}, ()
     for side, types in (("users", USER_FEATURE_TYPES), ("items", ITEM_FEATURE_TYPES)):
         body = check.table(check.typed(raw, side, "", dict), side, SECTION_KEYS[side])
-        file = feature_source(check, body, side, directory, name, log)
+        file = feature_source(check, body, side, directory, prefix, log, check_files)
         id_key = "user_id" if side == "users" else "item_id"
         id_column = check.column(body, "id", side, file, interaction_columns[id_key] if file is log else ...)
-        found, options = features(check, check.typed(body, "features", side, dict), side, file, types)
+        if side == "users":
+            splits = split_columns(check, body.get("split", {}), file)
+        parts = tuple(p for s in splits for p in s.parts) if side == "users" else ()
+        found, options = features(check, check.typed(body, "features", side, dict), side, file, types, parts)
         if not found:
             raise check.fail(f"{side}.features", "give at least one feature (an id column may be one: "
                              f"{{ type = \"categorical\", column = \"{id_column}\" }})", {})
@@ -412,10 +555,11 @@ def load_spec(location: Path) -> CustomDataset:
 
     users_body, users_file, user_id_column, user_features, user_options = sides["users"]
     items_body, items_file, item_id_column, item_features, item_options = sides["items"]
-    display = tuple(check.typed(items_body, "display", "items", list, []))
-    for column in display:
-        if column not in items_file.columns:
-            raise check.fail("items.display", f"unknown column; {items_file.label} has {', '.join(items_file.columns)}", column)
+    details = details_table(check, items_body, directory, prefix, check_files)
+    details_file, details_id_column, details_features, details_options = details or (None, "", (), {})
+    all_item_features = {f.name: f for f in (*item_features, *details_features)}  # details replace same-named ones
+    all_item_options = item_options | details_options
+    display = display_columns(check, items_body.get("display", []), items_file, tuple(all_item_features))
     groups = check.table(check.typed(raw, "groups", "", dict), "groups", ("features",))
     tagging = tuple(check.typed(groups, "features", "groups", list))
     for feature in tagging:
@@ -425,19 +569,22 @@ def load_spec(location: Path) -> CustomDataset:
         raise check.fail("groups.features", f"a user is major with at least {MAJOR_MIN_TOP_FEATURES} features holding a "
                          f"top value (paper), so give at least {MAJOR_MIN_TOP_FEATURES} user features", tagging)
 
-    id_digits = check.typed(users_body, "id_digits", "users", bool, False)
+    item_types = {name: f.type for name, f in all_item_features.items()}
     spec = DatasetSpec(
         name=name, task=task,  # type: ignore[arg-type]
         user_fields=tuple(f.name for f in user_features),
-        item_fields=tuple(f.name for f in item_features if f.type in ("categorical", "numeric")),
-        item_multi_fields=tuple(f.name for f in item_features if f.type in ("multi", "flags")),
+        item_fields=tuple(n for n, t in item_types.items() if t in ("categorical", "numeric")),
+        item_multi_fields=tuple(n for n, t in item_types.items() if t in ("multi", "flags")),
         tagging_fields=tagging, label_min=label_min, label_max=label_max, label_step=label_step,
         backoff=tuple((f, o["backoff"]) for f, o in user_options.items() if o.get("backoff")),
-        display_fields=display,
-        user_domains=(("user_id", Identifier(digits=id_digits)), *((f, o["domain"]) for f, o in user_options.items())),
-        item_id_domain=Identifier(),
+        display_fields=tuple(shown for shown, _ in display),
+        user_domains=user_domains(check, user_features, user_options, splits,
+                                  check.typed(users_body, "id_digits", "users", bool, False)),
+        item_id_domain=Identifier(digits=check.typed(items_body, "id_digits", "items", bool, False)),
         time_domain=times,
-        numeric=tuple(o["numeric"] for o in (*user_options.values(), *item_options.values()) if "numeric" in o),
+        numeric=tuple(o["numeric"] for o in (*user_options.values(), *all_item_options.values()) if "numeric" in o),
+        item_missing=tuple((f, o["missing"]) for f, o in all_item_options.items() if "missing" in o),
+        implicit_labels=implicit,
         spec_file=str(path),
     )
     return CustomDataset(
@@ -445,8 +592,39 @@ def load_spec(location: Path) -> CustomDataset:
         time_format=times.format or "unix" if times else "unix",
         users=None if users_file is log else users_file, user_id_column=user_id_column, user_features=user_features,
         items=None if items_file is log else items_file, item_id_column=item_id_column, item_features=item_features,
-        display=display,
+        display=display, splits=splits, details=details_file, details_id_column=details_id_column,
+        details_features=details_features,
     )
+
+
+def details_table(check: Checker, items: dict[str, Any], directory: Path, prefix: str,
+                  check_files: bool) -> tuple[TableFile, str, tuple[Feature, ...], dict] | None:
+    """[items.details]: a second item table joined on the item id, whose features replace the items
+    file's features of the same name; None when absent, or when its `optional` file is missing."""
+    if "details" not in items:
+        return None
+    where = "items.details"
+    body = check.table(items["details"], where, SECTION_KEYS[where])
+    optional = check.typed(body, "optional", where, bool, False)
+    if optional and check_files and not (directory / check.typed(body, "file", where, str)).is_file():
+        return None
+    file = table_file(check, body, where, directory, prefix, check_files)
+    id_column = check.column(body, "id", where, file)
+    found, options = features(check, check.typed(body, "features", where, dict), where, file, ITEM_FEATURE_TYPES)
+    if not found:
+        raise check.fail(f"{where}.features", "give at least one feature", {})
+    return file, id_column, found, options
+
+
+def builtin_spec_path(name: str) -> Path:
+    """The spec file of built-in dataset `name` (assets/builtin_specs/<name>.toml)."""
+    return BUILTIN_SPEC_DIR / f"{name}.toml"
+
+
+def load_builtin(name: str, data_dir: Path | None = None) -> CustomDataset:
+    """A built-in dataset's spec; with `data_dir` (its directory under PAML_DATA_DIR) checked against
+    the files there, without it read alone (for the DatasetSpec every later step reads)."""
+    return load_spec(builtin_spec_path(name), data_dir, builtin=True, check_files=data_dir is not None)
 
 
 # -- The registry of added datasets -----------------------------------------------------------

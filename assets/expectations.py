@@ -61,7 +61,7 @@ def users_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
 
     domains = domains_of(spec, AGE_MIN, AGE_MAX)
     buckets = {f.name: f.labels() for f in spec.numeric if f.bins}
-    numbers = {f.name for f in spec.numeric if not f.bins} if spec.custom else {"age"}
+    numbers = {f.name for f in spec.numeric if not f.bins} if spec.from_spec_file else {"age"}
     in_domain: list[tuple[str, dict[str, Any]]] = []
     for f in spec.user_fields:
         if f in buckets:

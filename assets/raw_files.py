@@ -1,6 +1,8 @@
 """Reading raw dataset files in their original formats into text frames.
 
-Readers do no cleaning: every field stays a string (multi-valued fields become
+The line splitter and the quoted-CSV reader here serve every dataset spec (assets/custom_reader.py,
+which reads the built-in MovieLens and Book-Crossing too); the Taobao-like logs keep their own
+reader (`read_taobao`: a directory of daily files). Readers do no cleaning: every field stays a string (multi-valued fields become
 lists), each row keeps its `source_file` and 1-based `line`, and lines that do not
 split into the expected fields go to a `malformed` frame instead of being dropped.
 """
@@ -236,87 +238,19 @@ def decoded_as(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
     return switched
 
 
-def _list_field(column: str, sep: str) -> pl.Expr:
-    """Split a multi-valued text field into a list of trimmed, non-blank values."""
-    return (
-        pl.col(column)
-        .fill_null("")
-        .str.split(sep)
-        .list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
-        .alias(column)
-    )
-
-
-MOVIELENS_FILES: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (declared encoding, fields)
-    "users.dat": ("latin-1", ("user_id", "gender", "age", "occupation", "zip")),
-    "movies.dat": ("latin-1", ("item_id", "title", "genres")),
-    "ratings.dat": ("latin-1", ("user_id", "item_id", "label", "ts")),
-    "movies_extrainfos.dat": ("utf-8", ("item_id", "title", "year", "rate", "released", "genre", "director",
-                                        "writer", "actor", "plot", "poster")),
-}
-
-
 def read_movielens(data_dir: Path) -> Bundle:
-    """Read ML-1M (users.dat, movies.dat, ratings.dat; '::' separated, ISO-8859-1).
+    """Read ML-1M from PAML_DATA_DIR/ml-1m as its built-in spec describes it (assets/builtin_specs/movielens.toml)."""
+    from assets.custom_reader import read_builtin  # that reader splits lines with this module's functions
 
-    Item features come from MeLU's movies_extrainfos.dat (UTF-8: rate, genre, director,
-    actor) when present, as the frame `item_details` that cleaning attaches to the items;
-    otherwise genre comes from movies.dat and the rest are missing.
-    """
-    directory = require_files("movielens", data_dir)
-    sub = LAYOUTS["movielens"].subdir
-    names = [n for n in MOVIELENS_FILES if n in LAYOUTS["movielens"].required or (directory / n).is_file()]
-    files = {f"{sub}/{n}": (directory / n, MOVIELENS_FILES[n][0]) for n in names}
-    read = {
-        n: split_lines(directory / n, f"{sub}/{n}", "::", MOVIELENS_FILES[n][1], encoding=MOVIELENS_FILES[n][0], header=False)
-        for n in names
-    }
-    users, ratings = read["users.dat"][0], read["ratings.dat"][0]
-    items = read["movies.dat"][0].select("source_file", "line", "item_id", "title", _list_field("genres", "|").alias("genre"))
-    frames = {"users": users, "items": items, "interactions": ratings}
-    if "movies_extrainfos.dat" in read:
-        frames["item_details"] = read["movies_extrainfos.dat"][0].select(
-            "source_file", "line", "item_id", "rate", _list_field("genre", ","), _list_field("director", ","),
-            _list_field("actor", ","),
-        )
-    frames["malformed"] = pl.concat([bad for _, bad in read.values()])
-    info = {"dataset": "movielens", "item_features_from": "movies_extrainfos.dat" if "item_details" in frames else "movies.dat"}
-    if switched := decoded_as(files):
-        info["decoded_as"] = switched
-    return Bundle(frames=frames, info=info, sources=tuple(file_source(path) for path, _ in files.values()))
-
-
-BOOKCROSSING_FILES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name -> (header, kept fields)
-    "BX-Users.csv": (("User-ID", "Location", "Age"), ("user_id", "location", "age")),
-    "BX-Books.csv": (("ISBN", "Book-Title", "Book-Author", "Year-Of-Publication", "Publisher",
-                      "Image-URL-S", "Image-URL-M", "Image-URL-L"), ("item_id", "title", "author", "year", "publisher")),
-    "BX-Book-Ratings.csv": (("User-ID", "ISBN", "Book-Rating"), ("user_id", "item_id", "label")),
-}
-BOOKCROSSING_ENCODING = "latin-1"
+    return read_builtin("movielens", data_dir)
 
 
 def read_bookcrossing(data_dir: Path) -> Bundle:
-    """Read the Book-Crossing CSV dump (users, books, ratings) in its original format."""
-    directory = require_files("bookcrossing", data_dir)
-    sub = LAYOUTS["bookcrossing"].subdir
-    read = {
-        name: read_quoted_csv(directory / name, f"{sub}/{name}", fields, n_fields=len(header), header=header,
-                              encoding=BOOKCROSSING_ENCODING)
-        for name, (header, fields) in BOOKCROSSING_FILES.items()
-    }
-    info = {"dataset": "bookcrossing"}
-    if switched := decoded_as({f"{sub}/{n}": (directory / n, BOOKCROSSING_ENCODING) for n in BOOKCROSSING_FILES}):
-        info["decoded_as"] = switched
-    return Bundle(
-        frames={
-            "users": read["BX-Users.csv"][0],
-            "items": read["BX-Books.csv"][0],
-            "interactions": read["BX-Book-Ratings.csv"][0].with_columns(pl.lit(None, dtype=pl.String).alias("ts")),
-            "malformed": pl.concat([bad for _, bad in read.values()]),
-        },
-        info=info,
-        sources=tuple(file_source(directory / n) for n in LAYOUTS["bookcrossing"].required),
-    )
+    """Read the Book-Crossing dump from PAML_DATA_DIR/bookcrossing as its built-in spec describes it
+    (assets/builtin_specs/bookcrossing.toml)."""
+    from assets.custom_reader import read_builtin
+
+    return read_builtin("bookcrossing", data_dir)
 
 
 TAOBAO_USER_COLUMNS = ("user_id", "age", "gender", "city", "segment", "spend_level")

@@ -6,6 +6,7 @@ defaults, never as inline literals.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,9 +21,6 @@ USER_SPLIT = (7, 1, 2)  # train : validation : test
 SUPPORT_SHARE = 0.8  # each user's items 80:20 support/query
 TOP_VALUE_SHARE = 0.3  # major/minor rule: a feature value is "top" if in the top 30% values
 MAJOR_MIN_TOP_FEATURES = 3  # "more than two" features in the top values -> major
-
-# ML-1M encodes age as a bucket code; each code is a valid, in-bounds bucket.
-MOVIELENS_AGE_CODES: tuple[int, ...] = (1, 18, 25, 35, 45, 50, 56)
 
 Task = Literal["rating", "ctr"]
 
@@ -57,13 +55,15 @@ class DatasetSpec:
     backoff: tuple[tuple[str, tuple[int, ...]], ...] = ()
     display_fields: tuple[str, ...] = ()
     label_step: float = 1.0  # ratings are label_min + k * label_step (0.5 for half stars)
-    # Set by a dataset spec file (assets/dataset_spec.py); the built-ins leave them empty and keep
-    # their documented rules in assets/domains.py.
-    user_domains: tuple[tuple[str, object], ...] = ()  # user field (user_id first) -> Domain
+    # Set by a dataset spec file (assets/dataset_spec.py; the built-in ones in assets/builtin_specs/);
+    # a dataset without one (taobao) keeps its documented rules in assets/domains.py.
+    user_domains: tuple[tuple[str, object], ...] = ()  # user field (user_id first) -> Domain or Parts
     item_id_domain: object | None = None  # Identifier
     time_domain: object | None = None  # EpochSeconds, or None when the log has no times
     numeric: tuple[NumericField, ...] = ()  # numeric features: bounds and buckets
-    spec_file: str = ""  # the spec file a custom dataset was registered from
+    item_missing: tuple[tuple[str, tuple[str, ...]], ...] = ()  # item field -> values that mean "missing" besides placeholders
+    implicit_labels: tuple[float, ...] = ()  # labels that record an implicit interaction, not a rating (rejected)
+    spec_file: str = ""  # the spec file the dataset is described by
 
     def label_range_text(self) -> str:
         """The valid labels as a rejection reason names them: '1..5', or '0.5..5 in steps of 0.5'."""
@@ -71,8 +71,8 @@ class DatasetSpec:
         return f"{self.label_min:g}..{self.label_max:g}{steps}"
 
     @property
-    def custom(self) -> bool:
-        """True for a dataset described by a spec file rather than built in."""
+    def from_spec_file(self) -> bool:
+        """True for a dataset described by a spec file (its field rules come from the spec)."""
         return bool(self.spec_file)
 
 
@@ -88,6 +88,7 @@ class NumericField:
     low: float
     high: float
     bins: tuple[float, ...] = ()
+    integer: bool = False  # whole numbers only, kept as integers (ML-1M's age codes, Book-Crossing's ages)
 
     def labels(self) -> tuple[str, ...]:
         """Every bucket's label, in order."""
@@ -101,42 +102,43 @@ class NumericField:
         return self.labels()[sum(value >= edge for edge in self.bins)]
 
 
-SPECS: dict[str, DatasetSpec] = {
-    "movielens": DatasetSpec(
-        name="movielens",
-        task="rating",
-        user_fields=("gender", "age", "occupation", "zip"),
-        item_fields=("rate",),
-        item_multi_fields=("genre", "director", "actor"),
-        tagging_fields=("age", "gender", "zip", "occupation"),
-        label_min=1,
-        label_max=5,
-        backoff=(("zip", (3, 1)),),  # US zip: 3 digits = sectional centre, 1 digit = national area
-        display_fields=("title", "genre"),
-    ),
-    "bookcrossing": DatasetSpec(
-        name="bookcrossing",
-        task="rating",
-        user_fields=("age", "city", "state", "country"),
-        item_fields=("author", "year", "publisher"),
-        item_multi_fields=(),
-        tagging_fields=("age", "city", "state", "country"),
-        label_min=1,
-        label_max=10,
-        display_fields=("title", "author"),
-    ),
-    "taobao": DatasetSpec(
-        name="taobao",
-        task="ctr",
-        user_fields=("age", "gender", "city", "segment", "spend_level"),
-        item_fields=("category", "brand", "price_level"),
-        item_multi_fields=(),
-        tagging_fields=("age", "gender", "city", "segment", "spend_level"),
-        label_min=0,
-        label_max=1,
-        display_fields=("category", "brand", "price_level"),
-    ),
-}
+TAOBAO_SPEC = DatasetSpec(
+    name="taobao",
+    task="ctr",
+    user_fields=("age", "gender", "city", "segment", "spend_level"),
+    item_fields=("category", "brand", "price_level"),
+    item_multi_fields=(),
+    tagging_fields=("age", "gender", "city", "segment", "spend_level"),
+    label_min=0,
+    label_max=1,
+    display_fields=("category", "brand", "price_level"),
+)
+
+
+class BuiltinSpecs(Mapping[str, DatasetSpec]):
+    """The built-in datasets' specs: MovieLens and Book-Crossing from their spec files in
+    assets/builtin_specs/ (read once, without their data), taobao from `TAOBAO_SPEC`."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, DatasetSpec] = {"taobao": TAOBAO_SPEC}
+
+    def __getitem__(self, name: str) -> DatasetSpec:
+        if name not in DATASETS:
+            raise KeyError(name)
+        if name not in self._loaded:
+            from assets.dataset_spec import load_builtin
+
+            self._loaded[name] = load_builtin(name).spec
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DATASETS)
+
+    def __len__(self) -> int:
+        return len(DATASETS)
+
+
+SPECS: Mapping[str, DatasetSpec] = BuiltinSpecs()
 
 
 def spec_for(dataset: str) -> DatasetSpec:

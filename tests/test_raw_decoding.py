@@ -118,7 +118,8 @@ def test_a_wrong_or_missing_header_is_a_named_error(tmp_path):
     root = bookcrossing_dir(tmp_path / "bx", [quoted("1", "a, b, c", "30")], [quoted("1", "0001", "5")])
     ratings = root / "bookcrossing" / "BX-Book-Ratings.csv"
     ratings.write_bytes(b"\r\n".join(ratings.read_bytes().split(b"\r\n")[1:]))  # header line dropped
-    with pytest.raises(RawHeaderError, match=r"BX-Book-Ratings.csv .* line 1: expected the header User-ID, ISBN, Book-Rating; found 1, 0001, 5"):
+    # The built-in spec names the columns user_id, isbn, book_rating; line 1 must name them ('User-ID' does).
+    with pytest.raises(RawHeaderError, match=r"BX-Book-Ratings.csv .* line 1: expected the header user_id, isbn, book_rating; found 1, 0001, 5"):
         read_bookcrossing(root)
 
 
