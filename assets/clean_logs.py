@@ -424,7 +424,7 @@ def rejected_summary(rejected: pl.DataFrame) -> pl.DataFrame:
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="data", kinds={"polars", "duckdb"}, code_version="2",
+    partitions_def=dataset_partitions, group_name="data", kinds={"polars", "duckdb"}, code_version="3",
     description="Validated cleaning: typed users, items and interactions; every dropped row kept with its reason.",
 )
 def clean_logs(context: dg.AssetExecutionContext, raw_logs: Bundle) -> dg.Output[Bundle]:

@@ -598,22 +598,26 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
 
 
 def details_table(check: Checker, items: dict[str, Any], directory: Path, prefix: str,
-                  check_files: bool) -> tuple[TableFile, str, tuple[Feature, ...], dict] | None:
+                  check_files: bool) -> tuple[TableFile | None, str, tuple[Feature, ...], dict] | None:
     """[items.details]: a second item table joined on the item id, whose features replace the items
-    file's features of the same name; None when absent, or when its `optional` file is missing."""
+    file's features of the same name. None without the section; the file is None when it is
+    `optional` and absent (its features are still the dataset's, missing for every item).
+    """
     if "details" not in items:
         return None
     where = "items.details"
     body = check.table(items["details"], where, SECTION_KEYS[where])
     optional = check.typed(body, "optional", where, bool, False)
-    if optional and check_files and not (directory / check.typed(body, "file", where, str)).is_file():
-        return None
-    file = table_file(check, body, where, directory, prefix, check_files)
+    if optional and "columns" not in body:
+        raise check.fail(f"{where}.columns", "an optional details file lists its columns, so that the spec is checked "
+                         "when the file is absent", None)
+    absent = optional and check_files and not (directory / check.typed(body, "file", where, str)).is_file()
+    file = table_file(check, body, where, directory, prefix, check_files and not absent)
     id_column = check.column(body, "id", where, file)
     found, options = features(check, check.typed(body, "features", where, dict), where, file, ITEM_FEATURE_TYPES)
     if not found:
         raise check.fail(f"{where}.features", "give at least one feature", {})
-    return file, id_column, found, options
+    return None if absent else file, id_column, found, options
 
 
 def builtin_spec_path(name: str) -> Path:

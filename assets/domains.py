@@ -207,15 +207,24 @@ class Parts:
     lowercase: bool = False
 
 
-def part_rules(part: pl.Expr, domain: Domain, label: str, value: pl.Expr) -> list[Rule]:
-    """The rules of one part of a composite field (free text or a category)."""
+PART_WRAPPING = " \t\"'"  # spaces and quotes around a part of a composite field are not part of its value
+
+
+def part_value(part: pl.Expr, lowercase: bool) -> pl.Expr:
+    """A part of a composite field as its cleaned value: trimmed of spaces and quotes, lower-cased when asked."""
+    part = part.str.strip_chars(PART_WRAPPING)
+    return part.str.to_lowercase() if lowercase else part
+
+
+def part_rules(part: pl.Expr, domain: Domain, label: str, value: pl.Expr, lowercase: bool) -> list[Rule]:
+    """The rules of one part of a composite field: free text checked as written, a category as cleaned."""
     if isinstance(domain, Text):
         return text_rules(part, label, value)
     if isinstance(domain, Category):
-        text = part.str.strip_chars()
-        rules = [(part.is_null() | text.str.to_lowercase().is_in([m.lower() for m in domain.missing]), f"{label} missing", value)]
+        cleaned = part_value(part, lowercase)
+        rules = [(part.is_null() | cleaned.str.to_lowercase().is_in([m.lower() for m in domain.missing]), f"{label} missing", value)]
         if domain.values:
-            rules.append((~text.is_in(domain.values), f"{label} not one of {', '.join(domain.values)}", value))
+            rules.append((~cleaned.is_in(domain.values), f"{label} not one of {', '.join(domain.values)}", value))
         return rules
     raise TypeError(f"a part of a composite field is text or a category, not {domain!r}")
 
@@ -228,7 +237,8 @@ def parts_rules(column: str, domain: Parts) -> list[Rule]:
     ]
     for index, (name, part) in enumerate(zip(domain.names, domain.parts)):
         if part is not None:
-            rules += part_rules(parts.list.get(index, null_on_oob=True), part, f"{column} ({name})", pl.col(column))
+            rules += part_rules(parts.list.get(index, null_on_oob=True), part, f"{column} ({name})", pl.col(column),
+                                domain.lowercase)
     return rules
 
 
@@ -236,11 +246,7 @@ def parts_columns(column: str, domain: Parts) -> list[pl.Expr]:
     """The parts of a composite field as columns named after them, without the spaces and quotes
     around them ('dallas, "texas", usa' has the state texas), lower-cased when the domain says so."""
     parts = pl.col(column).str.split(domain.sep)
-    columns = []
-    for index, name in enumerate(domain.names):
-        part = parts.list.get(index).str.strip_chars(" \t\"'")
-        columns.append((part.str.to_lowercase() if domain.lowercase else part).alias(name))
-    return columns
+    return [part_value(parts.list.get(i), domain.lowercase).alias(name) for i, name in enumerate(domain.names)]
 
 
 # -- The documented domains of the dataset without a spec file --------------------------------

@@ -1,8 +1,9 @@
 """Asset `raw_logs`: each dataset's raw files read as text frames, with their file hashes.
 
-MovieLens and Book-Crossing are read from PAML_DATA_DIR; the `taobao` partition is the log
-window `taobao_log_window` built from the daily log partitions (assets/taobao_logs.py); a
-dataset registered with `dataset add` is read as its spec file says (assets/custom_reader.py).
+Every dataset with a spec file is read as it says (assets/custom_reader.py): MovieLens and
+Book-Crossing from PAML_DATA_DIR with their built-in specs (assets/builtin_specs/), a dataset
+registered with `dataset add` with its own. The `taobao` partition is the log window
+`taobao_log_window` built from the daily log partitions (assets/taobao_logs.py).
 """
 
 
@@ -12,9 +13,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets.bundle import Bundle
-from assets.custom_reader import read_custom
+from assets.custom_reader import read_builtin, read_custom
 from assets.dataset_spec import load_registered, registered_names
-from assets.raw_files import read_bookcrossing, read_movielens
 from pipelines.outputs import bundle_output
 from pipelines.partitions import TAOBAO_ONLY, dataset_partitions
 from pipelines.resources import PamlResource
@@ -22,10 +22,8 @@ from pipelines.resources import PamlResource
 
 def read_raw(dataset: str, data_dir: Path, taobao_window: Bundle | None = None) -> Bundle:
     """Read one dataset's raw files; taobao is its log window, built upstream."""
-    if dataset == "movielens":
-        return read_movielens(data_dir)
-    if dataset == "bookcrossing":
-        return read_bookcrossing(data_dir)
+    if dataset in ("movielens", "bookcrossing"):
+        return read_builtin(dataset, data_dir)
     if dataset in registered_names():
         return read_custom(load_registered(dataset))
     if dataset != "taobao":
@@ -37,7 +35,7 @@ def read_raw(dataset: str, data_dir: Path, taobao_window: Bundle | None = None) 
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="data", kinds={"polars", "csv"}, code_version="3",
+    partitions_def=dataset_partitions, group_name="data", kinds={"polars", "csv"}, code_version="4",
     ins={"taobao_log_window": dg.AssetIn(partition_mapping=TAOBAO_ONLY)},
     description="Raw files of one dataset read as text frames (no cleaning), with file hashes; taobao: its log window.",
 )

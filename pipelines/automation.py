@@ -80,7 +80,7 @@ def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
             custom = load_registered(dataset)
         except (OSError, ValueError):  # a broken spec is reported by `dataset list` and by raw_logs
             continue
-        files = [custom.spec_path, *(f.path for f in (custom.interactions, custom.users, custom.items) if f)]
+        files = [custom.spec_path, *(f.path for f in (custom.interactions, custom.users, custom.items, custom.details) if f)]
         digest = hashlib.sha256("".join(f"{p.name}:{file_source(p).sha256};" for p in dict.fromkeys(files)).encode())
         fingerprints[dataset] = digest.hexdigest()
     for dataset, layout in LAYOUTS.items():
