@@ -69,10 +69,12 @@ def test_lineage_walks_from_tasks_back_to_raw_files(built):
     tasks_id = store.query(LATEST_SQL, ["meta_tasks", "movielens"]).item()
     ancestors = store.query(ANCESTORS_SQL, [tasks_id])
     raw = ancestors.filter(pl.col("kind") == "raw_file")
-    assert sorted(Path(p).name for p in raw["location"]) == ["movies.dat", "movies_extrainfos.dat", "ratings.dat", "users.dat"]
+    # The data files and the built-in spec that says how they are read (assets/builtin_specs/movielens.toml).
+    assert sorted(Path(p).name for p in raw["location"]) == ["movielens.toml", "movies.dat", "movies_extrainfos.dat",
+                                                             "ratings.dat", "users.dat"]
     assert set(ancestors["asset_key"]) >= {"meta_tasks", "user_splits", "cold_start_users", "clean_logs", "raw_logs"}
     # shortest path: meta_tasks <- clean_logs <- raw_logs <- files
-    assert raw["depth"].to_list() == [3, 3, 3, 3]
+    assert raw["depth"].to_list() == [3, 3, 3, 3, 3]
     assert ancestors.filter(pl.col("asset_key") == "cold_start_users")["depth"].item() == 2
 
 
