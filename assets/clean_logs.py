@@ -1,7 +1,7 @@
 """Validated cleaning (paper, "Experimental Setup", step 3).
 
-Every field is trimmed and checked against its documented domain (`assets/domains.py`):
-users are dropped when a feature is missing, outside its domain (ML-1M gender M/F,
+Every field is trimmed and checked against the domain its dataset's spec file gives it (the
+built-ins' in assets/builtin_specs/; the rules themselves in `assets/domains.py`): users are dropped when a feature is missing, outside its domain (ML-1M gender M/F,
 occupation 0-20, age buckets; ages in [10, 100]) or garbled (broken text, not a foreign
 format); interactions when malformed, out of range, implausibly timed, duplicated, or
 pointing at an unknown or dropped user or item; finally users with fewer than two items
@@ -18,10 +18,9 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.domains import (
-    FIELD_LABELS, ITEM_ID_DOMAINS, TIME_DOMAINS, EpochSeconds, Identifier, Parts, Rule, domains_of, field_rules,
-    is_missing, parts_columns, parts_rules,
+    FIELD_LABELS, EpochSeconds, Identifier, Parts, Rule, field_rules, is_missing, parts_columns, parts_rules,
 )
-from assets.specs import AGE_MAX, AGE_MIN, MIN_ITEMS_PER_USER, DatasetSpec, NumericField
+from assets.specs import MIN_ITEMS_PER_USER, DatasetSpec, NumericField
 
 REJECTED_SCHEMA = {
     "dataset": pl.String,
@@ -41,10 +40,8 @@ class CleaningError(ValueError):
 
 @dataclass(frozen=True)
 class CleaningRules:
-    """Bounds and thresholds of the cleaning step (defaults: the paper's)."""
+    """Thresholds of the cleaning step (default: the paper's); field domains come from the dataset's spec."""
 
-    age_min: int = AGE_MIN
-    age_max: int = AGE_MAX
     min_items: int = MIN_ITEMS_PER_USER
 
 
@@ -100,13 +97,13 @@ def trim_text(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def item_id_domain(spec: DatasetSpec) -> Identifier:
-    """What an item id of `spec`'s dataset must look like."""
-    return spec.item_id_domain if spec.from_spec_file else ITEM_ID_DOMAINS[spec.name]
+    """What an item id of `spec`'s dataset must look like (any non-blank text unless its spec says digits)."""
+    return spec.item_id_domain or Identifier()
 
 
 def time_domain(spec: DatasetSpec) -> EpochSeconds | None:
     """The plausible interaction times of `spec`'s dataset, or None for a log without times."""
-    return spec.time_domain if spec.from_spec_file else TIME_DOMAINS.get(spec.name)
+    return spec.time_domain
 
 
 def numeric_value(field: NumericField) -> pl.Expr:
@@ -125,7 +122,7 @@ def numeric_value(field: NumericField) -> pl.Expr:
 def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[Rule]:
     """The per-user rules of `spec`'s dataset as (bad, reason, offending value), in order."""
     checks: list[Rule] = [(pl.col("_repeated"), "duplicate user_id", pl.col("user_id"))]  # see clean_users
-    for field, domain in domains_of(spec, rules.age_min, rules.age_max).items():
+    for field, domain in spec.user_domains:
         if isinstance(domain, Parts):
             checks += parts_rules(field, domain)
         else:
@@ -138,11 +135,10 @@ def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) ->
     users = trim_text(users)
     users = users.with_columns(repeated_rows(users, ["user_id"]))
     kept, rejected = split_by_rules(users, user_rules(spec, rules), pl.col("user_id"), spec.name, drop=("_repeated",))
-    for field, domain in domains_of(spec, rules.age_min, rules.age_max).items():
+    for field, domain in spec.user_domains:
         if isinstance(domain, Parts):
             kept = kept.with_columns(parts_columns(field, domain))
-    numeric = {f.name: numeric_value(f) for f in spec.numeric if f.name in spec.user_fields} if spec.from_spec_file \
-        else {"age": pl.col("age").cast(pl.Int64)}
+    numeric = {f.name: numeric_value(f) for f in spec.numeric if f.name in spec.user_fields}
     columns = ["source_file", "line", "user_id", *spec.user_fields]
     return kept.select(columns).with_columns(
         numeric.get(f, pl.col(f).cast(pl.String).str.strip_chars()) for f in spec.user_fields

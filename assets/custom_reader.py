@@ -20,7 +20,7 @@ import polars as pl
 from assets.bundle import Bundle, file_source
 from pathlib import Path
 
-from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin
+from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines
 
 FLAG_SET = ("1", "1.0", "true", "yes", "y", "t")  # a flag column's "this value applies" (lower-cased)
@@ -103,9 +103,21 @@ def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tu
     )
 
 
-def read_custom(dataset: CustomDataset) -> Bundle:
-    """Read every raw file of a custom dataset into the frames cleaning takes (module docstring)."""
-    log, log_bad = read_table(dataset.interactions)
+def read_log_file(file: TableFile) -> Bundle:
+    """One file of an interactions table as read (frames `interactions`, its raw columns, and `malformed`)."""
+    rows, malformed = read_table(file)
+    return Bundle(frames={"interactions": rows, "malformed": malformed}, info={}, sources=(file_source(file.path),))
+
+
+def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bundle:
+    """Read every raw file of a dataset into the frames cleaning takes (module docstring).
+
+    `logs`: the interaction files already read (`read_log_file`), in file order: taobao's days,
+    each read by a partition of its own; by default every file of the interactions table is read.
+    """
+    logs = [read_log_file(file) for file in table_files(dataset.interactions)] if logs is None else logs
+    log = pl.concat([b.frame("interactions") for b in logs])
+    log_bad = pl.concat([b.frame("malformed") for b in logs])
     columns = dataset.interaction_columns
     interactions = log.select(
         "source_file", "line",
@@ -135,12 +147,15 @@ def read_custom(dataset: CustomDataset) -> Bundle:
         malformed.append(bad)
         frames["item_details"] = feature_table(rows, dataset.details_id_column, "item_id", dataset.details_features, (), None)
     frames["malformed"] = pl.concat(malformed)
-    files = [f for f in (dataset.interactions, dataset.users, dataset.items, dataset.details) if f is not None]
+    tables = [f for f in (dataset.users, dataset.items, dataset.details) if f is not None]
+    log_sources = [source for bundle in logs for source in bundle.sources]
+    read_paths = {Path(source.path) for source in log_sources}
+    text_files = [f for f in (*table_files(dataset.interactions), *tables) if f.format == "csv" and (f in tables or f.path in read_paths)]
     info = {"dataset": dataset.spec.name, "spec_file": str(dataset.spec_path)}
-    if switched := decoded_as({f.label: (f.path, f.encoding) for f in files if f.format == "csv"}):
+    if switched := decoded_as({f.label: (f.path, f.encoding) for f in text_files}):
         info["decoded_as"] = switched
-    unique_paths = list(dict.fromkeys([dataset.spec_path, *(f.path for f in files)]))
-    return Bundle(frames=frames, info=info, sources=tuple(file_source(p) for p in unique_paths))
+    table_sources = [file_source(path) for path in dict.fromkeys(f.path for f in tables) if path not in read_paths]
+    return Bundle(frames=frames, info=info, sources=(file_source(dataset.spec_path), *log_sources, *table_sources))
 
 
 def read_builtin(dataset: str, data_dir: Path) -> Bundle:

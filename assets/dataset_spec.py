@@ -20,12 +20,13 @@ import io
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from assets.domains import MISSING_MARKERS, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
+from assets.raw_files import LAYOUTS
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, DatasetSpec, NumericField
 
 SPEC_FILE_NAMES = ("dataset.toml", "dataset.yaml", "dataset.yml")
@@ -53,8 +54,8 @@ SECTION_KEYS = {
 SPLIT_KEYS = ("separator", "parts", "lowercase")
 FEATURE_KEYS = ("type", "column", "columns", "values", "missing", "min", "max", "bins", "integer", "backoff", "delimiter",
                 "reject_garbled")
-# Where the built-in datasets' spec files are, and the directory of PAML_DATA_DIR holding each one's files.
-BUILTIN_SPEC_DIR = Path(__file__).resolve().parent / "builtin_specs"
+BUILTIN_SPEC_DIR = Path(__file__).resolve().parent / "builtin_specs"  # the built-in datasets' spec files
+GLOB_CHARACTERS = "*?["  # an interactions file named with these is a pattern: the log is every file it matches
 
 
 class SpecError(ValueError):
@@ -84,6 +85,7 @@ class TableFile:
     header: bool
     columns: tuple[str, ...]
     escape: str = ""
+    root: Path | None = None  # set when `path` is a pattern (a log in several files): the directory it is relative to
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,15 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     Its label in rejected rows is '<prefix>/<file>'.
     """
     name = check.typed(raw, "file", section, str)
-    path = (directory / name).resolve()
-    if check_files and not path.is_file():
-        raise check.fail(f"{section}.file", f"no such file in {directory}", name)
+    pattern = any(c in name for c in GLOB_CHARACTERS)
+    if pattern and (section != "interactions" or Path(name).is_absolute()):
+        raise check.fail(f"{section}.file", "only the interactions file may be a pattern (a log in several files), "
+                         "relative to the spec", name)
+    root = directory.resolve() if pattern else None
+    path = root / name if pattern else (directory / name).resolve()
+    first = next(iter(sorted(directory.glob(name))), None) if pattern else path  # the file whose header names the columns
+    if check_files and (first is None or not first.is_file()):
+        raise check.fail(f"{section}.file", f"no file matches in {directory}" if pattern else f"no such file in {directory}", name)
     fmt = check.typed(raw, "format", section, str, "parquet" if path.suffix == ".parquet" else "csv")
     if fmt not in FORMATS:
         raise check.fail(f"{section}.format", f"expected one of {', '.join(FORMATS)}", fmt)
@@ -237,10 +245,10 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         import pyarrow.parquet as pq
 
         try:
-            columns = tuple(pq.read_schema(path).names)
+            columns = tuple(pq.read_schema(first).names)
         except Exception as error:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
             raise check.fail(f"{section}.file", f"not a readable Parquet file ({error})", name) from None
-        return TableFile(path, label, "parquet", "", "", "", True, columns)
+        return TableFile(path, label, "parquet", "", "", "", True, columns, root=root)
     separator = check.typed(raw, "separator", section, str, "\t" if fmt == "tsv" else ",")
     if len(separator) == 0 or separator in ("\n", "\r"):
         raise check.fail(f"{section}.separator", "expected one or more characters, not a line break", separator)
@@ -260,7 +268,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
                          "(e.g. a backslash when a quote inside a field is written as backslash-quote)", escape)
     header = check.typed(raw, "header", section, bool, True)
     if header and "columns" not in raw:
-        columns = header_line(path, separator, quote, encoding)
+        columns = header_line(first, separator, quote, encoding)
     else:  # with a header, line 1 must name these columns (checked when the file is read)
         columns = tuple(check.typed(raw, "columns", section, list))
         bad = [c for c in columns if not isinstance(c, str) or not c.strip()]
@@ -270,7 +278,18 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     if repeated:
         raise check.fail(f"{section}.columns" if "columns" in raw else f"{section}.file",
                          "column names must be distinct", repeated[0])
-    return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape)
+    return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape, root)
+
+
+def table_files(file: TableFile) -> tuple[TableFile, ...]:
+    """The files a table is read from: itself, or every file its pattern matches, in name order
+    (a log with one file per day: 'logs/dt=*/impressions.csv'), each labelled by its own path."""
+    if file.root is None:
+        return (file,)
+    pattern = file.path.relative_to(file.root).as_posix()
+    prefix = file.label.removesuffix(pattern)
+    return tuple(replace(file, path=p, label=prefix + p.relative_to(file.root).as_posix(), root=None)
+                 for p in sorted(file.root.glob(pattern)))
 
 
 def features(check: Checker, table: dict[str, Any], section: str, file: TableFile,
@@ -377,6 +396,9 @@ def time_range(check: Checker, section: dict[str, Any]) -> EpochSeconds:
     bounds = []
     for key, default in zip(("timestamp_min", "timestamp_max"), DEFAULT_TIME_RANGE):
         value = section.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool):  # Unix seconds, for a range that is not whole days
+            bounds.append(value)
+            continue
         if isinstance(value, datetime):
             value = value.date()
         if isinstance(value, str):
@@ -385,7 +407,7 @@ def time_range(check: Checker, section: dict[str, Any]) -> EpochSeconds:
             except ValueError:
                 value = None
         if not isinstance(value, date):
-            raise check.fail(f"interactions.{key}", "expected a date, YYYY-MM-DD", section.get(key))
+            raise check.fail(f"interactions.{key}", "expected a date, YYYY-MM-DD, or Unix seconds", section.get(key))
         bounds.append(epoch(value.year, value.month, value.day))
     if not bounds[0] < bounds[1]:
         raise check.fail("interactions.timestamp_max", "must be after timestamp_min", section.get("timestamp_max"))
@@ -510,7 +532,7 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
     """Read and validate a spec file (or the spec in a directory) against its data files.
 
     The files are looked up in `data_dir` (default: the spec file's directory). `builtin` allows
-    a built-in dataset's name and labels rows by the data directory's name ('ml-1m/users.dat');
+    a built-in dataset's name and labels rows by its directory under PAML_DATA_DIR ('ml-1m/users.dat');
     without `check_files` the files are not opened (a spec whose columns it lists itself).
     Raises SpecError at the first mistake: a missing or unknown key, a value of the wrong type,
     a missing file, an unknown column, a feature type that cannot apply.
@@ -526,7 +548,8 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
         raise check.fail("name", problem, name)
     task, label_min, label_max, label_step, implicit = label_range(check, check.typed(raw, "label", "", dict))
     directory = data_dir if data_dir is not None else path.parent
-    prefix = directory.name if builtin else name
+    # Rows are labelled '<dataset>/<file>'; a built-in's by its directory under PAML_DATA_DIR ('ml-1m/users.dat').
+    prefix = LAYOUTS[name].subdir if builtin and name in LAYOUTS else name
 
     section = check.table(check.typed(raw, "interactions", "", dict), "interactions", SECTION_KEYS["interactions"])
     log = table_file(check, section, "interactions", directory, prefix, check_files)

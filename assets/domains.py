@@ -51,13 +51,6 @@ def day_of(seconds: int) -> str:
 
 
 @dataclass(frozen=True)
-class OneOf:
-    """One of a fixed set of codes, exactly (e.g. ML-1M gender 'F'/'M': 'm' and 'Female' are not)."""
-
-    values: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class IntegerIn:
     """An integer in [low, high], and one of `codes` when given (e.g. ML-1M's age buckets 1, 18, ..., 56)."""
 
@@ -108,7 +101,7 @@ class NumberIn:
     high: float
 
 
-Domain = Union[OneOf, IntegerIn, Text, Identifier, EpochSeconds, Category, NumberIn]
+Domain = Union[IntegerIn, Text, Identifier, EpochSeconds, Category, NumberIn]
 
 
 def trimmed(column: str) -> pl.Expr:
@@ -171,8 +164,6 @@ def field_rules(column: str, domain: Domain, label: str | None = None) -> list[R
     if isinstance(domain, Identifier):
         if domain.digits:
             rules.append((~text.str.contains(r"^\d+$"), f"{label} not an integer", value))
-    elif isinstance(domain, OneOf):
-        rules.append((~text.is_in(domain.values), f"{label} not one of {', '.join(domain.values)}", value))
     elif isinstance(domain, IntegerIn):
         number = text.cast(pl.Int64, strict=False)
         rules.append((number.is_null(), f"{label} not an integer", value))
@@ -249,35 +240,4 @@ def parts_columns(column: str, domain: Parts) -> list[pl.Expr]:
     return [part_value(parts.list.get(i), domain.lowercase).alias(name) for i, name in enumerate(domain.names)]
 
 
-# -- The documented domains of the dataset without a spec file --------------------------------
-# MovieLens and Book-Crossing state theirs in assets/builtin_specs/; the synthetic Taobao-like logs
-# are read as daily partitions, outside the spec format (docs/data.md), and keep theirs here.
-
-# The synthetic Taobao log writes 10-digit epoch seconds (assets/taobao_generator.py).
-TAOBAO_TIMES = EpochSeconds(10**9, 10**10, "10-digit epoch seconds")
-FIELD_LABELS = {"zip": "zip code", "ts": "timestamp"}
-
-
-def user_domains(dataset: str, age_min: int, age_max: int) -> dict[str, Domain | Parts]:
-    """Every user field of `dataset` and its domain, in the order the rules are tried."""
-    from assets.taobao_generator import GENDERS, SPEND_LEVELS
-
-    if dataset == "taobao":  # assets/taobao_generator.py: user_profile.csv
-        return {
-            "user_id": Identifier(),
-            "age": IntegerIn(age_min, age_max),
-            "gender": OneOf(GENDERS),
-            "city": Text(),
-            "segment": Text(),
-            "spend_level": IntegerIn(1, SPEND_LEVELS),
-        }
-    raise ValueError(f"no field domains for dataset {dataset!r}: a dataset described by a spec file takes them from it")
-
-
-def domains_of(spec, age_min: int, age_max: int) -> dict[str, Domain | Parts]:
-    """The user field domains of `spec`: those its spec file gave, else the built-in dataset's."""
-    return dict(spec.user_domains) if spec.from_spec_file else user_domains(spec.name, age_min, age_max)
-
-
-ITEM_ID_DOMAINS: dict[str, Identifier] = {"taobao": Identifier()}
-TIME_DOMAINS: dict[str, EpochSeconds] = {"taobao": TAOBAO_TIMES}
+FIELD_LABELS = {"zip": "zip code", "ts": "timestamp"}  # how rejection reasons name these fields

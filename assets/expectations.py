@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from assets.specs import AGE_MAX, AGE_MIN, MIN_ITEMS_PER_USER, DatasetSpec
+from assets.specs import MIN_ITEMS_PER_USER, DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,12 @@ def domain_expectations(column: str, domain, as_text: bool = False) -> list[tupl
 
     `as_text`: the cleaned column holds the integers as text (e.g. ML-1M occupation '0'-'20').
     """
-    from assets.domains import Category, EpochSeconds, IntegerIn, NumberIn, OneOf
+    from assets.domains import Category, EpochSeconds, IntegerIn, NumberIn
 
     if isinstance(domain, Category) and domain.values:
         return [("ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(domain.values)})]
     if isinstance(domain, NumberIn):
         return [("ExpectColumnValuesToBeBetween", {"column": column, "min_value": domain.low, "max_value": domain.high})]
-    if isinstance(domain, OneOf):
-        return [("ExpectColumnValuesToBeInSet", {"column": column, "value_set": list(domain.values)})]
     if isinstance(domain, IntegerIn):
         values = list(domain.codes) if domain.codes else None
         if as_text:
@@ -57,11 +55,9 @@ def users_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
     A dataset spec's numeric feature is expected within its bounds, or, bucketed, to be one of
     its bucket labels; its categorical features in their `values` when the spec lists them.
     """
-    from assets.domains import domains_of
-
-    domains = domains_of(spec, AGE_MIN, AGE_MAX)
+    domains = dict(spec.user_domains)
     buckets = {f.name: f.labels() for f in spec.numeric if f.bins}
-    numbers = {f.name for f in spec.numeric if not f.bins} if spec.from_spec_file else {"age"}
+    numbers = {f.name for f in spec.numeric if not f.bins}
     in_domain: list[tuple[str, dict[str, Any]]] = []
     for f in spec.user_fields:
         if f in buckets:

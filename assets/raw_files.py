@@ -1,8 +1,9 @@
 """Reading raw dataset files in their original formats into text frames.
 
-The line splitter and the quoted-CSV reader here serve every dataset spec (assets/custom_reader.py,
-which reads the built-in MovieLens and Book-Crossing too); the Taobao-like logs keep their own
-reader (`read_taobao`: a directory of daily files). Readers do no cleaning: every field stays a string (multi-valued fields become
+The line splitter and the quoted-CSV reader here serve every dataset spec (assets/custom_reader.py
+reads the built-in MovieLens, Book-Crossing and Taobao-like logs as their spec files in
+assets/builtin_specs/ describe them; `read_movielens`, `read_bookcrossing` and `read_taobao` are
+those readers by dataset). Readers do no cleaning: every field stays a string (multi-valued fields become
 lists), each row keeps its `source_file` and 1-based `line`, and lines that do not
 split into the expected fields go to a `malformed` frame instead of being dropped.
 """
@@ -253,46 +254,8 @@ def read_bookcrossing(data_dir: Path) -> Bundle:
     return read_builtin("bookcrossing", data_dir)
 
 
-TAOBAO_USER_COLUMNS = ("user_id", "age", "gender", "city", "segment", "spend_level")
-TAOBAO_ITEM_COLUMNS = ("item_id", "category", "brand", "price_level")
-TAOBAO_LOG_COLUMNS = ("user_id", "item_id", "ts", "clicked")
-
-
 def read_taobao(directory: Path, max_days: int | None = None) -> Bundle:
-    """Read a Taobao-like click-log directory written by `taobao_generator`.
+    """Read a Taobao-like click-log directory (assets/taobao_logs.py `read_taobao_directory`)."""
+    from assets.taobao_logs import read_taobao_directory  # that module reads lines with this one's functions
 
-    Layout: user_profile.csv, item_catalogue.csv, logs/dt=*/impressions.csv, and the
-    evaluation-only ground truth _truth/user_groups.csv (kept in its own frame). With
-    `max_days`, only the first `max_days` day files (by date) are read.
-    """
-    required = ("user_profile.csv", "item_catalogue.csv")
-    missing = [n for n in required if not (directory / n).is_file()]
-    day_files = sorted(directory.glob("logs/dt=*/impressions.csv"))[:max_days]
-    if missing or not day_files:
-        missing += [] if day_files else ["logs/dt=*/impressions.csv"]
-        raise MissingRawFilesError(
-            f"taobao: missing raw file(s) {', '.join(missing)} in {directory}; "
-            "generate them with assets.taobao_generator.generate (the raw_logs asset does this "
-            "when PAML_DATA_DIR has no taobao/ directory)."
-        )
-    read = lambda rel, cols: split_lines(  # noqa: E731
-        directory / rel, f"taobao/{rel}", ",", cols, encoding="utf-8", header=True
-    )
-    users, bad_users = read("user_profile.csv", TAOBAO_USER_COLUMNS)
-    items, bad_items = read("item_catalogue.csv", TAOBAO_ITEM_COLUMNS)
-    logs, malformed = [], [bad_users, bad_items]
-    for path in day_files:
-        rows, bad = read(str(path.relative_to(directory)), TAOBAO_LOG_COLUMNS)
-        logs.append(rows)
-        malformed.append(bad)
-    interactions = pl.concat(logs).rename({"clicked": "label"})
-    frames = {"users": users, "items": items, "interactions": interactions, "malformed": pl.concat(malformed)}
-    truth_path = directory / "_truth" / "user_groups.csv"
-    if truth_path.is_file():
-        frames["truth"] = pl.read_csv(truth_path, schema={"user_id": pl.String, "true_group": pl.String})
-    paths = [directory / n for n in required] + day_files
-    return Bundle(
-        frames=frames,
-        info={"dataset": "taobao", "days": len(day_files)},
-        sources=tuple(file_source(p) for p in paths),
-    )
+    return read_taobao_directory(directory, max_days)

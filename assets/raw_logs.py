@@ -3,7 +3,7 @@
 Every dataset with a spec file is read as it says (assets/custom_reader.py): MovieLens and
 Book-Crossing from PAML_DATA_DIR with their built-in specs (assets/builtin_specs/), a dataset
 registered with `dataset add` with its own. The `taobao` partition is the log window
-`taobao_log_window` built from the daily log partitions (assets/taobao_logs.py).
+`taobao_log_window`, read with its built-in spec from the daily log partitions (assets/taobao_logs.py).
 """
 
 

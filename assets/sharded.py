@@ -28,7 +28,8 @@ from assets.clean_logs import (
     CleaningRules, check_accounting, clean_interactions, clean_items, clean_users, drop_thin_users,
     malformed_rejections, rows_by_file,
 )
-from assets.raw_files import TAOBAO_ITEM_COLUMNS, TAOBAO_LOG_COLUMNS, TAOBAO_USER_COLUMNS, split_lines
+from assets.dataset_spec import CustomDataset, load_builtin
+from assets.raw_files import split_lines
 from assets.raw_text import decoding_of
 from assets.specs import DatasetSpec
 
@@ -116,6 +117,15 @@ def write_shards(rows: pl.DataFrame, shards: int, target: Path, name: str) -> No
         part.drop("_shard").write_parquet(target / f"shard={k}" / f"{name}.parquet")
 
 
+def taobao_columns() -> CustomDataset:
+    """How the taobao files are written (assets/builtin_specs/taobao.toml): their columns, the label column.
+
+    The sharded reader takes its users and items straight from the files, so the spec's feature
+    names must be its column names (they are).
+    """
+    return load_builtin("taobao")
+
+
 def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLOCK_BYTES) -> ShardedLog:
     """Read a Taobao-like log directory (as assets/raw_files.read_taobao) into `shards` user shards.
 
@@ -124,16 +134,17 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
+    spec = taobao_columns()
     label = lambda path: f"taobao/{path.relative_to(directory)}"  # noqa: E731
     items, bad_items = split_lines(directory / "item_catalogue.csv", label(directory / "item_catalogue.csv"), ",",
-                                   TAOBAO_ITEM_COLUMNS, encoding="utf-8", header=True)
+                                   spec.items.columns, encoding="utf-8", header=True)
     malformed, read = [bad_items], [rows_by_file([items, bad_items], "read")]
-    files = [("users", directory / "user_profile.csv", TAOBAO_USER_COLUMNS)]
-    files += [("interactions", path, TAOBAO_LOG_COLUMNS) for path in sorted(directory.glob("logs/dt=*/impressions.csv"))]
+    files = [("users", directory / "user_profile.csv", spec.users.columns)]
+    files += [("interactions", path, spec.interactions.columns) for path in sorted(directory.glob("logs/dt=*/impressions.csv"))]
     for number, (kind, path, names) in enumerate(files):
         for block, (rows, bad) in enumerate(split_in_blocks(path, label(path), names, block_bytes)):
             if kind == "interactions":
-                rows = rows.rename({"clicked": "label"})
+                rows = rows.rename({spec.interaction_columns["label"]: "label"})
             write_shards(rows, shards, out / kind, f"{number:05d}-{block:05d}")
             malformed.append(bad)
             read.append(rows_by_file([rows, bad], "read"))
@@ -181,7 +192,7 @@ def clean_sharded(log: ShardedLog, spec: DatasetSpec, out: Path, rules: Cleaning
     for name in ("users", "interactions", "rejected"):
         (out / name).mkdir(parents=True, exist_ok=True)
     counts: dict[str, list[pl.DataFrame]] = {"kept": [rows_by_file([items], "kept")], "rejected": []}
-    empty = {"users": {"source_file": pl.String, "line": pl.Int64, **{c: pl.String for c in TAOBAO_USER_COLUMNS}},
+    empty = {"users": {"source_file": pl.String, "line": pl.Int64, **{c: pl.String for c in taobao_columns().users.columns}},
              "interactions": {"source_file": pl.String, "line": pl.Int64,
                               **{c: pl.String for c in ("user_id", "item_id", "ts", "label")}}}
     for k in range(log.shards):

@@ -13,8 +13,6 @@ from typing import Literal
 DATASETS: tuple[str, ...] = ("movielens", "bookcrossing", "taobao")
 
 # Paper, "Experimental Setup": validated cleaning, Pareto cold-start share, splits.
-AGE_MIN = 10
-AGE_MAX = 100
 MIN_ITEMS_PER_USER = 2  # "two items for rating prediction and two clicked items for CTR"
 COLD_START_SHARE = 0.8  # the 80% of users with the fewest logs (Pareto principle)
 USER_SPLIT = (7, 1, 2)  # train : validation : test
@@ -55,8 +53,7 @@ class DatasetSpec:
     backoff: tuple[tuple[str, tuple[int, ...]], ...] = ()
     display_fields: tuple[str, ...] = ()
     label_step: float = 1.0  # ratings are label_min + k * label_step (0.5 for half stars)
-    # Set by a dataset spec file (assets/dataset_spec.py; the built-in ones in assets/builtin_specs/);
-    # a dataset without one (taobao) keeps its documented rules in assets/domains.py.
+    # Set by the dataset's spec file (assets/dataset_spec.py; the built-in ones in assets/builtin_specs/).
     user_domains: tuple[tuple[str, object], ...] = ()  # user field (user_id first) -> Domain or Parts
     item_id_domain: object | None = None  # Identifier
     time_domain: object | None = None  # EpochSeconds, or None when the log has no times
@@ -70,10 +67,6 @@ class DatasetSpec:
         steps = "" if self.label_step == 1 else f" in steps of {self.label_step:g}"
         return f"{self.label_min:g}..{self.label_max:g}{steps}"
 
-    @property
-    def from_spec_file(self) -> bool:
-        """True for a dataset described by a spec file (its field rules come from the spec)."""
-        return bool(self.spec_file)
 
 
 @dataclass(frozen=True)
@@ -102,25 +95,12 @@ class NumericField:
         return self.labels()[sum(value >= edge for edge in self.bins)]
 
 
-TAOBAO_SPEC = DatasetSpec(
-    name="taobao",
-    task="ctr",
-    user_fields=("age", "gender", "city", "segment", "spend_level"),
-    item_fields=("category", "brand", "price_level"),
-    item_multi_fields=(),
-    tagging_fields=("age", "gender", "city", "segment", "spend_level"),
-    label_min=0,
-    label_max=1,
-    display_fields=("category", "brand", "price_level"),
-)
-
-
 class BuiltinSpecs(Mapping[str, DatasetSpec]):
-    """The built-in datasets' specs: MovieLens and Book-Crossing from their spec files in
-    assets/builtin_specs/ (read once, without their data), taobao from `TAOBAO_SPEC`."""
+    """The built-in datasets' specs, from their spec files in assets/builtin_specs/ (each read once,
+    without its data: what every step after reading needs)."""
 
     def __init__(self) -> None:
-        self._loaded: dict[str, DatasetSpec] = {"taobao": TAOBAO_SPEC}
+        self._loaded: dict[str, DatasetSpec] = {}
 
     def __getitem__(self, name: str) -> DatasetSpec:
         if name not in DATASETS:

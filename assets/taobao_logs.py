@@ -16,15 +16,15 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import polars as pl
 
-from assets.bundle import Bundle, file_source
-from assets.raw_files import (
-    TAOBAO_ITEM_COLUMNS, TAOBAO_LOG_COLUMNS, TAOBAO_USER_COLUMNS, MissingRawFilesError, split_lines,
-)
+from assets.bundle import Bundle
+from assets.custom_reader import read_custom, read_log_file
+from assets.dataset_spec import CustomDataset, load_builtin, table_files
+from assets.raw_files import MissingRawFilesError
 from assets.taobao_generator import DirtRates, GeneratorConfig, day_path, generate, generate_day
 
 TAOBAO_WINDOW_DAYS = 14  # days of logs the taobao dataset is built from (the generator's first horizon)
@@ -69,22 +69,56 @@ def log_directory(data_dir: Path, home: Path, config: GeneratorConfig, day: str)
     return directory, "synthetic"
 
 
+TRUTH_FILE = "_truth/user_groups.csv"  # evaluation only: each synthetic user's true group, never read by cleaning
+
+
+def read_truth(directory: Path) -> pl.DataFrame | None:
+    """The true group of every synthetic user, or None (real logs have none)."""
+    path = directory / TRUTH_FILE
+    return pl.read_csv(path, schema={"user_id": pl.String, "true_group": pl.String}) if path.is_file() else None
+
+
+def taobao_dataset(directory: Path) -> CustomDataset:
+    """The log directory as the built-in spec (assets/builtin_specs/taobao.toml) describes it, or a
+    MissingRawFilesError naming the missing files."""
+    required = ("user_profile.csv", "item_catalogue.csv")
+    missing = [n for n in required if not (directory / n).is_file()]
+    if missing or not any(directory.glob("logs/dt=*/impressions.csv")):
+        raise MissingRawFilesError(
+            f"taobao: missing raw file(s) {', '.join(missing or ['logs/dt=*/impressions.csv'])} in {directory}; "
+            "generate them with assets.taobao_generator.generate (the raw_logs asset does this "
+            "when PAML_DATA_DIR has no taobao/ directory)."
+        )
+    return load_builtin("taobao", directory)
+
+
+def read_taobao_directory(directory: Path, max_days: int | None = None) -> Bundle:
+    """Read a Taobao-like click-log directory as its spec describes it: user_profile.csv,
+    item_catalogue.csv and logs/dt=*/impressions.csv, plus the evaluation-only ground truth
+    (its own frame). With `max_days`, only the first `max_days` day files (by date) are read.
+    """
+    dataset = taobao_dataset(directory)
+    days = table_files(dataset.interactions)[:max_days]
+    bundle = read_custom(dataset, [read_log_file(day) for day in days])
+    if (truth := read_truth(directory)) is not None:
+        bundle.frames["truth"] = truth
+    return Bundle(frames=bundle.frames, info={**bundle.info, "days": len(days)}, sources=bundle.sources)
+
+
 def read_day(directory: Path, day: str, source: str, config: GeneratorConfig) -> Bundle:
-    """One day's impressions as text rows (no cleaning), its malformed lines, and the true
-    group of every user active that day (synthetic logs only)."""
+    """One day's impressions as text rows (no cleaning; read as the taobao spec's interactions file),
+    its malformed lines, and the true group of every user active that day (synthetic logs only)."""
     path = directory / "logs" / f"dt={day}" / "impressions.csv"
     if not path.is_file():
         raise MissingRawFilesError(f"taobao: no logs for {day}: {path} does not exist")
-    label = f"taobao/{path.relative_to(directory).as_posix()}"
-    rows, malformed = split_lines(path, label, ",", TAOBAO_LOG_COLUMNS, encoding="utf-8", header=True)
-    frames = {"interactions": rows, "malformed": malformed}
-    truth_path = directory / "_truth" / "user_groups.csv"
-    if truth_path.is_file():
-        truth = pl.read_csv(truth_path, schema={"user_id": pl.String, "true_group": pl.String})
-        frames["truth"] = truth.join(rows.select("user_id").unique(), on="user_id", how="semi").sort("user_id")
+    log = load_builtin("taobao").interactions  # how each day's file is written (a pattern: one file per day)
+    read = read_log_file(replace(log, path=path, label=f"taobao/{path.relative_to(directory).as_posix()}", root=None))
+    frames = dict(read.frames)
+    if (truth := read_truth(directory)) is not None:
+        frames["truth"] = truth.join(frames["interactions"].select("user_id").unique(), on="user_id", how="semi").sort("user_id")
     info = {"dataset": "taobao", "day": day, "source": source,
             "generator": asdict(config) if source == "synthetic" else None}
-    return Bundle(frames=frames, info=info, sources=(file_source(path),))
+    return Bundle(frames=frames, info=info, sources=read.sources)
 
 
 def window_days(available: list[str], n_days: int, end_day: str = "", first_day: str = TAOBAO_FIRST_DAY) -> tuple[list[str], list[str]]:
@@ -123,27 +157,14 @@ def source_of(days: dict[str, Bundle]) -> tuple[str, dict | None]:
 
 
 def assemble_window(directory: Path, days: dict[str, Bundle]) -> Bundle:
-    """The taobao dataset as `raw_logs` reads it: profiles, catalogue, the days' interactions
-    (time order), every malformed line, the ground truth (synthetic logs)."""
-    read = lambda name, cols: split_lines(directory / name, f"taobao/{name}", ",", cols,  # noqa: E731
-                                          encoding="utf-8", header=True)
-    for name in ("user_profile.csv", "item_catalogue.csv"):
-        if not (directory / name).is_file():
-            raise MissingRawFilesError(f"taobao: missing raw file {name} in {directory}")
-    users, bad_users = read("user_profile.csv", TAOBAO_USER_COLUMNS)
-    items, bad_items = read("item_catalogue.csv", TAOBAO_ITEM_COLUMNS)
+    """The taobao dataset as `raw_logs` reads it: profiles, catalogue and the days' interactions
+    (time order) as the spec describes them, every malformed line, the ground truth (synthetic logs)."""
     ordered = [days[d] for d in sorted(days)]
-    interactions = pl.concat([b.frame("interactions") for b in ordered]).rename({"clicked": "label"})
-    malformed = pl.concat([bad_users, bad_items, *(b.frame("malformed") for b in ordered)])
-    frames = {"users": users, "items": items, "interactions": interactions, "malformed": malformed}
-    truth_path = directory / "_truth" / "user_groups.csv"
-    if truth_path.is_file():
-        frames["truth"] = pl.read_csv(truth_path, schema={"user_id": pl.String, "true_group": pl.String})
-    sources = (file_source(directory / "user_profile.csv"), file_source(directory / "item_catalogue.csv"),
-               *(s for b in ordered for s in b.sources))
-    info = {"dataset": "taobao", "days": len(ordered), "day_list": sorted(days),
-            "generator": ordered[0].info["generator"]}
-    return Bundle(frames=frames, info=info, sources=sources)
+    bundle = read_custom(taobao_dataset(directory), ordered)
+    if (truth := read_truth(directory)) is not None:
+        bundle.frames["truth"] = truth
+    info = {**bundle.info, "days": len(ordered), "day_list": sorted(days), "generator": ordered[0].info["generator"]}
+    return Bundle(frames=bundle.frames, info=info, sources=bundle.sources)
 
 
 def day_summary(days: dict[str, Bundle]) -> pl.DataFrame:
@@ -203,7 +224,7 @@ def taobao_daily_logs(context: dg.AssetExecutionContext, config: TaobaoDayConfig
 
 
 @dg.asset(
-    partitions_def=taobao_only, group_name="taobao_logs", kinds={"polars"}, code_version="1",
+    partitions_def=taobao_only, group_name="taobao_logs", kinds={"polars"}, code_version="2",
     ins={"taobao_daily_logs": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
     description=f"The taobao dataset: profiles, catalogue and a rolling window of daily logs (default the last "
                 f"{TAOBAO_WINDOW_DAYS} days, ending on the newest day); which days, and which materialization of each.",

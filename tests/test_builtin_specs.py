@@ -228,3 +228,51 @@ def test_an_optional_details_file_may_be_absent(tmp_path):
     assert dataset.details is None and dataset.spec.item_multi_fields == ("tags",)
     items = clean_logs_from_raw(read_custom(dataset), dataset.spec).frame("items")
     assert items["tags"].to_list() == [[], [], []]
+
+
+def test_taobao_spec_matches_its_generator_and_reads_one_file_per_day(tmp_path):
+    from assets.domains import Category, EpochSeconds
+    from assets.taobao_generator import GENDERS, SPEND_LEVELS, GeneratorConfig, generate
+    from assets.taobao_logs import read_taobao_directory
+
+    spec = load_builtin("taobao").spec
+    assert (spec.task, spec.user_fields) == ("ctr", ("age", "gender", "city", "segment", "spend_level"))
+    domains = dict(spec.user_domains)
+    assert domains["gender"] == Category(GENDERS) and domains["age"] == IntegerIn(10, 100)
+    assert domains["spend_level"].values == tuple(str(level) for level in range(1, SPEND_LEVELS + 1))
+    assert spec.time_domain == EpochSeconds(10**9, 10**10, "10-digit epoch seconds")  # Unix-seconds bounds
+    generate(tmp_path / "tb", GeneratorConfig(n_users=30, n_items=20, n_days=3))
+    dataset = load_builtin("taobao", tmp_path / "tb")
+    assert dataset.interactions.label == "taobao/logs/dt=*/impressions.csv"
+    raw = read_taobao_directory(tmp_path / "tb", max_days=2)
+    days = sorted(set(raw.frame("interactions")["source_file"]))
+    assert days == ["taobao/logs/dt=2026-01-01/impressions.csv", "taobao/logs/dt=2026-01-02/impressions.csv"]
+    assert raw.info["days"] == 2 and "truth" in raw.frames
+    assert [Path(s.path).name for s in raw.sources] == ["taobao.toml", "impressions.csv", "impressions.csv",
+                                                         "user_profile.csv", "item_catalogue.csv"]
+
+
+def test_a_log_in_several_files_is_one_pattern(tmp_path):
+    directory = library_dir(tmp_path)
+    loans = (directory / "loans.csv").read_text().splitlines()
+    (directory / "loans").mkdir()
+    (directory / "loans" / "2021-a.csv").write_text("\n".join(loans[:5]) + "\n")  # each file with its header
+    (directory / "loans" / "2021-b.csv").write_text("\n".join([loans[0], *loans[5:]]) + "\n")
+    (directory / "loans.csv").unlink()
+    (directory / "dataset.toml").write_text(LIBRARY_SPEC.replace('file = "loans.csv"', 'file = "loans/*.csv"'))
+    dataset = load_spec(directory)
+    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    assert bundle.frame("interactions").height == 4
+    rejected = {(r["source_file"], r["line"]): r["reason"] for r in bundle.frame("rejected").iter_rows(named=True)
+                if r["source_file"].startswith("library/loans")}
+    assert rejected == {("library/loans/2021-a.csv", 3): "implicit rating 0 (not an explicit 1-5 rating)",
+                        ("library/loans/2021-b.csv", 3): "user dropped by cleaning",
+                        ("library/loans/2021-b.csv", 4): "user dropped by cleaning",
+                        ("library/loans/2021-b.csv", 5): "timestamp outside 2020-01-01..2021-12-31 (the library opened in 2020)"}
+    (directory / "dataset.toml").write_text(LIBRARY_SPEC.replace('file = "loans.csv"', 'file = "loans/*.tsv"'))
+    with pytest.raises(SpecError, match=r"interactions.file: no file matches in .* \(found 'loans/\*.tsv'\)"):
+        load_spec(directory)
+    (directory / "dataset.toml").write_text(LIBRARY_SPEC.replace('file = "loans.csv"', 'file = "loans/*.csv"')
+                                            .replace('file = "members.csv"', 'file = "member*.csv"'))
+    with pytest.raises(SpecError, match=r"users.file: only the interactions file may be a pattern"):
+        load_spec(directory)

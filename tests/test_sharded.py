@@ -54,14 +54,14 @@ def test_a_user_lives_in_one_shard(log_dir, tmp_path):
 
 
 def test_blocks_keep_line_numbers_and_a_cut_off_last_line(tmp_path):
-    from assets.raw_files import TAOBAO_LOG_COLUMNS
+    from assets.dataset_spec import load_builtin
     from assets.sharded import split_in_blocks
 
     path = tmp_path / "impressions.csv"
     lines = ["user_id,item_id,ts,clicked"] + [f"u{i},i{i},{i},0" for i in range(1, 40)]
     lines[17] = "broken line"
     path.write_text("\n".join(lines) + "\nu99,i99,99")  # the last line has no line end
-    parts = list(split_in_blocks(path, "taobao/x.csv", TAOBAO_LOG_COLUMNS, block_bytes=64))
+    parts = list(split_in_blocks(path, "taobao/x.csv", load_builtin("taobao").interactions.columns, block_bytes=64))
     rows = pl.concat([r for r, _ in parts])
     malformed = pl.concat([m for _, m in parts])
     assert len(parts) > 5
