@@ -1,7 +1,8 @@
 """Reading a dataset's raw files, as its spec file describes them, into text frames.
 
-Every dataset with a spec file is read here: the built-in MovieLens and Book-Crossing
-(assets/builtin_specs/) and those registered with `dataset add`. The frames are what cleaning
+Every dataset is read here, as its spec file says: the built-in MovieLens, Book-Crossing and
+Taobao-like logs (assets/builtin_specs/; taobao's days through assets/taobao_logs.py) and those
+registered with `dataset add`. The frames are what cleaning
 takes (assets/clean_logs.py): `interactions` (user_id, item_id, label, ts), `users` (user_id,
 the user features, and each split column whole: cleaning splits it), `items` (item_id, the item
 features, display columns), `item_details` (item_id and the [items.details] features) and
@@ -15,11 +16,11 @@ Features declared without a users (items) file are the interactions file's colum
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
 from assets.bundle import Bundle, file_source
-from pathlib import Path
-
 from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines
 
@@ -147,19 +148,25 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
         malformed.append(bad)
         frames["item_details"] = feature_table(rows, dataset.details_id_column, "item_id", dataset.details_features, (), None)
     frames["malformed"] = pl.concat(malformed)
+    return Bundle(frames=frames, **sources_and_info(dataset, logs))
+
+
+def sources_and_info(dataset: CustomDataset, logs: list[Bundle]) -> dict:
+    """The files read (spec, log files, feature tables; each once) and, in `info`, those decoded
+    in another encoding than declared."""
     tables = [f for f in (dataset.users, dataset.items, dataset.details) if f is not None]
     log_sources = [source for bundle in logs for source in bundle.sources]
     read_paths = {Path(source.path) for source in log_sources}
-    text_files = [f for f in (*table_files(dataset.interactions), *tables) if f.format == "csv" and (f in tables or f.path in read_paths)]
+    log_files = [f for f in table_files(dataset.interactions) if f.path in read_paths]
     info = {"dataset": dataset.spec.name, "spec_file": str(dataset.spec_path)}
-    if switched := decoded_as({f.label: (f.path, f.encoding) for f in text_files}):
+    if switched := decoded_as({f.label: (f.path, f.encoding) for f in (*log_files, *tables) if f.format == "csv"}):
         info["decoded_as"] = switched
     table_sources = [file_source(path) for path in dict.fromkeys(f.path for f in tables) if path not in read_paths]
-    return Bundle(frames=frames, info=info, sources=(file_source(dataset.spec_path), *log_sources, *table_sources))
+    return {"info": info, "sources": (file_source(dataset.spec_path), *log_sources, *table_sources)}
 
 
 def read_builtin(dataset: str, data_dir: Path) -> Bundle:
-    """Read a built-in dataset (movielens, bookcrossing) from its directory under `data_dir`
+    """Read MovieLens or Book-Crossing from its directory under `data_dir`
     (PAML_DATA_DIR) as its spec file in assets/builtin_specs/ describes it.
 
     Raises MissingRawFilesError naming the missing files and where to get them.

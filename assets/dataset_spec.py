@@ -498,8 +498,12 @@ def user_domains(check: Checker, features_: tuple[Feature, ...], options: dict, 
                 raise check.fail(f"users.features.{feature.name}.column", f"part {column!r} is already feature "
                                  f"{feature_of[column]!r}", column)
             feature_of[column] = feature.name
+    split_columns_ = {split.column for split in splits}
     domains: list[tuple[str, object]] = [("user_id", Identifier(digits=id_digits))]
     for feature in features_:
+        if feature.columns[0] in split_columns_:
+            raise check.fail(f"users.features.{feature.name}.column", "the column is split into parts; a feature reads "
+                             "one of its parts", feature.columns[0])
         split = part_of.get(feature.columns[0])
         if split is None:
             domains.append((feature.name, options[feature.name]["domain"]))

@@ -234,10 +234,12 @@ def parts_rules(column: str, domain: Parts) -> list[Rule]:
 
 
 def parts_columns(column: str, domain: Parts) -> list[pl.Expr]:
-    """The parts of a composite field as columns named after them, without the spaces and quotes
-    around them ('dallas, "texas", usa' has the state texas), lower-cased when the domain says so."""
+    """The parts of a composite field that a feature reads, as columns named after them, without the
+    spaces and quotes around them ('dallas, "texas", usa' has the state texas), lower-cased when the
+    domain says so."""
     parts = pl.col(column).str.split(domain.sep)
-    return [part_value(parts.list.get(i), domain.lowercase).alias(name) for i, name in enumerate(domain.names)]
+    return [part_value(parts.list.get(i), domain.lowercase).alias(name)
+            for i, (name, part) in enumerate(zip(domain.names, domain.parts)) if part is not None]
 
 
 FIELD_LABELS = {"zip": "zip code", "ts": "timestamp"}  # how rejection reasons name these fields

@@ -199,6 +199,8 @@ def test_a_header_that_is_not_the_spec_columns_stops_the_read(tmp_path):
      "users.features.city.values: does not apply with reject_garbled"),
     ('parts = ["city", "region", "country"]', 'parts = ["city", "Level", "country"]', "users.split.Where.parts: a part is named"),
     ("[users.split.Where]", "[users.split.Somewhere]", "users.split.Somewhere: unknown key"),
+    ('country = { type = "categorical", values', 'where = { type = "categorical", column = "Where" }\ncountry = { type = "categorical", values',
+     "users.features.where.column: the column is split into parts"),
     ('city = { type = "categorical", reject_garbled = true }', 'city = { type = "numeric", min = 1, max = 2 }',
      "users.features.city.type: a part of a split column is a categorical feature"),
     ("implicit = 0", "implicit = 3", "label.implicit: expected label values outside min 1 .. max 5"),
