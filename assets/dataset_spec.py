@@ -268,6 +268,8 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
                          "(e.g. a backslash when a quote inside a field is written as backslash-quote)", escape)
     header = check.typed(raw, "header", section, bool, True)
     if header and "columns" not in raw:
+        if first is None or not first.is_file():
+            raise check.fail(f"{section}.columns", "needed when the file is not there to name them", None)
         columns = header_line(first, separator, quote, encoding)
     else:  # with a header, line 1 must name these columns (checked when the file is read)
         columns = tuple(check.typed(raw, "columns", section, list))
