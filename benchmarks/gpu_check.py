@@ -183,8 +183,8 @@ def main() -> int:
     parser.add_argument("--skip-check", action="store_true", help="only the full runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds of the full runs")
     parser.add_argument("--no-ablation", action="store_true", help="leave the gamma ablation's runs out of the full phase")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods of the full runs")
-    parser.add_argument("--variants", type=Path, help="JSON {name: {method, network: {...}, learner: {...}}}: more runs x 3 seeds "
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS, help="methods of the full runs (none: only --variants)")
+    parser.add_argument("--variants", type=Path, help="JSON {name: {method, network: {...}, learner: {...}, train: {...}}}: more runs x 3 seeds "
                         "beside the pipeline's, each a method with some settings changed")
     args = parser.parse_args()
     import torch
@@ -230,8 +230,11 @@ def main() -> int:
         for variant, spec in (json.loads(args.variants.read_text()) if args.variants else {}).items():
             for s in seeds:
                 learner_config, train_config = settings(spec["method"], None, args.device, s, steps, every, args.run_seconds, dataset)
-                network = replace(learner_config.network, **spec.get("network", {}))
+                # JSON lists stand for tuples (e.g. the adapted parameter prefixes).
+                network = replace(learner_config.network, **{k: tuple(v) if isinstance(v, list) else v
+                                                             for k, v in spec.get("network", {}).items()})
                 learner_config = replace(learner_config, network=network, **spec.get("learner", {}))
+                train_config = replace(train_config, **spec.get("train", {}))
                 runs.append(({"method": spec["method"], "variant": variant, "seed": s, "device": args.device, "side": "device",
                               "gamma": None}, learner_config, train_config))
         # The slowest runs first, so the last wave is not one long run alone.
