@@ -199,7 +199,7 @@ class ModelConfig(dg.Config):
     hidden: list[int] = Field(default=list(LEARNER_DEFAULTS.network.hidden), description="Decision layer widths.")
     statistics: bool = Field(default=LEARNER_DEFAULTS.network.statistics, description="Rating statistics as features (models/features.py).")
     item_id: bool = Field(default=LEARNER_DEFAULTS.network.item_id, description="The item's identity as an item field.")
-    factor_dim: int = Field(default=LEARNER_DEFAULTS.network.factor_dim, description="Rank of the dot-product head on MF item factors (0 = none).")
+    factor_dim: int | None = Field(default=None, description=f"Rank of the dot-product head on MF item factors (0 = none); empty = {LEARNER_DEFAULTS.network.factor_dim}, or with the MF fold-in the MF reference row's rank.")
     unknown_rate: float | None = Field(default=None, description="Share of codes replaced by UNKNOWN while meta-training." + TUNED_HELP)
     mf_foldin: bool | None = Field(default=None, description="Add the MF fold-in's prediction to the score (the network starts at the MF reference row)." + TUNED_HELP)
     mf_reg: float | None = Field(default=None, description="Ridge strength of the network's MF (item factors and the fold-in)." + TUNED_HELP)
@@ -234,6 +234,7 @@ class ModelConfig(dg.Config):
         if chosen is None:
             return learner
         keep = frozenset(self.chosen(method, dataset).params) | frozenset(self.explicit())
+        keep |= frozenset({"factor_dim"} if self.factor_dim is not None else ())
         return replace(learner, network=with_reference_settings(learner.network, ReferenceSettings.from_dict(chosen), keep))
 
     def train_config(self, method: str, dataset: str | None) -> TrainConfig:
@@ -253,7 +254,8 @@ class ModelConfig(dg.Config):
 
     def _configs(self, method: str, dataset: str | None) -> tuple[LearnerConfig, TrainConfig]:
         network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics,
-                                item_id=self.item_id, factor_dim=self.factor_dim)
+                                item_id=self.item_id,
+                                factor_dim=LEARNER_DEFAULTS.network.factor_dim if self.factor_dim is None else self.factor_dim)
         memory = MemoryConfig(capacity=self.memory_capacity, k=self.memory_k, beta=self.memory_beta, backend=self.memory_backend)
         learner = LearnerConfig(first_order=self.first_order, network=network, lr_hidden=self.lr_hidden, memory=memory,
                                 kernel_delta=self.kernel_delta, lr_init_std=self.lr_init_std)

@@ -109,14 +109,14 @@ class NetworkConfig:
 def with_reference_settings(config: NetworkConfig, settings: ReferenceSettings, keep: frozenset[str] = frozenset()) -> NetworkConfig:
     """The fold-ins' MF and kNN set to the reference rows' validation-chosen settings
     (models/references.py `tune_settings`), except the fields named in `keep` (set by the
-    run config or the settings file). The MF keeps the head's rank `factor_dim`. A network
-    without fold-ins is returned as it is.
+    run config or the settings file). With the MF fold-in the head's rank `factor_dim` becomes
+    the MF row's rank too, so the fold-in is that row. A network without fold-ins is returned as it is.
     """
     values: dict = {}
     if config.mf_foldin or config.knn_foldin:
         values.update(mf_user_shrinkage=settings.bias.user_shrinkage, mf_item_shrinkage=settings.bias.item_shrinkage)
     if config.mf_foldin:
-        values.update(mf_reg=settings.mf.reg)
+        values.update(mf_reg=settings.mf.reg, factor_dim=settings.mf.rank)
     if config.knn_foldin:
         values.update(knn_k=settings.knn.k, knn_shrinkage=settings.knn.shrinkage, knn_damping=settings.knn.damping)
     return replace(config, **{k: v for k, v in values.items() if k not in keep})
@@ -382,7 +382,8 @@ class PreferenceNetwork(nn.Module):
         # inner loop off course.
         with torch.no_grad():
             self.decision[-1].bias.fill_(output_bias(scale.center, data.task))
-        self.register_buffer("decision_center", torch.tensor(float(scale.center)))
+        # The output's starting value (the labels' centre, a logit for clicks): fold-ins enter around it.
+        self.register_buffer("decision_center", torch.tensor(float(output_bias(float(scale.center), data.task))))
         allowed = ("decision.", USER_FACTOR, FOLDIN_WEIGHT)
         if not self.adapted_params() or any(not n.startswith(allowed) for n in self.adapted_params()):
             # The inner loop runs on precomputed embeddings, so only the head can adapt.
@@ -476,7 +477,12 @@ class PreferenceNetwork(nn.Module):
             support.append(s), query.append(q)
         if not support:
             return None, None
-        return torch.stack(support, -1), torch.stack(query, -1)
+        support, query = torch.stack(support, -1), torch.stack(query, -1)
+        if self.task == "ctr":
+            # Click probabilities enter as logits, the score's own scale, so the network starts at
+            # the fold-ins' blend in logit space.
+            support, query = (torch.logit(p.clamp(1e-4, 1 - 1e-4)) for p in (support, query))
+        return support, query
 
     def factor_tables(self, keys: torch.Tensor, training: bool) -> torch.Tensor | None:
         """(B,) which cross-fitted factor table each task uses: its fold's while training, else the full one."""
@@ -513,7 +519,7 @@ class PreferenceNetwork(nn.Module):
             user_factor = prior + params.get(USER_FACTOR, self.factor.user)
             score = score + (item_factors * user_factor.unsqueeze(-2)).sum(-1)
         if self.foldins:
-            # The fold-ins' predictions enter around the labels' centre, where the output bias starts.
+            # The fold-ins' predictions enter around the output's starting value.
             weight = params.get(FOLDIN_WEIGHT, self.foldin_weight)  # (F,) or per user (..., F)
             score = score + ((x[-1] - self.decision_center) * weight.unsqueeze(-2)).sum(-1)
         return score

@@ -313,3 +313,35 @@ def test_crossfitted_knn_tables_never_see_their_folds_query_labels():
     assert torch.equal(net.embedder.knn_value[1], changed.embedder.knn_value[1])
     assert torch.equal(net.embedder.knn_mu[1], changed.embedder.knn_mu[1])
     assert not torch.equal(net.embedder.knn_value[0], changed.embedder.knn_value[0])  # the full table does see them
+
+
+def test_fold_ins_take_the_reference_rows_settings_unless_set_elsewhere():
+    from models.network import with_reference_settings
+    from models.references import BlendConfig, ReferenceSettings
+
+    chosen = ReferenceSettings(BiasConfig(item_shrinkage=25.0, user_shrinkage=3.0), MFConfig(rank=5, reg=7.0),
+                               KNNConfig(k=40, shrinkage=300.0, damping=0.1), BlendConfig(0.45))
+    assert ReferenceSettings.from_dict(chosen.as_dict()) == chosen
+    plain = NetworkConfig()
+    assert with_reference_settings(plain, chosen) == plain  # no fold-in: nothing to set
+    both = with_reference_settings(replace(plain, mf_foldin=True, knn_foldin=True), chosen)
+    assert (both.factor_dim, both.mf_reg, both.mf_item_shrinkage, both.mf_user_shrinkage) == (5, 7.0, 25.0, 3.0)
+    assert (both.knn_k, both.knn_shrinkage, both.knn_damping) == (40, 300.0, 0.1)
+    kept = with_reference_settings(replace(plain, knn_foldin=True, knn_shrinkage=50.0), chosen, frozenset({"knn_shrinkage"}))
+    assert (kept.knn_shrinkage, kept.knn_k, kept.factor_dim, kept.mf_reg) == (50.0, 40, plain.factor_dim, plain.mf_reg)
+
+
+def test_click_fold_ins_enter_as_logits_so_the_network_starts_at_their_blend():
+    data = distinct_items(tiny_task_data("ctr", users=20))
+    test = data.splits["test"]
+    mask = test.query_mask
+    bias = BiasConfig(item_shrinkage=6.0, user_shrinkage=4.0)
+    ratings = fitting_ratings(data)
+    mf = predict_mf(fit_mf(ratings, MFConfig(rank=2, reg=3.0), bias), test)
+    knn = predict_knn(fit_item_knn(ratings, bias), test, KNNConfig(3, 5.0, 0.1))
+    logit = lambda p: torch.logit(torch.from_numpy(p).float().clamp(1e-4, 1 - 1e-4))  # noqa: E731
+    learner = build_learner("melu", data, LearnerConfig(network=replace(SMALL, factor_dim=2, mf_foldin=True, mf_reg=3.0,
+                                                                        factor_fit="all", **KNN))).eval()
+    _, query_x, _ = learner.prepare(test, data.items, training=False)
+    score = learner.net.predict(learner.net.adapted_params(), query_x)
+    assert torch.allclose(score[mask], (0.5 * logit(mf) + 0.5 * logit(knn))[mask], atol=1e-4)
