@@ -70,6 +70,8 @@ def with_warm_identities(data: TaskData, tasks: Bundle) -> TaskData:
     """
     if WARM_SPLIT not in data.splits or f"users__{WARM_SPLIT}" not in tasks.frames:
         return data
+    if data.splits[WARM_SPLIT].user_index is not None:  # the bundle's tensors carry them (meta_tasks >= 3)
+        return data
     users = tasks.frame(f"users__{WARM_SPLIT}").sort("user_row")
     if users.height != len(data.splits[WARM_SPLIT]):
         raise ValueError(f"users__{WARM_SPLIT} has {users.height} rows for {len(data.splits[WARM_SPLIT])} warm tasks")

@@ -45,10 +45,13 @@ class FactorTables:
 
 
 def _fitting_rows(splits: list[TaskSplit], parts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """(user, item, label, is_query) of every observed entry of `parts` of `splits`, users numbered across splits."""
+    """(user, item, label, is_query) of every observed entry of `parts` of `splits`, users numbered
+    across splits by their keys (`TaskSplit.keys`: identities where set, else row numbers)."""
     triples = [split_triples(s, parts) for s in splits]
-    offsets = np.cumsum([0] + [len(s) for s in splits])
-    users = np.concatenate([u + off for (u, _, _), off in zip(triples, offsets)]).astype(np.int64)
+    # Users by identity (a warm user's chunks are one user), numbered across splits.
+    keys = [s.keys().cpu().numpy() for s in splits]
+    offsets = np.cumsum([0] + [int(k.max()) + 1 if len(k) else 0 for k in keys])
+    users = np.concatenate([k[u] + off for (u, _, _), k, off in zip(triples, keys, offsets)]).astype(np.int64)
     items = np.concatenate([i for _, i, _ in triples]).astype(np.int64)
     labels = np.concatenate([y for _, _, y in triples])
     is_query = np.concatenate([

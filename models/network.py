@@ -75,7 +75,7 @@ class NetworkConfig:
     # own support set over the fixed item side, and mu + b_i + b_u + q_i . p_u added to the score
     # with a meta-learned weight: the network starts from MF's prediction and learns what the
     # user's features and the inner loop add to it (models/references.py `ridge_foldin`).
-    mf_foldin: bool = False
+    mf_foldin: bool = True  # acts only with the MF head (factor_dim > 0, factor_source "mf"): see `uses_mf_foldin`
     # The MF behind the factors and the fold-in (the classic reference's model, models/references.py):
     # ridge on p_u and q_i, and pseudo-counts of b_u and b_i.
     mf_reg: float = MFConfig.reg
@@ -85,11 +85,16 @@ class NetworkConfig:
     # Item-kNN's fold-in as a feature (models/references.py `knn_foldin`): fitted on the same rows
     # and cross-fitted like the MF factors (`factor_fit`), with the reference row's k, lambda and
     # beta, and each item's `knn_neighbours` most similar items kept.
-    knn_foldin: bool = False
+    knn_foldin: bool = True
     knn_k: int = KNNConfig.k
     knn_shrinkage: float = KNNConfig.shrinkage
     knn_damping: float = KNNConfig.damping
     knn_neighbours: int = 200
+
+    @property
+    def uses_mf_foldin(self) -> bool:
+        """The MF fold-in needs the MF item side: the head's factors fitted by MF (`factor_dim` > 0)."""
+        return self.mf_foldin and self.factor_dim > 0 and self.factor_source == "mf"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.unknown_rate < 1.0:
@@ -98,8 +103,6 @@ class NetworkConfig:
             raise ValueError(f"factor_dim must be >= 0, got {self.factor_dim}")
         if self.factor_source not in ("mf", "learned"):
             raise ValueError(f"factor_source must be 'mf' or 'learned', got {self.factor_source!r}")
-        if self.mf_foldin and not (self.factor_dim and self.factor_source == "mf"):
-            raise ValueError("mf_foldin needs the MF factors: factor_dim > 0 and factor_source 'mf'")
         if self.knn_k < 1 or self.knn_neighbours < 1:
             raise ValueError(f"knn_k and knn_neighbours must be >= 1, got {self.knn_k} and {self.knn_neighbours}")
         if self.factor_fit not in ("support", "all", "crossfit"):
@@ -113,9 +116,9 @@ def with_reference_settings(config: NetworkConfig, settings: ReferenceSettings, 
     the MF row's rank too, so the fold-in is that row. A network without fold-ins is returned as it is.
     """
     values: dict = {}
-    if config.mf_foldin or config.knn_foldin:
+    if config.uses_mf_foldin or config.knn_foldin:
         values.update(mf_user_shrinkage=settings.bias.user_shrinkage, mf_item_shrinkage=settings.bias.item_shrinkage)
-    if config.mf_foldin:
+    if config.uses_mf_foldin:
         values.update(mf_reg=settings.mf.reg, factor_dim=settings.mf.rank)
     if config.knn_foldin:
         values.update(knn_k=settings.knn.k, knn_shrinkage=settings.knn.shrinkage, knn_damping=settings.knn.damping)
@@ -367,7 +370,7 @@ class PreferenceNetwork(nn.Module):
         self.decision = decision_layers(self.embedder.user_dim + self.embedder.item_dim, config.hidden)
         if config.factor_dim:
             self.factor = UserFactor(self.embedder.user_dim, config.factor_dim)
-        self.foldins = int(config.mf_foldin) + int(config.knn_foldin)
+        self.foldins = int(config.uses_mf_foldin) + int(config.knn_foldin)
         if self.foldins:
             # How much of each fold-in's prediction (MF's, then kNN's) the score keeps: an even blend.
             self.foldin_weight = nn.Parameter(torch.full((self.foldins,), 1.0 / self.foldins))
@@ -466,7 +469,7 @@ class PreferenceNetwork(nn.Module):
         `support_items`/`query_items` index `item_rep` (the batch's item rows); `batch` holds the rows themselves.
         """
         support, query = [], []
-        if self.config.mf_foldin:
+        if self.config.uses_mf_foldin:
             s, q = self.mf_predictions(item_rep, support_items, batch.support_labels, batch.support_mask, query_items,
                                        factor_table)
             support.append(s), query.append(q)
@@ -497,6 +500,10 @@ class PreferenceNetwork(nn.Module):
         F.linear calls instead of functional_call(self.decision, ...): the same function,
         without module-swapping machinery that dominates the vmapped inner loop's time.
         """
+        expected = 2 + 2 * bool(self.config.factor_dim) + bool(self.foldins)
+        if len(x) != expected:
+            raise ValueError(f"the inputs hold {len(x)} parts, this network takes {expected}: build them with "
+                             "`inputs` (and the fold-ins' predictions with `foldin_predictions`)")
         user, items = x[0], x[1]  # (..., Du), (..., S, Di)
         layers = [m for m in self.decision if isinstance(m, nn.Linear)]
         hidden = items

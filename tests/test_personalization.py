@@ -248,7 +248,7 @@ def test_the_foldin_network_starts_exactly_at_the_mf_reference():
     # The network's MF is the reference row's MF (same fit, same fold-in), and with the output
     # layer and the user prior starting at zero its first prediction is that row's prediction.
     data = tiny_task_data()
-    net_config = replace(SMALL, factor_dim=2, mf_foldin=True, factor_fit="all", mf_reg=3.0,
+    net_config = replace(SMALL, factor_dim=2, mf_foldin=True, knn_foldin=False, factor_fit="all", mf_reg=3.0,
                          mf_user_shrinkage=4.0, mf_item_shrinkage=6.0)
     learner = build_learner("melu", data, LearnerConfig(network=net_config)).eval()
     test = data.splits["test"]
@@ -322,12 +322,13 @@ def test_fold_ins_take_the_reference_rows_settings_unless_set_elsewhere():
     chosen = ReferenceSettings(BiasConfig(item_shrinkage=25.0, user_shrinkage=3.0), MFConfig(rank=5, reg=7.0),
                                KNNConfig(k=40, shrinkage=300.0, damping=0.1), BlendConfig(0.45))
     assert ReferenceSettings.from_dict(chosen.as_dict()) == chosen
-    plain = NetworkConfig()
+    plain = NetworkConfig(mf_foldin=False, knn_foldin=False)
     assert with_reference_settings(plain, chosen) == plain  # no fold-in: nothing to set
     both = with_reference_settings(replace(plain, mf_foldin=True, knn_foldin=True), chosen)
     assert (both.factor_dim, both.mf_reg, both.mf_item_shrinkage, both.mf_user_shrinkage) == (5, 7.0, 25.0, 3.0)
     assert (both.knn_k, both.knn_shrinkage, both.knn_damping) == (40, 300.0, 0.1)
     kept = with_reference_settings(replace(plain, knn_foldin=True, knn_shrinkage=50.0), chosen, frozenset({"knn_shrinkage"}))
+    assert NetworkConfig().mf_foldin and NetworkConfig().knn_foldin  # both on by default
     assert (kept.knn_shrinkage, kept.knn_k, kept.factor_dim, kept.mf_reg) == (50.0, 40, plain.factor_dim, plain.mf_reg)
 
 
