@@ -160,7 +160,7 @@ def reference_settings(context: dg.AssetExecutionContext, tasks: Bundle) -> dg.O
 @dg.asset(
     group_name="evaluation", kinds={"numpy", "duckdb"}, code_version="2",
     ins={"tasks": dg.AssetIn("meta_tasks"), "groups": dg.AssetIn("user_groups")},
-    description="Reference rows (global/item mean, user+item bias, biased MF, item-kNN), tuned on validation users, on the same query sets.",
+    description="Reference rows (global/item mean, user+item bias, biased MF, item-kNN, MF + kNN blend), tuned on validation users, on the same query sets.",
 )
 def reference_eval(context: dg.AssetExecutionContext, tasks: dict, groups: dict) -> dg.Output[Bundle]:
     bundle, seconds = evaluate_references(tasks, groups)
