@@ -14,10 +14,15 @@ ABLATION_GAMMAS = (1e-5, 1e-4, 1e-3, 1e-2)
 
 
 def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: list[float], dataset: str,
+                   references: Bundle | None = None,
                    on_epoch: Callable[[float, int, EpochLog], None] = lambda gamma, seed, log: None) -> Bundle:
-    """Train and evaluate REG-PAML once per gamma; rows are labelled with their gamma."""
+    """Train and evaluate REG-PAML once per gamma; rows are labelled with their gamma.
+
+    `references` (the `reference_settings` asset) gives the fold-ins' MF and kNN settings, as for `reg_paml_model`.
+    """
     user_frames, rows = [], []
-    variants = [("reg_paml", replace(config.learner_config("reg_paml", dataset), gamma=gamma)) for gamma in gammas]
+    learner = config.learner_config("reg_paml", dataset, references)
+    variants = [("reg_paml", replace(learner, gamma=gamma)) for gamma in gammas]
     # Every gamma's seeds side by side where the device has room (models/parallel.py).
     settings = config.settings_provenance("reg_paml", dataset)
     models = train_variants(tasks, variants, config.train_config("reg_paml", dataset), config.seeds,
@@ -54,8 +59,9 @@ class AblationConfig(ModelConfig):
     partitions_def=dataset_partitions, group_name="evaluation", kinds={"pytorch", "duckdb"}, code_version="1",
     description="REG-PAML gamma ablation (paper Table 4): major/minor error and p-value per gamma.",
 )
-def reg_paml_gamma_ablation(context: dg.AssetExecutionContext, config: AblationConfig, meta_tasks: Bundle, user_groups: Bundle) -> dg.Output[Bundle]:
-    bundle = gamma_ablation(meta_tasks, user_groups, config, config.gammas, context.partition_key,
+def reg_paml_gamma_ablation(context: dg.AssetExecutionContext, config: AblationConfig, meta_tasks: Bundle, user_groups: Bundle,
+                            reference_settings: Bundle) -> dg.Output[Bundle]:
+    bundle = gamma_ablation(meta_tasks, user_groups, config, config.gammas, context.partition_key, reference_settings,
                             lambda gamma, seed, log: context.log.info(progress_line(f"gamma {gamma:g} seed {seed}", log)))
     summary = bundle.frame("metrics").group_by("gamma", "population", "metric").agg(pl.col("value").mean()).sort("gamma", "metric", "population")
     return bundle_output(bundle, summary=table(summary))

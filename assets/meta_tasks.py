@@ -152,6 +152,11 @@ def encode_tasks(
                    .sort("user_id", "chunk").with_row_index("user_row"))
         members = members.with_columns(pl.col("user_row").cast(pl.Int64))
         frames[f"users__{split}"] = members.select("user_id", "chunk", "user_row") if split == WARM_SPLIT else members.select("user_id", "user_row")
+        if split == WARM_SPLIT:
+            # The chunks of one warm user share its identity: the models' fits (MF, kNN) and
+            # AT-PAML's memory then see one user with all of its ratings, as the references do.
+            identity = members["user_id"].cast(pl.String).rank("dense").to_numpy().astype(np.int64) - 1
+            tensors[f"{split}__user_index"] = torch.from_numpy(identity)
         codes = members.select(encode(pl.col(f), by_field.get(f, empty)).alias(f) for f in spec.user_fields)
         tensors[f"{split}__user_fields"] = torch.from_numpy(
             codes.to_numpy().astype(np.int64).reshape(members.height, len(spec.user_fields))
@@ -198,7 +203,7 @@ class TaskConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="data", kinds={"pytorch", "safetensors"}, code_version="2",
+    partitions_def=dataset_partitions, group_name="data", kinds={"pytorch", "safetensors"}, code_version="3",
     description="Encoded meta-learning tasks: padded support/query tensors with masks, vocabularies from training users only.",
 )
 def meta_tasks(context: dg.AssetExecutionContext, config: TaskConfig, clean_logs: Bundle, user_splits: Bundle) -> dg.Output[Bundle]:

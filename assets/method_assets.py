@@ -19,9 +19,9 @@ from assets.bundle import Bundle
 from assets.evaluation import aggregate, minor_vs_major, user_diagnostics, user_metrics_frame
 from models.checkpoint import flatten_state, unflatten_state
 from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict
-from models.network import NetworkConfig
+from models.network import NetworkConfig, with_reference_settings
 from models.parallel import JobResult, TrainJob, run_jobs
-from models.references import DEFAULT_PROTOCOL, training_labels
+from models.references import DEFAULT_PROTOCOL, ReferenceSettings, training_labels
 from models.settings import KNOBS, ChosenSettings, apply_params, chosen_settings
 from models.tasks import TaskData, task_data_from_tensors
 from models.training import EpochLog, TrainConfig, predict_split
@@ -199,10 +199,12 @@ class ModelConfig(dg.Config):
     hidden: list[int] = Field(default=list(LEARNER_DEFAULTS.network.hidden), description="Decision layer widths.")
     statistics: bool = Field(default=LEARNER_DEFAULTS.network.statistics, description="Rating statistics as features (models/features.py).")
     item_id: bool = Field(default=LEARNER_DEFAULTS.network.item_id, description="The item's identity as an item field.")
-    factor_dim: int = Field(default=LEARNER_DEFAULTS.network.factor_dim, description="Rank of the dot-product head on MF item factors (0 = none).")
+    factor_dim: int | None = Field(default=None, description=f"Rank of the dot-product head on MF item factors (0 = none); empty = {LEARNER_DEFAULTS.network.factor_dim}, or with the MF fold-in the MF reference row's rank.")
     unknown_rate: float | None = Field(default=None, description="Share of codes replaced by UNKNOWN while meta-training." + TUNED_HELP)
     mf_foldin: bool | None = Field(default=None, description="Add the MF fold-in's prediction to the score (the network starts at the MF reference row)." + TUNED_HELP)
     mf_reg: float | None = Field(default=None, description="Ridge strength of the network's MF (item factors and the fold-in)." + TUNED_HELP)
+    knn_foldin: bool | None = Field(default=None, description="Add item-kNN's fold-in prediction to the score (with the MF fold-in: start at their even blend)." + TUNED_HELP)
+    knn_shrinkage: float | None = Field(default=None, description="Similarity shrinkage lambda of the network's item-kNN." + TUNED_HELP)
     factor_lr_scale: float | None = Field(default=None, description="The user factor's inner step relative to the decision layers'." + TUNED_HELP)
     lr_per_layer: bool | None = Field(default=None, description="PAML family: one alpha(h_i) per adapted layer." + TUNED_HELP)
     lr_history: bool | None = Field(default=None, description="PAML family: the LR module also reads an encoding of the support set." + TUNED_HELP)
@@ -224,9 +226,16 @@ class ModelConfig(dg.Config):
     finetune_lr: float | None = Field(default=None, description="Transfer: fine-tuning step size." + TUNED_HELP)
     settings_dir: str = Field(default="", description="Directory of the tuned settings files (<dataset>.json); empty = models/settings.")
 
-    def learner_config(self, method: str, dataset: str | None) -> LearnerConfig:
-        """Code defaults <- tuned settings of (dataset, method) <- values set in this config."""
-        return self._configs(method, dataset)[0]
+    def learner_config(self, method: str, dataset: str | None, references: Bundle | None = None) -> LearnerConfig:
+        """Code defaults <- tuned settings of (dataset, method) <- values set in this config; with fold-ins,
+        their MF and kNN settings from `references` (the `reference_settings` asset) unless those two set them."""
+        learner, train = self._configs(method, dataset)
+        chosen = (references.info["settings"] if references is not None else {}).get(train.protocol)
+        if chosen is None:
+            return learner
+        keep = frozenset(self.chosen(method, dataset).params) | frozenset(self.explicit())
+        keep |= frozenset({"factor_dim"} if self.factor_dim is not None else ())
+        return replace(learner, network=with_reference_settings(learner.network, ReferenceSettings.from_dict(chosen), keep))
 
     def train_config(self, method: str, dataset: str | None) -> TrainConfig:
         return self._configs(method, dataset)[1]
@@ -245,7 +254,8 @@ class ModelConfig(dg.Config):
 
     def _configs(self, method: str, dataset: str | None) -> tuple[LearnerConfig, TrainConfig]:
         network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics,
-                                item_id=self.item_id, factor_dim=self.factor_dim)
+                                item_id=self.item_id,
+                                factor_dim=LEARNER_DEFAULTS.network.factor_dim if self.factor_dim is None else self.factor_dim)
         memory = MemoryConfig(capacity=self.memory_capacity, k=self.memory_k, beta=self.memory_beta, backend=self.memory_backend)
         learner = LearnerConfig(first_order=self.first_order, network=network, lr_hidden=self.lr_hidden, memory=memory,
                                 kernel_delta=self.kernel_delta, lr_init_std=self.lr_init_std)
@@ -260,13 +270,15 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         name=f"{method}_model", partitions_def=dataset_partitions, group_name="models", kinds={"pytorch", "safetensors"},
-        code_version="1", ins={"meta_tasks": dg.AssetIn("meta_tasks")},
+        code_version="1", ins={"meta_tasks": dg.AssetIn("meta_tasks"), "reference_settings": dg.AssetIn("reference_settings")},
         description=f"{method}: meta-trained per seed, epoch chosen on validation users; state dicts as safetensors.",
     )
-    def _model(context: dg.AssetExecutionContext, config: ModelConfig, meta_tasks: Bundle) -> dg.Output[Bundle]:
+    def _model(context: dg.AssetExecutionContext, config: ModelConfig, meta_tasks: Bundle,
+               reference_settings: Bundle) -> dg.Output[Bundle]:
         dataset = context.partition_key
         bundle, users_per_second = train_method(
-            method, meta_tasks, config.learner_config(method, dataset), config.train_config(method, dataset), config.seeds,
+            method, meta_tasks, config.learner_config(method, dataset, reference_settings), config.train_config(method, dataset),
+            config.seeds,
             lambda seed, log: context.log.info(progress_line(f"seed {seed}", log)),
             settings=config.settings_provenance(method, dataset), processes=config.processes)
         curves = bundle.frame("history").group_by("epoch").agg(pl.col("train_loss", "val_loss").mean()).sort("epoch")

@@ -1,7 +1,7 @@
 """Asset `reference_eval`: the reference rows a practitioner tries first.
 
-Global mean, item mean, user + item bias, biased MF with fold-in and item-kNN
-(models/references.py), each tuned on validation users and scored on exactly the test
+Global mean, item mean, user + item bias, biased MF with fold-in, item-kNN and the blend of
+MF and kNN (models/references.py), each tuned on validation users and scored on exactly the test
 users' query sets the meta-learners are scored on. Rows go to the same `user_metrics`,
 `metrics` and `significance` tables (method `ref_<name>`), once per protocol the task data
 allows: "paper" (fitted on training users) always, "production" (training + warm users)
@@ -70,6 +70,8 @@ def with_warm_identities(data: TaskData, tasks: Bundle) -> TaskData:
     """
     if WARM_SPLIT not in data.splits or f"users__{WARM_SPLIT}" not in tasks.frames:
         return data
+    if data.splits[WARM_SPLIT].user_index is not None:  # the bundle's tensors carry them (meta_tasks >= 3)
+        return data
     users = tasks.frame(f"users__{WARM_SPLIT}").sort("user_row")
     if users.height != len(data.splits[WARM_SPLIT]):
         raise ValueError(f"users__{WARM_SPLIT} has {users.height} rows for {len(data.splits[WARM_SPLIT])} warm tasks")
@@ -119,7 +121,8 @@ TUNING_SCHEMA = {"dataset": pl.String, "protocol": pl.String, "reference": pl.St
 
 def tuning_rows(dataset: str, protocol: str, fitted: ProtocolReferences) -> list[dict]:
     """The validation trials as rows; `setting` is JSON, `chosen` marks the setting that was used."""
-    used = {"user_item_bias": fitted.settings.bias, "mf": fitted.settings.mf, "item_knn": fitted.settings.knn}
+    used = {"user_item_bias": fitted.settings.bias, "mf": fitted.settings.mf, "item_knn": fitted.settings.knn,
+            "mf_knn": fitted.settings.blend}
     rows = []
     for trial in fitted.trials:
         setting = trial["setting"]
@@ -129,17 +132,35 @@ def tuning_rows(dataset: str, protocol: str, fitted: ProtocolReferences) -> list
     return rows
 
 
-# -- Dagster asset -------------------------------------------------------------------------
+def chosen_reference_settings(tasks: Bundle) -> dict[str, dict]:
+    """protocol -> the reference rows' settings chosen on one dataset's validation users (`tune_settings`)."""
+    data = with_warm_identities(task_data_from_tensors(tasks.tensors, tasks.info), tasks)
+    return {protocol: tune_settings(data, protocol_splits(data, protocol))[0].as_dict() for protocol in available_protocols(data)}
+
+
+# -- Dagster assets ------------------------------------------------------------------------
 import dagster as dg  # noqa: E402
 
 from assets.markdown import markdown_table  # noqa: E402
 from pipelines.outputs import bundle_output  # noqa: E402
+from pipelines.partitions import dataset_partitions  # noqa: E402
+
+
+@dg.asset(
+    partitions_def=dataset_partitions, group_name="models", kinds={"numpy"}, code_version="1",
+    ins={"tasks": dg.AssetIn("meta_tasks")},
+    description="The classic reference rows' settings (bias pseudo-counts, MF, item-kNN, their blend), chosen on "
+                "validation users per protocol; the networks' MF and kNN fold-ins take theirs from here.",
+)
+def reference_settings(context: dg.AssetExecutionContext, tasks: Bundle) -> dg.Output[Bundle]:
+    settings = chosen_reference_settings(tasks)
+    return bundle_output(Bundle(info={"settings": settings}), chosen_settings=dg.MetadataValue.json(settings))
 
 
 @dg.asset(
     group_name="evaluation", kinds={"numpy", "duckdb"}, code_version="2",
     ins={"tasks": dg.AssetIn("meta_tasks"), "groups": dg.AssetIn("user_groups")},
-    description="Reference rows (global/item mean, user+item bias, biased MF, item-kNN), tuned on validation users, on the same query sets.",
+    description="Reference rows (global/item mean, user+item bias, biased MF, item-kNN, MF + kNN blend), tuned on validation users, on the same query sets.",
 )
 def reference_eval(context: dg.AssetExecutionContext, tasks: dict, groups: dict) -> dg.Output[Bundle]:
     bundle, seconds = evaluate_references(tasks, groups)

@@ -53,6 +53,7 @@ METHOD_ROWS = (
     MethodRow("ref_user_item_bias", "user + item bias", REFERENCE_SECTION),
     MethodRow("ref_mf", "MF (fold-in)", REFERENCE_SECTION),
     MethodRow("ref_item_knn", "item-kNN", REFERENCE_SECTION),
+    MethodRow("ref_mf_knn", "MF + kNN blend", REFERENCE_SECTION),
 )
 METHOD_BY_CODE = {row.code: row for row in METHOD_ROWS}
 BASELINES = tuple(r.code for r in METHOD_ROWS if r.section == BASELINES_SECTION)
@@ -82,7 +83,7 @@ DATASET_NAMES = {"movielens": "MovieLens-1M", "bookcrossing": "Book-Crossing", "
 ERROR_NAMES = {"rating": "MSE", "ctr": "log-loss"}
 SIGNIFICANCE_LEVEL = 0.05
 # The classic references every method is paired against (issue 9 item 7, issue 15).
-PAIRED_REFERENCES = ("ref_user_item_bias", "ref_mf", "ref_item_knn")
+PAIRED_REFERENCES = ("ref_user_item_bias", "ref_mf", "ref_item_knn", "ref_mf_knn")
 BOOTSTRAP_SEED = 0
 # Protocols in report order: the paper's first (its tables), then the others (their own block).
 PROTOCOL_ORDER = {protocol: i for i, protocol in enumerate([DEFAULT_PROTOCOL, *(p for p in PROTOCOL_SPLITS if p != DEFAULT_PROTOCOL)])}

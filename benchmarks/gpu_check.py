@@ -51,14 +51,20 @@ REFERENCE = Path(__file__).resolve().parent / "reference_ml1m_cpu.json"
 
 
 def settings(method: str, gamma: float | None, device: str, seed: int, steps: int | None, eval_every: int | None,
-             seconds: float | None = None, dataset: str = "movielens"):
-    """The pipeline's tuned settings of `dataset` for one run, optionally capped to `steps` or `seconds`."""
+             seconds: float | None = None, dataset: str = "movielens", references=None):
+    """The pipeline's tuned settings of `dataset` for one run, optionally capped to `steps` or `seconds`;
+    `references` (models/references.py `ReferenceSettings`) sets the fold-ins' MF and kNN as the model assets do."""
     from models.learners import LearnerConfig
+    from models.network import with_reference_settings
     from models.settings import apply_params, chosen_settings
     from models.training import TrainConfig
 
     base = TrainConfig(device=device, seed=seed, max_seconds=seconds)
-    learner_config, train_config = apply_params(chosen_settings(dataset, method).params, LearnerConfig(), base)
+    params = chosen_settings(dataset, method).params
+    learner = LearnerConfig()
+    if references is not None:
+        learner = replace(learner, network=with_reference_settings(learner.network, references, frozenset(params)))
+    learner_config, train_config = apply_params(params, learner, base)
     if gamma is not None:
         learner_config = replace(learner_config, gamma=gamma)
     if steps is not None:
@@ -183,8 +189,8 @@ def main() -> int:
     parser.add_argument("--skip-check", action="store_true", help="only the full runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds of the full runs")
     parser.add_argument("--no-ablation", action="store_true", help="leave the gamma ablation's runs out of the full phase")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods of the full runs")
-    parser.add_argument("--variants", type=Path, help="JSON {name: {method, network: {...}, learner: {...}}}: more runs x 3 seeds "
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS, help="methods of the full runs (none: only --variants)")
+    parser.add_argument("--variants", type=Path, help="JSON {name: {method, network: {...}, learner: {...}, train: {...}}}: more runs x 3 seeds "
                         "beside the pipeline's, each a method with some settings changed")
     args = parser.parse_args()
     import torch
@@ -199,6 +205,10 @@ def main() -> int:
     data = load_tasks(args.tasks)
     # The exported tasks name their dataset: its settings file chooses each method's settings.
     dataset = json.loads((args.tasks / "info.json").read_text()).get("dataset", "movielens")
+    # The fold-ins take the reference rows' validation-chosen settings, as in the pipeline (paper protocol).
+    from models.references import tune_settings
+    references, _ = tune_settings(data)
+    print(f"reference settings (validation): {references}", flush=True)
     print(f"tasks: {', '.join(f'{k} {len(v)}' for k, v in data.splits.items())} users", flush=True)
     tiny = args.budget == "tiny"
     check_methods = ("melu", "reg_paml") if tiny else METHODS
@@ -209,7 +219,7 @@ def main() -> int:
 
     print(f"\n1. check: {len(check_methods)} methods, seed 0, {check_steps} steps, CPU and {args.device} side by side", flush=True)
     runs = [({"method": m, "seed": 0, "device": device, "side": side, "gamma": None},
-             *settings(m, None, device, 0, check_steps, check_every, dataset=dataset))
+             *settings(m, None, device, 0, check_steps, check_every, dataset=dataset, references=references))
             for m in check_methods for side, device in (("cpu", "cpu"), ("device", args.device))]
     passed = True
     if not args.skip_check:
@@ -223,15 +233,20 @@ def main() -> int:
         steps = 12 if tiny else args.max_steps
         every = 6 if tiny else None
         runs = [({"method": m, "seed": s, "device": args.device, "side": "device", "gamma": None},
-                 *settings(m, None, args.device, s, steps, every, args.run_seconds, dataset)) for m in args.methods for s in seeds]
+                 *settings(m, None, args.device, s, steps, every, args.run_seconds, dataset, references))
+                for m in args.methods for s in seeds]
         runs += [({"method": "reg_paml", "seed": s, "device": args.device, "side": "device", "gamma": g},
-                  *settings("reg_paml", g, args.device, s, steps, every, args.run_seconds, dataset))
+                  *settings("reg_paml", g, args.device, s, steps, every, args.run_seconds, dataset, references))
                  for g in ABLATION_GAMMAS for s in seeds if not args.no_ablation]
         for variant, spec in (json.loads(args.variants.read_text()) if args.variants else {}).items():
             for s in seeds:
-                learner_config, train_config = settings(spec["method"], None, args.device, s, steps, every, args.run_seconds, dataset)
-                network = replace(learner_config.network, **spec.get("network", {}))
+                learner_config, train_config = settings(spec["method"], None, args.device, s, steps, every, args.run_seconds, dataset,
+                                                        references)
+                # JSON lists stand for tuples (e.g. the adapted parameter prefixes).
+                network = replace(learner_config.network, **{k: tuple(v) if isinstance(v, list) else v
+                                                             for k, v in spec.get("network", {}).items()})
                 learner_config = replace(learner_config, network=network, **spec.get("learner", {}))
+                train_config = replace(train_config, **spec.get("train", {}))
                 runs.append(({"method": spec["method"], "variant": variant, "seed": s, "device": args.device, "side": "device",
                               "gamma": None}, learner_config, train_config))
         # The slowest runs first, so the last wave is not one long run alone.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.references import BiasConfig, MFConfig, Ratings, fit_mf
+from models.references import BiasConfig, KNNConfig, MFConfig, Ratings, fit_item_knn, fit_mf, item_neighbours
 from models.tasks import TaskSplit
 
 
@@ -44,6 +44,30 @@ class FactorTables:
     factors: torch.Tensor
 
 
+def _fitting_rows(splits: list[TaskSplit], parts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(user, item, label, is_query) of every observed entry of `parts` of `splits`, users numbered
+    across splits by their keys (`TaskSplit.keys`: identities where set, else row numbers)."""
+    triples = [split_triples(s, parts) for s in splits]
+    # Users by identity (a warm user's chunks are one user), numbered across splits.
+    keys = [s.keys().cpu().numpy() for s in splits]
+    offsets = np.cumsum([0] + [int(k.max()) + 1 if len(k) else 0 for k in keys])
+    users = np.concatenate([k[u] + off for (u, _, _), k, off in zip(triples, keys, offsets)]).astype(np.int64)
+    items = np.concatenate([i for _, i, _ in triples]).astype(np.int64)
+    labels = np.concatenate([y for _, _, y in triples])
+    is_query = np.concatenate([
+        np.concatenate([np.full(int(getattr(s, f"{part}_mask").sum()), part == "query") for part in parts])
+        for s in splits])
+    return users, items, labels, is_query, int(offsets[-1])
+
+
+def crossfit_keeps(users: np.ndarray, is_query: np.ndarray, folds: int) -> list[np.ndarray]:
+    """Which ratings each table is fitted on: all of them, then per fold all but that fold's query ratings."""
+    everything = np.ones(len(users), dtype=bool)
+    if folds <= 1:
+        return [everything]
+    return [everything] + [~(is_query & (users % folds == fold)) for fold in range(folds)]
+
+
 def fit_item_factors(splits: list[TaskSplit], n_item_rows: int, mf: MFConfig = MFConfig(), bias: BiasConfig = BiasConfig(),
                      parts: tuple[str, ...] = ("support", "query"), folds: int = 0) -> FactorTables:
     """Item sides of the reference MF (models/references.py `fit_mf`) fitted on `parts` of `splits`:
@@ -56,25 +80,40 @@ def fit_item_factors(splits: list[TaskSplit], n_item_rows: int, mf: MFConfig = M
     on support ratings only (no query rating of anyone), which keeps the factor spaces aligned
     without letting a left-out rating in through the start. Deterministic for a seed.
     """
-    triples = [split_triples(s, parts) for s in splits]
-    offsets = np.cumsum([0] + [len(s) for s in splits])
-    users = np.concatenate([u + off for (u, _, _), off in zip(triples, offsets)]).astype(np.int64)
-    items = np.concatenate([i for _, i, _ in triples]).astype(np.int64)
-    labels = np.concatenate([y for _, _, y in triples])
-    n_users = int(offsets[-1])
+    users, items, labels, is_query, n_users = _fitting_rows(splits, parts)
 
     def fit(keep: np.ndarray, start: np.ndarray | None = None):
         return fit_mf(Ratings(users[keep], items[keep], labels[keep], n_users, n_item_rows), mf, bias, start)
 
-    everything = np.ones(len(labels), dtype=bool)
-    if folds <= 1:
-        fits = [fit(everything)]
-    else:
-        is_query = np.concatenate([
-            np.concatenate([np.full(int(getattr(s, f"{part}_mask").sum()), part == "query") for part in parts])
-            for s in splits])
-        start = fit(~is_query).item_factors
-        fits = [fit(everything, start)] + [fit(~(is_query & (users % folds == fold)), start) for fold in range(folds)]
+    start = fit(~is_query).item_factors if folds > 1 else None
+    fits = [fit(keep, start) for keep in crossfit_keeps(users, is_query, folds)]
     return FactorTables(mu=torch.tensor([f.mu for f in fits], dtype=torch.float32),
                         item_bias=torch.from_numpy(np.stack([f.item_bias for f in fits])).float(),
                         factors=torch.from_numpy(np.stack([f.item_factors for f in fits])).float())
+
+
+@dataclass(frozen=True)
+class NeighbourTables:
+    """Item-kNN's item side per fit (T tables as in `FactorTables`): the bias baseline mu (T,) and
+    b_i (T, N+1), and each item's neighbour rows (T, N+1, M) with their similarities (T, N+1, M)."""
+
+    mu: torch.Tensor
+    item_bias: torch.Tensor
+    index: torch.Tensor
+    value: torch.Tensor
+
+
+def fit_item_neighbours(splits: list[TaskSplit], n_item_rows: int, knn: KNNConfig, bias: BiasConfig, neighbours: int,
+                        parts: tuple[str, ...] = ("support", "query"), folds: int = 0) -> NeighbourTables:
+    """The reference item-kNN (models/references.py) fitted on `parts` of `splits`, as neighbour
+    lists (`item_neighbours`): one table, or folds + 1 cross-fitted ones as in `fit_item_factors`
+    (table k leaves out the query ratings of fold k's users)."""
+    users, items, labels, is_query, n_users = _fitting_rows(splits, parts)
+    fits = []
+    for keep in crossfit_keeps(users, is_query, folds):
+        model = fit_item_knn(Ratings(users[keep], items[keep], labels[keep], n_users, n_item_rows), bias)
+        fits.append((model.bias, *item_neighbours(model, knn, neighbours)))
+    return NeighbourTables(mu=torch.tensor([b.mu for b, _, _ in fits], dtype=torch.float32),
+                           item_bias=torch.from_numpy(np.stack([b.item_bias for b, _, _ in fits])).float(),
+                           index=torch.from_numpy(np.stack([i for _, i, _ in fits])),
+                           value=torch.from_numpy(np.stack([v for _, _, v in fits])))

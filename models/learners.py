@@ -124,12 +124,9 @@ class MetaLearner(nn.Module):
         item_rep = self.net.embedder.items(items, rows)  # (R, Di) [+ (R, r) factors]
         h = self.net.embedder.user_of(batch)  # (B, Du)
         tables = self.net.factor_tables(batch.keys(), training)
-        mf_support = mf_query = None
-        if self.net.config.mf_foldin:
-            mf_support, mf_query = self.net.mf_predictions(item_rep, support_items, batch.support_labels, batch.support_mask,
-                                                           query_items, tables)
-        support_x = self.net.inputs(h, support_items, item_rep, tables, mf_support)  # (B, Du), (B, S, Di), ...
-        query_x = self.net.inputs(h, query_items, item_rep, tables, mf_query)  # (B, Du), (B, Q, Di), ...
+        foldin_support, foldin_query = self.net.foldin_predictions(batch, item_rep, support_items, query_items, tables)
+        support_x = self.net.inputs(h, support_items, item_rep, tables, foldin_support)  # (B, Du), (B, S, Di), ...
+        query_x = self.net.inputs(h, query_items, item_rep, tables, foldin_query)  # (B, Du), (B, Q, Di), ...
         support_loss = None
         if self.reads_support_loss:
             with torch.no_grad():

@@ -344,6 +344,10 @@ def paired_ttest(a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[float, float]:
     error). Raises ValueError with fewer than 2 complete pairs.
     """
     x, y = _paired(a, b)
+    if np.array_equal(x, y):
+        # Identical predictions (e.g. a network that kept its start, a reference row's blend):
+        # no difference at all, where scipy's t would be 0/0.
+        return 0.0, 1.0
     res = stats.ttest_rel(x, y)
     return float(res.statistic), float(res.pvalue)
 

@@ -27,25 +27,31 @@ Additions of ours, each a `NetworkConfig` switch applied to every method alike:
 - `mf_foldin`: MF's own prediction mu + b_i + b_u + q_i . p_u, with (b_u, p_u) solved by ridge
   on the user's support set (the reference row's fold-in), added to the score with a learned
   weight; the output layer and P start at zero, so the network starts at the MF row.
+- `knn_foldin`: item-kNN's prediction mu + b_i + b_u + sum_j s_ij z_uj / (beta + sum_j |s_ij|)
+  over the user's support items (the item-kNN reference row's rule, with each item's M most
+  similar items kept), added with its own learned weight: with both fold-ins the network starts
+  from an even blend of the two classic rows and learns how to combine them with the user's
+  features and the inner loop.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from models.factors import fit_item_factors
-from models.references import BiasConfig, MFConfig, ridge_foldin
+from models.factors import fit_item_factors, fit_item_neighbours
+from models.references import BiasConfig, KNNConfig, MFConfig, ReferenceSettings, knn_foldin, ridge_foldin
 from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics, label_scale, support_statistics
 from models.tasks import PAD_INDEX, UNKNOWN_INDEX, ItemTable, TaskData, TaskSplit
 
 Inputs = tuple[torch.Tensor, ...]  # (user (.., Du), items (.., S, Di)[, user factor (.., r), item factors (.., S, r)])
 ITEM_ID_FIELD = "item_id"
 USER_FACTOR = "factor.user"  # the adapted user factor u of the dot-product head
+FOLDIN_WEIGHT = "foldin_weight"  # the fold-ins' weights in the score (adapted only when `adapted` names it)
 
 
 @dataclass(frozen=True)
@@ -69,13 +75,26 @@ class NetworkConfig:
     # own support set over the fixed item side, and mu + b_i + b_u + q_i . p_u added to the score
     # with a meta-learned weight: the network starts from MF's prediction and learns what the
     # user's features and the inner loop add to it (models/references.py `ridge_foldin`).
-    mf_foldin: bool = False
+    mf_foldin: bool = True  # acts only with the MF head (factor_dim > 0, factor_source "mf"): see `uses_mf_foldin`
     # The MF behind the factors and the fold-in (the classic reference's model, models/references.py):
     # ridge on p_u and q_i, and pseudo-counts of b_u and b_i.
     mf_reg: float = MFConfig.reg
     mf_user_shrinkage: float = BiasConfig.user_shrinkage
     mf_item_shrinkage: float = BiasConfig.item_shrinkage
     unknown_rate: float = 0.2  # share of codes replaced by UNKNOWN while meta-training
+    # Item-kNN's fold-in as a feature (models/references.py `knn_foldin`): fitted on the same rows
+    # and cross-fitted like the MF factors (`factor_fit`), with the reference row's k, lambda and
+    # beta, and each item's `knn_neighbours` most similar items kept.
+    knn_foldin: bool = True
+    knn_k: int = KNNConfig.k
+    knn_shrinkage: float = KNNConfig.shrinkage
+    knn_damping: float = KNNConfig.damping
+    knn_neighbours: int = 200
+
+    @property
+    def uses_mf_foldin(self) -> bool:
+        """The MF fold-in needs the MF item side: the head's factors fitted by MF (`factor_dim` > 0)."""
+        return self.mf_foldin and self.factor_dim > 0 and self.factor_source == "mf"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.unknown_rate < 1.0:
@@ -84,10 +103,26 @@ class NetworkConfig:
             raise ValueError(f"factor_dim must be >= 0, got {self.factor_dim}")
         if self.factor_source not in ("mf", "learned"):
             raise ValueError(f"factor_source must be 'mf' or 'learned', got {self.factor_source!r}")
-        if self.mf_foldin and not (self.factor_dim and self.factor_source == "mf"):
-            raise ValueError("mf_foldin needs the MF factors: factor_dim > 0 and factor_source 'mf'")
+        if self.knn_k < 1 or self.knn_neighbours < 1:
+            raise ValueError(f"knn_k and knn_neighbours must be >= 1, got {self.knn_k} and {self.knn_neighbours}")
         if self.factor_fit not in ("support", "all", "crossfit"):
             raise ValueError(f"factor_fit must be 'support', 'all' or 'crossfit', got {self.factor_fit!r}")
+
+
+def with_reference_settings(config: NetworkConfig, settings: ReferenceSettings, keep: frozenset[str] = frozenset()) -> NetworkConfig:
+    """The fold-ins' MF and kNN set to the reference rows' validation-chosen settings
+    (models/references.py `tune_settings`), except the fields named in `keep` (set by the
+    run config or the settings file). With the MF fold-in the head's rank `factor_dim` becomes
+    the MF row's rank too, so the fold-in is that row. A network without fold-ins is returned as it is.
+    """
+    values: dict = {}
+    if config.uses_mf_foldin or config.knn_foldin:
+        values.update(mf_user_shrinkage=settings.bias.user_shrinkage, mf_item_shrinkage=settings.bias.item_shrinkage)
+    if config.uses_mf_foldin:
+        values.update(mf_reg=settings.mf.reg, factor_dim=settings.mf.rank)
+    if config.knn_foldin:
+        values.update(knn_k=settings.knn.k, knn_shrinkage=settings.knn.shrinkage, knn_damping=settings.knn.damping)
+    return replace(config, **{k: v for k, v in values.items() if k not in keep})
 
 
 class ItemRepresentation(NamedTuple):
@@ -192,7 +227,16 @@ class FieldEmbedder(nn.Module):
             self.register_buffer("mf_factors", fitted.factors)  # (T, N+1, r)
             self.register_buffer("mf_item_bias", fitted.item_bias)  # (T, N+1)
             self.register_buffer("mf_mu", fitted.mu)  # (T,)
-        elif config.factor_dim:
+        if config.knn_foldin:
+            parts = ("support",) if config.factor_fit == "support" else ("support", "query")
+            folds = config.factor_folds if config.factor_fit == "crossfit" else 0
+            knn = KNNConfig(config.knn_k, config.knn_shrinkage, config.knn_damping)
+            tables = fit_item_neighbours([train], n_rows, knn, BiasConfig(config.mf_item_shrinkage, config.mf_user_shrinkage),
+                                         config.knn_neighbours, parts, folds)
+            # Not saved with the model: the constructor refits them from the same data (deterministic).
+            for name in ("mu", "item_bias", "index", "value"):
+                self.register_buffer(f"knn_{name}", getattr(tables, name), persistent=False)
+        if config.factor_dim and config.factor_source != "mf":
             self.item_factor_table = nn.Embedding(n_rows + 1, config.factor_dim, padding_idx=PAD_INDEX)
             nn.init.normal_(self.item_factor_table.weight, std=0.01)
             with torch.no_grad():
@@ -326,44 +370,48 @@ class PreferenceNetwork(nn.Module):
         self.decision = decision_layers(self.embedder.user_dim + self.embedder.item_dim, config.hidden)
         if config.factor_dim:
             self.factor = UserFactor(self.embedder.user_dim, config.factor_dim)
-        if config.mf_foldin:
-            self.mf_weight = nn.Parameter(torch.ones(()))  # how much of MF's prediction the score keeps
-            # Start exactly at MF's fold-in: the decision layers' output and the user prior begin at
-            # zero, so meta-training moves away from MF only as far as validation users reward it.
+        self.foldins = int(config.uses_mf_foldin) + int(config.knn_foldin)
+        if self.foldins:
+            # How much of each fold-in's prediction (MF's, then kNN's) the score keeps: an even blend.
+            self.foldin_weight = nn.Parameter(torch.full((self.foldins,), 1.0 / self.foldins))
+            # Start exactly at the fold-ins' blend: the decision layers' output and the user prior
+            # begin at zero, so meta-training moves away from it only as far as validation users reward.
             with torch.no_grad():
                 self.decision[-1].weight.zero_()
-                self.factor.proj.weight.zero_()
+                if config.factor_dim:
+                    self.factor.proj.weight.zero_()
         # Start at the training labels' centre (a click rate's logit for CTR), not at 0: from 0,
         # the first support gradients on 1-5 star ratings are large enough to throw a fixed-rate
         # inner loop off course.
         with torch.no_grad():
             self.decision[-1].bias.fill_(output_bias(scale.center, data.task))
-        self.register_buffer("decision_center", torch.tensor(float(scale.center)))
-        allowed = ("decision.", USER_FACTOR)
+        # The output's starting value (the labels' centre, a logit for clicks): fold-ins enter around it.
+        self.register_buffer("decision_center", torch.tensor(float(output_bias(float(scale.center), data.task))))
+        allowed = ("decision.", USER_FACTOR, FOLDIN_WEIGHT)
         if not self.adapted_params() or any(not n.startswith(allowed) for n in self.adapted_params()):
             # The inner loop runs on precomputed embeddings, so only the head can adapt.
             raise ValueError(f"adapted={config.adapted!r} must select decision-layer parameters "
-                             f"(or {USER_FACTOR!r}), e.g. ('decision.',)")
+                             f"(or {USER_FACTOR!r}, {FOLDIN_WEIGHT!r}), e.g. ('decision.',)")
 
     def adapted_params(self) -> dict[str, torch.Tensor]:
         """The parameters the inner loop adapts, by name (e.g. 'decision.0.weight')."""
         return {n: p for n, p in self.named_parameters() if n.startswith(self.config.adapted)}
 
     def inputs(self, user_embedding: torch.Tensor, items: torch.Tensor, item_rep: ItemRepresentation,
-               factor_table: torch.Tensor | None = None, mf_prediction: torch.Tensor | None = None) -> Inputs:
-        """Decision inputs of a batch: user embedding (B, Du), item embeddings (B, S, Di), and with
-        the dot-product head the user prior P h (B, r) and the item factors (B, S, r), and with
-        the fold-in MF's prediction (B, S).
+               factor_table: torch.Tensor | None = None, foldin: torch.Tensor | None = None) -> Inputs:
+        """Decision inputs of a batch: user embedding (B, Du), item embeddings (B, S, Di), with
+        the dot-product head the user prior P h (B, r) and the item factors (B, S, r), and last,
+        with fold-ins, their predictions (B, S, F) (`foldin_predictions`).
 
         `factor_table` (B,) picks each user's table of cross-fitted factors (0, the table fitted
         on every rating, when None). The user half is kept apart rather than concatenated to every
         item: the first layer applies its user columns once per user instead of once per item.
         """
-        if item_rep.factors is None:
-            return user_embedding, item_rep.features[items]
-        factors = item_rep.factors[self.table_index(items.shape[0], factor_table, items.device).unsqueeze(1), items]  # (B, S, r)
-        x = (user_embedding, item_rep.features[items], self.factor.proj(user_embedding), factors)
-        return x if mf_prediction is None else (*x, mf_prediction)
+        x: Inputs = (user_embedding, item_rep.features[items])
+        if item_rep.factors is not None:
+            factors = item_rep.factors[self.table_index(items.shape[0], factor_table, items.device).unsqueeze(1), items]  # (B, S, r)
+            x = (*x, self.factor.proj(user_embedding), factors)
+        return x if foldin is None else (*x, foldin)
 
     @staticmethod
     def table_index(n_users: int, factor_table: torch.Tensor | None, device: torch.device) -> torch.Tensor:
@@ -393,9 +441,55 @@ class PreferenceNetwork(nn.Module):
 
         return predict(support_items), predict(query_items)
 
+    def knn_predictions(self, support_items: torch.Tensor, support_labels: torch.Tensor, support_mask: torch.Tensor,
+                        query_items: torch.Tensor, factor_table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item-kNN's predictions mu + b_i + b_u + offset for the support (B, S) and query (B, Q) items.
+
+        Item rows (not batch-local indices); b_u and the residuals z_uj come from the support set,
+        over the kNN item side of the user's table; a support item never predicts itself.
+        """
+        e = self.embedder
+        table = self.table_index(support_items.shape[0], factor_table, support_items.device).unsqueeze(1)  # (B, 1)
+        mask = support_mask.to(support_labels.dtype)
+        residual = (support_labels - e.knn_mu[table] - e.knn_item_bias[table, support_items]) * mask
+        user_bias = residual.sum(1, keepdim=True) / (self.config.mf_user_shrinkage + mask.sum(1, keepdim=True))  # (B, 1)
+        z = (residual - user_bias) * mask
+
+        def predict(items: torch.Tensor) -> torch.Tensor:
+            offset = knn_foldin(e.knn_index[table, items], e.knn_value[table, items],
+                                support_items, z, support_mask, self.config.knn_k, self.config.knn_damping)
+            return e.knn_mu[table] + e.knn_item_bias[table, items] + user_bias + offset
+
+        return predict(support_items), predict(query_items)
+
+    def foldin_predictions(self, batch: TaskSplit, item_rep: ItemRepresentation, support_items: torch.Tensor,
+                           query_items: torch.Tensor, factor_table: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The fold-ins' predictions stacked (B, S, F) and (B, Q, F), MF's first; (None, None) without fold-ins.
+
+        `support_items`/`query_items` index `item_rep` (the batch's item rows); `batch` holds the rows themselves.
+        """
+        support, query = [], []
+        if self.config.uses_mf_foldin:
+            s, q = self.mf_predictions(item_rep, support_items, batch.support_labels, batch.support_mask, query_items,
+                                       factor_table)
+            support.append(s), query.append(q)
+        if self.config.knn_foldin:
+            with torch.no_grad():
+                s, q = self.knn_predictions(batch.support_items, batch.support_labels, batch.support_mask,
+                                            batch.query_items, factor_table)
+            support.append(s), query.append(q)
+        if not support:
+            return None, None
+        support, query = torch.stack(support, -1), torch.stack(query, -1)
+        if self.task == "ctr":
+            # Click probabilities enter as logits, the score's own scale, so the network starts at
+            # the fold-ins' blend in logit space.
+            support, query = (torch.logit(p.clamp(1e-4, 1 - 1e-4)) for p in (support, query))
+        return support, query
+
     def factor_tables(self, keys: torch.Tensor, training: bool) -> torch.Tensor | None:
         """(B,) which cross-fitted factor table each task uses: its fold's while training, else the full one."""
-        if not self.config.factor_dim or self.config.factor_fit != "crossfit" or not training:
+        if not (self.config.factor_dim or self.config.knn_foldin) or self.config.factor_fit != "crossfit" or not training:
             return None
         return 1 + keys % self.config.factor_folds
 
@@ -406,6 +500,10 @@ class PreferenceNetwork(nn.Module):
         F.linear calls instead of functional_call(self.decision, ...): the same function,
         without module-swapping machinery that dominates the vmapped inner loop's time.
         """
+        expected = 2 + 2 * bool(self.config.factor_dim) + bool(self.foldins)
+        if len(x) != expected:
+            raise ValueError(f"the inputs hold {len(x)} parts, this network takes {expected}: build them with "
+                             "`inputs` (and the fold-ins' predictions with `foldin_predictions`)")
         user, items = x[0], x[1]  # (..., Du), (..., S, Di)
         layers = [m for m in self.decision if isinstance(m, nn.Linear)]
         hidden = items
@@ -423,13 +521,14 @@ class PreferenceNetwork(nn.Module):
             if index < len(layers) - 1:
                 hidden = torch.relu(hidden)
         score = hidden.squeeze(-1)
-        if len(x) >= 4:
+        if self.config.factor_dim:
             prior, item_factors = x[2], x[3]  # (..., r), (..., S, r)
             user_factor = prior + params.get(USER_FACTOR, self.factor.user)
             score = score + (item_factors * user_factor.unsqueeze(-2)).sum(-1)
-        if len(x) == 5:
-            # MF's prediction enters around the labels' centre, where the output bias starts.
-            score = score + self.mf_weight * (x[4] - self.decision_center)
+        if self.foldins:
+            # The fold-ins' predictions enter around the output's starting value.
+            weight = params.get(FOLDIN_WEIGHT, self.foldin_weight)  # (F,) or per user (..., F)
+            score = score + ((x[-1] - self.decision_center) * weight.unsqueeze(-2)).sum(-1)
         return score
 
 

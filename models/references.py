@@ -39,8 +39,8 @@ import torch
 from models import metrics as M
 from models.tasks import WARM_SPLIT, TaskData, TaskSplit
 
-REFERENCES = ("global_mean", "item_mean", "user_item_bias", "mf", "item_knn")
-TUNED_REFERENCES = ("user_item_bias", "mf", "item_knn")
+REFERENCES = ("global_mean", "item_mean", "user_item_bias", "mf", "item_knn", "mf_knn")
+TUNED_REFERENCES = ("user_item_bias", "mf", "item_knn", "mf_knn")
 PROTOCOL_SPLITS: dict[str, tuple[str, ...]] = {"paper": ("train",), "production": ("train", WARM_SPLIT)}
 DEFAULT_PROTOCOL = "paper"
 # Bounds the dense (query items x support items) similarity blocks of item-kNN to ~64 MB each.
@@ -77,6 +77,13 @@ class KNNConfig:
 
 
 @dataclass(frozen=True)
+class BlendConfig:
+    """The MF + kNN blend: (1 - knn_weight) * MF + knn_weight * kNN, both with their own settings."""
+
+    knn_weight: float = 0.5
+
+
+@dataclass(frozen=True)
 class SearchGrid:
     """Validation grids of the tuned references (docs/protocol.md gives the reasons)."""
 
@@ -87,6 +94,7 @@ class SearchGrid:
     knn_k: tuple[int, ...] = (2, 5, 10, 20, 30, 40, 60, 80, 160)
     knn_shrinkage: tuple[float, ...] = (10.0, 100.0, 300.0, 1000.0, 3000.0)
     knn_damping: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+    blend_knn_weight: tuple[float, ...] = tuple(i / 20 for i in range(21))
 
 
 @dataclass(frozen=True)
@@ -96,9 +104,16 @@ class ReferenceSettings:
     bias: BiasConfig = field(default_factory=BiasConfig)
     mf: MFConfig = field(default_factory=MFConfig)
     knn: KNNConfig = field(default_factory=KNNConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ReferenceSettings":
+        """The settings `as_dict` wrote (e.g. read back from a bundle's JSON)."""
+        return cls(BiasConfig(**values["bias"]), MFConfig(**values["mf"]), KNNConfig(**values["knn"]),
+                   BlendConfig(**values.get("blend", {})))
 
 
 @dataclass(frozen=True)
@@ -410,6 +425,56 @@ def predict_knn_grid(model: KNNModel, split: TaskSplit, configs: list[KNNConfig]
     return [predictions[c] for c in configs]
 
 
+def item_neighbours(model: KNNModel, config: KNNConfig, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's `neighbours` most similar items by the shrunk s_ij = rho_ij n_ij / (n_ij + lambda).
+
+    Returns (N, M) item rows sorted ascending per row (0 = no neighbour, the padding row) and
+    their similarities (0 there). An item is never its own neighbour. With M >= N - 1 every
+    non-zero similarity is kept and `knn_foldin` equals `predict_knn` exactly; a smaller M
+    drops the least similar pairs (a pair outside both lists counts as similarity 0).
+    """
+    n = model.rated.shape[1]
+    m = max(1, min(neighbours, n))
+    index, value = np.zeros((n, m), dtype=np.int64), np.zeros((n, m), dtype=np.float32)
+    cols = np.arange(n)
+    step = max(1, KNN_BLOCK_ENTRIES // max(n, 1))
+    for start in range(1, n, step):  # row 0 is padding: no neighbours
+        rows = np.arange(start, min(start + step, n))
+        rho, common = pearson_baseline(model, rows, cols)
+        similarity = rho * common / (common + config.shrinkage)
+        similarity[np.arange(len(rows)), rows] = 0.0
+        similarity[:, 0] = 0.0
+        top = np.argpartition(-similarity, m - 1, axis=1)[:, :m] if m < n else np.broadcast_to(cols, similarity.shape)
+        top_value = np.take_along_axis(similarity, top, 1)
+        top = np.where(top_value != 0.0, top, 0)
+        order = np.argsort(top, axis=1, kind="stable")
+        index[rows], value[rows] = np.take_along_axis(top, order, 1), np.take_along_axis(top_value, order, 1)
+    return index, value
+
+
+def knn_foldin(rows: torch.Tensor, values: torch.Tensor, support_items: torch.Tensor, support_residual: torch.Tensor,
+               support_mask: torch.Tensor, k: int, damping: float) -> torch.Tensor:
+    """Item-kNN's offsets sum_j s_ij z_uj / (beta + sum_j |s_ij|) for B users' X items, batched.
+
+    j runs over the k support items of largest s_ij (`predict_knn_grid`'s rule). `rows` and
+    `values` (B, X, M) are each predicted item's sorted neighbour list (`item_neighbours`, of the
+    user's table), in which s_ij is looked up; z_uj = r_uj - b_uj is `support_residual` (B, S).
+    A support item is never its own neighbour, so an item's own rating does not predict it.
+    """
+    b, x, m = rows.shape
+    wanted = support_items.unsqueeze(1).expand(b, x, support_items.shape[1]).contiguous()  # (B, X, S)
+    position = torch.searchsorted(rows, wanted).clamp_max(m - 1)
+    hit = (rows.gather(2, position) == wanted) & (wanted != 0)
+    similarity = torch.where(hit, values.gather(2, position), torch.zeros_like(values[..., :1]))
+    similarity = torch.where(support_mask.unsqueeze(1), similarity, torch.full_like(similarity, -torch.inf))
+    # Zero-similarity ties weigh nothing, so topk's unspecified order among them does not matter.
+    top, slot = torch.topk(similarity, min(k, similarity.shape[2]), dim=2)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    residual = support_residual.unsqueeze(1).expand_as(similarity).gather(2, slot)
+    norm = top.abs().sum(2) + damping
+    return torch.where(norm > 0, (top * residual).sum(2) / norm.clamp_min(1e-12), torch.zeros_like(norm))
+
+
 def predict_knn(model: KNNModel, split: TaskSplit, config: KNNConfig) -> np.ndarray:
     """(U, Q) item-kNN predictions of one config, in chunks of users."""
     return _in_user_chunks(split, lambda part: predict_knn_grid(model, part, [config])[0])
@@ -480,7 +545,18 @@ def tune_settings(
     chunks = [predict_knn_grid(knn_model, _rows(val, idx), knns) for idx in _chunk_indices(len(val))]
     knn_preds = [np.concatenate([chunk[i] for chunk in chunks], 0) for i in range(len(knns))]
     knn = best("item_knn", knns, [validation_error(p, val, task, train_ctr) for p in knn_preds])
-    return ReferenceSettings(bias, mf, knn), trials
+
+    # The blend a practitioner would try next, of the two rows as chosen above.
+    mf_val, knn_val = predict_mf(fit_mf(ratings, mf, bias), val), knn_preds[knns.index(knn)]
+    blends = [BlendConfig(w) for w in grid.blend_knn_weight]
+    blend = best("mf_knn", blends, [validation_error(blend_predictions(mf_val, knn_val, b), val, task, train_ctr)
+                                    for b in blends])
+    return ReferenceSettings(bias, mf, knn, blend), trials
+
+
+def blend_predictions(mf: np.ndarray, knn: np.ndarray, config: BlendConfig) -> np.ndarray:
+    """(1 - w) * MF + w * kNN (for clicks: of the two probabilities)."""
+    return (1.0 - config.knn_weight) * mf + config.knn_weight * knn
 
 
 def predict_reference(
@@ -501,7 +577,10 @@ def predict_reference(
         return predict_bias(fit_bias(ratings, settings.bias), split)
     if name == "mf":
         return predict_mf(fit_mf(ratings, settings.mf, settings.bias), split)
-    return predict_knn(fit_item_knn(ratings, settings.bias), split, settings.knn)
+    knn = predict_knn(fit_item_knn(ratings, settings.bias), split, settings.knn)
+    if name == "item_knn":
+        return knn
+    return blend_predictions(predict_mf(fit_mf(ratings, settings.mf, settings.bias), split), knn, settings.blend)
 
 
 def clip_for_task(pred: np.ndarray, task: str, eps: float = 1e-4) -> np.ndarray:

@@ -64,6 +64,9 @@ SPACE: tuple[Knob, ...] = (
     # meta-learner reach the MF reference row; whether a dataset wants it is validation's call.
     Knob("mf_foldin", "network", "categorical", choices=(False, True), methods=EVERY_METHOD, requires="network.factor_dim"),
     Knob("mf_reg", "network", "float", 1.0, 50.0, log=True, methods=EVERY_METHOD, requires="network.factor_dim"),
+    # The item-kNN fold-in beside it (models/network.py): the two classic rows' blend as the start.
+    Knob("knn_foldin", "network", "categorical", choices=(False, True), methods=EVERY_METHOD),
+    Knob("knn_shrinkage", "network", "float", 10.0, 3000.0, log=True, methods=EVERY_METHOD),
     Knob("max_step_norm", "learner", "categorical", choices=(1.0, 2.0, 4.0), methods=EVERY_METHOD),
     Knob("weight_decay", "train", "float", 0.0, 0.2, methods=EVERY_METHOD),
     Knob("rate_lr", "train", "float", 1e-4, 1e-2, log=True, methods=("meta_sgd", "paml", "at_paml", "reg_paml")),

@@ -93,7 +93,7 @@ def task_data_from_tensors(tensors: dict[str, torch.Tensor], info: dict) -> Task
     splits = {
         split: TaskSplit(**{name: tensors[f"{split}__{name}"] for name in (
             "user_fields", "support_items", "support_labels", "support_mask",
-            "query_items", "query_labels", "query_mask")})
+            "query_items", "query_labels", "query_mask")}, user_index=tensors.get(f"{split}__user_index"))
         for split in info.get("splits", SPLITS)
     }
     return TaskData(
@@ -107,7 +107,9 @@ PROTOCOLS = ("paper", "production")
 
 
 def concat_splits(parts: list[TaskSplit]) -> TaskSplit:
-    """Stack splits' tasks (padding to the widest support and query set); keys numbered anew."""
+    """Stack splits' tasks (padding to the widest support and query set). Keys: each part's own
+    (its identities, or row numbers), shifted past the previous parts' largest key, so tasks that
+    share an identity within a part (a warm user's chunks) still share it and no two parts do."""
     def stack(name: str, width: int) -> torch.Tensor:
         tensors = [getattr(p, name) for p in parts]
         return torch.cat([nn_pad(t, width) for t in tensors])
@@ -119,6 +121,12 @@ def concat_splits(parts: list[TaskSplit]) -> TaskSplit:
         merged[name] = stack(name, s_width)
     for name in ("query_items", "query_labels", "query_mask"):
         merged[name] = stack(name, q_width)
+    keys, offset = [], 0
+    for part in parts:
+        own = part.keys()
+        keys.append(own + offset)
+        offset += int(own.max()) + 1 if len(own) else 0
+    merged["user_index"] = torch.cat(keys)
     return TaskSplit(**merged)
 
 

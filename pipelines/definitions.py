@@ -13,7 +13,7 @@ from assets.meta_tasks import meta_tasks
 from assets.method_assets import EVAL_ASSETS, MODEL_ASSETS
 from assets.promotion import CHAMPION_ASSETS
 from assets.raw_logs import raw_logs
-from assets.reference_eval import reference_eval
+from assets.reference_eval import reference_eval, reference_settings
 from assets.report import report
 from assets.taobao_logs import taobao_daily_logs, taobao_log_window
 from assets.user_groups import user_groups
@@ -40,7 +40,7 @@ def operated(spec: dg.AssetSpec) -> dg.AssetSpec:
 
 SOURCE_ASSETS = dg.map_asset_specs(operated, [taobao_daily_logs, taobao_log_window])
 DATA_ASSETS = dg.map_asset_specs(operated, [raw_logs, clean_logs, cold_start_users, user_splits, user_groups, meta_tasks])
-MODEL_ASSETS = dg.map_asset_specs(operated, [*MODEL_ASSETS, *CHAMPION_ASSETS])
+MODEL_ASSETS = dg.map_asset_specs(operated, [reference_settings, *MODEL_ASSETS, *CHAMPION_ASSETS])
 EVALUATION_ASSETS = dg.map_asset_specs(operated, [*EVAL_ASSETS, reference_eval, reg_paml_gamma_ablation, report])
 ASSETS = [*SOURCE_ASSETS, *DATA_ASSETS, *MODEL_ASSETS, *EVALUATION_ASSETS]
 CHECKS = [clean_logs_expectations]

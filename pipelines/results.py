@@ -310,9 +310,11 @@ def targets(s: Store, dataset: str = "movielens") -> list[list[str]]:
         rows.append([f"9: {method} beats the tuned bias reference by ≥ 0.03", f"{fmt(value)} vs {fmt(bias)}", met(ok)])
     for protocol in ("paper", "production"):
         best = best_of(metrics, dataset, protocol, META_LEARNERS)
-        for reference in ("ref_mf", "ref_item_knn"):
+        # The blend is no target of issue 15; it is listed because beating each row alone is not beating their blend.
+        for reference in ("ref_mf", "ref_item_knn", "ref_mf_knn"):
             test = paired_test(users, dataset, protocol, best, reference) if best else None
-            rows.append([f"15: best meta-learner ({best or '—'}) beats {reference}, {protocol} protocol, paired p < {ALPHA}",
+            label = "beats" if reference != "ref_mf_knn" else "(beyond the targets) beats"
+            rows.append([f"15: best meta-learner ({best or '—'}) {label} {reference}, {protocol} protocol, paired p < {ALPHA}",
                          f"diff {test[0]:+.4f}, p {test[1]:.2g}" if test else "not computed", met(None if not test else test[0] < 0 and test[1] < ALPHA)])
     best_bx = best_of(metrics, "bookcrossing", "paper", META_LEARNERS)
     test = paired_test(users, "bookcrossing", "paper", best_bx, "ref_user_item_bias") if best_bx else None

@@ -75,7 +75,7 @@ def test_two_steps_by_hand():
 def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
     torch.manual_seed(0)
     data = tiny_task_data()
-    net = PreferenceNetwork(data, NetworkConfig(embedding_dim=4, hidden=(8, 8)))
+    net = PreferenceNetwork(data, NetworkConfig(embedding_dim=4, hidden=(8, 8), mf_foldin=False, knn_foldin=False))
     batch = data.splits["train"]
     items = net.embedder.items(data.items)
     xs = net.inputs(net.embedder.user_of(batch), batch.support_items, items)

@@ -13,7 +13,9 @@ from models.training import TrainConfig, predict_split, train
 from models.user_memory import MemoryConfig
 from tests.model_fixtures import tiny_task_data
 
-CONFIG = LearnerConfig(inner_lr=0.01, network=NetworkConfig(embedding_dim=4, hidden=(8, 8), factor_dim=2, unknown_rate=0.0),
+# Without the fold-ins: they start the decision layers' output at zero, where no gradient reaches the layers below yet.
+CONFIG = LearnerConfig(inner_lr=0.01, network=NetworkConfig(embedding_dim=4, hidden=(8, 8), factor_dim=2, unknown_rate=0.0,
+                                                            mf_foldin=False, knn_foldin=False),
                        memory=MemoryConfig(capacity=16, k=2), finetune_lr=0.01)
 PAPER_PAML = replace(CONFIG, lr_per_layer=False, lr_history=False)  # one alpha(h_i) per user, the paper's form
 

@@ -35,7 +35,9 @@ CONFIG = {
 def run_config(keys: set[str], night: str | None) -> dict:
     ops = {key: {"config": dict(CONFIG[key])} for key in keys if key in CONFIG}
     if night == SABOTAGED[0] and f"{SABOTAGED[1]}_model" in ops:
-        ops[f"{SABOTAGED[1]}_model"]["config"]["outer_lr"] = 1e4
+        # Without the fold-ins: their start (the classic rows' blend) is a selection candidate,
+        # which a diverging run would simply keep.
+        ops[f"{SABOTAGED[1]}_model"]["config"].update(outer_lr=1e4, mf_foldin=False, knn_foldin=False)
     return {"ops": ops}
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.factors import fit_item_factors
-from models.references import BiasConfig, MFConfig, fit_mf, fitting_ratings, predict_mf
+from models.references import BiasConfig, KNNConfig, MFConfig, fit_item_knn, fit_mf, fitting_ratings, predict_knn, predict_mf
 from models.learners import LearnerConfig, build_learner, layer_groups
 from models.network import ITEM_ID_FIELD, NetworkConfig, PreferenceNetwork, item_id_codes, trained_codes
 from models.tasks import UNKNOWN_INDEX, training_view
@@ -248,7 +248,7 @@ def test_the_foldin_network_starts_exactly_at_the_mf_reference():
     # The network's MF is the reference row's MF (same fit, same fold-in), and with the output
     # layer and the user prior starting at zero its first prediction is that row's prediction.
     data = tiny_task_data()
-    net_config = replace(SMALL, factor_dim=2, mf_foldin=True, factor_fit="all", mf_reg=3.0,
+    net_config = replace(SMALL, factor_dim=2, mf_foldin=True, knn_foldin=False, factor_fit="all", mf_reg=3.0,
                          mf_user_shrinkage=4.0, mf_item_shrinkage=6.0)
     learner = build_learner("melu", data, LearnerConfig(network=net_config)).eval()
     test = data.splits["test"]
@@ -257,6 +257,92 @@ def test_the_foldin_network_starts_exactly_at_the_mf_reference():
     reference = fit_mf(fitting_ratings(data), MFConfig(rank=2, reg=3.0), BiasConfig(item_shrinkage=6.0, user_shrinkage=4.0))
     expected = torch.from_numpy(predict_mf(reference, test)).float()
     mask = test.query_mask
-    assert torch.allclose(query_x[4][mask], expected[mask], atol=1e-4)
+    assert torch.allclose(query_x[4][..., 0][mask], expected[mask], atol=1e-4)
     score = learner.net.predict(learner.net.adapted_params(), query_x)
     assert torch.allclose(score[mask], expected[mask], atol=1e-4)
+
+
+def distinct_items(data):
+    """`data` with each user's support and query items all distinct, as real tasks are (kNN
+    would read a query item's own support rating otherwise)."""
+    generator = torch.Generator().manual_seed(1)
+    splits = {}
+    for name, split in data.splits.items():
+        n_items = int(data.items.fields.shape[0]) - 1
+        width = split.support_items.shape[1] + split.query_items.shape[1]
+        rows = torch.stack([torch.randperm(n_items, generator=generator)[:width] + 1 for _ in range(len(split))])
+        s = split.support_items.shape[1]
+        splits[name] = replace(split, support_items=rows[:, :s], query_items=rows[:, s:])
+    return replace(data, splits=splits)
+
+
+KNN = dict(knn_foldin=True, knn_k=3, knn_shrinkage=5.0, knn_damping=0.1, knn_neighbours=50, mf_item_shrinkage=6.0,
+           mf_user_shrinkage=4.0)
+
+
+def test_the_knn_foldin_is_the_knn_reference_and_both_start_as_an_even_blend():
+    data = distinct_items(tiny_task_data(users=20))
+    test = data.splits["test"]
+    mask = test.query_mask
+    bias = BiasConfig(item_shrinkage=6.0, user_shrinkage=4.0)
+    knn = torch.from_numpy(predict_knn(fit_item_knn(fitting_ratings(data), bias), test, KNNConfig(3, 5.0, 0.1))).float()
+    only_knn = build_learner("melu", data, LearnerConfig(network=replace(SMALL, factor_dim=0, factor_fit="all", **KNN))).eval()
+    _, query_x, _ = only_knn.prepare(test, data.items, training=False)
+    assert query_x[-1].shape == (*mask.shape, 1)
+    assert torch.allclose(query_x[-1][..., 0][mask], knn[mask], atol=1e-5)
+    score = only_knn.net.predict(only_knn.net.adapted_params(), query_x)
+    assert torch.allclose(score[mask], knn[mask], atol=1e-5)  # the output starts at the kNN row
+    both = build_learner("melu", data, LearnerConfig(network=replace(SMALL, factor_dim=2, mf_foldin=True, mf_reg=3.0,
+                                                                     factor_fit="all", **KNN))).eval()
+    _, query_x, _ = both.prepare(test, data.items, training=False)
+    mf = torch.from_numpy(predict_mf(fit_mf(fitting_ratings(data), MFConfig(rank=2, reg=3.0), bias), test)).float()
+    score = both.net.predict(both.net.adapted_params(), query_x)
+    assert torch.allclose(score[mask], (0.5 * mf + 0.5 * knn)[mask], atol=1e-4)
+
+
+def test_crossfitted_knn_tables_never_see_their_folds_query_labels():
+    data = tiny_task_data(users=20)
+    net = PreferenceNetwork(data, replace(SMALL, factor_dim=0, factor_folds=2, **KNN))
+    train = data.splits["train"]
+    fold = torch.arange(len(train)) % 2 == 0  # table 1 leaves out the query ratings of users 0, 2, ...
+    labels = train.query_labels.clone()
+    labels[fold] = 6.0 - labels[fold]
+    changed = PreferenceNetwork(replace(data, splits={**data.splits, "train": replace(train, query_labels=labels)}),
+                                replace(SMALL, factor_dim=0, factor_folds=2, **KNN))
+    assert net.embedder.knn_value.shape[0] == 3
+    assert torch.equal(net.embedder.knn_value[1], changed.embedder.knn_value[1])
+    assert torch.equal(net.embedder.knn_mu[1], changed.embedder.knn_mu[1])
+    assert not torch.equal(net.embedder.knn_value[0], changed.embedder.knn_value[0])  # the full table does see them
+
+
+def test_fold_ins_take_the_reference_rows_settings_unless_set_elsewhere():
+    from models.network import with_reference_settings
+    from models.references import BlendConfig, ReferenceSettings
+
+    chosen = ReferenceSettings(BiasConfig(item_shrinkage=25.0, user_shrinkage=3.0), MFConfig(rank=5, reg=7.0),
+                               KNNConfig(k=40, shrinkage=300.0, damping=0.1), BlendConfig(0.45))
+    assert ReferenceSettings.from_dict(chosen.as_dict()) == chosen
+    plain = NetworkConfig(mf_foldin=False, knn_foldin=False)
+    assert with_reference_settings(plain, chosen) == plain  # no fold-in: nothing to set
+    both = with_reference_settings(replace(plain, mf_foldin=True, knn_foldin=True), chosen)
+    assert (both.factor_dim, both.mf_reg, both.mf_item_shrinkage, both.mf_user_shrinkage) == (5, 7.0, 25.0, 3.0)
+    assert (both.knn_k, both.knn_shrinkage, both.knn_damping) == (40, 300.0, 0.1)
+    kept = with_reference_settings(replace(plain, knn_foldin=True, knn_shrinkage=50.0), chosen, frozenset({"knn_shrinkage"}))
+    assert NetworkConfig().mf_foldin and NetworkConfig().knn_foldin  # both on by default
+    assert (kept.knn_shrinkage, kept.knn_k, kept.factor_dim, kept.mf_reg) == (50.0, 40, plain.factor_dim, plain.mf_reg)
+
+
+def test_click_fold_ins_enter_as_logits_so_the_network_starts_at_their_blend():
+    data = distinct_items(tiny_task_data("ctr", users=20))
+    test = data.splits["test"]
+    mask = test.query_mask
+    bias = BiasConfig(item_shrinkage=6.0, user_shrinkage=4.0)
+    ratings = fitting_ratings(data)
+    mf = predict_mf(fit_mf(ratings, MFConfig(rank=2, reg=3.0), bias), test)
+    knn = predict_knn(fit_item_knn(ratings, bias), test, KNNConfig(3, 5.0, 0.1))
+    logit = lambda p: torch.logit(torch.from_numpy(p).float().clamp(1e-4, 1 - 1e-4))  # noqa: E731
+    learner = build_learner("melu", data, LearnerConfig(network=replace(SMALL, factor_dim=2, mf_foldin=True, mf_reg=3.0,
+                                                                        factor_fit="all", **KNN))).eval()
+    _, query_x, _ = learner.prepare(test, data.items, training=False)
+    score = learner.net.predict(learner.net.adapted_params(), query_x)
+    assert torch.allclose(score[mask], (0.5 * logit(mf) + 0.5 * logit(knn))[mask], atol=1e-4)

@@ -148,6 +148,50 @@ def test_item_knn_prediction_by_hand():
     np.testing.assert_allclose(R.predict_knn(model, split, configs[0]), both)
 
 
+def test_item_neighbour_lists_by_hand():
+    # lambda = 2: s_12 = 3/sqrt(10)/2, s_13 = 1/sqrt(10)/2, s_23 = -1/3; item 4 has no neighbour
+    s12, s13, s23 = 3 / np.sqrt(10) / 2, 1 / np.sqrt(10) / 2, -1 / 3
+    index, value = R.item_neighbours(hand_knn_model(), R.KNNConfig(shrinkage=2.0), neighbours=1)
+    assert index[1:, 0].tolist() == [2, 1, 1, 0]  # each item's most similar other item
+    np.testing.assert_allclose(value[1:, 0], [s12, s12, s13, 0.0], rtol=1e-6)
+    index, value = R.item_neighbours(hand_knn_model(), R.KNNConfig(shrinkage=2.0), neighbours=5)
+    assert all(sorted(row) == list(row) for row in index.tolist())  # sorted, for the lookup
+    assert {int(j): float(v) for j, v in zip(index[2], value[2]) if j} == pytest.approx({1: s12, 3: s23})
+    assert not index[4].any()  # never rated: no neighbour
+    assert all(i not in index[i] for i in range(1, 5))  # no item is its own neighbour
+
+
+def test_batched_knn_foldin_equals_the_reference_prediction():
+    # The networks' kNN (torch, neighbour lists) is the reference row's rule: with every
+    # neighbour kept it gives predict_knn_grid's numbers; keeping one drops the weaker pairs.
+    model = hand_knn_model()
+    split = split_of([([(2, 4.0), (3, 2.0)], [(1, 0.0), (4, 0.0)]), ([(1, 5.0), (2, 1.0)], [(3, 0.0)])], support_width=3)
+    user_bias = model.bias.user_bias(split.support_items.numpy(), split.support_labels.numpy().astype(np.float64),
+                                     split.support_mask.numpy())
+    z = torch.from_numpy((split.support_labels.numpy() - 3.0 - user_bias[:, None]) * split.support_mask.numpy()).float()
+    configs = [R.KNNConfig(k=2, shrinkage=2.0), R.KNNConfig(k=1, shrinkage=2.0), R.KNNConfig(k=2, shrinkage=2.0, damping=0.5)]
+    for config, expected in zip(configs, R.predict_knn_grid(model, split, configs)):
+        index, value = map(torch.from_numpy, R.item_neighbours(model, config, neighbours=5))
+        items = split.query_items
+        offset = R.knn_foldin(index[items], value[items], split.support_items, z, split.support_mask, config.k, config.damping)
+        mask = split.query_mask.numpy()
+        np.testing.assert_allclose((3.0 + user_bias[:, None] + offset.numpy())[mask], expected[mask], rtol=1e-6)
+    index, value = map(torch.from_numpy, R.item_neighbours(model, configs[0], neighbours=1))
+    items = split.query_items
+    offset = R.knn_foldin(index[items], value[items], split.support_items, z, split.support_mask, 2, 0.0)
+    assert offset[0, 0].item() == pytest.approx(1.0)  # item 1 keeps only item 2 (z = 1), not item 3 (z = -1)
+
+
+def test_a_support_item_never_predicts_itself():
+    model = hand_knn_model()
+    index, value = map(torch.from_numpy, R.item_neighbours(model, R.KNNConfig(shrinkage=2.0), neighbours=5))
+    support = torch.tensor([[1, 2]])
+    z = torch.tensor([[10.0, -1.0]])
+    offset = R.knn_foldin(index[support], value[support], support, z, torch.tensor([[True, True]]), 2, 0.0)
+    # item 1 is predicted from item 2 alone (z = -1), item 2 from item 1 alone (z = 10)
+    assert offset[0].tolist() == pytest.approx([-1.0, 10.0])
+
+
 def test_item_knn_residuals_come_from_the_bias_baseline():
     train = split_of([([(1, 4.0), (2, 2.0)], [(3, 5.0)]), ([(1, 2.0)], [(2, 1.0)])])
     ratings = R.fitting_ratings(data_of(3, train=train))
@@ -214,12 +258,18 @@ def test_validation_labels_choose_settings_but_never_fit_parameters():
 def test_tuning_picks_the_lowest_validation_error_of_each_grid():
     data = tiny_task_data("rating", seed=5, users=24)
     settings, trials = R.tune_settings(data, grid=SMALL_GRID)
-    chosen = {"user_item_bias": settings.bias, "mf": settings.mf, "item_knn": settings.knn}
+    chosen = {"user_item_bias": settings.bias, "mf": settings.mf, "item_knn": settings.knn, "mf_knn": settings.blend}
     for name, config in chosen.items():
         rows = [t for t in trials if t["reference"] == name]
         best = min(rows, key=lambda t: t["val_error"])
         assert best["setting"] == config.__dict__
     assert len([t for t in trials if t["reference"] == "item_knn"]) == 2 * 2 * 2
+    # the blend is of the two chosen rows: its end points are exactly those rows
+    test = data.splits["test"]
+    mf, knn = R.predict_reference("mf", data, test, settings), R.predict_reference("item_knn", data, test, settings)
+    for weight, expected in ((0.0, mf), (1.0, knn), (0.25, 0.75 * mf + 0.25 * knn)):
+        blended = R.predict_reference("mf_knn", data, test, replace(settings, blend=R.BlendConfig(weight)))
+        np.testing.assert_allclose(blended, expected)
 
 
 # -- production protocol ---------------------------------------------------------------------

@@ -27,6 +27,9 @@ def test_paired_ttest_by_hand_and_against_scipy():
         paired_ttest([1.0, np.nan], [2.0, 3.0])
     with pytest.raises(ValueError, match="1-D"):
         paired_ttest([1.0, 2.0], [1.0, 2.0, 3.0])
+    # identical samples (a network that kept its start, which is a reference row): no difference, p = 1
+    assert np.isnan(stats.ttest_rel([1.0, 2.0, 4.0], [1.0, 2.0, 4.0]).pvalue)
+    assert paired_ttest([1.0, 2.0, 4.0, np.nan], [1.0, 2.0, 4.0, 3.0]) == (0.0, 1.0)
 
 
 def test_paired_bootstrap_matches_scipy_and_is_seeded():

@@ -100,7 +100,7 @@ def test_reference_rows_are_tuned_and_paired_with_every_method(chain):
     # the tiny taobao has warm users: the references are also fitted with them (the methods train as in the paper)
     assert set(paired["test"]) == {"paired_t"} and set(paired["protocol"]) == {"paper", "production"}
     assert (paired["n_users"] == n_test).all()
-    references = {"ref_user_item_bias", "ref_mf", "ref_item_knn"}
+    references = {"ref_user_item_bias", "ref_mf", "ref_item_knn", "ref_mf_knn"}
     production = paired.filter(pl.col("protocol") == "production")
     assert set(production["method"]) == {f"ref_{name}" for name in REFERENCES} and set(production["other"]) == references
     for method in METHODS:
@@ -112,7 +112,7 @@ def test_reference_rows_are_tuned_and_paired_with_every_method(chain):
     assert unpaired["test"].to_list() == ["student_t"]
     event = [e for e in evaluated.get_asset_materialization_events() if e.asset_key.to_user_string() == "reference_eval"][0]
     chosen = event.materialization.metadata["chosen_settings"].value["taobao"]
-    assert set(chosen) == {"paper", "production"} and set(chosen["paper"]) == {"bias", "mf", "knn"}
+    assert set(chosen) == {"paper", "production"} and set(chosen["paper"]) == {"bias", "mf", "knn", "blend"}
     text = (home / "reports" / "report.md").read_text()
     # the report shows the paper's names (METHOD_ROWS): item-kNN is ref_item_knn, MF (fold-in) ref_mf
     assert "## Paired comparisons" in text and "| item-kNN " in text and "vs item-kNN" in text

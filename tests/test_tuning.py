@@ -280,7 +280,7 @@ def test_a_model_run_records_its_settings_file_trial_overrides_threads_and_devic
     LineageStore(home).record(Bundle(tensors=tensors, info={**info, "dataset": "taobao"}), run_id="data", job_name="data_job",
                               asset_key="meta_tasks", partition="taobao", code_version="1", inputs=[], mirrors={})
     config = {"ops": {"melu_model": {"config": {"seeds": [0], "max_steps": 2, "eval_every": 1, "inner_lr": 0.07, "device": "cpu"}}}}
-    result = dg.materialize(ASSETS, selection=["melu_model"], partition_key="taobao", run_config=config,
+    result = dg.materialize(ASSETS, selection=["reference_settings", "melu_model"], partition_key="taobao", run_config=config,
                             resources=build_resources(home, tmp_path / "no-data"), instance=dg.DagsterInstance.ephemeral())
     assert result.success
     store = LineageStore(home)
