@@ -35,9 +35,10 @@ CONFIG = {
 def run_config(keys: set[str], night: str | None) -> dict:
     ops = {key: {"config": dict(CONFIG[key])} for key in keys if key in CONFIG}
     if night == SABOTAGED[0] and f"{SABOTAGED[1]}_model" in ops:
-        # Without the fold-ins: their start (the classic rows' blend) is a selection candidate,
-        # which a diverging run would simply keep.
-        ops[f"{SABOTAGED[1]}_model"]["config"].update(outer_lr=1e4, mf_foldin=False, knn_foldin=False)
+        # An infinite inner rate: every validation scoring, the untrained start's included, is NaN.
+        # (An absurd outer rate alone no longer does it: the start, the classic rows' blend, is a
+        # selection candidate, so a diverging run keeps it.)
+        ops[f"{SABOTAGED[1]}_model"]["config"].update(outer_lr=1e4, inner_lr=float("inf"))
     return {"ops": ops}
 
 
@@ -127,7 +128,7 @@ def test_a_worse_challenger_stays_out_of_service(three_nights):
     night, method = SABOTAGED
     melu = store.query("SELECT * FROM model_registry WHERE method = ? ORDER BY recorded_at", [method])
     sabotaged = melu.row(-1, named=True)
-    assert sabotaged["last_day"] == night and not sabotaged["promoted"]
+    assert sabotaged["last_day"] == night and not sabotaged["promoted"], [(r["mean_val_loss"], r["champion_mean_val_loss"], r["p_value"], r["reason"]) for r in melu.to_dicts()]
     # Diverged (NaN) or finite but far worse: either way a rejection with its reason.
     assert sabotaged["reason"].startswith(("rejected: training never reached a finite validation loss",
                                            "rejected: worse", "rejected: mean loss more than"))
