@@ -23,7 +23,7 @@ from models.network import NetworkConfig, with_reference_settings
 from models.parallel import JobResult, TrainJob, run_jobs
 from models.references import DEFAULT_PROTOCOL, ReferenceSettings, training_labels
 from models.settings import KNOBS, ChosenSettings, apply_params, chosen_settings
-from models.tasks import TaskData, task_data_from_tensors
+from models.tasks import TaskData, task_data_from_tensors, training_view
 from models.training import EpochLog, TrainConfig, predict_split
 from models.user_memory import MemoryConfig
 
@@ -98,8 +98,14 @@ def variant_bundle(method: str, learner_config: LearnerConfig, train_config: Tra
 
 
 def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
-    """Rebuild the trained learner of `seed` from a `<method>_model` bundle."""
-    learner = build_learner(model.info["method"], data, learner_config_from_dict(model.info["learner_config"]))
+    """Rebuild the trained learner of `seed` from a `<method>_model` bundle.
+
+    Built on the tasks the model trained on (its protocol's `training_view`): what the network
+    fits when it is built and does not save (the kNN fold-in's neighbour lists) must come from
+    the same ratings as in training.
+    """
+    protocol = model.info["train_config"].get("protocol", DEFAULT_PROTOCOL)
+    learner = build_learner(model.info["method"], training_view(data, protocol), learner_config_from_dict(model.info["learner_config"]))
     learner.load_state_dict(unflatten_state(model.tensors, prefix=f"seed{seed}/"))
     return learner
 

@@ -11,7 +11,7 @@ from models.factors import fit_item_factors
 from models.references import BiasConfig, KNNConfig, MFConfig, fit_item_knn, fit_mf, fitting_ratings, predict_knn, predict_mf
 from models.learners import LearnerConfig, build_learner, layer_groups
 from models.network import ITEM_ID_FIELD, NetworkConfig, PreferenceNetwork, item_id_codes, trained_codes
-from models.tasks import UNKNOWN_INDEX, training_view
+from models.tasks import UNKNOWN_INDEX, task_data_from_tensors, training_view
 from models.training import TrainConfig, predict_split, train
 from models.user_memory import MemoryConfig, UserMemory
 from tests.model_fixtures import tiny_task_data
@@ -346,3 +346,36 @@ def test_click_fold_ins_enter_as_logits_so_the_network_starts_at_their_blend():
     _, query_x, _ = learner.prepare(test, data.items, training=False)
     score = learner.net.predict(learner.net.adapted_params(), query_x)
     assert torch.allclose(score[mask], (0.5 * logit(mf) + 0.5 * logit(knn))[mask], atol=1e-4)
+
+
+def test_warm_chunks_keep_their_identity_in_the_training_view():
+    data = tiny_task_data()
+    warm = replace(data.splits["val"], user_index=torch.arange(len(data.splits["val"])) // 3)  # chunks of 3 per user
+    production = training_view(replace(data, splits={**data.splits, "warm": warm}), "production").splits["train"]
+    n_train = len(data.splits["train"])
+    assert production.keys()[:n_train].tolist() == list(range(n_train))
+    assert production.keys()[n_train:].tolist() == [n_train + k // 3 for k in range(len(warm))]
+
+
+def test_a_reloaded_production_model_refits_its_knn_lists_on_the_ratings_it_trained_on():
+    from assets.bundle import Bundle
+    from assets.method_assets import load_learner, train_method
+    from tests.test_tuning import tensors_of
+
+    data = tiny_task_data(users=20)
+    warm = replace(data.splits["val"], user_index=torch.arange(len(data.splits["val"])) // 2)
+    data = replace(data, splits={**data.splits, "warm": warm})
+    tensors, info = tensors_of(data)
+    tensors["warm__user_index"] = warm.user_index
+    tasks = Bundle(tensors=tensors, info=info)
+    config = LearnerConfig(network=replace(SMALL, factor_dim=2, factor_folds=2, knn_k=3, knn_shrinkage=5.0))
+    model, _ = train_method("paml", tasks, config, TrainConfig(max_steps=3, eval_every=1, protocol="production", device="cpu"),
+                            [0], processes=1)
+    loaded = task_data_from_tensors(tasks.tensors, tasks.info)
+    assert torch.equal(loaded.splits["warm"].user_index, warm.user_index)  # the identities travel in the tensors
+    learner = load_learner(model, loaded, 0)
+    trained_on = build_learner("paml", training_view(loaded, "production"), config)
+    paper_only = build_learner("paml", loaded, config)
+    # the lists are not saved with the model: rebuilt from the production ratings, as in training
+    assert torch.equal(learner.net.embedder.knn_value, trained_on.net.embedder.knn_value)
+    assert not torch.equal(learner.net.embedder.knn_value, paper_only.net.embedder.knn_value)
