@@ -219,20 +219,18 @@ class FieldEmbedder(nn.Module):
         if config.item_id or config.factor_dim:
             self.register_buffer("item_codes", item_id_codes(data))
         self.factor_dim, self.factor_source = config.factor_dim, config.factor_source
+        # The rows the MF factors and the kNN lists are fitted on, and their cross-fitted folds.
+        parts = ("support",) if config.factor_fit == "support" else ("support", "query")
+        folds = config.factor_folds if config.factor_fit == "crossfit" else 0
+        bias = BiasConfig(config.mf_item_shrinkage, config.mf_user_shrinkage)
         if config.factor_dim and config.factor_source == "mf":
-            parts = ("support",) if config.factor_fit == "support" else ("support", "query")
-            folds = config.factor_folds if config.factor_fit == "crossfit" else 0
-            fitted = fit_item_factors([train], n_rows, MFConfig(rank=config.factor_dim, reg=config.mf_reg),
-                                      BiasConfig(config.mf_item_shrinkage, config.mf_user_shrinkage), parts, folds)
+            fitted = fit_item_factors([train], n_rows, MFConfig(rank=config.factor_dim, reg=config.mf_reg), bias, parts, folds)
             self.register_buffer("mf_factors", fitted.factors)  # (T, N+1, r)
             self.register_buffer("mf_item_bias", fitted.item_bias)  # (T, N+1)
             self.register_buffer("mf_mu", fitted.mu)  # (T,)
         if config.knn_foldin:
-            parts = ("support",) if config.factor_fit == "support" else ("support", "query")
-            folds = config.factor_folds if config.factor_fit == "crossfit" else 0
             knn = KNNConfig(config.knn_k, config.knn_shrinkage, config.knn_damping)
-            tables = fit_item_neighbours([train], n_rows, knn, BiasConfig(config.mf_item_shrinkage, config.mf_user_shrinkage),
-                                         config.knn_neighbours, parts, folds)
+            tables = fit_item_neighbours([train], n_rows, knn, bias, config.knn_neighbours, parts, folds)
             # Not saved with the model: the constructor refits them from the same data (deterministic).
             for name in ("mu", "item_bias", "index", "value"):
                 self.register_buffer(f"knn_{name}", getattr(tables, name), persistent=False)
