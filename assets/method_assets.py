@@ -214,6 +214,7 @@ class ModelConfig(dg.Config):
     factor_lr_scale: float | None = Field(default=None, description="The user factor's inner step relative to the decision layers'." + TUNED_HELP)
     lr_per_layer: bool | None = Field(default=None, description="PAML family: one alpha(h_i) per adapted layer." + TUNED_HELP)
     lr_history: bool | None = Field(default=None, description="PAML family: the LR module also reads an encoding of the support set." + TUNED_HELP)
+    lr_per_parameter: bool | None = Field(default=None, description="PAML/REG-PAML: alpha(h_i) scales a learned rate per adapted weight (Meta-SGD's)." + TUNED_HELP)
     lr_init_std: float = Field(default=LEARNER_DEFAULTS.lr_init_std, description="PAML family: init spread of the LR module's last layer.")
     rate_lr: float | None = Field(default=None, description="Adam rate of the LR module / Meta-SGD rates." + TUNED_HELP)
     weight_decay: float | None = Field(default=None, description="AdamW's decoupled weight decay on the network." + TUNED_HELP)

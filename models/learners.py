@@ -39,6 +39,9 @@ class LearnerConfig:
     lr_per_layer: bool = True  # PAML family: one alpha(h_i) per adapted layer instead of one per user
     lr_history: bool = True  # PAML family: the LR module also reads an encoding of the support set
     lr_init_std: float = 0.1  # PAML family: init spread of the LR module's last layer (0 = every user starts equal)
+    # PAML/REG-PAML: alpha(h_i) scales a learned rate per adapted parameter (Meta-SGD's, started at
+    # inner_lr) instead of the one inner_lr: Meta-SGD says which weights move, PAML how far per user.
+    lr_per_parameter: bool = False
     gamma: float = 1e-3  # REG-PAML regularizer weight
     correction_range: float = 1.0  # AT-PAML: alpha'(h) in (-r, r) * inner_lr around the memory's LR
     memory: MemoryConfig = field(default_factory=MemoryConfig)
@@ -283,6 +286,12 @@ class PAML(MetaLearner):
             in_dim += self.net.config.embedding_dim + 1
             self.reads_support_loss = True
         self.lr_module = LRModule(in_dim, config.lr_hidden, outputs, config.lr_init_std)
+        if config.lr_per_parameter:
+            # Named like Meta-SGD's so the outer optimizer gives them the same rate group.
+            self.rates = nn.ParameterDict({
+                name.replace(".", "__"): nn.Parameter(torch.full_like(p, config.inner_lr))
+                for name, p in self.net.adapted_params().items()
+            })
 
     def lr_input(self, users: UserBatch) -> torch.Tensor:
         """The LR module's input: h, and with `lr_history` the support set's encoding and how badly
@@ -303,6 +312,18 @@ class PAML(MetaLearner):
         if not self.groups:
             return alpha[:, 0]
         return {name: alpha[:, group] for name, group in self.groups.items()}
+
+    def scaled_step(self, alpha: StepSize) -> StepSize:
+        """With `lr_per_parameter`: theta_i = theta - (alpha_l(h_i) / inner_lr) * rate ⊙ grad, a
+        (B, *shape) rate per parameter; without, alpha as the other methods scale it."""
+        alpha = super().scaled_step(alpha)
+        if not self.config.lr_per_parameter:
+            return alpha
+        names = list(self.net.adapted_params())
+        if not isinstance(alpha, dict):
+            alpha = {name: alpha for name in names}
+        return {name: (alpha[name] / self.config.inner_lr).reshape(-1, *[1] * rate.dim()) * rate
+                for name, rate in ((n, self.rates[n.replace(".", "__")]) for n in names)}
 
 
 class RegPAML(PAML):

@@ -73,6 +73,7 @@ SPACE: tuple[Knob, ...] = (
     Knob("lr_range", "learner", "float", 1.5, 8.0, methods=PAML_WITH_LR_MODULE),
     Knob("lr_per_layer", "learner", "categorical", choices=(True, False), methods=PAML_WITH_LR_MODULE),
     Knob("lr_history", "learner", "categorical", choices=(True, False), methods=PAML_WITH_LR_MODULE),
+    Knob("lr_per_parameter", "learner", "categorical", choices=(False, True), methods=PAML_WITH_LR_MODULE),
     Knob("gamma", "learner", "float", 1e-5, 1e-1, log=True, methods=("reg_paml",)),
     Knob("correction_range", "learner", "float", 0.25, 2.0, methods=("at_paml",)),
     Knob("kernel_scale", "memory", "float", 0.5, 6.0, methods=("at_paml",)),

@@ -136,3 +136,31 @@ def test_state_dict_round_trip_with_weights_only(tmp_path):
     a = predict_split(result.learner, data, "test").pred
     b = predict_split(fresh, data, "test").pred
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("per_layer", [True, False])
+def test_paml_per_parameter_rates_start_as_paml_and_learn(per_layer):
+    """lr_per_parameter: at the start (every rate = inner_lr) the update is plain PAML's (up to
+    rounding); the rates then get meta-gradients of their own, one per adapted weight."""
+    data = tiny_task_data()
+    config = replace(CONFIG, lr_per_layer=per_layer)
+    torch.manual_seed(0)
+    plain = build_learner("paml", data, config)
+    torch.manual_seed(0)
+    hybrid = build_learner("paml", data, replace(config, lr_per_parameter=True))
+    missing = hybrid.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("rates.") for key in missing)
+    torch.manual_seed(1)
+    expected = plain.run(data.splits["train"], data.items).query_pred
+    torch.manual_seed(1)
+    outcome = hybrid.run(data.splits["train"], data.items)
+    torch.testing.assert_close(outcome.query_pred, expected, rtol=1e-6, atol=1e-7)
+    hybrid.objective(outcome).backward()
+    for name, rate in hybrid.rates.items():
+        assert rate.grad is not None and rate.grad.shape == rate.shape, name
+        assert rate.grad.abs().sum() > 0, name
+    # A rate moved for one weight changes that weight's step only: the update is elementwise.
+    with torch.no_grad():
+        next(iter(hybrid.rates.values())).mul_(3.0)
+    torch.manual_seed(1)
+    assert not torch.equal(hybrid.run(data.splits["train"], data.items).query_pred, expected)
