@@ -322,8 +322,9 @@ class PAML(MetaLearner):
         names = list(self.net.adapted_params())
         if not isinstance(alpha, dict):
             alpha = {name: alpha for name in names}
+        rates = {name: self.rates[name.replace(".", "__")] for name in names}
         return {name: (alpha[name] / self.config.inner_lr).reshape(-1, *[1] * rate.dim()) * rate
-                for name, rate in ((n, self.rates[n.replace(".", "__")]) for n in names)}
+                for name, rate in rates.items()}
 
 
 class RegPAML(PAML):
