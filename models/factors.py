@@ -14,7 +14,10 @@ the warm users' too under the production protocol), never on validation or test 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +45,31 @@ class FactorTables:
     mu: torch.Tensor
     item_bias: torch.Tensor
     factors: torch.Tensor
+
+
+@dataclass(frozen=True)
+class FittingRows:
+    """Every observed entry an item side is fitted on: user (numbered across splits), item row,
+    label, and whether it is a query rating (cross-fitting leaves those out per fold)."""
+
+    users: np.ndarray  # (R,) int64
+    items: np.ndarray  # (R,) int64
+    labels: np.ndarray  # (R,) float64
+    is_query: np.ndarray  # (R,) bool
+    n_users: int
+
+    def digest(self) -> str:
+        """SHA-256 of the rows: two fits on equal digests (and settings) give equal tables."""
+        digest = hashlib.sha256(f"{self.n_users}:{len(self.users)}\n".encode())
+        for array in (self.users, self.items, self.labels, self.is_query):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+
+def fitting_rows(splits: list[TaskSplit], parts: tuple[str, ...]) -> FittingRows:
+    """The entries of `parts` of `splits` an item side is fitted on, users numbered across splits
+    by their keys (`TaskSplit.keys`: identities where set, else row numbers)."""
+    return FittingRows(*_fitting_rows(splits, parts))
 
 
 def _fitting_rows(splits: list[TaskSplit], parts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -80,7 +108,12 @@ def fit_item_factors(splits: list[TaskSplit], n_item_rows: int, mf: MFConfig = M
     on support ratings only (no query rating of anyone), which keeps the factor spaces aligned
     without letting a left-out rating in through the start. Deterministic for a seed.
     """
-    users, items, labels, is_query, n_users = _fitting_rows(splits, parts)
+    return item_factors_of(fitting_rows(splits, parts), n_item_rows, mf, bias, folds)
+
+
+def item_factors_of(rows: FittingRows, n_item_rows: int, mf: MFConfig, bias: BiasConfig, folds: int) -> FactorTables:
+    """`fit_item_factors` on rows already gathered (`fitting_rows`)."""
+    users, items, labels, is_query, n_users = rows.users, rows.items, rows.labels, rows.is_query, rows.n_users
 
     def fit(keep: np.ndarray, start: np.ndarray | None = None):
         return fit_mf(Ratings(users[keep], items[keep], labels[keep], n_users, n_item_rows), mf, bias, start)
@@ -108,7 +141,13 @@ def fit_item_neighbours(splits: list[TaskSplit], n_item_rows: int, knn: KNNConfi
     """The reference item-kNN (models/references.py) fitted on `parts` of `splits`, as neighbour
     lists (`item_neighbours`): one table, or folds + 1 cross-fitted ones as in `fit_item_factors`
     (table k leaves out the query ratings of fold k's users)."""
-    users, items, labels, is_query, n_users = _fitting_rows(splits, parts)
+    return item_neighbours_of(fitting_rows(splits, parts), n_item_rows, knn, bias, neighbours, folds)
+
+
+def item_neighbours_of(rows: FittingRows, n_item_rows: int, knn: KNNConfig, bias: BiasConfig, neighbours: int,
+                       folds: int) -> NeighbourTables:
+    """`fit_item_neighbours` on rows already gathered (`fitting_rows`)."""
+    users, items, labels, is_query, n_users = rows.users, rows.items, rows.labels, rows.is_query, rows.n_users
     fits = []
     for keep in crossfit_keeps(users, is_query, folds):
         model = fit_item_knn(Ratings(users[keep], items[keep], labels[keep], n_users, n_item_rows), bias)
@@ -117,3 +156,46 @@ def fit_item_neighbours(splits: list[TaskSplit], n_item_rows: int, knn: KNNConfi
                            item_bias=torch.from_numpy(np.stack([b.item_bias for b, _, _ in fits])).float(),
                            index=torch.from_numpy(np.stack([i for _, i, _ in fits])),
                            value=torch.from_numpy(np.stack([v for _, _, v in fits])))
+
+
+# -- fitted item sides, remembered by content ----------------------------------------------
+
+Tables = TypeVar("Tables", FactorTables, NeighbourTables)
+
+# Item sides kept per process: a network is built on the same rows many times (every seed and
+# method of a training job, every evaluation, promotion and report step loads a model, and
+# `load_learner` rebuilds its network), and each build refitted them: seven ALS fits and six
+# all-pairs kNN similarity passes, about a second each time on the demo's 2,000 items.
+REMEMBERED_FITS = 4  # tables kept (taobao's kNN lists: about 30 MB each)
+_remembered: OrderedDict[tuple, FactorTables | NeighbourTables] = OrderedDict()
+_fit_counts = {"fitted": 0, "reused": 0}
+
+
+def remembered_fit(key: tuple, fit: Callable[[], Tables]) -> Tables:
+    """`fit()`, or a copy of what it returned for an equal `key` earlier in this process.
+
+    `key` must hold everything the fit depends on (`FittingRows.digest` for the rows, the
+    item count and the frozen settings): fits are deterministic, so an equal key means equal
+    tables. Copies, because a network's buffers are overwritten in place by `load_state_dict`.
+    """
+    if key in _remembered:
+        _remembered.move_to_end(key)
+        _fit_counts["reused"] += 1
+    else:
+        _remembered[key] = fit()
+        _fit_counts["fitted"] += 1
+        while len(_remembered) > REMEMBERED_FITS:
+            _remembered.popitem(last=False)
+    tables = _remembered[key]
+    return type(tables)(**{f.name: getattr(tables, f.name).clone() for f in fields(tables)})
+
+
+def fit_counts() -> dict[str, int]:
+    """How many item sides this process fitted and how many it reused (`remembered_fit`)."""
+    return dict(_fit_counts)
+
+
+def forget_fits() -> None:
+    """Drop every remembered item side (the next build refits) and zero the counts."""
+    _remembered.clear()
+    _fit_counts.update(fitted=0, reused=0)

@@ -43,7 +43,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from models.factors import fit_item_factors, fit_item_neighbours
+from models.factors import fitting_rows, item_factors_of, item_neighbours_of, remembered_fit
 from models.references import BiasConfig, KNNConfig, MFConfig, ReferenceSettings, knn_foldin, ridge_foldin
 from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics, label_scale, support_statistics
 from models.tasks import PAD_INDEX, UNKNOWN_INDEX, ItemTable, TaskData, TaskSplit
@@ -223,15 +223,22 @@ class FieldEmbedder(nn.Module):
         parts = ("support",) if config.factor_fit == "support" else ("support", "query")
         folds = config.factor_folds if config.factor_fit == "crossfit" else 0
         bias = BiasConfig(config.mf_item_shrinkage, config.mf_user_shrinkage)
-        if config.factor_dim and config.factor_source == "mf":
-            fitted = fit_item_factors([train], n_rows, MFConfig(rank=config.factor_dim, reg=config.mf_reg), bias, parts, folds)
+        fit_mf_side, fit_knn_side = bool(config.factor_dim and config.factor_source == "mf"), config.knn_foldin
+        rows = fitting_rows([train], parts) if fit_mf_side or fit_knn_side else None
+        fitted_on = (rows.digest(), n_rows, bias, folds) if rows is not None else ()  # what both fits depend on
+        if fit_mf_side:
+            mf = MFConfig(rank=config.factor_dim, reg=config.mf_reg)
+            fitted = remembered_fit(("mf", *fitted_on, mf),
+                                    lambda: item_factors_of(rows, n_rows, mf, bias, folds))
             self.register_buffer("mf_factors", fitted.factors)  # (T, N+1, r)
             self.register_buffer("mf_item_bias", fitted.item_bias)  # (T, N+1)
             self.register_buffer("mf_mu", fitted.mu)  # (T,)
-        if config.knn_foldin:
+        if fit_knn_side:
             knn = KNNConfig(config.knn_k, config.knn_shrinkage, config.knn_damping)
-            tables = fit_item_neighbours([train], n_rows, knn, bias, config.knn_neighbours, parts, folds)
-            # Not saved with the model: the constructor refits them from the same data (deterministic).
+            tables = remembered_fit(("knn", *fitted_on, knn, config.knn_neighbours),
+                                    lambda: item_neighbours_of(rows, n_rows, knn, bias, config.knn_neighbours, folds))
+            # Not saved with the model (tens of MB per seed): a build on the same data gets them
+            # back, deterministic, from the fit remembered in this process or from a refit.
             for name in ("mu", "item_bias", "index", "value"):
                 self.register_buffer(f"knn_{name}", getattr(tables, name), persistent=False)
         if config.factor_dim and config.factor_source != "mf":

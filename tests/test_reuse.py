@@ -1,0 +1,67 @@
+"""What a step reuses instead of recomputing: the fold-ins' item sides (fitted once per process
+for the same rows and settings), and the reference rows' validation choice (`reference_settings`)."""
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from assets.bundle import Bundle
+from assets.method_assets import load_learner, variant_bundle
+from models.factors import fit_counts, fit_item_factors, fit_item_neighbours, forget_fits
+from models.learners import LearnerConfig
+from models.network import NetworkConfig, PreferenceNetwork
+from models.parallel import TrainJob, run_jobs
+from models.references import BiasConfig, KNNConfig, MFConfig
+from models.training import TrainConfig, predict_split
+from tests.model_fixtures import tiny_task_data
+
+FOLDINS = NetworkConfig(embedding_dim=4, hidden=(8,), unknown_rate=0.0, factor_dim=2, factor_folds=2, mf_reg=3.0,
+                        knn_k=3, knn_shrinkage=5.0, knn_damping=0.1, knn_neighbours=50)
+
+
+def test_a_loaded_model_predicts_as_trained_without_refitting_its_item_sides():
+    forget_fits()
+    data = tiny_task_data("ctr", users=20)
+    config = LearnerConfig(network=FOLDINS)
+    train_config = TrainConfig(max_steps=3, eval_every=1, device="cpu")
+    [result] = run_jobs(data, [TrainJob("paml", config, train_config, score_splits=("test",))], processes=1)
+    assert fit_counts() == {"fitted": 2, "reused": 0}  # the MF factors and the kNN lists, once each
+    model, _ = variant_bundle("paml", config, train_config, [0], "tiny", [result])
+    learner = load_learner(model, data, 0)
+    assert fit_counts() == {"fitted": 2, "reused": 2}  # loading refits nothing
+    reloaded = predict_split(learner, data, "test")
+    assert np.array_equal(reloaded.pred, result.predictions["test"].pred)
+    forget_fits()
+    refitted = predict_split(load_learner(model, data, 0), data, "test")
+    assert fit_counts() == {"fitted": 2, "reused": 0}  # refitted from scratch: the same tables
+    assert np.array_equal(refitted.pred, reloaded.pred)
+
+
+def test_remembered_item_sides_equal_a_fresh_fit_and_are_handed_out_as_copies():
+    forget_fits()
+    data = tiny_task_data(users=20)
+    first = PreferenceNetwork(data, FOLDINS).embedder
+    first.mf_factors.add_(1.0)  # load_state_dict writes buffers in place: the remembered fit must not change
+    first.knn_value.zero_()
+    second = PreferenceNetwork(data, FOLDINS).embedder
+    assert fit_counts() == {"fitted": 2, "reused": 2}
+    train, rows = data.splits["train"], int(data.items.fields.shape[0])
+    bias = BiasConfig(FOLDINS.mf_item_shrinkage, FOLDINS.mf_user_shrinkage)
+    fresh_mf = fit_item_factors([train], rows, MFConfig(rank=2, reg=3.0), bias, ("support", "query"), 2)
+    fresh_knn = fit_item_neighbours([train], rows, KNNConfig(3, 5.0, 0.1), bias, 50, ("support", "query"), 2)
+    assert torch.equal(second.mf_factors, fresh_mf.factors) and torch.equal(second.mf_item_bias, fresh_mf.item_bias)
+    assert torch.equal(second.knn_value, fresh_knn.value) and torch.equal(second.knn_index, fresh_knn.index)
+
+
+def test_other_ratings_or_settings_are_fitted_anew():
+    forget_fits()
+    data = tiny_task_data(users=20)
+    PreferenceNetwork(data, FOLDINS)
+    train = data.splits["train"]
+    flipped = replace(train, support_labels=6.0 - train.support_labels)
+    other = PreferenceNetwork(replace(data, splits={**data.splits, "train": flipped}), FOLDINS).embedder
+    assert fit_counts() == {"fitted": 4, "reused": 0}
+    PreferenceNetwork(data, replace(FOLDINS, knn_shrinkage=50.0))  # new kNN lists, the same MF factors
+    assert fit_counts() == {"fitted": 5, "reused": 1}
+    assert not torch.equal(other.mf_item_bias, PreferenceNetwork(data, FOLDINS).embedder.mf_item_bias)
