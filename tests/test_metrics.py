@@ -371,6 +371,32 @@ def test_auc_and_logloss_on_random_users(seed):
     assert weighted_nel(prob, label, mask, 0.3) * binary_entropy(0.3) == pytest.approx(pooled, rel=1e-9)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_per_user_auc_matches_sklearn_in_blocks_with_nan_padding(seed, monkeypatch):
+    from sklearn.metrics import roc_auc_score
+
+    import models.metrics as metrics
+
+    prob, label, mask = random_padded(seed, users=40, task="ctr")
+    prob[mask] = np.round(prob[mask], 1)  # ties
+    prob[~mask] = np.nan  # padding may hold NaN: never compared
+    monkeypatch.setattr(metrics, "AUC_PAIRS_PER_BLOCK", 7 * 12 * 12)  # blocks of 7 users, the last one short
+    auc = per_user_auc(prob, label, mask)
+    for u in range(len(prob)):
+        p, y = prob[u, mask[u]], label[u, mask[u]]
+        expected = roc_auc_score(y, p) if 0 < y.sum() < len(y) else math.nan
+        assert auc[u] == pytest.approx(expected, rel=1e-12, nan_ok=True)
+
+
+def test_per_user_auc_refuses_a_nan_prediction_of_a_scored_user():
+    pred = np.array([[0.2, 0.7, 0.1], [np.nan, 0.5, 0.5]])
+    label = np.array([[1, 0, 0], [1, 0, 1]])
+    with pytest.raises(ValueError, match="user row 1 has \\[nan, 0.5, 0.5\\]"):
+        per_user_auc(pred, label, np.ones((2, 3), bool))
+    # a user with one class only is NaN whatever its predictions
+    assert math.isnan(per_user_auc(pred, np.array([[1, 0, 0], [1, 1, 1]]), np.ones((2, 3), bool))[1])
+
+
 # --------------------------------------------------------------------------- aggregates / t-test
 
 
