@@ -6,6 +6,10 @@ users' query sets the meta-learners are scored on. Rows go to the same `user_met
 `metrics` and `significance` tables (method `ref_<name>`), once per protocol the task data
 allows: "paper" (fitted on training users) always, "production" (training + warm users)
 when the tasks hold a warm split.
+
+The tuning on validation users happens once per dataset, in the partitioned asset
+`reference_settings` (the networks' fold-ins read its choice too); `reference_eval` reuses that
+choice and its trials when it was made on the same meta_tasks, and tunes again only otherwise.
 """
 
 import json
@@ -28,27 +32,44 @@ REFERENCE_SEED = 0  # deterministic predictors (MF's initial factors use MFConfi
 
 
 @dataclass(frozen=True)
+class ProtocolChoice:
+    """The reference rows' settings chosen on validation users under one protocol (`tune_settings`),
+    with every trial behind the choice: reference, setting (a JSON-able dict), val_error."""
+
+    settings: ReferenceSettings
+    trials: list[dict]
+
+
+def choose_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid()) -> ProtocolChoice:
+    """Tune every reference on the validation users, fitted on the splits `protocol` allows."""
+    return ProtocolChoice(*tune_settings(data, protocol_splits(data, protocol), grid))
+
+
+@dataclass(frozen=True)
 class ProtocolReferences:
     """One dataset and protocol: the tuned settings, the validation trials and the test predictions."""
 
     settings: ReferenceSettings
     trials: list[dict]  # reference, setting, val_error per tried setting
     predictions: dict[str, np.ndarray]  # reference name -> (U, Q) test predictions
-    seconds: dict[str, float]  # wall-clock seconds: "tuning" and each reference's fit + prediction
+    seconds: dict[str, float]  # wall-clock seconds: "tuning" (when tuned here) and each reference's fit + prediction
 
 
-def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid()) -> ProtocolReferences:
-    """Tune on validation users, then fit each reference on the protocol's splits and predict test users."""
+def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid(), choice: ProtocolChoice | None = None) -> ProtocolReferences:
+    """Fit each reference on the protocol's splits with `choice`'s settings and predict test users;
+    without a `choice`, tune on validation users first (`choose_protocol`)."""
     splits = protocol_splits(data, protocol)
-    start = time.perf_counter()
-    settings, trials = tune_settings(data, splits, grid)
-    seconds = {"tuning": time.perf_counter() - start}
+    seconds = {}
+    if choice is None:
+        start = time.perf_counter()
+        choice = choose_protocol(data, protocol, grid)
+        seconds["tuning"] = time.perf_counter() - start
     predictions = {}
     for name in REFERENCES:
         start = time.perf_counter()
-        predictions[name] = clip_for_task(predict_reference(name, data, data.splits["test"], settings, splits), data.task)
+        predictions[name] = clip_for_task(predict_reference(name, data, data.splits["test"], choice.settings, splits), data.task)
         seconds[name] = time.perf_counter() - start
-    return ProtocolReferences(settings, trials, predictions, seconds)
+    return ProtocolReferences(choice.settings, choice.trials, predictions, seconds)
 
 
 @dataclass(frozen=True)
@@ -79,13 +100,16 @@ def with_warm_identities(data: TaskData, tasks: Bundle) -> TaskData:
     return replace(data, splits={**data.splits, WARM_SPLIT: replace(data.splits[WARM_SPLIT], user_index=identity)})
 
 
-def evaluate_dataset(dataset: str, data: TaskData, tasks: Bundle, groups: Bundle, grid: SearchGrid = SearchGrid()) -> DatasetReferences:
-    """Tune, fit and score every reference on one dataset, once per available protocol."""
+def evaluate_dataset(dataset: str, data: TaskData, tasks: Bundle, groups: Bundle, grid: SearchGrid = SearchGrid(),
+                     choices: dict[str, ProtocolChoice] | None = None) -> DatasetReferences:
+    """Fit and score every reference on one dataset, once per available protocol, with the settings
+    of `choices` (protocol -> the choice `reference_settings` made on these tasks); a protocol
+    without one is tuned here."""
     data = with_warm_identities(data, tasks)
     user_frames, rows, tuning, settings, seconds = [], [], [], {}, {}
     no_lr = np.full(len(data.splits["test"]), np.nan)
     for protocol in available_protocols(data):
-        fitted = fit_protocol(data, protocol, grid)
+        fitted = fit_protocol(data, protocol, grid, (choices or {}).get(protocol))
         for name, pred in fitted.predictions.items():
             frame, aggregates = score(dataset, f"ref_{name}", REFERENCE_SEED, data, tasks, groups, pred, no_lr, protocol)
             user_frames.append(frame)
@@ -96,8 +120,10 @@ def evaluate_dataset(dataset: str, data: TaskData, tasks: Bundle, groups: Bundle
     return DatasetReferences(user_frames, rows, tuning, settings, seconds)
 
 
-def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], grid: SearchGrid = SearchGrid()) -> tuple[Bundle, dict]:
-    """Every reference on every dataset that has tasks and groups, under every available protocol.
+def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], grid: SearchGrid = SearchGrid(),
+                        choices: dict[str, dict[str, ProtocolChoice]] | None = None) -> tuple[Bundle, dict]:
+    """Every reference on every dataset that has tasks and groups, under every available protocol;
+    `choices` (dataset -> protocol -> choice made on these tasks) spares tuning again.
 
     Returns the bundle (user_metrics, metrics, significance, and `tuning`: every validation
     trial with `chosen` marking the settings used; info["settings"] by dataset and protocol)
@@ -105,7 +131,7 @@ def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], gri
     content hash does not change on rerun).
     """
     results = {dataset: evaluate_dataset(dataset, task_data_from_tensors(tasks[dataset].tensors, tasks[dataset].info),
-                                         tasks[dataset], groups[dataset], grid)
+                                         tasks[dataset], groups[dataset], grid, (choices or {}).get(dataset))
                for dataset in sorted(set(tasks) & set(groups))}
     scored = metrics_bundle("references", [f for r in results.values() for f in r.user_frames],
                             [row for r in results.values() for row in r.rows], list(results))
@@ -132,38 +158,86 @@ def tuning_rows(dataset: str, protocol: str, fitted: ProtocolReferences) -> list
     return rows
 
 
-def chosen_reference_settings(tasks: Bundle) -> dict[str, dict]:
+def chosen_reference_settings(tasks: Bundle) -> dict[str, ProtocolChoice]:
     """protocol -> the reference rows' settings chosen on one dataset's validation users (`tune_settings`)."""
     data = with_warm_identities(task_data_from_tensors(tasks.tensors, tasks.info), tasks)
-    return {protocol: tune_settings(data, protocol_splits(data, protocol))[0].as_dict() for protocol in available_protocols(data)}
+    return {protocol: choose_protocol(data, protocol) for protocol in available_protocols(data)}
+
+
+TRIALS_SCHEMA = {"protocol": pl.String, "reference": pl.String, "setting": pl.String, "val_error": pl.Float64}
+
+
+def choices_bundle(choices: dict[str, ProtocolChoice]) -> Bundle:
+    """`reference_settings`' bundle: info["settings"] (protocol -> settings, what the networks'
+    fold-ins read) and the frame `trials` (every validation trial, `setting` as JSON)."""
+    trials = [{"protocol": protocol, "reference": t["reference"], "setting": json.dumps(t["setting"], sort_keys=True),
+               "val_error": t["val_error"]} for protocol, choice in choices.items() for t in choice.trials]
+    return Bundle(frames={"trials": pl.DataFrame(trials, schema=TRIALS_SCHEMA)},
+                  info={"settings": {protocol: choice.settings.as_dict() for protocol, choice in choices.items()}})
+
+
+def stored_choices(bundle: Bundle) -> dict[str, ProtocolChoice] | None:
+    """The choices `choices_bundle` stored; None for a bundle without its trials (stored before they were kept)."""
+    if "trials" not in bundle.frames:
+        return None
+    trials = bundle.frame("trials")
+    return {protocol: ProtocolChoice(
+                ReferenceSettings.from_dict(settings),
+                [{"reference": r["reference"], "setting": json.loads(r["setting"]), "val_error": r["val_error"]}
+                 for r in trials.filter(pl.col("protocol") == protocol).iter_rows(named=True)])
+            for protocol, settings in bundle.info["settings"].items()}
 
 
 # -- Dagster assets ------------------------------------------------------------------------
 import dagster as dg  # noqa: E402
 
 from assets.markdown import markdown_table  # noqa: E402
+from pipelines.lineage import TRAINED_WITH_SQL  # noqa: E402
 from pipelines.outputs import bundle_output  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
+from pipelines.resources import PamlResource  # noqa: E402
+from pipelines.store import LineageStore  # noqa: E402
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="models", kinds={"numpy"}, code_version="1",
+    partitions_def=dataset_partitions, group_name="models", kinds={"numpy"}, code_version="2",
     ins={"tasks": dg.AssetIn("meta_tasks")},
     description="The classic reference rows' settings (bias pseudo-counts, MF, item-kNN, their blend), chosen on "
-                "validation users per protocol; the networks' MF and kNN fold-ins take theirs from here.",
+                "validation users per protocol, with every trial; the networks' MF and kNN fold-ins and "
+                "`reference_eval` take theirs from here.",
 )
 def reference_settings(context: dg.AssetExecutionContext, tasks: Bundle) -> dg.Output[Bundle]:
-    settings = chosen_reference_settings(tasks)
-    return bundle_output(Bundle(info={"settings": settings}), chosen_settings=dg.MetadataValue.json(settings))
+    bundle = choices_bundle(chosen_reference_settings(tasks))
+    return bundle_output(bundle, chosen_settings=dg.MetadataValue.json(bundle.info["settings"]))
+
+
+def choices_for(store: LineageStore, settings: dict[str, Bundle], tasks: dict[str, Bundle]) -> dict[str, dict[str, ProtocolChoice]]:
+    """Per dataset, the stored `reference_settings` choices made on exactly these meta_tasks (by the
+    content hash lineage recorded); a dataset whose settings came from other tasks is left out."""
+    chosen = {}
+    for dataset, bundle in settings.items():
+        if dataset not in tasks or bundle.artifact_id is None or tasks[dataset].artifact_id is None:
+            continue
+        made_on = store.query(TRAINED_WITH_SQL, [bundle.artifact_id, "meta_tasks"])
+        if made_on.height and made_on["content_hash"][0] == store.row(tasks[dataset].artifact_id).content_hash:
+            choice = stored_choices(bundle)
+            if choice is not None:
+                chosen[dataset] = choice
+    return chosen
 
 
 @dg.asset(
-    group_name="evaluation", kinds={"numpy", "duckdb"}, code_version="2",
-    ins={"tasks": dg.AssetIn("meta_tasks"), "groups": dg.AssetIn("user_groups")},
-    description="Reference rows (global/item mean, user+item bias, biased MF, item-kNN, MF + kNN blend), tuned on validation users, on the same query sets.",
+    group_name="evaluation", kinds={"numpy", "duckdb"}, code_version="3",
+    ins={"tasks": dg.AssetIn("meta_tasks"), "groups": dg.AssetIn("user_groups"), "settings": dg.AssetIn("reference_settings")},
+    description="Reference rows (global/item mean, user+item bias, biased MF, item-kNN, MF + kNN blend), with the settings "
+                "`reference_settings` chose on validation users, on the same query sets.",
 )
-def reference_eval(context: dg.AssetExecutionContext, tasks: dict, groups: dict) -> dg.Output[Bundle]:
-    bundle, seconds = evaluate_references(tasks, groups)
+def reference_eval(context: dg.AssetExecutionContext, paml: PamlResource, tasks: dict, groups: dict, settings: dict) -> dg.Output[Bundle]:
+    choices = choices_for(paml.store(), settings, tasks)
+    retuned = sorted(set(tasks) & set(groups) - set(choices))
+    if retuned:
+        context.log.info(f"no reference_settings chosen on the current meta_tasks of {', '.join(retuned)}: tuned here")
+    bundle, seconds = evaluate_references(tasks, groups, choices=choices)
     for dataset, per_protocol in seconds.items():
         for protocol, timing in per_protocol.items():
             context.log.info(f"references on {dataset} ({protocol}): {bundle.info['settings'][dataset][protocol]}; seconds {timing}")

@@ -120,6 +120,27 @@ def test_reference_rows_are_tuned_and_paired_with_every_method(chain):
     assert "| MF (fold-in) " in production_block and "REG-PAML" not in production_block
 
 
+def test_reference_eval_reuses_the_choice_reference_settings_made_on_the_same_tasks(chain):
+    from assets.bundle import Bundle
+    from assets.reference_eval import choices_for
+
+    home, _, evaluated = chain
+    store = LineageStore(home)
+    event = [e for e in evaluated.get_asset_materialization_events() if e.asset_key.to_user_string() == "reference_eval"][0]
+    seconds = event.materialization.metadata["seconds"].value["taobao"]
+    assert set(seconds) == {"paper", "production"} and not any("tuning" in timing for timing in seconds.values())
+    stored = store.load(store.latest("reference_settings", "taobao"))
+    evaluation = store.load(store.latest("reference_eval", ""))
+    assert evaluation.info["settings"]["taobao"] == stored.info["settings"]
+    columns = ["protocol", "reference", "setting", "val_error"]
+    assert evaluation.frame("tuning").select(columns).equals(stored.frame("trials").select(columns))
+    # settings chosen on other tasks (here: an artifact with other content) are not reused
+    tasks = store.load(store.latest("meta_tasks", "taobao"))
+    assert set(choices_for(store, {"taobao": stored}, {"taobao": tasks})["taobao"]) == {"paper", "production"}
+    other = Bundle(artifact_id=store.latest("user_groups", "taobao").artifact_id)
+    assert choices_for(store, {"taobao": stored}, {"taobao": other}) == {}
+
+
 def test_eval_without_models_names_missing_datasets(chain):
     home, _, evaluated = chain
     event = [e for e in evaluated.get_asset_materialization_events() if e.asset_key.to_user_string() == "melu_eval"][0]
