@@ -1,5 +1,6 @@
 """Asset `reg_paml_gamma_ablation`: REG-PAML trained with gamma in {1e-5, 1e-4, 1e-3, 1e-2} (Table 4)."""
 
+import time
 from dataclasses import replace
 from typing import Callable
 
@@ -7,7 +8,9 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.evaluation import minor_vs_major
-from assets.method_assets import ModelConfig, evaluate_dataset, progress_line, train_variants
+from assets.method_assets import (
+    ModelConfig, evaluate_dataset, evaluation_line, metrics_summary, progress_line, train_variants,
+)
 from models.training import EpochLog
 
 ABLATION_GAMMAS = (1e-5, 1e-4, 1e-3, 1e-2)
@@ -15,10 +18,12 @@ ABLATION_GAMMAS = (1e-5, 1e-4, 1e-3, 1e-2)
 
 def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: list[float], dataset: str,
                    references: Bundle | None = None,
-                   on_epoch: Callable[[float, int, EpochLog], None] = lambda gamma, seed, log: None) -> Bundle:
+                   on_epoch: Callable[[float, int, EpochLog], None] = lambda gamma, seed, log: None,
+                   on_scored: Callable[[float, str], None] = lambda gamma, line: None) -> Bundle:
     """Train and evaluate REG-PAML once per gamma; rows are labelled with their gamma.
 
     `references` (the `reference_settings` asset) gives the fold-ins' MF and kNN settings, as for `reg_paml_model`.
+    `on_scored(gamma, line)` hears of each gamma's test scoring (`evaluation_line`).
     """
     user_frames, rows = [], []
     learner = config.learner_config("reg_paml", dataset, references)
@@ -28,7 +33,10 @@ def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: l
     models = train_variants(tasks, variants, config.train_config("reg_paml", dataset), config.seeds,
                             lambda variant, seed, log: on_epoch(gammas[variant], seed, log), config.processes, settings)
     for gamma, (model, _) in zip(gammas, models):
+        started = time.perf_counter()
         frames, aggregates = evaluate_dataset("reg_paml", dataset, model, tasks, groups)
+        on_scored(gamma, evaluation_line(sum(f.height for f in frames), time.perf_counter() - started,
+                                         metrics_summary(pl.DataFrame(aggregates))))
         user_frames += [f.with_columns(pl.lit(gamma).alias("gamma")) for f in frames]
         rows += [{**row, "gamma": gamma} for row in aggregates]
     user_metrics = pl.concat(user_frames, how="diagonal_relaxed")
@@ -62,6 +70,7 @@ class AblationConfig(ModelConfig):
 def reg_paml_gamma_ablation(context: dg.AssetExecutionContext, config: AblationConfig, meta_tasks: Bundle, user_groups: Bundle,
                             reference_settings: Bundle) -> dg.Output[Bundle]:
     bundle = gamma_ablation(meta_tasks, user_groups, config, config.gammas, context.partition_key, reference_settings,
-                            lambda gamma, seed, log: context.log.info(progress_line(f"gamma {gamma:g} seed {seed}", log)))
+                            lambda gamma, seed, log: context.log.info(progress_line(f"gamma {gamma:g} seed {seed}", log)),
+                            lambda gamma, line: context.log.info(f"gamma {gamma:g}: {line}"))
     summary = bundle.frame("metrics").group_by("gamma", "population", "metric").agg(pl.col("value").mean()).sort("gamma", "metric", "population")
     return bundle_output(bundle, summary=table(summary))

@@ -316,10 +316,8 @@ def build_eval_asset(method: str) -> dg.AssetsDefinition:
         store = paml.store()
         started = time.perf_counter()
         bundle = evaluate_in_service(method, champions, lambda artifact: store.load(store.row(artifact)))
-        summary = bundle.frame("metrics")
+        summary = metrics_summary(bundle.frame("metrics"))
         if summary.height:
-            summary = summary.group_by("dataset", "population", "metric").agg(
-                mean=pl.col("value").mean(), sd=pl.col("value").std()).sort("dataset", "metric", "population")
             context.log.info(evaluation_line(bundle.frame("user_metrics").height, time.perf_counter() - started, summary))
         headline = {f"{r['dataset']}/{r['metric']}": float(r["mean"]) for r in summary.filter(pl.col("population") == "all").iter_rows(named=True)} \
             if summary.height else {}
@@ -335,6 +333,14 @@ def progress_line(run: str, log: EpochLog) -> str:
         return f"{run} start (untrained): validation loss {log.val_loss:.4f}"
     return (f"{run} step {log.step} (epoch {log.epoch:.1f}): train loss {log.train_loss:.4f}, "
             f"validation loss {log.val_loss:.4f}, {log.users_per_second:.0f} users/s")
+
+
+def metrics_summary(metrics: pl.DataFrame) -> pl.DataFrame:
+    """Mean and sd over seeds of each (dataset, population, metric) of a `metrics` frame."""
+    if not metrics.height:
+        return metrics
+    return metrics.group_by("dataset", "population", "metric").agg(
+        mean=pl.col("value").mean(), sd=pl.col("value").std()).sort("dataset", "metric", "population")
 
 
 def evaluation_line(users: int, seconds: float, summary: pl.DataFrame) -> str:

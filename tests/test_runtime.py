@@ -128,3 +128,25 @@ def test_the_untrained_start_has_its_own_progress_line():
     assert start == "seed 0 start (untrained): validation loss 0.9123" and "nan" not in start
     later = progress_line("seed 0", EpochLog(epoch=0.5, train_loss=0.8, val_loss=0.85, seconds=1.0, users_per_second=120.0, step=50))
     assert later == "seed 0 step 50 (epoch 0.5): train loss 0.8000, validation loss 0.8500, 120 users/s"
+
+
+def test_the_gamma_ablation_says_when_each_gamma_is_scored():
+    import polars as pl
+
+    from assets.bundle import Bundle
+    from assets.gamma_ablation import AblationConfig, gamma_ablation
+    from tests.test_tuning import tensors_of
+
+    tensors, info = tensors_of(tiny_task_data(users=12))
+    users = pl.DataFrame({"user_id": [f"t{i}" for i in range(12)], "user_row": list(range(12))})
+    groups = pl.DataFrame({"user_id": users["user_id"], "group": ["major", "minor"] * 6, "true_group": [None] * 12},
+                          schema_overrides={"true_group": pl.String})
+    config = AblationConfig(max_steps=2, eval_every=1, seeds=[0, 1], embedding_dim=4, hidden=[8], device="cpu", processes=1)
+    lines = []
+    bundle = gamma_ablation(Bundle(frames={"users__test": users}, tensors=tensors, info=info), Bundle(frames={"groups": groups}),
+                            config, [1e-4, 1e-2], "tiny", on_scored=lambda gamma, line: lines.append((gamma, line)))
+    assert [gamma for gamma, _ in lines] == [1e-4, 1e-2]  # one line per gamma, as soon as it is scored
+    for gamma, line in lines:
+        assert line.startswith("scored 24 test users (all seeds) in ") and "tiny mse " in line  # 12 users x 2 seeds
+        mse = bundle.frame("metrics").filter((pl.col("gamma") == gamma) & (pl.col("metric") == "mse") & (pl.col("population") == "all"))
+        assert f"tiny mse {mse['value'].mean():.4f}" in line
