@@ -174,7 +174,9 @@ def paired_comparisons(errors: pl.DataFrame, best: dict[tuple[str, str], str], s
             for comparison, other in others:
                 if other == method:
                     continue
-                pairs = by_method[method].join(by_method[other], on="user_id", suffix="_other").drop_nulls()
+                # In user order: the bootstrap resamples positions, so the same users in another
+                # order (group_by's order varies between runs) would give another interval.
+                pairs = by_method[method].join(by_method[other], on="user_id", suffix="_other").drop_nulls().sort("user_id")
                 a, b = pairs["error"].to_numpy(), pairs["error_other"].to_numpy()
                 try:
                     statistic, p_value = M.paired_ttest(a, b)

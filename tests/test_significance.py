@@ -98,6 +98,14 @@ def test_paired_comparisons_against_the_best_baseline_and_every_reference():
     assert frame.filter(pl.col("method") == "ref_mf")["other"].sort().to_list() == ["melu", "ref_user_item_bias"]
 
 
+def test_paired_comparisons_do_not_depend_on_the_order_of_the_rows():
+    errors = seed_averaged_errors(user_frame(ERRORS, seeds=3))
+    best = {("d", "paper"): "melu"}
+    shuffled = errors.sample(fraction=1.0, shuffle=True, seed=5)
+    assert not shuffled["user_id"].equals(errors["user_id"])
+    assert paired_comparisons(shuffled, best).equals(paired_comparisons(errors, best))  # bootstrap intervals included
+
+
 def test_table2_star_uses_the_paired_test():
     user_metrics = user_frame(ERRORS, seeds=3, protocol="paper")
     metrics = metrics_of(user_metrics)
