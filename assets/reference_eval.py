@@ -207,7 +207,12 @@ from pipelines.store import LineageStore  # noqa: E402
                 "`reference_eval` take theirs from here.",
 )
 def reference_settings(context: dg.AssetExecutionContext, tasks: Bundle) -> dg.Output[Bundle]:
+    started = time.perf_counter()
+    context.log.info("tuning the reference rows (bias, MF, item-kNN, blend) on the validation users ...")
     bundle = choices_bundle(chosen_reference_settings(tasks))
+    for protocol, chosen in bundle.info["settings"].items():
+        context.log.info(f"chosen ({protocol}): {chosen}")
+    context.log.info(f"{bundle.frame('trials').height} validation trials in {time.perf_counter() - started:.1f} s")
     return bundle_output(bundle, chosen_settings=dg.MetadataValue.json(bundle.info["settings"]))
 
 
