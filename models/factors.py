@@ -15,6 +15,7 @@ the warm users' too under the production protocol), never on validation or test 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import Callable, TypeVar
@@ -169,6 +170,7 @@ Tables = TypeVar("Tables", FactorTables, NeighbourTables)
 REMEMBERED_FITS = 4  # tables kept (taobao's kNN lists: about 30 MB each)
 _remembered: OrderedDict[tuple, FactorTables | NeighbourTables] = OrderedDict()
 _fit_counts = {"fitted": 0, "reused": 0}
+_lock = threading.Lock()
 
 
 def remembered_fit(key: tuple, fit: Callable[[], Tables]) -> Tables:
@@ -178,15 +180,18 @@ def remembered_fit(key: tuple, fit: Callable[[], Tables]) -> Tables:
     item count and the frozen settings): fits are deterministic, so an equal key means equal
     tables. Copies, because a network's buffers are overwritten in place by `load_state_dict`.
     """
-    if key in _remembered:
-        _remembered.move_to_end(key)
-        _fit_counts["reused"] += 1
-    else:
-        _remembered[key] = fit()
-        _fit_counts["fitted"] += 1
-        while len(_remembered) > REMEMBERED_FITS:
-            _remembered.popitem(last=False)
-    tables = _remembered[key]
+    with _lock:
+        tables = _remembered.get(key)
+        if tables is not None:
+            _remembered.move_to_end(key)
+            _fit_counts["reused"] += 1
+    if tables is None:
+        tables = fit()  # outside the lock: another thread's lookups need not wait for it
+        with _lock:
+            _remembered[key] = tables
+            _fit_counts["fitted"] += 1
+            while len(_remembered) > REMEMBERED_FITS:
+                _remembered.popitem(last=False)
     return type(tables)(**{f.name: getattr(tables, f.name).clone() for f in fields(tables)})
 
 
@@ -197,5 +202,6 @@ def fit_counts() -> dict[str, int]:
 
 def forget_fits() -> None:
     """Drop every remembered item side (the next build refits) and zero the counts."""
-    _remembered.clear()
-    _fit_counts.update(fitted=0, reused=0)
+    with _lock:
+        _remembered.clear()
+        _fit_counts.update(fitted=0, reused=0)
