@@ -70,12 +70,6 @@ class FittingRows:
 def fitting_rows(splits: list[TaskSplit], parts: tuple[str, ...]) -> FittingRows:
     """The entries of `parts` of `splits` an item side is fitted on, users numbered across splits
     by their keys (`TaskSplit.keys`: identities where set, else row numbers)."""
-    return FittingRows(*_fitting_rows(splits, parts))
-
-
-def _fitting_rows(splits: list[TaskSplit], parts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """(user, item, label, is_query) of every observed entry of `parts` of `splits`, users numbered
-    across splits by their keys (`TaskSplit.keys`: identities where set, else row numbers)."""
     triples = [split_triples(s, parts) for s in splits]
     # Users by identity (a warm user's chunks are one user), numbered across splits.
     keys = [s.keys().cpu().numpy() for s in splits]
@@ -86,7 +80,7 @@ def _fitting_rows(splits: list[TaskSplit], parts: tuple[str, ...]) -> tuple[np.n
     is_query = np.concatenate([
         np.concatenate([np.full(int(getattr(s, f"{part}_mask").sum()), part == "query") for part in parts])
         for s in splits])
-    return users, items, labels, is_query, int(offsets[-1])
+    return FittingRows(users, items, labels, is_query, int(offsets[-1]))
 
 
 def crossfit_keeps(users: np.ndarray, is_query: np.ndarray, folds: int) -> list[np.ndarray]:
