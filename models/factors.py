@@ -161,7 +161,9 @@ Tables = TypeVar("Tables", FactorTables, NeighbourTables)
 # method of a training job, every evaluation, promotion and report step loads a model, and
 # `load_learner` rebuilds its network), and each build refitted them: seven ALS fits and six
 # all-pairs kNN similarity passes, about a second each time on the demo's 2,000 items.
-REMEMBERED_FITS = 4  # tables kept (taobao's kNN lists: about 30 MB each)
+# Bounded by size, the oldest dropped first (the newest is always kept): kNN lists take 12 bytes
+# per neighbour slot, about 30 MB on taobao, 53 MB on ML-1M and up to 400 MB on Book-Crossing.
+REMEMBERED_BYTES = 1 << 30  # 1 GiB
 _remembered: OrderedDict[tuple, FactorTables | NeighbourTables] = OrderedDict()
 _fit_counts = {"fitted": 0, "reused": 0}
 _lock = threading.Lock()
@@ -184,9 +186,14 @@ def remembered_fit(key: tuple, fit: Callable[[], Tables]) -> Tables:
         with _lock:
             _remembered[key] = tables
             _fit_counts["fitted"] += 1
-            while len(_remembered) > REMEMBERED_FITS:
+            while len(_remembered) > 1 and sum(map(table_bytes, _remembered.values())) > REMEMBERED_BYTES:
                 _remembered.popitem(last=False)
     return type(tables)(**{f.name: getattr(tables, f.name).clone() for f in fields(tables)})
+
+
+def table_bytes(tables: FactorTables | NeighbourTables) -> int:
+    """Bytes held by the tensors of fitted tables."""
+    return sum(getattr(tables, f.name).nbytes for f in fields(tables))
 
 
 def fit_counts() -> dict[str, int]:

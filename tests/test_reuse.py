@@ -65,3 +65,19 @@ def test_other_ratings_or_settings_are_fitted_anew():
     PreferenceNetwork(data, replace(FOLDINS, knn_shrinkage=50.0))  # new kNN lists, the same MF factors
     assert fit_counts() == {"fitted": 5, "reused": 1}
     assert not torch.equal(other.mf_item_bias, PreferenceNetwork(data, FOLDINS).embedder.mf_item_bias)
+
+
+def test_remembered_item_sides_are_bounded_by_size_oldest_dropped_first(monkeypatch):
+    import models.factors as factors
+
+    forget_fits()
+    data = tiny_task_data(users=20)
+    only_mf = replace(FOLDINS, knn_foldin=False)
+    first = PreferenceNetwork(data, only_mf).embedder
+    size = factors.table_bytes(factors.FactorTables(first.mf_mu, first.mf_item_bias, first.mf_factors))
+    monkeypatch.setattr(factors, "REMEMBERED_BYTES", size)  # room for one fit
+    PreferenceNetwork(data, replace(only_mf, mf_reg=30.0))  # the newest is kept, the first one dropped
+    PreferenceNetwork(data, replace(only_mf, mf_reg=30.0))
+    assert fit_counts() == {"fitted": 2, "reused": 1}
+    PreferenceNetwork(data, only_mf)
+    assert fit_counts() == {"fitted": 3, "reused": 1}
