@@ -27,13 +27,36 @@ def split_boundaries(n_users: int, ratios: tuple[int, ...] = USER_SPLIT) -> list
 
 def assign_user_splits(user_ids: list[str], seed: int, ratios: tuple[int, ...] = USER_SPLIT) -> pl.DataFrame:
     """Shuffle users (sorted first, so input order does not matter) and cut into splits."""
-    ordered = sorted(user_ids)
-    order = np.random.default_rng(seed).permutation(len(ordered))
-    cuts = [0, *split_boundaries(len(ordered), ratios)]
-    split = np.empty(len(ordered), dtype=object)
-    for name, lo, hi in zip(SPLIT_NAMES, cuts[:-1], cuts[1:]):
-        split[order[lo:hi]] = name
-    return pl.DataFrame({"user_id": ordered, "split": split.tolist()}, schema={"user_id": pl.String, "split": pl.String})
+    return split_sorted_users(pl.Series("user_id", sorted(user_ids), dtype=pl.String), seed, ratios)
+
+
+def split_sorted_users(ordered: pl.Series, seed: int, ratios: tuple[int, ...] = USER_SPLIT) -> pl.DataFrame:
+    """`assign_user_splits` for ids already sorted (a polars sort: UTF-8 byte order is code point order,
+    as Python's `sorted`), without a Python list: 8 M ids stay a few hundred MB.
+
+    The permutation is over users only, so a sharded log uses it whole.
+    """
+    order = np.random.default_rng(seed).permutation(ordered.len())
+    cuts = [0, *split_boundaries(ordered.len(), ratios)]
+    which = np.full(ordered.len(), -1, dtype=np.int64)
+    for position, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
+        which[order[lo:hi]] = position
+    names = dict(enumerate(SPLIT_NAMES[: len(cuts) - 1]))
+    return pl.DataFrame({"user_id": ordered.alias("user_id").cast(pl.String), "_which": which}).select(
+        "user_id", pl.col("_which").replace_strict(names, default=None, return_dtype=pl.String).alias("split"))
+
+
+def uniform_draws(seed: int, n: int, offset: int = 0) -> np.ndarray:
+    """Draws `offset` .. `offset + n - 1` of `np.random.default_rng(seed).random`.
+
+    numpy's PCG64 spends one 64-bit output per double and `advance(k)` skips k outputs in
+    O(log k) steps, so the rows `offset` .. of a sorted log cut into shards get exactly the
+    numbers one draw over the whole log gives them (tests/test_sharded_tasks.py checks it).
+    """
+    rng = np.random.default_rng(seed)
+    if offset:
+        rng.bit_generator.advance(offset)
+    return rng.random(n)
 
 
 def query_size(n_items: pl.Expr, support_share: float = SUPPORT_SHARE) -> pl.Expr:
@@ -42,14 +65,17 @@ def query_size(n_items: pl.Expr, support_share: float = SUPPORT_SHARE) -> pl.Exp
     return pl.min_horizontal(pl.max_horizontal(wanted, pl.lit(1)), n_items - 1)
 
 
-def assign_support_query(interactions: pl.DataFrame, seed: int, support_share: float = SUPPORT_SHARE) -> pl.DataFrame:
+def assign_support_query(
+    interactions: pl.DataFrame, seed: int, support_share: float = SUPPORT_SHARE, offset: int = 0,
+) -> pl.DataFrame:
     """Put each user's items at random into support (80%) or query (20%).
 
     Rows are sorted by (user, item) before drawing, so the result depends on the seed only.
     Every user with at least 2 items gets at least one support and one query item.
+    `offset`: rows of the whole sorted log before these (whole users), for a shard of it.
     """
     rows = interactions.select("user_id", "item_id", "label").sort("user_id", "item_id")
-    draw = np.random.default_rng(seed).random(rows.height)
+    draw = uniform_draws(seed, rows.height, offset)
     rows = rows.with_columns(_key=pl.Series(draw)).with_columns(
         _rank=pl.col("_key").rank("ordinal").over("user_id"),
         _n=pl.len().over("user_id"),
@@ -61,20 +87,48 @@ def assign_support_query(interactions: pl.DataFrame, seed: int, support_share: f
     )
 
 
-def assign_chunks(interactions: pl.DataFrame, chunk_size: int, seed: int) -> pl.DataFrame:
+def assign_chunks(interactions: pl.DataFrame, chunk_size: int, seed: int, offset: int = 0) -> pl.DataFrame:
     """Cut each user's items at random into chunks of at most `chunk_size` (as equal as possible).
 
     Returns the rows with a `chunk` column (0, 1, ...); deterministic for a seed (rows are
-    sorted by (user, item) before drawing).
+    sorted by (user, item) before drawing). `offset` as in `assign_support_query`.
     """
     if chunk_size < 2:
         raise ValueError(f"chunk_size must be >= 2 (a support and a query item), got {chunk_size}")
     rows = interactions.sort("user_id", "item_id")
-    draw = np.random.default_rng(seed).random(rows.height)
+    draw = uniform_draws(seed, rows.height, offset)
     return rows.with_columns(_key=pl.Series(draw)).with_columns(
         _rank=pl.col("_key").rank("ordinal").over("user_id") - 1,
         _chunks=((pl.len().over("user_id") + chunk_size - 1) // chunk_size).cast(pl.Int64),
     ).with_columns(chunk=(pl.col("_rank") % pl.col("_chunks")).cast(pl.Int64)).drop("_key", "_rank", "_chunks")
+
+
+def cold_items(cold_rows: pl.DataFrame, seed: int, offset: int = 0) -> pl.DataFrame:
+    """The cold-start users' rows with their support/query set (chunk 0)."""
+    # A second, independent stream for the item draw: changing the user split must not move items.
+    return assign_support_query(cold_rows, seed + 1, offset=offset).with_columns(chunk=pl.lit(0, dtype=pl.Int64))
+
+
+def warm_chunk_size(cold_counts: pl.Series) -> int:
+    """Chunk size of warm users' histories: the cold-start users' median item count (at least 2)."""
+    return max(int(cold_counts.median()), 2) if cold_counts.len() else 2
+
+
+def warm_items(warm_rows: pl.DataFrame, chunk_size: int, seed: int, offset: int = 0) -> pl.DataFrame:
+    """The warm users' rows cut into chunks, each chunk with its own support/query set.
+
+    Both draws run over the rows sorted by (user, item) and by ("user#chunk", item): for a shard
+    of whole users the same `offset` holds for both when no user id orders differently with '#'
+    appended (assets/sharded_tasks.py checks that).
+    """
+    chunked = assign_chunks(warm_rows.select("user_id", "item_id", "label"), chunk_size, seed + 2, offset)
+    task = pl.format("{}#{}", "user_id", "chunk")
+    return (
+        assign_support_query(chunked.select(task.alias("user_id"), "item_id", "label"), seed + 3, offset=offset)
+        .join(chunked.select(task.alias("user_id"), "chunk", pl.col("user_id").alias("_user"), "item_id"),
+              on=["user_id", "item_id"])
+        .select(pl.col("_user").alias("user_id"), "item_id", "label", "set", "chunk")
+    )
 
 
 def user_splits_for(cold_start: pl.DataFrame, interactions: pl.DataFrame, seed: int) -> dict[str, pl.DataFrame]:
@@ -85,23 +139,13 @@ def user_splits_for(cold_start: pl.DataFrame, interactions: pl.DataFrame, seed: 
     cold_ids = cold_start.filter("is_cold_start")["user_id"]
     users = assign_user_splits(cold_ids.to_list(), seed)
     cold_rows = interactions.join(users.select("user_id"), on="user_id", how="semi")
-    # A second, independent stream for the item draw: changing the user split must not move items.
-    items = assign_support_query(cold_rows, seed + 1).with_columns(chunk=pl.lit(0, dtype=pl.Int64))
+    items = cold_items(cold_rows, seed)
     warm = cold_start.filter(~pl.col("is_cold_start")).select("user_id").sort("user_id")
     if warm.height:
-        counts = cold_rows.group_by("user_id").len()["len"]
-        chunk_size = max(int(counts.median()), 2) if counts.len() else 2
-        warm_rows = assign_chunks(interactions.join(warm, on="user_id", how="semi").select("user_id", "item_id", "label"),
-                                  chunk_size, seed + 2)
-        warm_items = (
-            assign_support_query(warm_rows.with_columns(_task=pl.format("{}#{}", "user_id", "chunk")).select(
-                pl.col("_task").alias("user_id"), "item_id", "label"), seed + 3)
-            .join(warm_rows.select(pl.format("{}#{}", "user_id", "chunk").alias("user_id"), "chunk",
-                                   pl.col("user_id").alias("_user"), "item_id"), on=["user_id", "item_id"])
-            .select(pl.col("_user").alias("user_id"), "item_id", "label", "set", "chunk")
-        )
+        chunk_size = warm_chunk_size(cold_rows.group_by("user_id").len()["len"])
+        warm_rows = interactions.join(warm, on="user_id", how="semi")
         users = pl.concat([users, warm.with_columns(split=pl.lit(WARM_SPLIT))])
-        items = pl.concat([items, warm_items])
+        items = pl.concat([items, warm_items(warm_rows, chunk_size, seed)])
     return {"users": users, "items": items}
 
 
