@@ -53,12 +53,18 @@ def encode(values: pl.Expr, vocab: pl.DataFrame) -> pl.Expr:
     return values.cast(pl.String).replace_strict(mapping, default=UNKNOWN_INDEX, return_dtype=pl.Int64)
 
 
-def padded(frame: pl.DataFrame, row_col: str, value_col: str, n_rows: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Scatter `value_col` into a (n_rows, max_per_row) array by `row_col`, with a mask."""
+def padded(
+    frame: pl.DataFrame, row_col: str, value_col: str, n_rows: int, dtype: np.dtype, width: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scatter `value_col` into a (n_rows, max_per_row) array by `row_col`, with a mask.
+
+    `width` fixes the second dimension (a shard of a split padded to the whole split's width).
+    """
     if frame.height == 0:
-        return np.zeros((n_rows, 0), dtype), np.zeros((n_rows, 0), bool)
+        return np.zeros((n_rows, width or 0), dtype), np.zeros((n_rows, width or 0), bool)
     ordered = frame.sort(row_col).with_columns(_pos=pl.int_range(pl.len()).over(row_col))
-    width = int(ordered["_pos"].max()) + 1
+    if width is None:
+        width = int(ordered["_pos"].max()) + 1
     values = np.zeros((n_rows, width), dtype)
     mask = np.zeros((n_rows, width), bool)
     rows, cols = ordered[row_col].to_numpy(), ordered["_pos"].to_numpy()
@@ -95,6 +101,109 @@ def backoff_values(values: pl.Series, training: pl.Series, prefixes: tuple[int, 
     return values.cast(pl.String).map_elements(back_off, return_dtype=pl.String)
 
 
+def split_user_table(users: pl.DataFrame, user_split: pl.DataFrame, spec: DatasetSpec, backoff_min_count: int) -> pl.DataFrame:
+    """Every split user's cleaned row with its split; rare backoff-field values backed off."""
+    split_users = users.join(user_split, on="user_id", how="inner")
+    training_users = split_users.filter(pl.col("split") == "train")
+    for field, prefixes in spec.backoff:
+        split_users = split_users.with_columns(
+            backoff_values(split_users[field], training_users[field], prefixes, backoff_min_count).alias(field))
+    return split_users
+
+
+def vocabularies(split_users: pl.DataFrame, known_items: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
+    """Every field's vocabulary, from the vocabulary-source users and the items they rated."""
+    vocabs = [build_vocab(split_users.filter(pl.col("split").is_in(VOCAB_SOURCE_SPLITS))[f], f) for f in spec.user_fields]
+    vocabs += [build_vocab(known_items[f], f) for f in spec.item_fields]
+    vocabs += [build_vocab(known_items[f].explode(), f) for f in spec.item_multi_fields]
+    return pl.concat(vocabs)
+
+
+def vocab_by_field(vocab: pl.DataFrame, spec: DatasetSpec) -> dict[str, pl.DataFrame]:
+    """Each field's vocabulary rows; a field without values gets an empty one (every value UNKNOWN)."""
+    present = {f: vocab.filter(pl.col("field") == f) for f in vocab["field"].unique().to_list()}
+    empty = pl.DataFrame(schema=vocab.schema)
+    return {f: present.get(f, empty) for f in (*spec.user_fields, *spec.item_fields, *spec.item_multi_fields)}
+
+
+def item_arrays(used_items: pl.DataFrame, by_field: dict[str, pl.DataFrame], spec: DatasetSpec) -> dict[str, np.ndarray]:
+    """item_fields (N_items + 1, F_item) and item_multi__<field> (N_items + 1, M_field); row 0 = padding."""
+    arrays: dict[str, np.ndarray] = {}
+    single = used_items.select(encode(pl.col(f), by_field[f]).alias(f) for f in spec.item_fields)
+    item_matrix = single.to_numpy().astype(np.int64).reshape(used_items.height, len(spec.item_fields))
+    arrays["item_fields"] = np.vstack([np.zeros((1, item_matrix.shape[1]), np.int64), item_matrix])
+    for field in spec.item_multi_fields:
+        exploded = (
+            used_items.with_row_index("row", offset=1)
+            .select(pl.col("row").cast(pl.Int64), field)
+            .explode(field)
+            .drop_nulls(field)
+            .with_columns(code=encode(pl.col(field), by_field[field]))
+        )
+        arrays[f"item_multi__{field}"], _ = padded(exploded, "row", "code", used_items.height + 1, np.int64)
+    return arrays
+
+
+def split_members(split_users: pl.DataFrame, chunks: pl.DataFrame, split: str, first_row: int = 0) -> pl.DataFrame:
+    """The split's tasks, one per (user, chunk), sorted, numbered from `first_row` (`user_row`)."""
+    # One task per (user, chunk): cold-start users have one chunk, warm users several.
+    members = (split_users.filter(pl.col("split") == split).join(chunks, on="user_id", how="inner")
+               .sort("user_id", "chunk").with_row_index("user_row", offset=first_row))
+    return members.with_columns(pl.col("user_row").cast(pl.Int64))
+
+
+def split_arrays(
+    members: pl.DataFrame, rows: pl.DataFrame, by_field: dict[str, pl.DataFrame], spec: DatasetSpec, warm: bool,
+    widths: dict[str, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """One split's arrays for `members` (from `split_members`), in their order.
+
+    `rows`: item rows (user_id, chunk, item_id, row = item index, label, set). `widths` fixes
+    the support/query widths (a shard padded to its whole split's); none: this split's longest.
+    Returns user_index (warm only), user_fields, then <part>_items/_labels/_mask per part.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    local = members.with_columns(_local=pl.int_range(pl.len(), dtype=pl.Int64))
+    if warm:
+        # The chunks of one warm user share its identity: the models' fits (MF, kNN) and
+        # AT-PAML's memory then see one user with all of its ratings, as the references do.
+        arrays["user_index"] = members["user_id"].cast(pl.String).rank("dense").to_numpy().astype(np.int64) - 1
+    codes = members.select(encode(pl.col(f), by_field[f]).alias(f) for f in spec.user_fields)
+    arrays["user_fields"] = codes.to_numpy().astype(np.int64).reshape(members.height, len(spec.user_fields))
+    user_rows = rows.join(local.select("user_id", "chunk", "_local"), on=["user_id", "chunk"], how="inner")
+    for part in ("support", "query"):
+        chosen = user_rows.filter(pl.col("set") == part).sort("_local", "item_id")
+        width = None if widths is None else widths[part]
+        arrays[f"{part}_items"], arrays[f"{part}_mask"] = padded(chosen, "_local", "row", members.height, np.int64, width)
+        arrays[f"{part}_labels"], _ = padded(chosen, "_local", "label", members.height, np.float32, width)
+    # The tensors' order in a bundle: items, labels, mask.
+    return {k: arrays[k] for k in (*(["user_index"] if warm else []), "user_fields",
+                                    *(f"{p}_{n}" for p in ("support", "query") for n in ("items", "labels", "mask")))}
+
+
+def splits_present(user_split: pl.DataFrame) -> list[str]:
+    """The paper's three splits, and `warm` when any user is warm."""
+    return [s for s in (*SPLIT_NAMES, WARM_SPLIT) if s in SPLIT_NAMES or (user_split["split"] == s).any()]
+
+
+def tasks_info(spec: DatasetSpec, by_field: dict[str, pl.DataFrame], n_items: int, n_users: dict[str, int],
+               backoff_min_count: int) -> dict:
+    """The JSON facts of an encoding: fields, vocabulary sizes, items and tasks per split."""
+    return {
+        "dataset": spec.name,
+        "task": spec.task,
+        "user_fields": list(spec.user_fields),
+        "item_fields": list(spec.item_fields),
+        "item_multi_fields": list(spec.item_multi_fields),
+        "vocab_sizes": {f: FIRST_VALUE_INDEX + by_field[f].height for f in
+                        (*spec.user_fields, *spec.item_fields, *spec.item_multi_fields)},
+        "n_items": n_items,
+        "n_users": n_users,
+        "splits": list(n_users),
+        "backoff_min_count": backoff_min_count,
+    }
+
+
 def encode_tasks(
     users: pl.DataFrame, items: pl.DataFrame, splits: dict[str, pl.DataFrame], spec: DatasetSpec,
     backoff_min_count: int = 0,
@@ -103,6 +212,7 @@ def encode_tasks(
 
     `backoff_min_count` > 1 backs rare values of the spec's `backoff` fields off to prefixes.
     Returns (frames: vocab, items index, users per split; tensors; info with vocab sizes).
+    assets/sharded_tasks.py does the same one user range at a time.
     """
     import torch
 
@@ -110,78 +220,26 @@ def encode_tasks(
     known_users = user_split.filter(pl.col("split").is_in(VOCAB_SOURCE_SPLITS))
     known_rows = item_sets.join(known_users, on="user_id", how="semi")
     known_items = items.join(known_rows.select("item_id").unique(), on="item_id", how="semi")
-    split_users = users.join(user_split, on="user_id", how="inner")
-    training_users = split_users.filter(pl.col("split") == "train")
-    for field, prefixes in spec.backoff:
-        split_users = split_users.with_columns(
-            backoff_values(split_users[field], training_users[field], prefixes, backoff_min_count).alias(field))
-
-    vocabs = [build_vocab(split_users.filter(pl.col("split").is_in(VOCAB_SOURCE_SPLITS))[f], f) for f in spec.user_fields]
-    vocabs += [build_vocab(known_items[f], f) for f in spec.item_fields]
-    vocabs += [build_vocab(known_items[f].explode(), f) for f in spec.item_multi_fields]
-    vocab = pl.concat(vocabs)
-    by_field = {f: vocab.filter(pl.col("field") == f) for f in vocab["field"].unique().to_list()}
-    empty = pl.DataFrame(schema=vocab.schema)
+    split_users = split_user_table(users, user_split, spec, backoff_min_count)
+    vocab = vocabularies(split_users, known_items, spec)
+    by_field = vocab_by_field(vocab, spec)
 
     used_items = items.join(item_sets.select("item_id").unique(), on="item_id", how="semi").sort("item_id")
     item_index = used_items.select("item_id", pl.int_range(1, used_items.height + 1, dtype=pl.Int64).alias("row"))
-    tensors: dict[str, torch.Tensor] = {}
-    single = used_items.select(encode(pl.col(f), by_field.get(f, empty)).alias(f) for f in spec.item_fields)
-    item_matrix = single.to_numpy().astype(np.int64).reshape(used_items.height, len(spec.item_fields))
-    tensors["item_fields"] = torch.from_numpy(np.vstack([np.zeros((1, item_matrix.shape[1]), np.int64), item_matrix]))
-    for field in spec.item_multi_fields:
-        exploded = (
-            used_items.with_row_index("row", offset=1)
-            .select(pl.col("row").cast(pl.Int64), field)
-            .explode(field)
-            .drop_nulls(field)
-            .with_columns(code=encode(pl.col(field), by_field.get(field, empty)))
-        )
-        values, _ = padded(exploded, "row", "code", used_items.height + 1, np.int64)
-        tensors[f"item_multi__{field}"] = torch.from_numpy(values)
+    tensors: dict[str, torch.Tensor] = {k: torch.from_numpy(a) for k, a in item_arrays(used_items, by_field, spec).items()}
 
     frames = {"vocab": vocab, "items": item_index}
     if "chunk" not in item_sets.columns:
         item_sets = item_sets.with_columns(chunk=pl.lit(0, dtype=pl.Int64))
     rows = item_sets.join(item_index, on="item_id", how="inner")
     chunks = item_sets.select("user_id", "chunk").unique()
-    splits_present = [s for s in (*SPLIT_NAMES, WARM_SPLIT) if s in SPLIT_NAMES or (user_split["split"] == s).any()]
-    for split in splits_present:
-        # One task per (user, chunk): cold-start users have one chunk, warm users several.
-        members = (split_users.filter(pl.col("split") == split).join(chunks, on="user_id", how="inner")
-                   .sort("user_id", "chunk").with_row_index("user_row"))
-        members = members.with_columns(pl.col("user_row").cast(pl.Int64))
+    present = splits_present(user_split)
+    for split in present:
+        members = split_members(split_users, chunks, split)
         frames[f"users__{split}"] = members.select("user_id", "chunk", "user_row") if split == WARM_SPLIT else members.select("user_id", "user_row")
-        if split == WARM_SPLIT:
-            # The chunks of one warm user share its identity: the models' fits (MF, kNN) and
-            # AT-PAML's memory then see one user with all of its ratings, as the references do.
-            identity = members["user_id"].cast(pl.String).rank("dense").to_numpy().astype(np.int64) - 1
-            tensors[f"{split}__user_index"] = torch.from_numpy(identity)
-        codes = members.select(encode(pl.col(f), by_field.get(f, empty)).alias(f) for f in spec.user_fields)
-        tensors[f"{split}__user_fields"] = torch.from_numpy(
-            codes.to_numpy().astype(np.int64).reshape(members.height, len(spec.user_fields))
-        )
-        user_rows = rows.join(members.select("user_id", "chunk", "user_row"), on=["user_id", "chunk"], how="inner")
-        for part in ("support", "query"):
-            chosen = user_rows.filter(pl.col("set") == part).sort("user_row", "item_id")
-            item_ids, mask = padded(chosen, "user_row", "row", members.height, np.int64)
-            labels, _ = padded(chosen, "user_row", "label", members.height, np.float32)
-            tensors[f"{split}__{part}_items"] = torch.from_numpy(item_ids)
-            tensors[f"{split}__{part}_labels"] = torch.from_numpy(labels)
-            tensors[f"{split}__{part}_mask"] = torch.from_numpy(mask)
-    info = {
-        "dataset": spec.name,
-        "task": spec.task,
-        "user_fields": list(spec.user_fields),
-        "item_fields": list(spec.item_fields),
-        "item_multi_fields": list(spec.item_multi_fields),
-        "vocab_sizes": {f: FIRST_VALUE_INDEX + by_field.get(f, empty).height for f in
-                        (*spec.user_fields, *spec.item_fields, *spec.item_multi_fields)},
-        "n_items": used_items.height,
-        "n_users": {s: frames[f"users__{s}"].height for s in splits_present},
-        "splits": splits_present,
-        "backoff_min_count": backoff_min_count,
-    }
+        arrays = split_arrays(members, rows, by_field, spec, split == WARM_SPLIT)
+        tensors.update({f"{split}__{name}": torch.from_numpy(a) for name, a in arrays.items()})
+    info = tasks_info(spec, by_field, used_items.height, {s: frames[f"users__{s}"].height for s in present}, backoff_min_count)
     return frames, tensors, info
 
 
