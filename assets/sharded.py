@@ -176,6 +176,10 @@ class ShardedClean:
         """Every shard's cleaned interactions (each shard sorted by user and item)."""
         return self._scan("interactions")
 
+    def interaction_files(self) -> list[Path]:
+        """The cleaned interactions' Parquet files, one per shard (assets/sharded_tasks.cut_by_range reads them)."""
+        return sorted((self.directory / "interactions").glob("*.parquet"))
+
     def rejected_in_shards(self) -> pl.LazyFrame:
         """Rows rejected by the user and interaction rules, shard by shard."""
         return self._scan("rejected")

@@ -16,6 +16,7 @@ from assets.specs import SUPPORT_SHARE, USER_SPLIT
 
 SPLIT_NAMES = ("train", "val", "test")
 WARM_SPLIT = "warm"
+TASK_SEPARATOR = "#"  # a warm chunk's task key is "<user_id>#<chunk>"
 
 
 def split_boundaries(n_users: int, ratios: tuple[int, ...] = USER_SPLIT) -> list[int]:
@@ -118,11 +119,11 @@ def warm_items(warm_rows: pl.DataFrame, chunk_size: int, seed: int, offset: int 
     """The warm users' rows cut into chunks, each chunk with its own support/query set.
 
     Both draws run over the rows sorted by (user, item) and by ("user#chunk", item): for a shard
-    of whole users the same `offset` holds for both when no user id orders differently with '#'
-    appended (assets/sharded_tasks.py checks that).
+    of whole users the same `offset` holds for both when no user id orders differently with
+    TASK_SEPARATOR appended (assets/sharded_tasks.py checks that).
     """
     chunked = assign_chunks(warm_rows.select("user_id", "item_id", "label"), chunk_size, seed + 2, offset)
-    task = pl.format("{}#{}", "user_id", "chunk")
+    task = pl.format(f"{{}}{TASK_SEPARATOR}{{}}", "user_id", "chunk")
     return (
         assign_support_query(chunked.select(task.alias("user_id"), "item_id", "label"), seed + 3, offset=offset)
         .join(chunked.select(task.alias("user_id"), "chunk", pl.col("user_id").alias("_user"), "item_id"),
