@@ -3,12 +3,14 @@
 Each dataset runs in a fresh subprocess so its peak RSS is its own. Steps are the pure
 functions behind the assets (no Dagster, no DuckDB), in pipeline order. Usage:
 
-    python -m benchmarks.data_steps [--users 1000000] [--only movielens|taobao] [--shards K [--sharded-only]]
+    python -m benchmarks.data_steps [--users 1000000] [--only movielens|taobao] [--shards K]
 
 With `--shards K`, taobao's log is read into K user shards and cleaned one shard at a time
 (assets/sharded.py); cold-start selection counts the cleaned shards with polars' streaming
-engine. The later steps (splits, groups, encoding) are not sharded: they load every cleaned
-interaction; `--sharded-only` stops before them.
+engine; the cleaned rows are re-cut into K user-id ranges, and the splits and the task
+encoding run one range at a time (assets/sharded_tasks.py), the tensors streamed into one
+safetensors file. Only per-user and per-item tables are ever whole in memory. Rows report
+the bytes on disk of each step's output; intermediate files are deleted once used.
 
 ML-1M is read from PAML_DATA_DIR (default ../shared/data); it is skipped when absent.
 Results print as Markdown and are written to benchmarks/out/data_steps.json.
@@ -38,7 +40,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_steps(dataset: str, data_dir: Path, users: int, shards: int = 0, sharded_only: bool = False) -> list[dict]:
+def disk_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (or of the file)."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def run_steps(dataset: str, data_dir: Path, users: int, shards: int = 0) -> list[dict]:
     """Run every data step once; return one row per step with seconds and peak RSS so far."""
     from assets.clean_logs import clean_logs_from_raw
     from assets.cold_start_users import select_cold_start
@@ -66,7 +73,7 @@ def run_steps(dataset: str, data_dir: Path, users: int, shards: int = 0, sharded
         timed(f"generate ({users:,} users)", lambda: generate(directory, config))
         if shards:
             try:
-                sharded_steps(directory, work, shards, sharded_only, timed, rows)
+                sharded_steps(directory, work, shards, timed, rows)
                 return rows
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -86,34 +93,55 @@ def run_steps(dataset: str, data_dir: Path, users: int, shards: int = 0, sharded
     return rows
 
 
-def sharded_steps(directory: Path, work: Path, shards: int, sharded_only: bool, timed, rows: list[dict]) -> None:
-    """Taobao's steps with the log in user shards; the unsharded ones after, unless `sharded_only`."""
+def sharded_steps(directory: Path, work: Path, shards: int, timed, rows: list[dict]) -> None:
+    """Taobao's steps with the log in user shards, every one bounded by a shard's rows."""
     from assets.cold_start_users import select_cold_start
-    from assets.meta_tasks import encode_tasks
     from assets.sharded import clean_sharded, shard_taobao
+    from assets.sharded_tasks import cut_by_range, encode_sharded, split_sharded
     from assets.specs import SPECS
     from assets.user_groups import user_groups_for
-    from assets.user_splits import user_splits_for
 
     spec = SPECS["taobao"]
+    rows[-1]["bytes"] = disk_bytes(directory)
     log = timed(f"read raw files into {shards} user shards", lambda: shard_taobao(directory, work / "shards", shards))
     rows[-1]["rows"] = int(log.read.filter(pl.col("source_file").str.contains("impressions"))["read"].sum())
+    rows[-1]["bytes"] = disk_bytes(work / "shards")
     clean = timed("clean, one shard at a time", lambda: clean_sharded(log, spec, work / "clean"))
     rows[-1]["rows"] = clean.interactions().select(pl.len()).collect().item()
+    rows[-1]["bytes"] = disk_bytes(work / "clean")
+    shutil.rmtree(work / "shards")  # the raw shards are spent; the day files stay for the generator's truth
     cold = timed("Pareto cold-start selection (streaming count)", lambda: select_cold_start(clean.interactions()))
-    if sharded_only:
-        return
-    interactions = timed("load every cleaned interaction (steps below are not sharded)", lambda: clean.interactions().collect())
-    splits = timed("user and support/query splits", lambda: user_splits_for(cold, interactions, 0))
-    users = clean.users()
+    ranges = timed(f"re-cut cleaned interactions into {shards} user-id ranges",
+                   lambda: cut_by_range(clean.interaction_files(), cold, shards, work / "ranges"))
+    rows[-1]["bytes"] = disk_bytes(work / "ranges")
+    splits = timed("user and support/query splits, one range at a time", lambda: split_sharded(ranges, cold, 0, work / "splits"))
+    rows[-1]["rows"] = splits.scan_items().select(pl.len()).collect().item()
+    rows[-1]["bytes"] = disk_bytes(work / "splits")
+    shutil.rmtree(work / "ranges")
+    users = timed("load the cleaned user table", clean.users)
+    rows[-1]["rows"] = users.height
     timed("major/minor tagging", lambda: user_groups_for(users, cold, spec.tagging_fields, clean.truth))
-    timed("encode task tensors", lambda: encode_tasks(users, clean.items, splits, spec))
+    tasks = timed("encode task tensors, one range at a time", lambda: encode_sharded(users, clean.items, splits, spec, work / "tasks"))
+    rows[-1]["rows"] = sum(tasks.info["n_users"].values())
+    rows[-1]["bytes"] = disk_bytes(work / "tasks")
+    rows[-1]["tensor_bytes"] = disk_bytes(work / "tasks" / "tensors.safetensors")
+    rows[-1]["tasks_per_split"] = tasks.info["n_users"]
+    rows[-1]["tensor_shapes"] = tensor_shapes(work / "tasks" / "tensors.safetensors")
+
+
+def tensor_shapes(path: Path) -> dict[str, list[int]]:
+    """Each tensor's shape from a safetensors header (nothing else is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        return {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| dataset | step | seconds | peak RSS so far (MiB) | rows |", "|---|---|---|---|---|"]
+    lines = ["| dataset | step | seconds | peak RSS so far (MiB) | rows | output on disk (MB) |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['step']} | {r['seconds']} | {r['peak_rss_mb']} | {r.get('rows', '')} |")
+        size = f"{r['bytes'] / 1e6:,.0f}" if "bytes" in r else ""
+        lines.append(f"| {r['dataset']} | {r['step']} | {r['seconds']} | {r['peak_rss_mb']} | {r.get('rows', '')} | {size} |")
     return "\n".join(lines)
 
 
@@ -122,12 +150,11 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1_000_000, help="synthetic taobao users")
     parser.add_argument("--only", choices=["movielens", "taobao"])
     parser.add_argument("--shards", type=int, default=0, help="taobao: read and clean the log in this many user shards")
-    parser.add_argument("--sharded-only", action="store_true", help="with --shards: stop after the sharded steps")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     data_dir = Path(os.environ.get("PAML_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
     if args.child:
-        print(json.dumps(run_steps(args.only, data_dir, args.users, args.shards, args.sharded_only)))
+        print(json.dumps(run_steps(args.only, data_dir, args.users, args.shards)))
         return 0
     datasets = [args.only] if args.only else ["movielens", "taobao"]
     rows = []
@@ -135,7 +162,7 @@ def main() -> int:
         if dataset == "movielens" and not (data_dir / "ml-1m" / "ratings.dat").is_file():
             print(f"skipping movielens: no ml-1m/ratings.dat under {data_dir} (set PAML_DATA_DIR)")
             continue
-        extra = ["--shards", str(args.shards)] + (["--sharded-only"] if args.sharded_only else []) if args.shards else []
+        extra = ["--shards", str(args.shards)] if args.shards else []
         out = subprocess.run([sys.executable, "-m", "benchmarks.data_steps", "--child", "--only", dataset,
                               "--users", str(args.users), *extra], capture_output=True, text=True)
         if out.returncode != 0:
