@@ -1,6 +1,8 @@
 """Benchmark of the data steps: wall time and peak resident memory, per dataset.
 
-Each dataset runs in a fresh subprocess so its peak RSS is its own. Steps are the pure
+Each dataset runs in a fresh subprocess so its peak RSS is its own; on Linux the resident
+high-water mark is also reset before each step, so each step's own peak shows (it includes
+what earlier steps left in memory). Steps are the pure
 functions behind the assets (no Dagster, no DuckDB), in pipeline order. Usage:
 
     python -m benchmarks.data_steps [--users 1000000] [--only movielens|taobao] [--shards K]
@@ -40,6 +42,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's resident high-water mark (Linux: "5" to /proc/self/clear_refs); False if unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def step_peak_rss_mb() -> float | None:
+    """The resident high-water mark since the last reset, in MiB (VmHWM), or None off Linux."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kib is None else kib / 1024
+
+
 def disk_bytes(path: Path) -> int:
     """Bytes of the files under `path` (or of the file)."""
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -59,10 +80,15 @@ def run_steps(dataset: str, data_dir: Path, users: int, shards: int = 0) -> list
     rows: list[dict] = []
 
     def timed(step: str, fn):
+        # Resetting the high-water mark resets ru_maxrss too: the process's peak is the steps' maximum.
+        so_far = max([peak_rss_mb(), *(r["peak_rss_mb"] for r in rows)])
+        resettable = reset_peak_rss()
         start = time.perf_counter()
         value = fn()
+        step_peak = step_peak_rss_mb() if resettable else None
         rows.append({"dataset": dataset, "step": step, "seconds": round(time.perf_counter() - start, 2),
-                     "peak_rss_mb": round(peak_rss_mb())})
+                     "peak_rss_mb": round(max(so_far, peak_rss_mb())),
+                     "step_peak_rss_mb": None if step_peak is None else round(step_peak)})
         return value
 
     spec = SPECS[dataset]
@@ -138,10 +164,12 @@ def tensor_shapes(path: Path) -> dict[str, list[int]]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| dataset | step | seconds | peak RSS so far (MiB) | rows | output on disk (MB) |", "|---|---|---|---|---|---|"]
+    lines = ["| dataset | step | seconds | peak RSS of the step (MiB) | peak RSS so far (MiB) | rows | output on disk (MB) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         size = f"{r['bytes'] / 1e6:,.0f}" if "bytes" in r else ""
-        lines.append(f"| {r['dataset']} | {r['step']} | {r['seconds']} | {r['peak_rss_mb']} | {r.get('rows', '')} | {size} |")
+        lines.append(f"| {r['dataset']} | {r['step']} | {r['seconds']} | {r.get('step_peak_rss_mb') or ''} | {r['peak_rss_mb']} "
+                     f"| {r.get('rows', '')} | {size} |")
     return "\n".join(lines)
 
 
