@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from assets.clean_logs import (
     CleaningRules, check_accounting, clean_interactions, clean_items, clean_users, drop_thin_users,
@@ -109,12 +110,41 @@ class ShardedLog:
         return pl.scan_parquet(files) if files else None
 
 
-def write_shards(rows: pl.DataFrame, shards: int, target: Path, name: str) -> None:
-    """Append `rows` to their users' shards as one Parquet part named `name`."""
+class AppendedParts:
+    """One Parquet file per key under `target` (`<prefix><key>/part.parquet`), each write appended
+    as a row group: K shards fed block by block make K files, not blocks x K small ones.
+
+    The files are complete once the `with` block exits; rows read back in write order.
+    """
+
+    def __init__(self, target: Path, prefix: str = "shard="):
+        self.target, self.prefix = target, prefix
+        self._writers: dict[int, pq.ParquetWriter] = {}
+
+    def path(self, key: int) -> Path:
+        return self.target / f"{self.prefix}{key}" / "part.parquet"
+
+    def append(self, key: int, rows: pl.DataFrame) -> None:
+        table = rows.to_arrow()
+        if key not in self._writers:
+            self.path(key).parent.mkdir(parents=True, exist_ok=True)
+            self._writers[key] = pq.ParquetWriter(self.path(key), table.schema)
+        writer = self._writers[key]
+        writer.write_table(table if table.schema == writer.schema else table.cast(writer.schema))
+
+    def __enter__(self) -> "AppendedParts":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for writer in self._writers.values():
+            writer.close()
+
+
+def write_shards(rows: pl.DataFrame, shards: int, parts: AppendedParts) -> None:
+    """Append `rows` to their users' shards."""
     rows = rows.with_columns(_shard=shard_of(pl.col("user_id"), shards))
     for (k,), part in rows.partition_by("_shard", as_dict=True, maintain_order=True).items():
-        (target / f"shard={k}").mkdir(parents=True, exist_ok=True)
-        part.drop("_shard").write_parquet(target / f"shard={k}" / f"{name}.parquet")
+        parts.append(k, part.drop("_shard"))
 
 
 def taobao_columns() -> CustomDataset:
@@ -130,7 +160,7 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
     """Read a Taobao-like log directory (as assets/raw_files.read_taobao) into `shards` user shards.
 
     One block of one file is in memory at a time; the item catalogue is read whole (it is
-    small). A shard's parts in name order are in file and line order.
+    small). Each shard is one Parquet file per kind, its row groups in file and line order.
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
@@ -141,13 +171,14 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
     malformed, read = [bad_items], [rows_by_file([items, bad_items], "read")]
     files = [("users", directory / "user_profile.csv", spec.users.columns)]
     files += [("interactions", path, spec.interactions.columns) for path in sorted(directory.glob("logs/dt=*/impressions.csv"))]
-    for number, (kind, path, names) in enumerate(files):
-        for block, (rows, bad) in enumerate(split_in_blocks(path, label(path), names, block_bytes)):
-            if kind == "interactions":
-                rows = rows.rename({spec.interaction_columns["label"]: "label"})
-            write_shards(rows, shards, out / kind, f"{number:05d}-{block:05d}")
-            malformed.append(bad)
-            read.append(rows_by_file([rows, bad], "read"))
+    with AppendedParts(out / "users") as user_parts, AppendedParts(out / "interactions") as interaction_parts:
+        for kind, path, names in files:
+            for rows, bad in split_in_blocks(path, label(path), names, block_bytes):
+                if kind == "interactions":
+                    rows = rows.rename({spec.interaction_columns["label"]: "label"})
+                write_shards(rows, shards, user_parts if kind == "users" else interaction_parts)
+                malformed.append(bad)
+                read.append(rows_by_file([rows, bad], "read"))
     truth_path = directory / "_truth" / "user_groups.csv"
     truth = pl.read_csv(truth_path, schema={"user_id": pl.String, "true_group": pl.String}) if truth_path.is_file() else None
     read_per_file = pl.concat(read).group_by("source_file").agg(pl.col("read").sum())

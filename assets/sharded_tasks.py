@@ -44,6 +44,7 @@ from assets.meta_tasks import (
     VOCAB_SOURCE_SPLITS, item_arrays, split_arrays, split_members, split_user_table, splits_present, tasks_info,
     vocab_by_field, vocabularies,
 )
+from assets.sharded import AppendedParts
 from assets.specs import DatasetSpec
 from assets.user_splits import (
     TASK_SEPARATOR, WARM_SPLIT, cold_items, split_sorted_users, warm_chunk_size, warm_items,
@@ -65,7 +66,7 @@ class RangeShards:
         return len(self.bounds) + 1
 
     def _files(self, r: int) -> list[Path]:
-        return sorted((self.directory / f"{r:05d}").glob("*.parquet"))
+        return sorted((self.directory / f"range={r}").glob("*.parquet"))
 
     def scan(self, r: int) -> pl.LazyFrame:
         """Range `r`'s rows in no particular order."""
@@ -109,18 +110,18 @@ def cut_by_range(files: Sequence[Path], counts: pl.DataFrame, shards: int, out: 
     """Re-cut the cleaned interaction `files` (any cut by user, e.g. hash shards) into user-id ranges.
 
     `counts`: one row per user with `n_logs` (select_cold_start's output). One input file is in
-    memory at a time; range r's part from file k goes to out/<r>/<k>.parquet.
+    memory at a time; its rows of range r are appended to out/range=<r>/part.parquet.
     """
     bounds = range_bounds(counts, shards)
     schema: dict[str, pl.DataType] = {}
-    for k, path in enumerate(files):
-        rows = pl.read_parquet(path, columns=list(RANGE_COLUMNS))
-        schema = dict(rows.schema)
-        rows = rows.with_columns(range_index(bounds, rows["user_id"]))
-        for (r,), part in rows.partition_by("_range", as_dict=True, maintain_order=True).items():
-            (out / f"{r:05d}").mkdir(parents=True, exist_ok=True)
-            part.drop("_range").write_parquet(out / f"{r:05d}" / f"{k:05d}.parquet")
-        del rows
+    with AppendedParts(out, prefix="range=") as parts:
+        for path in files:
+            rows = pl.read_parquet(path, columns=list(RANGE_COLUMNS))
+            schema = dict(rows.schema)
+            rows = rows.with_columns(range_index(bounds, rows["user_id"]))
+            for (r,), part in rows.partition_by("_range", as_dict=True, maintain_order=True).items():
+                parts.append(r, part.drop("_range"))
+            del rows
     if not schema:
         raise ValueError(f"no cleaned interaction files to cut into ranges (got {len(files)} paths)")
     return RangeShards(out, bounds, schema)
