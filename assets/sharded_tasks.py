@@ -44,7 +44,7 @@ from assets.meta_tasks import (
     VOCAB_SOURCE_SPLITS, item_arrays, split_arrays, split_members, split_user_table, splits_present, tasks_info,
     vocab_by_field, vocabularies,
 )
-from assets.sharded import AppendedParts
+from assets.sharded import AppendedParts, detached
 from assets.specs import DatasetSpec
 from assets.user_splits import (
     TASK_SEPARATOR, WARM_SPLIT, cold_items, split_sorted_users, warm_chunk_size, warm_items,
@@ -329,8 +329,10 @@ def encode_sharded(
     warm_users = [0] * splits.shards
     for r in range(splits.shards):
         rows = splits.items(r)
-        used_ids.append(rows["item_id"].unique())
-        known_ids.append(rows.join(ranges.slice_of(known_users, r), on="user_id", how="semi")["item_id"].unique())
+        # Detached: kept across ranges, a few ids would otherwise hold each range's string buffers.
+        used_ids.append(detached(rows.select(pl.col("item_id").unique())))
+        known_ids.append(detached(rows.join(ranges.slice_of(known_users, r), on="user_id", how="semi")
+                                  .select(pl.col("item_id").unique())))
         tasks = (rows.select("user_id", "chunk").unique()
                  .join(ranges.slice_of(split_users, r).select("user_id", "split"), on="user_id", how="inner"))
         for split, count in tasks.group_by("split").len().iter_rows():
@@ -342,10 +344,10 @@ def encode_sharded(
         for split, part, length in longest.iter_rows():
             widths[split][part] = max(widths[split][part], int(length))
         del rows, tasks
-    known_items = items.join(pl.concat(known_ids).unique().to_frame(), on="item_id", how="semi")
+    known_items = items.join(pl.concat(known_ids).unique(), on="item_id", how="semi")
     vocab = vocabularies(split_users, known_items, spec)
     by_field = vocab_by_field(vocab, spec)
-    used_items = items.join(pl.concat(used_ids).unique().to_frame(), on="item_id", how="semi").sort("item_id")
+    used_items = items.join(pl.concat(used_ids).unique(), on="item_id", how="semi").sort("item_id")
     item_index = used_items.select("item_id", pl.int_range(1, used_items.height + 1, dtype=pl.Int64).alias("row"))
 
     staging = fresh_directory(out)
