@@ -51,6 +51,7 @@ from assets.user_splits import (
 )
 
 RANGE_COLUMNS = ("user_id", "item_id", "label")  # what the splits read of a cleaned interaction
+RECUT_BUFFER_ROWS = 4_000_000  # rows held while re-cutting, about 200 MB
 
 
 @dataclass(frozen=True)
@@ -106,22 +107,39 @@ def range_bounds(counts: pl.DataFrame, shards: int) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ordered["user_id"][int(i)] for i in cut if 0 < i < ordered.height))
 
 
-def cut_by_range(files: Sequence[Path], counts: pl.DataFrame, shards: int, out: Path) -> RangeShards:
+def cut_by_range(
+    files: Sequence[Path], counts: pl.DataFrame, shards: int, out: Path, buffer_rows: int = RECUT_BUFFER_ROWS,
+) -> RangeShards:
     """Re-cut the cleaned interaction `files` (any cut by user, e.g. hash shards) into user-id ranges.
 
-    `counts`: one row per user with `n_logs` (select_cold_start's output). One input file is in
-    memory at a time; its rows of range r are appended to out/range=<r>/part.parquet.
+    `counts`: one row per user with `n_logs` (select_cold_start's output). Files are read one
+    at a time; their rows wait in memory, up to `buffer_rows`, then each range's share is
+    appended to out/range=<r>/part.parquet as one row group. (Appending each file's share of
+    each range makes files x ranges row groups, quadratic in the log: 0.7 ms each, 4.7 min of
+    row groups at 10,000,000 users and 640 shards.)
     """
     bounds = range_bounds(counts, shards)
     schema: dict[str, pl.DataType] = {}
+    pending: dict[int, list[pl.DataFrame]] = {}
+    held = 0
     with AppendedParts(out, prefix="range=") as parts:
+        def flush() -> None:
+            for r in sorted(pending):
+                parts.append(r, pl.concat(pending[r]))
+            pending.clear()
+
         for path in files:
             rows = pl.read_parquet(path, columns=list(RANGE_COLUMNS))
             schema = dict(rows.schema)
             rows = rows.with_columns(range_index(bounds, rows["user_id"]))
             for (r,), part in rows.partition_by("_range", as_dict=True, maintain_order=True).items():
-                parts.append(r, part.drop("_range"))
+                pending.setdefault(r, []).append(part.drop("_range"))
+            held += rows.height
             del rows
+            if held >= buffer_rows:
+                flush()
+                held = 0
+        flush()
     if not schema:
         raise ValueError(f"no cleaned interaction files to cut into ranges (got {len(files)} paths)")
     return RangeShards(out, bounds, schema)

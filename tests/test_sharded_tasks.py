@@ -2,6 +2,7 @@
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -150,7 +151,9 @@ def test_sharded_encoding_backs_off_and_encodes_multi_hot_fields_as_the_whole_on
     for k in range(2):  # two "hash shards" of the cleaned rows, each sorted by user and item
         files.append(tmp_path / f"clean{k}.parquet")
         rows.filter(pl.col("user_id").str.slice(2).cast(pl.Int64) % 2 == k).sort("user_id", "item_id").write_parquet(files[-1])
-    cut = cut_by_range(files, cold, 4, tmp_path / "ranges")
+    cut = cut_by_range(files, cold, 4, tmp_path / "ranges", buffer_rows=100)  # a flush after each file
+    assert cut.shards == 4
+    assert max(pq.ParquetFile(f).num_row_groups for f in (tmp_path / "ranges").rglob("*.parquet")) == 2
     sharded = split_sharded(cut, cold, 3, tmp_path / "splits")
     got_frames, got_tensors, got_info = encode_sharded(users, items, sharded, spec, tmp_path / "tasks", 3).load()
     assert got_info == info
