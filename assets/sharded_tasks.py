@@ -335,7 +335,9 @@ def encode_sharded(
     `users` and `items` are the cleaned per-user and per-item tables (held whole).
     """
     ranges, user_split = splits.ranges, splits.users
-    split_users = split_user_table(users, user_split, spec, backoff_min_count).sort("user_id")
+    # Only the encoded fields: the user table's file and line columns would double its size.
+    fields = list(dict.fromkeys(["user_id", *spec.user_fields, *(field for field, _ in spec.backoff)]))
+    split_users = split_user_table(users.select(fields), user_split, spec, backoff_min_count).sort("user_id")
     known_users = user_split.filter(pl.col("split").is_in(VOCAB_SOURCE_SPLITS)).select("user_id").sort("user_id")
     present = splits_present(user_split)
     catalogue = items.select("item_id")
