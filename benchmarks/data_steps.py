@@ -93,16 +93,17 @@ def run_steps(dataset: str, data_dir: Path, users: int, shards: int = 0) -> list
 
     spec = SPECS[dataset]
     if dataset == "taobao":
+        config = GeneratorConfig(seed=0, n_users=users, n_items=max(2000, users // 50))
         work = Path(tempfile.mkdtemp())
         directory = work / "taobao"
-        config = GeneratorConfig(seed=0, n_users=users, n_items=max(2000, users // 50))
-        timed(f"generate ({users:,} users)", lambda: generate(directory, config))
         if shards:
             try:
+                timed(f"generate ({users:,} users)", lambda: generate(directory, config))
                 sharded_steps(directory, work, shards, timed, rows)
                 return rows
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+        timed(f"generate ({users:,} users)", lambda: generate(directory, config))
         raw = timed("read raw files", lambda: read_taobao(directory))
     else:
         raw = timed("read raw files", lambda: read_movielens(data_dir))
