@@ -9,10 +9,10 @@ functions of assets/clean_logs.py, and the result is the unsharded cleaning's, r
 are Parquet files on disk, so memory is bounded by a block while reading and by a shard (plus
 the item table) while cleaning, not by the log.
 
-Used by the data-step benchmark for synthetic Taobao logs of 1-10 million users. The Dagster
+Used by the data-step benchmark for synthetic Taobao logs of 1-10 million users; the splits and
+the task encoding follow one user-id range at a time (assets/sharded_tasks.py). The Dagster
 assets still pass whole frames between steps (the IO manager loads a dataset's bundle into
-memory), so the pipeline's own steps are not bounded this way yet; neither are the splits and
-the task encoding, which draw random numbers over all rows at once (docs/benchmarks.md).
+memory), so the pipeline's own steps are not bounded this way yet (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class AppendedParts:
         return self.target / f"{self.prefix}{key}" / "part.parquet"
 
     def append(self, key: int, rows: pl.DataFrame) -> None:
-        table = rows.to_arrow()
+        table = rows.rechunk().to_arrow()  # a frame of many chunks converts 10x slower
         if key not in self._writers:
             self.path(key).parent.mkdir(parents=True, exist_ok=True)
             self._writers[key] = pq.ParquetWriter(self.path(key), table.schema, compression="zstd")
