@@ -7,23 +7,24 @@ that order, i.e. a RANGE of user ids. So:
 
 1. `cut_by_range` re-cuts the cleaned hash shards into user-id ranges of about equal rows
    (bounds from the per-user counts the cold-start selection already made), one hash shard at
-   a time.
+   a time, each shard's share of a range a slice of it sorted by user.
 2. `split_sharded` draws range by range. numpy's PCG64 spends one 64-bit output per double and
    `advance(k)` skips k outputs, so a range whose rows are preceded by k rows of the whole
    sorted log advances its generator by k and draws exactly the whole draw's numbers
    (`user_splits.uniform_draws`). The counts come from a first pass that reads only user ids.
    The 7:1:2 user permutation is over users only and runs whole.
-3. `encode_sharded` builds the vocabularies from small tables first (the split users, the ids
-   of the items training and warm users rated), learns each split's task count and longest
+3. `encode_sharded` builds the vocabularies from small tables first (the split users, a flag
+   per catalogue item: used, rated by a training or warm user), learns each split's task count and longest
    support/query set in a first pass, writes a safetensors header for the final shapes, then
    encodes range by range with the functions of assets/meta_tasks.py and writes each range's
    rows at their place in the file.
 
-Row data is in memory one range at a time; per-user tables (the cleaned users, the split of
-each user, per-user counts) and the item catalogue are held whole: at 10 M users a few hundred
-MB. The results equal `user_splits_for` and `encode_tasks` on the whole log, frame for frame
-and tensor for tensor (tests/test_sharded_tasks.py, 1 and 3 ranges). The final artifact has the
-layout of a stored bundle (pipelines/store.py): frames/*.parquet, tensors.safetensors, info.json.
+Row data is in memory one range at a time; per-user tables (the cleaned users' encoded fields,
+the split of each user, per-user counts) and the item catalogue are held whole: the encoding
+peaked at 3.7 GiB at 10 M users, 1 GiB at 1 M (docs/benchmarks.md). The results equal
+`user_splits_for` and `encode_tasks` on the whole log, frame for frame and tensor for tensor
+(tests/test_sharded_tasks.py, 1 and 3 ranges). The final artifact has the layout of a stored
+bundle (pipelines/store.py): frames/*.parquet, tensors.safetensors, info.json.
 """
 
 from __future__ import annotations
