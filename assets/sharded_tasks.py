@@ -14,10 +14,10 @@ that order, i.e. a RANGE of user ids. So:
    (`user_splits.uniform_draws`). The counts come from a first pass that reads only user ids.
    The 7:1:2 user permutation is over users only and runs whole.
 3. `encode_sharded` builds the vocabularies from small tables first (the split users, a flag
-   per catalogue item: used, rated by a training or warm user), learns each split's task count and longest
-   support/query set in a first pass, writes a safetensors header for the final shapes, then
-   encodes range by range with the functions of assets/meta_tasks.py and writes each range's
-   rows at their place in the file.
+   per catalogue item: used, rated by a training or warm user), learns each split's task
+   count and longest support/query set in a first pass, writes a safetensors header for the
+   final shapes, then encodes range by range with the functions of assets/meta_tasks.py and
+   writes each range's rows at their place in the file.
 
 Row data is in memory one range at a time; per-user tables (the cleaned users' encoded fields,
 the split of each user, per-user counts) and the item catalogue are held whole: the encoding
@@ -86,11 +86,6 @@ class RangeShards:
         return by_user.slice(cuts[r], cuts[r + 1] - cuts[r])
 
 
-def range_index(bounds: Sequence[str], user_ids: pl.Series) -> pl.Series:
-    """The range of each id: how many bounds are at or below it."""
-    return pl.Series("_range", bounds, dtype=pl.String).search_sorted(user_ids, side="right")
-
-
 def range_bounds(counts: pl.DataFrame, shards: int) -> tuple[str, ...]:
     """Bounds cutting the users (user_id, n_logs) in id order into `shards` ranges of about equal rows.
 
@@ -116,8 +111,8 @@ def cut_by_range(
     `counts`: one row per user with `n_logs` (select_cold_start's output). Files are read one
     at a time; their rows wait in memory, up to `buffer_rows`, then each range's share is
     appended to out/range=<r>/part.parquet as one row group. (Appending each file's share of
-    each range would make files x ranges row groups, quadratic in the log: 0.7 ms each, 4.7
-    minutes of them at 10,000,000 users and 640 shards.)
+    each range would make files x ranges row groups, a number quadratic in the log: 410,000 at
+    10,000,000 users and 640 shards.)
     """
     bounds = range_bounds(counts, shards)
     schema: dict[str, pl.DataType] = {}
@@ -250,7 +245,8 @@ class TensorFile:
     """A safetensors file written in pieces: the header first (every shape known), then row blocks
     at their offsets with `pwrite`, so no tensor is ever whole in memory (nor mapped into it).
 
-    `close` raises unless every row of every tensor was written exactly once.
+    Use it in a `with` block: leaving it without an error raises unless each tensor got as
+    many rows as its shape has.
     """
 
     def __init__(self, path: Path, layout: dict[str, tuple[np.dtype, tuple[int, ...]]]):
