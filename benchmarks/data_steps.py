@@ -87,7 +87,7 @@ def run_steps(dataset: str, data_dir: Path, users: int, shards: int = 0) -> list
         value = fn()
         step_peak = step_peak_rss_mb() if resettable else None
         rows.append({"dataset": dataset, "step": step, "seconds": round(time.perf_counter() - start, 2),
-                     "peak_rss_mb": round(max(so_far, peak_rss_mb())),
+                     "peak_rss_mb": round(max(so_far, peak_rss_mb(), step_peak or 0)),
                      "step_peak_rss_mb": None if step_peak is None else round(step_peak)})
         return value
 
