@@ -467,6 +467,30 @@ class PreferenceNetwork(nn.Module):
 
         return predict(support_items), predict(query_items)
 
+    @torch.no_grad()
+    def with_knn_foldins(self, split: TaskSplit, training: bool, chunk: int = 256) -> TaskSplit:
+        """`split` with item-kNN's fold-in predictions of every user attached (`TaskSplit.knn_*`),
+        from the tables its users get `training` or not (`factor_tables`); `split` itself without kNN.
+        The attached predictions are this network's: pass the split to no other.
+
+        Users go in chunks of similar support length (the work grows with S^2 per user).
+        """
+        if not self.config.knn_foldin or len(split) == 0:
+            return split
+        keys = split.keys()
+        tables = self.table_index(len(split), self.factor_tables(keys, training), keys.device)
+        knn_support = torch.zeros(split.support_items.shape, dtype=split.support_labels.dtype, device=keys.device)
+        knn_query = torch.zeros(split.query_items.shape, dtype=split.query_labels.dtype, device=keys.device)
+        order = torch.argsort(split.support_mask.sum(1), stable=True)
+        for start in range(0, len(split), chunk):
+            index = order[start: start + chunk]
+            part = split.select(index)
+            s, q = self.knn_predictions(part.support_items, part.support_labels, part.support_mask,
+                                        part.query_items, tables[index])
+            knn_support[index, : s.shape[1]] = s
+            knn_query[index, : q.shape[1]] = q
+        return replace(split, knn_support=knn_support, knn_query=knn_query, knn_tables=tables)
+
     def foldin_predictions(self, batch: TaskSplit, item_rep: ItemRepresentation, support_items: torch.Tensor,
                            query_items: torch.Tensor, factor_table: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The fold-ins' predictions stacked (B, S, F) and (B, Q, F), MF's first; (None, None) without fold-ins.
@@ -479,9 +503,14 @@ class PreferenceNetwork(nn.Module):
                                        factor_table)
             support.append(s), query.append(q)
         if self.config.knn_foldin:
-            with torch.no_grad():
-                s, q = self.knn_predictions(batch.support_items, batch.support_labels, batch.support_mask,
-                                            batch.query_items, factor_table)
+            cached = batch.knn_support is not None and torch.equal(
+                batch.knn_tables, self.table_index(len(batch), factor_table, batch.knn_tables.device))
+            if cached:
+                s, q = batch.knn_support, batch.knn_query
+            else:
+                with torch.no_grad():
+                    s, q = self.knn_predictions(batch.support_items, batch.support_labels, batch.support_mask,
+                                                batch.query_items, factor_table)
             support.append(s), query.append(q)
         if not support:
             return None, None

@@ -467,8 +467,11 @@ def knn_foldin(rows: torch.Tensor, values: torch.Tensor, support_items: torch.Te
     hit = (rows.gather(2, position) == wanted) & (wanted != 0)
     similarity = torch.where(hit, values.gather(2, position), torch.zeros_like(values[..., :1]))
     similarity = torch.where(support_mask.unsqueeze(1), similarity, torch.full_like(similarity, -torch.inf))
-    # Zero-similarity ties weigh nothing, so topk's unspecified order among them does not matter.
-    top, slot = torch.topk(similarity, min(k, similarity.shape[2]), dim=2)
+    # Ties at the k-th place are common (few co-ratings give equal shrunk similarities): the
+    # lower support slot wins, as in `predict_knn_grid`. topk's order among ties is unspecified
+    # and changed with the batch's width, so the same user got different predictions.
+    top, slot = torch.sort(similarity, dim=2, descending=True, stable=True)
+    top, slot = top[..., :k], slot[..., :k]
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     residual = support_residual.unsqueeze(1).expand_as(similarity).gather(2, slot)
     norm = top.abs().sum(2) + damping

@@ -22,7 +22,7 @@ import torch
 from models.batching import BATCHING, epoch_batches, length_order
 from models.learners import LearnerConfig, MetaLearner, build_learner
 from models.runtime import apply_torch_threads
-from models.tasks import TaskData, training_view
+from models.tasks import TaskData, TaskSplit, training_view
 
 if TYPE_CHECKING:
     from models.distributed import Collective
@@ -136,11 +136,16 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def predict_split(learner: MetaLearner, data: TaskData, split: str, batch_size: int = CPU_EVAL_BATCH,
-                  diagnostics: bool = False) -> Predictions:
-    """Adapt on every user's support set of `split` and predict its query set."""
+                  diagnostics: bool = False, tasks: TaskSplit | None = None) -> Predictions:
+    """Adapt on every user's support set of `split` and predict its query set.
+
+    `tasks`: the split's tasks with this learner's kNN fold-ins attached already
+    (`PreferenceNetwork.with_knn_foldins`), on the learner's device.
+    """
     apply_torch_threads()
     data = data.to(next(learner.parameters()).device)
-    tasks = data.splits[split]
+    if tasks is None:
+        tasks = learner.net.with_knn_foldins(data.splits[split], training=False)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("pred", "loss", "lr", "unadapted", "nearest", "entropy", "unknown")}
     width = tasks.query_mask.shape[1]
     # Users in order of support length, so a batch is padded to little more than its own users;
@@ -220,7 +225,9 @@ def train(
     data = training_view(data, config.protocol).to(config.device)
     learner = build_learner(method, data, learner_config).to(config.device)
     optimizer = outer_optimizer(learner, config)
-    train_tasks = data.splits["train"]
+    train_tasks = learner.net.with_knn_foldins(data.splits["train"], training=True)
+    # Scored at every evaluation: the validation users' kNN fold-ins are made once.
+    val_tasks = learner.net.with_knn_foldins(data.splits["val"], training=False) if "val" in data.splits else None
     support_lengths, query_lengths = train_tasks.support_mask.sum(1).cpu(), train_tasks.query_mask.sum(1).cpu()
     steps_per_epoch = max(1, -(-len(train_tasks) // config.meta_batch))
     best = (float("inf"), 0, copy.deepcopy(learner.state_dict()))
@@ -234,7 +241,7 @@ def train(
         """Score validation users, log, keep the best; True when patience ran out."""
         nonlocal best, losses, stale, start, grad_norms, terms, users
         seconds = time.perf_counter() - start
-        val_loss = float(np.mean(predict_split(learner, data, "val", eval_batch_size(config)).query_loss))
+        val_loss = float(np.mean(predict_split(learner, data, "val", eval_batch_size(config), tasks=val_tasks).query_loss))
         log = EpochLog(round(step / steps_per_epoch, 3), float(np.mean(losses)) if losses else float("nan"),
                        val_loss, seconds, users / seconds if seconds > 0 else 0.0, step,
                        max(grad_norms) if grad_norms else float("nan"),

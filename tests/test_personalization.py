@@ -300,6 +300,41 @@ def test_the_knn_foldin_is_the_knn_reference_and_both_start_as_an_even_blend():
     assert torch.allclose(score[mask], (0.5 * mf + 0.5 * knn)[mask], atol=1e-4)
 
 
+def test_knn_foldins_made_once_per_split_are_those_of_every_batch():
+    # Training attaches each user's kNN fold-in predictions to the split once; a batch drawn
+    # from it must get what the per-batch computation gives, from the tables of its mode.
+    data = distinct_items(tiny_task_data(users=20))
+    learner = build_learner("melu", data, LearnerConfig(network=replace(SMALL, factor_dim=0, factor_folds=2, **KNN)))
+    net = learner.net
+    train = data.splits["train"]
+    index = torch.tensor([3, 0, 5, 1])
+    for training in (True, False):
+        batch = net.with_knn_foldins(train, training).select(index)
+        assert batch.knn_support is not None and batch.knn_support.shape == batch.support_items.shape
+        tables = net.factor_tables(batch.keys(), training)
+        s, q = net.knn_predictions(batch.support_items, batch.support_labels, batch.support_mask, batch.query_items, tables)
+        assert torch.allclose(batch.knn_support[batch.support_mask], s[batch.support_mask], atol=1e-6)
+        assert torch.allclose(batch.knn_query[batch.query_mask], q[batch.query_mask], atol=1e-6)
+        used = net.foldin_predictions(batch, *_item_rows(learner, batch, data), tables)
+        cached = net.foldin_predictions(replace(batch, knn_support=batch.knn_support * 0 + 9.0), *_item_rows(learner, batch, data),
+                                        tables)
+        assert torch.equal(cached[0][..., -1], torch.full_like(s, 9.0))  # the attached numbers are used
+        assert torch.allclose(used[1][..., -1][batch.query_mask], q[batch.query_mask], atol=1e-6)
+    # Made with the training tables (each user's fold), used in evaluation (the full table):
+    # not used, computed again.
+    stale = net.with_knn_foldins(train, True).select(index)
+    stale = replace(stale, knn_support=stale.knn_support * 0 + 9.0)
+    support, _ = net.foldin_predictions(stale, *_item_rows(learner, stale, data), net.factor_tables(stale.keys(), False))
+    assert not torch.any(support[..., -1][stale.support_mask] == 9.0)
+
+
+def _item_rows(learner, batch, data):
+    from models.learners import batch_item_rows
+
+    rows, (support_items, query_items) = batch_item_rows(batch.support_items, batch.query_items)
+    return learner.net.embedder.items(data.items, rows), support_items, query_items
+
+
 def test_crossfitted_knn_tables_never_see_their_folds_query_labels():
     data = tiny_task_data(users=20)
     net = PreferenceNetwork(data, replace(SMALL, factor_dim=0, factor_folds=2, **KNN))

@@ -182,6 +182,19 @@ def test_batched_knn_foldin_equals_the_reference_prediction():
     assert offset[0, 0].item() == pytest.approx(1.0)  # item 1 keeps only item 2 (z = 1), not item 3 (z = -1)
 
 
+def test_knn_foldin_ties_go_to_the_lower_support_slot_whatever_the_padding():
+    # Item 1's neighbours 2 and 3 are equally similar (0.5) and k = 1: the rule of
+    # predict_knn_grid keeps the support item in the lower slot, however wide the batch is.
+    rows, values = torch.tensor([[[2, 3]]]), torch.tensor([[[0.5, 0.5]]])
+    for support, z, expected in (([2, 3], [1.0, -1.0], 1.0), ([3, 2], [-1.0, 1.0], -1.0)):
+        for pad in (0, 1, 7):
+            items = torch.tensor([support + [0] * pad])
+            mask = items != 0
+            residual = torch.tensor([z + [0.0] * pad])
+            offset = R.knn_foldin(rows, values, items, residual, mask, 1, 0.0)
+            assert offset.item() == pytest.approx(expected), (support, pad)
+
+
 def test_a_support_item_never_predicts_itself():
     model = hand_knn_model()
     index, value = map(torch.from_numpy, R.item_neighbours(model, R.KNNConfig(shrinkage=2.0), neighbours=5))
