@@ -121,6 +121,8 @@ def profiled(args: argparse.Namespace, data) -> dict:
     learner = build_learner(args.method, data, learner_config)
     optimizer = outer_optimizer(learner, train_config)
     tasks = data.splits["train"]
+    if hasattr(learner.net, "with_knn_foldins"):  # as train() does; older code has no such step
+        tasks = learner.net.with_knn_foldins(tasks, training=True)
     try:
         from models.batching import epoch_batches
 

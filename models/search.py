@@ -133,8 +133,10 @@ def study_name(method: str, protocol: str) -> str:
     return f"{protocol}/{method}"
 
 
-def create_study(storage, method: str, config: SearchConfig, tasks_sha256: str, base_learner, base_train):
-    """Load or create the study of `method`; a new study gets the code defaults as its first trial."""
+def create_study(storage, method: str, config: SearchConfig, tasks_sha256: str, base_learner, base_train,
+                 incumbent: dict[str, Any] | None = None):
+    """Load or create the study of `method`; a new study gets the code defaults as its first trial
+    and `incumbent` (the settings file's choice, when it has one and it differs) as its second."""
     import optuna
 
     from models.settings import base_value, in_range, search_space
@@ -147,7 +149,13 @@ def create_study(storage, method: str, config: SearchConfig, tasks_sha256: str, 
         study.set_user_attr("method", method)
         study.set_user_attr("search", asdict(config))
         defaults = {k.name: base_value(k, base_learner, base_train) for k in search_space(method, base_learner, base_train)}
-        study.enqueue_trial({k: v for k, v in defaults.items() if in_range(_knob(k), v)}, user_attrs={"defaults": True})
+        defaults = {k: v for k, v in defaults.items() if in_range(_knob(k), v)}
+        study.enqueue_trial(defaults, user_attrs={"defaults": True})
+        # The settings in use before this search compete under the same budget, so the search
+        # never writes a choice worse on validation than the one it replaces.
+        chosen = {k: v for k, v in (incumbent or {}).items() if k in defaults and in_range(_knob(k), v)}
+        if chosen and {**defaults, **chosen} != defaults:
+            study.enqueue_trial({**defaults, **chosen}, user_attrs={"incumbent": True})
     elif attrs["tasks_sha256"] != tasks_sha256:
         raise ValueError(f"study {name!r} in this journal was searched on other tasks (tensors sha256 "
                          f"{attrs['tasks_sha256'][:12]}, these: {tasks_sha256[:12]}): use a new journal")
@@ -339,11 +347,15 @@ def prepare(tasks: Path, journal: Path, methods: list[str], config: SearchConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = journal_storage(journal)
+    from models.settings import chosen_settings
+
     base_learner, base_train = base_configs(config)
     digest = tasks_digest(tasks)
+    dataset = json.loads((Path(tasks) / INFO_FILE).read_text()).get("dataset")
     recovered = []
     for method in methods:
-        study = create_study(storage, method, config, digest, base_learner, base_train)
+        incumbent = chosen_settings(dataset, method).params if dataset and config.protocol == "paper" else {}
+        study = create_study(storage, method, config, digest, base_learner, base_train, incumbent)
         recovered += recover_stale_trials(study, len(distributions(method, base_learner, base_train)))
     return recovered
 

@@ -60,13 +60,11 @@ SPACE: tuple[Knob, ...] = (
     Knob("outer_lr", "train", "float", 1e-4, 3e-3, log=True, methods=EVERY_METHOD),
     Knob("factor_lr_scale", "learner", "float", 1.0, 50.0, log=True, methods=EVERY_METHOD, requires="network.factor_dim"),
     Knob("unknown_rate", "network", "float", 0.0, 0.4, methods=EVERY_METHOD),
-    # The MF fold-in as a network input (models/network.py): on ML-1M it is what lets a
-    # meta-learner reach the MF reference row; whether a dataset wants it is validation's call.
-    Knob("mf_foldin", "network", "categorical", choices=(False, True), methods=EVERY_METHOD, requires="network.factor_dim"),
-    Knob("mf_reg", "network", "float", 1.0, 50.0, log=True, methods=EVERY_METHOD, requires="network.factor_dim"),
-    # The item-kNN fold-in beside it (models/network.py): the two classic rows' blend as the start.
-    Knob("knn_foldin", "network", "categorical", choices=(False, True), methods=EVERY_METHOD),
-    Knob("knn_shrinkage", "network", "float", 10.0, 3000.0, log=True, methods=EVERY_METHOD),
+    # Not searched: whether the MF and kNN fold-ins are on (validation chose them, docs/protocol.md)
+    # and their settings (MF's ridge, kNN's shrinkage, ...), which the reference rows' own
+    # validation grid picks per dataset and protocol (`with_fold_in_references`): a few seconds
+    # for a whole grid there, against a training run per point here, where drawing them at
+    # random overrode the grid's choice in every trial.
     Knob("max_step_norm", "learner", "categorical", choices=(1.0, 2.0, 4.0), methods=EVERY_METHOD),
     Knob("weight_decay", "train", "float", 0.0, 0.2, methods=EVERY_METHOD),
     Knob("rate_lr", "train", "float", 1e-4, 1e-2, log=True, methods=("meta_sgd", "paml", "at_paml", "reg_paml")),

@@ -296,6 +296,27 @@ def test_a_model_run_records_its_settings_file_trial_overrides_threads_and_devic
     assert json.loads(run["settings"])["taobao/melu"]["trial"] == chosen["trial"]
 
 
+def test_a_new_study_tries_the_code_defaults_first_and_the_settings_in_use_second(tmp_path):
+    from models.search import base_configs, create_study
+
+    storage = journal_storage(tmp_path / "j.log")
+    # gamma is not a PAML knob and 50 is outside inner_lr's range: neither is carried over.
+    study = create_study(storage, "paml", TINY, "h", *base_configs(TINY),
+                         incumbent={"lr_range": 2.0, "inner_steps": 3, "gamma": 0.01, "inner_lr": 50.0})
+    defaults, incumbent = (t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False))
+    assert defaults["lr_range"] == LearnerConfig().lr_range and defaults["inner_steps"] == LearnerConfig().inner_steps
+    assert incumbent == {**defaults, "lr_range": 2.0, "inner_steps": 3}
+    # The same settings as the defaults: nothing more to try.
+    again = create_study(journal_storage(tmp_path / "k.log"), "melu", TINY, "h", *base_configs(TINY),
+                         incumbent={"inner_lr": LearnerConfig().inner_lr})
+    assert len(again.get_trials(deepcopy=False)) == 1
+
+
+def test_the_fold_ins_settings_are_left_to_the_reference_grid():
+    # Drawn by the search they overrode the reference rows' validation choice in every trial.
+    assert not {"mf_foldin", "mf_reg", "knn_foldin", "knn_shrinkage"} & set(KNOBS)
+
+
 def test_a_resumed_study_may_get_more_trials_but_keeps_its_budget_and_seed(tmp_path):
     from dataclasses import replace
 
