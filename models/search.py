@@ -342,13 +342,14 @@ def work(tasks: Path, journal: Path, methods: list[str], config: SearchConfig, w
 
 
 def prepare(tasks: Path, journal: Path, methods: list[str], config: SearchConfig) -> list[int]:
-    """Create the studies (trial 0: the defaults) and hand back trials a killed run left RUNNING."""
+    """Create the studies (trial 0: the defaults, 1: the settings file's choice) and hand back trials a
+    killed run left RUNNING."""
     import optuna
+
+    from models.settings import chosen_settings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = journal_storage(journal)
-    from models.settings import chosen_settings
-
     base_learner, base_train = base_configs(config)
     digest = tasks_digest(tasks)
     dataset = json.loads((Path(tasks) / INFO_FILE).read_text()).get("dataset")
