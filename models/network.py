@@ -43,6 +43,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from models.batching import length_order
 from models.factors import fitting_rows, item_factors_of, item_neighbours_of, remembered_fit
 from models.references import BiasConfig, KNNConfig, MFConfig, ReferenceSettings, knn_foldin, ridge_foldin
 from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics, label_scale, support_statistics
@@ -481,7 +482,7 @@ class PreferenceNetwork(nn.Module):
         tables = self.table_index(len(split), self.factor_tables(keys, training), keys.device)
         knn_support = torch.zeros(split.support_items.shape, dtype=split.support_labels.dtype, device=keys.device)
         knn_query = torch.zeros(split.query_items.shape, dtype=split.query_labels.dtype, device=keys.device)
-        order = torch.argsort(split.support_mask.sum(1), stable=True)
+        order = length_order(split.support_mask.sum(1))
         for start in range(0, len(split), chunk):
             index = order[start: start + chunk]
             part = split.select(index)
