@@ -6,7 +6,7 @@
 | meta_sgd  | a learned rate per parameter, the same for every user    | Li et al. 2017 |
 | transfer  | pretrain on all training ratings; fine-tune per user     | Tan et al. 2018 |
 | paml      | alpha(h_i) from an LR module on the user embedding (log space, optionally per layer) | PAML, Eq. (1) |
-| at_paml   | alpha'(h_i) + kernel-weighted LRs of the K nearest stored users | AT-PAML |
+| at_paml   | alpha'(h_i) + kernel-weighted LRs of the K nearest stored users (log space) | AT-PAML |
 | reg_paml  | PAML + gamma * ||dL_support/dtheta||^2 * |alpha(h_i)|     | REG-PAML |
 """
 
@@ -35,7 +35,7 @@ class LearnerConfig:
     first_order: bool = False
     network: NetworkConfig = field(default_factory=NetworkConfig)
     lr_hidden: int = 64  # PAML family: width of the LR module's hidden layer
-    lr_range: float = 4.0  # PAML/REG-PAML: alpha(h) in [inner_lr / lr_range, inner_lr * lr_range]
+    lr_range: float = 4.0  # PAML family: alpha(h) in [inner_lr / lr_range, inner_lr * lr_range]
     lr_per_layer: bool = True  # PAML family: one alpha(h_i) per adapted layer instead of one per user
     lr_history: bool = True  # PAML family: the LR module also reads an encoding of the support set
     lr_init_std: float = 0.1  # PAML family: init spread of the LR module's last layer (0 = every user starts equal)
@@ -43,7 +43,8 @@ class LearnerConfig:
     # inner_lr) instead of the one inner_lr: Meta-SGD says which weights move, PAML how far per user.
     lr_per_parameter: bool = False
     gamma: float = 1e-3  # REG-PAML regularizer weight
-    correction_range: float = 1.0  # AT-PAML: alpha'(h) in (-r, r) * inner_lr around the memory's LR
+    correction_range: float = 1.0  # AT-PAML: alpha'(h) in (-c, c), in log-ratio units (x e^±c)
+    memory_weight: float = 0.5  # AT-PAML: rho, the weight of the neighbours' mean log-ratio (1 = the paper's)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     kernel_delta: float | None = None  # AT-PAML: fixed delta of s_k = exp(-delta ||h_i - h_k||^2); None = calibrated
     finetune_steps: int = 5  # transfer: fine-tuning steps on a test user's support set
@@ -57,6 +58,8 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         if self.lr_range < 1.0:
             raise ValueError(f"lr_range must be >= 1 (alpha lies in [inner_lr / r, inner_lr * r]), got {self.lr_range}")
+        if self.memory_weight < 0:
+            raise ValueError(f"memory_weight must be >= 0, got {self.memory_weight}")
 
 
 @dataclass
@@ -88,6 +91,7 @@ class MetaLearner(nn.Module):
     """Common machinery: embed, adapt the decision layers on support, predict the query set."""
 
     method = "base"
+    form = 1  # the step size's form; a search or settings entry made for another form is not used
     per_user_step = False  # True when step_size returns one rate (or one dict entry) per user
     reads_support_loss = False  # True when step_size needs UserBatch.support_loss
 
@@ -349,10 +353,20 @@ class RegPAML(PAML):
 
 
 class ATPAML(MetaLearner):
-    """alpha(h_i) = alpha'(h_i) + sum_k s_k / (sum_j s_j + sigma) * alpha(h_k) over stored users.
+    """alpha(h_i) = inner_lr * exp(l_i), l_i = B tanh((alpha'(h_i) + rho * sum_k w_k l_k) / B), B = log(lr_range).
 
-    During warm-up (fewer than K + 1 stored users) every user gets the fixed inner_lr. Users'
-    (embedding, alpha) pairs are stored after each outer step, one slot per training user (a
+    The paper's AT-PAML, alpha(h_i) = alpha'(h_i) + sum_k s_k / (sum_j s_j + sigma) alpha(h_k), in
+    log space with two deviations (docs/protocol.md): the memory stores each user's log-ratio
+    l = log(alpha / inner_lr), and the neighbours' mean enters with a weight rho (memory_weight;
+    rho = 1 is the paper's form). Stored as the paper has it, every insertion adds the correction
+    alpha' to what the neighbours stored: the memory integrates alpha' without bound, and a
+    correction that is negative in a region drove that region's stored rates to the clamp at 0,
+    where they stayed (measured with the searched ML-1M settings: 42% of stored rates at 0 after
+    25 outer steps, all of them after 300). With rho < 1 a region's stored values settle at
+    about alpha' / (1 - rho), and the tanh keeps every rate in [inner_lr / r, inner_lr * r].
+
+    During warm-up (fewer than K + 1 stored users) every user gets the fixed inner_lr (l = 0).
+    Users' (embedding, l) pairs are stored after each outer step, one slot per training user (a
     returning user overwrites its own slot); while training, a user is never its own
     neighbour. The stored values receive gradients through the kernel weights and are moved
     by the memory's own SGD step.
@@ -360,6 +374,9 @@ class ATPAML(MetaLearner):
 
     method = "at_paml"
     per_user_step = True
+    # 2: log-ratios in the memory (1: the paper's rates, before 2026-11-29). Studies and settings
+    # searched for another form are not used (models/search.py, models/settings.py).
+    form = 2
 
     def __init__(self, data: TaskData, config: LearnerConfig):
         super().__init__(data, config)
@@ -367,30 +384,39 @@ class ATPAML(MetaLearner):
         dim = self.net.embedder.user_dim
         self.memory = UserMemory(dim, replace(config.memory, delta=config.kernel_delta))
         self._attention_weights: torch.Tensor | None = None
+        self._log_ratio: torch.Tensor | None = None
 
-    def step_size(self, users: UserBatch) -> StepSize:
-        correction = self.config.correction_range * self.config.inner_lr * torch.tanh(self.lr_module(users.h)[:, 0])
+    def log_ratio(self, users: UserBatch) -> torch.Tensor:
+        """(B,) l_i = log(alpha_i / inner_lr) in (-log r, log r)."""
+        correction = self.config.correction_range * torch.tanh(self.lr_module(users.h)[:, 0])
         self._attention_weights = None
         if len(self.memory) <= self.memory.config.k:
-            return torch.full_like(correction, self.config.inner_lr)
+            return torch.zeros_like(correction)
         # Only training searches stamp the LRU clock and skip the user's own slot: scoring
         # validation or test users must not decide which training users the memory keeps.
         exclude = users.keys if users.training else None
         reference, weights = self.memory.reference_lr(users.h, stamp=users.training, exclude=exclude, with_weights=True)
         self._attention_weights = weights.detach()
-        return (correction + reference).clamp_min(0.0)
+        bound = math.log(self.config.lr_range)
+        if bound == 0:  # lr_range 1: every user gets inner_lr
+            return torch.zeros_like(correction)
+        return bound * torch.tanh((correction + self.config.memory_weight * reference) / bound)
+
+    def step_size(self, users: UserBatch) -> StepSize:
+        self._log_ratio = self.log_ratio(users)
+        return self.config.inner_lr * torch.exp(self._log_ratio)
 
     def _attention(self) -> torch.Tensor | None:
         return self._attention_weights
 
     def after_outer_step(self, outcome: Outcome, collective=None) -> None:
-        h, alpha, keys = outcome.user_embedding.detach(), self._alpha.detach(), self._keys
+        h, ratio, keys = outcome.user_embedding.detach(), self._log_ratio.detach(), self._keys
         if collective is not None:
             # Every process keeps the same memory: the batch's gradients and users, all shards.
             collective.all_reduce_memory(self.memory)
-            h, alpha, keys = collective.all_gather(h), collective.all_gather(alpha), collective.all_gather(keys)
+            h, ratio, keys = collective.all_gather(h), collective.all_gather(ratio), collective.all_gather(keys)
         self.memory.apply_gradients()
-        self.memory.insert(h, alpha, keys)
+        self.memory.insert(h, ratio, keys)
 
     def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True):
         prepared = super().prepare(batch, items, training)
@@ -404,10 +430,14 @@ class ATPAML(MetaLearner):
         return moved
 
     def get_extra_state(self) -> dict[str, torch.Tensor]:
-        return self.memory.state_dict()
+        return {**self.memory.state_dict(), "form": torch.tensor(self.form)}
 
     def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.memory.load_state_dict(state)
+        form = int(state.get("form", 1))
+        if form != self.form:
+            raise ValueError(f"this AT-PAML model's memory has form {form} (stored rates), this code reads form "
+                             f"{self.form} (stored log-ratios): train the model again")
+        self.memory.load_state_dict({k: v for k, v in state.items() if k != "form"})
 
 
 class Transfer(MetaLearner):

@@ -129,8 +129,19 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
 
 
 def study_name(method: str, protocol: str) -> str:
-    """One study per method and protocol in a dataset's journal."""
-    return f"{protocol}/{method}"
+    """One study per method, form and protocol in a dataset's journal: "paper/paml", "paper/at_paml@2"
+    (a method whose step size changed form gets a new study; the old one stays, unused)."""
+    from models.settings import method_form
+
+    form = method_form(method)
+    return f"{protocol}/{method}" + (f"@{form}" if form > 1 else "")
+
+
+def parse_study_name(name: str) -> tuple[str, str, int]:
+    """(protocol, method, form) of a `study_name`."""
+    protocol, rest = name.split("/", 1)
+    method, _, form = rest.partition("@")
+    return protocol, method, int(form) if form else 1
 
 
 def create_study(storage, method: str, config: SearchConfig, tasks_sha256: str, base_learner, base_train,

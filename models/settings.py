@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ SETTINGS_DIR = Path(__file__).resolve().parent / "settings"
 META_LEARNERS = ("melu", "meta_sgd", "paml", "at_paml", "reg_paml")
 EVERY_METHOD = tuple(METHODS)
 PAML_WITH_LR_MODULE = ("paml", "reg_paml")  # AT-PAML's step size has its own form (correction + memory)
+BOUNDED_IN_LOG_SPACE = ("paml", "at_paml", "reg_paml")  # alpha in [inner_lr / lr_range, inner_lr * lr_range]
 TARGETS = ("learner", "network", "memory", "train")
 
 
@@ -68,17 +70,24 @@ SPACE: tuple[Knob, ...] = (
     Knob("max_step_norm", "learner", "categorical", choices=(1.0, 2.0, 4.0), methods=EVERY_METHOD),
     Knob("weight_decay", "train", "float", 0.0, 0.2, methods=EVERY_METHOD),
     Knob("rate_lr", "train", "float", 1e-4, 1e-2, log=True, methods=("meta_sgd", "paml", "at_paml", "reg_paml")),
-    Knob("lr_range", "learner", "float", 1.5, 8.0, methods=PAML_WITH_LR_MODULE),
+    Knob("lr_range", "learner", "float", 1.5, 8.0, methods=BOUNDED_IN_LOG_SPACE),
     Knob("lr_per_layer", "learner", "categorical", choices=(True, False), methods=PAML_WITH_LR_MODULE),
     Knob("lr_history", "learner", "categorical", choices=(True, False), methods=PAML_WITH_LR_MODULE),
     Knob("lr_per_parameter", "learner", "categorical", choices=(False, True), methods=PAML_WITH_LR_MODULE),
     Knob("gamma", "learner", "float", 1e-5, 1e-1, log=True, methods=("reg_paml",)),
     Knob("correction_range", "learner", "float", 0.25, 2.0, methods=("at_paml",)),
+    # 0 = the memory plays no part; 1 = the paper's sum, which integrates the correction.
+    Knob("memory_weight", "learner", "float", 0.0, 1.0, methods=("at_paml",)),
     Knob("kernel_scale", "memory", "float", 0.5, 6.0, methods=("at_paml",)),
     Knob("finetune_lr", "learner", "float", 1e-4, 1e-1, log=True, methods=("transfer",)),
     Knob("finetune_steps", "learner", "categorical", choices=(1, 3, 5, 10), methods=("transfer",)),
 )
 KNOBS: dict[str, Knob] = {knob.name: knob for knob in SPACE}
+
+
+def method_form(method: str) -> int:
+    """The form of `method`'s step size (MetaLearner.form): a search is valid only for the form it ran on."""
+    return METHODS[method].form
 
 
 def target_fields(target: str) -> set[str]:
@@ -187,6 +196,12 @@ def chosen_settings(dataset: str | None, method: str, directory: Path | None = N
         raise ValueError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
     entry = content.get("methods", {}).get(method)
     if entry is None:
+        return ChosenSettings({}, display_path(path), file_sha256(path), None, None)
+    if entry.get("form", 1) != method_form(method):
+        # Chosen for another form of the method's step size: its values would mean other things.
+        warnings.warn(f"{path}: {method}'s settings were searched for form {entry.get('form', 1)} of the method, this code "
+                      f"has form {method_form(method)}; using the code defaults until `python -m pipelines.cli tune` "
+                      "searches it again", stacklevel=2)
         return ChosenSettings({}, display_path(path), file_sha256(path), None, None)
     params = dict(entry["params"])
     unknown = sorted(set(params) - set(KNOBS))

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from models.search import INFO_FILE, TENSORS_FILE, tasks_digest
+from models.search import INFO_FILE, TENSORS_FILE, parse_study_name, tasks_digest
 from models.tasks import WARM_SPLIT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -92,22 +92,32 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_studies(journal: Path) -> list:
-    """Every study in a journal."""
+def is_current(name: str) -> bool:
+    """Whether a study was searched for a known method in the form this code has (models/search.study_name)."""
+    from models.learners import METHODS
+    from models.search import study_name
+
+    protocol, method, _ = parse_study_name(name)
+    return method in METHODS and study_name(method, protocol) == name
+
+
+def load_studies(journal: Path, current: bool = True) -> list:
+    """The studies of a journal: those of the methods' current forms (`current=False`: the superseded others)."""
     import optuna
 
     from models.search import journal_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = journal_storage(journal)
-    return [optuna.load_study(study_name=s.study_name, storage=storage) for s in optuna.get_all_study_summaries(storage)]
+    return [optuna.load_study(study_name=s.study_name, storage=storage) for s in optuna.get_all_study_summaries(storage)
+            if is_current(s.study_name) == current]
 
 
 def trial_rows(dataset: str, studies: list, journal_sha256: str) -> pl.DataFrame:
     """One row per trial: the `tuning_trials` table."""
     rows = []
     for study in studies:
-        protocol, method = study.study_name.split("/", 1)
+        protocol, method, _ = parse_study_name(study.study_name)
         for t in study.get_trials(deepcopy=False):
             steps = sorted(t.intermediate_values)
             seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
@@ -129,7 +139,9 @@ def best_trials(trials: pl.DataFrame) -> pl.DataFrame:
 
 
 def settings_content(dataset: str, trials: pl.DataFrame, studies: list, journal_sha256: str) -> dict[str, Any]:
-    """The settings file: each method's best trial, the journal's hash, the date of its last trial."""
+    """The settings file: each method's best trial (and its step size's form), the journal's hash, the date of its last trial."""
+    from models.settings import method_form
+
     best = best_trials(trials)
     finished = trials.filter(pl.col("state").is_in(["COMPLETE", "PRUNED"]))
     last = finished["started_at"].max() if finished.height else None
@@ -144,7 +156,7 @@ def settings_content(dataset: str, trials: pl.DataFrame, studies: list, journal_
         "search": search,
         "selection": "the complete trial with the lowest validation loss (mean query loss of validation users)",
         "methods": {r["method"]: {"trial": r["trial"], "value": r["value"], "params": json.loads(r["params"]),
-                                  "protocol": r["protocol"],
+                                  "protocol": r["protocol"], "form": method_form(r["method"]),
                                   "finished_trials": finished.filter(pl.col("method") == r["method"]).height}
                     for r in best.iter_rows(named=True)},
     }
@@ -233,7 +245,8 @@ def history_png(dataset: str, trials: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_name: str | None) -> str:
+def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_name: str | None,
+                     superseded: list = ()) -> str:
     """One dataset's budget, best trials, defaults, importances and history plot."""
     from models.settings import settings_path
 
@@ -263,7 +276,10 @@ def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_nam
     for study in sorted(studies, key=lambda s: s.study_name):
         ranked = importances(study)
         text = ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()) if ranked else "not enough complete trials"
-        lines.append(f"| {study.study_name.split('/', 1)[1]} | {text} |")
+        lines.append(f"| {parse_study_name(study.study_name)[1]} | {text} |")
+    if superseded:
+        lines += ["", "Superseded studies in the journal (searched for an earlier form of the method's step size; "
+                  "not used): " + ", ".join(f"`{s.study_name}` ({len(s.trials)} trials)" for s in superseded) + "."]
     if plot_name:
         lines += ["", f"![{dataset}: optimization history](tuning/{plot_name})"]
     return "\n".join(lines)
@@ -285,7 +301,7 @@ def render_tuning_doc(home: Path, datasets: list[str], doc: Path = TUNING_DOC, p
             plots.mkdir(parents=True, exist_ok=True)
             plot_name = f"history_{dataset}.png"
             (plots / plot_name).write_bytes(history_png(dataset, trials))
-        sections += [dataset_markdown(dataset, trials, studies, plot_name), ""]
+        sections += [dataset_markdown(dataset, trials, studies, plot_name, load_studies(journal, current=False)), ""]
         found = True
     if not found:
         sections += ["No study has been run or imported yet."]

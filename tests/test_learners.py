@@ -73,6 +73,11 @@ def test_at_paml_memory_gets_gradients_after_warm_up():
     _, outcome = meta_gradients(learner, data)
     learner.after_outer_step(outcome)  # stores 12 users > k = 2: warm-up is over
     assert not learner.memory.in_warmup and len(learner.memory) == 12
+    # Warm-up users got inner_lr, log-ratio 0. Equal stored values give the neighbours' embeddings
+    # no gradient (a weighted mean of equal numbers does not depend on the weights): spread them.
+    assert learner.memory.lrs.detach()[:12].eq(0).all()
+    with torch.no_grad():
+        learner.memory.lrs[:12] = torch.linspace(-0.5, 0.5, 12)
     grads, outcome = meta_gradients(learner, data)
     assert learner.memory.embeddings.grad.abs().sum() > 0
     assert learner.memory.lrs.grad.abs().sum() > 0

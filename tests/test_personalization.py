@@ -9,7 +9,7 @@ import torch
 
 from models.factors import fit_item_factors
 from models.references import BiasConfig, KNNConfig, MFConfig, fit_item_knn, fit_mf, fitting_ratings, predict_knn, predict_mf
-from models.learners import LearnerConfig, build_learner, layer_groups
+from models.learners import LearnerConfig, LRModule, build_learner, layer_groups
 from models.network import ITEM_ID_FIELD, NetworkConfig, PreferenceNetwork, item_id_codes, trained_codes
 from models.tasks import UNKNOWN_INDEX, task_data_from_tensors, training_view
 from models.training import TrainConfig, predict_split, train
@@ -162,6 +162,69 @@ def test_at_paml_training_stores_each_training_user_once_and_excludes_itself():
     h = result.learner.net.embedder.user_of(data.splits["train"])
     found = memory.search(h, stamp=False, exclude=torch.arange(12))
     assert not (memory.keys[found] == torch.arange(12).unsqueeze(1)).any()
+
+
+def at_paml_with_memory(h: torch.Tensor, ratios: torch.Tensor, **config):
+    """An AT-PAML whose correction alpha'(h) is 0 and whose memory holds (h, log-ratios), delta 1, K = 2."""
+    data = tiny_task_data()
+    learner = build_learner("at_paml", data, LearnerConfig(inner_lr=0.1, network=SMALL, kernel_delta=1.0,
+                                                           memory=MemoryConfig(capacity=16, k=2), **config))
+    learner.memory = UserMemory(h.shape[1], MemoryConfig(capacity=16, k=2, delta=1.0))
+    learner.memory.insert(h, ratios, torch.arange(h.shape[0]))
+    learner.lr_module = LRModule(h.shape[1], 4, 1, init_std=0.0)  # alpha'(h) = 0 until its bias is set
+    return learner
+
+
+def users_at(h: torch.Tensor):
+    from models.learners import UserBatch
+
+    b = h.shape[0]
+    return UserBatch(h, torch.zeros(b, 1, 1), torch.zeros(b, 1), torch.ones(b, 1), torch.arange(100, 100 + b), training=False)
+
+
+def test_at_paml_step_size_by_hand():
+    # Stored at 0, 1, 3 (1-d) with log-ratios 0.6, -0.3, 1.0; a user at 0.5: nearest two are 0 and 1,
+    # both at squared distance 0.25, so w = 1/2 each (sigma negligible) and the reference is 0.15.
+    learner = at_paml_with_memory(torch.tensor([[0.0], [1.0], [3.0]]), torch.tensor([0.6, -0.3, 1.0]),
+                                  lr_range=4.0, memory_weight=0.5)
+    alpha = learner.step_size(users_at(torch.tensor([[0.5]])))
+    bound = math.log(4.0)
+    assert alpha.item() == pytest.approx(0.1 * math.exp(bound * math.tanh(0.5 * 0.15 / bound)), rel=1e-4)
+    # memory_weight 0: the memory plays no part, every user gets inner_lr * exp(alpha'(h)) = inner_lr.
+    learner.config = replace(learner.config, memory_weight=0.0)
+    assert learner.step_size(users_at(torch.tensor([[0.5]]))).item() == pytest.approx(0.1)
+
+
+def test_at_paml_memory_settles_under_a_constant_correction_instead_of_integrating_it():
+    # alpha'(h) = -0.4 for everyone (the LR module's bias), users re-stored generation after generation.
+    h = torch.linspace(0, 1, 8).unsqueeze(1)
+    for weight in (0.5, 1.0):
+        learner = at_paml_with_memory(h, torch.zeros(8), lr_range=4.0, memory_weight=weight)
+        with torch.no_grad():
+            learner.lr_module.layers[2].bias.fill_(math.atanh(-0.4 / learner.config.correction_range))
+        for _ in range(60):
+            ratio = learner.log_ratio(users_at(h)).detach()
+            learner.memory.insert(h, ratio, torch.arange(8))
+        settled = learner.memory.lrs.detach()[:8]
+        bound = math.log(4.0)
+        # The fixed point of l = B tanh((-0.4 + rho l) / B), iterated by hand. Without the tanh, rho 1
+        # (the paper's sum) would lower every stored value by 0.4 per generation, without end.
+        fixed = -0.4
+        for _ in range(200):
+            fixed = bound * math.tanh((-0.4 + weight * fixed) / bound)
+        assert torch.allclose(settled, torch.full((8,), fixed), atol=1e-3)
+        assert -bound < fixed < -0.4  # never a zero rate, never below inner_lr / r
+        if weight == 0.5:
+            assert fixed > -0.4 / (1 - weight)  # near the linear fixed point alpha' / (1 - rho), inside the range
+
+
+def test_an_at_paml_model_from_the_linear_rate_memory_is_refused():
+    learner = at_paml_with_memory(torch.tensor([[0.0], [1.0], [3.0]]), torch.tensor([0.6, -0.3, 1.0]))
+    state = learner.get_extra_state()
+    assert int(state["form"]) == 2
+    learner.set_extra_state(state)
+    with pytest.raises(ValueError, match="form 1"):
+        learner.set_extra_state({k: v for k, v in state.items() if k != "form"})
 
 
 def test_training_stops_after_patience_and_keeps_the_best_evaluation():

@@ -15,11 +15,12 @@ import torch
 
 from assets.method_assets import ModelConfig
 from models.learners import LearnerConfig
-from models.search import SearchConfig, journal_storage, load_search_tasks, run_search, tasks_digest
-from models.settings import KNOBS, SPACE, apply_params, chosen_settings, knob_exists, search_space, write_settings
+from models.search import SearchConfig, journal_storage, load_search_tasks, parse_study_name, run_search, study_name, tasks_digest
+from models.settings import KNOBS, SPACE, apply_params, chosen_settings, knob_exists, method_form, search_space, write_settings
 from models.training import TrainConfig
 from pipelines.store import LineageStore
-from pipelines.tune import GENERATED_END, GENERATED_START, export_tasks, ingest, render_tuning_doc, replace_generated, tune
+from pipelines.tune import (GENERATED_END, GENERATED_START, export_tasks, ingest, is_current, render_tuning_doc, replace_generated,
+                            tune)
 from tests.model_fixtures import tiny_task_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,8 @@ def test_every_knob_but_pending_ones_names_a_config_field_and_methods_get_their_
     assert all(knob_exists(k) for k in SPACE)
     names = lambda method: {k.name for k in search_space(method)}  # noqa: E731
     assert {"gamma", "lr_range", "lr_history"} <= names("reg_paml") and "gamma" not in names("paml")
-    assert {"correction_range", "kernel_scale", "rate_lr"} <= names("at_paml") and "lr_range" not in names("at_paml")
+    assert {"correction_range", "memory_weight", "kernel_scale", "rate_lr", "lr_range"} <= names("at_paml")
+    assert "lr_history" not in names("at_paml")
     assert names("transfer") >= {"finetune_lr", "finetune_steps", "outer_lr"} and "inner_lr" not in names("transfer")
     assert "factor_lr_scale" in names("melu")  # the dot-product head is on by default
     without_head = LearnerConfig(network=LearnerConfig().network.__class__(factor_dim=0))
@@ -96,8 +98,24 @@ def test_model_config_layers_code_defaults_the_settings_file_and_explicit_values
 def test_the_committed_settings_files_are_valid_for_every_method_they_name():
     for path in sorted((ROOT / "models" / "settings").glob("*.json")):
         content = json.loads(path.read_text())
-        for method in content["methods"]:
+        for method, entry in content["methods"].items():
+            assert entry.get("form", 1) == method_form(method), f"{path.name}: {method} was searched for another form"
             apply_params(chosen_settings(path.stem, method).params, LearnerConfig(), TrainConfig())
+
+
+def test_a_method_whose_step_size_changed_form_gets_its_own_study_and_ignores_old_settings(tmp_path):
+    assert method_form("at_paml") == 2 and method_form("paml") == 1
+    assert study_name("paml", "paper") == "paper/paml" and study_name("at_paml", "production") == "production/at_paml@2"
+    assert parse_study_name("production/at_paml@2") == ("production", "at_paml", 2)
+    assert parse_study_name("paper/paml") == ("paper", "paml", 1)
+    assert is_current("paper/at_paml@2") and not is_current("paper/at_paml") and not is_current("paper/gone")
+    entry = {"params": {"correction_range": 1.5}, "trial": 3}
+    (tmp_path / "taobao.json").write_text(json.dumps({"methods": {"at_paml": entry, "paml": {**entry, "params": {"lr_range": 3.0}}}}))
+    with pytest.warns(UserWarning, match="form 1"):
+        assert chosen_settings("taobao", "at_paml", tmp_path).params == {}
+    assert chosen_settings("taobao", "paml", tmp_path).params == {"lr_range": 3.0}  # form 1 by default: still valid
+    (tmp_path / "taobao.json").write_text(json.dumps({"methods": {"at_paml": {**entry, "form": 2}}}))
+    assert chosen_settings("taobao", "at_paml", tmp_path).params == {"correction_range": 1.5}
 
 
 # -- the search --------------------------------------------------------------------------------
