@@ -128,6 +128,10 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class JournalError(ValueError):
+    """A journal that cannot serve this search: missing, empty, or made on other tasks (the message says which)."""
+
+
 def study_name(method: str, protocol: str) -> str:
     """One study per method, form and protocol in a dataset's journal: "paper/paml", "paper/at_paml@2"
     (a method whose step size changed form gets a new study; the old one stays, unused)."""
@@ -168,7 +172,7 @@ def create_study(storage, method: str, config: SearchConfig, tasks_sha256: str, 
         if chosen and {**defaults, **chosen} != defaults:
             study.enqueue_trial({**defaults, **chosen}, user_attrs={"incumbent": True})
     elif attrs["tasks_sha256"] != tasks_sha256:
-        raise ValueError(f"study {name!r} in this journal was searched on other tasks (tensors sha256 "
+        raise JournalError(f"study {name!r} in this journal was searched on other tasks (tensors sha256 "
                          f"{attrs['tasks_sha256'][:12]}, these: {tasks_sha256[:12]}): use a new journal")
     else:
         # A resumed study may get more trials, workers or another device, but every trial must

@@ -69,12 +69,13 @@ def expected_failure(error: BaseException) -> str | None:
     from assets.raw_text import RawFileError
     from assets.taobao_logs import WindowError
     from models.runtime import ThreadsSettingError
+    from models.search import JournalError
     from pipelines.store import NoDatabaseError, PartitionNotBuiltError
 
     # Bad input data (an undecodable or empty raw file, a log the cleaning cannot read) is the
     # user's to fix: the message names the file, line and value; a traceback would bury it.
     if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError,
-                          RawFileError, CleaningError, WindowError, SpecError)):
+                          RawFileError, CleaningError, WindowError, SpecError, JournalError)):
         return one_line(error)
     if isinstance(error, duckdb.Error):
         if "lock" in one_line(error).lower():

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from models.search import INFO_FILE, TENSORS_FILE, parse_study_name, tasks_digest
+from models.search import INFO_FILE, TENSORS_FILE, JournalError, parse_study_name, tasks_digest
 from models.tasks import WARM_SPLIT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,15 +70,15 @@ def import_journal(source: Path, target: Path, tasks: Path) -> Path:
 
     source = Path(source)
     if not source.is_file():
-        raise FileNotFoundError(f"no journal at {source}")
+        raise JournalError(f"no journal at {source}")
     digest = tasks_digest(tasks)
     studies = optuna.get_all_study_summaries(journal_storage(source))
     if not studies:
-        raise ValueError(f"{source} holds no study")
+        raise JournalError(f"{source} holds no study")
     for summary in studies:
         theirs = summary.user_attrs.get("tasks_sha256")
         if theirs != digest:
-            raise ValueError(f"{source}: study {summary.study_name!r} was searched on other tasks (tensors sha256 "
+            raise JournalError(f"{source}: study {summary.study_name!r} was searched on other tasks (tensors sha256 "
                              f"{str(theirs)[:12]}, the export here: {digest[:12]}); export again and rerun, or "
                              "import the journal into the home it was exported from")
     target.parent.mkdir(parents=True, exist_ok=True)

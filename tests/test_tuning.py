@@ -15,9 +15,10 @@ import torch
 
 from assets.method_assets import ModelConfig
 from models.learners import LearnerConfig
-from models.search import SearchConfig, journal_storage, load_search_tasks, parse_study_name, run_search, study_name, tasks_digest
+from models.search import JournalError, SearchConfig, journal_storage, load_search_tasks, parse_study_name, run_search, study_name, tasks_digest
 from models.settings import KNOBS, SPACE, apply_params, chosen_settings, knob_exists, method_form, search_space, write_settings
 from models.training import TrainConfig
+from pipelines.cli import expected_failure
 from pipelines.store import LineageStore
 from pipelines.tune import (GENERATED_END, GENERATED_START, export_tasks, ingest, is_current, render_tuning_doc, replace_generated,
                             tune)
@@ -181,9 +182,11 @@ def test_a_journal_from_another_machine_is_imported_only_onto_the_same_tasks(sea
                    import_dir=carried, settings_dir=tmp_path / "settings", log=lambda line: None)
     assert json.loads(written["tiny"].read_text())["methods"].keys() == {"melu", "reg_paml"}
     other, _ = tensors_of(tiny_task_data(seed=1))
-    with pytest.raises(ValueError, match="searched on other tasks"):
+    with pytest.raises(JournalError, match="searched on other tasks") as refused:
         tune(["tiny"], tmp_path / "home2", lambda d: (other, info, "h"), methods=["melu"], config=TINY,
              import_dir=carried, settings_dir=tmp_path / "settings2", log=lambda line: None)
+    # The command line prints it as one line (no traceback): an expected failure.
+    assert expected_failure(refused.value) == str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_test_users_are_never_read(tmp_path):
