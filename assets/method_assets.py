@@ -91,7 +91,7 @@ def variant_bundle(method: str, learner_config: LearnerConfig, train_config: Tra
     # How the runs computed (threads, device, deterministic kernels): numbers can differ in
     # the last digits between thread counts or devices, so the record belongs to the model.
     runtime = {k: v for k, v in results[0].runtime.items() if k != "torch"} if results else {}
-    info = {"method": method, "seeds": seeds, "best": best, "learner_config": asdict(learner_config),
+    info = {"method": method, "form": METHODS[method].form, "seeds": seeds, "best": best, "learner_config": asdict(learner_config),
             "train_config": {**asdict(train_config), "seed": None}, "dataset": dataset,
             "settings": settings, "runtime": runtime}
     return Bundle(frames=frames, tensors=tensors, info=info), float(np.mean(speeds)) if speeds else 0.0

@@ -62,6 +62,10 @@ class LearnerConfig:
             raise ValueError(f"memory_weight must be >= 0, got {self.memory_weight}")
 
 
+class ModelFormError(ValueError):
+    """A stored model made for another form of its method's step size (MetaLearner.form): retrain it."""
+
+
 @dataclass
 class Outcome:
     """What one pass over a batch of users produced."""
@@ -435,8 +439,8 @@ class ATPAML(MetaLearner):
     def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         form = int(state.get("form", 1))
         if form != self.form:
-            raise ValueError(f"this AT-PAML model's memory has form {form} (stored rates), this code reads form "
-                             f"{self.form} (stored log-ratios): train the model again")
+            raise ModelFormError(f"this AT-PAML model's memory has form {form} (stored rates), this code reads form "
+                                 f"{self.form} (stored log-ratios): train it again (the at_paml_model asset)")
         self.memory.load_state_dict({k: v for k, v in state.items() if k != "form"})
 
 

@@ -69,13 +69,14 @@ def expected_failure(error: BaseException) -> str | None:
     from assets.raw_text import RawFileError
     from assets.taobao_logs import WindowError
     from models.runtime import ThreadsSettingError
+    from models.learners import ModelFormError
     from models.search import JournalError
     from pipelines.store import NoDatabaseError, PartitionNotBuiltError
 
     # Bad input data (an undecodable or empty raw file, a log the cleaning cannot read) is the
     # user's to fix: the message names the file, line and value; a traceback would bury it.
     if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError,
-                          RawFileError, CleaningError, WindowError, SpecError, JournalError)):
+                          RawFileError, CleaningError, WindowError, SpecError, JournalError, ModelFormError)):
         return one_line(error)
     if isinstance(error, duckdb.Error):
         if "lock" in one_line(error).lower():

@@ -9,11 +9,12 @@ import torch
 
 from models.factors import fit_item_factors
 from models.references import BiasConfig, KNNConfig, MFConfig, fit_item_knn, fit_mf, fitting_ratings, predict_knn, predict_mf
-from models.learners import LearnerConfig, LRModule, build_learner, layer_groups
+from models.learners import LearnerConfig, LRModule, ModelFormError, build_learner, layer_groups
 from models.network import ITEM_ID_FIELD, NetworkConfig, PreferenceNetwork, item_id_codes, trained_codes
 from models.tasks import UNKNOWN_INDEX, task_data_from_tensors, training_view
 from models.training import TrainConfig, predict_split, train
 from models.user_memory import MemoryConfig, UserMemory
+from pipelines.cli import expected_failure
 from tests.model_fixtures import tiny_task_data
 
 SMALL = NetworkConfig(embedding_dim=4, hidden=(8,), unknown_rate=0.0)
@@ -223,8 +224,9 @@ def test_an_at_paml_model_from_the_linear_rate_memory_is_refused():
     state = learner.get_extra_state()
     assert int(state["form"]) == 2
     learner.set_extra_state(state)
-    with pytest.raises(ValueError, match="form 1"):
+    with pytest.raises(ModelFormError, match="form 1") as refused:
         learner.set_extra_state({k: v for k, v in state.items() if k != "form"})
+    assert expected_failure(refused.value) == str(refused.value)  # the command line prints one line, no traceback
 
 
 def test_training_stops_after_patience_and_keeps_the_best_evaluation():

@@ -123,3 +123,25 @@ def test_backoff_fields_fall_back_to_the_longest_known_prefix():
     values = pl.Series(["12345", "12399", "98765", "55555", None])
     assert lookup_codes(values, vocab, (3, 1)).tolist() == [2, 3, 4, UNKNOWN_INDEX, UNKNOWN_INDEX]
     assert lookup_codes(values, vocab).tolist() == [2, UNKNOWN_INDEX, UNKNOWN_INDEX, UNKNOWN_INDEX, UNKNOWN_INDEX]
+
+
+def test_a_model_in_service_of_an_older_form_is_replaced_not_loaded():
+    from dataclasses import replace
+
+    from assets.method_assets import train_method
+    from assets.promotion import Champion, compare
+    from models.learners import LearnerConfig
+    from models.network import NetworkConfig
+    from models.training import TrainConfig
+    from tests.model_fixtures import tiny_task_data
+    from tests.test_tuning import tensors_of
+
+    tensors, info = tensors_of(tiny_task_data())
+    tasks = Bundle(tensors=tensors, info=info)
+    config = LearnerConfig(network=NetworkConfig(embedding_dim=4, hidden=(8,)))
+    challenger, _ = train_method("at_paml", tasks, config, TrainConfig(epochs=1, meta_batch=4), [0], processes=1)
+    assert challenger.info["form"] == 2
+    # The same weights under an older form's label: what a store from before the change holds.
+    old = replace(challenger, info={**challenger.info, "form": 1})
+    decision, losses = compare(challenger, tasks, Champion(old, tasks), pl.DataFrame())
+    assert decision.promoted and "form 1" in decision.reason and losses.height == 1
