@@ -68,8 +68,8 @@ def expected_failure(error: BaseException) -> str | None:
     from assets.raw_files import MissingRawFilesError
     from assets.raw_text import RawFileError
     from assets.taobao_logs import WindowError
-    from models.runtime import ThreadsSettingError
     from models.learners import ModelFormError
+    from models.runtime import ThreadsSettingError
     from models.search import JournalError
     from pipelines.store import NoDatabaseError, PartitionNotBuiltError
 
