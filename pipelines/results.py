@@ -340,7 +340,11 @@ def nearest_weight(s: Store, dataset: str) -> tuple[float | None, int]:
 def tuning_section(s: Store) -> str:
     trials = s.get("tuning_trials")
     if trials is None:
-        return not_computed("the validation search (`tuning_trials`)", "python -m pipelines.cli tune")
+        # A store made by `make reproduce` alone holds no search: the settings each model used
+        # (file, trial, validation loss) are in "The run" above; the studies are in docs/tuning.md.
+        return (not_computed("the validation search (`tuning_trials`) in this store", "python -m pipelines.cli tune")
+                + " The settings each model used, with their trial and validation loss, are listed under \"The run\"; "
+                  "the searches that chose them are in docs/tuning.md.")
     best = (trials.filter(pl.col("state") == "COMPLETE").sort("value", "trial").group_by("dataset", "protocol", "method", maintain_order=True)
             .agg(pl.col("trial").first(), pl.col("value").first()))
     counts = trials.group_by("dataset", "protocol", "method").agg(
