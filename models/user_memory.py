@@ -7,6 +7,8 @@ PAML (AAAI 2021), adaptive-learning-rate part: a user's learning rate is
 
 summed over the K stored users nearest to the embedding h_i. This module implements the
 store and the second term ("reference learning rate"); alpha'(h_i) belongs to the model.
+The stored value is whatever the model stores as a user's rate: `ATPAML` stores log-ratios
+log(alpha / inner_lr) and combines them in log space (models/learners.py, docs/protocol.md).
 Until K users are stored (warm-up) the caller uses a fixed alpha and only inserts. Stored
 embeddings and learning rates are leaf tensors, so gradients of a loss built on
 `reference_lr` reach them, and `apply_gradients` does node <- node - beta * grad(node).
