@@ -18,7 +18,7 @@ import polars as pl
 from assets.bundle import Bundle
 from assets.evaluation import aggregate, minor_vs_major, user_diagnostics, user_metrics_frame
 from models.checkpoint import flatten_state, unflatten_state
-from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict
+from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict, method_form
 from models.network import NetworkConfig, with_reference_settings
 from models.parallel import JobResult, TrainJob, run_jobs
 from models.references import DEFAULT_PROTOCOL, ReferenceSettings, training_labels
@@ -91,7 +91,7 @@ def variant_bundle(method: str, learner_config: LearnerConfig, train_config: Tra
     # How the runs computed (threads, device, deterministic kernels): numbers can differ in
     # the last digits between thread counts or devices, so the record belongs to the model.
     runtime = {k: v for k, v in results[0].runtime.items() if k != "torch"} if results else {}
-    info = {"method": method, "form": METHODS[method].form, "seeds": seeds, "best": best, "learner_config": asdict(learner_config),
+    info = {"method": method, "form": method_form(method), "seeds": seeds, "best": best, "learner_config": asdict(learner_config),
             "train_config": {**asdict(train_config), "seed": None}, "dataset": dataset,
             "settings": settings, "runtime": runtime}
     return Bundle(frames=frames, tensors=tensors, info=info), float(np.mean(speeds)) if speeds else 0.0

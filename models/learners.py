@@ -394,16 +394,14 @@ class ATPAML(MetaLearner):
         """(B,) l_i = log(alpha_i / inner_lr) in (-log r, log r)."""
         correction = self.config.correction_range * torch.tanh(self.lr_module(users.h)[:, 0])
         self._attention_weights = None
-        if len(self.memory) <= self.memory.config.k:
+        bound = math.log(self.config.lr_range)
+        if len(self.memory) <= self.memory.config.k or bound == 0:  # warm-up, or lr_range 1: every user gets inner_lr
             return torch.zeros_like(correction)
         # Only training searches stamp the LRU clock and skip the user's own slot: scoring
         # validation or test users must not decide which training users the memory keeps.
         exclude = users.keys if users.training else None
         reference, weights = self.memory.reference_lr(users.h, stamp=users.training, exclude=exclude, with_weights=True)
         self._attention_weights = weights.detach()
-        bound = math.log(self.config.lr_range)
-        if bound == 0:  # lr_range 1: every user gets inner_lr
-            return torch.zeros_like(correction)
         return bound * torch.tanh((correction + self.config.memory_weight * reference) / bound)
 
     def step_size(self, users: UserBatch) -> StepSize:
@@ -477,6 +475,11 @@ METHODS: dict[str, Callable[[TaskData, LearnerConfig], MetaLearner]] = {
     "at_paml": ATPAML,
     "reg_paml": RegPAML,
 }
+
+
+def method_form(method: str) -> int:
+    """The form of `method`'s step size (MetaLearner.form): a search or a model is valid only for the form it was made for."""
+    return METHODS[method].form
 
 
 def build_learner(method: str, data: TaskData, config: LearnerConfig) -> MetaLearner:

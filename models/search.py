@@ -135,7 +135,7 @@ class JournalError(ValueError):
 def study_name(method: str, protocol: str) -> str:
     """One study per method, form and protocol in a dataset's journal: "paper/paml", "paper/at_paml@2"
     (a method whose step size changed form gets a new study; the old one stays, unused)."""
-    from models.settings import method_form
+    from models.learners import method_form
 
     form = method_form(method)
     return f"{protocol}/{method}" + (f"@{form}" if form > 1 else "")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from models.learners import METHODS, LearnerConfig
+from models.learners import METHODS, LearnerConfig, method_form
 from models.training import TrainConfig
 
 SETTINGS_DIR = Path(__file__).resolve().parent / "settings"
@@ -83,11 +83,6 @@ SPACE: tuple[Knob, ...] = (
     Knob("finetune_steps", "learner", "categorical", choices=(1, 3, 5, 10), methods=("transfer",)),
 )
 KNOBS: dict[str, Knob] = {knob.name: knob for knob in SPACE}
-
-
-def method_form(method: str) -> int:
-    """The form of `method`'s step size (MetaLearner.form): a search is valid only for the form it ran on."""
-    return METHODS[method].form
 
 
 def target_fields(target: str) -> set[str]:

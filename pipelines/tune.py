@@ -140,7 +140,7 @@ def best_trials(trials: pl.DataFrame) -> pl.DataFrame:
 
 def settings_content(dataset: str, trials: pl.DataFrame, studies: list, journal_sha256: str) -> dict[str, Any]:
     """The settings file: each method's best trial (and its step size's form), the journal's hash, the date of its last trial."""
-    from models.settings import method_form
+    from models.learners import method_form
 
     best = best_trials(trials)
     finished = trials.filter(pl.col("state").is_in(["COMPLETE", "PRUNED"]))

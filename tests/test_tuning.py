@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from assets.method_assets import ModelConfig
-from models.learners import LearnerConfig
+from models.learners import LearnerConfig, method_form
 from models.search import JournalError, SearchConfig, journal_storage, load_search_tasks, parse_study_name, run_search, study_name, tasks_digest
-from models.settings import KNOBS, SPACE, apply_params, chosen_settings, knob_exists, method_form, search_space, write_settings
+from models.settings import KNOBS, SPACE, apply_params, chosen_settings, knob_exists, search_space, write_settings
 from models.training import TrainConfig
 from pipelines.cli import expected_failure
 from pipelines.store import LineageStore
