@@ -47,6 +47,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="outer steps per timed window (after one warm-up window)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", action="store_true", help="profile `steps` outer steps instead of timing")
+    parser.add_argument("--vectorize", default=None, choices=("vmap", "broadcast"),
+                        help="the inner loop's vectorization (new code only; default: the code's own)")
     parser.add_argument("--no-foldins", action="store_true",
                         help="switch the MF and kNN fold-ins off (new code only; on by default there)")
     return parser.parse_args()
@@ -71,10 +73,12 @@ def configs(args: argparse.Namespace):
 
         return apply_settings(tuned_settings(args.dataset, args.method), LearnerConfig(), base)
     learner, train = apply_params(chosen_settings(args.dataset, args.method).params, LearnerConfig(), base)
-    if args.no_foldins:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if args.no_foldins:
         learner = replace(learner, network=replace(learner.network, mf_foldin=False, knn_foldin=False))
+    if args.vectorize:
+        learner = replace(learner, inner_vectorize=args.vectorize)
     return learner, train
 
 

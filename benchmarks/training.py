@@ -11,7 +11,8 @@ settings, PAML_THREADS threads and the same OpenMP wait policy for every variant
   warm-up; a whole epoch, because a bucketed window shorter than that would time whichever
   length buckets it happened to draw) for `--baseline` (a commit, default the main branch before issue 11:
   random meta-batches, padded to the longest user), this checkout with random batches, and
-  this checkout with length-bucketed batches. Rounds alternate the variants, so a change in
+  this checkout with length-bucketed batches (with the inner loop in plain batched products,
+  the default, and with the former vmap inner loop). Rounds alternate the variants, so a change in
   the machine's load hits all of them; ratios are taken within a round.
 - `--profile`: torch.profiler's self-time by category for one window, before and after.
 - `--quality`: full tuned training (step budget, early stopping) of each method x seed with
@@ -69,22 +70,24 @@ def baseline_code(ref: str) -> Path:
     return target
 
 
-def child(code: Path, tasks: Path, method: str, batching: str, steps: int, threads: int, profile: bool = False) -> dict:
+def child(code: Path, tasks: Path, method: str, batching: str, steps: int, threads: int, profile: bool = False,
+          extra: tuple[str, ...] = ()) -> dict:
     """One run of benchmarks/train_speed.py in a fresh process."""
     env = {**os.environ, "PAML_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": ""}
     command = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--code", str(code), "--tasks", str(tasks),
-               "--method", method, "--batching", batching, "--steps", str(steps)] + (["--profile"] if profile else [])
+               "--method", method, "--batching", batching, "--steps", str(steps), *extra] + (["--profile"] if profile else [])
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def variants(ref: str) -> list[tuple[str, Path, str]]:
-    """(label, code directory, batching) of every variant compared."""
-    return [(f"main {ref}, random batches", baseline_code(ref), "random"),
-            ("this checkout, random batches", REPO, "random"),
-            ("this checkout, bucketed batches", REPO, "bucketed")]
+def variants(ref: str) -> list[tuple[str, Path, str, tuple[str, ...]]]:
+    """(label, code directory, batching, more train_speed arguments) of every variant compared."""
+    return [(f"main {ref}, random batches", baseline_code(ref), "random", ()),
+            ("this checkout, random batches", REPO, "random", ()),
+            ("this checkout, bucketed batches, vmap inner loop", REPO, "bucketed", ("--vectorize", "vmap")),
+            ("this checkout, bucketed batches", REPO, "bucketed", ())]
 
 
 def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, threads: int) -> list[dict]:
@@ -92,15 +95,15 @@ def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, th
     runs: dict[tuple[str, str], list[dict]] = {}
     for round_index in range(rounds):
         for method in methods:
-            for label, code, batching in variants(ref):
-                row = child(code, tasks, method, batching, steps, threads)
+            for label, code, batching, extra in variants(ref):
+                row = child(code, tasks, method, batching, steps, threads, extra=extra)
                 runs.setdefault((method, label), []).append(row)
                 print(f"round {round_index + 1} {method} {label}: {row['users_per_second']:.0f} users/s, "
                       f"{row['users_per_cpu_second']:.0f} users per CPU-second", flush=True)
     rows = []
     for method in methods:
         base = runs[(method, variants(ref)[0][0])]
-        for label, _, _ in variants(ref):
+        for label, *_ in variants(ref):
             mine = runs[(method, label)]
             row = {"method": method, "variant": label}
             for key in ("users_per_second", "users_per_cpu_second"):
@@ -113,9 +116,9 @@ def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, th
 
 def profiles(tasks: Path, methods: list[str], ref: str, steps: int, threads: int) -> list[dict]:
     """Self-time by category, before (baseline, random) and after (this checkout, bucketed)."""
-    chosen = [variants(ref)[0], variants(ref)[2]]
-    return [{"method": m, "variant": label, **child(code, tasks, m, batching, steps, threads, profile=True)}
-            for m in methods for label, code, batching in chosen]
+    chosen = [variants(ref)[0], variants(ref)[-1]]
+    return [{"method": m, "variant": label, **child(code, tasks, m, batching, steps, threads, profile=True, extra=extra)}
+            for m in methods for label, code, batching, extra in chosen]
 
 
 def quality(tasks: Path, methods: list[str], seeds: list[int]) -> list[dict]:

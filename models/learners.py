@@ -54,6 +54,9 @@ class LearnerConfig:
     # far above the rates that keep the decision layers stable (models/network.py).
     factor_lr_scale: float = 10.0
     max_step_norm: float | None = 2.0  # bound on one inner update's norm (models/inner.py); None = Eq. (1) as is
+    # How the inner loop runs over users (models/inner.py `InnerConfig.vectorize`): the same function;
+    # "broadcast" in plain batched products, "vmap" (the former path) kept for comparison.
+    inner_vectorize: str = "broadcast"
 
     def __post_init__(self) -> None:
         if self.lr_range < 1.0:
@@ -123,7 +126,7 @@ class MetaLearner(nn.Module):
     def inner_config(self, training: bool) -> InnerConfig:
         # Evaluation needs no meta-gradient, so it never builds the second-order graph.
         return InnerConfig(steps=self.config.inner_steps, first_order=self.config.first_order or not training,
-                           max_step_norm=self.config.max_step_norm)
+                           max_step_norm=self.config.max_step_norm, vectorize=self.config.inner_vectorize)
 
     def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True) -> tuple[Inputs, Inputs, UserBatch]:
         """Support and query inputs of a batch, and what its step sizes may depend on."""
@@ -153,12 +156,12 @@ class MetaLearner(nn.Module):
         alpha = self.step_size(users)
         inner = self.inner_config(training)
         if not adapt:
-            inner = InnerConfig(steps=0, first_order=True)
+            inner = InnerConfig(steps=0, first_order=True, vectorize=inner.vectorize)
         adapted, grad_sq_norms = adapt_batch(
             self.net.adapted_params(), support_x, batch.support_labels, batch.support_mask, self.scaled_step(alpha),
             self.net.predict, self.loss, inner, per_user=self.per_user_step,
         )
-        query_pred = predict_batch(self.net.predict, adapted, query_x)
+        query_pred = predict_batch(self.net.predict, adapted, query_x, inner.vectorize)
         query_loss = self.loss(query_pred, batch.query_labels, batch.query_mask)
         self._grad_sq_norms, self._alpha = grad_sq_norms, alpha
         return Outcome(query_pred, query_loss, per_user(alpha, len(batch), users.h, self.per_user_step), total_sq_norm(grad_sq_norms),

@@ -550,9 +550,10 @@ class PreferenceNetwork(nn.Module):
                 # split, not two slices: a slice's backward zero-fills the whole (per-user) weight
                 # gradient and the two are then added; split's backward is one concatenation.
                 user_weight, item_weight = weight.split([user.shape[-1], items.shape[-1]], dim=-1)
-                hidden = nn.functional.linear(items, item_weight, bias) + (user @ user_weight.T).unsqueeze(-2)
+                user_part = (user @ user_weight.T).unsqueeze(-2) if weight.dim() == 2 else linear(user.unsqueeze(1), user_weight)
+                hidden = linear(items, item_weight, bias) + user_part
             else:
-                hidden = nn.functional.linear(hidden, weight, bias)
+                hidden = linear(hidden, weight, bias)
             if index < len(layers) - 1:
                 hidden = torch.relu(hidden)
         score = hidden.squeeze(-1)
@@ -565,6 +566,15 @@ class PreferenceNetwork(nn.Module):
             weight = params.get(FOLDIN_WEIGHT, self.foldin_weight)  # (F,) or per user (..., F)
             score = score + ((x[-1] - self.decision_center) * weight.unsqueeze(-2)).sum(-1)
         return score
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x W^T + b, for one weight (out, in) or one per user (B, out, in) with x (B, S, in)."""
+    if weight.dim() == 2:
+        return nn.functional.linear(x, weight, bias)
+    if bias is None:
+        return torch.bmm(x, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
 def output_bias(center: float, task: str) -> float:

@@ -11,11 +11,12 @@ from tests.model_fixtures import tiny_task_data
 
 
 def linear(params, x):
-    return (x * params["w"]).sum(-1) + params["b"]
+    # Broadcasts over a leading user dimension of the parameters too (InnerConfig.vectorize="broadcast").
+    return (x * params["w"].unsqueeze(-2)).sum(-1) + params["b"].unsqueeze(-1)
 
 
 mse = partial(task_loss, task="rating")
-ONE_STEP = InnerConfig(steps=1)
+VECTORIZE = pytest.mark.parametrize("vectorize", ["vmap", "broadcast"])
 
 
 def toy(users: int = 1):
@@ -28,51 +29,58 @@ def toy(users: int = 1):
     return params, x, y, mask
 
 
-def test_scalar_step_size_by_hand():
+@VECTORIZE
+def test_scalar_step_size_by_hand(vectorize):
     params, x, y, mask = toy()
-    adapted, norms = adapt_batch(params, x, y, mask, 0.1, linear, mse, ONE_STEP)
+    adapted, norms = adapt_batch(params, x, y, mask, 0.1, linear, mse, InnerConfig(steps=1, vectorize=vectorize))
     assert torch.allclose(adapted["w"], torch.tensor([[1.5]]))  # 1 - 0.1 * (-5)
     assert torch.allclose(adapted["b"], torch.tensor([0.3]))  # 0 - 0.1 * (-3)
     assert torch.allclose(total_sq_norm(norms), torch.tensor([34.0]))  # (-5)^2 + (-3)^2
     assert torch.allclose(norms["w"], torch.tensor([25.0]))
 
 
-def test_per_parameter_step_size_by_hand():
+@VECTORIZE
+def test_per_parameter_step_size_by_hand(vectorize):
     params, x, y, mask = toy()
     rates = {"w": torch.tensor([0.1]), "b": torch.tensor(0.2)}
-    adapted, _ = adapt_batch(params, x, y, mask, rates, linear, mse, ONE_STEP)
+    adapted, _ = adapt_batch(params, x, y, mask, rates, linear, mse, InnerConfig(steps=1, vectorize=vectorize))
     assert torch.allclose(adapted["w"], torch.tensor([[1.5]]))
     assert torch.allclose(adapted["b"], torch.tensor([0.6]))  # 0 - 0.2 * (-3)
 
 
-def test_per_user_step_size_by_hand():
+@VECTORIZE
+def test_per_user_step_size_by_hand(vectorize):
     params, x, y, mask = toy(users=2)
-    adapted, _ = adapt_batch(params, x, y, mask, torch.tensor([0.1, 0.2]), linear, mse, ONE_STEP)
+    adapted, _ = adapt_batch(params, x, y, mask, torch.tensor([0.1, 0.2]), linear, mse, InnerConfig(steps=1, vectorize=vectorize))
     assert torch.allclose(adapted["w"], torch.tensor([[1.5], [2.0]]))
     assert torch.allclose(adapted["b"], torch.tensor([0.3, 0.6]))
 
 
-def test_padding_is_ignored_by_hand():
+@VECTORIZE
+def test_padding_is_ignored_by_hand(vectorize):
     params, x, y, mask = toy()
     mask = torch.tensor([[True, False]])
     # Only item 1: L = (1-2)^2 = 1; dL/dw = 2(-1)(1) = -2; dL/db = -2.
-    adapted, norms = adapt_batch(params, x, y, mask, 0.1, linear, mse, ONE_STEP)
+    adapted, norms = adapt_batch(params, x, y, mask, 0.1, linear, mse, InnerConfig(steps=1, vectorize=vectorize))
     assert torch.allclose(adapted["w"], torch.tensor([[1.2]])) and torch.allclose(adapted["b"], torch.tensor([0.2]))
     assert torch.allclose(total_sq_norm(norms), torch.tensor([8.0]))
 
 
-def test_two_steps_by_hand():
+@VECTORIZE
+def test_two_steps_by_hand(vectorize):
     params, x, y, mask = toy()
     # Step 2 from w = 1.5, b = 0.3: predictions 1.8, 3.3; residuals -0.2, -0.7.
     # dL/dw = (2(-0.2)(1) + 2(-0.7)(2)) / 2 = -1.6;  dL/db = (2(-0.2) + 2(-0.7)) / 2 = -0.9.
-    adapted, _ = adapt_batch(params, x, y, mask, 0.1, linear, mse, InnerConfig(steps=2))
+    adapted, _ = adapt_batch(params, x, y, mask, 0.1, linear, mse, InnerConfig(steps=2, vectorize=vectorize))
     assert torch.allclose(adapted["w"], torch.tensor([[1.66]]))
     assert torch.allclose(adapted["b"], torch.tensor([0.39]))
 
 
-@pytest.mark.parametrize("step_kind", ["scalar", "per_parameter", "per_user"])
+@pytest.mark.parametrize("step_kind", ["scalar", "per_parameter", "per_user", "per_user_by_parameter", "per_user_elementwise"])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
+@pytest.mark.parametrize("max_step_norm", [None, 0.05])  # 0.05: the bound shortens every user's update
+@VECTORIZE
+def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order, max_step_norm, vectorize):
     torch.manual_seed(0)
     data = tiny_task_data()
     net = PreferenceNetwork(data, NetworkConfig(embedding_dim=4, hidden=(8, 8), mf_foldin=False, knn_foldin=False))
@@ -85,16 +93,24 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
         step = torch.tensor(0.05, requires_grad=True)
     elif step_kind == "per_parameter":
         step = {k: torch.full_like(p, 0.05, requires_grad=True) for k, p in params.items()}
-    else:
+    elif step_kind == "per_user":
         step = torch.linspace(0.01, 0.1, len(batch), requires_grad=True)
-    config = InnerConfig(steps=2, first_order=first_order)
+    elif step_kind == "per_user_by_parameter":  # PAML with one rate per layer
+        step = {k: torch.linspace(0.01, 0.1 * (i + 1), len(batch), requires_grad=True) for i, k in enumerate(params)}
+    else:  # PAML with lr_per_parameter: (B, *shape) per parameter
+        step = {k: torch.linspace(0.01, 0.1, len(batch)).reshape(-1, *[1] * p.dim()).expand(-1, *p.shape).clone().requires_grad_()
+                for k, p in params.items()}
+    per_user = step_kind.startswith("per_user")
+    config = InnerConfig(steps=2, first_order=first_order, max_step_norm=max_step_norm, vectorize=vectorize)
     meta_params = list(net.parameters()) + (list(step.values()) if isinstance(step, dict) else [step])
 
-    adapted, norms = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config)
-    loss_vec = mse(predict_batch(net.predict, adapted, xq), batch.query_labels, batch.query_mask).sum() + total_sq_norm(norms).sum()
+    adapted, norms = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config,
+                                 per_user=per_user)
+    loss_vec = mse(predict_batch(net.predict, adapted, xq, vectorize), batch.query_labels, batch.query_mask).sum() + total_sq_norm(norms).sum()
     grads_vec = torch.autograd.grad(loss_vec, meta_params, allow_unused=True, retain_graph=True)
 
-    adapted_list, norms_loop = adapt_loop(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config)
+    adapted_list, norms_loop = adapt_loop(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config,
+                                          per_user=per_user)
     loss_loop = sum(mse(net.predict(p, tuple(t[u] for t in xq)), batch.query_labels[u], batch.query_mask[u]) for u, p in enumerate(adapted_list))
     grads_loop = torch.autograd.grad(loss_loop + total_sq_norm(norms_loop).sum(), meta_params, allow_unused=True)
     for a, b in zip(grads_vec, grads_loop):
@@ -104,12 +120,13 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order):
     assert any(g is not None and g.abs().sum() > 0 for g in grads_vec)
 
 
-def test_a_long_inner_update_is_scaled_down_to_the_bound_by_hand():
+@VECTORIZE
+def test_a_long_inner_update_is_scaled_down_to_the_bound_by_hand(vectorize):
     params, x, y, mask = toy()
     # alpha = 1: the update is (-5, -3) * -1, norm sqrt(34); bounded at 2 it becomes (5, 3) * 2 / sqrt(34).
-    adapted, _ = adapt_batch(params, x, y, mask, 1.0, linear, mse, InnerConfig(steps=1, max_step_norm=2.0))
+    adapted, _ = adapt_batch(params, x, y, mask, 1.0, linear, mse, InnerConfig(steps=1, max_step_norm=2.0, vectorize=vectorize))
     factor = 2.0 / 34 ** 0.5
     assert torch.allclose(adapted["w"], torch.tensor([[1.0 + 5 * factor]]))
     assert torch.allclose(adapted["b"], torch.tensor([3 * factor]))
-    unbounded, _ = adapt_batch(params, x, y, mask, 1.0, linear, mse, InnerConfig(steps=1, max_step_norm=None))
+    unbounded, _ = adapt_batch(params, x, y, mask, 1.0, linear, mse, InnerConfig(steps=1, max_step_norm=None, vectorize=vectorize))
     assert torch.allclose(unbounded["w"], torch.tensor([[6.0]]))
