@@ -337,7 +337,7 @@ from models.learners import METHODS  # noqa: E402
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.resources import REPO_ROOT, PamlResource  # noqa: E402
-from pipelines.store import LineageStore  # noqa: E402
+from pipelines.store import LineageStore, PartitionNotBuiltError  # noqa: E402
 
 EVAL_INPUTS = {f"{m}_eval": dg.AssetIn(f"{m}_eval") for m in METHODS} | {"reference_eval": dg.AssetIn("reference_eval")}
 CHAMPION_INPUTS = {f"{m}_champion": dg.AssetIn(f"{m}_champion") for m in METHODS}
@@ -402,6 +402,21 @@ def days_plots(paml: PamlResource) -> dict[str, bytes]:
     return plots
 
 
+def production_runs(store: LineageStore, load: Callable[[str], Bundle]) -> list[Bundle]:
+    """The newest `production_protocol` scores of every dataset that has them (none: no production rows).
+
+    Read from the store rather than declared as an input: the asset is built on request
+    (`production_job`, `make reproduce`), and a report must not wait for it.
+    """
+    runs = []
+    for dataset in all_datasets():
+        try:
+            runs.append(load(store.latest("production_protocol", dataset).artifact_id))
+        except PartitionNotBuiltError:
+            continue
+    return runs
+
+
 @dg.asset(
     group_name="report", kinds={"markdown", "duckdb"}, code_version="3",
     ins={**EVAL_INPUTS, **CHAMPION_INPUTS, "ablation": dg.AssetIn("reg_paml_gamma_ablation"), "groups": dg.AssetIn("user_groups")},
@@ -418,10 +433,12 @@ def report(context: dg.AssetExecutionContext, paml: PamlResource, ablation, grou
     services = {m: in_service(inputs[f"{m}_champion"], load) for m in METHODS}
     models = {m: {d: s["model"] for d, s in service.items()} for m, service in services.items()}
     reg = services["reg_paml"]
-    bundle, pngs = build_report([inputs[name] for name in EVAL_INPUTS], ablation, groups, {d: s["tasks"] for d, s in reg.items()},
-                                models, embedding_groups={d: s["groups"] for d, s in reg.items()}, extra_pngs=days_plots(paml))
+    production = production_runs(store, load)
+    bundle, pngs = build_report([*(inputs[name] for name in EVAL_INPUTS), *production], ablation, groups,
+                                {d: s["tasks"] for d, s in reg.items()}, models,
+                                embedding_groups={d: s["groups"] for d, s in reg.items()}, extra_pngs=days_plots(paml))
     loaded = tuple(sorted({b.artifact_id for service in services.values() for s in service.values()
-                           for b in (s["model"], s["tasks"], s["groups"])}))
+                           for b in (s["model"], s["tasks"], s["groups"])} | {b.artifact_id for b in production}))
     bundle = Bundle(frames=bundle.frames, info=bundle.info, inputs=loaded)
     datasets = all_datasets()
     header = provenance_markdown(gather_provenance(store, context.run.run_id, models, datasets))

@@ -138,6 +138,12 @@ def training_config(epochs: int | None, seeds: list[int] | None, max_steps: int 
     return {"ops": ops}
 
 
+def production_config(epochs: int | None, seeds: list[int] | None) -> dict:
+    """Run config of `production_job`: the same epochs and seeds as the models (None = defaults)."""
+    values = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
+    return {"ops": {"production_protocol": {"config": values}}} if values else {}
+
+
 def summary(run_id: str) -> str:
     """What a run made and where: artifacts, rejected rows by reason, checks."""
     from pipelines.store import LineageStore
@@ -425,6 +431,9 @@ def build_parser() -> Parser:
     repro.add_argument("--epochs", type=int, help="override every method's epochs")
     repro.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="every method's seeds (default 0-4)")
     repro.add_argument("--threads", type=int, help="threads per process (sets PAML_THREADS; default: PAML_THREADS, else the available cores); recorded in runs")
+    repro.add_argument("--protocols", nargs="+", default=["paper", "production"], choices=["paper", "production"],
+                       help="'production' also trains every meta-learner with the warm users' tasks (production_job); "
+                            "the paper's protocol always runs")
     tune = commands.add_parser("tune", help="hyper-parameter search on validation users, same budget per method")
     tune.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=datasets)
     tune.add_argument("--methods", nargs="+", help="default: every method")
@@ -511,9 +520,12 @@ def run_command(args: argparse.Namespace) -> None:
         for dataset in args.datasets:
             if dataset == "taobao":
                 prepare_taobao(taobao_days())
-            for job in ("data_job", "training_job"):
+            jobs = {"data_job": None, "training_job": training_config(args.epochs, args.seeds)}
+            if "production" in args.protocols:
+                jobs["production_job"] = production_config(args.epochs, args.seeds)
+            for job, run_config in jobs.items():
                 print(f"{job} on {dataset} ... ({time.perf_counter() - started:.0f} s)", flush=True)
-                run_job(job, dataset, training_config(args.epochs, args.seeds) if job == "training_job" else None)
+                run_job(job, dataset, run_config)
         print(f"evaluation_job and the report ... ({time.perf_counter() - started:.0f} s)", flush=True)
         run_job("evaluation_job")
         print(report_summary())

@@ -11,6 +11,7 @@ from assets.expectations import clean_logs_expectations
 from assets.gamma_ablation import reg_paml_gamma_ablation
 from assets.meta_tasks import meta_tasks
 from assets.method_assets import EVAL_ASSETS, MODEL_ASSETS
+from assets.production_protocol import production_protocol
 from assets.promotion import CHAMPION_ASSETS
 from assets.raw_logs import raw_logs
 from assets.reference_eval import reference_eval, reference_settings
@@ -27,7 +28,8 @@ from pipelines.resources import paml_resource
 
 OWNERS = ["team:paml"]
 # What each group holds, as a tag the asset catalog filters on.
-LAYERS = {"taobao_logs": "source", "data": "data", "models": "model", "evaluation": "evaluation", "report": "report"}
+LAYERS = {"taobao_logs": "source", "data": "data", "models": "model", "evaluation": "evaluation", "protocols": "evaluation",
+          "report": "report"}
 
 
 def operated(spec: dg.AssetSpec) -> dg.AssetSpec:
@@ -41,7 +43,8 @@ def operated(spec: dg.AssetSpec) -> dg.AssetSpec:
 SOURCE_ASSETS = dg.map_asset_specs(operated, [taobao_daily_logs, taobao_log_window])
 DATA_ASSETS = dg.map_asset_specs(operated, [raw_logs, clean_logs, cold_start_users, user_splits, user_groups, meta_tasks])
 MODEL_ASSETS = dg.map_asset_specs(operated, [reference_settings, *MODEL_ASSETS, *CHAMPION_ASSETS])
-EVALUATION_ASSETS = dg.map_asset_specs(operated, [*EVAL_ASSETS, reference_eval, reg_paml_gamma_ablation, report])
+EVALUATION_ASSETS = dg.map_asset_specs(operated, [*EVAL_ASSETS, reference_eval, reg_paml_gamma_ablation, production_protocol,
+                                                  report])
 ASSETS = [*SOURCE_ASSETS, *DATA_ASSETS, *MODEL_ASSETS, *EVALUATION_ASSETS]
 CHECKS = [clean_logs_expectations]
 

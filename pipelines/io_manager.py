@@ -44,6 +44,10 @@ MIRRORS: dict[tuple[str, str], str] = {
     ("*_model", "history"): "training_history",
     ("reg_paml_gamma_ablation", "metrics"): "ablation_metrics",
     ("reg_paml_gamma_ablation", "significance"): "ablation_significance",
+    # the production protocol's rows join the evaluations' (their `protocol` column tells them apart)
+    ("production_protocol", "metrics"): "metrics",
+    ("production_protocol", "user_metrics"): "user_metrics",
+    ("production_protocol", "significance"): "significance",
     ("report", "significance"): "significance",
     ("report", "table1"): "report_table1",
     ("report", "table2"): "report_table2",
@@ -72,6 +76,7 @@ PRIMARY_FRAMES: dict[str, str] = {
     "*_champion": "decisions",
     "*_eval": "user_metrics",
     "reg_paml_gamma_ablation": "user_metrics",
+    "production_protocol": "user_metrics",
     "report": "table2",
 }
 

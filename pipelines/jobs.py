@@ -40,4 +40,11 @@ retraining_job = dg.define_asset_job(
     description="Rebuild one dataset end to end up to its models in service (data, every method, promotion, ablation).",
 )
 
-JOBS = [taobao_logs_job, taobao_window_job, data_job, training_job, evaluation_job, retraining_job]
+production_job = dg.define_asset_job(
+    "production_job",
+    selection=dg.AssetSelection.groups("protocols"),
+    description="Train and score every meta-learner with the warm users' tasks too (the production protocol), one dataset; "
+                "the report shows them beside the reference rows fitted so.",
+)
+
+JOBS = [taobao_logs_job, taobao_window_job, data_job, training_job, evaluation_job, retraining_job, production_job]

@@ -21,8 +21,9 @@ NIGHTS = ["2026-01-03", "2026-01-04", "2026-01-05"]  # each delivered by the 03:
 WINDOW_DAYS = 3
 SABOTAGED = ("2026-01-05", "melu")  # that night melu trains with an absurd learning rate: it must not be promoted
 MAX_TICKS = 6
-# Everything but the gamma ablation (four more REG-PAML trainings a night; the report leaves it out).
-AUTOMATED = dg.AssetSelection.all() - dg.AssetSelection.assets("reg_paml_gamma_ablation")
+# Everything but the gamma ablation and the production protocol (four and six more trainings a
+# night; the report leaves the first out and shows the second only when it exists).
+AUTOMATED = dg.AssetSelection.all() - dg.AssetSelection.assets("reg_paml_gamma_ablation", "production_protocol")
 
 # What each asset's run config is when the automation launches it in this test (tiny and fast).
 CONFIG = {

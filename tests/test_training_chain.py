@@ -11,11 +11,12 @@ from models.learners import METHODS
 from models.references import REFERENCES
 from pipelines.cli import model_and_tasks, training_config
 from pipelines.definitions import ASSETS, CHECKS, build_resources
-from pipelines.jobs import evaluation_job, training_job
+from pipelines.jobs import evaluation_job, production_job, training_job
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL
 from pipelines.store import LineageStore
 
 TINY_DAY = {"ops": {"taobao_daily_logs": {"config": {"users": 400, "items": 200, "history_days": 5}}}}
+PRODUCTION_METHODS = ("melu", "reg_paml")
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 
 
@@ -40,6 +41,10 @@ def chain(tmp_path_factory):
     # and has no attention to check below.
     config["ops"]["at_paml_model"]["config"]["settings_dir"] = str(tmp_path_factory.mktemp("no_settings"))
     trained = materialize(home, instance, training_job.selection, "taobao", config)
+    # two meta-learners also fitted with the warm users' tasks: the report's production block
+    produced = materialize(home, instance, production_job.selection, "taobao",
+                           {"ops": {"production_protocol": {"config": {"epochs": 1, "seeds": [0], "methods": list(PRODUCTION_METHODS)}}}})
+    assert produced.success
     evaluated = materialize(home, instance, evaluation_job.selection)
     return home, trained, evaluated
 
@@ -101,12 +106,15 @@ def test_reference_rows_are_tuned_and_paired_with_every_method(chain):
     paired = store.query("SELECT comparison, protocol, method, other, test, n_users, mean_a, mean_b, ci_low, ci_high, p_value "
                          "FROM significance WHERE asset_key = 'report' AND dataset = 'taobao'")
     n_test = store.query("SELECT count(DISTINCT user_id) FROM user_metrics WHERE dataset = 'taobao' AND method = 'ref_mf'").item()
-    # the tiny taobao has warm users: the references are also fitted with them (the methods train as in the paper)
+    # the tiny taobao has warm users: the references are also fitted with them, and so are PRODUCTION_METHODS
     assert set(paired["test"]) == {"paired_t"} and set(paired["protocol"]) == {"paper", "production"}
     assert (paired["n_users"] == n_test).all()
     references = {"ref_user_item_bias", "ref_mf", "ref_item_knn", "ref_mf_knn"}
     production = paired.filter(pl.col("protocol") == "production")
-    assert set(production["method"]) == {f"ref_{name}" for name in REFERENCES} and set(production["other"]) == references
+    assert set(production["method"]) == {f"ref_{name}" for name in REFERENCES} | set(PRODUCTION_METHODS)
+    assert references <= set(production["other"]) <= references | set(PRODUCTION_METHODS)
+    for method in PRODUCTION_METHODS:  # each meta-learner fitted so is paired with the references fitted so
+        assert references <= set(production.filter(pl.col("method") == method)["other"])
     for method in METHODS:
         mine = paired.filter((pl.col("method") == method) & (pl.col("protocol") == "paper"))
         assert references <= set(mine["other"]) and mine.filter(pl.col("comparison") == "vs_best_baseline").height <= 1
@@ -121,7 +129,7 @@ def test_reference_rows_are_tuned_and_paired_with_every_method(chain):
     # the report shows the paper's names (METHOD_ROWS): item-kNN is ref_item_knn, MF (fold-in) ref_mf
     assert "## Paired comparisons" in text and "| item-kNN " in text and "vs item-kNN" in text
     production_block = text.split("## Production protocol")[1]
-    assert "| MF (fold-in) " in production_block and "REG-PAML" not in production_block
+    assert "| MF (fold-in) " in production_block and "| PAML " not in production_block  # PAML was not fitted so
 
 
 def test_reference_eval_reuses_the_choice_reference_settings_made_on_the_same_tasks(chain):
@@ -269,3 +277,29 @@ def test_personalization_diagnostics_in_user_metrics_views_and_report(chain):
     section = text.split("## Personalization diagnostics")[1].split("## Paired comparisons")[0]
     assert "| AT-PAML " in section and f"K = {k})" in section and "Targets (all test users)" in section
     assert "![adaptation_taobao.png](adaptation_taobao.png)" in section and (home / "reports" / "adaptation_taobao.png").is_file()
+
+
+def test_production_protocol_puts_meta_learners_beside_the_paper_rows(chain):
+    home, _, _ = chain
+    store = LineageStore(home)
+    rows = store.query("SELECT asset_key, protocol, method, seed, metric, value FROM metrics "
+                       "WHERE dataset = 'taobao' AND population = 'all' AND NOT starts_with(method, 'ref_')")
+    production = rows.filter(pl.col("protocol") == "production")
+    assert set(production["method"]) == set(PRODUCTION_METHODS) and set(production["seed"]) == {0}
+    assert set(production["asset_key"]) == {"production_protocol"}
+    # the paper's rows are still every method's, from the evaluations
+    paper = rows.filter(pl.col("protocol") == "paper")
+    assert set(paper["method"]) == set(METHODS) and set(paper["asset_key"]) == {f"{m}_eval" for m in METHODS}
+    # more training tasks (the warm users'), so other numbers for the same method, seed and test users
+    both = production.join(paper, on=["method", "seed", "metric"], suffix="_paper")
+    assert both.height == 3 * len(PRODUCTION_METHODS) and (both["value"] - both["value_paper"]).abs().max() > 0
+    users = store.query("SELECT count(*) AS n FROM user_metrics WHERE protocol = 'production' AND method = 'melu'").item()
+    assert users == store.query("SELECT count(*) FROM user_metrics WHERE protocol = 'paper' AND method = 'melu' AND seed = 0").item()
+    text = (home / "reports" / "report.md").read_text()
+    block = text.split("## Production protocol")[1]
+    table2 = block.split("### As Table 2 (production protocol)")[1].split("\n### ")[0]
+    assert "| MeLU " in table2 and "| REG-PAML " in table2 and "| PAML " not in table2
+    # the report's lineage names the production scores it read
+    inputs = store.query("SELECT input_artifact_id FROM lineage_edges WHERE artifact_id = ?",
+                         [store.latest("report", "").artifact_id])["input_artifact_id"]
+    assert store.latest("production_protocol", "taobao").artifact_id in inputs.to_list()
