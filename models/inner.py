@@ -148,9 +148,11 @@ def adapt_broadcast(
 
     Each user's support loss depends on its own copy of the parameters only, so the gradient
     of the users' summed loss with respect to the stacked copies is every user's own gradient:
-    one autograd pass in plain batched matrix products, without vmap's batching rules (whose
-    physical layouts made the elementwise work of the inner update several times slower).
-    The same function and the same meta-gradient as adapt_batch (tested), not the same bits.
+    one autograd pass in plain batched matrix products, without vmap's batching rules. The
+    per-user copies of the first layer (B x 64 x in floats) are too large for the cache, so
+    every elementwise pass over them costs memory bandwidth: the update below makes as few as
+    it can (MeLU's outer step on ML-1M: 55 -> 43 ms, docs/benchmarks.md). The same function
+    and the same meta-gradient as adapt_batch (tested), not the same bits.
     """
     n = y.shape[0]
     outer_grad = torch.is_grad_enabled()
@@ -176,7 +178,7 @@ def adapt_broadcast(
             if config.max_step_norm is None:
                 factor = None
             else:
-                norm_sq = sum(torch.linalg.vector_norm(updates[k].reshape(n, -1), dim=1) ** 2 if k in updates
+                norm_sq = sum((updates[k] * updates[k]).reshape(n, -1).sum(1) if k in updates
                               else rates[k].reshape(-1) ** 2 * sq[k] for k in current)
                 factor = torch.clamp(config.max_step_norm / torch.sqrt(norm_sq + 1e-12), max=1.0)  # (B,)
             moved = {}

@@ -569,12 +569,15 @@ class PreferenceNetwork(nn.Module):
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x W^T + b, for one weight (out, in) or one per user (B, out, in) with x (B, S, in)."""
+    """x W^T + b with x (B, S, in), for one weight (out, in) or one per user (B, out, in), and a
+    bias (out,) or one per user (B, out) (only the adapted parameters have a user dimension)."""
+    per_user_bias = bias is not None and bias.dim() == 2
     if weight.dim() == 2:
-        return nn.functional.linear(x, weight, bias)
+        out = nn.functional.linear(x, weight, None if per_user_bias else bias)
+        return out + bias.unsqueeze(1) if per_user_bias else out
     if bias is None:
         return torch.bmm(x, weight.transpose(1, 2))
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1) if per_user_bias else bias, x, weight.transpose(1, 2))
 
 
 def output_bias(center: float, task: str) -> float:

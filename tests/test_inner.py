@@ -130,3 +130,15 @@ def test_a_long_inner_update_is_scaled_down_to_the_bound_by_hand(vectorize):
     assert torch.allclose(adapted["b"], torch.tensor([3 * factor]))
     unbounded, _ = adapt_batch(params, x, y, mask, 1.0, linear, mse, InnerConfig(steps=1, max_step_norm=None, vectorize=vectorize))
     assert torch.allclose(unbounded["w"], torch.tensor([[6.0]]))
+
+
+def test_linear_takes_one_weight_or_one_per_user():
+    from models.network import linear
+
+    torch.manual_seed(0)
+    x, w, b = torch.randn(3, 4, 5), torch.randn(2, 5), torch.randn(2)
+    users_w, users_b = w.expand(3, 2, 5).clone(), b.expand(3, 2).clone()
+    expected = x @ w.T + b
+    for weight, bias in ((w, b), (users_w, b), (w, users_b), (users_w, users_b)):
+        assert torch.allclose(linear(x, weight, bias), expected, atol=1e-6)
+    assert torch.allclose(linear(x, users_w), x @ w.T, atol=1e-6)
