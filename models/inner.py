@@ -3,9 +3,12 @@
     theta_i = theta - alpha_i * grad_theta L_support_i(theta)        (paper, Eq. 1)
 
 `alpha_i` may be a scalar (MAML/MeLU), a dict of per-parameter tensors (Meta-SGD), or a
-per-user vector (PAML: alpha(h_i)). One `torch.func.vmap` over users of a function that
-takes `torch.func.grad` steps; second order by default (the meta-gradient flows through
-the inner gradients), first order as an explicit option.
+per-user vector (PAML: alpha(h_i)). Two vectorizations of the same update, chosen by
+`InnerConfig.vectorize`: `torch.func.vmap` over users of a function that takes
+`torch.func.grad` steps (any per-user `predict`), or `adapt_broadcast`, plain batched products
+on per-user parameter copies (a `predict` that broadcasts over them; the learners' default,
+faster). Second order by default (the meta-gradient flows through the inner gradients), first
+order as an explicit option.
 """
 
 from __future__ import annotations
