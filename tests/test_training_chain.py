@@ -9,7 +9,7 @@ import pytest
 
 from models.learners import METHODS
 from models.references import REFERENCES
-from pipelines.cli import model_and_tasks, training_config
+from pipelines.cli import model_and_tasks, production_config, training_config
 from pipelines.definitions import ASSETS, CHECKS, build_resources
 from pipelines.jobs import evaluation_job, production_job, training_job
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL
@@ -42,8 +42,9 @@ def chain(tmp_path_factory):
     config["ops"]["at_paml_model"]["config"]["settings_dir"] = str(tmp_path_factory.mktemp("no_settings"))
     trained = materialize(home, instance, training_job.selection, "taobao", config)
     # two meta-learners also fitted with the warm users' tasks: the report's production block
-    produced = materialize(home, instance, production_job.selection, "taobao",
-                           {"ops": {"production_protocol": {"config": {"epochs": 1, "seeds": [0], "methods": list(PRODUCTION_METHODS)}}}})
+    production = production_config(epochs=1, seeds=[0])  # what `reproduce` passes to production_job
+    production["ops"]["production_protocol"]["config"]["methods"] = list(PRODUCTION_METHODS)
+    produced = materialize(home, instance, production_job.selection, "taobao", production)
     assert produced.success
     evaluated = materialize(home, instance, evaluation_job.selection)
     return home, trained, evaluated
