@@ -68,6 +68,12 @@ def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig,
                         "settings": settings, "runtime": runtime})
 
 
+def skipped(dataset: str, reason: str) -> Bundle:
+    """The asset's output for a dataset it cannot fit so: empty frames (its rows in the tables are removed), the reason."""
+    return Bundle(frames={"metrics": pl.DataFrame(), "user_metrics": pl.DataFrame(), "significance": pl.DataFrame()},
+                  info={"dataset": dataset, "protocol": PRODUCTION, "skipped": reason})
+
+
 # -- Dagster asset -------------------------------------------------------------------------
 import dagster as dg  # noqa: E402
 from pydantic import Field  # noqa: E402
@@ -97,8 +103,7 @@ def production_protocol(context: dg.AssetExecutionContext, config: ProductionCon
             lambda method, line: context.log.info(f"{method} ({PRODUCTION}): {line}"))
     except NoWarmUsersError as error:  # a dataset without warm users has no production block; not a failure
         context.log.warning(str(error))
-        bundle = Bundle(frames={"metrics": pl.DataFrame(), "user_metrics": pl.DataFrame(), "significance": pl.DataFrame()},
-                        info={"dataset": context.partition_key, "protocol": PRODUCTION, "skipped": str(error)})
+        bundle = skipped(context.partition_key, str(error))
     metrics = bundle.frame("metrics")
     summary = metrics.group_by("method", "population", "metric").agg(pl.col("value").mean()).sort("method", "metric", "population") \
         if metrics.height else metrics

@@ -174,7 +174,9 @@ def adapt_broadcast(
             rates = {k: _user_rate(step_size, k, per_user, n, y) for k in current}
             # A rate with one number per user moves the update's norm by its size: only
             # elementwise rates need the update itself (one pass fewer over the (B, ...) copies).
-            sq = {k: (g * g).reshape(n, -1).sum(1) for k, g in grads.items()}
+            # (squared gradient norms: REG-PAML's regularizer reads step 0's, the bound every step's)
+            sq = {k: (g * g).reshape(n, -1).sum(1) for k, g in grads.items()} \
+                if step == 0 or config.max_step_norm is not None else {}
             if step == 0:
                 grad_sq_norms = sq
             updates = {k: rates[k] * grads[k] for k in current if rates[k].dim() > 1}
