@@ -48,6 +48,27 @@ class InnerConfig:
             raise ValueError(f"vectorize must be 'vmap' or 'broadcast', got {self.vectorize!r}")
 
 
+@dataclass(frozen=True)
+class Fold:
+    """The leading k columns of the weight `name` (out, in) multiply one vector per user,
+    `vector` (B, k), and nothing else (the user's embedding in the first decision layer).
+
+    Their gradient is then rank one, g_z v^T with g_z the gradient at z = W[:, :k] v, so the
+    inner loop can carry each user's z (B, out) instead of a copy of those columns (B, out, k):
+    W' v = z - (rate ⊙ g_z v^T) v = z - g_z ⊙ (rate (v ⊙ v)), the same function and the same
+    meta-gradient (tested). `adapt_broadcast` returns z under `folded_key(name)` and the other
+    columns under `name`; a `predict` that takes a Fold reads both.
+    """
+
+    name: str
+    vector: torch.Tensor
+
+
+def folded_key(name: str) -> str:
+    """The adapted-parameter key under which a Fold's z = W[:, :k] v travels."""
+    return f"{name}@folded"
+
+
 def is_per_user(step_size: StepSize) -> bool:
     """A per-user step size is a 1-D tensor with one entry per user."""
     return isinstance(step_size, torch.Tensor) and step_size.dim() == 1
@@ -97,7 +118,7 @@ def total_sq_norm(grad_sq_norms: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def adapt_batch(
     params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
-    predict: Predict, loss: Loss, config: InnerConfig, per_user: bool | None = None,
+    predict: Predict, loss: Loss, config: InnerConfig, per_user: bool | None = None, fold: Fold | None = None,
 ) -> tuple[Params, dict[str, torch.Tensor]]:
     """Vectorized adapt_one over users: x leaves (B, ...), y and mask (B, S).
 
@@ -105,10 +126,13 @@ def adapt_batch(
     dict of (B,) tensors by parameter (PAML with one rate per adapted layer). None infers it
     for tensors; a dict is then taken as Meta-SGD's per-parameter rates, shared by all users.
     Returns adapted parameters with a leading user dimension and squared grad norms (B,) by parameter.
+    `fold` (broadcast only): carry those columns as z per user (`Fold`).
     """
     per_user = is_per_user(step_size) if per_user is None else per_user
     if config.vectorize == "broadcast":
-        return adapt_broadcast(params, x, y, mask, step_size, predict, loss, config, per_user)
+        return adapt_broadcast(params, x, y, mask, step_size, predict, loss, config, per_user, fold)
+    if fold is not None:
+        raise ValueError("a Fold needs vectorize='broadcast'")
     step_dims = 0 if per_user else None
     run = lambda p, xi, yi, mi, si: adapt_one(p, xi, yi, mi, si, predict, loss, config)  # noqa: E731
     return vmap(run, in_dims=(None, 0, 0, 0, step_dims))(params, x, y, mask, step_size)
@@ -142,9 +166,31 @@ def _user_rate(step_size: StepSize, name: str, per_user: bool, n: int, like: tor
     return rate.unsqueeze(0)  # shared elementwise rates (Meta-SGD), broadcast over users
 
 
+def _folded_start(params: Params, rates: dict[str, torch.Tensor], fold: Fold,
+                  fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace the fold's weight in `params` by its other columns and its rate by theirs (in
+    place); return z = W[:, :k] v (B, out), z's rate (rate (v ⊙ v): (B, out), or (B, 1) for one
+    number per user) and its metric m, with ||update of W[:, :k]||^2 = sum_o m_o g_o^2.
+
+    `fixed` is v as it enters the gradient g_z v^T: detached in a first-order loop, where the
+    meta-gradient does not flow through the inner gradients.
+    """
+    weight, rate, v = params[fold.name], rates[fold.name], fold.vector
+    k = v.shape[-1]
+    columns, params[fold.name] = weight.split([k, weight.shape[-1] - k], dim=-1)
+    applied, squared = (fixed * v).unsqueeze(-1), (fixed * fixed).unsqueeze(-1)  # (B, k, 1)
+    if rate.dim() > 1:  # elementwise, (B, out, in) or (1, out, in)
+        rate_columns, rates[fold.name] = rate.split([k, rate.shape[-1] - k], dim=-1)
+        z_rate = (rate_columns @ applied).squeeze(-1)
+        metric = ((rate_columns * rate_columns) @ squared).squeeze(-1)
+    else:  # one number per user, or for all
+        z_rate, metric = rate.reshape(-1, 1) * applied.sum(1), rate.reshape(-1, 1) ** 2 * squared.sum(1)
+    return v @ columns.T, z_rate, metric
+
+
 def adapt_broadcast(
     params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
-    predict: Predict, loss: Loss, config: InnerConfig, per_user: bool,
+    predict: Predict, loss: Loss, config: InnerConfig, per_user: bool, fold: Fold | None = None,
 ) -> tuple[Params, dict[str, torch.Tensor]]:
     """adapt_batch without vmap, for a `predict` that broadcasts over a leading user dimension
     of the parameters (B, ...) as well as of the inputs.
@@ -154,16 +200,25 @@ def adapt_broadcast(
     one autograd pass in plain batched matrix products, without vmap's batching rules. The
     per-user copies of the first layer (B x 64 x in floats) are too large for the cache, so
     every elementwise pass over them costs memory bandwidth: the update below makes as few as
-    it can (MeLU's outer step on ML-1M: 55 -> 43 ms, docs/benchmarks.md). The same function
-    and the same meta-gradient as adapt_batch (tested), not the same bits.
+    it can (MeLU's outer step on ML-1M: 55 -> 43 ms, docs/benchmarks.md), and a `fold` keeps
+    the columns that multiply the user's embedding as one vector per user instead. The same
+    function and the same meta-gradient as adapt_batch (tested), not the same bits.
     """
     n = y.shape[0]
     outer_grad = torch.is_grad_enabled()
     create_graph = outer_grad and not config.first_order
     with torch.enable_grad():
+        start = dict(params)
+        rates = {k: _user_rate(step_size, k, per_user, n, y) for k in params}
+        z_key = None
+        if fold is not None:
+            z_key = folded_key(fold.name)
+            fixed = fold.vector if create_graph else fold.vector.detach()
+            start[z_key], rates[z_key], z_metric = _folded_start(start, rates, fold, fixed)
+            v_length = (fixed * fixed).sum(-1)  # ||dL/dW[:, :k]||^2 = ||g_z||^2 ||v||^2
         current = {}
-        for k, p in params.items():
-            stacked = p.unsqueeze(0).expand(n, *p.shape)
+        for k, p in start.items():
+            stacked = p if k == z_key else p.unsqueeze(0).expand(n, *p.shape)
             if not stacked.requires_grad:  # evaluation: parameters without a graph
                 stacked = stacked.detach().requires_grad_()
             current[k] = stacked
@@ -171,19 +226,21 @@ def adapt_broadcast(
         for step in range(config.steps):
             total = loss(predict(current, x), y, mask).sum()
             grads = dict(zip(current, torch.autograd.grad(total, list(current.values()), create_graph=create_graph)))
-            rates = {k: _user_rate(step_size, k, per_user, n, y) for k in current}
             # A rate with one number per user moves the update's norm by its size: only
             # elementwise rates need the update itself (one pass fewer over the (B, ...) copies).
             # (squared gradient norms: REG-PAML's regularizer reads step 0's, the bound every step's)
-            sq = {k: (g * g).reshape(n, -1).sum(1) for k, g in grads.items()} \
+            sq = {k: (g * g).reshape(n, -1).sum(1) for k, g in grads.items() if k != z_key} \
                 if step == 0 or config.max_step_norm is not None else {}
             if step == 0:
-                grad_sq_norms = sq
+                grad_sq_norms = dict(sq)
+                if z_key is not None:
+                    grad_sq_norms[fold.name] = sq[fold.name] + (grads[z_key] * grads[z_key]).sum(-1) * v_length
             updates = {k: rates[k] * grads[k] for k in current if rates[k].dim() > 1}
             if config.max_step_norm is None:
                 factor = None
             else:
-                norm_sq = sum((updates[k] * updates[k]).reshape(n, -1).sum(1) if k in updates
+                norm_sq = sum((grads[k] * grads[k] * z_metric).sum(-1) if k == z_key
+                              else (updates[k] * updates[k]).reshape(n, -1).sum(1) if k in updates
                               else rates[k].reshape(-1) ** 2 * sq[k] for k in current)
                 factor = torch.clamp(config.max_step_norm / torch.sqrt(norm_sq + 1e-12), max=1.0)  # (B,)
             moved = {}

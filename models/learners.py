@@ -160,6 +160,7 @@ class MetaLearner(nn.Module):
         adapted, grad_sq_norms = adapt_batch(
             self.net.adapted_params(), support_x, batch.support_labels, batch.support_mask, self.scaled_step(alpha),
             self.net.predict, self.loss, inner, per_user=self.per_user_step,
+            fold=self.net.fold(support_x) if inner.vectorize == "broadcast" else None,
         )
         query_pred = predict_batch(self.net.predict, adapted, query_x, inner.vectorize)
         query_loss = self.loss(query_pred, batch.query_labels, batch.query_mask)

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from models.batching import length_order
+from models.inner import Fold, folded_key
 from models.factors import fitting_rows, item_factors_of, item_neighbours_of, remembered_fit
 from models.references import BiasConfig, KNNConfig, MFConfig, ReferenceSettings, knn_foldin, ridge_foldin
 from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics, label_scale, support_statistics
@@ -403,6 +404,12 @@ class PreferenceNetwork(nn.Module):
         """The parameters the inner loop adapts, by name (e.g. 'decision.0.weight')."""
         return {n: p for n, p in self.named_parameters() if n.startswith(self.config.adapted)}
 
+    def fold(self, x: Inputs) -> Fold | None:
+        """The first decision layer's user columns multiply the user's embedding x[0] alone, once
+        per user: the inner loop may carry them as one vector per user (models/inner.py `Fold`)."""
+        name = "decision.0.weight"
+        return Fold(name, x[0]) if name in self.adapted_params() else None
+
     def inputs(self, user_embedding: torch.Tensor, items: torch.Tensor, item_rep: ItemRepresentation,
                factor_table: torch.Tensor | None = None, foldin: torch.Tensor | None = None) -> Inputs:
         """Decision inputs of a batch: user embedding (B, Du), item embeddings (B, S, Di), with
@@ -546,7 +553,10 @@ class PreferenceNetwork(nn.Module):
             slot = 2 * index  # position of the Linear in the Sequential (Linear, ReLU, ...)
             weight = params.get(f"decision.{slot}.weight", layer.weight)
             bias = params.get(f"decision.{slot}.bias", layer.bias)
-            if index == 0:
+            if index == 0 and folded_key(f"decision.{slot}.weight") in params:
+                # The inner loop's Fold: `weight` holds the item columns, z = W_user h per user.
+                hidden = linear(items, weight, bias) + params[folded_key(f"decision.{slot}.weight")].unsqueeze(-2)
+            elif index == 0:
                 # split, not two slices: a slice's backward zero-fills the whole (per-user) weight
                 # gradient and the two are then added; split's backward is one concatenation.
                 user_weight, item_weight = weight.split([user.shape[-1], items.shape[-1]], dim=-1)

@@ -79,7 +79,7 @@ def test_two_steps_by_hand(vectorize):
 @pytest.mark.parametrize("step_kind", ["scalar", "per_parameter", "per_user", "per_user_by_parameter", "per_user_elementwise"])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("max_step_norm", [None, 0.05])  # 0.05: the bound shortens every user's update
-@VECTORIZE
+@pytest.mark.parametrize("vectorize", ["vmap", "broadcast", "broadcast+fold"])  # +fold: the user columns as z (inner.Fold)
 def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order, max_step_norm, vectorize):
     torch.manual_seed(0)
     data = tiny_task_data()
@@ -101,11 +101,16 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order, max_st
         step = {k: torch.linspace(0.01, 0.1, len(batch)).reshape(-1, *[1] * p.dim()).expand(-1, *p.shape).clone().requires_grad_()
                 for k, p in params.items()}
     per_user = step_kind.startswith("per_user")
+    fold = net.fold(xs) if vectorize.endswith("+fold") else None
+    vectorize = vectorize.removesuffix("+fold")
     config = InnerConfig(steps=2, first_order=first_order, max_step_norm=max_step_norm, vectorize=vectorize)
     meta_params = list(net.parameters()) + (list(step.values()) if isinstance(step, dict) else [step])
 
     adapted, norms = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config,
-                                 per_user=per_user)
+                                 per_user=per_user, fold=fold)
+    assert set(norms) == set(params)
+    if fold is not None:  # the user columns travel as z = W_user h, one vector per user
+        assert adapted[fold.name].shape[-1] == params[fold.name].shape[-1] - xs[0].shape[-1]
     loss_vec = mse(predict_batch(net.predict, adapted, xq, vectorize), batch.query_labels, batch.query_mask).sum() + total_sq_norm(norms).sum()
     grads_vec = torch.autograd.grad(loss_vec, meta_params, allow_unused=True, retain_graph=True)
 
