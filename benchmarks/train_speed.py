@@ -49,6 +49,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="profile `steps` outer steps instead of timing")
     parser.add_argument("--vectorize", default=None, choices=("vmap", "broadcast"),
                         help="the inner loop's vectorization (new code only; default: the code's own)")
+    parser.add_argument("--no-fold", action="store_true",
+                        help="the first layer's user columns as per-user copies, not one vector per user (new code only)")
     parser.add_argument("--no-foldins", action="store_true",
                         help="switch the MF and kNN fold-ins off (new code only; on by default there)")
     return parser.parse_args()
@@ -79,6 +81,8 @@ def configs(args: argparse.Namespace):
         learner = replace(learner, network=replace(learner.network, mf_foldin=False, knn_foldin=False))
     if args.vectorize:
         learner = replace(learner, inner_vectorize=args.vectorize)
+    if args.no_fold:
+        learner = replace(learner, inner_fold=False)
     return learner, train
 
 

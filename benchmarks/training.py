@@ -11,9 +11,10 @@ settings, PAML_THREADS threads and the same OpenMP wait policy for every variant
   warm-up; a whole epoch, because a bucketed window shorter than that would time whichever
   length buckets it happened to draw) for `--baseline` (a commit, default the main branch before issue 11:
   random meta-batches, padded to the longest user), this checkout with random batches, and
-  this checkout with length-bucketed batches (with the inner loop in plain batched products,
-  the default, and with the former vmap inner loop). Rounds alternate the variants, so a change in
-  the machine's load hits all of them; ratios are taken within a round.
+  this checkout with length-bucketed batches (the default, and with the first layer's user
+  columns copied per user instead of carried as one vector per user: `--no-fold`). Rounds
+  alternate the variants, so a change in the machine's load hits all of them; ratios are taken
+  within a round.
 - `--profile`: torch.profiler's self-time by category for one window, before and after.
 - `--quality`: full tuned training (step budget, early stopping) of each method x seed with
   both samplers, and the test users' MSE and nDCG: the sampler must not change them beyond
@@ -86,7 +87,7 @@ def variants(ref: str) -> list[tuple[str, Path, str, tuple[str, ...]]]:
     """(label, code directory, batching, more train_speed arguments) of every variant compared."""
     return [(f"main {ref}, random batches", baseline_code(ref), "random", ()),
             ("this checkout, random batches", REPO, "random", ()),
-            ("this checkout, bucketed batches, vmap inner loop", REPO, "bucketed", ("--vectorize", "vmap")),
+            ("this checkout, bucketed batches, user columns copied per user", REPO, "bucketed", ("--no-fold",)),
             ("this checkout, bucketed batches", REPO, "bucketed", ())]
 
 

@@ -57,6 +57,9 @@ class LearnerConfig:
     # How the inner loop runs over users (models/inner.py `InnerConfig.vectorize`): the same function;
     # "broadcast" in plain batched products, "vmap" (the former path) kept for comparison.
     inner_vectorize: str = "broadcast"
+    # With "broadcast": the first layer's user columns travel as one vector per user (models/inner.py
+    # `Fold`), not as a (B, 64, Du) copy; the same function, False kept for the benchmark.
+    inner_fold: bool = True
 
     def __post_init__(self) -> None:
         if self.lr_range < 1.0:
@@ -160,7 +163,7 @@ class MetaLearner(nn.Module):
         adapted, grad_sq_norms = adapt_batch(
             self.net.adapted_params(), support_x, batch.support_labels, batch.support_mask, self.scaled_step(alpha),
             self.net.predict, self.loss, inner, per_user=self.per_user_step,
-            fold=self.net.fold(support_x) if inner.vectorize == "broadcast" else None,
+            fold=self.net.fold(support_x) if inner.vectorize == "broadcast" and self.config.inner_fold else None,
         )
         query_pred = predict_batch(self.net.predict, adapted, query_x, inner.vectorize)
         query_loss = self.loss(query_pred, batch.query_labels, batch.query_mask)
