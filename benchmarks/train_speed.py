@@ -8,8 +8,9 @@ commit exported by benchmarks/training.py), so two versions run the same script 
 tasks, side by side in one benchmark run. The script uses only what both versions have:
 `train`, `TrainConfig`, the tuned ML-1M settings (models/settings/ here; an older checkout
 without models/settings.py uses its own table, models/tuned.py), the learners'
-`run`/`objective`. Threads come from the environment the parent sets (PAML_THREADS,
-OMP_WAIT_POLICY) and are applied explicitly, since older code does not read PAML_THREADS.
+`run`/`objective`. Threads come from the environment the parent sets (PAML_THREADS, and
+the OpenMP wait: GOMP_SPINCOUNT, KMP_BLOCKTIME) and are applied explicitly, since older code does
+not read PAML_THREADS.
 Prints one JSON line.
 """
 

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from benchmarks.export_tasks import export, load_tasks
+from models.runtime import SPIN_COUNT
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -74,7 +75,9 @@ def baseline_code(ref: str) -> Path:
 def child(code: Path, tasks: Path, method: str, batching: str, steps: int, threads: int, profile: bool = False,
           extra: tuple[str, ...] = ()) -> dict:
     """One run of benchmarks/train_speed.py in a fresh process."""
-    env = {**os.environ, "PAML_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": ""}
+    # The OpenMP wait this checkout sets (models/runtime.py), for every variant: the baseline sets none.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env |= {"PAML_THREADS": str(threads), "GOMP_SPINCOUNT": SPIN_COUNT, "KMP_BLOCKTIME": "0", "PYTHONPATH": ""}
     command = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--code", str(code), "--tasks", str(tasks),
                "--method", method, "--batching", batching, "--steps", str(steps), *extra] + (["--profile"] if profile else [])
     out = subprocess.run(command, capture_output=True, text=True, env=env)

@@ -13,9 +13,13 @@ records.
 Why it matters: on a machine shared with other work, torch's OpenMP threads spin while they
 wait for each other and steal the cores the working thread needs. Measured on the 2-core
 machine with other jobs running: 2-thread REG-PAML training ran at 3 users/s with OpenMP's
-default (spinning) wait policy and at 110-190 users/s with the passive one (1 thread: 40-50).
-So the passive policy is the default here; a user who shares the cores can also lower
-PAML_THREADS in one place.
+default wait (libgomp spins 300,000 times before it sleeps) and at 110-190 users/s with the
+passive one (1 thread: 40-50). Never spinning costs as much on an idle machine: a thread then
+sleeps between any two parallel regions, and MeLU's 2-thread outer step took 48 ms instead
+of 27. A short spin (GOMP_SPINCOUNT=1000, a few microseconds) keeps both: 27 ms idle, and
+with 8 busy processes on the 2 cores the passive policy's speed (docs/benchmarks.md). That
+is the default here (KMP_BLOCKTIME=0 for LLVM's OpenMP, which has no spin count: passive);
+a user who shares the cores can also lower PAML_THREADS in one place.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 from typing import Mapping, MutableMapping
 
 THREADS_ENV = "PAML_THREADS"
+SPIN_COUNT = "1000"  # libgomp's busy-wait iterations before a waiting thread sleeps
 
 
 class ThreadsSettingError(ValueError):
@@ -57,8 +62,8 @@ def configure_environment(environ: MutableMapping[str, str] | None = None) -> No
     """Environment read by libraries when they load: polars' pool size, OpenMP's wait policy.
 
     Takes effect for a library not imported yet; values already set win (whoever set
-    POLARS_MAX_THREADS or OMP_WAIT_POLICY meant it). A malformed PAML_THREADS is left for
-    `thread_count` to report where the threads are applied.
+    POLARS_MAX_THREADS, OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME meant it). A malformed
+    PAML_THREADS is left for `thread_count` to report where the threads are applied.
     """
     environ = os.environ if environ is None else environ
     try:
@@ -66,8 +71,10 @@ def configure_environment(environ: MutableMapping[str, str] | None = None) -> No
     except ValueError:
         return
     environ.setdefault("POLARS_MAX_THREADS", str(threads))
-    # libgomp (torch's OpenMP) then sleeps instead of spinning between parallel regions.
-    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in environ:
+        # libgomp (torch's OpenMP on Linux) spins briefly, then sleeps (see the module's docstring).
+        environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+        environ.setdefault("KMP_BLOCKTIME", "0")
 
 
 _applied: int | None = None  # the count this process applied last (None: not yet)

@@ -47,6 +47,12 @@ def test_environment_defaults_do_not_override_the_user():
     environ = {"PAML_THREADS": "3", "OMP_WAIT_POLICY": "ACTIVE"}
     configure_environment(environ)
     assert environ == {"PAML_THREADS": "3", "OMP_WAIT_POLICY": "ACTIVE", "POLARS_MAX_THREADS": "3"}
+    defaults = {"PAML_THREADS": "2"}
+    configure_environment(defaults)  # a short spin, then sleep (models/runtime.py)
+    assert defaults == {"PAML_THREADS": "2", "POLARS_MAX_THREADS": "2", "GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "0"}
+    spin = {"GOMP_SPINCOUNT": "50"}
+    configure_environment(spin)
+    assert spin["GOMP_SPINCOUNT"] == "50" and spin["KMP_BLOCKTIME"] == "0"
     broken = {"PAML_THREADS": "x"}
     configure_environment(broken)  # left for thread_count to report where threads are applied
     assert broken == {"PAML_THREADS": "x"}
@@ -54,7 +60,7 @@ def test_environment_defaults_do_not_override_the_user():
 
 def test_this_process_was_configured_before_torch_loaded():
     # tests/conftest.py imports models first, as every entry point does.
-    assert os.environ["OMP_WAIT_POLICY"] and os.environ["POLARS_MAX_THREADS"]
+    assert (os.environ.get("OMP_WAIT_POLICY") or os.environ["GOMP_SPINCOUNT"]) and os.environ["POLARS_MAX_THREADS"]
 
 
 def test_apply_threads_keeps_a_chosen_count():
