@@ -31,6 +31,7 @@ bench: install
 	$(PY) -m benchmarks.training --profile
 	$(PY) -m benchmarks.memory_recall
 	$(PY) -m benchmarks.scaling
+	$(PY) -m benchmarks.threads
 
 # The paper's experiment on real data: PAML_DATA_DIR must hold ml-1m/ and bookcrossing/.
 # Seeds 0-4 and a pinned thread count (PAML_THREADS for torch and polars, recorded in `runs`):

@@ -21,7 +21,7 @@ from torch.func import grad, vmap
 from torch.utils._pytree import tree_map
 
 Params = dict[str, torch.Tensor]
-StepSize = Union[float, torch.Tensor, dict[str, torch.Tensor]]
+StepSize = Union[float, torch.Tensor, dict[str, Union[torch.Tensor, "UserScaled"]]]
 Inputs = Any  # a tensor or a tuple of tensors with a leading user dimension (B, ...)
 Predict = Callable[[Params, Inputs], torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -67,6 +67,27 @@ class Fold:
 def folded_key(name: str) -> str:
     """The adapted-parameter key under which a Fold's z = W[:, :k] v travels."""
     return f"{name}@folded"
+
+
+@dataclass(frozen=True)
+class UserScaled:
+    """A rate of one number per user times rates shared by every user, elementwise:
+    scale (B,) * rate (*shape) (PAML with `lr_per_parameter`). `adapt_broadcast` keeps the two
+    apart and never forms the (B, *shape) product; the other paths take `dense()`.
+    """
+
+    scale: torch.Tensor
+    rate: torch.Tensor
+
+    def dense(self) -> torch.Tensor:
+        return self.scale.reshape(-1, *[1] * self.rate.dim()) * self.rate
+
+
+def dense_rates(step_size: StepSize) -> StepSize:
+    """`step_size` with every UserScaled rate as its (B, *shape) product."""
+    if isinstance(step_size, dict):
+        return {k: v.dense() if isinstance(v, UserScaled) else v for k, v in step_size.items()}
+    return step_size
 
 
 def is_per_user(step_size: StepSize) -> bool:
@@ -133,6 +154,7 @@ def adapt_batch(
         return adapt_broadcast(params, x, y, mask, step_size, predict, loss, config, per_user, fold)
     if fold is not None:
         raise ValueError("a Fold needs vectorize='broadcast'")
+    step_size = dense_rates(step_size)
     step_dims = 0 if per_user else None
     run = lambda p, xi, yi, mi, si: adapt_one(p, xi, yi, mi, si, predict, loss, config)  # noqa: E731
     return vmap(run, in_dims=(None, 0, 0, 0, step_dims))(params, x, y, mask, step_size)
@@ -153,39 +175,50 @@ def _per_user_shape(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return value.reshape(value.shape + (1,) * (like.dim() - value.dim()))
 
 
-def _user_rate(step_size: StepSize, name: str, per_user: bool, n: int, like: torch.Tensor) -> torch.Tensor:
-    """Parameter `name`'s rate as a tensor: (B,) or (1,) when one number per user (or for all),
-    else elementwise ((B, ...) per user, or the parameter's shape shared by every user)."""
+Rate = tuple[torch.Tensor | None, torch.Tensor | None]  # (coefficient, elementwise); see _rate_of
+
+
+def _rate_of(step_size: StepSize, name: str, per_user: bool, n: int, like: torch.Tensor) -> Rate:
+    """Parameter `name`'s rate as (coefficient, elementwise), its update coefficient * (elementwise ⊙ g):
+    the coefficient one number per user (B,) or for all (1,), the elementwise part per user
+    (B, ...) or shared (1, ...); None stands for 1."""
     rate = step_size[name] if isinstance(step_size, dict) else step_size
+    if isinstance(rate, UserScaled):
+        return rate.scale.reshape(n), rate.rate.unsqueeze(0)
     if not isinstance(rate, torch.Tensor):
-        return like.new_full((1,), float(rate))
+        return like.new_full((1,), float(rate)), None
     if per_user:
-        return rate if rate.dim() > 1 else rate.reshape(n)
+        return (None, rate) if rate.dim() > 1 else (rate.reshape(n), None)
     if rate.numel() == 1:
-        return rate.reshape(1)
-    return rate.unsqueeze(0)  # shared elementwise rates (Meta-SGD), broadcast over users
+        return rate.reshape(1), None
+    return None, rate.unsqueeze(0)  # shared elementwise rates (Meta-SGD), broadcast over users
 
 
-def _folded_start(params: Params, rates: dict[str, torch.Tensor], fold: Fold,
-                  fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _folded_start(params: Params, rates: dict[str, Rate], fold: Fold,
+                  fixed: torch.Tensor) -> tuple[torch.Tensor, Rate, torch.Tensor]:
     """Replace the fold's weight in `params` by its other columns and its rate by theirs (in
-    place); return z = W[:, :k] v (B, out), z's rate (rate (v ⊙ v): (B, out), or (B, 1) for one
-    number per user) and its metric m, with ||update of W[:, :k]||^2 = sum_o m_o g_o^2.
+    place); return z = W[:, :k] v (B, out), z's rate (coefficient, elementwise rate (v ⊙ v):
+    (B, out), or (B, 1) without elementwise rates) and its metric m, with ||update of
+    W[:, :k]||^2 = coefficient^2 sum_o m_o g_o^2.
 
     `fixed` is v as it enters the gradient g_z v^T: detached in a first-order loop, where the
     meta-gradient does not flow through the inner gradients.
     """
-    weight, rate, v = params[fold.name], rates[fold.name], fold.vector
+    weight, (coefficient, elementwise), v = params[fold.name], rates[fold.name], fold.vector
     k = v.shape[-1]
     columns, params[fold.name] = weight.split([k, weight.shape[-1] - k], dim=-1)
-    applied, squared = (fixed * v).unsqueeze(-1), (fixed * fixed).unsqueeze(-1)  # (B, k, 1)
-    if rate.dim() > 1:  # elementwise, (B, out, in) or (1, out, in)
-        rate_columns, rates[fold.name] = rate.split([k, rate.shape[-1] - k], dim=-1)
-        z_rate = (rate_columns @ applied).squeeze(-1)
-        metric = ((rate_columns * rate_columns) @ squared).squeeze(-1)
-    else:  # one number per user, or for all
-        z_rate, metric = rate.reshape(-1, 1) * applied.sum(1), rate.reshape(-1, 1) ** 2 * squared.sum(1)
-    return v @ columns.T, z_rate, metric
+    applied, squared = fixed * v, fixed * fixed  # (B, k)
+    if elementwise is None:
+        z_rate, metric = applied.sum(-1, keepdim=True), squared.sum(-1, keepdim=True)
+    else:
+        columns_rate, rest_rate = elementwise.split([k, elementwise.shape[-1] - k], dim=-1)
+        rates[fold.name] = (coefficient, rest_rate)
+        if columns_rate.shape[0] == 1:  # shared by every user: one matrix product for all
+            z_rate, metric = applied @ columns_rate[0].T, squared @ (columns_rate[0] ** 2).T
+        else:
+            z_rate = (columns_rate @ applied.unsqueeze(-1)).squeeze(-1)
+            metric = ((columns_rate * columns_rate) @ squared.unsqueeze(-1)).squeeze(-1)
+    return v @ columns.T, (coefficient, z_rate), metric
 
 
 def adapt_broadcast(
@@ -197,19 +230,19 @@ def adapt_broadcast(
 
     Each user's support loss depends on its own copy of the parameters only, so the gradient
     of the users' summed loss with respect to the stacked copies is every user's own gradient:
-    one autograd pass in plain batched matrix products, without vmap's batching rules. The
-    per-user copies of the first layer (B x 64 x in floats) are too large for the cache, so
-    every elementwise pass over them costs memory bandwidth: the update below makes as few as
-    it can (MeLU's outer step on ML-1M: 55 -> 43 ms, docs/benchmarks.md), and a `fold` keeps
-    the columns that multiply the user's embedding as one vector per user instead. The same
-    function and the same meta-gradient as adapt_batch (tested), not the same bits.
+    one autograd pass in plain batched matrix products, without vmap's batching rules. Every
+    rate is (coefficient per user) x (elementwise part), the update c * (e ⊙ g): the norm
+    bound scales c, and theta - c (e ⊙ g) is one `addcmul`, so each elementwise pass over the
+    per-user copies (B x 64 x in floats, too large for the cache) is made once; a `fold`
+    keeps the columns that multiply the user's embedding as one vector per user instead.
+    The same function and the same meta-gradient as adapt_batch (tested), not the same bits.
     """
     n = y.shape[0]
     outer_grad = torch.is_grad_enabled()
     create_graph = outer_grad and not config.first_order
     with torch.enable_grad():
         start = dict(params)
-        rates = {k: _user_rate(step_size, k, per_user, n, y) for k in params}
+        rates = {k: _rate_of(step_size, k, per_user, n, y) for k in params}
         z_key = None
         if fold is not None:
             z_key = folded_key(fold.name)
@@ -226,33 +259,32 @@ def adapt_broadcast(
         for step in range(config.steps):
             total = loss(predict(current, x), y, mask).sum()
             grads = dict(zip(current, torch.autograd.grad(total, list(current.values()), create_graph=create_graph)))
-            # A rate with one number per user moves the update's norm by its size: only
-            # elementwise rates need the update itself (one pass fewer over the (B, ...) copies).
-            # (squared gradient norms: REG-PAML's regularizer reads step 0's, the bound every step's)
-            sq = {k: (g * g).reshape(n, -1).sum(1) for k, g in grads.items() if k != z_key} \
-                if step == 0 or config.max_step_norm is not None else {}
+            directions = {k: g if rates[k][1] is None else rates[k][1] * g for k, g in grads.items()}
+            # squared gradient norms: REG-PAML's regularizer reads step 0's (every parameter), the
+            # bound the others' where the direction is the gradient itself
+            sq = {k: (g * g).reshape(n, -1).sum(1) for k, g in grads.items()
+                  if k != z_key and (step == 0 or (config.max_step_norm is not None and rates[k][1] is None))}
             if step == 0:
-                grad_sq_norms = dict(sq)
+                grad_sq_norms = {k: sq[k] for k in params if k in sq}
                 if z_key is not None:
                     grad_sq_norms[fold.name] = sq[fold.name] + (grads[z_key] * grads[z_key]).sum(-1) * v_length
-            updates = {k: rates[k] * grads[k] for k in current if rates[k].dim() > 1}
             if config.max_step_norm is None:
                 factor = None
             else:
-                norm_sq = sum((grads[k] * grads[k] * z_metric).sum(-1) if k == z_key
-                              else (updates[k] * updates[k]).reshape(n, -1).sum(1) if k in updates
-                              else rates[k].reshape(-1) ** 2 * sq[k] for k in current)
+                norm_sq = 0
+                for k, d in directions.items():
+                    coefficient, elementwise = rates[k]
+                    length = ((grads[k] * grads[k] * z_metric).sum(-1) if k == z_key else sq[k] if elementwise is None
+                              else (d * d).reshape(n, -1).sum(1))
+                    norm_sq = norm_sq + (length if coefficient is None else coefficient ** 2 * length)
                 factor = torch.clamp(config.max_step_norm / torch.sqrt(norm_sq + 1e-12), max=1.0)  # (B,)
             moved = {}
-            for k in current:
-                # theta - c * g in one pass over the (B, ...) copies: c = rate * factor per user.
-                if k in updates:
-                    scale, direction = (1.0 if factor is None else _per_user_shape(factor, updates[k])), updates[k]
-                else:
-                    coefficient = rates[k].reshape(-1) if factor is None else rates[k].reshape(-1) * factor
-                    scale, direction = _per_user_shape(coefficient.expand(n), grads[k]), grads[k]
-                moved[k] = torch.addcmul(current[k], scale, direction, value=-1.0) if isinstance(scale, torch.Tensor) \
-                    else current[k] - direction
+            for k, d in directions.items():
+                # theta - c * d in one pass over the (B, ...) copies: c = coefficient * factor per user.
+                coefficient = rates[k][0]
+                c = coefficient if factor is None else factor if coefficient is None else coefficient * factor
+                moved[k] = current[k] - d if c is None else \
+                    torch.addcmul(current[k], _per_user_shape(c.expand(n), d), d, value=-1.0)
             current = moved
     if not outer_grad:
         current = {k: v.detach() for k, v in current.items()}
@@ -269,6 +301,7 @@ def adapt_loop(
     Kept for tests (the vectorized path must give the same meta-gradient) and readability.
     """
     adapted, norms = [], []
+    step_size = dense_rates(step_size)
     per_user = is_per_user(step_size) if per_user is None else per_user
     for user in range(y.shape[0]):
         user_x = tree_map(lambda t: t[user], x)

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from models.inner import InnerConfig, StepSize, adapt_batch, predict_batch, total_sq_norm
+from models.inner import InnerConfig, StepSize, UserScaled, adapt_batch, predict_batch, total_sq_norm
 from models.network import USER_FACTOR, Inputs, NetworkConfig, PreferenceNetwork, task_loss
 from models.tasks import ItemTable, TaskData, TaskSplit
 from models.user_memory import MemoryConfig, UserMemory
@@ -338,8 +338,7 @@ class PAML(MetaLearner):
         if not isinstance(alpha, dict):
             alpha = {name: alpha for name in names}
         rates = {name: self.rates[name.replace(".", "__")] for name in names}
-        return {name: (alpha[name] / self.config.inner_lr).reshape(-1, *[1] * rate.dim()) * rate
-                for name, rate in rates.items()}
+        return {name: UserScaled(alpha[name] / self.config.inner_lr, rate) for name, rate in rates.items()}
 
 
 class RegPAML(PAML):

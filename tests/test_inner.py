@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-from models.inner import InnerConfig, adapt_batch, adapt_loop, predict_batch, total_sq_norm
+from models.inner import InnerConfig, UserScaled, adapt_batch, adapt_loop, predict_batch, total_sq_norm
 from models.network import NetworkConfig, PreferenceNetwork, task_loss
 from tests.model_fixtures import tiny_task_data
 
@@ -76,7 +76,8 @@ def test_two_steps_by_hand(vectorize):
     assert torch.allclose(adapted["b"], torch.tensor([0.39]))
 
 
-@pytest.mark.parametrize("step_kind", ["scalar", "per_parameter", "per_user", "per_user_by_parameter", "per_user_elementwise"])
+@pytest.mark.parametrize("step_kind", ["scalar", "per_parameter", "per_user", "per_user_by_parameter", "per_user_elementwise",
+                                       "per_user_times_shared"])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("max_step_norm", [None, 0.05])  # 0.05: the bound shortens every user's update
 @pytest.mark.parametrize("vectorize", ["vmap", "broadcast", "broadcast+fold"])  # +fold: the user columns as z (inner.Fold)
@@ -97,14 +98,19 @@ def test_loop_and_vectorized_meta_gradients_agree(step_kind, first_order, max_st
         step = torch.linspace(0.01, 0.1, len(batch), requires_grad=True)
     elif step_kind == "per_user_by_parameter":  # PAML with one rate per layer
         step = {k: torch.linspace(0.01, 0.1 * (i + 1), len(batch), requires_grad=True) for i, k in enumerate(params)}
-    else:  # PAML with lr_per_parameter: (B, *shape) per parameter
+    elif step_kind == "per_user_elementwise":  # (B, *shape) per parameter
         step = {k: torch.linspace(0.01, 0.1, len(batch)).reshape(-1, *[1] * p.dim()).expand(-1, *p.shape).clone().requires_grad_()
                 for k, p in params.items()}
+    else:  # PAML with lr_per_parameter: alpha(h_i) times Meta-SGD's rates, kept apart (UserScaled)
+        step = {k: UserScaled(torch.linspace(0.2, 2.0, len(batch), requires_grad=True),
+                              (0.02 + 0.03 * torch.rand(p.shape)).requires_grad_()) for k, p in params.items()}
     per_user = step_kind.startswith("per_user")
     fold = net.fold(xs) if vectorize.endswith("+fold") else None
     vectorize = vectorize.removesuffix("+fold")
     config = InnerConfig(steps=2, first_order=first_order, max_step_norm=max_step_norm, vectorize=vectorize)
-    meta_params = list(net.parameters()) + (list(step.values()) if isinstance(step, dict) else [step])
+    meta_params = list(net.parameters()) + (
+        [t for v in step.values() for t in ((v.scale, v.rate) if isinstance(v, UserScaled) else (v,))]
+        if isinstance(step, dict) else [step])
 
     adapted, norms = adapt_batch(params, xs, batch.support_labels, batch.support_mask, step, net.predict, mse, config,
                                  per_user=per_user, fold=fold)
