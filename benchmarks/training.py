@@ -12,7 +12,9 @@ settings, PAML_THREADS threads and the same OpenMP wait policy for every variant
   length buckets it happened to draw) for `--baseline` (a commit, default the main branch before issue 11:
   random meta-batches, padded to the longest user), this checkout with random batches, and
   this checkout with length-bucketed batches (the default, and with the first layer's user
-  columns copied per user instead of carried as one vector per user: `--no-fold`). Rounds
+  columns copied per user instead of carried as one vector per user: `--no-fold`); and, for
+  the baseline and the default, two runs side by side with half the threads each (their users/s
+  added: what a method's seeds get when `processes` splits the cores between them). Rounds
   alternate the variants, so a change in the machine's load hits all of them; ratios are taken
   within a round.
 - `--profile`: torch.profiler's self-time by category for one window, before and after.
@@ -72,26 +74,45 @@ def baseline_code(ref: str) -> Path:
     return target
 
 
-def child(code: Path, tasks: Path, method: str, batching: str, steps: int, threads: int, profile: bool = False,
-          extra: tuple[str, ...] = ()) -> dict:
-    """One run of benchmarks/train_speed.py in a fresh process."""
+def child_command(code: Path, tasks: Path, method: str, batching: str, steps: int, threads: int, profile: bool = False,
+                  extra: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one run of benchmarks/train_speed.py."""
     # The OpenMP wait this checkout sets (models/runtime.py), for every variant: the baseline sets none.
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     env |= {"PAML_THREADS": str(threads), "GOMP_SPINCOUNT": SPIN_COUNT, "KMP_BLOCKTIME": "0", "PYTHONPATH": ""}
     command = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--code", str(code), "--tasks", str(tasks),
                "--method", method, "--batching", batching, "--steps", str(steps), *extra] + (["--profile"] if profile else [])
-    out = subprocess.run(command, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return command, env
 
 
-def variants(ref: str) -> list[tuple[str, Path, str, tuple[str, ...]]]:
-    """(label, code directory, batching, more train_speed arguments) of every variant compared."""
-    return [(f"main {ref}, random batches", baseline_code(ref), "random", ()),
-            ("this checkout, random batches", REPO, "random", ()),
-            ("this checkout, bucketed batches, user columns copied per user", REPO, "bucketed", ("--no-fold",)),
-            ("this checkout, bucketed batches", REPO, "bucketed", ())]
+def child(code: Path, tasks: Path, method: str, batching: str, steps: int, threads: int, profile: bool = False,
+          extra: tuple[str, ...] = (), processes: int = 1) -> dict:
+    """Runs of benchmarks/train_speed.py in fresh processes: one with `threads` threads, or
+    `processes` side by side (each a run of its own, with threads // processes threads), whose
+    users/s add up (their timed windows overlap: same work, started together)."""
+    command, env = child_command(code, tasks, method, batching, steps, max(1, threads // processes), profile, extra)
+    running = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for _ in range(processes)]
+    rows = []
+    for process in running:
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
+        rows.append(json.loads(stdout.strip().splitlines()[-1]))
+    if processes == 1:
+        return rows[0]
+    return {"users_per_second": sum(r["users_per_second"] for r in rows),
+            "users_per_cpu_second": statistics.mean(r["users_per_cpu_second"] for r in rows), "runs": rows}
+
+
+def variants(ref: str) -> list[tuple[str, Path, str, tuple[str, ...], int]]:
+    """(label, code directory, batching, more train_speed arguments, processes) of every variant compared."""
+    return [(f"main {ref}, random batches", baseline_code(ref), "random", (), 1),
+            (f"main {ref}, random batches, two runs side by side", baseline_code(ref), "random", (), 2),
+            ("this checkout, random batches", REPO, "random", (), 1),
+            ("this checkout, bucketed batches, user columns copied per user", REPO, "bucketed", ("--no-fold",), 1),
+            ("this checkout, bucketed batches", REPO, "bucketed", (), 1),
+            ("this checkout, bucketed batches, two runs side by side", REPO, "bucketed", (), 2)]
 
 
 def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, threads: int) -> list[dict]:
@@ -99,8 +120,8 @@ def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, th
     runs: dict[tuple[str, str], list[dict]] = {}
     for round_index in range(rounds):
         for method in methods:
-            for label, code, batching, extra in variants(ref):
-                row = child(code, tasks, method, batching, steps, threads, extra=extra)
+            for label, code, batching, extra, processes in variants(ref):
+                row = child(code, tasks, method, batching, steps, threads, extra=extra, processes=processes)
                 runs.setdefault((method, label), []).append(row)
                 print(f"round {round_index + 1} {method} {label}: {row['users_per_second']:.0f} users/s, "
                       f"{row['users_per_cpu_second']:.0f} users per CPU-second", flush=True)
@@ -120,9 +141,9 @@ def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, th
 
 def profiles(tasks: Path, methods: list[str], ref: str, steps: int, threads: int) -> list[dict]:
     """Self-time by category, before (baseline, random) and after (this checkout, bucketed)."""
-    chosen = [variants(ref)[0], variants(ref)[-1]]
+    chosen = [variants(ref)[0], variants(ref)[-2]]
     return [{"method": m, "variant": label, **child(code, tasks, m, batching, steps, threads, profile=True, extra=extra)}
-            for m in methods for label, code, batching, extra in chosen]
+            for m in methods for label, code, batching, extra, _ in chosen]
 
 
 def quality(tasks: Path, methods: list[str], seeds: list[int]) -> list[dict]:
