@@ -8,9 +8,11 @@ every method as it is, AT-PAML's user memory included: each process trains exact
 `train` trains in one process, so a run's numbers do not depend on how many ran beside it
 (for the same device and thread count).
 
-On CPU one process with all threads is as fast as several with one thread each on two cores
-(measured: docs/benchmarks.md), so runs stay in-process there unless there are spare cores:
-`plan` gives each process at least CPU_THREADS_PER_RUN threads.
+On CPU runs stay in-process unless there are spare cores: `plan` gives each process at least
+CPU_THREADS_PER_RUN threads. Two runs side by side with one thread each (`processes: 2` on
+two cores) train more users per second in all (REG-PAML 2,341 against 1,634 for one run
+with two threads, docs/benchmarks.md), each giving one thread's numbers (a run's numbers
+depend on its thread count, which it records).
 """
 
 from __future__ import annotations

@@ -14,12 +14,13 @@ Why it matters: on a machine shared with other work, torch's OpenMP threads spin
 wait for each other and steal the cores the working thread needs. Measured on the 2-core
 machine with other jobs running: 2-thread REG-PAML training ran at 3 users/s with OpenMP's
 default wait (libgomp spins 300,000 times before it sleeps) and at 110-190 users/s with the
-passive one (1 thread: 40-50). Never spinning costs as much on an idle machine: a thread then
-sleeps between any two parallel regions, and MeLU's 2-thread outer step took 48 ms instead
-of 27. A short spin (GOMP_SPINCOUNT=1000, a few microseconds) keeps both: 27 ms idle, and
-with 8 busy processes on the 2 cores the passive policy's speed (docs/benchmarks.md). That
-is the default here (KMP_BLOCKTIME=0 for LLVM's OpenMP, which has no spin count: passive);
-a user who shares the cores can also lower PAML_THREADS in one place.
+passive one (1 thread: 40-50). Never spinning costs much on an idle machine: a thread then
+sleeps, and is woken through the kernel, between any two parallel regions (MeLU, 2 threads:
+640 users/s). A short spin (GOMP_SPINCOUNT=1000, a few microseconds) keeps both: 1015 users/s
+idle, and the passive policy's speed within 16% with 3 or 8 busy processes on the 2 cores
+(`benchmarks/threads.py`, docs/benchmarks.md). That is the default here (with KMP_BLOCKTIME=0
+for LLVM's OpenMP, which has no spin count: passive there); a user who shares the cores can
+also lower PAML_THREADS in one place.
 """
 
 from __future__ import annotations
