@@ -120,11 +120,18 @@ def pin_threads(threads: int | None = None) -> int:
     return apply_torch_threads(threads)
 
 
+def openmp_wait(environ: Mapping[str, str] | None = None) -> str:
+    """The OpenMP wait settings of this process's environment (they decide speed, never the numbers)."""
+    environ = os.environ if environ is None else environ
+    return ", ".join(f"{k}={environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+                     if k in environ) or "the libraries' defaults"
+
+
 def runtime_info(device: str) -> dict:
-    """Threads, device and determinism of this process, to record with a run."""
+    """Threads, device and determinism of this process (and its OpenMP wait), to record with a run."""
     import torch
 
     info = {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
             "device": device, "deterministic": torch.are_deterministic_algorithms_enabled(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "openmp_wait": openmp_wait()}
     return info

@@ -9,7 +9,7 @@ import torch
 
 from models.parallel import TrainJob, plan, run_jobs
 from models.runtime import (ThreadsSettingError, apply_torch_threads, available_cores, configure_environment, pin_threads,
-                            runtime_info, thread_count)
+                            openmp_wait, runtime_info, thread_count)
 from models.training import TrainConfig, eval_batch_size, predict_split, train
 from pipelines.progress import AssetMessages, ProgressFormatter
 from tests.model_fixtures import tiny_task_data
@@ -56,6 +56,13 @@ def test_environment_defaults_do_not_override_the_user():
     broken = {"PAML_THREADS": "x"}
     configure_environment(broken)  # left for thread_count to report where threads are applied
     assert broken == {"PAML_THREADS": "x"}
+
+
+def test_the_openmp_wait_is_named_as_set():
+    assert openmp_wait({"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "0", "OTHER": "1"}) == "GOMP_SPINCOUNT=1000, KMP_BLOCKTIME=0"
+    assert openmp_wait({"OMP_WAIT_POLICY": "PASSIVE"}) == "OMP_WAIT_POLICY=PASSIVE"
+    assert openmp_wait({}) == "the libraries' defaults"
+    assert runtime_info("cpu")["openmp_wait"] == openmp_wait()  # recorded with every run
 
 
 def test_this_process_was_configured_before_torch_loaded():
