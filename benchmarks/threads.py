@@ -18,29 +18,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-from benchmarks.training import OUT, REPO, machine, ml1m_tasks
-from models.runtime import SPIN_COUNT
+from benchmarks.training import OUT, REPO, child_command, machine, ml1m_tasks
+from models.runtime import SHORT_SPIN, SPIN_COUNT
 
-SHORT_SPIN = {"GOMP_SPINCOUNT": SPIN_COUNT, "KMP_BLOCKTIME": "0"}  # models/runtime.py's default
 WAITS = [  # (label, threads, the OpenMP environment of the run)
     ("passive (OMP_WAIT_POLICY=PASSIVE)", None, {"OMP_WAIT_POLICY": "PASSIVE"}),
     (f"short spin (GOMP_SPINCOUNT={SPIN_COUNT}, the default here)", None, SHORT_SPIN),
     ("libgomp's default (300,000 spins)", None, {}),
     ("short spin, one thread", 1, SHORT_SPIN),
 ]
-OPENMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
-def run(tasks: Path, method: str, steps: int, threads: int, wait: dict[str, str]) -> dict:
+def run(tasks, method: str, steps: int, threads: int, wait: dict[str, str]) -> dict:
     """One train_speed.py run with `threads` threads and the OpenMP environment `wait`."""
-    env = {k: v for k, v in os.environ.items() if k not in OPENMP_KEYS} | wait | {"PAML_THREADS": str(threads), "PYTHONPATH": ""}
-    command = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--code", str(REPO), "--tasks", str(tasks),
-               "--method", method, "--batching", "bucketed", "--steps", str(steps)]
+    command, env = child_command(REPO, tasks, method, "bucketed", steps, threads, wait=wait)
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")

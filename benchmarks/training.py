@@ -37,9 +37,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
 from benchmarks.export_tasks import export, load_tasks
-from models.runtime import SPIN_COUNT
+from models.runtime import OPENMP_WAIT_KEYS, SHORT_SPIN
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -75,11 +76,14 @@ def baseline_code(ref: str) -> Path:
 
 
 def child_command(code: Path, tasks: Path, method: str, batching: str, steps: int, threads: int, profile: bool = False,
-                  extra: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
-    """The command and environment of one run of benchmarks/train_speed.py."""
-    # The OpenMP wait this checkout sets (models/runtime.py), for every variant: the baseline sets none.
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
-    env |= {"PAML_THREADS": str(threads), "GOMP_SPINCOUNT": SPIN_COUNT, "KMP_BLOCKTIME": "0", "PYTHONPATH": ""}
+                  extra: tuple[str, ...] = (), wait: Mapping[str, str] = SHORT_SPIN) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one run of benchmarks/train_speed.py.
+
+    `wait`: its OpenMP environment, by default the one this checkout sets (models/runtime.py),
+    the same for every variant (the baseline sets none of its own).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_KEYS}
+    env |= {**wait, "PAML_THREADS": str(threads), "PYTHONPATH": ""}
     command = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--code", str(code), "--tasks", str(tasks),
                "--method", method, "--batching", batching, "--steps", str(steps), *extra] + (["--profile"] if profile else [])
     return command, env

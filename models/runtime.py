@@ -30,6 +30,8 @@ from typing import Mapping, MutableMapping
 
 THREADS_ENV = "PAML_THREADS"
 SPIN_COUNT = "1000"  # libgomp's busy-wait iterations before a waiting thread sleeps
+SHORT_SPIN = {"GOMP_SPINCOUNT": SPIN_COUNT, "KMP_BLOCKTIME": "0"}  # the OpenMP wait set here by default
+OPENMP_WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")  # what decides how OpenMP waits
 
 
 class ThreadsSettingError(ValueError):
@@ -74,8 +76,8 @@ def configure_environment(environ: MutableMapping[str, str] | None = None) -> No
     environ.setdefault("POLARS_MAX_THREADS", str(threads))
     if "OMP_WAIT_POLICY" not in environ:
         # libgomp (torch's OpenMP on Linux) spins briefly, then sleeps (see the module's docstring).
-        environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
-        environ.setdefault("KMP_BLOCKTIME", "0")
+        for key, value in SHORT_SPIN.items():
+            environ.setdefault(key, value)
 
 
 _applied: int | None = None  # the count this process applied last (None: not yet)
@@ -123,8 +125,7 @@ def pin_threads(threads: int | None = None) -> int:
 def openmp_wait(environ: Mapping[str, str] | None = None) -> str:
     """The OpenMP wait settings of this process's environment (they decide speed, never the numbers)."""
     environ = os.environ if environ is None else environ
-    return ", ".join(f"{k}={environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-                     if k in environ) or "the libraries' defaults"
+    return ", ".join(f"{k}={environ[k]}" for k in OPENMP_WAIT_KEYS if k in environ) or "the libraries' defaults"
 
 
 def runtime_info(device: str) -> dict:
