@@ -11,6 +11,8 @@ without models/settings.py uses its own table, models/tuned.py), the learners'
 `run`/`objective`. Threads come from the environment the parent sets (PAML_THREADS, and
 the OpenMP wait: GOMP_SPINCOUNT, KMP_BLOCKTIME) and are applied explicitly, since older code does
 not read PAML_THREADS.
+With WORLD_SIZE > 1 in the environment (and RANK, MASTER_ADDR, MASTER_PORT) the process is one
+rank of a data-parallel run (models/distributed.py, gloo): every rank prints its line.
 Prints one JSON line.
 """
 
@@ -96,7 +98,7 @@ def load(directory: Path):
                                   json.loads((directory / "info.json").read_text()))
 
 
-def timed(args: argparse.Namespace, data) -> dict:
+def timed(args: argparse.Namespace, data, collective=None) -> dict:
     """users/s of the second window (the first pays for warm-up), and users per CPU-second.
 
     On a machine shared with other work the wall clock measures the neighbours as much as
@@ -108,7 +110,9 @@ def timed(args: argparse.Namespace, data) -> dict:
     learner_config, train_config = configs(args)
     marks: list[float] = []
     start = time.perf_counter()
-    result = train(args.method, data, learner_config, train_config, on_epoch=lambda log: marks.append(time.process_time()))
+    more = {} if collective is None else {"collective": collective}
+    result = train(args.method, data, learner_config, train_config, on_epoch=lambda log: marks.append(time.process_time()),
+                   **more)
     window = result.history[-1]
     users = window.users_per_second * window.seconds
     return {"users_per_second": window.users_per_second, "users_per_cpu_second": users / (marks[-1] - marks[-2]),
@@ -180,9 +184,15 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("PAML_THREADS", "1")))
+    collective = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one run, data-parallel: the parent set RANK, MASTER_PORT, ...
+        from models.distributed import init_from_env
+
+        collective = init_from_env(args.device)
     data = load(args.tasks)
-    row = profiled(args, data) if args.profile else timed(args, data)
-    print(json.dumps({"method": args.method, "batching": args.batching, "threads": torch.get_num_threads(), **row}))
+    row = profiled(args, data) if args.profile else timed(args, data, collective)
+    print(json.dumps({"method": args.method, "batching": args.batching, "threads": torch.get_num_threads(),
+                      "rank": 0 if collective is None else collective.rank, **row}))
     return 0
 
 

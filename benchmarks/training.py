@@ -1,7 +1,7 @@
 """Training speed on ML-1M, side by side in one run: the code before issue 11 against this checkout.
 
     python -m benchmarks.training [--methods reg_paml melu] [--steps 30] [--rounds 3] [--threads 2]
-        [--baseline REF] [--profile] [--quality] [--inner]
+        [--baseline REF] [--variants KEY ...] [--profile] [--quality] [--inner]
 
 Every measurement runs in a fresh process (benchmarks/train_speed.py) on the same exported
 ML-1M tasks (benchmarks/export_tasks.py, from PAML_DATA_DIR), with each method's tuned ML-1M
@@ -14,9 +14,11 @@ settings, PAML_THREADS threads and the same OpenMP wait policy for every variant
   this checkout with length-bucketed batches (the default, and with the first layer's user
   columns copied per user instead of carried as one vector per user: `--no-fold`); and, for
   the baseline and the default, two runs side by side with half the threads each (their users/s
-  added: what a method's seeds get when `processes` splits the cores between them). Rounds
-  alternate the variants, so a change in the machine's load hits all of them; ratios are taken
-  within a round.
+  added: what a method's seeds get when `processes` splits the cores between them); and one run
+  of the default data-parallel over two processes of one thread each (models/distributed.py:
+  each computes half of every meta-batch, one summed gradient, the same update).
+  `--variants` picks some (the baseline always runs). Rounds alternate the variants, so a
+  change in the machine's load hits all of them; ratios are taken within a round.
 - `--profile`: torch.profiler's self-time by category for one window, before and after.
 - `--quality`: full tuned training (step budget, early stopping) of each method x seed with
   both samplers, and the test users' MSE and nDCG: the sampler must not change them beyond
@@ -33,11 +35,12 @@ import json
 import os
 import platform
 import statistics
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from benchmarks.export_tasks import export, load_tasks
 from models.runtime import OPENMP_WAIT_KEYS, SHORT_SPIN
@@ -89,52 +92,89 @@ def child_command(code: Path, tasks: Path, method: str, batching: str, steps: in
     return command, env
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a data-parallel run's rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def child(code: Path, tasks: Path, method: str, batching: str, steps: int, threads: int, profile: bool = False,
-          extra: tuple[str, ...] = (), processes: int = 1) -> dict:
-    """Runs of benchmarks/train_speed.py in fresh processes: one with `threads` threads, or
-    `processes` side by side (each a run of its own, with threads // processes threads), whose
-    users/s add up (their timed windows overlap: same work, started together)."""
-    command, env = child_command(code, tasks, method, batching, steps, max(1, threads // processes), profile, extra)
-    running = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-               for _ in range(processes)]
+          extra: tuple[str, ...] = (), processes: int = 1, ranks: int = 1) -> dict:
+    """Runs of benchmarks/train_speed.py in fresh processes, `threads` threads in all: one run; or
+    `processes` runs side by side (each a run of its own with threads // processes threads),
+    whose users/s add up (their timed windows overlap: same work, started together); or one run
+    data-parallel over `ranks` processes (models/distributed.py), each computing its share of
+    every meta-batch with threads // ranks threads (rank 0's users/s counts the whole batch)."""
+    command, env = child_command(code, tasks, method, batching, steps, max(1, threads // max(processes, ranks)), profile,
+                                 extra)
+    if ranks > 1:
+        rendezvous = {"WORLD_SIZE": str(ranks), "LOCAL_WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1",
+                      "MASTER_PORT": str(free_port())}
+        envs = [env | rendezvous | {"RANK": str(rank), "LOCAL_RANK": str(rank)} for rank in range(ranks)]
+    else:
+        envs = [env] * processes
+    running = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e) for e in envs]
     rows = []
     for process in running:
         stdout, stderr = process.communicate()
         if process.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
         rows.append(json.loads(stdout.strip().splitlines()[-1]))
-    if processes == 1:
+    if len(rows) == 1:
         return rows[0]
+    if ranks > 1:  # one run: its users over the CPU time of all its processes
+        return {**rows[0], "users_per_cpu_second": 1 / sum(1 / r["users_per_cpu_second"] for r in rows), "runs": rows}
     return {"users_per_second": sum(r["users_per_second"] for r in rows),
             "users_per_cpu_second": statistics.mean(r["users_per_cpu_second"] for r in rows), "runs": rows}
 
 
-def variants(ref: str) -> list[tuple[str, Path, str, tuple[str, ...], int]]:
-    """(label, code directory, batching, more train_speed arguments, processes) of every variant compared."""
-    return [(f"main {ref}, random batches", baseline_code(ref), "random", (), 1),
-            (f"main {ref}, random batches, two runs side by side", baseline_code(ref), "random", (), 2),
-            ("this checkout, random batches", REPO, "random", (), 1),
-            ("this checkout, bucketed batches, user columns copied per user", REPO, "bucketed", ("--no-fold",), 1),
-            ("this checkout, bucketed batches", REPO, "bucketed", (), 1),
-            ("this checkout, bucketed batches, two runs side by side", REPO, "bucketed", (), 2)]
+class Variant(NamedTuple):
+    """One configuration the speed comparison times."""
+
+    key: str
+    label: str
+    code: Path
+    batching: str
+    extra: tuple[str, ...] = ()
+    processes: int = 1
+    ranks: int = 1
 
 
-def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, threads: int) -> list[dict]:
-    """Median users/s of every variant, and its median ratio to the baseline within a round."""
+def variants(ref: str) -> list[Variant]:
+    """Every variant compared; the first is the baseline the ratios refer to."""
+    base = baseline_code(ref)
+    return [Variant("baseline", f"main {ref}, random batches", base, "random"),
+            Variant("baseline-pair", f"main {ref}, random batches, two runs side by side", base, "random", processes=2),
+            Variant("random", "this checkout, random batches", REPO, "random"),
+            Variant("copied", "this checkout, bucketed batches, user columns copied per user", REPO, "bucketed",
+                    ("--no-fold",)),
+            Variant("bucketed", "this checkout, bucketed batches", REPO, "bucketed"),
+            Variant("pair", "this checkout, bucketed batches, two runs side by side", REPO, "bucketed", processes=2),
+            Variant("data-parallel", "this checkout, bucketed batches, one run data-parallel over 2 processes", REPO,
+                    "bucketed", ranks=2)]
+
+
+def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, threads: int,
+          keys: list[str] | None = None) -> list[dict]:
+    """Median users/s of every variant (those of `keys` and the baseline), and its median ratio
+    to the baseline within a round."""
+    chosen = [v for i, v in enumerate(variants(ref)) if i == 0 or keys is None or v.key in keys]
     runs: dict[tuple[str, str], list[dict]] = {}
     for round_index in range(rounds):
         for method in methods:
-            for label, code, batching, extra, processes in variants(ref):
-                row = child(code, tasks, method, batching, steps, threads, extra=extra, processes=processes)
-                runs.setdefault((method, label), []).append(row)
-                print(f"round {round_index + 1} {method} {label}: {row['users_per_second']:.0f} users/s, "
+            for v in chosen:
+                row = child(v.code, tasks, method, v.batching, steps, threads, extra=v.extra, processes=v.processes,
+                            ranks=v.ranks)
+                runs.setdefault((method, v.label), []).append(row)
+                print(f"round {round_index + 1} {method} {v.label}: {row['users_per_second']:.0f} users/s, "
                       f"{row['users_per_cpu_second']:.0f} users per CPU-second", flush=True)
     rows = []
     for method in methods:
-        base = runs[(method, variants(ref)[0][0])]
-        for label, *_ in variants(ref):
-            mine = runs[(method, label)]
-            row = {"method": method, "variant": label}
+        base = runs[(method, chosen[0].label)]
+        for v in chosen:
+            mine = runs[(method, v.label)]
+            row = {"method": method, "variant": v.label}
             for key in ("users_per_second", "users_per_cpu_second"):
                 row[key] = statistics.median(r[key] for r in mine)
                 row[f"{key}_runs"] = [round(r[key]) for r in mine]
@@ -145,9 +185,10 @@ def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, th
 
 def profiles(tasks: Path, methods: list[str], ref: str, steps: int, threads: int) -> list[dict]:
     """Self-time by category, before (baseline, random) and after (this checkout, bucketed)."""
-    chosen = [variants(ref)[0], variants(ref)[-2]]
-    return [{"method": m, "variant": label, **child(code, tasks, m, batching, steps, threads, profile=True, extra=extra)}
-            for m in methods for label, code, batching, extra, _ in chosen]
+    chosen = [v for v in variants(ref) if v.key in ("baseline", "bucketed")]
+    return [{"method": m, "variant": v.label, **child(v.code, tasks, m, v.batching, steps, threads, profile=True,
+                                                        extra=v.extra)}
+            for m in methods for v in chosen]
 
 
 def quality(tasks: Path, methods: list[str], seeds: list[int]) -> list[dict]:
@@ -274,6 +315,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads of every run (default PAML_THREADS)")
     parser.add_argument("--baseline", default=BASELINE, help="commit whose models/ is the baseline")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed comparison")
+    parser.add_argument("--variants", nargs="+", default=None, choices=[v.key for v in variants(BASELINE)],
+                        help="time only these variants (and the baseline); default: all")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -287,7 +330,7 @@ def main() -> int:
     results: dict = {"machine": machine(), "threads": threads, "baseline": args.baseline}
     started = time.perf_counter()
     if not args.no_speed:
-        results["speed"] = speed(tasks, args.methods, args.baseline, args.steps, args.rounds, threads)
+        results["speed"] = speed(tasks, args.methods, args.baseline, args.steps, args.rounds, threads, args.variants)
     if args.profile:
         results["profile"] = profiles(tasks, args.methods, args.baseline, args.steps, threads)
     if args.quality:

@@ -269,8 +269,9 @@ def train(
             loss = learner.objective(outcome) * (len(local) / len(batch))
             optimizer.zero_grad()
             loss.backward()
+            batch_loss = float(loss.detach())
             if collective is not None:
-                collective.all_reduce_grads(learner)
+                batch_loss, = collective.all_reduce_grads(learner, batch_loss)
             # A few users with extreme support sets can send a second-order meta-gradient off by
             # orders of magnitude; clipping keeps one batch from wrecking the model.
             norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.max_grad_norm or float("inf"))
@@ -279,7 +280,7 @@ def train(
                 terms.setdefault(name, []).append(value)
             optimizer.step()
             learner.after_outer_step(outcome, collective)
-            losses.append(float(loss.detach()) if collective is None else collective.sum_scalar(float(loss.detach())))
+            losses.append(batch_loss)
             step, users = step + 1, users + len(batch)
             if step % config.eval_every == 0 and evaluate():
                 done, stopped = True, "patience"
