@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -93,13 +93,14 @@ def main() -> int:
 
     from models.checkpoint import flatten_state
     from models.runtime import thread_count
+    from models.settings import apply_params, chosen_settings
     from models.tasks import task_data_from_tensors
     from models.training import TrainConfig, train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", required=True, help="exported tasks: tensors.safetensors and info.json (benchmarks/export_tasks.py)")
     parser.add_argument("--method", default="reg_paml")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the settings' (TrainConfig's) epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="rank 0 writes model.safetensors and history.json here")
@@ -107,11 +108,16 @@ def main() -> int:
     device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if args.device == "cuda" else args.device
     collective = init_from_env(device)
     tasks = Path(args.tasks)
-    data = task_data_from_tensors(load_file(str(tasks / "tensors.safetensors")), json.loads((tasks / "info.json").read_text()))
+    info = json.loads((tasks / "info.json").read_text())
+    data = task_data_from_tensors(load_file(str(tasks / "tensors.safetensors")), info)
     # PAML_THREADS is the machine's budget: the processes on this node share it.
     threads = max(1, thread_count() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, device=device, threads=threads)
-    result = train(args.method, data, LearnerConfig(), config,
+    # The settings the model assets use for this dataset (models/settings/<dataset>.json).
+    learner_config, config = apply_params(chosen_settings(info.get("dataset"), args.method).params, LearnerConfig(),
+                                          TrainConfig())
+    config = replace(config, seed=args.seed, device=device, threads=threads,
+                     **({} if args.epochs is None else {"epochs": args.epochs}))
+    result = train(args.method, data, learner_config, config,
                    on_epoch=lambda log: collective.rank == 0 and print(log, flush=True), collective=collective)
     if collective.rank == 0:
         out = Path(args.out)
