@@ -34,3 +34,25 @@ def test_two_processes_match_one(method, tmp_path):
     single = predict_split(train(method, data, CONFIG, TRAIN).learner, data, "test").pred
     assert parallel.shape == single.shape
     np.testing.assert_allclose(parallel, single, atol=1e-4, rtol=1e-4)
+
+
+def reduce_worker(rank: int, init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    module = torch.nn.ParameterDict({name: torch.nn.Parameter(torch.zeros(2)) for name in ("both", "first", "none")})
+    module["both"].grad = torch.tensor([1.0, 2.0]) * (rank + 1)  # rank 0: [1, 2], rank 1: [2, 4]
+    if rank == 0:
+        module["first"].grad = torch.tensor([5.0, -1.0])
+    sums = Collective(rank, WORLD).all_reduce_grads(module, 0.5 + rank, 10.0)
+    torch.save({"sums": sums, "grads": {n: p.grad for n, p in module.items()}}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_one_call_sums_gradients_flags_and_scalars(tmp_path):
+    out = str(tmp_path / "reduced")
+    mp.spawn(reduce_worker, args=(str(tmp_path / "init"), out), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        got = torch.load(f"{out}.{rank}")
+        assert got["sums"] == [2.0, 20.0]  # 0.5 + 1.5, 10 + 10
+        assert torch.equal(got["grads"]["both"], torch.tensor([3.0, 6.0]))
+        assert torch.equal(got["grads"]["first"], torch.tensor([5.0, -1.0]))  # rank 1 had none: zeros added
+        assert got["grads"]["none"] is None  # no process had one: stays None, as Adam needs
