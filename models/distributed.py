@@ -34,11 +34,10 @@ class Collective:
     def all_reduce_grads(self, learner: MetaLearner, *scalars: float) -> list[float]:
         """Sum every parameter's gradient, and `scalars`, over processes; return the summed scalars.
 
-        One collective call per step: the gradients, a has-gradient flag per parameter and the
-        scalars travel in one flat buffer instead of a call (and gloo's latency) per
-        parameter. A parameter no process has a
-        gradient for keeps `grad = None`, as in one process: Adam skips it there, and a zero
-        gradient would still advance its step count.
+        The gradients, a has-gradient flag per parameter and the scalars travel in one flat
+        buffer: one collective call per step. A parameter no process has a gradient for keeps
+        `grad = None`, as in one process: Adam skips it there, and a zero gradient would still
+        advance its step count.
         """
         parameters = [p for p in learner.parameters() if p.requires_grad]
         if not parameters:
