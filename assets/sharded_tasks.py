@@ -325,29 +325,6 @@ def split_layout(split: str, n_tasks: int, widths: dict[str, int], n_user_fields
     return {f"{split}__{name}": value for name, value in layout.items()}
 
 
-class CatalogueLookup:
-    """Item ids -> their rows in a catalogue, by binary search in its sorted ids.
-
-    A range looks up its own ids (its rows x log(catalogue)) instead of testing the whole
-    catalogue against them or hashing it for a join (the catalogue's size once per range: a
-    term that grew with ranges x items, 15x the time for 10x the log at 10 M users).
-    """
-
-    def __init__(self, ids: pl.Series):
-        self.order = ids.arg_sort().to_numpy()
-        self.sorted = ids.gather(self.order)
-
-    def rows(self, ids: pl.Series) -> np.ndarray:
-        """The catalogue row of each of `ids`, -1 where the catalogue lacks it (or the id is null)."""
-        position = self.sorted.search_sorted(ids, side="left").to_numpy().astype(np.int64)
-        inside = (position < len(self.sorted)) & ids.is_not_null().to_numpy()
-        found = np.zeros(len(ids), dtype=bool)
-        found[inside] = (self.sorted.gather(position[inside]) == ids.filter(pl.Series(inside))).to_numpy()
-        rows = np.full(len(ids), -1, dtype=np.int64)
-        rows[found] = self.order[position[found]]
-        return rows
-
-
 def encode_sharded(
     users: pl.DataFrame, items: pl.DataFrame, splits: ShardedSplits, spec: DatasetSpec, out: Path,
     backoff_min_count: int = 0,
@@ -362,7 +339,7 @@ def encode_sharded(
     split_users = split_user_table(users.select(fields), user_split, spec, backoff_min_count).sort("user_id")
     known_users = user_split.filter(pl.col("split").is_in(VOCAB_SOURCE_SPLITS)).select("user_id").sort("user_id")
     present = splits_present(user_split)
-    catalogue = CatalogueLookup(items["item_id"])
+    catalogue = items.select("item_id")
     # Which catalogue items some row uses, and some vocabulary user rated: one flag per item, so
     # memory does not grow with ranges x items (a list of each range's ids did: 1.5 GB at 10 M users).
     used = np.zeros(items.height, dtype=bool)
@@ -374,17 +351,15 @@ def encode_sharded(
     warm_users = [0] * splits.shards
     for r in range(splits.shards):
         rows = splits.items(r)
-        catalogue_row = catalogue.rows(rows["item_id"])
-        in_catalogue = catalogue_row >= 0
-        used[catalogue_row[in_catalogue]] = True
-        by_known_user = rows["user_id"].is_in(ranges.slice_of(known_users, r)["user_id"].implode()).to_numpy()
-        known[catalogue_row[in_catalogue & by_known_user]] = True
+        used |= catalogue["item_id"].is_in(rows["item_id"].unique().implode()).to_numpy()
+        known |= catalogue["item_id"].is_in(
+            rows.join(ranges.slice_of(known_users, r), on="user_id", how="semi")["item_id"].unique().implode()).to_numpy()
         tasks = (rows.select("user_id", "chunk").unique()
                  .join(ranges.slice_of(split_users, r).select("user_id", "split"), on="user_id", how="inner"))
         for split, count in tasks.group_by("split").len().iter_rows():
             n_tasks[split][r] = count
         warm_users[r] = tasks.filter(pl.col("split") == WARM_SPLIT)["user_id"].n_unique()
-        longest = (rows.filter(pl.Series(in_catalogue)).join(tasks, on=["user_id", "chunk"], how="inner")
+        longest = (rows.join(catalogue, on="item_id", how="semi").join(tasks, on=["user_id", "chunk"], how="inner")
                    .group_by("split", "user_id", "chunk", "set").len()
                    .group_by("split", "set").agg(pl.col("len").max()))
         for split, part, length in longest.iter_rows():
@@ -395,7 +370,6 @@ def encode_sharded(
     by_field = vocab_by_field(vocab, spec)
     used_items = items.filter(pl.Series(used)).sort("item_id")
     item_index = used_items.select("item_id", pl.int_range(1, used_items.height + 1, dtype=pl.Int64).alias("row"))
-    used_lookup = CatalogueLookup(used_items["item_id"])  # its rows are item_index's rows - 1
 
     staging = fresh_directory(out)
     (staging / "frames").mkdir()
@@ -412,8 +386,7 @@ def encode_sharded(
         first = dict.fromkeys(present, 0)
         for r in range(splits.shards):
             range_items = splits.items(r)
-            row = used_lookup.rows(range_items["item_id"])
-            rows = range_items.with_columns(row=pl.Series(row + 1, dtype=pl.Int64)).filter(pl.Series(row >= 0))
+            rows = range_items.join(item_index, on="item_id", how="inner")
             chunks = range_items.select("user_id", "chunk").unique()
             range_users = ranges.slice_of(split_users, r)
             for split in present:

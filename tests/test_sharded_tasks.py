@@ -12,7 +12,7 @@ from assets.meta_tasks import encode_tasks
 from assets.raw_files import read_taobao
 from assets.sharded import clean_sharded, shard_taobao
 from assets.sharded_tasks import (
-    CatalogueLookup, TensorFile, check_task_order, cut_by_range, encode_sharded, range_bounds, split_sharded,
+    TensorFile, check_task_order, cut_by_range, encode_sharded, range_bounds, split_sharded,
 )
 from assets.specs import SPECS, DatasetSpec
 from assets.taobao_generator import GeneratorConfig, generate
@@ -60,14 +60,6 @@ def test_range_bounds_balance_rows_and_never_cut_a_user():
     assert range_bounds(heavy, 4) == ("b", "c")  # b alone outweighs a range: 3 ranges, not 4
     with pytest.raises(ValueError, match="shards must be >= 1"):
         range_bounds(counts, 0)
-
-
-def test_catalogue_lookup_finds_each_ids_row_and_marks_the_missing():
-    lookup = CatalogueLookup(pl.Series(["m", "c", "x", "a"]))  # rows 0..3, not sorted
-    ids = pl.Series(["x", "a", "b", None, "z", "c", "x", "m"])
-    # x -> 2, a -> 3, b between a and c: missing, null: missing, z past the end: missing, c -> 1, m -> 0
-    assert lookup.rows(ids).tolist() == [2, 3, -1, -1, -1, 1, 2, 0]
-    assert lookup.rows(pl.Series([], dtype=pl.String)).tolist() == []
 
 
 def test_ids_that_sort_differently_as_task_keys_are_refused():
