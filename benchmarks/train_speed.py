@@ -110,7 +110,7 @@ def timed(args: argparse.Namespace, data, collective=None) -> dict:
     learner_config, train_config = configs(args)
     marks: list[float] = []
     start = time.perf_counter()
-    more = {} if collective is None else {"collective": collective}
+    more = {} if collective is None else {"collective": collective}  # an older checkout's train() has no such argument
     result = train(args.method, data, learner_config, train_config, on_epoch=lambda log: marks.append(time.process_time()),
                    **more)
     window = result.history[-1]

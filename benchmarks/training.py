@@ -133,48 +133,53 @@ class Variant(NamedTuple):
     """One configuration the speed comparison times."""
 
     key: str
-    label: str
-    code: Path
+    label: str  # "{ref}" stands for the baseline commit
+    on_baseline: bool  # the baseline commit's models/ package, else this checkout's
     batching: str
     extra: tuple[str, ...] = ()
     processes: int = 1
     ranks: int = 1
 
+    def code_dir(self, ref: str) -> Path:
+        return baseline_code(ref) if self.on_baseline else REPO
 
-def variants(ref: str) -> list[Variant]:
-    """Every variant compared; the first is the baseline the ratios refer to."""
-    base = baseline_code(ref)
-    return [Variant("baseline", f"main {ref}, random batches", base, "random"),
-            Variant("baseline-pair", f"main {ref}, random batches, two runs side by side", base, "random", processes=2),
-            Variant("random", "this checkout, random batches", REPO, "random"),
-            Variant("copied", "this checkout, bucketed batches, user columns copied per user", REPO, "bucketed",
-                    ("--no-fold",)),
-            Variant("bucketed", "this checkout, bucketed batches", REPO, "bucketed"),
-            Variant("pair", "this checkout, bucketed batches, two runs side by side", REPO, "bucketed", processes=2),
-            Variant("data-parallel", "this checkout, bucketed batches, one run data-parallel over 2 processes", REPO,
-                    "bucketed", ranks=2)]
+    def title(self, ref: str) -> str:
+        return self.label.format(ref=ref)
+
+
+# Every variant compared; the first is the baseline the ratios refer to.
+VARIANTS = (
+    Variant("baseline", "main {ref}, random batches", True, "random"),
+    Variant("baseline-pair", "main {ref}, random batches, two runs side by side", True, "random", processes=2),
+    Variant("random", "this checkout, random batches", False, "random"),
+    Variant("copied", "this checkout, bucketed batches, user columns copied per user", False, "bucketed", ("--no-fold",)),
+    Variant("bucketed", "this checkout, bucketed batches", False, "bucketed"),
+    Variant("pair", "this checkout, bucketed batches, two runs side by side", False, "bucketed", processes=2),
+    Variant("data-parallel", "this checkout, bucketed batches, one run data-parallel over 2 processes", False, "bucketed",
+            ranks=2),
+)
 
 
 def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, threads: int,
           keys: list[str] | None = None) -> list[dict]:
     """Median users/s of every variant (those of `keys` and the baseline), and its median ratio
     to the baseline within a round."""
-    chosen = [v for i, v in enumerate(variants(ref)) if i == 0 or keys is None or v.key in keys]
+    chosen = [v for i, v in enumerate(VARIANTS) if i == 0 or keys is None or v.key in keys]
     runs: dict[tuple[str, str], list[dict]] = {}
     for round_index in range(rounds):
         for method in methods:
             for v in chosen:
-                row = child(v.code, tasks, method, v.batching, steps, threads, extra=v.extra, processes=v.processes,
-                            ranks=v.ranks)
-                runs.setdefault((method, v.label), []).append(row)
-                print(f"round {round_index + 1} {method} {v.label}: {row['users_per_second']:.0f} users/s, "
+                row = child(v.code_dir(ref), tasks, method, v.batching, steps, threads, extra=v.extra,
+                            processes=v.processes, ranks=v.ranks)
+                runs.setdefault((method, v.key), []).append(row)
+                print(f"round {round_index + 1} {method} {v.title(ref)}: {row['users_per_second']:.0f} users/s, "
                       f"{row['users_per_cpu_second']:.0f} users per CPU-second", flush=True)
     rows = []
     for method in methods:
-        base = runs[(method, chosen[0].label)]
+        base = runs[(method, chosen[0].key)]
         for v in chosen:
-            mine = runs[(method, v.label)]
-            row = {"method": method, "variant": v.label}
+            mine = runs[(method, v.key)]
+            row = {"method": method, "variant": v.title(ref)}
             for key in ("users_per_second", "users_per_cpu_second"):
                 row[key] = statistics.median(r[key] for r in mine)
                 row[f"{key}_runs"] = [round(r[key]) for r in mine]
@@ -185,9 +190,9 @@ def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, th
 
 def profiles(tasks: Path, methods: list[str], ref: str, steps: int, threads: int) -> list[dict]:
     """Self-time by category, before (baseline, random) and after (this checkout, bucketed)."""
-    chosen = [v for v in variants(ref) if v.key in ("baseline", "bucketed")]
-    return [{"method": m, "variant": v.label, **child(v.code, tasks, m, v.batching, steps, threads, profile=True,
-                                                        extra=v.extra)}
+    chosen = [v for v in VARIANTS if v.key in ("baseline", "bucketed")]
+    return [{"method": m, "variant": v.title(ref), **child(v.code_dir(ref), tasks, m, v.batching, steps, threads,
+                                                             profile=True, extra=v.extra)}
             for m in methods for v in chosen]
 
 
@@ -315,7 +320,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads of every run (default PAML_THREADS)")
     parser.add_argument("--baseline", default=BASELINE, help="commit whose models/ is the baseline")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed comparison")
-    parser.add_argument("--variants", nargs="+", default=None, choices=[v.key for v in variants(BASELINE)],
+    parser.add_argument("--variants", nargs="+", default=None, choices=[v.key for v in VARIANTS],
                         help="time only these variants (and the baseline); default: all")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quality", action="store_true")
