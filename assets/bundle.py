@@ -3,6 +3,11 @@
 A `Bundle` is what the lineage IO manager stores (frames as Parquet, tensors as one
 safetensors file, `info` as JSON) and what its content hash is computed over. The hash
 depends on the logical content only, so a rerun on the same input gives the same hash.
+
+A log larger than memory travels as `parts` instead of frames: Parquet files a step wrote on
+disk (one per user shard or range), which the store links into the artifact and hands to the
+next step as files, never reading them whole (`StoredParts`); likewise a safetensors file
+written in pieces (`tensor_file`). Their content hash is over the files' bytes.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +37,37 @@ class SourceFile:
     bytes: int
 
 
+@dataclass(frozen=True)
+class StoredParts:
+    """A frame kept as Parquet files under `root`, `names` relative to it (e.g. "shard=3/part.parquet"
+    or "00003.parquet"), in order. The store links the files into the artifact with the same
+    relative names, so a reader that knows the layout (assets/sharded.py) finds them there."""
+
+    root: Path
+    names: tuple[str, ...]
+
+    @classmethod
+    def under(cls, root: Path) -> "StoredParts":
+        """Every Parquet file below `root`."""
+        return cls(Path(root), tuple(sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*.parquet"))))
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.root / name for name in self.names]
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.files)
+
+    def height(self) -> int:
+        """Rows over every file (from the files' metadata)."""
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+
+    def schema(self) -> pl.Schema:
+        return self.scan().collect_schema()
+
+
 @dataclass
 class Bundle:
     """Named frames, tensors and JSON facts produced by one asset for one partition."""
@@ -39,6 +76,12 @@ class Bundle:
     tensors: dict[str, "torch.Tensor"] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     sources: tuple[SourceFile, ...] = ()
+    # Frames kept as files on disk (a log larger than memory), by name; see StoredParts.
+    parts: dict[str, StoredParts] = field(default_factory=dict)
+    # A safetensors file written in pieces, stored as it is (instead of `tensors`).
+    tensor_file: Path | None = None
+    # Directories of files written for this bundle alone: the store deletes them once it has stored it.
+    scratch: tuple[Path, ...] = field(default=(), compare=False)
     # Stored artifacts this bundle was computed from that did not arrive as step inputs (a
     # model in service loaded by its id); lineage records them. Not part of the content.
     inputs: tuple[str, ...] = field(default=(), compare=False)
@@ -48,10 +91,19 @@ class Bundle:
     _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def frame(self, name: str) -> pl.DataFrame:
-        """Return frame `name`, or raise naming the frames this bundle has."""
+        """Return frame `name` (parts read whole), or raise naming the frames this bundle has."""
+        if name in self.parts:
+            return self.parts[name].scan().collect()
         if name not in self.frames:
-            raise KeyError(f"bundle has no frame {name!r}; it has {sorted(self.frames)}")
+            raise KeyError(f"bundle has no frame {name!r}; it has {sorted([*self.frames, *self.parts])}")
         return self.frames[name]
+
+    def scan(self, name: str) -> pl.LazyFrame:
+        """Frame `name` as a LazyFrame: parts are scanned from their files, never read whole."""
+        return self.parts[name].scan() if name in self.parts else self.frame(name).lazy()
+
+    def has(self, name: str) -> bool:
+        return name in self.frames or name in self.parts
 
     def content_hash(self) -> str:
         """SHA-256 over the logical content (frames, tensors, info, source hashes)."""
@@ -64,9 +116,17 @@ class Bundle:
         for name in sorted(self.frames):
             digest.update(f"frame:{name}\n".encode())
             digest.update(frame_bytes(self.frames[name]))
+        for name in sorted(self.parts):
+            digest.update(f"parts:{name}\n".encode())
+            for relative, path in zip(self.parts[name].names, self.parts[name].files):
+                digest.update(f"part:{relative}\n".encode())
+                file_digest(path, digest)
         if self.tensors:
             digest.update(b"tensors\n")
             digest.update(tensor_bytes(self.tensors))
+        if self.tensor_file is not None:
+            digest.update(b"tensors\n")
+            file_digest(self.tensor_file, digest)
         digest.update(json.dumps(self.info, sort_keys=True, default=str).encode())
         for source in sorted(self.sources, key=lambda s: s.path):
             digest.update(f"source:{Path(source.path).name}:{source.sha256}\n".encode())
@@ -74,15 +134,21 @@ class Bundle:
 
     def row_count(self) -> int:
         """Total rows over all frames (tensors count by their first dimension)."""
-        return sum(f.height for f in self.frames.values()) + sum(
-            int(t.shape[0]) if t.dim() else 1 for t in self.tensors.values()
-        )
+        count = sum(f.height for f in self.frames.values()) + sum(p.height() for p in self.parts.values())
+        if self.tensor_file is not None:
+            count += sum(shape[0] if shape else 1 for shape in tensor_file_shapes(self.tensor_file).values())
+        return count + sum(int(t.shape[0]) if t.dim() else 1 for t in self.tensors.values())
 
 
 def frame_bytes(frame: pl.DataFrame) -> bytes:
-    """Uncompressed Arrow IPC bytes of `frame`: a stable serialization for hashing."""
+    """Uncompressed Arrow IPC bytes of `frame`: a stable serialization for hashing.
+
+    One chunk, with Arrow's oldest types: IPC writes one record batch per chunk, and polars'
+    string views carry whatever their shared buffers hold, so the same rows built two ways (the
+    chunks of a multi-threaded read, a group-by's strings) gave different bytes; offsets and
+    values (large_utf8) depend on the rows alone."""
     buffer = io.BytesIO()
-    frame.write_ipc(buffer, compression="uncompressed")
+    frame.rechunk().write_ipc(buffer, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
     return buffer.getvalue()
 
 
@@ -93,12 +159,26 @@ def tensor_bytes(tensors: dict[str, "torch.Tensor"]) -> bytes:
     return save({k: v.contiguous() for k, v in tensors.items()})
 
 
-def file_source(path: Path) -> SourceFile:
-    """Hash a raw file in chunks and describe it."""
-    digest = hashlib.sha256()
+def file_digest(path: Path, digest: "hashlib._Hash") -> int:
+    """Feed the file's bytes to `digest` in chunks; return its size."""
     size = 0
-    with path.open("rb") as handle:
+    with Path(path).open("rb") as handle:
         while chunk := handle.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
             size += len(chunk)
+    return size
+
+
+def tensor_file_shapes(path: Path) -> dict[str, list[int]]:
+    """Each tensor's shape from a safetensors header (nothing else is read)."""
+    with Path(path).open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
+
+
+def file_source(path: Path) -> SourceFile:
+    """Hash a raw file in chunks and describe it."""
+    digest = hashlib.sha256()
+    size = file_digest(path, digest)
     return SourceFile(path=str(path), sha256=digest.hexdigest(), bytes=size)

@@ -12,6 +12,7 @@ rows read = rows kept + rows rejected.
 
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -361,12 +362,12 @@ def check_accounting(accounting: pl.DataFrame, dataset: str) -> None:
         raise CleaningError(f"{dataset}: cleaning lost track of rows ({files})")
 
 
-def require_survivors(frames: dict[str, pl.DataFrame], rejected: pl.DataFrame, dataset: str) -> None:
+def require_survivors(heights: dict[str, int], rejected: pl.DataFrame | pl.LazyFrame, dataset: str) -> None:
     """Raise a CleaningError naming the main reasons when no user or no interaction is left."""
     for name in ("users", "interactions"):
-        if frames[name].height == 0:
-            top = rejected.group_by("source_file", "reason").agg(pl.len().alias("n"), pl.col("line").first(),
-                                                                 pl.col("value").first())
+        if heights[name] == 0:
+            top = rejected.lazy().group_by("source_file", "reason").agg(pl.len().alias("n"), pl.col("line").first(),
+                                                                        pl.col("value").first()).collect()
             top = top.sort("n", descending=True).head(3)
             reasons = "; ".join(f"{r['n']} x {r['reason']!r} ({r['source_file']} line {r['line']}: {r['value']!r})"
                                 for r in top.iter_rows(named=True))
@@ -397,7 +398,7 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
     }
     if used_details is not None:
         frames["item_details"] = used_details.sort("item_id")
-    require_survivors(frames, rejected_all, spec.name)
+    require_survivors({name: frames[name].height for name in ("users", "interactions")}, rejected_all, spec.name)
     kept = [frames[n] for n in ("users", "items", "interactions", "item_details") if n in frames]
     frames["accounting"] = row_accounting(raw, kept, rejected_all)
     check_accounting(frames["accounting"], spec.name)
@@ -412,19 +413,36 @@ import dagster as dg  # noqa: E402
 from assets.specs import spec_for  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
+from pipelines.resources import PamlResource  # noqa: E402
 
 
-def rejected_summary(rejected: pl.DataFrame) -> pl.DataFrame:
+def rejected_summary(rejected: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Rejected rows counted by source file and reason."""
-    return rejected.group_by("source_file", "reason").agg(rows=pl.len()).sort("rows", descending=True)
+    return (rejected.lazy().group_by("source_file", "reason").agg(rows=pl.len()).collect(engine="streaming")
+            .sort("rows", "source_file", "reason", descending=[True, False, False]))
+
+
+def clean_in_shards(raw: Bundle, spec: DatasetSpec, scratch: Path, rules: CleaningRules = CleaningRules()) -> Bundle:
+    """clean_logs_from_raw on a log read in user shards (assets/sharded.py), one shard at a time."""
+    from assets.sharded import clean_bundle, clean_sharded, log_of
+
+    clean = clean_sharded(log_of(raw), spec, scratch / "clean", rules)
+    bundle = clean_bundle(clean, spec.name, rules, scratch)
+    require_survivors({name: bundle.parts[name].height() for name in ("users", "interactions")},
+                      bundle.scan("rejected"), spec.name)
+    return bundle
 
 
 @dg.asset(
     partitions_def=dataset_partitions, group_name="data", kinds={"polars", "duckdb"}, code_version="3",
     description="Validated cleaning: typed users, items and interactions; every dropped row kept with its reason.",
 )
-def clean_logs(context: dg.AssetExecutionContext, raw_logs: Bundle) -> dg.Output[Bundle]:
-    bundle = clean_logs_from_raw(raw_logs, spec_for(context.partition_key))
-    summary = rejected_summary(bundle.frame("rejected"))
-    context.log.info(f"rejected {bundle.frame('rejected').height} rows; by reason:\n{summary}")
+def clean_logs(context: dg.AssetExecutionContext, raw_logs: Bundle, paml: PamlResource) -> dg.Output[Bundle]:
+    spec = spec_for(context.partition_key)
+    if raw_logs.parts:  # read in user shards (PAML_SHARDS): cleaned one shard at a time
+        bundle = clean_in_shards(raw_logs, spec, paml.scratch(context.run.run_id, f"clean_logs-{context.partition_key}"))
+    else:
+        bundle = clean_logs_from_raw(raw_logs, spec)
+    summary = rejected_summary(bundle.scan("rejected"))
+    context.log.info(f"rejected {int(summary['rows'].sum())} rows; by reason:\n{summary}")
     return bundle_output(bundle, rejected_by_reason=table(summary), rows_per_raw_file=table(bundle.frame("accounting")))

@@ -39,7 +39,7 @@ from pipelines.partitions import dataset_partitions  # noqa: E402
     description="Pareto cold-start selection: the 80% of users with the fewest logs (ties by user id).",
 )
 def cold_start_users(clean_logs: Bundle) -> dg.Output[Bundle]:
-    users = select_cold_start(clean_logs.frame("interactions"))
+    users = select_cold_start(clean_logs.scan("interactions"))  # parts stream through: one row per user in memory
     cold = users.filter("is_cold_start")
     bundle = Bundle(frames={"users": users}, info={"share": COLD_START_SHARE, "max_logs": int(cold["n_logs"].max() or 0)})
     return bundle_output(bundle, n_cold_start=cold.height, max_logs_of_cold_start=bundle.info["max_logs"])

@@ -7,11 +7,15 @@ written); it is imported inside the function because it takes seconds to import.
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from assets.specs import MIN_ITEMS_PER_USER, DatasetSpec
+
+SHARD_BATCH_ROWS = 2_000_000  # interactions validated at once when the cleaned log is in shards
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,49 @@ def validate_clean_logs(users: pl.DataFrame, interactions: pl.DataFrame, spec: D
     ]
 
 
+def merged(batches: list[list[ExpectationOutcome]]) -> list[ExpectationOutcome]:
+    """One outcome per expectation over batches that each ran the same suites: passed where every
+    batch passed, the unexpected rows summed, the details of the first batch that failed (else the first)."""
+    outcomes = []
+    for runs in zip(*batches):
+        failed = [o for o in runs if not o.success]
+        counts = [o.unexpected_count for o in runs if o.unexpected_count is not None]
+        outcomes.append(ExpectationOutcome(
+            suite=runs[0].suite, expectation=runs[0].expectation, column=runs[0].column, success=not failed,
+            unexpected_count=sum(counts) if counts else None,
+            details=(failed or runs)[0].details + (f" (in {len(failed)} of {len(runs)} batches)" if len(runs) > 1 else "")))
+    return outcomes
+
+
+def shard_batches(users: list[Path], interactions: list[Path], max_rows: int) -> list[tuple[list[Path], list[Path]]]:
+    """The cleaned users' and interactions' shard files (the same names: shard k's users and their
+    interactions) grouped into batches of about `max_rows` interactions."""
+    names = sorted({p.name for p in users} | {p.name for p in interactions})
+    by_name = lambda files: {p.name: p for p in files}  # noqa: E731
+    user_files, interaction_files = by_name(users), by_name(interactions)
+    batches, rows = [([], [])], 0
+    for name in names:
+        n = pq.ParquetFile(interaction_files[name]).metadata.num_rows if name in interaction_files else 0
+        if rows and rows + n > max_rows:
+            batches.append(([], []))
+            rows = 0
+        for files, part in ((user_files, 0), (interaction_files, 1)):
+            if name in files:
+                batches[-1][part].append(files[name])
+        rows += n
+    return batches
+
+
+def validate_clean_shards(users: list[Path], interactions: list[Path], spec: DatasetSpec,
+                          max_rows: int = SHARD_BATCH_ROWS) -> list[ExpectationOutcome]:
+    """validate_clean_logs on cleaned logs kept in user shards, a batch of shards at a time. Each
+    expectation holds for the whole log exactly when it holds in every batch: a user, and every
+    (user, item) pair, is in one shard only (uniqueness), and the rest are per row or per user."""
+    batches = shard_batches(users, interactions, max_rows)
+    return merged([validate_clean_logs(pl.read_parquet(u) if u else pl.DataFrame(),
+                                       pl.read_parquet(i) if i else pl.DataFrame(), spec) for u, i in batches])
+
+
 # -- Dagster asset check -----------------------------------------------------------------
 import dagster as dg  # noqa: E402
 
@@ -156,7 +203,11 @@ from pipelines.resources import PamlResource  # noqa: E402
 )
 def clean_logs_expectations(context: dg.AssetCheckExecutionContext, clean_logs: Bundle, paml: PamlResource) -> dg.AssetCheckResult:
     partition = clean_logs.info["dataset"]
-    outcomes = validate_clean_logs(clean_logs.frame("users"), clean_logs.frame("interactions"), spec_for(partition))
+    if clean_logs.parts:  # cleaned in user shards: validated a batch of shards at a time
+        outcomes = validate_clean_shards(clean_logs.parts["users"].files, clean_logs.parts["interactions"].files,
+                                         spec_for(partition))
+    else:
+        outcomes = validate_clean_logs(clean_logs.frame("users"), clean_logs.frame("interactions"), spec_for(partition))
     paml.store().record_checks([
         {"run_id": context.run.run_id, "asset_key": "clean_logs", "partition": partition,
          "check_name": f"clean_logs_expectations/{o.suite}", "expectation": o.expectation, "column_name": o.column,

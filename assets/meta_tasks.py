@@ -247,10 +247,11 @@ def encode_tasks(
 import dagster as dg  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from assets.bundle import Bundle  # noqa: E402
+from assets.bundle import Bundle, tensor_file_shapes  # noqa: E402
 from assets.specs import spec_for  # noqa: E402
 from pipelines.outputs import bundle_output  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
+from pipelines.resources import PamlResource  # noqa: E402
 
 
 class TaskConfig(dg.Config):
@@ -264,10 +265,21 @@ class TaskConfig(dg.Config):
     partitions_def=dataset_partitions, group_name="data", kinds={"pytorch", "safetensors"}, code_version="3",
     description="Encoded meta-learning tasks: padded support/query tensors with masks, vocabularies from training users only.",
 )
-def meta_tasks(context: dg.AssetExecutionContext, config: TaskConfig, clean_logs: Bundle, user_splits: Bundle) -> dg.Output[Bundle]:
+def meta_tasks(context: dg.AssetExecutionContext, config: TaskConfig, clean_logs: Bundle, user_splits: Bundle,
+               paml: PamlResource) -> dg.Output[Bundle]:
     spec = spec_for(context.partition_key)
-    frames, tensors, info = encode_tasks(clean_logs.frame("users"), clean_logs.frame("items"), user_splits.frames, spec,
-                                         config.backoff_min_count)
-    bundle = Bundle(frames=frames, tensors=tensors, info=info)
-    shapes = {name: list(t.shape) for name, t in tensors.items()}
-    return bundle_output(bundle, tensor_shapes=dg.MetadataValue.json(shapes), vocab_sizes=dg.MetadataValue.json(info["vocab_sizes"]))
+    if user_splits.parts:  # split in user-id ranges: encoded range by range into one tensor file
+        from assets.sharded_tasks import encode_sharded, splits_of, tasks_bundle
+
+        scratch = paml.scratch(context.run.run_id, f"meta_tasks-{context.partition_key}")
+        tasks = encode_sharded(clean_logs.frame("users"), clean_logs.frame("items"), splits_of(user_splits), spec,
+                               scratch / "tasks", config.backoff_min_count)
+        bundle = tasks_bundle(tasks, scratch)
+        shapes = tensor_file_shapes(bundle.tensor_file)
+    else:
+        frames, tensors, info = encode_tasks(clean_logs.frame("users"), clean_logs.frame("items"), user_splits.frames, spec,
+                                             config.backoff_min_count)
+        bundle = Bundle(frames=frames, tensors=tensors, info=info)
+        shapes = {name: list(t.shape) for name, t in tensors.items()}
+    return bundle_output(bundle, tensor_shapes=dg.MetadataValue.json(shapes),
+                         vocab_sizes=dg.MetadataValue.json(bundle.info["vocab_sizes"]))

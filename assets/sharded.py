@@ -9,10 +9,10 @@ functions of assets/clean_logs.py, and the result is the unsharded cleaning's, r
 are Parquet files on disk, so memory is bounded by a block while reading and by a shard (plus
 the item table) while cleaning, not by the log.
 
-Used by the data-step benchmark for synthetic Taobao logs of 1-10 million users; the splits and
-the task encoding follow one user-id range at a time (assets/sharded_tasks.py). The Dagster
-assets still pass whole frames between steps (the IO manager loads a dataset's bundle into
-memory), so the pipeline's own steps are not bounded this way yet (docs/benchmarks.md).
+The Dagster assets take this path for taobao when PAML_SHARDS > 0: the shards travel between
+steps as stored Parquet files (`Bundle.parts`, `log_bundle` / `log_of`, `clean_bundle`), the
+splits and the task encoding follow one user-id range at a time (assets/sharded_tasks.py).
+The data-step benchmark times the same functions on synthetic logs of 1-10 million users.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import polars as pl
 import pyarrow.parquet as pq
 
+from assets.bundle import Bundle, SourceFile, StoredParts
 from assets.clean_logs import (
     CleaningRules, check_accounting, clean_interactions, clean_items, clean_users, drop_thin_users,
     malformed_rejections, rows_by_file,
@@ -174,11 +175,13 @@ def taobao_columns() -> CustomDataset:
     return load_builtin("taobao")
 
 
-def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLOCK_BYTES) -> ShardedLog:
+def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLOCK_BYTES,
+                 days: Sequence[str] | None = None) -> ShardedLog:
     """Read a Taobao-like log directory (as assets/raw_files.read_taobao) into `shards` user shards.
 
     One block of one file is in memory at a time; the item catalogue is read whole (it is
-    small). Each shard is one Parquet file, its row groups in file and line order.
+    small). Each shard is one Parquet file, its row groups in file and line order. `days`
+    (YYYY-MM-DD): read only those days' files (a log window); None: every day.
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
@@ -188,7 +191,8 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
                                    spec.items.columns, encoding="utf-8", header=True)
     malformed, read = [bad_items], [rows_by_file([items, bad_items], "read")]
     files = [("users", directory / "user_profile.csv", spec.users.columns)]
-    files += [("interactions", path, spec.interactions.columns) for path in sorted(directory.glob("logs/dt=*/impressions.csv"))]
+    files += [("interactions", path, spec.interactions.columns) for path in sorted(directory.glob("logs/dt=*/impressions.csv"))
+              if days is None or path.parent.name.removeprefix("dt=") in set(days)]
     with AppendedParts(out / "users") as users, AppendedParts(out / "interactions") as interactions:
         for kind, path, names in files:
             for rows, bad in split_in_blocks(path, label(path), names, block_bytes):
@@ -199,7 +203,7 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
                 read.append(rows_by_file([rows, bad], "read"))
     truth_path = directory / "_truth" / "user_groups.csv"
     truth = pl.read_csv(truth_path, schema={"user_id": pl.String, "true_group": pl.String}) if truth_path.is_file() else None
-    read_per_file = pl.concat(read).group_by("source_file").agg(pl.col("read").sum())
+    read_per_file = pl.concat(read).group_by("source_file").agg(pl.col("read").sum()).sort("source_file")
     return ShardedLog(out, shards, items, pl.concat(malformed), read_per_file, truth)
 
 
@@ -274,3 +278,40 @@ def clean_sharded(log: ShardedLog, spec: DatasetSpec, out: Path, rules: Cleaning
         kept_ids = pl.scan_parquet(sorted((out / "users").glob("*.parquet"))).select("user_id").collect()
         truth = log.truth.join(kept_ids, on="user_id", how="semi").sort("user_id")
     return ShardedClean(out, log.shards, items.sort("item_id"), rejected_rest, accounting, truth)
+
+
+# -- as bundles: what the Dagster assets store between steps ----------------------------------------
+def log_bundle(log: ShardedLog, info: dict, sources: tuple[SourceFile, ...], scratch: Path) -> Bundle:
+    """The raw log in shards as a Bundle: users and interactions as parts (`shard=<k>/part.parquet`
+    under `users/` and `interactions/`), items, malformed lines, rows read per file (`read`) and
+    the ground truth as frames. `scratch` holds the parts until the store has them."""
+    frames = {"items": log.items, "malformed": log.malformed, "read": log.read}
+    if log.truth is not None:
+        frames["truth"] = log.truth
+    parts = {name: StoredParts.under(log.directory / name) for name in ("users", "interactions")}
+    return Bundle(frames=frames, parts=parts, info={**info, "shards": log.shards}, sources=sources, scratch=(scratch,))
+
+
+def log_of(bundle: Bundle) -> ShardedLog:
+    """The ShardedLog a `log_bundle` (stored or not) holds: its parts stay where they are."""
+    roots = {bundle.parts[name].root.parent for name in ("users", "interactions")}
+    if len(roots) != 1:
+        raise ValueError(f"the users' and interactions' shards of a sharded log lie in one directory, got {sorted(roots)}")
+    return ShardedLog(roots.pop(), int(bundle.info["shards"]), bundle.frame("items"), bundle.frame("malformed"),
+                      bundle.frame("read"), bundle.frames.get("truth"))
+
+
+def clean_bundle(clean: ShardedClean, dataset: str, rules: CleaningRules, scratch: Path) -> Bundle:
+    """`clean_sharded`'s result as the `clean_logs` Bundle: users, interactions and rejected rows as
+    parts (one file per shard; the rows rejected outside the shards, `rest/rejected.parquet`,
+    join the rejected parts), items, accounting and the ground truth as frames."""
+    (clean.directory / "rest").mkdir(exist_ok=True)
+    clean.rejected.write_parquet(clean.directory / "rest" / "rejected.parquet")
+    parts = {name: StoredParts.under(clean.directory / name) for name in ("users", "interactions")}
+    parts["rejected"] = StoredParts(clean.directory, tuple(
+        sorted(p.relative_to(clean.directory).as_posix() for d in ("rejected", "rest") for p in (clean.directory / d).glob("*.parquet"))))
+    frames = {"items": clean.items, "accounting": clean.accounting}
+    if clean.truth is not None:
+        frames["truth"] = clean.truth
+    return Bundle(frames=frames, parts=parts, info={"dataset": dataset, "rules": rules.__dict__, "shards": clean.shards},
+                  scratch=(scratch,))

@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
+from assets.bundle import Bundle, StoredParts
 from assets.meta_tasks import (
     VOCAB_SOURCE_SPLITS, item_arrays, split_arrays, split_members, split_user_table, splits_present, tasks_info,
     vocab_by_field, vocabularies,
@@ -411,3 +412,30 @@ def encode_sharded(
     (staging / "info.json").write_text(json.dumps({"info": info, "sources": []}, indent=1))
     publish(staging, out)
     return ShardedTasks(out, info)
+
+
+# -- as bundles: what the Dagster assets store between steps ----------------------------------------
+def splits_bundle(splits: ShardedSplits, info: dict, scratch: Path) -> Bundle:
+    """`split_sharded`'s result as the `user_splits` Bundle: `users` a frame, `items` parts (one file per
+    range, `<r>.parquet`); the ranges' bounds and the warm chunk size in `info`, for `splits_of`."""
+    info = {**info, "shards": splits.shards, "range_bounds": list(splits.ranges.bounds), "chunk_size": splits.chunk_size}
+    return Bundle(frames={"users": splits.users}, parts={"items": StoredParts.under(splits.directory / "items")},
+                  info=info, scratch=(scratch,))
+
+
+def splits_of(bundle: Bundle) -> ShardedSplits:
+    """The ShardedSplits a `splits_bundle` (stored or not) holds; the range files stay where they are
+    (the encoding reads each range's split rows, and of the ranges only their bounds)."""
+    items = bundle.parts["items"]
+    expected = tuple(f"{r:05d}.parquet" for r in range(int(bundle.info["shards"])))
+    if items.names != expected:
+        raise ValueError(f"{items.root}: expected the range files {expected[0]}..{expected[-1]}, found {len(items.names)} files")
+    ranges = RangeShards(items.root, tuple(bundle.info["range_bounds"]), {})
+    return ShardedSplits(items.root.parent, ranges, bundle.frame("users"), int(bundle.info["chunk_size"]))
+
+
+def tasks_bundle(tasks: ShardedTasks, scratch: Path) -> Bundle:
+    """`encode_sharded`'s directory as the `meta_tasks` Bundle: its frames (one row per task at most)
+    read, its tensor file adopted as it is."""
+    frames = {p.stem: pl.read_parquet(p) for p in sorted((tasks.directory / "frames").glob("*.parquet"))}
+    return Bundle(frames=frames, tensor_file=tasks.directory / "tensors.safetensors", info=tasks.info, scratch=(scratch,))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from assets.bundle import Bundle
+from assets.bundle import Bundle, SourceFile, file_source
 from assets.custom_reader import read_custom, read_log_file
 from assets.dataset_spec import CustomDataset, load_builtin, table_files
 from assets.raw_files import MissingRawFilesError
@@ -167,6 +167,24 @@ def assemble_window(directory: Path, days: dict[str, Bundle]) -> Bundle:
     return Bundle(frames=bundle.frames, info=info, sources=bundle.sources)
 
 
+def window_sources(directory: Path, days: list[str]) -> tuple[SourceFile, ...]:
+    """The files a sharded window reads, hashed: profiles, catalogue and the days' impressions."""
+    paths = [directory / "user_profile.csv", directory / "item_catalogue.csv",
+             *(directory / "logs" / f"dt={day}" / "impressions.csv" for day in days)]
+    return tuple(file_source(path) for path in paths)
+
+
+def sharded_window(directory: Path, days: list[str], generator: dict | None, shards: int, scratch: Path) -> Bundle:
+    """The window as `assemble_window` builds it, read into `shards` user shards on disk
+    (assets/sharded.py) instead of into memory: one block of one day file at a time."""
+    from assets.sharded import log_bundle, shard_taobao
+
+    taobao_dataset(directory)  # the missing-files error, before anything is read
+    log = shard_taobao(directory, scratch / "log", shards, days=days)
+    info = {"dataset": "taobao", "days": len(days), "day_list": days, "generator": generator}
+    return log_bundle(log, info, window_sources(directory, days), scratch)
+
+
 def day_summary(days: dict[str, Bundle]) -> pl.DataFrame:
     """Per day: impression rows, clicks, click rate, malformed lines, active users."""
     rows = []
@@ -232,12 +250,27 @@ def taobao_daily_logs(context: dg.AssetExecutionContext, config: TaobaoDayConfig
 def taobao_log_window(context: dg.AssetExecutionContext, config: LogWindowConfig, paml: PamlResource,
                       taobao_daily_logs) -> dg.MaterializeResult:
     present, missing = window_days(list(taobao_daily_logs), config.days, config.end_day)
-    days = {day: taobao_daily_logs[day] for day in present}
+    if paml.shards:
+        # One day in memory at a time (for its summary and source), then the day files read
+        # again into user shards: the window is never whole in memory.
+        days, summaries = {}, []
+        for day in present:
+            days[day] = Bundle(info=taobao_daily_logs[day].info)
+            summaries.append(day_summary({day: taobao_daily_logs[day]}))
+            taobao_daily_logs.release(day)
+        summary = pl.concat(summaries)
+    else:
+        days = {day: taobao_daily_logs[day] for day in present}
+        summary = day_summary(days)
     source, generator = source_of(days)
     directory = paml.data_path / "taobao" if source == "provided" else \
         ensure_generated(paml.home_path / "raw" / "taobao", generator_from_info(generator))
     if missing:
         context.log.warning(f"window {present[0]}..{present[-1]}: no logs for {', '.join(missing)}; built from the other days")
-    bundle = assemble_window(directory, days)
+    if paml.shards:
+        bundle = sharded_window(directory, present, generator, paml.shards, paml.scratch(context.run.run_id, "taobao_log_window"))
+        context.log.info(f"read the window into {paml.shards} user shards (PAML_SHARDS)")
+    else:
+        bundle = assemble_window(directory, days)
     return bundle_output(bundle, first_day=present[0], last_day=present[-1], n_days=len(present),
-                         missing_days=", ".join(missing) or "none", days=table(day_summary(days)))
+                         missing_days=", ".join(missing) or "none", days=table(summary), shards=paml.shards)

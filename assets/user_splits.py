@@ -9,6 +9,9 @@ users the model is for. Warm users are never validation or test users.
 """
 
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
@@ -157,6 +160,7 @@ from pydantic import Field  # noqa: E402
 from assets.bundle import Bundle  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
+from pipelines.resources import PamlResource  # noqa: E402
 
 
 class SplitConfig(dg.Config):
@@ -169,8 +173,25 @@ class SplitConfig(dg.Config):
     partitions_def=dataset_partitions, group_name="data", kinds={"polars", "duckdb"}, code_version="1",
     description="Cold-start users split 7:1:2 train/val/test; each user's items 80:20 support/query.",
 )
-def user_splits(config: SplitConfig, clean_logs: Bundle, cold_start_users: Bundle) -> dg.Output[Bundle]:
-    frames = user_splits_for(cold_start_users.frame("users"), clean_logs.frame("interactions"), config.seed)
-    counts = frames["users"].group_by("split").agg(users=pl.len()).sort("split")
-    bundle = Bundle(frames=frames, info={"seed": config.seed, "ratios": list(USER_SPLIT), "support_share": SUPPORT_SHARE})
+def user_splits(context: dg.AssetExecutionContext, config: SplitConfig, clean_logs: Bundle, cold_start_users: Bundle,
+                paml: PamlResource) -> dg.Output[Bundle]:
+    info = {"seed": config.seed, "ratios": list(USER_SPLIT), "support_share": SUPPORT_SHARE}
+    if "interactions" in clean_logs.parts:  # cleaned in user shards: split one user-id range at a time
+        bundle = splits_in_ranges(clean_logs, cold_start_users.frame("users"), config.seed, info,
+                                  paml.scratch(context.run.run_id, f"user_splits-{context.partition_key}"))
+    else:
+        frames = user_splits_for(cold_start_users.frame("users"), clean_logs.frame("interactions"), config.seed)
+        bundle = Bundle(frames=frames, info=info)
+    counts = bundle.frame("users").group_by("split").agg(users=pl.len()).sort("split")
     return bundle_output(bundle, users_per_split=table(counts))
+
+
+def splits_in_ranges(clean_logs: Bundle, cold_start: pl.DataFrame, seed: int, info: dict, scratch: Path) -> Bundle:
+    """user_splits_for on cleaned interactions stored in shards: re-cut into as many user-id ranges,
+    drawn range by range (assets/sharded_tasks.py; the same numbers)."""
+    from assets.sharded_tasks import cut_by_range, split_sharded, splits_bundle
+
+    ranges = cut_by_range(clean_logs.parts["interactions"].files, cold_start, int(clean_logs.info["shards"]), scratch / "ranges")
+    splits = split_sharded(ranges, cold_start, seed, scratch / "splits")
+    shutil.rmtree(scratch / "ranges")  # the splits hold every row again; of the ranges, only their bounds are kept
+    return splits_bundle(splits, info, scratch)

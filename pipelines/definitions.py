@@ -49,9 +49,9 @@ ASSETS = [*SOURCE_ASSETS, *DATA_ASSETS, *MODEL_ASSETS, *EVALUATION_ASSETS]
 CHECKS = [clean_logs_expectations]
 
 
-def build_resources(home=None, data_dir=None) -> dict:
-    """Resources for a state directory and raw-data directory (defaults: the environment)."""
-    paml = paml_resource(home, data_dir)
+def build_resources(home=None, data_dir=None, shards: int | None = None) -> dict:
+    """Resources for a state directory, raw-data directory and user shards (defaults: the environment)."""
+    paml = paml_resource(home, data_dir, shards)
     return {"paml": paml, "io_manager": LineageIOManager(home=paml.home)}
 
 

@@ -26,7 +26,7 @@ from typing import Callable
 import dagster as dg
 import polars as pl
 
-from assets.bundle import Bundle
+from assets.bundle import Bundle, StoredParts
 from pipelines.outputs import column_schema, frames_table
 from pipelines.store import LineageStore, PartitionNotBuiltError
 
@@ -81,9 +81,9 @@ PRIMARY_FRAMES: dict[str, str] = {
 }
 
 
-def _matching(table: Mapping[tuple[str, str], str], asset_key: str, bundle: Bundle) -> dict[str, pl.DataFrame]:
-    return {name: bundle.frames[frame] for (pattern, frame), name in table.items()
-            if fnmatch.fnmatchcase(asset_key, pattern) and frame in bundle.frames}
+def _matching(table: Mapping[tuple[str, str], str], asset_key: str, bundle: Bundle) -> dict[str, pl.DataFrame | StoredParts]:
+    return {name: bundle.frames[frame] if frame in bundle.frames else bundle.parts[frame]
+            for (pattern, frame), name in table.items() if fnmatch.fnmatchcase(asset_key, pattern) and bundle.has(frame)}
 
 
 def mirrors_for(asset_key: str, bundle: Bundle) -> dict[str, pl.DataFrame]:
@@ -99,18 +99,21 @@ def appends_for(asset_key: str, bundle: Bundle) -> dict[str, pl.DataFrame]:
 def primary_frame(asset_key: str, bundle: Bundle) -> str | None:
     """The frame that stands for the asset in Dagster's row count and column schema."""
     for pattern, frame in PRIMARY_FRAMES.items():
-        if fnmatch.fnmatchcase(asset_key, pattern) and frame in bundle.frames:
+        if fnmatch.fnmatchcase(asset_key, pattern) and bundle.has(frame):
             return frame
     return None
 
 
 def canonical_metadata(asset_key: str, bundle: Bundle) -> dict[str, object]:
     """`dagster/row_count` and `dagster/column_schema` of the primary frame, and every frame's size."""
-    metadata: dict[str, object] = {"frames": frames_table(bundle.frames)} if bundle.frames else {}
+    metadata: dict[str, object] = {"frames": frames_table(bundle.frames, bundle.parts)} if bundle.frames or bundle.parts else {}
     frame = primary_frame(asset_key, bundle)
-    if frame is not None:
+    if frame in bundle.parts:
+        metadata["dagster/row_count"] = bundle.parts[frame].height()
+        metadata["dagster/column_schema"] = column_schema(bundle.parts[frame].schema())
+    elif frame is not None:
         metadata["dagster/row_count"] = bundle.frames[frame].height
-        metadata["dagster/column_schema"] = column_schema(bundle.frames[frame])
+        metadata["dagster/column_schema"] = column_schema(bundle.frames[frame].schema)
     return metadata
 
 
@@ -148,6 +151,11 @@ class PartitionBundles(Mapping[str, Bundle]):
             self._cache[partition] = self._load(self.resolved[partition])
         return self._cache[partition]
 
+    def release(self, partition: str) -> None:
+        """Forget partition's Bundle (read again on the next access): a step that walks every
+        partition once holds one at a time."""
+        self._cache.pop(partition, None)
+
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self.resolved))
 
@@ -176,6 +184,10 @@ class BundleIOManager(dg.IOManager):
         asset_key = context.asset_key.to_user_string()
         partition = context.asset_partition_key if context.has_asset_partitions else ""
         mirrors, appends = mirrors_for(asset_key, obj), appends_for(asset_key, obj)
+        # before the store deletes the bundle's scratch files
+        metadata = canonical_metadata(asset_key, obj)
+        mirrored = {f"mirrored_to_{t}": f.height if isinstance(f, pl.DataFrame) else f.height()
+                    for t, f in {**mirrors, **appends}.items()}
         row = self.store.record(
             obj, run_id=context.run_id, job_name=context.job_name, asset_key=asset_key, partition=partition,
             code_version=_code_version(context), inputs=self._loaded.pop((context.run_id, context.step_key), {}),
@@ -185,8 +197,8 @@ class BundleIOManager(dg.IOManager):
             "artifact_id": row.artifact_id,
             "content_hash": row.content_hash,
             "location": dg.MetadataValue.path(str(self.store.path_of(row))),
-            **canonical_metadata(asset_key, obj),
-            **{f"mirrored_to_{t}": len(f) for t, f in {**mirrors, **appends}.items()},
+            **metadata,
+            **mirrored,
         })
 
     # -- reading -----------------------------------------------------------------

@@ -20,7 +20,8 @@ def bundle_output(bundle: Bundle, **metadata: object) -> dg.MaterializeResult:
     """The asset's result; its Dagster data version is the bundle's content hash (as in DuckDB)."""
     return dg.MaterializeResult(value=bundle, data_version=dg.DataVersion(bundle.content_hash()), metadata={
         "content_hash": bundle.content_hash(),
-        **{name: frame.height for name, frame in ((f"rows_{k}", v) for k, v in bundle.frames.items())},
+        **{f"rows_{k}": v.height for k, v in bundle.frames.items()},
+        **{f"rows_{k}": v.height() for k, v in bundle.parts.items()},
         **metadata,
     })
 
@@ -38,9 +39,9 @@ def _column_type(dtype: pl.DataType) -> str:
     return str(dtype).lower()
 
 
-def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
-    """The frame's columns and types as a Dagster TableSchema (for `dagster/column_schema`)."""
-    return dg.TableSchema(columns=[dg.TableColumn(name, _column_type(dtype)) for name, dtype in frame.schema.items()])
+def column_schema(schema: pl.Schema) -> dg.TableSchema:
+    """A frame's columns and types as a Dagster TableSchema (for `dagster/column_schema`)."""
+    return dg.TableSchema(columns=[dg.TableColumn(name, _column_type(dtype)) for name, dtype in schema.items()])
 
 
 def _cell(value: object) -> object:
@@ -56,13 +57,15 @@ def table(frame: pl.DataFrame, max_rows: int = 200) -> dg.MetadataValue:
     """A frame as a Dagster table with its schema: the UI sorts it by any column."""
     shown = frame.head(max_rows)
     records = [dg.TableRecord({k: _cell(v) for k, v in row.items()}) for row in shown.iter_rows(named=True)]
-    return dg.MetadataValue.table(records=records, schema=column_schema(frame))
+    return dg.MetadataValue.table(records=records, schema=column_schema(frame.schema))
 
 
-def frames_table(frames: dict[str, pl.DataFrame]) -> dg.MetadataValue:
-    """One row per frame of a bundle: its name, rows and columns."""
-    rows = pl.DataFrame({"frame": list(frames), "rows": [f.height for f in frames.values()],
-                         "columns": [", ".join(f.columns) for f in frames.values()]},
+def frames_table(frames: dict[str, pl.DataFrame], parts: dict | None = None) -> dg.MetadataValue:
+    """One row per frame of a bundle (parts: frames kept as files): its name, rows and columns."""
+    parts = parts or {}
+    rows = pl.DataFrame({"frame": [*frames, *parts],
+                         "rows": [f.height for f in frames.values()] + [p.height() for p in parts.values()],
+                         "columns": [", ".join(f.columns) for f in frames.values()] + [", ".join(p.schema().names()) for p in parts.values()]},
                         schema={"frame": pl.String, "rows": pl.Int64, "columns": pl.String})
     return table(rows)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -22,11 +23,21 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("PAML_DATA_DIR", default_home() / "data")).resolve()
 
 
+def default_shards() -> int:
+    """PAML_SHARDS, or 0: taobao's log read, cleaned, split and encoded whole, in memory."""
+    value = os.environ.get("PAML_SHARDS", "0").strip() or "0"
+    if not value.isdigit():
+        raise ValueError(f"PAML_SHARDS must be a whole number of user shards (0 = whole log in memory), got {value!r}")
+    return int(value)
+
+
 class PamlResource(dg.ConfigurableResource):
-    """Paths of the state directory (DuckDB, artifacts, reports) and the raw data directory."""
+    """Paths of the state directory (DuckDB, artifacts, reports) and the raw data directory;
+    how many user shards taobao's data steps cut the log into (0: none, the whole log in memory)."""
 
     home: str
     data_dir: str
+    shards: int = 0
 
     @property
     def home_path(self) -> Path:
@@ -40,7 +51,17 @@ class PamlResource(dg.ConfigurableResource):
         """The DuckDB lineage store under `home`."""
         return LineageStore(self.home_path)
 
+    def scratch(self, run_id: str, step: str) -> Path:
+        """An empty directory for the files one step of one run writes before the store adopts
+        them (`Bundle.scratch`, deleted once stored). No run reads another's: what a killed run
+        leaves under `home/scratch/` can be deleted whenever no run is going."""
+        path = self.home_path / "scratch" / run_id / step
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
 
-def paml_resource(home: Path | None = None, data_dir: Path | None = None) -> PamlResource:
+
+def paml_resource(home: Path | None = None, data_dir: Path | None = None, shards: int | None = None) -> PamlResource:
     """A PamlResource from explicit paths or the environment."""
-    return PamlResource(home=str(home or default_home()), data_dir=str(data_dir or default_data_dir()))
+    return PamlResource(home=str(home or default_home()), data_dir=str(data_dir or default_data_dir()),
+                        shards=default_shards() if shards is None else shards)

@@ -28,7 +28,7 @@ from typing import Iterator
 import duckdb
 import polars as pl
 
-from assets.bundle import Bundle, SourceFile
+from assets.bundle import Bundle, SourceFile, StoredParts
 from pipelines.provenance import RUN_COLUMNS, run_facts
 
 LOCK_RETRY_SECONDS = 120.0
@@ -112,6 +112,15 @@ READ_ONLY_CONFIG = {
     "python_enable_replacements": "false",
     "lock_configuration": "true",
 }
+
+
+def adopt(source: Path, target: Path) -> None:
+    """Put `source`'s bytes at `target`: a hard link where the two share a file system, else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class PartitionNotBuiltError(LookupError):
@@ -244,10 +253,15 @@ class LineageStore:
             (staging / "frames").mkdir(parents=True)
             for name, frame in bundle.frames.items():
                 frame.write_parquet(staging / "frames" / f"{name}.parquet")
+            for name, parts in bundle.parts.items():
+                for relative, path in zip(parts.names, parts.files):
+                    adopt(path, staging / "frames" / name / relative)
             if bundle.tensors:
                 from safetensors.torch import save_file
 
                 save_file({k: v.contiguous() for k, v in bundle.tensors.items()}, str(staging / "tensors.safetensors"))
+            elif bundle.tensor_file is not None:
+                adopt(bundle.tensor_file, staging / "tensors.safetensors")
             sources = [s.__dict__ for s in bundle.sources]
             (staging / "info.json").write_text(json.dumps({"info": bundle.info, "sources": sources}, indent=1, default=str))
             if target.exists():  # a half-written directory from a killed run
@@ -308,6 +322,8 @@ class LineageStore:
                 con.execute("ROLLBACK")
                 raise
             self._refresh_snapshot(con)
+        for directory in bundle.scratch:  # its files are in the artifact now
+            shutil.rmtree(directory, ignore_errors=True)
         return ArtifactRow(artifact_id, asset_key, partition, digest, location)
 
     @staticmethod
@@ -357,8 +373,8 @@ class LineageStore:
 
     @staticmethod
     def _mirror(
-        con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, asset_key: str, partition: str, artifact_id: str,
-        append: bool = False,
+        con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame | StoredParts, asset_key: str, partition: str,
+        artifact_id: str, append: bool = False,
     ) -> None:
         """Replace `table`'s rows written by this (asset, partition) with `frame`.
 
@@ -366,13 +382,22 @@ class LineageStore:
         a table fed by several assets (e.g. `metrics` by every `<method>_eval`) stays exact.
         With `append`, rows of earlier artifacts stay (a history) and each row gets the time
         it was recorded; recording the same artifact again replaces only its own rows.
+        Parts (files on disk) are read by DuckDB as a dataset, never whole into memory here.
         """
-        rows = frame.with_columns(pl.lit(partition).alias("dataset")) if "dataset" not in frame.columns and partition else frame
-        rows = rows.with_columns(
-            pl.lit(asset_key).alias("asset_key"), pl.lit(partition).alias("partition"), pl.lit(artifact_id).alias("artifact_id")
-        )
-        con.register("mirror_rows", rows.to_arrow())
+        if isinstance(frame, StoredParts):
+            import pyarrow.dataset as ds
+
+            source, columns = ds.dataset([str(f) for f in frame.files], format="parquet"), frame.schema().names()
+        else:
+            source, columns = frame.to_arrow(), frame.columns
+        quoted = lambda value: "'" + value.replace("'", "''") + "'"  # noqa: E731 - ids and names of our own
+        added = [f"{quoted(partition)} AS dataset"] if "dataset" not in columns and partition else []
+        added += [f"{quoted(asset_key)} AS asset_key", f"{quoted(partition)} AS partition", f"{quoted(artifact_id)} AS artifact_id"]
+        con.register("mirror_source", source)
         try:
+            kept = ", ".join(f'"{c}"' for c in columns if c not in ("asset_key", "partition", "artifact_id"))
+            con.execute(f"CREATE OR REPLACE TEMP VIEW mirror_rows AS SELECT {kept + ', ' if kept else ''}"
+                        f"{', '.join(added)} FROM mirror_source")
             con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM mirror_rows LIMIT 0')
             existing = {r[0] for r in con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
@@ -389,7 +414,8 @@ class LineageStore:
                 con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM mirror_rows')
         finally:
             with contextlib.suppress(duckdb.Error):  # after a failed statement the error above is the one to see
-                con.unregister("mirror_rows")
+                con.execute("DROP VIEW IF EXISTS mirror_rows")
+                con.unregister("mirror_source")
 
     @staticmethod
     def _refresh_views(con: duckdb.DuckDBPyConnection, written: set[str]) -> None:
@@ -472,13 +498,15 @@ class LineageStore:
         location = self.path_of(row)
         meta = json.loads((location / "info.json").read_text())
         frames = {p.stem: pl.read_parquet(p) for p in sorted((location / "frames").glob("*.parquet"))}
+        parts = {p.name: StoredParts.under(p) for p in sorted((location / "frames").iterdir()) if p.is_dir()}
         tensors = {}
         if (location / "tensors.safetensors").is_file():
             from safetensors.torch import load_file
 
             tensors = load_file(str(location / "tensors.safetensors"))
         sources = tuple(SourceFile(**s) for s in meta.get("sources", []))
-        return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources, artifact_id=row.artifact_id)
+        return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources, parts=parts,
+                      artifact_id=row.artifact_id)
 
     def query(self, sql: str, params: list | None = None, *, snapshot: bool | None = None) -> pl.DataFrame:
         """Run a read query on a short, restricted, read-only connection; return a polars frame.

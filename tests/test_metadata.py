@@ -27,7 +27,7 @@ def test_the_primary_frame_gives_row_count_and_column_schema():
                             "malformed": pl.DataFrame({"line": [7]})})
     metadata = canonical_metadata("clean_logs", bundle)
     assert metadata["dagster/row_count"] == 3
-    assert metadata["dagster/column_schema"] == column_schema(bundle.frames["interactions"])
+    assert metadata["dagster/column_schema"] == column_schema(bundle.frames["interactions"].schema)
     assert [r.data["frame"] for r in metadata["frames"].records] == ["interactions", "malformed"]
     assert "dagster/row_count" not in canonical_metadata("no_such_asset", bundle)
 
