@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from assets.specs import MIN_ITEMS_PER_USER, DatasetSpec
 
-SHARD_BATCH_ROWS = 2_000_000  # interactions validated at once when the cleaned log is in shards
+SHARD_BATCH_ROWS = 1_000_000  # interactions validated at once when the cleaned log is in shards
 
 
 @dataclass(frozen=True)
@@ -182,9 +182,17 @@ def validate_clean_shards(users: list[Path], interactions: list[Path], spec: Dat
     """validate_clean_logs on cleaned logs kept in user shards, a batch of shards at a time. Each
     expectation holds for the whole log exactly when it holds in every batch: a user, and every
     (user, item) pair, is in one shard only (uniqueness), and the rest are per row or per user."""
-    batches = shard_batches(users, interactions, max_rows)
-    return merged([validate_clean_logs(pl.read_parquet(u) if u else pl.DataFrame(),
-                                       pl.read_parquet(i) if i else pl.DataFrame(), spec) for u, i in batches])
+    user_columns = suite_columns(users_suite(spec))
+    interaction_columns = suite_columns([*interactions_suite(spec), ("", {"column": "label"})])  # + per-user counts
+    return merged([validate_clean_logs(pl.read_parquet(u, columns=user_columns), pl.read_parquet(i, columns=interaction_columns), spec)
+                   for u, i in shard_batches(users, interactions, max_rows)])
+
+
+def suite_columns(expectations: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The columns a suite's expectations name (a batch reads only those: its memory is the rows')."""
+    names = [kwargs["column"] for _, kwargs in expectations if "column" in kwargs]
+    names += [c for _, kwargs in expectations for c in kwargs.get("column_list", [])]
+    return list(dict.fromkeys(names))
 
 
 # -- Dagster asset check -----------------------------------------------------------------

@@ -79,8 +79,10 @@ def artifact_facts(home: Path, asset: str, partition: str) -> dict:
     return {"rows": int(rows["n_rows"][0]), "bytes": int(rows["n_bytes"][0])}
 
 
-def run(users: int, shards: int, days: int = 14) -> list[dict]:
-    work = Path(tempfile.mkdtemp(prefix="pipeline_steps_"))
+def run(users: int, shards: int, days: int = 14, until: str | None = None, keep: Path | None = None) -> list[dict]:
+    """Every step in order (up to `until`, included); the home is deleted afterwards unless `keep`
+    names a new directory for it."""
+    work = Path(tempfile.mkdtemp(prefix="pipeline_steps_")) if keep is None else keep
     home = work / "home"
     (home / "dagster").mkdir(parents=True)
     env = {**os.environ, "PAML_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
@@ -96,8 +98,11 @@ def run(users: int, shards: int, days: int = 14) -> list[dict]:
             step = "clean_logs + its GE check" if asset == "clean_logs" else asset
             rows.append({"step": step, **timed_child(asset, "taobao", config, env), **artifact_facts(home, asset, "taobao")})
             print(rows[-1], flush=True)
+            if asset == until:
+                break
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
@@ -111,13 +116,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1_000_000, help="synthetic taobao users")
     parser.add_argument("--shards", type=int, default=64, help="PAML_SHARDS: user shards (0: the log whole in memory)")
+    parser.add_argument("--until", help="stop after this asset")
+    parser.add_argument("--keep", type=Path, help="keep the home (DAGSTER_HOME, PAML_HOME) in this new directory")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--partition", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.partition, json.loads(args.config))
-    rows = run(args.users, args.shards)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)
+    rows = run(args.users, args.shards, until=args.until, keep=args.keep)
     machine = f"{platform.node()}: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     OUT.mkdir(exist_ok=True)
     (OUT / f"pipeline_steps_taobao_{args.users}_shards{args.shards}.json").write_text(

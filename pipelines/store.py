@@ -101,6 +101,11 @@ VIEWS = {
 }
 
 
+# Every writing connection: DuckDB's buffers (default: 80% of the machine's memory) bounded, so
+# mirroring millions of rows (taobao's rejected rows) and the snapshot's copy spill to disk
+# instead of growing the step's memory.
+WRITER_CONFIG = {"memory_limit": "512MB"}
+
 # Every read-only connection: no file, network or extension access beyond the database itself
 # (no COPY TO, read_csv('/etc/passwd'), INSTALL or ATTACH), no Python objects as tables, and
 # settings that the query cannot change back.
@@ -161,7 +166,7 @@ def connect(path: Path, *, read_only: bool = False, retry_seconds: float = LOCK_
     deadline, delay = time.monotonic() + retry_seconds, LOCK_BACKOFF_START
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_CONFIG if read_only else {})
+            con = duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_CONFIG if read_only else WRITER_CONFIG)
             break
         except duckdb.Error as error:
             if not is_lock_error(error) or time.monotonic() > deadline:
@@ -384,20 +389,20 @@ class LineageStore:
         it was recorded; recording the same artifact again replaces only its own rows.
         Parts (files on disk) are read by DuckDB as a dataset, never whole into memory here.
         """
+        quoted = lambda value: "'" + value.replace("'", "''") + "'"  # noqa: E731 - ids, names and paths of our own
         if isinstance(frame, StoredParts):
-            import pyarrow.dataset as ds
-
-            source, columns = ds.dataset([str(f) for f in frame.files], format="parquet"), frame.schema().names()
+            # DuckDB's own Parquet reader: a third of the memory of scanning an Arrow dataset (1.2 GB
+            # for taobao's 6 M rejected rows at 1,000,000 users)
+            source, columns = f"read_parquet([{', '.join(quoted(str(f)) for f in frame.files)}])", frame.schema().names()
         else:
-            source, columns = frame.to_arrow(), frame.columns
-        quoted = lambda value: "'" + value.replace("'", "''") + "'"  # noqa: E731 - ids and names of our own
+            con.register("mirror_source", frame.to_arrow())
+            source, columns = "mirror_source", frame.columns
         added = [f"{quoted(partition)} AS dataset"] if "dataset" not in columns and partition else []
         added += [f"{quoted(asset_key)} AS asset_key", f"{quoted(partition)} AS partition", f"{quoted(artifact_id)} AS artifact_id"]
-        con.register("mirror_source", source)
         try:
             kept = ", ".join(f'"{c}"' for c in columns if c not in ("asset_key", "partition", "artifact_id"))
             con.execute(f"CREATE OR REPLACE TEMP VIEW mirror_rows AS SELECT {kept + ', ' if kept else ''}"
-                        f"{', '.join(added)} FROM mirror_source")
+                        f"{', '.join(added)} FROM {source}")
             con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM mirror_rows LIMIT 0')
             existing = {r[0] for r in con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
@@ -415,7 +420,8 @@ class LineageStore:
         finally:
             with contextlib.suppress(duckdb.Error):  # after a failed statement the error above is the one to see
                 con.execute("DROP VIEW IF EXISTS mirror_rows")
-                con.unregister("mirror_source")
+                if source == "mirror_source":
+                    con.unregister("mirror_source")
 
     @staticmethod
     def _refresh_views(con: duckdb.DuckDBPyConnection, written: set[str]) -> None:
