@@ -90,6 +90,10 @@ class Bundle:
     # Bundles are not mutated after construction, so the hash is computed once.
     _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if both := sorted(set(self.frames) & set(self.parts)):
+            raise ValueError(f"{', '.join(both)}: a bundle's frame is either a frame or parts, not both")
+
     def frame(self, name: str) -> pl.DataFrame:
         """Return frame `name` (parts read whole), or raise naming the frames this bundle has."""
         if name in self.parts:

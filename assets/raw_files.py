@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from assets.bundle import Bundle, file_source
+from assets.bundle import Bundle
 from assets.raw_text import Decoding, EmptyRawFileError, RawHeaderError, decode_text, decoding_of
 
 MALFORMED_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "text": pl.String, "reason": pl.String}

@@ -200,16 +200,14 @@ def quality(tasks: Path, methods: list[str], seeds: list[int]) -> list[dict]:
     """Test metrics of full tuned training with each sampler (runs side by side where cores allow)."""
     from dataclasses import replace
 
-    from models.learners import LearnerConfig
     from models.metrics import rating_metrics
     from models.parallel import TrainJob, run_jobs
-    from models.settings import apply_params, chosen_settings
-    from models.training import TrainConfig
+    from models.settings import tuned_configs
 
     data = load_tasks(tasks)
     jobs, labels = [], []
     for method in methods:
-        learner_config, train_config = apply_params(chosen_settings("movielens", method).params, LearnerConfig(), TrainConfig())
+        learner_config, train_config = tuned_configs("movielens", method)
         for batching in ("random", "bucketed"):
             for seed in seeds:
                 jobs.append(TrainJob(method, learner_config, replace(train_config, seed=seed, batching=batching), ("test",)))

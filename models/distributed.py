@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from models.learners import LearnerConfig, MetaLearner
+from models.learners import MetaLearner
 from models.user_memory import UserMemory
 
 
@@ -92,9 +92,9 @@ def main() -> int:
 
     from models.checkpoint import flatten_state
     from models.runtime import thread_count
-    from models.settings import apply_params, chosen_settings
+    from models.settings import tuned_configs
     from models.tasks import task_data_from_tensors
-    from models.training import TrainConfig, train
+    from models.training import train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", required=True, help="exported tasks: tensors.safetensors and info.json (benchmarks/export_tasks.py)")
@@ -112,8 +112,7 @@ def main() -> int:
     # PAML_THREADS is the machine's budget: the processes on this node share it.
     threads = max(1, thread_count() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     # The settings the model assets use for this dataset (models/settings/<dataset>.json).
-    learner_config, config = apply_params(chosen_settings(info.get("dataset"), args.method).params, LearnerConfig(),
-                                          TrainConfig())
+    learner_config, config = tuned_configs(info.get("dataset"), args.method)
     config = replace(config, seed=args.seed, device=device, threads=threads,
                      **({} if args.epochs is None else {"epochs": args.epochs}))
     result = train(args.method, data, learner_config, config,

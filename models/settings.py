@@ -205,6 +205,12 @@ def chosen_settings(dataset: str | None, method: str, directory: Path | None = N
     return ChosenSettings(params, display_path(path), file_sha256(path), entry.get("trial"), entry.get("value"))
 
 
+def tuned_configs(dataset: str | None, method: str, train: TrainConfig | None = None) -> tuple[LearnerConfig, TrainConfig]:
+    """The configs a model asset trains (dataset, method) with: the code defaults (or `train`)
+    with the settings file's choice applied."""
+    return apply_params(chosen_settings(dataset, method).params, LearnerConfig(), train or TrainConfig())
+
+
 def write_settings(content: dict[str, Any], dataset: str, directory: Path | None = None) -> Path:
     """Write a settings file (stable key order, so equal content gives equal bytes and hash)."""
     path = settings_path(dataset, directory)

@@ -10,7 +10,6 @@ generated part and its plots (docs/tuning/) are rendered from the journals.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import shutil

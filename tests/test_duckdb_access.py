@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from assets.bundle import Bundle, file_source
 from pipelines.store import LineageStore
@@ -232,3 +233,33 @@ def test_raw_files_inside_the_home_are_stored_relative(tmp_path):
                  run_id="r", job_name="j", asset_key="a", partition="p", code_version="1", inputs=[], mirrors={})
     raw = sorted(store.query("SELECT location FROM artifacts WHERE kind = 'raw_file'")["location"])
     assert raw == sorted(["raw/taobao/day.csv", str(outside.resolve())])
+
+
+def test_parts_are_linked_in_loaded_as_files_mirrored_and_their_scratch_removed(tmp_path):
+    from assets.bundle import StoredParts
+
+    store = LineageStore(tmp_path / "home")
+    scratch = tmp_path / "home" / "scratch" / "run" / "step"
+    (scratch / "rejected").mkdir(parents=True)
+    pl.DataFrame({"reason": ["a", "b"], "line": [1, 2]}).write_parquet(scratch / "rejected" / "00000.parquet")
+    pl.DataFrame({"reason": ["a"], "line": [7]}).write_parquet(scratch / "rejected" / "00001.parquet")
+    parts = StoredParts.under(scratch / "rejected")
+    bundle = Bundle(frames={"users": pl.DataFrame({"user_id": ["u"]})}, parts={"rejected": parts}, scratch=(scratch,))
+    assert parts.names == ("00000.parquet", "00001.parquet") and parts.height() == 3
+    row = store.record(bundle, run_id="r", job_name="j", asset_key="clean_logs", partition="taobao", code_version=None,
+                       inputs=[], mirrors={"rejected_rows": parts})
+    assert not scratch.exists()  # adopted, then the step's copies removed
+    loaded = store.load(row)
+    assert set(loaded.frames) == {"users"} and loaded.parts["rejected"].names == parts.names
+    assert loaded.frame("rejected")["line"].to_list() == [1, 2, 7]  # the files in order
+    assert loaded.content_hash() == row.content_hash  # the files' bytes, wherever they lie
+    mirrored = store.query("SELECT reason, line, dataset, asset_key, partition FROM rejected_rows ORDER BY line")
+    assert mirrored.rows() == [("a", 1, "taobao", "clean_logs", "taobao"), ("b", 2, "taobao", "clean_logs", "taobao"),
+                               ("a", 7, "taobao", "clean_logs", "taobao")]
+    # one byte more in one shard is another content
+    changed = tmp_path / "changed"
+    shutil.copytree(store.path_of(row) / "frames" / "rejected", changed)
+    pl.DataFrame({"reason": ["a"], "line": [8]}).write_parquet(changed / "00001.parquet")
+    assert Bundle(frames=loaded.frames, parts={"rejected": StoredParts.under(changed)}).content_hash() != row.content_hash
+    with pytest.raises(ValueError, match="either a frame or parts"):
+        Bundle(frames={"rejected": pl.DataFrame()}, parts={"rejected": parts})

@@ -6,7 +6,6 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from assets.bundle import Bundle
 from assets.method_assets import load_learner, variant_bundle
 from models.factors import fit_counts, fit_item_factors, fit_item_neighbours, forget_fits
 from models.learners import LearnerConfig

@@ -16,7 +16,7 @@ from assets.sharded_tasks import (
 )
 from assets.specs import SPECS, DatasetSpec
 from assets.taobao_generator import GeneratorConfig, generate
-from assets.user_splits import assign_chunks, assign_support_query, assign_user_splits, uniform_draws, user_splits_for
+from assets.user_splits import assign_chunks, assign_support_query, uniform_draws, user_splits_for
 
 SPEC = SPECS["taobao"]
 

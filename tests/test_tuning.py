@@ -16,7 +16,9 @@ import torch
 from assets.method_assets import ModelConfig
 from models.learners import LearnerConfig, method_form
 from models.search import JournalError, SearchConfig, journal_storage, load_search_tasks, parse_study_name, run_search, study_name, tasks_digest
-from models.settings import KNOBS, SPACE, apply_params, chosen_settings, knob_exists, search_space, write_settings
+from models.settings import (
+    KNOBS, SPACE, apply_params, chosen_settings, knob_exists, search_space, tuned_configs, write_settings,
+)
 from models.training import TrainConfig
 from pipelines.cli import expected_failure
 from pipelines.store import LineageStore
@@ -101,7 +103,7 @@ def test_the_committed_settings_files_are_valid_for_every_method_they_name():
         content = json.loads(path.read_text())
         for method, entry in content["methods"].items():
             assert entry.get("form", 1) == method_form(method), f"{path.name}: {method} was searched for another form"
-            apply_params(chosen_settings(path.stem, method).params, LearnerConfig(), TrainConfig())
+            tuned_configs(path.stem, method)
 
 
 def test_a_method_whose_step_size_changed_form_gets_its_own_study_and_ignores_old_settings(tmp_path):
