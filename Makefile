@@ -28,6 +28,7 @@ test: install
 
 bench: install
 	$(PY) -m benchmarks.data_steps
+	$(PY) -m benchmarks.pipeline_steps --users 1000000 --shards 64
 	$(PY) -m benchmarks.training --profile
 	$(PY) -m benchmarks.memory_recall
 	$(PY) -m benchmarks.scaling
