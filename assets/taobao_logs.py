@@ -167,9 +167,10 @@ def assemble_window(directory: Path, days: dict[str, Bundle]) -> Bundle:
     return Bundle(frames=bundle.frames, info=info, sources=bundle.sources)
 
 
-def window_sources(directory: Path, days: list[str]) -> tuple[SourceFile, ...]:
-    """The files a sharded window reads, hashed: profiles, catalogue and the days' impressions."""
-    paths = [directory / "user_profile.csv", directory / "item_catalogue.csv",
+def window_sources(dataset: CustomDataset, directory: Path, days: list[str]) -> tuple[SourceFile, ...]:
+    """The files a sharded window reads, hashed: the spec, profiles, catalogue and the days'
+    impressions (what the whole window's read records)."""
+    paths = [dataset.spec_path, directory / "user_profile.csv", directory / "item_catalogue.csv",
              *(directory / "logs" / f"dt={day}" / "impressions.csv" for day in days)]
     return tuple(file_source(path) for path in paths)
 
@@ -179,10 +180,10 @@ def sharded_window(directory: Path, days: list[str], generator: dict | None, sha
     (assets/sharded.py) instead of into memory: one block of one day file at a time."""
     from assets.sharded import log_bundle, shard_taobao
 
-    taobao_dataset(directory)  # the missing-files error, before anything is read
+    dataset = taobao_dataset(directory)  # the missing-files error, before anything is read
     log = shard_taobao(directory, scratch / "log", shards, days=days)
     info = {"dataset": "taobao", "days": len(days), "day_list": days, "generator": generator}
-    return log_bundle(log, info, window_sources(directory, days), scratch)
+    return log_bundle(log, info, window_sources(dataset, directory, days), scratch)
 
 
 def day_summary(days: dict[str, Bundle]) -> pl.DataFrame:

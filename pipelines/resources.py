@@ -55,7 +55,7 @@ class PamlResource(dg.ConfigurableResource):
         """An empty directory for the files one step of one run writes before the store adopts
         them (`Bundle.scratch`, deleted once stored). No run reads another's: what a killed run
         leaves under `home/scratch/` can be deleted whenever no run is going."""
-        path = self.home_path / "scratch" / run_id / step
+        path = self.home_path / "scratch" / f"{step}-{run_id}"  # flat: nothing is left behind once it is removed
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         return path

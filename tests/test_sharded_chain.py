@@ -64,6 +64,9 @@ def test_the_sharded_assets_store_shards_and_equal_the_whole_log(homes):
     window = loaded(sharded, "taobao_log_window")
     assert set(window.parts) == {"users", "interactions"} and window.info["shards"] == SHARDS
     assert len(window.parts["interactions"].files) == SHARDS  # one file per user shard, never one frame
+    # the same files read, with the same bytes (the lineage from the raw files is the same)
+    sources = [sorted((Path(f.path).name, f.sha256) for f in loaded(home, "raw_logs").sources) for home in (whole, sharded)]
+    assert sources[0] == sources[1] and len(sources[0]) == len(DAYS) + 3  # days, profiles, catalogue, spec
     clean_w, clean_s = loaded(whole, "clean_logs"), loaded(sharded, "clean_logs")
     assert set(clean_s.parts) == {"users", "interactions", "rejected"}
     for name in ("users", "interactions", "rejected"):
