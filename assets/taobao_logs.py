@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from assets.bundle import Bundle, SourceFile, file_source
+from assets.bundle import Bundle, SourceFile, StoredParts, file_source
 from assets.custom_reader import read_custom, read_log_file
 from assets.dataset_spec import CustomDataset, load_builtin, table_files
 from assets.raw_files import MissingRawFilesError
@@ -121,6 +121,34 @@ def read_day(directory: Path, day: str, source: str, config: GeneratorConfig) ->
     return Bundle(frames=frames, info=info, sources=read.sources)
 
 
+def read_day_in_blocks(directory: Path, day: str, source: str, config: GeneratorConfig, scratch: Path,
+                       block_bytes: int | None = None) -> Bundle:
+    """read_day with the day's file read one block at a time (assets/sharded.py; `block_bytes`, default
+    BLOCK_BYTES): its rows go to one Parquet file, a row group per block, and travel as parts; the
+    malformed lines and the truth as frames. The same rows as read_day's (tested)."""
+    from assets.sharded import BLOCK_BYTES, AppendedParts, detached, split_in_blocks, taobao_columns
+
+    path = directory / "logs" / f"dt={day}" / "impressions.csv"
+    if not path.is_file():
+        raise MissingRawFilesError(f"taobao: no logs for {day}: {path} does not exist")
+    label = f"taobao/{path.relative_to(directory).as_posix()}"
+    malformed = []
+    with AppendedParts(scratch / "interactions", prefix="day=") as parts:
+        for rows, bad in split_in_blocks(path, label, taobao_columns().interactions.columns,
+                                           block_bytes or BLOCK_BYTES):
+            parts.append(0, rows)
+            malformed.append(detached(bad))
+    interactions = StoredParts.under(scratch / "interactions")
+    frames = {"malformed": pl.concat(malformed)}
+    if (truth := read_truth(directory)) is not None:
+        users = interactions.scan().select("user_id").unique().collect()
+        frames["truth"] = truth.join(users, on="user_id", how="semi").sort("user_id")
+    info = {"dataset": "taobao", "day": day, "source": source,
+            "generator": asdict(config) if source == "synthetic" else None}
+    return Bundle(frames=frames, parts={"interactions": interactions}, info=info, sources=(file_source(path),),
+                  scratch=(scratch,))
+
+
 def window_days(available: list[str], n_days: int, end_day: str = "", first_day: str = TAOBAO_FIRST_DAY) -> tuple[list[str], list[str]]:
     """The calendar days of a window of `n_days` ending on `end_day` (default: the newest
     available day) and not before `first_day`, split into (present, missing)."""
@@ -190,10 +218,11 @@ def day_summary(days: dict[str, Bundle]) -> pl.DataFrame:
     """Per day: impression rows, clicks, click rate, malformed lines, active users."""
     rows = []
     for day, bundle in sorted(days.items()):
-        logs = bundle.frame("interactions")
-        clicks = int((logs["clicked"] == "1").sum())
-        rows.append({"day": day, "rows": logs.height, "clicks": clicks, "ctr": clicks / logs.height if logs.height else None,
-                     "malformed": bundle.frame("malformed").height, "users": logs["user_id"].n_unique()})
+        n, clicks, users = (bundle.scan("interactions")  # a day kept as parts is scanned, not read whole
+                            .select(pl.len(), (pl.col("clicked") == "1").sum(), pl.col("user_id").n_unique())
+                            .collect(engine="streaming").row(0))
+        rows.append({"day": day, "rows": n, "clicks": clicks, "ctr": clicks / n if n else None,
+                     "malformed": bundle.frame("malformed").height, "users": users})
     return pl.DataFrame(rows, schema={"day": pl.String, "rows": pl.Int64, "clicks": pl.Int64, "ctr": pl.Float64,
                                       "malformed": pl.Int64, "users": pl.Int64})
 
@@ -236,7 +265,10 @@ class LogWindowConfig(dg.Config):
 def taobao_daily_logs(context: dg.AssetExecutionContext, config: TaobaoDayConfig, paml: PamlResource) -> dg.MaterializeResult:
     day = context.partition_key
     directory, source = log_directory(paml.data_path, paml.home_path, config.generator(), day)
-    bundle = read_day(directory, day, source, config.generator())
+    if paml.shards:  # a log larger than memory: the day read one block at a time
+        bundle = read_day_in_blocks(directory, day, source, config.generator(), paml.scratch(context.run.run_id, f"taobao_daily_logs-{day}"))
+    else:
+        bundle = read_day(directory, day, source, config.generator())
     summary = day_summary({day: bundle})
     context.log.info(f"taobao logs of {day} from {directory}:\n{summary}")
     return bundle_output(bundle, source=source, summary=table(summary))

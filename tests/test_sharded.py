@@ -69,3 +69,20 @@ def test_blocks_keep_line_numbers_and_a_cut_off_last_line(tmp_path):
     assert rows.filter(pl.col("line") == 40)["user_id"].item() == "u39"
     assert malformed["line"].to_list() == [18, 41]
     assert "cut off" in malformed.filter(pl.col("line") == 41)["reason"].item()
+
+
+def test_a_day_read_in_blocks_equals_the_day_read_whole(log_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from assets.taobao_logs import day_summary, read_day, read_day_in_blocks
+
+    config = GeneratorConfig(seed=3, n_users=400, n_items=150, n_days=3)  # log_dir's generator settings
+    whole = read_day(log_dir, "2026-01-02", "synthetic", config)
+    blocks = read_day_in_blocks(log_dir, "2026-01-02", "synthetic", config, tmp_path / "scratch", block_bytes=20_000)
+    assert set(blocks.parts) == {"interactions"} and "interactions" not in blocks.frames
+    assert pq.ParquetFile(blocks.parts["interactions"].files[0]).num_row_groups > 3  # a row group per block
+    for name in ("interactions", "malformed", "truth"):
+        assert blocks.frame(name).equals(whole.frame(name)), name
+    assert blocks.frame("malformed").height > 0  # the generator's dirt made it through the blocks
+    assert (blocks.sources, blocks.info) == (whole.sources, whole.info)
+    assert day_summary({"d": blocks}).equals(day_summary({"d": whole}))
