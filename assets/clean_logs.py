@@ -407,6 +407,17 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
     return Bundle(frames=frames, info={"dataset": spec.name, "rules": rules.__dict__})
 
 
+def clean_in_shards(raw: Bundle, spec: DatasetSpec, scratch: Path, rules: CleaningRules = CleaningRules()) -> Bundle:
+    """clean_logs_from_raw on a log read in user shards (assets/sharded.py), one shard at a time."""
+    from assets.sharded import clean_bundle, clean_sharded, log_of
+
+    clean = clean_sharded(log_of(raw), spec, scratch / "clean", rules)
+    bundle = clean_bundle(clean, spec.name, rules, scratch)
+    require_survivors({name: bundle.parts[name].height() for name in ("users", "interactions")},
+                      bundle.scan("rejected"), spec.name)
+    return bundle
+
+
 # -- Dagster asset ---------------------------------------------------------------------
 import dagster as dg  # noqa: E402
 
@@ -420,17 +431,6 @@ def rejected_summary(rejected: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Rejected rows counted by source file and reason."""
     return (rejected.lazy().group_by("source_file", "reason").agg(rows=pl.len()).collect(engine="streaming")
             .sort("rows", "source_file", "reason", descending=[True, False, False]))
-
-
-def clean_in_shards(raw: Bundle, spec: DatasetSpec, scratch: Path, rules: CleaningRules = CleaningRules()) -> Bundle:
-    """clean_logs_from_raw on a log read in user shards (assets/sharded.py), one shard at a time."""
-    from assets.sharded import clean_bundle, clean_sharded, log_of
-
-    clean = clean_sharded(log_of(raw), spec, scratch / "clean", rules)
-    bundle = clean_bundle(clean, spec.name, rules, scratch)
-    require_survivors({name: bundle.parts[name].height() for name in ("users", "interactions")},
-                      bundle.scan("rejected"), spec.name)
-    return bundle
 
 
 @dg.asset(

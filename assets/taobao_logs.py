@@ -116,9 +116,12 @@ def read_day(directory: Path, day: str, source: str, config: GeneratorConfig) ->
     frames = dict(read.frames)
     if (truth := read_truth(directory)) is not None:
         frames["truth"] = truth.join(frames["interactions"].select("user_id").unique(), on="user_id", how="semi").sort("user_id")
-    info = {"dataset": "taobao", "day": day, "source": source,
-            "generator": asdict(config) if source == "synthetic" else None}
-    return Bundle(frames=frames, info=info, sources=read.sources)
+    return Bundle(frames=frames, info=day_info(day, source, config), sources=read.sources)
+
+
+def day_info(day: str, source: str, config: GeneratorConfig) -> dict:
+    """What a day's bundle records of where its rows come from (the window checks all days agree)."""
+    return {"dataset": "taobao", "day": day, "source": source, "generator": asdict(config) if source == "synthetic" else None}
 
 
 def read_day_in_blocks(directory: Path, day: str, source: str, config: GeneratorConfig, scratch: Path,
@@ -143,10 +146,8 @@ def read_day_in_blocks(directory: Path, day: str, source: str, config: Generator
     if (truth := read_truth(directory)) is not None:
         users = interactions.scan().select("user_id").unique().collect()
         frames["truth"] = truth.join(users, on="user_id", how="semi").sort("user_id")
-    info = {"dataset": "taobao", "day": day, "source": source,
-            "generator": asdict(config) if source == "synthetic" else None}
-    return Bundle(frames=frames, parts={"interactions": interactions}, info=info, sources=(file_source(path),),
-                  scratch=(scratch,))
+    return Bundle(frames=frames, parts={"interactions": interactions}, info=day_info(day, source, config),
+                  sources=(file_source(path),), scratch=(scratch,))
 
 
 def window_days(available: list[str], n_days: int, end_day: str = "", first_day: str = TAOBAO_FIRST_DAY) -> tuple[list[str], list[str]]:
@@ -284,8 +285,8 @@ def taobao_log_window(context: dg.AssetExecutionContext, config: LogWindowConfig
                       taobao_daily_logs) -> dg.MaterializeResult:
     present, missing = window_days(list(taobao_daily_logs), config.days, config.end_day)
     if paml.shards:
-        # One day in memory at a time (for its summary and source), then the day files read
-        # again into user shards: the window is never whole in memory.
+        # One day at a time for its summary and source (scanned when it was read in blocks), then
+        # the day files read again into user shards: the window is never whole in memory.
         days, summaries = {}, []
         for day in present:
             days[day] = Bundle(info=taobao_daily_logs[day].info)

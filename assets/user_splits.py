@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from assets.bundle import Bundle
 from assets.specs import SUPPORT_SHARE, USER_SPLIT
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -153,11 +154,21 @@ def user_splits_for(cold_start: pl.DataFrame, interactions: pl.DataFrame, seed: 
     return {"users": users, "items": items}
 
 
+def splits_in_ranges(clean_logs: Bundle, cold_start: pl.DataFrame, seed: int, info: dict, scratch: Path) -> Bundle:
+    """user_splits_for on cleaned interactions stored in shards: re-cut into as many user-id ranges,
+    drawn range by range (assets/sharded_tasks.py; the same numbers)."""
+    from assets.sharded_tasks import cut_by_range, split_sharded, splits_bundle
+
+    ranges = cut_by_range(clean_logs.parts["interactions"].files, cold_start, int(clean_logs.info["shards"]), scratch / "ranges")
+    splits = split_sharded(ranges, cold_start, seed, scratch / "splits")
+    shutil.rmtree(scratch / "ranges")  # the splits hold every row again; of the ranges, only their bounds are kept
+    return splits_bundle(splits, info, scratch)
+
+
 # -- Dagster asset ---------------------------------------------------------------------
 import dagster as dg  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from assets.bundle import Bundle  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
 from pipelines.resources import PamlResource  # noqa: E402
@@ -185,13 +196,3 @@ def user_splits(context: dg.AssetExecutionContext, config: SplitConfig, clean_lo
     counts = bundle.frame("users").group_by("split").agg(users=pl.len()).sort("split")
     return bundle_output(bundle, users_per_split=table(counts))
 
-
-def splits_in_ranges(clean_logs: Bundle, cold_start: pl.DataFrame, seed: int, info: dict, scratch: Path) -> Bundle:
-    """user_splits_for on cleaned interactions stored in shards: re-cut into as many user-id ranges,
-    drawn range by range (assets/sharded_tasks.py; the same numbers)."""
-    from assets.sharded_tasks import cut_by_range, split_sharded, splits_bundle
-
-    ranges = cut_by_range(clean_logs.parts["interactions"].files, cold_start, int(clean_logs.info["shards"]), scratch / "ranges")
-    splits = split_sharded(ranges, cold_start, seed, scratch / "splits")
-    shutil.rmtree(scratch / "ranges")  # the splits hold every row again; of the ranges, only their bounds are kept
-    return splits_bundle(splits, info, scratch)
