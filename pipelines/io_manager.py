@@ -86,12 +86,12 @@ def _matching(table: Mapping[tuple[str, str], str], asset_key: str, bundle: Bund
             for (pattern, frame), name in table.items() if fnmatch.fnmatchcase(asset_key, pattern) and bundle.has(frame)}
 
 
-def mirrors_for(asset_key: str, bundle: Bundle) -> dict[str, pl.DataFrame]:
+def mirrors_for(asset_key: str, bundle: Bundle) -> dict[str, pl.DataFrame | StoredParts]:
     """The bundle's frames that go to DuckDB tables, by table name."""
     return _matching(MIRRORS, asset_key, bundle)
 
 
-def appends_for(asset_key: str, bundle: Bundle) -> dict[str, pl.DataFrame]:
+def appends_for(asset_key: str, bundle: Bundle) -> dict[str, pl.DataFrame | StoredParts]:
     """The bundle's frames appended to DuckDB history tables, by table name."""
     return _matching(APPENDS, asset_key, bundle)
 

@@ -277,8 +277,8 @@ class LineageStore:
 
     def record(
         self, bundle: Bundle, *, run_id: str, job_name: str, asset_key: str, partition: str,
-        code_version: str | None, inputs: dict[str, int | None] | list[str], mirrors: dict[str, pl.DataFrame],
-        appends: dict[str, pl.DataFrame] | None = None,
+        code_version: str | None, inputs: dict[str, int | None] | list[str], mirrors: dict[str, pl.DataFrame | StoredParts],
+        appends: dict[str, pl.DataFrame | StoredParts] | None = None,
     ) -> ArtifactRow:
         """Write files, then in one transaction: the run, the artifact, its edges, mirrored tables.
 
