@@ -191,8 +191,9 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
                                    spec.items.columns, encoding="utf-8", header=True)
     malformed, read = [bad_items], [rows_by_file([items, bad_items], "read")]
     files = [("users", directory / "user_profile.csv", spec.users.columns)]
+    wanted = None if days is None else set(days)
     files += [("interactions", path, spec.interactions.columns) for path in sorted(directory.glob("logs/dt=*/impressions.csv"))
-              if days is None or path.parent.name.removeprefix("dt=") in set(days)]
+              if wanted is None or path.parent.name.removeprefix("dt=") in wanted]
     with AppendedParts(out / "users") as users, AppendedParts(out / "interactions") as interactions:
         for kind, path, names in files:
             for rows, bad in split_in_blocks(path, label(path), names, block_bytes):
