@@ -1,14 +1,15 @@
 """One timed (or profiled) training run, against any checkout of the code: the training benchmark's child.
 
     python benchmarks/train_speed.py --code DIR --tasks DIR --method reg_paml [--batching bucketed]
-        [--steps 30] [--profile]
+        [--steps 30] [--inner-steps N] [--profile]
 
 `--code` is the directory whose `models/` package is imported (this checkout, or an older
 commit exported by benchmarks/training.py), so two versions run the same script on the same
 tasks, side by side in one benchmark run. The script uses only what both versions have:
 `train`, `TrainConfig`, the tuned ML-1M settings (models/settings/ here; an older checkout
 without models/settings.py uses its own table, models/tuned.py), the learners'
-`run`/`objective`. Threads come from the environment the parent sets (PAML_THREADS, and
+`run`/`objective`; `--inner-steps` sets the same inner steps for any checkout. Threads come
+from the environment the parent sets (PAML_THREADS, and
 the OpenMP wait: GOMP_SPINCOUNT, KMP_BLOCKTIME) and are applied explicitly, since older code does
 not read PAML_THREADS.
 With WORLD_SIZE > 1 in the environment (and RANK, MASTER_ADDR, MASTER_PORT) the process is one
@@ -54,9 +55,16 @@ def parse() -> argparse.Namespace:
                         help="the inner loop's vectorization (new code only; default: the code's own)")
     parser.add_argument("--no-fold", action="store_true",
                         help="the first layer's user columns as per-user copies, not one vector per user (new code only)")
+    parser.add_argument("--inner-steps", type=int, default=None,
+                        help="inner steps instead of the tuned settings' (the same work for every checkout)")
     parser.add_argument("--no-foldins", action="store_true",
                         help="switch the MF and kNN fold-ins off (new code only; on by default there)")
     return parser.parse_args()
+
+
+def with_steps(settings: dict, steps: int | None) -> dict:
+    """`settings` with `steps` inner steps (unchanged when None or for a method without an inner loop)."""
+    return settings if steps is None or "inner_steps" not in settings else {**settings, "inner_steps": steps}
 
 
 def configs(args: argparse.Namespace):
@@ -76,8 +84,10 @@ def configs(args: argparse.Namespace):
         from models.tuned import tuned_settings
         from models.tuning import apply_settings
 
-        return apply_settings(tuned_settings(args.dataset, args.method), LearnerConfig(), base)
-    learner, train = apply_params(chosen_settings(args.dataset, args.method).params, LearnerConfig(), base)
+        return apply_settings(with_steps(tuned_settings(args.dataset, args.method), args.inner_steps), LearnerConfig(),
+                              base)
+    learner, train = apply_params(with_steps(chosen_settings(args.dataset, args.method).params, args.inner_steps),
+                                  LearnerConfig(), base)
     from dataclasses import replace
 
     if args.no_foldins:

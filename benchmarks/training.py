@@ -1,11 +1,13 @@
 """Training speed on ML-1M, side by side in one run: the code before issue 11 against this checkout.
 
     python -m benchmarks.training [--methods reg_paml melu] [--steps 30] [--rounds 3] [--threads 2]
-        [--baseline REF] [--variants KEY ...] [--profile] [--quality] [--inner]
+        [--inner-steps N] [--baseline REF] [--variants KEY ...] [--profile] [--quality] [--inner]
 
 Every measurement runs in a fresh process (benchmarks/train_speed.py) on the same exported
 ML-1M tasks (benchmarks/export_tasks.py, from PAML_DATA_DIR), with each method's tuned ML-1M
-settings, PAML_THREADS threads and the same OpenMP wait policy for every variant:
+settings, PAML_THREADS threads and the same OpenMP wait policy for every variant, and the same
+number of inner steps (`--inner-steps`, default this checkout's tuned value: the baseline's own
+settings may have another, and the work grows with it):
 
 - speed: users per second of meta-training over the second epoch (the first pays for
   warm-up; a whole epoch, because a bucketed window shorter than that would time whichever
@@ -160,8 +162,22 @@ VARIANTS = (
 )
 
 
+def same_work(method: str, inner_steps: int | None = None) -> tuple[str, ...]:
+    """The children's arguments that give every variant of `method` the same number of inner steps:
+    `inner_steps`, by default this checkout's tuned ML-1M value.
+
+    A run's cost grows with its inner steps, and each checkout reads its own tuned settings: the
+    baseline's table had 3 steps for every method, this checkout's searched settings have 1 for
+    REG-PAML. Without this the comparison would time different work (it did, until 2026-11-29).
+    """
+    from models.settings import tuned_configs
+
+    steps = inner_steps or tuned_configs("movielens", method)[0].inner_steps
+    return ("--inner-steps", str(steps))
+
+
 def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, threads: int,
-          keys: list[str] | None = None) -> list[dict]:
+          keys: list[str] | None = None, inner_steps: int | None = None) -> list[dict]:
     """Median users/s of every variant (those of `keys` and the baseline), and its median ratio
     to the baseline within a round."""
     chosen = [v for i, v in enumerate(VARIANTS) if i == 0 or keys is None or v.key in keys]
@@ -169,7 +185,7 @@ def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, th
     for round_index in range(rounds):
         for method in methods:
             for v in chosen:
-                row = child(v.code_dir(ref), tasks, method, v.batching, steps, threads, extra=v.extra,
+                row = child(v.code_dir(ref), tasks, method, v.batching, steps, threads, extra=v.extra + same_work(method, inner_steps),
                             processes=v.processes, ranks=v.ranks)
                 runs.setdefault((method, v.key), []).append(row)
                 print(f"round {round_index + 1} {method} {v.title(ref)}: {row['users_per_second']:.0f} users/s, "
@@ -188,11 +204,12 @@ def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, th
     return rows
 
 
-def profiles(tasks: Path, methods: list[str], ref: str, steps: int, threads: int) -> list[dict]:
+def profiles(tasks: Path, methods: list[str], ref: str, steps: int, threads: int,
+             inner_steps: int | None = None) -> list[dict]:
     """Self-time by category, before (baseline, random) and after (this checkout, bucketed)."""
     chosen = [v for v in VARIANTS if v.key in ("baseline", "bucketed")]
     return [{"method": m, "variant": v.title(ref), **child(v.code_dir(ref), tasks, m, v.batching, steps, threads,
-                                                             profile=True, extra=v.extra)}
+                                                             profile=True, extra=v.extra + same_work(m, inner_steps))}
             for m in methods for v in chosen]
 
 
@@ -320,6 +337,8 @@ def main() -> int:
     parser.add_argument("--no-speed", action="store_true", help="skip the speed comparison")
     parser.add_argument("--variants", nargs="+", default=None, choices=[v.key for v in VARIANTS],
                         help="time only these variants (and the baseline); default: all")
+    parser.add_argument("--inner-steps", type=int, default=None,
+                        help="inner steps of every timed run (default: this checkout's tuned value, per method)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -330,12 +349,15 @@ def main() -> int:
     if args.steps is None:
         train_users = json.loads((tasks / "info.json").read_text())["n_users"]["train"]
         args.steps = -(-train_users // 32)  # one epoch of 32-user meta-batches
-    results: dict = {"machine": machine(), "threads": threads, "baseline": args.baseline}
+    inner_steps = args.inner_steps
+    results: dict = {"machine": machine(), "threads": threads, "baseline": args.baseline,
+                     "inner_steps": {m: int(same_work(m, inner_steps)[1]) for m in args.methods}}
     started = time.perf_counter()
     if not args.no_speed:
-        results["speed"] = speed(tasks, args.methods, args.baseline, args.steps, args.rounds, threads, args.variants)
+        results["speed"] = speed(tasks, args.methods, args.baseline, args.steps, args.rounds, threads, args.variants,
+                                 inner_steps)
     if args.profile:
-        results["profile"] = profiles(tasks, args.methods, args.baseline, args.steps, threads)
+        results["profile"] = profiles(tasks, args.methods, args.baseline, args.steps, threads, inner_steps)
     if args.quality:
         results["quality"] = quality(tasks, args.methods, args.seeds)
     if args.inner:
