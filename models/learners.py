@@ -149,7 +149,7 @@ class MetaLearner(nn.Module):
             with torch.no_grad():
                 support_loss = self.loss(self.net.predict(self.net.adapted_params(), support_x), batch.support_labels,
                                          batch.support_mask)
-        users = UserBatch(h, item_rep.features[support_items], batch.support_labels, batch.support_mask, batch.keys(),
+        users = UserBatch(h, support_x[1], batch.support_labels, batch.support_mask, batch.keys(),
                           training, support_loss)
         return support_x, query_x, users
 
