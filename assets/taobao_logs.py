@@ -211,7 +211,8 @@ def sharded_window(directory: Path, days: list[str], generator: dict | None, sha
 
     dataset = taobao_dataset(directory)  # the missing-files error, before anything is read
     log = shard_taobao(directory, scratch / "log", shards, days=days)
-    info = {"dataset": "taobao", "days": len(days), "day_list": days, "generator": generator}
+    info = {"dataset": "taobao", "spec_file": str(dataset.spec_path), "days": len(days), "day_list": days,
+            "generator": generator}
     return log_bundle(log, info, window_sources(dataset, directory, days), scratch)
 
 

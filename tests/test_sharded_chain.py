@@ -69,6 +69,8 @@ def test_the_sharded_assets_store_shards_and_equal_the_whole_log(homes):
     window = loaded(sharded, "taobao_log_window")
     assert set(window.parts) == {"users", "interactions"} and window.info["shards"] == SHARDS
     assert len(window.parts["interactions"].files) == SHARDS  # one file per user shard, never one frame
+    # the window says what the whole log's says (the spec read, the days, the generator), and how it is stored
+    assert {k: v for k, v in window.info.items() if k != "shards"} == loaded(whole, "taobao_log_window").info
     # the same files read, with the same bytes (the lineage from the raw files is the same)
     sources = [sorted((Path(f.path).name, f.sha256) for f in loaded(home, "raw_logs").sources) for home in (whole, sharded)]
     assert sources[0] == sources[1] and len(sources[0]) == len(DAYS) + 3  # days, profiles, catalogue, spec
