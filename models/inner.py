@@ -25,6 +25,7 @@ StepSize = Union[float, torch.Tensor, dict[str, Union[torch.Tensor, "UserScaled"
 Inputs = Any  # a tensor or a tuple of tensors with a leading user dimension (B, ...)
 Predict = Callable[[Params, Inputs], torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+StepSizeOf = Callable[[torch.Tensor], StepSize]  # the step size from the support losses before adaptation (B,)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def total_sq_norm(grad_sq_norms: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def adapt_batch(
-    params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
+    params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize | StepSizeOf,
     predict: Predict, loss: Loss, config: InnerConfig, per_user: bool | None = None, fold: Fold | None = None,
 ) -> tuple[Params, dict[str, torch.Tensor]]:
     """Vectorized adapt_one over users: x leaves (B, ...), y and mask (B, S).
@@ -147,8 +148,12 @@ def adapt_batch(
     dict of (B,) tensors by parameter (PAML with one rate per adapted layer). None infers it
     for tensors; a dict is then taken as Meta-SGD's per-parameter rates, shared by all users.
     Returns adapted parameters with a leading user dimension and squared grad norms (B,) by parameter.
-    `fold` (broadcast only): carry those columns as z per user (`Fold`).
+    `fold` (broadcast only): carry those columns as z per user (`Fold`). `step_size` may also be
+    a function of the users' support losses before adaptation (B,) (broadcast only): it is called
+    once, with the losses the first inner step computes anyway.
     """
+    if callable(step_size) and (per_user is None or config.vectorize != "broadcast"):
+        raise ValueError("a step size computed from the support loss needs vectorize='broadcast' and per_user given")
     per_user = is_per_user(step_size) if per_user is None else per_user
     if config.vectorize == "broadcast":
         return adapt_broadcast(params, x, y, mask, step_size, predict, loss, config, per_user, fold)
@@ -194,19 +199,24 @@ def _rate_of(step_size: StepSize, name: str, per_user: bool, n: int, like: torch
     return None, rate.unsqueeze(0)  # shared elementwise rates (Meta-SGD), broadcast over users
 
 
-def _folded_start(params: Params, rates: dict[str, Rate], fold: Fold,
-                  fixed: torch.Tensor) -> tuple[torch.Tensor, Rate, torch.Tensor]:
-    """Replace the fold's weight in `params` by its other columns and its rate by theirs (in
-    place); return z = W[:, :k] v (B, out), z's rate (coefficient, elementwise rate (v ⊙ v):
-    (B, out), or (B, 1) without elementwise rates) and its metric m, with ||update of
-    W[:, :k]||^2 = coefficient^2 sum_o m_o g_o^2.
+def _fold_columns(params: Params, fold: Fold) -> torch.Tensor:
+    """Replace the fold's weight in `params` by its other columns (in place); return z = W[:, :k] v (B, out)."""
+    weight, v = params[fold.name], fold.vector
+    k = v.shape[-1]
+    columns, params[fold.name] = weight.split([k, weight.shape[-1] - k], dim=-1)
+    return v @ columns.T
+
+
+def _fold_rate(rates: dict[str, Rate], fold: Fold, fixed: torch.Tensor) -> tuple[Rate, torch.Tensor]:
+    """Replace the fold's rate in `rates` by its other columns' (in place); return z's rate
+    (coefficient, elementwise rate (v ⊙ v): (B, out), or (B, 1) without elementwise rates) and
+    its metric m, with ||update of W[:, :k]||^2 = coefficient^2 sum_o m_o g_o^2.
 
     `fixed` is v as it enters the gradient g_z v^T: detached in a first-order loop, where the
     meta-gradient does not flow through the inner gradients.
     """
-    weight, (coefficient, elementwise), v = params[fold.name], rates[fold.name], fold.vector
+    (coefficient, elementwise), v = rates[fold.name], fold.vector
     k = v.shape[-1]
-    columns, params[fold.name] = weight.split([k, weight.shape[-1] - k], dim=-1)
     applied, squared = fixed * v, fixed * fixed  # (B, k)
     if elementwise is None:
         z_rate, metric = applied.sum(-1, keepdim=True), squared.sum(-1, keepdim=True)
@@ -218,11 +228,11 @@ def _folded_start(params: Params, rates: dict[str, Rate], fold: Fold,
         else:
             z_rate = (columns_rate @ applied.unsqueeze(-1)).squeeze(-1)
             metric = ((columns_rate * columns_rate) @ squared.unsqueeze(-1)).squeeze(-1)
-    return v @ columns.T, (coefficient, z_rate), metric
+    return (coefficient, z_rate), metric
 
 
 def adapt_broadcast(
-    params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize,
+    params: Params, x: Inputs, y: torch.Tensor, mask: torch.Tensor, step_size: StepSize | StepSizeOf,
     predict: Predict, loss: Loss, config: InnerConfig, per_user: bool, fold: Fold | None = None,
 ) -> tuple[Params, dict[str, torch.Tensor]]:
     """adapt_batch without vmap, for a `predict` that broadcasts over a leading user dimension
@@ -242,12 +252,11 @@ def adapt_broadcast(
     create_graph = outer_grad and not config.first_order
     with torch.enable_grad():
         start = dict(params)
-        rates = {k: _rate_of(step_size, k, per_user, n, y) for k in params}
         z_key = None
         if fold is not None:
             z_key = folded_key(fold.name)
             fixed = fold.vector if create_graph else fold.vector.detach()
-            start[z_key], rates[z_key], z_metric = _folded_start(start, rates, fold, fixed)
+            start[z_key] = _fold_columns(start, fold)
             v_length = (fixed * fixed).sum(-1)  # ||dL/dW[:, :k]||^2 = ||g_z||^2 ||v||^2
         current = {}
         for k, p in start.items():
@@ -256,8 +265,16 @@ def adapt_broadcast(
                 stacked = stacked.detach().requires_grad_()
             current[k] = stacked
         grad_sq_norms = {k: y.new_zeros(n) for k in params}
+        rates: dict[str, Rate] = {}
         for step in range(config.steps):
-            total = loss(predict(current, x), y, mask).sum()
+            user_losses = loss(predict(current, x), y, mask)  # (B,)
+            if step == 0:
+                if callable(step_size):  # rates that read the support loss before adaptation
+                    step_size = step_size(user_losses.detach())
+                rates = {k: _rate_of(step_size, k, per_user, n, y) for k in params}
+                if fold is not None:
+                    rates[z_key], z_metric = _fold_rate(rates, fold, fixed)
+            total = user_losses.sum()
             grads = dict(zip(current, torch.autograd.grad(total, list(current.values()), create_graph=create_graph)))
             directions = {k: g if rates[k][1] is None else rates[k][1] * g for k, g in grads.items()}
             # squared gradient norms: REG-PAML's regularizer reads step 0's (every parameter), the

@@ -131,8 +131,10 @@ class MetaLearner(nn.Module):
         return InnerConfig(steps=self.config.inner_steps, first_order=self.config.first_order or not training,
                            max_step_norm=self.config.max_step_norm, vectorize=self.config.inner_vectorize)
 
-    def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True) -> tuple[Inputs, Inputs, UserBatch]:
-        """Support and query inputs of a batch, and what its step sizes may depend on."""
+    def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True,
+                support_loss: bool = True) -> tuple[Inputs, Inputs, UserBatch]:
+        """Support and query inputs of a batch, and what its step sizes may depend on
+        (`support_loss=False`: without the support loss, which the caller fills in)."""
         if training and self.training:
             # One draw of the global RNG per step, the same in every data-parallel process.
             self.net.embedder.salt = int(torch.randint(0, 2**31 - 1, (1,)))
@@ -144,27 +146,39 @@ class MetaLearner(nn.Module):
         foldin_support, foldin_query = self.net.foldin_predictions(batch, item_rep, support_items, query_items, tables)
         support_x = self.net.inputs(h, support_items, item_rep, tables, foldin_support)  # (B, Du), (B, S, Di), ...
         query_x = self.net.inputs(h, query_items, item_rep, tables, foldin_query)  # (B, Du), (B, Q, Di), ...
-        support_loss = None
-        if self.reads_support_loss:
+        user_losses = None
+        if self.reads_support_loss and support_loss:
             with torch.no_grad():
-                support_loss = self.loss(self.net.predict(self.net.adapted_params(), support_x), batch.support_labels,
+                user_losses = self.loss(self.net.predict(self.net.adapted_params(), support_x), batch.support_labels,
                                          batch.support_mask)
         users = UserBatch(h, support_x[1], batch.support_labels, batch.support_mask, batch.keys(),
-                          training, support_loss)
+                          training, user_losses)
         return support_x, query_x, users
 
     def run(self, batch: TaskSplit, items: ItemTable, training: bool = True, adapt: bool = True) -> Outcome:
         """Adapt to each user's support set and predict its query set (`adapt=False`: the unadapted prior)."""
-        support_x, query_x, users = self.prepare(batch, items, training)
-        alpha = self.step_size(users)
         inner = self.inner_config(training)
         if not adapt:
             inner = InnerConfig(steps=0, first_order=True, vectorize=inner.vectorize)
+        # Rates that read the support loss before adaptation take it from the inner loop's first
+        # forward pass instead of a pass of their own (the same loss: every user starts at theta).
+        deferred = self.reads_support_loss and inner.vectorize == "broadcast" and inner.steps > 0
+        support_x, query_x, users = self.prepare(batch, items, training, support_loss=not deferred)
+        chosen: dict[str, StepSize] = {}
+
+        def step_of(user_losses: torch.Tensor) -> StepSize:
+            chosen["alpha"] = self.step_size(replace(users, support_loss=user_losses))
+            return self.scaled_step(chosen["alpha"])
+
+        if not deferred:
+            chosen["alpha"] = self.step_size(users)
         adapted, grad_sq_norms = adapt_batch(
-            self.net.adapted_params(), support_x, batch.support_labels, batch.support_mask, self.scaled_step(alpha),
-            self.net.predict, self.loss, inner, per_user=self.per_user_step,
+            self.net.adapted_params(), support_x, batch.support_labels, batch.support_mask,
+            step_of if deferred else self.scaled_step(chosen["alpha"]), self.net.predict, self.loss, inner,
+            per_user=self.per_user_step,
             fold=self.net.fold(support_x) if inner.vectorize == "broadcast" and self.config.inner_fold else None,
         )
+        alpha = chosen["alpha"]
         query_pred = predict_batch(self.net.predict, adapted, query_x, inner.vectorize)
         query_loss = self.loss(query_pred, batch.query_labels, batch.query_mask)
         self._grad_sq_norms, self._alpha = grad_sq_norms, alpha
@@ -426,8 +440,8 @@ class ATPAML(MetaLearner):
         self.memory.apply_gradients()
         self.memory.insert(h, ratio, keys)
 
-    def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True):
-        prepared = super().prepare(batch, items, training)
+    def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True, support_loss: bool = True):
+        prepared = super().prepare(batch, items, training, support_loss)
         self._keys = prepared[2].keys
         return prepared
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.inner import adapt_batch
-from models.learners import METHODS, LearnerConfig, RegPAML, build_learner
+from models.learners import METHODS, LearnerConfig, RegPAML, build_learner, per_user
 from models.network import NetworkConfig
 from models.training import TrainConfig, predict_split, train
 from models.user_memory import MemoryConfig
@@ -110,6 +110,30 @@ def test_reg_paml_regularizer_matches_hand_computation():
     expected = (outcome.query_loss + PAPER_PAML.gamma * torch.stack(regs)).mean()
     assert torch.allclose(objective, expected, rtol=1e-5)
     assert not torch.allclose(objective, outcome.query_loss.mean())
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("method", ["paml", "reg_paml"])
+def test_rates_read_the_support_loss_of_the_first_inner_step(method, training):
+    """run() takes the support loss the rates read from the inner loop's first forward pass: the
+    same rates and predictions as a separate pass over the support set before adapting."""
+    torch.manual_seed(0)
+    data = tiny_task_data()
+    learner = build_learner(method, data, CONFIG)
+    assert learner.reads_support_loss and CONFIG.lr_history
+    batch = data.splits["train"]
+    outcome = learner.run(batch, data.items, training=training)
+    xs, xq, users = learner.prepare(batch, data.items, training=training)
+    assert users.support_loss is not None and (users.support_loss > 0).all()
+    alpha = learner.step_size(users)
+    adapted, _ = adapt_batch(learner.net.adapted_params(), xs, batch.support_labels, batch.support_mask,
+                             learner.scaled_step(alpha), learner.net.predict, learner.loss, learner.inner_config(training),
+                             per_user=learner.per_user_step, fold=learner.net.fold(xs))
+    expected = learner.net.predict(adapted, xq)
+    rates = torch.stack(list(alpha.values())) if isinstance(alpha, dict) else alpha
+    assert rates.std() > 0  # the rates differ between users, so reading the wrong loss would show
+    assert torch.allclose(outcome.lr_per_user, per_user(alpha, len(batch), users.h, learner.per_user_step), rtol=1e-5)
+    assert torch.allclose(outcome.query_pred, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
