@@ -300,7 +300,10 @@ def inner_step_speed(tasks: Path, batches: int = 8, repeats: int = 5) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"machine: {results['machine']}", ""]
+    lines = [f"machine: {results['machine']}"]
+    if results.get("inner_steps"):
+        lines.append("inner steps of every variant: " + ", ".join(f"{m} {n}" for m, n in results["inner_steps"].items()))
+    lines.append("")
     if "speed" in results:
         lines += ["| method | variant | users/s (median) | runs | ratio to main | users per CPU-second (median) | runs | ratio to main |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -1,0 +1,26 @@
+"""The training benchmark times equal work: every variant runs the same number of inner steps."""
+
+import argparse
+from pathlib import Path
+
+from benchmarks.train_speed import configs, with_steps
+from benchmarks.training import same_work
+from models.settings import tuned_configs
+
+
+def test_every_variant_is_given_the_same_inner_steps():
+    for method in ("reg_paml", "melu"):
+        tuned = tuned_configs("movielens", method)[0].inner_steps
+        assert same_work(method) == ("--inner-steps", str(tuned))
+        assert same_work(method, tuned + 2) == ("--inner-steps", str(tuned + 2))
+
+
+def test_the_child_applies_the_inner_steps_over_the_tuned_settings():
+    assert with_steps({"inner_lr": 0.1, "inner_steps": 3}, 1) == {"inner_lr": 0.1, "inner_steps": 1}
+    assert with_steps({"inner_lr": 0.1, "inner_steps": 3}, None) == {"inner_lr": 0.1, "inner_steps": 3}
+    assert with_steps({"finetune_lr": 0.1}, 2) == {"finetune_lr": 0.1}  # no inner loop: nothing to set
+    args = argparse.Namespace(code=Path("."), dataset="movielens", method="reg_paml", batching="bucketed", steps=5,
+                              device="cpu", inner_steps=4, no_foldins=False, vectorize=None, no_fold=False)
+    learner, train = configs(args)
+    assert learner.inner_steps == 4 and train.max_steps == 10
+    assert learner.inner_lr == tuned_configs("movielens", "reg_paml")[0].inner_lr  # the rest stays tuned
