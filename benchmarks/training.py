@@ -23,8 +23,9 @@ settings may have another, and the work grows with it):
   change in the machine's load hits all of them; ratios are taken within a round.
 - `--profile`: torch.profiler's self-time by category for one window, before and after.
 - `--quality`: full tuned training (step budget, early stopping) of each method x seed with
-  both samplers, and the test users' MSE and nDCG: the sampler must not change them beyond
-  seed noise.
+  both samplers, configured as the model assets and the GPU check configure it (the fold-ins'
+  settings chosen on validation users), and the test users' MSE and nDCG: the sampler must not
+  change them beyond seed noise; the bucketed runs are the GPU check's CPU reference.
 - `--inner`: the vectorized inner step against a per-user Python loop (same arithmetic).
 
 Results print as Markdown and go to benchmarks/out/training.json.
@@ -214,20 +215,24 @@ def profiles(tasks: Path, methods: list[str], ref: str, steps: int, threads: int
 
 
 def quality(tasks: Path, methods: list[str], seeds: list[int]) -> list[dict]:
-    """Test metrics of full tuned training with each sampler (runs side by side where cores allow)."""
+    """Test metrics of full tuned training with each sampler (runs side by side where cores allow),
+    configured as the model assets and the GPU check configure them: the settings file's choice
+    and the fold-ins' MF and kNN settings chosen on validation users."""
     from dataclasses import replace
 
+    from benchmarks.gpu_check import settings
     from models.metrics import rating_metrics
     from models.parallel import TrainJob, run_jobs
-    from models.settings import tuned_configs
+    from models.references import tune_settings
 
     data = load_tasks(tasks)
+    references, _ = tune_settings(data)
     jobs, labels = [], []
     for method in methods:
-        learner_config, train_config = tuned_configs("movielens", method)
         for batching in ("random", "bucketed"):
             for seed in seeds:
-                jobs.append(TrainJob(method, learner_config, replace(train_config, seed=seed, batching=batching), ("test",)))
+                learner_config, train_config = settings(method, None, "cpu", seed, None, None, references=references)
+                jobs.append(TrainJob(method, learner_config, replace(train_config, batching=batching), ("test",)))
                 labels.append((method, batching, seed))
     log = lambda i, entry: print(f"{' '.join(map(str, labels[i]))} step {entry.step}: val {entry.val_loss:.4f}, "  # noqa: E731
                                  f"{entry.users_per_second:.0f} users/s", flush=True)
