@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.inner import adapt_batch
-from models.learners import METHODS, LearnerConfig, RegPAML, build_learner, per_user
+from models.learners import METHODS, HistoryEncoder, LearnerConfig, RegPAML, UserBatch, build_learner, per_user
 from models.network import NetworkConfig
 from models.training import TrainConfig, predict_split, train
 from models.user_memory import MemoryConfig
@@ -193,3 +193,18 @@ def test_paml_per_parameter_rates_start_as_paml_and_learn(per_layer):
         next(iter(hybrid.rates.values())).mul_(3.0)
     torch.manual_seed(1)
     assert not torch.equal(hybrid.run(data.splits["train"], data.items).query_pred, expected)
+
+
+def test_history_encoder_pools_the_support_set_by_hand():
+    """The mean support item and the label-weighted mean, padding left out (derived by hand)."""
+    encoder = HistoryEncoder(item_dim=2, dim=4)
+    with torch.no_grad():
+        encoder.proj.weight.copy_(torch.eye(4))
+        encoder.proj.bias.zero_()
+    users = UserBatch(h=torch.zeros(1, 1), support_features=torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]),
+                      support_labels=torch.tensor([[5.0, 1.0, 4.0]]), support_mask=torch.tensor([[True, True, False]]),
+                      keys=torch.tensor([0]))
+    # weights 1, 1, 0 (count 2); centred labels (5 - 3) / 2 = 1 and (1 - 3) / 2 = -1
+    # mean ([1, 2] + [3, 4]) / 2 = [2, 3]; label-weighted (1 [1, 2] - 1 [3, 4]) / 2 = [-1, -1], cut by the ReLU
+    pooled = encoder(users, torch.tensor(3.0), torch.tensor(2.0))
+    assert torch.equal(pooled, torch.tensor([[2.0, 3.0, 0.0, 0.0]]))
