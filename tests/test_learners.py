@@ -208,3 +208,21 @@ def test_history_encoder_pools_the_support_set_by_hand():
     # mean ([1, 2] + [3, 4]) / 2 = [2, 3]; label-weighted (1 [1, 2] - 1 [3, 4]) / 2 = [-1, -1], cut by the ReLU
     pooled = encoder(users, torch.tensor(3.0), torch.tensor(2.0))
     assert torch.equal(pooled, torch.tensor([[2.0, 3.0, 0.0, 0.0]]))
+
+
+def test_multi_hot_fields_pool_their_present_codes_and_leave_the_padding_row_at_zero():
+    data = tiny_task_data()
+    assert (data.items.multi["genre"][1:] == 0).any()  # some items have padding slots
+    result = train("melu", data, CONFIG, TrainConfig(epochs=2, meta_batch=4, seed=0))
+    embedder = result.learner.net.embedder.eval()
+    table = embedder.tables["genre"].weight.detach()
+    assert torch.equal(table[0], torch.zeros_like(table[0]))  # no gradient, and so no decay, ever reaches it
+    initial = build_learner("melu", data, CONFIG).net.embedder.tables["genre"].weight.detach()
+    assert not torch.equal(table[1:], initial[1:])  # the other rows were trained
+    features = embedder.items(data.items).features.detach()
+    dim = CONFIG.network.embedding_dim
+    codes = embedder.remap__genre[data.items.multi["genre"]]
+    for row in range(1, codes.shape[0]):
+        present = [int(c) for c in codes[row] if c != 0]
+        expected = torch.stack([table[c] for c in present]).mean(0) if present else torch.zeros(dim)
+        assert torch.allclose(features[row, dim: 2 * dim], expected, atol=1e-6), row  # after the brand field
