@@ -163,9 +163,9 @@ VARIANTS = (
 )
 
 
-def same_work(method: str, inner_steps: int | None = None) -> tuple[str, ...]:
-    """The children's arguments that give every variant of `method` the same number of inner steps:
-    `inner_steps`, by default this checkout's tuned ML-1M value.
+def inner_steps_of(method: str, inner_steps: int | None = None) -> int:
+    """The inner steps every variant of `method` runs: `inner_steps`, by default this checkout's
+    tuned ML-1M value.
 
     A run's cost grows with its inner steps, and each checkout reads its own tuned settings: the
     baseline's table had 3 steps for every method, this checkout's searched settings have 1 for
@@ -173,8 +173,12 @@ def same_work(method: str, inner_steps: int | None = None) -> tuple[str, ...]:
     """
     from models.settings import tuned_configs
 
-    steps = inner_steps or tuned_configs("movielens", method)[0].inner_steps
-    return ("--inner-steps", str(steps))
+    return inner_steps or tuned_configs("movielens", method)[0].inner_steps
+
+
+def same_work(method: str, inner_steps: int | None = None) -> tuple[str, ...]:
+    """The children's arguments that give every variant of `method` the same inner steps (`inner_steps_of`)."""
+    return ("--inner-steps", str(inner_steps_of(method, inner_steps)))
 
 
 def speed(tasks: Path, methods: list[str], ref: str, steps: int, rounds: int, threads: int,
@@ -359,7 +363,7 @@ def main() -> int:
         args.steps = -(-train_users // 32)  # one epoch of 32-user meta-batches
     inner_steps = args.inner_steps
     results: dict = {"machine": machine(), "threads": threads, "baseline": args.baseline,
-                     "inner_steps": {m: int(same_work(m, inner_steps)[1]) for m in args.methods}}
+                     "inner_steps": {m: inner_steps_of(m, inner_steps) for m in args.methods}}
     started = time.perf_counter()
     if not args.no_speed:
         results["speed"] = speed(tasks, args.methods, args.baseline, args.steps, args.rounds, threads, args.variants,

@@ -132,9 +132,9 @@ class MetaLearner(nn.Module):
                            max_step_norm=self.config.max_step_norm, vectorize=self.config.inner_vectorize)
 
     def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True,
-                support_loss: bool = True) -> tuple[Inputs, Inputs, UserBatch]:
+                with_support_loss: bool = True) -> tuple[Inputs, Inputs, UserBatch]:
         """Support and query inputs of a batch, and what its step sizes may depend on
-        (`support_loss=False`: without the support loss, which the caller fills in)."""
+        (`with_support_loss=False`: without the support loss, which the caller fills in)."""
         if training and self.training:
             # One draw of the global RNG per step, the same in every data-parallel process.
             self.net.embedder.salt = int(torch.randint(0, 2**31 - 1, (1,)))
@@ -147,7 +147,7 @@ class MetaLearner(nn.Module):
         support_x = self.net.inputs(h, support_items, item_rep, tables, foldin_support)  # (B, Du), (B, S, Di), ...
         query_x = self.net.inputs(h, query_items, item_rep, tables, foldin_query)  # (B, Du), (B, Q, Di), ...
         user_losses = None
-        if self.reads_support_loss and support_loss:
+        if self.reads_support_loss and with_support_loss:
             with torch.no_grad():
                 user_losses = self.loss(self.net.predict(self.net.adapted_params(), support_x), batch.support_labels,
                                          batch.support_mask)
@@ -163,7 +163,7 @@ class MetaLearner(nn.Module):
         # Rates that read the support loss before adaptation take it from the inner loop's first
         # forward pass instead of a pass of their own (the same loss: every user starts at theta).
         deferred = self.reads_support_loss and inner.vectorize == "broadcast" and inner.steps > 0
-        support_x, query_x, users = self.prepare(batch, items, training, support_loss=not deferred)
+        support_x, query_x, users = self.prepare(batch, items, training, with_support_loss=not deferred)
         chosen: dict[str, StepSize] = {}
 
         def step_of(user_losses: torch.Tensor) -> StepSize:
@@ -442,8 +442,8 @@ class ATPAML(MetaLearner):
         self.memory.apply_gradients()
         self.memory.insert(h, ratio, keys)
 
-    def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True, support_loss: bool = True):
-        prepared = super().prepare(batch, items, training, support_loss)
+    def prepare(self, batch: TaskSplit, items: ItemTable, training: bool = True, with_support_loss: bool = True):
+        prepared = super().prepare(batch, items, training, with_support_loss)
         self._keys = prepared[2].keys
         return prepared
 
