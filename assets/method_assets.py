@@ -19,10 +19,10 @@ from assets.bundle import Bundle
 from assets.evaluation import aggregate, minor_vs_major, user_diagnostics, user_metrics_frame
 from models.checkpoint import flatten_state, unflatten_state
 from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict, method_form
-from models.network import NetworkConfig, with_reference_settings
+from models.network import NetworkConfig
 from models.parallel import JobResult, TrainJob, run_jobs
 from models.references import DEFAULT_PROTOCOL, ReferenceSettings, training_labels
-from models.settings import KNOBS, ChosenSettings, apply_params, chosen_settings
+from models.settings import KNOBS, ChosenSettings, apply_settings, chosen_settings
 from models.tasks import TaskData, task_data_from_tensors, training_view
 from models.training import EpochLog, TrainConfig, predict_split
 from models.user_memory import MemoryConfig
@@ -237,13 +237,8 @@ class ModelConfig(dg.Config):
     def learner_config(self, method: str, dataset: str | None, references: Bundle | None = None) -> LearnerConfig:
         """Code defaults <- tuned settings of (dataset, method) <- values set in this config; with fold-ins,
         their MF and kNN settings from `references` (the `reference_settings` asset) unless those two set them."""
-        learner, train = self._configs(method, dataset)
-        chosen = (references.info["settings"] if references is not None else {}).get(train.protocol)
-        if chosen is None:
-            return learner
-        keep = frozenset(self.chosen(method, dataset).params) | frozenset(self.explicit())
-        keep |= frozenset({"factor_dim"} if self.factor_dim is not None else ())
-        return replace(learner, network=with_reference_settings(learner.network, ReferenceSettings.from_dict(chosen), keep))
+        chosen = (references.info["settings"] if references is not None else {}).get(self.protocol)
+        return self._configs(method, dataset, ReferenceSettings.from_dict(chosen) if chosen is not None else None)[0]
 
     def train_config(self, method: str, dataset: str | None) -> TrainConfig:
         return self._configs(method, dataset)[1]
@@ -260,7 +255,7 @@ class ModelConfig(dg.Config):
         """What a model bundle records: the settings file, its hash, the trial, and what the run config overrode."""
         return {**self.chosen(method, dataset).provenance(), "run_config": self.explicit()}
 
-    def _configs(self, method: str, dataset: str | None) -> tuple[LearnerConfig, TrainConfig]:
+    def _configs(self, method: str, dataset: str | None, references: ReferenceSettings | None = None) -> tuple[LearnerConfig, TrainConfig]:
         network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics,
                                 item_id=self.item_id,
                                 factor_dim=LEARNER_DEFAULTS.network.factor_dim if self.factor_dim is None else self.factor_dim)
@@ -270,7 +265,8 @@ class ModelConfig(dg.Config):
         train = TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, device=resolve_device(self.device),
                             max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience, protocol=self.protocol,
                             batching=self.batching)
-        return apply_params({**self.chosen(method, dataset).params, **self.explicit()}, learner, train)
+        return apply_settings({**self.chosen(method, dataset).params, **self.explicit()}, learner, train, references,
+                              keep=frozenset({"factor_dim"} if self.factor_dim is not None else ()))
 
 
 def build_model_asset(method: str) -> dg.AssetsDefinition:

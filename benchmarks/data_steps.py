@@ -108,7 +108,7 @@ def run_steps(dataset: str, data_dir: Path, users: int, shards: int = 0) -> list
     else:
         raw = timed("read raw files", lambda: read_movielens(data_dir))
     rows[-1]["rows"] = raw.frame("interactions").height
-    clean = timed("clean (validated cleaning)", lambda: clean_logs_from_raw(raw, spec))
+    clean = timed("clean (validated cleaning)", lambda raw=raw: clean_logs_from_raw(raw, spec))
     rows[-1]["rows"] = clean.frame("interactions").height
     del raw
     cold = timed("Pareto cold-start selection", lambda: select_cold_start(clean.frame("interactions")))

@@ -54,17 +54,11 @@ def settings(method: str, gamma: float | None, device: str, seed: int, steps: in
              seconds: float | None = None, dataset: str = "movielens", references=None):
     """The pipeline's tuned settings of `dataset` for one run, optionally capped to `steps` or `seconds`;
     `references` (models/references.py `ReferenceSettings`) sets the fold-ins' MF and kNN as the model assets do."""
-    from models.learners import LearnerConfig
-    from models.network import with_reference_settings
-    from models.settings import apply_params, chosen_settings
+    from models.settings import tuned_configs
     from models.training import TrainConfig
 
-    base = TrainConfig(device=device, seed=seed, max_seconds=seconds)
-    params = chosen_settings(dataset, method).params
-    learner = LearnerConfig()
-    if references is not None:
-        learner = replace(learner, network=with_reference_settings(learner.network, references, frozenset(params)))
-    learner_config, train_config = apply_params(params, learner, base)
+    learner_config, train_config = tuned_configs(dataset, method, TrainConfig(device=device, seed=seed, max_seconds=seconds),
+                                                 references)
     if gamma is not None:
         learner_config = replace(learner_config, gamma=gamma)
     if steps is not None:
@@ -206,8 +200,8 @@ def main() -> int:
     # The exported tasks name their dataset: its settings file chooses each method's settings.
     dataset = json.loads((args.tasks / "info.json").read_text()).get("dataset", "movielens")
     # The fold-ins take the reference rows' validation-chosen settings, as in the pipeline (paper protocol).
-    from models.references import tune_settings
-    references, _ = tune_settings(data)
+    from models.references import validation_settings
+    references = validation_settings(data)
     print(f"reference settings (validation): {references}", flush=True)
     print(f"tasks: {', '.join(f'{k} {len(v)}' for k, v in data.splits.items())} users", flush=True)
     tiny = args.budget == "tiny"

@@ -227,10 +227,10 @@ def quality(tasks: Path, methods: list[str], seeds: list[int]) -> list[dict]:
     from benchmarks.gpu_check import settings
     from models.metrics import rating_metrics
     from models.parallel import TrainJob, run_jobs
-    from models.references import tune_settings
+    from models.references import validation_settings
 
     data = load_tasks(tasks)
-    references, _ = tune_settings(data)
+    references = validation_settings(data)
     jobs, labels = [], []
     for method in methods:
         for batching in ("random", "bucketed"):

@@ -91,6 +91,7 @@ def main() -> int:
     from safetensors.torch import load_file, save_file
 
     from models.checkpoint import flatten_state
+    from models.references import validation_settings
     from models.runtime import thread_count
     from models.settings import tuned_configs
     from models.tasks import task_data_from_tensors
@@ -111,8 +112,11 @@ def main() -> int:
     data = task_data_from_tensors(load_file(str(tasks / "tensors.safetensors")), info)
     # PAML_THREADS is the machine's budget: the processes on this node share it.
     threads = max(1, thread_count() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    # The settings the model assets use for this dataset (models/settings/<dataset>.json).
+    # The settings the model assets use for this dataset (models/settings/<dataset>.json), the
+    # fold-ins' at the reference rows' validation choices; every rank computes the same ones.
     learner_config, config = tuned_configs(info.get("dataset"), args.method)
+    if learner_config.network.uses_mf_foldin or learner_config.network.knn_foldin:
+        learner_config, config = tuned_configs(info.get("dataset"), args.method, references=validation_settings(data, config.protocol))
     config = replace(config, seed=args.seed, device=device, threads=threads,
                      **({} if args.epochs is None else {"epochs": args.epochs}))
     result = train(args.method, data, learner_config, config,

@@ -513,6 +513,12 @@ def validation_error(pred: np.ndarray, split: TaskSplit, task: str, train_ctr: f
     return M.mean_ignoring_nan(per_user)
 
 
+def validation_settings(data: TaskData, protocol: str = DEFAULT_PROTOCOL) -> ReferenceSettings:
+    """The reference rows' settings chosen on `data`'s validation users under `protocol`, as the
+    `reference_settings` asset chooses them (assets/reference_eval.py): what a fold-in network uses."""
+    return tune_settings(data, protocol_splits(data, protocol))[0]
+
+
 def tune_settings(
     data: TaskData, splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL], grid: SearchGrid = SearchGrid(),
 ) -> tuple[ReferenceSettings, list[dict]]:

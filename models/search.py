@@ -293,16 +293,15 @@ def base_configs(config: SearchConfig):
     return LearnerConfig(), replace(train, **overrides)
 
 
-def with_fold_in_references(learner, data, protocol: str):
-    """The fold-ins' MF and kNN at the reference rows' validation-chosen settings, as the model
-    assets set them (assets/reference_eval.py `reference_settings`); a trial's own values win."""
-    from models.network import with_reference_settings
-    from models.references import protocol_splits, tune_settings
+def with_fold_in_references(learner, train, data):
+    """The configs with the fold-ins' MF and kNN at the reference rows' validation-chosen settings,
+    as the model assets set them (models/settings.py `apply_settings`); a trial's own values win."""
+    from models.references import validation_settings
+    from models.settings import apply_settings
 
     if not (learner.network.uses_mf_foldin or learner.network.knn_foldin):
-        return learner
-    references, _ = tune_settings(data, protocol_splits(data, protocol))
-    return replace(learner, network=with_reference_settings(learner.network, references))
+        return learner, train
+    return apply_settings({}, learner, train, validation_settings(data, train.protocol))
 
 
 def work(tasks: Path, journal: Path, methods: list[str], config: SearchConfig, worker: int,
@@ -321,7 +320,7 @@ def work(tasks: Path, journal: Path, methods: list[str], config: SearchConfig, w
     data, _ = load_search_tasks(tasks)
     storage = journal_storage(journal)
     base_learner, base_train = base_configs(config)
-    base_learner = with_fold_in_references(base_learner, data, config.protocol)
+    base_learner, base_train = with_fold_in_references(base_learner, base_train, data)
     done = 0
     for method in methods:
         study = optuna.load_study(study_name=study_name(method, config.protocol), storage=storage)

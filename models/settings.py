@@ -205,10 +205,28 @@ def chosen_settings(dataset: str | None, method: str, directory: Path | None = N
     return ChosenSettings(params, display_path(path), file_sha256(path), entry.get("trial"), entry.get("value"))
 
 
-def tuned_configs(dataset: str | None, method: str, train: TrainConfig | None = None) -> tuple[LearnerConfig, TrainConfig]:
-    """The configs a model asset trains (dataset, method) with: the code defaults (or `train`)
-    with the settings file's choice applied."""
-    return apply_params(chosen_settings(dataset, method).params, LearnerConfig(), train or TrainConfig())
+def apply_settings(params: dict[str, Any], learner: LearnerConfig, train: TrainConfig, references=None,
+                   keep: frozenset[str] = frozenset()) -> tuple[LearnerConfig, TrainConfig]:
+    """`learner` and `train` <- the fold-ins' MF and kNN at the reference rows' validation choices
+    (`references`: models/references.py `ReferenceSettings`, or None to leave them) <- `params`.
+
+    The one place where the model assets, the search, the distributed trainer and the benchmarks
+    resolve a model's settings, so that each of them trains the same model. A field named in
+    `params` or in `keep` (e.g. one the run config sets) is never taken from the references.
+    """
+    from models.network import with_reference_settings  # deferred: models.network is heavy to import
+
+    learner, train = apply_params(params, learner, train)
+    if references is not None:
+        learner = replace(learner, network=with_reference_settings(learner.network, references, frozenset(params) | keep))
+    return learner, train
+
+
+def tuned_configs(dataset: str | None, method: str, train: TrainConfig | None = None,
+                  references=None) -> tuple[LearnerConfig, TrainConfig]:
+    """The configs a model asset trains (dataset, method) with: the code defaults (or `train`) <-
+    the fold-ins' reference settings, when given <- the settings file's choice (`apply_settings`)."""
+    return apply_settings(chosen_settings(dataset, method).params, LearnerConfig(), train or TrainConfig(), references)
 
 
 def write_settings(content: dict[str, Any], dataset: str, directory: Path | None = None) -> Path:

@@ -98,7 +98,7 @@ def test_each_night_delivers_its_day_and_everything_follows(three_nights):
     for night in NIGHTS:
         ran = log[night]
         assert ran[0] == f"taobao_daily_logs[{night}]"  # the cron brings exactly that day, first
-        assert {f"taobao_log_window[taobao]", "raw_logs[taobao]", "meta_tasks[taobao]", "report[None]"} <= set(ran)
+        assert {"taobao_log_window[taobao]", "raw_logs[taobao]", "meta_tasks[taobao]", "report[None]"} <= set(ran)
         assert {f"{m}_champion[taobao]" for m in METHODS} | {f"{m}_eval[None]" for m in METHODS} <= set(ran)
         assert not any("movielens" in r or "bookcrossing" in r for r in ran)  # the other datasets are untouched
         assert len(ran) == len(set(ran))  # nothing ran twice in a night

@@ -17,7 +17,7 @@ from assets.method_assets import ModelConfig
 from models.learners import LearnerConfig, method_form
 from models.search import JournalError, SearchConfig, journal_storage, load_search_tasks, parse_study_name, run_search, study_name, tasks_digest
 from models.settings import (
-    KNOBS, SPACE, apply_params, chosen_settings, knob_exists, search_space, tuned_configs, write_settings,
+    KNOBS, SPACE, apply_params, apply_settings, chosen_settings, knob_exists, search_space, tuned_configs, write_settings,
 )
 from models.training import TrainConfig
 from pipelines.cli import expected_failure
@@ -96,6 +96,28 @@ def test_model_config_layers_code_defaults_the_settings_file_and_explicit_values
     (tmp_path / "taobao.json").write_text('{"methods": {"melu": {"params": {"inner_lrr": 1}}}}')
     with pytest.raises(ValueError, match="unknown setting.*inner_lrr"):
         chosen_settings("taobao", "melu", tmp_path)
+
+
+def test_the_model_assets_and_the_benchmarks_resolve_the_same_settings(tmp_path):
+    from assets.bundle import Bundle
+    from models.references import BiasConfig, BlendConfig, KNNConfig, MFConfig, ReferenceSettings
+
+    write_settings({"dataset": "movielens", "methods": {"reg_paml": {"params": {"inner_lr": 0.02, "gamma": 1e-3}}}},
+                   "movielens", tmp_path)
+    chosen = ReferenceSettings(BiasConfig(item_shrinkage=25.0, user_shrinkage=3.0), MFConfig(rank=5, reg=7.0),
+                               KNNConfig(k=40, shrinkage=300.0, damping=0.1), BlendConfig(0.45))
+    references = Bundle(info={"settings": {"paper": chosen.as_dict()}})
+    asset = ModelConfig(device="cpu", settings_dir=str(tmp_path)).learner_config("reg_paml", "movielens", references)
+    learner, _ = apply_settings({"inner_lr": 0.02, "gamma": 1e-3}, LearnerConfig(), TrainConfig(), chosen)
+    assert asset == learner  # one resolution for the model assets, the search, the GPU check and the benchmarks
+    assert (learner.inner_lr, learner.gamma, learner.network.knn_k, learner.network.factor_dim) == (0.02, 1e-3, 40, 5)
+    # The run config wins over the settings file and the references, the rank included.
+    explicit = ModelConfig(device="cpu", settings_dir=str(tmp_path), gamma=1e-2, factor_dim=3)
+    mine = explicit.learner_config("reg_paml", "movielens", references)
+    assert (mine.gamma, mine.network.factor_dim, mine.network.mf_reg, mine.inner_lr) == (1e-2, 3, 7.0, 0.02)
+    # Production-protocol models ignore the paper protocol's choice (none given for it here).
+    production = ModelConfig(device="cpu", settings_dir=str(tmp_path), protocol="production")
+    assert production.learner_config("reg_paml", "movielens", references).network.knn_k == LearnerConfig().network.knn_k
 
 
 def test_the_committed_settings_files_are_valid_for_every_method_they_name():
