@@ -13,13 +13,14 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from assets.bundle import Bundle
-from assets.raw_text import Decoding, EmptyRawFileError, RawHeaderError, decode_text, decoding_of
+from assets.raw_text import Decoding, EmptyRawFileError, RawFileError, RawHeaderError, decode_text, decoding_of
 
 MALFORMED_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "text": pl.String, "reason": pl.String}
 
@@ -176,6 +177,28 @@ def quotes_open(text: str) -> bool:
     return text.replace('\\"', "").count('"') % 2 == 1
 
 
+def csv_records(reader, path: Path, label: str, physical: list[str]) -> Iterator[list[str]]:
+    """The records of a csv reader; a csv.Error stops the read as a RawFileError naming the line.
+
+    Python's csv reader gives up on a field longer than its limit (131,072 characters): in a
+    raw file that is a quote opened and never closed, which swallows the lines after it.
+    """
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            text = physical[start - 1].removesuffix("\r") if start <= len(physical) else ""
+            raise RawFileError(
+                f"{label} ({path}) line {start}: {error}; the record starting there runs on to line {reader.line_num}: "
+                f"a quote that is never closed? {text[:120]!r}"
+            ) from None
+        start = reader.line_num + 1
+        yield row
+
+
 def read_quoted_csv(
     path: Path, label: str, names: tuple[str, ...], *, n_fields: int,
     header: tuple[str, ...] | None = None, encoding: str = "latin-1",
@@ -196,7 +219,7 @@ def read_quoted_csv(
     bad: dict[str, list] = {"line": [], "text": [], "reason": []}
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar, escapechar=escapechar)
     next_line = 1
-    for index, row in enumerate(reader):
+    for index, row in enumerate(csv_records(reader, path, label, physical)):
         start, next_line = next_line, reader.line_num + 1
         if index == 0 and skip_first:
             if header is not None:

@@ -12,7 +12,7 @@ import pytest
 import assets.raw_text as raw_text
 from assets.clean_logs import clean_logs_from_raw
 from assets.raw_files import read_bookcrossing, read_movielens, read_taobao
-from assets.raw_text import EmptyRawFileError, RawEncodingError, RawHeaderError, decoding_of, scan_bytes
+from assets.raw_text import EmptyRawFileError, RawEncodingError, RawFileError, RawHeaderError, decoding_of, scan_bytes
 from assets.specs import SPECS
 from tests.fixtures import bookcrossing_dir, good_ml_users, ml_ratings_for, movielens_dir, quoted, write_lines
 
@@ -163,3 +163,15 @@ def test_every_reader_gives_one_blank_line_reason(tmp_path):
         assert set(raw.frame("malformed")["reason"]) == {"blank line"}
         assert raw.frame("malformed").height == 2
     assert pl.concat([ml.frame("malformed"), bx.frame("malformed")])["line"].to_list() == [3, 7, 3, 3]
+
+
+def test_a_quote_never_closed_is_a_named_error_not_a_csv_traceback(tmp_path):
+    # A quote opened on line 3 and never closed runs the rest of the file (unquoted fields) into
+    # one field, past Python's csv limit of 131,072 characters.
+    ratings = [quoted("1", "0001", "5"), '"1";"0002;7'] + ["2;0001;5"] * 20000
+    root = bookcrossing_dir(tmp_path, [quoted("1", "a, b, c", "30"), quoted("2", "a, b, c", "30")], ratings)
+    with pytest.raises(RawFileError) as error:
+        read_bookcrossing(root)
+    message = one_line(error)
+    assert message.startswith("bookcrossing/BX-Book-Ratings.csv (")
+    assert "line 3: field larger than field limit" in message and "a quote that is never closed? '\"1\";\"0002;7'" in message
