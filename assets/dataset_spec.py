@@ -218,6 +218,16 @@ def header_line(path: Path, separator: str, quote: str, encoding: str) -> tuple[
     return tuple(name.strip() for name in row)
 
 
+def ascii_compatible(encoding: str) -> bool:
+    """True for a text codec that reads ASCII bytes as themselves: lines, separators and quotes are
+    found byte-wise, so UTF-16/32 (two or four bytes a character) and codecs such as rot13 or hex cannot work."""
+    sample = b"id,name;\"x\"\t1\r\n"
+    try:
+        return sample.decode(encoding) == sample.decode("ascii")
+    except (LookupError, UnicodeError):
+        return False
+
+
 def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Path, prefix: str,
                check_files: bool = True) -> TableFile:
     """The file of a section, checked to exist (unless not `check_files`), with its column names.
@@ -257,6 +267,9 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         codecs.lookup(encoding)  # kept as written: messages name the encoding as the spec does
     except LookupError:
         raise check.fail(f"{section}.encoding", "unknown encoding (e.g. utf-8, latin-1, cp1252)", encoding) from None
+    if not ascii_compatible(encoding):
+        raise check.fail(f"{section}.encoding", "expected a text encoding that writes ASCII as ASCII (e.g. utf-8, "
+                         "latin-1, cp1252, shift_jis); convert UTF-16 or UTF-32 files to UTF-8 first", encoding)
     quote = check.typed(raw, "quote", section, str, '"')
     if len(quote) > 1 or (quote and len(separator) > 1):
         problem = "expected one character, or '' for none" if len(quote) > 1 else \

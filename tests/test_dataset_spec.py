@@ -145,6 +145,8 @@ price = { type = "numeric", min = 0, max = 100, bins = [10, 50] }
     ('separator = "|"\nheader = false\nquote = ""\ncolumns = ["user"', 'separator = "|"\nheader = "no"\nquote = ""\ncolumns = ["user"',
      "users.header: expected true or false (found 'no')"),
     ('encoding = "latin-1"', 'encoding = "latin-9000"', "items.encoding: unknown encoding"),
+    ('encoding = "latin-1"', 'encoding = "utf-16"', "items.encoding: expected a text encoding that writes ASCII as ASCII"),
+    ('encoding = "latin-1"', 'encoding = "rot13"', "items.encoding: expected a text encoding that writes ASCII as ASCII"),
     ('timestamp_min = "1997-09-01"', 'timestamp_min = "Sept 1997"', "interactions.timestamp_min: expected a date"),
     ('gender = { type = "categorical", values = ["F", "M"] }', 'gender = { type = "multi", delimiter = "," }',
      "users.features.gender.type: expected one of categorical, numeric (a user has one value per feature)"),
