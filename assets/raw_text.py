@@ -152,6 +152,24 @@ def scan_bytes(path: Path, start: int) -> _Scan:
     return scan
 
 
+def decode_error_at(path: Path, start: int, encoding: str) -> int | None:
+    """Offset of the first byte from `start` that is not valid in `encoding`, or None (read in chunks)."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    offset = start
+    with path.open("rb") as handle:
+        handle.seek(start)
+        while True:
+            chunk = handle.read(CHUNK_BYTES)
+            pending = len(decoder.getstate()[0])  # bytes of a character the last chunk left open
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                return offset - pending + error.start
+            if not chunk:
+                return None
+            offset += len(chunk)
+
+
 def decoding_of(path: Path, label: str, declared: str) -> Decoding:
     """Check `path` as bytes and decide how to decode it, or raise a named RawFileError.
 
@@ -186,6 +204,14 @@ def decoding_of(path: Path, label: str, declared: str) -> Decoding:
         )
     # ISO-8859-1 decodes any byte, so a UTF-8 copy can only be recognised by being valid UTF-8.
     as_utf8 = utf8_declared or bool(bom) or (scan.non_ascii and scan.utf8_error_at is None and is_single_byte(declared))
+    # ISO-8859-1 decodes any byte; other encodings (cp1252, shift_jis, ...) leave some bytes undefined.
+    if not as_utf8 and scan.non_ascii and normalize_encoding(declared) != "iso8859-1" and (
+            bad := decode_error_at(path, bom, declared)) is not None:
+        line, byte = position(path, bad)
+        raise RawEncodingError(
+            f"{where}: is not valid {declared} at line {line}, byte {byte} ({describe_bytes(path, bad)}); "
+            f"expected {declared} text."
+        )
     return Decoding(
         encoding="utf-8" if as_utf8 else declared, declared=declared, bom_bytes=bom,
         ends_with_newline=scan.last_byte in (b"\n", b"\r"),

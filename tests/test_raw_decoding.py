@@ -12,7 +12,9 @@ import pytest
 import assets.raw_text as raw_text
 from assets.clean_logs import clean_logs_from_raw
 from assets.raw_files import read_bookcrossing, read_movielens, read_taobao
-from assets.raw_text import EmptyRawFileError, RawEncodingError, RawFileError, RawHeaderError, decoding_of, scan_bytes
+from assets.raw_text import (
+    EmptyRawFileError, RawEncodingError, RawFileError, RawHeaderError, decode_text, decoding_of, scan_bytes,
+)
 from assets.specs import SPECS
 from tests.fixtures import bookcrossing_dir, good_ml_users, ml_ratings_for, movielens_dir, quoted, write_lines
 
@@ -175,3 +177,16 @@ def test_a_quote_never_closed_is_a_named_error_not_a_csv_traceback(tmp_path):
     message = one_line(error)
     assert message.startswith("bookcrossing/BX-Book-Ratings.csv (")
     assert "line 3: field larger than field limit" in message and "a quote that is never closed? '\"1\";\"0002;7'" in message
+
+
+def test_bytes_undefined_in_a_declared_encoding_name_line_and_byte(tmp_path, monkeypatch):
+    path = tmp_path / "names.csv"
+    path.write_bytes(b"id,name\n1,caf\xe9\n2,\x81x\n")  # 0x81 is not a cp1252 character
+    with pytest.raises(RawEncodingError, match=r"names.csv .*is not valid cp1252 at line 3, byte 3 \(0x81 0x78"):
+        decoding_of(path, "names.csv", "cp1252")
+    monkeypatch.setattr(raw_text, "CHUNK_BYTES", 3)  # two-byte characters straddle the chunk edges
+    path.write_bytes("id,name\n1,東京都\n".encode("shift_jis") + b"2,\x81\x20x\n")  # a lead byte without its trail byte
+    with pytest.raises(RawEncodingError, match=r"is not valid shift_jis at line 3, byte 3 \(0x81 0x20"):
+        decoding_of(path, "names.csv", "shift_jis")
+    path.write_bytes("id,name\n1,東京都\n".encode("shift_jis"))
+    assert decode_text(path, decoding_of(path, "names.csv", "shift_jis")) == "id,name\n1,東京都\n"
