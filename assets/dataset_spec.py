@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 import os
 import re
 import tomllib
@@ -166,6 +167,8 @@ class Checker:
             names = {str: "text", bool: "true or false", list: "a list", dict: "a table"}
             wanted = "a number" if kind == numbers else names.get(kind, str(kind))
             raise self.fail(full, f"expected {wanted}", value)
+        if isinstance(value, float) and not math.isfinite(value):  # TOML and YAML both write inf and nan
+            raise self.fail(full, "expected a finite number", value)
         return value
 
     def column(self, table: dict[str, Any], key: str, where: str, file: TableFile, default: Any = ...,
@@ -412,6 +415,11 @@ def time_range(check: Checker, section: dict[str, Any]) -> EpochSeconds:
     for key, default in zip(("timestamp_min", "timestamp_max"), DEFAULT_TIME_RANGE):
         value = section.get(key, default)
         if isinstance(value, int) and not isinstance(value, bool):  # Unix seconds, for a range that is not whole days
+            try:
+                datetime.fromtimestamp(value, tz=timezone.utc)  # the range is shown as dates, and times are Int64
+            except (OverflowError, OSError, ValueError):
+                raise check.fail(f"interactions.{key}", "Unix seconds out of the range of dates (years 1-9999)",
+                                 value) from None
             bounds.append(value)
             continue
         if isinstance(value, datetime):
