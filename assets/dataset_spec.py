@@ -613,8 +613,10 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
     groups = check.table(check.typed(raw, "groups", "", dict), "groups", ("features",))
     tagging = tuple(check.typed(groups, "features", "groups", list))
     for feature in tagging:
-        if feature not in user_options:
+        if not isinstance(feature, str) or feature not in user_options:  # a list or table is not hashable
             raise check.fail("groups.features", f"not a user feature; the users have {', '.join(user_options)}", feature)
+    if len(set(tagging)) != len(tagging):  # a feature named twice would count twice towards the major rule
+        raise check.fail("groups.features", "a feature is listed more than once", sorted({f for f in tagging if tagging.count(f) > 1}))
     if len(tagging) < MAJOR_MIN_TOP_FEATURES:
         raise check.fail("groups.features", f"a user is major with at least {MAJOR_MIN_TOP_FEATURES} features holding a "
                          f"top value (paper), so give at least {MAJOR_MIN_TOP_FEATURES} user features", tagging)

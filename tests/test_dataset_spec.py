@@ -174,6 +174,10 @@ price = { type = "numeric", min = 0, max = 100, bins = [10, 50] }
      "groups.features: not a user feature; the users have age, gender, occupation, zip (found 'income')"),
     ('features = ["age", "gender", "occupation", "zip"]', 'features = ["age", "gender"]',
      "groups.features: a user is major with at least 3 features"),
+    ('features = ["age", "gender", "occupation", "zip"]', 'features = ["age", "age", "age"]',
+     "groups.features: a feature is listed more than once (found ['age'])"),
+    ('features = ["age", "gender", "occupation", "zip"]', 'features = [["age"], "gender", "zip"]',
+     "groups.features: not a user feature; the users have age, gender, occupation, zip (found ['age'])"),
     ("[groups]", "[groups", "not valid TOML"),
 ])
 def test_every_spec_mistake_names_file_key_and_value(tmp_path, old, new, message):
