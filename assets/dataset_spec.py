@@ -215,7 +215,8 @@ def header_line(path: Path, separator: str, quote: str, encoding: str) -> tuple[
     """The column names on line 1 of a text file (a UTF-8 byte-order mark is skipped)."""
     with path.open("rb") as handle:
         first = handle.readline().removeprefix(codecs.BOM_UTF8)
-    text = first.decode(encoding, errors="replace").rstrip("\r\n")
+    # Split at any line end: a file with CR-only line ends reads as one line.
+    text = re.split(r"\r\n|\r|\n", first.decode(encoding, errors="replace"), maxsplit=1)[0]
     row = next(csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote or None,
                           quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE), [])
     return tuple(name.strip() for name in row)
@@ -287,6 +288,9 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         if first is None or not first.is_file():
             raise check.fail(f"{section}.columns", "needed when the file is not there to name them", None)
         columns = header_line(first, separator, quote, encoding)
+        if not any(columns):
+            raise check.fail(f"{section}.file", "line 1 names no columns; expected the header line (or header = false "
+                             "and the columns listed)", name)
     else:  # with a header, line 1 must name these columns (checked when the file is read)
         columns = tuple(check.typed(raw, "columns", section, list))
         bad = [c for c in columns if not isinstance(c, str) or not c.strip()]

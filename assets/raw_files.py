@@ -214,7 +214,7 @@ def read_quoted_csv(
     """
     decoding = decoding_of(path, label, encoding)
     text = decode_text(path, decoding)
-    physical = text.split("\n")
+    physical = re.split(r"\r\n|\r|\n", text)  # lines as the csv reader counts them (CR-only line ends too)
     records: dict[str, list] = {"line": [], **{name: [] for name in names}}
     bad: dict[str, list] = {"line": [], "text": [], "reason": []}
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar, escapechar=escapechar)

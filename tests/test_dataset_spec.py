@@ -412,3 +412,19 @@ def test_adding_a_name_again_from_elsewhere_says_so(tmp_path, monkeypatch, capsy
     first, second = ml100k_dir(tmp_path / "a", n_users=4, n_items=3), ml100k_dir(tmp_path / "b", n_users=4, n_items=3)
     assert cli.main(["dataset", "add", str(first)]) == 0 and cli.main(["dataset", "add", str(second)]) == 0
     assert f"re-pointed (was {first / 'dataset.toml'}) dataset 'ml100k' from {second / 'dataset.toml'}" in capsys.readouterr().out
+
+
+def test_cr_line_ends_and_a_blank_first_line(tmp_path):
+    customers = ["customer,age,region,segment,device", "c1,30,South,vip,ios", "c2,40,West,new,ios"]
+    clicks = ["customer,product,category,tags,clicked,ts", "c1,p1,cat1,a,1,1700000000", "c1,p2,cat2,b,1,1700000100",
+              "c2,p1,cat1,a,1,1700000000", "c2,p2,cat2,b,1,1700000000", "c2,p3,oops"]
+    directory = clicks_dir(tmp_path, customers=customers, clicks=clicks)
+    log = directory / "clicks.csv"
+    log.write_bytes(log.read_bytes().replace(b"\n", b"\r"))  # old Mac line ends
+    dataset = load_spec(directory)
+    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    assert bundle.frame("interactions").height == 4
+    assert rejected_at(bundle, "shop_clicks/clicks.csv", 6)["value"] == "c2,p3,oops"  # the line itself, not ''
+    log.write_bytes(b"\n" + log.read_bytes().replace(b"\r", b"\n"))
+    with pytest.raises(SpecError, match=r"dataset.yaml: interactions.file: line 1 names no columns"):
+        load_spec(directory)
