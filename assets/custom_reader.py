@@ -23,6 +23,7 @@ import polars as pl
 from assets.bundle import Bundle, file_source
 from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines
+from assets.raw_text import EmptyRawFileError, RawFileError
 
 FLAG_SET = ("1", "1.0", "true", "yes", "y", "t")  # a flag column's "this value applies" (lower-cased)
 
@@ -34,7 +35,7 @@ def read_table(file: TableFile) -> tuple[pl.DataFrame, pl.DataFrame]:
     reader so a quoted separator or line break stays inside its field.
     """
     if file.format == "parquet":
-        frame = pl.read_parquet(file.path)
+        frame = read_parquet(file)
         rows = frame.select(
             pl.lit(file.label).alias("source_file"),
             pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("line"),
@@ -47,6 +48,41 @@ def read_table(file: TableFile) -> tuple[pl.DataFrame, pl.DataFrame]:
                                delimiter=file.separator, quotechar=file.quote, escapechar=file.escape or None,
                                skip_first=file.header)
     return split_lines(file.path, file.label, file.separator, file.columns, encoding=file.encoding, header=file.header)
+
+
+def read_parquet(file: TableFile) -> pl.DataFrame:
+    """A Parquet table, or a RawFileError naming the file: unreadable (its footer was checked when the
+    spec was loaded, its pages are read here), without rows, or with a column no text can stand for."""
+    try:
+        frame = pl.read_parquet(file.path)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise RawFileError(f"{file.label} ({file.path}): not a readable Parquet file: {str(error).splitlines()[0]}") from None
+    if not frame.height:
+        raise EmptyRawFileError(f"{file.label} ({file.path}): no data rows (the Parquet file holds none).")
+    for column, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Duration):  # polars casts no duration to text; a time is a datetime or Unix seconds
+            raise RawFileError(f"{file.label} ({file.path}): column {column!r} is a duration ({dtype}); expected "
+                               f"text, numbers, dates or lists; row 1: {frame[column][0]!r}")
+    return frame
+
+
+def require_scalars(rows: pl.DataFrame, columns: set[str], label: str) -> None:
+    """Raise a RawFileError for a list column (Parquet) among `columns`, which hold one value per row."""
+    for column in sorted(columns & set(rows.columns)):
+        if isinstance(rows.schema[column], (pl.List, pl.Array)):
+            first = rows.filter(pl.col(column).is_not_null()).head(1)
+            where = f"row {first['line'].item()}: {first[column].item().to_list()!r}" if first.height else "every row null"
+            raise RawFileError(f"{label}: column {column!r} holds lists; expected one value per row (only a multi "
+                               f"feature may be a list); {where}")
+
+
+def scalar_columns(dataset: CustomDataset) -> set[str]:
+    """The columns a dataset reads one value per row from: ids, label, time, features but multi ones, display."""
+    features = (*dataset.user_features, *dataset.item_features, *dataset.details_features)
+    named = {*(c for c in dataset.interaction_columns.values() if c), dataset.user_id_column, dataset.item_id_column,
+             dataset.details_id_column, *(c for f in features if f.type != "multi" for c in f.columns),
+             *(column for _, column in dataset.display), *(split.column for split in dataset.splits)}
+    return named - {""}
 
 
 def parquet_text(column: str, dtype: pl.DataType) -> pl.Expr:
@@ -118,6 +154,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     """
     logs = [read_log_file(file) for file in table_files(dataset.interactions)] if logs is None else logs
     log = pl.concat([b.frame("interactions") for b in logs])
+    scalars = scalar_columns(dataset)
+    require_scalars(log, scalars, dataset.interactions.label)
     log_bad = pl.concat([b.frame("malformed") for b in logs])
     columns = dataset.interaction_columns
     interactions = log.select(
@@ -139,12 +177,14 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
             tables[side] = feature_table(log, id_column, id_name, features, extra, f"{dataset.interactions.label} ({side})")
             continue
         rows, bad = read_table(file)
+        require_scalars(rows, scalars, file.label)
         malformed.append(bad)
         tables[side] = feature_table(rows, id_column, id_name, features, extra, None)
     malformed.append(log_bad)
     frames = {"users": tables["users"], "items": tables["items"], "interactions": interactions}
     if dataset.details is not None:
         rows, bad = read_table(dataset.details)
+        require_scalars(rows, scalars, dataset.details.label)
         malformed.append(bad)
         frames["item_details"] = feature_table(rows, dataset.details_id_column, "item_id", dataset.details_features, (), None)
     frames["malformed"] = pl.concat(malformed)

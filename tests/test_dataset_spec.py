@@ -1,7 +1,7 @@
 """Dataset specs: a rating spec (MovieLens-100K as shipped), a click spec (quoted CSV + user table,
 YAML), a Parquet log; every spec mistake; the CLI's dataset add/list/remove; the GX suite from a spec."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -11,6 +11,7 @@ from assets.clean_logs import clean_logs_from_raw
 from assets.custom_reader import read_custom
 from assets.dataset_spec import SpecError, load_spec
 from assets.expectations import users_suite, validate_clean_logs
+from assets.raw_text import EmptyRawFileError, RawFileError
 from pipelines import cli
 from tests.fixtures import CLICKS_SPEC, ML100K_GENRES, clicks_dir, ml100k_dir
 
@@ -428,3 +429,50 @@ def test_cr_line_ends_and_a_blank_first_line(tmp_path):
     log.write_bytes(b"\n" + log.read_bytes().replace(b"\r", b"\n"))
     with pytest.raises(SpecError, match=r"dataset.yaml: interactions.file: line 1 names no columns"):
         load_spec(directory)
+
+
+PQ_SPEC = """
+name = "pq_bad"
+label = { kind = "rating", min = 1, max = 5 }
+interactions = { file = "log.parquet", user_id = "uid", item_id = "iid", label = "stars", timestamp = "at" }
+groups = { features = ["country", "plan", "lang"] }
+[users.features]
+country = { type = "categorical" }
+plan = { type = "categorical" }
+lang = { type = "categorical" }
+[items.features]
+kind = { type = "categorical" }
+"""
+
+
+@pytest.mark.parametrize(("column", "values", "error", "message"), [
+    ("stars", [[4.0], [2.0]], RawFileError, "pq_bad/log.parquet: column 'stars' holds lists; expected one value per row "
+                                            "(only a multi feature may be a list); row 1: ['4.0']"),
+    ("country", [None, ["fr"]], RawFileError, "column 'country' holds lists; expected one value per row (only a multi "
+                                              "feature may be a list); row 2: ['fr']"),
+    ("at", [timedelta(seconds=1704067200)] * 2, RawFileError, "column 'at' is a duration"),
+    ("uid", [], EmptyRawFileError, "no data rows (the Parquet file holds none)"),
+])
+def test_parquet_columns_of_the_wrong_type_name_file_column_and_row(tmp_path, column, values, error, message):
+    columns = {"uid": [1, 2], "iid": ["a", "b"], "stars": [4.0, 2.0], "country": ["fr", "de"], "plan": ["p", "q"],
+               "lang": ["l", "m"], "kind": ["x", "y"], "at": [1704067200, 1704067300]}
+    frame = pl.DataFrame({**columns, column: values}) if values else pl.DataFrame(columns).clear()
+    frame.write_parquet(tmp_path / "log.parquet")
+    (tmp_path / "dataset.toml").write_text(PQ_SPEC)
+    with pytest.raises(error) as raised:
+        read_custom(load_spec(tmp_path))
+    assert message in str(raised.value)
+
+
+def test_a_parquet_file_with_corrupted_pages_is_a_named_error(tmp_path):
+    path = tmp_path / "log.parquet"
+    pl.DataFrame({"uid": list(range(1000)), "iid": ["a"] * 1000, "stars": [4.0] * 1000, "country": ["fr"] * 1000,
+                  "plan": ["p"] * 1000, "lang": ["l"] * 1000, "kind": ["x"] * 1000, "at": [1704067200] * 1000}
+                 ).write_parquet(path)
+    data = bytearray(path.read_bytes())
+    data[40:80] = bytes(40)  # the first column's pages; the footer (read when the spec is loaded) stays whole
+    path.write_bytes(bytes(data))
+    (tmp_path / "dataset.toml").write_text(PQ_SPEC)
+    dataset = load_spec(tmp_path)
+    with pytest.raises(RawFileError, match=r"^pq_bad/log.parquet \(.*log.parquet\): not a readable Parquet file: "):
+        read_custom(dataset)
