@@ -16,11 +16,29 @@ import numpy as np
 import polars as pl
 
 from assets.bundle import Bundle
+from assets.clean_logs import CleaningError
 from assets.specs import SUPPORT_SHARE, USER_SPLIT
 
 SPLIT_NAMES = ("train", "val", "test")
 WARM_SPLIT = "warm"
 TASK_SEPARATOR = "#"  # a warm chunk's task key is "<user_id>#<chunk>"
+
+
+class TooFewUsersError(CleaningError):
+    """Too few cold-start users for every split to get one: later steps tune on val and score on test."""
+
+
+def require_every_split(users: pl.DataFrame, dataset: str) -> None:
+    """Raise a TooFewUsersError naming the split sizes when train, val or test has no user."""
+    counts = {name: 0 for name in SPLIT_NAMES} | dict(users.group_by("split").len().iter_rows())
+    empty = [name for name in SPLIT_NAMES if counts[name] == 0]
+    if empty:
+        sizes = ", ".join(f"{name} {counts[name]}" for name in SPLIT_NAMES)
+        raise TooFewUsersError(
+            f"{dataset}: {sum(counts[n] for n in SPLIT_NAMES)} cold-start users split 7:1:2 leave {' and '.join(empty)} "
+            f"without a user ({sizes}); the cold-start users are the 80% of cleaned users with the fewest logs, and "
+            "9 or more of them (12 cleaned users) fill every split"
+        )
 
 
 def split_boundaries(n_users: int, ratios: tuple[int, ...] = USER_SPLIT) -> list[int]:
@@ -193,6 +211,7 @@ def user_splits(context: dg.AssetExecutionContext, config: SplitConfig, clean_lo
     else:
         frames = user_splits_for(cold_start_users.frame("users"), clean_logs.frame("interactions"), config.seed)
         bundle = Bundle(frames=frames, info=info)
+    require_every_split(bundle.frame("users"), context.partition_key)
     counts = bundle.frame("users").group_by("split").agg(users=pl.len()).sort("split")
     return bundle_output(bundle, users_per_split=table(counts))
 
