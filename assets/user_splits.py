@@ -37,8 +37,16 @@ def require_every_split(users: pl.DataFrame, dataset: str) -> None:
         raise TooFewUsersError(
             f"{dataset}: {sum(counts[n] for n in SPLIT_NAMES)} cold-start users split 7:1:2 leave {' and '.join(empty)} "
             f"without a user ({sizes}); the cold-start users are the 80% of cleaned users with the fewest logs, and "
-            "9 or more of them (12 cleaned users) fill every split"
+            f"{fills_every_split()} or more of them fill every split"
         )
+
+
+def fills_every_split(ratios: tuple[int, ...] = USER_SPLIT, search: int = 1000) -> int:
+    """The least number of users from which on every split of `ratios` gets at least one (`split_boundaries`)."""
+    def fills(n: int) -> bool:
+        bounds = [0, *split_boundaries(n, ratios)]
+        return all(b > a for a, b in zip(bounds, bounds[1:]))
+    return 1 + max(n for n in range(search) if not fills(n))  # fills(0) is False
 
 
 def split_boundaries(n_users: int, ratios: tuple[int, ...] = USER_SPLIT) -> list[int]:

@@ -218,10 +218,19 @@ def profiles(tasks: Path, methods: list[str], ref: str, steps: int, threads: int
             for m in methods for v in chosen]
 
 
-def quality(tasks: Path, methods: list[str], seeds: list[int]) -> list[dict]:
+def plain_network(learner_config):
+    """The learner without the MF and kNN fold-ins and the dot-product head: MeLU's network with the
+    rating statistics. It starts far from a good model, so meta-training has to do all of the work."""
+    from dataclasses import replace
+
+    return replace(learner_config, network=replace(learner_config.network, mf_foldin=False, knn_foldin=False, factor_dim=0))
+
+
+def quality(tasks: Path, methods: list[str], seeds: list[int], plain: bool = False) -> list[dict]:
     """Test metrics of full tuned training with each sampler (runs side by side where cores allow),
     configured as the model assets and the GPU check configure them: the settings file's choice
-    and the fold-ins' MF and kNN settings chosen on validation users."""
+    and the fold-ins' MF and kNN settings chosen on validation users. `plain`: the same settings
+    on the network without fold-ins (`plain_network`), where most tuned runs do not keep their start."""
     from dataclasses import replace
 
     from benchmarks.gpu_check import settings
@@ -236,6 +245,7 @@ def quality(tasks: Path, methods: list[str], seeds: list[int]) -> list[dict]:
         for batching in ("random", "bucketed"):
             for seed in seeds:
                 learner_config, train_config = settings(method, None, "cpu", seed, None, None, references=references)
+                learner_config = plain_network(learner_config) if plain else learner_config
                 jobs.append(TrainJob(method, learner_config, replace(train_config, batching=batching), ("test",)))
                 labels.append((method, batching, seed))
     log = lambda i, entry: print(f"{' '.join(map(str, labels[i]))} step {entry.step}: val {entry.val_loss:.4f}, "  # noqa: E731
@@ -354,6 +364,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--plain", action="store_true", help="--quality on the network without fold-ins (plain_network)")
     parser.add_argument("--inner", action="store_true")
     args = parser.parse_args()
     threads = args.threads or thread_count()
@@ -371,12 +382,14 @@ def main() -> int:
     if args.profile:
         results["profile"] = profiles(tasks, args.methods, args.baseline, args.steps, threads, inner_steps)
     if args.quality:
-        results["quality"] = quality(tasks, args.methods, args.seeds)
+        results["quality"] = quality(tasks, args.methods, args.seeds, args.plain)
+        results["plain_network"] = args.plain
     if args.inner:
         results["inner"] = inner_step_speed(tasks)
     results["seconds"] = round(time.perf_counter() - started)
     OUT.mkdir(exist_ok=True)
     name = "training_quality.json" if args.quality and args.no_speed else "training.json"
+    name = name.replace(".json", "_plain.json") if args.plain else name
     (OUT / name).write_text(json.dumps(results, indent=1))
     print(markdown(results))
     return 0

@@ -9,7 +9,7 @@ import pytest
 from assets.cold_start_users import select_cold_start
 from assets.user_groups import feature_concentration, tag_users, top_values
 from assets.user_splits import (
-    TooFewUsersError, assign_support_query, assign_user_splits, require_every_split, split_boundaries, user_splits_for,
+    TooFewUsersError, assign_support_query, assign_user_splits, fills_every_split, require_every_split, split_boundaries, user_splits_for,
 )
 
 
@@ -94,14 +94,16 @@ def test_major_needs_more_than_two_top_features():
     assert np.isclose((tagged["group"] == "major").mean(), 0.4)
 
 
-
 def test_too_few_users_for_every_split_is_a_named_error():
     # 6 users: 4 cold-start users split 3 / 0 / 1, so no validation user (training then failed deep in the
     # reference tuning with numpy's "need at least one array to concatenate").
     interactions = interactions_for({f"u{k}": 2 + k for k in range(6)})
     users = user_splits_for(select_cold_start(interactions), interactions, seed=0)["users"]
     with pytest.raises(TooFewUsersError, match=r"^tiny: 4 cold-start users split 7:1:2 leave val without a user "
-                                               r"\(train 3, val 0, test 1\); .* 9 or more of them"):
+                                               r"\(train 3, val 0, test 1\); .* 9 or more of them fill every split"):
         require_every_split(users, "tiny")
     interactions = interactions_for({f"u{k}": 2 + k for k in range(12)})
     require_every_split(user_splits_for(select_cold_start(interactions), interactions, seed=0)["users"], "tiny")
+    # By hand: 8 users cut 7:1:2 at 5.6 -> 6 and 6.4 -> 6 leave val empty; 9 cut at 6.3 -> 6, 7.2 -> 7.
+    assert split_boundaries(8) == [6, 6, 8] and split_boundaries(9) == [6, 7, 9]
+    assert fills_every_split() == 9 and fills_every_split((1, 1)) == 2
