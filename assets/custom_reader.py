@@ -96,16 +96,21 @@ def parquet_text(column: str, dtype: pl.DataType) -> pl.Expr:
 
 def unix_seconds(column: str, time_format: str) -> pl.Expr:
     """Times written as `time_format` as Unix-seconds text; a value that does not parse stays as it was,
-    so cleaning rejects it with the value and the format."""
+    so cleaning rejects it with the value and the format.
+
+    Under a text format (iso or a pattern) a bare integer that does not parse is marked
+    `<value> (not <format>)`: left as it was it would pass cleaning as Unix seconds, and a mistyped
+    compact date ('2024011' for '%Y%m%d') would become a day of January 1970.
+    """
     text = pl.col(column).cast(pl.String).str.strip_chars()
     if time_format == "unix":
         return text
     if time_format == "unix_ms":
-        seconds = text.cast(pl.Int64, strict=False) // 1000
-    else:
-        parsed = text.str.to_datetime(None if time_format == "iso" else time_format, strict=False, time_unit="us")
-        seconds = parsed.dt.epoch("s")
-    return seconds.cast(pl.String).fill_null(text)
+        return (text.cast(pl.Int64, strict=False) // 1000).cast(pl.String).fill_null(text)
+    parsed = text.str.to_datetime(None if time_format == "iso" else time_format, strict=False, time_unit="us")
+    unparsed = text.str.contains(r"^[+-]?\d+$").fill_null(False) & parsed.is_null()
+    return (pl.when(unparsed).then(pl.format("{} (not {})", text, pl.lit(time_format)))
+            .otherwise(parsed.dt.epoch("s").cast(pl.String).fill_null(text)))
 
 
 def feature_value(feature: Feature, schema: pl.Schema) -> pl.Expr:

@@ -443,9 +443,27 @@ def time_range(check: Checker, section: dict[str, Any]) -> EpochSeconds:
     if time_format not in TIME_FORMATS and "%" not in time_format:
         raise check.fail("interactions.timestamp_format",
                          f"expected one of {', '.join(TIME_FORMATS)} or a strftime pattern such as '%Y-%m-%d %H:%M:%S'", time_format)
+    if time_format not in TIME_FORMATS and (problem := pattern_problem(time_format)):
+        raise check.fail("interactions.timestamp_format", problem, time_format)
     why = check.typed(section, "timestamp_reason", "interactions", str,
                       f"the spec's timestamp_min {start} .. timestamp_max {end}")
     return EpochSeconds(bounds[0], bounds[1], why, "" if time_format == "unix" else time_format)
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why polars cannot read times written as strftime `pattern`, or None: a time written with it
+    must read back as itself (an unknown directive such as %Q, or a pattern without a whole date, does not)."""
+    import polars as pl
+
+    sample = datetime(2001, 2, 13, 14, 15, 16)
+    try:
+        written = pl.Series([sample]).dt.replace_time_zone("UTC").dt.strftime(pattern)  # aware: %z can be written
+        read = written.str.to_datetime(pattern, strict=False, time_unit="us")
+    except pl.exceptions.PolarsError as error:
+        return f"not a pattern polars can write times with ({str(error).splitlines()[0]})"
+    if read[0] is None or read[0].date() != sample.date():
+        return f"a time written with it ({written[0]!r}) does not read back as that time: the pattern needs a whole date"
+    return None
 
 
 def label_range(check: Checker, raw: Any) -> tuple[str, float, float, float, tuple[float, ...]]:

@@ -256,7 +256,8 @@ def test_times_in_other_formats_become_unix_seconds(tmp_path):
                                        "1\ta\t4\t02/01/2024 10:00\tx\tp\tl\tk\n"
                                        "1\tb\t3\t2024-01-02\tx\tp\tl\tk\n"
                                        "1\tc\t5\t31/12/1999 23:59\tx\tp\tl\tk\n"
-                                       "1\td\t2\t03/01/2024 00:00\tx\tp\tl\tk\n")
+                                       "1\td\t2\t03/01/2024 00:00\tx\tp\tl\tk\n"
+                                       "1\te\t2\t1704189600\tx\tp\tl\tk\n")
     (directory / "dataset.toml").write_text("""
 name = "times"
 label = { kind = "rating", min = 1, max = 5 }
@@ -284,9 +285,18 @@ kind = { type = "categorical" }
     assert rejected_at(bundle, "times/log.tsv", 3)["reason"] == "timestamp not a time in the format %d/%m/%Y %H:%M"
     assert rejected_at(bundle, "times/log.tsv", 3)["value"] == "2024-01-02"
     assert rejected_at(bundle, "times/log.tsv", 4)["reason"].startswith("timestamp outside 2020-01-01..")
+    # Unix seconds are not a time in this format: kept out, not read as seconds.
+    assert rejected_at(bundle, "times/log.tsv", 6)["reason"] == "timestamp not a time in the format %d/%m/%Y %H:%M"
+    assert rejected_at(bundle, "times/log.tsv", 6)["value"] == "1704189600 (not %d/%m/%Y %H:%M)"
     spec_path = directory / "dataset.toml"
     spec_path.write_text(spec_path.read_text().replace('"%d/%m/%Y %H:%M"', '"dd/mm/yyyy"'))
     with pytest.raises(SpecError, match=r"interactions.timestamp_format: expected one of unix, unix_ms, iso or a strftime"):
+        load_spec(directory)
+    spec_path.write_text(spec_path.read_text().replace('"dd/mm/yyyy"', '"%d/%m/%Q"'))
+    with pytest.raises(SpecError, match=r"interactions.timestamp_format: not a pattern polars can write times with .*'%d/%m/%Q'"):
+        load_spec(directory)
+    spec_path.write_text(spec_path.read_text().replace('"%d/%m/%Q"', '"%m/%Y"'))
+    with pytest.raises(SpecError, match=r"timestamp_format: a time written with it \('02/2001'\) does not read back"):
         load_spec(directory)
 
 
