@@ -19,6 +19,7 @@ first offending byte, so nothing is quietly turned into "malformed" or "garbled"
 from __future__ import annotations
 
 import codecs
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,9 +75,22 @@ def normalize_encoding(name: str) -> str:
     return codecs.lookup(name).name
 
 
+@functools.lru_cache(maxsize=None)
 def is_single_byte(encoding: str) -> bool:
-    """True for encodings where every byte is one character (ISO-8859-x, cp125x)."""
-    return len("\u00e9".encode(encoding, errors="replace")) == 1 and normalize_encoding(encoding) != "ascii"
+    """True for encodings where every byte is one character (ISO-8859-x, cp125x, koi8-r, ...).
+
+    A multi-byte decoder (UTF-8, Shift-JIS, GBK, ...) holds a lead byte back, waiting for the rest
+    of its character; a single-byte one gives a character for every byte or rejects it at once.
+    """
+    if normalize_encoding(encoding) == "ascii":
+        return False
+    for byte in range(0x80, 0x100):
+        try:
+            if codecs.getincrementaldecoder(encoding)(errors="strict").decode(bytes([byte]), final=False) == "":
+                return False
+        except UnicodeDecodeError:  # a byte the code page leaves undefined (cp1252's 0x81)
+            pass
+    return True
 
 
 def position(path: Path, offset: int) -> tuple[int, int]:

@@ -190,3 +190,12 @@ def test_bytes_undefined_in_a_declared_encoding_name_line_and_byte(tmp_path, mon
         decoding_of(path, "names.csv", "shift_jis")
     path.write_bytes("id,name\n1,東京都\n".encode("shift_jis"))
     assert decode_text(path, decoding_of(path, "names.csv", "shift_jis")) == "id,name\n1,東京都\n"
+
+
+def test_only_single_byte_encodings_give_way_to_valid_utf8(tmp_path):
+    assert all(raw_text.is_single_byte(e) for e in ("latin-1", "cp1252", "koi8-r", "iso-8859-8", "cp437"))
+    assert not any(raw_text.is_single_byte(e) for e in ("utf-8", "shift_jis", "gbk", "big5", "euc-kr", "ascii"))
+    path = tmp_path / "names.csv"
+    path.write_bytes(b"id,name\n1,\xc3\xa9\n")  # valid UTF-8 ('\xe9'), and two half-width katakana in Shift-JIS
+    assert decoding_of(path, "names.csv", "cp1252").encoding == "utf-8"  # cp1252 would read mojibake
+    assert decode_text(path, decoding_of(path, "names.csv", "shift_jis")) == "id,name\n1,\uff83\uff69\n"
