@@ -247,7 +247,10 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     path = root / name if pattern else (directory / name).resolve()
     first = next(iter(sorted(directory.glob(name))), None) if pattern else path  # the file whose header names the columns
     if check_files and (first is None or not first.is_file()):
-        raise check.fail(f"{section}.file", f"no file matches in {directory}" if pattern else f"no such file in {directory}", name)
+        problem = (f"no file matches in {directory}" if pattern else
+                   f"{'a directory, not a file,' if first.is_dir() else 'not a regular file'} in {directory}" if first.exists()
+                   else f"no such file in {directory}")
+        raise check.fail(f"{section}.file", problem, name)
     fmt = check.typed(raw, "format", section, str, "parquet" if path.suffix == ".parquet" else "csv")
     if fmt not in FORMATS:
         raise check.fail(f"{section}.format", f"expected one of {', '.join(FORMATS)}", fmt)
@@ -685,7 +688,8 @@ def details_table(check: Checker, items: dict[str, Any], directory: Path, prefix
     if optional and "columns" not in body:
         raise check.fail(f"{where}.columns", "an optional details file lists its columns, so that the spec is checked "
                          "when the file is absent", None)
-    absent = optional and check_files and not (directory / check.typed(body, "file", where, str)).is_file()
+    # Absent means no such path: a directory in the file's place is a mistake to report, not an absent file.
+    absent = optional and check_files and not (directory / check.typed(body, "file", where, str)).exists()
     file = table_file(check, body, where, directory, prefix, check_files and not absent)
     id_column = check.column(body, "id", where, file)
     found, options = features(check, check.typed(body, "features", where, dict), where, file, ITEM_FEATURE_TYPES)

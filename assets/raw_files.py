@@ -67,9 +67,11 @@ def require_files(dataset: str, data_dir: Path) -> Path:
     directory = data_dir / layout.subdir
     missing = [name for name in layout.required if not (directory / name).is_file()]
     if missing:
+        others = [name for name in missing if (directory / name).exists()]  # e.g. a directory where the file should be
         raise MissingRawFilesError(
             f"{dataset}: missing raw file(s) {', '.join(missing)} in {directory} "
-            f"(PAML_DATA_DIR={data_dir}). To obtain them: {layout.obtain}."
+            + (f"({', '.join(others)}: there, but not a regular file) " if others else "")
+            + f"(PAML_DATA_DIR={data_dir}). To obtain them: {layout.obtain}."
         )
     return directory
 

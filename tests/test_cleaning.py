@@ -265,6 +265,21 @@ def test_missing_raw_files_name_files_directory_and_source(tmp_path, dataset):
     assert ("ratings.dat" in message) if dataset == "movielens" else ("BX-Book-Ratings.csv" in message)
 
 
+def test_a_directory_in_a_raw_files_place_is_named_not_taken_for_absent(tmp_path):
+    from assets.dataset_spec import SpecError
+    from assets.raw_files import MissingRawFilesError
+
+    directory = movielens_dir(tmp_path, good_ml_users(2), ml_ratings_for(range(1, 3))) / "ml-1m"
+    (directory / "movies_extrainfos.dat").unlink()
+    (directory / "movies_extrainfos.dat").mkdir()  # optional, but a directory there is a mistake, not an absent file
+    with pytest.raises(SpecError, match=r"items.details.file: a directory, not a file, in .* \(found 'movies_extrainfos.dat'\)"):
+        read_movielens(tmp_path)
+    (directory / "ratings.dat").unlink()
+    (directory / "ratings.dat").mkdir()
+    with pytest.raises(MissingRawFilesError, match=r"missing raw file\(s\) ratings.dat .*\(ratings.dat: there, but not a regular file\)"):
+        read_movielens(tmp_path)
+
+
 def test_duplicate_user_keeps_the_first_line(tmp_path):
     users = good_ml_users(2) + ["1::F::25::3::12345"]
     bundle = clean_ml(tmp_path, users, ml_ratings_for(range(1, 3)))
