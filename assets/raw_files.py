@@ -179,6 +179,28 @@ def quotes_open(text: str) -> bool:
     return text.replace('\\"', "").count('"') % 2 == 1
 
 
+def whole_records(lines: list[str], n_fields: int, delimiter: str, quotechar: str,
+                  escapechar: str | None) -> list[list[str]] | None:
+    """Each of `lines` read as a record of its own, or None unless every one is a whole record:
+    its quotes balanced and `n_fields` fields.
+
+    A quote that is never closed (`"9";"austin, texas, usa;30`) makes the csv reader run the
+    next lines into its field. When those lines are whole records on their own, they are read
+    as such; a real line break inside a quoted field leaves its closing quote on the next line,
+    which is then unbalanced, so such a record is never split.
+    """
+    records = []
+    for line in lines:
+        unescaped = line.replace(escapechar + quotechar, "") if escapechar else line
+        if unescaped.count(quotechar) % 2:
+            return None
+        row = next(csv.reader([line], delimiter=delimiter, quotechar=quotechar, escapechar=escapechar), [])
+        if len(row) != n_fields:
+            return None
+        records.append(row)
+    return records
+
+
 def csv_records(reader, path: Path, label: str, physical: list[str]) -> Iterator[list[str]]:
     """The records of a csv reader; a csv.Error stops the read as a RawFileError naming the line.
 
@@ -236,6 +258,19 @@ def read_quoted_csv(
             reason = f"the file ends inside a quoted field ({CUT_OFF})"
         elif len(row) != n_fields:
             reason = f"expected {n_fields} fields separated by '{delimiter}', found {len(row)}" + (f" ({CUT_OFF})" if cut_off else "")
+        end = reader.line_num
+        rest = whole_records([line.removesuffix("\r") for line in physical[start:end]], n_fields, delimiter, quotechar,
+                             escapechar) if reason and quotechar and end > start and not cut_off else None
+        if rest is not None:  # a quote never closed on line `start` swallowed whole records: keep them
+            bad["line"].append(start)
+            bad["text"].append(physical[start - 1].removesuffix("\r"))
+            bad["reason"].append(f"a quote on this line is not closed (the csv reader ran lines {start + 1}..{end} into "
+                                 "it; they are whole records and read on their own)")
+            for offset, fields in enumerate(rest, start=start + 1):
+                records["line"].append(offset)
+                for name, value in zip(names, fields):
+                    records[name].append(value)
+            continue
         if reason:
             bad["line"].append(start)
             bad["text"].append(raw)

@@ -199,3 +199,21 @@ def test_only_single_byte_encodings_give_way_to_valid_utf8(tmp_path):
     path.write_bytes(b"id,name\n1,\xc3\xa9\n")  # valid UTF-8 ('\xe9'), and two half-width katakana in Shift-JIS
     assert decoding_of(path, "names.csv", "cp1252").encoding == "utf-8"  # cp1252 would read mojibake
     assert decode_text(path, decoding_of(path, "names.csv", "shift_jis")) == "id,name\n1,\uff83\uff69\n"
+
+
+def test_a_stray_quote_loses_its_own_line_only(tmp_path):
+    town = "austin, texas, usa"
+    users = [quoted("8", town, "30"), f'"9";"{town};30', quoted("10", town, "20"),
+             quoted("11", town, "20"), '"12";"a quoted', 'line break";"40";"extra"', quoted("13", town, "20")]
+    ratings = [quoted(u, isbn, "5") for u in ("8", "9", "10", "11", "13") for isbn in ("0001", "0002")]
+    raw = read_bookcrossing(bookcrossing_dir(tmp_path, users, ratings))
+    # Line 4 was run into line 3's open quote; it is a whole record and is kept as one.
+    assert raw.frame("users").select("line", "user_id").rows() == [(2, "8"), (4, "10"), (5, "11"), (8, "13")]
+    bad = raw.frame("malformed").sort("line")
+    assert bad.select("line", "text").rows() == [(3, f'"9";"{town};30'),
+                                                 (6, '"12";"a quoted\nline break";"40";"extra"')]
+    assert bad["reason"][0].startswith("a quote on this line is not closed (the csv reader ran lines 4..4 into it")
+    assert bad["reason"][1] == "expected 3 fields separated by ';', found 4"  # a real quoted line break: never split
+    clean = clean_logs_from_raw(raw, SPECS["bookcrossing"])  # the accounting adds up (it raises otherwise)
+    assert clean.frame("rejected").filter(pl.col("reason") == "unknown user_id")["record_id"].to_list() == ["9|0001", "9|0002"]
+    assert sorted(clean.frame("users")["user_id"].to_list()) == ["10", "11", "13", "8"]
