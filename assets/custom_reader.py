@@ -91,6 +91,16 @@ def parquet_text(column: str, dtype: pl.DataType) -> pl.Expr:
         return pl.col(column).cast(pl.List(pl.String))
     if isinstance(dtype, (pl.Datetime, pl.Date)):
         return pl.col(column).cast(pl.Datetime("us")).dt.epoch("s").cast(pl.String)
+    if dtype.is_float():
+        # Whole floats as integers: pandas stores an integer column with a missing value as float64,
+        # and 1700000000.0 would otherwise fail as a time, 25.0 as an age and 7.0 as the id '7'.
+        # NaN is pandas' missing value: missing here too, not the text 'NaN' (which would pool every
+        # row without a user id into one user 'NaN').
+        value = pl.col(column)
+        whole = value.is_finite() & (value == value.floor()) & (value.abs() < 2.0**53)
+        return (pl.when(value.is_nan()).then(pl.lit(None, dtype=pl.String))
+                .when(whole).then(value.cast(pl.Int64).cast(pl.String))
+                .otherwise(value.cast(pl.String)).alias(column))
     return pl.col(column).cast(pl.String)
 
 

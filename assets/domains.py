@@ -22,9 +22,10 @@ import polars as pl
 Rule = tuple[pl.Expr, Union[str, pl.Expr], pl.Expr]  # (row is bad, reason, offending value)
 
 # Markers that stand for "no value" in any field (compared lower-case, trimmed).
-MISSING_MARKERS = ("", "null", "\\n", "n/a", "na", "none", "-", "?")
+# "nan": pandas writes a missing value so when a column is cast to text.
+MISSING_MARKERS = ("", "null", "\\n", "n/a", "na", "nan", "none", "-", "?")
 # Text fields also use these as "no value" (compared after stripping quotes, brackets and dots).
-TEXT_PLACEHOLDERS = (*MISSING_MARKERS, "nan", "unknown", "x", "xx", "xxx", "n.a", "n/s", "nil", "not applicable")
+TEXT_PLACEHOLDERS = (*MISSING_MARKERS, "unknown", "x", "xx", "xxx", "n.a", "n/s", "nil", "not applicable")
 PLACEHOLDER_WRAPPING = " \t\"'`*()[]{}<>.,;:!¨"
 # UTF-8 bytes decoded as ISO-8859-1: a lead byte (U+00C2-U+00F4) before a continuation byte
 # (U+0080-U+00BF), e.g. 'Ã¼' for 'ü', also lower-cased ('ã¼') as in Book-Crossing.

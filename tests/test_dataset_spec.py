@@ -455,6 +455,27 @@ kind = { type = "categorical" }
 """
 
 
+def test_whole_floats_in_parquet_read_as_integers(tmp_path):
+    # pandas writes an integer column with a missing value as float64: ids 1.0, times 1704067200.0.
+    nan, t = float("nan"), 1704067200.0
+    pl.DataFrame({"uid": [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, nan], "iid": ["a", "b", "c", "a", "b", "c", "a"],
+                  "stars": [4.0, 2.0, 5.0, 3.0, 1.0, 2.0, 4.0], "country": ["fr"] * 3 + ["de"] * 3 + ["fr"],
+                  "plan": [1.0] * 3 + [2.0] * 3 + [1.0], "lang": ["l"] * 7, "kind": ["x", "y", "z"] * 2 + ["x"],
+                  "at": [t, t + 60, t + 0.5, t, nan, t + 60, t]}).write_parquet(tmp_path / "log.parquet")
+    (tmp_path / "dataset.toml").write_text(PQ_SPEC)
+    dataset = load_spec(tmp_path)
+    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    assert bundle.frame("users").select("user_id", "plan").rows() == [("1", "1"), ("2", "2")]  # not '1.0'
+    kept = bundle.frame("interactions").sort("line")
+    assert kept.select("line", "ts").rows() == [(1, 1704067200), (2, 1704067260), (4, 1704067200), (6, 1704067260)]
+    rejected = {line: (reason, value) for line, reason, value in
+                bundle.frame("rejected").filter(pl.col("source_file") == "pq_bad/log.parquet").select("line", "reason", "value").iter_rows()}
+    assert rejected[3] == ("timestamp not an integer", "1704067200.5")  # a fraction of a second stays a float
+    assert rejected[5] == ("timestamp missing", None) and rejected[7] == ("user_id missing", None)  # NaN is missing
+    from assets.domains import is_missing
+    assert pl.DataFrame({"x": ["nan", " NaN ", "7", "nano"]}).select(is_missing("x"))["x"].to_list() == [True, True, False, False]
+
+
 @pytest.mark.parametrize(("column", "values", "error", "message"), [
     ("stars", [[4.0], [2.0]], RawFileError, "pq_bad/log.parquet: column 'stars' holds lists; expected one value per row "
                                             "(only a multi feature may be a list); row 1: ['4.0']"),
