@@ -24,3 +24,17 @@ def test_the_child_applies_the_inner_steps_over_the_tuned_settings():
     learner, train = configs(args)
     assert learner.inner_steps == 4 and train.max_steps == 10
     assert learner.inner_lr == tuned_configs("movielens", "reg_paml")[0].inner_lr  # the rest stays tuned
+
+
+def test_the_plain_network_drops_the_fold_ins_and_keeps_the_tuned_settings():
+    from dataclasses import replace
+
+    from benchmarks.training import plain_network
+
+    learner, _ = tuned_configs("movielens", "reg_paml")
+    plain = plain_network(learner)
+    assert (plain.network.mf_foldin, plain.network.knn_foldin, plain.network.factor_dim) == (False, False, 0)
+    assert not plain.network.uses_mf_foldin
+    # Everything else is the tuned learner's.
+    assert replace(plain, network=learner.network) == learner
+    assert replace(plain.network, mf_foldin=True, knn_foldin=True, factor_dim=learner.network.factor_dim) == learner.network
