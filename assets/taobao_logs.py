@@ -58,9 +58,14 @@ def day_index(day: str, start: str = TAOBAO_FIRST_DAY) -> int:
 
 
 def log_directory(data_dir: Path, home: Path, config: GeneratorConfig, day: str) -> tuple[Path, str]:
-    """Where day `day`'s logs are, generating them if synthetic; and 'provided' or 'synthetic'."""
+    """Where day `day`'s logs are, generating them if synthetic; and 'provided' or 'synthetic'.
+
+    A `taobao/` directory under `data_dir` means real logs, complete or not: one missing its
+    profiles (misnamed, not copied yet) is a MissingRawFilesError, never a quiet switch to the generator.
+    """
     provided = data_dir / "taobao"
-    if (provided / "user_profile.csv").is_file():
+    if provided.is_dir():
+        taobao_dataset(provided)  # the missing files, named, before any day is read
         return provided, "provided"
     directory = ensure_generated(home / "raw" / "taobao", config)
     index = day_index(day, config.start_date)

@@ -135,3 +135,16 @@ def test_evaluation_follows_a_new_model_in_service(tmp_path):
     assert result.get_requested_partitions(dg.AssetKey("melu_eval")) == {None}
     result = dg.evaluate_automation_conditions(defs, instance, asset_selection=selection, cursor=result.cursor)
     assert result.total_requested == 0
+
+
+def test_an_incomplete_taobao_directory_is_an_error_not_synthetic_logs(tmp_path):
+    # Real logs whose profile file is misnamed: the day must fail naming the file, not quietly
+    # read the generator's synthetic users instead.
+    from assets.raw_files import MissingRawFilesError
+    from assets.taobao_generator import generate
+
+    generate(tmp_path / "data" / "taobao", GeneratorConfig(n_users=30, n_items=20, n_days=1))
+    (tmp_path / "data" / "taobao" / "user_profile.csv").rename(tmp_path / "data" / "taobao" / "users.csv")
+    with pytest.raises(MissingRawFilesError, match=r"user_profile\.csv in .*data/taobao"):
+        log_directory(tmp_path / "data", tmp_path / "home", TINY, DAYS[0])
+    assert not (tmp_path / "home" / "raw").exists()  # nothing was generated
