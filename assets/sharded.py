@@ -202,8 +202,9 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
                 write_shards(rows, shards, users if kind == "users" else interactions)
                 malformed.append(detached(bad))
                 read.append(rows_by_file([rows, bad], "read"))
-    truth_path = directory / "_truth" / "user_groups.csv"
-    truth = pl.read_csv(truth_path, schema={"user_id": pl.String, "true_group": pl.String}) if truth_path.is_file() else None
+    from assets.taobao_logs import read_truth  # the same checks as the whole log's read
+
+    truth = read_truth(directory)
     read_per_file = pl.concat(read).group_by("source_file").agg(pl.col("read").sum()).sort("source_file")
     return ShardedLog(out, shards, items, pl.concat(malformed), read_per_file, truth)
 

@@ -24,7 +24,8 @@ import polars as pl
 from assets.bundle import Bundle, SourceFile, StoredParts, file_source
 from assets.custom_reader import read_custom, read_log_file
 from assets.dataset_spec import CustomDataset, load_builtin, table_files
-from assets.raw_files import MissingRawFilesError
+from assets.raw_files import MissingRawFilesError, split_lines
+from assets.raw_text import RawFileError
 from assets.taobao_generator import DirtRates, GeneratorConfig, day_path, generate, generate_day
 
 TAOBAO_WINDOW_DAYS = 14  # days of logs the taobao dataset is built from (the generator's first horizon)
@@ -78,9 +79,25 @@ TRUTH_FILE = "_truth/user_groups.csv"  # evaluation only: each synthetic user's 
 
 
 def read_truth(directory: Path) -> pl.DataFrame | None:
-    """The true group of every synthetic user, or None (real logs have none)."""
+    """The true group of every synthetic user, or None (real logs have none).
+
+    Read as strictly as the logs (a RawFileError naming the file, line and value): evaluation
+    compares groups by user, so a broken line or a user listed twice would skew it unseen.
+    """
     path = directory / TRUTH_FILE
-    return pl.read_csv(path, schema={"user_id": pl.String, "true_group": pl.String}) if path.is_file() else None
+    if not path.is_file():
+        return None
+    label = f"taobao/{TRUTH_FILE}"
+    rows, malformed = split_lines(path, label, ",", ("user_id", "true_group"), encoding="utf-8", header=True)
+    for bad in malformed.head(1).iter_rows(named=True):
+        raise RawFileError(f"{label} ({path}) line {bad['line']}: {bad['text'][:120]!r} ({bad['reason']}); "
+                           "the ground truth is one user_id,true_group per line")
+    blank = rows.filter((pl.col("user_id").str.strip_chars() == "") | (pl.col("true_group").str.strip_chars() == ""))
+    repeated = rows.filter(pl.col("user_id").is_duplicated() & ~pl.col("user_id").is_first_distinct())
+    for what, bad in (("a blank user_id or true_group", blank), ("a user_id listed before", repeated)):
+        for row in bad.head(1).iter_rows(named=True):
+            raise RawFileError(f"{label} ({path}) line {row['line']}: {what}: {row['user_id']!r},{row['true_group']!r}")
+    return rows.select("user_id", "true_group")
 
 
 def taobao_dataset(directory: Path) -> CustomDataset:

@@ -148,3 +148,19 @@ def test_an_incomplete_taobao_directory_is_an_error_not_synthetic_logs(tmp_path)
     with pytest.raises(MissingRawFilesError, match=r"user_profile\.csv in .*data/taobao"):
         log_directory(tmp_path / "data", tmp_path / "home", TINY, DAYS[0])
     assert not (tmp_path / "home" / "raw").exists()  # nothing was generated
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("uid,grp\nu1,major\n", r"line 1: expected the header user_id, true_group; found uid, grp"),
+    ("user_id,true_group\nu1,major\nu2,major,extra\n", r"line 3: 'u2,major,extra' \(expected 2 fields"),
+    ("user_id,true_group\nu1,major\nu2,minor_1\nu1,minor_2\n", r"line 4: a user_id listed before: 'u1','minor_2'"),
+    ("user_id,true_group\nu1,\n", r"line 2: a blank user_id or true_group"),
+])
+def test_a_broken_ground_truth_names_its_file_line_and_value(tmp_path, text, message):
+    from assets.raw_text import RawFileError
+    from assets.taobao_logs import read_truth
+
+    (tmp_path / "_truth").mkdir()
+    (tmp_path / "_truth" / "user_groups.csv").write_text(text)
+    with pytest.raises(RawFileError, match=r"taobao/_truth/user_groups\.csv .*" + message):
+        read_truth(tmp_path)
