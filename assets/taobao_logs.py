@@ -114,12 +114,49 @@ def taobao_dataset(directory: Path) -> CustomDataset:
     return load_builtin("taobao", directory)
 
 
+def is_day_name(name: str) -> bool:
+    """Whether `name` is a day as the layout writes it: YYYY-MM-DD and a real date (not 2026-1-2 nor 20260102)."""
+    try:
+        return dt.date.fromisoformat(name).isoformat() == name
+    except ValueError:
+        return False
+
+
+def day_files(directory: Path) -> dict[str, Path]:
+    """Every day of logs under `directory`: {YYYY-MM-DD: its impressions.csv}, in date order.
+
+    A RawFileError names a `logs/dt=*` entry the layout does not allow: a name that is not a
+    date (dt=yesterday, dt=2026-13-01) or another spelling of one (dt=2026-1-2: read twice, or
+    never, depending on the reader), or a day directory whose rows are not in impressions.csv
+    (impressions.csv.gz, a renamed file): each would be a day silently left out. A day directory
+    holding only hidden files is a day still being written (the generator's `.inprogress` name).
+    """
+    days = {}
+    for entry in sorted((directory / "logs").glob("dt=*")):
+        where = f"taobao/logs/{entry.name} ({entry})"
+        name = entry.name.removeprefix("dt=")
+        if not is_day_name(name):
+            raise RawFileError(f"{where}: {name!r} is not a day; a day's logs are logs/dt=YYYY-MM-DD/impressions.csv")
+        path = entry / "impressions.csv"
+        if path.is_file():
+            days[name] = path
+            continue
+        if not entry.is_dir():
+            raise RawFileError(f"{where}: a file where a day's directory belongs; expected {entry.name}/impressions.csv")
+        visible = sorted(p.name + ("/" if p.is_dir() else "") for p in entry.iterdir() if not p.name.startswith("."))
+        if visible:
+            raise RawFileError(f"{where}: no impressions.csv file, found {', '.join(visible)}; a day's logs are one "
+                               "uncompressed impressions.csv")
+    return days
+
+
 def read_taobao_directory(directory: Path, max_days: int | None = None) -> Bundle:
     """Read a Taobao-like click-log directory as its spec describes it: user_profile.csv,
     item_catalogue.csv and logs/dt=*/impressions.csv, plus the evaluation-only ground truth
     (its own frame). With `max_days`, only the first `max_days` day files (by date) are read.
     """
     dataset = taobao_dataset(directory)
+    day_files(directory)  # a misnamed day directory, or a day without its file, stops the read (not left out)
     days = table_files(dataset.interactions)[:max_days]
     bundle = read_custom(dataset, [read_log_file(day) for day in days])
     if (truth := read_truth(directory)) is not None:
@@ -127,12 +164,20 @@ def read_taobao_directory(directory: Path, max_days: int | None = None) -> Bundl
     return Bundle(frames=bundle.frames, info={**bundle.info, "days": len(days)}, sources=bundle.sources)
 
 
+def day_file(directory: Path, day: str) -> Path:
+    """Day `day`'s impressions.csv, or an error: the day has none, or a day directory breaks the layout
+    (`day_files`; so a day spelled dt=2026-1-2 is named, not just missed)."""
+    path = day_files(directory).get(day)
+    if path is None:
+        raise MissingRawFilesError(f"taobao: no logs for {day}: {directory / 'logs' / f'dt={day}' / 'impressions.csv'} "
+                                   "does not exist")
+    return path
+
+
 def read_day(directory: Path, day: str, source: str, config: GeneratorConfig) -> Bundle:
     """One day's impressions as text rows (no cleaning; read as the taobao spec's interactions file),
     its malformed lines, and the true group of every user active that day (synthetic logs only)."""
-    path = directory / "logs" / f"dt={day}" / "impressions.csv"
-    if not path.is_file():
-        raise MissingRawFilesError(f"taobao: no logs for {day}: {path} does not exist")
+    path = day_file(directory, day)
     log = load_builtin("taobao").interactions  # how each day's file is written (a pattern: one file per day)
     read = read_log_file(replace(log, path=path, label=f"taobao/{path.relative_to(directory).as_posix()}", root=None))
     frames = dict(read.frames)
@@ -153,9 +198,7 @@ def read_day_in_blocks(directory: Path, day: str, source: str, config: Generator
     malformed lines and the truth as frames. The same rows as read_day's (tested)."""
     from assets.sharded import BLOCK_BYTES, AppendedParts, detached, split_in_blocks, taobao_columns
 
-    path = directory / "logs" / f"dt={day}" / "impressions.csv"
-    if not path.is_file():
-        raise MissingRawFilesError(f"taobao: no logs for {day}: {path} does not exist")
+    path = day_file(directory, day)
     label = f"taobao/{path.relative_to(directory).as_posix()}"
     malformed = []
     with AppendedParts(scratch / "interactions", prefix="day=") as parts:

@@ -164,3 +164,39 @@ def test_a_broken_ground_truth_names_its_file_line_and_value(tmp_path, text, mes
     (tmp_path / "_truth" / "user_groups.csv").write_text(text)
     with pytest.raises(RawFileError, match=r"taobao/_truth/user_groups\.csv .*" + message):
         read_truth(tmp_path)
+
+
+def tiny_log_dir(root: Path) -> Path:
+    """Two days of a hand-written taobao layout (profiles, catalogue, impressions)."""
+    (root / "logs").mkdir(parents=True)
+    (root / "user_profile.csv").write_text("user_id,age,gender,city,segment,spend_level\nu1,30,F,Wuhan,student,2\n")
+    (root / "item_catalogue.csv").write_text("item_id,category,brand,price_level\ni1,toys,b1,1\ni2,toys,b1,2\n")
+    for day, ts in (("2026-01-01", 1767225600), ("2026-01-02", 1767312000)):
+        (root / "logs" / f"dt={day}").mkdir()
+        (root / "logs" / f"dt={day}" / "impressions.csv").write_text(f"user_id,item_id,ts,clicked\nu1,i1,{ts},1\nu1,i2,{ts},1\n")
+    return root
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("dt=yesterday/impressions.csv", r"logs/dt=yesterday .*'yesterday' is not a day"),
+    ("dt=2026-13-01/impressions.csv", r"logs/dt=2026-13-01 .*'2026-13-01' is not a day"),
+    ("dt=2026-1-2/impressions.csv", r"logs/dt=2026-1-2 .*'2026-1-2' is not a day"),  # day 2 again, spelled otherwise
+    ("dt=2026-01-03/impressions.csv.gz", r"logs/dt=2026-01-03 .*no impressions.csv file, found impressions.csv.gz"),
+])
+def test_a_day_directory_outside_the_layout_is_named_not_left_out(tmp_path, entry, message):
+    from assets.raw_text import RawFileError
+
+    directory = tiny_log_dir(tmp_path / "taobao")
+    (directory / "logs" / entry).parent.mkdir()
+    (directory / "logs" / entry).write_text("user_id,item_id,ts,clicked\nu1,i1,1767312000,0\n")
+    with pytest.raises(RawFileError, match=message):
+        read_taobao(directory)
+    with pytest.raises(RawFileError, match=message):  # a daily partition too: the misspelled day is named
+        read_day(directory, "2026-01-02", "provided", TINY)
+
+
+def test_a_day_still_being_written_is_not_a_day_yet(tmp_path):
+    directory = tiny_log_dir(tmp_path / "taobao")
+    (directory / "logs" / "dt=2026-01-03").mkdir()
+    (directory / "logs" / "dt=2026-01-03" / ".impressions.csv.inprogress").write_text("user_id,item_id,ts,clicked\n")
+    assert read_taobao(directory).info["days"] == 2
