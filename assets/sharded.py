@@ -32,7 +32,7 @@ from assets.clean_logs import (
     malformed_rejections, rows_by_file,
 )
 from assets.dataset_spec import CustomDataset, load_builtin
-from assets.raw_files import split_lines
+from assets.raw_files import MissingRawFilesError, split_lines
 from assets.raw_text import decoding_of
 from assets.specs import DatasetSpec
 
@@ -183,17 +183,22 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
     small). Each shard is one Parquet file, its row groups in file and line order. `days`
     (YYYY-MM-DD): read only those days' files (a log window); None: every day.
     """
+    from assets.taobao_logs import day_files, read_truth, taobao_dataset  # the whole log's checks
+
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
+    taobao_dataset(directory)  # the missing files, named (without logs, nothing would be read and all succeed)
+    available = day_files(directory)
+    if days is not None and (absent := sorted(set(days) - set(available))):
+        raise MissingRawFilesError(f"taobao: no logs for {', '.join(absent)} in {directory / 'logs'} (dt=YYYY-MM-DD/impressions.csv)")
     spec = taobao_columns()
     label = lambda path: f"taobao/{path.relative_to(directory)}"  # noqa: E731
     items, bad_items = split_lines(directory / "item_catalogue.csv", label(directory / "item_catalogue.csv"), ",",
                                    spec.items.columns, encoding="utf-8", header=True)
     malformed, read = [bad_items], [rows_by_file([items, bad_items], "read")]
     files = [("users", directory / "user_profile.csv", spec.users.columns)]
-    wanted = None if days is None else set(days)
-    files += [("interactions", path, spec.interactions.columns) for path in sorted(directory.glob("logs/dt=*/impressions.csv"))
-              if wanted is None or path.parent.name.removeprefix("dt=") in wanted]
+    files += [("interactions", path, spec.interactions.columns) for day, path in available.items()
+              if days is None or day in days]
     with AppendedParts(out / "users") as users, AppendedParts(out / "interactions") as interactions:
         for kind, path, names in files:
             for rows, bad in split_in_blocks(path, label(path), names, block_bytes):
@@ -202,8 +207,6 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
                 write_shards(rows, shards, users if kind == "users" else interactions)
                 malformed.append(detached(bad))
                 read.append(rows_by_file([rows, bad], "read"))
-    from assets.taobao_logs import read_truth  # the same checks as the whole log's read
-
     truth = read_truth(directory)
     read_per_file = pl.concat(read).group_by("source_file").agg(pl.col("read").sum()).sort("source_file")
     return ShardedLog(out, shards, items, pl.concat(malformed), read_per_file, truth)

@@ -86,3 +86,27 @@ def test_a_day_read_in_blocks_equals_the_day_read_whole(log_dir, tmp_path):
     assert blocks.frame("malformed").height > 0  # the generator's dirt made it through the blocks
     assert (blocks.sources, blocks.info) == (whole.sources, whole.info)
     assert day_summary({"d": blocks}).equals(day_summary({"d": whole}))
+
+
+def test_the_sharded_read_checks_the_layout_as_the_whole_read_does(tmp_path):
+    import shutil
+
+    from assets.raw_files import MissingRawFilesError
+    from assets.raw_text import RawFileError
+
+    directory = tmp_path / "taobao"
+    shutil.copytree(log_dir_of(tmp_path), directory)
+    with pytest.raises(MissingRawFilesError, match="no logs for 2026-01-09"):  # a window day without its file
+        shard_taobao(directory, tmp_path / "a", 2, days=["2026-01-02", "2026-01-09"])
+    (directory / "logs" / "dt=2026-01-02").rename(directory / "logs" / "dt=2026-1-2")
+    with pytest.raises(RawFileError, match="'2026-1-2' is not a day"):
+        shard_taobao(directory, tmp_path / "b", 2)
+    shutil.rmtree(directory / "logs")
+    with pytest.raises(MissingRawFilesError, match=r"logs/dt=\*/impressions.csv"):  # not an empty log that succeeds
+        shard_taobao(directory, tmp_path / "c", 2)
+
+
+def log_dir_of(tmp_path):
+    root = tmp_path / "generated"
+    generate(root, GeneratorConfig(seed=3, n_users=40, n_items=20, n_days=2))
+    return root
