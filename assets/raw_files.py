@@ -133,22 +133,25 @@ def require_rows(rows: pl.DataFrame, malformed: pl.DataFrame, label: str, path: 
 
 
 def split_lines(
-    path: Path, label: str, sep: str, names: tuple[str, ...], *, encoding: str, header: bool
+    path: Path, label: str, sep: str, names: tuple[str, ...], *, encoding: str, header: bool,
+    shown_as: Path | None = None, require: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a delimited text file, decoded strictly in `encoding`, into string columns `names`.
 
     Returns (rows, malformed). Rows carry `source_file` (= `label`) and the 1-based
     `line`; a line with the wrong number of fields, or a blank line, is malformed. With
     `header`, line 1 must name `names`. Raises a RawFileError for a file that does not decode,
-    has another header, or gives no row.
+    has another header, or (with `require`) gives no row. `shown_as`: the path messages name
+    (a block of a larger file is read from a scratch copy; the user knows the file).
     """
     decoding = decoding_of(path, label, encoding)
+    shown = shown_as or path
     text = read_text_lines(path, decoding)
     frame = pl.DataFrame({"line": pl.int_range(1, text.len() + 1, eager=True), "text": text}).with_columns(
         pl.col("text").str.strip_suffix("\r")
     )
     if header:
-        check_header(frame["text"][0].split(sep) if frame.height else [], names, label, path)
+        check_header(frame["text"][0].split(sep) if frame.height else [], names, label, shown)
         frame = frame.slice(1)
     frame = frame.with_columns(parts=pl.col("text").str.split(sep))
     n_parts = pl.col("parts").list.len()
@@ -170,7 +173,8 @@ def split_lines(
         .otherwise(miscount)
         .alias("reason"),
     ).cast(MALFORMED_SCHEMA)
-    require_rows(rows, malformed, label, path, len(names))
+    if require:
+        require_rows(rows, malformed, label, shown, len(names))
     return rows, malformed
 
 

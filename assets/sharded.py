@@ -32,7 +32,7 @@ from assets.clean_logs import (
     malformed_rejections, rows_by_file,
 )
 from assets.dataset_spec import CustomDataset, load_builtin
-from assets.raw_files import MissingRawFilesError, split_lines
+from assets.raw_files import MissingRawFilesError, require_rows, split_lines
 from assets.raw_text import decoding_of
 from assets.specs import DatasetSpec
 
@@ -51,8 +51,7 @@ def file_blocks(path: Path, block_bytes: int, scratch: Path) -> Iterator[tuple[P
 
     Whatever follows the last line end (a cut-off last line) joins the last block, so the file's
     ending, with or without a final newline, is the last block's, and no block is only a
-    fragment. (A block whose every line is malformed still stops reading, as a whole file
-    without one good line does; with blocks of tens of MB that means a broken file.)
+    fragment.
     """
     with path.open("rb") as handle:
         header = handle.readline()
@@ -86,13 +85,24 @@ def split_in_blocks(path: Path, label: str, names: tuple[str, ...], block_bytes:
     """assets/raw_files.split_lines (comma-separated UTF-8 with a header), one block of the file at a time.
 
     The whole file's bytes are checked first, so an encoding error names the file and its line.
+    Errors name the file, not its scratch block, and lines of the file; a block without one good
+    line is read as the whole file would read it (its lines malformed), and only a file without
+    one good line is an error, after its last block.
     """
     decoding_of(path, label, "utf-8")
+    n_rows, unread = 0, []
     with tempfile.TemporaryDirectory() as scratch:
         for block, offset in file_blocks(path, block_bytes, Path(scratch)):
-            rows, malformed = split_lines(block, label, ",", names, encoding="utf-8", header=True)
+            rows, malformed = split_lines(block, label, ",", names, encoding="utf-8", header=True, shown_as=path,
+                                          require=False)
             block.unlink()
-            yield rows.with_columns(pl.col("line") + offset), malformed.with_columns(pl.col("line") + offset)
+            rows, malformed = rows.with_columns(pl.col("line") + offset), malformed.with_columns(pl.col("line") + offset)
+            n_rows += rows.height
+            if not n_rows:  # kept only while no line was good: what the error quotes
+                unread.append(malformed)
+            yield rows, malformed
+    if not n_rows:
+        require_rows(rows.clear(), pl.concat(unread), label, path, len(names))
 
 
 def detached(frame: pl.DataFrame) -> pl.DataFrame:

@@ -110,3 +110,30 @@ def log_dir_of(tmp_path):
     root = tmp_path / "generated"
     generate(root, GeneratorConfig(seed=3, n_users=40, n_items=20, n_days=2))
     return root
+
+
+def test_blocks_read_as_the_whole_file_and_errors_name_the_file(tmp_path):
+    from assets.dataset_spec import load_builtin
+    from assets.raw_files import split_lines
+    from assets.raw_text import EmptyRawFileError, RawHeaderError
+    from assets.sharded import split_in_blocks
+
+    names = load_builtin("taobao").interactions.columns
+    path = tmp_path / "impressions.csv"
+    # Good lines, then more than a block of broken ones, then good lines again: a block holds no good line.
+    lines = ["user_id,item_id,ts,clicked", *[f"u{i},i{i},{i},0" for i in range(5)], *["broken"] * 40,
+             *[f"u{i},i{i},{i},1" for i in range(5)]]
+    path.write_text("\n".join(lines) + "\n")
+    parts = list(split_in_blocks(path, "taobao/x.csv", names, block_bytes=64))
+    whole_rows, whole_bad = split_lines(path, "taobao/x.csv", ",", names, encoding="utf-8", header=True)
+    assert pl.concat([r for r, _ in parts]).equals(whole_rows)
+    assert pl.concat([m for _, m in parts]).equals(whole_bad)
+    path.write_text("user_id,item_id,ts,clicked\n" + "broken\n" * 40)
+    with pytest.raises(EmptyRawFileError, match=rf"\({path}\): none of its 40 lines .* line 2: 'broken'"):
+        list(split_in_blocks(path, "taobao/x.csv", names, block_bytes=64))
+    path.write_text("user_id,item_id,ts,clicked\n")
+    with pytest.raises(EmptyRawFileError, match=rf"taobao/x.csv \({path}\): no data rows"):
+        list(split_in_blocks(path, "taobao/x.csv", names, block_bytes=64))
+    path.write_text("item_id,user_id,ts,clicked\ni1,u1,1,0\n")
+    with pytest.raises(RawHeaderError, match=rf"taobao/x.csv \({path}\) line 1: expected the header"):
+        list(split_in_blocks(path, "taobao/x.csv", names, block_bytes=64))
