@@ -162,7 +162,8 @@ def split_lines(
         "line",
         *[pl.col("parts").list.get(i).alias(name) for i, name in enumerate(names)],
     )
-    cut_off = (pl.col("line") == frame["line"].max()) & pl.lit(not decoding.ends_with_newline)
+    last = frame["line"].max()  # None for a file of only a header: compared with None, polars warns
+    cut_off = (pl.col("line") == (last if last is not None else 0)) & pl.lit(not decoding.ends_with_newline)
     miscount = pl.format(f"expected {len(names)} fields separated by '{sep}', found {{}}", n_parts)
     malformed = frame.filter(~good).select(
         pl.lit(label).alias("source_file"),

@@ -217,3 +217,17 @@ def test_a_stray_quote_loses_its_own_line_only(tmp_path):
     clean = clean_logs_from_raw(raw, SPECS["bookcrossing"])  # the accounting adds up (it raises otherwise)
     assert clean.frame("rejected").filter(pl.col("reason") == "unknown user_id")["record_id"].to_list() == ["9|0001", "9|0002"]
     assert sorted(clean.frame("users")["user_id"].to_list()) == ["10", "11", "13", "8"]
+
+
+def test_a_header_only_day_is_one_named_error_without_a_polars_warning(tmp_path):
+    import warnings
+
+    from assets.raw_files import split_lines
+
+    day = tmp_path / "impressions.csv"
+    day.write_text("user_id,item_id,ts,clicked\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # polars' "Comparisons with None" warning leaked into the user's output
+        with pytest.raises(EmptyRawFileError, match=r"taobao/logs/dt=2026-01-01/impressions.csv .*no data rows"):
+            split_lines(day, "taobao/logs/dt=2026-01-01/impressions.csv", ",", ("user_id", "item_id", "ts", "clicked"),
+                        encoding="utf-8", header=True)
