@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -191,6 +193,17 @@ def day_info(day: str, source: str, config: GeneratorConfig) -> dict:
     return {"dataset": "taobao", "day": day, "source": source, "generator": asdict(config) if source == "synthetic" else None}
 
 
+@contextmanager
+def removed_on_failure(scratch: Path) -> Iterator[Path]:
+    """`scratch`, deleted when the block raises: a day or window that fails to read leaves no
+    partial shards behind (a stored bundle's scratch is deleted by the store; a failed one had none)."""
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
 def read_day_in_blocks(directory: Path, day: str, source: str, config: GeneratorConfig, scratch: Path,
                        block_bytes: int | None = None) -> Bundle:
     """read_day with the day's file read one block at a time (assets/sharded.py; `block_bytes`, default
@@ -201,7 +214,7 @@ def read_day_in_blocks(directory: Path, day: str, source: str, config: Generator
     path = day_file(directory, day)
     label = f"taobao/{path.relative_to(directory).as_posix()}"
     malformed = []
-    with AppendedParts(scratch / "interactions", prefix="day=") as parts:
+    with removed_on_failure(scratch), AppendedParts(scratch / "interactions", prefix="day=") as parts:
         for rows, bad in split_in_blocks(path, label, taobao_columns().interactions.columns,
                                            block_bytes or BLOCK_BYTES):
             parts.append(0, rows)
@@ -275,7 +288,8 @@ def sharded_window(directory: Path, days: list[str], generator: dict | None, sha
     from assets.sharded import log_bundle, shard_taobao
 
     dataset = taobao_dataset(directory)  # the missing-files error, before anything is read
-    log = shard_taobao(directory, scratch / "log", shards, days=days)
+    with removed_on_failure(scratch):
+        log = shard_taobao(directory, scratch / "log", shards, days=days)
     info = {"dataset": "taobao", "spec_file": str(dataset.spec_path), "days": len(days), "day_list": days,
             "generator": generator}
     return log_bundle(log, info, window_sources(dataset, directory, days), scratch)

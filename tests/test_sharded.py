@@ -137,3 +137,18 @@ def test_blocks_read_as_the_whole_file_and_errors_name_the_file(tmp_path):
     path.write_text("item_id,user_id,ts,clicked\ni1,u1,1,0\n")
     with pytest.raises(RawHeaderError, match=rf"taobao/x.csv \({path}\) line 1: expected the header"):
         list(split_in_blocks(path, "taobao/x.csv", names, block_bytes=64))
+
+
+def test_a_day_that_fails_to_read_in_blocks_leaves_no_scratch(tmp_path):
+    from assets.raw_text import RawFileError
+    from assets.taobao_logs import read_day_in_blocks
+
+    directory = tmp_path / "taobao"
+    generate(directory, GeneratorConfig(seed=3, n_users=40, n_items=20, n_days=1))
+    day = directory / "logs" / "dt=2026-01-01" / "impressions.csv"
+    day.write_text("user_id,item_id,ts,clicked\n" + "broken\n" * 200)  # fails after its first blocks were written
+    scratch = tmp_path / "scratch" / "taobao_daily_logs-2026-01-01-run"
+    scratch.mkdir(parents=True)
+    with pytest.raises(RawFileError, match="none of its 200 lines"):
+        read_day_in_blocks(directory, "2026-01-01", "provided", GeneratorConfig(), scratch, block_bytes=256)
+    assert not scratch.exists()  # a failed nightly run must not leave its partial shards behind
