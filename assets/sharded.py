@@ -32,7 +32,7 @@ from assets.clean_logs import (
     malformed_rejections, rows_by_file,
 )
 from assets.dataset_spec import CustomDataset, load_builtin
-from assets.raw_files import MissingRawFilesError, require_rows, split_lines
+from assets.raw_files import require_rows, split_lines
 from assets.raw_text import decoding_of
 from assets.specs import DatasetSpec
 
@@ -193,22 +193,19 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
     small). Each shard is one Parquet file, its row groups in file and line order. `days`
     (YYYY-MM-DD): read only those days' files (a log window); None: every day.
     """
-    from assets.taobao_logs import day_files, read_truth, taobao_dataset  # the whole log's checks
+    from assets.taobao_logs import day_files, day_files_of, read_truth, taobao_dataset  # the whole log's checks
 
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     taobao_dataset(directory)  # the missing files, named (without logs, nothing would be read and all succeed)
-    available = day_files(directory)
-    if days is not None and (absent := sorted(set(days) - set(available))):
-        raise MissingRawFilesError(f"taobao: no logs for {', '.join(absent)} in {directory / 'logs'} (dt=YYYY-MM-DD/impressions.csv)")
+    available = day_files(directory) if days is None else day_files_of(directory, sorted(days))
     spec = taobao_columns()
     label = lambda path: f"taobao/{path.relative_to(directory)}"  # noqa: E731
     items, bad_items = split_lines(directory / "item_catalogue.csv", label(directory / "item_catalogue.csv"), ",",
                                    spec.items.columns, encoding="utf-8", header=True)
     malformed, read = [bad_items], [rows_by_file([items, bad_items], "read")]
     files = [("users", directory / "user_profile.csv", spec.users.columns)]
-    files += [("interactions", path, spec.interactions.columns) for day, path in available.items()
-              if days is None or day in days]
+    files += [("interactions", path, spec.interactions.columns) for path in available.values()]
     with AppendedParts(out / "users") as users, AppendedParts(out / "interactions") as interactions:
         for kind, path, names in files:
             for rows, bad in split_in_blocks(path, label(path), names, block_bytes):

@@ -124,32 +124,61 @@ def is_day_name(name: str) -> bool:
         return False
 
 
-def day_files(directory: Path) -> dict[str, Path]:
-    """Every day of logs under `directory`: {YYYY-MM-DD: its impressions.csv}, in date order.
+def day_entries(directory: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every day of logs under `directory`, {YYYY-MM-DD: its impressions.csv} in date order, and the
+    `logs/dt=*` entries the layout does not allow, {entry name: why}.
 
-    A RawFileError names a `logs/dt=*` entry the layout does not allow: a name that is not a
-    date (dt=yesterday, dt=2026-13-01) or another spelling of one (dt=2026-1-2: read twice, or
-    never, depending on the reader), or a day directory whose rows are not in impressions.csv
-    (impressions.csv.gz, a renamed file): each would be a day silently left out. A day directory
-    holding only hidden files is a day still being written (the generator's `.inprogress` name).
+    Not allowed: a name that is not a date (dt=yesterday, dt=2026-13-01) or another spelling of one
+    (dt=2026-1-2: read twice, or never, depending on the reader), and a day directory whose rows are
+    not in impressions.csv (impressions.csv.gz, a renamed file): each would be a day left out
+    unseen. A day directory holding only hidden files is a day still being written (the
+    generator's `.inprogress` name), not a problem.
     """
-    days = {}
+    days, problems = {}, {}
     for entry in sorted((directory / "logs").glob("dt=*")):
-        where = f"taobao/logs/{entry.name} ({entry})"
         name = entry.name.removeprefix("dt=")
-        if not is_day_name(name):
-            raise RawFileError(f"{where}: {name!r} is not a day; a day's logs are logs/dt=YYYY-MM-DD/impressions.csv")
         path = entry / "impressions.csv"
-        if path.is_file():
+        if not is_day_name(name):
+            problems[entry.name] = f"{name!r} is not a day; a day's logs are logs/dt=YYYY-MM-DD/impressions.csv"
+        elif path.is_file():
             days[name] = path
-            continue
-        if not entry.is_dir():
-            raise RawFileError(f"{where}: a file where a day's directory belongs; expected {entry.name}/impressions.csv")
-        visible = sorted(p.name + ("/" if p.is_dir() else "") for p in entry.iterdir() if not p.name.startswith("."))
-        if visible:
-            raise RawFileError(f"{where}: no impressions.csv file, found {', '.join(visible)}; a day's logs are one "
-                               "uncompressed impressions.csv")
+        elif not entry.is_dir():
+            problems[entry.name] = f"a file where a day's directory belongs; expected {entry.name}/impressions.csv"
+        elif visible := sorted(p.name + ("/" if p.is_dir() else "") for p in entry.iterdir() if not p.name.startswith(".")):
+            problems[entry.name] = (f"no impressions.csv file, found {', '.join(visible)}; a day's logs are one "
+                                    "uncompressed impressions.csv")
+    return days, problems
+
+
+def layout_error(directory: Path, entry: str, why: str) -> RawFileError:
+    """The error naming one `logs/dt=*` entry that breaks the layout."""
+    return RawFileError(f"taobao/logs/{entry} ({directory / 'logs' / entry}): {why}")
+
+
+def day_files(directory: Path) -> dict[str, Path]:
+    """Every day of logs under `directory` (`day_entries`); an entry that breaks the layout stops the
+    read of the whole log with a RawFileError naming it, rather than being left out."""
+    days, problems = day_entries(directory)
+    for entry, why in problems.items():
+        raise layout_error(directory, entry, why)
     return days
+
+
+def day_files_of(directory: Path, wanted: list[str]) -> dict[str, Path]:
+    """The impressions.csv of each day in `wanted`, or an error: a day whose directory breaks the layout
+    (RawFileError), or days without logs (MissingRawFilesError, naming the misnamed entries that may
+    be them). An entry outside `wanted` does not stop these days: a stray dt=yesterday must not stall
+    every nightly partition."""
+    days, problems = day_entries(directory)
+    for day in wanted:
+        if f"dt={day}" in problems:
+            raise layout_error(directory, f"dt={day}", problems[f"dt={day}"])
+    absent = [day for day in wanted if day not in days]
+    if absent:
+        hint = f"; entries that are not days: {', '.join(sorted(problems))}" if problems else ""
+        raise MissingRawFilesError(f"taobao: no logs for {', '.join(absent)} in {directory / 'logs'} "
+                                   f"(expected dt=YYYY-MM-DD/impressions.csv){hint}")
+    return {day: days[day] for day in wanted}
 
 
 def read_taobao_directory(directory: Path, max_days: int | None = None) -> Bundle:
@@ -166,20 +195,10 @@ def read_taobao_directory(directory: Path, max_days: int | None = None) -> Bundl
     return Bundle(frames=bundle.frames, info={**bundle.info, "days": len(days)}, sources=bundle.sources)
 
 
-def day_file(directory: Path, day: str) -> Path:
-    """Day `day`'s impressions.csv, or an error: the day has none, or a day directory breaks the layout
-    (`day_files`; so a day spelled dt=2026-1-2 is named, not just missed)."""
-    path = day_files(directory).get(day)
-    if path is None:
-        raise MissingRawFilesError(f"taobao: no logs for {day}: {directory / 'logs' / f'dt={day}' / 'impressions.csv'} "
-                                   "does not exist")
-    return path
-
-
 def read_day(directory: Path, day: str, source: str, config: GeneratorConfig) -> Bundle:
     """One day's impressions as text rows (no cleaning; read as the taobao spec's interactions file),
     its malformed lines, and the true group of every user active that day (synthetic logs only)."""
-    path = day_file(directory, day)
+    path = day_files_of(directory, [day])[day]
     log = load_builtin("taobao").interactions  # how each day's file is written (a pattern: one file per day)
     read = read_log_file(replace(log, path=path, label=f"taobao/{path.relative_to(directory).as_posix()}", root=None))
     frames = dict(read.frames)
@@ -211,7 +230,7 @@ def read_day_in_blocks(directory: Path, day: str, source: str, config: Generator
     malformed lines and the truth as frames. The same rows as read_day's (tested)."""
     from assets.sharded import BLOCK_BYTES, AppendedParts, detached, split_in_blocks, taobao_columns
 
-    path = day_file(directory, day)
+    path = day_files_of(directory, [day])[day]
     label = f"taobao/{path.relative_to(directory).as_posix()}"
     malformed = []
     with removed_on_failure(scratch), AppendedParts(scratch / "interactions", prefix="day=") as parts:

@@ -101,6 +101,11 @@ def test_the_sharded_read_checks_the_layout_as_the_whole_read_does(tmp_path):
     (directory / "logs" / "dt=2026-01-02").rename(directory / "logs" / "dt=2026-1-2")
     with pytest.raises(RawFileError, match="'2026-1-2' is not a day"):
         shard_taobao(directory, tmp_path / "b", 2)
+    # A window reads its own days: the stray entry is only named when a window day is missing.
+    read = shard_taobao(directory, tmp_path / "b1", 2, days=["2026-01-01"]).read["source_file"].to_list()
+    assert [f for f in read if "logs/" in f] == ["taobao/logs/dt=2026-01-01/impressions.csv"]
+    with pytest.raises(MissingRawFilesError, match="no logs for 2026-01-02 .*entries that are not days: dt=2026-1-2"):
+        shard_taobao(directory, tmp_path / "b2", 2, days=["2026-01-01", "2026-01-02"])
     shutil.rmtree(directory / "logs")
     with pytest.raises(MissingRawFilesError, match=r"logs/dt=\*/impressions.csv"):  # not an empty log that succeeds
         shard_taobao(directory, tmp_path / "c", 2)
