@@ -368,13 +368,26 @@ def init_command() -> str:
         lines.append(f"  {dataset}: " + (f"ready ({data_dir / layout.subdir})" if not missing else
                                          f"missing {', '.join(missing)} in {data_dir / layout.subdir}; {layout.obtain}"))
     taobao = data_dir / "taobao"
-    lines.append(f"  taobao: real logs in {taobao}" if (taobao / "user_profile.csv").is_file()
+    # The same rule as the reader (assets/taobao_logs.py `log_directory`): a taobao/ directory means real logs.
+    lines.append(f"  taobao: {taobao_logs_state(taobao)}" if taobao.is_dir()
                  else f"  taobao: synthetic logs, generated under {home / 'raw' / 'taobao'} on first use")
     from assets.dataset_spec import registered_names, registered_spec_path
 
     lines += [f"  {name}: your own data, spec {registered_spec_path(name)} (`dataset list` checks it)"
               for name in registered_names()]
     return "\n".join(lines)
+
+
+def taobao_logs_state(directory: Path) -> str:
+    """'real logs in <directory>', or what they lack (the reader's own error)."""
+    from assets.raw_files import MissingRawFilesError
+    from assets.taobao_logs import taobao_dataset
+
+    try:
+        taobao_dataset(directory)
+    except MissingRawFilesError as error:
+        return f"real logs in {directory}, incomplete: {error}"
+    return f"real logs in {directory}"
 
 
 def dataset_command(args: argparse.Namespace) -> str:

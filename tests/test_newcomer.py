@@ -216,6 +216,9 @@ def test_init_prepares_the_instance_and_lists_raw_files(empty_home, capsys):
     out = capsys.readouterr().out
     assert "movielens: ready" in out and "bookcrossing: ready" in out and "taobao: synthetic logs" in out
     assert (empty_home / "dagster" / "dagster.yaml").read_text().endswith("telemetry:\n  enabled: false\n")
+    (empty_home / "data" / "taobao").mkdir()  # a taobao/ directory means real logs: say what they lack
+    assert main(["init"]) == 0
+    assert "taobao: real logs in" in (out := capsys.readouterr().out) and "incomplete: " in out and "user_profile.csv" in out
 
 
 def test_item_attributes_for_movies_and_books(tmp_path):
