@@ -28,7 +28,7 @@ import polars as pl
 
 from assets.bundle import Bundle, StoredParts
 from pipelines.outputs import column_schema, frames_table
-from pipelines.store import LineageStore, PartitionNotBuiltError
+from pipelines.store import LineageStore, NoDatabaseError, PartitionNotBuiltError
 
 # (asset name pattern, frame) -> DuckDB table holding the newest materialization's rows.
 MIRRORS: dict[tuple[str, str], str] = {
@@ -273,9 +273,12 @@ class BundleIOManager(dg.IOManager):
     def _from_store(self, context: dg.InputContext, partitions: list[str]) -> dict[str | None, Resolved]:
         """The newest stored artifact per partition (for an instance with no record of the asset)."""
         asset_key = context.asset_key.to_user_string()
-        rows = self.store.query(
-            "SELECT partition, artifact_id FROM artifacts WHERE asset_key = ? AND partition IN (SELECT unnest(?)) "
-            "QUALIFY seq = max(seq) OVER (PARTITION BY partition)", [asset_key, partitions])
+        try:
+            rows = self.store.query(
+                "SELECT partition, artifact_id FROM artifacts WHERE asset_key = ? AND partition IN (SELECT unnest(?)) "
+                "QUALIFY seq = max(seq) OVER (PARTITION BY partition)", [asset_key, partitions])
+        except NoDatabaseError:  # a new home has stored nothing: the caller says what to build first
+            return {}
         if rows.height:
             context.log.warning(
                 f"{asset_key}: this Dagster instance has no materialization of it (is DAGSTER_HOME set?); using the "

@@ -208,3 +208,13 @@ def test_a_day_still_being_written_is_not_a_day_yet(tmp_path):
     (directory / "logs" / "dt=2026-01-03").mkdir()
     (directory / "logs" / "dt=2026-01-03" / ".impressions.csv.inprogress").write_text("user_id,item_id,ts,clicked\n")
     assert read_taobao(directory).info["days"] == 2
+
+
+def test_a_window_in_a_new_home_says_to_build_the_days_first(tmp_path):
+    from assets.taobao_logs import WindowError
+
+    resources = build_resources(tmp_path / "home", tmp_path / "data")  # nothing stored yet: no database file
+    with dg.instance_for_test() as instance, pytest.raises(WindowError, match="backfill taobao_daily_logs first"):
+        dg.materialize(ASSETS + CHECKS, selection="taobao_log_window", partition_key="taobao", resources=resources,
+                       instance=instance)
+    assert not (tmp_path / "home" / "paml.duckdb").exists()
