@@ -7,6 +7,8 @@ raw-file sensor for the real datasets.
   decides promotions, evaluates the models in service and rewrites the report.
 - `raw_files_changed`: MovieLens and Book-Crossing are files a person replaces; when their
   content changes, the dataset is rebuilt up to its models and the rest follows.
+- `taobao_files_changed`: provided taobao logs: a day file edited (or arriving late) rebuilds its
+  day, changed profiles or catalogue the window; the rest follows.
 
 The automation condition sensor is on by default; it runs while `dagster dev` (or
 `dagster-daemon`) runs and can be switched off in the UI.
@@ -22,7 +24,7 @@ import dagster as dg
 from assets.bundle import file_source
 from assets.dataset_spec import load_registered, registered_names
 from assets.raw_files import LAYOUTS
-from pipelines.jobs import retraining_job
+from pipelines.jobs import retraining_job, taobao_logs_job, taobao_window_job
 from pipelines.resources import PamlResource
 
 DAILY_LOGS_CRON = "0 3 * * *"  # 03:00 UTC: the day before is complete
@@ -112,5 +114,54 @@ def raw_files_changed(context: dg.SensorEvaluationContext, paml: PamlResource):
             for d in changed]
 
 
+def taobao_fingerprints(paml: PamlResource) -> dict[str, str]:
+    """Provided taobao logs (a taobao/ directory under PAML_DATA_DIR): the size and modification
+    time of each day's file ('day=YYYY-MM-DD') and of the profiles and catalogue; {} for the
+    synthetic logs. Not a hash: real logs run to gigabytes, and the sensor looks every hour."""
+    from assets.taobao_logs import day_entries
+
+    directory = paml.data_path / "taobao"
+    if not directory.is_dir():
+        return {}
+    files = {f"day={day}": path for day, path in day_entries(directory)[0].items()}
+    files |= {name: directory / name for name in ("user_profile.csv", "item_catalogue.csv") if (directory / name).is_file()}
+    return {key: f"{stat.st_size}:{stat.st_mtime_ns}" for key, path in files.items() for stat in [path.stat()]}
+
+
+def taobao_requests(previous: dict[str, str], current: dict[str, str]) -> list[dg.RunRequest]:
+    """What changed files of provided taobao logs rebuild: a day file edited, or one arrived late (a
+    day before the newest seen), rebuilds its day, and the window follows; the profiles or the
+    catalogue changed alone rebuild the window. A new newest day is the nightly cron's."""
+    seen_days = [key for key in previous if key.startswith("day=")]
+    newest = max(seen_days, default="")
+    changed = sorted(key for key, fp in current.items() if previous.get(key) != fp)
+    days = [key for key in changed if key.startswith("day=") and (key in previous or key < newest)]
+    requests = [dg.RunRequest(run_key=f"taobao-{key}-{current[key]}", partition_key=key.removeprefix("day="),
+                              job_name=taobao_logs_job.name, tags={"paml/trigger": "raw-files-changed"})
+                for key in days]
+    if not requests and any(not key.startswith("day=") for key in changed):
+        stamp = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:16]
+        requests.append(dg.RunRequest(run_key=f"taobao-window-{stamp}", partition_key="taobao",
+                                      job_name=taobao_window_job.name, tags={"paml/trigger": "raw-files-changed"}))
+    return requests
+
+
+@dg.sensor(
+    jobs=[taobao_logs_job, taobao_window_job],  # two partitionings: one job each
+    minimum_interval_seconds=RAW_FILES_CHECK_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Provided taobao logs (PAML_DATA_DIR/taobao): rebuild a day whose file was edited or arrived late, "
+                "or the window when the profiles or the catalogue changed; everything downstream follows "
+                "(first tick records a baseline).",
+)
+def taobao_files_changed(context: dg.SensorEvaluationContext, paml: PamlResource):
+    current = taobao_fingerprints(paml)
+    if context.cursor is None:
+        context.update_cursor(json.dumps(current))
+        return dg.SkipReason(f"baseline recorded for {len(current)} taobao file(s)")
+    requests = taobao_requests(json.loads(context.cursor), current)
+    context.update_cursor(json.dumps(current))
+    return requests or dg.SkipReason("taobao files unchanged")
+
+
 SCHEDULES: list[dg.ScheduleDefinition] = []
-SENSORS = [automation_sensor, raw_files_changed]
+SENSORS = [automation_sensor, raw_files_changed, taobao_files_changed]

@@ -10,7 +10,7 @@ from assets.taobao_logs import (
     WindowError, assemble_window, ensure_generated, log_directory, read_day, source_of, window_days,
 )
 from assets.taobao_generator import GeneratorConfig
-from pipelines.automation import DAILY_LOGS_CRON, raw_files_changed
+from pipelines.automation import DAILY_LOGS_CRON, raw_files_changed, taobao_files_changed
 from pipelines.definitions import ASSETS, CHECKS, build_resources, defs
 from pipelines.resources import paml_resource
 from tests.fixtures import good_ml_users, ml_ratings_for, movielens_dir, write_lines
@@ -218,3 +218,40 @@ def test_a_window_in_a_new_home_says_to_build_the_days_first(tmp_path):
         dg.materialize(ASSETS + CHECKS, selection="taobao_log_window", partition_key="taobao", resources=resources,
                        instance=instance)
     assert not (tmp_path / "home" / "paml.duckdb").exists()
+
+
+def test_the_taobao_sensor_rebuilds_edited_or_late_days_and_leaves_new_ones_to_the_cron(tmp_path):
+    import os
+
+    data = tmp_path / "data"
+    directory = tiny_log_dir(data / "taobao")
+    paml = paml_resource(tmp_path / "home", data)
+
+    def tick(cursor):
+        context = dg.build_sensor_context(cursor=cursor, resources={"paml": paml})
+        return taobao_files_changed(context), context.cursor
+
+    def write_day(day: str, text: str, mtime: int) -> None:
+        path = directory / "logs" / f"dt={day}" / "impressions.csv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        os.utime(path, ns=(mtime, mtime))  # the sensor compares size and mtime
+
+    first, cursor = tick(None)
+    assert isinstance(first, dg.SkipReason) and "4 taobao file(s)" in first.skip_message  # 2 days, profiles, catalogue
+    assert isinstance(tick(cursor)[0], dg.SkipReason)
+    write_day("2026-01-01", "user_id,item_id,ts,clicked\nu1,i1,1767225600,0\n", 1_800_000_000_000_000_000)  # edited
+    write_day("2026-01-03", "user_id,item_id,ts,clicked\nu1,i1,1767398400,1\n", 1_800_000_000_000_000_000)  # newest: cron's
+    requests, cursor = tick(cursor)
+    assert [(r.job_name, r.partition_key) for r in requests] == [("taobao_logs_job", "2026-01-01")]
+    (directory / "logs" / "dt=2026-01-02" / "impressions.csv").unlink()  # gone, then back late
+    assert isinstance((gone := tick(cursor))[0], dg.SkipReason)
+    write_day("2026-01-02", "user_id,item_id,ts,clicked\nu1,i2,1767312000,1\n", 1_800_000_000_000_000_000)
+    requests, cursor = tick(gone[1])
+    assert [(r.job_name, r.partition_key) for r in requests] == [("taobao_logs_job", "2026-01-02")]
+    (directory / "item_catalogue.csv").write_text("item_id,category,brand,price_level\ni1,toys,b1,1\n")
+    requests, cursor = tick(cursor)
+    assert [(r.job_name, r.partition_key) for r in requests] == [("taobao_window_job", "taobao")]
+    # Synthetic logs (no taobao/ directory): nothing to watch.
+    assert taobao_files_changed(dg.build_sensor_context(resources={"paml": paml_resource(tmp_path / "h2", tmp_path / "none")})
+                                ).skip_message.startswith("baseline recorded for 0")

@@ -273,7 +273,8 @@ def test_retraining_automation_is_visible(graph):
     schedules = {s["name"] for repo in repos for s in repo["schedules"]}
     sensors = {s["name"] for repo in repos for s in repo["sensors"]}
     assert {s.name for s in SCHEDULES} == schedules == set()
-    assert {s.name for s in SENSORS} == sensors == {"default_automation_condition_sensor", "raw_files_changed"}
+    assert {s.name for s in SENSORS} == sensors == {"default_automation_condition_sensor", "raw_files_changed",
+                                                          "taobao_files_changed"}
 
 
 def test_owners_tags_and_automation_show(graph):
