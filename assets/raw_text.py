@@ -184,6 +184,15 @@ def decode_error_at(path: Path, start: int, encoding: str) -> int | None:
             offset += len(chunk)
 
 
+# The first bytes of compressed files people download or export, and how to get the text out.
+ARCHIVE_MAGIC = (
+    (b"PK\x03\x04", "zip archive", "unzip it"),
+    (b"\x1f\x8b", "gzip-compressed file", "decompress it (gunzip)"),
+    (b"\xfd7zXZ\x00", "xz-compressed file", "decompress it (unxz)"),
+    (b"(\xb5/\xfd", "zstd-compressed file", "decompress it (unzstd)"),
+)  # each holds a byte no text line starts with; bzip2's 'BZh' and Parquet's 'PAR1' could start one
+
+
 def decoding_of(path: Path, label: str, declared: str) -> Decoding:
     """Check `path` as bytes and decide how to decode it, or raise a named RawFileError.
 
@@ -192,6 +201,9 @@ def decoding_of(path: Path, label: str, declared: str) -> Decoding:
     with path.open("rb") as handle:
         head = handle.read(4)
     where = f"{label} ({path})"
+    for magic, what, undo in ARCHIVE_MAGIC:  # a download not yet unpacked (ml-1m.zip, day.csv.gz renamed)
+        if head.startswith(magic):
+            raise RawEncodingError(f"{where}: a {what}, not {declared} text; {undo} and point the reader at the text file.")
     for mark, name in WIDE_BOMS:
         if head.startswith(mark):
             raise RawEncodingError(

@@ -231,3 +231,19 @@ def test_a_header_only_day_is_one_named_error_without_a_polars_warning(tmp_path)
         with pytest.raises(EmptyRawFileError, match=r"taobao/logs/dt=2026-01-01/impressions.csv .*no data rows"):
             split_lines(day, "taobao/logs/dt=2026-01-01/impressions.csv", ",", ("user_id", "item_id", "ts", "clicked"),
                         encoding="utf-8", header=True)
+
+
+def test_a_compressed_download_says_to_unpack_it(tmp_path):
+    import gzip
+    import zipfile
+
+    path = tmp_path / "ratings.dat"
+    with zipfile.ZipFile(path, "w") as archive:  # ml-1m.zip saved under the file's name
+        archive.writestr("ratings.dat", "1::1193::5::978300760\n")
+    with pytest.raises(RawEncodingError, match=r"ratings.dat \(.*\): a zip archive, not latin-1 text; unzip it"):
+        decoding_of(path, "ratings.dat", "latin-1")
+    path.write_bytes(gzip.compress(b"user_id,item_id,ts,clicked\nu1,i1,1,0\n"))
+    with pytest.raises(RawEncodingError, match=r"a gzip-compressed file, not utf-8 text; decompress it \(gunzip\)"):
+        decoding_of(path, "ratings.dat", "utf-8")
+    path.write_bytes(b"PK,1\nBZh9,2\n")  # text that merely starts like an archive's name
+    assert decoding_of(path, "ratings.dat", "utf-8").encoding == "utf-8"
