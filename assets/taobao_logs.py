@@ -124,6 +124,13 @@ def is_day_name(name: str) -> bool:
         return False
 
 
+def is_data_file(name: str) -> bool:
+    """Whether a file beside a day's impressions.csv looks like more of its rows (not a _SUCCESS marker
+    or a hidden file being written)."""
+    return not name.startswith((".", "_")) and name.lower().endswith(
+        (".csv", ".tsv", ".txt", ".gz", ".zip", ".bz2", ".xz", ".zst", ".parquet"))
+
+
 def day_entries(directory: Path) -> tuple[dict[str, Path], dict[str, str]]:
     """Every day of logs under `directory`, {YYYY-MM-DD: its impressions.csv} in date order, and the
     `logs/dt=*` entries the layout does not allow, {entry name: why}.
@@ -142,6 +149,9 @@ def day_entries(directory: Path) -> tuple[dict[str, Path], dict[str, str]]:
             problems[entry.name] = f"{name!r} is not a day; a day's logs are logs/dt=YYYY-MM-DD/impressions.csv"
         elif path.is_file():
             days[name] = path
+            if others := sorted(p.name for p in entry.iterdir() if p.name != path.name and is_data_file(p.name)):
+                problems[entry.name] = (f"holds {', '.join(others)} beside impressions.csv; a day's logs are that one "
+                                        "file, and the others would be left out")
         elif not entry.is_dir():
             problems[entry.name] = f"a file where a day's directory belongs; expected {entry.name}/impressions.csv"
         elif visible := sorted(p.name + ("/" if p.is_dir() else "") for p in entry.iterdir() if not p.name.startswith(".")):

@@ -203,6 +203,22 @@ def test_a_day_directory_outside_the_layout_is_named_not_left_out(tmp_path, entr
         read_day(directory, "2026-01-09", "provided", TINY)
 
 
+def test_more_rows_beside_a_days_file_are_named_not_left_out(tmp_path):
+    from assets.raw_text import RawFileError
+
+    directory = tiny_log_dir(tmp_path / "taobao")
+    day = directory / "logs" / "dt=2026-01-02"
+    (day / "_SUCCESS").write_text("")  # a job's marker, not rows
+    (day / "README").write_text("exported by the nightly job")
+    assert read_taobao(directory).info["days"] == 2
+    (day / "impressions_part2.csv").write_text("user_id,item_id,ts,clicked\nu1,i1,1767312000,0\n")
+    with pytest.raises(RawFileError, match=r"dt=2026-01-02 .*holds impressions_part2.csv beside impressions.csv"):
+        read_taobao(directory)
+    with pytest.raises(RawFileError, match="holds impressions_part2.csv"):  # that day's own partition too
+        read_day(directory, "2026-01-02", "provided", TINY)
+    assert read_day(directory, "2026-01-01", "provided", TINY).frame("interactions").height == 2  # not the others
+
+
 def test_a_day_still_being_written_is_not_a_day_yet(tmp_path):
     directory = tiny_log_dir(tmp_path / "taobao")
     (directory / "logs" / "dt=2026-01-03").mkdir()
