@@ -136,9 +136,9 @@ def day_entries(directory: Path) -> tuple[dict[str, Path], dict[str, str]]:
     `logs/dt=*` entries the layout does not allow, {entry name: why}.
 
     Not allowed: a name that is not a date (dt=yesterday, dt=2026-13-01) or another spelling of one
-    (dt=2026-1-2: read twice, or never, depending on the reader), and a day directory whose rows are
-    not in impressions.csv (impressions.csv.gz, a renamed file): each would be a day left out
-    unseen. A day directory holding only hidden files is a day still being written (the
+    (dt=2026-1-2: read twice, or never, depending on the reader), a day directory whose rows are
+    not in impressions.csv (impressions.csv.gz, a renamed file), and one with more data files
+    beside it (impressions_part2.csv): each would be rows left out unseen. A day directory holding only hidden files is a day still being written (the
     generator's `.inprogress` name), not a problem.
     """
     days, problems = {}, {}
