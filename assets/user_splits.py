@@ -41,6 +41,29 @@ def require_every_split(users: pl.DataFrame, dataset: str) -> None:
         )
 
 
+class OneClassError(CleaningError):
+    """A click dataset whose training users' impressions are all clicked: nothing to tell clicks from non-clicks."""
+
+
+def require_both_click_classes(users: pl.DataFrame, items: pl.LazyFrame, dataset: str) -> None:
+    """Raise a OneClassError when every impression of the training users is clicked.
+
+    The models, the reference rows and NEL's normalizer H(ctr) (He et al. 2014) are fitted on
+    the training users; with click rate 1, H(ctr) = 0 and AUC has no negatives, so training
+    stopped later in a bare `binary_entropy` error. (All unclicked cannot get here: cleaning
+    keeps users with at least 2 clicked items.)
+    """
+    train = users.filter(pl.col("split") == "train").select("user_id").lazy()
+    counts = (items.join(train, on="user_id", how="semi")
+              .select(n=pl.len(), clicked=(pl.col("label") > 0).sum()).collect().row(0, named=True))
+    if counts["n"] and counts["clicked"] == counts["n"]:
+        raise OneClassError(
+            f"{dataset}: all {counts['n']} impressions of the training users are clicked (label 1, none 0): with one "
+            "class the training click rate is 1, so AUC, log-loss and NEL are undefined. A click log needs unclicked "
+            "impressions; a log of positives only (purchases, likes) needs sampled negatives (label 0) first"
+        )
+
+
 def fills_every_split(ratios: tuple[int, ...] = USER_SPLIT, search: int = 1000) -> int:
     """The least number of users from which on every split of `ratios` gets at least one (`split_boundaries`)."""
     def fills(n: int) -> bool:
@@ -195,6 +218,7 @@ def splits_in_ranges(clean_logs: Bundle, cold_start: pl.DataFrame, seed: int, in
 import dagster as dg  # noqa: E402
 from pydantic import Field  # noqa: E402
 
+from assets.specs import spec_for  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
 from pipelines.resources import PamlResource  # noqa: E402
@@ -220,6 +244,8 @@ def user_splits(context: dg.AssetExecutionContext, config: SplitConfig, clean_lo
         frames = user_splits_for(cold_start_users.frame("users"), clean_logs.frame("interactions"), config.seed)
         bundle = Bundle(frames=frames, info=info)
     require_every_split(bundle.frame("users"), context.partition_key)
+    if spec_for(context.partition_key).task == "ctr":
+        require_both_click_classes(bundle.frame("users"), bundle.scan("items"), context.partition_key)
     counts = bundle.frame("users").group_by("split").agg(users=pl.len()).sort("split")
     return bundle_output(bundle, users_per_split=table(counts))
 

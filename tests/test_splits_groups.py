@@ -9,7 +9,7 @@ import pytest
 from assets.cold_start_users import select_cold_start
 from assets.user_groups import feature_concentration, tag_users, top_values
 from assets.user_splits import (
-    TooFewUsersError, assign_support_query, assign_user_splits, fills_every_split, require_every_split, split_boundaries, user_splits_for,
+    OneClassError, TooFewUsersError, assign_support_query, require_both_click_classes, assign_user_splits, fills_every_split, require_every_split, split_boundaries, user_splits_for,
 )
 
 
@@ -107,3 +107,18 @@ def test_too_few_users_for_every_split_is_a_named_error():
     # By hand: 8 users cut 7:1:2 at 5.6 -> 6 and 6.4 -> 6 leave val empty; 9 cut at 6.3 -> 6, 7.2 -> 7.
     assert split_boundaries(8) == [6, 6, 8] and split_boundaries(9) == [6, 7, 9]
     assert fills_every_split() == 9 and fills_every_split((1, 1)) == 2
+
+
+def test_click_log_with_only_clicks_among_training_users_is_a_named_error():
+    # A purchase log given as clicks: training failed later in binary_entropy(1.0) of the click rate.
+    clicks = interactions_for({f"u{k}": 3 + k for k in range(12)}).with_columns(label=pl.lit(1.0))
+    splits = user_splits_for(select_cold_start(clicks), clicks, seed=0)
+    with pytest.raises(OneClassError, match=r"^shop: all \d+ impressions of the training users are clicked \(label 1, none 0\)"):
+        require_both_click_classes(splits["users"], splits["items"].lazy(), "shop")
+    test_user = splits["users"].filter(pl.col("split") == "test")["user_id"][0]
+    unclicked_test = splits["items"].with_columns(label=pl.when(pl.col("user_id") == test_user).then(0.0).otherwise("label"))
+    with pytest.raises(OneClassError):  # only the training users' rows are fitted on
+        require_both_click_classes(splits["users"], unclicked_test.lazy(), "shop")
+    train_user = splits["users"].filter(pl.col("split") == "train")["user_id"][0]
+    one_unclicked = splits["items"].with_columns(label=pl.when(pl.col("user_id") == train_user).then(0.0).otherwise("label"))
+    require_both_click_classes(splits["users"], one_unclicked.lazy(), "shop")
