@@ -11,6 +11,7 @@ Markdown table shows one protocol. Frames keep the code names (`reg_paml`, `ref_
 the Markdown shows the paper's.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,15 @@ METRICS = {
     "auc": MetricColumn("AUC", False), "global_auc": MetricColumn("global AUC", False), "nel": MetricColumn("NEL", True),
 }
 LOWER_IS_BETTER = {code: metric.lower_is_better for code, metric in METRICS.items()}
+# Why a metric is undefined (NaN, models/metrics.py) on every test user of a dataset, for the line under Table 2.
+_NDCG_UNDEFINED = "a user's nDCG is undefined when no query rating has a positive gain 2^r - 1 (ideal DCG 0, e.g. every rating 0)"
+UNDEFINED_REASONS = {
+    "mse": "no test user has a query item",
+    "ndcg@3": _NDCG_UNDEFINED, "ndcg@5": _NDCG_UNDEFINED,
+    "auc": "a user's AUC needs a clicked and an unclicked item in the query set (a query set of one item never has both)",
+    "global_auc": "the pooled AUC needs clicked and unclicked items among the test users' query items",
+    "nel": "no test user has a query impression",
+}
 DATASET_NAMES = {"movielens": "MovieLens-1M", "bookcrossing": "Book-Crossing", "taobao": "Taobao-like clicks"}
 # The per-user error behind Tables 3-4, the box plots and the t-tests (assets/evaluation.py).
 ERROR_NAMES = {"rating": "MSE", "ctr": "log-loss"}
@@ -350,6 +360,38 @@ def one_protocol(table: pl.DataFrame, what: str) -> pl.DataFrame:
     return table
 
 
+def is_undefined(value: float | None) -> bool:
+    """A stored value that is no number: NaN (undefined on these users) or null (nothing to average)."""
+    return value is None or math.isnan(value)
+
+
+def undefined_metrics_line(undefined: dict[str, list[str]], n_methods: int) -> str:
+    """The line under Table 2 saying why a '—' stands where a method has results: per metric, the
+    methods whose value is undefined on every test user and the metric's reason (UNDEFINED_REASONS)."""
+    parts = []
+    for metric, methods in undefined.items():
+        who = "every method" if len(methods) == n_methods else ", ".join(method_name(m) for m in methods)
+        header = METRICS[metric].label if metric in METRICS else metric
+        parts.append(f"{header} ({who}): {UNDEFINED_REASONS.get(metric, 'not a number on these users')}")
+    return f"{NOT_EVALUATED} where a row has results: undefined on every test user; " + "; ".join(parts) + "." if parts else ""
+
+
+def undefined_groups_line(part: pl.DataFrame) -> str:
+    """The line under Table 3/4 saying why a group's error or the p-value is '—' on rows that have results:
+    a group without test users (every user tagged the other way), or a t-test without a defined statistic."""
+    reasons = []
+    for group in ("major", "minor"):
+        means = part[f"mean_{group}"] if f"mean_{group}" in part.columns else pl.Series([None] * part.height)
+        if part.height and all(is_undefined(v) for v in means):
+            other = "minor" if group == "major" else "major"
+            reasons.append(f"no {group} test users (the major/minor rule tags every test user {other})")
+    groups_present = not reasons
+    if groups_present and any(is_undefined(r["p_value"]) for r in part.iter_rows(named=True)):
+        reasons.append("the t-test is undefined where fewer than 2 users of a group have an error, or where every "
+                       "user's error in both groups is one value (zero variance: t = 0/0)")
+    return f"{NOT_EVALUATED} where a row has results: " + "; ".join(reasons) + "." if reasons else ""
+
+
 def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequence[str]) -> str:
     """Table 2 as Markdown: one table per dataset, the paper's method names and order, metrics with
     their direction as columns, the paper's values beside ours, a line for whatever has no results.
@@ -363,7 +405,7 @@ def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequ
         metrics = [m for m in METRICS if m in present] + sorted(present - set(METRICS))
         columns = ["method"] + [METRICS[m].header if m in METRICS else m for m in metrics]
         by_key = {(r["method"], r["metric"]): r for r in part.iter_rows(named=True)}
-        rows = []
+        rows, undefined = [], {}
         for method in method_order([*part["method"], *expected]):
             cells = {"method": method_name(method)}
             for metric, column in zip(metrics, columns[1:]):
@@ -371,12 +413,15 @@ def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequ
                 # One seed (or a deterministic reference row) has no spread to show.
                 sd = r["sd"] if r and r.get("n_seeds", 2) > 1 else None
                 cell = format_cell(r["mean"], sd, r["best"], r["significant"]) if r else NOT_EVALUATED
+                if r and is_undefined(r["mean"]):
+                    undefined.setdefault(metric, []).append(method)
                 if r and r.get("paper_mean") is not None:
                     cell += f" (paper {r['paper_mean']:.3f})"
                 cells[column] = cell
             rows.append((method, cells))
         missing = [m for m in method_order(expected) if m not in set(part["method"])]
-        return [markdown_table(sectioned(rows, columns)), missing_line(dataset, missing)]
+        return [markdown_table(sectioned(rows, columns)), undefined_metrics_line(undefined, part["method"].n_unique()),
+                missing_line(dataset, missing)]
 
     return per_dataset_markdown(table, datasets, "results", body)
 
@@ -407,7 +452,7 @@ def markdown_group_table(table: pl.DataFrame, label: str, datasets: Sequence[str
                 cells[columns[4]] = " / ".join(f"{v:.3f}" for v in paper_rows[key]) if key in paper_rows else ""
             rows.append((variant_method(key), cells))
         missing = [k for k in variant_order(expected) if k not in by_key]
-        return [markdown_table(sectioned(rows, columns)), missing_line(dataset, missing)]
+        return [markdown_table(sectioned(rows, columns)), undefined_groups_line(part), missing_line(dataset, missing)]
 
     return per_dataset_markdown(table, datasets, what, body)
 

@@ -90,6 +90,31 @@ def test_group_tables_name_the_error_of_each_dataset():
     assert paml_row.split("|")[4].strip() == "—"  # an undefined p-value says so
 
 
+def test_undefined_metrics_and_empty_groups_say_why_under_the_table():
+    # Every test user's query set holds one class: AUC is NaN for every method (it was a bare '—',
+    # which the legend reads as "no results").
+    nan = float("nan")
+    table = table2_rows("shop", {m: {"auc": nan, "global_auc": 0.7, "nel": 0.9} for m in ("melu", "paml")})
+    text = markdown_table2(table, ["shop"], ("melu", "paml"))
+    melu = next(line for line in text.splitlines() if line.startswith("| MeLU"))
+    assert [cell.strip() for cell in melu.strip("|").split("|")][1] == "—"
+    line = next(line for line in text.splitlines() if line.startswith("— where a row has results"))
+    assert line == ("— where a row has results: undefined on every test user; AUC (every method): a user's AUC needs a "
+                    "clicked and an unclicked item in the query set (a query set of one item never has both).")
+    assert "global AUC (" not in line and "No results for" not in text
+    # Every test user is major (one profile for everyone): no minor users, so no minor error and no p.
+    groups = pl.DataFrame([{"dataset": "shop", "method": m, "mean_major": 0.5, "sd_major": 0.0, "mean_minor": None,
+                            "sd_minor": None, "p_value": nan} for m in ("melu", "paml")])
+    text = markdown_group_table(groups, "method", ["shop"], ("melu", "paml"))
+    assert "— where a row has results: no minor test users (the major/minor rule tags every test user major)." in text
+    # Both groups present, every error one value: scipy's t is 0/0.
+    text = markdown_group_table(groups.with_columns(mean_minor=pl.lit(0.5)), "method", ["shop"], ("melu", "paml"))
+    assert "the t-test is undefined where fewer than 2 users of a group have an error, or where every user's error" in text
+    defined = markdown_group_table(groups.with_columns(mean_minor=pl.lit(0.5), p_value=pl.lit(0.2)), "method", ["shop"],
+                                   ("melu", "paml"))
+    assert "where a row has results" not in defined
+
+
 def user_metrics(dataset: str, methods: dict[str, tuple[float, float]], n_users: int = 6) -> pl.DataFrame:
     """Per-user errors: {method: (major error, minor error)}, half the users in each group, two seeds."""
     rows = []
