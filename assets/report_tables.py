@@ -240,11 +240,13 @@ GROUP_COLUMNS = ("mean_major", "sd_major", "mean_minor", "sd_minor")
 
 def group_table(user_metrics: pl.DataFrame, label: str = "method") -> pl.DataFrame:
     """Table 3 shape: per dataset, protocol and `label`, error of major and minor users (mean +- sd
-    over seeds) and the (unpaired: different users) Student t-test p-value, minor vs major."""
+    over seeds; sd null with one seed) and the (unpaired: different users) Student t-test p-value,
+    minor vs major."""
     user_metrics = with_protocol(user_metrics)
     keys = ["dataset", "protocol", label]
     per_seed = user_metrics.group_by(*keys, "seed", "group").agg(pl.col("error").mean())
-    spread = per_seed.group_by(*keys, "group").agg(mean=pl.col("error").mean(), sd=pl.col("error").std().fill_null(0.0))
+    # One seed has no spread: its sd stays null (shown without ±, as Table 2 shows it), not a measured 0.
+    spread = per_seed.group_by(*keys, "group").agg(mean=pl.col("error").mean(), sd=pl.col("error").std())
     wide = spread.pivot(on="group", index=keys, values=["mean", "sd"])
     rows = []
     errors = user_metrics.group_by(*keys, "user_id").agg(pl.col("error").mean(), pl.col("group").first())

@@ -149,6 +149,21 @@ def test_report_markdown_for_files_and_for_the_ui():
     assert tables.frame("table2")["method"].to_list() == ["melu", "paml", "ref_item_mean"]  # SQL sees the report's order
 
 
+def test_one_seed_has_no_spread_in_table3():
+    # `demo --seeds 0`: the sample sd of one seed is undefined; it was stored as 0.0 and shown as '± 0.000',
+    # against the reading guide's "no ± for a single seed".
+    frame = user_metrics("movielens", {"melu": (1.0, 1.2), "ref_mf": (0.95, 1.1)}).filter(pl.col("seed") == 0)
+    tables, pngs = build_report([eval_bundle(frame)], {}, {}, {}, {})
+    t3 = tables.frame("table3")
+    assert t3["sd_major"].null_count() == t3.height and t3["mean_major"].null_count() == 0
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["movielens"], EXPECTED)
+    table3 = text.split("## Table 3")[1].split("\n## ")[0]
+    melu = next(line for line in table3.splitlines() if line.startswith("| MeLU"))
+    assert "±" not in melu and "1.030" in melu  # major: 1.0 + 0.01 * mean(1, 3, 5)
+    two_seeds = build_report([eval_bundle(user_metrics("movielens", {"melu": (1.0, 1.2)}))], {}, {}, {}, {})[0]
+    assert two_seeds.frame("table3")["sd_major"].to_list() == pytest.approx([0.001 / 2 ** 0.5])
+
+
 def test_paper_tables_show_the_paper_protocol_and_production_rows_get_their_own_block():
     paper = user_metrics("movielens", {"melu": (1.0, 1.2), "paml": (0.9, 1.0), "ref_mf": (0.95, 1.1)})
     production = user_metrics("movielens", {"ref_mf": (0.5, 0.6)}).with_columns(pl.lit("production").alias("protocol"))
