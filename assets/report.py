@@ -30,8 +30,8 @@ from assets.markdown import markdown_table
 from assets.plots import adaptation_plot, embedding_map, error_boxplots, lr_histograms, validation_curves
 from assets.report_tables import (
     BASELINES, ERROR_NAMES, METRICS, PAIRED_REFERENCES, PAML_METHODS, best_baselines, dataset_name, gamma_label,
-    group_table, in_report_order, markdown_group_table, markdown_paired, markdown_table2, method_name, no_dataset_line,
-    paired_comparisons, seed_averaged_errors, table2,
+    group_table, in_report_order, markdown_group_table, markdown_paired, markdown_table2, method_name, metric_coverage,
+    no_dataset_line, paired_comparisons, seed_averaged_errors, table2,
 )
 from models.metrics import BOOTSTRAP_RESAMPLES
 from models.references import DEFAULT_PROTOCOL, REFERENCES
@@ -107,7 +107,8 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
     metrics = with_protocol(pl.concat([EMPTY_METRICS, *(e.frame("metrics") for e in evals if e.frame("metrics").height)],
                                       how="diagonal_relaxed"))
     significance = paired_comparisons(seed_averaged_errors(all_user_metrics), best_baselines(metrics))
-    t1, t2, t3 = table1(groups), table2(metrics, significance), group_table(all_user_metrics)
+    t1, t3 = table1(groups), group_table(all_user_metrics)
+    t2 = table2(metrics, significance, metric_coverage(all_user_metrics))
     diagnostics = diagnostics_summary(all_user_metrics)
     user_metrics = paper_rows(all_user_metrics)
     t4 = ablation_table(ablations, user_metrics)

@@ -84,7 +84,7 @@ _NDCG_UNDEFINED = "a user's nDCG is undefined when no query rating has a positiv
 UNDEFINED_REASONS = {
     "mse": "no test user has a query item",
     "ndcg@3": _NDCG_UNDEFINED, "ndcg@5": _NDCG_UNDEFINED,
-    "auc": "a user's AUC needs a clicked and an unclicked item in the query set (a query set of one item never has both)",
+    "auc": "a user's AUC needs a clicked and an unclicked item in the query set, which a query set of one item never has",
     "global_auc": "the pooled AUC needs clicked and unclicked items among the test users' query items",
     "nel": "no test user has a query impression",
 }
@@ -203,11 +203,32 @@ def paired_comparisons(errors: pl.DataFrame, best: dict[tuple[str, str], str], s
                       "comparison", pl.col("other").replace_strict(rank_of(frame["other"]), return_dtype=pl.Int64))
 
 
-def table2(metrics: pl.DataFrame, significance: pl.DataFrame) -> pl.DataFrame:
+PER_USER_METRICS = ("mse", "ndcg@3", "ndcg@5", "auc", "nel")  # user_metrics columns averaged over users into Table 2
+
+
+def metric_coverage(user_metrics: pl.DataFrame) -> pl.DataFrame:
+    """dataset, protocol, method, metric, n_users (test users scored), n_defined (those whose value is a
+    number): Table 2's per-user means skip users where a metric is undefined (an AUC without both
+    classes, an nDCG without a positive gain), so a mean may stand for few of the users."""
+    present = [m for m in PER_USER_METRICS if m in user_metrics.columns]
+    schema = {"dataset": pl.String, "protocol": pl.String, "method": pl.String, "metric": pl.String,
+              "n_users": pl.Int64, "n_defined": pl.Int64}
+    if not present or user_metrics.height == 0:
+        return pl.DataFrame(schema=schema)
+    long = with_protocol(user_metrics).unpivot(on=present, index=["dataset", "protocol", "method", "user_id"], variable_name="metric")
+    return long.group_by("dataset", "protocol", "method", "metric").agg(
+        n_users=pl.col("user_id").n_unique().cast(pl.Int64),
+        n_defined=pl.col("user_id").filter(pl.col("value").is_not_null() & pl.col("value").is_not_nan()).n_unique().cast(pl.Int64),
+    ).cast(schema)
+
+
+def table2(metrics: pl.DataFrame, significance: pl.DataFrame, coverage: pl.DataFrame | None = None) -> pl.DataFrame:
     """dataset, protocol, method, metric, mean, sd, n_seeds, best, significant (all users).
 
     `best` and `significant` (a PAML method below the best baseline by the paired t-test,
     p < 0.05) are judged within each protocol; the paper's values sit on paper-protocol rows.
+    With `coverage` (`metric_coverage`), n_users and n_defined say over how many test users a
+    per-user mean was taken.
     """
     table = (
         with_protocol(metrics).filter(pl.col("population") == "all")
@@ -229,6 +250,8 @@ def table2(metrics: pl.DataFrame, significance: pl.DataFrame) -> pl.DataFrame:
     paper_rows = [{"dataset": d, "protocol": DEFAULT_PROTOCOL, "method": m, "metric": k, "paper_mean": v[0], "paper_sd": v[1]}
                   for (d, m), values in paper.TABLE2.items() for k, v in values.items()]
     table = table.join(pl.DataFrame(paper_rows), on=["dataset", "protocol", "method", "metric"], how="left")
+    if coverage is not None:
+        table = table.join(coverage, on=["dataset", "protocol", "method", "metric"], how="left")
     metric_rank = {m: i for i, m in enumerate([*METRICS, *sorted(set(table["metric"]) - set(METRICS))])}
     return table.sort(
         "dataset", protocol_rank(), pl.col("method").replace_strict(rank_of(table["method"]), return_dtype=pl.Int64),
@@ -378,6 +401,21 @@ def undefined_metrics_line(undefined: dict[str, list[str]], n_methods: int) -> s
     return f"{NOT_EVALUATED} where a row has results: undefined on every test user; " + "; ".join(parts) + "." if parts else ""
 
 
+def partial_coverage_line(part: pl.DataFrame) -> str:
+    """The line under Table 2 naming each per-user metric averaged over only some of the test users
+    (n_defined < n_users, from `metric_coverage`) and why the others have no value."""
+    if "n_defined" not in part.columns:
+        return ""
+    partial = part.filter(pl.col("n_defined").is_between(1, pl.col("n_users") - 1))
+    pieces = []
+    for metric in [m for m in METRICS if m in set(partial["metric"])]:
+        rows = partial.filter(pl.col("metric") == metric)
+        low, high, users = rows["n_defined"].min(), rows["n_defined"].max(), rows["n_users"].max()
+        count = f"{low}" if low == high else f"{low}-{high}"
+        pieces.append(f"{METRICS[metric].label} over {count} of {users} ({UNDEFINED_REASONS[metric]})")
+    return "Means over the test users where the metric is defined: " + "; ".join(pieces) + "." if pieces else ""
+
+
 def undefined_groups_line(part: pl.DataFrame) -> str:
     """The line under Table 3/4 saying why a group's error or the p-value is '—' on rows that have results:
     a group without test users (every user tagged the other way), or a t-test without a defined statistic."""
@@ -423,7 +461,7 @@ def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequ
             rows.append((method, cells))
         missing = [m for m in method_order(expected) if m not in set(part["method"])]
         return [markdown_table(sectioned(rows, columns)), undefined_metrics_line(undefined, part["method"].n_unique()),
-                missing_line(dataset, missing)]
+                partial_coverage_line(part), missing_line(dataset, missing)]
 
     return per_dataset_markdown(table, datasets, "results", body)
 

@@ -100,7 +100,7 @@ def test_undefined_metrics_and_empty_groups_say_why_under_the_table():
     assert [cell.strip() for cell in melu.strip("|").split("|")][1] == "—"
     line = next(line for line in text.splitlines() if line.startswith("— where a row has results"))
     assert line == ("— where a row has results: undefined on every test user; AUC (every method): a user's AUC needs a "
-                    "clicked and an unclicked item in the query set (a query set of one item never has both).")
+                    "clicked and an unclicked item in the query set, which a query set of one item never has.")
     assert "global AUC (" not in line and "No results for" not in text
     # Every test user is major (one profile for everyone): no minor users, so no minor error and no p.
     groups = pl.DataFrame([{"dataset": "shop", "method": m, "mean_major": 0.5, "sd_major": 0.0, "mean_minor": None,
@@ -162,6 +162,22 @@ def test_one_seed_has_no_spread_in_table3():
     assert "±" not in melu and "1.030" in melu  # major: 1.0 + 0.01 * mean(1, 3, 5)
     two_seeds = build_report([eval_bundle(user_metrics("movielens", {"melu": (1.0, 1.2)}))], {}, {}, {}, {})[0]
     assert two_seeds.frame("table3")["sd_major"].to_list() == pytest.approx([0.001 / 2 ** 0.5])
+
+
+def test_table2_says_over_how_many_test_users_a_per_user_mean_was_taken():
+    # A small click log: 2 of 6 test users have both classes in their query set, so "AUC 1.000" was the
+    # mean of two users, with nothing saying so.
+    frame = user_metrics("shop", {"melu": (0.3, 0.4), "paml": (0.3, 0.5)}).with_columns(
+        auc=pl.when(pl.col("user_id").is_in(["u0", "u1"])).then(1.0).otherwise(float("nan")), nel=pl.col("error"))
+    metrics = pl.concat([frame.group_by("dataset", "method", "seed").agg(value=pl.col(m).fill_nan(None).mean())
+                         .with_columns(population=pl.lit("all"), metric=pl.lit(m)) for m in ("auc", "nel")])
+    tables, pngs = build_report([Bundle(frames={"user_metrics": frame, "metrics": metrics})], {}, {}, {}, {})
+    coverage = tables.frame("table2").select("method", "metric", "n_users", "n_defined").sort("method", "metric").rows()
+    assert coverage == [("melu", "auc", 6, 2), ("melu", "nel", 6, 6), ("paml", "auc", 6, 2), ("paml", "nel", 6, 6)]
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["shop"], ("melu", "paml"))
+    assert ("Means over the test users where the metric is defined: AUC over 2 of 6 (a user's AUC needs a clicked and an "
+            "unclicked item in the query set, which a query set of one item never has).") in text
+    assert "NEL over" not in text
 
 
 def test_paper_tables_show_the_paper_protocol_and_production_rows_get_their_own_block():
