@@ -55,7 +55,7 @@ def require_both_click_classes(users: pl.DataFrame, items: pl.LazyFrame, dataset
     """
     train = users.filter(pl.col("split") == "train").select("user_id").lazy()
     counts = (items.join(train, on="user_id", how="semi")
-              .select(n=pl.len(), clicked=(pl.col("label") > 0).sum()).collect().row(0, named=True))
+              .select(n=pl.len(), clicked=(pl.col("label") > 0).sum()).collect(engine="streaming").row(0, named=True))
     if counts["n"] and counts["clicked"] == counts["n"]:
         raise OneClassError(
             f"{dataset}: all {counts['n']} impressions of the training users are clicked (label 1, none 0): with one "
