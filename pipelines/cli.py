@@ -339,7 +339,7 @@ def tune_command(args: argparse.Namespace) -> None:
     """Export, search (or import journals), mirror to tuning_trials, write settings and docs/tuning.md."""
     from models.learners import METHODS
     from models.search import SearchConfig
-    from pipelines.tune import export_tasks, render_tuning_doc, tune
+    from pipelines.tune import export_tasks, tune
 
     if args.export:
         for dataset in args.datasets:
@@ -352,7 +352,36 @@ def tune_command(args: argparse.Namespace) -> None:
     tune(args.datasets, default_home(), meta_tasks_of, methods=args.methods or list(METHODS), config=config,
          workers=args.workers, stop_after=args.stop_after, import_dir=args.import_dir,
          log=lambda line: print(line, flush=True))
-    print(f"wrote {render_tuning_doc(default_home(), ['movielens', 'bookcrossing', 'taobao'])}")
+    print(tuning_doc_written(default_home()))
+
+
+def results_target(store, out: str | None, doc: Path, home: Path) -> tuple[Path, str]:
+    """Where `results` writes, and a note: `out` when given; docs/results.md when the store holds the
+    paper's two real datasets (the doc's hand-written reading is about them); else PAML_HOME/reports/results.md,
+    so that a store of your own data never rewrites the repository's record of the reproduction."""
+    if out:
+        return Path(out), ""
+    tables = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"].to_list())
+    found = set(store.query("SELECT DISTINCT dataset FROM metrics")["dataset"].to_list()) if "metrics" in tables else set()
+    if {"movielens", "bookcrossing"} <= found:
+        return doc, ""
+    return home / "reports" / "results.md", (f" (docs/results.md is left as it is: this store has no metrics of "
+                                            f"{', '.join(sorted({'movielens', 'bookcrossing'} - found))}; --out names another file)")
+
+
+def tuning_doc_written(home: Path) -> str:
+    """Render the studies of `home`: into docs/tuning.md when it holds the built-in datasets' three
+    studies (the doc's subject), else into PAML_HOME/tuning/tuning.md, so that tuning your own
+    dataset, or one built-in, never rewrites the repository's record of the others' searches."""
+    from pipelines.tune import journal_path, render_tuning_doc
+
+    builtins = ["movielens", "bookcrossing", "taobao"]
+    if all(journal_path(home, d).is_file() for d in builtins):
+        return f"wrote {render_tuning_doc(home, builtins)}"
+    tuned = sorted(path.parent.name for path in (home / "tuning").glob("*/journal.log"))
+    lacking = ", ".join(d for d in builtins if not journal_path(home, d).is_file())
+    doc = render_tuning_doc(home, tuned, home / "tuning" / "tuning.md", home / "tuning" / "plots")
+    return f"wrote {doc} (docs/tuning.md is left as it is: this home has no study of {lacking})"
 
 
 def init_command() -> str:
@@ -550,7 +579,9 @@ def run_command(args: argparse.Namespace) -> None:
         from pipelines.store import LineageStore, NoDatabaseError
 
         try:
-            print(f"wrote {write_results(LineageStore(default_home(), read_only=True), args.out or RESULTS_DOC)}")
+            store = LineageStore(default_home(), read_only=True)
+            out, note = results_target(store, args.out, RESULTS_DOC, default_home())
+            print(f"wrote {write_results(store, out)}{note}")
         except NoDatabaseError as error:
             raise SystemExit(f"error: {one_line(error)}") from None
     elif args.command == "sql":

@@ -382,5 +382,6 @@ def render(s: Store, now: datetime.datetime | None = None) -> str:
 def write_results(store, doc: Path = RESULTS_DOC) -> Path:
     """Rewrite the generated part of `doc` from `store`; the rest of the file is kept."""
     text = doc.read_text() if doc.is_file() else "# Results\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(replace_generated(text, render(read_store(store)), doc))
     return doc

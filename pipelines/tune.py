@@ -305,6 +305,7 @@ def render_tuning_doc(home: Path, datasets: list[str], doc: Path = TUNING_DOC, p
     if not found:
         sections += ["No study has been run or imported yet."]
     text = doc.read_text() if doc.is_file() else "# Tuning\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(replace_generated(text, "\n".join(sections), doc))
     return doc
 

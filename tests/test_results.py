@@ -106,6 +106,17 @@ def test_results_doc_keeps_the_hand_written_text(store, tmp_path):
     assert strip(doc.read_text()) == strip(first)
 
 
+def test_results_of_a_store_without_the_papers_datasets_go_to_the_home(store, tmp_path):
+    from pipelines.cli import results_target
+
+    doc, home = tmp_path / "docs" / "results.md", store.home
+    target, note = results_target(LineageStore(home, read_only=True), None, doc, home)
+    assert target == home / "reports" / "results.md"  # movielens only: docs/results.md stays the reproduction's
+    assert note == " (docs/results.md is left as it is: this store has no metrics of bookcrossing; --out names another file)"
+    assert write_results(LineageStore(home, read_only=True), target).is_file() and not doc.exists()
+    assert results_target(LineageStore(home, read_only=True), str(tmp_path / "mine.md"), doc, home) == (tmp_path / "mine.md", "")
+
+
 def test_an_empty_store_renders_every_section_as_not_computed(tmp_path):
     store = LineageStore(tmp_path / "home")
     store.record_table("tuning_trials", pl.DataFrame({"dataset": ["x"], "protocol": ["paper"], "method": ["melu"],

@@ -303,6 +303,18 @@ def test_the_tuning_doc_is_rendered_from_the_journals_and_keeps_the_hand_written
         replace_generated(f"x {GENERATED_START} y", "new", doc)
 
 
+def test_tuning_one_dataset_leaves_the_repositorys_tuning_doc_alone(searched):
+    from pipelines.cli import tuning_doc_written
+    from pipelines.tune import TUNING_DOC
+
+    root, _ = searched
+    before = TUNING_DOC.read_bytes()
+    message = tuning_doc_written(root / "home")  # a home whose only study is 'tiny'
+    assert TUNING_DOC.read_bytes() == before
+    assert message.startswith(f"wrote {root / 'home' / 'tuning' / 'tuning.md'} (docs/tuning.md is left as it is")
+    assert "### tiny" in (root / "home" / "tuning" / "tuning.md").read_text()
+
+
 def test_ingest_mirrors_every_trial_again_after_more_trials(searched, tmp_path):
     root, _ = searched
     store = LineageStore(tmp_path / "home")
