@@ -1,4 +1,4 @@
-"""Command line: `python -m pipelines.cli init|dataset|demo|reproduce|tune|sql|recommend|stats`.
+"""Command line: `python -m pipelines.cli init|dataset|demo|reproduce|tune|sql|recommend|results|stats`.
 
 Runs go through the persistent Dagster instance in PAML_HOME, so they are listed in
 `dagster dev` afterwards. Expected failures (missing raw files, an unbuilt partition, a bad
