@@ -198,6 +198,8 @@ def tasks_info(spec: DatasetSpec, by_field: dict[str, pl.DataFrame], n_items: in
         "vocab_sizes": {f: FIRST_VALUE_INDEX + by_field[f].height for f in
                         (*spec.user_fields, *spec.item_fields, *spec.item_multi_fields)},
         "n_items": n_items,
+        # Tasks per split: one per user, except the warm users, whose histories are cut into chunks
+        # of a cold-start user's size, one task each (the key keeps its name for stored bundles).
         "n_users": n_users,
         "splits": list(n_users),
         "backoff_min_count": backoff_min_count,

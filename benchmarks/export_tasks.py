@@ -99,7 +99,7 @@ def main() -> int:
     directory, source = export(args.dataset, args.out, home, default_data_dir())
     data = load_tasks(directory)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
-    print(f"{args.dataset} tasks from {source} -> {directory} ({sizes} users)")
+    print(f"{args.dataset} tasks from {source} -> {directory} ({sizes} tasks: one per user, a warm user's history in chunks)")
     return 0
 
 

@@ -203,7 +203,8 @@ def main() -> int:
     from models.references import validation_settings
     references = validation_settings(data)
     print(f"reference settings (validation): {references}", flush=True)
-    print(f"tasks: {', '.join(f'{k} {len(v)}' for k, v in data.splits.items())} users", flush=True)
+    print(f"tasks: {', '.join(f'{k} {len(v)}' for k, v in data.splits.items())} (one per user; warm users' "
+          "histories in chunks, one task each)", flush=True)
     tiny = args.budget == "tiny"
     check_methods = ("melu", "reg_paml") if tiny else METHODS
     check_steps, check_every = (12, 6) if tiny else (args.check_steps, min(100, args.check_steps))

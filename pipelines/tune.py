@@ -161,9 +161,23 @@ def settings_content(dataset: str, trials: pl.DataFrame, studies: list, journal_
     }
 
 
+def with_other_methods(content: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """`content` plus the entries of the methods this search did not study, kept from `previous` (the
+    settings file it replaces), each naming the search that chose it (`chosen_by`): searching one
+    method (`--methods`) must not drop the others' choices, whose models would fall back to the code
+    defaults."""
+    if not previous:
+        return content
+    origin = {"journal_sha256": previous.get("journal_sha256"), "date": previous.get("date")}
+    kept = {method: {**entry, "chosen_by": entry.get("chosen_by") or origin}
+            for method, entry in previous.get("methods", {}).items() if method not in content["methods"]}
+    return {**content, "methods": {**content["methods"], **kept}}
+
+
 def ingest(dataset: str, journal: Path, store, settings_dir: Path | None = None) -> tuple[pl.DataFrame, Path | None]:
-    """Mirror a journal's trials to `tuning_trials` and write the settings file; returns (trials, settings path)."""
-    from models.settings import write_settings
+    """Mirror a journal's trials to `tuning_trials` and write the settings file (the methods this journal
+    did not study keep their entries); returns (trials, settings path)."""
+    from models.settings import settings_path, write_settings
 
     studies = load_studies(journal)
     digest = file_sha256(journal)
@@ -171,7 +185,10 @@ def ingest(dataset: str, journal: Path, store, settings_dir: Path | None = None)
     store.record_table("tuning_trials", trials, source="tune", partition=dataset, artifact_id=f"journal:{digest[:20]}")
     if not trials.filter(pl.col("state") == "COMPLETE").height:
         return trials, None
-    return trials, write_settings(settings_content(dataset, trials, studies, digest), dataset, settings_dir)
+    path = settings_path(dataset, settings_dir)
+    previous = json.loads(path.read_text()) if path.is_file() else None
+    return trials, write_settings(with_other_methods(settings_content(dataset, trials, studies, digest), previous),
+                                  dataset, settings_dir)
 
 
 # -- docs/tuning.md ------------------------------------------------------------------------

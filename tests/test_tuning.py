@@ -324,6 +324,24 @@ def test_ingest_mirrors_every_trial_again_after_more_trials(searched, tmp_path):
     assert store.query("SELECT count(*) FROM tuning_trials").item() == 4
 
 
+def test_a_search_of_some_methods_keeps_the_others_choices(searched, tmp_path):
+    root, _ = searched
+    settings = tmp_path / "settings"
+    write_settings({"dataset": "tiny", "journal_sha256": "old" * 4, "date": "2026-11-01", "methods": {
+        "melu": {"trial": 3, "value": 0.99, "params": {"inner_lr": 0.2}},
+        "transfer": {"trial": 5, "value": 0.8, "params": {"finetune_lr": 0.01}},
+        "paml": {"trial": 1, "params": {"inner_lr": 0.1}, "chosen_by": {"journal_sha256": "older", "date": "2026-10-01"}}}},
+        "tiny", settings)
+    ingest("tiny", root / "home" / "tuning" / "tiny" / "journal.log", LineageStore(tmp_path / "home"), settings)
+    methods = json.loads((settings / "tiny.json").read_text())["methods"]
+    assert set(methods) == {"melu", "reg_paml", "transfer", "paml"}  # this journal studied melu and reg_paml
+    assert methods["melu"]["params"] != {"inner_lr": 0.2} and "chosen_by" not in methods["melu"]  # searched again: replaced
+    assert methods["transfer"]["params"] == {"finetune_lr": 0.01}
+    assert methods["transfer"]["chosen_by"] == {"journal_sha256": "old" * 4, "date": "2026-11-01"}
+    assert methods["paml"]["chosen_by"] == {"journal_sha256": "older", "date": "2026-10-01"}  # its own origin, kept
+    assert chosen_settings("tiny", "transfer", settings).params == {"finetune_lr": 0.01}
+
+
 def test_a_model_run_records_its_settings_file_trial_overrides_threads_and_device(tmp_path):
     """A real Dagster run of one model asset on tiny tasks stored as the taobao partition."""
     import dagster as dg
