@@ -94,6 +94,14 @@ def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
     return fingerprints
 
 
+def advance_cursor(context: dg.SensorEvaluationContext, current: dict[str, str]) -> dict[str, str] | None:
+    """The fingerprints the previous tick saw, or None on the first tick (which records `current` as
+    the baseline); the cursor moves on to `current` either way."""
+    previous = None if context.cursor is None else json.loads(context.cursor)
+    context.update_cursor(json.dumps(current))
+    return previous
+
+
 @dg.sensor(
     job=retraining_job, minimum_interval_seconds=RAW_FILES_CHECK_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -102,12 +110,10 @@ def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
 )
 def raw_files_changed(context: dg.SensorEvaluationContext, paml: PamlResource):
     current = raw_fingerprints(paml)
-    if context.cursor is None:
-        context.update_cursor(json.dumps(current))
+    previous = advance_cursor(context, current)
+    if previous is None:
         return dg.SkipReason(f"baseline recorded for {', '.join(sorted(current)) or 'no dataset'}")
-    previous = json.loads(context.cursor)
     changed = sorted(d for d, fp in current.items() if previous.get(d) != fp)
-    context.update_cursor(json.dumps(current))
     if not changed:
         return dg.SkipReason("raw files unchanged")
     return [dg.RunRequest(run_key=f"{d}-{current[d][:16]}", partition_key=d, tags={"paml/trigger": "raw-files-changed"})
@@ -155,12 +161,10 @@ def taobao_requests(previous: dict[str, str], current: dict[str, str]) -> list[d
 )
 def taobao_files_changed(context: dg.SensorEvaluationContext, paml: PamlResource):
     current = taobao_fingerprints(paml)
-    if context.cursor is None:
-        context.update_cursor(json.dumps(current))
+    previous = advance_cursor(context, current)
+    if previous is None:
         return dg.SkipReason(f"baseline recorded for {len(current)} taobao file(s)")
-    requests = taobao_requests(json.loads(context.cursor), current)
-    context.update_cursor(json.dumps(current))
-    return requests or dg.SkipReason("taobao files unchanged")
+    return taobao_requests(previous, current) or dg.SkipReason("taobao files unchanged")
 
 
 SCHEDULES: list[dg.ScheduleDefinition] = []
