@@ -64,6 +64,14 @@ def require_both_click_classes(users: pl.DataFrame, items: pl.LazyFrame, dataset
         )
 
 
+def require_usable_splits(splits: Bundle, task: str, dataset: str) -> None:
+    """The checks a dataset's splits pass before any model trains on them: every split has a user
+    (`require_every_split`) and, for clicks, the training users' impressions hold both classes."""
+    require_every_split(splits.frame("users"), dataset)
+    if task == "ctr":
+        require_both_click_classes(splits.frame("users"), splits.scan("items"), dataset)
+
+
 def fills_every_split(ratios: tuple[int, ...] = USER_SPLIT, search: int = 1000) -> int:
     """The least number of users from which on every split of `ratios` gets at least one (`split_boundaries`)."""
     def fills(n: int) -> bool:
@@ -243,9 +251,7 @@ def user_splits(context: dg.AssetExecutionContext, config: SplitConfig, clean_lo
     else:
         frames = user_splits_for(cold_start_users.frame("users"), clean_logs.frame("interactions"), config.seed)
         bundle = Bundle(frames=frames, info=info)
-    require_every_split(bundle.frame("users"), context.partition_key)
-    if spec_for(context.partition_key).task == "ctr":
-        require_both_click_classes(bundle.frame("users"), bundle.scan("items"), context.partition_key)
+    require_usable_splits(bundle, spec_for(context.partition_key).task, context.partition_key)
     counts = bundle.frame("users").group_by("split").agg(users=pl.len()).sort("split")
     return bundle_output(bundle, users_per_split=table(counts))
 

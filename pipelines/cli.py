@@ -339,7 +339,7 @@ def tune_command(args: argparse.Namespace) -> None:
     """Export, search (or import journals), mirror to tuning_trials, write settings and docs/tuning.md."""
     from models.learners import METHODS
     from models.search import SearchConfig
-    from pipelines.tune import export_tasks, tune
+    from pipelines.tune import export_tasks, tune, tuning_doc_written
 
     if args.export:
         for dataset in args.datasets:
@@ -353,35 +353,6 @@ def tune_command(args: argparse.Namespace) -> None:
          workers=args.workers, stop_after=args.stop_after, import_dir=args.import_dir,
          log=lambda line: print(line, flush=True))
     print(tuning_doc_written(default_home()))
-
-
-def results_target(store, out: str | None, doc: Path, home: Path) -> tuple[Path, str]:
-    """Where `results` writes, and a note: `out` when given; docs/results.md when the store holds the
-    paper's two real datasets (the doc's hand-written reading is about them); else PAML_HOME/reports/results.md,
-    so that a store of your own data never rewrites the repository's record of the reproduction."""
-    if out:
-        return Path(out), ""
-    tables = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"].to_list())
-    found = set(store.query("SELECT DISTINCT dataset FROM metrics")["dataset"].to_list()) if "metrics" in tables else set()
-    if {"movielens", "bookcrossing"} <= found:
-        return doc, ""
-    return home / "reports" / "results.md", (f" (docs/results.md is left as it is: this store has no metrics of "
-                                            f"{', '.join(sorted({'movielens', 'bookcrossing'} - found))}; --out names another file)")
-
-
-def tuning_doc_written(home: Path) -> str:
-    """Render the studies of `home`: into docs/tuning.md when it holds the built-in datasets' three
-    studies (the doc's subject), else into PAML_HOME/tuning/tuning.md, so that tuning your own
-    dataset, or one built-in, never rewrites the repository's record of the others' searches."""
-    from pipelines.tune import journal_path, render_tuning_doc
-
-    builtins = ["movielens", "bookcrossing", "taobao"]
-    if all(journal_path(home, d).is_file() for d in builtins):
-        return f"wrote {render_tuning_doc(home, builtins)}"
-    tuned = sorted(path.parent.name for path in (home / "tuning").glob("*/journal.log"))
-    lacking = ", ".join(d for d in builtins if not journal_path(home, d).is_file())
-    doc = render_tuning_doc(home, tuned, home / "tuning" / "tuning.md", home / "tuning" / "plots")
-    return f"wrote {doc} (docs/tuning.md is left as it is: this home has no study of {lacking})"
 
 
 def init_command() -> str:
@@ -575,7 +546,7 @@ def run_command(args: argparse.Namespace) -> None:
     elif args.command == "tune":
         tune_command(args)
     elif args.command == "results":
-        from pipelines.results import RESULTS_DOC, write_results
+        from pipelines.results import RESULTS_DOC, results_target, write_results
         from pipelines.store import LineageStore, NoDatabaseError
 
         try:

@@ -379,6 +379,22 @@ def render(s: Store, now: datetime.datetime | None = None) -> str:
     ])
 
 
+def results_target(store, out: str | None, doc: Path, home: Path) -> tuple[Path, str]:
+    """Where `results` writes, and a note: `out` when given; `doc` (docs/results.md) when the store holds
+    the paper's real datasets (the doc's hand-written reading is about them); else PAML_HOME/reports/results.md,
+    so that a store of your own data never rewrites the repository's record of the reproduction."""
+    from assets.raw_files import LAYOUTS  # the real datasets: MovieLens-1M and Book-Crossing
+
+    if out:
+        return Path(out), ""
+    tables = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"].to_list())
+    found = set(store.query("SELECT DISTINCT dataset FROM metrics")["dataset"].to_list()) if "metrics" in tables else set()
+    if set(LAYOUTS) <= found:
+        return doc, ""
+    return home / "reports" / "results.md", (f" (docs/results.md is left as it is: this store has no metrics of "
+                                            f"{', '.join(sorted(set(LAYOUTS) - found))}; --out names another file)")
+
+
 def write_results(store, doc: Path = RESULTS_DOC) -> Path:
     """Rewrite the generated part of `doc` from `store`; the rest of the file is kept."""
     text = doc.read_text() if doc.is_file() else "# Results\n"

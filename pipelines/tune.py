@@ -327,6 +327,20 @@ def render_tuning_doc(home: Path, datasets: list[str], doc: Path = TUNING_DOC, p
     return doc
 
 
+def tuning_doc_written(home: Path) -> str:
+    """Render the studies of `home`: into docs/tuning.md when it holds the built-in datasets' studies
+    (the doc's subject), else into PAML_HOME/tuning/tuning.md, so that tuning your own dataset, or one
+    built-in, never rewrites the repository's record of the others' searches."""
+    from assets.specs import DATASETS
+
+    if all(journal_path(home, d).is_file() for d in DATASETS):
+        return f"wrote {render_tuning_doc(home, list(DATASETS))}"
+    tuned = sorted(path.parent.name for path in (home / "tuning").glob("*/journal.log"))
+    lacking = ", ".join(d for d in DATASETS if not journal_path(home, d).is_file())
+    doc = render_tuning_doc(home, tuned, home / "tuning" / "tuning.md", home / "tuning" / "plots")
+    return f"wrote {doc} (docs/tuning.md is left as it is: this home has no study of {lacking})"
+
+
 def tune(datasets: list[str], home: Path, load_tasks: Callable[[str], Any], *, methods: list[str], config,
          workers: int = 1, stop_after: float | None = None, import_dir: Path | None = None,
          settings_dir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Path | None]:

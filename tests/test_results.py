@@ -107,7 +107,7 @@ def test_results_doc_keeps_the_hand_written_text(store, tmp_path):
 
 
 def test_results_of_a_store_without_the_papers_datasets_go_to_the_home(store, tmp_path):
-    from pipelines.cli import results_target
+    from pipelines.results import results_target
 
     doc, home = tmp_path / "docs" / "results.md", store.home
     target, note = results_target(LineageStore(home, read_only=True), None, doc, home)

@@ -304,7 +304,7 @@ def test_the_tuning_doc_is_rendered_from_the_journals_and_keeps_the_hand_written
 
 
 def test_tuning_one_dataset_leaves_the_repositorys_tuning_doc_alone(searched):
-    from pipelines.cli import tuning_doc_written
+    from pipelines.tune import tuning_doc_written
     from pipelines.tune import TUNING_DOC
 
     root, _ = searched
