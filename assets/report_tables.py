@@ -92,6 +92,9 @@ DATASET_NAMES = {"movielens": "MovieLens-1M", "bookcrossing": "Book-Crossing", "
 # The per-user error behind Tables 3-4, the box plots and the t-tests (assets/evaluation.py).
 ERROR_NAMES = {"rating": "MSE", "ctr": "log-loss"}
 SIGNIFICANCE_LEVEL = 0.05
+# The Table 2 column of each task's per-user error (MSE; NEL, the normalized log-loss): the paired
+# t-tests compare per-user errors, so they pick the best baseline and earn a `*` in this column only.
+ERROR_METRICS = ("mse", "nel")
 # The classic references every method is paired against (issue 9 item 7, issue 15).
 PAIRED_REFERENCES = ("ref_user_item_bias", "ref_mf", "ref_item_knn", "ref_mf_knn")
 BOOTSTRAP_SEED = 0
@@ -160,7 +163,7 @@ def best_baselines(metrics: pl.DataFrame) -> dict[tuple[str, str], str]:
     """Per (dataset, protocol), the baseline (MeLU, Meta-SGD, transfer) with the lowest mean primary error."""
     primary = (
         with_protocol(metrics)
-        .filter((pl.col("population") == "all") & pl.col("metric").is_in(["mse", "nel"]) & pl.col("method").is_in(BASELINES))
+        .filter((pl.col("population") == "all") & pl.col("metric").is_in(ERROR_METRICS) & pl.col("method").is_in(BASELINES))
         .group_by("dataset", "protocol", "method").agg(mean=pl.col("value").mean())
     )
     return {(d, p): part.sort("mean", "method")["method"][0] for (d, p), part in primary.group_by("dataset", "protocol")}
@@ -225,8 +228,9 @@ def metric_coverage(user_metrics: pl.DataFrame) -> pl.DataFrame:
 def table2(metrics: pl.DataFrame, significance: pl.DataFrame, coverage: pl.DataFrame | None = None) -> pl.DataFrame:
     """dataset, protocol, method, metric, mean, sd, n_seeds, best, significant (all users).
 
-    `best` and `significant` (a PAML method below the best baseline by the paired t-test,
-    p < 0.05) are judged within each protocol; the paper's values sit on paper-protocol rows.
+    `best` and `significant` (a PAML method below the best baseline by the paired t-test of per-user
+    error, p < 0.05; set on the error metric's row only, MSE or NEL) are judged within each protocol;
+    the paper's values sit on paper-protocol rows.
     With `coverage` (`metric_coverage`), n_users and n_defined say over how many test users a
     per-user mean was taken.
     """
@@ -244,8 +248,10 @@ def table2(metrics: pl.DataFrame, significance: pl.DataFrame, coverage: pl.DataF
     better = with_protocol(significance).filter(
         (pl.col("comparison") == "vs_best_baseline") & (pl.col("p_value") < SIGNIFICANCE_LEVEL) & (pl.col("mean_a") < pl.col("mean_b"))
     ).select("dataset", "protocol", "method", significant=pl.lit(True))
+    # The paired test is on the per-user error, so only the error column earns the `*`: an nDCG or
+    # AUC cell starred by it would claim a significance nobody tested (and could sit on a worse value).
     table = table.join(better, on=["dataset", "protocol", "method"], how="left").with_columns(
-        pl.col("significant").fill_null(False) & pl.col("method").is_in(PAML_METHODS)
+        pl.col("significant").fill_null(False) & pl.col("method").is_in(PAML_METHODS) & pl.col("metric").is_in(ERROR_METRICS)
     )
     paper_rows = [{"dataset": d, "protocol": DEFAULT_PROTOCOL, "method": m, "metric": k, "paper_mean": v[0], "paper_sd": v[1]}
                   for (d, m), values in paper.TABLE2.items() for k, v in values.items()]

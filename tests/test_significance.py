@@ -131,3 +131,14 @@ def test_protocols_are_compared_within_themselves():
     assert set(minor_vs_major(old)["protocol"]) == {"paper"}
     assert set(minor_vs_major(user_metrics)["protocol"]) == {"paper", "production"}
     assert set(minor_vs_major(old)["test"]) == {"student_t"}
+
+
+def test_table2_star_sits_on_the_error_column_only():
+    """The paired test compares per-user errors: an nDCG cell (here far worse than the baseline's) gets no `*`."""
+    user_metrics = user_frame(ERRORS, seeds=3, protocol="paper")
+    errors = metrics_of(user_metrics)
+    ndcg = errors.with_columns(metric=pl.lit("ndcg@5"), value=pl.when(pl.col("method") == "paml").then(0.5).otherwise(0.9))
+    metrics = pl.concat([errors, ndcg])
+    table = table2(metrics, paired_comparisons(seed_averaged_errors(user_metrics), best_baselines(metrics)))
+    starred = table.filter(pl.col("significant")).select("method", "metric").rows()
+    assert starred == [("paml", "mse")]
