@@ -188,7 +188,7 @@ ADAPTATION_CAPTION = ("Left: each test user's adaptation gain (query loss before
 READING_GUIDE = [
     "## How to read it", "",
     "- Mean ± sd over seeds (no ± for a single seed or a deterministic reference row). ↓ lower is better, ↑ higher is better. **Bold**: best in its column "
-    "(reference rows included). `*`: a PAML method better than the best baseline "
+    "(reference rows included). `*` (in the error column, MSE or NEL): a PAML method better than the best baseline "
     f"({', '.join(method_name(m) for m in BASELINES)}) by a two-tailed paired t-test of per-user error "
     "(averaged over seeds; the same test users), p < 0.05. `(paper x)`: the paper's value.",
     f"- Per-user error: {ERROR_NAMES['rating']} on the rating datasets, {ERROR_NAMES['ctr']} on clicks. "

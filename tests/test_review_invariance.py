@@ -130,3 +130,29 @@ def test_reg_paml_objective_is_the_query_loss_plus_gamma_alpha_times_the_support
     expected = (outcome.query_loss + 0.3 * regularizer).mean()
     assert float(objective.detach()) == pytest.approx(float(expected), rel=1e-5)
     assert float(regularizer.mean()) > 0
+
+
+def test_melu_adapts_the_decision_layers_and_user_factor_by_one_hand_maml_step():
+    """MeLU = MAML on MeLU's network: theta_i = theta - alpha grad L_support_i(theta) (paper, Problem Formulation)
+    over the decision layers (and our user factor, with its x10 rate), never the embeddings; one user at a time."""
+    data = tiny_task_data()
+    config = replace(CONFIG, network=replace(NET, unknown_rate=0.0), max_step_norm=None, inner_lr=0.07)
+    torch.manual_seed(0)
+    learner = build_learner("melu", data, config)
+    names = set(learner.net.adapted_params())
+    assert names and all(n.startswith("decision.") or n == "factor.user" for n in names)
+    assert not any(n.startswith("net.embedder") or "embedder" in n for n in names)
+    batch = data.splits["val"]
+    learner.eval()
+    pred = learner.run(batch, data.items, training=False).query_pred
+    support_x, query_x, _ = learner.prepare(batch, data.items, training=False)
+    params = learner.net.adapted_params()
+    for user in range(len(batch)):
+        x, q = (tuple(t[user: user + 1] for t in xs) for xs in (support_x, query_x))
+        loss = learner.loss(learner.net.predict(params, x), batch.support_labels[user: user + 1], batch.support_mask[user: user + 1])
+        grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
+        rate = {n: 0.07 * (10.0 if n == "factor.user" else 1.0) for n in params}
+        moved = {n: p - rate[n] * grads[n] for n, p in params.items()}
+        expected = learner.net.predict(moved, q)[0]
+        width = int(batch.query_mask[user].sum())
+        assert torch.allclose(pred[user, :width], expected[:width], atol=1e-5), user
