@@ -156,3 +156,30 @@ def test_melu_adapts_the_decision_layers_and_user_factor_by_one_hand_maml_step()
         expected = learner.net.predict(moved, q)[0]
         width = int(batch.query_mask[user].sum())
         assert torch.allclose(pred[user, :width], expected[:width], atol=1e-5), user
+
+
+def test_production_cross_fit_table_of_a_warm_task_never_saw_that_users_query_ratings():
+    """Production protocol: the table a warm chunk trains against (`factor_tables`, 1 + key % folds) is the one
+    fitted without the query ratings of every chunk of that user (keys shifted past the training users')."""
+    from models.tasks import training_view
+
+    data = tiny_task_data()
+    warm = replace(data.splits["val"], user_index=torch.arange(len(data.splits["val"])) // 3)  # 4 users, 3 chunks each
+    data = replace(data, splits={**data.splits, "warm": warm})
+    net_config = replace(NET, factor_fit="crossfit", factor_folds=5, knn_foldin=False)
+
+    def tables(d):
+        torch.manual_seed(0)
+        return build_learner("melu", training_view(d, "production"), replace(CONFIG, network=net_config)).net
+
+    net = tables(data)
+    train = training_view(data, "production").splits["train"]
+    chunk = len(data.splits["train"]) + 4  # a chunk of the second warm user (its 3 chunks: rows 15..17 -> key 13)
+    key = int(train.keys()[chunk])
+    own = int(net.factor_tables(train.keys(), training=True)[chunk])
+    labels = warm.query_labels.clone()
+    labels[3:6] = 6.0 - labels[3:6]  # every chunk of that warm user
+    changed = tables(replace(data, splits={**data.splits, "warm": replace(warm, query_labels=labels)}))
+    assert own == 1 + key % 5
+    assert torch.equal(changed.embedder.mf_factors[own], net.embedder.mf_factors[own])
+    assert not torch.equal(changed.embedder.mf_factors[0], net.embedder.mf_factors[0])
