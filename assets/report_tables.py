@@ -207,22 +207,34 @@ def paired_comparisons(errors: pl.DataFrame, best: dict[tuple[str, str], str], s
 
 
 PER_USER_METRICS = ("mse", "ndcg@3", "ndcg@5", "auc", "nel")  # user_metrics columns averaged over users into Table 2
+RANKING_METRICS = ("ndcg@3", "ndcg@5")
 
 
 def metric_coverage(user_metrics: pl.DataFrame) -> pl.DataFrame:
     """dataset, protocol, method, metric, n_users (test users scored), n_defined (those whose value is a
-    number): Table 2's per-user means skip users where a metric is undefined (an AUC without both
-    classes, an nDCG without a positive gain), so a mean may stand for few of the users."""
+    number), n_single (of those, users with a single query item; ranking metrics only, else null).
+
+    Table 2's per-user means skip users where a metric is undefined (an AUC without both classes, an
+    nDCG without a positive gain), so a mean may stand for few of the users; and a user with one query
+    item has nDCG 1 whatever the model predicts, so a mean over many such users cannot tell methods apart.
+    """
     present = [m for m in PER_USER_METRICS if m in user_metrics.columns]
     schema = {"dataset": pl.String, "protocol": pl.String, "method": pl.String, "metric": pl.String,
-              "n_users": pl.Int64, "n_defined": pl.Int64}
+              "n_users": pl.Int64, "n_defined": pl.Int64, "n_single": pl.Int64}
     if not present or user_metrics.height == 0:
         return pl.DataFrame(schema=schema)
-    long = with_protocol(user_metrics).unpivot(on=present, index=["dataset", "protocol", "method", "user_id"], variable_name="metric")
+    frame = with_protocol(user_metrics)
+    # Stores written before user_metrics had n_query: the single-item count is unknown (null).
+    single_query = pl.col("n_query") == 1 if "n_query" in frame.columns else pl.lit(None, dtype=pl.Boolean)
+    long = frame.with_columns(single_query=single_query).unpivot(
+        on=present, index=["dataset", "protocol", "method", "user_id", "single_query"], variable_name="metric")
+    defined = pl.col("value").is_not_null() & pl.col("value").is_not_nan()
     return long.group_by("dataset", "protocol", "method", "metric").agg(
         n_users=pl.col("user_id").n_unique().cast(pl.Int64),
-        n_defined=pl.col("user_id").filter(pl.col("value").is_not_null() & pl.col("value").is_not_nan()).n_unique().cast(pl.Int64),
-    ).cast(schema)
+        n_defined=pl.col("user_id").filter(defined).n_unique().cast(pl.Int64),
+        n_single=pl.when(pl.col("single_query").is_null().any()).then(None)
+        .otherwise(pl.col("user_id").filter(defined & pl.col("single_query")).n_unique()),
+    ).with_columns(n_single=pl.when(pl.col("metric").is_in(RANKING_METRICS)).then(pl.col("n_single"))).cast(schema)
 
 
 def table2(metrics: pl.DataFrame, significance: pl.DataFrame, coverage: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -422,6 +434,21 @@ def partial_coverage_line(part: pl.DataFrame) -> str:
     return "Means over the test users where the metric is defined: " + "; ".join(pieces) + "." if pieces else ""
 
 
+def single_query_line(part: pl.DataFrame) -> str:
+    """The line under Table 2 saying how many test users have a single query item, whose nDCG is 1
+    whatever the model predicts (from `metric_coverage`'s n_single; Book-Crossing's cold-start users
+    mostly have one), so that the nDCG columns are read as differing over the other users only."""
+    if "n_single" not in part.columns:
+        return ""
+    rows = part.filter(pl.col("metric").is_in(RANKING_METRICS) & (pl.col("n_single") > 0))
+    if not rows.height:
+        return ""
+    single, defined = int(rows["n_single"].max()), int(rows["n_defined"].max())
+    return (f"nDCG: {single:,} of the {defined:,} test users it is defined for ({single / defined:.0%}) have a single "
+            f"query item, whose nDCG is 1 whatever the prediction; the nDCG columns differ over the other "
+            f"{defined - single:,} user{'' if defined - single == 1 else 's'} only.")
+
+
 def undefined_groups_line(part: pl.DataFrame) -> str:
     """The line under Table 3/4 saying why a group's error or the p-value is '—' on rows that have results:
     a group without test users (every user tagged the other way), or a t-test without a defined statistic."""
@@ -467,7 +494,7 @@ def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequ
             rows.append((method, cells))
         missing = [m for m in method_order(expected) if m not in set(part["method"])]
         return [markdown_table(sectioned(rows, columns)), undefined_metrics_line(undefined, part["method"].n_unique()),
-                partial_coverage_line(part), missing_line(dataset, missing)]
+                partial_coverage_line(part), single_query_line(part), missing_line(dataset, missing)]
 
     return per_dataset_markdown(table, datasets, "results", body)
 

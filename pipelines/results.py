@@ -19,6 +19,7 @@ from scipy import stats
 
 from assets import paper
 from assets.diagnostics import diagnostics_summary
+from assets.report_tables import metric_coverage, single_query_line
 from pipelines.tune import replace_generated
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +145,8 @@ def table2_section(s: Store) -> str:
     if metrics is None:
         return not_computed("Table 2 (`metrics`)", "python -m pipelines.cli reproduce")
     metrics = with_protocol(metrics).filter(pl.col("population") == "all")
+    users = s.get("user_metrics")
+    coverage = metric_coverage(users) if users is not None else pl.DataFrame()
     summary = metrics.group_by("dataset", "protocol", "method", "metric").agg(
         mean=pl.col("value").mean(), sd=pl.col("value").std().fill_null(0.0), n=pl.len())
     blocks = []
@@ -164,7 +167,10 @@ def table2_section(s: Store) -> str:
             cells.append(str(part.filter(pl.col("method") == method)["n"].max()))
             rows.append(cells)
         arrows = [f"{m} {'↓' if LOWER_IS_BETTER.get(m, True) else '↑'}" for m in names]
-        blocks.append(f"#### {dataset}, {protocol} protocol\n\n" + table(["method", *arrows, "seeds"], rows))
+        note = single_query_line(coverage.filter((pl.col("dataset") == dataset) & (pl.col("protocol") == protocol))) \
+            if coverage.height else ""
+        blocks.append(f"#### {dataset}, {protocol} protocol\n\n" + table(["method", *arrows, "seeds"], rows)
+                      + (f"\n\n{note}" if note else ""))
     return "\n\n".join(blocks)
 
 

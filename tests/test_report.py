@@ -180,6 +180,29 @@ def test_table2_says_over_how_many_test_users_a_per_user_mean_was_taken():
     assert "NEL over" not in text
 
 
+def test_table2_says_how_many_test_users_have_one_query_item_whose_ndcg_is_one_whatever_the_prediction():
+    # Book-Crossing's cold-start users mostly have a single query item: nDCG 1 by definition for every
+    # method, so the column's 0.99 for all rows looked like agreement the methods had earned.
+    frame = user_metrics("books", {"melu": (1.0, 1.2), "paml": (0.9, 1.0)}).with_columns(
+        n_query=pl.when(pl.col("user_id").is_in(["u0", "u1", "u2", "u3"])).then(1).otherwise(3),
+        **{"ndcg@3": pl.when(pl.col("user_id") == "u5").then(float("nan")).otherwise(1.0)})
+    metrics = pl.concat([frame.group_by("dataset", "method", "seed").agg(value=pl.col(m).fill_nan(None).mean())
+                         .with_columns(population=pl.lit("all"), metric=pl.lit(m)) for m in ("error", "ndcg@3")]
+                        ).with_columns(pl.col("metric").replace({"error": "mse"}))
+    tables, pngs = build_report([Bundle(frames={"user_metrics": frame.with_columns(mse=pl.col("error")), "metrics": metrics})],
+                                {}, {}, {}, {})
+    coverage = tables.frame("table2").filter(pl.col("method") == "melu").select("metric", "n_defined", "n_single").sort("metric").rows()
+    assert coverage == [("mse", 6, None), ("ndcg@3", 5, 4)]  # u5's nDCG undefined; u0-u3 have one query item
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["books"], ("melu", "paml"))
+    assert ("nDCG: 4 of the 5 test users it is defined for (80%) have a single query item, whose nDCG is 1 whatever "
+            "the prediction; the nDCG columns differ over the other 1 user only.") in text
+    # Every user with several query items: no line.
+    several = frame.with_columns(n_query=pl.lit(3), mse=pl.col("error"))
+    text = render_markdown(*build_report([Bundle(frames={"user_metrics": several, "metrics": metrics})], {}, {}, {}, {}),
+                           "", lambda name, _: name, ["books"], ("melu", "paml"))
+    assert "single query item" not in text
+
+
 def test_paper_tables_show_the_paper_protocol_and_production_rows_get_their_own_block():
     paper = user_metrics("movielens", {"melu": (1.0, 1.2), "paml": (0.9, 1.0), "ref_mf": (0.95, 1.1)})
     production = user_metrics("movielens", {"ref_mf": (0.5, 0.6)}).with_columns(pl.lit("production").alias("protocol"))

@@ -139,3 +139,16 @@ def test_the_nearest_weight_target_uses_the_recorded_k(tmp_path):
     assert "| 9: AT-PAML nearest-neighbour weight ≥ 2/K = 0.500 | 0.300 | **no** |" in text  # K = 4, not the default 8
     # per seed: 0.1 and 0.2 -> cv sqrt(0.005) / 0.15 in both seeds
     assert f"| 9: at_paml step size CV across test users ≥ 0.25 (movielens) | {np.sqrt(0.005) / 0.15:.3f} | yes |" in text
+
+
+def test_table2_says_when_most_test_users_have_one_query_item(tmp_path):
+    # 3 of 4 test users with a single query item: their nDCG is 1 whatever the model predicts.
+    store = LineageStore(tmp_path / "home")
+    rows = user_rows().with_columns(n_query=pl.when(pl.col("user_id") <= 3).then(1).otherwise(4),
+                                    mse=pl.col("error"), **{"ndcg@3": pl.lit(1.0)})
+    store.record_table("user_metrics", rows, source="test", partition="movielens", artifact_id="a")
+    store.record_table("metrics", metric_rows(), source="test", partition="movielens", artifact_id="a")
+    text = render(read_store(LineageStore(store.home, read_only=True)))
+    block = text.split("#### movielens, paper protocol")[1].split("####")[0]
+    assert ("nDCG: 3 of the 4 test users it is defined for (75%) have a single query item, whose nDCG is 1 "
+            "whatever the prediction; the nDCG columns differ over the other 1 user only.") in block
