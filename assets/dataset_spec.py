@@ -635,16 +635,18 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
     all_item_features = {f.name: f for f in (*item_features, *details_features)}  # details replace same-named ones
     all_item_options = item_options | details_options
     display = display_columns(check, items_body.get("display", []), items_file, tuple(all_item_features))
-    groups = check.table(check.typed(raw, "groups", "", dict), "groups", ("features",))
-    tagging = tuple(check.typed(groups, "features", "groups", list))
+    # A log without user features (MovieLens-10M, Amazon) has no [groups]: the paper's rule then tags no user major.
+    groups = check.table(check.typed(raw, "groups", "", dict, {}), "groups", ("features",))
+    tagging = tuple(check.typed(groups, "features", "groups", list, []))
     for feature in tagging:
         if not isinstance(feature, str) or feature not in user_options:  # a list or table is not hashable
             raise check.fail("groups.features", f"not a user feature; the users have {', '.join(user_options)}", feature)
     if len(set(tagging)) != len(tagging):  # a feature named twice would count twice towards the major rule
         raise check.fail("groups.features", "a feature is listed more than once", sorted({f for f in tagging if tagging.count(f) > 1}))
-    if len(tagging) < MAJOR_MIN_TOP_FEATURES:
+    if 0 < len(tagging) < MAJOR_MIN_TOP_FEATURES:
         raise check.fail("groups.features", f"a user is major with at least {MAJOR_MIN_TOP_FEATURES} features holding a "
-                         f"top value (paper), so give at least {MAJOR_MIN_TOP_FEATURES} user features", tagging)
+                         f"top value (paper), so give at least {MAJOR_MIN_TOP_FEATURES} user features; with fewer, leave "
+                         "out [groups] (no user is then major: every user is minor)", tagging)
 
     item_types = {name: f.type for name, f in all_item_features.items()}
     spec = DatasetSpec(

@@ -59,9 +59,11 @@ def table1(groups: dict[str, Bundle]) -> pl.DataFrame:
         for r in bundle.frame("table1").iter_rows(named=True):
             paper_value = paper.TABLE1_ML.get(r["feature"]) if dataset == "movielens" else None
             rows.append({"dataset": dataset, "item": f"share holding a top value: {r['feature']}", "ours": r["share_top"], "paper": paper_value})
-        shares = bundle.frame("shares").filter((pl.col("population") == "all cleaned users") & (pl.col("group") == "major"))
-        if shares.height:
-            rows.append({"dataset": dataset, "item": "major share", "ours": shares["share"][0], "paper": paper.MAJOR_SHARE.get(dataset)})
+        everyone = bundle.frame("shares").filter(pl.col("population") == "all cleaned users")
+        if everyone.height:  # a dataset without [groups] tags no user major: its share is 0, not absent
+            major = everyone.filter(pl.col("group") == "major")["share"]
+            rows.append({"dataset": dataset, "item": "major share", "ours": major[0] if major.len() else 0.0,
+                         "paper": paper.MAJOR_SHARE.get(dataset)})
     return pl.DataFrame(rows, schema={"dataset": pl.String, "item": pl.String, "ours": pl.Float64, "paper": pl.Float64})
 
 

@@ -48,9 +48,10 @@ def tag_users(
         pl.col(f).cast(pl.String).is_in(top_values(reference, f, share)["value"].implode()).cast(pl.Int64)
         for f in features
     ]
+    # A log without user features tags by none: no user holds a top value, so the rule tags every user minor.
     return users.select(
         "user_id",
-        pl.sum_horizontal(in_top).alias("n_top_features"),
+        (pl.sum_horizontal(in_top) if in_top else pl.lit(0, dtype=pl.Int64)).alias("n_top_features"),
     ).with_columns(
         group=pl.when(pl.col("n_top_features") >= min_top).then(pl.lit("major")).otherwise(pl.lit("minor"))
     )

@@ -393,7 +393,7 @@ def taobao_logs_state(directory: Path) -> str:
 def dataset_command(args: argparse.Namespace) -> str:
     """`dataset add DIR` validates and registers a spec; `dataset list` shows every dataset; `dataset remove NAME`."""
     from assets.dataset_spec import load_registered, register, registered_names, registered_spec_path, unregister
-    from assets.specs import SPECS
+    from assets.specs import MAJOR_MIN_TOP_FEATURES, SPECS
 
     if args.action == "add":
         dataset, previous = register(Path(args.location))
@@ -403,7 +403,10 @@ def dataset_command(args: argparse.Namespace) -> str:
             ("registered" if previous is None else "updated" if previous == dataset.spec_path
              else f"re-pointed (was {previous})") + f" dataset {spec.name!r} from {dataset.spec_path}: {kind}; "
             f"user features {', '.join(spec.user_fields)}; item features "
-            f"{', '.join((*spec.item_fields, *spec.item_multi_fields))}; groups by {', '.join(spec.tagging_fields)}",
+            f"{', '.join((*spec.item_fields, *spec.item_multi_fields))}; " + (
+                f"groups by {', '.join(spec.tagging_fields)}" if spec.tagging_fields else
+                f"no [groups]: no user is major (the paper's rule needs {MAJOR_MIN_TOP_FEATURES} user features), "
+                "so every user is minor and the major/minor comparisons are left out"),
             f"next: python -m pipelines.cli demo --dataset {spec.name}   (or in the UI, after a code reload: "
             f"partition {spec.name})",
         ])

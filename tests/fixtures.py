@@ -225,3 +225,58 @@ def clicks_dir(root: Path, n_users: int = 40, n_items: int = 24, seed: int = 0,
     write_lines(directory / "customers.csv", customers, encoding="utf-8")
     write_lines(directory / "clicks.csv", clicks, encoding="utf-8")
     return directory
+
+
+ML25M_SPEC = """\
+name = "ml25m"
+
+[label]
+kind = "rating"
+min = 0.5
+max = 5
+step = 0.5
+
+[interactions]
+file = "ratings.csv"
+user_id = "userId"
+item_id = "movieId"
+label = "rating"
+timestamp = "timestamp"
+
+[users.features]
+user = { type = "categorical", column = "userId" }  # no user file: the id is the only user feature
+
+[items]
+file = "movies.csv"
+id = "movieId"
+display = ["title"]
+
+[items.features]
+genres = { type = "multi", delimiter = "|" }
+"""
+
+
+def ml25m_dir(root: Path, n_users: int = 40, n_items: int = 24, seed: int = 0) -> Path:
+    """A MovieLens-20M/25M/latest style directory (ratings.csv with a header and half stars written
+    '4.0'; movies.csv with titles quoted when they hold a comma or a quote, '|' genres and
+    '(no genres listed)'), and a dataset.toml without user features and without [groups]."""
+    import random
+
+    rng = random.Random(seed)
+    directory = root / "ml25m"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "dataset.toml").write_text(ML25M_SPEC, encoding="utf-8")
+    genres = ("Action", "Comedy", "Drama", "Sci-Fi", "Children")
+    titles = {1: '"American President, The (1995)"', 2: '"""Great Performances"" Cats (1998)"', 3: '"Misérables, Les (1995)"'}
+    movies = ["movieId,title,genres"]
+    for i in range(1, n_items + 1):
+        title = titles.get(i, f"Film {i} (19{60 + i % 40})")
+        movies.append(f"{i},{title},{'(no genres listed)' if i % 11 == 0 else genres[i % 5] + '|' + genres[(i * 3) % 5]}")
+    ratings = ["userId,movieId,rating,timestamp"]
+    for u in range(1, n_users + 1):
+        for i in sorted(rng.sample(range(1, n_items + 1), min(n_items, 3 + u % 8))):
+            taste = 0.5 + ((u % 4) + (i % 5)) % 5 + rng.choice((0.0, 0.5))
+            ratings.append(f"{u},{i},{min(5.0, taste):.1f},{1147880044 + 1000 * u + i}")
+    write_lines(directory / "movies.csv", movies, encoding="utf-8")
+    write_lines(directory / "ratings.csv", ratings, encoding="utf-8")
+    return directory
