@@ -46,3 +46,74 @@ def test_one_or_two_group_features_say_to_leave_groups_out(tmp_path):
     with pytest.raises(SpecError, match=r"groups.features: .* give at least 3 user features; with fewer, leave out "
                                         r"\[groups\] \(no user is then major: every user is minor\) \(found \('user',\)\)"):
         load_spec(directory)
+
+
+YELP_SPEC = """\
+name = "yelp"
+label = { kind = "rating", min = 1, max = 5 }
+
+[interactions]
+file = "review.csv"
+user_id = "user_id"
+item_id = "business_id"
+label = "stars"
+timestamp = "date"
+timestamp_format = "%Y-%m-%d %H:%M:%S"
+
+[users]
+file = "user.csv"
+id = "user_id"
+
+[users.features]
+review_count = { type = "numeric", min = 0, max = 100000, bins = [5, 20] }
+fans = { type = "numeric", integer = true, min = 0, max = 100000 }
+elite = { type = "categorical", missing = [] }  # blank: never elite, a value
+
+[items]
+file = "business.csv"
+id = "business_id"
+display = ["name"]
+
+[items.features]
+categories = { type = "multi", delimiter = ", " }
+city = { type = "categorical" }
+
+[groups]
+features = ["review_count", "fans", "elite"]
+"""
+
+
+def yelp_dir(root: Path) -> Path:
+    """Yelp's reviews, users and businesses as pandas' to_csv writes them from the JSON lines: 22-character
+    ids, stars '4.0', review text with commas, quotes and line breaks, blank `elite`, dates '2016-03-09 00:00:00'."""
+    directory = root / "yelp"
+    directory.mkdir()
+    users = [f"u{k:021d}" for k in range(6)]
+    businesses = [f"b{k:021d}" for k in range(4)]
+    reviews = ["review_id,user_id,business_id,stars,useful,funny,cool,text,date"]
+    for k, user in enumerate(users):
+        for b in businesses[: 2 + k % 3]:
+            reviews.append(f'r{k}{b[-3:]},{user},{b},{1.0 + (k + int(b[-1])) % 5:.1f},0,0,0,"Great ""pizza"", slow.\n'
+                           f'Would go again.",2016-03-0{1 + k} 00:00:00')
+    (directory / "review.csv").write_text("\n".join(reviews) + "\n", encoding="utf-8")
+    (directory / "user.csv").write_text("user_id,name,review_count,fans,elite\n" + "".join(
+        f'{u},Sam,{3 + 9 * k},{k % 2},{"" if k % 2 else chr(34) + "2015,2016" + chr(34)}\n' for k, u in enumerate(users)), encoding="utf-8")
+    (directory / "business.csv").write_text("business_id,name,city,categories\n" + "".join(
+        f'{b},"Joe\'s {k}, Inc.",{["Phoenix", "Toronto"][k % 2]},"Restaurants, Pizza"\n' for k, b in enumerate(businesses)),
+        encoding="utf-8")
+    (directory / "dataset.toml").write_text(YELP_SPEC, encoding="utf-8")
+    return directory
+
+
+def test_a_blank_kept_as_a_value_passes_the_derived_checks(tmp_path):
+    from assets.expectations import validate_clean_logs
+
+    dataset = load_spec(yelp_dir(tmp_path))
+    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    assert bundle.frame("rejected").height == 0
+    users = bundle.frame("users")
+    assert sorted(users["elite"]) == ["", "", "", "2015,2016", "2015,2016", "2015,2016"]
+    assert bundle.frame("interactions").filter(pl.col("user_id") == "u" + "0" * 21)["ts"].to_list() == [1456790400] * 2
+    # `missing = []` keeps the blank as a value in cleaning; the checks derived from the spec must agree.
+    outcomes = validate_clean_logs(users, bundle.frame("interactions"), dataset.spec)
+    assert [o for o in outcomes if not o.success] == []
