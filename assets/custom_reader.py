@@ -147,6 +147,15 @@ def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tu
     """
     if derived_label is not None:
         rows = rows.filter(pl.col(id_column).is_first_distinct()).with_columns(source_file=pl.lit(derived_label))
+    for feature in features:
+        column = feature.columns[0]
+        if feature.type == "multi" and not feature.delimiter and column in rows.columns \
+                and not isinstance(rows.schema[column], (pl.List, pl.Array)):
+            first = rows.filter(pl.col(column).is_not_null()).head(1)
+            where = f"row {first['line'].item()}: {first[column].item()!r}" if first.height else "every row null"
+            label = rows["source_file"][0] if rows.height else "the file"
+            raise RawFileError(f"{label}: column {column!r} of the multi feature {feature.name!r} is "
+                               f"{rows.schema[column]}, not a list; give the feature a delimiter; {where}")
     named = {f.name for f in features}
     return rows.select(
         "source_file", "line", pl.col(id_column).alias(id_name),

@@ -356,8 +356,9 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
                 raise check.fail(f"{key}.type", "a part of a split column is a categorical feature", kind)
         delimiter = ""
         if kind == "multi":
-            delimiter = check.typed(body, "delimiter", key, str)
-            if not delimiter:
+            # A Parquet list column is already split; a Parquet text column still needs its delimiter (checked when read).
+            delimiter = check.typed(body, "delimiter", key, str, "" if file.format == "parquet" else ...)
+            if not delimiter and "delimiter" in body:
                 raise check.fail(f"{key}.delimiter", "expected one or more characters", delimiter)
             if file.format == "csv" and delimiter == file.separator:
                 raise check.fail(f"{key}.delimiter", "must differ from the file's separator", delimiter)

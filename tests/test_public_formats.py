@@ -117,3 +117,54 @@ def test_a_blank_kept_as_a_value_passes_the_derived_checks(tmp_path):
     # `missing = []` keeps the blank as a value in cleaning; the checks derived from the spec must agree.
     outcomes = validate_clean_logs(users, bundle.frame("interactions"), dataset.spec)
     assert [o for o in outcomes if not o.success] == []
+
+
+PANDAS_SPEC = """\
+name = "pandas_export"
+label = { kind = "rating", min = 1, max = 5 }
+interactions = { file = "ratings.parquet", user_id = "user_id", item_id = "item_id", label = "rating", timestamp = "ts" }
+
+[users.features]
+user = { type = "categorical", column = "user_id" }
+
+[items]
+file = "items.parquet"
+id = "item_id"
+
+[items.features]
+genres = { type = "multi" }  # a list column: already split
+"""
+
+
+def pandas_dir(root: Path, genres: list) -> Path:
+    """What pandas' to_parquet writes: int64 ids, float ratings, datetime64 times, the index as
+    __index_level_0__, and an item table whose genres are a list column (or text)."""
+    import pandas as pd
+
+    directory = root / "pandas"
+    directory.mkdir()
+    log = pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 3], "item_id": [1, 2, 1, 3, 2, 3], "rating": [4.0, 2.0, 5.0, 3.0, 1.0, 2.0],
+                        "ts": pd.to_datetime([1400000000 + 3600 * k for k in range(6)], unit="s")})
+    log.set_index(pd.RangeIndex(6) + 10).to_parquet(directory / "ratings.parquet")
+    pd.DataFrame({"item_id": [1, 2, 3], "genres": genres}).to_parquet(directory / "items.parquet", index=False)
+    (directory / "dataset.toml").write_text(PANDAS_SPEC, encoding="utf-8")
+    return directory
+
+
+def test_a_parquet_list_column_is_a_multi_feature_without_a_delimiter(tmp_path):
+    bundle = cleaned(pandas_dir(tmp_path, [["Comedy", "Drama"], ["Drama"], []]))
+    assert bundle.frame("items").sort("item_id")["genres"].to_list() == [["Comedy", "Drama"], ["Drama"], []]
+    assert bundle.frame("interactions").sort("ts")["ts"].to_list()[:2] == [1400000000, 1400003600]
+    assert bundle.frame("rejected").height == 0
+
+
+def test_a_parquet_text_column_as_a_multi_feature_without_a_delimiter_names_file_column_and_row(tmp_path):
+    from assets.raw_text import RawFileError
+
+    directory = pandas_dir(tmp_path, ["Comedy|Drama", "Drama", None])
+    with pytest.raises(RawFileError, match=r"pandas_export/items.parquet: column 'genres' of the multi feature 'genres' "
+                                           r"is String, not a list; give the feature a delimiter; row 1: 'Comedy\|Drama'"):
+        read_custom(load_spec(directory))
+    spec_path = directory / "dataset.toml"
+    spec_path.write_text(spec_path.read_text().replace('{ type = "multi" }', '{ type = "multi", delimiter = "|" }'))
+    assert cleaned(directory).frame("items").sort("item_id")["genres"].to_list() == [["Comedy", "Drama"], ["Drama"], []]
