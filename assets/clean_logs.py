@@ -198,9 +198,14 @@ def clean_items(
     # A numeric item feature out of bounds or not a number is missing (the item stays: items are not profiles).
     numeric = {f.name: numeric_value(f).cast(pl.String) for f in spec.numeric if f.name in spec.item_fields}
     single = [numeric.get(expr.meta.output_name(), expr) for expr in single]
+    # A multi feature drops only the values its spec lists as missing: placeholders stay values, as they always were.
+    listed = dict(spec.item_missing)
+    multi = [pl.col(f).list.eval(pl.element().filter(
+        ~pl.element().str.strip_chars().str.to_lowercase().is_in([m.lower() for m in listed[f]]))).alias(f)
+        if f in listed else pl.col(f) for f in spec.item_multi_fields]
     # Attributes only people read (a title) ride along; the model sees item_fields and item_multi_fields.
     shown = [f for f in spec.display_fields if f in kept.columns and f not in (*spec.item_fields, *spec.item_multi_fields)]
-    return (kept.select("source_file", "line", "item_id", *single, *spec.item_multi_fields, *shown), used_details,
+    return (kept.select("source_file", "line", "item_id", *single, *multi, *shown), used_details,
             [rejected, rejected_details])
 
 

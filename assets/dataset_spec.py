@@ -337,7 +337,7 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
             hint = " (a user has one value per feature)" if kind in ("multi", "flags") else ""
             raise check.fail(f"{key}.type", f"expected one of {', '.join(types)}{hint}", kind)
         allowed = {"categorical": ("values", "missing", "backoff", "reject_garbled"),
-                   "numeric": ("min", "max", "bins", "integer", "values"), "multi": ("delimiter",), "flags": ()}[kind]
+                   "numeric": ("min", "max", "bins", "integer", "values"), "multi": ("delimiter", "missing"), "flags": ()}[kind]
         for option in body:
             if option not in ("type", "column", "columns", *allowed):
                 raise check.fail(f"{key}.{option}", f"does not apply to a {kind} feature", body[option])
@@ -414,6 +414,11 @@ def feature_options(check: Checker, body: dict[str, Any], key: str, kind: str) -
         field = NumericField(name, float(low), float(high), tuple(float(b) for b in bins), integer)
         domain = IntegerIn(low, high, tuple(values)) if integer else NumberIn(float(low), float(high))
         return {"domain": domain, "numeric": field}
+    if kind == "multi" and "missing" in body:  # values dropped from the list (ML-20M's '(no genres listed)')
+        missing = check.typed(body, "missing", key, list)
+        if not all(isinstance(v, str) for v in missing):
+            raise check.fail(f"{key}.missing", "expected a list of text values", missing)
+        return {"missing": tuple(missing)}
     return {}
 
 

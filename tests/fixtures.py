@@ -252,7 +252,7 @@ id = "movieId"
 display = ["title"]
 
 [items.features]
-genres = { type = "multi", delimiter = "|" }
+genres = { type = "multi", delimiter = "|", missing = ["(no genres listed)"] }  # no genre, not a genre
 """
 
 

@@ -168,3 +168,14 @@ def test_a_parquet_text_column_as_a_multi_feature_without_a_delimiter_names_file
     spec_path = directory / "dataset.toml"
     spec_path.write_text(spec_path.read_text().replace('{ type = "multi" }', '{ type = "multi", delimiter = "|" }'))
     assert cleaned(directory).frame("items").sort("item_id")["genres"].to_list() == [["Comedy", "Drama"], ["Drama"], []]
+
+
+def test_a_multi_feature_drops_the_values_its_spec_lists_as_missing(tmp_path):
+    directory = ml25m_dir(tmp_path, n_users=30, n_items=12)
+    assert "11,Film 11 (1971),(no genres listed)" in (directory / "movies.csv").read_text()
+    items = cleaned(directory).frame("items")
+    assert items.filter(pl.col("item_id") == "11")["genres"].to_list() == [[]]  # no genre, not a genre of its own
+    assert items.filter(pl.col("item_id") == "4")["genres"].to_list() == [["Children", "Drama"]]
+    spec_path = directory / "dataset.toml"
+    spec_path.write_text(spec_path.read_text().replace(', missing = ["(no genres listed)"]', ""))
+    assert cleaned(directory).frame("items").filter(pl.col("item_id") == "11")["genres"].to_list() == [["(no genres listed)"]]
