@@ -26,6 +26,11 @@ from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, requ
 from assets.raw_text import EmptyRawFileError, RawFileError
 
 FLAG_SET = ("1", "1.0", "true", "yes", "y", "t")  # a flag column's "this value applies" (lower-cased)
+# The ISO 8601 forms `timestamp_format = "iso"` reads, each tried per value: polars' own inference takes
+# the first value's form for the whole column, and in an expression reads '...Z' and '+02:00' as nothing.
+# %.f takes an absent fraction too; %#z takes Z, +02:00 and +0200.
+ISO_PATTERNS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M%#z", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 
 def read_table(file: TableFile) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -117,10 +122,11 @@ def unix_seconds(column: str, time_format: str) -> pl.Expr:
         return text
     if time_format == "unix_ms":
         return (text.cast(pl.Int64, strict=False) // 1000).cast(pl.String).fill_null(text)
-    parsed = text.str.to_datetime(None if time_format == "iso" else time_format, strict=False, time_unit="us")
-    unparsed = text.str.contains(r"^[+-]?\d+$").fill_null(False) & parsed.is_null()
+    patterns = ISO_PATTERNS if time_format == "iso" else (time_format,)
+    seconds = pl.coalesce([text.str.to_datetime(p, strict=False, time_unit="us").dt.epoch("s") for p in patterns])
+    unparsed = text.str.contains(r"^[+-]?\d+$").fill_null(False) & seconds.is_null()
     return (pl.when(unparsed).then(pl.format("{} (not {})", text, pl.lit(time_format)))
-            .otherwise(parsed.dt.epoch("s").cast(pl.String).fill_null(text)))
+            .otherwise(seconds.cast(pl.String).fill_null(text)))
 
 
 def feature_value(feature: Feature, schema: pl.Schema) -> pl.Expr:

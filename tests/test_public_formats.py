@@ -179,3 +179,55 @@ def test_a_multi_feature_drops_the_values_its_spec_lists_as_missing(tmp_path):
     spec_path = directory / "dataset.toml"
     spec_path.write_text(spec_path.read_text().replace(', missing = ["(no genres listed)"]', ""))
     assert cleaned(directory).frame("items").filter(pl.col("item_id") == "11")["genres"].to_list() == [["(no genres listed)"]]
+
+
+def test_iso_times_with_a_zone_or_in_mixed_forms_are_read():
+    from assets.custom_reader import unix_seconds
+
+    written = ["2006-11-14T22:41:12Z", "2006-11-14T22:41:12+02:00", "2006-11-14 22:41:12", "2006-11-14T22:41:12.5Z",
+               "2006-11-14 22:41:12+0100", "2006-11-14T22:41", "2006-11-14", "2006-13-14", "20061114", None]
+    read = pl.DataFrame({"t": written}).select(unix_seconds("t", "iso"))["t"].to_list()
+    # Last.fm-1K writes '...Z' (UTC); an offset is converted to UTC; a value without a zone is read as UTC.
+    assert read == ["1163544072", "1163536872", "1163544072", "1163544072", "1163540472", "1163544060", "1163462400",
+                    "2006-13-14", "20061114 (not iso)", None]
+
+
+def test_lastfm_1k_layout_reads_with_its_iso_times_and_hash_header(tmp_path):
+    directory = tmp_path / "lastfm"
+    directory.mkdir()
+    plays = [f"user_{u:06d}\t2009-05-0{1 + i}T23:08:5{i}Z\t{'' if i else 'f1b1cf71-bd35-4e99-8624-24a6e15f133a'}\t"
+             f"Artist {i}\t\tTrack \"{i}\" (Live)\t{(u + i) % 2}" for u in (1, 2) for i in range(3)]
+    (directory / "plays.tsv").write_text("\n".join(plays) + "\n", encoding="utf-8")
+    (directory / "userid-profile.tsv").write_text("#id\tgender\tage\tcountry\tregistered\n"
+                                                  "user_000001\tm\t22\tJapan\tAug 13, 2006\n"
+                                                  "user_000002\tf\t31\tCôte d'Ivoire\tFeb 1, 2007\n", encoding="utf-8")
+    (directory / "dataset.toml").write_text("""
+name = "lastfm"
+label = { kind = "click" }
+groups = { features = ["gender", "age", "country"] }
+[interactions]
+file = "plays.tsv"
+format = "tsv"
+header = false
+quote = ""
+columns = ["user", "time", "artist_mbid", "artist", "track_mbid", "track", "clicked"]
+user_id = "user"
+item_id = "artist"
+label = "clicked"
+timestamp = "time"
+timestamp_format = "iso"
+[users]
+file = "userid-profile.tsv"
+format = "tsv"
+quote = ""
+id = "#id"
+[users.features]
+gender = { type = "categorical", values = ["m", "f"] }
+age = { type = "numeric", integer = true, min = 10, max = 100 }
+country = { type = "categorical" }
+[items.features]
+artist = { type = "categorical" }
+""", encoding="utf-8")
+    bundle = cleaned(directory)
+    assert not bundle.frame("rejected")["reason"].str.starts_with("timestamp").any()
+    assert sorted(bundle.frame("interactions")["ts"].to_list())[0] == 1241219330  # 2009-05-01T23:08:50Z
