@@ -390,6 +390,13 @@ class LineageStore:
         Parts (files on disk) are read by DuckDB as a dataset, never whole into memory here.
         """
         quoted = lambda value: "'" + value.replace("'", "''") + "'"  # noqa: E731 - ids, names and paths of our own
+        if isinstance(frame, pl.DataFrame) and not frame.columns:
+            # Nothing to mirror (an evaluation with no model in service anywhere): the newest
+            # materialization has no rows, so a mirror keeps none of the asset's older rows.
+            exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]
+            if exists and not append:
+                con.execute(f'DELETE FROM "{table}" WHERE asset_key = ? AND partition = ?', [asset_key, partition])
+            return
         if isinstance(frame, StoredParts):
             # DuckDB's own Parquet reader: a third of the memory of scanning an Arrow dataset (1.2 GB
             # for taobao's 6 M rejected rows at 1,000,000 users)
