@@ -37,6 +37,67 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_ARGUMENTS, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# Every run the CLI starts names its process, so a later command can tell a run whose process
+# was killed (kill -9, a lost terminal, the machine's OOM killer) from one still going.
+PROCESS_TAG = "paml/process"
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (Linux: clock ticks after boot, /proc/<pid>/stat field 22), so a
+    reused pid is not taken for the process a run recorded; '' where /proc is not available; None
+    when no such process exists."""
+    import os
+
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").is_file():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
+            return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # someone else's live process
+        return ""
+    return ""
+
+
+def process_tag() -> str:
+    """`host:pid:start` of this process (the value of PROCESS_TAG)."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid())}"
+
+
+def mark_dead_runs_failed(instance) -> list[str]:
+    """Mark failed every run the CLI started on this host that Dagster still lists as going but
+    whose process is gone. A killed process cannot record its own end: its run stayed STARTED
+    for ever, and Dagster took the assets it had planned as in progress, so the automation never
+    requested them again (nor anything downstream). Returns the run ids marked."""
+    import socket
+
+    import dagster as dg
+
+    host = socket.gethostname()
+    going = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+             dg.DagsterRunStatus.CANCELING]
+    marked = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=going)):
+        tag_host, _, rest = run.tags.get(PROCESS_TAG, "").partition(":")
+        pid, _, started = rest.partition(":")
+        if tag_host != host or not pid.isdigit():
+            continue
+        now = process_start(int(pid))
+        if now is not None and (now == started or not now or not started):
+            continue  # still running (or its start time cannot be told apart)
+        instance.report_run_failed(run, f"its process {pid} on {host} is gone (killed?); marked failed by "
+                                        "python -m pipelines.cli so that the automation plans its assets again")
+        marked.append(run.run_id)
+    return marked
+
+
 def run_job(job: str, dataset: str | None = None, run_config: dict | None = None) -> str:
     """Run one job (for one dataset partition, when partitioned) in the persistent instance."""
     import dagster as dg
@@ -50,8 +111,11 @@ def run_job(job: str, dataset: str | None = None, run_config: dict | None = None
     config = {"loggers": {"progress": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
+        for run_id in mark_dead_runs_failed(instance):
+            print(f"marked run {run_id} failed: its process is gone (killed?)", file=sys.stderr, flush=True)
         result = defs.resolve_job_def(job).execute_in_process(
-            partition_key=dataset, instance=instance, raise_on_error=True, run_config=config
+            partition_key=dataset, instance=instance, raise_on_error=True, run_config=config,
+            tags={PROCESS_TAG: process_tag()},
         )
     from pipelines.store import LineageStore
 
@@ -375,6 +439,10 @@ def init_command() -> str:
 
     lines += [f"  {name}: your own data, spec {registered_spec_path(name)} (`dataset list` checks it)"
               for name in registered_names()]
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        lines += [f"marked run {run_id} failed: its process is gone (killed?)" for run_id in mark_dead_runs_failed(instance)]
     return "\n".join(lines)
 
 

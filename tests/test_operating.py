@@ -30,3 +30,43 @@ def test_a_mirror_with_no_rows_leaves_none_of_the_assets_older_rows(tmp_path):
                      code_version="1", inputs=[], mirrors={"metrics": frame}, appends={"metrics_history": frame})
     assert store.query("SELECT count(*) FROM metrics").item() == 0
     assert store.query("SELECT count(*) FROM metrics_history").item() == 1  # a history keeps what was recorded
+
+
+def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_command(tmp_path, monkeypatch, capsys):
+    # A killed CLI run stayed STARTED for ever; Dagster then counted the assets it had planned as
+    # in progress, and the automation (`~in_progress()`) never requested them, or anything after them.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from dagster._core.test_utils import create_run_for_test
+
+    from pipelines import cli
+
+    home = tmp_path / "home"
+    env = {**os.environ, "PAML_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    code = textwrap.dedent("""
+        import os, signal
+        import assets.taobao_logs as logs
+        # killed once the run has started, at its first step's work (kill -9 from outside, made repeatable)
+        logs.ensure_generated = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+        from pipelines.cli import run_job
+        run_job("taobao_logs_job", "2026-01-01")
+    """)
+    killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    monkeypatch.setenv("PAML_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    with dg.DagsterInstance.get() as instance:
+        [dead] = instance.get_runs()
+        assert dead.status == dg.DagsterRunStatus.STARTED
+        alive = create_run_for_test(instance, job_name="data_job", status=dg.DagsterRunStatus.STARTED,
+                                    tags={cli.PROCESS_TAG: cli.process_tag()})
+        elsewhere = create_run_for_test(instance, job_name="data_job", status=dg.DagsterRunStatus.STARTED)
+    assert cli.main(["init"]) == 0
+    assert f"marked run {dead.run_id} failed" in capsys.readouterr().out
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED  # this process lives
+        assert instance.get_run_by_id(elsewhere.run_id).status == dg.DagsterRunStatus.STARTED  # not the CLI's
