@@ -70,3 +70,49 @@ def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_command(tmp
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED  # this process lives
         assert instance.get_run_by_id(elsewhere.run_id).status == dg.DagsterRunStatus.STARTED  # not the CLI's
+
+
+def test_a_dataset_added_while_the_ui_runs_is_requested_after_the_reload_not_an_error_before(tmp_path, monkeypatch):
+    # `dataset add` while `dagster dev` runs: the code location has no partition for the new
+    # dataset until it is reloaded. The raw-file sensor asked for it anyway, and every tick
+    # failed with DagsterUnknownPartitionError.
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    from pipelines import cli
+    from pipelines.automation import raw_files_changed
+    from pipelines.definitions import defs
+    from pipelines.resources import paml_resource
+    from tests.fixtures import ml100k_dir
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("PAML_HOME", str(home))
+    paml = paml_resource(home, tmp_path / "data")
+    with dg.instance_for_test() as instance:
+        def tick(cursor):
+            return raw_files_changed.evaluate_tick(
+                dg.build_sensor_context(instance=instance, cursor=cursor, resources={"paml": paml}, definitions=defs))
+
+        first = tick(None)
+        assert cli.main(["dataset", "add", str(ml100k_dir(tmp_path, n_users=40, n_items=30))]) == 0
+        second = tick(first.cursor)
+    assert second.run_requests == [] and "unchanged" in second.skip_message
+    assert "ml100k" not in json.loads(second.cursor)
+    # after the reload (a new process loads the partitions), the first tick requests the new dataset
+    code = textwrap.dedent(f"""
+        import dagster as dg
+        from pipelines.automation import raw_files_changed
+        from pipelines.definitions import defs
+        from pipelines.resources import paml_resource
+        paml = paml_resource()
+        with dg.instance_for_test() as instance:
+            context = dg.build_sensor_context(instance=instance, cursor={second.cursor!r}, resources={{"paml": paml}},
+                                              definitions=defs)
+            print([r.partition_key for r in raw_files_changed.evaluate_tick(context).run_requests])
+    """)
+    env = {**__import__("os").environ, "PAML_HOME": str(home), "PAML_DATA_DIR": str(tmp_path / "data")}
+    after = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert after.stdout.strip().splitlines()[-1] == "['ml100k']"
