@@ -12,10 +12,14 @@ written in pieces (`tensor_file`). Their content hash is over the files' bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
+import shutil
 import struct
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,3 +190,30 @@ def file_source(path: Path) -> SourceFile:
     digest = hashlib.sha256()
     size = file_digest(path, digest)
     return SourceFile(path=str(path), sha256=digest.hexdigest(), bytes=size)
+
+
+def publish_directory(staging: Path, target: Path, *, complete: str) -> None:
+    """Rename the filled `staging` directory to `target`, whose file `complete` marks it whole.
+
+    Content-addressed targets are the same bytes whoever writes them, and two runs side by side
+    (two CLI commands, the automation beside a CLI run) write the same one at the same time:
+    when another writer's complete copy is already there (or lands first), ours is dropped and
+    theirs is never touched. Removing it to put ours in its place (what this did) pulled the
+    directory from under the other run, which then failed (FileNotFoundError), or made our
+    rename fail (directory not empty). Only a target without `complete` (written by no whole
+    run) is moved aside and removed.
+    """
+    if target.exists() and not (target / complete).is_file():
+        broken = target.with_name(f".{target.name}.broken.{uuid.uuid4().hex}")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(target, broken)
+        shutil.rmtree(broken, ignore_errors=True)
+    if (target / complete).is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if not (target / complete).is_file():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # another writer's complete copy landed first

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from assets.bundle import Bundle, SourceFile, StoredParts, file_source
+from assets.bundle import Bundle, SourceFile, StoredParts, file_source, publish_directory
 from assets.custom_reader import read_custom, read_log_file
 from assets.dataset_spec import CustomDataset, load_builtin, table_files
 from assets.raw_files import MissingRawFilesError, split_lines
@@ -46,9 +46,7 @@ def ensure_generated(root: Path, config: GeneratorConfig) -> Path:
     if not (target / "_manifest.json").is_file():
         staging = root / f".{key}.{uuid.uuid4().hex}"
         generate(staging, config)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        publish_directory(staging, target, complete="_manifest.json")
     return target
 
 

@@ -28,7 +28,7 @@ from typing import Iterator
 import duckdb
 import polars as pl
 
-from assets.bundle import Bundle, SourceFile, StoredParts
+from assets.bundle import Bundle, SourceFile, StoredParts, publish_directory
 from pipelines.provenance import RUN_COLUMNS, run_facts
 
 LOCK_RETRY_SECONDS = 120.0
@@ -269,9 +269,7 @@ class LineageStore:
                 adopt(bundle.tensor_file, staging / "tensors.safetensors")
             sources = [s.__dict__ for s in bundle.sources]
             (staging / "info.json").write_text(json.dumps({"info": bundle.info, "sources": sources}, indent=1, default=str))
-            if target.exists():  # a half-written directory from a killed run
-                shutil.rmtree(target)
-            os.replace(staging, target)
+            publish_directory(staging, target, complete="info.json")
         size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
         return target, size
 

@@ -116,3 +116,38 @@ def test_a_dataset_added_while_the_ui_runs_is_requested_after_the_reload_not_an_
     after = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert after.returncode == 0, after.stderr[-2000:]
     assert after.stdout.strip().splitlines()[-1] == "['ml100k']"
+
+
+def write_same_artifacts(home: str, rounds: int, barrier, results) -> None:
+    """One of several processes writing the same content-addressed artifacts at the same moments."""
+    from pathlib import Path
+
+    store = LineageStore(Path(home))
+    for k in range(rounds):
+        bundle = Bundle(frames={"t": pl.DataFrame({"x": list(range(20_000))})}, info={"round": k})
+        barrier.wait()
+        try:
+            target, size = store.write_files(bundle, "a", "p")
+            results.put("ok" if (target / "info.json").is_file() and size > 0 else "incomplete")
+        except Exception as error:  # noqa: BLE001 - counted, the test names it
+            results.put(repr(error))
+
+
+def test_runs_side_by_side_writing_the_same_artifact_both_succeed(tmp_path):
+    # Two runs on one home (two CLI commands, the automation beside a CLI run) build the same
+    # deterministic artifacts. The second writer removed the first one's complete directory to
+    # put its own copy in its place: the other run then failed (FileNotFoundError, directory not empty).
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    writers, rounds = 4, 25
+    barrier, results = context.Barrier(writers), context.Queue()
+    processes = [context.Process(target=write_same_artifacts, args=(str(tmp_path), rounds, barrier, results))
+                 for _ in range(writers)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in range(writers * rounds)]
+    for process in processes:
+        process.join(timeout=60)
+    assert [o for o in outcomes if o != "ok"] == []
+    assert not list((tmp_path / "artifacts" / "a" / "p").glob(".*"))  # no staging left behind
