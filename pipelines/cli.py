@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from assets.specs import DATASETS, all_datasets
-from pipelines.instance import ensure_dagster_home
+from pipelines.instance import dagster_instance, ensure_dagster_home
 from pipelines.resources import default_data_dir, default_home
 
 SAMPLE_QUERY = (
@@ -100,17 +100,14 @@ def mark_dead_runs_failed(instance) -> list[str]:
 
 def run_job(job: str, dataset: str | None = None, run_config: dict | None = None) -> str:
     """Run one job (for one dataset partition, when partitioned) in the persistent instance."""
-    import dagster as dg
-
     from pipelines.definitions import defs
 
-    ensure_dagster_home()
     # Progress lines (pipelines/progress.py) instead of Dagster's console log: one line per
     # message an asset logs (training progress, evaluations), and Dagster's warnings and errors
     # on one line each; a failed step's traceback is left to main(), which reports it in one line.
     config = {"loggers": {"progress": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
+    with dagster_instance() as instance:
         for run_id in mark_dead_runs_failed(instance):
             print(f"marked run {run_id} failed: its process is gone (killed?)", file=sys.stderr, flush=True)
         result = defs.resolve_job_def(job).execute_in_process(
@@ -173,8 +170,7 @@ def prepare_taobao(days: list[str]) -> None:
     """Materialize the taobao logs of `days` (those not yet in the instance) and the window ending on the last."""
     import dagster as dg
 
-    ensure_dagster_home()
-    with dg.DagsterInstance.get() as instance:
+    with dagster_instance() as instance:
         done = instance.get_materialized_partitions(dg.AssetKey("taobao_daily_logs"))
     for day in days:
         if day not in done:
@@ -439,9 +435,7 @@ def init_command() -> str:
 
     lines += [f"  {name}: your own data, spec {registered_spec_path(name)} (`dataset list` checks it)"
               for name in registered_names()]
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
+    with dagster_instance() as instance:
         lines += [f"marked run {run_id} failed: its process is gone (killed?)" for run_id in mark_dead_runs_failed(instance)]
     return "\n".join(lines)
 

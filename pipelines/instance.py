@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.resources import default_home
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 DAGSTER_YAML = """\
 # Written by the PAML pipeline: a persistent local instance, telemetry off.
@@ -19,7 +25,34 @@ def ensure_dagster_home(home: Path | None = None) -> Path:
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or (home or default_home()) / "dagster")
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
-    if not config.is_file():
-        config.write_text(DAGSTER_YAML)
+    if not config.is_file():  # staged, then renamed: a process starting beside us never reads half of it
+        staging = config.with_name(f".dagster.yaml.{os.getpid()}")
+        staging.write_text(DAGSTER_YAML)
+        os.replace(staging, config)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     return dagster_home
+
+
+@contextlib.contextmanager
+def dagster_instance(home: Path | None = None) -> Iterator["dg.DagsterInstance"]:
+    """The persistent instance of DAGSTER_HOME (made by ensure_dagster_home), opened while holding
+    a lock file beside it: opening a new home's instance creates its SQLite tables, and two
+    commands started together on a fresh home both created them and both failed with a
+    traceback (sqlite3.OperationalError: table runs already exists)."""
+    import dagster as dg
+
+    dagster_home = ensure_dagster_home(home)
+    with (dagster_home / ".instance.lock").open("a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # not on Unix: no lock (start the first command alone)
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            instance = dg.DagsterInstance.get()
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    with instance:
+        yield instance

@@ -151,3 +151,20 @@ def test_runs_side_by_side_writing_the_same_artifact_both_succeed(tmp_path):
         process.join(timeout=60)
     assert [o for o in outcomes if o != "ok"] == []
     assert not list((tmp_path / "artifacts" / "a" / "p").glob(".*"))  # no staging left behind
+
+
+def test_two_commands_started_together_on_a_new_home_both_work(tmp_path):
+    # Both opened the new home's Dagster instance at once, both created its SQLite tables, and
+    # (3 times in 4) one or both died with a traceback: "table runs already exists".
+    import os
+    import subprocess
+    import sys
+
+    for attempt in range(3):
+        home = tmp_path / f"home{attempt}"
+        env = {**os.environ, "PAML_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+        commands = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", "init"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for command in commands:
+            out, err = command.communicate(timeout=300)
+            assert command.returncode == 0, err[-2000:]
