@@ -295,15 +295,36 @@ def production_block(t2: pl.DataFrame, t3: pl.DataFrame, significance: pl.DataFr
 
 
 def write_report(directory: Path, text: str, pngs: dict[str, bytes]) -> Path:
-    """Replace `directory` with the new report (staged, then renamed)."""
+    """Replace `directory` with the new report (staged, then renamed).
+
+    The old report is renamed aside before the new one takes its place and removed after, so a
+    killed run never leaves the home without a report, and two reports written at once (two
+    runs on one home) both succeed, the last one staying: removing the old one in place let the
+    other writer's report land in between, and the rename failed ("Directory not empty").
+    """
+    import errno
+
     staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}")
     staging.mkdir(parents=True)
     (staging / "report.md").write_text(text)
     for name, png in pngs.items():
         (staging / name).write_bytes(png)
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(staging, directory)
+    for _ in range(100):
+        old = directory.with_name(f".{directory.name}.old.{uuid.uuid4().hex}")
+        try:
+            os.replace(directory, old)
+        except FileNotFoundError:
+            pass
+        try:
+            os.replace(staging, directory)
+            break
+        except OSError as error:  # another report landed between the two renames: move it aside too
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    else:
+        raise OSError(f"could not put the report in {directory}: other writers kept replacing it")
     return directory / "report.md"
 
 

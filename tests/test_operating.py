@@ -168,3 +168,39 @@ def test_two_commands_started_together_on_a_new_home_both_work(tmp_path):
         for command in commands:
             out, err = command.communicate(timeout=300)
             assert command.returncode == 0, err[-2000:]
+
+
+def write_reports(directory: str, rounds: int, barrier, results) -> None:
+    """One of several processes writing the report at the same moments."""
+    from pathlib import Path
+
+    from assets.report import write_report
+
+    for k in range(rounds):
+        barrier.wait()
+        try:
+            write_report(Path(directory), f"report {k}\n", {"plot.png": b"png" * 30_000})
+            results.put("ok")
+        except Exception as error:  # noqa: BLE001 - counted, the test names it
+            results.put(repr(error))
+
+
+def test_reports_written_side_by_side_both_succeed_and_one_stays_whole(tmp_path):
+    # The report directory was removed, then the new one renamed in: a report written between the
+    # two made the rename fail ("Directory not empty"), and a kill between them left no report.
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    writers, rounds = 4, 25
+    barrier, results = context.Barrier(writers), context.Queue()
+    processes = [context.Process(target=write_reports, args=(str(tmp_path / "reports"), rounds, barrier, results))
+                 for _ in range(writers)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in range(writers * rounds)]
+    for process in processes:
+        process.join(timeout=60)
+    assert [o for o in outcomes if o != "ok"] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]  # nothing staged or set aside is left
+    assert (tmp_path / "reports" / "report.md").read_text() == f"report {rounds - 1}\n"
+    assert (tmp_path / "reports" / "plot.png").stat().st_size == 90_000
