@@ -639,15 +639,25 @@ def main(argv: list[str] | None = None) -> int:
     check_methods(parser, args)
     try:
         run_command(args)
-    except KeyboardInterrupt:
-        print("interrupted; stores stay consistent (each artifact is committed whole or not at all)", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - sorted into expected failures and bugs just below
-        message = expected_failure(error)
+    except BaseException as error:  # noqa: BLE001 - Ctrl-C inside a Dagster run arrives as Dagster's own BaseException
+        if interrupted(error):
+            print("interrupted (a Dagster run it had started is marked failed); stores stay consistent (each "
+                  "artifact is committed whole or not at all)", file=sys.stderr)
+            return 130
+        message = expected_failure(error) if isinstance(error, Exception) else None
         if message is None:
             raise
         raise SystemExit(f"error: {message}") from None
     return 0
+
+
+def interrupted(error: BaseException) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or inside a Dagster run the DagsterExecutionInterruptedError
+    Dagster raises instead (a BaseException too), which used to end the CLI with its traceback."""
+    if isinstance(error, KeyboardInterrupt):
+        return True
+    errors = sys.modules.get("dagster._core.errors")  # loaded by any run; not imported just to check
+    return errors is not None and isinstance(error, errors.DagsterExecutionInterruptedError)
 
 
 if __name__ == "__main__":

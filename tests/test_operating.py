@@ -204,3 +204,33 @@ def test_reports_written_side_by_side_both_succeed_and_one_stays_whole(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]  # nothing staged or set aside is left
     assert (tmp_path / "reports" / "report.md").read_text() == f"report {rounds - 1}\n"
     assert (tmp_path / "reports" / "plot.png").stat().st_size == 90_000
+
+
+def test_ctrl_c_during_a_run_is_one_line_and_status_130(tmp_path):
+    # Inside a Dagster run Ctrl-C arrives as Dagster's DagsterExecutionInterruptedError (a
+    # BaseException), which main() did not catch: the CLI ended with a traceback and status 1.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    home = tmp_path / "home"
+    env = {**os.environ, "PAML_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    code = textwrap.dedent("""
+        import os, signal, sys, time
+        import assets.taobao_logs as logs
+
+        def interrupt(*args, **kwargs):  # Ctrl-C once the first step works (made repeatable)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+
+        logs.ensure_generated = interrupt
+        from pipelines.cli import main
+        sys.exit(main(["demo", "--data-only"]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("interrupted (a Dagster run it had started is marked failed)")
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        assert [r.status for r in instance.get_runs()] == [dg.DagsterRunStatus.FAILURE]
