@@ -528,4 +528,7 @@ class LineageStore:
         (COPY TO, read_csv of a file, INSTALL, ATTACH, SET) fails with a duckdb.Error.
         """
         with connect(self._read_path(snapshot), read_only=True) as con:
-            return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()
+            relation = con.sql(sql, params=params) if params else con.sql(sql)
+            if relation is None:  # an empty text, only comments, or a statement with no result
+                raise duckdb.InvalidInputException(f"nothing to show: {sql.strip()[:60]!r} returns no rows; give a query (SELECT ...)")
+            return relation.pl()

@@ -126,6 +126,9 @@ def test_refusals_and_errors_are_one_line(tmp_path, monkeypatch):
     assert message.startswith("error: refused, the sql command only reads the PAML database: Permission Error")
     assert run_cli(monkeypatch, store.home, "sql", "SELEC 1").startswith("error: Parser Error")
     assert "no_such_table" in run_cli(monkeypatch, store.home, "sql", "SELECT * FROM no_such_table")
+    # nothing to run (an empty text, only a comment) was an AttributeError with its traceback
+    for empty in ("", "-- a comment"):
+        assert run_cli(monkeypatch, store.home, "sql", empty).startswith("error: nothing to show:")
 
 
 def test_a_home_without_database_is_refused_and_left_untouched(tmp_path, monkeypatch):
