@@ -304,3 +304,28 @@ def test_production_protocol_puts_meta_learners_beside_the_paper_rows(chain):
     inputs = store.query("SELECT input_artifact_id FROM lineage_edges WHERE artifact_id = ?",
                          [store.latest("report", "").artifact_id])["input_artifact_id"]
     assert store.latest("production_protocol", "taobao").artifact_id in inputs.to_list()
+
+
+def doc_statements(*docs: str) -> list[str]:
+    """Every SQL statement of the ```sql blocks in `docs` (comment lines dropped)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    statements = []
+    for doc in docs:
+        for block in re.findall(r"```sql\n(.*?)```", (root / doc).read_text(), re.S):
+            statements += [s.strip() for s in re.sub(r"--[^\n]*", "", block).split(";") if s.strip()]
+    return statements
+
+
+def test_every_query_in_the_docs_runs_on_the_store(chain):
+    home = chain[0]
+    store = LineageStore(home, read_only=True)
+    statements = doc_statements("docs/duckdb.md", "docs/data.md", "docs/operations.md")
+    assert len(statements) >= 15
+    for statement in statements:
+        store.query(statement)  # the `sql` command's connection: read-only, on the snapshot
+    # data.md's "check outcomes of the newest run" named the newest run of all, which after an
+    # evaluation has no checks, so it listed nothing
+    [checks] = [s for s in statements if "FROM checks" in s]
+    assert store.query(checks).height > 0
