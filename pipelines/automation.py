@@ -76,15 +76,9 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
     """Content fingerprint of each real dataset whose required raw files are all present, and of
-    each registered dataset whose spec still loads (its spec file and data files).
-
-    Only datasets this code location has a partition for: one registered after it was loaded
-    (`dataset add` while `dagster dev` runs) is a partition only after a reload, and a run request
-    for it failed every tick with DagsterUnknownPartitionError; it is left out of the cursor until
-    then, so the first tick after the reload sees it as new and requests it."""
+    each registered dataset whose spec still loads (its spec file and data files)."""
     fingerprints = {}
-    known = set(dataset_partitions.get_partition_keys())
-    for dataset in (d for d in registered_names() if d in known):
+    for dataset in registered_names():
         try:
             custom = load_registered(dataset)
         except (OSError, ValueError):  # a broken spec is reported by `dataset list` and by raw_logs
@@ -116,7 +110,12 @@ def advance_cursor(context: dg.SensorEvaluationContext, current: dict[str, str])
                 "change (first tick records a baseline).",
 )
 def raw_files_changed(context: dg.SensorEvaluationContext, paml: PamlResource):
-    current = raw_fingerprints(paml)
+    # Only the datasets this code location has a partition for: one registered after it was loaded
+    # (`dataset add` while `dagster dev` runs) is a partition only after a reload, and a run request
+    # for it failed every tick with DagsterUnknownPartitionError. Left out of the cursor until then,
+    # it is new to the first tick after the reload, which requests it.
+    known = set(dataset_partitions.get_partition_keys())
+    current = {dataset: fp for dataset, fp in raw_fingerprints(paml).items() if dataset in known}
     previous = advance_cursor(context, current)
     if previous is None:
         return dg.SkipReason(f"baseline recorded for {', '.join(sorted(current)) or 'no dataset'}")
