@@ -32,6 +32,8 @@ from assets.bundle import Bundle, SourceFile, StoredParts, publish_directory
 from pipelines.provenance import RUN_COLUMNS, run_facts
 
 LOCK_RETRY_SECONDS = 120.0
+# A staging directory untouched this long is a killed writer's: a live one writes into it within seconds.
+STALE_STAGING_SECONDS = 24 * 3600.0
 LOCK_BACKOFF_START = 0.05
 
 SCHEMA = """
@@ -203,6 +205,23 @@ WHERE kind = 'raw_file' AND starts_with(location, $home)
 """
 
 
+def remove_stale_staging(directory: Path, older_than: float = STALE_STAGING_SECONDS) -> list[Path]:
+    """Remove the staging directories (`.<name>.<hex>`) in `directory` not modified for `older_than`
+    seconds: a killed writer leaves its staged artifact behind, never read but as large as the
+    artifact. Writers stage side by side without a lock, so only old ones are taken."""
+    removed = []
+    now = time.time()
+    for staging in directory.glob(".*.*") if directory.is_dir() else ():
+        try:
+            stale = staging.is_dir() and now - staging.stat().st_mtime > older_than
+        except FileNotFoundError:
+            continue
+        if stale:
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
+
+
 class LineageStore:
     """Artifacts on disk under `home`, their rows in `home/paml.duckdb`.
 
@@ -254,6 +273,7 @@ class LineageStore:
         digest = bundle.content_hash()
         target = self.artifact_root / asset_key / (partition or "_") / digest[:24]
         if not (target / "info.json").is_file():
+            remove_stale_staging(target.parent)
             staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
             (staging / "frames").mkdir(parents=True)
             for name, frame in bundle.frames.items():
@@ -455,6 +475,10 @@ class LineageStore:
         the writer's lock; it is at most one write behind the live file. The copy runs on the
         writer's own connection, so no other writer can interleave.
         """
+        # Only the writer (holding the database's lock, as here) stages snapshots, so any staged copy
+        # beside it is a killed writer's leftover: never read, and a full copy of the store in size.
+        for leftover in self.snapshot_path.parent.glob(f".{self.snapshot_path.name}.*"):
+            leftover.unlink(missing_ok=True)
         staging = self.snapshot_path.with_name(f".{self.snapshot_path.name}.{uuid.uuid4().hex}")
         source = con.execute("SELECT current_database()").fetchone()[0]
         con.execute(f"ATTACH '{staging}' AS paml_snapshot")

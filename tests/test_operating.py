@@ -234,3 +234,29 @@ def test_ctrl_c_during_a_run_is_one_line_and_status_130(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("interrupted (a Dagster run it had started is marked failed)")
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         assert [r.status for r in instance.get_runs()] == [dg.DagsterRunStatus.FAILURE]
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
+    # A writer killed mid-write leaves its staged artifact directory and, while copying the snapshot, a
+    # staged copy of the whole store: never read, never removed, as large as what they copy.
+    import os
+    import time
+
+    store = LineageStore(tmp_path)
+    first = Bundle(frames={"t": pl.DataFrame({"x": [1, 2]})})
+    store.record(first, run_id="r1", job_name="j", asset_key="a", partition="p", code_version="1", inputs=[], mirrors={})
+    partition_dir = tmp_path / "artifacts" / "a" / "p"
+    old, fresh = partition_dir / ".deadbeef.0123abcd", partition_dir / ".cafe.4567ef01"
+    for staging in (old, fresh):
+        (staging / "frames").mkdir(parents=True)
+        (staging / "frames" / "t.parquet").write_bytes(b"half")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    snapshot_leftover = store.snapshot_path.with_name(f".{store.snapshot_path.name}.0123abcd")
+    snapshot_leftover.write_bytes(b"half a copy")
+
+    second = Bundle(frames={"t": pl.DataFrame({"x": [3]})})
+    store.record(second, run_id="r2", job_name="j", asset_key="a", partition="p", code_version="1", inputs=[], mirrors={})
+    assert not old.exists() and not snapshot_leftover.exists()
+    assert fresh.is_dir()  # it may be a live writer's, side by side: only old staging is taken
+    assert store.query("SELECT count(*) FROM artifacts").item() == 2
