@@ -19,7 +19,8 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.domains import (
-    FIELD_LABELS, EpochSeconds, Identifier, Parts, Rule, field_rules, is_missing, parts_columns, parts_rules,
+    FIELD_LABELS, EpochSeconds, Identifier, Parts, Rule, field_rules, is_missing, kept_missing_rules, missing_value,
+    parts_columns, parts_rules,
 )
 from assets.specs import MIN_ITEMS_PER_USER, DatasetSpec, NumericField
 
@@ -126,6 +127,8 @@ def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[Rule]:
     for field, domain in spec.user_domains:
         if isinstance(domain, Parts):
             checks += parts_rules(field, domain)
+        elif field in spec.user_keep_missing:
+            checks += kept_missing_rules(field, domain, FIELD_LABELS.get(field))
         else:
             checks += field_rules(field, domain, FIELD_LABELS.get(field))
     return checks
@@ -141,8 +144,12 @@ def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) ->
             kept = kept.with_columns(parts_columns(field, domain))
     numeric = {f.name: numeric_value(f) for f in spec.numeric if f.name in spec.user_fields}
     columns = ["source_file", "line", "user_id", *spec.user_fields]
+    domains = dict(spec.user_domains)
+    value = lambda f: numeric.get(f, pl.col(f).cast(pl.String).str.strip_chars())  # noqa: E731
+    # A kept missing value ('n/a', blank) is null: the model's UNKNOWN, no value of its own.
     return kept.select(columns).with_columns(
-        numeric.get(f, pl.col(f).cast(pl.String).str.strip_chars()) for f in spec.user_fields
+        pl.when(missing_value(f, domains[f])).then(None).otherwise(value(f)).alias(f) if f in spec.user_keep_missing
+        else value(f) for f in spec.user_fields
     ), [rejected]
 
 

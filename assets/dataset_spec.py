@@ -54,7 +54,7 @@ SECTION_KEYS = {
 }
 SPLIT_KEYS = ("separator", "parts", "lowercase")
 FEATURE_KEYS = ("type", "column", "columns", "values", "missing", "min", "max", "bins", "integer", "backoff", "delimiter",
-                "reject_garbled")
+                "reject_garbled", "keep_missing")
 BUILTIN_SPEC_DIR = Path(__file__).resolve().parent / "builtin_specs"  # the built-in datasets' spec files
 GLOB_CHARACTERS = "*?["  # an interactions file named with these is a pattern: the log is every file it matches
 
@@ -336,8 +336,9 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
         if kind not in types:
             hint = " (a user has one value per feature)" if kind in ("multi", "flags") else ""
             raise check.fail(f"{key}.type", f"expected one of {', '.join(types)}{hint}", kind)
-        allowed = {"categorical": ("values", "missing", "backoff", "reject_garbled"),
-                   "numeric": ("min", "max", "bins", "integer", "values"), "multi": ("delimiter", "missing"), "flags": ()}[kind]
+        allowed = {"categorical": ("values", "missing", "backoff", "reject_garbled", "keep_missing"),
+                   "numeric": ("min", "max", "bins", "integer", "values", "keep_missing"), "multi": ("delimiter", "missing"),
+                   "flags": ()}[kind]
         for option in body:
             if option not in ("type", "column", "columns", *allowed):
                 raise check.fail(f"{key}.{option}", f"does not apply to a {kind} feature", body[option])
@@ -363,6 +364,14 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
             if file.format == "csv" and delimiter == file.separator:
                 raise check.fail(f"{key}.delimiter", "must differ from the file's separator", delimiter)
         options[name] = feature_options(check, body, key, kind)
+        if check.typed(body, "keep_missing", key, bool, False):
+            if section != "users":
+                raise check.fail(f"{key}.keep_missing", "applies to user features (an item keeps a missing feature as "
+                                 "missing already)", True)
+            if columns[0] in parts:
+                raise check.fail(f"{key}.keep_missing", "does not apply to a part of a split column (a value with "
+                                 "another number of parts is rejected whole)", True)
+            options[name]["keep_missing"] = True
         found.append(Feature(name, kind, columns, delimiter))
     return tuple(found), options
 
@@ -669,6 +678,7 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
         time_domain=times,
         numeric=tuple(o["numeric"] for o in (*user_options.values(), *all_item_options.values()) if "numeric" in o),
         item_missing=tuple((f, o["missing"]) for f, o in all_item_options.items() if "missing" in o),
+        user_keep_missing=tuple(f for f, o in user_options.items() if o.get("keep_missing")),
         implicit_labels=implicit,
         spec_file=str(path),
     )

@@ -142,6 +142,24 @@ def text_rules(text: pl.Expr, label: str, value: pl.Expr) -> list[Rule]:
     ]
 
 
+def missing_value(column: str, domain: Domain) -> pl.Expr:
+    """True where `column` holds no value for `domain`: the condition of its '<label> missing' rule."""
+    if isinstance(domain, Text):
+        return text_problem(pl.col(column).cast(pl.String)).is_in(["blank", "placeholder"]).fill_null(False)
+    if isinstance(domain, Category):
+        return pl.col(column).is_null() | trimmed(column).str.to_lowercase().is_in([m.lower() for m in domain.missing])
+    return is_missing(column)
+
+
+def kept_missing_rules(column: str, domain: Domain, label: str | None = None) -> list[Rule]:
+    """`field_rules` for a feature whose missing value is kept (a dataset spec's `keep_missing`): no
+    '<label> missing' rule, and the other rules judge only the values that are there."""
+    label = label or column
+    present = ~missing_value(column, domain)
+    return [(present & bad, reason, value) for bad, reason, value in field_rules(column, domain, label)
+            if not (isinstance(reason, str) and reason == f"{label} missing")]
+
+
 def field_rules(column: str, domain: Domain, label: str | None = None) -> list[Rule]:
     """The rules that reject values of `column` outside `domain`, in the order they are tried."""
     label = label or column
@@ -149,8 +167,7 @@ def field_rules(column: str, domain: Domain, label: str | None = None) -> list[R
     if isinstance(domain, Text):
         return text_rules(pl.col(column).cast(pl.String), label, value)
     if isinstance(domain, Category):
-        missing = pl.col(column).is_null() | text.str.to_lowercase().is_in([m.lower() for m in domain.missing])
-        rules = [(missing, f"{label} missing", value)]
+        rules = [(missing_value(column, domain), f"{label} missing", value)]
         if domain.values:
             rules.append((~text.is_in(domain.values), f"{label} not one of {', '.join(domain.values)}", value))
         return rules

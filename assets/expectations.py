@@ -54,7 +54,8 @@ def domain_expectations(column: str, domain, as_text: bool = False) -> list[tupl
 
 
 def users_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
-    """Expectations on cleaned users: unique ids, every feature in its domain, no blank features.
+    """Expectations on cleaned users: unique ids, every feature in its domain, no blank features (null only
+    where the spec keeps a missing value: `keep_missing`).
 
     A dataset spec's numeric feature is expected within its bounds, or, bucketed, to be one of
     its bucket labels; its categorical features in their `values` when the spec lists them.
@@ -73,7 +74,7 @@ def users_suite(spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
         ("ExpectColumnValuesToBeUnique", {"column": "user_id"}),
         ("ExpectColumnValuesToNotBeNull", {"column": "user_id"}),
         *in_domain,
-        *[("ExpectColumnValuesToNotBeNull", {"column": f}) for f in spec.user_fields],
+        *[("ExpectColumnValuesToNotBeNull", {"column": f}) for f in spec.user_fields if f not in spec.user_keep_missing],
         *[("ExpectColumnValueLengthsToBeBetween", {"column": f, "min_value": 1})
           for f in spec.user_fields if f not in numbers and f not in blank_values],
     ]

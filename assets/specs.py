@@ -59,6 +59,8 @@ class DatasetSpec:
     time_domain: object | None = None  # EpochSeconds, or None when the log has no times
     numeric: tuple[NumericField, ...] = ()  # numeric features: bounds and buckets
     item_missing: tuple[tuple[str, tuple[str, ...]], ...] = ()  # item field -> values that mean "missing" besides placeholders
+    # User features whose missing value is kept (null: the model's UNKNOWN) instead of rejecting the user.
+    user_keep_missing: tuple[str, ...] = ()
     implicit_labels: tuple[float, ...] = ()  # labels that record an implicit interaction, not a rating (rejected)
     spec_file: str = ""  # the spec file the dataset is described by
 

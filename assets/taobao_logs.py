@@ -13,7 +13,6 @@ generator's start date is the same bytes whenever and however often it is genera
 
 import datetime as dt
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Iterator

@@ -14,9 +14,10 @@ from assets.specs import MAJOR_MIN_TOP_FEATURES, TOP_VALUE_SHARE
 
 
 def top_values(users: pl.DataFrame, feature: str, share: float = TOP_VALUE_SHARE) -> pl.DataFrame:
-    """The ceil(share x n_distinct) most frequent values of `feature` (count desc, value asc)."""
+    """The ceil(share x n_distinct) most frequent values of `feature` (count desc, value asc); a missing
+    value (null, kept by a spec's `keep_missing`) is no value, so never a top one."""
     counts = (
-        users.group_by(pl.col(feature).cast(pl.String).alias("value"))
+        users.filter(pl.col(feature).is_not_null()).group_by(pl.col(feature).cast(pl.String).alias("value"))
         .agg(n_users=pl.len())
         .sort(["n_users", "value"], descending=[True, False])
     )
@@ -30,7 +31,7 @@ def feature_concentration(users: pl.DataFrame, features: tuple[str, ...], share:
         top = top_values(users, feature, share)
         holders = users.filter(pl.col(feature).cast(pl.String).is_in(top["value"].implode())).height
         rows.append(
-            {"feature": feature, "n_values": users[feature].n_unique(), "n_top_values": top.height,
+            {"feature": feature, "n_values": users[feature].drop_nulls().n_unique(), "n_top_values": top.height,
              "share_top": holders / users.height if users.height else 0.0}
         )
     return pl.DataFrame(rows, schema={"feature": pl.String, "n_values": pl.Int64, "n_top_values": pl.Int64, "share_top": pl.Float64})
@@ -45,7 +46,7 @@ def tag_users(
     Returns user_id, n_top_features, group ("major" when n_top_features >= min_top).
     """
     in_top = [
-        pl.col(f).cast(pl.String).is_in(top_values(reference, f, share)["value"].implode()).cast(pl.Int64)
+        pl.col(f).cast(pl.String).is_in(top_values(reference, f, share)["value"].implode()).cast(pl.Int64).fill_null(0)
         for f in features
     ]
     # A log without user features tags by none: no user holds a top value, so the rule tags every user minor.

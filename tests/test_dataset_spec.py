@@ -180,6 +180,11 @@ price = { type = "numeric", min = 0, max = 100, bins = [10, 50] }
     ('features = ["age", "gender", "occupation", "zip"]', 'features = [["age"], "gender", "zip"]',
      "groups.features: not a user feature; the users have age, gender, occupation, zip (found ['age'])"),
     ("[groups]", "[groups", "not valid TOML"),
+    ('release = { type = "categorical", column = "released" }',
+     'release = { type = "categorical", column = "released", keep_missing = true }',
+     "items.features.release.keep_missing: applies to user features (an item keeps a missing feature as missing already)"),
+    ('values = ["F", "M"] }', 'values = ["F", "M"], keep_missing = "yes" }',
+     "users.features.gender.keep_missing: expected true or false (found 'yes')"),
 ])
 def test_every_spec_mistake_names_file_key_and_value(tmp_path, old, new, message):
     directory = ml100k_dir(tmp_path, n_users=4, n_items=3)
@@ -507,3 +512,46 @@ def test_a_parquet_file_with_corrupted_pages_is_a_named_error(tmp_path):
     dataset = load_spec(tmp_path)
     with pytest.raises(RawFileError, match=r"^pq_bad/log.parquet \(.*log.parquet\): not a readable Parquet file: "):
         read_custom(dataset)
+
+
+def test_keep_missing_keeps_a_user_whose_profile_value_is_missing_as_unknown(tmp_path):
+    # Public logs often miss demographics (Last.fm-1K's age, gender, country): without the option every such
+    # user is rejected. With keep_missing a missing value is null (the model's UNKNOWN), never a top value,
+    # and the values that are there are still checked.
+    from assets.meta_tasks import UNKNOWN_INDEX, build_vocab, encode
+    from assets.user_groups import feature_concentration, tag_users
+
+    users = ["1|22|F|writer|55111", "2||M|writer|55122", "3|n/a||student|55133", "4|30|X|writer|55144",
+             "5|80|M|writer|55155", "6|40|F||55166", "7|30|M|writer|"]
+    ratings = [f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + i}" for u in range(1, 8) for i in (1, 2, 3)]
+    directory = ml100k_dir(tmp_path, n_items=3, users=users, ratings=ratings)
+    spec_file = directory / "dataset.toml"
+    spec_file.write_text(spec_file.read_text().replace(
+        'bins = [18, 25, 35, 45, 50, 56] }', 'bins = [18, 25, 35, 45, 50, 56], keep_missing = true }').replace(
+        'values = ["F", "M"] }', 'values = ["F", "M"], keep_missing = true }').replace(
+        'missing = [""] }', 'missing = [""], keep_missing = true }'))
+    dataset, bundle = ml100k_clean(directory)
+    assert dataset.spec.user_keep_missing == ("age", "gender", "occupation")
+    kept = {r["user_id"]: (r["age"], r["gender"], r["occupation"]) for r in bundle.frame("users").iter_rows(named=True)}
+    assert kept == {"1": ("[18, 25)", "F", "writer"), "2": (None, "M", "writer"), "3": (None, None, "student"),
+                    "6": ("[35, 45)", "F", None)}
+    # A value that is there is still checked; a feature without the option still rejects its missing value.
+    assert rejected_at(bundle, "ml100k/u.user", 4)["reason"] == "gender not one of F, M"
+    assert rejected_at(bundle, "ml100k/u.user", 5)["reason"] == "age outside [7, 73]"
+    assert rejected_at(bundle, "ml100k/u.user", 7)["reason"] == "zip code missing"
+    # The derived suite allows the nulls it kept, and only there.
+    outcomes = validate_clean_logs(bundle.frame("users"), bundle.frame("interactions"), dataset.spec)
+    assert [o for o in outcomes if not o.success] == []
+    assert {kw["column"] for name, kw in users_suite(dataset.spec) if name == "ExpectColumnValuesToNotBeNull"} == {"user_id", "zip"}
+    # Null is no value: not in the vocabulary (UNKNOWN when encoded), never a top value.
+    frame = bundle.frame("users")
+    vocab = build_vocab(frame["gender"], "gender")
+    assert sorted(vocab["value"]) == ["F", "M"]
+    codes = frame.select(encode(pl.col("gender"), vocab))["gender"].to_list()
+    assert codes[list(frame["user_id"]).index("3")] == UNKNOWN_INDEX
+    concentration = {r["feature"]: r for r in feature_concentration(frame, ("age", "gender")).iter_rows(named=True)}
+    assert concentration["gender"]["n_values"] == 2 and concentration["gender"]["share_top"] == 2 / 4  # ceil(0.3 * 2) = 1: F (2 users)
+    # Top values (ceil(30%) of the values there): age [18, 25) (null, held by two users, is none), gender F,
+    # occupation writer.
+    tagged = tag_users(frame, frame, ("age", "gender", "occupation")).select("user_id", "n_top_features", "group")
+    assert sorted(tagged.iter_rows()) == [("1", 3, "major"), ("2", 1, "minor"), ("3", 0, "minor"), ("6", 1, "minor")]
