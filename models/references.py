@@ -46,6 +46,9 @@ DEFAULT_PROTOCOL = "paper"
 # Bounds the dense (query items x support items) similarity blocks of item-kNN to ~64 MB each.
 KNN_BLOCK_ENTRIES = 8_000_000
 KNN_USER_CHUNK = 128
+# Bounds the split-wide (query items x support items) table of rho_ij and n_ij that the user
+# chunks of one split share (`pair_table`): ~1.2 GB at most (rho float64, n float32).
+KNN_TABLE_ENTRIES = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -375,35 +378,73 @@ def pearson_baseline(model: KNNModel, rows: np.ndarray, cols: np.ndarray) -> tup
     return rho, common
 
 
-def _knn_blocks(model: KNNModel, split: TaskSplit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class PairTable:
+    """rho_ij and n_ij (`pearson_baseline`) for every query item x support item of one split."""
+
+    q_items: np.ndarray  # (A,) sorted item rows
+    s_items: np.ndarray  # (B,) sorted item rows
+    rho: np.ndarray  # (A, B) float64
+    common: np.ndarray  # (A, B) co-rating counts, float32 (exact: fewer than 2^24 fitting users) or float64
+
+
+def _pairs(model: KNNModel, q_items: np.ndarray, s_items: np.ndarray, common_dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """`pearson_baseline` of q_items x s_items, in row blocks of at most KNN_BLOCK_ENTRIES pairs."""
+    rho, common = np.zeros((len(q_items), len(s_items))), np.zeros((len(q_items), len(s_items)), dtype=common_dtype)
+    step = max(1, KNN_BLOCK_ENTRIES // max(len(s_items), 1))
+    for start in range(0, len(q_items), step):
+        rho[start:start + step], common[start:start + step] = pearson_baseline(model, q_items[start:start + step], s_items)
+    return rho, common
+
+
+def pair_table(model: KNNModel, split: TaskSplit) -> PairTable | None:
+    """The pairs every user of `split` needs, computed once for all its user chunks; None when the
+    table would exceed KNN_TABLE_ENTRIES (each chunk then computes its own pairs).
+
+    Each product of `pearson_baseline` runs over every fitting user, so computing the pairs per
+    chunk of KNN_USER_CHUNK users cost (users / chunk) x (fitting ratings): quadratic in the log.
+    Every entry is a sum over the same fitting users in the same order whichever block holds it,
+    so the table gives each chunk the very numbers its own blocks gave.
+    """
+    q_items, s_items = np.unique(split.query_items.numpy()), np.unique(split.support_items.numpy())
+    if len(q_items) * len(s_items) > KNN_TABLE_ENTRIES:
+        return None
+    exact32 = model.rated.shape[0] < 2 ** 24  # a count of fitting users is exact in float32
+    rho, common = _pairs(model, q_items, s_items, np.float32 if exact32 else np.float64)
+    return PairTable(q_items, s_items, rho, common)
+
+
+def _knn_blocks(model: KNNModel, split: TaskSplit, table: PairTable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every (user, query slot, support slot): rho_ij and n_ij, plus the support residuals.
 
     Returns rho (U, Q, S), n (U, Q, S) and r_uj - b_uj (U, S) with b_u from the support set.
-    Only the items the split touches are compared, in blocks of bounded size.
+    The pairs come from `table` (made for a split holding these users) or, without one, only
+    the items these users touch are compared, in blocks of bounded size.
     """
     support, labels, mask = split.support_items.numpy(), split.support_labels.numpy().astype(np.float64), split.support_mask.numpy()
     query = split.query_items.numpy()
     user_bias = model.bias.user_bias(support, labels, mask)
     support_residual = (labels - model.bias.mu - model.bias.item_bias[support] - user_bias[:, None]) * mask
+    if table is not None:
+        gather = (np.searchsorted(table.q_items, query)[:, :, None], np.searchsorted(table.s_items, support)[:, None, :])
+        return table.rho[gather], table.common[gather].astype(np.float64), support_residual
     q_items, q_index = np.unique(query, return_inverse=True)
     s_items, s_index = np.unique(support, return_inverse=True)
     q_index, s_index = q_index.reshape(query.shape), s_index.reshape(support.shape)
-    rho, common = np.zeros((len(q_items), len(s_items))), np.zeros((len(q_items), len(s_items)))
-    step = max(1, KNN_BLOCK_ENTRIES // max(len(s_items), 1))
-    for start in range(0, len(q_items), step):
-        rho[start:start + step], common[start:start + step] = pearson_baseline(model, q_items[start:start + step], s_items)
+    rho, common = _pairs(model, q_items, s_items)
     gather = (q_index[:, :, None], s_index[:, None, :])
     return rho[gather], common[gather], support_residual
 
 
-def predict_knn_grid(model: KNNModel, split: TaskSplit, configs: list[KNNConfig]) -> list[np.ndarray]:
+def predict_knn_grid(model: KNNModel, split: TaskSplit, configs: list[KNNConfig], table: PairTable | None = None) -> list[np.ndarray]:
     """(U, Q) predictions of each config, b_ui + sum_j s_ij (r_uj - b_uj) / (beta + sum_j |s_ij|).
 
     s_ij = rho_ij n_ij / (n_ij + lambda); j runs over the k support items with the largest
     s_ij (ties: lower support slot first); without a neighbour of non-zero similarity the
-    prediction is the baseline b_ui. The similarity blocks are computed once for all configs.
+    prediction is the baseline b_ui. The similarity blocks are computed once for all configs
+    (or taken from `table`, made for a split holding these users: `pair_table`).
     """
-    rho, common, support_residual = _knn_blocks(model, split)
+    rho, common, support_residual = _knn_blocks(model, split, table)
     mask = split.support_mask.numpy()
     query = split.query_items.numpy()
     user_bias = model.bias.user_bias(split.support_items.numpy(), split.support_labels.numpy().astype(np.float64), mask)
@@ -479,8 +520,9 @@ def knn_foldin(rows: torch.Tensor, values: torch.Tensor, support_items: torch.Te
 
 
 def predict_knn(model: KNNModel, split: TaskSplit, config: KNNConfig) -> np.ndarray:
-    """(U, Q) item-kNN predictions of one config, in chunks of users."""
-    return _in_user_chunks(split, lambda part: predict_knn_grid(model, part, [config])[0])
+    """(U, Q) item-kNN predictions of one config, in chunks of users sharing one `pair_table`."""
+    table = pair_table(model, split)
+    return _in_user_chunks(split, lambda part: predict_knn_grid(model, part, [config], table)[0])
 
 
 def _in_user_chunks(split: TaskSplit, predict) -> np.ndarray:
@@ -551,7 +593,9 @@ def tune_settings(
 
     knns = [KNNConfig(k, s, d) for k, s, d in itertools.product(grid.knn_k, grid.knn_shrinkage, grid.knn_damping)]
     knn_model = fit_item_knn(ratings, bias)
-    chunks = [predict_knn_grid(knn_model, _rows(val, idx), knns) for idx in _chunk_indices(len(val))]
+    table = pair_table(knn_model, val)
+    chunks = [predict_knn_grid(knn_model, _rows(val, idx), knns, table) for idx in _chunk_indices(len(val))]
+    del table
     knn_preds = [np.concatenate([chunk[i] for chunk in chunks], 0) for i in range(len(knns))]
     knn = best("item_knn", knns, [validation_error(p, val, task, train_ctr) for p in knn_preds])
 

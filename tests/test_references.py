@@ -365,3 +365,31 @@ def test_chunks_of_one_warm_user_are_fitted_as_one_user():
     assert R.fitting_ratings(data, R.PROTOCOL_SPLITS["production"]).n_users == 4  # without identities: one per chunk
     with pytest.raises(ValueError, match="2 rows for 3 warm tasks"):
         with_warm_identities(data, Bundle(frames={"users__warm": users.head(2)}))
+
+
+def test_knn_pairs_are_computed_once_per_split_not_once_per_chunk_of_users(monkeypatch):
+    # Each pearson_baseline product runs over every fitting user: per chunk of users that was
+    # (users / chunk) x (fitting ratings), quadratic in the log. The chunks now share one table
+    # (in row blocks of bounded size) and get the very numbers their own blocks gave.
+    model = hand_knn_model()
+    split = split_of([([(2, 4.0), (3, 2.0)], [(1, 0.0), (4, 0.0)]), ([(1, 5.0), (2, 1.0)], [(3, 0.0)]),
+                      ([(1, 1.0), (3, 4.0)], [(2, 0.0)])], support_width=3)
+    config = R.KNNConfig(k=2, shrinkage=2.0, damping=0.1)
+    calls = []
+    original = R.pearson_baseline
+    monkeypatch.setattr(R, "pearson_baseline", lambda m, rows, cols: calls.append(len(rows)) or original(m, rows, cols))
+    monkeypatch.setattr(R, "KNN_USER_CHUNK", 1)  # three chunks of one user
+    shared = R.predict_knn(model, split, config)
+    assert len(calls) == 1  # one block: the table of the whole split
+    calls.clear()
+    monkeypatch.setattr(R, "KNN_BLOCK_ENTRIES", 4)  # the table in row blocks of at most 4 pairs
+    assert np.array_equal(R.predict_knn(model, split, config), shared)
+    assert calls == [1] * len(R.pair_table(model, split).q_items) * 2  # one query item per block (4 // 3 support items), twice
+    calls.clear()
+    monkeypatch.setattr(R, "KNN_TABLE_ENTRIES", 0)  # too large a table: each chunk computes its own pairs
+    assert R.pair_table(model, split) is None
+    alone = R.predict_knn(model, split, config)
+    assert np.array_equal(alone, shared)
+    assert len(calls) >= 3
+    np.testing.assert_array_equal(R.predict_knn_grid(model, split, [config])[0], shared)
+
