@@ -23,7 +23,7 @@ import torch
 from assets.bundle import Bundle
 from assets.method_assets import metrics_bundle, score
 from models.references import (
-    REFERENCES, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_reference, protocol_splits,
+    REFERENCES, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_references, protocol_splits,
     tune_settings,
 )
 from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors
@@ -64,11 +64,8 @@ def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid(),
         start = time.perf_counter()
         choice = choose_protocol(data, protocol, grid)
         seconds["tuning"] = time.perf_counter() - start
-    predictions = {}
-    for name in REFERENCES:
-        start = time.perf_counter()
-        predictions[name] = clip_for_task(predict_reference(name, data, data.splits["test"], choice.settings, splits), data.task)
-        seconds[name] = time.perf_counter() - start
+    raw = predict_references(data, data.splits["test"], choice.settings, splits, seconds)
+    predictions = {name: clip_for_task(raw[name], data.task) for name in REFERENCES}
     return ProtocolReferences(choice.settings, choice.trials, predictions, seconds)
 
 

@@ -393,3 +393,25 @@ def test_knn_pairs_are_computed_once_per_split_not_once_per_chunk_of_users(monke
     assert len(calls) >= 3
     np.testing.assert_array_equal(R.predict_knn_grid(model, split, [config])[0], shared)
 
+
+@pytest.mark.parametrize("task", ["rating", "ctr"])
+def test_each_reference_model_is_fitted_once_and_the_blend_reuses_them(task, monkeypatch):
+    # The blend row fitted MF and kNN again (reference_eval), and the tuning refitted the chosen MF
+    # for the blend: the costliest fits, twice. The numbers stay the ones predict_reference gives.
+    data = with_warm(tiny_task_data(task, seed=7, users=24))
+    settings, _ = R.tune_settings(data, grid=SMALL_GRID)
+    test = data.splits["test"]
+    fits = {"mf": 0, "knn": 0}
+    fit_mf, fit_knn = R.fit_mf, R.fit_item_knn
+    monkeypatch.setattr(R, "fit_mf", lambda *a, **k: fits.__setitem__("mf", fits["mf"] + 1) or fit_mf(*a, **k))
+    monkeypatch.setattr(R, "fit_item_knn", lambda *a, **k: fits.__setitem__("knn", fits["knn"] + 1) or fit_knn(*a, **k))
+    for splits in (R.PROTOCOL_SPLITS["paper"], R.PROTOCOL_SPLITS["production"]):
+        fits.update(mf=0, knn=0)
+        seconds = {}
+        together = R.predict_references(data, test, settings, splits, seconds)
+        assert fits == {"mf": 1, "knn": 1} and set(seconds) == set(R.REFERENCES)
+        for name in R.REFERENCES:
+            assert np.array_equal(together[name], R.predict_reference(name, data, test, settings, splits)), name
+    fits.update(mf=0, knn=0)
+    again, _ = R.tune_settings(data, grid=SMALL_GRID)
+    assert again == settings and fits == {"mf": len(SMALL_GRID.mf_rank) * len(SMALL_GRID.mf_reg), "knn": 1}
