@@ -118,6 +118,25 @@ def test_a_dataset_added_while_the_ui_runs_is_requested_after_the_reload_not_an_
     assert after.stdout.strip().splitlines()[-1] == "['ml100k']"
 
 
+RACE_WRITERS, RACE_ROUNDS = 4, 25
+
+
+def race(target, directory: str) -> list[str]:
+    """Run `target(directory, rounds, barrier, results)` in RACE_WRITERS processes that meet at the
+    barrier before every round; each round's outcome of each writer ('ok' or the error)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(RACE_WRITERS), context.Queue()
+    processes = [context.Process(target=target, args=(directory, RACE_ROUNDS, barrier, results)) for _ in range(RACE_WRITERS)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in range(RACE_WRITERS * RACE_ROUNDS)]
+    for process in processes:
+        process.join(timeout=60)
+    return outcomes
+
+
 def write_same_artifacts(home: str, rounds: int, barrier, results) -> None:
     """One of several processes writing the same content-addressed artifacts at the same moments."""
     from pathlib import Path
@@ -137,19 +156,7 @@ def test_runs_side_by_side_writing_the_same_artifact_both_succeed(tmp_path):
     # Two runs on one home (two CLI commands, the automation beside a CLI run) build the same
     # deterministic artifacts. The second writer removed the first one's complete directory to
     # put its own copy in its place: the other run then failed (FileNotFoundError, directory not empty).
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    writers, rounds = 4, 25
-    barrier, results = context.Barrier(writers), context.Queue()
-    processes = [context.Process(target=write_same_artifacts, args=(str(tmp_path), rounds, barrier, results))
-                 for _ in range(writers)]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in range(writers * rounds)]
-    for process in processes:
-        process.join(timeout=60)
-    assert [o for o in outcomes if o != "ok"] == []
+    assert [o for o in race(write_same_artifacts, str(tmp_path)) if o != "ok"] == []
     assert not list((tmp_path / "artifacts" / "a" / "p").glob(".*"))  # no staging left behind
 
 
@@ -188,21 +195,9 @@ def write_reports(directory: str, rounds: int, barrier, results) -> None:
 def test_reports_written_side_by_side_both_succeed_and_one_stays_whole(tmp_path):
     # The report directory was removed, then the new one renamed in: a report written between the
     # two made the rename fail ("Directory not empty"), and a kill between them left no report.
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    writers, rounds = 4, 25
-    barrier, results = context.Barrier(writers), context.Queue()
-    processes = [context.Process(target=write_reports, args=(str(tmp_path / "reports"), rounds, barrier, results))
-                 for _ in range(writers)]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in range(writers * rounds)]
-    for process in processes:
-        process.join(timeout=60)
-    assert [o for o in outcomes if o != "ok"] == []
+    assert [o for o in race(write_reports, str(tmp_path / "reports")) if o != "ok"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]  # nothing staged or set aside is left
-    assert (tmp_path / "reports" / "report.md").read_text() == f"report {rounds - 1}\n"
+    assert (tmp_path / "reports" / "report.md").read_text() == f"report {RACE_ROUNDS - 1}\n"
     assert (tmp_path / "reports" / "plot.png").stat().st_size == 90_000
 
 
