@@ -14,14 +14,22 @@ the warm users' too under the production protocol), never on validation or test 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import threading
+import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import numpy as np
+import scipy
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from models.references import BiasConfig, KNNConfig, MFConfig, Ratings, fit_item_knn, fit_mf, item_neighbours
 from models.tasks import TaskSplit
@@ -165,12 +173,93 @@ Tables = TypeVar("Tables", FactorTables, NeighbourTables)
 # per neighbour slot, about 30 MB on taobao, 53 MB on ML-1M and up to 400 MB on Book-Crossing.
 REMEMBERED_BYTES = 1 << 30  # 1 GiB
 _remembered: OrderedDict[tuple, FactorTables | NeighbourTables] = OrderedDict()
-_fit_counts = {"fitted": 0, "reused": 0}
+_fit_counts = {"fitted": 0, "reused": 0, "loaded": 0}
 _lock = threading.Lock()
 
+# ... and on disk, across processes, where a directory is set (`keep_fits_in`; the pipeline sets
+# PAML_HOME/fits): a step run on its own (`dagster asset materialize --select reg_paml_eval`, a
+# scheduled evaluation, a spawned training worker) starts with an empty process, and at 3 M
+# ratings its model loads refitted for about a minute each. Content-addressed, so never stale
+# for the same code; bounded by size, the least recently used file removed first.
+STORED_BYTES = 4 << 30  # 4 GiB
+_directory: list[Path | None] = [None]
 
-def remembered_fit(key: tuple, fit: Callable[[], Tables]) -> Tables:
-    """`fit()`, or a copy of what it returned for an equal `key` earlier in this process.
+
+def keep_fits_in(directory: Path | None) -> None:
+    """Keep fitted item sides in `directory` as well (None: in this process only)."""
+    _directory[0] = None if directory is None else Path(directory)
+
+
+def fits_directory() -> Path | None:
+    """Where fitted item sides are kept on disk (`keep_fits_in`), or None."""
+    return _directory[0]
+
+
+@functools.cache
+def fit_code_version() -> str:
+    """A digest of what a fit's numbers depend on besides its key: this module's and the reference
+    models' source, numpy's and scipy's versions. A stored fit of other code is never read."""
+    digest = hashlib.sha256(f"numpy {np.__version__} scipy {scipy.__version__}\n".encode())
+    for module in ("factors.py", "references.py"):
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return digest.hexdigest()
+
+
+def stored_fit_path(directory: Path, key: tuple) -> Path:
+    """The file of the fit of `key` (its repr holds the rows' digest and frozen settings)."""
+    name = hashlib.sha256(f"{fit_code_version()}\n{key!r}".encode()).hexdigest()[:40]
+    return directory / f"{key[0]}-{name}.safetensors"
+
+
+def read_stored_fit(path: Path, kind: type[Tables]) -> Tables | None:
+    """The tables stored at `path`, or None when there is no such file or it cannot be read
+    (the caller refits and writes it again)."""
+    try:
+        tensors = load_file(str(path))
+        tables = kind(**{f.name: tensors[f.name] for f in fields(kind)})
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError):
+        return None
+    try:
+        os.utime(path)  # recently used: evicted last
+    except OSError:  # a read-only home still serves its fits
+        pass
+    return tables
+
+
+def write_stored_fit(path: Path, tables: FactorTables | NeighbourTables, limit: int = STORED_BYTES) -> None:
+    """Store `tables` at `path` atomically (a killed writer leaves a temporary file, never a
+    partial fit), then drop the least recently used fits beyond `limit` bytes (this one stays)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for partial, modified, _ in _files_with_times(path.parent, ".*.partial"):
+        if now - modified > 3600:  # a killed writer's: no writer takes an hour
+            partial.unlink(missing_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    save_file({f.name: getattr(tables, f.name).contiguous() for f in fields(tables)}, str(staging))
+    os.replace(staging, path)
+    total = 0
+    for stored, _, size in sorted(_files_with_times(path.parent, "*.safetensors"), key=lambda f: f[1], reverse=True):
+        total += size
+        if total > limit and stored != path:
+            stored.unlink(missing_ok=True)
+
+
+def _files_with_times(directory: Path, pattern: str) -> list[tuple[Path, float, int]]:
+    """(path, modified, bytes) of the files matching `pattern`; one removed meanwhile by another
+    process is left out."""
+    found = []
+    for path in directory.glob(pattern):
+        try:
+            status = path.stat()
+        except FileNotFoundError:
+            continue
+        found.append((path, status.st_mtime, status.st_size))
+    return found
+
+
+def remembered_fit(key: tuple, fit: Callable[[], Tables], kind: type[Tables]) -> Tables:
+    """`fit()`, or a copy of what it returned for an equal `key` earlier in this process, or
+    the tables stored for `key` in `fits_directory()`.
 
     `key` must hold everything the fit depends on (`FittingRows.digest` for the rows, the
     item count and the frozen settings): fits are deterministic, so an equal key means equal
@@ -182,10 +271,20 @@ def remembered_fit(key: tuple, fit: Callable[[], Tables]) -> Tables:
             _remembered.move_to_end(key)
             _fit_counts["reused"] += 1
     if tables is None:
-        tables = fit()  # outside the lock: another thread's lookups need not wait for it
+        directory = fits_directory()
+        path = stored_fit_path(directory, key) if directory is not None else None
+        tables = read_stored_fit(path, kind) if path is not None else None
+        counted = "loaded"
+        if tables is None:
+            tables, counted = fit(), "fitted"  # outside the lock: another thread's lookups need not wait for it
+            if path is not None:
+                try:
+                    write_stored_fit(path, tables)
+                except OSError as error:  # a read-only or full home: the fit itself is good
+                    warnings.warn(f"could not keep the fitted item side in {path.parent}: {error}", stacklevel=2)
         with _lock:
             _remembered[key] = tables
-            _fit_counts["fitted"] += 1
+            _fit_counts[counted] += 1
             while len(_remembered) > 1 and sum(map(table_bytes, _remembered.values())) > REMEMBERED_BYTES:
                 _remembered.popitem(last=False)
     return type(tables)(**{f.name: getattr(tables, f.name).clone() for f in fields(tables)})
@@ -197,7 +296,7 @@ def table_bytes(tables: FactorTables | NeighbourTables) -> int:
 
 
 def fit_counts() -> dict[str, int]:
-    """How many item sides this process fitted and how many it reused (`remembered_fit`)."""
+    """How many item sides this process fitted, reused from memory and loaded from disk (`remembered_fit`)."""
     return dict(_fit_counts)
 
 
@@ -205,4 +304,4 @@ def forget_fits() -> None:
     """Drop every remembered item side (the next build refits) and zero the counts."""
     with _lock:
         _remembered.clear()
-        _fit_counts.update(fitted=0, reused=0)
+        _fit_counts.update(fitted=0, reused=0, loaded=0)

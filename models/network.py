@@ -45,7 +45,7 @@ from torch import nn
 
 from models.batching import length_order
 from models.inner import Fold, folded_key
-from models.factors import fitting_rows, item_factors_of, item_neighbours_of, remembered_fit
+from models.factors import FactorTables, NeighbourTables, fitting_rows, item_factors_of, item_neighbours_of, remembered_fit
 from models.references import BiasConfig, KNNConfig, MFConfig, ReferenceSettings, knn_foldin, ridge_foldin
 from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics, label_scale, support_statistics
 from models.tasks import PAD_INDEX, UNKNOWN_INDEX, ItemTable, TaskData, TaskSplit
@@ -241,16 +241,18 @@ class FieldEmbedder(nn.Module):
         if fit_mf_side:
             mf = MFConfig(rank=config.factor_dim, reg=config.mf_reg)
             fitted = remembered_fit(("mf", *fitted_on, mf),
-                                    lambda: item_factors_of(rows, n_rows, mf, bias, folds))
+                                    lambda: item_factors_of(rows, n_rows, mf, bias, folds), FactorTables)
             self.register_buffer("mf_factors", fitted.factors)  # (T, N+1, r)
             self.register_buffer("mf_item_bias", fitted.item_bias)  # (T, N+1)
             self.register_buffer("mf_mu", fitted.mu)  # (T,)
         if fit_knn_side:
             knn = KNNConfig(config.knn_k, config.knn_shrinkage, config.knn_damping)
             tables = remembered_fit(("knn", *fitted_on, knn, config.knn_neighbours),
-                                    lambda: item_neighbours_of(rows, n_rows, knn, bias, config.knn_neighbours, folds))
+                                    lambda: item_neighbours_of(rows, n_rows, knn, bias, config.knn_neighbours, folds),
+                                    NeighbourTables)
             # Not saved with the model (tens of MB per seed): a build on the same data gets them
-            # back, deterministic, from the fit remembered in this process or from a refit.
+            # back, deterministic, from the fit remembered in this process, the fits directory
+            # (models/factors.py `keep_fits_in`) or a refit.
             for name in ("mu", "item_bias", "index", "value"):
                 self.register_buffer(f"knn_{name}", getattr(tables, name), persistent=False)
         if config.factor_dim and config.factor_source != "mf":

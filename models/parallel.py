@@ -22,10 +22,12 @@ import multiprocessing
 import queue as queue_module
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from models.factors import fits_directory, keep_fits_in
 from models.learners import LearnerConfig
 from models.runtime import apply_torch_threads, available_cores, runtime_info, thread_count
 from models.tasks import TaskData
@@ -117,7 +119,7 @@ def run_jobs(data: TaskData, jobs: list[TrainJob], processes: int | None = None,
     progress = context.Queue()
     results: list[JobResult | None] = [None] * len(jobs)
     with futures.ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker,
-                                     initargs=(data, per_process, progress)) as pool:
+                                     initargs=(data, per_process, progress, fits_directory())) as pool:
         pending = {pool.submit(_worker_run, index, job): index for index, job in enumerate(jobs)}
         while pending:
             done, _ = futures.wait(pending, timeout=0.5, return_when=futures.FIRST_COMPLETED)
@@ -151,8 +153,9 @@ def _drain(progress, on_epoch: Callable[[int, EpochLog], None]) -> None:
 _WORKER: dict = {}
 
 
-def _init_worker(data: TaskData, threads: int, progress) -> None:
+def _init_worker(data: TaskData, threads: int, progress, fits: Path | None) -> None:
     apply_torch_threads(threads)
+    keep_fits_in(fits)  # a spawned worker reads the fold-ins' tables the parent or another worker stored
     _WORKER.update(data=data, progress=progress)
 
 

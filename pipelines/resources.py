@@ -47,6 +47,18 @@ class PamlResource(dg.ConfigurableResource):
     def data_path(self) -> Path:
         return Path(self.data_dir)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Steps that load a model rebuild its network, which fits the fold-ins' item sides: keep
+        # them in the home so a step run on its own reads them instead (models/factors.py).
+        from models.factors import keep_fits_in  # here: torch is not needed to read a path
+
+        keep_fits_in(self.home_path / "fits")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        from models.factors import keep_fits_in
+
+        keep_fits_in(None)
+
     def store(self) -> LineageStore:
         """The DuckDB lineage store under `home`."""
         return LineageStore(self.home_path)

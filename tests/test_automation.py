@@ -96,9 +96,10 @@ def test_raw_files_sensor_baselines_then_reacts_to_changes(tmp_path):
     paml = paml_resource(tmp_path / "home", data)
 
     def tick(cursor):
-        context = dg.build_sensor_context(cursor=cursor, resources={"paml": paml})
-        result = raw_files_changed(context)
-        return result, context.cursor
+        # `with`: the paml resource has a setup step (models/factors.py's fits directory)
+        with dg.build_sensor_context(cursor=cursor, resources={"paml": paml}) as context:
+            result = raw_files_changed(context)
+            return result, context.cursor
 
     first, cursor = tick(None)
     assert isinstance(first, dg.SkipReason) and "movielens" in first.skip_message
@@ -244,8 +245,8 @@ def test_the_taobao_sensor_rebuilds_edited_or_late_days_and_leaves_new_ones_to_t
     paml = paml_resource(tmp_path / "home", data)
 
     def tick(cursor):
-        context = dg.build_sensor_context(cursor=cursor, resources={"paml": paml})
-        return taobao_files_changed(context), context.cursor
+        with dg.build_sensor_context(cursor=cursor, resources={"paml": paml}) as context:
+            return taobao_files_changed(context), context.cursor
 
     def write_day(day: str, text: str, mtime: int) -> None:
         path = directory / "logs" / f"dt={day}" / "impressions.csv"
@@ -269,5 +270,5 @@ def test_the_taobao_sensor_rebuilds_edited_or_late_days_and_leaves_new_ones_to_t
     requests, cursor = tick(cursor)
     assert [(r.job_name, r.partition_key) for r in requests] == [("taobao_window_job", "taobao")]
     # Synthetic logs (no taobao/ directory): nothing to watch.
-    assert taobao_files_changed(dg.build_sensor_context(resources={"paml": paml_resource(tmp_path / "h2", tmp_path / "none")})
-                                ).skip_message.startswith("baseline recorded for 0")
+    with dg.build_sensor_context(resources={"paml": paml_resource(tmp_path / "h2", tmp_path / "none")}) as context:
+        assert taobao_files_changed(context).skip_message.startswith("baseline recorded for 0")

@@ -92,8 +92,8 @@ def test_a_dataset_added_while_the_ui_runs_is_requested_after_the_reload_not_an_
     paml = paml_resource(home, tmp_path / "data")
     with dg.instance_for_test() as instance:
         def tick(cursor):
-            return raw_files_changed.evaluate_tick(
-                dg.build_sensor_context(instance=instance, cursor=cursor, resources={"paml": paml}, definitions=defs))
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"paml": paml}, definitions=defs) as context:
+                return raw_files_changed.evaluate_tick(context)
 
         first = tick(None)
         assert cli.main(["dataset", "add", str(ml100k_dir(tmp_path, n_users=40, n_items=30))]) == 0
@@ -108,9 +108,9 @@ def test_a_dataset_added_while_the_ui_runs_is_requested_after_the_reload_not_an_
         from pipelines.resources import paml_resource
         paml = paml_resource()
         with dg.instance_for_test() as instance:
-            context = dg.build_sensor_context(instance=instance, cursor={second.cursor!r}, resources={{"paml": paml}},
-                                              definitions=defs)
-            print([r.partition_key for r in raw_files_changed.evaluate_tick(context).run_requests])
+            with dg.build_sensor_context(instance=instance, cursor={second.cursor!r}, resources={{"paml": paml}},
+                                         definitions=defs) as context:
+                print([r.partition_key for r in raw_files_changed.evaluate_tick(context).run_requests])
     """)
     env = {**__import__("os").environ, "PAML_HOME": str(home), "PAML_DATA_DIR": str(tmp_path / "data")}
     after = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.factors import keep_fits_in
 from models.parallel import TrainJob, plan, run_jobs
 from models.runtime import (ThreadsSettingError, apply_torch_threads, available_cores, configure_environment, pin_threads,
                             openmp_wait, runtime_info, thread_count)
@@ -97,14 +98,20 @@ def test_plan(jobs, device, processes, threads, expected):
     assert plan(jobs, device, processes, threads) == expected
 
 
-def test_runs_in_processes_match_runs_in_this_process():
+def test_runs_in_processes_match_runs_in_this_process(tmp_path):
     data = tiny_task_data(users=12)
     config = TrainConfig(epochs=2, meta_batch=4, threads=1)
     jobs = [TrainJob(method, CONFIG, TrainConfig(**{**config.__dict__, "seed": seed}), ("test",))
             for method, seed in (("at_paml", 0), ("reg_paml", 1))]
     logs = []
-    results = run_jobs(data, jobs, processes=2, threads=2, on_epoch=lambda index, log: logs.append((index, log.step)))
+    keep_fits_in(tmp_path / "fits")
+    try:
+        results = run_jobs(data, jobs, processes=2, threads=2, on_epoch=lambda index, log: logs.append((index, log.step)))
+    finally:
+        keep_fits_in(None)
     assert {index for index, _ in logs} == {0, 1}  # progress reached this process from both runs
+    # the spawned workers kept the fold-ins' item sides where this process keeps them
+    assert [p.name.split("-")[0] for p in (tmp_path / "fits").glob("*.safetensors")] == ["mf"]  # CONFIG: no kNN fold-in
     for job, result in zip(jobs, results):
         here = train(job.method, data, job.learner_config, job.train_config)
         expected = predict_split(here.learner, data, "test").pred

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from models.factors import fit_counts, forget_fits
 from models.learners import METHODS
 from models.references import REFERENCES
 from pipelines.cli import model_and_tasks, production_config, training_config
@@ -27,9 +28,13 @@ def materialize(home: Path, instance: dg.DagsterInstance, selection, partition: 
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def instance():
+    return dg.DagsterInstance.ephemeral()  # one instance: inputs resolve through its event log
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, instance):
     home = tmp_path_factory.mktemp("home")
-    instance = dg.DagsterInstance.ephemeral()  # one instance: inputs resolve through its event log
     for day in DAYS:
         assert materialize(home, instance, "taobao_daily_logs", day, TINY_DAY).success
     assert materialize(home, instance, "taobao_log_window", "taobao").success
@@ -329,3 +334,17 @@ def test_every_query_in_the_docs_runs_on_the_store(chain):
     # evaluation has no checks, so it listed nothing
     [checks] = [s for s in statements if "FROM checks" in s]
     assert store.query(checks).height > 0
+
+
+def test_a_step_run_on_its_own_reads_the_fold_in_tables_the_training_stored(chain, instance):
+    home = chain[0]
+    stored = sorted(p.name for p in (home / "fits").glob("*.safetensors"))
+    assert any(n.startswith("mf-") for n in stored) and any(n.startswith("knn-") for n in stored)
+    query = "SELECT seed, metric, value FROM metrics WHERE method = 'reg_paml' AND dataset = 'taobao' ORDER BY ALL"
+    before = LineageStore(home).query(query)
+    forget_fits()  # as a fresh process: nothing fitted in memory
+    assert materialize(home, instance, "reg_paml_eval").success
+    counts = fit_counts()
+    assert counts["fitted"] == 0 and counts["loaded"] == 2  # both item sides read from PAML_HOME/fits, once
+    assert sorted(p.name for p in (home / "fits").glob("*.safetensors")) == stored
+    assert LineageStore(home).query(query).equals(before)  # the same metrics as with the tables fitted
