@@ -250,6 +250,29 @@ def test_test_labels_change_no_setting_and_no_fitted_parameter(task):
                 assert np.array_equal(R.predict_reference(name, changed, changed.splits["test"], settings), preds[name]), name
 
 
+@pytest.mark.parametrize("task", ["rating", "ctr"])
+def test_the_grid_fitted_in_threads_gives_the_sequential_choice_and_errors_exactly(task, monkeypatch):
+    data = tiny_task_data(task, seed=6, users=24)
+    results = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("PAML_THREADS", threads)
+        results[threads] = R.tune_settings(data, grid=SMALL_GRID)
+    assert results["1"] == results["3"]  # settings and every trial's validation error, bit for bit
+    assert len([t for t in results["3"][1] if t["reference"] == "mf"]) == 4
+
+
+def test_in_threads_keeps_the_order_of_its_items():
+    order = []
+
+    def work(item: int) -> int:
+        order.append(item)
+        return item * item
+
+    assert R.in_threads(work, [3, 1, 2, 5], threads=2) == [9, 1, 4, 25]
+    assert sorted(order) == [1, 2, 3, 5]
+    assert R.in_threads(work, [], threads=2) == []
+
+
 def test_validation_labels_choose_settings_but_never_fit_parameters():
     data = tiny_task_data("rating", seed=4, users=24)
     changed = with_labels(with_labels(data, "val", "query", 5), "val", "support", 6)
