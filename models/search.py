@@ -440,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods or list(METHODS)
     if args.worker is not None:
         config = SearchConfig(**json.loads(args.config))
+        from models.factors import keep_fits_in
+
+        # Trials that draw the same fold-in settings share their fitted tables, across the
+        # workers and across resumed runs of this journal (models/factors.py).
+        keep_fits_in(args.journal.parent / "fits")
         work(args.tasks, args.journal, methods, config, args.worker, args.deadline, log=lambda line: print(line, flush=True))
         return 0
     config = SearchConfig(trials=args.trials, seed=args.seed, protocol=args.protocol, device=args.device,

@@ -234,6 +234,8 @@ def test_test_users_are_never_read(tmp_path):
         run_search(directory, tmp_path / f"journal{int(scramble)}.log", ["melu"], TINY, log=lambda line: None)
         results.append(finished(tmp_path / f"journal{int(scramble)}.log"))
     assert results[0] == results[1] and len(results[0]["paper/melu"]) == 2
+    # the workers kept the fold-ins' item sides beside the journals; the second search read them
+    assert {p.name.split("-")[0] for p in (tmp_path / "fits").glob("*.safetensors")} == {"mf", "knn"}
 
 
 def test_a_killed_search_resumes_without_redoing_finished_trials_and_draws_what_an_uninterrupted_one_draws(tmp_path):
