@@ -7,7 +7,9 @@ format); interactions when malformed, out of range, implausibly timed, duplicate
 pointing at an unknown or dropped user or item; finally users with fewer than two items
 (two clicked items for CTR). Every dropped row lands in `rejected` with its source file,
 line, id, reason and offending value, and the `accounting` frame proves it per raw file:
-rows read = rows kept + rows rejected.
+rows read = rows kept + rows rejected. A click log of positives only whose spec says
+`negatives_per_positive` then gets its sampled negatives (assets/negative_sampling.py): rows
+added to the kept interactions, never read, so outside the accounting and counted in the info.
 """
 
 
@@ -22,6 +24,7 @@ from assets.domains import (
     FIELD_LABELS, EpochSeconds, Identifier, Parts, Rule, field_rules, is_missing, kept_missing_rules, missing_value,
     parts_columns, parts_rules,
 )
+from assets.negative_sampling import sample_negatives
 from assets.specs import MIN_ITEMS_PER_USER, DatasetSpec, NumericField
 
 REJECTED_SCHEMA = {
@@ -390,7 +393,8 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
     """Apply every cleaning rule to a raw bundle; return users, items, interactions, rejected.
 
     Also returns `accounting` (per raw file: rows read, kept, rejected) and, for ML-1M with
-    MeLU's details, `item_details` (the details rows attached to items). Raises a
+    MeLU's details, `item_details` (the details rows attached to items). With the spec's
+    `negatives_per_positive`, the interactions include the sampled negatives. Raises a
     CleaningError when no user or interaction is left, or a row is unaccounted for.
     """
     users, rejected = clean_users(raw.frame("users"), spec, rules)
@@ -416,13 +420,22 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
     check_accounting(frames["accounting"], spec.name)
     if "truth" in raw.frames:
         frames["truth"] = raw.frame("truth").join(users.select("user_id"), on="user_id", how="semi").sort("user_id")
-    return Bundle(frames=frames, info={"dataset": spec.name, "rules": rules.__dict__})
+    info = {"dataset": spec.name, "rules": rules.__dict__}
+    if spec.negatives_per_positive:  # after the accounting: sampled rows were never read
+        sampled = sample_negatives(interactions, items, raw.frame("interactions"), spec.negatives_per_positive,
+                                   spec.negatives_seed)
+        frames["interactions"] = pl.concat([interactions, sampled.rows]).sort("user_id", "item_id")
+        info |= sampled.info(spec.negatives_per_positive, spec.negatives_seed)
+    return Bundle(frames=frames, info=info)
 
 
 def clean_in_shards(raw: Bundle, spec: DatasetSpec, scratch: Path, rules: CleaningRules = CleaningRules()) -> Bundle:
     """clean_logs_from_raw on a log read in user shards (assets/sharded.py), one shard at a time."""
     from assets.sharded import clean_bundle, clean_sharded, log_of
 
+    if spec.negatives_per_positive:  # only taobao's logs are sharded, and its spec samples none
+        raise CleaningError(f"{spec.name}: negatives_per_positive is not supported on a log read in user shards "
+                            "(PAML_SHARDS); unset PAML_SHARDS to clean it whole")
     clean = clean_sharded(log_of(raw), spec, scratch / "clean", rules)
     bundle = clean_bundle(clean, spec.name, rules, scratch)
     require_survivors({name: bundle.parts[name].height() for name in ("users", "interactions")},
@@ -437,6 +450,9 @@ from assets.specs import spec_for  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
 from pipelines.resources import PamlResource  # noqa: E402
+
+
+SAMPLING_FACTS = ("sampled_negatives", "users_short_of_negatives", "users_without_negatives")  # metadata when sampled
 
 
 def rejected_summary(rejected: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -457,4 +473,8 @@ def clean_logs(context: dg.AssetExecutionContext, raw_logs: Bundle, paml: PamlRe
         bundle = clean_logs_from_raw(raw_logs, spec)
     summary = rejected_summary(bundle.scan("rejected"))
     context.log.info(f"rejected {int(summary['rows'].sum())} rows; by reason:\n{summary}")
-    return bundle_output(bundle, rejected_by_reason=table(summary), rows_per_raw_file=table(bundle.frame("accounting")))
+    sampled = {key: bundle.info[key] for key in SAMPLING_FACTS if key in bundle.info}
+    if sampled:
+        context.log.info(f"sampled negatives (never read, not in rows_per_raw_file): {sampled}")
+    return bundle_output(bundle, rejected_by_reason=table(summary), rows_per_raw_file=table(bundle.frame("accounting")),
+                         **sampled)

@@ -44,6 +44,8 @@ DEFAULT_TIME_RANGE = ("1970-01-02", "2100-01-01")
 TIME_FORMATS = ("unix", "unix_ms", "iso")
 
 TOP_KEYS = ("name", "label", "interactions", "users", "items", "groups")
+# [label] keys of a click log of positives only: sampled unclicked impressions (assets/negative_sampling.py).
+NEGATIVE_KEYS = ("negatives_per_positive", "negatives_seed")
 FILE_KEYS = ("file", "format", "separator", "encoding", "quote", "escape", "header", "columns")
 SECTION_KEYS = {
     "interactions": (*FILE_KEYS, "user_id", "item_id", "label", "timestamp", "timestamp_format", "timestamp_min",
@@ -164,7 +166,7 @@ class Checker:
         value = table[key]
         numbers = (int, float)
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            names = {str: "text", bool: "true or false", list: "a list", dict: "a table"}
+            names = {str: "text", bool: "true or false", list: "a list", dict: "a table", int: "a whole number"}
             wanted = "a number" if kind == numbers else names.get(kind, str(kind))
             raise self.fail(full, f"expected {wanted}", value)
         if isinstance(value, float) and not math.isfinite(value):  # TOML and YAML both write inf and nan
@@ -486,7 +488,7 @@ def pattern_problem(pattern: str) -> str | None:
 
 def label_range(check: Checker, raw: Any) -> tuple[str, float, float, float, tuple[float, ...]]:
     """(task, label_min, label_max, label_step, implicit labels) from the [label] table."""
-    label = check.table(raw, "label", ("kind", "min", "max", "step", "implicit"))
+    label = check.table(raw, "label", ("kind", "min", "max", "step", "implicit", *NEGATIVE_KEYS))
     kind = check.typed(label, "kind", "label", str)
     if kind not in LABEL_KINDS:
         raise check.fail("label.kind", f"expected one of {', '.join(LABEL_KINDS)}", kind)
@@ -496,6 +498,11 @@ def label_range(check: Checker, raw: Any) -> tuple[str, float, float, float, tup
                 raise check.fail(f"label.{key}", "a click label is 0 or 1; min, max, step and implicit apply to ratings",
                                  label[key])
         return "ctr", 0.0, 1.0, 1.0, ()
+    for key in NEGATIVE_KEYS:
+        if key in label:  # a rating log's low ratings are its negatives: an unrated item is no rating
+            raise check.fail(f"label.{key}", "applies to click logs (kind = \"click\") of positives only; a rating "
+                             "log's labels are the ratings themselves, and an unrated item has no rating to sample",
+                             label[key])
     low, high = check.typed(label, "min", "label", (int, float)), check.typed(label, "max", "label", (int, float))
     if not low < high:
         raise check.fail("label.max", f"must be greater than min ({low})", high)
@@ -508,6 +515,23 @@ def label_range(check: Checker, raw: Any) -> tuple[str, float, float, float, tup
         raise check.fail("label.implicit", f"expected label values outside min {low:g} .. max {high:g} that record an "
                          "implicit interaction (e.g. 0)", label["implicit"])
     return "rating", float(low), float(high), float(step), tuple(float(v) for v in implicit)
+
+
+def negative_sampling(check: Checker, raw: Any) -> tuple[int, int]:
+    """(negatives_per_positive, negatives_seed) from the [label] table: (0, 0) without sampling.
+
+    label_range has rejected both keys on a rating spec already.
+    """
+    label = raw if isinstance(raw, dict) else {}
+    per_positive = check.typed(label, "negatives_per_positive", "label", int, 0)
+    if "negatives_per_positive" in label and per_positive < 1:
+        raise check.fail("label.negatives_per_positive", "expected a whole number of sampled negatives per positive, "
+                         "1 or more (leave the key out for none)", per_positive)
+    seed = check.typed(label, "negatives_seed", "label", int, 0)
+    if seed < 0 or "negatives_seed" in label and not per_positive:
+        problem = "expected a whole number, 0 or more" if seed < 0 else "needs negatives_per_positive (it seeds that sampling)"
+        raise check.fail("label.negatives_seed", problem, seed)
+    return per_positive, seed
 
 
 def feature_source(check: Checker, raw: dict[str, Any], section: str, directory: Path, prefix: str,
@@ -614,6 +638,7 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
             f"a dataset name is lower-case letters, digits and '_', starting with a letter ({NAME_PATTERN})"
         raise check.fail("name", problem, name)
     task, label_min, label_max, label_step, implicit = label_range(check, check.typed(raw, "label", "", dict))
+    negatives_per_positive, negatives_seed = negative_sampling(check, raw["label"])
     directory = data_dir if data_dir is not None else path.parent
     # Rows are labelled '<dataset>/<file>'; a built-in's by its directory under PAML_DATA_DIR ('ml-1m/users.dat').
     prefix = LAYOUTS[name].subdir if builtin and name in LAYOUTS else name
@@ -681,6 +706,8 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
         user_keep_missing=tuple(f for f, o in user_options.items() if o.get("keep_missing")),
         implicit_labels=implicit,
         spec_file=str(path),
+        negatives_per_positive=negatives_per_positive,
+        negatives_seed=negatives_seed,
     )
     return CustomDataset(
         spec=spec, spec_path=path, interactions=log, interaction_columns=interaction_columns,

@@ -63,6 +63,10 @@ class DatasetSpec:
     user_keep_missing: tuple[str, ...] = ()
     implicit_labels: tuple[float, ...] = ()  # labels that record an implicit interaction, not a rating (rejected)
     spec_file: str = ""  # the spec file the dataset is described by
+    # A click log of positives only: unclicked catalogue items sampled per positive by cleaning
+    # (assets/negative_sampling.py); 0 = none (every built-in dataset).
+    negatives_per_positive: int = 0
+    negatives_seed: int = 0  # the sampling's seed: the same spec and files give the same rows
 
     def label_range_text(self) -> str:
         """The valid labels as a rejection reason names them: '1..5', or '0.5..5 in steps of 0.5'."""

@@ -60,7 +60,8 @@ def require_both_click_classes(users: pl.DataFrame, items: pl.LazyFrame, dataset
         raise OneClassError(
             f"{dataset}: all {counts['n']} impressions of the training users are clicked (label 1, none 0): with one "
             "class the training click rate is 1, so AUC, log-loss and NEL are undefined. A click log needs unclicked "
-            "impressions; a log of positives only (purchases, likes) needs sampled negatives (label 0) first"
+            "impressions; a log of positives only (purchases, likes) needs sampled negatives (label 0) first: "
+            "negatives_per_positive in its spec's [label] (docs/data.md)"
         )
 
 

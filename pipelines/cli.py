@@ -454,6 +454,8 @@ def dataset_command(args: argparse.Namespace) -> str:
         dataset, previous = register(Path(args.location))
         spec = dataset.spec
         kind = f"ratings {spec.label_min:g}..{spec.label_max:g}" if spec.task == "rating" else "clicks (0/1)"
+        if spec.negatives_per_positive:
+            kind += f", {spec.negatives_per_positive} sampled negatives per positive (seed {spec.negatives_seed})"
         return "\n".join([
             ("registered" if previous is None else "updated" if previous == dataset.spec_path
              else f"re-pointed (was {previous})") + f" dataset {spec.name!r} from {dataset.spec_path}: {kind}; "
