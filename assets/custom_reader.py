@@ -16,6 +16,7 @@ Features declared without a users (items) file are the interactions file's colum
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -242,3 +243,65 @@ def read_builtin(dataset: str, data_dir: Path) -> Bundle:
     Raises MissingRawFilesError naming the missing files and where to get them.
     """
     return read_custom(load_builtin(dataset, require_files(dataset, data_dir)))
+
+
+# -- The label column alone, for `dataset add` ------------------------------------------------
+
+SCAN_LINE_SEPARATOR = "\x1f"  # a byte no log holds: polars reads each text line as one field, split here
+
+
+@dataclass(frozen=True)
+class LabelClasses:
+    """How the labels of a log divide: its rows, those labelled 0 and 1, and how its first 1 is written."""
+
+    rows: int
+    zeros: int
+    ones: int
+    one_as: str | None  # the first label equal to 1 as the file writes it ('1', '1.0'); None without one
+
+
+def label_scan(file: TableFile, column: str, whole: bool = False) -> pl.LazyFrame:
+    """The label column of one log file as text (column `label`), scanned lazily: only that column is kept.
+
+    Unquoted text is read line by line and split at the separator (which may be several
+    characters); quoted text goes through polars' CSV parser. Both decode UTF-8 leniently: the
+    label is ASCII in any encoding a spec may declare. With `whole` (and for a quoted file with an
+    escape character, which polars' parser does not know: Book-Crossing's \\"), the file is read
+    with the project's reader instead.
+    """
+    if file.format == "parquet":
+        return pl.scan_parquet(file.path).select(pl.col(column).cast(pl.String).alias("label"))
+    if whole or (file.quote and file.escape):
+        return read_table(file)[0].lazy().select(pl.col(column).alias("label"))
+    skip = 1 if file.header else 0
+    if not file.quote:
+        lines = pl.scan_csv(file.path, has_header=False, separator=SCAN_LINE_SEPARATOR, quote_char=None, skip_rows=skip,
+                            schema={"text": pl.String}, encoding="utf8-lossy", truncate_ragged_lines=True)
+        index = file.columns.index(column)
+        return lines.select(pl.col("text").str.split(file.separator).list.get(index, null_on_oob=True).alias("label"))
+    return pl.scan_csv(file.path, has_header=False, separator=file.separator, quote_char=file.quote, skip_rows=skip,
+                       schema=dict.fromkeys(file.columns, pl.String), encoding="utf8-lossy",
+                       truncate_ragged_lines=True).select(pl.col(column).alias("label"))
+
+
+def label_classes(file: TableFile, column: str) -> LabelClasses:
+    """Count the 0 and 1 labels in `column` of an interactions table (every file of a pattern).
+
+    One streaming pass over that column, not a read of the log: `dataset add` runs it on logs of
+    any size. Files whose quoting polars' parser rejects are read with the project's reader.
+    """
+    value = pl.col("label").str.strip_chars()
+    number = value.cast(pl.Float64, strict=False)
+    counts = (pl.len().alias("rows"), (number == 0).sum().alias("zeros"), (number == 1).sum().alias("ones"),
+              value.filter(number == 1).first().alias("one_as"))
+    files = table_files(file)
+
+    def count(whole: bool) -> dict:
+        scans = pl.concat([label_scan(f, column, whole) for f in files])
+        return scans.select(counts).collect(engine="streaming").row(0, named=True)
+
+    try:
+        found = count(whole=False)
+    except pl.exceptions.PolarsError:
+        found = count(whole=True)
+    return LabelClasses(**found)

@@ -65,6 +65,10 @@ class SpecError(ValueError):
     """A dataset spec that cannot be used; the message names the spec file, the key and the value."""
 
 
+class PositivesOnlyError(SpecError):
+    """A click log with no label 0 (plays, purchases, likes) and no negative sampling in its spec."""
+
+
 @dataclass(frozen=True)
 class TableFile:
     """One raw table of a custom dataset and how it is written.
@@ -780,9 +784,32 @@ def load_registered(name: str) -> CustomDataset:
     return load_spec(registered_spec_path(name))
 
 
+def require_unclicked(dataset: CustomDataset) -> None:
+    """Raise a PositivesOnlyError when a click log's labels hold 1 and never 0, unless its spec samples negatives.
+
+    Checked when a dataset is added: such a log cleans without complaint and would stop only at
+    `user_splits` (OneClassError), after reading and cleaning all of it. The label column alone is scanned.
+    """
+    if dataset.spec.task != "ctr" or dataset.spec.negatives_per_positive:
+        return
+    from assets.custom_reader import label_classes
+
+    column = dataset.interaction_columns["label"]
+    found = label_classes(dataset.interactions, column)
+    if found.ones and not found.zeros:
+        raise PositivesOnlyError(
+            f"{dataset.spec_path}: {dataset.interactions.label} ({dataset.interactions.path}): every label in column "
+            f"{column!r} that is a number is {found.one_as!r} ({found.ones} rows), none is 0: a log of positives only "
+            "(plays, purchases, likes) has no unclicked impressions to tell clicks from. Add negatives_per_positive = 4 "
+            "to [label] to sample 4 unclicked catalogue items per positive (docs/data.md), or add the log's unclicked "
+            "impressions as rows labelled 0"
+        )
+
+
 def register(location: Path) -> tuple[CustomDataset, Path | None]:
     """Validate the spec at `location` and register it; returns (dataset, the spec path it replaced or None)."""
     dataset = load_spec(location)
+    require_unclicked(dataset)
     directory = registry_dir()
     directory.mkdir(parents=True, exist_ok=True)
     entry = directory / f"{dataset.spec.name}.toml"

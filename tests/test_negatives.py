@@ -1,5 +1,5 @@
-"""A click log of positives only (plays, purchases, likes): `label.negatives_per_positive` samples
-unclicked impressions in cleaning.
+"""A click log of positives only (plays, purchases, likes): `dataset add` stops it early, naming the
+file, column and value; `label.negatives_per_positive` samples unclicked impressions in cleaning.
 
 Every file here is written by the test itself. Expected counts are derived by hand in comments.
 """
@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 
 from assets.clean_logs import clean_logs_from_raw
-from assets.custom_reader import read_custom
-from assets.dataset_spec import SpecError, load_spec
+from assets.custom_reader import label_classes, read_custom
+from assets.dataset_spec import PositivesOnlyError, SpecError, load_spec, register
 from assets.negative_sampling import SAMPLED_SUFFIX, draw_dense, draw_sparse, unseen_item
 from pipelines import cli
 from pipelines.store import LineageStore
@@ -79,6 +79,67 @@ def hand_dir(root: Path, negatives: str = ", negatives_per_positive = 2") -> Pat
 def cleaned(directory: Path):
     dataset = load_spec(directory)
     return clean_logs_from_raw(read_custom(dataset), dataset.spec)
+
+
+def test_dataset_add_stops_a_positives_only_log_naming_file_column_and_value(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    directory = hand_dir(tmp_path, negatives="")
+    # 28 lines of data: 2 + 6 + 10 + 8 + 1 plays labelled 1, and u2's 'x' (not a number, not counted).
+    assert label_classes(load_spec(directory).interactions, "played").__dict__ == {
+        "rows": 28, "zeros": 0, "ones": 27, "one_as": "1"}
+    with pytest.raises(SystemExit, match=r"^error: .*dataset.toml: plays/plays.csv \(.*plays.csv\): every label in column "
+                                         r"'played' that is a number is '1' \(27 rows\), none is 0: .*"
+                                         r"Add negatives_per_positive = 4 to \[label\]"):
+        cli.main(["dataset", "add", str(directory)])
+    assert not (tmp_path / "home" / "datasets" / "plays.toml").exists()  # not registered
+    # One unclicked row is enough: the log is an ordinary click log.
+    with (directory / "plays.csv").open("a", encoding="utf-8") as log:
+        log.write("u1,a07,0,1700000001\n")
+    assert register(directory)[0].spec.negatives_per_positive == 0
+
+
+SCAN_SPEC = """\
+name = "scan"
+label = {{ kind = "click" }}
+[interactions]
+file = "{file}"
+{layout}user_id = "user"
+item_id = "artist"
+label = "played"
+[users.features]
+user = {{ type = "categorical" }}
+[items.features]
+artist = {{ type = "categorical" }}
+"""
+HEADERLESS = 'separator = "{}"\nquote = ""\nheader = false\nencoding = "latin-1"\ncolumns = ["user", "artist", "played"]\n'
+
+
+@pytest.mark.parametrize("write", ["quoted", "unquoted", "multichar", "parquet", "pattern"])
+def test_the_label_scan_reads_every_layout_a_spec_may_declare(tmp_path, write):
+    directory = tmp_path / "log"
+    directory.mkdir()
+    rows = [("u1", "a01", "1"), ("u1", "a02", "1.0"), ("u2", "a01", " 1 ")]
+    file, layout = "plays.csv", ""
+    if write == "quoted":  # a quoted separator and CRLF line ends
+        (directory / file).write_text("user,artist,played\n" + "".join(f'"{u}","{a}, x",{v}\r\n' for u, a, v in rows))
+    elif write in ("unquoted", "multichar"):
+        separator = "::" if write == "multichar" else "\t"
+        (directory / file).write_text("".join(separator.join(r) + "\n" for r in rows), encoding="latin-1")
+        layout = HEADERLESS.format(separator.replace("\t", "\\t"))
+    elif write == "parquet":
+        file = "plays.parquet"
+        pl.DataFrame({"user": [r[0] for r in rows], "artist": [r[1] for r in rows], "played": [1, 1, 1]}).write_parquet(
+            directory / file)
+    else:  # a log in one file per day
+        file = "day*/plays.csv"
+        for day, row in enumerate(rows):
+            (directory / f"day{day}").mkdir()
+            (directory / f"day{day}" / "plays.csv").write_text("user,artist,played\n" + ",".join(row) + "\n")
+    (directory / "dataset.toml").write_text(SCAN_SPEC.format(file=file, layout=layout))
+    found = label_classes(load_spec(directory).interactions, "played")
+    assert (found.rows, found.zeros, found.ones) == (3, 0, 3)
+    with pytest.raises(PositivesOnlyError, match="every label in column 'played' that is a number is"):
+        register(directory)
 
 
 def test_negatives_options_are_checked(tmp_path):
