@@ -26,6 +26,7 @@ from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin,
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines
 from assets.raw_text import EmptyRawFileError, RawFileError
 
+POSITIVE_LABEL = "1"  # every row's label in a log without a label column (plays, purchases; sampled negatives)
 FLAG_SET = ("1", "1.0", "true", "yes", "y", "t")  # a flag column's "this value applies" (lower-cased)
 # The ISO 8601 forms `timestamp_format = "iso"` reads, each tried per value: polars' own inference takes
 # the first value's form for the whole column, and in an expression reads '...Z' and '+02:00' as nothing.
@@ -191,7 +192,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     columns = dataset.interaction_columns
     interactions = log.select(
         "source_file", "line",
-        *[pl.col(columns[name]).cast(pl.String).alias(name) for name in ("user_id", "item_id", "label")],
+        *[pl.col(columns[name]).cast(pl.String).alias(name) for name in ("user_id", "item_id")],
+        (pl.col(columns["label"]).cast(pl.String) if columns["label"] else pl.lit(POSITIVE_LABEL)).alias("label"),
         (unix_seconds(columns["ts"], dataset.time_format) if columns["ts"] else pl.lit(None, dtype=pl.String)).alias("ts"),
     )
     malformed = []  # in file order: users, items, interactions, details

@@ -126,7 +126,8 @@ class CustomDataset:
     spec: DatasetSpec
     spec_path: Path
     interactions: TableFile
-    interaction_columns: dict[str, str | None]  # user_id, item_id, label, ts -> column (ts may be None)
+    # user_id, item_id, label, ts -> column; ts may be None, and label too when the spec samples negatives
+    interaction_columns: dict[str, str | None]
     time_format: str  # one of TIME_FORMATS or a strftime pattern
     users: TableFile | None
     user_id_column: str
@@ -652,7 +653,8 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
     interaction_columns = {
         "user_id": check.column(section, "user_id", "interactions", log),
         "item_id": check.column(section, "item_id", "interactions", log),
-        "label": check.column(section, "label", "interactions", log),
+        # A log of plays or purchases has no label column: with sampled negatives every row is a positive.
+        "label": check.column(section, "label", "interactions", log, None if negatives_per_positive else ...),
         "ts": check.column(section, "timestamp", "interactions", log, None),
     }
     times = time_range(check, section) if interaction_columns["ts"] else None

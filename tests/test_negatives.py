@@ -282,3 +282,42 @@ def test_a_positives_only_log_with_sampled_negatives_runs_to_meta_tasks(tmp_path
     splits = store.load(store.latest("user_splits", "plays"))
     assert splits.frame("items")["label"].min() == 0.0  # the training users see both classes
     assert store.latest("meta_tasks", "plays").content_hash  # built (raises PartitionNotBuiltError if not)
+
+
+LASTFM_SPEC = """\
+name = "lastfm"
+label = { kind = "click", negatives_per_positive = 4 }
+[interactions]
+file = "userid-timestamp-artid-artname-traid-traname.tsv"
+format = "tsv"
+quote = ""
+header = false
+columns = ["user", "time", "artist_mbid", "artist", "track_mbid", "track"]
+user_id = "user"
+item_id = "artist"
+timestamp = "time"
+timestamp_format = "iso"
+[users.features]
+user = { type = "categorical" }
+[items.features]
+artist = { type = "categorical" }
+"""
+
+
+def test_a_log_of_plays_without_a_label_column_is_all_positives_with_sampled_negatives(tmp_path):
+    # Last.fm-1K's plays as shipped: six columns, no label. Each user plays 2 of 3 artists, one of them twice.
+    directory = tmp_path / "lastfm"
+    directory.mkdir()
+    plays = [(u, t, a) for u in (1, 2) for t, a in enumerate(("Artist A", "Artist B", "Artist A" if u == 1 else "C"))]
+    (directory / "userid-timestamp-artid-artname-traid-traname.tsv").write_text("".join(
+        f"user_{u:06d}\t2009-05-0{1 + t}T23:08:57Z\t\t{a}\t\tTrack \"{t}\"\n" for u, t, a in plays), encoding="utf-8")
+    (directory / "dataset.toml").write_text(LASTFM_SPEC, encoding="utf-8")
+    interactions = cleaned(directory).frame("interactions")
+    # user 1: A (twice, merged) and B played, C left: min(4 x 2, 1) = 1 negative, C; user 2 played all three.
+    assert interactions.select("user_id", "item_id", "label").rows() == [
+        ("user_000001", "Artist A", 1.0), ("user_000001", "Artist B", 1.0), ("user_000001", "C", 0.0),
+        ("user_000002", "Artist A", 1.0), ("user_000002", "Artist B", 1.0), ("user_000002", "C", 1.0)]
+    spec = directory / "dataset.toml"
+    spec.write_text(LASTFM_SPEC.replace(", negatives_per_positive = 4", ""), encoding="utf-8")
+    with pytest.raises(SpecError, match=r"interactions.label: required key missing"):
+        load_spec(directory)
