@@ -115,7 +115,8 @@ HEADERLESS = 'separator = "{}"\nquote = ""\nheader = false\nencoding = "latin-1"
 
 
 @pytest.mark.parametrize("write", ["quoted", "unquoted", "multichar", "parquet", "pattern"])
-def test_the_label_scan_reads_every_layout_a_spec_may_declare(tmp_path, write):
+def test_the_label_scan_reads_every_layout_a_spec_may_declare(tmp_path, monkeypatch, write):
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))  # should `register` pass, it registers there
     directory = tmp_path / "log"
     directory.mkdir()
     rows = [("u1", "a01", "1"), ("u1", "a02", "1.0"), ("u2", "a01", " 1 ")]
