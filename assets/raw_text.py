@@ -10,6 +10,9 @@ A raw file is checked once, as bytes, before any of its rows is read:
   fail) that is valid UTF-8 and holds non-ASCII text is read as UTF-8: a real ISO-8859-1 text
   is almost never valid UTF-8, while reading a UTF-8 copy as ISO-8859-1 would turn every
   accented letter into two characters of mojibake;
+- such a file that is mostly UTF-8 but holds a few bytes that are not (a UTF-8 copy edited in
+  another encoding, files of two encodings concatenated) stops the read: neither encoding reads
+  it whole, and read as ISO-8859-1 all its UTF-8 text would be mojibake;
 - an empty file stops the read.
 
 Every error is a `RawFileError` naming the file, the encoding, and the line and byte of the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,15 +130,30 @@ def _utf8_cut(chunk: bytes) -> int:
 
 @dataclass
 class _Scan:
+    """What one pass over a file's bytes found (offsets from the file's start)."""
+
     nul_at: int | None = None
     utf8_error_at: int | None = None
     non_ascii: bool = False
     size: int = 0
     last_byte: bytes = b""
+    utf8_chars: int = 0  # non-ASCII characters written as valid UTF-8 sequences
+    utf8_invalid: int = 0  # bytes that are no part of a valid UTF-8 sequence
+
+
+INVALID_BYTE = re.compile("[\udc80-\udcff]")  # a byte UTF-8 cannot decode, under errors="surrogateescape"
+UTF8_CHAR = re.compile("[^\x00-\x7f\udc80-\udcff]")  # a non-ASCII character UTF-8 did decode
+
+
+def count_utf8(piece: bytes) -> tuple[int, int]:
+    """(valid non-ASCII UTF-8 characters, bytes that are not UTF-8) in `piece`, which splits no sequence."""
+    text = piece.decode("utf-8", errors="surrogateescape")
+    return len(UTF8_CHAR.findall(text)), len(INVALID_BYTE.findall(text))
 
 
 def scan_bytes(path: Path, start: int) -> _Scan:
-    """One pass over the file from byte `start`: first NUL, first invalid UTF-8 byte, any non-ASCII."""
+    """One pass over the file from byte `start`: first NUL, first invalid UTF-8 byte, any non-ASCII,
+    and how many characters are valid UTF-8 and how many bytes are not."""
     scan, carry, offset = _Scan(), b"", start
     with path.open("rb") as handle:
         handle.seek(start)
@@ -146,24 +165,28 @@ def scan_bytes(path: Path, start: int) -> _Scan:
             piece = carry + chunk
             piece_start = offset - len(carry)
             offset += len(chunk)
-            if scan.utf8_error_at is not None:
-                continue
             cut = _utf8_cut(piece)
             carry, piece = piece[cut:], piece[:cut]
             if piece.isascii():
                 continue
             scan.non_ascii = True
-            try:
-                piece.decode("utf-8")
-            except UnicodeDecodeError as error:
-                scan.utf8_error_at = piece_start + error.start
-        if carry and scan.utf8_error_at is None:
+            _count(scan, piece, piece_start)
+        if carry:  # the file ends inside a multi-byte sequence, or with one
             scan.non_ascii = True
-            try:
-                carry.decode("utf-8")
-            except UnicodeDecodeError as error:  # the file ends inside a multi-byte sequence
-                scan.utf8_error_at = offset - len(carry) + error.start
+            _count(scan, carry, offset - len(carry))
     return scan
+
+
+def _count(scan: _Scan, piece: bytes, piece_start: int) -> None:
+    """Add `piece`'s valid UTF-8 characters and invalid bytes to `scan`; note the first invalid byte."""
+    chars, invalid = count_utf8(piece)
+    scan.utf8_chars += chars
+    scan.utf8_invalid += invalid
+    if invalid and scan.utf8_error_at is None:
+        try:
+            piece.decode("utf-8")
+        except UnicodeDecodeError as error:
+            scan.utf8_error_at = piece_start + error.start
 
 
 def decode_error_at(path: Path, start: int, encoding: str) -> int | None:
@@ -227,6 +250,16 @@ def decoding_of(path: Path, label: str, declared: str) -> Decoding:
         raise RawEncodingError(
             f"{where}: {what} at line {line}, byte {byte} ({describe_bytes(path, scan.utf8_error_at)}); "
             f"expected {'UTF-8' if utf8_declared else declared} text."
+        )
+    if scan.utf8_error_at is not None and is_single_byte(declared) and scan.utf8_chars > scan.utf8_invalid:
+        # Mostly UTF-8 (a real ISO-8859-1 text has far more bytes that are not UTF-8 than sequences that are:
+        # Book-Crossing's BX-Users.csv 11,500 to 16), with a few stray bytes: neither encoding reads it whole.
+        line, byte = position(path, scan.utf8_error_at)
+        raise RawEncodingError(
+            f"{where}: mixes encodings: {scan.utf8_chars:,} characters are UTF-8, but {scan.utf8_invalid:,} "
+            f"byte(s) are not, the first at line {line}, byte {byte} ({describe_bytes(path, scan.utf8_error_at)}); "
+            f"read as {declared} its UTF-8 text would turn into mojibake. Save the file in one encoding "
+            "(fix the bytes named, or convert the whole file)."
         )
     # ISO-8859-1 decodes any byte, so a UTF-8 copy can only be recognised by being valid UTF-8.
     as_utf8 = utf8_declared or bool(bom) or (scan.non_ascii and scan.utf8_error_at is None and is_single_byte(declared))

@@ -247,3 +247,24 @@ def test_a_compressed_download_says_to_unpack_it(tmp_path):
         decoding_of(path, "ratings.dat", "utf-8")
     path.write_bytes(b"PK,1\nBZh9,2\n")  # text that merely starts like an archive's name
     assert decoding_of(path, "ratings.dat", "utf-8").encoding == "utf-8"
+
+
+def test_a_utf8_file_with_a_stray_latin1_byte_is_a_named_error_not_mojibake(tmp_path):
+    cities = ("köln, nrw, germany", "münchen, bayern, germany", "são paulo, são paulo, brazil", "zürich, zürich, schweiz")
+    users = [quoted(str(u), cities[u % 4], "30") for u in range(1, 9)]
+    ratings = [quoted(str(u), isbn, "7") for u in range(1, 9) for isbn in ("0001", "0002")]
+    root = bookcrossing_dir(tmp_path, users, ratings)
+    path = root / "bookcrossing" / "BX-Users.csv"
+    text = path.read_bytes().decode("latin-1").encode("utf-8")  # saved as UTF-8 by an editor ...
+    path.write_bytes(text.replace(b'"30"', b'"3\xe90"', 1))  # ... then one byte typed in ISO-8859-1 (line 2)
+    with pytest.raises(RawEncodingError) as error:
+        read_bookcrossing(root)
+    message = one_line(error)
+    assert "bookcrossing/BX-Users.csv" in message and "mixes encodings" in message
+    assert "line 2, byte 35 (0xE9 0x30" in message and "1 byte(s) are not" in message
+
+
+def test_latin1_text_holding_some_mojibake_is_still_read_as_latin1(tmp_path):
+    path = tmp_path / "users.csv"  # ISO-8859-1 accents (not UTF-8) outnumber UTF-8-looking pairs, as in BX-Users.csv
+    path.write_bytes(b"id,city\n1,k\xf6ln\n2,m\xfcnchen\n3,z\xfcrich\n4,m\xc3\xbcnchen\n")
+    assert decoding_of(path, "users.csv", "latin-1").encoding == "latin-1"
