@@ -28,6 +28,7 @@ from typing import Any
 
 from assets.domains import MISSING_MARKERS, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.raw_files import LAYOUTS
+from assets.raw_text import RawEncodingError, RawFileError, check_start
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, DatasetSpec, NumericField
 
 SPEC_FILE_NAMES = ("dataset.toml", "dataset.yaml", "dataset.yml")
@@ -58,6 +59,7 @@ SPLIT_KEYS = ("separator", "parts", "lowercase")
 FEATURE_KEYS = ("type", "column", "columns", "values", "missing", "min", "max", "bins", "integer", "backoff", "delimiter",
                 "reject_garbled", "keep_missing")
 BUILTIN_SPEC_DIR = Path(__file__).resolve().parent / "builtin_specs"  # the built-in datasets' spec files
+HEADER_BYTES = 1 << 20  # a header line is read up to this length (a file without line ends is not read whole)
 GLOB_CHARACTERS = "*?["  # an interactions file named with these is a pattern: the log is every file it matches
 
 
@@ -199,6 +201,8 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         return loaded if loaded is not None else {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise SpecError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:  # permission denied
+        raise SpecError(f"{path}: cannot be read: {error.strerror or error}") from None
     except Exception as error:  # noqa: BLE001 - yaml's errors share no base class we import
         if type(error).__module__.startswith("yaml"):
             raise SpecError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
@@ -219,9 +223,17 @@ def find_spec_file(location: Path) -> Path:
 
 
 def header_line(path: Path, separator: str, quote: str, encoding: str) -> tuple[str, ...]:
-    """The column names on line 1 of a text file (a UTF-8 byte-order mark is skipped)."""
+    """The column names on line 1 of a text file (a UTF-8 byte-order mark is skipped).
+
+    Raises a RawFileError for a file that cannot be read or is not text (compressed, UTF-16, a NUL
+    byte on line 1), as reading it would: its first line would name garbage columns.
+    """
+    check_start(path, str(path), encoding)
     with path.open("rb") as handle:
-        first = handle.readline().removeprefix(codecs.BOM_UTF8)
+        first = handle.readline(HEADER_BYTES).removeprefix(codecs.BOM_UTF8)
+    if b"\x00" in first:
+        raise RawEncodingError(f"{path}: NUL byte on line 1: not {encoding} text (UTF-16 or UTF-32 without a "
+                               "byte-order mark, or a binary file).")
     # Split at any line end: a file with CR-only line ends reads as one line.
     text = re.split(r"\r\n|\r|\n", first.decode(encoding, errors="replace"), maxsplit=1)[0]
     row = next(csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote or None,
@@ -297,9 +309,13 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     if header and "columns" not in raw:
         if first is None or not first.is_file():
             raise check.fail(f"{section}.columns", "needed when the file is not there to name them", None)
-        columns = header_line(first, separator, quote, encoding)
+        try:
+            columns = header_line(first, separator, quote, encoding)
+        except RawFileError as error:
+            raise check.fail(f"{section}.file", str(error), name) from None
         if not any(columns):
-            raise check.fail(f"{section}.file", "line 1 names no columns; expected the header line (or header = false "
+            empty = "the file is empty" if first.stat().st_size == 0 else "line 1 names no columns"
+            raise check.fail(f"{section}.file", f"{empty}; expected the header line (or header = false "
                              "and the columns listed)", name)
     else:  # with a header, line 1 must name these columns (checked when the file is read)
         columns = tuple(check.typed(raw, "columns", section, list))

@@ -216,14 +216,14 @@ ARCHIVE_MAGIC = (
 )  # each holds a byte no text line starts with; bzip2's 'BZh' and Parquet's 'PAR1' could start one
 
 
-def decoding_of(path: Path, label: str, declared: str) -> Decoding:
-    """Check `path` as bytes and decide how to decode it, or raise a named RawFileError.
-
-    `label` is the file's name in messages and rejected rows (e.g. 'ml-1m/users.dat').
-    """
-    with path.open("rb") as handle:
-        head = handle.read(4)
-    where = f"{label} ({path})"
+def check_start(path: Path, where: str, declared: str) -> bytes:
+    """The first bytes of `path`, or a RawFileError when it cannot be opened (permission denied),
+    is a compressed download, or starts with a UTF-16/UTF-32 byte-order mark. `where` names the file."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as error:  # permission denied, a directory, a broken network mount
+        raise RawFileError(f"{where}: cannot be read: {error.strerror or error}.") from None
     for magic, what, undo in ARCHIVE_MAGIC:  # a download not yet unpacked (ml-1m.zip, day.csv.gz renamed)
         if head.startswith(magic):
             raise RawEncodingError(f"{where}: a {what}, not {declared} text; {undo} and point the reader at the text file.")
@@ -233,6 +233,16 @@ def decoding_of(path: Path, label: str, declared: str) -> Decoding:
                 f"{where}: starts with a {name} byte-order mark; expected {declared} text. "
                 f"Convert it, e.g. iconv -f {name} -t {declared}."
             )
+    return head
+
+
+def decoding_of(path: Path, label: str, declared: str) -> Decoding:
+    """Check `path` as bytes and decide how to decode it, or raise a named RawFileError.
+
+    `label` is the file's name in messages and rejected rows (e.g. 'ml-1m/users.dat').
+    """
+    where = f"{label} ({path})"
+    head = check_start(path, where, declared)
     bom = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
     scan = scan_bytes(path, bom)
     if scan.size == 0:

@@ -1,0 +1,63 @@
+"""Raw files a user might really have, each broken one way: every one reads right or stops with
+one line naming the file, the line or row, and the value; rows it rejects keep their reason.
+
+Fixtures are written by the tests (tests/fixtures.py); nothing here is real data.
+"""
+
+import gzip
+import pathlib
+
+import pytest
+
+from assets.dataset_spec import SpecError, load_spec
+from assets.raw_files import read_movielens
+from assets.raw_text import RawFileError
+from pipelines import cli
+from tests.fixtures import clicks_dir, good_ml_users, ml_ratings_for, movielens_dir
+
+
+def deny_reading(monkeypatch, denied: pathlib.Path) -> None:
+    """Make opening `denied` fail as a file without read permission does (the tests run as root)."""
+    real_open = pathlib.Path.open
+
+    def guarded(self, *args, **kwargs):
+        if self.resolve() == denied.resolve():
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "open", guarded)
+
+
+@pytest.mark.parametrize(("encode", "found"), [
+    (gzip.compress, "a gzip-compressed file, not utf-8 text; decompress it (gunzip)"),
+    (lambda data: data.decode().encode("utf-16"), "starts with a UTF-16-LE byte-order mark"),
+    (lambda data: data.decode().encode("utf-16-le"), "NUL byte on line 1: not utf-8 text"),
+    (lambda data: b"", "interactions.file: the file is empty; expected the header line"),
+])
+def test_dataset_add_names_a_log_that_is_not_text_instead_of_garbage_columns(tmp_path, monkeypatch, encode, found):
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    shop = clicks_dir(tmp_path, n_users=3, n_items=4)
+    (shop / "clicks.csv").write_bytes(encode((shop / "clicks.csv").read_bytes()))
+    with pytest.raises(SystemExit) as error:
+        cli.main(["dataset", "add", str(shop)])
+    message = str(error.value)
+    assert message.startswith("error: ") and "\n" not in message
+    assert "interactions.file" in message and "clicks.csv" in message and found in message
+    assert "\\x" not in message and "\x00" not in message  # no bytes of the file in the message
+
+
+def test_a_raw_file_that_cannot_be_opened_is_one_named_error(tmp_path, monkeypatch):
+    root = movielens_dir(tmp_path, good_ml_users(3), ml_ratings_for(range(1, 4)))
+    deny_reading(monkeypatch, root / "ml-1m" / "users.dat")
+    with pytest.raises(RawFileError, match=r"^ml-1m/users.dat \(.*users.dat\): cannot be read: Permission denied\.$"):
+        read_movielens(root)
+
+
+def test_a_spec_or_log_that_cannot_be_opened_is_a_spec_error(tmp_path, monkeypatch):
+    shop = clicks_dir(tmp_path, n_users=3, n_items=4)
+    deny_reading(monkeypatch, shop / "clicks.csv")
+    with pytest.raises(SpecError, match=r"interactions.file: .*clicks.csv: cannot be read: Permission denied"):
+        load_spec(shop)
+    deny_reading(monkeypatch, shop / "dataset.yaml")
+    with pytest.raises(SpecError, match=r"dataset.yaml: cannot be read: Permission denied"):
+        load_spec(shop)
