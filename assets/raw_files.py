@@ -80,6 +80,7 @@ def require_files(dataset: str, data_dir: Path) -> Path:
 UNIT_SEPARATOR = "\x1f"
 BLANK_LINE = "blank line"  # the one reason every reader gives for a line with nothing on it
 CUT_OFF = "last line has no line ending: file cut off?"
+HEADER_AGAIN = "a header line among the data (files joined together?)"  # a line naming the file's columns
 
 
 def read_text_lines(path: Path, decoding: Decoding) -> pl.Series:
@@ -104,9 +105,30 @@ def read_text_lines(path: Path, decoding: Decoding) -> pl.Series:
     return pl.Series("text", lines, dtype=pl.String)
 
 
+HEADER_NOISE = r"[\s\"'_-]"  # what `header_key` drops from a column name
+
+
 def header_key(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Header names compared without case, quotes, spaces, '-' or '_' ('User-ID' = 'user_id')."""
-    return tuple(re.sub(r"[\s\"'_-]", "", name).lower() for name in names)
+    return tuple(re.sub(HEADER_NOISE, "", name).lower() for name in names)
+
+
+def header_start(name: str) -> str:
+    """A regex matching a field whose `header_key` is `header_key([name])`: cheap to try on every
+    line, as it fails at the first character of any field that does not start like the name."""
+    return "(?i)^" + "".join(f"{HEADER_NOISE}*{re.escape(c)}" for c in header_key([name])[0]) + f"{HEADER_NOISE}*$"
+
+
+def header_rows(parts: pl.Series, names: tuple[str, ...]) -> pl.Series:
+    """True where a line's fields (a list Series) name the columns `names`, as `header_key` compares them:
+    a header line among the data, where files were concatenated (or a header a file read without one has).
+    Only lines whose first field starts like the first name are compared whole."""
+    candidate = ((parts.list.len() == len(names)) & parts.list.first().str.contains(header_start(names[0]))).fill_null(False)
+    if not candidate.any():
+        return candidate
+    rows = candidate.arg_true()
+    normalized = parts.gather(rows).list.eval(pl.element().str.replace_all(HEADER_NOISE, "").str.to_lowercase())
+    return candidate.scatter(rows, normalized.list.join("\x1f") == "\x1f".join(header_key(names)))
 
 
 def check_header(found: list[str], expected: tuple[str, ...], label: str, path: Path) -> None:
@@ -156,7 +178,8 @@ def split_lines(
     frame = frame.with_columns(parts=pl.col("text").str.split(sep))
     n_parts = pl.col("parts").list.len()
     blank = pl.col("text").str.strip_chars() == ""
-    good = (n_parts == len(names)) & ~blank
+    frame = frame.with_columns(header_rows(frame["parts"], names).alias("_header"))
+    good = (n_parts == len(names)) & ~blank & ~pl.col("_header")
     rows = frame.filter(good).select(
         pl.lit(label).alias("source_file"),
         "line",
@@ -170,6 +193,7 @@ def split_lines(
         "line",
         "text",
         pl.when(blank).then(pl.lit(BLANK_LINE))
+        .when(pl.col("_header")).then(pl.lit(HEADER_AGAIN))
         .when(cut_off).then(pl.concat_str(miscount, pl.lit(f" ({CUT_OFF})")))
         .otherwise(miscount)
         .alias("reason"),
@@ -248,6 +272,8 @@ def read_quoted_csv(
     bad: dict[str, list] = {"line": [], "text": [], "reason": []}
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar, escapechar=escapechar)
     next_line = 1
+    header_names = header_key(header or names)  # a line naming these is a header among the data
+    header_first = re.compile(header_start((header or names)[0]))
     for index, row in enumerate(csv_records(reader, path, label, physical)):
         start, next_line = next_line, reader.line_num + 1
         if index == 0 and skip_first:
@@ -263,6 +289,8 @@ def read_quoted_csv(
             reason = f"the file ends inside a quoted field ({CUT_OFF})"
         elif len(row) != n_fields:
             reason = f"expected {n_fields} fields separated by '{delimiter}', found {len(row)}" + (f" ({CUT_OFF})" if cut_off else "")
+        elif len(header_names) == n_fields and header_first.match(row[0]) and header_key(row) == header_names:
+            reason = HEADER_AGAIN
         end = reader.line_num
         rest = whole_records([line.removesuffix("\r") for line in physical[start:end]], n_fields, delimiter, quotechar,
                              escapechar) if reason and quotechar and end > start and not cut_off else None

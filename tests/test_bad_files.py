@@ -9,11 +9,14 @@ import pathlib
 
 import pytest
 
+from assets.clean_logs import clean_logs_from_raw
+from assets.custom_reader import read_custom
 from assets.dataset_spec import SpecError, load_spec
-from assets.raw_files import read_movielens
+from assets.raw_files import HEADER_AGAIN, read_movielens
 from assets.raw_text import RawFileError
+from assets.specs import SPECS
 from pipelines import cli
-from tests.fixtures import clicks_dir, good_ml_users, ml_ratings_for, movielens_dir
+from tests.fixtures import clicks_dir, good_ml_users, ml25m_dir, ml_ratings_for, movielens_dir
 
 
 def deny_reading(monkeypatch, denied: pathlib.Path) -> None:
@@ -61,3 +64,23 @@ def test_a_spec_or_log_that_cannot_be_opened_is_a_spec_error(tmp_path, monkeypat
     deny_reading(monkeypatch, shop / "dataset.yaml")
     with pytest.raises(SpecError, match=r"dataset.yaml: cannot be read: Permission denied"):
         load_spec(shop)
+
+
+def test_a_header_line_among_the_data_is_rejected_as_such_not_read_as_a_row(tmp_path):
+    ml25m = ml25m_dir(tmp_path, n_users=6, n_items=8)
+    for name in ("movies.csv", "ratings.csv"):  # two downloads joined with cat: the second header is line 10 / 20
+        path = ml25m / name
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([*lines[:9], lines[0], *lines[9:]]) + "\n")
+    dataset = load_spec(ml25m)
+    clean = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    assert "movieId" not in clean.frame("items")["item_id"].to_list()
+    assert clean.frame("items").height == 8  # the header is no item of its own
+    headers = clean.frame("rejected").filter(reason=f"malformed line: {HEADER_AGAIN}")
+    assert sorted(zip(headers["source_file"], headers["line"], headers["value"])) == [
+        ("ml25m/movies.csv", 10, "movieId,title,genres"), ("ml25m/ratings.csv", 10, "userId,movieId,rating,timestamp")]
+    root = movielens_dir(tmp_path / "ml", good_ml_users(3), ml_ratings_for(range(1, 4)))  # '::' lines, no header
+    ratings = root / "ml-1m" / "ratings.dat"
+    ratings.write_text("User_ID::Movie_ID::Rating::Timestamp\n" + ratings.read_text(), encoding="latin-1")
+    rejected = clean_logs_from_raw(read_movielens(root), SPECS["movielens"]).frame("rejected")
+    assert rejected.select("line", "reason").rows() == [(1, f"malformed line: {HEADER_AGAIN}")]
