@@ -35,14 +35,15 @@ ISO_PATTERNS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT
                 "%Y-%m-%dT%H:%M%#z", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 
-def read_table(file: TableFile) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_table(file: TableFile, used: frozenset[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, malformed) of one raw table; text columns stay text, Parquet lists stay lists.
 
     Unquoted text is split line by line (fast, polars); quoted text goes through Python's csv
-    reader so a quoted separator or line break stays inside its field.
+    reader so a quoted separator or line break stays inside its field. `used`: the columns the
+    spec reads; a Parquet file's other columns are not read (a column of image bytes, say).
     """
     if file.format == "parquet":
-        frame = read_parquet(file)
+        frame = read_parquet(file, used)
         rows = frame.select(
             pl.lit(file.label).alias("source_file"),
             pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("line"),
@@ -57,11 +58,13 @@ def read_table(file: TableFile) -> tuple[pl.DataFrame, pl.DataFrame]:
     return split_lines(file.path, file.label, file.separator, file.columns, encoding=file.encoding, header=file.header)
 
 
-def read_parquet(file: TableFile) -> pl.DataFrame:
-    """A Parquet table, or a RawFileError naming the file: unreadable (its footer was checked when the
-    spec was loaded, its pages are read here), without rows, or with a column no text can stand for."""
+def read_parquet(file: TableFile, used: frozenset[str] | None = None) -> pl.DataFrame:
+    """A Parquet table (only the `used` columns, when given), or a RawFileError naming the file: unreadable
+    (its footer was checked when the spec was loaded, its pages are read here), without rows, or with a
+    column no text can stand for (a duration; bytes that are not UTF-8, named with their row)."""
+    columns = None if used is None else [c for c in file.columns if c in used]
     try:
-        frame = pl.read_parquet(file.path)
+        frame = pl.read_parquet(file.path, columns=columns)
     except (pl.exceptions.PolarsError, OSError) as error:
         raise RawFileError(f"{file.label} ({file.path}): not a readable Parquet file: {str(error).splitlines()[0]}") from None
     if not frame.height:
@@ -70,7 +73,27 @@ def read_parquet(file: TableFile) -> pl.DataFrame:
         if isinstance(dtype, pl.Duration):  # polars casts no duration to text; a time is a datetime or Unix seconds
             raise RawFileError(f"{file.label} ({file.path}): column {column!r} is a duration ({dtype}); expected "
                                f"text, numbers, dates or lists; row 1: {frame[column][0]!r}")
+        if dtype == pl.Binary:  # text written as bytes (BINARY without a UTF8 annotation): fine when it is UTF-8
+            frame = frame.with_columns(utf8_text(frame[column], f"{file.label} ({file.path})"))
     return frame
+
+
+def utf8_text(values: pl.Series, where: str) -> pl.Series:
+    """A Parquet column of bytes as text, or a RawFileError naming the column, how many rows are not
+    UTF-8 and the first of them (`where` names the file)."""
+    try:
+        return values.cast(pl.String)
+    except pl.exceptions.PolarsError as error:
+        bad = []
+        for row, value in enumerate(values.to_list(), start=1):
+            try:
+                value is None or value.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append((row, value))
+        if not bad:
+            raise RawFileError(f"{where}: column {values.name!r} cannot be read as text: {error}") from None
+        raise RawFileError(f"{where}: column {values.name!r} holds bytes that are not UTF-8 text ({len(bad)} rows); "
+                           f"row {bad[0][0]}: {bad[0][1]!r}") from None
 
 
 def require_scalars(rows: pl.DataFrame, columns: set[str], label: str) -> None:
@@ -90,6 +113,12 @@ def scalar_columns(dataset: CustomDataset) -> set[str]:
              dataset.details_id_column, *(c for f in features if f.type != "multi" for c in f.columns),
              *(column for _, column in dataset.display), *(split.column for split in dataset.splits)}
     return named - {""}
+
+
+def read_columns(dataset: CustomDataset) -> frozenset[str]:
+    """Every column the dataset reads from its files: the one-value columns and each multi or flag feature's."""
+    features = (*dataset.user_features, *dataset.item_features, *dataset.details_features)
+    return frozenset(scalar_columns(dataset) | {c for f in features for c in f.columns})
 
 
 def parquet_text(column: str, dtype: pl.DataType) -> pl.Expr:
@@ -172,9 +201,10 @@ def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tu
     )
 
 
-def read_log_file(file: TableFile) -> Bundle:
-    """One file of an interactions table as read (frames `interactions`, its raw columns, and `malformed`)."""
-    rows, malformed = read_table(file)
+def read_log_file(file: TableFile, used: frozenset[str] | None = None) -> Bundle:
+    """One file of an interactions table as read (frames `interactions`, its raw columns (of a Parquet
+    file, only the `used` ones when given), and `malformed`)."""
+    rows, malformed = read_table(file, used)
     return Bundle(frames={"interactions": rows, "malformed": malformed}, info={}, sources=(file_source(file.path),))
 
 
@@ -184,7 +214,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     `logs`: the interaction files already read (`read_log_file`), in file order: taobao's days,
     each read by a partition of its own; by default every file of the interactions table is read.
     """
-    logs = [read_log_file(file) for file in table_files(dataset.interactions)] if logs is None else logs
+    used = read_columns(dataset)
+    logs = [read_log_file(file, used) for file in table_files(dataset.interactions)] if logs is None else logs
     log = pl.concat([b.frame("interactions") for b in logs])
     scalars = scalar_columns(dataset)
     require_scalars(log, scalars, dataset.interactions.label)
@@ -209,14 +240,14 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
         if file is None:
             tables[side] = feature_table(log, id_column, id_name, features, extra, f"{dataset.interactions.label} ({side})")
             continue
-        rows, bad = read_table(file)
+        rows, bad = read_table(file, used)
         require_scalars(rows, scalars, file.label)
         malformed.append(bad)
         tables[side] = feature_table(rows, id_column, id_name, features, extra, None)
     malformed.append(log_bad)
     frames = {"users": tables["users"], "items": tables["items"], "interactions": interactions}
     if dataset.details is not None:
-        rows, bad = read_table(dataset.details)
+        rows, bad = read_table(dataset.details, used)
         require_scalars(rows, scalars, dataset.details.label)
         malformed.append(bad)
         frames["item_details"] = feature_table(rows, dataset.details_id_column, "item_id", dataset.details_features, (), None)

@@ -7,6 +7,7 @@ Fixtures are written by the tests (tests/fixtures.py); nothing here is real data
 import gzip
 import pathlib
 
+import polars as pl
 import pytest
 
 from assets.clean_logs import clean_logs_from_raw
@@ -84,3 +85,30 @@ def test_a_header_line_among_the_data_is_rejected_as_such_not_read_as_a_row(tmp_
     ratings.write_text("User_ID::Movie_ID::Rating::Timestamp\n" + ratings.read_text(), encoding="latin-1")
     rejected = clean_logs_from_raw(read_movielens(root), SPECS["movielens"]).frame("rejected")
     assert rejected.select("line", "reason").rows() == [(1, f"malformed line: {HEADER_AGAIN}")]
+
+
+PARQUET_SPEC = """
+name = "pq_bytes"
+label = { kind = "rating", min = 1, max = 5 }
+interactions = { file = "log.parquet", user_id = "uid", item_id = "iid", label = "stars" }
+[users.features]
+country = { type = "categorical" }
+[items.features]
+kind = { type = "categorical" }
+"""
+
+
+def test_parquet_bytes_columns_read_as_text_or_name_the_row_and_others_are_not_read(tmp_path):
+    log = {"uid": [b"u1", b"u1", b"u2", b"u2"], "iid": ["a", "b", "a", "b"], "stars": [4, 2, 5, 3],
+           "country": ["fr", "fr", "de", "de"], "kind": ["x", "y", "x", "y"],
+           "thumbnail": [b"\x89PNG\xff", b"\xff\xd8", b"\x00", b"\xfe"]}  # not text, and no column the spec reads
+    pl.DataFrame(log).write_parquet(tmp_path / "log.parquet")
+    (tmp_path / "dataset.toml").write_text(PARQUET_SPEC)
+    dataset = load_spec(tmp_path)
+    clean = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    assert clean.frame("users")["user_id"].to_list() == ["u1", "u2"] and clean.frame("interactions").height == 4
+    pl.DataFrame({**log, "uid": [b"u1", b"u1", b"u\xe92", b"u2"]}).write_parquet(tmp_path / "log.parquet")
+    with pytest.raises(RawFileError) as error:
+        read_custom(load_spec(tmp_path))
+    assert str(error.value).endswith("column 'uid' holds bytes that are not UTF-8 text (1 rows); row 3: b'u\\xe92'")
+    assert str(error.value).startswith("pq_bytes/log.parquet (")
