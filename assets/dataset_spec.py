@@ -28,7 +28,7 @@ from typing import Any
 
 from assets.domains import MISSING_MARKERS, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.raw_files import LAYOUTS
-from assets.raw_text import RawEncodingError, RawFileError, check_start
+from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_start, describe_bytes, position
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, DatasetSpec, NumericField
 
 SPEC_FILE_NAMES = ("dataset.toml", "dataset.yaml", "dataset.yml")
@@ -192,14 +192,23 @@ class Checker:
 def read_spec_file(path: Path) -> dict[str, Any]:
     """The spec file parsed (TOML, or YAML for .yaml/.yml), or a SpecError naming the syntax error."""
     try:
+        data = path.read_bytes()
+        for mark, name in WIDE_BOMS:  # PowerShell's `>` writes UTF-16
+            if data.startswith(mark):
+                raise SpecError(f"{path}: the spec file is {name} text (it starts with a byte-order mark); save it as UTF-8")
+        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8")  # Windows editors may start UTF-8 with a BOM
         if path.suffix == ".toml":
-            with path.open("rb") as handle:
-                return tomllib.load(handle)
+            return tomllib.loads(text)
         import yaml
 
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.safe_load(text)
         return loaded if loaded is not None else {}
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
+        offset = error.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+        line, byte = position(path, offset)
+        raise SpecError(f"{path}: not UTF-8 text at line {line}, byte {byte} ({describe_bytes(path, offset)}); "
+                        "save the spec file as UTF-8") from None
+    except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML: {error}") from None
     except OSError as error:  # permission denied
         raise SpecError(f"{path}: cannot be read: {error.strerror or error}") from None
@@ -213,6 +222,8 @@ def find_spec_file(location: Path) -> Path:
     """The spec file at `location`: the file itself, or the one spec file in the directory."""
     if location.is_file():
         return location.resolve()
+    if location.is_symlink() and not location.exists():
+        raise SpecError(f"{location}: a symbolic link to nothing (it points at {os.readlink(location)})")
     if not location.is_dir():
         raise SpecError(f"{location}: no such file or directory")
     found = [location / name for name in SPEC_FILE_NAMES if (location / name).is_file()]
@@ -262,8 +273,11 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     if pattern and (section != "interactions" or Path(name).is_absolute()):
         raise check.fail(f"{section}.file", "only the interactions file may be a pattern (a log in several files), "
                          "relative to the spec", name)
-    root = directory.resolve() if pattern else None
-    path = root / name if pattern else (directory / name).resolve()
+    try:
+        root = directory.resolve() if pattern else None
+        path = root / name if pattern else (directory / name).resolve()
+    except RuntimeError:  # Python 3.11 resolves a symbolic link that points back at itself so
+        raise check.fail(f"{section}.file", f"a symbolic link that loops, in {directory}", name) from None
     first = next(iter(sorted(directory.glob(name))), None) if pattern else path  # the file whose header names the columns
     if check_files and (first is None or not first.is_file()):
         problem = (f"no file matches in {directory}" if pattern else

@@ -112,3 +112,28 @@ def test_parquet_bytes_columns_read_as_text_or_name_the_row_and_others_are_not_r
         read_custom(load_spec(tmp_path))
     assert str(error.value).endswith("column 'uid' holds bytes that are not UTF-8 text (1 rows); row 3: b'u\\xe92'")
     assert str(error.value).startswith("pq_bytes/log.parquet (")
+
+
+def test_a_spec_saved_by_a_windows_editor_reads_or_says_how_to_save_it(tmp_path):
+    ml25m = ml25m_dir(tmp_path, n_users=3, n_items=4)
+    spec = ml25m / "dataset.toml"
+    text = spec.read_text()
+    spec.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))  # Notepad: UTF-8 with a BOM, CRLF
+    assert load_spec(ml25m).spec.name == "ml25m"
+    spec.write_bytes(text.encode("utf-16"))  # PowerShell's `>`
+    with pytest.raises(SpecError, match=r"dataset.toml: the spec file is UTF-16-LE text .*; save it as UTF-8$"):
+        load_spec(ml25m)
+    spec.write_bytes(text.replace("[items]", "# caf\xe9\n[items]").encode("latin-1"))
+    with pytest.raises(SpecError, match=r"dataset.toml: not UTF-8 text at line \d+, byte 6 \(0xE9 0x0A"):
+        load_spec(ml25m)
+
+
+def test_a_symbolic_link_that_loops_or_points_nowhere_is_named(tmp_path):
+    ml25m = ml25m_dir(tmp_path, n_users=3, n_items=4)
+    (ml25m / "ratings.csv").unlink()
+    (ml25m / "ratings.csv").symlink_to(ml25m / "ratings.csv")
+    with pytest.raises(SpecError, match=r"interactions.file: a symbolic link that loops, in .* \(found 'ratings.csv'\)"):
+        load_spec(ml25m)
+    (tmp_path / "spec.toml").symlink_to(tmp_path / "gone" / "dataset.toml")
+    with pytest.raises(SpecError, match=r"spec.toml: a symbolic link to nothing \(it points at .*gone/dataset.toml\)"):
+        load_spec(tmp_path / "spec.toml")
