@@ -68,12 +68,17 @@ def require_files(dataset: str, data_dir: Path) -> Path:
     missing = [name for name in layout.required if not (directory / name).is_file()]
     if missing:
         others = [name for name in missing if (directory / name).exists()]  # e.g. a directory where the file should be
+        packed = [f"{name}{suffix}" for name in missing for suffix in PACKED_SUFFIXES if (directory / f"{name}{suffix}").is_file()]
         raise MissingRawFilesError(
             f"{dataset}: missing raw file(s) {', '.join(missing)} in {directory} "
             + (f"({', '.join(others)}: there, but not a regular file) " if others else "")
+            + (f"({', '.join(packed)}: there, compressed; decompress it there) " if packed else "")
             + f"(PAML_DATA_DIR={data_dir}). To obtain them: {layout.obtain}."
         )
     return directory
+
+
+PACKED_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".zst")  # a raw file still compressed: users.dat.gz
 
 
 # A byte that never occurs in text files: reading with it as the separator yields whole lines.

@@ -13,7 +13,7 @@ import pytest
 from assets.clean_logs import clean_logs_from_raw
 from assets.custom_reader import read_custom
 from assets.dataset_spec import SpecError, load_spec
-from assets.raw_files import HEADER_AGAIN, read_movielens
+from assets.raw_files import HEADER_AGAIN, MissingRawFilesError, read_movielens
 from assets.raw_text import RawFileError
 from assets.specs import SPECS
 from pipelines import cli
@@ -137,3 +137,13 @@ def test_a_symbolic_link_that_loops_or_points_nowhere_is_named(tmp_path):
     (tmp_path / "spec.toml").symlink_to(tmp_path / "gone" / "dataset.toml")
     with pytest.raises(SpecError, match=r"spec.toml: a symbolic link to nothing \(it points at .*gone/dataset.toml\)"):
         load_spec(tmp_path / "spec.toml")
+
+
+def test_a_raw_file_still_compressed_beside_its_place_is_named(tmp_path):
+    root = movielens_dir(tmp_path, good_ml_users(3), ml_ratings_for(range(1, 4)))
+    users = root / "ml-1m" / "users.dat"
+    (root / "ml-1m" / "users.dat.gz").write_bytes(gzip.compress(users.read_bytes()))
+    users.unlink()
+    with pytest.raises(MissingRawFilesError, match=r"missing raw file\(s\) users.dat in .* \(users.dat.gz: there, "
+                                                   r"compressed; decompress it there\)"):
+        read_movielens(root)
