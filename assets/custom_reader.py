@@ -23,7 +23,7 @@ import polars as pl
 
 from assets.bundle import Bundle, file_source
 from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
-from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines
+from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines, unterminated
 from assets.raw_text import EmptyRawFileError, RawFileError
 
 POSITIVE_LABEL = "1"  # every row's label in a log without a label column (plays, purchases; sampled negatives)
@@ -263,8 +263,11 @@ def sources_and_info(dataset: CustomDataset, logs: list[Bundle]) -> dict:
     read_paths = {Path(source.path) for source in log_sources}
     log_files = [f for f in table_files(dataset.interactions) if f.path in read_paths]
     info = {"dataset": dataset.spec.name, "spec_file": str(dataset.spec_path)}
-    if switched := decoded_as({f.label: (f.path, f.encoding) for f in (*log_files, *tables) if f.format == "csv"}):
+    text_files = {f.label: (f.path, f.encoding) for f in (*log_files, *tables) if f.format == "csv"}
+    if switched := decoded_as(text_files):
         info["decoded_as"] = switched
+    if cut := unterminated(text_files):  # kept as read; a download cut short may have left a value cut short
+        info["unterminated"] = cut
     table_sources = [file_source(path) for path in dict.fromkeys(f.path for f in tables) if path not in read_paths]
     return {"info": info, "sources": (file_source(dataset.spec_path), *log_sources, *table_sources)}
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import polars as pl
 
 from assets.bundle import Bundle
-from assets.raw_text import Decoding, EmptyRawFileError, RawFileError, RawHeaderError, decode_text, decoding_of
+from assets.raw_text import (
+    Decoding, EmptyRawFileError, RawFileError, RawHeaderError, decode_text, decoding_of, position,
+)
 
 MALFORMED_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "text": pl.String, "reason": pl.String}
 
@@ -335,6 +337,30 @@ def decoded_as(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
         if decoding.switched:
             switched[label] = f"{decoding.encoding} (declared {declared})"
     return switched
+
+
+def unterminated(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
+    """Files whose last line has no line ending: {label: 'line N: <text>'} (kept as a row when it parses).
+
+    A download cut short ends mid-line; when what is left still parses (a time cut to fewer digits
+    that is still a plausible time), nothing else can tell, so the raw_logs step names the line.
+    """
+    found = {}
+    for label, (path, declared) in files.items():
+        decoding = decoding_of(path, label, declared)
+        if decoding.ends_with_newline:
+            continue
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(decoding.bom_bytes, size - TAIL_BYTES))
+            tail = handle.read()
+        line = position(path, size - len(tail.rsplit(b"\n", 1)[-1]))[0]
+        text = tail.rsplit(b"\n", 1)[-1].decode(decoding.encoding, errors="replace")
+        found[label] = f"line {line}: {text[:120]!r}"
+    return found
+
+
+TAIL_BYTES = 4096  # how much of a file's end is read to show its last line
 
 
 def read_movielens(data_dir: Path) -> Bundle:

@@ -44,4 +44,7 @@ def raw_logs(context: dg.AssetExecutionContext, paml: PamlResource, taobao_log_w
     context.log.info(f"read {len(bundle.sources)} raw files: " + ", ".join(s.path for s in bundle.sources))
     if bundle.info.get("decoded_as"):
         context.log.warning(f"read in another encoding than declared: {bundle.info['decoded_as']}")
+    for label, line in bundle.info.get("unterminated", {}).items():
+        context.log.warning(f"{label} ends without a line ending ({line}; kept as read when it parses): if the file "
+                            "was cut short (an interrupted download), fetch it again")
     return bundle_output(bundle, raw_files=dg.MetadataValue.json([asdict(s) for s in bundle.sources]))

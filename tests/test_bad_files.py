@@ -147,3 +147,15 @@ def test_a_raw_file_still_compressed_beside_its_place_is_named(tmp_path):
     with pytest.raises(MissingRawFilesError, match=r"missing raw file\(s\) users.dat in .* \(users.dat.gz: there, "
                                                    r"compressed; decompress it there\)"):
         read_movielens(root)
+
+
+def test_a_last_line_cut_short_that_still_parses_is_named_in_the_raw_info(tmp_path):
+    ml25m = ml25m_dir(tmp_path, n_users=3, n_items=4)
+    ratings = ml25m / "ratings.csv"
+    data = ratings.read_bytes()
+    ratings.write_bytes(data[:-6])  # cut mid-time: '...,11478' is still a time within the default range
+    dataset = load_spec(ml25m)
+    raw = read_custom(dataset)
+    last = data[:-6].decode().splitlines()[-1]
+    assert raw.info["unterminated"] == {"ml25m/ratings.csv": f"line {len(data.splitlines())}: {last!r}"}
+    assert "unterminated" not in read_custom(load_spec(ml25m_dir(tmp_path / "whole", n_users=3, n_items=4))).info
