@@ -386,7 +386,26 @@ def require_survivors(heights: dict[str, int], rejected: pl.DataFrame | pl.LazyF
             top = top.sort("n", descending=True).head(3)
             reasons = "; ".join(f"{r['n']} x {r['reason']!r} ({r['source_file']} line {r['line']}: {r['value']!r})"
                                 for r in top.iter_rows(named=True))
-            raise CleaningError(f"{dataset}: no {name} left after cleaning; rejected: {reasons or 'nothing'}")
+            hint = time_unit_hint(top.head(1)["reason"].to_list(), top.head(1)["value"].to_list())
+            raise CleaningError(f"{dataset}: no {name} left after cleaning; rejected: {reasons or 'nothing'}{hint}")
+
+
+# Unix seconds beyond this are after the year 5000: such "seconds" are almost surely milliseconds.
+MILLISECONDS_FROM = 10**11
+
+
+def time_unit_hint(reasons: list[str], values: list[str | None]) -> str:
+    """A hint when the commonest rejection is a time out of range that reads as Unix milliseconds."""
+    if not reasons or not reasons[0].startswith("timestamp outside") or values[0] is None:
+        return ""
+    try:
+        value = int(str(values[0]).strip())
+    except ValueError:
+        return ""
+    if value < MILLISECONDS_FROM:
+        return ""
+    return (f". The times look like Unix milliseconds ({value} s would be after the year 5000): "
+            "set interactions.timestamp_format = \"unix_ms\" in the dataset spec")
 
 
 def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = CleaningRules()) -> Bundle:

@@ -231,3 +231,28 @@ artist = { type = "categorical" }
     bundle = cleaned(directory)
     assert not bundle.frame("rejected")["reason"].str.starts_with("timestamp").any()
     assert sorted(bundle.frame("interactions")["ts"].to_list())[0] == 1241219330  # 2009-05-01T23:08:50Z
+
+
+def test_times_in_milliseconds_stop_the_cleaning_with_the_format_to_set(tmp_path):
+    from assets.clean_logs import CleaningError
+
+    directory = ml25m_dir(tmp_path, n_users=6, n_items=8)
+    ratings = directory / "ratings.csv"
+    header, *rows = ratings.read_text().splitlines()
+    ratings.write_text("\n".join([header] + [f"{row}000" for row in rows]) + "\n")  # seconds -> milliseconds
+    with pytest.raises(CleaningError, match=r"no (users|interactions) left.*timestamp outside.*look like Unix milliseconds "
+                                            r"\(1147881045000 s would be after the year 5000\): set "
+                                            r'interactions.timestamp_format = "unix_ms"'):
+        cleaned(directory)
+    spec = directory / "dataset.toml"
+    spec.write_text(spec.read_text().replace('timestamp = "timestamp"', 'timestamp = "timestamp"\ntimestamp_format = "unix_ms"'))
+    assert cleaned(directory).frame("interactions").height == len(rows)  # as the hint says
+
+
+def test_the_milliseconds_hint_needs_a_time_far_out_of_range():
+    from assets.clean_logs import time_unit_hint
+
+    assert time_unit_hint(["timestamp outside 1970-01-02..2099-12-31 (implausible)"], ["4102444800"]) == ""  # 2100, seconds
+    assert time_unit_hint(["label missing"], ["1147881045000"]) == ""
+    assert time_unit_hint([], []) == "" and time_unit_hint(["timestamp outside x"], [None]) == ""
+    assert "unix_ms" in time_unit_hint(["timestamp outside x"], [" 1147881045000"])
