@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import dagster as dg
 
@@ -75,8 +76,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 
 def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
-    """Content fingerprint of each real dataset whose required raw files are all present, and of
-    each registered dataset whose spec still loads (its spec file and data files)."""
+    """Content fingerprint of each real dataset whose required raw files are all present and
+    readable, and of each registered dataset whose spec still loads (its spec file and data files)."""
     fingerprints = {}
     for dataset in registered_names():
         try:
@@ -84,15 +85,25 @@ def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
         except (OSError, ValueError):  # a broken spec is reported by `dataset list` and by raw_logs
             continue
         files = [custom.spec_path, *(f.path for f in (custom.interactions, custom.users, custom.items, custom.details) if f)]
-        digest = hashlib.sha256("".join(f"{p.name}:{file_source(p).sha256};" for p in dict.fromkeys(files)).encode())
-        fingerprints[dataset] = digest.hexdigest()
+        if (digest := files_digest(list(dict.fromkeys(files)))) is not None:
+            fingerprints[dataset] = digest
     for dataset, layout in LAYOUTS.items():
         directory = paml.data_path / layout.subdir
         files = [directory / n for n in (*layout.required, *layout.optional) if (directory / n).is_file()]
         if all((directory / n).is_file() for n in layout.required):
-            digest = hashlib.sha256("".join(f"{p.name}:{file_source(p).sha256};" for p in files).encode())
-            fingerprints[dataset] = digest.hexdigest()
+            if (digest := files_digest(files)) is not None:
+                fingerprints[dataset] = digest
     return fingerprints
+
+
+def files_digest(files: list[Path]) -> str | None:
+    """SHA-256 over the files' names and contents, or None when one cannot be read (permission
+    denied, removed meanwhile): that dataset is left out of the tick, as a broken spec is, and
+    raw_logs names the file when it runs; every other dataset is still watched."""
+    try:
+        return hashlib.sha256("".join(f"{p.name}:{file_source(p).sha256};" for p in files).encode()).hexdigest()
+    except OSError:
+        return None
 
 
 def advance_cursor(context: dg.SensorEvaluationContext, current: dict[str, str]) -> dict[str, str] | None:

@@ -112,6 +112,26 @@ def test_raw_files_sensor_baselines_then_reacts_to_changes(tmp_path):
     assert isinstance(fourth, dg.SkipReason)
 
 
+def test_an_unreadable_raw_file_leaves_its_dataset_out_of_the_tick_not_the_sensor(tmp_path, monkeypatch):
+    import assets.bundle
+
+    data = movielens_dir(tmp_path / "data", good_ml_users(3), ml_ratings_for(range(1, 4)))
+    paml = paml_resource(tmp_path / "home", data)
+    with dg.build_sensor_context(resources={"paml": paml}) as context:
+        assert "movielens" in raw_files_changed(context).skip_message
+    real_digest = assets.bundle.file_digest
+
+    def denied(path, digest):
+        if Path(path).name == "ratings.dat":
+            raise PermissionError(13, "Permission denied", str(path))  # root ignores chmod: deny it here
+        return real_digest(path, digest)
+
+    monkeypatch.setattr(assets.bundle, "file_digest", denied)
+    with dg.build_sensor_context(resources={"paml": paml}) as context:
+        result = raw_files_changed(context)  # no exception: the tick goes on without movielens
+    assert isinstance(result, dg.SkipReason) and "movielens" not in result.skip_message
+
+
 def test_every_asset_has_a_condition_owner_and_tags():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
