@@ -403,9 +403,28 @@ def _pairs(model: KNNModel, q_items: np.ndarray, s_items: np.ndarray, common_dty
     return rho, common
 
 
-def pair_table(model: KNNModel, split: TaskSplit) -> PairTable | None:
-    """The pairs every user of `split` needs, computed once for all its user chunks; None when the
-    table would exceed KNN_TABLE_ENTRIES (each chunk then computes its own pairs).
+@dataclass(frozen=True)
+class NeededPairs:
+    """rho_ij and n_ij for only the (query item, support item) pairs some user of one split holds,
+    when the whole query x support table would be too large (`pair_table`).
+
+    Pairs are keyed by q_index * len(s_items) + s_index into the sorted item rows; a pair no user
+    holds (padding) reads as rho = n = 0, which is what the padding row's table entries hold.
+    """
+
+    q_items: np.ndarray  # (A,) sorted item rows
+    s_items: np.ndarray  # (B,) sorted item rows
+    keys: np.ndarray  # (P,) sorted int64 keys of the held pairs
+    rho: np.ndarray  # (P,) float64
+    common: np.ndarray  # (P,) float64
+
+
+def pair_table(model: KNNModel, split: TaskSplit) -> PairTable | NeededPairs | None:
+    """The pairs every user of `split` needs, computed once for all its user chunks: the whole
+    query x support table when it has at most KNN_TABLE_ENTRIES entries; else only the pairs
+    some user holds (`needed_pairs`), or None (each chunk computes its own pairs) when the
+    chunks' own products would not cost more than twice the whole table's (`product_cost`; few
+    users of a large catalogue).
 
     Each product of `pearson_baseline` runs over every fitting user, so computing the pairs per
     chunk of KNN_USER_CHUNK users cost (users / chunk) x (fitting ratings): quadratic in the log.
@@ -414,13 +433,73 @@ def pair_table(model: KNNModel, split: TaskSplit) -> PairTable | None:
     """
     q_items, s_items = np.unique(split.query_items.numpy()), np.unique(split.support_items.numpy())
     if len(q_items) * len(s_items) > KNN_TABLE_ENTRIES:
-        return None
+        query, support = split.query_items.numpy(), split.support_items.numpy()
+        per_chunk = sum(product_cost(model, np.unique(query[index.numpy()]), np.unique(support[index.numpy()]))
+                        for index in _chunk_indices(len(query)))
+        return needed_pairs(model, split, q_items, s_items) if per_chunk > 2 * product_cost(model, q_items, s_items) else None
     exact32 = model.rated.shape[0] < 2 ** 24  # a count of fitting users is exact in float32
     rho, common = _pairs(model, q_items, s_items, np.float32 if exact32 else np.float64)
     return PairTable(q_items, s_items, rho, common)
 
 
-def _knn_blocks(model: KNNModel, split: TaskSplit, table: PairTable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def product_cost(model: KNNModel, rows: np.ndarray, cols: np.ndarray) -> float:
+    """What `pearson_baseline(model, rows, cols)`'s sparse products cost, up to a constant: a fitting
+    user adds |its items in rows| x |its items in cols|, about (ratings of rows) x (ratings of cols)
+    over the users. Every chunk of users holds the popular items, which is where per-chunk tables
+    repeat the most work (measured: docs/benchmarks.md)."""
+    ratings_per_item = np.diff(model.rated.indptr)  # CSC: each item's fitting ratings
+    return float(ratings_per_item[rows].sum()) * float(ratings_per_item[cols].sum())
+
+
+def held_pair_keys(split: TaskSplit, q_items: np.ndarray, s_items: np.ndarray) -> np.ndarray:
+    """Sorted distinct keys (`NeededPairs`) of every user's (valid query item, valid support item)
+    pair, gathered KNN_USER_CHUNK users at a time (a user holds |query| x |support| pairs)."""
+    query, support = split.query_items.numpy(), split.support_items.numpy()
+    q_mask, s_mask = split.query_mask.numpy(), split.support_mask.numpy()
+    width = np.int64(len(s_items))
+    found = [np.empty(0, dtype=np.int64)]
+    for start in range(0, len(query), KNN_USER_CHUNK):
+        rows = slice(start, start + KNN_USER_CHUNK)
+        q_index = np.searchsorted(q_items, query[rows]).astype(np.int64)
+        s_index = np.searchsorted(s_items, support[rows]).astype(np.int64)
+        keys = q_index[:, :, None] * width + s_index[:, None, :]
+        found.append(np.unique(keys[q_mask[rows][:, :, None] & s_mask[rows][:, None, :]]))
+    return np.unique(np.concatenate(found))
+
+
+def needed_pairs(model: KNNModel, split: TaskSplit, q_items: np.ndarray, s_items: np.ndarray) -> NeededPairs:
+    """`pearson_baseline` of the pairs the users of `split` hold, each computed once: query items in
+    row blocks, against the support items their held pairs need (at most KNN_BLOCK_ENTRIES entries
+    a block). The same numbers as the whole table's entries (the same sums in the same order)."""
+    keys = held_pair_keys(split, q_items, s_items)
+    width = len(s_items)
+    rho, common = np.zeros(len(keys)), np.zeros(len(keys))
+    step = max(1, KNN_BLOCK_ENTRIES // max(width, 1))
+    for start in range(0, len(q_items), step):
+        lo, hi = np.searchsorted(keys, [start * width, (start + step) * width])
+        if lo == hi:
+            continue
+        block_rows, block_cols = np.divmod(keys[lo:hi], width)
+        cols, col_index = np.unique(block_cols, return_inverse=True)
+        block_rho, block_common = pearson_baseline(model, q_items[start:start + step], s_items[cols])
+        rho[lo:hi] = block_rho[block_rows - start, col_index]
+        common[lo:hi] = block_common[block_rows - start, col_index]
+    return NeededPairs(q_items, s_items, keys, rho, common)
+
+
+def _held_values(pairs: NeededPairs, query: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """rho and n (U, Q, S) of each user's (query slot, support slot) from `pairs`; 0 where not held."""
+    q_index = np.searchsorted(pairs.q_items, query).astype(np.int64)
+    s_index = np.searchsorted(pairs.s_items, support).astype(np.int64)
+    keys = q_index[:, :, None] * np.int64(len(pairs.s_items)) + s_index[:, None, :]
+    at = np.minimum(np.searchsorted(pairs.keys, keys), max(len(pairs.keys) - 1, 0))
+    held = pairs.keys[at] == keys if len(pairs.keys) else np.zeros(keys.shape, dtype=bool)
+    return (np.where(held, pairs.rho[at] if len(pairs.keys) else 0.0, 0.0),
+            np.where(held, pairs.common[at] if len(pairs.keys) else 0.0, 0.0))
+
+
+def _knn_blocks(model: KNNModel, split: TaskSplit, table: PairTable | NeededPairs | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every (user, query slot, support slot): rho_ij and n_ij, plus the support residuals.
 
     Returns rho (U, Q, S), n (U, Q, S) and r_uj - b_uj (U, S) with b_u from the support set.
@@ -431,6 +510,9 @@ def _knn_blocks(model: KNNModel, split: TaskSplit, table: PairTable | None = Non
     query = split.query_items.numpy()
     user_bias = model.bias.user_bias(support, labels, mask)
     support_residual = (labels - model.bias.mu - model.bias.item_bias[support] - user_bias[:, None]) * mask
+    if isinstance(table, NeededPairs):
+        rho, common = _held_values(table, query, support)
+        return rho, common, support_residual
     if table is not None:
         gather = (np.searchsorted(table.q_items, query)[:, :, None], np.searchsorted(table.s_items, support)[:, None, :])
         return table.rho[gather], table.common[gather].astype(np.float64), support_residual
@@ -442,7 +524,8 @@ def _knn_blocks(model: KNNModel, split: TaskSplit, table: PairTable | None = Non
     return rho[gather], common[gather], support_residual
 
 
-def predict_knn_grid(model: KNNModel, split: TaskSplit, configs: list[KNNConfig], table: PairTable | None = None) -> list[np.ndarray]:
+def predict_knn_grid(model: KNNModel, split: TaskSplit, configs: list[KNNConfig],
+                     table: PairTable | NeededPairs | None = None) -> list[np.ndarray]:
     """(U, Q) predictions of each config, b_ui + sum_j s_ij (r_uj - b_uj) / (beta + sum_j |s_ij|).
 
     s_ij = rho_ij n_ij / (n_ij + lambda); j runs over the k support items with the largest

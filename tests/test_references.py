@@ -409,12 +409,41 @@ def test_knn_pairs_are_computed_once_per_split_not_once_per_chunk_of_users(monke
     assert np.array_equal(R.predict_knn(model, split, config), shared)
     assert calls == [1] * len(R.pair_table(model, split).q_items) * 2  # one query item per block (4 // 3 support items), twice
     calls.clear()
-    monkeypatch.setattr(R, "KNN_TABLE_ENTRIES", 0)  # too large a table: each chunk computes its own pairs
-    assert R.pair_table(model, split) is None
-    alone = R.predict_knn(model, split, config)
-    assert np.array_equal(alone, shared)
-    assert len(calls) >= 3
-    np.testing.assert_array_equal(R.predict_knn_grid(model, split, [config])[0], shared)
+    monkeypatch.setattr(R, "KNN_TABLE_ENTRIES", 0)  # too large a table...
+    assert R.pair_table(model, split) is None  # ...and the chunks' own products cheaper in all: each its own
+    # ratings per item, by hand: item 1 three, items 2 and 3 two each, item 4 none
+    assert R.product_cost(model, np.array([1, 2]), np.array([3, 4])) == (3 + 2) * (2 + 0)
+    # Only the pairs some user holds, each computed once (what many chunks of a large catalogue get):
+    held = R.needed_pairs(model, split, np.unique(split.query_items.numpy()), np.unique(split.support_items.numpy()))
+    # by hand: user 1 holds query {1, 4} x support {2, 3}, user 2 {3} x {1, 2}, user 3 {2} x {1, 3}
+    pairs = {(int(held.q_items[k // len(held.s_items)]), int(held.s_items[k % len(held.s_items)])) for k in held.keys}
+    assert pairs == {(1, 2), (1, 3), (4, 2), (4, 3), (3, 1), (3, 2), (2, 1), (2, 3)}
+    calls.clear()
+    alone = R.predict_knn_grid(model, split, [config], held)[0]
+    valid = split.query_mask.numpy()  # this split pads with a real item; a pair no user holds reads as 0
+    assert np.array_equal(alone[valid], shared[valid])
+    assert calls == []  # the held pairs were computed once, above
+    np.testing.assert_array_equal(R.predict_knn(model, split, config), shared)  # per chunk: the same numbers
+
+
+@pytest.mark.parametrize("task", ["rating", "ctr"])
+def test_only_the_held_pairs_give_the_whole_tables_predictions_bit_for_bit(task, monkeypatch):
+    data = tiny_task_data(task, seed=8, users=40)
+    model = R.fit_item_knn(R.fitting_ratings(data), R.BiasConfig(2.0, 3.0))
+    configs = [R.KNNConfig(k, shrinkage, damping) for k, shrinkage, damping in ((2, 10.0, 0.0), (5, 100.0, 0.3))]
+    for split in (data.splits["val"], data.splits["test"]):
+        table = R.pair_table(model, split)
+        assert isinstance(table, R.PairTable)
+        whole = [R.predict_knn_grid(model, split, configs, table), R.predict_knn(model, split, configs[0])]
+        monkeypatch.setattr(R, "KNN_TABLE_ENTRIES", 0)
+        monkeypatch.setattr(R, "KNN_USER_CHUNK", 1)  # many chunks: their own tables would hold more entries in all
+        monkeypatch.setattr(R, "KNN_BLOCK_ENTRIES", 3 * len(table.s_items))  # several row blocks
+        held = R.pair_table(model, split)
+        assert isinstance(held, R.NeededPairs) and 0 < len(held.keys) <= len(table.q_items) * len(table.s_items)
+        assert R.predict_knn(model, split, configs[0]).tobytes() == whole[1].tobytes()
+        for ours, theirs in zip(R.predict_knn_grid(model, split, configs, held), whole[0]):
+            assert ours.tobytes() == theirs.tobytes()
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("task", ["rating", "ctr"])
