@@ -29,7 +29,7 @@ import numpy as np
 import scipy
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from models.references import BiasConfig, KNNConfig, MFConfig, Ratings, fit_item_knn, fit_mf, item_neighbours
 from models.tasks import TaskSplit
@@ -227,16 +227,30 @@ def read_stored_fit(path: Path, kind: type[Tables]) -> Tables | None:
 
 
 def write_stored_fit(path: Path, tables: FactorTables | NeighbourTables, limit: int = STORED_BYTES) -> None:
-    """Store `tables` at `path` atomically (a killed writer leaves a temporary file, never a
-    partial fit), then drop the least recently used fits beyond `limit` bytes (this one stays)."""
+    """Store `tables` at `path` atomically (a killed writer leaves a `.partial` file, never a
+    partial fit), then drop the least recently used fits beyond `limit` bytes (this one stays).
+
+    The bytes are written here, not by safetensors' `save_file`: that stages its own `.tmpXXXXXX`
+    file (mode 0600), which a killed writer left behind for good, and reports a full disk or a
+    read-only directory as a SafetensorError instead of the OSError the caller handles.
+
+    Raises:
+        OSError: the directory cannot be written (full, read-only); nothing is left behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
     for partial, modified, _ in _files_with_times(path.parent, ".*.partial"):
         if now - modified > 3600:  # a killed writer's: no writer takes an hour
             partial.unlink(missing_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    save_file({f.name: getattr(tables, f.name).contiguous() for f in fields(tables)}, str(staging))
-    os.replace(staging, path)
+    serialized = save({f.name: getattr(tables, f.name).contiguous() for f in fields(tables)})
+    try:
+        with staging.open("wb") as handle:
+            handle.write(serialized)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
     total = 0
     for stored, _, size in sorted(_files_with_times(path.parent, "*.safetensors"), key=lambda f: f[1], reverse=True):
         total += size

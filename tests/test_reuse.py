@@ -4,6 +4,7 @@ for the same rows and settings), and the reference rows' validation choice (`ref
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +165,59 @@ def test_a_killed_writers_partial_file_is_removed_after_an_hour(tmp_path):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     factors.write_stored_fit(tmp_path / "mf-c.safetensors", factors.FactorTables(torch.zeros(1), torch.zeros(1, 3), torch.zeros(1, 3, 2)))
     assert not old.exists() and fresh.exists()  # another writer may still be writing the fresh one
+
+
+def _write_fit_killed_mid_write(directory: str) -> None:
+    """In a child process: write a fit and die (SIGXFSZ, as kill -9) once the file passes 4 kB."""
+    import resource
+    import signal
+
+    import models.factors as factors
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; by default it kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    tables = factors.FactorTables(torch.zeros(1), torch.zeros(1, 10_000), torch.zeros(1, 10_000, 2))
+    factors.write_stored_fit(Path(directory) / "mf-killed.safetensors", tables)
+
+
+def test_a_writer_killed_mid_write_leaves_only_a_partial_file_that_the_sweep_removes(tmp_path):
+    import multiprocessing
+    import signal
+
+    import models.factors as factors
+
+    child = multiprocessing.get_context("spawn").Process(target=_write_fit_killed_mid_write, args=(str(tmp_path),))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGXFSZ  # killed while writing
+    left = [p.name for p in tmp_path.iterdir()]
+    # No fit under its final name, and nothing but a staging file the next writer removes once old
+    # (safetensors' save_file stages its own '.tmpXXXXXX', which no sweep knew: 53 MB per kill on ML-1M).
+    assert len(left) == 1 and left[0].startswith(".mf-killed.safetensors.") and left[0].endswith(".partial"), left
+    os.utime(tmp_path / left[0], (time.time() - 7200, time.time() - 7200))
+    factors.write_stored_fit(tmp_path / "mf-c.safetensors", factors.FactorTables(torch.zeros(1), torch.zeros(1, 3), torch.zeros(1, 3, 2)))
+    assert [p.name for p in tmp_path.iterdir()] == ["mf-c.safetensors"]
+
+
+def test_a_fits_directory_that_cannot_be_written_still_gives_the_fit(fits_on_disk):
+    """A full disk (or a read-only directory) fails the write: the step keeps its freshly fitted
+    tables, with a warning, and leaves nothing behind. Here the write fails as on a full disk:
+    past the process's file size limit (EFBIG), which root is held to as well."""
+    import resource
+
+    data = tiny_task_data(users=20)
+    only_mf = replace(FOLDINS, knn_foldin=False)
+    expected = PreferenceNetwork(data, only_mf).embedder.mf_factors
+    forget_fits()
+    for stored in fits_on_disk.iterdir():
+        stored.unlink()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
+    try:
+        with pytest.warns(UserWarning, match="could not keep the fitted item side"):
+            fitted = PreferenceNetwork(data, only_mf).embedder.mf_factors
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert torch.equal(fitted, expected)
+    assert fit_counts() == {"fitted": 1, "reused": 0, "loaded": 0}
+    assert list(fits_on_disk.iterdir()) == []
