@@ -143,7 +143,8 @@ def sample_negatives(interactions: pl.DataFrame, items: pl.DataFrame, raw_intera
         items: the cleaned catalogue (item_id, ...): the items negatives are drawn from.
         raw_interactions: the log as read (user_id, item_id as text): an item a user has any row for
             (even a rejected one) is never that user's negative.
-        per_positive: k, sampled negatives per positive (label > 0).
+        per_positive: k, sampled negatives per positive (label > 0); any k above the catalogue's size
+            gives every user all its unseen items.
         seed: the numpy stream's seed.
     Returns:
         The sampled rows, in the cleaned interactions' schema, each at the time of its positive.
@@ -159,6 +160,9 @@ def sample_negatives(interactions: pl.DataFrame, items: pl.DataFrame, raw_intera
             .join(users, on="user_id").join(catalogue, on="item_id")
             .select(pl.col("_user", "_item").cast(pl.Int64)).unique().sort("_user", "_item"))
     n_users, n_items = users.height, catalogue.height
+    # A k beyond the catalogue asks for every unseen item, as k = n_items + 1 does; clipped, k x positives
+    # stays within int64 (TOML allows k up to 2**63 - 1, and the product wrapped around to too few or none).
+    per_positive = min(per_positive, n_items + 1)
     n_positive = anchors.group_by("_user").len().sort("_user")["len"].to_numpy().astype(np.int64)  # (n_users,)
     unseen = n_items - np.bincount(seen["_user"].to_numpy(), minlength=n_users)  # (n_users,)
     need = negatives_needed(n_positive, unseen, per_positive)

@@ -200,6 +200,23 @@ def test_sampled_negatives_by_hand(tmp_path):
     assert reseeded.height == interactions.height and not reseeded.equals(interactions)
 
 
+def test_a_k_beyond_the_catalogue_gives_every_unseen_item(tmp_path):
+    # TOML's largest integer: k x positives is past int64 for every user, and was wrapped around,
+    # so users got fewer negatives or none, and the info counted them wrongly. Any k above the
+    # catalogue means every artist the user has no row for: u1 10 - 2 = 8, u2 10 - 7 = 3, u3 0, u4 2.
+    bundle = cleaned(hand_dir(tmp_path, negatives=", negatives_per_positive = 9223372036854775807"))
+    sampled = bundle.frame("interactions").filter(pl.col("source_file").str.ends_with(SAMPLED_SUFFIX))
+    assert sampled.group_by("user_id").len().sort("user_id").rows() == [("u1", 8), ("u2", 3), ("u4", 2)]
+    assert (bundle.info["sampled_negatives"], bundle.info["users_short_of_negatives"],
+            bundle.info["users_without_negatives"]) == (13, 4, 1)  # every user short of k per positive; u3 without
+    # Each is drawn for its user's first positive (draw i of a user is for positive i // k).
+    first = bundle.frame("interactions").filter(pl.col("label") == 1).group_by("user_id").agg(pl.col("line").min())
+    assert sampled.join(first, on=["user_id", "line"], how="anti").height == 0
+    # The same rows as with k = 11, the smallest k above the catalogue's 10 artists.
+    same = cleaned(hand_dir(tmp_path / "eleven", negatives=", negatives_per_positive = 11")).frame("interactions")
+    assert same.equals(bundle.frame("interactions"))
+
+
 def test_draws_are_uniform_distinct_and_map_to_unseen_items():
     # The r-th unseen item, against a brute force over every seen set of a 5-item catalogue.
     seen_sets = [[], [0], [4], [1, 3], [0, 1, 2], [0, 2, 4], [1, 2, 3, 4]]
