@@ -268,3 +268,23 @@ def test_latin1_text_holding_some_mojibake_is_still_read_as_latin1(tmp_path):
     path = tmp_path / "users.csv"  # ISO-8859-1 accents (not UTF-8) outnumber UTF-8-looking pairs, as in BX-Users.csv
     path.write_bytes(b"id,city\n1,k\xf6ln\n2,m\xfcnchen\n3,z\xfcrich\n4,m\xc3\xbcnchen\n")
     assert decoding_of(path, "users.csv", "latin-1").encoding == "latin-1"
+
+
+def test_utf8_counts_equal_a_character_by_character_count():
+    # count_utf8 counts in C; against the definition, character by character, on text that mixes
+    # ASCII, valid 2-4 byte sequences and stray bytes (lone continuation bytes, cut-short leads, 0xff).
+    import random
+
+    from assets.raw_text import count_utf8
+
+    def by_hand(piece: bytes) -> tuple[int, int]:
+        text = piece.decode("utf-8", errors="surrogateescape")
+        return (sum(1 for c in text if ord(c) > 0x7F and not 0xDC80 <= ord(c) <= 0xDCFF),
+                sum(1 for c in text if 0xDC80 <= ord(c) <= 0xDCFF))
+
+    parts = [b"a", b";", b"\n", "é".encode(), "€".encode(), "😀".encode(), b"\xe9", b"\x80", b"\xc3", b"\xff", b"\xed\xa0\x80"]
+    rng = random.Random(0)
+    for _ in range(300):
+        piece = b"".join(rng.choice(parts) for _ in range(rng.randrange(0, 40)))
+        assert count_utf8(piece) == by_hand(piece), piece
+    assert count_utf8(b"S\xc3\xa3o Paulo, \xe9") == (1, 1)  # a UTF-8 'ã', an ISO-8859-1 'é'
