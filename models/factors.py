@@ -14,16 +14,17 @@ the warm users' too under the production protocol), never on validation or test 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import logging
 import os
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import scipy
@@ -175,6 +176,7 @@ REMEMBERED_BYTES = 1 << 30  # 1 GiB
 _remembered: OrderedDict[tuple, FactorTables | NeighbourTables] = OrderedDict()
 _fit_counts = {"fitted": 0, "reused": 0, "loaded": 0}
 _lock = threading.Lock()
+LOG = logging.getLogger(__name__)
 
 # ... and on disk, across processes, where a directory is set (`keep_fits_in`; the pipeline sets
 # PAML_HOME/fits): a step run on its own (`dagster asset materialize --select reg_paml_eval`, a
@@ -188,6 +190,17 @@ _directory: list[Path | None] = [None]
 def keep_fits_in(directory: Path | None) -> None:
     """Keep fitted item sides in `directory` as well (None: in this process only)."""
     _directory[0] = None if directory is None else Path(directory)
+
+
+@contextlib.contextmanager
+def fits_kept_in(directory: Path | None) -> Iterator[None]:
+    """`keep_fits_in(directory)` for the block, then the directory that was set before."""
+    previous = fits_directory()
+    keep_fits_in(directory)
+    try:
+        yield
+    finally:
+        keep_fits_in(previous)
 
 
 def fits_directory() -> Path | None:
@@ -295,7 +308,8 @@ def remembered_fit(key: tuple, fit: Callable[[], Tables], kind: type[Tables]) ->
                 try:
                     write_stored_fit(path, tables)
                 except OSError as error:  # a read-only or full home: the fit itself is good
-                    warnings.warn(f"could not keep the fitted item side in {path.parent}: {error}", stacklevel=2)
+                    # a log line, not a warning: the CLI prints one line, Dagster's step log keeps it
+                    LOG.warning(f"could not keep the fitted item side in {path.parent}: {error}")
         with _lock:
             _remembered[key] = tables
             _fit_counts[counted] += 1

@@ -286,7 +286,7 @@ def recommend_command(args: argparse.Namespace) -> str:
         check_top, item_attributes, parse_label, profile_in_buckets, recommend, unknown_profile_fields,
     )
     from assets.specs import spec_for
-    from models.factors import keep_fits_in
+    from models.factors import fits_kept_in
     from pipelines.store import LineageStore
 
     check_top(args.top)
@@ -295,9 +295,9 @@ def recommend_command(args: argparse.Namespace) -> str:
     profile = profile_in_buckets(parse_pairs(args.profile, "--profile"), spec)
     store = LineageStore(default_home(), read_only=True)
     model, tasks = model_and_tasks(store, args.dataset, args.method, args.model)
-    keep_fits_in(default_home() / "fits")  # the model's fold-in tables, as the training stored them
     items = store.load(store.latest("clean_logs", args.dataset)).frame("items")
-    ranked, lr = recommend(model, tasks, profile, ratings, args.top, args.seed)
+    with fits_kept_in(default_home() / "fits"):  # the model's fold-in tables, as the training stored them
+        ranked, lr = recommend(model, tasks, profile, ratings, args.top, args.seed)
     given = pl.DataFrame({"item_id": list(ratings), "label": list(ratings.values())})
     unknown = unknown_profile_fields(profile, tasks)
     with pl.Config(tbl_rows=max(args.top, len(ratings)), fmt_str_lengths=48, tbl_width_chars=160,

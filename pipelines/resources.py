@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from pipelines.store import LineageStore
 
@@ -38,6 +39,7 @@ class PamlResource(dg.ConfigurableResource):
     home: str
     data_dir: str
     shards: int = 0
+    _counts_before: dict = PrivateAttr(default_factory=dict)
 
     @property
     def home_path(self) -> Path:
@@ -50,14 +52,19 @@ class PamlResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Steps that load a model rebuild its network, which fits the fold-ins' item sides: keep
         # them in the home so a step run on its own reads them instead (models/factors.py).
-        from models.factors import keep_fits_in  # here: torch is not needed to read a path
+        from models.factors import fit_counts, keep_fits_in  # here: torch is not needed to read a path
 
         keep_fits_in(self.home_path / "fits")
+        self._counts_before = fit_counts()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        from models.factors import keep_fits_in
+        from models.factors import fit_counts, keep_fits_in
 
         keep_fits_in(None)
+        counts = {k: v - self._counts_before.get(k, 0) for k, v in fit_counts().items()}
+        if any(counts.values()) and context.log is not None:  # shows the store at work: read, not refitted
+            context.log.info(f"fold-in item sides this run: {counts['fitted']} fitted, {counts['loaded']} read from "
+                             f"{self.home_path / 'fits'}, {counts['reused']} reused in memory")
 
     def store(self) -> LineageStore:
         """The DuckDB lineage store under `home`."""

@@ -343,8 +343,11 @@ def test_a_step_run_on_its_own_reads_the_fold_in_tables_the_training_stored(chai
     query = "SELECT seed, metric, value FROM metrics WHERE method = 'reg_paml' AND dataset = 'taobao' ORDER BY ALL"
     before = LineageStore(home).query(query)
     forget_fits()  # as a fresh process: nothing fitted in memory
-    assert materialize(home, instance, "reg_paml_eval").success
+    result = materialize(home, instance, "reg_paml_eval")
+    assert result.success
     counts = fit_counts()
     assert counts["fitted"] == 0 and counts["loaded"] == 2  # both item sides read from PAML_HOME/fits, once
+    messages = [e.message for e in instance.all_logs(result.run_id) if "fold-in item sides this run" in (e.message or "")]
+    assert len(messages) == 1 and messages[0].startswith("fold-in item sides this run: 0 fitted, 2 read from")
     assert sorted(p.name for p in (home / "fits").glob("*.safetensors")) == stored
     assert LineageStore(home).query(query).equals(before)  # the same metrics as with the tables fitted
