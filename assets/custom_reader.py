@@ -142,13 +142,17 @@ def parquet_text(column: str, dtype: pl.DataType) -> pl.Expr:
 
 def unix_seconds(column: str, time_format: str) -> pl.Expr:
     """Times written as `time_format` as Unix-seconds text; a value that does not parse stays as it was,
-    so cleaning rejects it with the value and the format.
+    so cleaning rejects it with the value and the format. Unix times may be written as whole-number
+    floats ('978300760.0'); any other fraction is rejected as not an integer.
 
     Under a text format (iso or a pattern) a bare integer that does not parse is marked
     `<value> (not <format>)`: left as it was it would pass cleaning as Unix seconds, and a mistyped
     compact date ('2024011' for '%Y%m%d') would become a day of January 1970.
     """
     text = pl.col(column).cast(pl.String).str.strip_chars()
+    if time_format in ("unix", "unix_ms"):
+        # pandas writes a whole-number column that holds a missing value as floats ('978300760.0')
+        text = text.str.replace(r"^([+-]?\d+)\.0+$", "${1}")
     if time_format == "unix":
         return text
     if time_format == "unix_ms":

@@ -256,3 +256,17 @@ def test_the_milliseconds_hint_needs_a_time_far_out_of_range():
     assert time_unit_hint(["label missing"], ["1147881045000"]) == ""
     assert time_unit_hint([], []) == "" and time_unit_hint(["timestamp outside x"], [None]) == ""
     assert "unix_ms" in time_unit_hint(["timestamp outside x"], [" 1147881045000"])
+
+
+def test_unix_times_written_as_whole_number_floats_read_as_pandas_writes_them(tmp_path):
+    directory = ml25m_dir(tmp_path, n_users=6, n_items=8)
+    expected = cleaned(directory).frame("interactions")
+    ratings = directory / "ratings.csv"
+    header, *rows = ratings.read_text().splitlines()
+    rows[0] = rows[0].rsplit(",", 1)[0] + ",1147881045.5"  # a fraction: not a Unix time
+    ratings.write_text("\n".join([header] + [row if i == 0 else f"{row}.0" for i, row in enumerate(rows)]) + "\n")
+    bundle = cleaned(directory)
+    rejected = bundle.frame("rejected")
+    assert rejected.select("reason", "value").rows() == [("timestamp not an integer", "1147881045.5")]
+    assert bundle.frame("interactions").drop("source_file", "line").equals(
+        expected.filter(pl.col("line") != 2).drop("source_file", "line"))
