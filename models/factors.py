@@ -32,6 +32,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from models.locks import file_lock
 from models.references import BiasConfig, KNNConfig, MFConfig, Ratings, fit_item_knn, fit_mf, item_neighbours
 from models.tasks import TaskSplit
 
@@ -269,6 +270,8 @@ def write_stored_fit(path: Path, tables: FactorTables | NeighbourTables, limit: 
         total += size
         if total > limit and stored != path:
             stored.unlink(missing_ok=True)
+            # its lock file too (empty); a process still waiting on it at worst fits it once more
+            stored.with_name(f".{stored.name}.lock").unlink(missing_ok=True)
 
 
 def _files_with_times(directory: Path, pattern: str) -> list[tuple[Path, float, int]]:
@@ -282,6 +285,27 @@ def _files_with_times(directory: Path, pattern: str) -> list[tuple[Path, float, 
             continue
         found.append((path, status.st_mtime, status.st_size))
     return found
+
+
+@contextlib.contextmanager
+def fitting_alone(path: Path | None) -> Iterator[None]:
+    """Hold `path`'s lock file while its fit is read or made: processes that need the same fit at
+    once (parallel training workers, Dagster's multiprocess executor) fit it once, the others
+    wait and read it. Without a directory, or where the lock cannot be taken (a read-only
+    directory), nothing is held."""
+    if path is None:
+        yield
+        return
+    try:
+        lock = file_lock(path.with_name(f".{path.name}.lock"))
+        lock.__enter__()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def remembered_fit(key: tuple, fit: Callable[[], Tables], kind: type[Tables]) -> Tables:
@@ -300,16 +324,16 @@ def remembered_fit(key: tuple, fit: Callable[[], Tables], kind: type[Tables]) ->
     if tables is None:
         directory = fits_directory()
         path = stored_fit_path(directory, key) if directory is not None else None
-        tables = read_stored_fit(path, kind) if path is not None else None
-        counted = "loaded"
-        if tables is None:
-            tables, counted = fit(), "fitted"  # outside the lock: another thread's lookups need not wait for it
-            if path is not None:
-                try:
-                    write_stored_fit(path, tables)
-                except OSError as error:  # a read-only or full home: the fit itself is good
-                    # a log line, not a warning: the CLI prints one line, Dagster's step log keeps it
-                    LOG.warning(f"could not keep the fitted item side in {path.parent}: {error}")
+        with fitting_alone(path):  # outside `_lock`: another thread's lookups need not wait for a fit
+            tables, counted = (read_stored_fit(path, kind) if path is not None else None), "loaded"
+            if tables is None:
+                tables, counted = fit(), "fitted"
+                if path is not None:
+                    try:
+                        write_stored_fit(path, tables)
+                    except OSError as error:  # a read-only or full home: the fit itself is good
+                        # a log line, not a warning: the CLI prints one line, Dagster's step log keeps it
+                        LOG.warning(f"could not keep the fitted item side in {path.parent}: {error}")
         with _lock:
             _remembered[key] = tables
             _fit_counts[counted] += 1

@@ -27,8 +27,6 @@ optuna only, so it runs on a machine without the data stack (docs/tuning.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import math
 import os
@@ -38,7 +36,9 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from models.locks import file_lock
 
 TENSORS_FILE, INFO_FILE = "tensors.safetensors", "info.json"
 HIDDEN_SPLITS = ("test",)  # never loaded by the search
@@ -109,23 +109,6 @@ def journal_storage(journal: Path):
     journal = Path(journal)
     journal.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal))))
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive flock on `path` (created when missing); yields False when not blocking and taken."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class JournalError(ValueError):

@@ -41,18 +41,10 @@ def dagster_instance(home: Path | None = None) -> Iterator["dg.DagsterInstance"]
     traceback (sqlite3.OperationalError: table runs already exists)."""
     import dagster as dg
 
+    from models.locks import file_lock
+
     dagster_home = ensure_dagster_home(home)
-    with (dagster_home / ".instance.lock").open("a") as lock:
-        try:
-            import fcntl
-        except ImportError:  # not on Unix: no lock (start the first command alone)
-            fcntl = None
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            instance = dg.DagsterInstance.get()
-        finally:
-            if fcntl is not None:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(dagster_home / ".instance.lock"):  # not on Unix: no lock (start the first command alone)
+        instance = dg.DagsterInstance.get()
     with instance:
         yield instance

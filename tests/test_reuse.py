@@ -220,4 +220,29 @@ def test_a_fits_directory_that_cannot_be_written_still_gives_the_fit(fits_on_dis
     assert [r.levelname for r in caplog.records if "could not keep the fitted item side" in r.getMessage()] == ["WARNING"]
     assert torch.equal(fitted, expected)
     assert fit_counts() == {"fitted": 1, "reused": 0, "loaded": 0}
-    assert list(fits_on_disk.iterdir()) == []
+    assert [p.name for p in fits_on_disk.iterdir() if not p.name.endswith(".lock")] == []  # no fit, no partial file
+
+
+def test_two_builds_needing_the_same_fit_at_once_fit_it_once(fits_on_disk):
+    # flock is per open file, so two threads contend as two processes would (parallel training
+    # workers, Dagster's multiprocess executor): the second waits for the first's fit and reads it.
+    import threading
+
+    from models.factors import FactorTables, remembered_fit
+
+    calls = []
+
+    def slow_fit() -> FactorTables:
+        calls.append(1)
+        time.sleep(1.0)
+        return FactorTables(torch.zeros(1), torch.ones(1, 3), torch.zeros(1, 3, 2))
+
+    key = ("mf", "a rows digest", 3, "settings")
+    builds = [threading.Thread(target=remembered_fit, args=(key, slow_fit, FactorTables)) for _ in range(2)]
+    builds[0].start()
+    time.sleep(0.2)  # the first holds the lock and fits
+    builds[1].start()
+    for build in builds:
+        build.join()
+    assert len(calls) == 1
+    assert fit_counts() == {"fitted": 1, "reused": 0, "loaded": 1}

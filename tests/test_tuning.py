@@ -279,7 +279,7 @@ def test_a_killed_search_resumes_without_redoing_finished_trials_and_draws_what_
 
 
 def test_a_second_run_on_a_busy_journal_is_refused(tmp_path):
-    from models.search import file_lock
+    from models.locks import file_lock
 
     tensors, info = tensors_of(tiny_task_data())
     tasks = export_tasks(tensors, info, tmp_path / "tasks", "h")
