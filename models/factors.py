@@ -293,19 +293,13 @@ def fitting_alone(path: Path | None) -> Iterator[None]:
     once (parallel training workers, Dagster's multiprocess executor) fit it once, the others
     wait and read it. Without a directory, or where the lock cannot be taken (a read-only
     directory), nothing is held."""
-    if path is None:
+    with contextlib.ExitStack() as held:
+        if path is not None:
+            try:
+                held.enter_context(file_lock(path.with_name(f".{path.name}.lock")))
+            except OSError:
+                pass
         yield
-        return
-    try:
-        lock = file_lock(path.with_name(f".{path.name}.lock"))
-        lock.__enter__()
-    except OSError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def remembered_fit(key: tuple, fit: Callable[[], Tables], kind: type[Tables]) -> Tables:
