@@ -260,8 +260,25 @@ def mostly_utf8(scan: _Scan) -> bool:
 def decoding_of(path: Path, label: str, declared: str) -> Decoding:
     """Check `path` as bytes and decide how to decode it, or raise a named RawFileError.
 
-    `label` is the file's name in messages and rejected rows (e.g. 'ml-1m/users.dat').
+    `label` is the file's name in messages and rejected rows (e.g. 'ml-1m/users.dat'). A read asks
+    for a file's decoding several times (reading it, `decoded_as`, `unterminated`): the scan of
+    its bytes is kept per path, size and modification time, so an unchanged file is scanned once.
     """
+    try:
+        status = Path(path).stat()
+    except OSError:  # missing or unreadable: the uncached check names it
+        return _decoding_of(path, label, declared)
+    return _remembered_decoding(Path(path), label, declared, (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered_decoding(path: Path, label: str, declared: str, version: tuple[int, ...]) -> Decoding:
+    """`_decoding_of`, once per (path, label, encoding, the file's inode, size and times); errors are not kept."""
+    return _decoding_of(path, label, declared)
+
+
+def _decoding_of(path: Path, label: str, declared: str) -> Decoding:
+    """`decoding_of` without the kept scans."""
     where = f"{label} ({path})"
     head = check_start(path, where, declared)
     bom = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
