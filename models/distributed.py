@@ -6,7 +6,10 @@ are summed (each shard's loss weighted by its share of the batch), so each updat
 one process's update on the whole batch. AT-PAML's memory receives the summed gradients and
 every shard's users, so it stays identical in every process.
 
-    torchrun --nproc_per_node 2 -m models.distributed --tasks DIR --method reg_paml --out DIR
+    torchrun --nproc_per_node 2 -m models.distributed --tasks DIR --method reg_paml --out DIR [--fits DIR]
+
+The fold-ins' fitted item sides are kept in `--fits` (default: `fits/` beside the tasks), so one
+rank fits each table while the others wait and read it, and a later run reads them all.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def main() -> int:
     from safetensors.torch import load_file, save_file
 
     from models.checkpoint import flatten_state
+    from models.factors import fit_counts, keep_fits_in
     from models.references import validation_settings
     from models.runtime import thread_count
     from models.settings import tuned_configs
@@ -104,7 +108,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="rank 0 writes model.safetensors and history.json here")
+    parser.add_argument("--fits", default=None,
+                        help="where the fold-ins' fitted item sides are kept, shared by the ranks (default: TASKS/fits; '' keeps none)")
     args = parser.parse_args()
+    fits = Path(args.tasks) / "fits" if args.fits is None else (Path(args.fits) if args.fits else None)
+    keep_fits_in(fits)
     device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if args.device == "cuda" else args.device
     collective = init_from_env(device)
     tasks = Path(args.tasks)
@@ -121,6 +129,9 @@ def main() -> int:
                      **({} if args.epochs is None else {"epochs": args.epochs}))
     result = train(args.method, data, learner_config, config,
                    on_epoch=lambda log: collective.rank == 0 and print(log, flush=True), collective=collective)
+    counts = fit_counts()
+    print(f"rank {collective.rank}: fold-in item sides: {counts['fitted']} fitted, {counts['loaded']} read from {fits}, "
+          f"{counts['reused']} reused in memory", flush=True)
     if collective.rank == 0:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

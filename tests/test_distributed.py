@@ -1,5 +1,11 @@
 """Data-parallel training with 2 CPU processes (gloo) gives the model of 1 process."""
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -56,3 +62,31 @@ def test_one_call_sums_gradients_flags_and_scalars(tmp_path):
         assert torch.equal(got["grads"]["both"], torch.tensor([3.0, 6.0]))
         assert torch.equal(got["grads"]["first"], torch.tensor([5.0, -1.0]))  # rank 1 had none: zeros added
         assert got["grads"]["none"] is None  # no process had one: stays None, as Adam needs
+
+
+def run_torchrun(tasks, out, fits) -> list[str]:
+    """`torchrun -m models.distributed` with 2 CPU ranks for one epoch; the ranks' fit-count lines."""
+    command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(WORLD), "-m", "models.distributed",
+               "--tasks", str(tasks), "--method", "reg_paml", "--out", str(out), "--epochs", "1", "--fits", str(fits)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "PAML_THREADS": "2"},
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return sorted(line for line in done.stdout.splitlines() if "fold-in item sides" in line)
+
+
+def test_torchrun_ranks_fit_each_fold_in_table_once_and_a_rerun_reads_them(tmp_path):
+    from benchmarks.export_tasks import save_tasks, tasks_from_raw
+    from tests.fixtures import tiny_real_data
+
+    tasks = save_tasks(*tasks_from_raw("movielens", tiny_real_data(tmp_path / "raw", n_users=60)), tmp_path / "tasks")
+    fits = tmp_path / "fits"
+    first = run_torchrun(tasks, tmp_path / "out1", fits)
+    fitted = [int(re.search(r"(\d+) fitted", line).group(1)) for line in first]
+    assert len(first) == WORLD and sum(fitted) >= 1
+    stored = sorted(fits.glob("[!.]*.safetensors"))  # not the lock files
+    # The ranks need the same tables: what one fitted, the other read from disk.
+    read = [int(re.search(r"(\d+) read from", line).group(1)) for line in first]
+    assert sum(fitted) == len(stored) and sum(read) == len(stored), first
+    again = run_torchrun(tasks, tmp_path / "out2", fits)
+    assert [int(re.search(r"(\d+) fitted", line).group(1)) for line in again] == [0] * WORLD, again
+    assert (tmp_path / "out2" / "model.safetensors").exists()
