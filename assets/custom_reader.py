@@ -23,6 +23,7 @@ import polars as pl
 
 from assets.bundle import Bundle, file_source
 from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
+from assets.domains import MISSING_MARKERS
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines, unterminated
 from assets.raw_text import EmptyRawFileError, RawFileError
 
@@ -164,6 +165,45 @@ def unix_seconds(column: str, time_format: str) -> pl.Expr:
             .otherwise(seconds.cast(pl.String).fill_null(text)))
 
 
+# pandas writes an integer column holding a missing value as float64 ('7.0'). Only this form, one zero after
+# the point and no leading zero, is read as the integer: '0000013714' (an ASIN) and '7.00' are not floats pandas writes.
+WHOLE_FLOAT = r"^-?(?:0|[1-9][0-9]*)\.0$"
+
+
+def whole_float_ids(rows: pl.DataFrame, column: str) -> tuple[pl.DataFrame, dict[str, int]]:
+    """`rows` with the id `column`'s whole-number floats ('7.0', ' 12.0') as integers ('7', '12') in each
+    source file where every value that is not missing is one, and {source_file: values converted} for
+    files where any was. In any other file the column stays as read: an id column that mixes '7.0' with
+    'A7' or '7' was not written as floats, and '7.0' there is text, not the number 7.
+    """
+    text = pl.col(column).str.strip_chars()
+    missing = text.is_null() | text.str.to_lowercase().is_in(MISSING_MARKERS)
+    whole = text.str.contains(WHOLE_FLOAT).fill_null(False)
+    converted = whole & (missing | whole).all().over("source_file")
+    flagged = rows.with_columns(_whole=converted)
+    counts = flagged.group_by("source_file", maintain_order=True).agg(pl.col("_whole").sum())
+    found = {file: int(n) for file, n in counts.iter_rows() if n}
+    if not found:
+        return rows, {}
+    return flagged.with_columns(pl.when("_whole").then(text.str.strip_suffix(".0")).otherwise(pl.col(column))
+                                .alias(column)).drop("_whole"), found
+
+
+def text_ids(rows: pl.DataFrame, file: TableFile, columns: tuple[str, ...]) -> tuple[pl.DataFrame, dict[str, dict[str, int]]]:
+    """`rows` of a text `file` with its id `columns` read by `whole_float_ids`, and what was converted:
+    {source_file: {column: values}}. A Parquet file's float columns were converted as read (`parquet_text`)."""
+    converted: dict[str, dict[str, int]] = {}
+    if file.format == "parquet":
+        return rows, converted
+    for column in dict.fromkeys(c for c in columns if c and c in rows.columns):
+        if rows.schema[column] != pl.String:
+            continue
+        rows, found = whole_float_ids(rows, column)
+        for label, n in found.items():
+            converted.setdefault(label, {})[column] = n
+    return rows, converted
+
+
 def feature_value(feature: Feature, schema: pl.Schema) -> pl.Expr:
     """One feature as the cleaned tables name it: text, or a list of values (multi, flags)."""
     column = feature.columns[0]
@@ -225,6 +265,7 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     require_scalars(log, scalars, dataset.interactions.label)
     log_bad = pl.concat([b.frame("malformed") for b in logs])
     columns = dataset.interaction_columns
+    log, float_ids = text_ids(log, dataset.interactions, (columns["user_id"], columns["item_id"]))
     interactions = log.select(
         "source_file", "line",
         *[pl.col(columns[name]).cast(pl.String).alias(name) for name in ("user_id", "item_id")],
@@ -246,6 +287,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
             continue
         rows, bad = read_table(file, used)
         require_scalars(rows, scalars, file.label)
+        rows, converted = text_ids(rows, file, (id_column,))
+        float_ids |= converted
         malformed.append(bad)
         tables[side] = feature_table(rows, id_column, id_name, features, extra, None)
     malformed.append(log_bad)
@@ -253,10 +296,15 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     if dataset.details is not None:
         rows, bad = read_table(dataset.details, used)
         require_scalars(rows, scalars, dataset.details.label)
+        rows, converted = text_ids(rows, dataset.details, (dataset.details_id_column,))
+        float_ids |= converted
         malformed.append(bad)
         frames["item_details"] = feature_table(rows, dataset.details_id_column, "item_id", dataset.details_features, (), None)
     frames["malformed"] = pl.concat(malformed)
-    return Bundle(frames=frames, **sources_and_info(dataset, logs))
+    read = sources_and_info(dataset, logs)
+    if float_ids:  # ids written as whole-number floats, read as integers ('7.0' is user 7): which and how many
+        read["info"]["whole_float_ids"] = float_ids
+    return Bundle(frames=frames, **read)
 
 
 def sources_and_info(dataset: CustomDataset, logs: list[Bundle]) -> dict:

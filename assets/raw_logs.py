@@ -47,4 +47,7 @@ def raw_logs(context: dg.AssetExecutionContext, paml: PamlResource, taobao_log_w
     for label, line in bundle.info.get("unterminated", {}).items():
         context.log.warning(f"{label} ends without a line ending ({line}; kept as read when it parses): if the file "
                             "was cut short (an interrupted download), fetch it again")
+    if bundle.info.get("whole_float_ids"):
+        context.log.info(f"ids written as whole-number floats read as integers ('7.0' as '7'), values per file and "
+                         f"column: {bundle.info['whole_float_ids']}")
     return bundle_output(bundle, raw_files=dg.MetadataValue.json([asdict(s) for s in bundle.sources]))

@@ -270,3 +270,75 @@ def test_unix_times_written_as_whole_number_floats_read_as_pandas_writes_them(tm
     assert rejected.select("reason", "value").rows() == [("timestamp not an integer", "1147881045.5")]
     assert bundle.frame("interactions").drop("source_file", "line").equals(
         expected.filter(pl.col("line") != 2).drop("source_file", "line"))
+
+
+JOIN_SPEC = """\
+name = "joins"
+label = { kind = "rating", min = 1, max = 5 }
+interactions = { file = "log.csv", user_id = "user", item_id = "item", label = "rating" }
+groups = { features = ["age", "country", "plan"] }
+[users]
+file = "users.csv"
+id = "user"
+[users.features]
+age = { type = "numeric", min = 10, max = 90 }
+country = { type = "categorical" }
+plan = { type = "categorical" }
+[items]
+file = "items.csv"
+id = "item"
+[items.features]
+kind = { type = "categorical" }
+"""
+
+
+def join_dir(root: Path, log: list[str], users: list[str] | None = None, items: list[str] | None = None) -> Path:
+    """A log (user, item, rating) with a users and an items file, as a user's own export may write them."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.toml").write_text(JOIN_SPEC)
+    users = users or ["7,30,fr,a", "12,40,de,b", "13,50,it,a"]
+    items = items or ["0001,x", "0002,y", "3,z"]
+    (root / "users.csv").write_text("\n".join(["user,age,country,plan", *users]) + "\n")
+    (root / "items.csv").write_text("\n".join(["item,kind", *items]) + "\n")
+    (root / "log.csv").write_text("\n".join(["user,item,rating", *log]) + "\n")
+    return root
+
+
+def test_ids_written_as_whole_number_floats_join_the_integer_ids(tmp_path):
+    # pandas writes an integer id column holding a blank as float64: the log says user 7.0, users.csv says 7.
+    log = ["7.0,0001,4", "7.0,0002,3", "12.0,0001,2", " 12.0,3,5", "13.0,0002,4", "13.0,3,1", ",3,4", "99.0,3,4"]
+    dataset = load_spec(join_dir(tmp_path / "floats", log))
+    raw = read_custom(dataset)
+    assert raw.info["whole_float_ids"] == {"joins/log.csv": {"user": 7}}  # the blank is not a value converted
+    bundle = clean_logs_from_raw(raw, dataset.spec)
+    assert bundle.frame("interactions").group_by("user_id").len().sort("user_id").rows() == [("12", 2), ("13", 2), ("7", 2)]
+    # Item ids with leading zeros (an ASIN such as 0000013714) are not floats: they stay as written and join.
+    assert sorted(bundle.frame("interactions")["item_id"].unique()) == ["0001", "0002", "3"]
+    rejected = bundle.frame("rejected").select("line", "reason", "value").sort("line").rows()
+    assert rejected == [(8, "user_id missing", ""), (9, "unknown user_id", "99")]
+
+
+@pytest.mark.parametrize(("ids", "read_as"), [
+    (["7.0", "12.0", "", "nan"], ["7", "12", "", "nan"]),  # missing values are left to cleaning
+    (["-3.0", " 0.0 "], ["-3", "0"]),
+    (["7.0", "A7"], ["7.0", "A7"]),  # a column of text ids: '7.0' is text there
+    (["7.0", "12"], ["7.0", "12"]),  # not a float column either: pandas writes every value with '.0'
+    (["7.00", "12.00"], ["7.00", "12.00"]),
+    (["007.0", "0000013714"], ["007.0", "0000013714"]),  # leading zeros: text
+    (["7.5", "1e+16"], ["7.5", "1e+16"]),
+])
+def test_only_a_column_whose_every_value_is_a_whole_float_is_read_as_integers(ids, read_as):
+    from assets.custom_reader import whole_float_ids
+
+    rows = pl.DataFrame({"source_file": ["f"] * len(ids), "id": ids})
+    converted, found = whole_float_ids(rows, "id")
+    assert converted["id"].to_list() == read_as
+    assert found == ({"f": sum(a != b for a, b in zip(ids, read_as))} if ids != read_as else {})
+
+
+def test_whole_float_ids_are_decided_per_file_of_a_log(tmp_path):
+    from assets.custom_reader import whole_float_ids
+
+    rows = pl.DataFrame({"source_file": ["day1", "day1", "day2", "day2"], "id": ["7.0", "8.0", "7.0", "x"]})
+    converted, found = whole_float_ids(rows, "id")
+    assert converted["id"].to_list() == ["7", "8", "7.0", "x"] and found == {"day1": 2}
