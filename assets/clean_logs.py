@@ -126,7 +126,7 @@ def numeric_value(field: NumericField) -> pl.Expr:
 
 def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[Rule]:
     """The per-user rules of `spec`'s dataset as (bad, reason, offending value), in order."""
-    checks: list[Rule] = [(pl.col("_repeated"), "duplicate user_id", pl.col("user_id"))]  # see clean_users
+    checks: list[Rule] = duplicate_rules("user_id")  # see clean_users
     for field, domain in spec.user_domains:
         if isinstance(domain, Parts):
             checks += parts_rules(field, domain)
@@ -139,9 +139,8 @@ def user_rules(spec: DatasetSpec, rules: CleaningRules) -> list[Rule]:
 
 def clean_users(users: pl.DataFrame, spec: DatasetSpec, rules: CleaningRules) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Apply the user rules; return (users with typed features, rejected frames)."""
-    users = trim_text(users)
-    users = users.with_columns(repeated_rows(users, ["user_id"]))
-    kept, rejected = split_by_rules(users, user_rules(spec, rules), pl.col("user_id"), spec.name, drop=("_repeated",))
+    users = with_repeats(trim_text(users), "user_id")
+    kept, rejected = split_by_rules(users, user_rules(spec, rules), pl.col("user_id"), spec.name, drop=REPEAT_COLUMNS)
     for field, domain in spec.user_domains:
         if isinstance(domain, Parts):
             kept = kept.with_columns(parts_columns(field, domain))
@@ -171,14 +170,14 @@ def attach_item_details(
     if details is None:
         return items.with_columns(empty[f].alias(f) for f in fields if f not in items.columns), None, \
             rejected_rows(items.clear(), pl.lit(""), pl.lit(""), pl.lit(""), spec.name)
-    details = trim_text(details).with_columns(repeated_rows(details, ["item_id"]))
+    details = with_repeats(trim_text(details), "item_id")
     item_file = items["source_file"][0] if items.height else "items"
     rules: list[Rule] = [
         *field_rules("item_id", item_id_domain(spec)),
-        (pl.col("_repeated"), "duplicate item_id", pl.col("item_id")),
+        *duplicate_rules("item_id"),
         (~pl.col("item_id").is_in(items["item_id"].implode()), f"item_id not in {item_file}", pl.col("item_id")),
     ]
-    used, rejected = split_by_rules(details, rules, pl.col("item_id"), spec.name, drop=("_repeated",))
+    used, rejected = split_by_rules(details, rules, pl.col("item_id"), spec.name, drop=REPEAT_COLUMNS)
     detail_fields = [f for f in fields if f in used.columns]
     joined = items.drop(*[f for f in detail_fields if f in items.columns]).join(
         used.select("item_id", *detail_fields), on="item_id", how="left", maintain_order="left")
@@ -195,10 +194,9 @@ def clean_items(
 
     Returns (items, details rows used or None, rejected frames).
     """
-    items = trim_text(items)
-    items = items.with_columns(repeated_rows(items, ["item_id"]))
-    rules = [*field_rules("item_id", item_id_domain(spec)), (pl.col("_repeated"), "duplicate item_id", pl.col("item_id"))]
-    kept, rejected = split_by_rules(items, rules, pl.col("item_id"), spec.name, drop=("_repeated",))
+    items = with_repeats(trim_text(items), "item_id")
+    rules = [*field_rules("item_id", item_id_domain(spec)), *duplicate_rules("item_id")]
+    kept, rejected = split_by_rules(items, rules, pl.col("item_id"), spec.name, drop=REPEAT_COLUMNS)
     kept, used_details, rejected_details = attach_item_details(kept, details, spec)
     # A placeholder, or a value the spec lists as missing for that feature (Book-Crossing's year 0), is missing.
     missing = {f: [*ITEM_PLACEHOLDERS, *(m.lower() for m in values)] for f, values in spec.item_missing}
@@ -232,6 +230,53 @@ def repeated_rows(frame: pl.DataFrame, keys: list[str]) -> pl.Series:
     flags = np.zeros(frame.height, dtype=bool)
     flags[repeated_at] = True
     return pl.Series("_repeated", flags)
+
+
+REPEAT_COLUMNS = ("_repeated", "_differs")  # added by `with_repeats`, dropped after the rules
+
+
+def duplicate_rules(key: str) -> list[Rule]:
+    """The rules of a feature table's repeated id (columns from `with_repeats`): only the first row of an id
+    is read (kept, unless a rule rejects it); a later row is rejected, and one whose values differ from the
+    first row's says so and shows both: a table with two profiles for one id has no silent winner."""
+    return [
+        (pl.col("_repeated") & pl.col("_differs").is_not_null(), f"duplicate {key} with other values than its first row",
+         pl.col("_differs")),
+        (pl.col("_repeated"), f"duplicate {key}", pl.col(key)),
+    ]
+
+
+def with_repeats(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """`frame` (rows in file order) with `_repeated` (`repeated_rows` on `key`) and `_differs`: for a repeated
+    row whose other values differ from its key's first row, what differs, e.g. "age '41', plan 'c' (line 3:
+    age '40', plan 'b')"; null for every other row."""
+    repeated = repeated_rows(frame, [key])
+    differs = pl.Series("_differs", [None] * frame.height, dtype=pl.String)
+    if repeated.any():
+        fields = [c for c in frame.columns if c not in ("source_file", "line", key)]
+        rows = frame.with_row_index("_row").filter(pl.col(key).is_in(frame.filter(repeated)[key].implode()))
+        text = rows.select("_row", "line", key, *[shown_value(c, frame.schema[c]) for c in fields])
+        first = text.filter(pl.col(key).is_first_distinct()).drop("_row")
+        later = text.filter(~pl.col(key).is_first_distinct()).join(first, on=key, suffix="_first", maintain_order="left")
+        def listed(suffix: str) -> pl.Expr:  # the differing fields as "age '41', plan 'c'"
+            return pl.concat_str([pl.when(pl.col(c).ne_missing(pl.col(f"{c}_first"))).then(
+                pl.format("{} {}", pl.lit(c), pl.col(f"{c}{suffix}"))) for c in fields], separator=", ", ignore_nulls=True)
+
+        found = later.select("_row", pl.format("{} (line {}: {})", listed(""), "line_first", listed("_first")).alias("_differs"),
+                             listed("").alias("_this"))
+        found = found.filter(pl.col("_this") != "")
+        differs = differs.scatter(found["_row"], found["_differs"])
+    return frame.with_columns(repeated, differs)
+
+
+def shown_value(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A raw field as a message shows it: quoted text, a list as ['a', 'b'], a missing value as null."""
+    value = pl.col(column)
+    if isinstance(dtype, pl.List):
+        value = pl.concat_str(pl.lit("["), value.list.eval(pl.format("'{}'", pl.element())).list.join(", "), pl.lit("]"))
+    else:
+        value = pl.format("'{}'", value.cast(pl.String))
+    return pl.when(pl.col(column).is_null()).then(pl.lit("null")).otherwise(value).alias(column)
 
 
 LABEL_GRID_TOLERANCE = 1e-6  # in steps: 4.5 read as 4.4999999 is still a half-star rating

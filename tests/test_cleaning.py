@@ -280,11 +280,15 @@ def test_a_directory_in_a_raw_files_place_is_named_not_taken_for_absent(tmp_path
         read_movielens(tmp_path)
 
 
-def test_duplicate_user_keeps_the_first_line(tmp_path):
-    users = good_ml_users(2) + ["1::F::25::3::12345"]
+def test_duplicate_user_keeps_the_first_line_and_names_what_differs(tmp_path):
+    users = good_ml_users(2) + ["1::F::25::3::12345", good_ml_users(2)[1]]  # user 1 with another profile; user 2 again
     bundle = clean_ml(tmp_path, users, ml_ratings_for(range(1, 3)))
-    row = bundle.frame("rejected").filter(pl.col("reason") == "duplicate user_id").row(0, named=True)
-    assert (row["record_id"], row["line"]) == ("1", 3)
+    rejected = bundle.frame("rejected").sort("line").select("record_id", "line", "reason", "value").rows()
+    assert rejected == [
+        ("1", 3, "duplicate user_id with other values than its first row",
+         "age '25', occupation '3', zip '12345' (line 1: age '18', occupation '1', zip '10001')"),
+        ("2", 4, "duplicate user_id", "2"),  # the same profile twice: nothing was chosen
+    ]
     assert bundle.frame("users").filter(pl.col("user_id") == "1")["line"].item() == 1
 
 

@@ -306,16 +306,20 @@ def join_dir(root: Path, log: list[str], users: list[str] | None = None, items: 
 
 def test_ids_written_as_whole_number_floats_join_the_integer_ids(tmp_path):
     # pandas writes an integer id column holding a blank as float64: the log says user 7.0, users.csv says 7.
-    log = ["7.0,0001,4", "7.0,0002,3", "12.0,0001,2", " 12.0,3,5", "13.0,0002,4", "13.0,3,1", ",3,4", "99.0,3,4"]
+    log = ["7.0,0001,4", "7.0,0002,3", "12.0,0001,2", " 12.0,3,5", "13.0,0002,4", "13.0,3,1", ",3,4", "99.0,3,4",
+           "13.0,9,2"]
     dataset = load_spec(join_dir(tmp_path / "floats", log))
     raw = read_custom(dataset)
-    assert raw.info["whole_float_ids"] == {"joins/log.csv": {"user": 7}}  # the blank is not a value converted
+    assert raw.info["whole_float_ids"] == {"joins/log.csv": {"user": 8}}  # the blank is not a value converted
     bundle = clean_logs_from_raw(raw, dataset.spec)
     assert bundle.frame("interactions").group_by("user_id").len().sort("user_id").rows() == [("12", 2), ("13", 2), ("7", 2)]
     # Item ids with leading zeros (an ASIN such as 0000013714) are not floats: they stay as written and join.
     assert sorted(bundle.frame("interactions")["item_id"].unique()) == ["0001", "0002", "3"]
     rejected = bundle.frame("rejected").select("line", "reason", "value").sort("line").rows()
-    assert rejected == [(8, "user_id missing", ""), (9, "unknown user_id", "99")]
+    # A row naming a user or an item the feature files do not hold is rejected with the id, and counted.
+    assert rejected == [(8, "user_id missing", ""), (9, "unknown user_id", "99"), (10, "unknown item_id", "9")]
+    accounting = bundle.frame("accounting").filter(pl.col("source_file") == "joins/log.csv")
+    assert accounting.select("read", "kept", "rejected").row(0) == (9, 6, 3)
 
 
 @pytest.mark.parametrize(("ids", "read_as"), [
@@ -342,3 +346,25 @@ def test_whole_float_ids_are_decided_per_file_of_a_log(tmp_path):
     rows = pl.DataFrame({"source_file": ["day1", "day1", "day2", "day2"], "id": ["7.0", "8.0", "7.0", "x"]})
     converted, found = whole_float_ids(rows, "id")
     assert converted["id"].to_list() == ["7", "8", "7.0", "x"] and found == {"day1": 2}
+
+
+def test_a_feature_table_with_two_rows_for_one_id_keeps_the_first_and_shows_what_differs(tmp_path):
+    log = ["7,0001,4", "7,0002,3", "12,0001,2", "12,3,5"]
+    users = ["7,30,fr,a", "12,40,de,b", "12,41,de,c", "7,30,fr,a"]  # 12 twice with two profiles; 7 twice alike
+    items = ["0001,x", "0002,y", "3,z", "3,w"]
+    bundle = cleaned(join_dir(tmp_path / "dups", log, users, items))
+    rejected = bundle.frame("rejected").sort("source_file", "line").select("source_file", "line", "reason", "value").rows()
+    assert rejected == [
+        ("joins/items.csv", 5, "duplicate item_id with other values than its first row", "kind 'w' (line 4: kind 'z')"),
+        ("joins/users.csv", 4, "duplicate user_id with other values than its first row",
+         "age '41', plan 'c' (line 3: age '40', plan 'b')"),
+        ("joins/users.csv", 5, "duplicate user_id", "7"),
+    ]
+    assert bundle.frame("users").sort("user_id").select("user_id", "plan").rows() == [("12", "b"), ("7", "a")]
+    # A multi feature's lists are compared and shown whole.
+    directory = ml25m_dir(tmp_path, n_users=6, n_items=8)
+    with (directory / "movies.csv").open("a") as movies:
+        movies.write("2,Cats (1998),Drama\n")
+    row = cleaned(directory).frame("rejected").row(0, named=True)
+    assert (row["line"], row["reason"]) == (10, "duplicate item_id with other values than its first row")
+    assert row["value"] == "genres ['Drama'], title 'Cats (1998)' (line 3: genres ['Drama', 'Comedy'], title '\"Great Performances\" Cats (1998)')"
