@@ -86,6 +86,9 @@ PACKED_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".zst")  # a raw file still com
 # A byte that never occurs in text files: reading with it as the separator yields whole lines.
 UNIT_SEPARATOR = "\x1f"
 BLANK_LINE = "blank line"  # the one reason every reader gives for a line with nothing on it
+# Said of a line that does not split and holds a CR that ends no line, in a file whose lines end with LF.
+LONE_CR = ("the line holds a carriage return (CR) alone: two records joined by an old Mac line end, or a stray CR "
+           "in a field?")
 CUT_OFF = "last line has no line ending: file cut off?"
 HEADER_AGAIN = "a header line among the data (files joined together?)"  # a line naming the file's columns
 
@@ -94,10 +97,11 @@ def read_text_lines(path: Path, decoding: Decoding) -> pl.Series:
     """Every line of a text file, blank lines included (as ""), without the final newline.
 
     UTF-8 files are read by polars' native reader (tens of millions of lines in bounded
-    memory); other encodings, and lines polars cannot take whole, are decoded in Python.
-    The bytes were validated by `decoding_of` first, so neither path can fail on them.
+    memory); other encodings, lines polars cannot take whole, and files of CR line ends alone
+    (`decoding.line_end`: polars ends a line at LF only) are decoded in Python. The bytes were
+    validated by `decoding_of` first, so neither path can fail on them. A CRLF line keeps its CR.
     """
-    if decoding.encoding == "utf-8":
+    if decoding.encoding == "utf-8" and decoding.line_end == "\n":
         try:
             frame = pl.read_csv(
                 path, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
@@ -106,7 +110,7 @@ def read_text_lines(path: Path, decoding: Decoding) -> pl.Series:
             return frame["text"].fill_null("")
         except pl.exceptions.PolarsError:  # a line holding the separator byte itself
             pass
-    lines = decode_text(path, decoding).split("\n")
+    lines = decode_text(path, decoding).split(decoding.line_end)
     if lines and lines[-1] == "":
         lines.pop()  # the file's final newline, not a blank line
     return pl.Series("text", lines, dtype=pl.String)
@@ -195,6 +199,8 @@ def split_lines(
     last = frame["line"].max()  # None for a file of only a header: compared with None, polars warns
     cut_off = (pl.col("line") == (last if last is not None else 0)) & pl.lit(not decoding.ends_with_newline)
     miscount = pl.format(f"expected {len(names)} fields separated by '{sep}', found {{}}", n_parts)
+    miscount = pl.when(pl.col("text").str.contains("\r", literal=True)).then(
+        pl.concat_str(miscount, pl.lit(f" ({LONE_CR})"))).otherwise(miscount)
     malformed = frame.filter(~good).select(
         pl.lit(label).alias("source_file"),
         "line",
@@ -354,8 +360,9 @@ def unterminated(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
             size = handle.seek(0, 2)
             handle.seek(max(decoding.bom_bytes, size - TAIL_BYTES))
             tail = handle.read()
-        line = position(path, size - len(tail.rsplit(b"\n", 1)[-1]))[0]
-        text = tail.rsplit(b"\n", 1)[-1].decode(decoding.encoding, errors="replace")
+        line_end = decoding.line_end.encode()
+        line = position(path, size - len(tail.rsplit(line_end, 1)[-1]), line_end)[0]
+        text = tail.rsplit(line_end, 1)[-1].decode(decoding.encoding, errors="replace")
         found[label] = f"line {line}: {text[:120]!r}"
     return found
 

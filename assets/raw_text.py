@@ -15,6 +15,10 @@ A raw file is checked once, as bytes, before any of its rows is read:
   it whole, and read as ISO-8859-1 all its UTF-8 text would be mojibake;
 - an empty file stops the read.
 
+A file whose lines end with a carriage return alone (CR, old Mac OS) and that holds no line feed
+is read with CR as its line end (`Decoding.line_end`); in any other file a lone CR is a character
+of its line, and the line readers name it when it breaks the line (assets/raw_files.py).
+
 Every error is a `RawFileError` naming the file, the encoding, and the line and byte of the
 first offending byte, so nothing is quietly turned into "malformed" or "garbled" rows.
 """
@@ -60,12 +64,14 @@ class Decoding:
         declared: the encoding the dataset declares for the file.
         bom_bytes: bytes of a UTF-8 byte-order mark to skip (0 or 3).
         ends_with_newline: False when the last line has no line ending (a cut-off file).
+        line_end: what ends a line: "\n" (LF, or CRLF), or "\r" in a file of CR line ends alone.
     """
 
     encoding: str
     declared: str
     bom_bytes: int
     ends_with_newline: bool
+    line_end: str = "\n"
 
     @property
     def switched(self) -> bool:
@@ -96,15 +102,15 @@ def is_single_byte(encoding: str) -> bool:
     return True
 
 
-def position(path: Path, offset: int) -> tuple[int, int]:
-    """The 1-based (line, byte within the line) of byte `offset` of `path`."""
+def position(path: Path, offset: int, line_end: bytes = b"\n") -> tuple[int, int]:
+    """The 1-based (line, byte within the line) of byte `offset` of `path`, whose lines end with `line_end`."""
     line, line_start, seen = 1, 0, 0
     with path.open("rb") as handle:
         while seen < offset and (chunk := handle.read(min(CHUNK_BYTES, offset - seen))):
-            newlines = chunk.count(b"\n")
+            newlines = chunk.count(line_end)
             if newlines:
                 line += newlines
-                line_start = seen + chunk.rindex(b"\n") + 1
+                line_start = seen + chunk.rindex(line_end) + 1
             seen += len(chunk)
     return line, offset - line_start + 1
 
@@ -138,6 +144,13 @@ class _Scan:
     last_byte: bytes = b""
     utf8_chars: int = 0  # non-ASCII characters written as valid UTF-8 sequences
     utf8_invalid: int = 0  # bytes that are no part of a valid UTF-8 sequence
+    has_lf: bool = False
+    has_cr: bool = False
+
+    @property
+    def line_end(self) -> bytes:
+        """CR for a file of CR line ends alone (no LF anywhere), else LF (CRLF ends with it too)."""
+        return b"\r" if self.has_cr and not self.has_lf else b"\n"
 
 
 ASCII_BYTES = bytes(range(0x80))  # deleted by bytes.translate to count the bytes that are not ASCII
@@ -165,6 +178,8 @@ def scan_bytes(path: Path, start: int) -> _Scan:
         while chunk := handle.read(CHUNK_BYTES):
             scan.size += len(chunk)
             scan.last_byte = chunk[-1:]
+            scan.has_lf = scan.has_lf or b"\n" in chunk
+            scan.has_cr = scan.has_cr or b"\r" in chunk
             if scan.nul_at is None and (nul := chunk.find(b"\x00")) >= 0:
                 scan.nul_at = offset + nul
             piece = carry + chunk
@@ -286,14 +301,14 @@ def _decoding_of(path: Path, label: str, declared: str) -> Decoding:
     if scan.size == 0:
         raise EmptyRawFileError(f"{where}: the file is empty; expected {declared} text with data rows.")
     if scan.nul_at is not None:
-        line, byte = position(path, scan.nul_at)
+        line, byte = position(path, scan.nul_at, scan.line_end)
         raise RawEncodingError(
             f"{where}: NUL byte at line {line}, byte {byte}: not {declared} text "
             "(UTF-16 or UTF-32 without a byte-order mark, or a binary file)."
         )
     utf8_declared = normalize_encoding(declared) == "utf-8"
     if scan.utf8_error_at is not None and (utf8_declared or bom):
-        line, byte = position(path, scan.utf8_error_at)
+        line, byte = position(path, scan.utf8_error_at, scan.line_end)
         what = "is not valid UTF-8" if utf8_declared else "starts with a UTF-8 byte-order mark but is not valid UTF-8"
         raise RawEncodingError(
             f"{where}: {what} at line {line}, byte {byte} ({describe_bytes(path, scan.utf8_error_at)}); "
@@ -301,7 +316,7 @@ def _decoding_of(path: Path, label: str, declared: str) -> Decoding:
         )
     if scan.utf8_error_at is not None and is_single_byte(declared) and mostly_utf8(scan):
         # Mostly UTF-8, with a few stray bytes: neither encoding reads it whole.
-        line, byte = position(path, scan.utf8_error_at)
+        line, byte = position(path, scan.utf8_error_at, scan.line_end)
         raise RawEncodingError(
             f"{where}: mixes encodings: {scan.utf8_chars:,} characters are UTF-8, but {scan.utf8_invalid:,} "
             f"byte(s) are not, the first at line {line}, byte {byte} ({describe_bytes(path, scan.utf8_error_at)}); "
@@ -313,14 +328,14 @@ def _decoding_of(path: Path, label: str, declared: str) -> Decoding:
     # ISO-8859-1 decodes any byte; other encodings (cp1252, shift_jis, ...) leave some bytes undefined.
     if not as_utf8 and scan.non_ascii and normalize_encoding(declared) != "iso8859-1" and (
             bad := decode_error_at(path, bom, declared)) is not None:
-        line, byte = position(path, bad)
+        line, byte = position(path, bad, scan.line_end)
         raise RawEncodingError(
             f"{where}: is not valid {declared} at line {line}, byte {byte} ({describe_bytes(path, bad)}); "
             f"expected {declared} text."
         )
     return Decoding(
         encoding="utf-8" if as_utf8 else declared, declared=declared, bom_bytes=bom,
-        ends_with_newline=scan.last_byte in (b"\n", b"\r"),
+        ends_with_newline=scan.last_byte in (b"\n", b"\r"), line_end=scan.line_end.decode(),
     )
 
 

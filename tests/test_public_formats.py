@@ -296,7 +296,7 @@ def join_dir(root: Path, log: list[str], users: list[str] | None = None, items: 
     """A log (user, item, rating) with a users and an items file, as a user's own export may write them."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "dataset.toml").write_text(JOIN_SPEC)
-    users = users or ["7,30,fr,a", "12,40,de,b", "13,50,it,a"]
+    users = users or ["7,30,fr,a", "12,40,de,b", " 13 ,50,it,a"]  # ' 13 ' is user 13 (ids are trimmed)
     items = items or ["0001,x", "0002,y", "3,z"]
     (root / "users.csv").write_text("\n".join(["user,age,country,plan", *users]) + "\n")
     (root / "items.csv").write_text("\n".join(["item,kind", *items]) + "\n")

@@ -304,3 +304,51 @@ def test_latin1_text_with_as_much_mojibake_as_book_crossings_books_is_still_read
     path.write_bytes("\n".join(f"{i};Querschüsse Säule Nähe Exupéry" for i in range(2)).encode() + b"\n9;L\xf6we\n")
     with pytest.raises(RawEncodingError, match=r"mixes encodings: 8 characters are UTF-8, but 1 byte\(s\) are not"):
         decoding_of(path, "bookcrossing/BX-Books.csv", "latin-1")
+
+
+
+def ml_with_accents(root):
+    movies = ["1::Amélie (2001)::Comedy", "2::Heat (1995)::Action", "3::Up (2009)::Comedy"]  # latin-1: the Python path
+    return movielens_dir(root, good_ml_users(3), ml_ratings_for(range(1, 4)), movies=movies)
+
+
+def test_files_of_cr_line_ends_read_as_the_same_rows(tmp_path):
+    # Old Mac line ends (CR alone, no LF anywhere): MovieLens' '::' files are read line by line, and each CR ends one.
+    root = ml_with_accents(tmp_path)
+    expected = clean_logs_from_raw(read_movielens(root), SPECS["movielens"])
+    directory = root / "ml-1m"
+    for name in ("users.dat", "movies.dat", "ratings.dat", "movies_extrainfos.dat"):  # the last one is CRLF, UTF-8
+        path = directory / name
+        path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    cr = clean_logs_from_raw(read_movielens(root), SPECS["movielens"])
+    for frame in ("users", "items", "item_details", "interactions", "rejected", "accounting"):
+        assert cr.frame(frame).equals(expected.frame(frame)), frame
+    ratings = directory / "ratings.dat"
+    ratings.write_bytes(ratings.read_bytes()[:-1])  # no line end after the last line
+    assert read_movielens(root).info["unterminated"] == {"ml-1m/ratings.dat": "line 9: '3::3::2::978300033'"}
+    details = directory / "movies_extrainfos.dat"
+    details.write_bytes(details.read_bytes().replace(b"Heat", b"H\xe9at"))  # not UTF-8, on line 2 of CR line ends
+    with pytest.raises(RawEncodingError, match=r"is not valid UTF-8 at line 2, byte 5 \(0xE9"):
+        read_movielens(root)
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+def test_a_lone_cr_that_joins_two_records_is_named_on_its_line(tmp_path, line_end):
+    root = ml_with_accents(tmp_path)
+    expected = clean_logs_from_raw(read_movielens(root), SPECS["movielens"])
+    ratings = root / "ml-1m" / "ratings.dat"
+    text = ratings.read_bytes().replace(b"\n", line_end)
+    ratings.write_bytes(text)  # CRLF reads exactly as LF
+    assert clean_logs_from_raw(read_movielens(root), SPECS["movielens"]).frame("interactions").equals(
+        expected.frame("interactions"))
+    ratings.write_bytes(text.replace(line_end, b"\r", 1))  # line 1's end is a CR alone
+    bundle = clean_logs_from_raw(read_movielens(root), SPECS["movielens"])
+    rejected = bundle.frame("rejected").filter(pl.col("source_file") == "ml-1m/ratings.dat").row(0, named=True)
+    assert (rejected["line"], rejected["value"]) == (1, "1::1::3::978300011\r1::2::4::978300012")
+    assert rejected["reason"] == ("malformed line: expected 4 fields separated by '::', found 7 (the line holds a "
+                                  "carriage return (CR) alone: two records joined by an old Mac line end, or a "
+                                  "stray CR in a field?)")
+    # User 1 is left with one rating; the others' lines are counted by their line feeds, as an editor shows them.
+    others = pl.col("user_id") != "1"
+    assert bundle.frame("interactions").filter(others).equals(
+        expected.frame("interactions").filter(others).with_columns(pl.col("line") - 1))
