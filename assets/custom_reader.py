@@ -25,7 +25,7 @@ from assets.bundle import Bundle, file_source
 from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
 from assets.domains import MISSING_MARKERS
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines, unterminated
-from assets.raw_text import EmptyRawFileError, RawFileError
+from assets.raw_text import EmptyRawFileError, RawFileError, starts_with_cr_line_ends
 
 POSITIVE_LABEL = "1"  # every row's label in a log without a label column (plays, purchases; sampled negatives)
 FLAG_SET = ("1", "1.0", "true", "yes", "y", "t")  # a flag column's "this value applies" (lower-cased)
@@ -355,11 +355,11 @@ def label_scan(file: TableFile, column: str, whole: bool = False) -> pl.LazyFram
     characters); quoted text goes through polars' CSV parser. Both decode UTF-8 leniently: the
     label is ASCII in any encoding a spec may declare. With `whole` (and for a quoted file with an
     escape character, which polars' parser does not know: Book-Crossing's \\"), the file is read
-    with the project's reader instead.
+    with the project's reader instead, as is an unquoted file of CR line ends (polars ends a line at LF only).
     """
     if file.format == "parquet":
         return pl.scan_parquet(file.path).select(pl.col(column).cast(pl.String).alias("label"))
-    if whole or (file.quote and file.escape):
+    if whole or (file.quote and file.escape) or (not file.quote and starts_with_cr_line_ends(file.path)):
         return read_table(file)[0].lazy().select(pl.col(column).alias("label"))
     skip = 1 if file.header else 0
     if not file.quote:

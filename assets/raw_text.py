@@ -115,6 +115,17 @@ def position(path: Path, offset: int, line_end: bytes = b"\n") -> tuple[int, int
     return line, offset - line_start + 1
 
 
+HEAD_BYTES = 1 << 16  # how much of a file's start `starts_with_cr_line_ends` reads
+
+
+def starts_with_cr_line_ends(path: Path) -> bool:
+    """Whether the file's first HEAD_BYTES hold a CR and no LF: lines ending with CR alone (old Mac OS), as
+    `Decoding.line_end` finds from the whole file; for a scan that reads no more than it must."""
+    with Path(path).open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    return b"\r" in head and b"\n" not in head
+
+
 def describe_bytes(path: Path, offset: int, width: int = 4) -> str:
     """The bytes at `offset` in hex, e.g. '0xE9 0x20'."""
     with path.open("rb") as handle:

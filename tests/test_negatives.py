@@ -114,7 +114,7 @@ artist = {{ type = "categorical" }}
 HEADERLESS = 'separator = "{}"\nquote = ""\nheader = false\nencoding = "latin-1"\ncolumns = ["user", "artist", "played"]\n'
 
 
-@pytest.mark.parametrize("write", ["quoted", "unquoted", "multichar", "parquet", "pattern"])
+@pytest.mark.parametrize("write", ["quoted", "unquoted", "multichar", "multichar-cr", "parquet", "pattern"])
 def test_the_label_scan_reads_every_layout_a_spec_may_declare(tmp_path, monkeypatch, write):
     monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))  # should `register` pass, it registers there
     directory = tmp_path / "log"
@@ -123,9 +123,10 @@ def test_the_label_scan_reads_every_layout_a_spec_may_declare(tmp_path, monkeypa
     file, layout = "plays.csv", ""
     if write == "quoted":  # a quoted separator and CRLF line ends
         (directory / file).write_text("user,artist,played\n" + "".join(f'"{u}","{a}, x",{v}\r\n' for u, a, v in rows))
-    elif write in ("unquoted", "multichar"):
-        separator = "::" if write == "multichar" else "\t"
-        (directory / file).write_text("".join(separator.join(r) + "\n" for r in rows), encoding="latin-1")
+    elif write in ("unquoted", "multichar", "multichar-cr"):  # the last with old Mac line ends (CR alone)
+        separator = "\t" if write == "unquoted" else "::"
+        line_end = "\r" if write == "multichar-cr" else "\n"
+        (directory / file).write_bytes("".join(separator.join(r) + line_end for r in rows).encode("latin-1"))
         layout = HEADERLESS.format(separator.replace("\t", "\\t"))
     elif write == "parquet":
         file = "plays.parquet"
