@@ -11,7 +11,8 @@ number). Values stay text; multi-valued and flag features become lists of values
 
 Features declared without a users (items) file are the interactions file's columns: each user
 (item) takes the values on its first line, and its row is accounted to
-'<interactions file> (users)' ('(items)'), so rows read = kept + rejected holds per file.
+'<interactions file> (users)' ('(items)'), so rows read = kept + rejected holds per file; ids whose
+later lines hold other values are counted in the info (`varying_log_features`).
 """
 
 from __future__ import annotations
@@ -245,6 +246,18 @@ def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tu
     )
 
 
+def varying_features(rows: pl.DataFrame, id_column: str, features: tuple[Feature, ...]) -> dict[str, int]:
+    """Features read from the log (no users or items file): per feature column, how many ids hold more than
+    one value on their lines ({column: ids}, only where some do). Each id takes its first line's values
+    (`feature_table`); this says how often that chose among several."""
+    columns = [c for c in dict.fromkeys(c for f in features for c in f.columns) if c in rows.columns and c != id_column]
+    if not columns:
+        return {}
+    varying = rows.group_by(id_column).agg(pl.col(c).drop_nulls().n_unique().gt(1).alias(c) for c in columns)
+    counts = varying.select(pl.col(c).sum() for c in columns).row(0, named=True)
+    return {c: int(n) for c, n in counts.items() if n}
+
+
 def read_log_file(file: TableFile, used: frozenset[str] | None = None) -> Bundle:
     """One file of an interactions table as read (frames `interactions`, its raw columns (of a Parquet
     file, only the `used` ones when given), and `malformed`)."""
@@ -266,6 +279,7 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     log_bad = pl.concat([b.frame("malformed") for b in logs])
     columns = dataset.interaction_columns
     log, float_ids = text_ids(log, dataset.interactions, (columns["user_id"], columns["item_id"]))
+    log_varying: dict[str, dict[str, int]] = {}
     interactions = log.select(
         "source_file", "line",
         *[pl.col(columns[name]).cast(pl.String).alias(name) for name in ("user_id", "item_id")],
@@ -283,7 +297,10 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     ):
         id_name = "user_id" if side == "users" else "item_id"
         if file is None:
-            tables[side] = feature_table(log, id_column, id_name, features, extra, f"{dataset.interactions.label} ({side})")
+            derived = f"{dataset.interactions.label} ({side})"
+            tables[side] = feature_table(log, id_column, id_name, features, extra, derived)
+            if varying := varying_features(log, id_column, features):
+                log_varying[derived] = varying
             continue
         rows, bad = read_table(file, used)
         require_scalars(rows, scalars, file.label)
@@ -304,6 +321,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     read = sources_and_info(dataset, logs)
     if float_ids:  # ids written as whole-number floats, read as integers ('7.0' is user 7): which and how many
         read["info"]["whole_float_ids"] = float_ids
+    if log_varying:  # features taken from the log whose ids hold several values: the first line's is used
+        read["info"]["varying_log_features"] = log_varying
     return Bundle(frames=frames, **read)
 
 

@@ -50,4 +50,7 @@ def raw_logs(context: dg.AssetExecutionContext, paml: PamlResource, taobao_log_w
     if bundle.info.get("whole_float_ids"):
         context.log.info(f"ids written as whole-number floats read as integers ('7.0' as '7'), values per file and "
                          f"column: {bundle.info['whole_float_ids']}")
+    if bundle.info.get("varying_log_features"):
+        context.log.warning(f"features read from the log take each id's first line; ids whose lines hold other values, "
+                            f"per feature column: {bundle.info['varying_log_features']}")
     return bundle_output(bundle, raw_files=dg.MetadataValue.json([asdict(s) for s in bundle.sources]))

@@ -66,10 +66,13 @@ def test_click_log_with_user_table_quoted_csv_and_yaml(tmp_path):
     clicks = ["customer,product,category,tags,clicked,ts",
               'c1,p1,cat1,"a;b",1,1700000000', 'c1,p1,cat1,"a;b",0,1700000100', 'c1,p2,cat2,"b; c",1,1700000200',
               'c1,p2,cat2,"b; c",1,1700000200', "c1,p3,cat1,a,2,1700000300", "c4,p1,cat1,a,1,1700000000",
-              "c4,p2,cat2,b,1,1700000000", "c4,p3,cat1,a,0,1700000000", "c2,p1,cat1,a,1,1700000000"]
+              "c4,p2,cat2,b,1,1700000000", "c4,p3,cat3,a,0,1700000000", "c2,p1,cat1,a,1,1700000000"]
     dataset = load_spec(clicks_dir(tmp_path, customers=customers, clicks=clicks))
     assert dataset.spec.task == "ctr" and (dataset.spec.label_min, dataset.spec.label_max) == (0, 1)
-    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    raw = read_custom(dataset)
+    # p3 is cat1 on line 6 and cat3 on line 9; p1 and p2 have other tags on later lines: the first line's are used, and counted.
+    assert raw.info["varying_log_features"] == {"shop_clicks/clicks.csv (items)": {"category": 1, "tags": 2}}
+    bundle = clean_logs_from_raw(raw, dataset.spec)
     users = bundle.frame("users")
     assert users.select("user_id", "region", "age").rows() == [("c1", "North, East", "[25, 40)"), ("c4", "West", "[16, 25)")]
     assert rejected_at(bundle, "shop_clicks/customers.csv", 3)["reason"] == "age outside [16, 90]"
@@ -83,6 +86,7 @@ def test_click_log_with_user_table_quoted_csv_and_yaml(tmp_path):
     # Item features are columns of the log: each item takes its first line's values, accounted apart.
     items = bundle.frame("items")
     assert items.filter(pl.col("item_id") == "p2")["tags"].to_list() == [["b", "c"]]
+    assert items.filter(pl.col("item_id") == "p3")["category"].to_list() == ["cat1"]
     assert rejected_at(bundle, "shop_clicks/clicks.csv", 10)["reason"] == "user dropped by cleaning"
     accounting = {r["source_file"]: r for r in bundle.frame("accounting").iter_rows(named=True)}
     assert accounting["shop_clicks/clicks.csv (items)"]["read"] == 3
