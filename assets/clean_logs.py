@@ -258,15 +258,18 @@ def with_repeats(frame: pl.DataFrame, key: str) -> pl.DataFrame:
         text = rows.select("_row", "line", key, *[shown_value(c, frame.schema[c]) for c in fields])
         first = text.filter(pl.col(key).is_first_distinct()).drop("_row")
         later = text.filter(~pl.col(key).is_first_distinct()).join(first, on=key, suffix="_first", maintain_order="left")
-        def listed(suffix: str) -> pl.Expr:  # the differing fields as "age '41', plan 'c'"
-            return pl.concat_str([pl.when(pl.col(c).ne_missing(pl.col(f"{c}_first"))).then(
-                pl.format("{} {}", pl.lit(c), pl.col(f"{c}{suffix}"))) for c in fields], separator=", ", ignore_nulls=True)
-
-        found = later.select("_row", pl.format("{} (line {}: {})", listed(""), "line_first", listed("_first")).alias("_differs"),
-                             listed("").alias("_this"))
+        found = later.select("_row", pl.format("{} (line {}: {})", differing(fields, ""), "line_first",
+                                               differing(fields, "_first")).alias("_differs"),
+                             differing(fields, "").alias("_this"))
         found = found.filter(pl.col("_this") != "")
         differs = differs.scatter(found["_row"], found["_differs"])
     return frame.with_columns(repeated, differs)
+
+
+def differing(fields: list[str], suffix: str) -> pl.Expr:
+    """The fields whose value differs from `<field>_first`, with the value of `<field><suffix>`: "age '41', plan 'c'"."""
+    return pl.concat_str([pl.when(pl.col(c).ne_missing(pl.col(f"{c}_first"))).then(
+        pl.format("{} {}", pl.lit(c), pl.col(f"{c}{suffix}"))) for c in fields], separator=", ", ignore_nulls=True)
 
 
 def shown_value(column: str, dtype: pl.DataType) -> pl.Expr:

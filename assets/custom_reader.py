@@ -177,6 +177,8 @@ def whole_float_ids(rows: pl.DataFrame, column: str) -> tuple[pl.DataFrame, dict
     files where any was. In any other file the column stays as read: an id column that mixes '7.0' with
     'A7' or '7' was not written as floats, and '7.0' there is text, not the number 7.
     """
+    if not rows.select(pl.col(column).str.contains(".", literal=True).any()).item():
+        return rows, {}  # no float at all: one plain scan, not the full check on a log of tens of millions of rows
     text = pl.col(column).str.strip_chars()
     missing = text.is_null() | text.str.to_lowercase().is_in(MISSING_MARKERS)
     whole = text.str.contains(WHOLE_FLOAT).fill_null(False)
