@@ -23,8 +23,10 @@ from pathlib import Path
 import polars as pl
 
 from assets.bundle import Bundle, file_source
+from assets.compressed import decompressed
 from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
 from assets.domains import MISSING_MARKERS
+from assets.json_lines import read_json_lines
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines, unterminated
 from assets.raw_text import EmptyRawFileError, RawFileError, starts_with_cr_line_ends
 
@@ -38,11 +40,12 @@ ISO_PATTERNS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT
 
 
 def read_table(file: TableFile, used: frozenset[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(rows, malformed) of one raw table; text columns stay text, Parquet lists stay lists.
+    """(rows, malformed) of one raw table; text columns stay text, Parquet and JSON lists stay lists.
 
     Unquoted text is split line by line (fast, polars); quoted text goes through Python's csv
-    reader so a quoted separator or line break stays inside its field. `used`: the columns the
-    spec reads; a Parquet file's other columns are not read (a column of image bytes, say).
+    reader so a quoted separator or line break stays inside its field; JSON lines are parsed line
+    by line (assets/json_lines.py). `used`: the columns the spec reads; a Parquet or JSON lines
+    file's other columns are not kept (a column of image bytes, a review's text).
     """
     if file.format == "parquet":
         frame = read_parquet(file, used)
@@ -52,6 +55,8 @@ def read_table(file: TableFile, used: frozenset[str] | None = None) -> tuple[pl.
             *[parquet_text(c, t) for c, t in frame.schema.items()],
         )
         return rows, pl.DataFrame(schema=MALFORMED_SCHEMA)
+    if file.format == "jsonl":
+        return read_json_lines(file.path, file.label, file.columns, encoding=file.encoding, used=used)
     if file.quote:
         return read_quoted_csv(file.path, file.label, file.columns, n_fields=len(file.columns),
                                header=file.columns if file.header else None, encoding=file.encoding,
@@ -336,7 +341,7 @@ def sources_and_info(dataset: CustomDataset, logs: list[Bundle]) -> dict:
     read_paths = {Path(source.path) for source in log_sources}
     log_files = [f for f in table_files(dataset.interactions) if f.path in read_paths]
     info = {"dataset": dataset.spec.name, "spec_file": str(dataset.spec_path)}
-    text_files = {f.label: (f.path, f.encoding) for f in (*log_files, *tables) if f.format == "csv"}
+    text_files = {f.label: (f.path, f.encoding) for f in (*log_files, *tables) if f.format in ("csv", "jsonl")}
     if switched := decoded_as(text_files):
         info["decoded_as"] = switched
     if cut := unterminated(text_files):  # kept as read; a download cut short may have left a value cut short
@@ -380,15 +385,18 @@ def label_scan(file: TableFile, column: str, whole: bool = False) -> pl.LazyFram
     """
     if file.format == "parquet":
         return pl.scan_parquet(file.path).select(pl.col(column).cast(pl.String).alias("label"))
-    if whole or (file.quote and file.escape) or (not file.quote and starts_with_cr_line_ends(file.path)):
+    source = decompressed(file.path, f"{file.label} ({file.path})")  # a compressed log's text is its decompressed copy
+    if file.format == "jsonl":
+        return read_table(file, frozenset({column}))[0].lazy().select(pl.col(column).alias("label"))
+    if whole or (file.quote and file.escape) or (not file.quote and starts_with_cr_line_ends(source)):
         return read_table(file)[0].lazy().select(pl.col(column).alias("label"))
     skip = 1 if file.header else 0
     if not file.quote:
-        lines = pl.scan_csv(file.path, has_header=False, separator=SCAN_LINE_SEPARATOR, quote_char=None, skip_rows=skip,
+        lines = pl.scan_csv(source, has_header=False, separator=SCAN_LINE_SEPARATOR, quote_char=None, skip_rows=skip,
                             schema={"text": pl.String}, encoding="utf8-lossy", truncate_ragged_lines=True)
         index = file.columns.index(column)
         return lines.select(pl.col("text").str.split(file.separator).list.get(index, null_on_oob=True).alias("label"))
-    return pl.scan_csv(file.path, has_header=False, separator=file.separator, quote_char=file.quote, skip_rows=skip,
+    return pl.scan_csv(source, has_header=False, separator=file.separator, quote_char=file.quote, skip_rows=skip,
                        schema=dict.fromkeys(file.columns, pl.String), encoding="utf8-lossy",
                        truncate_ragged_lines=True).select(pl.col(column).alias("label"))
 

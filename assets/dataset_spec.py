@@ -27,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from assets.domains import MISSING_MARKERS, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
+from assets.compressed import READABLE_SUFFIXES, decompressed, present
 from assets.raw_files import LAYOUTS
 from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_start, describe_bytes, position
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, DatasetSpec, NumericField
 
 SPEC_FILE_NAMES = ("dataset.toml", "dataset.yaml", "dataset.yml")
-FORMATS = ("csv", "tsv", "parquet")
+FORMATS = ("csv", "tsv", "parquet", "jsonl")
+# The format a file's suffix implies (a compression suffix looked through: reviews.json.gz); others are csv.
+SUFFIX_FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 LABEL_KINDS = ("rating", "click")
 USER_FEATURE_TYPES = ("categorical", "numeric")
 ITEM_FEATURE_TYPES = ("categorical", "numeric", "multi", "flags")
@@ -78,8 +81,8 @@ class TableFile:
     Attributes:
         path: the file.
         label: its name in rejected rows and accounting ('<dataset>/<file name>').
-        format: 'csv' (any separator) or 'parquet'.
-        separator, encoding, quote: text files only; quote '' = fields are never quoted.
+        format: 'csv' (any separator), 'parquet' or 'jsonl' (JSON lines, assets/json_lines.py).
+        separator, quote: csv files only; quote '' = fields are never quoted. encoding: csv and jsonl.
         escape: text files with quotes: the character that escapes a quote inside a field ('' = none).
         header: whether line 1 names the columns (checked against `columns` when the spec lists them).
         columns: the column names (from the header, the spec's `columns`, or the Parquet schema).
@@ -234,13 +237,15 @@ def find_spec_file(location: Path) -> Path:
 
 
 def header_line(path: Path, separator: str, quote: str, encoding: str) -> tuple[str, ...]:
-    """The column names on line 1 of a text file (a UTF-8 byte-order mark is skipped).
+    """The column names on line 1 of a text file (a UTF-8 byte-order mark is skipped; a compressed
+    file's decompressed text, assets/compressed.py).
 
-    Raises a RawFileError for a file that cannot be read or is not text (compressed, UTF-16, a NUL
+    Raises a RawFileError for a file that cannot be read or is not text (zstd-compressed, UTF-16, a NUL
     byte on line 1), as reading it would: its first line would name garbage columns.
     """
-    check_start(path, str(path), encoding)
-    with path.open("rb") as handle:
+    source = decompressed(path, str(path))
+    check_start(source, str(path), encoding)
+    with source.open("rb") as handle:
         first = handle.readline(HEADER_BYTES).removeprefix(codecs.BOM_UTF8)
     if b"\x00" in first:
         raise RawEncodingError(f"{path}: NUL byte on line 1: not {encoding} text (UTF-16 or UTF-32 without a "
@@ -278,13 +283,16 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         path = root / name if pattern else (directory / name).resolve()
     except RuntimeError:  # Python 3.11 resolves a symbolic link that points back at itself so
         raise check.fail(f"{section}.file", f"a symbolic link that loops, in {directory}", name) from None
+    if not pattern and check_files and not path.exists() and (copy := present(path)) is not None:
+        # Kept compressed beside its place (ml-1m/ratings.dat.gz): read, and named, as that file.
+        path, name = copy, str(Path(name).with_name(copy.name))
     first = next(iter(sorted(directory.glob(name))), None) if pattern else path  # the file whose header names the columns
     if check_files and (first is None or not first.is_file()):
         problem = (f"no file matches in {directory}" if pattern else
                    f"{'a directory, not a file,' if first.is_dir() else 'not a regular file'} in {directory}" if first.exists()
                    else f"no such file in {directory}")
         raise check.fail(f"{section}.file", problem, name)
-    fmt = check.typed(raw, "format", section, str, "parquet" if path.suffix == ".parquet" else "csv")
+    fmt = check.typed(raw, "format", section, str, suffix_format(path))
     if fmt not in FORMATS:
         raise check.fail(f"{section}.format", f"expected one of {', '.join(FORMATS)}", fmt)
     label = f"{prefix}/{path.name if Path(name).is_absolute() else name}"
@@ -299,6 +307,11 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         except Exception as error:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
             raise check.fail(f"{section}.file", f"not a readable Parquet file ({error})", name) from None
         return TableFile(path, label, "parquet", "", "", "", True, columns, root=root)
+    if fmt == "jsonl":
+        for key in ("separator", "quote", "escape", "header"):
+            if key in raw:
+                raise check.fail(f"{section}.{key}", "does not apply to a JSON lines file (fields are named in each "
+                                 "line; list them in columns)", raw[key])
     separator = check.typed(raw, "separator", section, str, "\t" if fmt == "tsv" else ",")
     if len(separator) == 0 or separator in ("\n", "\r"):
         raise check.fail(f"{section}.separator", "expected one or more characters, not a line break", separator)
@@ -310,6 +323,9 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     if not ascii_compatible(encoding):
         raise check.fail(f"{section}.encoding", "expected a text encoding that writes ASCII as ASCII (e.g. utf-8, "
                          "latin-1, cp1252, shift_jis); convert UTF-16 or UTF-32 files to UTF-8 first", encoding)
+    if fmt == "jsonl":
+        return TableFile(path, label, "jsonl", "", encoding, "", False, json_columns(check, raw, section, name, first, encoding),
+                         root=root)
     quote = check.typed(raw, "quote", section, str, '"')
     if len(quote) > 1 or (quote and len(separator) > 1):
         problem = "expected one character, or '' for none" if len(quote) > 1 else \
@@ -341,6 +357,34 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         raise check.fail(f"{section}.columns" if "columns" in raw else f"{section}.file",
                          "column names must be distinct", repeated[0])
     return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape, root)
+
+
+def suffix_format(path: Path) -> str:
+    """The format a file name implies: parquet (.parquet), jsonl (.jsonl, .ndjson, .json; also compressed:
+    .json.gz), else csv."""
+    suffix = path.suffix.lower()
+    if suffix in READABLE_SUFFIXES:
+        suffix = Path(path.stem).suffix.lower()
+    return SUFFIX_FORMATS.get(suffix, "csv")
+
+
+def json_columns(check: Checker, raw: dict[str, Any], section: str, name: str, first: Path | None,
+                 encoding: str) -> tuple[str, ...]:
+    """A JSON lines file's columns: the spec's `columns`, or the keys of its first lines."""
+    if "columns" in raw:
+        columns = tuple(check.typed(raw, "columns", section, list))
+        bad = [c for c in columns if not isinstance(c, str) or not c]
+        if bad or not columns or len(set(columns)) != len(columns):
+            raise check.fail(f"{section}.columns", "expected a list of distinct field names (text)", bad[0] if bad else columns)
+        return columns
+    if first is None or not first.is_file():
+        raise check.fail(f"{section}.columns", "needed when the file is not there to name them", None)
+    from assets.json_lines import json_keys
+
+    try:
+        return json_keys(first, encoding)
+    except RawFileError as error:
+        raise check.fail(f"{section}.file", str(error), name) from None
 
 
 def table_files(file: TableFile) -> tuple[TableFile, ...]:
@@ -394,8 +438,8 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
                 raise check.fail(f"{key}.type", "a part of a split column is a categorical feature", kind)
         delimiter = ""
         if kind == "multi":
-            # A Parquet list column is already split; a Parquet text column still needs its delimiter (checked when read).
-            delimiter = check.typed(body, "delimiter", key, str, "" if file.format == "parquet" else ...)
+            # A Parquet or JSON list column is already split; a text column there still needs its delimiter (checked when read).
+            delimiter = check.typed(body, "delimiter", key, str, "" if file.format in ("parquet", "jsonl") else ...)
             if not delimiter and "delimiter" in body:
                 raise check.fail(f"{key}.delimiter", "expected one or more characters", delimiter)
             if file.format == "csv" and delimiter == file.separator:
@@ -770,7 +814,8 @@ def details_table(check: Checker, items: dict[str, Any], directory: Path, prefix
         raise check.fail(f"{where}.columns", "an optional details file lists its columns, so that the spec is checked "
                          "when the file is absent", None)
     # Absent means no such path: a directory in the file's place is a mistake to report, not an absent file.
-    absent = optional and check_files and not (directory / check.typed(body, "file", where, str)).exists()
+    absent = optional and check_files and present(directory / check.typed(body, "file", where, str)) is None \
+        and not (directory / body["file"]).exists()
     file = table_file(check, body, where, directory, prefix, check_files and not absent)
     id_column = check.column(body, "id", where, file)
     found, options = features(check, check.typed(body, "features", where, dict), where, file, ITEM_FEATURE_TYPES)

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from assets.bundle import Bundle
+from assets.compressed import READABLE_SUFFIXES, packed_copy, present
 from assets.raw_text import (
     Decoding, EmptyRawFileError, RawFileError, RawHeaderError, decode_text, decoding_of, position,
 )
@@ -64,23 +65,25 @@ class MissingRawFilesError(FileNotFoundError):
 
 
 def require_files(dataset: str, data_dir: Path) -> Path:
-    """Return the dataset directory, or raise naming the missing files and their source."""
+    """Return the dataset directory, or raise naming the missing files and their source.
+
+    A file kept compressed (`ratings.dat.gz`: gzip, bzip2, xz or a zip of one file) is there: it is
+    read as the text it holds (assets/compressed.py).
+    """
     layout = LAYOUTS[dataset]
     directory = data_dir / layout.subdir
-    missing = [name for name in layout.required if not (directory / name).is_file()]
+    missing = [name for name in layout.required if present(directory / name) is None]
     if missing:
         others = [name for name in missing if (directory / name).exists()]  # e.g. a directory where the file should be
-        packed = [f"{name}{suffix}" for name in missing for suffix in PACKED_SUFFIXES if (directory / f"{name}{suffix}").is_file()]
+        packed = [copy.name for name in missing if (copy := packed_copy(directory / name)) is not None]
         raise MissingRawFilesError(
             f"{dataset}: missing raw file(s) {', '.join(missing)} in {directory} "
             + (f"({', '.join(others)}: there, but not a regular file) " if others else "")
-            + (f"({', '.join(packed)}: there, compressed; decompress it there) " if packed else "")
+            + (f"({', '.join(packed)}: there, compressed in a form not read ({', '.join(READABLE_SUFFIXES)} are); "
+               "decompress it there) " if packed else "")
             + f"(PAML_DATA_DIR={data_dir}). To obtain them: {layout.obtain}."
         )
     return directory
-
-
-PACKED_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".zst")  # a raw file still compressed: users.dat.gz
 
 
 # A byte that never occurs in text files: reading with it as the separator yields whole lines.
@@ -93,24 +96,25 @@ CUT_OFF = "last line has no line ending: file cut off?"
 HEADER_AGAIN = "a header line among the data (files joined together?)"  # a line naming the file's columns
 
 
-def read_text_lines(path: Path, decoding: Decoding) -> pl.Series:
+def read_text_lines(decoding: Decoding) -> pl.Series:
     """Every line of a text file, blank lines included (as ""), without the final newline.
 
     UTF-8 files are read by polars' native reader (tens of millions of lines in bounded
     memory); other encodings, lines polars cannot take whole, and files of CR line ends alone
     (`decoding.line_end`: polars ends a line at LF only) are decoded in Python. The bytes were
     validated by `decoding_of` first, so neither path can fail on them. A CRLF line keeps its CR.
+    The text is `decoding.source`: the file, or its decompressed copy.
     """
     if decoding.encoding == "utf-8" and decoding.line_end == "\n":
         try:
             frame = pl.read_csv(
-                path, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
+                decoding.source, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
                 schema={"text": pl.String}, raise_if_empty=False,
             )
             return frame["text"].fill_null("")
         except pl.exceptions.PolarsError:  # a line holding the separator byte itself
             pass
-    lines = decode_text(path, decoding).split(decoding.line_end)
+    lines = decode_text(decoding).split(decoding.line_end)
     if lines and lines[-1] == "":
         lines.pop()  # the file's final newline, not a blank line
     return pl.Series("text", lines, dtype=pl.String)
@@ -179,7 +183,7 @@ def split_lines(
     """
     decoding = decoding_of(path, label, encoding)
     shown = shown_as or path
-    text = read_text_lines(path, decoding)
+    text = read_text_lines(decoding)
     frame = pl.DataFrame({"line": pl.int_range(1, text.len() + 1, eager=True), "text": text}).with_columns(
         pl.col("text").str.strip_suffix("\r")
     )
@@ -279,7 +283,7 @@ def read_quoted_csv(
     `quotechar` and `escapechar`.
     """
     decoding = decoding_of(path, label, encoding)
-    text = decode_text(path, decoding)
+    text = decode_text(decoding)
     physical = re.split(r"\r\n|\r|\n", text)  # lines as the csv reader counts them (CR-only line ends too)
     records: dict[str, list] = {"line": [], **{name: [] for name in names}}
     bad: dict[str, list] = {"line": [], "text": [], "reason": []}
@@ -356,12 +360,12 @@ def unterminated(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
         decoding = decoding_of(path, label, declared)
         if decoding.ends_with_newline:
             continue
-        with path.open("rb") as handle:
+        with decoding.source.open("rb") as handle:
             size = handle.seek(0, 2)
             handle.seek(max(decoding.bom_bytes, size - TAIL_BYTES))
             tail = handle.read()
         line_end = decoding.line_end.encode()
-        line = position(path, size - len(tail.rsplit(line_end, 1)[-1]), line_end)[0]
+        line = position(decoding.source, size - len(tail.rsplit(line_end, 1)[-1]), line_end)[0]
         text = tail.rsplit(line_end, 1)[-1].decode(decoding.encoding, errors="replace")
         found[label] = f"line {line}: {text[:120]!r}"
     return found

@@ -18,6 +18,8 @@ A raw file is checked once, as bytes, before any of its rows is read:
 A file whose lines end with a carriage return alone (CR, old Mac OS) and that holds no line feed
 is read with CR as its line end (`Decoding.line_end`); in any other file a lone CR is a character
 of its line, and the line readers name it when it breaks the line (assets/raw_files.py).
+A gzip, bzip2 or xz file (or a zip archive of one file) is checked and read as the text it holds:
+its decompressed copy (assets/compressed.py) is `Decoding.source`, while messages name the file.
 
 Every error is a `RawFileError` naming the file, the encoding, and the line and byte of the
 first offending byte, so nothing is quietly turned into "malformed" or "garbled" rows.
@@ -64,6 +66,7 @@ class Decoding:
         declared: the encoding the dataset declares for the file.
         bom_bytes: bytes of a UTF-8 byte-order mark to skip (0 or 3).
         ends_with_newline: False when the last line has no line ending (a cut-off file).
+        source: the file whose bytes are the text: the file itself, or its decompressed copy.
         line_end: what ends a line: "\n" (LF, or CRLF), or "\r" in a file of CR line ends alone.
     """
 
@@ -71,6 +74,7 @@ class Decoding:
     declared: str
     bom_bytes: int
     ends_with_newline: bool
+    source: Path
     line_end: str = "\n"
 
     @property
@@ -238,7 +242,8 @@ def decode_error_at(path: Path, start: int, encoding: str) -> int | None:
             offset += len(chunk)
 
 
-# The first bytes of compressed files people download or export, and how to get the text out.
+# The first bytes of compressed files people download or export, and how to get the text out. gzip, xz and
+# zip are read (assets/compressed.py decompresses them before this check); what is left here is refused.
 ARCHIVE_MAGIC = (
     (b"PK\x03\x04", "zip archive", "unzip it"),
     (b"\x1f\x8b", "gzip-compressed file", "decompress it (gunzip)"),
@@ -255,7 +260,7 @@ def check_start(path: Path, where: str, declared: str) -> bytes:
             head = handle.read(4)
     except OSError as error:  # permission denied, a directory, a broken network mount
         raise RawFileError(f"{where}: cannot be read: {error.strerror or error}.") from None
-    for magic, what, undo in ARCHIVE_MAGIC:  # a download not yet unpacked (ml-1m.zip, day.csv.gz renamed)
+    for magic, what, undo in ARCHIVE_MAGIC:  # zstd; or compressed twice (a .gz of a .gz): what decompressing left
         if head.startswith(magic):
             raise RawEncodingError(f"{where}: a {what}, not {declared} text; {undo} and point the reader at the text file.")
     for mark, name in WIDE_BOMS:
@@ -289,12 +294,18 @@ def decoding_of(path: Path, label: str, declared: str) -> Decoding:
     `label` is the file's name in messages and rejected rows (e.g. 'ml-1m/users.dat'). A read asks
     for a file's decoding several times (reading it, `decoded_as`, `unterminated`): the scan of
     its bytes is kept per path, size and modification time, so an unchanged file is scanned once.
+    A compressed file's text is its decompressed copy (`Decoding.source`); line numbers are its lines.
     """
     try:
         status = Path(path).stat()
     except OSError:  # missing or unreadable: the uncached check names it
         return _decoding_of(path, label, declared)
-    return _remembered_decoding(Path(path), label, declared, (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns))
+    version = (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+    decoding = _remembered_decoding(Path(path), label, declared, version)
+    if not decoding.source.is_file():  # a decompressed copy deleted since (PAML_HOME cleaned): made again
+        _remembered_decoding.cache_clear()
+        decoding = _remembered_decoding(Path(path), label, declared, version)
+    return decoding
 
 
 @functools.lru_cache(maxsize=64)
@@ -304,33 +315,36 @@ def _remembered_decoding(path: Path, label: str, declared: str, version: tuple[i
 
 
 def _decoding_of(path: Path, label: str, declared: str) -> Decoding:
-    """`decoding_of` without the kept scans."""
+    """`decoding_of` without the kept scans: every check runs on the text (`source`), every message names `path`."""
+    from assets.compressed import decompressed  # that module raises this module's errors
+
     where = f"{label} ({path})"
-    head = check_start(path, where, declared)
+    source = decompressed(Path(path), where)
+    head = check_start(source, where, declared)
     bom = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
-    scan = scan_bytes(path, bom)
+    scan = scan_bytes(source, bom)
     if scan.size == 0:
         raise EmptyRawFileError(f"{where}: the file is empty; expected {declared} text with data rows.")
     if scan.nul_at is not None:
-        line, byte = position(path, scan.nul_at, scan.line_end)
+        line, byte = position(source, scan.nul_at, scan.line_end)
         raise RawEncodingError(
             f"{where}: NUL byte at line {line}, byte {byte}: not {declared} text "
             "(UTF-16 or UTF-32 without a byte-order mark, or a binary file)."
         )
     utf8_declared = normalize_encoding(declared) == "utf-8"
     if scan.utf8_error_at is not None and (utf8_declared or bom):
-        line, byte = position(path, scan.utf8_error_at, scan.line_end)
+        line, byte = position(source, scan.utf8_error_at, scan.line_end)
         what = "is not valid UTF-8" if utf8_declared else "starts with a UTF-8 byte-order mark but is not valid UTF-8"
         raise RawEncodingError(
-            f"{where}: {what} at line {line}, byte {byte} ({describe_bytes(path, scan.utf8_error_at)}); "
+            f"{where}: {what} at line {line}, byte {byte} ({describe_bytes(source, scan.utf8_error_at)}); "
             f"expected {'UTF-8' if utf8_declared else declared} text."
         )
     if scan.utf8_error_at is not None and is_single_byte(declared) and mostly_utf8(scan):
         # Mostly UTF-8, with a few stray bytes: neither encoding reads it whole.
-        line, byte = position(path, scan.utf8_error_at, scan.line_end)
+        line, byte = position(source, scan.utf8_error_at, scan.line_end)
         raise RawEncodingError(
             f"{where}: mixes encodings: {scan.utf8_chars:,} characters are UTF-8, but {scan.utf8_invalid:,} "
-            f"byte(s) are not, the first at line {line}, byte {byte} ({describe_bytes(path, scan.utf8_error_at)}); "
+            f"byte(s) are not, the first at line {line}, byte {byte} ({describe_bytes(source, scan.utf8_error_at)}); "
             f"read as {declared} its UTF-8 text would turn into mojibake. Save the file in one encoding "
             "(fix the bytes named, or convert the whole file)."
         )
@@ -338,18 +352,19 @@ def _decoding_of(path: Path, label: str, declared: str) -> Decoding:
     as_utf8 = utf8_declared or bool(bom) or (scan.non_ascii and scan.utf8_error_at is None and is_single_byte(declared))
     # ISO-8859-1 decodes any byte; other encodings (cp1252, shift_jis, ...) leave some bytes undefined.
     if not as_utf8 and scan.non_ascii and normalize_encoding(declared) != "iso8859-1" and (
-            bad := decode_error_at(path, bom, declared)) is not None:
-        line, byte = position(path, bad, scan.line_end)
+            bad := decode_error_at(source, bom, declared)) is not None:
+        line, byte = position(source, bad, scan.line_end)
         raise RawEncodingError(
-            f"{where}: is not valid {declared} at line {line}, byte {byte} ({describe_bytes(path, bad)}); "
+            f"{where}: is not valid {declared} at line {line}, byte {byte} ({describe_bytes(source, bad)}); "
             f"expected {declared} text."
         )
     return Decoding(
         encoding="utf-8" if as_utf8 else declared, declared=declared, bom_bytes=bom,
-        ends_with_newline=scan.last_byte in (b"\n", b"\r"), line_end=scan.line_end.decode(),
+        ends_with_newline=scan.last_byte in (b"\n", b"\r"), source=source, line_end=scan.line_end.decode(),
     )
 
 
-def decode_text(path: Path, decoding: Decoding) -> str:
-    """The whole file as text (BOM removed); the bytes were validated by `decoding_of`."""
-    return path.read_bytes()[decoding.bom_bytes:].decode(decoding.encoding)
+def decode_text(decoding: Decoding) -> str:
+    """The whole file as text (BOM removed; a compressed file's decompressed text); the bytes were
+    validated by `decoding_of`."""
+    return decoding.source.read_bytes()[decoding.bom_bytes:].decode(decoding.encoding)

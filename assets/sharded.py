@@ -89,10 +89,10 @@ def split_in_blocks(path: Path, label: str, names: tuple[str, ...], block_bytes:
     line is read as the whole file would read it (its lines malformed), and only a file without
     one good line is an error, after its last block.
     """
-    decoding_of(path, label, "utf-8")
+    source = decoding_of(path, label, "utf-8").source  # a compressed file's decompressed copy
     n_rows, unread = 0, []
     with tempfile.TemporaryDirectory() as scratch:
-        for block, offset in file_blocks(path, block_bytes, Path(scratch)):
+        for block, offset in file_blocks(source, block_bytes, Path(scratch)):
             rows, malformed = split_lines(block, label, ",", names, encoding="utf-8", header=True, shown_as=path,
                                           require=False)
             block.unlink()

@@ -23,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.bundle import file_source
+from assets.compressed import present
 from assets.dataset_spec import load_registered, registered_names
 from assets.raw_files import LAYOUTS
 from pipelines.jobs import retraining_job, taobao_logs_job, taobao_window_job
@@ -89,8 +90,10 @@ def raw_fingerprints(paml: PamlResource) -> dict[str, str]:
             fingerprints[dataset] = digest
     for dataset, layout in LAYOUTS.items():
         directory = paml.data_path / layout.subdir
-        files = [directory / n for n in (*layout.required, *layout.optional) if (directory / n).is_file()]
-        if all((directory / n).is_file() for n in layout.required):
+        # A file kept compressed (ratings.dat.gz) is watched as the file read: the compressed one.
+        found = {n: present(directory / n) for n in (*layout.required, *layout.optional)}
+        files = [path for path in found.values() if path is not None]
+        if all(found[n] is not None for n in layout.required):
             if (digest := files_digest(files)) is not None:
                 fingerprints[dataset] = digest
     return fingerprints

@@ -4,7 +4,6 @@ one line naming the file, the line or row, and the value; rows it rejects keep t
 Fixtures are written by the tests (tests/fixtures.py); nothing here is real data.
 """
 
-import gzip
 import pathlib
 
 import polars as pl
@@ -33,7 +32,7 @@ def deny_reading(monkeypatch, denied: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize(("encode", "found"), [
-    (gzip.compress, "a gzip-compressed file, not utf-8 text; decompress it (gunzip)"),
+    (lambda data: b"(\xb5/\xfd" + data, "a zstd-compressed file, not utf-8 text; decompress it (unzstd)"),  # gzip is read
     (lambda data: data.decode().encode("utf-16"), "starts with a UTF-16-LE byte-order mark"),
     (lambda data: data.decode().encode("utf-16-le"), "NUL byte on line 1: not utf-8 text"),
     (lambda data: b"", "interactions.file: the file is empty; expected the header line"),
@@ -139,13 +138,13 @@ def test_a_symbolic_link_that_loops_or_points_nowhere_is_named(tmp_path):
         load_spec(tmp_path / "spec.toml")
 
 
-def test_a_raw_file_still_compressed_beside_its_place_is_named(tmp_path):
+def test_a_raw_file_compressed_in_a_form_not_read_beside_its_place_is_named(tmp_path):
     root = movielens_dir(tmp_path, good_ml_users(3), ml_ratings_for(range(1, 4)))
     users = root / "ml-1m" / "users.dat"
-    (root / "ml-1m" / "users.dat.gz").write_bytes(gzip.compress(users.read_bytes()))
+    (root / "ml-1m" / "users.dat.zst").write_bytes(b"(\xb5/\xfd" + users.read_bytes())  # a .gz is read (test_compressed_files)
     users.unlink()
-    with pytest.raises(MissingRawFilesError, match=r"missing raw file\(s\) users.dat in .* \(users.dat.gz: there, "
-                                                   r"compressed; decompress it there\)"):
+    with pytest.raises(MissingRawFilesError, match=r"missing raw file\(s\) users.dat in .* \(users.dat.zst: there, "
+                                                   r"compressed in a form not read \(.gz, .bz2, .xz, .zip are\); decompress it there\)"):
         read_movielens(root)
 
 

@@ -1,0 +1,185 @@
+"""JSON lines files (Yelp's and Amazon's reviews): one JSON object per line, read into text columns.
+
+Each line's top-level fields are the columns (the spec names them as it names a CSV's): a string
+is its text, a number its digits (a whole float as an integer, as for Parquet: `5.0` is `5`), true
+and false are `true` and `false`, null or an absent field is missing, and a list of values is a
+multi feature's values, as a Parquet list column is. A line that is not valid JSON, not an object,
+or holds an object where the spec reads a value is a rejected row with its line number and reason,
+as a CSV line with the wrong number of fields is. A file where no line, or fewer lines than are
+rejected, gives a row stops the read: it is not JSON lines (a JSON array, a pretty-printed file,
+Python's single-quoted dicts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from assets.raw_files import BLANK_LINE, CUT_OFF, MALFORMED_SCHEMA
+from assets.compressed import decompressed
+from assets.raw_text import UTF8_BOM, Decoding, EmptyRawFileError, RawFileError, check_start, decoding_of
+
+KEY_LINES = 1000  # the lines whose keys name a file's columns when the spec does not list them
+SHOWN_CHARACTERS = 120  # of a bad line, in an error message
+EXACT_FLOAT = 2.0**53  # whole floats below this are integers exactly
+
+
+class NotAValue(ValueError):
+    """A field holding a JSON object (or a list of lists) where a value or a list of values is read."""
+
+
+def field_text(value: Any) -> str | None | list[str | None]:
+    """A JSON field as a CSV field would read: text, None for missing, a list of texts for a list.
+
+    Raises NotAValue for an object, or a list holding objects or lists.
+    """
+    if not isinstance(value, list):
+        return scalar_text(value)
+    try:
+        return [scalar_text(v) for v in value]
+    except NotAValue as error:
+        raise NotAValue(f"a list holding {error}") from None
+
+
+def scalar_text(value: Any) -> str | None:
+    """A JSON scalar as text; NotAValue ('an object', 'a list') for anything else."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # before int: True is an int
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):  # Python's json reads NaN; missing, as in a Parquet float column
+            return None
+        # Whole floats as integers: 5.0 stars is the rating 5, 1700000000.0 is Unix seconds.
+        return str(int(value)) if value.is_integer() and abs(value) < EXACT_FLOAT else repr(value)
+    raise NotAValue("an object" if isinstance(value, dict) else "a list")
+
+
+def line_reason(text: str) -> tuple[dict | None, str | None]:
+    """(the object on a line, None) or (None, why the line gives no row)."""
+    if not text.strip():
+        return None, BLANK_LINE
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        hint = " (a Python dict, not JSON: single quotes)" if text.lstrip().startswith("{'") else ""
+        return None, f"not valid JSON: {error.msg} at character {error.pos + 1}{hint}"
+    if not isinstance(value, dict):
+        kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(type(value), "a number")
+        return None, f"{kind}, not a JSON object"
+    return value, None
+
+
+def read_json_lines(path: Path, label: str, columns: tuple[str, ...], *, encoding: str = "utf-8",
+                    used: frozenset[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows, malformed) of a JSON lines file: `source_file`, `line` and each of `columns` (only the
+    `used` ones, when given) as text, or a list of text for a column some line holds a list in.
+
+    Raises a RawFileError for a file that does not decode (assets/raw_text.py), or where fewer lines
+    give a row than are rejected (`require_objects`).
+    """
+    decoding = decoding_of(path, label, encoding)
+    kept = [c for c in columns if used is None or c in used]
+    values: dict[str, list] = {c: [] for c in kept}
+    lines: list[int] = []
+    bad: dict[str, list] = {"line": [], "text": [], "reason": []}
+    listed: set[str] = set()  # columns some line holds a list in
+    for number, text, last in numbered_lines(decoding):
+        record, reason = line_reason(text)
+        row = {}
+        for column in kept if record is not None else ():
+            try:
+                row[column] = field_text(record.get(column))
+            except NotAValue as error:
+                reason = f"field {column!r} holds {error}; expected a value or a list of values"
+                break
+        if reason is not None:
+            if last and not decoding.ends_with_newline and reason != BLANK_LINE:
+                reason += f" ({CUT_OFF})"
+            bad["line"].append(number)
+            bad["text"].append(text)
+            bad["reason"].append(reason)
+            continue
+        lines.append(number)
+        for column, value in row.items():
+            values[column].append(value)
+            if isinstance(value, list):
+                listed.add(column)
+    rows = pl.DataFrame(
+        {"line": lines, **{c: [[v] if v is not None and not isinstance(v, list) else v for v in values[c]]
+                           if c in listed else values[c] for c in kept}},
+        schema={"line": pl.Int64, **{c: pl.List(pl.String) if c in listed else pl.String for c in kept}},
+    ).select(pl.lit(label).alias("source_file"), pl.all())
+    malformed = pl.DataFrame(bad, schema={"line": pl.Int64, "text": pl.String, "reason": pl.String})
+    malformed = malformed.select(pl.lit(label).alias("source_file"), pl.all()).cast(MALFORMED_SCHEMA)
+    require_objects(rows.height, malformed, f"{label} ({path})")
+    return rows, malformed
+
+
+def numbered_lines(decoding: Decoding):
+    """(1-based line number, text without its line end, whether it is the last line) of each line.
+
+    Lines end at '\\n' only, as every text reader here counts them; a '\\r' before it is dropped.
+    """
+    with decoding.source.open("rb") as handle:
+        handle.seek(decoding.bom_bytes)
+        previous = None
+        for number, raw in enumerate(handle, start=1):
+            if previous is not None:
+                yield previous[0], previous[1], False
+            previous = (number, raw.decode(decoding.encoding).removesuffix("\n").removesuffix("\r"))
+        if previous is not None:
+            yield previous[0], previous[1], True
+
+
+def require_objects(n_rows: int, malformed: pl.DataFrame, where: str) -> None:
+    """Raise when no line gave a row (EmptyRawFileError), or fewer than were rejected (RawFileError):
+    such a file is not JSON lines, and its rows would be a fraction read by chance."""
+    lines = malformed.filter(pl.col("reason") != BLANK_LINE)
+    if n_rows and n_rows >= lines.height:
+        return
+    if not lines.height:
+        raise EmptyRawFileError(f"{where}: no data rows (the file holds only blank lines).")
+    first = lines.row(0, named=True)
+    shown = f"line {first['line']}: {first['text'][:SHOWN_CHARACTERS]!r} ({first['reason']})"
+    hint = ""
+    if first["line"] == 1 and first["text"].lstrip().startswith("["):
+        hint = (" Line 1 opens a JSON array: the file is one JSON document, not JSON lines; convert it, e.g. "
+                "pl.read_json(path).write_ndjson(path_jsonl).")
+    elif first["text"].strip() == "{":
+        hint = " An object spread over several lines (pretty-printed JSON) is not JSON lines: one object per line."
+    if not n_rows:
+        raise EmptyRawFileError(f"{where}: none of its {lines.height} lines is a JSON object; {shown}.{hint}")
+    raise RawFileError(f"{where}: not JSON lines: {lines.height} lines are rejected and {n_rows} give a row; {shown}.{hint}")
+
+
+def json_keys(path: Path, encoding: str) -> tuple[str, ...]:
+    """The top-level keys of the objects on the first `KEY_LINES` lines, in first-seen order: the
+    columns of a JSON lines file whose spec does not list them. Only those lines are read (a compressed
+    file is decompressed first); bytes that do not decode are replaced, as the read checks them all.
+    Raises a RawFileError naming the file when it is not text or those lines hold no object."""
+    where = str(path)
+    source = decompressed(path, where)
+    head = check_start(source, where, encoding)
+    keys: dict[str, None] = {}
+    first_bad = None
+    with source.open("rb") as handle:
+        handle.seek(len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0)
+        first = [raw.decode(encoding, errors="replace").removesuffix("\n").removesuffix("\r")
+                 for _, raw in zip(range(KEY_LINES), handle)]
+    for number, text in enumerate(first, start=1):
+        record, reason = line_reason(text)
+        if record is None:
+            first_bad = first_bad or f"line {number}: {text[:SHOWN_CHARACTERS]!r} ({reason})"
+            continue
+        keys.update(dict.fromkeys(record))
+    if not keys:
+        raise RawFileError(f"{where}: no JSON object among its first {KEY_LINES} lines to name the columns"
+                           f"{'; ' + first_bad if first_bad else ''}")
+    return tuple(keys)
