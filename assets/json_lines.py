@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ def read_json_lines(path: Path, label: str, columns: tuple[str, ...], *, encodin
     return rows, malformed
 
 
-def numbered_lines(decoding: Decoding):
+def numbered_lines(decoding: Decoding) -> Iterator[tuple[int, str, bool]]:
     """(1-based line number, text without its line end, whether it is the last line) of each line.
 
     Lines end at '\\n' only, as every text reader here counts them; a '\\r' before it is dropped.
