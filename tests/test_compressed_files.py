@@ -202,3 +202,18 @@ def test_dataset_add_and_the_data_steps_read_a_gzipped_click_log(tmp_path, capsy
     assert [o for o in validate_clean_logs(bundle.frame("users"), bundle.frame("interactions"), dataset.spec) if not o.success] == []
     groups = user_groups_for(bundle.frame("users"), select_cold_start(bundle.frame("interactions")), dataset.spec.tagging_fields)
     assert set(groups["groups"]["group"]) <= {"major", "minor"} and groups["groups"].height == 24  # the 80% cold-start users
+
+
+def test_a_compressed_file_of_cr_line_ends_is_split_at_its_crs_and_names_its_cut_off_line(tmp_path):
+    from assets.raw_files import CUT_OFF, split_lines
+
+    packed = tmp_path / "ratings.dat.gz"  # old Mac line ends inside a gzip: both readers' rules at once
+    packed.write_bytes(gzip.compress(b"1::10::5::978300760\r2::11::4::978300761\r3::12::3::97830"))
+    rows, bad = split_lines(packed, "ratings.dat.gz", "::", ("user_id", "item_id", "rating", "timestamp"),
+                            encoding="latin-1", header=False)
+    assert rows["user_id"].to_list() == ["1", "2", "3"] and rows["line"].to_list() == [1, 2, 3]
+    assert rows["source_file"].unique().to_list() == ["ratings.dat.gz"] and bad.height == 0
+    cut = (tmp_path / "cut.dat.gz")
+    cut.write_bytes(gzip.compress(b"1::10::5::978300760\r2::11::4"))
+    _, bad = split_lines(cut, "cut.dat.gz", "::", ("user_id", "item_id", "rating", "timestamp"), encoding="latin-1", header=False)
+    assert bad["line"].to_list() == [2] and CUT_OFF in bad["reason"][0]
