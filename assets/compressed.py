@@ -82,9 +82,18 @@ def compression_of(head: bytes) -> Compression | None:
     return None
 
 
+_home: list[Path | None] = [None]  # the `paml` resource's home while a Dagster step runs
+
+
+def keep_copies_in(home: Path | None) -> None:
+    """Write decompressed copies under `home`/decompressed (None: under PAML_HOME, as the CLI resolves it).
+    The `paml` resource sets its configured home for its steps, which need not be PAML_HOME."""
+    _home[0] = None if home is None else Path(home)
+
+
 def cache_root() -> Path:
-    """PAML_HOME/decompressed (PAML_HOME as pipelines/resources.py resolves it)."""
-    home = os.environ.get("PAML_HOME", Path(__file__).resolve().parent.parent / ".paml")
+    """`keep_copies_in`'s home, else PAML_HOME (as pipelines/resources.py resolves it), + /decompressed."""
+    home = _home[0] or os.environ.get("PAML_HOME", Path(__file__).resolve().parent.parent / ".paml")
     return Path(home).resolve() / CACHE_DIR_NAME
 
 

@@ -52,15 +52,19 @@ class PamlResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Steps that load a model rebuild its network, which fits the fold-ins' item sides: keep
         # them in the home so a step run on its own reads them instead (models/factors.py).
+        from assets.compressed import keep_copies_in
         from models.factors import fit_counts, keep_fits_in  # here: torch is not needed to read a path
 
         keep_fits_in(self.home_path / "fits")
+        keep_copies_in(self.home_path)  # compressed raw files' text, beside the rest of this home's state
         self._counts_before = fit_counts()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        from assets.compressed import keep_copies_in
         from models.factors import fit_counts, keep_fits_in
 
         keep_fits_in(None)
+        keep_copies_in(None)
         counts = {k: v - self._counts_before.get(k, 0) for k, v in fit_counts().items()}
         if any(counts.values()) and context.log is not None:  # shows the store at work: read, not refitted
             context.log.info(f"fold-in item sides this run: {counts['fitted']} fitted, {counts['loaded']} read from "

@@ -217,3 +217,22 @@ def test_a_compressed_file_of_cr_line_ends_is_split_at_its_crs_and_names_its_cut
     cut.write_bytes(gzip.compress(b"1::10::5::978300760\r2::11::4"))
     _, bad = split_lines(cut, "cut.dat.gz", "::", ("user_id", "item_id", "rating", "timestamp"), encoding="latin-1", header=False)
     assert bad["line"].to_list() == [2] and CUT_OFF in bad["reason"][0]
+
+
+def test_a_dagster_step_writes_the_copies_under_its_resources_home_not_the_environments(tmp_path, home):
+    from pipelines.resources import PamlResource
+
+    directory = ml25m_dir(tmp_path, n_users=6, n_items=8)
+    compress(directory / "ratings.csv", ".gz")
+    name_files(directory / "dataset.toml", ".gz")
+    configured = tmp_path / "configured-home"  # the resource's home (definitions, tests), not PAML_HOME
+    with dg.build_init_resource_context() as context:
+        resource = PamlResource(home=str(configured), data_dir=str(tmp_path))
+        resource.setup_for_execution(context)
+        try:
+            read_custom(load_spec(directory))
+        finally:
+            resource.teardown_after_execution(context)
+    assert len(list((configured / "decompressed").glob("*/ratings.csv"))) == 1
+    assert not (home / "decompressed").exists()
+    assert cache_root() == (home / "decompressed").resolve()  # outside a step: PAML_HOME again
