@@ -5,7 +5,8 @@ Such a file is decompressed once, into `$PAML_HOME/decompressed/<SHA-256 of the 
 and read from there by the same code that reads any text file. The copy is written under a
 `.partial` name and renamed when whole, so a run killed midway leaves no half-written copy (the
 next run decompresses again); the same compressed bytes always map to the same copy, so an
-unchanged file is decompressed once whoever reads it, and a changed one gets a copy of its own.
+unchanged file is decompressed once whoever reads it, and a changed one gets a copy of its own,
+which replaces the copy of its old bytes.
 Messages, rejected rows and lineage name the compressed file; its line numbers are lines of the
 decompressed text. The directory may be deleted at any time: it is only a cache.
 
@@ -22,6 +23,7 @@ import gzip
 import hashlib
 import lzma
 import os
+import shutil
 import uuid
 import zipfile
 import zlib
@@ -134,7 +136,28 @@ def decompressed(path: Path, where: str) -> Path:
     target = cache_root() / digest / text_name(path)
     if not target.is_file():
         _write_copy(path, target, compression, where)
+        drop_replaced_copies(path, target.parent)
     return target
+
+
+SOURCE_NOTE = ".source"  # in a copy's directory: the compressed file it was written from
+
+
+def drop_replaced_copies(path: Path, kept: Path) -> None:
+    """Note that `kept` (a copy's directory) holds `path`'s text, and remove the copies other bytes
+    of `path` left (a log re-downloaded every day would otherwise leave a copy a day, for good).
+    Another file with those old bytes decompresses them again when it is read."""
+    source = str(path.resolve())
+    try:
+        (kept / SOURCE_NOTE).write_text(source)
+    except OSError:
+        return  # the copy is whole and read; only the clean-up is skipped
+    for note in kept.parent.glob(f"*/{SOURCE_NOTE}"):
+        try:
+            if note.parent != kept and note.read_text() == source:
+                shutil.rmtree(note.parent, ignore_errors=True)
+        except OSError:  # removed meanwhile by another process
+            continue
 
 
 @functools.lru_cache(maxsize=256)
