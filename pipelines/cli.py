@@ -9,6 +9,7 @@ argument, a bad query) print one line, `error: what, where, how to fix`, and exi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -24,6 +25,7 @@ SAMPLE_QUERY = (
     "SELECT dataset, reason, count(*) AS n FROM rejected_rows GROUP BY ALL ORDER BY n DESC"
 )
 EXIT_BAD_ARGUMENTS = 2  # argparse's status for a usage error
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 
 
 class CliError(Exception):
@@ -356,19 +358,34 @@ def one_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+def statements(sql: str) -> list[str]:
+    """The statements of `sql` (parsed, not run), or [sql] when it holds none (only comments), so that
+    the store's own error says so."""
+    import duckdb
+
+    with duckdb.connect() as parser:
+        return [statement.query for statement in parser.extract_statements(sql)] or [sql]
+
+
 def sql_command(args: argparse.Namespace) -> str:
-    """Run one query on the snapshot (or the live file) read-only; render it in full."""
+    """Run a query on the snapshot (or the live file) read-only; render it in full. Several statements
+    (`SELECT ...; SELECT ...`) print one result each: DuckDB alone would show only the last."""
     import duckdb
 
     from pipelines.store import LineageStore
 
     try:
-        frame = LineageStore(default_home(), read_only=True).query(args.query, snapshot=not args.live)
+        queries = statements(args.query)
+        if len(queries) > 1 and args.format in ("csv", "json"):
+            raise CliError(f"--format {args.format} prints one result, and the query holds {len(queries)} statements: "
+                           "run them one per call")
+        store = LineageStore(default_home(), read_only=True)
+        frames = [store.query(query, snapshot=not args.live) for query in queries]
     except duckdb.PermissionException as error:
         raise CliError(f"refused, the sql command only reads the PAML database: {one_line(error)}") from None
     except duckdb.Error as error:
         raise CliError(f"{one_line(error)} (tables and views: docs/duckdb.md)") from None
-    return render(frame, args.format)
+    return "\n\n".join(render(frame, args.format) for frame in frames)
 
 
 def meta_tasks_of(dataset: str) -> tuple[dict, dict, str]:
@@ -524,7 +541,7 @@ def build_parser() -> Parser:
     tune.add_argument("--import", dest="import_dir", metavar="DIR",
                       help="instead of searching here, ingest DIR/<dataset>.journal made elsewhere from the same export")
     sql = commands.add_parser("sql", help="run a read-only SQL query on the DuckDB store")
-    sql.add_argument("query")
+    sql.add_argument("query", help="SQL on the tables and views of docs/duckdb.md; several statements print one result each")
     sql.add_argument("--live", action="store_true",
                      help="query the live database (waits while a run writes) instead of the snapshot (never blocked)")
     sql.add_argument("--format", choices=SQL_FORMATS, default="table", help="output format (never truncated)")
@@ -634,16 +651,35 @@ def main(argv: list[str] | None = None) -> int:
     check_methods(parser, args)
     try:
         run_command(args)
+        sys.stdout.flush()  # here, so that a reader gone by now is handled below, not at the interpreter's exit
     except BaseException as error:  # noqa: BLE001 - Ctrl-C inside a Dagster run arrives as Dagster's own BaseException
         if interrupted(error):
             print("interrupted (a Dagster run it had started is marked failed); stores stay consistent (each "
                   "artifact is committed whole or not at all)", file=sys.stderr)
             return 130
+        if isinstance(error, BrokenPipeError) and stdout_closed():
+            # `sql ... | head`: the reader has what it wanted. The rest goes nowhere, so that the exit's
+            # own flush does not fail again; the status is a shell's for a command ended by SIGPIPE.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OUTPUT_CLOSED
         message = expected_failure(error) if isinstance(error, Exception) else None
         if message is None:
             raise
         raise SystemExit(f"error: {message}") from None
     return 0
+
+
+def stdout_closed() -> bool:
+    """Whether nobody reads stdout any more (`sql ... | head` after head has exited): the write end of a
+    pipe without a reader polls as an error. A BrokenPipeError from anything else keeps its traceback."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is not a file descriptor
+        return False
 
 
 def interrupted(error: BaseException) -> bool:

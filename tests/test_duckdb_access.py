@@ -161,6 +161,35 @@ def test_sql_formats_print_every_row_and_character(tmp_path, monkeypatch, capsys
     assert len(markdown) == 2 + 120 and markdown[2] == f"| 0 | {LONG_TEXT.replace('|', chr(92) + '|')} | 0.1 |"
 
 
+def test_sql_prints_one_result_per_statement(tmp_path, monkeypatch, capsys):
+    # DuckDB runs `a; b` and returns b's rows only: docs/data.md's `SELECT * FROM table1_stats;
+    # SELECT * FROM group_shares;` printed the second table alone.
+    store = built_home(tmp_path)
+    assert run_cli(monkeypatch, store.home, "sql", "SELECT count(*) AS n_wide FROM wide; SELECT 7 AS seven;") == ""
+    first, second = capsys.readouterr().out.strip().split("\n\n")
+    assert first.splitlines()[0] == "n_wide" and first.splitlines()[2] == "120"
+    assert second.splitlines()[0] == "seven" and second.splitlines()[2] == "7"
+    # csv and json hold one result; several are refused rather than glued into an unreadable file
+    message = run_cli(monkeypatch, store.home, "sql", "SELECT 1; SELECT 2", "--format", "csv")
+    assert message.startswith("error: --format csv prints one result, and the query holds 2 statements")
+    # every statement stays read-only, the first included
+    assert run_cli(monkeypatch, store.home, "sql", f"SELECT 1; COPY wide TO '{tmp_path / 'w.csv'}'").startswith("error: refused")
+    assert not (tmp_path / "w.csv").exists()
+
+
+def test_sql_piped_into_head_ends_without_a_traceback(tmp_path):
+    # `sql ... | head` closes the pipe while the CLI still prints: that was a BrokenPipeError traceback.
+    store = built_home(tmp_path)
+    env = {**os.environ, "PAML_HOME": str(store.home)}
+    reader = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "sql", "SELECT * FROM range(300000)"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert reader.stdout.readline().strip() == b"range"
+    reader.stdout.close()  # what head does once it has its lines
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 141, stderr  # as a shell reports a command ended by SIGPIPE
+    assert stderr == ""
+
+
 def test_sql_answers_while_another_process_holds_the_write_lock(tmp_path):
     store = built_home(tmp_path)
     holder = hold_write_lock(store.db_path, 120)
