@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,9 +82,17 @@ def require_files(dataset: str, data_dir: Path) -> Path:
             + (f"({', '.join(others)}: there, but not a regular file) " if others else "")
             + (f"({', '.join(packed)}: there, compressed in a form not read ({', '.join(READABLE_SUFFIXES)} are); "
                "decompress it there) " if packed else "")
-            + f"(PAML_DATA_DIR={data_dir}). To obtain them: {layout.obtain}."
+            + f"({data_dir_setting(data_dir, layout.subdir)}). To obtain them: {layout.obtain}."
         )
     return directory
+
+
+def data_dir_setting(data_dir: Path, subdir: str) -> str:
+    """`PAML_DATA_DIR=<dir>`, or, when the variable is not set, that it is not: forgetting it is the
+    usual reason a real dataset's files are not found, and the default directory's name does not say so."""
+    if os.environ.get("PAML_DATA_DIR"):
+        return f"PAML_DATA_DIR={data_dir}"
+    return f"PAML_DATA_DIR is not set: export PAML_DATA_DIR=<the directory that holds {subdir}/>"
 
 
 # A byte that never occurs in text files: reading with it as the separator yields whole lines.

@@ -432,7 +432,8 @@ def init_command() -> str:
     home, data_dir = default_home(), default_data_dir()
     home.mkdir(parents=True, exist_ok=True)
     lines = [f"PAML_HOME={home}", f"DAGSTER_HOME={ensure_dagster_home()} (dagster.yaml: persistent instance, telemetry off)",
-             f"PAML_DATA_DIR={data_dir}"]
+             f"PAML_DATA_DIR={data_dir}" + ("" if os.environ.get("PAML_DATA_DIR") else
+                                            " (not set: the default, PAML_HOME/data; export it to use MovieLens or Book-Crossing)")]
     for dataset, layout in LAYOUTS.items():
         missing = [n for n in layout.required if not (data_dir / layout.subdir / n).is_file()]
         lines.append(f"  {dataset}: " + (f"ready ({data_dir / layout.subdir})" if not missing else
@@ -508,9 +509,10 @@ def build_parser() -> Parser:
     add.add_argument("location", help="the directory holding dataset.toml / dataset.yaml, or the spec file itself")
     actions.add_parser("list", help="the built-in and registered datasets")
     remove = actions.add_parser("remove", help="unregister a dataset (its files stay)")
-    remove.add_argument("name")
+    remove.add_argument("name", help="the registered dataset's name (see `dataset list`)")
     demo = commands.add_parser("demo", help="build, train, evaluate and report on one dataset")
-    demo.add_argument("--dataset", default="taobao", choices=datasets)
+    demo.add_argument("--dataset", default="taobao", choices=datasets,
+                      help="a built-in or registered dataset (default taobao: synthetic, needs no files)")
     demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
     demo.add_argument("--epochs", type=int, help="override every method's epochs")
     demo.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
@@ -547,15 +549,16 @@ def build_parser() -> Parser:
     sql.add_argument("--format", choices=SQL_FORMATS, default="table", help="output format (never truncated)")
     rec = commands.add_parser("recommend", help="adapt a trained model to a new user and print scored items")
     rec.add_argument("--dataset", required=True, choices=datasets)
-    rec.add_argument("--method", default="reg_paml", help="melu, meta_sgd, transfer, paml, at_paml or reg_paml")
+    rec.add_argument("--method", default="reg_paml", help="melu, meta_sgd, transfer, paml, at_paml or reg_paml (default)")
     rec.add_argument("--seed", type=int, help="which trained seed (default: the first)")
     rec.add_argument("--model", choices=["promoted", "latest"], default="promoted",
                      help="the model in service (default) or the newest trained one")
     rec.add_argument("--profile", nargs="+", required=True, metavar="FIELD=VALUE", help="the user's features")
     rec.add_argument("--ratings", nargs="+", required=True, metavar="ITEM=LABEL", help="a few ratings (or 0/1 clicks)")
-    rec.add_argument("--top", type=int, default=10)
+    rec.add_argument("--top", type=int, default=10, help="how many items to print (default 10)")
     results = commands.add_parser("results", help="render docs/results.md's tables from the DuckDB store")
-    results.add_argument("--out", type=Path, help="the Markdown file to update (default: docs/results.md)")
+    results.add_argument("--out", type=Path, help="the Markdown file to update (default: docs/results.md when the store "
+                         "holds MovieLens and Book-Crossing metrics, else PAML_HOME/reports/results.md)")
     stats = commands.add_parser("stats", help="Markdown: what is built, counts per step, rejections and Table 1 per dataset")
     stats.add_argument("datasets", nargs="+", choices=datasets)
     return parser

@@ -131,6 +131,20 @@ def test_missing_raw_files_is_one_line(tmp_path):
     assert str(tmp_path / "data" / "ml-1m") in line and "files.grouplens.org" in line
 
 
+def test_missing_raw_files_say_when_paml_data_dir_is_not_set(tmp_path, monkeypatch):
+    # The usual slip: PAML_DATA_DIR never exported. Naming only the default directory did not say so.
+    from assets.raw_files import MissingRawFilesError, require_files
+
+    monkeypatch.delenv("PAML_DATA_DIR", raising=False)
+    with pytest.raises(MissingRawFilesError, match=r"PAML_DATA_DIR is not set: export PAML_DATA_DIR=<the directory that "
+                                                   r"holds ml-1m/>\)\. To obtain them: download https://files"):
+        require_files("movielens", tmp_path)
+    monkeypatch.setenv("PAML_DATA_DIR", str(tmp_path))
+    with pytest.raises(MissingRawFilesError, match=rf"in {re.escape(str(tmp_path / 'bookcrossing'))} "
+                                                   rf"\(PAML_DATA_DIR={re.escape(str(tmp_path))}\)\."):
+        require_files("bookcrossing", tmp_path)
+
+
 def test_an_undecodable_raw_file_is_one_line_naming_file_line_and_byte(tmp_path):
     from tests.fixtures import good_ml_users, ml_ratings_for, movielens_dir
 
@@ -192,6 +206,15 @@ def test_bad_arguments_are_one_line(empty_home, capsys, argv, expected):
     assert exit_info.value.code == 2
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(expected) and line.endswith("--help)")
+
+
+def test_results_help_names_both_places_it_writes(capsys):
+    # Its help said docs/results.md only; a store without MovieLens and Book-Crossing metrics is
+    # written to PAML_HOME/reports/results.md instead (pipelines/results.py `results_target`).
+    with pytest.raises(SystemExit):
+        main(["results", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "docs/results.md when the store holds MovieLens and Book-Crossing metrics, else PAML_HOME/reports/results.md" in text
 
 
 def test_failed_check_and_bugs_are_told_apart():
