@@ -48,16 +48,18 @@ def user_diagnostics(preds: "Predictions", memory_k: int) -> dict[str, np.ndarra
 def user_metrics_frame(
     users: pl.DataFrame, groups: pl.DataFrame, pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
     lr_per_user: np.ndarray, task: str, train_ctr: float | None = None, diagnostics: dict[str, np.ndarray] | None = None,
+    lowest_rating: float = 0.0,
 ) -> pl.DataFrame:
     """One row per test user: group, true group, metrics, the per-user `error`, inner LR, and
     the `diagnostics` columns when given (`user_diagnostics`; DIAGNOSTIC_COLUMNS).
 
     `users` maps user_id to the row of `pred` (columns user_id, user_row); `groups` has
     user_id, group, true_group. `error` is MSE for ratings and log-loss for clicks.
+    `lowest_rating`: the bottom of the rating scale, which nDCG grades from when it is below 0.
     """
     if task == "rating":
-        values = {"mse": M.per_user_mse(pred, target, mask), "ndcg@3": M.ndcg_at_k(pred, target, mask, 3),
-                  "ndcg@5": M.ndcg_at_k(pred, target, mask, 5)}
+        values = {"mse": M.per_user_mse(pred, target, mask), "ndcg@3": M.ndcg_at_k(pred, target, mask, 3, lowest_rating),
+                  "ndcg@5": M.ndcg_at_k(pred, target, mask, 5, lowest_rating)}
         values["error"] = values["mse"]
     else:
         values = {"auc": M.per_user_auc(pred, target, mask), "nel": M.per_user_nel(pred, target, mask, train_ctr),
@@ -76,16 +78,18 @@ def user_metrics_frame(
 
 
 def aggregate(
-    pred: np.ndarray, target: np.ndarray, mask: np.ndarray, group: np.ndarray, task: str, train_ctr: float | None = None
+    pred: np.ndarray, target: np.ndarray, mask: np.ndarray, group: np.ndarray, task: str, train_ctr: float | None = None,
+    lowest_rating: float = 0.0,
 ) -> list[dict]:
-    """Dataset-level metrics for all users, major users and minor users (long format)."""
+    """Dataset-level metrics for all users, major users and minor users (long format); `lowest_rating`
+    as in `user_metrics_frame`."""
     rows = []
     for population in POPULATIONS:
         keep = np.ones(len(pred), bool) if population == "all" else (group == population)
         if not keep.any():
             continue
         p, t, m = pred[keep], target[keep], mask[keep]
-        values = M.rating_metrics(p, t, m) if task == "rating" else M.ctr_metrics(p, t, m, train_ctr)
+        values = M.rating_metrics(p, t, m, lowest_rating) if task == "rating" else M.ctr_metrics(p, t, m, train_ctr)
         rows += [{"population": population, "metric": k, "value": float(v), "n_users": int(keep.sum())} for k, v in values.items()]
     return rows
 

@@ -17,6 +17,7 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.evaluation import aggregate, minor_vs_major, user_diagnostics, user_metrics_frame
+from assets.specs import all_datasets, spec_for
 from models.checkpoint import flatten_state, unflatten_state
 from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict, method_form
 from models.network import NetworkConfig
@@ -123,14 +124,21 @@ def score(
     test = data.splits["test"]
     target, mask = test.query_labels.numpy(), test.query_mask.numpy()
     train_ctr = float(training_labels(data)[1].mean()) if data.task == "ctr" else None
+    lowest = lowest_rating(dataset) if data.task == "rating" else 0.0
     users, group_frame = tasks.frame("users__test"), groups.frame("groups")
-    frame = user_metrics_frame(users, group_frame, pred, target, mask, lr_per_user, data.task, train_ctr, diagnostics)
+    frame = user_metrics_frame(users, group_frame, pred, target, mask, lr_per_user, data.task, train_ctr, diagnostics, lowest)
     frame = frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(protocol).alias("protocol"), pl.lit(method).alias("method"),
                                pl.lit(seed, dtype=pl.Int64).alias("seed"))
     group_of_row = users.join(group_frame, on="user_id", how="left").sort("user_row")["group"].fill_null("").to_numpy()
     rows = [{"dataset": dataset, "protocol": protocol, "method": method, "seed": seed, **row}
-            for row in aggregate(pred, target, mask, group_of_row, data.task, train_ctr)]
+            for row in aggregate(pred, target, mask, group_of_row, data.task, train_ctr, lowest)]
     return frame, rows
+
+
+def lowest_rating(dataset: str) -> float:
+    """The bottom of `dataset`'s rating scale (its spec's label.min: nDCG grades from it when it is
+    below 0); 0 for a name without a spec (task data made up in a test), whose nDCG grades from 0."""
+    return float(spec_for(dataset).label_min) if dataset in all_datasets() else 0.0
 
 
 def evaluate_dataset(method: str, dataset: str, model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[list[pl.DataFrame], list[dict]]:

@@ -119,13 +119,19 @@ def per_user_mse(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike
     return _masked_row_mean(diff * diff, m)
 
 
-def ndcg_at_k(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike, k: int) -> np.ndarray:
+def ndcg_at_k(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike, k: int,
+              lowest_rating: float = 0.0) -> np.ndarray:
     """Per-user nDCG@k (Järvelin & Kekäläinen 2002, exponential-gain form).
 
     DCG@k = sum_{rank=1..min(k, n)} (2^r - 1) / log2(rank + 1), where items are ranked by
     ``pred`` descending and r is the true rating; ties in ``pred`` are broken by lower
     column index first (stable sort). IDCG@k is the same sum with the true ratings sorted
     descending. nDCG@k = DCG@k / IDCG@k.
+
+    ``lowest_rating`` is the bottom of the rating scale. A scale reaching below 0 (Jester's
+    -10..10) is graded from its bottom, r - lowest_rating: a negative rating's gain 2^r - 1 is
+    negative, which made nDCG negative, and undefined for a user whose ratings are all <= 0.
+    A scale from 0 up (1-5, 0-1) is graded as it is.
 
     NaN when the user has no query items, and also when IDCG@k <= 0 (all gains zero, e.g.
     every rating is 0): the ratio is undefined there, and treating it as 0 or 1 would bias
@@ -145,7 +151,13 @@ def ndcg_at_k(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike, k
         return np.full(n_users, np.nan)
     depth = min(int(k), n_slots)
 
-    gains = np.where(m, np.exp2(np.where(m, t, 0.0)) - 1.0, 0.0)
+    grade = np.where(m, t - min(float(lowest_rating), 0.0), 0.0)
+    # Each user's gains are 2^r - 1 divided by 2^(its top grade): the ratio DCG / IDCG is the same
+    # (bit for bit on whole-number grades, where the division by a power of 2 is exact), and a scale
+    # such as 0-10000 no longer overflows 2^r to inf (inf - inf made every nDCG NaN).
+    top = np.where(m, grade, -np.inf).max(axis=1, keepdims=True, initial=-np.inf)
+    top = np.where(np.isfinite(top), top, 0.0)
+    gains = np.where(m, np.exp2(grade - top) - np.exp2(-top), 0.0)
     # Primary key: valid items first; secondary: -pred ascending. lexsort is stable, so equal
     # predictions keep column order (lower index first) -- the documented tie rule. Using a
     # separate mask key (rather than +inf for padding) keeps a valid pred of -inf ahead of
@@ -173,13 +185,14 @@ def ndcg_at_k(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike, k
     return out
 
 
-def mean_ndcg(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike, k: int) -> float:
+def mean_ndcg(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike, k: int, lowest_rating: float = 0.0) -> float:
     """Mean nDCG@k over users with at least one query item (and a positive IDCG)."""
-    return mean_ignoring_nan(ndcg_at_k(pred, target, mask, k))
+    return mean_ignoring_nan(ndcg_at_k(pred, target, mask, k, lowest_rating))
 
 
-def rating_metrics(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike) -> dict[str, float]:
-    """{"mse", "ndcg@3", "ndcg@5"} for the rating (MovieLens) setting.
+def rating_metrics(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLike,
+                   lowest_rating: float = 0.0) -> dict[str, float]:
+    """{"mse", "ndcg@3", "ndcg@5"} for the rating (MovieLens) setting; `lowest_rating`: `ndcg_at_k`'s.
 
     "mse" is the mean of per-user MSEs over users with items -- each user weighs the same,
     matching the per-user unit of the minor/major t-test -- NOT the MSE pooled over all
@@ -187,7 +200,7 @@ def rating_metrics(pred: npt.ArrayLike, target: npt.ArrayLike, mask: npt.ArrayLi
     """
     out = {"mse": mean_ignoring_nan(per_user_mse(pred, target, mask))}
     for k in NDCG_KS:
-        out[f"ndcg@{k}"] = mean_ndcg(pred, target, mask, k)
+        out[f"ndcg@{k}"] = mean_ndcg(pred, target, mask, k, lowest_rating)
     return out
 
 

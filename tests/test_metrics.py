@@ -185,6 +185,56 @@ def test_mean_ndcg_averages_users_with_items():
     assert rating_metrics(pred, target, mask)["ndcg@3"] == pytest.approx((u0 + 1.0) / 2)
 
 
+def test_ndcg_grades_a_scale_below_zero_from_its_bottom():
+    # Jester's -10..10: gains 2^r - 1 of negative ratings are negative, so nDCG came out negative
+    # (user 0) or undefined (user 1, every rating <= 0). Graded from -10: 0, 5, 20 and 0, 5.
+    pred = np.array([[0.9, 0.5, 0.1], [0.1, 0.9, 0.0]])
+    target = np.array([[-10.0, -5.0, 10.0], [-10.0, -5.0, 0.0]])
+    mask = np.array([[True, True, True], [True, True, False]])
+    out = ndcg_at_k(pred, target, mask, 3, lowest_rating=-10)
+    # user 0 ranks grades 0, 5, 20: (0 + 31/log2 3 + (2^20 - 1)/2) / (2^20 - 1 + 31/log2 3); user 1 perfect
+    expected = (31 / LOG2_3 + (2 ** 20 - 1) / 2) / (2 ** 20 - 1 + 31 / LOG2_3)
+    np.testing.assert_allclose(out, [expected, 1.0], rtol=1e-12)
+    np.testing.assert_array_equal(out, ndcg_at_k(pred, target + 10, mask, 3))
+    # A scale from 0 up is graded as it is: lowest_rating 1 (ML-1M) changes nothing.
+    np.testing.assert_array_equal(ndcg_at_k(pred, target + 11, mask, 3, lowest_rating=1), ndcg_at_k(pred, target + 11, mask, 3))
+    assert rating_metrics(pred, target, mask, lowest_rating=-10)["ndcg@3"] == pytest.approx((expected + 1) / 2)
+
+
+def test_ndcg_on_a_scale_up_to_10000_is_a_number():
+    # 2^10000 overflowed to inf, inf - inf = NaN: every user's nDCG was NaN on a 0-10000 scale.
+    pred = np.array([[0.9, 0.5, 0.1], [0.1, 0.5, 0.9]])
+    target = np.array([[5000.0, 10000.0, 0.0], [5000.0, 10000.0, 0.0]])
+    out = ndcg_at_k(pred, target, np.ones((2, 3), bool), 3)
+    # 2^5000 / 2^10000 is 0 in float64: only the top item's place counts.
+    np.testing.assert_allclose(out, [1 / LOG2_3, 1 / LOG2_3], rtol=1e-12)
+    target[1] = [9999.0, 10000.0, 9998.0]  # (2^-1 + 1/log2 3 + 2^-2 / 2) / (1 + 2^-1/log2 3 + 2^-2 / 2)
+    assert ndcg_at_k(pred, target, np.ones((2, 3), bool), 3)[1] == pytest.approx(
+        (0.25 + 1 / LOG2_3 + 0.5 / 2) / (1 + 0.5 / LOG2_3 + 0.25 / 2), rel=1e-12)
+
+
+def plain_ndcg(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """nDCG@k with the gains 2^r - 1 as written, no rescaling (the form before gains were divided by 2^max)."""
+    depth = min(k, mask.shape[1])
+    gains = np.where(mask, np.exp2(np.where(mask, target, 0.0)) - 1.0, 0.0)
+    order = np.lexsort((np.where(mask, -pred, 0.0), ~mask), axis=1)[:, :depth]
+    ideal = -np.sort(-np.where(mask, gains, -np.inf), axis=1)[:, :depth]
+    discount = 1.0 / np.log2(np.arange(2, depth + 2, dtype=np.float64))
+    dcg, idcg = np.take_along_axis(gains, order, axis=1) @ discount, np.where(np.isfinite(ideal), ideal, 0.0) @ discount
+    return np.divide(dcg, idcg, out=np.full(len(pred), np.nan), where=idcg > 0)
+
+
+@pytest.mark.parametrize("top", [5, 10])
+def test_ndcg_of_whole_number_ratings_is_unchanged_bit_for_bit(top):
+    # ML-1M (1-5) and Book-Crossing (1-10): dividing the gains by 2^(a user's top rating) is exact.
+    rng = np.random.default_rng(top)
+    target = rng.integers(1, top + 1, (500, 12)).astype(float)
+    pred = np.round(rng.normal(3.0, 1.0, (500, 12)), 1)  # ties too
+    mask = np.arange(12)[None, :] < rng.integers(1, 13, 500)[:, None]
+    for k in NDCG_KS:
+        np.testing.assert_array_equal(ndcg_at_k(pred, target, mask, k, lowest_rating=1), plain_ndcg(pred, target, mask, k))
+
+
 @pytest.mark.parametrize("k", [0, -1, 2.5, True])
 def test_ndcg_rejects_bad_k(k):
     with pytest.raises(ValueError, match="k must be"):
