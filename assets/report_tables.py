@@ -337,11 +337,21 @@ def variant_order(labels: Sequence[str]) -> list[str]:
 NOT_EVALUATED = "—"
 
 
+def number_format(mean: float) -> str:
+    """The format of a table cell's mean and sd: three decimals, unless the mean is below 0.1 in size
+    (a 0-1 or 0-0.005 rating scale's MSE), which keeps three significant digits instead, so that such a
+    table does not read 0.000 in every cell; below 1e-4, in powers of ten."""
+    if mean == 0 or abs(mean) >= 0.1 or not math.isfinite(mean):
+        return ".3f"
+    return ".3g" if abs(mean) < 1e-4 else f".{2 - math.floor(math.log10(abs(mean)))}f"
+
+
 def format_cell(mean: float | None, sd: float | None, best: bool = False, significant: bool = False) -> str:
     """'1.234 ± 0.010', bold when best, '*' when significantly better than the best baseline."""
     if mean is None or np.isnan(mean):
         return NOT_EVALUATED
-    text = f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "") + ("*" if significant else "")
+    form = number_format(mean)
+    text = f"{mean:{form}}" + (f" ± {sd:{form}}" if sd is not None else "") + ("*" if significant else "")
     return f"**{text}**" if best else text
 
 

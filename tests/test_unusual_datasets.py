@@ -30,3 +30,15 @@ def test_ndcg_grades_a_registered_scale_below_zero_from_its_bottom(tmp_path, mon
     rows = aggregate(pred, target, mask, np.array(["minor", "major"]), "rating", lowest_rating=-10.0)
     assert {r["population"]: r["value"] for r in rows if r["metric"] == "ndcg@3"} == pytest.approx(
         {"all": (1.0 + worst) / 2, "major": worst, "minor": 1.0}, rel=1e-12)
+
+
+def test_table_cells_of_a_tiny_rating_scale_keep_three_significant_digits():
+    from assets.report_tables import format_cell
+
+    # A 0-0.005 scale's MSEs (about 7e-7) read 0.000 ± 0.000 in every row, the best one in bold.
+    assert format_cell(7.02e-7, 1.5e-8, best=True) == "**7.02e-07 ± 1.5e-08**"
+    assert format_cell(0.0516, 0.0021) == "0.0516 ± 0.0021"  # a 0-1 scale's MSE
+    assert format_cell(0.000702, 0.00001) == "0.000702 ± 0.000010"
+    # The built-in datasets' metrics (all at least 0.1) keep three decimals, the sd too.
+    assert [format_cell(0.8131, 0.0004), format_cell(2.681, None), format_cell(0.0, 0.0)] == [
+        "0.813 ± 0.000", "2.681", "0.000 ± 0.000"]
