@@ -454,6 +454,9 @@ def single_query_line(part: pl.DataFrame) -> str:
     if not rows.height:
         return ""
     single, defined = int(rows["n_single"].max()), int(rows["n_defined"].max())
+    if single == defined:  # "differ over the other 0 users" said it backwards
+        return (f"nDCG: every one of the {defined:,} test users it is defined for has a single query item, whose nDCG is "
+                f"1 whatever the prediction: the nDCG columns cannot tell the methods apart here.")
     return (f"nDCG: {single:,} of the {defined:,} test users it is defined for ({single / defined:.0%}) have a single "
             f"query item, whose nDCG is 1 whatever the prediction; the nDCG columns differ over the other "
             f"{defined - single:,} user{'' if defined - single == 1 else 's'} only.")

@@ -196,6 +196,12 @@ def test_table2_says_how_many_test_users_have_one_query_item_whose_ndcg_is_one_w
     text = render_markdown(tables, pngs, "", lambda name, _: name, ["books"], ("melu", "paml"))
     assert ("nDCG: 4 of the 5 test users it is defined for (80%) have a single query item, whose nDCG is 1 whatever "
             "the prediction; the nDCG columns differ over the other 1 user only.") in text
+    # Every user with one query item (a log of 2 ratings per user): the line says the column is no use.
+    single = frame.with_columns(n_query=pl.lit(1), mse=pl.col("error"), **{"ndcg@3": pl.lit(1.0)})
+    tables, pngs = build_report([Bundle(frames={"user_metrics": single, "metrics": metrics})], {}, {}, {}, {})
+    assert ("nDCG: every one of the 6 test users it is defined for has a single query item, whose nDCG is 1 whatever "
+            "the prediction: the nDCG columns cannot tell the methods apart here.") in render_markdown(
+        tables, pngs, "", lambda name, _: name, ["books"], ("melu", "paml"))
     # Every user with several query items: no line.
     several = frame.with_columns(n_query=pl.lit(3), mse=pl.col("error"))
     text = render_markdown(*build_report([Bundle(frames={"user_metrics": several, "metrics": metrics})], {}, {}, {}, {}),
