@@ -600,7 +600,8 @@ def run_command(args: argparse.Namespace) -> None:
             print(f"[2/3] training_job on {args.dataset} (6 methods + gamma ablation, {steps}, {thread_count()} threads) "
                   f"... ({time.perf_counter() - started:.0f} s)", flush=True)
             run_job("training_job", args.dataset, training_config(args.epochs, args.seeds, *budget))
-            print(f"[3/3] evaluation_job (every dataset with models) and the report ... ({time.perf_counter() - started:.0f} s)",
+            print(f"[3/3] evaluation_job (the models of every dataset that has them, the reference rows of every dataset "
+                  f"with tasks) and the report ... ({time.perf_counter() - started:.0f} s)",
                   flush=True)
             run_job("evaluation_job")
             print(report_summary())
