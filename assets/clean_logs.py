@@ -21,7 +21,7 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.domains import (
-    FIELD_LABELS, EpochSeconds, Identifier, Parts, Rule, field_rules, is_missing, kept_missing_rules, missing_value,
+    FIELD_LABELS, MISSING_MARKERS, EpochSeconds, Identifier, Parts, Rule, field_rules, is_missing, kept_missing_rules, missing_value,
     parts_columns, parts_rules,
 )
 from assets.negative_sampling import sample_negatives
@@ -35,8 +35,9 @@ REJECTED_SCHEMA = {
     "reason": pl.String,
     "value": pl.String,
 }
-# Placeholders an item field may hold instead of a value (they become missing, not rejections).
-ITEM_PLACEHOLDERS = ("", "n/a", "na", "null", "none", "unknown", "?", "-", ".")
+# Placeholders an item field may hold instead of a value (they become missing, not rejections): every
+# missing marker of a user field ('nan' as pandas writes one, Excel's '#N/A') and a few more.
+ITEM_PLACEHOLDERS = (*MISSING_MARKERS, "unknown", ".")
 
 
 class CleaningError(ValueError):

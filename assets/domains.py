@@ -22,8 +22,9 @@ import polars as pl
 Rule = tuple[pl.Expr, Union[str, pl.Expr], pl.Expr]  # (row is bad, reason, offending value)
 
 # Markers that stand for "no value" in any field (compared lower-case, trimmed).
-# "nan": pandas writes a missing value so when a column is cast to text.
-MISSING_MARKERS = ("", "null", "\\n", "n/a", "na", "nan", "none", "-", "?")
+# "nan": pandas writes a missing value so when a column is cast to text; "#n/a": Excel's "no value" error, as its
+# CSV export writes a lookup that found nothing.
+MISSING_MARKERS = ("", "null", "\\n", "n/a", "na", "nan", "none", "-", "?", "#n/a")
 # Text fields also use these as "no value" (compared after stripping quotes, brackets and dots).
 TEXT_PLACEHOLDERS = (*MISSING_MARKERS, "unknown", "x", "xx", "xxx", "n.a", "n/s", "nil", "not applicable")
 PLACEHOLDER_WRAPPING = " \t\"'`*()[]{}<>.,;:!¨"
