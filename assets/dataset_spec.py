@@ -28,7 +28,7 @@ from typing import Any
 
 from assets.domains import MISSING_MARKERS, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.compressed import READABLE_SUFFIXES, decompressed, present
-from assets.raw_files import LAYOUTS
+from assets.raw_files import LAYOUTS, header_key, header_names
 from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_start, describe_bytes, position
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, DatasetSpec, NumericField
 
@@ -188,8 +188,32 @@ class Checker:
         """table[key] as a column name of `file` (or one of the `parts` its split columns give)."""
         name = self.typed(table, key, where, str, default)
         if name is not None and name not in file.columns and name not in parts:
-            raise self.fail(f"{where}.{key}", f"unknown column; {file.label} has {', '.join((*file.columns, *parts))}", name)
+            raise self.fail(f"{where}.{key}", f"unknown column; {file.label} has {', '.join((*file.columns, *parts))}"
+                            f"{column_hint(file, name)}", name)
         return name
+
+
+TITLE_LINES = 10  # how far down `column_hint` looks for a header under a title row
+
+
+def column_hint(file: TableFile, name: str) -> str:
+    """Why column `name` may be missing from `file`: a header that writes it in another case or with spaces
+    ('User ID' for 'user_id'), or a header below line 1 (a title row above it, as a sheet may hold); else ''."""
+    similar = [c for c in file.columns if header_key([c]) == header_key([name])]
+    if similar:
+        return f" ({similar[0]!r} differs in case, spaces, '-' or '_': name the column as the file writes it)"
+    if file.format != "csv" or not file.header or file.root is not None or not file.path.is_file():
+        return ""
+    with decompressed(file.path, str(file.path)).open("rb") as handle:
+        head = [handle.readline(HEADER_BYTES) for _ in range(TITLE_LINES)]
+    for number, line in enumerate(head, start=1):
+        text = line.removeprefix(codecs.BOM_UTF8).decode(file.encoding, errors="replace").rstrip("\r\n")
+        row = next(csv.reader([text], delimiter=file.separator, quotechar=file.quote or None,
+                              quoting=csv.QUOTE_MINIMAL if file.quote else csv.QUOTE_NONE), [])
+        if number > 1 and name in header_names(row):
+            return (f" (line {number} names it: the header must be line 1; remove the {number - 1} line(s) above it, "
+                    "a title row?)")
+    return ""
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
@@ -254,7 +278,7 @@ def header_line(path: Path, separator: str, quote: str, encoding: str) -> tuple[
     text = re.split(r"\r\n|\r|\n", first.decode(encoding, errors="replace"), maxsplit=1)[0]
     row = next(csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote or None,
                           quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE), [])
-    return tuple(name.strip() for name in row)
+    return header_names(row) if any(name.strip() for name in row) else ()
 
 
 def ascii_compatible(encoding: str) -> bool:
@@ -353,9 +377,12 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         if bad or not columns:
             raise check.fail(f"{section}.columns", "expected a list of column names (text)", bad[0] if bad else columns)
     repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated and "columns" in raw:
+        raise check.fail(f"{section}.columns", "column names must be distinct", repeated[0])
     if repeated:
-        raise check.fail(f"{section}.columns" if "columns" in raw else f"{section}.file",
-                         "column names must be distinct", repeated[0])
+        positions = ", ".join(str(i) for i, c in enumerate(columns, start=1) if c == repeated[0])
+        raise check.fail(f"{section}.file", f"line 1 names column {repeated[0]!r} more than once (columns {positions}): "
+                         "rename all but one in the file, as the spec cannot tell them apart", name)
     return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape, root)
 
 

@@ -98,6 +98,8 @@ def data_dir_setting(data_dir: Path, subdir: str) -> str:
 # A byte that never occurs in text files: reading with it as the separator yields whole lines.
 UNIT_SEPARATOR = "\x1f"
 BLANK_LINE = "blank line"  # the one reason every reader gives for a line with nothing on it
+# A line of separators alone (';;;'): a spreadsheet exports an empty row, or a row whose cells were cleared, so.
+EMPTY_ROW = "an empty row: only separators, no value (a spreadsheet's empty row)"
 # Said of a line that does not split and holds a CR that ends no line, in a file whose lines end with LF.
 LONE_CR = ("the line holds a carriage return (CR) alone: two records joined by an old Mac line end, or a stray CR "
            "in a field?")
@@ -155,16 +157,30 @@ def header_rows(parts: pl.Series, names: tuple[str, ...]) -> pl.Series:
     return candidate.scatter(rows, normalized.list.join("\x1f") == "\x1f".join(header_key(names)))
 
 
+UNNAMED = "unnamed_{}"  # a header field left empty (a row-names column, a spreadsheet's padding), by its position
+
+
+def header_names(fields: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The column names a header line's fields give: trimmed, and an empty one named by its 1-based position
+    ('unnamed_1'): R's write.csv and pandas' to_csv write the row names' column without a name, and a spreadsheet
+    pads every line with empty fields up to the widest row it ever held ('user;item;rating;;;')."""
+    names = [field.strip() for field in fields]
+    return tuple(name or UNNAMED.format(position) for position, name in enumerate(names, start=1))
+
+
 def check_header(found: list[str], expected: tuple[str, ...], label: str, path: Path) -> None:
-    """Raise a RawHeaderError unless the header line names the expected columns."""
-    if header_key(found) != header_key(expected):
+    """Raise a RawHeaderError unless the header line names the expected columns (empty fields named as
+    `header_names` names them)."""
+    if header_key(header_names(found) if found else found) != header_key(expected):
         raise RawHeaderError(
             f"{label} ({path}) line 1: expected the header {', '.join(expected)}; found {', '.join(found) or 'nothing'}."
         )
 
 
-def require_rows(rows: pl.DataFrame, malformed: pl.DataFrame, label: str, path: Path, n_fields: int) -> None:
-    """Raise an EmptyRawFileError when no line of the file gave a row."""
+def require_rows(rows: pl.DataFrame, malformed: pl.DataFrame, label: str, path: Path, n_fields: int,
+                 separator: str = "") -> None:
+    """Raise an EmptyRawFileError when no line of the file gave a row (`separator`: the file's, to tell
+    a line padded with empty fields, as a spreadsheet pads its rows, from one with other fields)."""
     if rows.height:
         return
     lines = malformed.filter(pl.col("reason") != BLANK_LINE)
@@ -172,6 +188,11 @@ def require_rows(rows: pl.DataFrame, malformed: pl.DataFrame, label: str, path: 
         raise EmptyRawFileError(f"{label} ({path}): no data rows (the file holds only a header or blank lines).")
     first = lines.row(0, named=True)
     hint = " Are its lines separated by CR alone (old Mac line ends)?" if malformed.height == 1 and "\r" in first["text"] else ""
+    padding = first["text"].split(separator)[n_fields:] if separator else []
+    if padding and not any(field.strip() for field in padding):
+        hint = (f" Its last {len(padding)} fields are empty: a spreadsheet pads every row up to the widest one it held; "
+                "delete those columns in the sheet, or end line 1 with as many separators (empty header fields are read as "
+                "unnamed columns).")
     raise EmptyRawFileError(
         f"{label} ({path}): none of its {malformed.height} lines has the expected {n_fields} fields; "
         f"line {first['line']}: {first['text'][:120]!r} ({first['reason']}).{hint}"
@@ -202,8 +223,9 @@ def split_lines(
     frame = frame.with_columns(parts=pl.col("text").str.split(sep))
     n_parts = pl.col("parts").list.len()
     blank = pl.col("text").str.strip_chars() == ""
+    empty_row = (n_parts > 1) & (pl.col("text").str.replace_all(re.escape(sep), "", literal=False).str.strip_chars() == "")
     frame = frame.with_columns(header_rows(frame["parts"], names).alias("_header"))
-    good = (n_parts == len(names)) & ~blank & ~pl.col("_header")
+    good = (n_parts == len(names)) & ~blank & ~empty_row & ~pl.col("_header")
     rows = frame.filter(good).select(
         pl.lit(label).alias("source_file"),
         "line",
@@ -219,13 +241,14 @@ def split_lines(
         "line",
         "text",
         pl.when(blank).then(pl.lit(BLANK_LINE))
+        .when(empty_row).then(pl.lit(EMPTY_ROW))
         .when(pl.col("_header")).then(pl.lit(HEADER_AGAIN))
         .when(cut_off).then(pl.concat_str(miscount, pl.lit(f" ({CUT_OFF})")))
         .otherwise(miscount)
         .alias("reason"),
     ).cast(MALFORMED_SCHEMA)
     if require:
-        require_rows(rows, malformed, label, shown, len(names))
+        require_rows(rows, malformed, label, shown, len(names), sep)
     return rows, malformed
 
 
@@ -309,8 +332,8 @@ def read_quoted_csv(
         raw = "\n".join(line.removesuffix("\r") for line in physical[start - 1 : reader.line_num])
         reason = None
         cut_off = not decoding.ends_with_newline and reader.line_num == len(physical)
-        if all(not field.strip() for field in row) and len(row) <= 1:
-            reason = BLANK_LINE
+        if all(not field.strip() for field in row):
+            reason = BLANK_LINE if len(row) <= 1 else EMPTY_ROW
         elif cut_off and quotes_open(raw):
             reason = f"the file ends inside a quoted field ({CUT_OFF})"
         elif len(row) != n_fields:
@@ -344,7 +367,7 @@ def read_quoted_csv(
     rows = rows.select(pl.lit(label).alias("source_file"), pl.all())
     malformed = pl.DataFrame(bad, schema={"line": pl.Int64, "text": pl.String, "reason": pl.String})
     malformed = malformed.select(pl.lit(label).alias("source_file"), pl.all()).cast(MALFORMED_SCHEMA)
-    require_rows(rows, malformed, label, path, n_fields)
+    require_rows(rows, malformed, label, path, n_fields, delimiter)
     return rows, malformed
 
 

@@ -80,3 +80,69 @@ def test_excel_and_pandas_missing_markers_are_missing_in_users_and_items(tmp_pat
                                                                      (3, "country missing", "nan")]
     items_ = bundle.frame("items").sort("item_id")
     assert items_["genre"].to_list() == [None, None, "action"] and items_["price"].to_list()[2] is None
+
+
+def semicolons(lines: list[str], padding: str = "") -> list[str]:
+    """Lines as Excel writes them in a European locale: ';' between fields, each padded with `padding`."""
+    return [line.replace(",", ";") + padding for line in lines]
+
+
+SEMICOLON_FILES = 'separator = ";"\nencoding = "cp1252"'
+
+
+def test_excel_padding_and_an_empty_last_row_read_as_unnamed_columns_and_an_empty_row(tmp_path):
+    # Excel pads every line, the header too, up to the widest row the sheet held, and writes a cleared
+    # row as separators alone; cp1252, CRLF.
+    pad = lambda lines: semicolons(lines, ";;;") + [";;;;;;"]  # noqa: E731
+    directory = sheet_dir(tmp_path, pad(LOG), pad(USERS), pad(ITEMS), interactions=SEMICOLON_FILES,
+                          users_keys=SEMICOLON_FILES, items_keys=SEMICOLON_FILES, encoding="cp1252", newline="\r\n")
+    assert load_spec(directory).interactions.columns == ("user", "item", "rating", "ts", "unnamed_5", "unnamed_6",
+                                                         "unnamed_7")
+    bundle = cleaned(directory)
+    assert bundle.frame("interactions").height == 6 and bundle.frame("users").height == 3
+    rejected = bundle.frame("rejected").sort("source_file")
+    assert rejected.select("source_file", "line", "reason", "value").rows() == [
+        (f"sheet/{name}", line, "malformed line: an empty row: only separators, no value (a spreadsheet's empty row)",
+         ";;;;;;") for name, line in (("items.csv", 5), ("log.csv", 8), ("users.csv", 5))]
+
+
+def test_rows_padded_beyond_the_header_stop_the_read_saying_so(tmp_path):
+    log = semicolons(LOG[:1]) + semicolons(LOG[1:], ";;")
+    directory = sheet_dir(tmp_path, log, interactions='separator = ";"\nquote = ""')
+    with pytest.raises(Exception, match=r"line 2: '1;a;4.5;1700000000;;' \(expected 4 fields separated by ';', found 6\)"
+                                        r"\. Its last 2 fields are empty: a spreadsheet pads every row"):
+        read_custom(load_spec(directory))
+
+
+def test_r_write_csv_and_pandas_index_columns_are_unnamed_columns(tmp_path):
+    # R's write.csv: every text quoted, the row names first under an empty name, NA for missing.
+    log = ['"","user","item","rating","ts"'] + [f'"{n}",' + line for n, line in enumerate(LOG[1:], start=1)]
+    users = ['"","user","age","country"', '"1",1,30,"de"', '"2",2,NA,"at"', '"3",3,50,"ch"']
+    items = [",item,genre,price"] + [f"{n}," + line for n, line in enumerate(ITEMS[1:])]  # pandas: index from 0
+    directory = sheet_dir(tmp_path, log, users, items)
+    assert load_spec(directory).interactions.columns[0] == "unnamed_1"
+    bundle = cleaned(directory)
+    assert bundle.frame("rejected").select("source_file", "line", "reason", "value").rows()[0] == \
+        ("sheet/users.csv", 3, "age missing", "NA")
+    assert bundle.frame("users")["user_id"].sort().to_list() == ["1", "3"]
+
+
+@pytest.mark.parametrize("header, problem", [
+    ("User,Item,Rating,TS", r"has User, Item, Rating, TS \('User' differs in case, spaces, '-' or '_': name the column as "
+                            r"the file writes it\) \(found 'user'\)"),
+    ("user,item,rating,ts,note,note", r"interactions.file: line 1 names column 'note' more than once \(columns 5, 6\): "
+                                      r"rename all but one in the file"),
+])
+def test_a_header_the_spec_does_not_match_says_how_it_differs(tmp_path, header, problem):
+    directory = sheet_dir(tmp_path, [header] + [line + ",," * ("note" in header) for line in LOG[1:]])
+    with pytest.raises(SpecError, match=problem):
+        load_spec(directory)
+
+
+def test_a_title_row_above_the_header_is_named_with_the_line_of_the_header(tmp_path):
+    # A sheet with a title in A1 exports it as line 1 (Google Sheets pads it with separators).
+    directory = sheet_dir(tmp_path, ["Ratings export November,,,"] + LOG)
+    with pytest.raises(SpecError, match=r"interactions.user_id: unknown column; sheet/log.csv has Ratings export November, "
+                                        r"unnamed_2, unnamed_3, unnamed_4 \(line 2 names it: the header must be line 1; "
+                                        r"remove the 1 line\(s\) above it, a title row\?\)"):
+        load_spec(directory)
