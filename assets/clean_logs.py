@@ -21,8 +21,8 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.domains import (
-    FIELD_LABELS, MISSING_MARKERS, EpochSeconds, Identifier, Parts, Rule, field_rules, is_missing, kept_missing_rules, missing_value,
-    parts_columns, parts_rules,
+    FIELD_LABELS, MISSING_MARKERS, THOUSANDS_HINT, THOUSANDS_VALUE, EpochSeconds, Identifier, Parts, Rule, export_reason,
+    field_rules, is_missing, kept_missing_rules, missing_value, parts_columns, parts_rules,
 )
 from assets.negative_sampling import sample_negatives
 from assets.specs import MIN_ITEMS_PER_USER, DatasetSpec, NumericField
@@ -287,6 +287,11 @@ LABEL_GRID_TOLERANCE = 1e-6  # in steps: 4.5 read as 4.4999999 is still a half-s
 RECORD_ID = pl.concat_str(["user_id", "item_id"], separator="|")  # an interaction's id in rejected_rows
 
 
+def id_reason(reason: str, value: pl.Expr) -> pl.Expr:
+    """`reason` for an id, saying so when the id is a number written with thousands separators ('1,234')."""
+    return pl.when(value.str.contains(THOUSANDS_VALUE)).then(pl.lit(f"{reason} ({THOUSANDS_HINT})")).otherwise(pl.lit(reason))
+
+
 def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFrame, raw_user_ids: pl.Series) -> list[Rule]:
     """Rules of one interaction row, in order: ids, label, time, then users and items it names."""
     label = pl.col("_label")
@@ -294,7 +299,7 @@ def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFram
         (is_missing("user_id"), "user_id missing", pl.col("user_id")),
         (is_missing("item_id"), "item_id missing", pl.col("item_id")),
         (is_missing("label"), "label missing", pl.col("label")),
-        (label.is_null() | label.is_nan(), "label not a number", pl.col("label")),
+        (label.is_null() | label.is_nan(), export_reason("label not a number", pl.col("label")), pl.col("label")),
     ]
     for implicit in spec.implicit_labels:  # e.g. Book-Crossing's 0: the user saw the book, did not rate it
         rules.append((label == implicit, f"implicit rating {implicit:g} (not an explicit {spec.label_min:g}-{spec.label_max:g} rating)",
@@ -305,11 +310,12 @@ def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFram
     if (times := time_domain(spec)) is not None:
         rules += field_rules("ts", times, FIELD_LABELS["ts"])
     else:  # a dataset without times (Book-Crossing) may still carry them
-        rules.append((pl.col("ts").is_not_null() & pl.col("_ts").is_null(), "timestamp not an integer", pl.col("ts")))
+        rules.append((pl.col("ts").is_not_null() & pl.col("_ts").is_null(),
+                      export_reason("timestamp not an integer", pl.col("ts"), time=True), pl.col("ts")))
     rules += [
-        (~pl.col("user_id").is_in(raw_user_ids.implode()), "unknown user_id", pl.col("user_id")),
+        (~pl.col("user_id").is_in(raw_user_ids.implode()), id_reason("unknown user_id", pl.col("user_id")), pl.col("user_id")),
         (~pl.col("user_id").is_in(users["user_id"].implode()), "user dropped by cleaning", pl.col("user_id")),
-        (~pl.col("item_id").is_in(items["item_id"].implode()), "unknown item_id", pl.col("item_id")),
+        (~pl.col("item_id").is_in(items["item_id"].implode()), id_reason("unknown item_id", pl.col("item_id")), pl.col("item_id")),
     ]
     return rules
 

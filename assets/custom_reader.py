@@ -157,6 +157,10 @@ def unix_seconds(column: str, time_format: str) -> pl.Expr:
     compact date ('2024011' for '%Y%m%d') would become a day of January 1970.
     """
     text = pl.col(column).cast(pl.String).str.strip_chars()
+    if time_format == "excel":  # serial days from 1899-12-30 (day 25569 is 1970-01-01), read as UTC
+        days = text.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)  # 45244,5 too: no thousands there
+        seconds = ((days - EXCEL_UNIX_EPOCH_DAY) * SECONDS_PER_DAY).round().cast(pl.Int64, strict=False)
+        return pl.when(days.is_finite()).then(seconds.cast(pl.String)).otherwise(text)
     if time_format in ("unix", "unix_ms"):
         # pandas writes a whole-number column that holds a missing value as floats ('978300760.0')
         text = text.str.replace(r"^([+-]?\d+)\.0+$", "${1}")
@@ -169,6 +173,27 @@ def unix_seconds(column: str, time_format: str) -> pl.Expr:
     unparsed = text.str.contains(r"^[+-]?\d+$").fill_null(False) & seconds.is_null()
     return (pl.when(unparsed).then(pl.format("{} (not {})", text, pl.lit(time_format)))
             .otherwise(seconds.cast(pl.String).fill_null(text)))
+
+
+EXCEL_UNIX_EPOCH_DAY = 25569  # the serial day of 1970-01-01 in a spreadsheet's 1900 date system
+SECONDS_PER_DAY = 86400
+DECIMAL_COMMA = r"^\s*[+-]?\d+,\d+\s*$"  # 4,5 (not 1.234,5 or 1,234,567: a thousands separator stays unread)
+
+
+def decimal_points(rows: pl.DataFrame, columns: set[str], file: TableFile) -> pl.DataFrame:
+    """`rows` with the text `columns` written with a decimal comma ('4,5') rewritten with a point, when
+    `file` says `decimal = ","`; a value of another form is left as written (and rejected as it is)."""
+    if file.decimal != ",":
+        return rows
+    text = lambda c: pl.col(c).cast(pl.String)  # noqa: E731
+    return rows.with_columns(pl.when(text(c).str.contains(DECIMAL_COMMA)).then(text(c).str.replace(",", ".", literal=True))
+                             .otherwise(pl.col(c)).alias(c) for c in sorted(columns) if rows.schema.get(c) == pl.String)
+
+
+def decimal_columns(dataset: CustomDataset, features: tuple[Feature, ...], log: bool = False) -> set[str]:
+    """The columns a decimal mark applies to: numeric features', and with `log` the label and the time."""
+    columns = {f.columns[0] for f in features if f.type == "numeric"}
+    return columns | {c for k, c in dataset.interaction_columns.items() if c and k in ("label", "ts")} if log else columns
 
 
 # pandas writes an integer column holding a missing value as float64 ('7.0'). Only this form, one zero after
@@ -286,6 +311,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     log_bad = pl.concat([b.frame("malformed") for b in logs])
     columns = dataset.interaction_columns
     log, float_ids = text_ids(log, dataset.interactions, (columns["user_id"], columns["item_id"]))
+    log_features = (*(dataset.user_features if dataset.users is None else ()), *(dataset.item_features if dataset.items is None else ()))
+    log = decimal_points(log, decimal_columns(dataset, log_features, log=True), dataset.interactions)
     log_varying: dict[str, dict[str, int]] = {}
     interactions = log.select(
         "source_file", "line",
@@ -312,6 +339,7 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
         rows, bad = read_table(file, used)
         require_scalars(rows, scalars, file.label)
         rows, converted = text_ids(rows, file, (id_column,))
+        rows = decimal_points(rows, decimal_columns(dataset, features), file)
         float_ids |= converted
         malformed.append(bad)
         tables[side] = feature_table(rows, id_column, id_name, features, extra, None)
@@ -321,6 +349,7 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
         rows, bad = read_table(dataset.details, used)
         require_scalars(rows, scalars, dataset.details.label)
         rows, converted = text_ids(rows, dataset.details, (dataset.details_id_column,))
+        rows = decimal_points(rows, decimal_columns(dataset, dataset.details_features), dataset.details)
         float_ids |= converted
         malformed.append(bad)
         frames["item_details"] = feature_table(rows, dataset.details_id_column, "item_id", dataset.details_features, (), None)

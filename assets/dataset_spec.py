@@ -44,13 +44,16 @@ RESERVED = ("user_id", "item_id", "label", "ts", "source_file", "line")
 NAME_PATTERN = r"[a-z][a-z0-9_]{0,39}"
 # Default plausible times: after the first day of the epoch (0 is a placeholder), before 2100.
 DEFAULT_TIME_RANGE = ("1970-01-02", "2100-01-01")
-# How times are written: Unix seconds, Unix milliseconds, ISO 8601, or a strftime pattern ('%d/%m/%Y %H:%M').
-TIME_FORMATS = ("unix", "unix_ms", "iso")
+# How times are written: Unix seconds, Unix milliseconds, ISO 8601, Excel serial days, or a strftime pattern ('%d/%m/%Y %H:%M').
+# "excel": a spreadsheet's serial date, days since 1899-12-30 with the time of day as the fraction (45244.5 is
+# 2023-11-14 12:00), as a date column formatted as a number exports.
+TIME_FORMATS = ("unix", "unix_ms", "iso", "excel")
 
 TOP_KEYS = ("name", "label", "interactions", "users", "items", "groups")
 # [label] keys of a click log of positives only: sampled unclicked impressions (assets/negative_sampling.py).
 NEGATIVE_KEYS = ("negatives_per_positive", "negatives_seed")
-FILE_KEYS = ("file", "format", "separator", "encoding", "quote", "escape", "header", "columns")
+FILE_KEYS = ("file", "format", "separator", "encoding", "quote", "escape", "header", "columns", "decimal")
+DECIMAL_MARKS = (".", ",")  # a text file's decimal mark; ',' as a spreadsheet in a European locale writes 4,5
 SECTION_KEYS = {
     "interactions": (*FILE_KEYS, "user_id", "item_id", "label", "timestamp", "timestamp_format", "timestamp_min",
                      "timestamp_max", "timestamp_reason"),
@@ -84,6 +87,7 @@ class TableFile:
         format: 'csv' (any separator), 'parquet' or 'jsonl' (JSON lines, assets/json_lines.py).
         separator, quote: csv files only; quote '' = fields are never quoted. encoding: csv and jsonl.
         escape: text files with quotes: the character that escapes a quote inside a field ('' = none).
+        decimal: text files: the decimal mark of labels, numeric features and times ('.' or ',').
         header: whether line 1 names the columns (checked against `columns` when the spec lists them).
         columns: the column names (from the header, the spec's `columns`, or the Parquet schema).
     """
@@ -98,6 +102,7 @@ class TableFile:
     columns: tuple[str, ...]
     escape: str = ""
     root: Path | None = None  # set when `path` is a pattern (a log in several files): the directory it is relative to
+    decimal: str = "."
 
 
 @dataclass(frozen=True)
@@ -321,7 +326,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         raise check.fail(f"{section}.format", f"expected one of {', '.join(FORMATS)}", fmt)
     label = f"{prefix}/{path.name if Path(name).is_absolute() else name}"
     if fmt == "parquet":
-        for key in ("separator", "encoding", "quote", "escape", "header", "columns"):
+        for key in ("separator", "encoding", "quote", "escape", "header", "columns", "decimal"):
             if key in raw:
                 raise check.fail(f"{section}.{key}", "does not apply to a Parquet file", raw[key])
         import pyarrow.parquet as pq
@@ -344,17 +349,23 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         codecs.lookup(encoding)  # kept as written: messages name the encoding as the spec does
     except LookupError:
         raise check.fail(f"{section}.encoding", "unknown encoding (e.g. utf-8, latin-1, cp1252)", encoding) from None
+    decimal = check.typed(raw, "decimal", section, str, ".")
+    if decimal not in DECIMAL_MARKS:
+        raise check.fail(f"{section}.decimal", "expected \".\" or \",\" (a decimal comma, as 4,5)", decimal)
     if not ascii_compatible(encoding):
         raise check.fail(f"{section}.encoding", "expected a text encoding that writes ASCII as ASCII (e.g. utf-8, "
                          "latin-1, cp1252, shift_jis); convert UTF-16 or UTF-32 files to UTF-8 first", encoding)
     if fmt == "jsonl":
         return TableFile(path, label, "jsonl", "", encoding, "", False, json_columns(check, raw, section, name, first, encoding),
-                         root=root)
+                         root=root, decimal=decimal)
     quote = check.typed(raw, "quote", section, str, '"')
     if len(quote) > 1 or (quote and len(separator) > 1):
         problem = "expected one character, or '' for none" if len(quote) > 1 else \
             "quoted fields need a one-character separator; set quote = '' if fields are never quoted"
         raise check.fail(f"{section}.quote", problem, quote)
+    if decimal == separator and not quote:  # 4,5 would be two fields
+        raise check.fail(f"{section}.decimal", "a decimal comma needs another separator (Excel writes ';' with it), "
+                         "or quoted fields", decimal)
     escape = check.typed(raw, "escape", section, str, "")
     if len(escape) > 1 or (escape and not quote) or (escape and escape == quote):
         raise check.fail(f"{section}.escape", "expected one character other than the quote, in a quoted file "
@@ -383,7 +394,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         positions = ", ".join(str(i) for i, c in enumerate(columns, start=1) if c == repeated[0])
         raise check.fail(f"{section}.file", f"line 1 names column {repeated[0]!r} more than once (columns {positions}): "
                          "rename all but one in the file, as the spec cannot tell them apart", name)
-    return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape, root)
+    return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape, root, decimal)
 
 
 def suffix_format(path: Path) -> str:

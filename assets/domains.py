@@ -106,6 +106,27 @@ class NumberIn:
 Domain = Union[IntegerIn, Text, Identifier, EpochSeconds, Category, NumberIn]
 
 
+# Numbers as spreadsheets export them, named in a rejection so that its reason says what to change.
+DECIMAL_COMMA_VALUE = r"^\s*[+-]?\d+,\d+\s*$"  # 4,5
+THOUSANDS_VALUE = r"^\s*[+-]?\d{1,3}(,\d{3})+(\.\d+)?\s*$"  # 1,700,000,000 (1,234 reads as a decimal comma first)
+EXCEL_SERIAL_VALUE = r"^\s*\d{5}([.,]\d+)?\s*$"  # 45244.987: days since 1899-12-30, years 1927-2173
+DECIMAL_COMMA_HINT = "a decimal comma: set decimal = \",\" for this file in the spec"
+THOUSANDS_HINT = "thousands separators: export the column as plain numbers"
+EXCEL_SERIAL_HINT = "an Excel serial date? set timestamp_format = \"excel\""
+
+
+def export_reason(reason: str, value: pl.Expr, time: bool = False) -> pl.Expr:
+    """`reason`, followed by the export habit `value` shows when it shows one (a decimal comma, thousands
+    separators, and with `time` an Excel serial date): '<reason> (a decimal comma: set decimal = "," ...)'."""
+    text = value.cast(pl.String)
+    hints = [(EXCEL_SERIAL_VALUE, EXCEL_SERIAL_HINT)] if time else []
+    hints += [(DECIMAL_COMMA_VALUE, DECIMAL_COMMA_HINT), (THOUSANDS_VALUE, THOUSANDS_HINT)]
+    chain = pl.when(text.str.contains(hints[0][0])).then(pl.lit(f"{reason} ({hints[0][1]})"))
+    for pattern, hint in hints[1:]:
+        chain = chain.when(text.str.contains(pattern)).then(pl.lit(f"{reason} ({hint})"))
+    return chain.otherwise(pl.lit(reason))
+
+
 def trimmed(column: str) -> pl.Expr:
     """The column as trimmed text."""
     return pl.col(column).cast(pl.String).str.strip_chars()
@@ -176,7 +197,7 @@ def field_rules(column: str, domain: Domain, label: str | None = None) -> list[R
         number = text.cast(pl.Float64, strict=False)
         return [
             (is_missing(column), f"{label} missing", value),
-            (number.is_null() | number.is_nan(), f"{label} not a number", value),
+            (number.is_null() | number.is_nan(), export_reason(f"{label} not a number", value), value),
             (~number.is_between(domain.low, domain.high), f"{label} outside [{domain.low:g}, {domain.high:g}]", value),
         ]
     rules: list[Rule] = [(is_missing(column), f"{label} missing", value)]
@@ -185,7 +206,7 @@ def field_rules(column: str, domain: Domain, label: str | None = None) -> list[R
             rules.append((~text.str.contains(r"^\d+$"), f"{label} not an integer", value))
     elif isinstance(domain, IntegerIn):
         number = text.cast(pl.Int64, strict=False)
-        rules.append((number.is_null(), f"{label} not an integer", value))
+        rules.append((number.is_null(), export_reason(f"{label} not an integer", value), value))
         if domain.codes:
             rules.append((~number.is_in(domain.codes), f"{label} not one of {', '.join(map(str, domain.codes))}", value))
         else:
@@ -193,11 +214,12 @@ def field_rules(column: str, domain: Domain, label: str | None = None) -> list[R
     elif isinstance(domain, EpochSeconds):
         number = text.cast(pl.Int64, strict=False)
         unparsed = f"{label} not a time in the format {domain.format}" if domain.format else f"{label} not an integer"
-        rules.append((number.is_null(), unparsed, value))
-        rules.append((
-            (number < domain.low) | (number >= domain.high),
-            f"{label} outside {day_of(domain.low)}..{day_of(domain.high - 1)} ({domain.why})", value,
-        ))
+        outside = f"{label} outside {day_of(domain.low)}..{day_of(domain.high - 1)} ({domain.why})"
+        # Unix seconds are the default: a serial date or a formatted number there is an export to name.
+        unix = not domain.format
+        rules.append((number.is_null(), export_reason(unparsed, value, time=True) if unix else unparsed, value))
+        rules.append(((number < domain.low) | (number >= domain.high),
+                      export_reason(outside, value, time=True) if unix else outside, value))
     else:  # pragma: no cover - the Domain union is closed
         raise TypeError(f"unknown domain {domain!r}")
     return rules

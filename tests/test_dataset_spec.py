@@ -299,7 +299,7 @@ kind = { type = "categorical" }
     assert rejected_at(bundle, "times/log.tsv", 6)["value"] == "1704189600 (not %d/%m/%Y %H:%M)"
     spec_path = directory / "dataset.toml"
     spec_path.write_text(spec_path.read_text().replace('"%d/%m/%Y %H:%M"', '"dd/mm/yyyy"'))
-    with pytest.raises(SpecError, match=r"interactions.timestamp_format: expected one of unix, unix_ms, iso or a strftime"):
+    with pytest.raises(SpecError, match=r"interactions.timestamp_format: expected one of unix, unix_ms, iso, excel or a strftime"):
         load_spec(directory)
     spec_path.write_text(spec_path.read_text().replace('"dd/mm/yyyy"', '"%d/%m/%Q"'))
     with pytest.raises(SpecError, match=r"interactions.timestamp_format: not a pattern polars can write times with .*'%d/%m/%Q'"):

@@ -146,3 +146,71 @@ def test_a_title_row_above_the_header_is_named_with_the_line_of_the_header(tmp_p
                                         r"unnamed_2, unnamed_3, unnamed_4 \(line 2 names it: the header must be line 1; "
                                         r"remove the 1 line\(s\) above it, a title row\?\)"):
         load_spec(directory)
+
+
+def european(lines: list[str]) -> list[str]:
+    """Lines of `LOG` as Excel writes them in a German locale: ';' between fields, decimal commas."""
+    return [line.replace(",", ";").replace(".", ",") for line in lines]
+
+
+def test_a_decimal_comma_is_rejected_saying_what_to_set_and_read_with_decimal(tmp_path):
+    log = european(LOG)
+    directory = sheet_dir(tmp_path, log, interactions='separator = ";"')
+    rejected = cleaned(directory).frame("rejected").filter(pl.col("reason").str.starts_with("label"))
+    assert rejected.select("line", "reason", "value").rows() == [
+        (line, 'label not a number (a decimal comma: set decimal = "," for this file in the spec)', value)
+        for line, value in ((2, "4,5"), (6, "1,5"))]
+    items = ["item;genre;price", "a;drama;3,5", "b;comedy;4", "c;action;12,25"]
+    users = ["user;age;country", "1;30,5;de", "2;40;at", "3;50;ch"]
+    semicolon = 'separator = ";"\ndecimal = ","'
+    directory = sheet_dir(tmp_path / "read", log, users, items, interactions=semicolon, users_keys=semicolon,
+                          items_keys=semicolon)
+    bundle = cleaned(directory)
+    assert bundle.frame("rejected").height == 0
+    assert sorted(bundle.frame("interactions")["label"]) == [1.5, 2.0, 3.0, 4.0, 4.5, 5.0]
+    assert bundle.frame("items").sort("item_id")["price"].to_list() == ["3.5", "4.0", "12.25"]
+    assert bundle.frame("users").sort("user_id")["age"].to_list() == [30.5, 40.0, 50.0]
+
+
+def test_a_decimal_comma_needs_another_separator_or_quotes(tmp_path):
+    with pytest.raises(SpecError, match=r"interactions.decimal: a decimal comma needs another separator"):
+        load_spec(sheet_dir(tmp_path, interactions='quote = ""\ndecimal = ","'))
+    with pytest.raises(SpecError, match=r"interactions.decimal: expected \".\" or \",\""):
+        load_spec(sheet_dir(tmp_path, interactions='decimal = "·"'))
+
+
+def serial(line: str, comma: bool = False) -> str:
+    """A LOG line with its Unix time written as a spreadsheet's serial date (days since 1899-12-30)."""
+    *fields, seconds = line.split(",")
+    days = f"{int(seconds) / 86400 + 25569:.8f}"
+    return ",".join([*fields, days.replace(".", ",") if comma else days])
+
+
+def test_excel_serial_dates_are_rejected_saying_so_and_read_with_timestamp_format_excel(tmp_path):
+    log = LOG[:1] + [serial(line) for line in LOG[1:]]
+    with pytest.raises(CleaningError, match=r"'timestamp not an integer \(an Excel serial date\? set timestamp_format = "
+                                            r"\"excel\"\)' \(sheet/log.csv line 2: '45244.92592593'\)"):
+        cleaned(sheet_dir(tmp_path, log))
+    days = LOG[:1] + [line.rsplit(",", 1)[0] + ",45244" for line in LOG[1:]]  # a date without a time: whole days
+    with pytest.raises(CleaningError, match=r"timestamp outside 1970-01-02..2099-12-31 \(.*\) \(an Excel serial date\?"):
+        cleaned(sheet_dir(tmp_path / "days", days))
+    expected = [1700000000, 1700000060, 1700000120, 1700000180, 1700000240, 1700000300]
+    for name, lines in (("point", log), ("comma", european(LOG[:1]) + [serial(line, comma=True).replace(",", ";", 3)
+                                                                       for line in LOG[1:]])):
+        keys = 'timestamp_format = "excel"' + ('\nseparator = ";"\ndecimal = ","' if name == "comma" else "")
+        bundle = cleaned(sheet_dir(tmp_path / name, lines, interactions=keys))
+        assert bundle.frame("interactions").sort("ts")["ts"].to_list() == expected
+
+
+@pytest.mark.parametrize("column, value, reason", [
+    ("ts", '"1,700,000,000"', "timestamp not an integer (thousands separators: export the column as plain numbers)"),
+    ("user", '"1,001"', "unknown user_id (thousands separators: export the column as plain numbers)"),
+])
+def test_thousands_separators_are_named_in_the_reason(tmp_path, column, value, reason):
+    header, first, *rest = LOG
+    fields = dict(zip(header.split(","), first.split(",")))
+    fields[column] = value
+    bundle = cleaned(sheet_dir(tmp_path, [header, ",".join(fields.values()), *rest]))
+    rejected = bundle.frame("rejected").filter((pl.col("line") == 2) & (pl.col("source_file") == "sheet/log.csv"))
+    assert rejected.select("reason", "value").rows() == \
+        [(reason, value.strip('"'))]
