@@ -222,6 +222,29 @@ def whole_float_ids(rows: pl.DataFrame, column: str) -> tuple[pl.DataFrame, dict
                                 .alias(column)).drop("_whole"), found
 
 
+BOOLEAN_LABELS = {"true": "1", "false": "0"}  # a click written as a boolean: Excel's TRUE, pandas' True, JSON's true
+
+
+def boolean_labels(rows: pl.DataFrame, column: str) -> tuple[pl.DataFrame, dict[str, int]]:
+    """`rows` with the click label `column` read as 1 and 0 in each source file where every value that is not
+    missing is true or false (any case), and {source_file: values converted}. In any other file the column stays
+    as written: a column of 0 and 1 that holds a stray 'true' was not written as booleans, and that value is
+    rejected (label not a number)."""
+    if rows.schema.get(column) != pl.String:
+        return rows, {}
+    text = pl.col(column).str.strip_chars().str.to_lowercase()
+    missing = pl.col(column).is_null() | text.is_in(MISSING_MARKERS)
+    boolean = text.is_in(list(BOOLEAN_LABELS)).fill_null(False)
+    converted = boolean & (missing | boolean).all().over("source_file")
+    flagged = rows.with_columns(_boolean=converted)
+    found = {file: int(n) for file, n in flagged.group_by("source_file", maintain_order=True)
+             .agg(pl.col("_boolean").sum()).iter_rows() if n}
+    if not found:
+        return rows, {}
+    return flagged.with_columns(pl.when("_boolean").then(text.replace(BOOLEAN_LABELS)).otherwise(pl.col(column))
+                                .alias(column)).drop("_boolean"), found
+
+
 def text_ids(rows: pl.DataFrame, file: TableFile, columns: tuple[str, ...]) -> tuple[pl.DataFrame, dict[str, dict[str, int]]]:
     """`rows` of a text `file` with its id `columns` read by `whole_float_ids`, and what was converted:
     {source_file: {column: values}}. A Parquet file's float columns were converted as read (`parquet_text`)."""
@@ -313,6 +336,9 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     log, float_ids = text_ids(log, dataset.interactions, (columns["user_id"], columns["item_id"]))
     log_features = (*(dataset.user_features if dataset.users is None else ()), *(dataset.item_features if dataset.items is None else ()))
     log = decimal_points(log, decimal_columns(dataset, log_features, log=True), dataset.interactions)
+    booleans: dict[str, int] = {}
+    if dataset.spec.task == "ctr" and columns["label"]:
+        log, booleans = boolean_labels(log, columns["label"])
     log_varying: dict[str, dict[str, int]] = {}
     interactions = log.select(
         "source_file", "line",
@@ -355,6 +381,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
         frames["item_details"] = feature_table(rows, dataset.details_id_column, "item_id", dataset.details_features, (), None)
     frames["malformed"] = pl.concat(malformed)
     read = sources_and_info(dataset, logs)
+    if booleans:  # click labels written true/false, read as 1/0: in which files, how many
+        read["info"]["boolean_labels"] = booleans
     if float_ids:  # ids written as whole-number floats, read as integers ('7.0' is user 7): which and how many
         read["info"]["whole_float_ids"] = float_ids
     if log_varying:  # features taken from the log whose ids hold several values: the first line's is used
@@ -437,7 +465,7 @@ def label_classes(file: TableFile, column: str) -> LabelClasses:
     any size. Files whose quoting polars' parser rejects are read with the project's reader.
     """
     value = pl.col("label").str.strip_chars()
-    number = value.cast(pl.Float64, strict=False)
+    number = value.str.to_lowercase().replace(BOOLEAN_LABELS).cast(pl.Float64, strict=False)  # TRUE is a click
     counts = (pl.len().alias("rows"), (number == 0).sum().alias("zeros"), (number == 1).sum().alias("ones"),
               value.filter(number == 1).first().alias("one_as"))
     files = table_files(file)

@@ -214,3 +214,34 @@ def test_thousands_separators_are_named_in_the_reason(tmp_path, column, value, r
     rejected = bundle.frame("rejected").filter((pl.col("line") == 2) & (pl.col("source_file") == "sheet/log.csv"))
     assert rejected.select("reason", "value").rows() == \
         [(reason, value.strip('"'))]
+
+
+CLICK = 'kind = "click"'
+
+
+def clicks(values: list[str]) -> list[str]:
+    """LOG with its labels replaced by `values` (clicks)."""
+    return LOG[:1] + [",".join([*line.split(",")[:2], value, line.split(",")[3]]) for line, value in zip(LOG[1:], values)]
+
+
+def test_click_labels_written_as_booleans_read_as_1_and_0_per_file(tmp_path):
+    # Excel writes a boolean cell TRUE/FALSE, pandas a bool column True/False.
+    directory = sheet_dir(tmp_path, clicks(["TRUE", "FALSE", "True", "false", "TRUE", "TRUE"]), label=CLICK)
+    raw = read_custom(load_spec(directory))
+    assert raw.info["boolean_labels"] == {"sheet/log.csv": 6}
+    assert raw.frame("interactions")["label"].to_list() == ["1", "0", "1", "0", "1", "1"]
+    bundle = cleaned(directory)  # users 1 and 2 have one click each: dropped as any such user
+    assert bundle.frame("interactions")["label"].to_list() == [1.0, 1.0]
+    assert not bundle.frame("rejected")["reason"].str.contains("not a number").any()
+    # A column of 0 and 1 with a stray 'true' was not written as booleans: that value stays unread.
+    bundle = cleaned(sheet_dir(tmp_path / "mixed", clicks(["1", "0", "true", "0", "1", "1"]), label=CLICK))
+    assert bundle.frame("rejected").filter(pl.col("line") == 4).select("reason", "value").rows()[0] == \
+        ("label not a number", "true")
+
+
+def test_a_log_of_true_labels_alone_is_stopped_at_dataset_add_as_positives_only(tmp_path):
+    from assets.dataset_spec import PositivesOnlyError, register
+
+    directory = sheet_dir(tmp_path, clicks(["TRUE"] * 6), label=CLICK)
+    with pytest.raises(PositivesOnlyError, match=r"every label in column 'rating' that is a number is 'TRUE' \(6 rows\)"):
+        register(directory)
