@@ -239,9 +239,10 @@ def test_click_labels_written_as_booleans_read_as_1_and_0_per_file(tmp_path):
         ("label not a number", "true")
 
 
-def test_a_log_of_true_labels_alone_is_stopped_at_dataset_add_as_positives_only(tmp_path):
+def test_a_log_of_true_labels_alone_is_stopped_at_dataset_add_as_positives_only(tmp_path, monkeypatch):
     from assets.dataset_spec import PositivesOnlyError, register
 
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))  # a registration, were it made, goes there
     directory = sheet_dir(tmp_path, clicks(["TRUE"] * 6), label=CLICK)
     with pytest.raises(PositivesOnlyError, match=r"every label in column 'rating' that is a number is 'TRUE' \(6 rows\)"):
         register(directory)
