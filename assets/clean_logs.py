@@ -190,10 +190,10 @@ def attach_item_details(
 
 def clean_items(
     items: pl.DataFrame, spec: DatasetSpec, details: pl.DataFrame | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame | None, list[pl.DataFrame]]:
+) -> tuple[pl.DataFrame, pl.DataFrame | None, list[pl.DataFrame], dict[str, dict]]:
     """Drop items with a missing or repeated id; attach details; placeholder fields become null.
 
-    Returns (items, details rows used or None, rejected frames).
+    Returns (items, details rows used or None, rejected frames, `unread_numbers` of the kept items).
     """
     items = with_repeats(trim_text(items), "item_id")
     rules = [*field_rules("item_id", item_id_domain(spec)), *duplicate_rules("item_id")]
@@ -207,6 +207,7 @@ def clean_items(
     # A numeric item feature out of bounds or not a number is missing (the item stays: items are not profiles).
     numeric = {f.name: numeric_value(f).cast(pl.String) for f in spec.numeric if f.name in spec.item_fields}
     single = [numeric.get(expr.meta.output_name(), expr) for expr in single]
+    unread = unread_numbers(kept, {f.name: f for f in spec.numeric if f.name in spec.item_fields}, placeholder)
     # A multi feature drops only the values its spec lists as missing: placeholders stay values, as they always were.
     listed = dict(spec.item_missing)
     multi = [pl.col(f).list.eval(pl.element().filter(
@@ -215,7 +216,25 @@ def clean_items(
     # Attributes only people read (a title) ride along; the model sees item_fields and item_multi_fields.
     shown = [f for f in spec.display_fields if f in kept.columns and f not in (*spec.item_fields, *spec.item_multi_fields)]
     return (kept.select("source_file", "line", "item_id", *single, *multi, *shown), used_details,
-            [rejected, rejected_details])
+            [rejected, rejected_details], unread)
+
+
+UNREAD_EXAMPLES = 3  # values shown per feature in `unread_numbers`
+
+
+def unread_numbers(items: pl.DataFrame, fields: dict[str, NumericField], placeholder) -> dict[str, dict]:
+    """Per numeric item feature, the kept items whose value is given (not a placeholder: `placeholder(name)`)
+    but is not a number within the spec's bounds, so that it becomes missing (the item stays): {feature:
+    {"items": n, "values": the first few such values}}, only for features with any. Such values are not
+    rejected rows, but a price written `4,50` or `1,299` must not vanish without a count."""
+    found = {}
+    for name, field in fields.items():
+        if name not in items.columns:
+            continue
+        lost = items.filter(~placeholder(name) & numeric_value(field).is_null())
+        if lost.height:
+            found[name] = {"items": lost.height, "values": lost[name].cast(pl.String).head(UNREAD_EXAMPLES).to_list()}
+    return found
 
 
 def repeated_rows(frame: pl.DataFrame, keys: list[str]) -> pl.Series:
@@ -472,7 +491,7 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
     CleaningError when no user or interaction is left, or a row is unaccounted for.
     """
     users, rejected = clean_users(raw.frame("users"), spec, rules)
-    items, used_details, rejected_items = clean_items(raw.frame("items"), spec, raw.frames.get("item_details"))
+    items, used_details, rejected_items, unread = clean_items(raw.frame("items"), spec, raw.frames.get("item_details"))
     interactions, rejected_rows_ = clean_interactions(
         raw.frame("interactions"), users, items, raw.frame("users")["user_id"], spec
     )
@@ -495,6 +514,8 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
     if "truth" in raw.frames:
         frames["truth"] = raw.frame("truth").join(users.select("user_id"), on="user_id", how="semi").sort("user_id")
     info = {"dataset": spec.name, "rules": rules.__dict__}
+    if unread:
+        info["item_numbers_unread"] = unread
     if spec.negatives_per_positive:  # after the accounting: sampled rows were never read
         sampled = sample_negatives(interactions, items, raw.frame("interactions"), spec.negatives_per_positive,
                                    spec.negatives_seed)
@@ -550,5 +571,9 @@ def clean_logs(context: dg.AssetExecutionContext, raw_logs: Bundle, paml: PamlRe
     sampled = {key: bundle.info[key] for key in SAMPLING_FACTS if key in bundle.info}
     if sampled:
         context.log.info(f"sampled negatives (never read, not in rows_per_raw_file): {sampled}")
+    unread = {key: bundle.info[key] for key in ("item_numbers_unread",) if key in bundle.info}
+    if unread:
+        context.log.warning(f"numeric item features whose value is not a number within the spec's bounds, missing for "
+                            f"those items (the items stay): {unread['item_numbers_unread']}")
     return bundle_output(bundle, rejected_by_reason=table(summary), rows_per_raw_file=table(bundle.frame("accounting")),
-                         **sampled)
+                         **sampled, **{key: dg.MetadataValue.json(value) for key, value in unread.items()})

@@ -257,7 +257,7 @@ def clean_sharded(log: ShardedLog, spec: DatasetSpec, out: Path, rules: Cleaning
     rules (which only ask whether the row's user exists and was kept), duplicates, merged
     impressions and the minimum item count see exactly what they see in the whole log.
     """
-    items, _, rejected_items = clean_items(log.items, spec)
+    items, _, rejected_items, _ = clean_items(log.items, spec)  # the taobao layout has no numeric item feature
     for name in ("users", "interactions", "rejected"):
         (out / name).mkdir(parents=True, exist_ok=True)
     counts: dict[str, list[pl.DataFrame]] = {"kept": [rows_by_file([items], "kept")], "rejected": []}

@@ -246,3 +246,15 @@ def test_a_log_of_true_labels_alone_is_stopped_at_dataset_add_as_positives_only(
     directory = sheet_dir(tmp_path, clicks(["TRUE"] * 6), label=CLICK)
     with pytest.raises(PositivesOnlyError, match=r"every label in column 'rating' that is a number is 'TRUE' \(6 rows\)"):
         register(directory)
+
+
+def test_item_prices_that_are_not_numbers_become_missing_and_are_counted(tmp_path):
+    # The items stay (an item is not rejected for a feature), but the lost values are not silent.
+    items = ["item;genre;price", "a;drama;3,5", "b;comedy;4", "c;action;1.299,00", "d;drama;250"]  # 250 > max 100
+    directory = sheet_dir(tmp_path, european(LOG), items=items, interactions='separator = ";"',
+                          users_keys='separator = ";"', items_keys='separator = ";"',
+                          users=[line.replace(",", ";") for line in USERS])
+    bundle = cleaned(directory)
+    assert bundle.frame("items").sort("item_id")["price"].to_list() == [None, "4.0", None, None]
+    assert bundle.info["item_numbers_unread"] == {"price": {"items": 3, "values": ["3,5", "1.299,00", "250"]}}
+    assert "item_numbers_unread" not in cleaned(sheet_dir(tmp_path / "plain")).info  # all read: nothing to say
