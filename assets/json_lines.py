@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,46 +78,91 @@ def line_reason(text: str) -> tuple[dict | None, str | None]:
     return value, None
 
 
+def line_row(text: str, kept: list[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """(the `kept` fields of a line as text, None) or (None, why the line gives no row)."""
+    record, reason = line_reason(text)
+    if record is None:
+        return None, reason
+    row = {}
+    for column in kept:
+        try:
+            row[column] = field_text(record.get(column))
+        except NotAValue as error:
+            return None, f"field {column!r} holds {error}; expected a value or a list of values"
+    return row, None
+
+
+@dataclass
+class LineRows:
+    """Rows and rejected lines read one line at a time in Python.
+
+    Attributes:
+        lines: each row's 1-based line number.
+        values: each kept column's values, one per row (text, None or a list of text).
+        listed: the columns some row holds a list in.
+        bad: the rejected lines' `line`, `text` and `reason`.
+    """
+
+    lines: list[int] = field(default_factory=list)
+    values: dict[str, list] = field(default_factory=dict)
+    listed: set[str] = field(default_factory=set)
+    bad: dict[str, list] = field(default_factory=lambda: {"line": [], "text": [], "reason": []})
+
+
+def python_rows(numbered: Iterable[tuple[int, str, bool]], kept: list[str], ends_with_newline: bool) -> LineRows:
+    """Each (line number, text, whether it is the file's last line) read with `line_row`; a rejected last
+    line of a file without a final line ending says it may be cut off."""
+    out = LineRows(values={c: [] for c in kept})
+    for number, text, last in numbered:
+        row, reason = line_row(text, kept)
+        if reason is not None:
+            if last and not ends_with_newline and reason != BLANK_LINE:
+                reason += f" ({CUT_OFF})"
+            out.bad["line"].append(number)
+            out.bad["text"].append(text)
+            out.bad["reason"].append(reason)
+            continue
+        out.lines.append(number)
+        for column, value in row.items():
+            out.values[column].append(value)
+            if isinstance(value, list):
+                out.listed.add(column)
+    return out
+
+
+def rows_frame(read: LineRows, kept: list[str], listed: set[str]) -> pl.DataFrame:
+    """`line` and the kept columns of `read`'s rows: a column in `listed` is a list of text (a value alone
+    becomes a list of one, a missing one stays missing), the others text."""
+    return pl.DataFrame(
+        {"line": read.lines, **{c: [[v] if v is not None and not isinstance(v, list) else v for v in read.values[c]]
+                                if c in listed else read.values[c] for c in kept}},
+        schema={"line": pl.Int64, **{c: pl.List(pl.String) if c in listed else pl.String for c in kept}},
+    )
+
+
 def read_json_lines(path: Path, label: str, columns: tuple[str, ...], *, encoding: str = "utf-8",
-                    used: frozenset[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                    used: frozenset[str] | None = None, fast: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, malformed) of a JSON lines file: `source_file`, `line` and each of `columns` (only the
     `used` ones, when given) as text, or a list of text for a column some line holds a list in.
+
+    UTF-8 files are read by polars (assets/json_lines_fast.py), in parallel, with the lines it cannot
+    vouch for read in Python; `fast=False` reads every line in Python (the reference that path is
+    tested against). The two give the same frames.
 
     Raises a RawFileError for a file that does not decode (assets/raw_text.py), or where fewer lines
     give a row than are rejected (`require_objects`).
     """
     decoding = decoding_of(path, label, encoding)
     kept = [c for c in columns if used is None or c in used]
-    values: dict[str, list] = {c: [] for c in kept}
-    lines: list[int] = []
-    bad: dict[str, list] = {"line": [], "text": [], "reason": []}
-    listed: set[str] = set()  # columns some line holds a list in
-    for number, text, last in numbered_lines(decoding):
-        record, reason = line_reason(text)
-        row = {}
-        for column in kept if record is not None else ():
-            try:
-                row[column] = field_text(record.get(column))
-            except NotAValue as error:
-                reason = f"field {column!r} holds {error}; expected a value or a list of values"
-                break
-        if reason is not None:
-            if last and not decoding.ends_with_newline and reason != BLANK_LINE:
-                reason += f" ({CUT_OFF})"
-            bad["line"].append(number)
-            bad["text"].append(text)
-            bad["reason"].append(reason)
-            continue
-        lines.append(number)
-        for column, value in row.items():
-            values[column].append(value)
-            if isinstance(value, list):
-                listed.add(column)
-    rows = pl.DataFrame(
-        {"line": lines, **{c: [[v] if v is not None and not isinstance(v, list) else v for v in values[c]]
-                           if c in listed else values[c] for c in kept}},
-        schema={"line": pl.Int64, **{c: pl.List(pl.String) if c in listed else pl.String for c in kept}},
-    ).select(pl.lit(label).alias("source_file"), pl.all())
+    rows = None
+    if fast:
+        from assets.json_lines_fast import polars_rows  # that module reads its odd lines with this one's
+
+        rows, bad = polars_rows(decoding, kept) or (None, None)
+    if rows is None:
+        read = python_rows(numbered_lines(decoding), kept, decoding.ends_with_newline)
+        rows, bad = rows_frame(read, kept, read.listed), read.bad
+    rows = rows.select(pl.lit(label).alias("source_file"), pl.all())
     malformed = pl.DataFrame(bad, schema={"line": pl.Int64, "text": pl.String, "reason": pl.String})
     malformed = malformed.select(pl.lit(label).alias("source_file"), pl.all()).cast(MALFORMED_SCHEMA)
     require_objects(rows.height, malformed, f"{label} ({path})")

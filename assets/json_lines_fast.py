@@ -1,0 +1,130 @@
+"""JSON lines read by polars: the frames of assets/json_lines.py's line-by-line Python reader, in parallel.
+
+polars splits a UTF-8 file into lines and decodes each line's used fields as text (`str.json_decode`,
+streaming, on every core). Where its decoding could differ from Python's `json.loads`, the line goes to
+the Python reader (`python_rows`), and where polars stops on a line, the whole file does:
+
+- a line that is not exactly `{...}` (blank, cut off, not an object, spaces around it);
+- a used key written twice (Python keeps the last value, polars the first) or with a `\\u` escape (which
+  could hide a second one), a used field that is null, or a used key's `"name"` also written elsewhere on
+  the line: the lines where the used keys' `"name"`s are not exactly the fields present;
+- a value polars writes in another form than Python: polars writes the number 5.0 as '5' (as Python's
+  reader does), but 1e300 as '1000...0', 1e-7 as '0.0000001' and -0.0 as '-0', and it writes the string
+  "5.0" as '5.0'; which of them a value was is not kept, so a value that reads as a number stays only
+  when every reading gives the same text (an integer of at most 15 digits; a decimal of at most 15
+  significant digits, from 0.0001, without trailing zeros);
+- a lone UTF-16 surrogate (`\\ud800`), which polars decodes as NUL: a value holding NUL;
+- NaN and Infinity (Python reads them, polars stops): the words anywhere on a line;
+- a used field holding an object (a rejected row), once polars has stopped on the file (see below).
+
+The first reading decodes every used field as text. When polars stops on it (a field holds a list,
+or some line is beyond it), a second one decodes them as lists of text and sends the lines where a
+used key holds an object to Python; a field is a list column when some line (of those polars reads)
+writes `"name": [`. When polars stops on that one too (a line that is not valid JSON although
+between braces, a raw control character in a string, a number past 128 bits), the whole file is read
+in Python (`polars_rows` gives None).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from assets.json_lines import python_rows, rows_frame
+from assets.raw_files import UNIT_SEPARATOR
+from assets.raw_text import Decoding, normalize_encoding
+
+# A value polars may have written for a JSON number: an integer's digits, or a float in Rust's shortest
+# form (no exponent; `-0` for -0.0).
+NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+# Numbers whose text is the same read as a string, an integer or a float (Python: `scalar_text`):
+SAME_INTEGER = r"^(?:0|-?[1-9][0-9]{0,14})$"  # below 2**53, so a whole float is this integer too; not -0
+SAME_DECIMAL = r"^-?(?:0|[1-9][0-9]*)\.[0-9]*[1-9]$"  # also: at most SIGNIFICANT digits and at least 1e-4
+TINY_DECIMAL = r"^-?0\.0000"  # below 1e-4: Python writes 1e-05
+SIGNIFICANT = 15  # decimals of at most this many digits are distinct doubles, each written back as itself
+# Text on a line that polars stops on or reads apart from Python, matched anywhere (a match inside a
+# string only sends a line to Python needlessly): NaN or Infinity; a key holding a \u escape (a used
+# key spelled another way).
+PYTHON_ONLY = r'NaN|Infinity|\\u[0-9a-fA-F]{4}(?:[^"\\]|\\.)*"\s*:'
+RESERVED = ("line", "source_file")  # columns the frames add: a field of that name is left to Python
+
+
+def polars_rows(decoding: Decoding, kept: list[str]) -> tuple[pl.DataFrame, dict[str, list]] | None:
+    """(`line` and the `kept` columns of every row, the rejected lines' `line`, `text`, `reason`) as
+    `read_json_lines` gives them, or None where polars cannot read the file the same way (then the
+    file is read in Python)."""
+    if not fast_readable(decoding, kept):
+        return None
+    decoded = decoded_lines(decoding, kept, lists=False)
+    if decoded is None:  # some line holds a list (or polars stops on a line): decode every field as a list
+        decoded = decoded_lines(decoding, kept, lists=True)
+    if decoded is None:
+        return None
+    n_lines = decoded.height
+    odd = decoded.filter(pl.col("_python").is_not_null())
+    read = python_rows(((n, text, n == n_lines) for n, text in odd.select("line", "_python").iter_rows()),
+                       kept, decoding.ends_with_newline)
+    fast = decoded.filter(pl.col("_python").is_null())
+    listed = read.listed | {c for c in kept if f"_list_{c}" in fast.columns and fast[f"_list_{c}"].any()}
+    fast = fast.select(pl.col("line").cast(pl.Int64), *[as_listed(pl.col("_decoded").struct.field(c), c in listed,
+                                                                  f"_list_{c}" in fast.columns).alias(c) for c in kept])
+    rows = pl.concat([fast, rows_frame(read, kept, listed)]).sort("line")
+    return rows, read.bad
+
+
+def fast_readable(decoding: Decoding, kept: list[str]) -> bool:
+    """Whether polars can read this file's lines as Python does: UTF-8 text and used keys that JSON
+    writes only as themselves (no quote, backslash, slash or control character: those have escapes)."""
+    return (normalize_encoding(decoding.encoding) == "utf-8" and bool(kept)
+            and not any(c in RESERVED or any(ch in c for ch in '"\\/') or any(ord(ch) < 0x20 for ch in c) for c in kept))
+
+
+def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.DataFrame | None:
+    """Every line of the file: `line`, `_python` (its text where Python reads it, else null) and
+    `_decoded` (a struct of the kept fields as text, or as lists of text with `lists`; then `_list_<c>`
+    says the line holds a list in c). None when polars stops on a line."""
+    keys = "|".join(rust_literal(c) for c in kept)
+    text = pl.col("text")
+    kind = pl.List(pl.String) if lists else pl.String
+    lines = (pl.scan_csv(decoding.source, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
+                         schema={"text": pl.String}, raise_if_empty=False)
+             .with_row_index("line", offset=1)
+             .with_columns(text.fill_null(""))  # a blank line
+             .with_columns(_shaped=text.str.starts_with("{") & text.str.ends_with("}")
+                           & ~text.str.contains(PYTHON_ONLY + (rf'|"(?:{keys})"\s*:\s*\{{' if lists else "")),
+                           _keys=text.str.count_matches(f'"(?:{keys})"'))
+             .with_columns(_decoded=pl.when("_shaped").then(text).otherwise(pl.lit("{}"))
+                           .str.json_decode(pl.Struct({c: kind for c in kept}))))
+    fields = [pl.col("_decoded").struct.field(c) for c in kept]
+    present = pl.sum_horizontal([f.is_not_null() for f in fields])
+    unsure = pl.any_horizontal([(f.list.eval(unsure_text(pl.element())).list.any() if lists else unsure_text(f))
+                                .fill_null(False) for f in fields])
+    python = ~pl.col("_shaped") | (pl.col("_keys") != present) | unsure
+    marks = [text.str.contains(rf'"{rust_literal(c)}"\s*:\s*\[').alias(f"_list_{c}") for c in kept] if lists else []
+    query = lines.select("line", pl.when(python).then(text).alias("_python"), "_decoded", *marks)
+    try:
+        return query.collect(engine="streaming")
+    except pl.exceptions.PolarsError:
+        return None
+
+
+def unsure_text(value: pl.Expr) -> pl.Expr:
+    """True for a decoded value whose text Python may write otherwise (see the module docstring)."""
+    digits = value.str.replace_all(r"[^0-9]", "").str.strip_chars_start("0").str.len_bytes()
+    same_decimal = value.str.contains(SAME_DECIMAL) & (digits <= SIGNIFICANT) & ~value.str.contains(TINY_DECIMAL)
+    number = value.str.contains(NUMBER) & ~value.str.contains(SAME_INTEGER) & ~same_decimal
+    return number | value.str.contains("\x00", literal=True)
+
+
+def as_listed(value: pl.Expr, listed: bool, decoded_as_list: bool) -> pl.Expr:
+    """A decoded column as the Python reader gives it: a list column when some row holds a list (a value
+    alone a list of one), else text."""
+    if listed == decoded_as_list:
+        return value
+    if listed:
+        return pl.when(value.is_null()).then(None).otherwise(pl.concat_list(value))
+    return value.list.first()
+
+
+def rust_literal(text: str) -> str:
+    """`text` as a pattern of polars' (Rust) regex matching it literally."""
+    return "".join(ch if ch.isalnum() or ch == "_" else f"\\x{{{ord(ch):x}}}" for ch in text)
