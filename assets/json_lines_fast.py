@@ -36,11 +36,12 @@ from assets.raw_text import Decoding, normalize_encoding
 # A value polars may have written for a JSON number: an integer's digits, or a float in Rust's shortest
 # form (no exponent; `-0` for -0.0).
 NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
-# Numbers whose text is the same read as a string, an integer or a float (Python: `scalar_text`):
-SAME_INTEGER = r"^(?:0|-?[1-9][0-9]{0,14})$"  # below 2**53, so a whole float is this integer too; not -0
-SAME_DECIMAL = r"^-?(?:0|[1-9][0-9]*)\.[0-9]*[1-9]$"  # also: at most SIGNIFICANT digits and at least 1e-4
-TINY_DECIMAL = r"^-?0\.0000"  # below 1e-4: Python writes 1e-05
-SIGNIFICANT = 15  # decimals of at most this many digits are distinct doubles, each written back as itself
+# Numbers whose text is the same read as a string, an integer or a float (Python: `scalar_text`), when
+# at most SAME_LENGTH characters long: an integer below 2**53 (a whole float is that integer too; not
+# -0), or a decimal from 0.0001 without trailing zeros and of at most 15 significant digits (such
+# decimals are distinct doubles, each written back by Python's repr as itself).
+SAME_NUMBER = r"^(?:0|-?[1-9][0-9]{0,14}|-?0\.0{0,3}[1-9](?:[0-9]*[1-9])?|-?[1-9][0-9]*\.[0-9]*[1-9])$"
+SAME_LENGTH = 16  # with a sign or a point: at most 15 digits, leading zeros counted
 # Text on a line that polars stops on or reads apart from Python, matched anywhere (a match inside a
 # string only sends a line to Python needlessly): NaN or Infinity; a key holding a \u escape (a used
 # key spelled another way).
@@ -54,20 +55,21 @@ def polars_rows(decoding: Decoding, kept: list[str]) -> tuple[pl.DataFrame, dict
     file is read in Python)."""
     if not fast_readable(decoding, kept):
         return None
-    decoded = decoded_lines(decoding, kept, lists=False)
-    if decoded is None:  # some line holds a list (or polars stops on a line): decode every field as a list
-        decoded = decoded_lines(decoding, kept, lists=True)
-    if decoded is None:
+    for lists in (False, True):  # polars stops on the first reading where a used field holds a list
+        decoded = decoded_lines(decoding, kept, lists=lists)
+        if decoded is not None:
+            break
+    else:
         return None
     n_lines = decoded.height
-    odd = decoded.filter(pl.col("_python").is_not_null())
-    read = python_rows(((n, text, n == n_lines) for n, text in odd.select("line", "_python").iter_rows()),
-                       kept, decoding.ends_with_newline)
-    fast = decoded.filter(pl.col("_python").is_null())
-    listed = read.listed | {c for c in kept if f"_list_{c}" in fast.columns and fast[f"_list_{c}"].any()}
-    fast = fast.select(pl.col("line").cast(pl.Int64), *[as_listed(pl.col("_decoded").struct.field(c), c in listed,
-                                                                  f"_list_{c}" in fast.columns).alias(c) for c in kept])
-    rows = pl.concat([fast, rows_frame(read, kept, listed)]).sort("line")
+    by_python = decoded.filter(pl.col("_python").is_not_null()).select("line", "_python")
+    read = python_rows(((n, text, n == n_lines) for n, text in by_python.iter_rows()), kept, decoding.ends_with_newline)
+    by_polars = decoded.filter(pl.col("_python").is_null()) if by_python.height else decoded
+    listed = read.listed | ({c for c in kept if by_polars[f"_list_{c}"].any()} if lists else set())
+    rows = by_polars.select(pl.col("line").cast(pl.Int64),
+                            *[as_listed(pl.col("_decoded").struct.field(c), c in listed, lists).alias(c) for c in kept])
+    if read.lines:  # rows in line order
+        rows = pl.concat([rows, rows_frame(read, kept, listed)]).sort("line")
     return rows, read.bad
 
 
@@ -100,7 +102,10 @@ def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.Dat
                                 .fill_null(False) for f in fields])
     python = ~pl.col("_shaped") | (pl.col("_keys") != present) | unsure
     marks = [text.str.contains(rf'"{rust_literal(c)}"\s*:\s*\[').alias(f"_list_{c}") for c in kept] if lists else []
-    query = lines.select("line", pl.when(python).then(text).alias("_python"), "_decoded", *marks)
+    # A copy of the text, not the line itself: polars' strings are views into the block of lines they were
+    # read in, which would keep the whole file in memory.
+    python_text = pl.concat_str([pl.when(python).then(text), pl.lit("")]).alias("_python")
+    query = lines.select("line", python_text, "_decoded", *marks)
     try:
         return query.collect(engine="streaming")
     except pl.exceptions.PolarsError:
@@ -109,10 +114,8 @@ def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.Dat
 
 def unsure_text(value: pl.Expr) -> pl.Expr:
     """True for a decoded value whose text Python may write otherwise (see the module docstring)."""
-    digits = value.str.replace_all(r"[^0-9]", "").str.strip_chars_start("0").str.len_bytes()
-    same_decimal = value.str.contains(SAME_DECIMAL) & (digits <= SIGNIFICANT) & ~value.str.contains(TINY_DECIMAL)
-    number = value.str.contains(NUMBER) & ~value.str.contains(SAME_INTEGER) & ~same_decimal
-    return number | value.str.contains("\x00", literal=True)
+    same = value.str.contains(SAME_NUMBER) & (value.str.len_bytes() <= SAME_LENGTH)
+    return (value.str.contains(NUMBER) & ~same) | value.str.contains("\x00", literal=True)
 
 
 def as_listed(value: pl.Expr, listed: bool, decoded_as_list: bool) -> pl.Expr:
