@@ -1,13 +1,13 @@
 """JSON lines read by polars: the frames of assets/json_lines.py's line-by-line Python reader, in parallel.
 
 polars splits a UTF-8 file into lines and decodes each line's used fields as text (`str.json_decode`,
-streaming, on every core). Where its decoding could differ from Python's `json.loads`, the line goes to
-the Python reader (`python_rows`), and where polars stops on a line, the whole file does:
+streaming, on every core; memory as for the Python reader). A line whose reading by polars could differ
+from Python's `json.loads` goes to the Python reader (`python_rows`):
 
 - a line that is not exactly `{...}` (blank, cut off, not an object, spaces around it);
-- a used key written twice (Python keeps the last value, polars the first) or with a `\\u` escape (which
-  could hide a second one), a used field that is null, or a used key's `"name"` also written elsewhere on
-  the line: the lines where the used keys' `"name"`s are not exactly the fields present;
+- a used key written twice (Python keeps the last value, polars the first), a used field that is null,
+  or a used key's `"name"` also written elsewhere on the line: the lines where the used keys' `"name"`s
+  (each character as itself or as its `\\u` escape) are not exactly the fields present;
 - a value polars writes in another form than Python: polars writes the number 5.0 as '5' (as Python's
   reader does), but 1e300 as '1000...0', 1e-7 as '0.0000001' and -0.0 as '-0', and it writes the string
   "5.0" as '5.0'; which of them a value was is not kept, so a value that reads as a number stays only
@@ -18,11 +18,11 @@ the Python reader (`python_rows`), and where polars stops on a line, the whole f
 - a used field holding an object (a rejected row), once polars has stopped on the file (see below).
 
 The first reading decodes every used field as text. When polars stops on it (a field holds a list,
-or some line is beyond it), a second one decodes them as lists of text and sends the lines where a
-used key holds an object to Python; a field is a list column when some line (of those polars reads)
-writes `"name": [`. When polars stops on that one too (a line that is not valid JSON although
-between braces, a raw control character in a string, a number past 128 bits), the whole file is read
-in Python (`polars_rows` gives None).
+or some line is beyond it), a second one decodes them as lists of text and also sends the lines where
+a used key holds an object to Python; a field is a list column when some line (of those polars reads)
+writes `"name": [`, or Python's reader finds a list. When polars stops on that one too (a line that is
+not valid JSON although between braces, a raw control character in a string, a number past 128 bits),
+the whole file is read in Python (`polars_rows` gives None): correct, and slower by the two readings.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
 # decimals are distinct doubles, each written back by Python's repr as itself).
 SAME_NUMBER = r"^(?:0|-?[1-9][0-9]{0,14}|-?0\.0{0,3}[1-9](?:[0-9]*[1-9])?|-?[1-9][0-9]*\.[0-9]*[1-9])$"
 SAME_LENGTH = 16  # with a sign or a point: at most 15 digits, leading zeros counted
-# Text on a line that polars stops on or reads apart from Python, matched anywhere (a match inside a
-# string only sends a line to Python needlessly): NaN or Infinity; a key holding a \u escape (a used
-# key spelled another way).
-PYTHON_ONLY = r'NaN|Infinity|\\u[0-9a-fA-F]{4}(?:[^"\\]|\\.)*"\s*:'
+# Values that Python reads and polars stops on, matched anywhere on a line (in a string too: such a
+# line goes to Python needlessly).
+PYTHON_ONLY = r"NaN|Infinity"
 RESERVED = ("line", "source_file")  # columns the frames add: a field of that name is left to Python
+
 
 
 def polars_rows(decoding: Decoding, kept: list[str]) -> tuple[pl.DataFrame, dict[str, list]] | None:
@@ -84,7 +84,7 @@ def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.Dat
     """Every line of the file: `line`, `_python` (its text where Python reads it, else null) and
     `_decoded` (a struct of the kept fields as text, or as lists of text with `lists`; then `_list_<c>`
     says the line holds a list in c). None when polars stops on a line."""
-    keys = "|".join(rust_literal(c) for c in kept)
+    keys = "|".join(key_pattern(c) for c in kept)
     text = pl.col("text")
     kind = pl.List(pl.String) if lists else pl.String
     lines = (pl.scan_csv(decoding.source, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
@@ -92,8 +92,8 @@ def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.Dat
              .with_row_index("line", offset=1)
              .with_columns(text.fill_null(""))  # a blank line
              .with_columns(_shaped=text.str.starts_with("{") & text.str.ends_with("}")
-                           & ~text.str.contains(PYTHON_ONLY + (rf'|"(?:{keys})"\s*:\s*\{{' if lists else "")),
-                           _keys=text.str.count_matches(f'"(?:{keys})"'))
+                           & ~text.str.contains(PYTHON_ONLY + (rf"|(?:{keys})\s*:\s*\{{" if lists else "")),
+                           _keys=text.str.count_matches(keys))
              .with_columns(_decoded=pl.when("_shaped").then(text).otherwise(pl.lit("{}"))
                            .str.json_decode(pl.Struct({c: kind for c in kept}))))
     fields = [pl.col("_decoded").struct.field(c) for c in kept]
@@ -101,7 +101,7 @@ def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.Dat
     unsure = pl.any_horizontal([(f.list.eval(unsure_text(pl.element())).list.any() if lists else unsure_text(f))
                                 .fill_null(False) for f in fields])
     python = ~pl.col("_shaped") | (pl.col("_keys") != present) | unsure
-    marks = [text.str.contains(rf'"{rust_literal(c)}"\s*:\s*\[').alias(f"_list_{c}") for c in kept] if lists else []
+    marks = [text.str.contains(rf"{key_pattern(c)}\s*:\s*\[").alias(f"_list_{c}") for c in kept] if lists else []
     # A copy of the text, not the line itself: polars' strings are views into the block of lines they were
     # read in, which would keep the whole file in memory.
     python_text = pl.concat_str([pl.when(python).then(text), pl.lit("")]).alias("_python")
@@ -128,6 +128,15 @@ def as_listed(value: pl.Expr, listed: bool, decoded_as_list: bool) -> pl.Expr:
     return value.list.first()
 
 
-def rust_literal(text: str) -> str:
-    """`text` as a pattern of polars' (Rust) regex matching it literally."""
-    return "".join(ch if ch.isalnum() or ch == "_" else f"\\x{{{ord(ch):x}}}" for ch in text)
+def key_pattern(key: str) -> str:
+    """A pattern of polars' (Rust) regex matching `"key"` as JSON may write it: each character as itself or
+    as its `\\u` escape (a surrogate pair beyond U+FFFF), hex digits in either case."""
+    def escaped(ch: str) -> str:
+        data = ch.encode("utf-16-be")
+        return "".join(r"\\u" + "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in data[i:i + 2].hex())
+                       for i in range(0, len(data), 2))
+
+    def literal(ch: str) -> str:
+        return ch if ch.isalnum() or ch == "_" else f"\\x{{{ord(ch):x}}}"
+
+    return '"' + "".join(f"(?:{literal(ch)}|{escaped(ch)})" for ch in key) + '"'

@@ -158,7 +158,7 @@ def python_lines(path: Path, kept: list[str]) -> list[int]:
 
 @pytest.mark.parametrize(("line", "why"), [
     ('{"user_id": "u9", "a": 1, "a": {"x": 1}}', "a key twice: Python keeps the last"),
-    ('{"user_id": "u9", "\\u0061": 1, "a": 2}', "a key spelled with an escape"),
+    ('{"user_id": "u9", "\\u0061": 1, "a": 2}', "a key twice, once spelled with an escape"),
     ('{"user_id": "u9", "a": null}', "a used field that is null"),
     ('{"user_id": "u9", "a": 1e300}', "1e+300 in Python, digits in polars"),
     ('{"user_id": "u9", "a": -0.0}', "0 in Python, -0 in polars"),
@@ -227,3 +227,12 @@ def test_yelp_and_amazon_like_lines_are_all_read_by_polars(tmp_path):
     assert python_lines(path, kept) == []  # fields absent from a line are no reason for Python
     rows, _ = polars_rows(decoding_of(path, "r.json", "utf-8"), kept)
     assert rows["stars"].to_list()[:2] == ["4", None] and rows["asin"][1] == "0000013714"
+
+
+def test_a_key_spelled_with_escapes_is_read_by_polars_as_by_python(tmp_path):
+    lines = GOOD + ['{"user_\\u0069d": "u9", "\\u0061": [7], "st\\u0041rs": 1}', '{"user_id": "u10", "a": "x"}']
+    path = write_lines(tmp_path / "r.json", lines)
+    assert python_lines(path, ["a", "user_id"]) == []
+    rows, _ = polars_rows(decoding_of(path, "r.json", "utf-8"), ["a", "user_id"])
+    assert rows.row(4) == (5, ["7"], "u9") and rows.row(5) == (6, ["x"], "u10")  # "stArs" is another key
+    assert_same(*read_both(path, frozenset({"a", "user_id"})))
