@@ -22,20 +22,22 @@ or some line is beyond it), a second one decodes them as lists of text and also 
 a used key holds an object to Python; a field is a list column when some line (of those polars reads)
 writes `"name": [`, or Python's reader finds a list. When polars stops on that one too (a line that is
 not valid JSON although between braces, a raw control character in a string, a number past 128 bits),
-the whole file is read in Python (`polars_rows` gives None): correct, and slower by the two readings.
+the file is decoded again in blocks of lines, each block polars stops on halved until the lines it stops
+on are alone, and those go to Python (`decoded_blocks`: a file with a few such lines takes about as
+long again). A file in another encoding is read in Python (`polars_rows` gives None).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from assets.json_lines import python_rows, rows_frame
+from assets.json_lines import numbered_lines, python_rows, rows_frame
 from assets.raw_files import UNIT_SEPARATOR
 from assets.raw_text import Decoding, normalize_encoding
 
 # A value polars may have written for a JSON number: an integer's digits, or a float in Rust's shortest
 # form (no exponent; `-0` for -0.0).
-NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$|^-?inf$|^NaN$"
 # Numbers whose text is the same read as a string, an integer or a float (Python: `scalar_text`), when
 # at most SAME_LENGTH characters long: an integer below 2**53 (a whole float is that integer too; not
 # -0), or a decimal from 0.0001 without trailing zeros and of at most 15 significant digits (such
@@ -45,6 +47,7 @@ SAME_LENGTH = 16  # with a sign or a point: at most 15 digits, leading zeros cou
 # Values that Python reads and polars stops on, matched anywhere on a line (in a string too: such a
 # line goes to Python needlessly).
 PYTHON_ONLY = r"NaN|Infinity"
+BLOCK_LINES = 1 << 16  # lines decoded at a time in a file polars stops on some line of
 RESERVED = ("line", "source_file")  # columns the frames add: a field of that name is left to Python
 
 
@@ -55,12 +58,11 @@ def polars_rows(decoding: Decoding, kept: list[str]) -> tuple[pl.DataFrame, dict
     file is read in Python)."""
     if not fast_readable(decoding, kept):
         return None
-    for lists in (False, True):  # polars stops on the first reading where a used field holds a list
-        decoded = decoded_lines(decoding, kept, lists=lists)
-        if decoded is not None:
-            break
-    else:
-        return None
+    decoded, lists = decoded_lines(decoding, kept, lists=False), False
+    if decoded is None:  # a field holds a list, or polars stops on some line
+        decoded, lists = decoded_lines(decoding, kept, lists=True), True
+    if decoded is None:  # polars stops on some line
+        decoded = decoded_blocks(decoding, kept)
     n_lines = decoded.height
     by_python = decoded.filter(pl.col("_python").is_not_null()).select("line", "_python")
     read = python_rows(((n, text, n == n_lines) for n, text in by_python.iter_rows()), kept, decoding.ends_with_newline)
@@ -81,19 +83,54 @@ def fast_readable(decoding: Decoding, kept: list[str]) -> bool:
 
 
 def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.DataFrame | None:
-    """Every line of the file: `line`, `_python` (its text where Python reads it, else null) and
-    `_decoded` (a struct of the kept fields as text, or as lists of text with `lists`; then `_list_<c>`
-    says the line holds a list in c). None when polars stops on a line."""
-    keys = "|".join(key_pattern(c) for c in kept)
-    text = pl.col("text")
-    kind = pl.List(pl.String) if lists else pl.String
+    """`decoding_query` on every line of the file, split by polars, streaming; None when polars stops on a line."""
     lines = (pl.scan_csv(decoding.source, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
                          schema={"text": pl.String}, raise_if_empty=False)
              .with_row_index("line", offset=1)
-             .with_columns(text.fill_null(""))  # a blank line
-             .with_columns(_shaped=text.str.starts_with("{") & text.str.ends_with("}")
-                           & ~text.str.contains(PYTHON_ONLY + (rf"|(?:{keys})\s*:\s*\{{" if lists else "")),
-                           _keys=text.str.count_matches(keys))
+             .with_columns(pl.col("text").fill_null("")))  # a blank line
+    try:
+        return decoding_query(lines, kept, lists=lists).collect(engine="streaming")
+    except pl.exceptions.PolarsError:
+        return None
+
+
+def decoded_blocks(decoding: Decoding, kept: list[str]) -> pl.DataFrame:
+    """`decoding_query` (with lists) on blocks of the file's lines as Python splits them; a block polars
+    stops on is halved until the lines it stops on are alone, and those go to Python."""
+    frames, block = [], []
+    for number, text, _ in numbered_lines(decoding):
+        block.append((number, text))
+        if len(block) == BLOCK_LINES:
+            frames += decoded_block(block, kept)
+            block = []
+    return pl.concat(frames + decoded_block(block, kept), how="vertical")
+
+
+def decoded_block(block: list[tuple[int, str]], kept: list[str]) -> list[pl.DataFrame]:
+    """`decoding_query` (with lists) on `block`'s (line number, text), in pieces around the lines polars stops on."""
+    lines = pl.DataFrame({"line": [n for n, _ in block], "text": [t for _, t in block]},
+                         schema={"line": pl.UInt32, "text": pl.String})
+    query = decoding_query(lines.lazy(), kept, lists=True)
+    try:
+        return [query.collect()]
+    except pl.exceptions.PolarsError:
+        if len(block) > 1:
+            return decoded_block(block[: len(block) // 2], kept) + decoded_block(block[len(block) // 2:], kept)
+    decoded = pl.Struct({c: pl.List(pl.String) for c in kept})
+    return [lines.select("line", pl.col("text").alias("_python"), pl.lit(None, decoded).alias("_decoded"),
+                         *[pl.lit(False).alias(f"_list_{c}") for c in kept])]
+
+
+def decoding_query(lines: pl.LazyFrame, kept: list[str], *, lists: bool) -> pl.LazyFrame:
+    """Each line (`line`, `text`): `line`, `_python` (its text where Python is to read it, else null) and
+    `_decoded` (a struct of the kept fields as text, or as lists of text with `lists`; then `_list_<c>`
+    says the line holds a list in c)."""
+    keys = "|".join(key_pattern(c) for c in kept)
+    text = pl.col("text")
+    kind = pl.List(pl.String) if lists else pl.String
+    lines = (lines.with_columns(_shaped=text.str.starts_with("{") & text.str.ends_with("}")
+                                & ~text.str.contains(PYTHON_ONLY + (rf"|(?:{keys})\s*:\s*\{{" if lists else "")),
+                                _keys=text.str.count_matches(keys))
              .with_columns(_decoded=pl.when("_shaped").then(text).otherwise(pl.lit("{}"))
                            .str.json_decode(pl.Struct({c: kind for c in kept}))))
     fields = [pl.col("_decoded").struct.field(c) for c in kept]
@@ -105,11 +142,7 @@ def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.Dat
     # A copy of the text, not the line itself: polars' strings are views into the block of lines they were
     # read in, which would keep the whole file in memory.
     python_text = pl.concat_str([pl.when(python).then(text), pl.lit("")]).alias("_python")
-    query = lines.select("line", python_text, "_decoded", *marks)
-    try:
-        return query.collect(engine="streaming")
-    except pl.exceptions.PolarsError:
-        return None
+    return lines.select("line", python_text, "_decoded", *marks)
 
 
 def unsure_text(value: pl.Expr) -> pl.Expr:

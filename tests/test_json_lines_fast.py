@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from assets.json_lines import read_json_lines
-from assets.json_lines_fast import decoded_lines, polars_rows
+from assets.json_lines_fast import decoded_blocks, decoded_lines, polars_rows
 from assets.raw_text import decoding_of
 
 COLUMNS = ("a", "b", "user_id", "stars")  # the fields a spec reads; lines hold others too
@@ -148,11 +148,13 @@ GOOD = [json.dumps({"user_id": f"u{k}", "a": k, "stars": 4.0, "text": "long text
 
 
 def python_lines(path: Path, kept: list[str]) -> list[int]:
-    """The lines the polars reading leaves to Python (its first reading, else its second)."""
+    """The lines the polars reading leaves to Python (its first reading, else its second, else block by block)."""
     decoding = decoding_of(path, "r.json", "utf-8")
     decoded = decoded_lines(decoding, kept, lists=False)
     if decoded is None:
         decoded = decoded_lines(decoding, kept, lists=True)
+    if decoded is None:
+        decoded = decoded_blocks(decoding, kept)
     return decoded.filter(pl.col("_python").is_not_null())["line"].to_list()
 
 
@@ -184,16 +186,19 @@ def test_a_line_polars_may_read_otherwise_is_read_in_python(tmp_path, line, why)
     assert_same(*read_both(path, frozenset(kept)))
 
 
-@pytest.mark.parametrize(("lines", "why"), [
-    (GOOD + ['{"user_id": "u9", "a": 1} {"a": 2}'], "two objects on one line"),
-    (GOOD + ['{"user_id": "u9", "a": "raw\ttab"}'], "a raw control character in a string"),
-    (GOOD + ['{"user_id": "u9", "a": 1e400}'], "a number past a double: inf in Python"),
-    (GOOD + ['{"user_id": "u9", "a": [[1]]}'], "a list of lists"),
-    (GOOD + ['{"user_id": "\\\\ud800\\udc00"}'], "a lone low surrogate after an escaped backslash"),
+@pytest.mark.parametrize(("line", "why"), [
+    ('{"user_id": "u9", "a": 1} {"a": 2}', "two objects on one line"),
+    ('{"user_id": "u9", "a": "raw\ttab"}', "a raw control character in a string"),
+    ('{"user_id": "u9", "a": 1e400}', "a number past a double: inf in Python"),
+    ('{"user_id": "u9", "a": [[1]]}', "a list of lists"),
+    ('{"user_id": "\\\\ud800\\udc00"}', "a lone low surrogate after an escaped backslash"),
 ])
-def test_a_line_polars_stops_on_leaves_the_whole_file_to_python(tmp_path, lines, why):
-    path = write_lines(tmp_path / "r.json", lines)
-    assert polars_rows(decoding_of(path, "r.json", "utf-8"), ["a", "user_id"]) is None, why
+def test_a_line_polars_stops_on_is_found_and_read_in_python(tmp_path, monkeypatch, line, why):
+    monkeypatch.setattr("assets.json_lines_fast.BLOCK_LINES", 4)  # blocks of the file's lines: 4, 4, 1
+    path = write_lines(tmp_path / "r.json", GOOD + GOOD[:3] + [line] + GOOD[3:])
+    decoding = decoding_of(path, "r.json", "utf-8")
+    assert decoded_lines(decoding, ["a", "user_id"], lists=True) is None, why
+    assert python_lines(path, ["a", "user_id"]) == [8]
     assert_same(*read_both(path, frozenset({"a", "user_id"})))
 
 
