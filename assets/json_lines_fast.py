@@ -58,11 +58,7 @@ def polars_rows(decoding: Decoding, kept: list[str]) -> tuple[pl.DataFrame, dict
     file is read in Python)."""
     if not fast_readable(decoding, kept):
         return None
-    decoded, lists = decoded_lines(decoding, kept, lists=False), False
-    if decoded is None:  # a field holds a list, or polars stops on some line
-        decoded, lists = decoded_lines(decoding, kept, lists=True), True
-    if decoded is None:  # polars stops on some line
-        decoded = decoded_blocks(decoding, kept)
+    decoded, lists = decoded_file(decoding, kept)
     n_lines = decoded.height
     by_python = decoded.filter(pl.col("_python").is_not_null()).select("line", "_python")
     read = python_rows(((n, text, n == n_lines) for n, text in by_python.iter_rows()), kept, decoding.ends_with_newline)
@@ -82,16 +78,29 @@ def fast_readable(decoding: Decoding, kept: list[str]) -> bool:
             and not any(c in RESERVED or any(ch in c for ch in '"\\/') or any(ord(ch) < 0x20 for ch in c) for c in kept))
 
 
-def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.DataFrame | None:
-    """`decoding_query` on every line of the file, split by polars, streaming; None when polars stops on a line."""
+def decoded_file(decoding: Decoding, kept: list[str]) -> tuple[pl.DataFrame, bool]:
+    """`decoding_query` on every line of the file, and whether it decoded the fields as lists: the used
+    fields as text, else as lists, else block by block (`decoded_blocks`)."""
+    try:
+        return decoded_lines(decoding, kept, lists=False), False
+    except pl.exceptions.PolarsError as error:
+        # Only a speed choice: a line that is not JSON stops the second reading too.
+        if "json parsing error" not in str(error):
+            try:
+                return decoded_lines(decoding, kept, lists=True), True
+            except pl.exceptions.PolarsError:
+                pass
+    return decoded_blocks(decoding, kept), True
+
+
+def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.DataFrame:
+    """`decoding_query` on every line of the file, split by polars, streaming; raises a PolarsError
+    where polars stops on a line."""
     lines = (pl.scan_csv(decoding.source, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
                          schema={"text": pl.String}, raise_if_empty=False)
              .with_row_index("line", offset=1)
              .with_columns(pl.col("text").fill_null("")))  # a blank line
-    try:
-        return decoding_query(lines, kept, lists=lists).collect(engine="streaming")
-    except pl.exceptions.PolarsError:
-        return None
+    return decoding_query(lines, kept, lists=lists).collect(engine="streaming")
 
 
 def decoded_blocks(decoding: Decoding, kept: list[str]) -> pl.DataFrame:
@@ -112,7 +121,7 @@ def decoded_block(block: list[tuple[int, str]], kept: list[str]) -> list[pl.Data
                          schema={"line": pl.UInt32, "text": pl.String})
     query = decoding_query(lines.lazy(), kept, lists=True)
     try:
-        return [query.collect()]
+        return [query.collect(engine="streaming")]
     except pl.exceptions.PolarsError:
         if len(block) > 1:
             return decoded_block(block[: len(block) // 2], kept) + decoded_block(block[len(block) // 2:], kept)

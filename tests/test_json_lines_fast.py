@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from assets.json_lines import read_json_lines
-from assets.json_lines_fast import decoded_blocks, decoded_lines, polars_rows
+from assets.json_lines_fast import decoded_file, decoded_lines, polars_rows
 from assets.raw_text import decoding_of
 
 COLUMNS = ("a", "b", "user_id", "stars")  # the fields a spec reads; lines hold others too
@@ -148,13 +148,8 @@ GOOD = [json.dumps({"user_id": f"u{k}", "a": k, "stars": 4.0, "text": "long text
 
 
 def python_lines(path: Path, kept: list[str]) -> list[int]:
-    """The lines the polars reading leaves to Python (its first reading, else its second, else block by block)."""
-    decoding = decoding_of(path, "r.json", "utf-8")
-    decoded = decoded_lines(decoding, kept, lists=False)
-    if decoded is None:
-        decoded = decoded_lines(decoding, kept, lists=True)
-    if decoded is None:
-        decoded = decoded_blocks(decoding, kept)
+    """The lines the polars reading leaves to Python."""
+    decoded, _ = decoded_file(decoding_of(path, "r.json", "utf-8"), kept)
     return decoded.filter(pl.col("_python").is_not_null())["line"].to_list()
 
 
@@ -197,7 +192,8 @@ def test_a_line_polars_stops_on_is_found_and_read_in_python(tmp_path, monkeypatc
     monkeypatch.setattr("assets.json_lines_fast.BLOCK_LINES", 4)  # blocks of the file's lines: 4, 4, 1
     path = write_lines(tmp_path / "r.json", GOOD + GOOD[:3] + [line] + GOOD[3:])
     decoding = decoding_of(path, "r.json", "utf-8")
-    assert decoded_lines(decoding, ["a", "user_id"], lists=True) is None, why
+    with pytest.raises(pl.exceptions.PolarsError):
+        decoded_lines(decoding, ["a", "user_id"], lists=True)
     assert python_lines(path, ["a", "user_id"]) == [8]
     assert_same(*read_both(path, frozenset({"a", "user_id"})))
 
