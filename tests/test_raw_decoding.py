@@ -285,10 +285,13 @@ def test_utf8_counts_equal_a_character_by_character_count():
         return (sum(1 for c in text if ord(c) > 0x7F and not 0xDC80 <= ord(c) <= 0xDCFF),
                 sum(1 for c in text if 0xDC80 <= ord(c) <= 0xDCFF))
 
-    parts = [b"a", b";", b"\n", "é".encode(), "€".encode(), "😀".encode(), b"\xe9", b"\x80", b"\xc3", b"\xff", b"\xed\xa0\x80"]
+    valid = [b"a", b";", b"\n", "é".encode(), "€".encode(), "😀".encode(), "\uffff".encode(), "\U0010ffff".encode()]
+    # Stray bytes, and sequences that are not UTF-8 although shaped like it: a surrogate, an overlong '/',
+    # a code point past U+10FFFF.
+    parts = valid + [b"\xe9", b"\x80", b"\xc3", b"\xff", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"]
     rng = random.Random(0)
-    for _ in range(300):
-        piece = b"".join(rng.choice(parts) for _ in range(rng.randrange(0, 40)))
+    for k in range(600):
+        piece = b"".join(rng.choice(valid if k % 2 else parts) for _ in range(rng.randrange(0, 40)))
         assert count_utf8(piece) == by_hand(piece), piece
     assert count_utf8(b"S\xc3\xa3o Paulo, \xe9") == (1, 1)  # a UTF-8 'ã', an ISO-8859-1 'é'
 
