@@ -43,8 +43,8 @@ def read_table(file: TableFile, used: frozenset[str] | None = None) -> tuple[pl.
     """(rows, malformed) of one raw table; text columns stay text, Parquet and JSON lists stay lists.
 
     Unquoted text is split line by line (fast, polars); quoted text goes through Python's csv
-    reader so a quoted separator or line break stays inside its field; JSON lines are parsed line
-    by line (assets/json_lines.py). `used`: the columns the spec reads; a Parquet or JSON lines
+    reader so a quoted separator or line break stays inside its field; JSON lines are decoded by
+    polars, the lines it could read otherwise by Python's json (assets/json_lines.py). `used`: the columns the spec reads; a Parquet or JSON lines
     file's other columns are not kept (a column of image bytes, a review's text).
     """
     if file.format == "parquet":
