@@ -23,8 +23,9 @@ a used key holds an object to Python; a field is a list column when some line (o
 writes `"name": [`, or Python's reader finds a list. When polars stops on that one too (a line that is
 not valid JSON although between braces, a raw control character in a string, a number past 128 bits),
 the file is decoded again in blocks of lines, each block polars stops on halved until the lines it stops
-on are alone, and those go to Python (`decoded_blocks`: a file with a few such lines takes about as
-long again). A file in another encoding is read in Python (`polars_rows` gives None).
+on are alone, and those go to Python (`decoded_blocks`: such a file takes nearly as long as the
+Python reader). A file in another encoding, or whose used fields include one named `line` or with a
+quote, backslash, slash or control character in its name, is read in Python (`polars_rows` gives None).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ SAME_LENGTH = 16  # with a sign or a point: at most 15 digits, leading zeros cou
 PYTHON_ONLY = r"NaN|Infinity"
 BLOCK_LINES = 1 << 16  # lines decoded at a time in a file polars stops on some line of
 RESERVED = ("line", "source_file")  # columns the frames add: a field of that name is left to Python
-
 
 
 def polars_rows(decoding: Decoding, kept: list[str]) -> tuple[pl.DataFrame, dict[str, list]] | None:
