@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,13 @@ def field_text(value: Any) -> str | None | list[str | None]:
         raise NotAValue(f"a list holding {error}") from None
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON may escape one (\\ud800); no text encoding holds it
+
+
 def scalar_text(value: Any) -> str | None:
-    """A JSON scalar as text; NotAValue ('an object', 'a list') for anything else."""
+    """A JSON scalar as text; NotAValue ('an object', 'a list', text holding a lone surrogate) for anything else."""
+    if isinstance(value, str) and (surrogate := LONE_SURROGATE.search(value)):
+        raise NotAValue(f"text with a lone UTF-16 surrogate escape (\\u{ord(surrogate.group()):04x}), which is no character")
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):  # before int: True is an int

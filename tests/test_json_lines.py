@@ -258,3 +258,14 @@ def test_json_lines_spec_keys_and_columns(tmp_path):
 ])
 def test_a_json_field_reads_as_a_csv_field_would(value, text):
     assert field_text(value) == text
+
+
+def test_a_lone_surrogate_escape_in_a_used_field_rejects_its_line_and_a_pair_is_its_character(tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    path.write_text('{"u": "1", "i": "a", "r": 5}\n{"u": "2", "i": "b\\ud800x", "r": 4}\n'
+                    '{"u": "3", "i": "\\ud83d\\ude00", "r": 3}\n{"u": "4", "i": "c", "r": 2, "unused": "\\udc00"}\n')
+    rows, bad = read_json_lines(path, "reviews.jsonl", ("u", "i", "r"))  # crashed on building the frame before
+    assert rows["i"].to_list() == ["a", "\U0001F600", "c"] and rows["line"].to_list() == [1, 3, 4]
+    assert bad.select("line", "reason").rows() == [
+        (2, "field 'i' holds text with a lone UTF-16 surrogate escape (\\ud800), which is no character; "
+            "expected a value or a list of values")]
