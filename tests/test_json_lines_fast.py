@@ -236,3 +236,11 @@ def test_a_key_spelled_with_escapes_is_read_by_polars_as_by_python(tmp_path):
     rows, _ = polars_rows(decoding_of(path, "r.json", "utf-8"), ["a", "user_id"])
     assert rows.row(4) == (5, ["7"], "u9") and rows.row(5) == (6, ["x"], "u10")  # "stArs" is another key
     assert_same(*read_both(path, frozenset({"a", "user_id"})))
+
+
+def test_a_file_of_crlf_line_ends_is_read_by_polars_as_by_python(tmp_path):
+    path = write_lines(tmp_path / "r.json", GOOD + ["{not json}"], end="\r\n")  # a Windows export
+    assert python_lines(path, ["a", "user_id"]) == [5]  # only the bad line: the CR is no reason for Python
+    fast, python = read_both(path, frozenset({"a", "user_id"}))
+    assert_same(fast, python)
+    assert fast[1]["text"].to_list() == ["{not json}"]
