@@ -22,9 +22,9 @@ or some line is beyond it), a second one decodes them as lists of text and also 
 a used key holds an object to Python; a field is a list column when some line (of those polars reads)
 writes `"name": [`, or Python's reader finds a list. When polars stops on that one too (a line that is
 not valid JSON although between braces, a raw control character in a string, a number past 128 bits),
-the file is decoded again in blocks of lines, each block polars stops on halved until the lines it stops
-on are alone, and those go to Python (`decoded_blocks`: such a file takes nearly as long as the
-Python reader). A file in another encoding, or whose used fields include one named `line` or with a
+the file is decoded again in blocks of lines, each block polars stops on halved down to pieces of
+PIECE_LINES lines, and the pieces it stops on go to Python (`decoded_blocks`: such a file takes nearly
+as long as the Python reader, at most about 3 times as long where one line in a hundred is such). A file in another encoding, or whose used fields include one named `line` or with a
 quote, backslash, slash or control character in its name, is read in Python (`polars_rows` gives None).
 """
 
@@ -49,6 +49,10 @@ SAME_LENGTH = 16  # with a sign or a point: at most 15 digits, leading zeros cou
 # line goes to Python needlessly).
 PYTHON_ONLY = r"NaN|Infinity"
 BLOCK_LINES = 1 << 16  # lines decoded at a time in a file polars stops on some line of
+# A piece of a block polars stops on is read whole in Python from this size down: Python reads this many
+# lines in less time than polars takes to start one decoding, and halving down to single lines cost a
+# file with one such line in a hundred a decoding per few lines (50 times the Python reader's time).
+PIECE_LINES = 1024
 RESERVED = ("line", "source_file")  # columns the frames add: a field of that name is left to Python
 
 
@@ -116,14 +120,15 @@ def decoded_blocks(decoding: Decoding, kept: list[str]) -> pl.DataFrame:
 
 
 def decoded_block(block: list[tuple[int, str]], kept: list[str]) -> list[pl.DataFrame]:
-    """`decoding_query` (with lists) on `block`'s (line number, text), in pieces around the lines polars stops on."""
+    """`decoding_query` (with lists) on `block`'s (line number, text), in pieces around the lines polars stops on
+    (a piece of at most PIECE_LINES lines that it stops on is left to Python whole)."""
     lines = pl.DataFrame({"line": [n for n, _ in block], "text": [t for _, t in block]},
                          schema={"line": pl.UInt32, "text": pl.String})
     query = decoding_query(lines.lazy(), kept, lists=True)
     try:
         return [query.collect(engine="streaming")]
     except pl.exceptions.PolarsError:
-        if len(block) > 1:
+        if len(block) > PIECE_LINES:
             return decoded_block(block[: len(block) // 2], kept) + decoded_block(block[len(block) // 2:], kept)
     decoded = pl.Struct({c: pl.List(pl.String) for c in kept})
     return [lines.select("line", pl.col("text").alias("_python"), pl.lit(None, decoded).alias("_decoded"),

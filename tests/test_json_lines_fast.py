@@ -105,7 +105,8 @@ def assert_same(fast, python) -> None:
         assert_frame_equal(mine, theirs)
 
 
-def test_random_files_read_the_same_with_polars_as_in_python(tmp_path):
+def test_random_files_read_the_same_with_polars_as_in_python(tmp_path, monkeypatch):
+    monkeypatch.setattr("assets.json_lines_fast.PIECE_LINES", 1)  # a file polars stops on is halved down to single lines
     rng = random.Random(20261130)
     lines = lines_by_polars = 0
     for k in range(300):
@@ -189,12 +190,31 @@ def test_a_line_polars_may_read_otherwise_is_read_in_python(tmp_path, line, why)
 ])
 def test_a_line_polars_stops_on_is_found_and_read_in_python(tmp_path, monkeypatch, line, why):
     monkeypatch.setattr("assets.json_lines_fast.BLOCK_LINES", 4)  # blocks of the file's lines: 4, 4, 1
+    monkeypatch.setattr("assets.json_lines_fast.PIECE_LINES", 1)  # halved down to the line
     path = write_lines(tmp_path / "r.json", GOOD + GOOD[:3] + [line] + GOOD[3:])
     decoding = decoding_of(path, "r.json", "utf-8")
     with pytest.raises(pl.exceptions.PolarsError):
         decoded_lines(decoding, ["a", "user_id"], lists=True)
     assert python_lines(path, ["a", "user_id"]) == [8]
     assert_same(*read_both(path, frozenset({"a", "user_id"})))
+
+
+def test_many_lines_polars_stops_on_cost_a_bounded_number_of_decodings(tmp_path, monkeypatch):
+    # One line in a hundred holds a raw tab (as scraped review text may): halving each block down to single
+    # lines took a decoding per few lines, 30 s for 200,000 lines that Python reads in 0.6 s.
+    import assets.json_lines_fast as fast
+
+    decodings = []
+    real = fast.decoding_query
+    monkeypatch.setattr(fast, "decoding_query", lambda *a, **k: decodings.append(1) or real(*a, **k))
+    lines = [json.dumps({"user_id": f"u{k}", "a": k}) if k % 100 else '{"user_id": "u", "a": "raw\ttab"}'
+             for k in range(8192)]
+    path = write_lines(tmp_path / "r.json", lines)
+    assert_same(*read_both(path, frozenset({"a", "user_id"})))
+    decodings.clear()
+    decoded_file(decoding_of(path, "r.json", "utf-8"), ["a", "user_id"])
+    # The whole file once, then its block and its halves down to pieces of 1,024 lines: 1 + 1 + 2 + 4 + 8.
+    assert len(decodings) <= 16, len(decodings)
 
 
 def test_a_file_in_another_encoding_is_read_in_python(tmp_path):
