@@ -160,7 +160,8 @@ def unix_seconds(column: str, time_format: str) -> pl.Expr:
     if time_format == "excel":  # serial days from 1899-12-30 (day 25569 is 1970-01-01), read as UTC
         days = text.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)  # 45244,5 too: no thousands there
         seconds = ((days - EXCEL_UNIX_EPOCH_DAY) * SECONDS_PER_DAY).round().cast(pl.Int64, strict=False)
-        return pl.when(days.is_finite()).then(seconds.cast(pl.String)).otherwise(text)
+        # A day past a 64-bit count of seconds (9e15) gives no seconds: kept as written, rejected with its value.
+        return pl.when(days.is_finite()).then(seconds.cast(pl.String).fill_null(text)).otherwise(text)
     if time_format in ("unix", "unix_ms"):
         # pandas writes a whole-number column that holds a missing value as floats ('978300760.0')
         text = text.str.replace(r"^([+-]?\d+)\.0+$", "${1}")

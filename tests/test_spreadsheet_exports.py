@@ -202,6 +202,17 @@ def test_excel_serial_dates_are_rejected_saying_so_and_read_with_timestamp_forma
         assert bundle.frame("interactions").sort("ts")["ts"].to_list() == expected
 
 
+def test_an_excel_serial_date_past_any_time_is_rejected_with_its_value_not_as_missing(tmp_path):
+    # 9e15 days is past what a 64-bit count of seconds holds: the conversion gave no value, and the row read
+    # 'timestamp missing' with the value null.
+    log = LOG[:1] + [serial(line) for line in LOG[1:]]
+    log[3] = log[3].rsplit(",", 1)[0] + ",9e15"
+    bundle = cleaned(sheet_dir(tmp_path, log, interactions='timestamp_format = "excel"'))
+    rejected = bundle.frame("rejected").filter((pl.col("source_file") == "sheet/log.csv") & (pl.col("line") == 4))
+    assert rejected.select("reason", "value").rows()[0][1] == "9e15"
+    assert "missing" not in rejected["reason"][0]
+
+
 @pytest.mark.parametrize("column, value, reason", [
     ("ts", '"1,700,000,000"', "timestamp not an integer (thousands separators: export the column as plain numbers)"),
     ("user", '"1,001"', "unknown user_id (thousands separators: export the column as plain numbers)"),
