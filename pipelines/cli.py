@@ -427,6 +427,7 @@ def tune_command(args: argparse.Namespace) -> None:
 
 def init_command() -> str:
     """Prepare PAML_HOME and DAGSTER_HOME (telemetry off); say which raw files PAML_DATA_DIR holds."""
+    from assets.compressed import present
     from assets.raw_files import LAYOUTS
 
     home, data_dir = default_home(), default_data_dir()
@@ -435,7 +436,7 @@ def init_command() -> str:
              f"PAML_DATA_DIR={data_dir}" + ("" if os.environ.get("PAML_DATA_DIR") else
                                             " (not set: the default, PAML_HOME/data; export it to use MovieLens or Book-Crossing)")]
     for dataset, layout in LAYOUTS.items():
-        missing = [n for n in layout.required if not (data_dir / layout.subdir / n).is_file()]
+        missing = [n for n in layout.required if present(data_dir / layout.subdir / n) is None]  # ratings.dat.gz is read
         lines.append(f"  {dataset}: " + (f"ready ({data_dir / layout.subdir})" if not missing else
                                          f"missing {', '.join(missing)} in {data_dir / layout.subdir}; {layout.obtain}"))
     taobao = data_dir / "taobao"

@@ -244,6 +244,17 @@ def test_init_prepares_the_instance_and_lists_raw_files(empty_home, capsys):
     assert "taobao: real logs in" in (out := capsys.readouterr().out) and "incomplete: " in out and "user_profile.csv" in out
 
 
+def test_init_says_ready_for_a_raw_file_kept_compressed(empty_home, capsys):
+    # The readers take ml-1m/ratings.dat.gz for ratings.dat; init said 'missing ratings.dat'.
+    import gzip
+
+    ratings = tiny_real_data(empty_home / "data") / "ml-1m" / "ratings.dat"
+    ratings.with_name("ratings.dat.gz").write_bytes(gzip.compress(ratings.read_bytes()))
+    ratings.unlink()
+    assert main(["init"]) == 0
+    assert "movielens: ready" in capsys.readouterr().out
+
+
 def test_item_attributes_for_movies_and_books(tmp_path):
     from assets.clean_logs import clean_logs_from_raw
     from assets.cold_start import item_attributes
