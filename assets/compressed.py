@@ -24,6 +24,7 @@ import hashlib
 import lzma
 import os
 import shutil
+import time
 import uuid
 import zipfile
 import zlib
@@ -137,24 +138,38 @@ def decompressed(path: Path, where: str) -> Path:
     if not target.is_file():
         _write_copy(path, target, compression, where)
         drop_replaced_copies(path, target.parent)
+    else:
+        try:
+            os.utime(target)  # in use: `drop_replaced_copies` leaves a copy used within the hour alone
+        except OSError:
+            pass
     return target
 
 
 SOURCE_NOTE = ".source"  # in a copy's directory: the compressed file it was written from
 
 
-def drop_replaced_copies(path: Path, kept: Path) -> None:
+IN_USE_SECONDS = 3600  # a copy written or read more recently than this is never removed by another's clean-up
+
+
+def drop_replaced_copies(path: Path, kept: Path, now: float | None = None) -> None:
     """Note that `kept` (a copy's directory) holds `path`'s text, and remove the copies other bytes
-    of `path` left (a log re-downloaded every day would otherwise leave a copy a day, for good).
-    Another file with those old bytes decompresses them again when it is read."""
+    of `path` left (a log re-downloaded every day would otherwise leave a copy a day, for good), unless
+    written or read within the last hour: a process still reading the old bytes (or still writing
+    their copy while the new one appeared) keeps its copy. Another file with those old bytes
+    decompresses them again when it is read."""
     source = str(path.resolve())
     try:
         (kept / SOURCE_NOTE).write_text(source)
     except OSError:
         return  # the copy is whole and read; only the clean-up is skipped
+    now = time.time() if now is None else now
     for note in kept.parent.glob(f"*/{SOURCE_NOTE}"):
         try:
-            if note.parent != kept and note.read_text() == source:
+            if note.parent == kept or note.read_text() != source:
+                continue
+            used = max((f.stat().st_mtime for f in note.parent.iterdir() if f.name != SOURCE_NOTE), default=0.0)
+            if now - used > IN_USE_SECONDS:
                 shutil.rmtree(note.parent, ignore_errors=True)
         except OSError:  # removed meanwhile by another process
             continue
