@@ -183,6 +183,15 @@ def _content_digest(path: Path, version: tuple[int, ...]) -> str:
     return digest.hexdigest()
 
 
+_written = {"files": 0, "bytes": 0}  # copies this process wrote (`copies_written`)
+
+
+def copies_written() -> dict[str, int]:
+    """How many decompressed copies this process wrote, and their bytes (the raw_logs step logs what a read
+    added): a file read again from its copy adds nothing."""
+    return dict(_written)
+
+
 def _write_copy(path: Path, target: Path, compression: Compression, where: str) -> None:
     """Decompress `path` to `target`: written under a .partial name of its own, renamed when whole
     (two runs writing the same copy at once each rename whole, equal bytes)."""
@@ -197,6 +206,8 @@ def _write_copy(path: Path, target: Path, compression: Compression, where: str) 
                 sink.write(chunk)
                 written += len(chunk)
         os.replace(partial, target)
+        _written["files"] += 1
+        _written["bytes"] += written
     except CORRUPT_ERRORS as error:
         partial.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.errno is not None:  # the disk, not the stream (ENOSPC, EACCES)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,20 @@ def rows_frame(read: LineRows, kept: list[str], listed: set[str]) -> pl.DataFram
     )
 
 
+_lines_read = Counter()  # JSON lines this process has read, per reader: "polars", "python" (`lines_read`)
+
+
+def lines_read() -> dict[str, int]:
+    """How many JSON lines this process has read with polars and in Python (the raw_logs step logs what a
+    read added): the share the fast path takes on a real file."""
+    return {"polars": _lines_read["polars"], "python": _lines_read["python"]}
+
+
+def count_lines(polars: int, python: int) -> None:
+    """Add to `lines_read`."""
+    _lines_read.update(polars=polars, python=python)
+
+
 def read_json_lines(path: Path, label: str, columns: tuple[str, ...], *, encoding: str = "utf-8",
                     used: frozenset[str] | None = None, fast: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, malformed) of a JSON lines file: `source_file`, `line` and each of `columns` (only the
@@ -168,6 +183,7 @@ def read_json_lines(path: Path, label: str, columns: tuple[str, ...], *, encodin
     if rows is None:
         read = python_rows(numbered_lines(decoding), kept, decoding.ends_with_newline)
         rows, bad = rows_frame(read, kept, read.listed), read.bad
+        count_lines(0, len(read.lines) + len(read.bad["line"]))
     rows = rows.select(pl.lit(label).alias("source_file"), pl.all())
     malformed = pl.DataFrame(bad, schema={"line": pl.Int64, "text": pl.String, "reason": pl.String})
     malformed = malformed.select(pl.lit(label).alias("source_file"), pl.all()).cast(MALFORMED_SCHEMA)

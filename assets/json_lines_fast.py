@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from assets.json_lines import numbered_lines, python_rows, rows_frame
+from assets.json_lines import count_lines, numbered_lines, python_rows, rows_frame
 from assets.raw_files import UNIT_SEPARATOR
 from assets.raw_text import Decoding, normalize_encoding
 
@@ -66,6 +66,7 @@ def polars_rows(decoding: Decoding, kept: list[str]) -> tuple[pl.DataFrame, dict
     n_lines = decoded.height
     by_python = decoded.filter(pl.col("_python").is_not_null()).select("line", "_python")
     read = python_rows(((n, text, n == n_lines) for n, text in by_python.iter_rows()), kept, decoding.ends_with_newline)
+    count_lines(n_lines - by_python.height, by_python.height)
     by_polars = decoded.filter(pl.col("_python").is_null()) if by_python.height else decoded
     listed = read.listed | ({c for c in kept if by_polars[f"_list_{c}"].any()} if lists else set())
     rows = by_polars.select(pl.col("line").cast(pl.Int64),

@@ -34,13 +34,34 @@ def read_raw(dataset: str, data_dir: Path, taobao_window: Bundle | None = None) 
     return taobao_window
 
 
+def reader_facts(copies_before: dict[str, int], copies_after: dict[str, int], lines_before: dict[str, int],
+                 lines_after: dict[str, int]) -> list[str]:
+    """Log lines on what one read decompressed (`copies_written`) and how its JSON lines were read
+    (`lines_read`): the counts' differences, nothing where a read added none."""
+    out = []
+    files, size = (copies_after[k] - copies_before[k] for k in ("files", "bytes"))
+    if files:
+        out.append(f"decompressed {files} compressed file(s), {size / 2**20:.1f} MiB of text, into PAML_HOME/decompressed "
+                   "(a later read uses the copies)")
+    polars, python = (lines_after[k] - lines_before[k] for k in ("polars", "python"))
+    if polars or python:
+        out.append(f"JSON lines: {polars:,} read by polars, {python:,} in Python ({polars / (polars + python):.1%} by polars)")
+    return out
+
+
 @dg.asset(
     partitions_def=dataset_partitions, group_name="data", kinds={"polars", "csv"}, code_version="4",
     ins={"taobao_log_window": dg.AssetIn(partition_mapping=TAOBAO_ONLY)},
     description="Raw files of one dataset read as text frames (no cleaning), with file hashes; taobao: its log window.",
 )
 def raw_logs(context: dg.AssetExecutionContext, paml: PamlResource, taobao_log_window: Bundle | None) -> dg.Output[Bundle]:
+    from assets.compressed import copies_written
+    from assets.json_lines import lines_read
+
+    copies, lines = copies_written(), lines_read()
     bundle = read_raw(context.partition_key, paml.data_path, taobao_log_window)
+    for line in reader_facts(copies, copies_written(), lines, lines_read()):
+        context.log.info(line)
     context.log.info(f"read {len(bundle.sources)} raw files: " + ", ".join(s.path for s in bundle.sources))
     if bundle.info.get("decoded_as"):
         context.log.warning(f"read in another encoding than declared: {bundle.info['decoded_as']}")

@@ -83,12 +83,17 @@ def test_a_compressed_file_is_decompressed_once_and_again_only_when_it_changes(t
     directory = ml25m_dir(tmp_path, n_users=6, n_items=8)
     compress(directory / "ratings.csv", ".gz")
     name_files(directory / "dataset.toml", ".gz")
+    from assets.compressed import copies_written
+
+    written = copies_written()["files"]
     read_custom(load_spec(directory))
+    assert copies_written()["files"] == written + 1  # what the raw_logs step logs
     copies = sorted(cache_root().glob("*/ratings.csv"))
     assert len(copies) == 1 and cache_root() == (home / "decompressed").resolve()
-    written = copies[0].stat().st_ino  # a copy written again is a new file (renamed into place)
+    inode = copies[0].stat().st_ino  # a copy written again is a new file (renamed into place)
     read_custom(load_spec(directory))
-    assert sorted(cache_root().glob("*/ratings.csv")) == copies and copies[0].stat().st_ino == written
+    assert copies_written()["files"] == written + 1  # read from the copy: nothing written
+    assert sorted(cache_root().glob("*/ratings.csv")) == copies and copies[0].stat().st_ino == inode
     # A changed download gets a copy of its own (the copies are named by the compressed bytes' SHA-256).
     (directory / "ratings.csv.gz").write_bytes(gzip.compress(b"userId,movieId,rating,timestamp\n1,1,4.0,1147880045\n"))
     raw = read_custom(load_spec(directory))

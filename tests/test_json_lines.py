@@ -269,3 +269,22 @@ def test_a_lone_surrogate_escape_in_a_used_field_rejects_its_line_and_a_pair_is_
     assert bad.select("line", "reason").rows() == [
         (2, "field 'i' holds text with a lone UTF-16 surrogate escape (\\ud800), which is no character; "
             "expected a value or a list of values")]
+
+
+def test_the_lines_each_reader_took_are_counted_for_the_raw_logs_step(tmp_path):
+    from assets.json_lines import lines_read
+    from assets.raw_logs import reader_facts
+
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps({"u": str(k), "r": 4}) + "\n" for k in range(9)) + '{"u": "9", "r": null}\n')
+    before = lines_read()
+    read_json_lines(path, "r.jsonl", ("u", "r"))  # the null goes to Python, the 9 others to polars
+    after = lines_read()
+    assert (after["polars"] - before["polars"], after["python"] - before["python"]) == (9, 1)
+    read_json_lines(path, "r.jsonl", ("u", "r"), fast=False)
+    assert lines_read()["python"] - after["python"] == 10 and lines_read()["polars"] == after["polars"]
+    none = {"files": 0, "bytes": 0}
+    assert reader_facts(none, {"files": 1, "bytes": 3 * 2**20}, before, after) == [
+        "decompressed 1 compressed file(s), 3.0 MiB of text, into PAML_HOME/decompressed (a later read uses the copies)",
+        "JSON lines: 9 read by polars, 1 in Python (90.0% by polars)"]
+    assert reader_facts(none, none, after, after) == []
