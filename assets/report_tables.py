@@ -545,16 +545,20 @@ def markdown_group_table(table: pl.DataFrame, label: str, datasets: Sequence[str
 
 def paired_cell(row: dict | None) -> str:
     """'-0.031 [-0.040, -0.022] p = 0.002': mean error difference (row minus column), its 95%
-    bootstrap interval and the paired t-test p-value; bold when p < 0.05. Blank where a method
+    bootstrap interval and the paired t-test p-value, in the precision `number_format` gives the
+    larger of the two mean errors; bold when p < 0.05. Blank where a method
     meets itself, '—' where no user has an error from both."""
     if row is None:
         return ""
     if not row["n_users"] or row["mean_a"] is None or row["mean_b"] is None:
         return NOT_EVALUATED
-    interval = (f" [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+    # In the precision of the errors compared (as Table 2 shows them): on a 0-0.005 rating scale a fixed
+    # three decimals read +0.000 [+0.000, +0.000] for every difference.
+    form = "+" + number_format(max(abs(row["mean_a"]), abs(row["mean_b"])))
+    interval = (f" [{row['ci_low']:{form}}, {row['ci_high']:{form}}]"
                 if row["ci_low"] is not None and np.isfinite(row["ci_low"]) else "")
     p_text = format_p(row["p_value"])
-    text = f"{row['mean_a'] - row['mean_b']:+.3f}{interval} p {'' if p_text.startswith('<') else '= '}{p_text}"
+    text = f"{row['mean_a'] - row['mean_b']:{form}}{interval} p {'' if p_text.startswith('<') else '= '}{p_text}"
     significant = row["p_value"] is not None and row["p_value"] < SIGNIFICANCE_LEVEL
     return f"**{text}**" if significant else text
 

@@ -142,3 +142,16 @@ def test_table2_star_sits_on_the_error_column_only():
     table = table2(metrics, paired_comparisons(seed_averaged_errors(user_metrics), best_baselines(metrics)))
     starred = table.filter(pl.col("significant")).select("method", "metric").rows()
     assert starred == [("paml", "mse")]
+
+
+def test_paired_cells_keep_the_precision_of_the_errors_they_compare():
+    from assets.report_tables import paired_cell
+
+    row = {"n_users": 6, "mean_a": 7.0e-7, "mean_b": 7.5e-7, "ci_low": -8.0e-8, "ci_high": -2.0e-8, "p_value": 0.01}
+    # A 0-0.005 rating scale: every cell read "+0.000 [+0.000, +0.000]" (three fixed decimals).
+    assert paired_cell(row) == "**-5e-08 [-8e-08, -2e-08] p = 0.010**"
+    assert paired_cell(row | {"mean_a": 0.0512, "mean_b": 0.0516, "ci_low": -0.0009, "ci_high": 0.0001, "p_value": 0.2}) \
+        == "-0.0004 [-0.0009, +0.0001] p = 0.200"
+    # Errors of 0.1 and above (every built-in dataset) keep three decimals.
+    assert paired_cell(row | {"mean_a": 0.8131, "mean_b": 0.8135, "ci_low": -0.0021, "ci_high": 0.0013, "p_value": 0.49}) \
+        == "-0.000 [-0.002, +0.001] p = 0.490"
