@@ -201,7 +201,8 @@ READING_GUIDE = [
     "- Protocol: Tables 1-4, the paired comparisons and the plots follow the paper's protocol (fitting on the "
     "training users only). Rows fitted with the warm users' ratings too (the production protocol) are in "
     "their own block at the end, labelled as such, never mixed with the paper's rows.",
-    "- — : no results, or a value undefined on these users (an AUC without both classes, a group without users); "
+    "- — : no results, or a value undefined on these users (an AUC without both classes, a group without users) "
+    "or in one of the seeds; "
     "the lines under the table say which, why, and the commands that make missing results.",
 ]
 

@@ -212,7 +212,8 @@ RANKING_METRICS = ("ndcg@3", "ndcg@5")
 
 def metric_coverage(user_metrics: pl.DataFrame) -> pl.DataFrame:
     """dataset, protocol, method, metric, n_users (test users scored), n_defined (those whose value is a
-    number), n_single (of those, users with a single query item; ranking metrics only, else null).
+    number), n_single (of those, users with a single query item; ranking metrics only, else null),
+    n_common (test users that every row of the dataset and protocol scored).
 
     Table 2's per-user means skip users where a metric is undefined (an AUC without both classes, an
     nDCG without a positive gain), so a mean may stand for few of the users; and a user with one query
@@ -220,7 +221,7 @@ def metric_coverage(user_metrics: pl.DataFrame) -> pl.DataFrame:
     """
     present = [m for m in PER_USER_METRICS if m in user_metrics.columns]
     schema = {"dataset": pl.String, "protocol": pl.String, "method": pl.String, "metric": pl.String,
-              "n_users": pl.Int64, "n_defined": pl.Int64, "n_single": pl.Int64}
+              "n_users": pl.Int64, "n_defined": pl.Int64, "n_single": pl.Int64, "n_common": pl.Int64}
     if not present or user_metrics.height == 0:
         return pl.DataFrame(schema=schema)
     frame = with_protocol(user_metrics)
@@ -229,12 +230,19 @@ def metric_coverage(user_metrics: pl.DataFrame) -> pl.DataFrame:
     long = frame.with_columns(single_query=single_query).unpivot(
         on=present, index=["dataset", "protocol", "method", "user_id", "single_query"], variable_name="metric")
     defined = pl.col("value").is_not_null() & pl.col("value").is_not_nan()
+    # Users every row of the (dataset, protocol) scored: fewer than a row's n_users when models in
+    # service were trained on different tasks (each is evaluated on its own tasks' test users).
+    methods = frame.group_by("dataset", "protocol").agg(n_methods=pl.col("method").n_unique())
+    common = (frame.group_by("dataset", "protocol", "user_id").agg(n=pl.col("method").n_unique())
+              .join(methods, on=["dataset", "protocol"]).filter(pl.col("n") == pl.col("n_methods"))
+              .group_by("dataset", "protocol").agg(n_common=pl.len().cast(pl.Int64)))
     return long.group_by("dataset", "protocol", "method", "metric").agg(
         n_users=pl.col("user_id").n_unique().cast(pl.Int64),
         n_defined=pl.col("user_id").filter(defined).n_unique().cast(pl.Int64),
         n_single=pl.when(pl.col("single_query").is_null().any()).then(None)
         .otherwise(pl.col("user_id").filter(defined & pl.col("single_query")).n_unique()),
-    ).with_columns(n_single=pl.when(pl.col("metric").is_in(RANKING_METRICS)).then(pl.col("n_single"))).cast(schema)
+    ).with_columns(n_single=pl.when(pl.col("metric").is_in(RANKING_METRICS)).then(pl.col("n_single"))).join(
+        common, on=["dataset", "protocol"], how="left").with_columns(pl.col("n_common").fill_null(0)).cast(schema)
 
 
 def table2(metrics: pl.DataFrame, significance: pl.DataFrame, coverage: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -244,12 +252,16 @@ def table2(metrics: pl.DataFrame, significance: pl.DataFrame, coverage: pl.DataF
     error, p < 0.05; set on the error metric's row only, MSE or NEL) are judged within each protocol;
     the paper's values sit on paper-protocol rows.
     With `coverage` (`metric_coverage`), n_users and n_defined say over how many test users a
-    per-user mean was taken.
+    per-user mean was taken. undefined_seeds: the seeds whose value is not a number ('1, 3'; null
+    when none), which make the mean over seeds undefined.
     """
+    undefined = pl.col("value").is_null() | pl.col("value").is_nan()
     table = (
         with_protocol(metrics).filter(pl.col("population") == "all")
         .group_by("dataset", "protocol", "method", "metric")
-        .agg(mean=pl.col("value").mean(), sd=pl.col("value").std().fill_null(0.0), n_seeds=pl.len())
+        .agg(mean=pl.col("value").mean(), sd=pl.col("value").std().fill_null(0.0), n_seeds=pl.len(),
+             undefined_seeds=pl.col("seed").filter(undefined).sort().cast(pl.String).str.join(", "))
+        .with_columns(pl.col("undefined_seeds").replace("", None))
     )
     lower = pl.col("metric").replace_strict(LOWER_IS_BETTER, return_dtype=pl.Boolean)
     within = ("dataset", "protocol", "metric")
@@ -429,6 +441,43 @@ def undefined_metrics_line(undefined: dict[str, list[str]], n_methods: int) -> s
     return f"{NOT_EVALUATED} where a row has results: undefined on every test user; " + "; ".join(parts) + "." if parts else ""
 
 
+def undefined_seeds_line(cells: list[str]) -> str:
+    """The line under Table 2 for a '—' whose metric is a number in some seeds and not in others (e.g. a
+    run whose predictions diverged): the users are not the reason, so `undefined_metrics_line`'s is wrong."""
+    return (f"{NOT_EVALUATED} where a row has results: no mean over seeds, the value of a seed is not a number "
+            f"(see `metrics` per seed); " + "; ".join(cells) + ".") if cells else ""
+
+
+def seeds_line(part: pl.DataFrame) -> str:
+    """The line under Table 2 naming how many seeds each trained row averages when they differ (a model
+    trained with fewer seeds than the others); the reference rows, deterministic, are left out."""
+    trained = part.filter(~pl.col("method").map_elements(lambda m: method_section(m) == REFERENCE_SECTION,
+                                                         return_dtype=pl.Boolean))
+    counts = trained.group_by("method").agg(pl.col("n_seeds").max()) if trained.height else trained
+    if not counts.height or counts["n_seeds"].n_unique() == 1:
+        return ""
+    by_count = {}
+    for method in method_order(counts["method"].to_list()):
+        by_count.setdefault(int(counts.filter(pl.col("method") == method)["n_seeds"].item()), []).append(method_name(method))
+    listed = "; ".join(f"{', '.join(names)} over {n} seed{'s' if n != 1 else ''}" for n, names in sorted(by_count.items(), reverse=True))
+    return f"Rows average different numbers of seeds (mean ± sd over each row's own seeds): {listed}."
+
+
+def test_users_line(part: pl.DataFrame) -> str:
+    """The line under Table 2 when rows were scored on different test users (a model in service trained
+    on other tasks, e.g. an older window of days): their means are over different users, so the
+    column's best is no like-for-like comparison; the paired comparisons pair the users both rows share
+    (from `metric_coverage`'s n_users and n_common)."""
+    if "n_common" not in part.columns or not part.filter(pl.col("n_users") != pl.col("n_common")).height:
+        return ""
+    counts = part.group_by("method").agg(pl.col("n_users").max(), pl.col("n_common").max())
+    listed = ", ".join(f"{method_name(m)} {counts.filter(pl.col('method') == m)['n_users'].item():,}"
+                       for m in method_order(counts["method"].to_list()))
+    return (f"Rows were scored on different test users (a model in service trained on other tasks): {listed}; "
+            f"{int(counts['n_common'].max()):,} users are common to every row. Each mean is over its row's own users, "
+            "so the column's best compares different users; the paired comparisons pair the users both rows share.")
+
+
 def partial_coverage_line(part: pl.DataFrame) -> str:
     """The line under Table 2 naming each per-user metric averaged over only some of the test users
     (n_defined < n_users, from `metric_coverage`) and why the others have no value."""
@@ -491,7 +540,7 @@ def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequ
         metrics = [m for m in METRICS if m in present] + sorted(present - set(METRICS))
         columns = ["method"] + [METRICS[m].header if m in METRICS else m for m in metrics]
         by_key = {(r["method"], r["metric"]): r for r in part.iter_rows(named=True)}
-        rows, undefined = [], {}
+        rows, undefined, in_seeds = [], {}, []
         for method in method_order([*part["method"], *expected]):
             cells = {"method": method_name(method)}
             for metric, column in zip(metrics, columns[1:]):
@@ -500,14 +549,20 @@ def markdown_table2(table: pl.DataFrame, datasets: Sequence[str], expected: Sequ
                 sd = r["sd"] if r and r.get("n_seeds", 2) > 1 else None
                 cell = format_cell(r["mean"], sd, r["best"], r["significant"]) if r else NOT_EVALUATED
                 if r and is_undefined(r["mean"]):
-                    undefined.setdefault(metric, []).append(method)
+                    seeds = r.get("undefined_seeds")
+                    if seeds and len(seeds.split(", ")) < r.get("n_seeds", 0):  # a diverged seed, not the users
+                        in_seeds.append(f"{METRICS[metric].label if metric in METRICS else metric} ({method_name(method)}): "
+                                        f"not a number in seed {seeds} of its {r['n_seeds']} seeds")
+                    else:
+                        undefined.setdefault(metric, []).append(method)
                 if r and r.get("paper_mean") is not None:
                     cell += f" (paper {r['paper_mean']:.3f})"
                 cells[column] = cell
             rows.append((method, cells))
         missing = [m for m in method_order(expected) if m not in set(part["method"])]
         return [markdown_table(sectioned(rows, columns)), undefined_metrics_line(undefined, part["method"].n_unique()),
-                partial_coverage_line(part), single_query_line(part), missing_line(dataset, missing)]
+                undefined_seeds_line(in_seeds), seeds_line(part), test_users_line(part), partial_coverage_line(part),
+                single_query_line(part), missing_line(dataset, missing)]
 
     return per_dataset_markdown(table, datasets, "results", body)
 

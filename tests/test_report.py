@@ -282,3 +282,38 @@ def test_provenance_header_and_commit(tmp_path):
     assert code_commit(tmp_path) == f"`{head}`"
     (tmp_path / "a.txt").write_text("2")
     assert code_commit(tmp_path) == f"`{head}` with uncommitted changes"
+
+
+def test_table2_says_when_a_seed_is_not_a_number_seeds_differ_or_rows_have_other_test_users():
+    frame = user_metrics("movielens", {"melu": (1.0, 1.2), "paml": (0.9, 1.0), "reg_paml": (0.8, 0.9)}).with_columns(
+        mse=pl.col("error"))
+    metrics = eval_bundle(frame).frame("metrics")
+    # PAML's seed 1 diverged (NaN): its '—' was explained as "no test user has a query item".
+    diverged = metrics.with_columns(value=pl.when((pl.col("method") == "paml") & (pl.col("seed") == 1))
+                                    .then(float("nan")).otherwise(pl.col("value")))
+    tables, pngs = build_report([Bundle(frames={"user_metrics": frame, "metrics": diverged})], {}, {}, {}, {})
+    assert tables.frame("table2").filter(pl.col("method") == "paml")["undefined_seeds"].to_list() == ["1"]
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["movielens"], ("melu", "paml", "reg_paml"))
+    assert ("— where a row has results: no mean over seeds, the value of a seed is not a number (see `metrics` per seed); "
+            "MSE (PAML): not a number in seed 1 of its 2 seeds.") in text
+    assert "no test user has a query item" not in text and "Rows average" not in text
+    # REG-PAML evaluated with one seed of two: its mean is over fewer seeds than the others'.
+    fewer = frame.filter((pl.col("method") != "reg_paml") | (pl.col("seed") == 0))
+    tables, pngs = build_report([eval_bundle(fewer)], {}, {}, {}, {})
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["movielens"], ("melu", "paml", "reg_paml"))
+    assert ("Rows average different numbers of seeds (mean ± sd over each row's own seeds): MeLU, PAML over 2 seeds; "
+            "REG-PAML over 1 seed.") in text
+    # PAML's model in service was trained on other tasks: scored on 4 of MeLU's 6 users (its hardest two
+    # missing), its mean is the column's best without being comparable.
+    other_users = frame.filter((pl.col("method") != "paml") | ~pl.col("user_id").is_in(["u4", "u5"]))
+    tables, pngs = build_report([eval_bundle(other_users)], {}, {}, {}, {})
+    assert set(tables.frame("table2")["n_common"]) == {4}
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["movielens"], ("melu", "paml", "reg_paml"))
+    assert ("Rows were scored on different test users (a model in service trained on other tasks): MeLU 6, PAML 4, "
+            "REG-PAML 6; 4 users are common to every row.") in text
+    paired = tables.frame("significance").filter((pl.col("method") == "paml") & (pl.col("other") == "melu"))
+    assert paired["n_users"].item() == 4  # paired by user id, never by position
+    # Complete results: none of these lines.
+    tables, pngs = build_report([eval_bundle(frame)], {}, {}, {}, {})
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["movielens"], ("melu", "paml", "reg_paml"))
+    assert "not a number in seed" not in text and "Rows average" not in text and "Rows were scored" not in text
