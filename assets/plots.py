@@ -40,8 +40,10 @@ def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def group_boxplots(ax, part: pl.DataFrame, methods: list[str], column: str) -> None:
-    """Per method, a box of `column` over major users and one over minor users side by side, coloured by group."""
+def group_boxplots(ax, part: pl.DataFrame, methods: list[str], column: str) -> bool:
+    """Per method, a box of `column` over major users and one over minor users side by side, coloured by group;
+    False when no user has a value (nothing drawn)."""
+    drawn = False
     for offset, group in ((-0.2, "major"), (0.2, "minor")):
         values = [part.filter((pl.col("method") == m) & (pl.col("group") == group))[column].drop_nulls().to_numpy()
                   for m in methods]
@@ -53,6 +55,14 @@ def group_boxplots(ax, part: pl.DataFrame, methods: list[str], column: str) -> N
                 box.set_facecolor(GROUP_COLOURS[group])
                 box.set_alpha(0.6)
             ax.plot([], [], "s", color=GROUP_COLOURS[group], alpha=0.6, label=f"{group} users")
+            drawn = True
+    return drawn
+
+
+def say_empty(ax, text: str) -> None:
+    """Write why an axes holds nothing in its middle (an empty frame with no word read as a broken plot)."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, wrap=True)
+    ax.set_yticks([])
 
 
 def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
@@ -63,7 +73,7 @@ def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
         pl.col("error").mean(), pl.col("group").first())
     methods = method_order(part["method"].unique().to_list())
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(methods)), 4))
-    group_boxplots(ax, part, methods, "error")
+    drawn = group_boxplots(ax, part, methods, "error")
     first_extra = next((i for i, m in enumerate(methods) if method_section(m) not in (BASELINES_SECTION, PAML_SECTION)), None)
     if first_extra:
         ax.axvline(first_extra - 0.5, color="grey", linestyle="--", linewidth=1)
@@ -71,7 +81,11 @@ def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
     ax.set_xlabel("method (reference predictors right of the dashed line)" if first_extra else "method")
     ax.set_ylabel(f"per-user {error_name(dataset)} (mean over seeds)")
     ax.set_title(f"{dataset}: per-user test {error_name(dataset)}, major vs minor users")
-    ax.legend(fontsize=8)
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        ax.set_xlim(-0.5, len(methods) - 0.5)
+        say_empty(ax, f"no test user has a per-user {error_name(dataset)} (undefined for every user and method)")
     return figure_png(fig)
 
 
@@ -133,7 +147,9 @@ def embedding_map(embeddings: np.ndarray, groups: np.ndarray, title: str) -> byt
     plt = pyplot()
     centred = embeddings - embeddings.mean(0)
     _, singular, components = np.linalg.svd(centred, full_matrices=False)
-    points = centred @ components[:2].T
+    # One test user (or 1-d embeddings) has one component: the second axis is 0, not an IndexError.
+    points = np.zeros((len(centred), 2))
+    points[:, :min(2, len(components))] = centred @ components[:2].T
     explained = singular[:2] ** 2 / max(float((singular**2).sum()), 1e-12)
     fig, ax = plt.subplots(figsize=(5, 4))
     for group, colour in GROUP_COLOURS.items():

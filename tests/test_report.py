@@ -317,3 +317,17 @@ def test_table2_says_when_a_seed_is_not_a_number_seeds_differ_or_rows_have_other
     tables, pngs = build_report([eval_bundle(frame)], {}, {}, {}, {})
     text = render_markdown(tables, pngs, "", lambda name, _: name, ["movielens"], ("melu", "paml", "reg_paml"))
     assert "not a number in seed" not in text and "Rows average" not in text and "Rows were scored" not in text
+
+
+def test_plots_of_odd_inputs_say_why_they_are_empty_and_one_test_user_draws(monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "figure_png", lambda fig: figures.append(fig) or b"png")
+    # No user has an error (every query set empty): the axes were blank, with an empty legend.
+    frame = user_metrics("movielens", {"melu": (1.0, 1.2), "paml": (0.9, 1.0)}).with_columns(error=pl.lit(None, pl.Float64))
+    plots.error_boxplots(frame, "movielens")
+    ax = figures[-1].axes[0]
+    assert [t.get_text() for t in ax.texts] == ["no test user has a per-user MSE (undefined for every user and method)"]
+    assert ax.get_legend() is None
+    # One test user: PCA has one component, and the second axis raised an IndexError.
+    plots.embedding_map(np.ones((1, 4)), np.array(["minor"]), "one user")
+    assert [tuple(c.get_offsets()[0]) for c in figures[-1].axes[0].collections if len(c.get_offsets())] == [(0.0, 0.0)]
