@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from scipy import stats
-
 from assets import paper
 from assets.diagnostics import diagnostics_summary
 from assets.report_tables import metric_coverage, single_query_line
+from models import metrics as M
 from pipelines.tune import replace_generated
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +71,13 @@ def fmt(value, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2g}"
     return str(value)
+
+
+def mean_sd(mean, sd) -> str:
+    """'0.813 ± 0.004', '0.813' without an sd, '—' for a mean that is no number (a seed's NaN, nothing stored)."""
+    if mean is None or not np.isfinite(mean):
+        return "—"
+    return f"{mean:.3f} ± {sd:.3f}" if sd is not None and np.isfinite(sd) else f"{mean:.3f}"
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -161,7 +167,7 @@ def table2_section(s: Store) -> str:
                     cells.append("—")
                     continue
                 r = row.row(0, named=True)
-                text = f"{r['mean']:.3f} ± {r['sd']:.3f}" if r["n"] > 1 else f"{r['mean']:.3f}"
+                text = mean_sd(r["mean"], r["sd"] if r["n"] > 1 else None)
                 reference = paper.TABLE2.get((dataset, method), {}).get(metric)
                 cells.append(text + (f" ({reference[0]:.3f})" if reference and protocol == "paper" else ""))
             cells.append(str(part.filter(pl.col("method") == method)["n"].max()))
@@ -203,9 +209,8 @@ def group_section(s: Store, name: str, label: str, paper_rows: dict) -> str:
     rows = []
     for r in frame.sort("dataset", "protocol").iter_rows(named=True):
         reference = paper_rows.get(r[label]) if r["dataset"] == "movielens" and r["protocol"] == "paper" else None
-        cell = lambda m, sd: f"{m:.3f} ± {sd:.3f}" if m is not None and sd is not None else fmt(m)  # noqa: E731
-        rows.append([r["dataset"], r["protocol"], r[label], cell(r.get("mean_major"), r.get("sd_major")),
-                     cell(r.get("mean_minor"), r.get("sd_minor")), r.get("p_value"),
+        rows.append([r["dataset"], r["protocol"], r[label], mean_sd(r.get("mean_major"), r.get("sd_major")),
+                     mean_sd(r.get("mean_minor"), r.get("sd_minor")), r.get("p_value"),
                      " / ".join(f"{v:.3f}" for v in reference) if reference else ""])
     rows.sort(key=lambda row: (row[0], row[1], method_order(row[2])))
     return table(["dataset", "protocol", label, "major", "minor", "p (minor vs major)", "paper (major / minor / p)"], rows)
@@ -263,7 +268,10 @@ def seed_mean(metrics: pl.DataFrame, dataset: str, protocol: str, method: str, p
     metric = primary_metric(metrics, dataset)
     part = metrics.filter((pl.col("dataset") == dataset) & (pl.col("protocol") == protocol) & (pl.col("method") == method)
                           & (pl.col("population") == population) & (pl.col("metric") == metric))
-    return float(part["value"].mean()) if part.height else None
+    mean = part["value"].mean() if part.height else None
+    # A seed whose value is no number (NaN) or none at all (null) leaves no mean: None, never NaN, so
+    # that no comparison below takes it for a number.
+    return float(mean) if mean is not None and np.isfinite(mean) else None
 
 
 def paired_test(users: pl.DataFrame, dataset: str, protocol: str, a: str, b: str) -> tuple[float, float, int] | None:
@@ -274,7 +282,11 @@ def paired_test(users: pl.DataFrame, dataset: str, protocol: str, a: str, b: str
     if pairs.height < 2:
         return None
     x, y = pairs["error"].to_numpy(), pairs["error_b"].to_numpy()
-    return float(np.mean(x - y)), float(stats.ttest_rel(x, y).pvalue), pairs.height
+    try:  # the report's test (models/metrics.py): identical errors give p = 1, where scipy's 0/0 gave NaN
+        _, p_value = M.paired_ttest(x, y)
+    except ValueError:  # fewer than two pairs with numbers
+        return None
+    return float(np.nanmean(x - y)), p_value, pairs.height
 
 
 def best_of(metrics: pl.DataFrame, dataset: str, protocol: str, methods: tuple[str, ...]) -> str | None:

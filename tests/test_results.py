@@ -152,3 +152,24 @@ def test_table2_says_when_most_test_users_have_one_query_item(tmp_path):
     block = text.split("#### movielens, paper protocol")[1].split("####")[0]
     assert ("nDCG: 3 of the 4 test users it is defined for (75%) have a single query item, whose nDCG is 1 "
             "whatever the prediction; the nDCG columns differ over the other 1 user only.") in block
+
+
+def test_results_survive_a_diverged_seed_and_identical_methods(tmp_path):
+    store = LineageStore(tmp_path / "home")
+    # REG-PAML kept MeLU's errors exactly; MeLU's seed 1 diverged (NaN in `metrics`), so it has no mean over seeds.
+    users = pl.concat([user_rows(), user_rows().filter(pl.col("method") == "melu").with_columns(method=pl.lit("reg_paml"))])
+    metrics = pl.concat([metric_rows(), metric_rows().filter(pl.col("method") == "melu").with_columns(method=pl.lit("reg_paml"))])
+    metrics = metrics.with_columns(value=pl.when((pl.col("method") == "melu") & (pl.col("seed") == 1)).then(float("nan"))
+                                   .otherwise(pl.col("value")))
+    store.record_table("user_metrics", users, source="test", partition="movielens", artifact_id="a")
+    store.record_table("metrics", metrics, source="test", partition="movielens", artifact_id="a")
+    text = render(read_store(LineageStore(store.home, read_only=True)))
+    assert "| melu | — (1.451) |" in text  # was "nan ± nan (1.451)"
+    assert "| 9: melu beats the tuned bias reference by ≥ 0.03 | — vs 0.900 | — |" in text
+    # The best meta-learner is never the NaN one (min() kept the first, MeLU's NaN, which compared False with every mean).
+    assert "15: best meta-learner (paml) beats ref_mf" in text
+    # Identical per-user errors: no difference, p = 1 as in the report (scipy's t is 0/0: "p nan").
+    p_paml_melu = stats.ttest_rel(PAML_ERRORS, MELU_ERRORS).pvalue
+    assert "| 9: best PAML variant (paml) beats melu, paired t-test p < 0.05 | diff -0.2000, p " f"{p_paml_melu:.2g} | yes |" in text
+    from pipelines.results import paired_test, with_protocol
+    assert paired_test(with_protocol(users), "movielens", "paper", "reg_paml", "melu") == (0.0, 1.0, 4)
