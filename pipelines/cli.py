@@ -9,6 +9,7 @@ argument, a bad query) print one line, `error: what, where, how to fix`, and exi
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -231,16 +232,27 @@ def report_summary() -> str:
     from pipelines.store import LineageStore
 
     home = default_home()
-    pl.Config.set_tbl_rows(60)
     table = LineageStore(home, read_only=True).query(
-        "SELECT dataset, protocol, method, metric, round(mean, 4) AS mean, round(sd, 4) AS sd FROM table2 "
-        "WHERE metric IN ('mse', 'nel') ORDER BY dataset, protocol, mean")
+        "SELECT dataset, protocol, method, metric, mean, sd FROM table2 WHERE metric IN ('mse', 'nel') "
+        "ORDER BY dataset, protocol, mean")
     return "\n".join([
         f"report: {home / 'reports' / 'report.md'} (plots beside it)",
-        "Table 2, primary error (from the DuckDB view table2):", str(table),
+        "Table 2, primary error (from the DuckDB view table2):", render(four_digits(table), "table"),
         "Try: .venv/bin/python -m pipelines.cli sql \"SELECT method, \\\"group\\\", avg(lr) FROM user_metrics "
         "WHERE lr IS NOT NULL GROUP BY ALL ORDER BY ALL\"",
     ])
+
+
+def four_digits(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with its float columns as text: four decimals, or four significant digits below 0.001 (a tiny
+    rating scale's MSE rounded to four decimals printed 0.0 for every method)."""
+    def text(value: float | None) -> str | None:
+        if value is None:
+            return None
+        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 or not math.isfinite(value) else f"{value:.4g}"
+
+    return frame.with_columns(pl.col(c).map_elements(text, return_dtype=pl.String, skip_nulls=True)
+                              for c, dtype in frame.schema.items() if dtype.is_float())
 
 
 def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:

@@ -173,3 +173,24 @@ def test_results_survive_a_diverged_seed_and_identical_methods(tmp_path):
     assert "| 9: best PAML variant (paml) beats melu, paired t-test p < 0.05 | diff -0.2000, p " f"{p_paml_melu:.2g} | yes |" in text
     from pipelines.results import paired_test, with_protocol
     assert paired_test(with_protocol(users), "movielens", "paper", "reg_paml", "melu") == (0.0, 1.0, 4)
+
+
+def test_the_demo_summary_prints_every_row_of_table2_as_duckdb_holds_it(tmp_path, monkeypatch):
+    from pipelines import cli
+
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    # Three datasets x two protocols x 12 rows: 72 rows, which polars' 60-row display cut to its first and
+    # last 30; and a 0-0.005 scale's MSE, which round(mean, 4) printed as 0.0 for every method.
+    rows = [{"dataset": d, "protocol": p, "method": f"m{i:02d}", "metric": "mse", "sd": 0.001, "n_seeds": 3, "best": False,
+             "significant": False, "paper_mean": None, "paper_sd": None, "mean": 7e-7 * (1 + i) if d == "tiny" else 0.8 + i / 1000}
+            for d in ("books", "movies", "tiny") for p in ("paper", "production") for i in range(12)]
+    t2 = pl.DataFrame(rows, schema_overrides={"paper_mean": pl.Float64, "paper_sd": pl.Float64})
+    store = LineageStore(tmp_path / "home")
+    store.record(Bundle(frames={"table2": t2}), run_id="r", job_name="evaluation_job", asset_key="report", partition="",
+                 code_version="1", inputs=[], mirrors={"report_table2": t2})
+    printed = [line.split() for line in cli.report_summary().splitlines() if line.startswith(("books ", "movies ", "tiny "))]
+    stored = LineageStore(tmp_path / "home", read_only=True).query(
+        "SELECT dataset, protocol, method, mean FROM table2 ORDER BY dataset, protocol, mean").rows()
+    assert [(d, p, m) for d, p, m, *_ in printed] == [(d, p, m) for d, p, m, _ in stored]
+    assert [float(line[4]) for line in printed] == pytest.approx([mean for *_, mean in stored], rel=1e-3)
+    assert [line[4] for line in printed if line[0] == "tiny"][:2] == ["7e-07", "1.4e-06"]
