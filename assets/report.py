@@ -212,7 +212,8 @@ PAIRED_INTRO = (
     f"({', '.join(method_name(r) for r in PAIRED_REFERENCES)}), over the same test users: the mean error "
     "difference, row minus column (negative: the row is better), its 95% paired bootstrap interval "
     f"({BOOTSTRAP_RESAMPLES:,} resamples of test users) and the two-tailed paired t-test p-value; **bold**: "
-    "p < 0.05. Per-user errors are averaged over seeds first."
+    "p < 0.05, each test on its own (no correction for the number of comparisons: at this level about one in 20 "
+    "of the comparisons without a real difference comes out bold). Per-user errors are averaged over seeds first."
 )
 
 

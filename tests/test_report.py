@@ -146,6 +146,7 @@ def test_report_markdown_for_files_and_for_the_ui():
     assert as_ui.count("](data:image/png;base64,") == len(pngs) and "](errors_" not in as_ui
     assert as_file.index("## Provenance") < as_file.index("## Table 1") < as_file.index("## Table 2")
     assert "No user groups for MovieLens-1M" in as_file and "No gamma ablation for movielens" in as_file
+    assert "each test on its own (no correction for the number of comparisons" in as_file  # what bold means, honestly
     assert tables.frame("table2")["method"].to_list() == ["melu", "paml", "ref_item_mean"]  # SQL sees the report's order
 
 
