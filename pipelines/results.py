@@ -77,7 +77,7 @@ def mean_sd(mean, sd) -> str:
     """'0.813 ± 0.004', '0.813' without an sd, '—' for a mean that is no number (a seed's NaN, nothing stored)."""
     if mean is None or not np.isfinite(mean):
         return "—"
-    return f"{mean:.3f} ± {sd:.3f}" if sd is not None and np.isfinite(sd) else f"{mean:.3f}"
+    return f"{mean:.3f} ± {sd:.3f}" if sd is not None and np.isfinite(sd) else fmt(mean)
 
 
 def table(header: list[str], rows: list[list]) -> str:
