@@ -87,7 +87,7 @@ def variant_bundle(method: str, learner_config: LearnerConfig, train_config: Tra
                     for log in result.history]
         speeds += [log.users_per_second for log in result.history]
         best[str(seed)] = {"epoch": result.best_epoch, "step": result.best_step, "val_loss": result.best_val_loss,
-                           "stopped": result.stopped}
+                           "stopped": result.stopped, **({"warning": result.warning} if result.warning else {})}
     frames = {"history": pl.DataFrame(history).with_columns(pl.lit(method).alias("method"))}
     # How the runs computed (threads, device, deterministic kernels): numbers can differ in
     # the last digits between thread counts or devices, so the record belongs to the model.
@@ -288,11 +288,18 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
     def _model(context: dg.AssetExecutionContext, config: ModelConfig, meta_tasks: Bundle,
                reference_settings: Bundle) -> dg.Output[Bundle]:
         dataset = context.partition_key
+        chosen = config.chosen(method, dataset)
+        if chosen.file is not None and chosen.trial is None:
+            context.log.warning(f"{chosen.file} holds no usable settings for {method}: it trains with the code defaults "
+                                "and the run config's values (`python -m pipelines.cli tune --methods ...` searches them)")
         bundle, users_per_second = train_method(
             method, meta_tasks, config.learner_config(method, dataset, reference_settings), config.train_config(method, dataset),
             config.seeds,
             lambda seed, log: context.log.info(progress_line(f"seed {seed}", log)),
             settings=config.settings_provenance(method, dataset), processes=config.processes)
+        for seed_best in bundle.info["best"].values():
+            if "warning" in seed_best:
+                context.log.warning(seed_best["warning"])
         curves = bundle.frame("history").group_by("epoch").agg(pl.col("train_loss", "val_loss").mean()).sort("epoch")
         plot = inline_plot({"train loss": curves["train_loss"].to_list(), "validation loss": curves["val_loss"].to_list()},
                            "mean over seeds by epoch")

@@ -62,9 +62,26 @@ class LearnerConfig:
     inner_fold: bool = True
 
     def __post_init__(self) -> None:
-        if self.lr_range < 1.0:
+        # `not x > 0` (not `x <= 0`) so that NaN is refused too. +inf passes: training stops on the
+        # NaN it causes with a message naming the setting (models/training.py `divergence_advice`).
+        for name in ("inner_lr", "finetune_lr", "factor_lr_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        for name in ("inner_steps", "finetune_steps", "lr_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.max_step_norm is not None and not self.max_step_norm > 0:
+            raise ValueError(f"max_step_norm must be > 0 (or None: no bound), got {self.max_step_norm!r}")
+        if self.kernel_delta is not None and not self.kernel_delta > 0:
+            raise ValueError(f"kernel_delta must be > 0 (or None: calibrated), got {self.kernel_delta!r}")
+        for name in ("gamma", "correction_range", "lr_init_std"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.lr_range >= 1.0:
             raise ValueError(f"lr_range must be >= 1 (alpha lies in [inner_lr / r, inner_lr * r]), got {self.lr_range}")
-        if self.memory_weight < 0:
+        if not self.memory_weight >= 0:
             raise ValueError(f"memory_weight must be >= 0, got {self.memory_weight}")
 
 
@@ -425,6 +442,16 @@ class ATPAML(MetaLearner):
         reference, weights = self.memory.reference_lr(users.h, stamp=users.training, exclude=exclude, with_weights=True)
         self._attention_weights = weights.detach()
         return bound * torch.tanh((correction + self.config.memory_weight * reference) / bound)
+
+    def check_memory_fills(self, training_users: int) -> None:
+        """Refuse a memory that can never leave warm-up: every user would get the fixed inner_lr, as in MeLU."""
+        k, capacity = self.memory.config.k, self.memory.config.capacity
+        room = min(capacity, training_users)
+        if room <= k:
+            held = f"its capacity is {capacity}" if capacity <= k else f"there are {training_users} training users"
+            raise ValueError(f"at_paml: the memory leaves warm-up once it holds K + 1 = {k + 1} users (a training user is "
+                             f"never its own neighbour), but {held}: every user would get the fixed inner_lr, as in MeLU; "
+                             f"lower memory_k (now {k}) below {room}")
 
     def step_size(self, users: UserBatch) -> StepSize:
         self._log_ratio = self.log_ratio(users)

@@ -60,6 +60,7 @@ class JobResult:
     seconds: float  # the run's wall time in its process (training and scoring)
     predictions: dict[str, Predictions] = field(default_factory=dict)
     runtime: dict = field(default_factory=dict)  # threads, device, determinism (models/runtime.py), processes
+    warning: str = ""  # TrainResult.warning: the run diverged, or no validation scoring was finite
 
 
 def plan(jobs: int, device: str, processes: int | None = None, threads: int | None = None) -> tuple[int, int]:
@@ -89,7 +90,8 @@ def run_job(data: TaskData, job: TrainJob, on_epoch: Callable[[EpochLog], None] 
                    for split in job.score_splits}
     state = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in result.learner.state_dict().items()}
     return JobResult(state, result.history, result.best_epoch, result.best_val_loss, result.best_step, result.stopped,
-                     time.perf_counter() - start, predictions, {**runtime_info(job.train_config.device), "processes": 1})
+                     time.perf_counter() - start, predictions, {**runtime_info(job.train_config.device), "processes": 1},
+                     result.warning)
 
 
 def run_jobs(data: TaskData, jobs: list[TrainJob], processes: int | None = None, threads: int | None = None,

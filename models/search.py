@@ -261,6 +261,9 @@ def run_trial(trial, method: str, data, base_learner, base_train, config: Search
             raise optuna.TrialPruned(f"pruned at step {log.step}")
 
     result = train(method, data, learner, train_config, on_epoch=on_evaluation)
+    if result.stopped == "diverged":  # the parameters went NaN: pruned, as when a NaN scoring showed it
+        trial.set_user_attr("diverged_at_step", result.diverged_step)
+        raise optuna.TrialPruned(result.warning)
     trial.set_user_attr("best_step", result.best_step)
     trial.set_user_attr("stopped", result.stopped)
     return float(result.best_val_loss)

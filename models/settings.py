@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -189,7 +190,8 @@ def chosen_settings(dataset: str | None, method: str, directory: Path | None = N
         content = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
-    entry = content.get("methods", {}).get(method)
+    check_settings_file(content, path, dataset)
+    entry = content["methods"].get(method)
     if entry is None:
         return ChosenSettings({}, display_path(path), file_sha256(path), None, None)
     if entry.get("form", 1) != method_form(method):
@@ -198,11 +200,79 @@ def chosen_settings(dataset: str | None, method: str, directory: Path | None = N
                       f"has form {method_form(method)}; using the code defaults until `python -m pipelines.cli tune` "
                       "searches it again", stacklevel=2)
         return ChosenSettings({}, display_path(path), file_sha256(path), None, None)
-    params = dict(entry["params"])
-    unknown = sorted(set(params) - set(KNOBS))
+    return ChosenSettings(dict(entry["params"]), display_path(path), file_sha256(path), entry.get("trial"), entry.get("value"))
+
+
+# What `pipelines/tune.py` writes (`settings_content`, `with_other_methods`); anything else is a typo
+# whose value would silently not be used.
+FILE_KEYS = frozenset({"dataset", "written_by", "date", "journal_sha256", "tasks_sha256", "search", "selection", "methods"})
+ENTRY_KEYS = frozenset({"trial", "value", "params", "protocol", "form", "finished_trials", "chosen_by"})
+
+
+def check_settings_file(content: Any, path: Path, dataset: str) -> None:
+    """Refuse a settings file that would not mean what it says, naming the file, the key and the value:
+    not an object, an unknown key, another dataset's file, an unknown method, a setting unknown or not
+    read by its method, a value of the wrong type or outside what the configs accept."""
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: a settings file is a JSON object with a \"methods\" object, got {type(content).__name__}")
+    unknown = sorted(set(content) - FILE_KEYS)
     if unknown:
-        raise ValueError(f"{path}: method {method!r} has unknown setting(s) {', '.join(unknown)}; known: {', '.join(KNOBS)}")
-    return ChosenSettings(params, display_path(path), file_sha256(path), entry.get("trial"), entry.get("value"))
+        raise ValueError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(FILE_KEYS))}")
+    if content.get("dataset", dataset) != dataset:
+        raise ValueError(f"{path}: written for dataset {content['dataset']!r}, read for {dataset!r}: its values were chosen on "
+                         f"the other dataset's validation users; run `python -m pipelines.cli tune --datasets {dataset}` "
+                         f"(or, to reuse them on purpose, set \"dataset\" to {dataset!r})")
+    methods = content.get("methods")
+    if not isinstance(methods, dict):
+        raise ValueError(f"{path}: \"methods\" must be an object of method -> entry, got {methods!r}")
+    for method, entry in methods.items():
+        if method not in METHODS:
+            raise ValueError(f"{path}: unknown method {method!r} in \"methods\"; known: {', '.join(METHODS)}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
+            raise ValueError(f"{path}: {method}'s entry must be an object with a \"params\" object, got {entry!r}")
+        unknown = sorted(set(entry) - ENTRY_KEYS)
+        if unknown:
+            raise ValueError(f"{path}: {method}'s entry has unknown key(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(sorted(ENTRY_KEYS))}")
+        for name, value in entry["params"].items():
+            check_setting(path, method, name, value)
+
+
+def check_setting(path: Path, method: str, name: str, value: Any) -> None:
+    """One setting of a file's entry for `method`: a knob the method reads, a value of its type that the configs accept."""
+    where = f"{path}: {method} setting {name} = {value!r}"
+    if name not in KNOBS or not knob_exists(KNOBS[name]):
+        raise ValueError(f"{where}: unknown setting {name!r}; known: {', '.join(k for k in KNOBS if knob_exists(KNOBS[k]))}")
+    knob = KNOBS[name]
+    if method not in knob.methods:
+        raise ValueError(f"{where}: {method} does not read {name} (read by {', '.join(knob.methods)})")
+    if not value_fits(knob, value):
+        raise ValueError(f"{where}: expected {knob_type(knob)}")
+    try:
+        apply_params({name: value}, LearnerConfig(), TrainConfig())
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def knob_type(knob: Knob) -> str:
+    """The JSON type a knob's value must have, in words."""
+    if knob.kind == "categorical" and all(isinstance(c, bool) for c in knob.choices):
+        return "true or false"
+    if knob.kind == "int" or (knob.kind == "categorical" and all(isinstance(c, int) for c in knob.choices)):
+        return "a whole number"
+    return "a finite number"
+
+
+def value_fits(knob: Knob, value: Any) -> bool:
+    """Whether `value` has the knob's type (a bool is not a number here, nor a float a whole number)."""
+    expected = knob_type(knob)
+    if expected == "true or false":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if expected == "a whole number":
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def apply_settings(params: dict[str, Any], learner: LearnerConfig, train: TrainConfig, references=None,

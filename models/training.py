@@ -6,11 +6,19 @@ The budget is counted in outer steps, not epochs: validation users are scored ev
 small dataset (518 training users = 17 steps an epoch) a tenth of the updates of a large one.
 Progress goes to a callback once per evaluation, so callers (a Dagster asset, a benchmark,
 a test) decide where it is logged.
+
+A step whose meta-gradient holds NaN or infinity after clipping ends training there
+(`stopped == "diverged"`): the optimizer would write NaN into the parameters, and every
+later scoring would be NaN. The best finite evaluation before it is kept, and `TrainResult.warning` says
+which method, seed and step diverged and which setting to lower; so does a run whose every
+validation scoring was non-finite (its parameters are the untrained ones, `best_val_loss` is
+inf, and promotion rejects it, assets/promotion.py).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,7 +28,7 @@ import numpy as np
 import torch
 
 from models.batching import BATCHING, epoch_batches, length_order
-from models.learners import LearnerConfig, MetaLearner, build_learner
+from models.learners import ATPAML, LearnerConfig, MetaLearner, build_learner
 from models.runtime import apply_torch_threads
 from models.tasks import TaskData, TaskSplit, training_view
 
@@ -53,6 +61,31 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+        for name in ("epochs", "meta_batch", "max_steps", "eval_every", "patience", "bucket_pool"):
+            check_count(name, getattr(self, name))
+        check_positive("outer_lr", self.outer_lr)
+        for name in ("rate_lr", "max_grad_norm"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
+        if self.max_seconds is not None and not self.max_seconds >= 0:  # 0: stop after the first step
+            raise ValueError(f"max_seconds must be >= 0 (or None: no limit), got {self.max_seconds!r}")
+        if self.eval_batch is not None:
+            check_count("eval_batch", self.eval_batch)
+        if not self.weight_decay >= 0:  # `not >=` also refuses NaN
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+def check_positive(name: str, value: float) -> None:
+    """Refuse a rate or bound that is not a number above 0 (NaN included); +inf passes and diverges
+    in training, where the run stops with a message naming the setting (`divergence_advice`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+
+
+def check_count(name: str, value: int) -> None:
+    """Refuse a count that is not a whole number >= 1 (0 steps, a batch of 0 users, patience 0)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 CPU_EVAL_BATCH = 256
@@ -94,7 +127,9 @@ class TrainResult:
     best_val_loss: float
     history: list[EpochLog] = field(default_factory=list)
     best_step: int = 0
-    stopped: str = ""  # why training ended: "patience", "max_steps", "max_seconds" or "epochs"
+    stopped: str = ""  # why training ended: "patience", "max_steps", "max_seconds", "epochs" or "diverged"
+    warning: str = ""  # set when a step diverged or no validation scoring was finite: what happened, what to lower
+    diverged_step: int | None = None  # the outer step whose meta-gradient was not finite (stopped == "diverged")
 
 
 @dataclass(frozen=True)
@@ -229,13 +264,15 @@ def train(
     learner = build_learner(method, data, learner_config).to(config.device)
     optimizer = outer_optimizer(learner, config)
     train_tasks = learner.net.with_knn_foldins(data.splits["train"], training=True)
+    if isinstance(learner, ATPAML):
+        learner.check_memory_fills(len(train_tasks))
     # Scored at every evaluation: the validation users' kNN fold-ins are made once.
     val_tasks = learner.net.with_knn_foldins(data.splits["val"], training=False) if "val" in data.splits else None
     support_lengths, query_lengths = train_tasks.support_mask.sum(1).cpu(), train_tasks.query_mask.sum(1).cpu()
     steps_per_epoch = max(1, -(-len(train_tasks) // config.meta_batch))
     best = (float("inf"), 0, copy.deepcopy(learner.state_dict()))
     history: list[EpochLog] = []
-    step, losses, stale, stopped, users = 0, [], 0, "epochs", 0
+    step, losses, stale, stopped, users, warning, diverged_step = 0, [], 0, "epochs", 0, "", None
     grad_norms: list[float] = []
     terms: dict[str, list[float]] = {}
     start = began = time.perf_counter()
@@ -278,6 +315,16 @@ def train(
             # A few users with extreme support sets can send a second-order meta-gradient off by
             # orders of magnitude; clipping keeps one batch from wrecking the model.
             norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.max_grad_norm or float("inf"))
+            if not math.isfinite(float(norm)) and not gradients_finite(learner):
+                # Stop before the optimizer writes NaN into the parameters. (A norm that overflowed
+                # on finite gradients is harmless: clipping scales them to 0.) Not scored: the
+                # candidates stay the evaluations before this step, as when training ran on in NaN.
+                warning = (f"{method}, seed {config.seed}: training diverged at outer step {step + 1} (objective "
+                           f"{batch_loss}, meta-gradient norm {float(norm)}); kept the best validation scoring before it "
+                           f"(step {best[1]}{': the untrained network' if best[1] == 0 else ''}). "
+                           f"{divergence_advice(method, learner_config, config, step == 0 and method != 'transfer')}")
+                done, stopped, losses, diverged_step = True, "diverged", [], step + 1
+                break
             grad_norms.append(float(norm))
             for name, value in learner.objective_terms.items():
                 terms.setdefault(name, []).append(value)
@@ -298,6 +345,29 @@ def train(
             break
     if losses or not history:
         evaluate()
+    if not math.isfinite(best[0]):
+        warning = warning + (" " if warning else "") + (f"{method}, seed {config.seed}: no validation scoring was finite ({', '.join(f'step {log.step}: {log.val_loss}' for log in history[:3])}"
+                   f"{', ...' if len(history) > 3 else ''}); the parameters are the untrained ones. "
+                   f"{divergence_advice(method, learner_config, config, True)}")
     learner.load_state_dict(best[2])
     return TrainResult(learner=learner, best_epoch=round(best[1] / steps_per_epoch, 3), best_val_loss=best[0],
-                       history=history, best_step=best[1], stopped=stopped)
+                       history=history, best_step=best[1], stopped=stopped, warning=warning,
+                       diverged_step=diverged_step)
+
+
+def gradients_finite(learner: MetaLearner) -> bool:
+    """Whether every meta-gradient the optimizer is about to apply is finite."""
+    return all(bool(torch.isfinite(p.grad).all()) for p in learner.parameters() if p.grad is not None)
+
+
+def divergence_advice(method: str, learner_config: LearnerConfig, config: TrainConfig, adaptation: bool) -> str:
+    """Which settings to lower after a non-finite loss: the inner step's when the untrained network's
+    adaptation already fails (`adaptation`), the outer step's once training has moved the network."""
+    if adaptation and method == "transfer":
+        return (f"Lower finetune_lr (now {learner_config.finetune_lr}) or finetune_steps (now {learner_config.finetune_steps}), "
+                f"or set max_step_norm (now {learner_config.max_step_norm}).")
+    if adaptation:
+        return (f"Lower inner_lr (now {learner_config.inner_lr}) or inner_steps (now {learner_config.inner_steps}), "
+                f"or set max_step_norm (now {learner_config.max_step_norm}).")
+    rates = f", rate_lr (now {config.rate_lr})" if method in ("meta_sgd", "paml", "at_paml", "reg_paml") else ""
+    return f"Lower outer_lr (now {config.outer_lr}){rates}, or max_grad_norm (now {config.max_grad_norm})."
