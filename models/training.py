@@ -258,6 +258,8 @@ def train(
     """
     if collective is not None and config.max_seconds is not None:
         raise ValueError("max_seconds would stop data-parallel processes at different steps; use max_steps")
+    if "val" in data.splits and len(data.splits["val"]) == 0:
+        raise ValueError(f"{method}: the validation split has no users, so no model can be selected")
     apply_torch_threads(config.threads)
     generator = seed_everything(config.seed)
     data = training_view(data, config.protocol).to(config.device)

@@ -124,3 +124,10 @@ def test_an_at_paml_memory_that_can_never_leave_warm_up_is_refused(users, capaci
     config = replace(CONFIG, memory=MemoryConfig(capacity=capacity, k=2))
     with pytest.raises(ValueError, match=f"K \\+ 1 = 3 users .*but {held}.*lower memory_k \\(now 2\\)"):
         train("at_paml", tiny_task_data(users=users), config, SHORT)
+
+
+def test_training_without_validation_users_is_refused_instead_of_keeping_the_untrained_network():
+    data = tiny_task_data(users=12)
+    data = replace(data, splits={**data.splits, "val": data.splits["val"].select(torch.arange(0))})
+    with pytest.raises(ValueError, match="melu: the validation split has no users"):
+        train("melu", data, CONFIG, SHORT)
