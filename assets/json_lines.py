@@ -19,13 +19,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
-from assets.raw_files import BLANK_LINE, CUT_OFF, MALFORMED_SCHEMA
+from assets.raw_files import BLANK_LINE, CUT_OFF, LONE_CR, MALFORMED_SCHEMA
 from assets.compressed import decompressed
-from assets.raw_text import UTF8_BOM, Decoding, EmptyRawFileError, RawFileError, check_start, decoding_of
+from assets.raw_text import (
+    CHUNK_BYTES, UTF8_BOM, Decoding, EmptyRawFileError, RawFileError, check_start, decoding_of,
+    starts_with_cr_line_ends,
+)
 
 KEY_LINES = 1000  # the lines whose keys name a file's columns when the spec does not list them
 SHOWN_CHARACTERS = 120  # of a bad line, in an error message
@@ -78,6 +81,8 @@ def line_reason(text: str) -> tuple[dict | None, str | None]:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         hint = " (a Python dict, not JSON: single quotes)" if text.lstrip().startswith("{'") else ""
+        if "\r" in text:  # in a file of LF line ends a CR alone is no line end: two objects joined by one
+            hint += f" ({LONE_CR})"
         return None, f"not valid JSON: {error.msg} at character {error.pos + 1}{hint}"
     if not isinstance(value, dict):
         kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(type(value), "a number")
@@ -194,17 +199,35 @@ def read_json_lines(path: Path, label: str, columns: tuple[str, ...], *, encodin
 def numbered_lines(decoding: Decoding) -> Iterator[tuple[int, str, bool]]:
     """(1-based line number, text without its line end, whether it is the last line) of each line.
 
-    Lines end at '\\n' only, as every text reader here counts them; a '\\r' before it is dropped.
+    Lines end at `decoding.line_end`, as every text reader here counts them: '\\n' (a '\\r' before it is
+    dropped), or '\\r' in a file of CR line ends alone (old Mac OS).
     """
     with decoding.source.open("rb") as handle:
         handle.seek(decoding.bom_bytes)
         previous = None
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(raw_lines(handle, decoding.line_end.encode()), start=1):
             if previous is not None:
                 yield previous[0], previous[1], False
             previous = (number, raw.decode(decoding.encoding).removesuffix("\n").removesuffix("\r"))
         if previous is not None:
             yield previous[0], previous[1], True
+
+
+def raw_lines(handle: BinaryIO, end: bytes) -> Iterator[bytes]:
+    """The lines of a binary file, each with its line end `end` (b"\\n" or b"\\r"; the last line may lack it).
+
+    Splitting the bytes is safe in every encoding a file may be read in: no multi-byte character (UTF-8,
+    Shift-JIS, GBK) holds the byte 0x0A or 0x0D, and wider encodings are refused before.
+    """
+    if end == b"\n":
+        yield from handle  # Python's own line iteration, which ends a line at LF only
+        return
+    rest = b""
+    while chunk := handle.read(CHUNK_BYTES):
+        *whole, rest = (rest + chunk).split(end)
+        yield from (line + end for line in whole)
+    if rest:
+        yield rest
 
 
 def require_objects(n_rows: int, malformed: pl.DataFrame, where: str) -> None:
@@ -240,8 +263,9 @@ def json_keys(path: Path, encoding: str) -> tuple[str, ...]:
     first_bad = None
     with source.open("rb") as handle:
         handle.seek(len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0)
+        end = b"\r" if starts_with_cr_line_ends(source) else b"\n"  # as `decoding_of` finds it from the whole file
         first = [raw.decode(encoding, errors="replace").removesuffix("\n").removesuffix("\r")
-                 for _, raw in zip(range(KEY_LINES), handle)]
+                 for _, raw in zip(range(KEY_LINES), raw_lines(handle, end))]
     for number, text in enumerate(first, start=1):
         record, reason = line_reason(text)
         if record is None:

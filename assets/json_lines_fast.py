@@ -102,7 +102,7 @@ def decoded_lines(decoding: Decoding, kept: list[str], *, lists: bool) -> pl.Dat
     """`decoding_query` on every line of the file, split by polars, streaming; raises a PolarsError
     where polars stops on a line."""
     lines = (pl.scan_csv(decoding.source, has_header=False, separator=UNIT_SEPARATOR, quote_char=None,
-                         schema={"text": pl.String}, raise_if_empty=False)
+                         eol_char=decoding.line_end, schema={"text": pl.String}, raise_if_empty=False)
              .with_row_index("line", offset=1)
              .with_columns(pl.col("text").fill_null("")))  # a blank line
     return decoding_query(lines, kept, lists=lists).collect(engine="streaming")

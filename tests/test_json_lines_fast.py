@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from assets.json_lines import read_json_lines
+from assets.json_lines import json_keys, read_json_lines
 from assets.json_lines_fast import decoded_file, decoded_lines, polars_rows
 from assets.raw_text import decoding_of
 
@@ -266,3 +266,46 @@ def test_a_file_of_crlf_line_ends_is_read_by_polars_as_by_python(tmp_path):
     fast, python = read_both(bad, frozenset({"a", "user_id"}))
     assert_same(fast, python)
     assert fast[1]["text"].to_list() == ["{not json}"]  # named without its CR
+
+
+def test_a_file_of_cr_line_ends_alone_is_read_line_by_line_by_both_readers(tmp_path, monkeypatch):
+    # Old Mac line ends: read with LF as the line end, the whole file was one line, rejected as not JSON.
+    lines = GOOD[:2] + ["", '{"user_id": "u9", "a": null}', "[1, 2]", '{"user_id": "u8", "a": [1, 2]}', '{"user_id": "u7"']
+    path = tmp_path / "r.json"
+    path.write_bytes("\r".join(lines).encode())  # the last line cut off, without its CR
+    fast, python = read_both(path, frozenset({"a", "user_id"}))
+    assert_same(fast, python)
+    rows, bad = fast
+    assert rows["line"].to_list() == [1, 2, 4, 6] and rows["a"].to_list() == [["0"], ["1"], None, ["1", "2"]]
+    assert bad["line"].to_list() == [3, 5, 7] and bad["text"].to_list() == ["", "[1, 2]", '{"user_id": "u7"']
+    assert bad["reason"][2].endswith("(last line has no line ending: file cut off?)")
+    assert python_lines(path, ["a", "user_id"]) == [3, 4, 5, 7]  # polars read the others
+    monkeypatch.setattr("assets.json_lines_fast.BLOCK_LINES", 2)  # read block by block (a line polars stops on)
+    monkeypatch.setattr("assets.json_lines_fast.PIECE_LINES", 1)
+    path.write_bytes("\r".join(lines[:4] + ['{"a": "raw\ttab", "user_id": "u6"}'] + lines[5:]).encode())
+    assert_same(*read_both(path, frozenset({"a", "user_id"})))
+    assert json_keys(path, "utf-8") == ("user_id", "a", "stars", "text")  # a spec without `columns`
+
+
+def test_random_files_of_cr_line_ends_read_the_same_with_polars_as_in_python(tmp_path):
+    rng = random.Random(1984)
+    lines_by_polars = 0
+    for k in range(100):
+        text = "\r".join(random_line(rng).replace("\r", "") for _ in range(rng.randint(1, 12)))
+        path = tmp_path / f"f{k}.json"
+        path.write_bytes((text + ("\r" if rng.random() < 0.85 else "")).encode("utf-8", errors="surrogatepass"))
+        used = frozenset(rng.sample(COLUMNS, rng.randint(1, len(COLUMNS))))
+        fast, python = read_both(path, used)
+        assert_same(fast, python)
+        if not isinstance(fast[0], str):
+            read = fast[0].height + fast[1].height
+            lines_by_polars += read - len(python_lines(path, [c for c in COLUMNS if c in used]))
+    assert lines_by_polars >= 150, lines_by_polars
+
+
+def test_a_cr_alone_in_a_file_of_lf_line_ends_is_named_in_the_rejection(tmp_path):
+    path = write_lines(tmp_path / "r.json", GOOD + [GOOD[0] + "\r" + GOOD[1]])  # two objects joined by an old Mac line end
+    fast, python = read_both(path, frozenset({"a", "user_id"}))
+    assert_same(fast, python)
+    assert fast[1]["reason"].to_list() == ["not valid JSON: Extra data at character 72 (the line holds a carriage return "
+                                           "(CR) alone: two records joined by an old Mac line end, or a stray CR in a field?)"]
