@@ -25,7 +25,7 @@ import polars as pl
 from assets.bundle import Bundle, file_source
 from assets.compressed import decompressed
 from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
-from assets.domains import MISSING_MARKERS
+from assets.domains import BOOLEAN_LABELS, MISSING_MARKERS
 from assets.json_lines import read_json_lines
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines, unterminated
 from assets.raw_text import EmptyRawFileError, RawFileError, starts_with_cr_line_ends
@@ -221,9 +221,6 @@ def whole_float_ids(rows: pl.DataFrame, column: str) -> tuple[pl.DataFrame, dict
         return rows, {}
     return flagged.with_columns(pl.when("_whole").then(text.str.strip_suffix(".0")).otherwise(pl.col(column))
                                 .alias(column)).drop("_whole"), found
-
-
-BOOLEAN_LABELS = {"true": "1", "false": "0"}  # a click written as a boolean: Excel's TRUE, pandas' True, JSON's true
 
 
 def boolean_labels(rows: pl.DataFrame, column: str) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -424,12 +421,14 @@ SCAN_LINE_SEPARATOR = "\x1f"  # a byte no log holds: polars reads each text line
 
 @dataclass(frozen=True)
 class LabelClasses:
-    """How the labels of a log divide: its rows, those labelled 0 and 1, and how its first 1 is written."""
+    """How the labels of a log divide: its rows, those labelled 0 and 1, how its first 1 is written, and the
+    true/false words left unread (cleaning rejects them: `boolean_labels`)."""
 
     rows: int
     zeros: int
     ones: int
-    one_as: str | None  # the first label equal to 1 as the file writes it ('1', '1.0'); None without one
+    one_as: str | None  # the first label equal to 1 as the file writes it ('1', '1.0', 'TRUE'); None without one
+    stray_booleans: int = 0  # true/false labels in files whose other labels are not all true/false
 
 
 def label_scan(file: TableFile, column: str, whole: bool = False) -> pl.LazyFrame:
@@ -460,23 +459,49 @@ def label_scan(file: TableFile, column: str, whole: bool = False) -> pl.LazyFram
 
 
 def label_classes(file: TableFile, column: str) -> LabelClasses:
-    """Count the 0 and 1 labels in `column` of an interactions table (every file of a pattern).
+    """Count the 0 and 1 labels in `column` of an interactions table (every file of a pattern), as cleaning
+    reads them: true and false are 1 and 0 in a file where every label that is not missing is one of them,
+    and elsewhere are no number (`boolean_labels`; counted as `stray_booleans`).
 
-    One streaming pass over that column, not a read of the log: `dataset add` runs it on logs of
+    One streaming pass over that column per file, not a read of the log: `dataset add` runs it on logs of
     any size. Files whose quoting polars' parser rejects are read with the project's reader.
     """
-    value = pl.col("label").str.strip_chars()
-    number = value.str.to_lowercase().replace(BOOLEAN_LABELS).cast(pl.Float64, strict=False)  # TRUE is a click
-    counts = (pl.len().alias("rows"), (number == 0).sum().alias("zeros"), (number == 1).sum().alias("ones"),
-              value.filter(number == 1).first().alias("one_as"))
     files = table_files(file)
 
-    def count(whole: bool) -> dict:
-        scans = pl.concat([label_scan(f, column, whole) for f in files])
-        return scans.select(counts).collect(engine="streaming").row(0, named=True)
+    def count(whole: bool) -> list[dict]:
+        scans = [label_scan(f, column, whole).select(label_counts()) for f in files]
+        return [frame.row(0, named=True) for frame in pl.collect_all(scans, engine="streaming")]
 
     try:
-        found = count(whole=False)
+        per_file = count(whole=False)
     except pl.exceptions.PolarsError:
-        found = count(whole=True)
-    return LabelClasses(**found)
+        per_file = count(whole=True)
+    return combined_classes(per_file)
+
+
+def label_counts() -> list[pl.Expr]:
+    """One file's label column (`label`) counted: rows, numbers 0 and 1 and the first 1 as written, the true
+    and false words and the first true as written, and the labels that are not missing."""
+    value = pl.col("label").str.strip_chars()
+    word = value.str.to_lowercase()
+    number = value.cast(pl.Float64, strict=False)
+    return [pl.len().alias("rows"), (number == 0).sum().alias("zeros"), (number == 1).sum().alias("ones"),
+            value.filter(number == 1).first().alias("one_as"), (word == "false").sum().alias("falses"),
+            (word == "true").sum().alias("trues"), value.filter(word == "true").first().alias("true_as"),
+            (value.is_not_null() & ~word.is_in(MISSING_MARKERS)).sum().alias("present")]
+
+
+def combined_classes(per_file: list[dict]) -> LabelClasses:
+    """The `label_counts` of each file, in file order, as one LabelClasses: a file's true and false are 1 and 0
+    where they are all its labels that are not missing, else stray."""
+    rows = zeros = ones = stray = 0
+    one_as = None
+    for found in per_file:
+        booleans = found["trues"] + found["falses"]
+        boolean_file = booleans and booleans == found["present"]
+        rows += found["rows"]
+        zeros += found["falses"] if boolean_file else found["zeros"]
+        ones += found["trues"] if boolean_file else found["ones"]
+        stray += 0 if boolean_file else booleans
+        one_as = one_as or (found["true_as"] if boolean_file else found["one_as"])
+    return LabelClasses(rows=rows, zeros=zeros, ones=ones, one_as=one_as, stray_booleans=stray)

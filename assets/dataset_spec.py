@@ -26,7 +26,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from assets.domains import MISSING_MARKERS, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
+from assets.domains import MISSING_MARKERS, STRAY_BOOLEAN_HINT, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.compressed import READABLE_SUFFIXES, decompressed, present
 from assets.raw_files import LAYOUTS, header_key, header_names
 from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_start, describe_bytes, position
@@ -912,11 +912,14 @@ def require_unclicked(dataset: CustomDataset) -> None:
     column = dataset.interaction_columns["label"]
     found = label_classes(dataset.interactions, column)
     if found.ones and not found.zeros:
+        # A stray false among 1s is no 0 to cleaning, which rejects it: say so, as it may be the log's only 0s.
+        stray = (f" ({found.stray_booleans} rows write it true or false, which are not read as 1 or 0: "
+                 f"{STRAY_BOOLEAN_HINT})" if found.stray_booleans else "")
         raise PositivesOnlyError(
             f"{dataset.spec_path}: {dataset.interactions.label} ({dataset.interactions.path}): every label in column "
-            f"{column!r} that is a number is {found.one_as!r} ({found.ones} rows), none is 0: a log of positives only "
-            "(plays, purchases, likes) has no unclicked impressions to tell clicks from. Add negatives_per_positive = 4 "
-            "to [label] to sample 4 unclicked catalogue items per positive (docs/data.md), or add the log's unclicked "
+            f"{column!r} that is a number is {found.one_as!r} ({found.ones} rows), none is 0{stray}: a log of positives "
+            "only (plays, purchases, likes) has no unclicked impressions to tell clicks from. Add negatives_per_positive "
+            "= 4 to [label] to sample 4 unclicked catalogue items per positive (docs/data.md), or add the log's unclicked "
             "impressions as rows labelled 0"
         )
 

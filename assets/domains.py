@@ -113,6 +113,11 @@ EXCEL_SERIAL_VALUE = r"^\s*\d{5}([.,]\d+)?\s*$"  # 45244.987: days since 1899-12
 DECIMAL_COMMA_HINT = "a decimal comma: set decimal = \",\" for this file in the spec"
 THOUSANDS_HINT = "thousands separators: export the column as plain numbers"
 EXCEL_SERIAL_HINT = "an Excel serial date? set timestamp_format = \"excel\""
+BOOLEAN_LABELS = {"true": "1", "false": "0"}  # a click written as a boolean: Excel's TRUE, pandas' True, JSON's true
+# Said of a click label true or false in a file whose other labels are not all true or false: such a word is
+# read as 1 or 0 only where every label of its file is one (`boolean_labels`, `label_classes`).
+STRAY_BOOLEAN_HINT = ("true/false in a file whose other labels are not true/false: booleans are read as 1 and 0 only "
+                      "where the file writes every label so; write its labels one way, all 1/0 or all true/false")
 
 
 def export_reason(reason: str, value: pl.Expr, time: bool = False) -> pl.Expr:

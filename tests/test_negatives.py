@@ -86,7 +86,7 @@ def test_dataset_add_stops_a_positives_only_log_naming_file_column_and_value(tmp
     directory = hand_dir(tmp_path, negatives="")
     # 28 lines of data: 2 + 6 + 10 + 8 + 1 plays labelled 1, and u2's 'x' (not a number, not counted).
     assert label_classes(load_spec(directory).interactions, "played").__dict__ == {
-        "rows": 28, "zeros": 0, "ones": 27, "one_as": "1"}
+        "rows": 28, "zeros": 0, "ones": 27, "one_as": "1", "stray_booleans": 0}
     with pytest.raises(SystemExit, match=r"^error: .*dataset.toml: plays/plays.csv \(.*plays.csv\): every label in column "
                                          r"'played' that is a number is '1' \(27 rows\), none is 0: .*"
                                          r"Add negatives_per_positive = 4 to \[label\]"):

@@ -247,7 +247,42 @@ def test_click_labels_written_as_booleans_read_as_1_and_0_per_file(tmp_path):
     # A column of 0 and 1 with a stray 'true' was not written as booleans: that value stays unread.
     bundle = cleaned(sheet_dir(tmp_path / "mixed", clicks(["1", "0", "true", "0", "1", "1"]), label=CLICK))
     assert bundle.frame("rejected").filter(pl.col("line") == 4).select("reason", "value").rows()[0] == \
-        ("label not a number", "true")
+        ("label not a number (true/false in a file whose other labels are not true/false: booleans are read as 1 and 0 "
+         "only where the file writes every label so; write its labels one way, all 1/0 or all true/false)", "true")
+
+
+def test_the_label_scan_of_dataset_add_reads_true_and_false_as_cleaning_does(tmp_path):
+    from assets.custom_reader import label_classes
+
+    # Day 1 writes its labels as booleans (and a missing one); day 2 writes 0/1 with a stray TRUE and a 'yes'.
+    directory = sheet_dir(tmp_path, LOG, label=CLICK)
+    spec = directory / "dataset.toml"
+    spec.write_text(spec.read_text().replace('file = "log.csv"', 'file = "day*/log.csv"'))
+    for day, values in (("day1", ["TRUE", "FALSE", "", "false", "True", "TRUE"]), ("day2", ["1", "0", "TRUE", "0", "yes", "1"])):
+        (directory / day).mkdir()
+        (directory / day / "log.csv").write_text("\n".join(clicks(values)) + "\n")
+    (directory / "log.csv").unlink()
+    dataset = load_spec(directory)
+    read = read_custom(dataset).frame("interactions")["label"].cast(pl.Float64, strict=False)
+    found = label_classes(dataset.interactions, "rating")
+    # Day 1's words are 2 zeros and 3 ones; day 2's TRUE is no number (rejected in cleaning), as is its 'yes'.
+    assert (found.rows, found.zeros, found.ones, found.stray_booleans) == (12, 4, 5, 1)
+    assert (found.zeros, found.ones) == ((read == 0).sum(), (read == 1).sum())
+    assert found.one_as == "TRUE"  # day 1's first click, as written
+
+
+def test_a_log_of_ones_whose_only_zeros_are_stray_falses_is_stopped_at_dataset_add_saying_why(tmp_path, monkeypatch):
+    from assets.dataset_spec import PositivesOnlyError, register
+
+    # Counted as a 0 by the label scan, FALSE among 1s let the log through, to be rejected in cleaning (label not
+    # a number), leaving positives only.
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    directory = sheet_dir(tmp_path, clicks(["1", "1", "FALSE", "1", "false", "1"]), label=CLICK)
+    with pytest.raises(PositivesOnlyError, match=r"every label in column 'rating' that is a number is '1' \(4 rows\), "
+                                                 r"none is 0 \(2 rows write it true or false, which are not read as 1 or 0: "
+                                                 r"true/false in a file whose other labels are not true/false"):
+        register(directory)
+    assert not (tmp_path / "home" / "datasets").exists()
 
 
 def test_a_log_of_true_labels_alone_is_stopped_at_dataset_add_as_positives_only(tmp_path, monkeypatch):
