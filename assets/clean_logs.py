@@ -21,11 +21,12 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.domains import (
-    BOOLEAN_LABELS, FIELD_LABELS, MISSING_MARKERS, STRAY_BOOLEAN_HINT, THOUSANDS_HINT, THOUSANDS_VALUE, EpochSeconds,
+    BOOLEAN_LABELS, FIELD_LABELS, FOOTER_HINT, MISSING_MARKERS, SECOND_HEADER_HINT, STRAY_BOOLEAN_HINT, THOUSANDS_HINT, THOUSANDS_VALUE, EpochSeconds,
     Identifier, Parts, Rule, export_reason, field_rules, is_missing, kept_missing_rules, missing_value, parts_columns,
     parts_rules,
 )
 from assets.negative_sampling import sample_negatives
+from assets.raw_files import BLANK_LINE
 from assets.specs import MIN_ITEMS_PER_USER, DatasetSpec, NumericField
 
 REJECTED_SCHEMA = {
@@ -434,6 +435,75 @@ def malformed_rejections(malformed: pl.DataFrame, dataset: str) -> pl.DataFrame:
     ).cast(REJECTED_SCHEMA)
 
 
+# The reasons of rejected rows that an export's extra lines get, only as reasons without a hint of their own: a
+# line with another number of fields, an id missing (notes and totals: 'Source: ...', 'Total,,,'), and under the
+# header a label missing or not a number too (a second header row names no ids: ',,mean'; or other words: 'id,id,value').
+MALFORMED_FIELDS = r"^malformed line: expected \d+ fields [^()]*$"
+NOTE_REASONS = ("user_id missing", "item_id missing")
+HEADER_REASONS = (*NOTE_REASONS, "label missing", "label not a number")
+FOOTER_LINES = 5  # at most this many rejected lines at a file's end are taken for notes (more are data gone wrong)
+WORD = r"\p{L}"  # a header word or a note holds a letter ...
+NO_WORD = r"\d"  # ... and a column name no digit (a data row's id or number does)
+
+
+def raw_tables(raw: Bundle) -> list[tuple[pl.LazyFrame, pl.Expr, pl.Expr]]:
+    """Each raw table and the malformed lines, with what makes a line's `fields` (its text fields as a list; a
+    malformed line's text) and whether it is `blank`."""
+    frames = [raw.frame(name) for name in ("interactions", "users", "items", "item_details") if name in raw.frames]
+    tables = [(frame.lazy(), pl.concat_list([pl.col(c).cast(pl.String) for c, t in frame.schema.items()
+                                             if c not in ("source_file", "line") and t == pl.String] or [pl.lit(None, pl.String)]),
+               pl.lit(False)) for frame in frames]
+    return [*tables, (raw.frame("malformed").lazy(), pl.concat_list("text"), pl.col("reason") == BLANK_LINE)]
+
+
+def export_rows(rejected: pl.DataFrame, raw: Bundle) -> pl.DataFrame:
+    """`rejected` with the reason of a row that is most likely no data but an export's extra line saying so, in a
+    text file with a header: a second header row (`SECOND_HEADER_HINT`: the lines right under the header whose
+    fields are words without digits or empty), or notes at the end (`FOOTER_HINT`: at most FOOTER_LINES lines
+    holding a letter, after the file's last other line, blank lines aside). Only rows rejected for a missing or
+    unread id or label, or a wrong number of fields, are looked at (notes: an id missing or a wrong number of
+    fields): a row is never rejected for looking so."""
+    malformed = pl.col("reason").str.contains(MALFORMED_FIELDS)
+    candidates = rejected.with_row_index("_order").filter(pl.col("reason").is_in(HEADER_REASONS) | malformed)
+    if not candidates.height:
+        return rejected
+    tables = raw_tables(raw)
+    keys = candidates.select("source_file", "line").lazy()
+    # The fields of the candidates' lines alone (a line read into two tables, one file as both, once).
+    fields = (pl.concat([frame.join(keys, on=["source_file", "line"], how="semi").select("source_file", "line", fields=made)
+                         for frame, made, _ in tables]).unique(["source_file", "line"], keep="first"))
+    files = candidates["source_file"].unique().implode()
+    lines = pl.concat([frame.filter(pl.col("source_file").is_in(files)).select("source_file", "line", blank=blank)
+                       for frame, _, blank in tables])
+    text = pl.col("fields").list.eval(pl.element().fill_null("").str.strip_chars())
+    missing = pl.element().str.to_lowercase().is_in(MISSING_MARKERS)
+    looks = candidates.lazy().join(fields, on=["source_file", "line"], how="left").select(
+        "_order", "source_file", "line",
+        _headerish=text.list.eval(missing | (pl.element().str.contains(WORD) & ~pl.element().str.contains(NO_WORD))).list.all()
+        & text.list.eval(~missing).list.any(),
+        _noteish=(pl.col("reason").is_in(NOTE_REASONS) | malformed) & text.list.eval(pl.element().str.contains(WORD)).list.any(),
+    ).collect()
+    # Only in a text file with a header (no row or line read at line 1), as exports write them: not in a Parquet or
+    # JSON lines file, nor in a file without one (ML-1M's), whose odd lines are data gone wrong.
+    first = lines.group_by("source_file").agg(_first=pl.col("line").min())
+    looks = looks.lazy().join(first.filter(pl.col("_first") == 2), on="source_file", how="semi")
+    # Second header rows: the run of such rows from line 2.
+    run = (looks.filter("_headerish").sort("source_file", "line")
+           .filter(pl.col("line") - 2 == pl.int_range(pl.len()).over("source_file"))
+           .select("_order", _hint=pl.lit(SECOND_HEADER_HINT)))
+    # Notes: the rows after the file's last line that is neither such a row nor blank.
+    notes = looks.filter("_noteish")
+    last = (lines.filter(~pl.col("blank")).join(notes, on=["source_file", "line"], how="anti")
+            .group_by("source_file").agg(_last=pl.col("line").max()))
+    tail = (notes.join(last, on="source_file", how="left").filter(pl.col("line") > pl.col("_last").fill_null(0))
+            .filter(pl.len().over("source_file") <= FOOTER_LINES).join(run, on="_order", how="anti")
+            .select("_order", _hint=pl.lit(FOOTER_HINT)))
+    hints = pl.concat([run, tail]).collect()
+    return (rejected.with_row_index("_order").join(hints, on="_order", how="left", maintain_order="left")
+            .with_columns(pl.when(pl.col("_hint").is_not_null()).then(pl.format("{} ({})", "reason", "_hint"))
+                          .otherwise("reason").alias("reason")).drop("_order", "_hint"))
+
+
 def rows_by_file(frames: list[pl.DataFrame], name: str) -> pl.DataFrame:
     """Rows per source file over `frames`, in column `name`."""
     parts = [f.select("source_file") for f in frames if f is not None and "source_file" in f.columns]
@@ -507,9 +577,9 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
         raw.frame("interactions"), users, items, raw.frame("users")["user_id"], spec
     )
     users, interactions, rejected_thin = drop_thin_users(users, interactions, spec, rules)
-    rejected_all = pl.concat(
+    rejected_all = export_rows(pl.concat(
         [malformed_rejections(raw.frame("malformed"), spec.name), *rejected, *rejected_items, *rejected_rows_, *rejected_thin]
-    )
+    ), raw)
     frames = {
         "users": users.sort("user_id"),
         "items": items.sort("item_id"),

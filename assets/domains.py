@@ -113,6 +113,13 @@ EXCEL_SERIAL_VALUE = r"^\s*\d{5}([.,]\d+)?\s*$"  # 45244.987: days since 1899-12
 DECIMAL_COMMA_HINT = "a decimal comma: set decimal = \",\" for this file in the spec"
 THOUSANDS_HINT = "thousands separators: export the column as plain numbers"
 EXCEL_SERIAL_HINT = "an Excel serial date? set timestamp_format = \"excel\""
+# Said of rejected rows that are most likely no data (assets/clean_logs.py, `export_rows`): a second header row
+# under line 1, as pandas' to_csv writes one per level of MultiIndex columns, and notes or totals at a file's end.
+SECOND_HEADER_HINT = ("a second header row? words where ids and labels should be, under the header: pandas writes one "
+                      "header row per level of MultiIndex columns; flatten the columns before exporting (df.columns = "
+                      "['_'.join(filter(None, c)) for c in df.columns]) or delete the line")
+FOOTER_HINT = ("a notes or totals row at the end of the file? R and spreadsheet exports may end with 'Source: ...' or "
+               "'Total,,,'; delete such lines at the end")
 BOOLEAN_LABELS = {"true": "1", "false": "0"}  # a click written as a boolean: Excel's TRUE, pandas' True, JSON's true
 # Said of a click label true or false in a file whose other labels are not all true or false: such a word is
 # read as 1 or 0 only where every label of its file is one (`boolean_labels`, `label_classes`).

@@ -127,6 +127,54 @@ def test_r_write_csv_and_pandas_index_columns_are_unnamed_columns(tmp_path):
     assert bundle.frame("users")["user_id"].sort().to_list() == ["1", "3"]
 
 
+def reasons(bundle: Bundle) -> dict[tuple[str, int], str]:
+    return {(r["source_file"], r["line"]): r["reason"] for r in bundle.frame("rejected").iter_rows(named=True)}
+
+
+SECOND_HEADER = ("a second header row? words where ids and labels should be, under the header: pandas writes one header "
+                 "row per level of MultiIndex columns; flatten the columns before exporting (df.columns = "
+                 "['_'.join(filter(None, c)) for c in df.columns]) or delete the line")
+NOTES = ("a notes or totals row at the end of the file? R and spreadsheet exports may end with 'Source: ...' or "
+         "'Total,,,'; delete such lines at the end")
+
+
+def test_a_pandas_multiindex_header_and_notes_at_the_end_are_rejected_saying_what_they_are(tmp_path):
+    import pandas as pd
+
+    # An aggregate exported as pandas writes MultiIndex columns: a second header row (',,mean,first'); R and
+    # spreadsheet exports may end with totals and a source note.
+    rows = [line.split(",") for line in LOG[1:]]
+    frame = pd.DataFrame({("user", ""): [r[0] for r in rows], ("item", ""): [r[1] for r in rows],
+                          ("rating", "mean"): [float(r[2]) for r in rows], ("ts", "first"): [int(r[3]) for r in rows]})
+    log = frame.to_csv(index=False).splitlines() + ["Total,,19.5,", "Source: made up", ""]
+    assert log[:2] == ["user,item,rating,ts", ",,mean,first"]
+    bundle = cleaned(sheet_dir(tmp_path, log))
+    assert reasons(bundle) == {
+        ("sheet/log.csv", 2): f"user_id missing ({SECOND_HEADER})",
+        ("sheet/log.csv", 9): f"item_id missing ({NOTES})",
+        ("sheet/log.csv", 10): f"malformed line: expected 4 fields separated by ',', found 1 ({NOTES})",
+        ("sheet/log.csv", 11): "malformed line: blank line",
+    }
+    assert bundle.frame("interactions").height == 6  # every data row kept, every other line rejected
+    # The level names as the second row (an index's names): words where the label should be.
+    levels = pd.DataFrame({("user", "id"): ["1"], ("item", "id"): ["a"], ("rating", "value"): [4.5], ("ts", "s"): [1]})
+    assert levels.to_csv(index=False).splitlines()[1] == "id,id,value,s"
+    bundle = cleaned(sheet_dir(tmp_path / "levels", LOG[:1] + ["id,id,value,s"] + LOG[1:]))
+    assert reasons(bundle) == {("sheet/log.csv", 2): f"label not a number ({SECOND_HEADER})"}
+
+
+def test_rows_that_only_resemble_a_second_header_or_notes_keep_their_plain_reason(tmp_path):
+    # A bad data row on line 2 (an id with digits), in the middle, or among more rejected lines at the end than
+    # notes run to, is data gone wrong, not an export's extra line.
+    log = [LOG[0], "u1,,4,1700000000", *LOG[1:4], "x,,4,1700000001", *LOG[4:], *(f"w{k},,4,1700000002" for k in range(6))]
+    bundle = cleaned(sheet_dir(tmp_path, log))
+    assert reasons(bundle) == {("sheet/log.csv", line): "item_id missing" for line in (2, 6, *range(10, 16))}
+    # Without a header (line 1 is data), line 2 is data too.
+    headerless = sheet_dir(tmp_path / "headerless", [LOG[1], "id,id,value,s", *LOG[2:]],
+                           interactions='header = false\ncolumns = ["user", "item", "rating", "ts"]')
+    assert reasons(cleaned(headerless)) == {("sheet/log.csv", 2): "label not a number"}
+
+
 @pytest.mark.parametrize("header, problem", [
     ("User,Item,Rating,TS", r"has User, Item, Rating, TS \('User' differs in case, spaces, '-' or '_': name the column as "
                             r"the file writes it\) \(found 'user'\)"),
