@@ -17,6 +17,7 @@ from assets.raw_text import decoding_of
 COLUMNS = ("a", "b", "user_id", "stars")  # the fields a spec reads; lines hold others too
 STRINGS = ["x", "", "café", "東京", "😀", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", "a/b", "\u00e9\u0301",
            "5", "5.0", "-0", "1e5", "007", "0.1", "4.50", "true", "null", "NaN", "Infinity War", "[1]", "{x}",
+           "x NaN y", "\\NaN", "a: NaN,",
            "2016-03-09 00:00:00", '"user_id": 1', "\x7f", "\u2028", "\ufeff", "a\u0000b"]
 NUMBERS = [0, 1, -1, 5, 2**53, 2**53 + 1, -(2**63), 2**64 + 1, 10**30, 5.0, -0.0, 0.5, 4.5, 1e300, 1e-7, 1.5e-7,
            0.0001, 0.00012, 1e16, 1e15, 123456789012345.6, 12345678901234.5, 0.1 + 0.2, 5e-324, 1.7976931348623157e308,
@@ -71,6 +72,9 @@ def random_line(rng: random.Random) -> str:
         lambda t: '{"a": 1e400}', lambda t: '{"a": 1E5, "b": -0, "stars": 5.00}', lambda t: t + "\r",
         lambda t: '{"a": 123456789012345678901234567890123456789012345}', lambda t: t.replace(":", " : "),
         lambda t: '{"a": null, "b": [null], "user_id": []}', lambda t: '{"text": "\\\\ud800\\ude00"}',
+        lambda t: t[:-1] + ', "stars": null, "a": [1, NaN]}' if len(t) > 2 else t,
+        lambda t: t[:-1] + ', "nested": {"a": null, "user_id": NaN}}' if len(t) > 2 else t,
+        lambda t: t[:-1] + ', "b": null, "b": null}' if len(t) > 2 else t, lambda t: t[:-1] + ', "b":NaN}' if len(t) > 2 else t,
     ]
     return rng.choice(changes)(text)
 
@@ -122,7 +126,7 @@ def test_random_files_read_the_same_with_polars_as_in_python(tmp_path, monkeypat
             lines += path.read_bytes().count(b"\n")
             lines_by_polars += path.read_bytes().count(b"\n") - len(python_lines(path, [c for c in COLUMNS if c in used]))
     # The comparison means something only when polars read many of the lines.
-    assert lines_by_polars >= 600 and lines_by_polars >= lines // 3, (lines, lines_by_polars)  # 839 of 2002
+    assert lines_by_polars >= 600 and lines_by_polars >= lines // 3, (lines, lines_by_polars)  # 910 of 1952
 
 
 def test_random_numbers_read_the_same_with_polars_as_in_python(tmp_path):
@@ -156,15 +160,19 @@ def python_lines(path: Path, kept: list[str]) -> list[int]:
 @pytest.mark.parametrize(("line", "why"), [
     ('{"user_id": "u9", "a": 1, "a": {"x": 1}}', "a key twice: Python keeps the last"),
     ('{"user_id": "u9", "\\u0061": 1, "a": 2}', "a key twice, once spelled with an escape"),
-    ('{"user_id": "u9", "a": null}', "a used field that is null"),
     ('{"user_id": "u9", "a": 1e300}', "1e+300 in Python, digits in polars"),
     ('{"user_id": "u9", "a": -0.0}', "0 in Python, -0 in polars"),
     ('{"user_id": "u9", "a": 1e-7}', "1e-07 in Python"),
     ('{"user_id": "u9", "a": 9007199254740993}', "an integer past 2**53, or a float written so"),
     ('{"user_id": "u9", "a": "5.0"}', "text that polars also writes for a number"),
     ('{"user_id": "u9", "a": "\\ud800"}', "a lone surrogate: NUL in polars"),
-    ('{"user_id": "u9", "a": 1, "text": NaN}', "NaN: Python reads it, polars stops"),
     ('{"user_id": "u9", "a": {"x": 1}}', "an object: a rejected row"),
+    ('{"user_id": "u9", "a": 1, "text": Infinity}', "Infinity: Python reads it, polars stops"),
+    ('{"user_id": "u9", "a": 5, "a": null}', "a key twice, null last: Python keeps the null"),
+    ('{"user_id": "u9", "a": null, "a": 5}', "a key twice, null first: polars keeps the null"),
+    ('{"user_id": "u9", "a": 5, "x": {"a": null}}', "a used key also written, null, in an object"),
+    ('{"user_id": "u9 NaN", "a": 1}', "NaN in a used string, which reads null to polars"),
+    ('{"user_id": "u9", "a": 1, "b": "\\NaN"}', "a backslash before NaN: an escape once it is null"),
     ('{"user_id": "u9"', "cut off"),
     ('', "blank"),
     ('[1, 2]', "not an object"),
@@ -230,7 +238,7 @@ def test_list_fields_make_list_columns_as_in_python(tmp_path):
     lines = [json.dumps({"user_id": "u1", "a": ["Books"], "b": "x"}), json.dumps({"user_id": "u2", "a": "Pizza", "b": None}),
              json.dumps({"user_id": "u3", "a": None, "b": "y"}), json.dumps({"user_id": "u4", "a": [], "b": "[not a list]"})]
     path = write_lines(tmp_path / "r.json", lines)
-    assert python_lines(path, ["a", "b", "user_id"]) == [2, 3]  # b, then a, null
+    assert python_lines(path, ["a", "b", "user_id"]) == []  # b, then a, null: read by polars too
     rows, bad = polars_rows(decoding_of(path, "r.json", "utf-8"), ["a", "b", "user_id"])
     assert rows["a"].to_list() == [["Books"], ["Pizza"], None, []] and rows["b"].dtype == pl.String
     assert_same(*read_both(path, frozenset({"a", "b", "user_id"})))
@@ -279,7 +287,7 @@ def test_a_file_of_cr_line_ends_alone_is_read_line_by_line_by_both_readers(tmp_p
     assert rows["line"].to_list() == [1, 2, 4, 6] and rows["a"].to_list() == [["0"], ["1"], None, ["1", "2"]]
     assert bad["line"].to_list() == [3, 5, 7] and bad["text"].to_list() == ["", "[1, 2]", '{"user_id": "u7"']
     assert bad["reason"][2].endswith("(last line has no line ending: file cut off?)")
-    assert python_lines(path, ["a", "user_id"]) == [3, 4, 5, 7]  # polars read the others
+    assert python_lines(path, ["a", "user_id"]) == [3, 5, 7]  # polars read the others
     monkeypatch.setattr("assets.json_lines_fast.BLOCK_LINES", 2)  # read block by block (a line polars stops on)
     monkeypatch.setattr("assets.json_lines_fast.PIECE_LINES", 1)
     path.write_bytes("\r".join(lines[:4] + ['{"a": "raw\ttab", "user_id": "u6"}'] + lines[5:]).encode())
@@ -309,3 +317,26 @@ def test_a_cr_alone_in_a_file_of_lf_line_ends_is_named_in_the_rejection(tmp_path
     assert_same(fast, python)
     assert fast[1]["reason"].to_list() == ["not valid JSON: Extra data at character 72 (the line holds a carriage return "
                                            "(CR) alone: two records joined by an old Mac line end, or a stray CR in a field?)"]
+
+
+def test_null_fields_and_nan_are_read_by_polars_as_by_python(tmp_path):
+    # 30 % of a log's ratings null (or NaN, as Python's json.dumps writes a missing float) sent 30 % of its
+    # lines to Python, which reads them about 5 times slower.
+    lines = GOOD + ['{"user_id": "u9", "a": null, "stars": null}', '{"user_id": null, "a": NaN, "text": "NaN or null"}',
+                    '{"user_id": "u8", "a": [1, NaN, null], "stars": NaN}', '{"user_id": "u7", "a": 2, "x": {"b": null}}',
+                    '{"user_id": "u6", "a" : null, "x": {"a": null}, "stars": -0.5}', '{"user_id": "u5", "stars": NaN}']
+    path = write_lines(tmp_path / "r.json", lines)
+    kept = ["a", "user_id", "stars"]
+    assert python_lines(path, kept) == []
+    fast, python = read_both(path, frozenset(kept))
+    assert_same(fast, python)
+    assert fast[0].select("a", "stars").rows()[4:] == [
+        (None, None), (None, None), (["1", None, None], None), (["2"], None), (None, "-0.5"), (None, None)]
+    # A used key whose name holds NaN or null: a NaN line is Python's (its change could make or unmake that key).
+    path = write_lines(tmp_path / "k.json", ['{"isNaN": 1, "x": NaN}', '{"isNaN": 2, "x": 1}', '{"xnull": 3, "x": NaN}'])
+    assert python_lines(path, ["isNaN"]) == python_lines(path, ["xnull"]) == [1, 2, 3]  # any NaN, as before NaN was read
+    for used in ("isNaN", "xnull"):
+        out = []
+        for fast_path in (True, False):
+            out.append(read_json_lines(path, "k.json", ("isNaN", "xnull", "x"), used=frozenset({used, "x"}), fast=fast_path))
+        assert_same(*out)
