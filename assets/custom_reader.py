@@ -223,24 +223,25 @@ def whole_float_ids(rows: pl.DataFrame, column: str) -> tuple[pl.DataFrame, dict
                                 .alias(column)).drop("_whole"), found
 
 
-def boolean_labels(rows: pl.DataFrame, column: str) -> tuple[pl.DataFrame, dict[str, int]]:
+def boolean_labels(rows: pl.DataFrame, column: str) -> tuple[pl.DataFrame, dict[str, int], dict[str, int]]:
     """`rows` with the click label `column` read as 1 and 0 in each source file where every value that is not
-    missing is true or false (any case), and {source_file: values converted}. In any other file the column stays
-    as written: a column of 0 and 1 that holds a stray 'true' was not written as booleans, and that value is
-    rejected (label not a number)."""
+    missing is true or false (any case), {source_file: values converted}, and {source_file: true/false values
+    left as written} for the other files: a column of 0 and 1 that holds a stray 'true' was not written as
+    booleans, and that value is rejected (label not a number)."""
     if rows.schema.get(column) != pl.String:
-        return rows, {}
+        return rows, {}, {}
     text = pl.col(column).str.strip_chars().str.to_lowercase()
     missing = pl.col(column).is_null() | text.is_in(MISSING_MARKERS)
     boolean = text.is_in(list(BOOLEAN_LABELS)).fill_null(False)
     converted = boolean & (missing | boolean).all().over("source_file")
-    flagged = rows.with_columns(_boolean=converted)
-    found = {file: int(n) for file, n in flagged.group_by("source_file", maintain_order=True)
-             .agg(pl.col("_boolean").sum()).iter_rows() if n}
+    flagged = rows.with_columns(_boolean=converted, _stray=boolean & ~converted)
+    counts = flagged.group_by("source_file", maintain_order=True).agg(pl.col("_boolean").sum(), pl.col("_stray").sum())
+    found = {file: int(n) for file, n, _ in counts.iter_rows() if n}
+    stray = {file: int(n) for file, _, n in counts.iter_rows() if n}
     if not found:
-        return rows, {}
+        return rows, {}, stray
     return flagged.with_columns(pl.when("_boolean").then(text.replace(BOOLEAN_LABELS)).otherwise(pl.col(column))
-                                .alias(column)).drop("_boolean"), found
+                                .alias(column)).drop("_boolean", "_stray"), found, stray
 
 
 def text_ids(rows: pl.DataFrame, file: TableFile, columns: tuple[str, ...]) -> tuple[pl.DataFrame, dict[str, dict[str, int]]]:
@@ -335,8 +336,9 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     log_features = (*(dataset.user_features if dataset.users is None else ()), *(dataset.item_features if dataset.items is None else ()))
     log = decimal_points(log, decimal_columns(dataset, log_features, log=True), dataset.interactions)
     booleans: dict[str, int] = {}
+    stray_booleans: dict[str, int] = {}
     if dataset.spec.task == "ctr" and columns["label"]:
-        log, booleans = boolean_labels(log, columns["label"])
+        log, booleans, stray_booleans = boolean_labels(log, columns["label"])
     log_varying: dict[str, dict[str, int]] = {}
     interactions = log.select(
         "source_file", "line",
@@ -381,6 +383,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     read = sources_and_info(dataset, logs)
     if booleans:  # click labels written true/false, read as 1/0: in which files, how many
         read["info"]["boolean_labels"] = booleans
+    if stray_booleans:  # true/false among other labels: not read as 1/0, rejected in cleaning (label not a number)
+        read["info"]["stray_boolean_labels"] = stray_booleans
     if float_ids:  # ids written as whole-number floats, read as integers ('7.0' is user 7): which and how many
         read["info"]["whole_float_ids"] = float_ids
     if log_varying:  # features taken from the log whose ids hold several values: the first line's is used

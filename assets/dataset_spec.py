@@ -913,7 +913,7 @@ def require_unclicked(dataset: CustomDataset) -> None:
     found = label_classes(dataset.interactions, column)
     if found.ones and not found.zeros:
         # A stray false among 1s is no 0 to cleaning, which rejects it: say so, as it may be the log's only 0s.
-        stray = (f" ({found.stray_booleans} rows write it true or false, which are not read as 1 or 0: "
+        stray = (f" ({found.stray_booleans} rows write it true or false among other labels, which cleaning rejects: "
                  f"{STRAY_BOOLEAN_HINT})" if found.stray_booleans else "")
         raise PositivesOnlyError(
             f"{dataset.spec_path}: {dataset.interactions.label} ({dataset.interactions.path}): every label in column "

@@ -121,10 +121,11 @@ SECOND_HEADER_HINT = ("a second header row? words where ids and labels should be
 FOOTER_HINT = ("a notes or totals row at the end of the file? R and spreadsheet exports may end with 'Source: ...' or "
                "'Total,,,'; delete such lines at the end")
 BOOLEAN_LABELS = {"true": "1", "false": "0"}  # a click written as a boolean: Excel's TRUE, pandas' True, JSON's true
-# Said of a click label true or false in a file whose other labels are not all true or false: such a word is
-# read as 1 or 0 only where every label of its file is one (`boolean_labels`, `label_classes`).
-STRAY_BOOLEAN_HINT = ("true/false in a file whose other labels are not true/false: booleans are read as 1 and 0 only "
-                      "where the file writes every label so; write its labels one way, all 1/0 or all true/false")
+# Said of click labels true or false in a file whose other labels are not all true or false (`dataset add`,
+# `raw_logs`): such a word is read as 1 or 0 only where every label of its file is one (`boolean_labels`,
+# `label_classes`); elsewhere cleaning rejects it (label not a number).
+STRAY_BOOLEAN_HINT = ("true and false are read as 1 and 0 only in a file that writes every label so; write each file's "
+                      "labels one way, all 1/0 or all true/false")
 
 
 def export_reason(reason: str, value: pl.Expr, time: bool = False) -> pl.Expr:

@@ -15,6 +15,7 @@ import dagster as dg
 from assets.bundle import Bundle
 from assets.custom_reader import read_builtin, read_custom
 from assets.dataset_spec import load_registered, registered_names
+from assets.domains import STRAY_BOOLEAN_HINT
 from pipelines.outputs import bundle_output
 from pipelines.partitions import TAOBAO_ONLY, dataset_partitions
 from pipelines.resources import PamlResource
@@ -71,6 +72,10 @@ def raw_logs(context: dg.AssetExecutionContext, paml: PamlResource, taobao_log_w
     if bundle.info.get("whole_float_ids"):
         context.log.info(f"ids written as whole-number floats read as integers ('7.0' as '7'), values per file and "
                          f"column: {bundle.info['whole_float_ids']}")
+    if bundle.info.get("stray_boolean_labels"):
+        context.log.warning(f"click labels written true or false in files whose other labels are not, rejected in "
+                            f"cleaning (label not a number), per file: {bundle.info['stray_boolean_labels']}; "
+                            f"{STRAY_BOOLEAN_HINT}")
     if bundle.info.get("varying_log_features"):
         context.log.warning(f"features read from the log take each id's first line; ids whose lines hold other values, "
                             f"per feature column: {bundle.info['varying_log_features']}")

@@ -292,11 +292,14 @@ def test_click_labels_written_as_booleans_read_as_1_and_0_per_file(tmp_path):
     bundle = cleaned(directory)  # users 1 and 2 have one click each: dropped as any such user
     assert bundle.frame("interactions")["label"].to_list() == [1.0, 1.0]
     assert not bundle.frame("rejected")["reason"].str.contains("not a number").any()
-    # A column of 0 and 1 with a stray 'true' was not written as booleans: that value stays unread.
-    bundle = cleaned(sheet_dir(tmp_path / "mixed", clicks(["1", "0", "true", "0", "1", "1"]), label=CLICK))
+    assert "stray_boolean_labels" not in raw.info
+    # A column of 0 and 1 with a stray 'true' was not written as booleans: that value stays unread, and is counted.
+    mixed = load_spec(sheet_dir(tmp_path / "mixed", clicks(["1", "0", "true", "0", "1", "1"]), label=CLICK))
+    raw = read_custom(mixed)
+    assert raw.info["stray_boolean_labels"] == {"sheet/log.csv": 1} and "boolean_labels" not in raw.info
+    bundle = clean_logs_from_raw(raw, mixed.spec)
     assert bundle.frame("rejected").filter(pl.col("line") == 4).select("reason", "value").rows()[0] == \
-        ("label not a number (true/false in a file whose other labels are not true/false: booleans are read as 1 and 0 "
-         "only where the file writes every label so; write its labels one way, all 1/0 or all true/false)", "true")
+        ("label not a number", "true")
 
 
 def test_the_label_scan_of_dataset_add_reads_true_and_false_as_cleaning_does(tmp_path):
@@ -327,8 +330,9 @@ def test_a_log_of_ones_whose_only_zeros_are_stray_falses_is_stopped_at_dataset_a
     monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
     directory = sheet_dir(tmp_path, clicks(["1", "1", "FALSE", "1", "false", "1"]), label=CLICK)
     with pytest.raises(PositivesOnlyError, match=r"every label in column 'rating' that is a number is '1' \(4 rows\), "
-                                                 r"none is 0 \(2 rows write it true or false, which are not read as 1 or 0: "
-                                                 r"true/false in a file whose other labels are not true/false"):
+                                                 r"none is 0 \(2 rows write it true or false among other labels, which cleaning "
+                                                 r"rejects: true and false are read as 1 and 0 only in a file that "
+                                                 r"writes every label so"):
         register(directory)
     assert not (tmp_path / "home" / "datasets").exists()
 
