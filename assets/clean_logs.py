@@ -21,13 +21,13 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.domains import (
-    BOOLEAN_LABELS, FIELD_LABELS, FOOTER_HINT, MISSING_MARKERS, SECOND_HEADER_HINT, STRAY_BOOLEAN_HINT, THOUSANDS_HINT, THOUSANDS_VALUE, EpochSeconds,
+    FIELD_LABELS, FOOTER_HINT, MISSING_MARKERS, SECOND_HEADER_HINT, THOUSANDS_HINT, THOUSANDS_VALUE, EpochSeconds,
     Identifier, Parts, Rule, export_reason, field_rules, is_missing, kept_missing_rules, missing_value, parts_columns,
     parts_rules,
 )
 from assets.negative_sampling import sample_negatives
 from assets.raw_files import BLANK_LINE
-from assets.specs import MIN_ITEMS_PER_USER, DatasetSpec, NumericField
+from assets.specs import DATASETS, MIN_ITEMS_PER_USER, DatasetSpec, NumericField
 
 REJECTED_SCHEMA = {
     "dataset": pl.String,
@@ -313,16 +313,6 @@ def id_reason(reason: str, value: pl.Expr) -> pl.Expr:
     return pl.when(value.str.contains(THOUSANDS_VALUE)).then(pl.lit(f"{reason} ({THOUSANDS_HINT})")).otherwise(pl.lit(reason))
 
 
-def label_reason(spec: DatasetSpec) -> pl.Expr:
-    """Why a label is not a number: `export_reason`'s, and for a click a true/false word that its file's
-    other labels kept from being read as 1/0 (`boolean_labels`)."""
-    reason = export_reason("label not a number", pl.col("label"))
-    if spec.task != "ctr":
-        return reason
-    stray = pl.col("label").str.strip_chars().str.to_lowercase().is_in(list(BOOLEAN_LABELS))
-    return pl.when(stray).then(pl.lit(f"label not a number ({STRAY_BOOLEAN_HINT})")).otherwise(reason)
-
-
 def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFrame, raw_user_ids: pl.Series) -> list[Rule]:
     """Rules of one interaction row, in order: ids, label, time, then users and items it names."""
     label = pl.col("_label")
@@ -330,7 +320,7 @@ def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFram
         (is_missing("user_id"), "user_id missing", pl.col("user_id")),
         (is_missing("item_id"), "item_id missing", pl.col("item_id")),
         (is_missing("label"), "label missing", pl.col("label")),
-        (label.is_null() | label.is_nan(), label_reason(spec), pl.col("label")),
+        (label.is_null() | label.is_nan(), export_reason("label not a number", pl.col("label")), pl.col("label")),
     ]
     for implicit in spec.implicit_labels:  # e.g. Book-Crossing's 0: the user saw the book, did not rate it
         rules.append((label == implicit, f"implicit rating {implicit:g} (not an explicit {spec.label_min:g}-{spec.label_max:g} rating)",
@@ -577,9 +567,11 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
         raw.frame("interactions"), users, items, raw.frame("users")["user_id"], spec
     )
     users, interactions, rejected_thin = drop_thin_users(users, interactions, spec, rules)
-    rejected_all = export_rows(pl.concat(
+    rejected_all = pl.concat(
         [malformed_rejections(raw.frame("malformed"), spec.name), *rejected, *rejected_items, *rejected_rows_, *rejected_thin]
-    ), raw)
+    )
+    if spec.name not in DATASETS:  # the built-ins' cleaned outputs are fixed (taobao's are also made in user shards)
+        rejected_all = export_rows(rejected_all, raw)
     frames = {
         "users": users.sort("user_id"),
         "items": items.sort("item_id"),
