@@ -51,7 +51,7 @@ def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: l
 
 # -- Dagster asset -------------------------------------------------------------------------
 import dagster as dg  # noqa: E402
-from pydantic import Field  # noqa: E402
+from pydantic import Field, field_validator  # noqa: E402
 
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
@@ -60,7 +60,14 @@ from pipelines.partitions import dataset_partitions  # noqa: E402
 class AblationConfig(ModelConfig):
     """REG-PAML's training settings plus the gammas to compare."""
 
-    gammas: list[float] = Field(default=list(ABLATION_GAMMAS), description="Regularizer weights to train (paper Table 4).")
+    gammas: list[float] = Field(default=list(ABLATION_GAMMAS), description="Regularizer weights to train (paper Table 4), each >= 0.")
+
+    @field_validator("gammas")
+    @classmethod
+    def _gammas(cls, gammas: list[float]) -> list[float]:
+        if not gammas or any(not gamma >= 0 for gamma in gammas):  # `not >=` also catches NaN
+            raise ValueError(f"gammas: {gammas}; give one or more regularizer weights, each >= 0")
+        return gammas
 
 
 @dg.asset(

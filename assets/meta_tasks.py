@@ -259,7 +259,7 @@ from pipelines.resources import PamlResource  # noqa: E402
 class TaskConfig(dg.Config):
     """How categorical values are encoded."""
 
-    backoff_min_count: int = Field(default=BACKOFF_MIN_COUNT, description=(
+    backoff_min_count: int = Field(default=BACKOFF_MIN_COUNT, ge=0, description=(
         "A value of a backoff field (e.g. zip) held by fewer training users falls back to a prefix; 0 = off."))
 
 

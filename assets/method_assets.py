@@ -179,8 +179,14 @@ def evaluate_method(method: str, models: dict[str, Bundle], tasks: dict[str, Bun
 
 
 # -- Dagster assets ----------------------------------------------------------------------
+from typing import Literal  # noqa: E402
+
 import dagster as dg  # noqa: E402
-from pydantic import Field  # noqa: E402
+from pydantic import Field, field_validator  # noqa: E402
+
+from models.batching import BATCHING  # noqa: E402
+from models.runtime import SEED_MAX  # noqa: E402
+from models.tasks import PROTOCOLS  # noqa: E402
 
 from pipelines.outputs import bundle_output, inline_plot, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
@@ -190,26 +196,42 @@ LEARNER_DEFAULTS = LearnerConfig()
 MEMORY_DEFAULTS = MemoryConfig()
 TRAIN_DEFAULTS = TrainConfig()
 TUNED_HELP = " Empty = the tuned value for this dataset and method (models/settings/<dataset>.json), else the code default."
+# Values a run config may name: Dagster checks a Literal before the run starts (the key, the value and the
+# choices in one line), where a free string failed deep in training (models/, torch) without the key.
+Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
+Batching = Literal[BATCHING]  # type: ignore[valid-type]
+MemoryBackend = Literal["exact", "flann"]
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+
+
+def seeds_in_range(key: str, seeds: list[int]) -> list[int]:
+    """`seeds` when each lies in 0..SEED_MAX and none repeats, else a ValueError naming `key` and the values."""
+    bad = [seed for seed in seeds if not 0 <= seed <= SEED_MAX]
+    if bad:
+        raise ValueError(f"{key}: {bad} out of range; each seed must lie in 0..{SEED_MAX}")
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"{key}: {seeds}; give one or more distinct seeds")
+    return seeds
 
 
 class ModelConfig(dg.Config):
     """Training settings of one method (defaults and their reasons: docs/protocol.md, docs/tuning.md)."""
 
-    epochs: int = Field(default=TRAIN_DEFAULTS.epochs, description="Upper bound on passes over the training users.")
-    max_steps: int = Field(default=TRAIN_DEFAULTS.max_steps, description="Outer-step budget.")
-    eval_every: int = Field(default=TRAIN_DEFAULTS.eval_every, description="Outer steps between two scorings of the validation users.")
-    patience: int = Field(default=TRAIN_DEFAULTS.patience, description="Evaluations without improvement before training stops (the best one is kept).")
-    protocol: str = Field(default=TRAIN_DEFAULTS.protocol, description="'paper' (cold-start training users only) or 'production' (+ the warm users' tasks).")
-    batching: str = Field(default=TRAIN_DEFAULTS.batching, description="'bucketed' (meta-batches of similar-length users, little padding) or 'random' (models/batching.py).")
-    processes: int | None = Field(default=None, description="Runs (seeds, ablation variants) trained side by side in their own processes; empty = one per run on a GPU, on CPU one per 2 threads (models/parallel.py).")
-    meta_batch: int = Field(default=TRAIN_DEFAULTS.meta_batch, description="Users (tasks) per outer step.")
+    epochs: int = Field(default=TRAIN_DEFAULTS.epochs, ge=1, description="Upper bound on passes over the training users.")
+    max_steps: int = Field(default=TRAIN_DEFAULTS.max_steps, ge=0, description="Outer-step budget.")
+    eval_every: int = Field(default=TRAIN_DEFAULTS.eval_every, ge=1, description="Outer steps between two scorings of the validation users.")
+    patience: int = Field(default=TRAIN_DEFAULTS.patience, ge=0, description="Evaluations without improvement before training stops (the best one is kept).")
+    protocol: Protocol = Field(default=TRAIN_DEFAULTS.protocol, description="'paper' (cold-start training users only) or 'production' (+ the warm users' tasks).")
+    batching: Batching = Field(default=TRAIN_DEFAULTS.batching, description="'bucketed' (meta-batches of similar-length users, little padding) or 'random' (models/batching.py).")
+    processes: int | None = Field(default=None, ge=1, description="Runs (seeds, ablation variants) trained side by side in their own processes; empty = one per run on a GPU, on CPU one per 2 threads (models/parallel.py).")
+    meta_batch: int = Field(default=TRAIN_DEFAULTS.meta_batch, ge=1, description="Users (tasks) per outer step.")
     outer_lr: float | None = Field(default=None, description="Adam learning rate of the outer loop." + TUNED_HELP)
     inner_lr: float | None = Field(default=None, description="Base inner step size (MeLU's fixed alpha; PAML's starting alpha)." + TUNED_HELP)
     inner_steps: int | None = Field(default=None, description="Inner gradient steps on the support set." + TUNED_HELP)
     first_order: bool = Field(default=LEARNER_DEFAULTS.first_order, description="Drop second-order terms of the meta-gradient.")
-    seeds: list[int] = Field(default=[0, 1, 2], description="One trained model per seed (the paper: 3 trials).")
-    device: str = Field(default="auto", description="'auto' (CUDA when available), 'cpu' or 'cuda'.")
-    embedding_dim: int = Field(default=LEARNER_DEFAULTS.network.embedding_dim, description="Embedding size per field.")
+    seeds: list[int] = Field(default=[0, 1, 2], description=f"One trained model per seed (the paper: 3 trials), each in 0..{SEED_MAX}.")
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
+    embedding_dim: int = Field(default=LEARNER_DEFAULTS.network.embedding_dim, ge=1, description="Embedding size per field.")
     hidden: list[int] = Field(default=list(LEARNER_DEFAULTS.network.hidden), description="Decision layer widths.")
     statistics: bool = Field(default=LEARNER_DEFAULTS.network.statistics, description="Rating statistics as features (models/features.py).")
     item_id: bool = Field(default=LEARNER_DEFAULTS.network.item_id, description="The item's identity as an item field.")
@@ -229,18 +251,30 @@ class ModelConfig(dg.Config):
     max_step_norm: float | None = Field(default=None, description="Bound on one inner update's norm." + TUNED_HELP)
     lr_hidden: int = Field(default=LEARNER_DEFAULTS.lr_hidden, description="PAML family: hidden width of the LR module.")
     lr_range: float | None = Field(default=None, description="PAML family: alpha(h) lies in [inner_lr / lr_range, inner_lr * lr_range]." + TUNED_HELP)
-    gamma: float | None = Field(default=None, description="REG-PAML: regularizer weight gamma." + TUNED_HELP)
+    gamma: float | None = Field(default=None, ge=0, description="REG-PAML: regularizer weight gamma." + TUNED_HELP)
     correction_range: float | None = Field(default=None, description="AT-PAML: alpha'(h) in (-c, c), in log-ratio units." + TUNED_HELP)
     memory_weight: float | None = Field(default=None, description="AT-PAML: weight rho of the neighbours' mean log-ratio (1 = the paper's)." + TUNED_HELP)
-    memory_capacity: int = Field(default=MEMORY_DEFAULTS.capacity, description="AT-PAML: stored users before LRU eviction.")
-    memory_k: int = Field(default=MEMORY_DEFAULTS.k, description="AT-PAML: neighbours K.")
+    memory_capacity: int = Field(default=MEMORY_DEFAULTS.capacity, ge=1, description="AT-PAML: stored users before LRU eviction.")
+    memory_k: int = Field(default=MEMORY_DEFAULTS.k, ge=1, description="AT-PAML: neighbours K.")
     memory_beta: float = Field(default=MEMORY_DEFAULTS.beta, description="AT-PAML: SGD step on stored embeddings and LRs.")
-    memory_backend: str = Field(default=MEMORY_DEFAULTS.backend, description="AT-PAML: 'exact' (torch) or 'flann' (randomized kd-tree).")
+    memory_backend: MemoryBackend = Field(default=MEMORY_DEFAULTS.backend, description="AT-PAML: 'exact' (torch) or 'flann' (randomized kd-tree).")
     kernel_delta: float | None = Field(default=None, description="AT-PAML: fixed kernel delta; empty = calibrated from the stored embeddings.")
     kernel_scale: float | None = Field(default=None, description="AT-PAML: calibrated kernel, farthest neighbour weighs exp(-kernel_scale) of the nearest." + TUNED_HELP)
     finetune_steps: int | None = Field(default=None, description="Transfer: fine-tuning steps per test user." + TUNED_HELP)
     finetune_lr: float | None = Field(default=None, description="Transfer: fine-tuning step size." + TUNED_HELP)
     settings_dir: str = Field(default="", description="Directory of the tuned settings files (<dataset>.json); empty = models/settings.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        return seeds_in_range("seeds", seeds)
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden(cls, hidden: list[int]) -> list[int]:
+        if any(width < 1 for width in hidden):
+            raise ValueError(f"hidden: {hidden}; every layer width must be >= 1")
+        return hidden
 
     def learner_config(self, method: str, dataset: str | None, references: Bundle | None = None) -> LearnerConfig:
         """Code defaults <- tuned settings of (dataset, method) <- values set in this config; with fold-ins,

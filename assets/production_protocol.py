@@ -76,7 +76,7 @@ def skipped(dataset: str, reason: str) -> Bundle:
 
 # -- Dagster asset -------------------------------------------------------------------------
 import dagster as dg  # noqa: E402
-from pydantic import Field  # noqa: E402
+from pydantic import Field, field_validator  # noqa: E402
 
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
@@ -86,6 +86,14 @@ class ProductionConfig(ModelConfig):
     """The model assets' training settings (the protocol is always 'production' here) and the methods to fit."""
 
     methods: list[str] = Field(default=list(METHODS), description="Methods to train and score under the production protocol.")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods: list[str]) -> list[str]:
+        # A list of Literals is no Dagster config type, so the names are checked here, when the step starts.
+        if unknown := sorted(set(methods) - set(METHODS)):
+            raise ValueError(f"methods: unknown {unknown}; choose among {', '.join(METHODS)}")
+        return methods
 
 
 @dg.asset(

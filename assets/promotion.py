@@ -363,9 +363,9 @@ from pipelines.store import LineageStore  # noqa: E402
 class PromotionConfig(dg.Config):
     """How a challenger is judged against the model in service."""
 
-    alpha: float = Field(default=PROMOTION_ALPHA,
+    alpha: float = Field(default=PROMOTION_ALPHA, gt=0, lt=1,
                          description="Reject the challenger when its validation loss is higher at this one-sided p-value.")
-    max_increase: float = Field(default=PROMOTION_MAX_INCREASE,
+    max_increase: float = Field(default=PROMOTION_MAX_INCREASE, ge=0,
                                 description="... or when its mean validation loss is this much higher (relative), significant or not.")
 
 

@@ -346,11 +346,11 @@ from pipelines.resources import PamlResource  # noqa: E402
 class TaobaoDayConfig(dg.Config):
     """How synthetic taobao logs are generated when PAML_DATA_DIR has no taobao/ directory."""
 
-    seed: int = Field(default=0, description="Seed of the synthetic click-log generator.")
-    users: int = Field(default=3000, description="Number of synthetic users.")
-    items: int = Field(default=2000, description="Number of synthetic items.")
+    seed: int = Field(default=0, ge=0, description="Seed of the synthetic click-log generator.")
+    users: int = Field(default=3000, ge=1, description="Number of synthetic users.")
+    items: int = Field(default=2000, ge=1, description="Number of synthetic items.")
     history_days: int = Field(
-        default=TAOBAO_WINDOW_DAYS,
+        default=TAOBAO_WINDOW_DAYS, ge=1,
         description="Days the generator spreads each user's activity over; later days continue each user's daily average.")
 
     def generator(self) -> GeneratorConfig:

@@ -227,6 +227,8 @@ def splits_in_ranges(clean_logs: Bundle, cold_start: pl.DataFrame, seed: int, in
 import dagster as dg  # noqa: E402
 from pydantic import Field  # noqa: E402
 
+from models.runtime import SEED_MAX  # noqa: E402
+
 from assets.specs import spec_for  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
@@ -236,7 +238,7 @@ from pipelines.resources import PamlResource  # noqa: E402
 class SplitConfig(dg.Config):
     """Seed of the user split and the support/query split."""
 
-    seed: int = Field(default=0, description="Seed for the 7:1:2 user split (items use seed + 1).")
+    seed: int = Field(default=0, ge=0, le=SEED_MAX, description="Seed for the 7:1:2 user split (items use seed + 1).")
 
 
 @dg.asset(

@@ -29,6 +29,9 @@ import os
 from typing import Mapping, MutableMapping
 
 THREADS_ENV = "PAML_THREADS"
+# The largest seed every entry point accepts: numpy's SeedSequence takes no negative seed and
+# torch.manual_seed none past 2**64; 2**32 - 1 is the classic bound, far above any we use.
+SEED_MAX = 2**32 - 1
 SPIN_COUNT = "1000"  # libgomp's busy-wait iterations before a waiting thread sleeps
 SHORT_SPIN = {"GOMP_SPINCOUNT": SPIN_COUNT, "KMP_BLOCKTIME": "0"}  # the OpenMP wait set here by default
 OPENMP_WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")  # what decides how OpenMP waits

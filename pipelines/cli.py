@@ -33,6 +33,19 @@ class CliError(Exception):
     """An expected failure, printed by main() as one line: what, where, how to fix."""
 
 
+def seed_argument(text: str) -> int:
+    """A seed given on the command line, refused by argparse (one line, status 2) outside 0..SEED_MAX."""
+    from models.runtime import SEED_MAX
+
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: not an integer") from None
+    if not 0 <= seed <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"seed {seed} out of range 0..{SEED_MAX}")
+    return seed
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors that point at --help (sub-commands inherit it)."""
 
@@ -138,6 +151,10 @@ def expected_failure(error: BaseException) -> str | None:
             return (f"{one_line(error)} -- another process holds {default_home() / 'paml.duckdb'}; wait for it, or read "
                     "the snapshot (`sql` without --live)")
         return f"DuckDB: {one_line(error)} (tables and views: docs/duckdb.md)"
+    import pydantic
+
+    if isinstance(error, pydantic.ValidationError):  # a run config value a Config class refused when its step started
+        return validation_line(error)
     from assets.cold_start import ColdStartInputError
 
     if isinstance(error, ColdStartInputError):
@@ -148,6 +165,13 @@ def expected_failure(error: BaseException) -> str | None:
         return (f"{one_line(error)} -- the failed expectations: .venv/bin/python -m pipelines.cli sql "
                 "\"SELECT asset_key, partition, expectation, column_name, details FROM checks WHERE NOT success\"")
     return None
+
+
+def validation_line(error) -> str:
+    """One line for a pydantic ValidationError of a run config: the class, and each key with its value and why."""
+    problems = "; ".join(f"{'.'.join(str(part) for part in item['loc'])}={item.get('input')!r}: {item['msg']}"
+                         for item in error.errors())
+    return f"bad run config ({error.title}): {problems}"
 
 
 def taobao_days(history_days: int | None = None) -> list[str]:
@@ -528,13 +552,13 @@ def build_parser() -> Parser:
                       help="a built-in or registered dataset (default taobao: synthetic, needs no files)")
     demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
     demo.add_argument("--epochs", type=int, help="override every method's epochs")
-    demo.add_argument("--seeds", type=int, nargs="+", help="override every method's seeds")
+    demo.add_argument("--seeds", type=seed_argument, nargs="+", help="override every method's seeds")
     demo.add_argument("--max-steps", type=int, default=DEMO_MAX_STEPS,
                       help=f"outer steps per training run (default {DEMO_MAX_STEPS}; 0 = the models' own budget)")
     repro = commands.add_parser("reproduce", help="every dataset: data, all methods x seeds, ablation; then evaluation and the report")
     repro.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=datasets)
     repro.add_argument("--epochs", type=int, help="override every method's epochs")
-    repro.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="every method's seeds (default 0-4)")
+    repro.add_argument("--seeds", type=seed_argument, nargs="+", default=[0, 1, 2, 3, 4], help="every method's seeds (default 0-4)")
     repro.add_argument("--threads", type=int, help="threads per process (sets PAML_THREADS; default: PAML_THREADS, else the available cores); recorded in runs")
     repro.add_argument("--protocols", nargs="+", default=["paper", "production"], choices=["paper", "production"],
                        help="'production' also trains every meta-learner with the warm users' tasks (production_job); "
@@ -546,7 +570,7 @@ def build_parser() -> Parser:
     tune.add_argument("--workers", type=int, default=1, help="worker processes sharing each dataset's journal")
     tune.add_argument("--device", default="cpu", help="cpu or cuda")
     tune.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    tune.add_argument("--seed", type=int, default=0, help="sampler seed and every trial's training seed")
+    tune.add_argument("--seed", type=seed_argument, default=0, help="sampler seed and every trial's training seed")
     tune.add_argument("--protocol", default="paper", choices=["paper", "production"])
     tune.add_argument("--max-steps", type=int, help="outer-step budget per trial (default: TrainConfig.max_steps)")
     tune.add_argument("--eval-every", type=int, help="outer steps between evaluations (default: TrainConfig.eval_every)")
@@ -563,7 +587,7 @@ def build_parser() -> Parser:
     rec = commands.add_parser("recommend", help="adapt a trained model to a new user and print scored items")
     rec.add_argument("--dataset", required=True, choices=datasets)
     rec.add_argument("--method", default="reg_paml", help="melu, meta_sgd, transfer, paml, at_paml or reg_paml (default)")
-    rec.add_argument("--seed", type=int, help="which trained seed (default: the first)")
+    rec.add_argument("--seed", type=seed_argument, help="which trained seed (default: the first)")
     rec.add_argument("--model", choices=["promoted", "latest"], default="promoted",
                      help="the model in service (default) or the newest trained one")
     rec.add_argument("--profile", nargs="+", required=True, metavar="FIELD=VALUE", help="the user's features")
