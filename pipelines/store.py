@@ -1,7 +1,8 @@
 """The DuckDB lineage store: artifacts, lineage edges, runs, rejected rows, checks.
 
 DuckDB allows one writer process and then no other reader, so every operation opens a
-short connection, retries lock errors with backoff, and closes at once. An artifact's
+short connection, retries lock errors with backoff (the pipeline's as long as the lock is
+held, saying who holds it), and closes at once. An artifact's
 files are written (content-addressed, atomically renamed) before its rows are
 committed; rows are the source of truth, so a killed run leaves at worst an unused
 directory and never a row that points at missing data.
@@ -18,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -31,7 +33,14 @@ import polars as pl
 from assets.bundle import Bundle, SourceFile, StoredParts, publish_directory
 from pipelines.provenance import RUN_COLUMNS, run_facts
 
+# How long a reader outside the pipeline (`sql --live`) waits for the live file before it says who holds it.
+# The pipeline's own connections wait as long as the lock is held: a session left open on the live file
+# (a notebook, a BI tool, even read-only) used to fail every run that wrote after two minutes.
 LOCK_RETRY_SECONDS = 120.0
+# A writer holds the lock for seconds; waiting longer means a session holds the file: say which, and again
+# every minute, in the step's log.
+LOCK_WARN_AFTER_SECONDS = 20.0
+LOCK_WARN_EVERY_SECONDS = 60.0
 # A staging directory untouched this long is a killed writer's: a live one writes into it within seconds.
 STALE_STAGING_SECONDS = 24 * 3600.0
 LOCK_BACKOFF_START = 0.05
@@ -155,24 +164,47 @@ def is_lock_error(error: Exception) -> bool:
     return "lock" in text.lower() and ("Could not set lock" in text or "Conflicting lock" in text)
 
 
+def lock_holder(error: Exception) -> str:
+    """'<program> (PID n)' from DuckDB's lock error, or 'another process' when it names none."""
+    match = re.search(r"Conflicting lock is held in (.+?) \(PID (\d+)\)", str(error))
+    return f"{match[1]} (PID {match[2]})" if match else "another process"
+
+
+def lock_wait_message(path: Path, waited: float, error: Exception) -> str:
+    """What a connection waiting on `path`'s lock logs: who holds it and how to let the run go on."""
+    return (f"waiting {waited:.0f} s for DuckDB's lock on {path}, held by {lock_holder(error)}: a session open on "
+            f"the live file blocks the pipeline's writes, even one opened read-only; the run goes on once it is "
+            f"closed. Query {path.with_name('paml-snapshot.duckdb')} instead (never locked; docs/duckdb.md)")
+
+
 @contextlib.contextmanager
-def connect(path: Path, *, read_only: bool = False, retry_seconds: float = LOCK_RETRY_SECONDS) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(path: Path, *, read_only: bool = False, retry_seconds: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open `path`, retrying while another process holds the lock; always close.
 
-    A read-only connection is restricted (READ_ONLY_CONFIG) and never creates anything.
+    `retry_seconds`: how long to wait for the lock before raising DuckDB's error; None (the pipeline's
+    connections) waits as long as it is held, logging who holds it after LOCK_WARN_AFTER_SECONDS and every
+    LOCK_WARN_EVERY_SECONDS after. A read-only connection is restricted (READ_ONLY_CONFIG) and never
+    creates anything.
     """
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.is_file():
         raise NoDatabaseError(f"no database at {path}")
-    deadline, delay = time.monotonic() + retry_seconds, LOCK_BACKOFF_START
+    started, delay = time.monotonic(), LOCK_BACKOFF_START
+    next_warning = started + LOCK_WARN_AFTER_SECONDS
     while True:
         try:
             con = duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_CONFIG if read_only else WRITER_CONFIG)
             break
         except duckdb.Error as error:
-            if not is_lock_error(error) or time.monotonic() > deadline:
+            now = time.monotonic()
+            if not is_lock_error(error) or (retry_seconds is not None and now - started > retry_seconds):
                 raise
+            if now >= next_warning:
+                import dagster as dg  # its logger reaches the step's log inside a run, stderr outside
+
+                dg.get_dagster_logger("paml.store").warning(lock_wait_message(path, now - started, error))
+                next_warning = now + LOCK_WARN_EVERY_SECONDS
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
     try:
@@ -489,6 +521,12 @@ class LineageStore:
         os.replace(staging, self.snapshot_path)
 
     # -- reading -----------------------------------------------------------------
+    @property
+    def lock_wait_seconds(self) -> float | None:
+        """How long a read waits for the live file's lock: a reader's store (`sql --live`) gives up after
+        LOCK_RETRY_SECONDS and says who holds it; the pipeline's waits as long as it is held (connect)."""
+        return LOCK_RETRY_SECONDS if self.read_only else None
+
     def _read_path(self, snapshot: bool | None) -> Path:
         """The file a read uses: the snapshot (readers' default, never locked) or the live file."""
         use_snapshot = self.read_only if snapshot is None else snapshot
@@ -503,7 +541,7 @@ class LineageStore:
         row = None
         path = self._read_path(None)
         if path.is_file():
-            with connect(path, read_only=True) as con:
+            with connect(path, read_only=True, retry_seconds=self.lock_wait_seconds) as con:
                 row = con.execute(
                     "SELECT artifact_id, content_hash, location FROM artifacts "
                     "WHERE asset_key = ? AND partition = ? ORDER BY seq DESC LIMIT 1",
@@ -520,7 +558,7 @@ class LineageStore:
 
     def row(self, artifact_id: str) -> ArtifactRow:
         """The stored artifact `artifact_id`, or LookupError naming it."""
-        with connect(self._read_path(None), read_only=True) as con:
+        with connect(self._read_path(None), read_only=True, retry_seconds=self.lock_wait_seconds) as con:
             row = con.execute(
                 "SELECT artifact_id, asset_key, partition, content_hash, location FROM artifacts WHERE artifact_id = ?",
                 [artifact_id]).fetchone()
@@ -551,7 +589,7 @@ class LineageStore:
         read-only store, the live file otherwise. Anything but reading the database
         (COPY TO, read_csv of a file, INSTALL, ATTACH, SET) fails with a duckdb.Error.
         """
-        with connect(self._read_path(snapshot), read_only=True) as con:
+        with connect(self._read_path(snapshot), read_only=True, retry_seconds=self.lock_wait_seconds) as con:
             relation = con.sql(sql, params=params) if params else con.sql(sql)
             if relation is None:  # an empty text, only comments, or a statement with no result
                 raise duckdb.InvalidInputException(f"nothing to show: {sql.strip()[:60]!r} returns no rows; give a query (SELECT ...)")

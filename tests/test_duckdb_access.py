@@ -1,6 +1,7 @@
 """Querying DuckDB: the snapshot is never locked, live reads wait, readers cannot write or
 reach outside the database, and a home can be copied or moved."""
 
+import logging
 import os
 import shutil
 import subprocess
@@ -295,3 +296,42 @@ def test_parts_are_linked_in_loaded_as_files_mirrored_and_their_scratch_removed(
     assert Bundle(frames=loaded.frames, parts={"rejected": StoredParts.under(changed)}).content_hash() != row.content_hash
     with pytest.raises(ValueError, match="either a frame or parts"):
         Bundle(frames={"rejected": pl.DataFrame()}, parts={"rejected": parts})
+
+
+def test_a_run_waits_for_a_read_only_session_on_the_live_file_and_names_it(tmp_path, monkeypatch):
+    # A notebook with duckdb.connect("paml.duckdb", read_only=True) left open blocks every writer.
+    # Runs used to give up after two minutes with DuckDB's lock error (the step failed); now the
+    # pipeline waits as long as the session holds the file and says which process it is.
+    import dagster as dg
+
+    from pipelines import store as store_module
+    from pipelines.definitions import ASSETS, CHECKS, build_resources
+
+    monkeypatch.setattr(store_module, "LOCK_RETRY_SECONDS", 0.5)  # a reader's bound; the pipeline's has none
+    monkeypatch.setattr(store_module, "LOCK_WARN_AFTER_SECONDS", 0.5)
+    home = tmp_path / "home"
+    LineageStore(home).record(tiny_bundle(1), run_id="r0", job_name="j", asset_key="a", partition="p",
+                              code_version="1", inputs=[], mirrors={})
+    code = textwrap.dedent(f"""
+        import duckdb, time
+        con = duckdb.connect({str(home / 'paml.duckdb')!r}, read_only=True)
+        print("locked", flush=True)
+        time.sleep(6)
+        con.close()
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    tiny = {"ops": {"taobao_daily_logs": {"config": {"users": 200, "items": 100, "history_days": 3}}}}
+    instance = dg.DagsterInstance.ephemeral()
+    try:
+        result = dg.materialize(ASSETS + CHECKS, selection=["taobao_daily_logs"], partition_key="2026-01-01", run_config=tiny,
+                                resources=build_resources(home, tmp_path / "data"), instance=instance)
+        assert holder.poll() is not None  # the write went through once the session had closed, not before
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert result.success
+    waits = [entry.user_message for entry in instance.all_logs(result.run_id)
+             if entry.level >= logging.WARNING and "waiting" in entry.user_message]
+    assert waits and f"(PID {holder.pid})" in waits[0] and "paml-snapshot.duckdb" in waits[0]
+    assert LineageStore(home).query("SELECT count(*) FROM artifacts WHERE asset_key = 'taobao_daily_logs'").item() == 1
