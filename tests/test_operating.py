@@ -1,6 +1,8 @@
 """How users operate the pipeline, beyond the happy path: commands on a home with nothing built,
 killed processes, runs side by side. Real DuckDB, real Dagster runs."""
 
+import logging
+
 import dagster as dg
 import polars as pl
 
@@ -17,7 +19,11 @@ def test_an_evaluation_with_no_model_in_service_succeeds_and_names_none(tmp_path
     with dg.instance_for_test() as instance:
         result = dg.materialize(ASSETS + CHECKS, selection=["reg_paml_eval"], instance=instance,
                                 resources=build_resources(home, tmp_path / "no-data"))
+        # `dagster asset materialize --select reg_paml_eval` on a fresh home: a green run whose only
+        # word was an INFO line among Dagster's DEBUG events; now a warning that says what to build.
+        [warning] = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level >= logging.WARNING]
     assert result.success
+    assert "nothing to evaluate" in warning and "dg launch --job training_job --partition" in warning
     store = LineageStore(home)
     assert store.query("SELECT asset_key FROM artifacts")["asset_key"].to_list() == ["reg_paml_eval"]
 
