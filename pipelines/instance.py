@@ -48,3 +48,20 @@ def dagster_instance(home: Path | None = None) -> Iterator["dg.DagsterInstance"]
         instance = dg.DagsterInstance.get()
     with instance:
         yield instance
+
+
+def tag_run_process(context: "dg.InitResourceContext") -> None:
+    """Tag a run that has no process tag with this process (`pipelines.cli.PROCESS_TAG`), so that the next
+    CLI command marks it failed if the process dies (kill -9, a closed terminal) and the automation plans
+    its assets again. The CLI tags its own runs when it creates them; `dagster asset materialize` and
+    `dg launch` do not, and such a killed run stayed STARTED for ever. Only where this process is the
+    run's own: a step in a process of its own (the multiprocess executor's child) ends before its run does."""
+    import multiprocessing
+
+    from pipelines.cli import PROCESS_TAG, process_tag
+
+    run, instance = context.dagster_run, context.instance
+    own_process = multiprocessing.parent_process() is None and os.environ.get("PAML_EXECUTOR", "in_process") == "in_process"
+    if run is None or instance is None or PROCESS_TAG in run.tags or not own_process:
+        return
+    instance.add_run_tags(run.run_id, {PROCESS_TAG: process_tag()})

@@ -306,5 +306,9 @@ class LineageIOManager(dg.ConfigurableIOManagerFactory):
     home: str
 
     def create_io_manager(self, context: dg.InitResourceContext) -> BundleIOManager:
+        # Every step uses the IO manager (not every one the paml resource): the run gets its process tag here.
+        from pipelines.instance import tag_run_process
+
+        tag_run_process(context)
         return BundleIOManager(LineageStore(Path(self.home)))
 

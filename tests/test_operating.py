@@ -261,3 +261,53 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
     assert not old.exists() and not snapshot_leftover.exists()
     assert fresh.is_dir()  # it may be a live writer's, side by side: only old staging is taken
     assert store.query("SELECT count(*) FROM artifacts").item() == 2
+
+
+def test_a_killed_run_started_outside_the_cli_is_marked_failed_by_the_next_command(tmp_path, monkeypatch, capsys):
+    # `dagster asset materialize` (or `dg launch`) killed with kill -9 left its run STARTED for ever: only
+    # runs the CLI created carried the process tag, so the automation never planned those assets again.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from pipelines import cli
+
+    home = tmp_path / "home"
+    env = {**os.environ, "PAML_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    code = textwrap.dedent("""
+        import os, signal
+        import dagster as dg
+        import assets.taobao_logs as logs
+        from pipelines.definitions import ASSETS, CHECKS, build_resources
+        from pipelines.instance import ensure_dagster_home
+        # killed at its first step's work, as `dagster asset materialize` killed from outside
+        logs.ensure_generated = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+        ensure_dagster_home()
+        with dg.DagsterInstance.get() as instance:
+            dg.materialize(ASSETS + CHECKS, selection=["taobao_log_window"], partition_key="taobao",
+                           resources=build_resources(), instance=instance)
+    """)
+    seed_day = textwrap.dedent("""
+        import dagster as dg
+        from pipelines.definitions import ASSETS, CHECKS, build_resources
+        from pipelines.instance import ensure_dagster_home
+        ensure_dagster_home()
+        with dg.DagsterInstance.get() as instance:
+            assert dg.materialize(ASSETS + CHECKS, selection=["taobao_daily_logs"], partition_key="2026-01-01",
+                                  resources=build_resources(), instance=instance,
+                                  run_config={"ops": {"taobao_daily_logs": {"config": {"users": 200, "items": 100,
+                                                                                         "history_days": 3}}}}).success
+    """)
+    assert subprocess.run([sys.executable, "-c", seed_day], env=env, timeout=300).returncode == 0
+    killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    monkeypatch.setenv("PAML_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    with dg.DagsterInstance.get() as instance:
+        [dead] = [run for run in instance.get_runs() if run.status == dg.DagsterRunStatus.STARTED]
+        assert cli.PROCESS_TAG in dead.tags
+    assert cli.main(["init"]) == 0
+    assert f"marked run {dead.run_id} failed" in capsys.readouterr().out
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
