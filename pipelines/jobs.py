@@ -7,7 +7,7 @@ import dagster as dg
 taobao_logs_job = dg.define_asset_job(
     "taobao_logs_job",
     selection=dg.AssetSelection.assets("taobao_daily_logs"),
-    description="Days of taobao logs (one daily partition each; a range runs as one step).",
+    description="One day of taobao logs (a daily partition; a range is a backfill, one run per day).",
 )
 
 taobao_window_job = dg.define_asset_job(
