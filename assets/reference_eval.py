@@ -235,6 +235,9 @@ def choices_for(store: LineageStore, settings: dict[str, Bundle], tasks: dict[st
                 "`reference_settings` chose on validation users, on the same query sets.",
 )
 def reference_eval(context: dg.AssetExecutionContext, paml: PamlResource, tasks: dict, groups: dict, settings: dict) -> dg.Output[Bundle]:
+    if not set(tasks) & set(groups):  # as `<method>_eval`: a run that evaluates nothing says what to build
+        context.log.warning("reference_eval: nothing to evaluate, no dataset has meta_tasks and user_groups in this "
+                            "Dagster instance; build them first: dg launch --job data_job --partition DATASET")
     choices = choices_for(paml.store(), settings, tasks)
     retuned = sorted(set(tasks) & set(groups) - set(choices))
     if retuned:

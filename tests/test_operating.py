@@ -24,8 +24,13 @@ def test_an_evaluation_with_no_model_in_service_succeeds_and_names_none(tmp_path
         [warning] = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level >= logging.WARNING]
     assert result.success
     assert "nothing to evaluate" in warning and "dg launch --job training_job --partition" in warning
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ASSETS + CHECKS, selection=["reference_eval"], instance=instance,
+                                resources=build_resources(home, tmp_path / "no-data"))
+        [warning] = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level >= logging.WARNING]
+    assert result.success and "dg launch --job data_job --partition" in warning
     store = LineageStore(home)
-    assert store.query("SELECT asset_key FROM artifacts")["asset_key"].to_list() == ["reg_paml_eval"]
+    assert store.query("SELECT asset_key FROM artifacts ORDER BY seq")["asset_key"].to_list() == ["reg_paml_eval", "reference_eval"]
 
 
 def test_a_mirror_with_no_rows_leaves_none_of_the_assets_older_rows(tmp_path):
