@@ -187,6 +187,7 @@ from pydantic import Field, field_validator  # noqa: E402
 from models.batching import BATCHING  # noqa: E402
 from models.runtime import SEED_MAX  # noqa: E402
 from models.tasks import PROTOCOLS  # noqa: E402
+from models.user_memory import MEMORY_BACKENDS  # noqa: E402
 
 from pipelines.outputs import bundle_output, inline_plot, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
@@ -200,7 +201,7 @@ TUNED_HELP = " Empty = the tuned value for this dataset and method (models/setti
 # choices in one line), where a free string failed deep in training (models/, torch) without the key.
 Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 Batching = Literal[BATCHING]  # type: ignore[valid-type]
-MemoryBackend = Literal["exact", "flann"]
+MemoryBackend = Literal[MEMORY_BACKENDS]  # type: ignore[valid-type]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
 

@@ -31,6 +31,7 @@ from torch import Tensor
 
 # Upper bound on query x stored distance entries held at once by the exact search.
 _EXACT_CHUNK_ELEMENTS = 1 << 24
+MEMORY_BACKENDS = ("exact", "flann")  # torch's exact search, FLANN's randomized kd-trees
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ class MemoryConfig:
             raise ValueError("need delta > 0 (or None), kernel_scale > 0, sigma >= 0, beta >= 0")
         if self.calibrate_every < 1:
             raise ValueError("calibrate_every must be >= 1")
-        if self.backend not in ("exact", "flann"):
-            raise ValueError(f"backend must be 'exact' or 'flann', got {self.backend!r}")
+        if self.backend not in MEMORY_BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(MEMORY_BACKENDS)}, got {self.backend!r}")
         if self.flann_trees < 1 or not (self.flann_checks == -1 or self.flann_checks >= self.k):
             raise ValueError("need flann_trees >= 1 and flann_checks >= k (or -1: unlimited)")
         if self.seed < 0:
