@@ -23,8 +23,8 @@ import torch
 from assets.bundle import Bundle
 from assets.method_assets import metrics_bundle, score
 from models.references import (
-    REFERENCES, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_references, protocol_splits,
-    tune_settings,
+    REFERENCES, GridSample, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_references,
+    protocol_splits, tune_settings,
 )
 from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors
 
@@ -34,10 +34,12 @@ REFERENCE_SEED = 0  # deterministic predictors (MF's initial factors use MFConfi
 @dataclass(frozen=True)
 class ProtocolChoice:
     """The reference rows' settings chosen on validation users under one protocol (`tune_settings`),
-    with every trial behind the choice: reference, setting (a JSON-able dict), val_error."""
+    with every trial behind the choice: reference, setting (a JSON-able dict), val_error, and the
+    fitting users the MF grid points were fitted on when they were a sample (`grid_sample`)."""
 
     settings: ReferenceSettings
     trials: list[dict]
+    mf_sample: GridSample | None = None
 
 
 def choose_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid()) -> ProtocolChoice:
@@ -166,22 +168,37 @@ TRIALS_SCHEMA = {"protocol": pl.String, "reference": pl.String, "setting": pl.St
 
 def choices_bundle(choices: dict[str, ProtocolChoice]) -> Bundle:
     """`reference_settings`' bundle: info["settings"] (protocol -> settings, what the networks'
-    fold-ins read) and the frame `trials` (every validation trial, `setting` as JSON)."""
+    fold-ins read) and the frame `trials` (every validation trial, `setting` as JSON); where the MF
+    grid ran on a user sample, info["mf_grid_sample"] (protocol -> `GridSample` as a dict; the key
+    only exists then, so that a bundle of a whole grid is what it was before samples existed)."""
     trials = [{"protocol": protocol, "reference": t["reference"], "setting": json.dumps(t["setting"], sort_keys=True),
                "val_error": t["val_error"]} for protocol, choice in choices.items() for t in choice.trials]
-    return Bundle(frames={"trials": pl.DataFrame(trials, schema=TRIALS_SCHEMA)},
-                  info={"settings": {protocol: choice.settings.as_dict() for protocol, choice in choices.items()}})
+    info = {"settings": {protocol: choice.settings.as_dict() for protocol, choice in choices.items()}}
+    samples = {protocol: asdict(choice.mf_sample) for protocol, choice in choices.items() if choice.mf_sample is not None}
+    if samples:
+        info["mf_grid_sample"] = samples
+    return Bundle(frames={"trials": pl.DataFrame(trials, schema=TRIALS_SCHEMA)}, info=info)
+
+
+def grid_sample_note(bundle: Bundle) -> dict[str, str]:
+    """protocol -> how the MF grid points were fitted, for the asset's metadata and log."""
+    samples = bundle.info.get("mf_grid_sample", {})
+    return {protocol: (f"MF grid on a seeded sample of {s['users']:,} of {s['of_users']:,} fitting users "
+                       f"({s['ratings']:,} of {s['of_ratings']:,} ratings, seed {s['seed']}); the chosen setting "
+                       f"fitted on all" if (s := samples.get(protocol)) else "MF grid on every fitting user")
+            for protocol in bundle.info["settings"]}
 
 
 def stored_choices(bundle: Bundle) -> dict[str, ProtocolChoice] | None:
     """The choices `choices_bundle` stored; None for a bundle without its trials (stored before they were kept)."""
     if "trials" not in bundle.frames:
         return None
-    trials = bundle.frame("trials")
+    trials, samples = bundle.frame("trials"), bundle.info.get("mf_grid_sample", {})
     return {protocol: ProtocolChoice(
                 ReferenceSettings.from_dict(settings),
                 [{"reference": r["reference"], "setting": json.loads(r["setting"]), "val_error": r["val_error"]}
-                 for r in trials.filter(pl.col("protocol") == protocol).iter_rows(named=True)])
+                 for r in trials.filter(pl.col("protocol") == protocol).iter_rows(named=True)],
+                GridSample(**samples[protocol]) if protocol in samples else None)
             for protocol, settings in bundle.info["settings"].items()}
 
 
@@ -197,7 +214,7 @@ from pipelines.store import LineageStore  # noqa: E402
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="models", kinds={"numpy"}, code_version="2",
+    partitions_def=dataset_partitions, group_name="models", kinds={"numpy"}, code_version="3",
     ins={"tasks": dg.AssetIn("meta_tasks")},
     description="The classic reference rows' settings (bias pseudo-counts, MF, item-kNN, their blend), chosen on "
                 "validation users per protocol, with every trial; the networks' MF and kNN fold-ins and "
@@ -207,10 +224,12 @@ def reference_settings(context: dg.AssetExecutionContext, tasks: Bundle) -> dg.O
     started = time.perf_counter()
     context.log.info("tuning the reference rows (bias, MF, item-kNN, blend) on the validation users ...")
     bundle = choices_bundle(chosen_reference_settings(tasks))
+    notes = grid_sample_note(bundle)
     for protocol, chosen in bundle.info["settings"].items():
-        context.log.info(f"chosen ({protocol}): {chosen}")
+        context.log.info(f"chosen ({protocol}): {chosen}; {notes[protocol]}")
     context.log.info(f"{bundle.frame('trials').height} validation trials in {time.perf_counter() - started:.1f} s")
-    return bundle_output(bundle, chosen_settings=dg.MetadataValue.json(bundle.info["settings"]))
+    return bundle_output(bundle, chosen_settings=dg.MetadataValue.json(bundle.info["settings"]),
+                         mf_grid=dg.MetadataValue.json(notes))
 
 
 def choices_for(store: LineageStore, settings: dict[str, Bundle], tasks: dict[str, Bundle]) -> dict[str, dict[str, ProtocolChoice]]:

@@ -33,7 +33,7 @@ import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable, TypeVar
+from typing import Callable, NamedTuple, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -55,6 +55,14 @@ KNN_USER_CHUNK = 128
 # Bounds the split-wide (query items x support items) table of rho_ij and n_ij that the user
 # chunks of one split share (`pair_table`): ~1.2 GB at most (rho float64, n float32).
 KNN_TABLE_ENTRIES = 100_000_000
+# The MF grid's 25 ALS fits cost ~ (fitting ratings) x rank^2 each: at 9 M fitting ratings the grid took
+# more than 14 minutes on two cores. Above MF_GRID_MAX_RATINGS fitting ratings the grid points are
+# fitted on a seeded sample of whole fitting users holding at most MF_GRID_SAMPLE_RATINGS ratings, and
+# the chosen point alone on every fitting user (`grid_sample`). No built-in dataset gets there
+# (at most ~0.9 M: ML-1M and Book-Crossing under the production protocol), so their grids are whole.
+MF_GRID_MAX_RATINGS = 2_000_000
+MF_GRID_SAMPLE_RATINGS = 500_000
+MF_GRID_SAMPLE_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,9 @@ class SearchGrid:
     knn_shrinkage: tuple[float, ...] = (10.0, 100.0, 300.0, 1000.0, 3000.0)
     knn_damping: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
     blend_knn_weight: tuple[float, ...] = tuple(i / 20 for i in range(21))
+    mf_max_ratings: int = MF_GRID_MAX_RATINGS  # above this many fitting ratings, the MF grid runs on a sample
+    mf_sample_ratings: int = MF_GRID_SAMPLE_RATINGS
+    mf_sample_seed: int = MF_GRID_SAMPLE_SEED
 
 
 @dataclass(frozen=True)
@@ -265,20 +276,44 @@ def _als_step(layout: _RatingLayout, target: np.ndarray, fixed: np.ndarray, pena
     upper = np.triu_indices(width)  # the Gram matrices are symmetric: sum only the upper triangle
     outer = fixed[:, upper[0]] * fixed[:, upper[1]]  # (n_cols, (k+1)(k+2)/2)
     summed = np.asarray(layout.pattern @ outer)  # (n_rows, (k+1)(k+2)/2)
-    gram = np.empty((summed.shape[0], width, width))
-    gram[:, upper[0], upper[1]] = summed
-    gram[:, upper[1], upper[0]] = summed
+    # Copied into place through one flat index per triangle (two-array fancy indexing of the
+    # (n_rows, k+1, k+1) array cost more than the sparse product at rank 20); the same numbers.
+    gram = np.empty((summed.shape[0], width * width))
+    gram[:, upper[0] * width + upper[1]] = summed
+    gram[:, upper[1] * width + upper[0]] = summed
+    gram = gram.reshape(-1, width, width)
+    np.add(gram, penalty, out=gram)
     rhs = np.asarray(layout.with_values(target) @ fixed)  # (n_rows, k+1)
-    return np.linalg.solve(gram + penalty, rhs[:, :, None])[:, :, 0]
+    return np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
 
 
-def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig, start: np.ndarray | None = None) -> MFModel:
+@dataclass(frozen=True)
+class ALSLayout:
+    """What every ALS fit on the same ratings shares, whatever its rank and ridges: the rated
+    items and both CSR layouts (sorting 10 M ratings twice cost ~10 s a fit; a grid of 25 fits
+    on the same ratings now sorts once)."""
+
+    used: np.ndarray  # (n_used,) item rows with fitting ratings
+    items: np.ndarray  # (R,) each rating's index into `used`
+    by_user: _RatingLayout
+    by_item: _RatingLayout
+
+    @classmethod
+    def of(cls, ratings: Ratings) -> "ALSLayout":
+        used, items = np.unique(ratings.items, return_inverse=True)
+        return cls(used, items, _RatingLayout.of(ratings.users, items, ratings.n_users, len(used)),
+                   _RatingLayout.of(items, ratings.users, len(used), ratings.n_users))
+
+
+def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig, start: np.ndarray | None = None,
+           layout: ALSLayout | None = None) -> MFModel:
     """ALS for r_ui ~ mu + b_u + b_i + p_u . q_i (Koren et al. 2009, eq. 5), mu fixed at the mean.
 
     Minimizes sum (r_ui - mu - b_u - b_i - p_u.q_i)^2 + reg (|p_u|^2 + |q_i|^2)
     + user_shrinkage b_u^2 + item_shrinkage b_i^2: each step is an exact ridge solve, so
     the result depends only on the initial item factors: `start` (n_items, rank), else seeded
     draws. Fits that share a start stay in one factor space (models/factors.py cross-fits so).
+    `layout` (`ALSLayout.of(ratings)`) spares fits on the same ratings sorting them again.
     """
     if config.rank < 1 or config.reg <= 0 or bias.user_shrinkage <= 0 or bias.item_shrinkage <= 0:
         raise ValueError(f"MF needs rank >= 1 and positive ridge strengths; got {config} and {bias}")
@@ -287,10 +322,9 @@ def fit_mf(ratings: Ratings, config: MFConfig, bias: BiasConfig, start: np.ndarr
     initial = rng.normal(0.0, config.init_scale, (ratings.n_items, config.rank)) if start is None else start
     # Only items with fitting ratings take part (an unrated item's ridge solution is 0 anyway):
     # Book-Crossing's item rows are half unrated.
-    used, items = np.unique(ratings.items, return_inverse=True)
+    layout = ALSLayout.of(ratings) if layout is None else layout
+    used, items, by_user, by_item = layout.used, layout.items, layout.by_user, layout.by_item
     item_side = np.hstack([initial[used], np.zeros((len(used), 1))])  # (n_used, k+1): [q_i, b_i]
-    by_user = _RatingLayout.of(ratings.users, items, ratings.n_users, len(used))
-    by_item = _RatingLayout.of(items, ratings.users, len(used), ratings.n_users)
     user_penalty = _ridge_penalty(config.rank, config.reg, bias.user_shrinkage)
     item_penalty = _ridge_penalty(config.rank, config.reg, bias.item_shrinkage)
     ones_users, ones_items = np.ones((ratings.n_users, 1)), np.ones((len(used), 1))
@@ -634,6 +668,36 @@ def _rows(split: TaskSplit, index) -> TaskSplit:
 # -- all references: tuning on validation users, prediction ----------------------------------
 
 
+@dataclass(frozen=True)
+class GridSample:
+    """The fitting users the MF grid's points were fitted on when there were too many ratings
+    (`grid_sample`); the chosen point is fitted on all of them."""
+
+    users: int
+    ratings: int
+    of_users: int
+    of_ratings: int
+    seed: int
+
+
+def grid_sample(ratings: Ratings, max_ratings: int, sample_ratings: int, seed: int) -> tuple[Ratings, GridSample | None]:
+    """`ratings` itself when it holds at most `max_ratings`; else the ratings of seeded randomly
+    ordered whole users, taken while their total stays within `sample_ratings` (users renumbered
+    0..n-1 in their original order, items as they are), and what was drawn."""
+    if len(ratings.users) <= max_ratings:
+        return ratings, None
+    counts = np.bincount(ratings.users, minlength=ratings.n_users)
+    order = np.random.default_rng(seed).permutation(ratings.n_users)
+    taken = max(1, int(np.searchsorted(np.cumsum(counts[order]), sample_ratings, side="right")))
+    chosen = np.zeros(ratings.n_users, dtype=bool)
+    chosen[order[:taken]] = True
+    keep = chosen[ratings.users]
+    renumber = np.cumsum(chosen) - 1  # (n_users,) new row of each chosen user
+    sample = Ratings(renumber[ratings.users[keep]], ratings.items[keep], ratings.labels[keep], taken, ratings.n_items)
+    return sample, GridSample(taken, int(keep.sum()), ratings.n_users, len(ratings.users), seed)
+
+
+
 def validation_error(pred: np.ndarray, split: TaskSplit, task: str, train_ctr: float | None) -> float:
     """Mean over users of the per-user query error: MSE for ratings, log-loss for clicks."""
     target, mask = split.query_labels.numpy(), split.query_mask.numpy()
@@ -650,14 +714,26 @@ def validation_settings(data: TaskData, protocol: str = DEFAULT_PROTOCOL) -> Ref
     return tune_settings(data, protocol_splits(data, protocol))[0]
 
 
+class Tuning(NamedTuple):
+    """What `tune_settings` chose, every trial behind it, and the MF grid's user sample (None:
+    every grid point was fitted on every fitting user)."""
+
+    settings: ReferenceSettings
+    trials: list[dict]  # reference, setting (JSON-able dict), val_error per tried setting
+    mf_sample: GridSample | None = None
+
+
 def tune_settings(
     data: TaskData, splits: tuple[str, ...] = PROTOCOL_SPLITS[DEFAULT_PROTOCOL], grid: SearchGrid = SearchGrid(),
-) -> tuple[ReferenceSettings, list[dict]]:
+) -> Tuning:
     """Choose each tuned reference's setting on the validation users' query sets.
 
     The bias pseudo-counts come first (MF and kNN reuse them), then MF's rank and ridge,
     then kNN's k and lambda. Ties go to the earlier grid entry. Returns the settings and
-    one row per tried setting: reference, setting (JSON-able dict), val_error.
+    one row per tried setting: reference, setting (JSON-able dict), val_error. With more than
+    `grid.mf_max_ratings` fitting ratings the MF grid points are fitted on a user sample
+    (`grid_sample`; their val_error is the sample fit's) and the chosen one on every fitting
+    user, whose predictions the blend then uses.
     """
     ratings = fitting_ratings(data, splits)
     val, task = data.splits["val"], data.task
@@ -678,8 +754,11 @@ def tune_settings(
     bias = best("user_item_bias", biases, bias_errors)
 
     mfs = [MFConfig(rank=r, reg=g) for r, g in itertools.product(grid.mf_rank, grid.mf_reg)]
-    mf_preds = in_threads(lambda c: predict_mf(fit_mf(ratings, c, bias), val), mfs)
+    sample, drawn = grid_sample(ratings, grid.mf_max_ratings, grid.mf_sample_ratings, grid.mf_sample_seed)
+    layout = ALSLayout.of(sample)
+    mf_preds = in_threads(lambda c: predict_mf(fit_mf(sample, c, bias, layout=layout), val), mfs)
     mf = best("mf", mfs, [validation_error(p, val, task, train_ctr) for p in mf_preds])
+    mf_val = mf_preds[mfs.index(mf)] if drawn is None else predict_mf(fit_mf(ratings, mf, bias), val)
 
     knns = [KNNConfig(k, s, d) for k, s, d in itertools.product(grid.knn_k, grid.knn_shrinkage, grid.knn_damping)]
     knn_model = fit_item_knn(ratings, bias)
@@ -690,11 +769,11 @@ def tune_settings(
     knn = best("item_knn", knns, [validation_error(p, val, task, train_ctr) for p in knn_preds])
 
     # The blend a practitioner would try next, of the two rows as chosen above.
-    mf_val, knn_val = mf_preds[mfs.index(mf)], knn_preds[knns.index(knn)]  # the fits' own predictions: no refit
+    knn_val = knn_preds[knns.index(knn)]  # the fits' own predictions: no refit (MF's: unless sampled)
     blends = [BlendConfig(w) for w in grid.blend_knn_weight]
     blend = best("mf_knn", blends, [validation_error(blend_predictions(mf_val, knn_val, b), val, task, train_ctr)
                                     for b in blends])
-    return ReferenceSettings(bias, mf, knn, blend), trials
+    return Tuning(ReferenceSettings(bias, mf, knn, blend), trials, drawn)
 
 
 def in_threads(work: Callable[[T], R], items: list[T], threads: int | None = None) -> list[R]:

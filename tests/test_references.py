@@ -237,13 +237,13 @@ SMALL_GRID = R.SearchGrid(item_shrinkage=(1.0, 10.0), user_shrinkage=(1.0, 5.0),
 @pytest.mark.parametrize("task", ["rating", "ctr"])
 def test_test_labels_change_no_setting_and_no_fitted_parameter(task):
     data = tiny_task_data(task, seed=3, users=24)
-    settings, trials = R.tune_settings(data, grid=SMALL_GRID)
+    settings, trials, _ = R.tune_settings(data, grid=SMALL_GRID)
     test = data.splits["test"]
     preds = {name: R.predict_reference(name, data, test, settings) for name in R.REFERENCES}
     for part in ("query", "support"):
         changed = with_labels(data, "test", part, seed=11)
         assert not torch.equal(getattr(changed.splits["test"], f"{part}_labels"), getattr(test, f"{part}_labels"))
-        settings2, trials2 = R.tune_settings(changed, grid=SMALL_GRID)
+        settings2, trials2, _ = R.tune_settings(changed, grid=SMALL_GRID)
         assert settings2 == settings and trials2 == trials  # tuning never reads a test user
         if part == "query":  # predictions use the support set only
             for name in R.REFERENCES:
@@ -259,6 +259,53 @@ def test_the_grid_fitted_in_threads_gives_the_sequential_choice_and_errors_exact
         results[threads] = R.tune_settings(data, grid=SMALL_GRID)
     assert results["1"] == results["3"]  # settings and every trial's validation error, bit for bit
     assert len([t for t in results["3"][1] if t["reference"] == "mf"]) == 4
+
+
+def test_a_grid_sample_holds_whole_seeded_users_and_only_above_the_threshold():
+    ratings = R.fitting_ratings(tiny_task_data("rating", seed=6, users=24))
+    total = len(ratings.users)
+    same, drawn = R.grid_sample(ratings, total, total // 3, seed=0)
+    assert same is ratings and drawn is None  # at the threshold: every fitting user
+    sample, drawn = R.grid_sample(ratings, total - 1, total // 3, seed=0)
+    assert drawn == R.GridSample(sample.n_users, len(sample.users), ratings.n_users, total, 0)
+    assert 0 < len(sample.users) <= total // 3 and sample.n_users < ratings.n_users
+    assert set(np.unique(sample.users).tolist()) == set(range(sample.n_users)) and sample.n_items == ratings.n_items
+    # Whole users: each sampled user is one fitting user with all of its ratings, in order.
+    originals = {tuple(zip(ratings.items[ratings.users == u], ratings.labels[ratings.users == u])) for u in range(ratings.n_users)}
+    for user in range(sample.n_users):
+        assert tuple(zip(sample.items[sample.users == user], sample.labels[sample.users == user])) in originals
+    again, _ = R.grid_sample(ratings, total - 1, total // 3, seed=0)
+    other, _ = R.grid_sample(ratings, total - 1, total // 3, seed=1)
+    assert np.array_equal(again.items, sample.items) and not np.array_equal(other.items, sample.items)
+
+
+@pytest.mark.parametrize("task", ["rating", "ctr"])
+def test_above_the_threshold_the_mf_grid_runs_on_a_user_sample_and_the_choice_on_everyone(task):
+    data = tiny_task_data(task, seed=6, users=24)
+    ratings, val = R.fitting_ratings(data), data.splits["val"]
+    whole = R.tune_settings(data, grid=SMALL_GRID)
+    assert whole.mf_sample is None
+    lowered = replace(SMALL_GRID, mf_max_ratings=len(ratings.users) - 1, mf_sample_ratings=len(ratings.users) // 2)
+    sampled = R.tune_settings(data, grid=lowered)
+    drawn = sampled.mf_sample
+    assert drawn is not None and drawn.of_users == ratings.n_users and drawn.of_ratings == len(ratings.users)
+    assert 0 < drawn.ratings <= len(ratings.users) // 2 and drawn.users < ratings.n_users
+    assert (sampled.settings.mf.rank, sampled.settings.mf.reg) in {(r, g) for r in SMALL_GRID.mf_rank for g in SMALL_GRID.mf_reg}
+    # Each MF trial's error is the sample fit's; the bias and kNN grids still fit every user.
+    sample, _ = R.grid_sample(ratings, lowered.mf_max_ratings, lowered.mf_sample_ratings, lowered.mf_sample_seed)
+    train_ctr = float(ratings.labels.mean()) if task == "ctr" else None
+    for trial in (t for t in sampled.trials if t["reference"] == "mf"):
+        config = R.MFConfig(**trial["setting"])
+        assert trial["val_error"] == R.validation_error(R.predict_mf(R.fit_mf(sample, config, sampled.settings.bias), val), val,
+                                                        task, train_ctr)
+    assert [t for t in sampled.trials if t["reference"] != "mf" and t["reference"] != "mf_knn"] == \
+        [t for t in whole.trials if t["reference"] != "mf" and t["reference"] != "mf_knn"]
+    # The blend is chosen on the chosen MF point fitted on every fitting user.
+    mf_all = R.predict_mf(R.fit_mf(ratings, sampled.settings.mf, sampled.settings.bias), val)
+    knn = R.predict_knn(R.fit_item_knn(ratings, sampled.settings.bias), val, sampled.settings.knn)
+    blends = [t for t in sampled.trials if t["reference"] == "mf_knn"]
+    assert [t["val_error"] for t in blends] == [
+        R.validation_error(R.blend_predictions(mf_all, knn, R.BlendConfig(**t["setting"])), val, task, train_ctr) for t in blends]
 
 
 def test_in_threads_keeps_the_order_of_its_items():
@@ -286,14 +333,14 @@ def test_validation_labels_choose_settings_but_never_fit_parameters():
         test = data.splits["test"]
         assert np.array_equal(R.predict_reference(name, data, test, settings), R.predict_reference(name, changed, test, settings))
     # ...while the validation errors the tuning compares do move with validation labels.
-    _, trials = R.tune_settings(data, grid=SMALL_GRID)
-    _, trials2 = R.tune_settings(changed, grid=SMALL_GRID)
+    _, trials, _ = R.tune_settings(data, grid=SMALL_GRID)
+    _, trials2, _ = R.tune_settings(changed, grid=SMALL_GRID)
     assert [t["val_error"] for t in trials] != [t["val_error"] for t in trials2]
 
 
 def test_tuning_picks_the_lowest_validation_error_of_each_grid():
     data = tiny_task_data("rating", seed=5, users=24)
-    settings, trials = R.tune_settings(data, grid=SMALL_GRID)
+    settings, trials, _ = R.tune_settings(data, grid=SMALL_GRID)
     chosen = {"user_item_bias": settings.bias, "mf": settings.mf, "item_knn": settings.knn, "mf_knn": settings.blend}
     for name, config in chosen.items():
         rows = [t for t in trials if t["reference"] == name]
@@ -324,13 +371,13 @@ def test_production_protocol_fits_on_warm_users_but_never_on_test_users():
     n_train, n_warm = len(data.splits["train"]), len(data.splits["warm"])
     assert ratings.n_users == n_train + n_warm
     assert len(ratings.labels) == sum(int(data.splits[s].support_mask.sum() + data.splits[s].query_mask.sum()) for s in production)
-    settings, _ = R.tune_settings(data, production, SMALL_GRID)
+    settings, _, _ = R.tune_settings(data, production, SMALL_GRID)
     test = data.splits["test"]
     mf_paper = R.predict_reference("mf", data, test, settings, paper)
     mf_production = R.predict_reference("mf", data, test, settings, production)
     assert not np.allclose(mf_paper, mf_production)  # the warm ratings are used
     changed = with_labels(with_labels(data, "test", "query", 21), "test", "support", 22)
-    settings2, _ = R.tune_settings(changed, production, SMALL_GRID)
+    settings2, _, _ = R.tune_settings(changed, production, SMALL_GRID)
     assert settings2 == settings
     assert np.array_equal(R.predict_reference("mf", changed, test, settings, production), mf_production)
     with pytest.raises(ValueError, match="never fit on test"):
@@ -451,7 +498,7 @@ def test_each_reference_model_is_fitted_once_and_the_blend_reuses_them(task, mon
     # The blend row fitted MF and kNN again (reference_eval), and the tuning refitted the chosen MF
     # for the blend: the costliest fits, twice. The numbers stay the ones predict_reference gives.
     data = with_warm(tiny_task_data(task, seed=7, users=24))
-    settings, _ = R.tune_settings(data, grid=SMALL_GRID)
+    settings, _, _ = R.tune_settings(data, grid=SMALL_GRID)
     test = data.splits["test"]
     fits = {"mf": 0, "knn": 0}
     fit_mf, fit_knn = R.fit_mf, R.fit_item_knn
@@ -465,5 +512,25 @@ def test_each_reference_model_is_fitted_once_and_the_blend_reuses_them(task, mon
         for name in R.REFERENCES:
             assert np.array_equal(together[name], R.predict_reference(name, data, test, settings, splits)), name
     fits.update(mf=0, knn=0)
-    again, _ = R.tune_settings(data, grid=SMALL_GRID)
+    again = R.tune_settings(data, grid=SMALL_GRID).settings
     assert again == settings and fits == {"mf": len(SMALL_GRID.mf_rank) * len(SMALL_GRID.mf_reg), "knn": 1}
+
+
+def test_reference_settings_records_the_mf_grid_sample_and_reads_it_back():
+    from assets.reference_eval import ProtocolChoice, choices_bundle, grid_sample_note, stored_choices
+
+    data = with_warm(tiny_task_data("rating", seed=6, users=24))
+    production = R.fitting_ratings(data, R.PROTOCOL_SPLITS["production"])
+    lowered = replace(SMALL_GRID, mf_max_ratings=len(production.users) - 1, mf_sample_ratings=len(production.users) // 2)
+    choices = {p: ProtocolChoice(*R.tune_settings(data, R.PROTOCOL_SPLITS[p], lowered)) for p in ("paper", "production")}
+    assert choices["paper"].mf_sample is None and choices["production"].mf_sample is not None
+    bundle = choices_bundle(choices)
+    drawn = choices["production"].mf_sample
+    assert bundle.info["mf_grid_sample"] == {"production": {"users": drawn.users, "ratings": drawn.ratings,
+                                                            "of_users": drawn.of_users, "of_ratings": drawn.of_ratings, "seed": 0}}
+    assert stored_choices(bundle) == choices
+    notes = grid_sample_note(bundle)
+    assert notes["paper"] == "MF grid on every fitting user"
+    assert notes["production"].startswith(f"MF grid on a seeded sample of {drawn.users:,} of {drawn.of_users:,} fitting users")
+    whole = choices_bundle({"paper": choices["paper"]})
+    assert "mf_grid_sample" not in whole.info  # a whole grid's bundle is the one stored before samples existed
