@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from models.locks import file_lock
-from models.references import BiasConfig, KNNConfig, MFConfig, Ratings, fit_item_knn, fit_mf, item_neighbours
+from models.references import BiasConfig, KNNConfig, MFConfig, Ratings, fit_item_knn, fit_mf, in_threads, item_neighbours
 from models.tasks import TaskSplit
 
 
@@ -124,7 +124,8 @@ def item_factors_of(rows: FittingRows, n_item_rows: int, mf: MFConfig, bias: Bia
         return fit_mf(Ratings(users[keep], items[keep], labels[keep], n_users, n_item_rows), mf, bias, start)
 
     start = fit(~is_query).item_factors if folds > 1 else None
-    fits = [fit(keep, start) for keep in crossfit_keeps(users, is_query, folds)]
+    # The folds + 1 fits share only the start: PAML_THREADS at a time, each the numbers it gives alone.
+    fits = in_threads(lambda keep: fit(keep, start), crossfit_keeps(users, is_query, folds))
     return FactorTables(mu=torch.tensor([f.mu for f in fits], dtype=torch.float32),
                         item_bias=torch.from_numpy(np.stack([f.item_bias for f in fits])).float(),
                         factors=torch.from_numpy(np.stack([f.item_factors for f in fits])).float())
@@ -153,10 +154,12 @@ def item_neighbours_of(rows: FittingRows, n_item_rows: int, knn: KNNConfig, bias
                        folds: int) -> NeighbourTables:
     """`fit_item_neighbours` on rows already gathered (`fitting_rows`)."""
     users, items, labels, is_query, n_users = rows.users, rows.items, rows.labels, rows.is_query, rows.n_users
-    fits = []
-    for keep in crossfit_keeps(users, is_query, folds):
+
+    def fit(keep: np.ndarray) -> tuple:
         model = fit_item_knn(Ratings(users[keep], items[keep], labels[keep], n_users, n_item_rows), bias)
-        fits.append((model.bias, *item_neighbours(model, knn, neighbours)))
+        return (model.bias, *item_neighbours(model, knn, neighbours))
+
+    fits = in_threads(fit, crossfit_keeps(users, is_query, folds))  # independent: PAML_THREADS at a time
     return NeighbourTables(mu=torch.tensor([b.mu for b, _, _ in fits], dtype=torch.float32),
                            item_bias=torch.from_numpy(np.stack([b.item_bias for b, _, _ in fits])).float(),
                            index=torch.from_numpy(np.stack([i for _, i, _ in fits])),

@@ -281,6 +281,22 @@ def test_a_training_users_cross_fitted_factors_never_saw_its_query_ratings():
     assert not torch.equal(changed[0], tables[0]) and not torch.equal(changed[2], tables[2])
 
 
+def test_cross_fitted_tables_fitted_in_threads_are_the_sequential_ones_exactly(monkeypatch):
+    from models.factors import fit_item_neighbours
+
+    data = tiny_task_data(users=12)
+    rows, train = int(data.items.fields.shape[0]), [data.splits["train"]]
+    tables = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("PAML_THREADS", threads)
+        tables[threads] = (fit_item_factors(train, rows, MFConfig(rank=2, reg=3.0), folds=3),
+                           fit_item_neighbours(train, rows, KNNConfig(5, 10.0), BiasConfig(), neighbours=4, folds=3))
+    for one, three in zip(*tables.values()):
+        for name in vars(one):
+            assert torch.equal(getattr(one, name), getattr(three, name)), name
+    assert tables["3"][0].factors.shape[0] == 4 and tables["3"][1].index.shape[0] == 4
+
+
 def test_cross_fitted_tables_follow_the_fold_while_training_and_the_full_fit_otherwise():
     data = tiny_task_data()
     net = PreferenceNetwork(data, replace(SMALL, factor_dim=2, factor_fit="crossfit", factor_folds=3))
