@@ -351,3 +351,17 @@ def test_a_step_run_on_its_own_reads_the_fold_in_tables_the_training_stored(chai
     assert len(messages) == 1 and messages[0].startswith("fold-in item sides this run: 0 fitted, 2 read from")
     assert sorted(p.name for p in (home / "fits").glob("*.safetensors")) == stored
     assert LineageStore(home).query(query).equals(before)  # the same metrics as with the tables fitted
+
+
+def test_a_model_step_run_on_its_own_stores_its_fold_in_tables(chain, instance):
+    # Its own run, as the multiprocess executor or `asset materialize` gives it: only its own
+    # resources are set up. Without the `paml` resource it kept no table and the champion refitted.
+    home = chain[0]
+    for stored in (home / "fits").glob("*.safetensors"):
+        stored.unlink()
+    forget_fits()
+    config = training_config(epochs=1, seeds=[0], max_steps=1)
+    result = materialize(home, instance, "reg_paml_model", "taobao", {"ops": {"reg_paml_model": config["ops"]["reg_paml_model"]}})
+    assert result.success and fit_counts()["fitted"] == 2
+    stored = sorted(p.name for p in (home / "fits").glob("*.safetensors"))
+    assert any(n.startswith("mf-") for n in stored) and any(n.startswith("knn-") for n in stored)
