@@ -55,11 +55,12 @@ KNN_USER_CHUNK = 128
 # Bounds the split-wide (query items x support items) table of rho_ij and n_ij that the user
 # chunks of one split share (`pair_table`): ~1.2 GB at most (rho float64, n float32).
 KNN_TABLE_ENTRIES = 100_000_000
-# The MF grid's 25 ALS fits cost ~ (fitting ratings) x rank^2 each: at 9 M fitting ratings the grid took
-# more than 14 minutes on two cores. Above MF_GRID_MAX_RATINGS fitting ratings the grid points are
-# fitted on a seeded sample of whole fitting users holding at most MF_GRID_SAMPLE_RATINGS ratings, and
-# the chosen point alone on every fitting user (`grid_sample`). No built-in dataset gets there
-# (at most ~0.9 M: ML-1M and Book-Crossing under the production protocol), so their grids are whole.
+# The MF grid's 25 ALS fits cost ~ (fitting ratings) x rank^2 each: on a 10 M-rating log (2 M and 9 M
+# fitting ratings) both protocols' grids had not finished in 14.5 minutes on two cores. Above
+# MF_GRID_MAX_RATINGS fitting ratings the grid points are fitted on a seeded sample of whole fitting
+# users holding at most MF_GRID_SAMPLE_RATINGS ratings, and the chosen point alone on every fitting
+# user (`grid_sample`). No built-in dataset gets there (at most 868,121: ML-1M under the production
+# protocol), so their grids are whole and their choices what they were.
 MF_GRID_MAX_RATINGS = 2_000_000
 MF_GRID_SAMPLE_RATINGS = 500_000
 MF_GRID_SAMPLE_SEED = 0
