@@ -12,7 +12,9 @@ A step whose meta-gradient holds NaN or infinity after clipping ends training th
 later scoring would be NaN. The best finite evaluation before it is kept, and `TrainResult.warning` says
 which method, seed and step diverged and which setting to lower; so does a run whose every
 validation scoring was non-finite (its parameters are the untrained ones, `best_val_loss` is
-inf, and promotion rejects it, assets/promotion.py).
+inf, and promotion rejects it, assets/promotion.py). A finite best validation loss more than
+POOR_FIT_FACTOR times that of predicting the training labels' mean (a huge but finite step size
+gives ~1e34) gets such a warning too; training itself is unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from models.batching import BATCHING, epoch_batches, length_order
+from models.bounds import check_count, check_positive
 from models.learners import ATPAML, LearnerConfig, MetaLearner, build_learner
 from models.runtime import apply_torch_threads
 from models.tasks import TaskData, TaskSplit, training_view
@@ -75,19 +78,6 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
 
-def check_positive(name: str, value: float) -> None:
-    """Refuse a rate or bound that is not a number above 0 (NaN included); +inf passes and diverges
-    in training, where the run stops with a message naming the setting (`divergence_advice`)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-
-
-def check_count(name: str, value: int) -> None:
-    """Refuse a count that is not a whole number >= 1 (0 steps, a batch of 0 users, patience 0)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-
-
 CPU_EVAL_BATCH = 256
 # A GPU scores thousands of small tasks at once as fast as 256 (ML-1M's 482 validation users
 # in one batch); the batch is sorted by length, so padding stays small.
@@ -128,7 +118,8 @@ class TrainResult:
     history: list[EpochLog] = field(default_factory=list)
     best_step: int = 0
     stopped: str = ""  # why training ended: "patience", "max_steps", "max_seconds", "epochs" or "diverged"
-    warning: str = ""  # set when a step diverged or no validation scoring was finite: what happened, what to lower
+    warning: str = ""  # set when a step diverged, no validation scoring was finite or the best was far worse than
+    # predicting the training mean (`poor_fit`): what happened, what to lower
     diverged_step: int | None = None  # the outer step whose meta-gradient was not finite (stopped == "diverged")
 
 
@@ -351,10 +342,44 @@ def train(
         warning = warning + (" " if warning else "") + (f"{method}, seed {config.seed}: no validation scoring was finite ({', '.join(f'step {log.step}: {log.val_loss}' for log in history[:3])}"
                    f"{', ...' if len(history) > 3 else ''}); the parameters are the untrained ones. "
                    f"{divergence_advice(method, learner_config, config, True)}")
+    elif (poor := poor_fit(method, best[0], data, learner_config, config)):
+        warning = warning + (" " if warning else "") + poor
     learner.load_state_dict(best[2])
     return TrainResult(learner=learner, best_epoch=round(best[1] / steps_per_epoch, 3), best_val_loss=best[0],
                        history=history, best_step=best[1], stopped=stopped, warning=warning,
                        diverged_step=diverged_step)
+
+
+# A best validation loss this many times that of predicting every label with the training labels' mean
+# (`mean_prediction_loss`) is no model: far beyond any method's honest miss (ML-1M's networks reach 0.8
+# of a variance of 1.25), and what a huge but finite step gives (validation MSE ~1e34 with inner_lr 1e6).
+POOR_FIT_FACTOR = 100.0
+
+
+def mean_prediction_loss(data: TaskData) -> float:
+    """The loss of predicting the training users' mean label for every item (support and query sets):
+    the labels' variance for ratings (MSE), the entropy of the click rate in nats for clicks (log-loss)."""
+    train = data.splits["train"]
+    labels = torch.cat([train.support_labels[train.support_mask.bool()],
+                        train.query_labels[train.query_mask.bool()]]).double()  # (N,)
+    if not len(labels):
+        return float("nan")
+    if data.task == "rating":
+        return float(labels.var(unbiased=False))
+    rate = float(labels.mean())
+    return -sum(p * math.log(p) for p in (rate, 1.0 - rate) if p > 0)
+
+
+def poor_fit(method: str, best_val_loss: float, data: TaskData, learner_config: LearnerConfig, config: TrainConfig) -> str:
+    """A warning when the best (finite) validation loss is more than POOR_FIT_FACTOR times the mean
+    prediction's loss, "" otherwise (or when the labels do not vary: then every loss is a multiple of 0).
+    Every scoring was that bad, the untrained network's included, so the inner step is named first."""
+    baseline = mean_prediction_loss(data)
+    if not (math.isfinite(best_val_loss) and baseline > 0 and best_val_loss > POOR_FIT_FACTOR * baseline):
+        return ""
+    return (f"{method}, seed {config.seed}: the best validation loss, {best_val_loss:.3g}, is {best_val_loss / baseline:.3g} "
+            f"times that of predicting the training labels' mean ({baseline:.3g}; more than {POOR_FIT_FACTOR:g} times "
+            f"is no model). {divergence_advice(method, learner_config, config, True)}")
 
 
 def gradients_finite(learner: MetaLearner) -> bool:

@@ -13,7 +13,7 @@ from models.learners import LearnerConfig
 from models.network import NetworkConfig
 from models.search import SearchConfig, run_trial
 from models.settings import chosen_settings, write_settings
-from models.training import TrainConfig, train
+from models.training import POOR_FIT_FACTOR, TrainConfig, mean_prediction_loss, poor_fit, train
 from models.user_memory import MemoryConfig
 from tests.model_fixtures import tiny_task_data
 
@@ -43,7 +43,39 @@ def test_a_gradient_norm_that_overflows_on_finite_gradients_does_not_stop_traini
     # Clipping scales such a gradient to 0: the step is harmless, and training goes on as it always did.
     result = train("melu", tiny_task_data(users=24), replace(CONFIG, inner_lr=1e6, max_step_norm=None), SHORT)
     assert math.isinf(max(log.max_grad_norm for log in result.history[1:]))
-    assert result.stopped == "max_steps" and result.warning == "" and result.best_step == 20
+    assert result.stopped == "max_steps" and result.best_step == 20
+    assert "Lower inner_lr (now 1000000.0)" in result.warning  # its losses (~1e34) say so: the next test
+
+
+def test_a_huge_finite_inner_rate_warns_naming_method_seed_and_setting_without_changing_training():
+    # Validation MSE ~1e34 (labels of variance ~2): finite, so nothing stopped it, and no message said so.
+    data = tiny_task_data(users=24)
+    settings = replace(CONFIG, inner_lr=1e6, max_step_norm=None)
+    result = train("melu", data, settings, replace(SHORT, seed=4))
+    baseline = mean_prediction_loss(data)
+    assert math.isfinite(result.best_val_loss) and result.best_val_loss > 1e30 * baseline
+    assert result.warning.startswith(f"melu, seed 4: the best validation loss, {result.best_val_loss:.3g}, is ")
+    assert f"that of predicting the training labels' mean ({baseline:.3g}; more than 100 times is no model)" in result.warning
+    assert result.warning.endswith("Lower inner_lr (now 1000000.0) or inner_steps (now 1), or set max_step_norm (now None).")
+    # A sensible rate: no warning; training is as it was (the warning is words only).
+    assert train("melu", data, CONFIG, SHORT).warning == ""
+    assert poor_fit("melu", POOR_FIT_FACTOR * baseline, data, settings, SHORT) == ""
+    assert poor_fit("melu", POOR_FIT_FACTOR * baseline * 1.01, data, settings, SHORT) != ""
+
+
+def test_the_mean_prediction_loss_is_the_label_variance_for_ratings_and_the_rate_entropy_for_clicks():
+    ratings = tiny_task_data(users=6)
+    train_split = ratings.splits["train"]
+    labels = [*train_split.support_labels[train_split.support_mask.bool()].tolist(),
+              *train_split.query_labels[train_split.query_mask.bool()].tolist()]
+    mean = sum(labels) / len(labels)
+    assert mean_prediction_loss(ratings) == pytest.approx(sum((y - mean) ** 2 for y in labels) / len(labels))
+    clicks = tiny_task_data("ctr", users=6)
+    train_split = clicks.splits["train"]
+    labels = [*train_split.support_labels[train_split.support_mask.bool()].tolist(),
+              *train_split.query_labels[train_split.query_mask.bool()].tolist()]
+    rate = sum(labels) / len(labels)
+    assert 0 < rate < 1 and mean_prediction_loss(clicks) == pytest.approx(-rate * math.log(rate) - (1 - rate) * math.log(1 - rate))
 
 
 def test_the_search_prunes_a_trial_that_diverged():
