@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -44,6 +44,28 @@ def seed_argument(text: str) -> int:
     if not 0 <= seed <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"seed {seed} out of range 0..{SEED_MAX}")
     return seed
+
+
+def count_argument(name: str, zero: bool = False) -> Callable[[str], int]:
+    """An argparse type for a count the configs check (models/bounds.py `check_count`, as TrainConfig does):
+    refused by argparse (one line naming the argument and value, status 2) before any step runs, not when
+    training starts. `zero`: 0 passes too, meaning the default (`demo --max-steps 0`)."""
+    from models.bounds import check_count
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {name} {text!r}: not a whole number") from None
+        if not (zero and value == 0):
+            try:
+                check_count(name, value)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error) + (" (or 0: the default)" if zero else "")) from None
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
 class Parser(argparse.ArgumentParser):
@@ -551,30 +573,30 @@ def build_parser() -> Parser:
     demo.add_argument("--dataset", default="taobao", choices=datasets,
                       help="a built-in or registered dataset (default taobao: synthetic, needs no files)")
     demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
-    demo.add_argument("--epochs", type=int, help="override every method's epochs")
+    demo.add_argument("--epochs", type=count_argument("epochs"), help="override every method's epochs")
     demo.add_argument("--seeds", type=seed_argument, nargs="+", help="override every method's seeds")
-    demo.add_argument("--max-steps", type=int, default=DEMO_MAX_STEPS,
+    demo.add_argument("--max-steps", type=count_argument("max_steps", zero=True), default=DEMO_MAX_STEPS,
                       help=f"outer steps per training run (default {DEMO_MAX_STEPS}; 0 = the models' own budget)")
     repro = commands.add_parser("reproduce", help="every dataset: data, all methods x seeds, ablation; then evaluation and the report")
     repro.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=datasets)
-    repro.add_argument("--epochs", type=int, help="override every method's epochs")
+    repro.add_argument("--epochs", type=count_argument("epochs"), help="override every method's epochs")
     repro.add_argument("--seeds", type=seed_argument, nargs="+", default=[0, 1, 2, 3, 4], help="every method's seeds (default 0-4)")
-    repro.add_argument("--threads", type=int, help="threads per process (sets PAML_THREADS; default: PAML_THREADS, else the available cores); recorded in runs")
+    repro.add_argument("--threads", type=count_argument("threads"), help="threads per process (sets PAML_THREADS; default: PAML_THREADS, else the available cores); recorded in runs")
     repro.add_argument("--protocols", nargs="+", default=["paper", "production"], choices=["paper", "production"],
                        help="'production' also trains every meta-learner with the warm users' tasks (production_job); "
                             "the paper's protocol always runs")
     tune = commands.add_parser("tune", help="hyper-parameter search on validation users, same budget per method")
     tune.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=datasets)
     tune.add_argument("--methods", nargs="+", help="default: every method")
-    tune.add_argument("--trials", type=int, default=20, help="finished trials per method (the first: code defaults)")
-    tune.add_argument("--workers", type=int, default=1, help="worker processes sharing each dataset's journal")
+    tune.add_argument("--trials", type=count_argument("trials"), default=20, help="finished trials per method (the first: code defaults)")
+    tune.add_argument("--workers", type=count_argument("workers"), default=1, help="worker processes sharing each dataset's journal")
     tune.add_argument("--device", default="cpu", help="cpu or cuda")
-    tune.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    tune.add_argument("--threads", type=count_argument("threads"), default=1, help="torch threads per worker")
     tune.add_argument("--seed", type=seed_argument, default=0, help="sampler seed and every trial's training seed")
     tune.add_argument("--protocol", default="paper", choices=["paper", "production"])
-    tune.add_argument("--max-steps", type=int, help="outer-step budget per trial (default: TrainConfig.max_steps)")
-    tune.add_argument("--eval-every", type=int, help="outer steps between evaluations (default: TrainConfig.eval_every)")
-    tune.add_argument("--patience", type=int, help="evaluations without improvement (default: TrainConfig.patience)")
+    tune.add_argument("--max-steps", type=count_argument("max_steps"), help="outer-step budget per trial (default: TrainConfig.max_steps)")
+    tune.add_argument("--eval-every", type=count_argument("eval_every"), help="outer steps between evaluations (default: TrainConfig.eval_every)")
+    tune.add_argument("--patience", type=count_argument("patience"), help="evaluations without improvement (default: TrainConfig.patience)")
     tune.add_argument("--stop-after", type=float, help="seconds; then running trials are handed back for the next run")
     tune.add_argument("--export", metavar="DIR", help="only write DIR/<dataset>/ (tasks without test users) for another machine")
     tune.add_argument("--import", dest="import_dir", metavar="DIR",

@@ -63,3 +63,33 @@ def test_the_cli_refuses_a_seed_out_of_range_in_one_line(capsys):
         cli.main(["demo", "--dataset", "taobao", "--seeds", "0", "-1"])
     assert exited.value.code == 2
     assert "argument --seeds: seed -1 out of range 0..4294967295" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--max-steps", "-5"], "argument --max-steps: max_steps must be a whole number >= 1, got -5 (or 0: the default)"),
+    (["demo", "--epochs", "0"], "argument --epochs: epochs must be a whole number >= 1, got 0"),
+    (["reproduce", "--epochs", "-1"], "argument --epochs: epochs must be a whole number >= 1, got -1"),
+    (["reproduce", "--threads", "0"], "argument --threads: threads must be a whole number >= 1, got 0"),
+    (["tune", "--max-steps", "0"], "argument --max-steps: max_steps must be a whole number >= 1, got 0"),
+    (["tune", "--eval-every", "-100"], "argument --eval-every: eval_every must be a whole number >= 1, got -100"),
+    (["tune", "--patience", "0"], "argument --patience: patience must be a whole number >= 1, got 0"),
+    (["tune", "--trials", "0"], "argument --trials: trials must be a whole number >= 1, got 0"),
+    (["tune", "--workers", "x"], "argument --workers: invalid workers 'x': not a whole number"),
+])
+def test_the_cli_refuses_a_count_below_one_before_any_step_runs(capsys, argv, message):
+    # Was refused by TrainConfig when the training step started, after a minute of data steps.
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    # The same rule as the config's, from the same function.
+    from models.training import TrainConfig
+
+    if "--max-steps" in argv and argv[0] == "tune":
+        with pytest.raises(ValueError, match="max_steps must be a whole number >= 1, got 0"):
+            TrainConfig(max_steps=0)
+
+
+def test_the_demo_still_takes_max_steps_0_for_the_models_own_budget():
+    args = cli.build_parser().parse_args(["demo", "--max-steps", "0", "--epochs", "2"])
+    assert (args.max_steps, args.epochs) == (0, 2)
