@@ -46,10 +46,10 @@ def seed_argument(text: str) -> int:
     return seed
 
 
-def count_argument(name: str, zero: bool = False) -> Callable[[str], int]:
+def count_argument(name: str, zero: str = "") -> Callable[[str], int]:
     """An argparse type for a count the configs check (models/bounds.py `check_count`, as TrainConfig does):
     refused by argparse (one line naming the argument and value, status 2) before any step runs, not when
-    training starts. `zero`: 0 passes too, meaning the default (`demo --max-steps 0`)."""
+    training starts. `zero`: what 0 means where it passes too (`demo --max-steps 0`: the models' own budget)."""
     from models.bounds import check_count
 
     def parse(text: str) -> int:
@@ -61,7 +61,7 @@ def count_argument(name: str, zero: bool = False) -> Callable[[str], int]:
             try:
                 check_count(name, value)
             except ValueError as error:
-                raise argparse.ArgumentTypeError(str(error) + (" (or 0: the default)" if zero else "")) from None
+                raise argparse.ArgumentTypeError(str(error) + (f" (or 0: {zero})" if zero else "")) from None
         return value
 
     parse.__name__ = name
@@ -575,7 +575,7 @@ def build_parser() -> Parser:
     demo.add_argument("--data-only", action="store_true", help="stop after the data assets")
     demo.add_argument("--epochs", type=count_argument("epochs"), help="override every method's epochs")
     demo.add_argument("--seeds", type=seed_argument, nargs="+", help="override every method's seeds")
-    demo.add_argument("--max-steps", type=count_argument("max_steps", zero=True), default=DEMO_MAX_STEPS,
+    demo.add_argument("--max-steps", type=count_argument("max_steps", zero="the models' own budget"), default=DEMO_MAX_STEPS,
                       help=f"outer steps per training run (default {DEMO_MAX_STEPS}; 0 = the models' own budget)")
     repro = commands.add_parser("reproduce", help="every dataset: data, all methods x seeds, ablation; then evaluation and the report")
     repro.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=datasets)

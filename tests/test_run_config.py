@@ -66,7 +66,7 @@ def test_the_cli_refuses_a_seed_out_of_range_in_one_line(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["demo", "--max-steps", "-5"], "argument --max-steps: max_steps must be a whole number >= 1, got -5 (or 0: the default)"),
+    (["demo", "--max-steps", "-5"], "argument --max-steps: max_steps must be a whole number >= 1, got -5 (or 0: the models' own budget)"),
     (["demo", "--epochs", "0"], "argument --epochs: epochs must be a whole number >= 1, got 0"),
     (["reproduce", "--epochs", "-1"], "argument --epochs: epochs must be a whole number >= 1, got -1"),
     (["reproduce", "--threads", "0"], "argument --threads: threads must be a whole number >= 1, got 0"),
