@@ -19,6 +19,9 @@ against scikit-learn on random inputs.
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +39,7 @@ __all__ = [
     "binary_entropy",
     "ctr_metrics",
     "global_auc",
+    "identical_values_quiet",
     "mean_ignoring_nan",
     "mean_ndcg",
     "ndcg_at_k",
@@ -329,6 +333,20 @@ def ctr_metrics(prob: npt.ArrayLike, label: npt.ArrayLike, mask: npt.ArrayLike, 
 # --------------------------------------------------------------------------- significance
 
 
+@contextmanager
+def identical_values_quiet() -> Iterator[None]:
+    """Silence scipy's one warning about (nearly) identical values around a t-test, and only it.
+
+    With constant per-user errors in a group, or a constant paired difference, scipy warns "Precision
+    loss occurred in moment calculation due to catastrophic cancellation" and returns its defined
+    result (t inf and p 0 for a constant non-zero difference, NaN for 0/0), which callers handle; the
+    warning itself changes nothing and filled the run logs once per comparison.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation", category=RuntimeWarning)
+        yield
+
+
 def ttest_groups(
     values: npt.ArrayLike,
     groups: npt.ArrayLike,
@@ -355,7 +373,8 @@ def ttest_groups(
                 f"group {name!r} has {samples[name].size} non-NaN values; "
                 f"the t-test needs at least {MIN_TTEST_GROUP_SIZE}"
             )
-    res = stats.ttest_ind(samples[a], samples[b], equal_var=True)
+    with identical_values_quiet():
+        res = stats.ttest_ind(samples[a], samples[b], equal_var=True)
     return float(res.statistic), float(res.pvalue)
 
 
@@ -386,7 +405,8 @@ def paired_ttest(a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[float, float]:
         # Identical predictions (e.g. a network that kept its start, a reference row's blend):
         # no difference at all, where scipy's t would be 0/0.
         return 0.0, 1.0
-    res = stats.ttest_rel(x, y)
+    with identical_values_quiet():
+        res = stats.ttest_rel(x, y)
     return float(res.statistic), float(res.pvalue)
 
 
