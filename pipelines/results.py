@@ -146,15 +146,20 @@ def table1_section(s: Store) -> str:
 
 
 def table2_section(s: Store) -> str:
-    """Mean ± sd over seeds per dataset, protocol and method; the paper's value in brackets."""
+    """Mean ± sd over seeds per dataset, protocol and method, '—' where a seed has no number (NaN or null); the
+    paper's value in brackets."""
     metrics = s.get("metrics")
     if metrics is None:
         return not_computed("Table 2 (`metrics`)", "python -m pipelines.cli reproduce")
     metrics = with_protocol(metrics).filter(pl.col("population") == "all")
     users = s.get("user_metrics")
     coverage = metric_coverage(users) if users is not None else pl.DataFrame()
+    # A seed with no value (null) leaves no mean, as a NaN seed does ('—'): polars' mean skipped it while the
+    # seeds column counted it, so the mean of 4 seeds read as that of 5.
+    missing = pl.col("value").is_null().any()
     summary = metrics.group_by("dataset", "protocol", "method", "metric").agg(
-        mean=pl.col("value").mean(), sd=pl.col("value").std().fill_null(0.0), n=pl.len())
+        mean=pl.when(missing).then(None).otherwise(pl.col("value").mean()),
+        sd=pl.when(missing).then(None).otherwise(pl.col("value").std().fill_null(0.0)), n=pl.len())
     blocks = []
     for (dataset, protocol), part in summary.sort("dataset", "protocol").group_by("dataset", "protocol", maintain_order=True):
         names = sorted(set(part["metric"]), key=lambda m: list(LOWER_IS_BETTER).index(m) if m in LOWER_IS_BETTER else 99)
@@ -268,7 +273,7 @@ def seed_mean(metrics: pl.DataFrame, dataset: str, protocol: str, method: str, p
     metric = primary_metric(metrics, dataset)
     part = metrics.filter((pl.col("dataset") == dataset) & (pl.col("protocol") == protocol) & (pl.col("method") == method)
                           & (pl.col("population") == population) & (pl.col("metric") == metric))
-    mean = part["value"].mean() if part.height else None
+    mean = part["value"].mean() if part.height and not part["value"].null_count() else None
     # A seed whose value is no number (NaN) or none at all (null) leaves no mean: None, never NaN, so
     # that no comparison below takes it for a number.
     return float(mean) if mean is not None and np.isfinite(mean) else None

@@ -175,6 +175,20 @@ def test_results_survive_a_diverged_seed_and_identical_methods(tmp_path):
     assert paired_test(with_protocol(users), "movielens", "paper", "reg_paml", "melu") == (0.0, 1.0, 4)
 
 
+def test_a_seed_without_a_value_leaves_no_mean_as_a_nan_seed_does(tmp_path):
+    # MeLU's seed 1 has no value (null, not NaN): the mean skipped it while "seeds" counted 2, so one seed's
+    # number stood as the mean of two.
+    store = LineageStore(tmp_path / "home")
+    metrics = metric_rows().with_columns(value=pl.when((pl.col("method") == "melu") & (pl.col("seed") == 1))
+                                         .then(None).otherwise(pl.col("value")))
+    store.record_table("user_metrics", user_rows(), source="test", partition="movielens", artifact_id="a")
+    store.record_table("metrics", metrics, source="test", partition="movielens", artifact_id="a")
+    text = render(read_store(LineageStore(store.home, read_only=True)))
+    assert "| melu | — (1.451) | 2 |" in text  # was "| melu | 0.840 (1.451) | 2 |"
+    assert "| 9: melu beats the tuned bias reference by ≥ 0.03 | — vs 0.900 | — |" in text
+    assert "| paml | 0.650 ± 0.014 | 2 |" in text  # the other rows as before
+
+
 def test_the_demo_summary_prints_every_row_of_table2_as_duckdb_holds_it(tmp_path, monkeypatch):
     from pipelines import cli
 
