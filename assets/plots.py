@@ -6,6 +6,7 @@ apart behind a dashed line.
 
 import base64
 import io
+import math
 
 import numpy as np
 import polars as pl
@@ -40,10 +41,10 @@ def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def group_boxplots(ax, part: pl.DataFrame, methods: list[str], column: str) -> bool:
+def group_boxplots(ax, part: pl.DataFrame, methods: list[str], column: str) -> list[str]:
     """Per method, a box of `column` over major users and one over minor users side by side, coloured by group;
-    False when no user has a value (nothing drawn)."""
-    drawn = False
+    the groups drawn (empty when no user has a value: nothing drawn)."""
+    drawn = []
     for offset, group in ((-0.2, "major"), (0.2, "minor")):
         values = [part.filter((pl.col("method") == m) & (pl.col("group") == group))[column].drop_nulls().to_numpy()
                   for m in methods]
@@ -55,8 +56,13 @@ def group_boxplots(ax, part: pl.DataFrame, methods: list[str], column: str) -> b
                 box.set_facecolor(GROUP_COLOURS[group])
                 box.set_alpha(0.6)
             ax.plot([], [], "s", color=GROUP_COLOURS[group], alpha=0.6, label=f"{group} users")
-            drawn = True
+            drawn.append(group)
     return drawn
+
+
+def groups_title(groups: list[str]) -> str:
+    """What the boxes show: 'major vs minor users', or the one group there is (a dataset may have no minor users)."""
+    return " vs ".join(groups) + " users" if len(groups) == 2 else f"{groups[0]} users only" if groups else "no users"
 
 
 def say_empty(ax, text: str) -> None:
@@ -80,7 +86,7 @@ def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
     ax.set_xticks(range(len(methods)), [method_name(m) for m in methods], rotation=30, ha="right", fontsize=8)
     ax.set_xlabel("method (reference predictors right of the dashed line)" if first_extra else "method")
     ax.set_ylabel(f"per-user {error_name(dataset)} (mean over seeds)")
-    ax.set_title(f"{dataset}: per-user test {error_name(dataset)}, major vs minor users")
+    ax.set_title(f"{dataset}: per-user test {error_name(dataset)}, {groups_title(drawn)}")
     if drawn:
         ax.legend(fontsize=8)
     else:
@@ -127,8 +133,8 @@ def adaptation_plot(user_metrics: pl.DataFrame, summary: pl.DataFrame, dataset: 
     group_boxplots(gain_ax, part, methods, "adaptation_gain")
     for offset, group in ((-0.27, "all"), (0.0, "major"), (0.27, "minor")):  # the target is judged on all users
         rates = {r["method"]: r["lr_cv"] for r in cv.filter(pl.col("group") == group).iter_rows(named=True)}
-        cv_ax.bar([i + offset for i in range(len(methods))], [rates.get(m) or 0.0 for m in methods], width=0.25,
-                  color=GROUP_COLOURS.get(group, "tab:grey"), alpha=0.6, label=f"{group} users")
+        cv_bars(cv_ax, [rates.get(m) for m in methods], offset, group)
+    cv_ax.set_xlim(-0.5, len(methods) - 0.5)  # room for the outer bars and their 'n/a'
     gain_ax.axhline(0.0, color="grey", linewidth=1)
     cv_ax.axhline(cv_target, color="grey", linestyle="--", linewidth=1, label=f"target {cv_target:g}")
     for ax in (gain_ax, cv_ax):
@@ -140,6 +146,17 @@ def adaptation_plot(user_metrics: pl.DataFrame, summary: pl.DataFrame, dataset: 
     cv_ax.set_ylabel("step-size cv across users (sd / mean)")
     cv_ax.set_title(f"{dataset}: how personal the step size is (mean over seeds)", fontsize=9)
     return figure_png(fig)
+
+
+def cv_bars(ax, values: list[float | None], offset: float, group: str) -> None:
+    """One bar per method at position i + offset; a missing value (no such users, no cv: None or NaN) gets no
+    bar but an 'n/a' at the axis, so it never reads as a measured 0 (a fixed rate's real cv of 0 stays a bar)."""
+    shown = [(i + offset, v) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    ax.bar([x for x, _ in shown], [v for _, v in shown], width=0.25, color=GROUP_COLOURS.get(group, "tab:grey"),
+           alpha=0.6, label=f"{group} users" + ("" if shown else " (n/a: no value)"))
+    for i, v in enumerate(values):
+        if v is None or not math.isfinite(v):
+            ax.text(i + offset, 0.0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
 
 
 def embedding_map(embeddings: np.ndarray, groups: np.ndarray, title: str) -> bytes:

@@ -173,3 +173,29 @@ def test_adaptation_plot_labels_both_panels_and_needs_gains(monkeypatch):
                        0.0, round(float(row(diagnostics_summary(frame), "paml", "minor")["lr_cv"]), 6), 0.0]
     old = frame.drop("loss_unadapted", "loss_adapted", "adaptation_gain")
     assert plots.adaptation_plot(old, diagnostics_summary(old), "movielens", 0.25) is None
+
+
+def test_the_plots_title_and_bars_show_what_is_drawn_when_a_dataset_has_no_minor_users(monkeypatch, tmp_path):
+    import assets.plots as plots
+
+    frame = tiny_user_metrics().with_columns(group=pl.lit("major"))  # a dataset whose test users are all major
+    summary = diagnostics_summary(frame)
+    assert summary.filter(pl.col("group") == "minor").height == 0  # no minor users: no cv to show
+    # The PNGs themselves, to look at (tmp_path); then the same figures kept to read their text.
+    (tmp_path / "errors.png").write_bytes(plots.error_boxplots(frame, "movielens"))
+    (tmp_path / "adaptation.png").write_bytes(plots.adaptation_plot(frame, summary, "movielens", 0.25))
+    figures = []
+    monkeypatch.setattr(plots, "figure_png", lambda fig: figures.append(fig) or b"png")
+    plots.error_boxplots(frame, "movielens")
+    assert figures[-1].axes[0].get_title() == "movielens: per-user test MSE, major users only"  # was "major vs minor users"
+    plots.adaptation_plot(frame, summary, "movielens", 0.25)
+    cv_ax = figures[-1].axes[1]
+    # 3 methods x (all, major) bars; the minor bars are left out, each marked 'n/a' where it would stand (was a bar of 0).
+    assert len(cv_ax.patches) == 6
+    assert [(round(t.get_position()[0], 2), t.get_text()) for t in cv_ax.texts] == [(0.27, "n/a"), (1.27, "n/a"), (2.27, "n/a")]
+    # Both groups: the title says both, every bar is drawn, a fixed rate's measured cv of 0 stays a bar.
+    both = tiny_user_metrics()
+    plots.error_boxplots(both, "movielens")
+    assert figures[-1].axes[0].get_title() == "movielens: per-user test MSE, major vs minor users"
+    plots.adaptation_plot(both, diagnostics_summary(both), "movielens", 0.25)
+    assert len(figures[-1].axes[1].patches) == 9 and len(figures[-1].axes[1].texts) == 0
