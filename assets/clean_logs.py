@@ -450,7 +450,8 @@ def export_rows(rejected: pl.DataFrame, raw: Bundle) -> pl.DataFrame:
     """`rejected` with the reason of a row that is most likely no data but an export's extra line saying so, in a
     text file with a header: a second header row (`SECOND_HEADER_HINT`: the lines right under the header whose
     fields are words without digits or empty), or notes at the end (`FOOTER_HINT`: at most FOOTER_LINES lines
-    holding a letter, after the file's last other line, blank lines aside). Only rows rejected for a missing or
+    holding a letter, after the file's last other line, blank lines aside; not a line cut short whose first field
+    is an id of another row of the file). Only rows rejected for a missing or
     unread id or label, or a wrong number of fields, are looked at (notes: an id missing or a wrong number of
     fields): a row is never rejected for looking so."""
     malformed = pl.col("reason").str.contains(MALFORMED_FIELDS)
@@ -467,7 +468,19 @@ def export_rows(rejected: pl.DataFrame, raw: Bundle) -> pl.DataFrame:
                        for frame, _, blank in tables])
     text = pl.col("fields").list.eval(pl.element().fill_null("").str.strip_chars())
     missing = pl.element().str.to_lowercase().is_in(MISSING_MARKERS)
-    looks = candidates.lazy().join(fields, on=["source_file", "line"], how="left").select(
+    # A line with fewer fields than the header whose first field is an id of another row of its file ('u1,i') is
+    # a data line cut off, not a note: it keeps its plain reason.
+    counts = pl.col("reason").str.extract_groups(r"expected (?<n>\d+) fields separated by '(?<sep>.+?)', found (?<found>\d+)")
+    ids = pl.concat([frame.filter(pl.col("source_file").is_in(candidates["source_file"].unique().implode()))
+                     .select("source_file", _id=pl.col(c).cast(pl.String))
+                     for frame, _, _ in tables[:-1] for c in ("user_id", "item_id") if c in frame.collect_schema().names()]
+                    or [pl.LazyFrame(schema={"source_file": pl.String, "_id": pl.String})]).unique()
+    first = pl.col("fields").list.first().str.split(pl.col("sep")).list.first().str.strip_chars()
+    cut = (candidates.lazy().filter(malformed).join(fields, on=["source_file", "line"], how="left")
+           .with_columns(counts.alias("_counts")).unnest("_counts")
+           .filter(pl.col("found").cast(pl.Int64) < pl.col("n").cast(pl.Int64))
+           .with_columns(_id=first).join(ids, on=["source_file", "_id"], how="semi").select("_order"))
+    looks = candidates.lazy().join(fields, on=["source_file", "line"], how="left").join(cut, on="_order", how="anti").select(
         "_order", "source_file", "line",
         _headerish=text.list.eval(missing | (pl.element().str.contains(WORD) & ~pl.element().str.contains(NO_WORD))).list.all()
         & text.list.eval(~missing).list.any(),

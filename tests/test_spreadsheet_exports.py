@@ -175,6 +175,18 @@ def test_rows_that_only_resemble_a_second_header_or_notes_keep_their_plain_reaso
     assert reasons(cleaned(headerless)) == {("sheet/log.csv", 2): "label not a number"}
 
 
+def test_a_data_line_cut_off_at_the_end_keeps_its_plain_reason_and_a_note_still_gets_its_hint(tmp_path):
+    # '3,c': fewer fields than the header, first field user 3 of the file: a data line cut off, not "notes or
+    # totals" (it holds a letter, which was all the hint looked for).
+    assert reasons(cleaned(sheet_dir(tmp_path, LOG + ["3,c"]))) == {
+        ("sheet/log.csv", 8): "malformed line: expected 4 fields separated by ',', found 2"}
+    # An id no row of the file has, or a note, is still taken for an export's extra line.
+    assert reasons(cleaned(sheet_dir(tmp_path / "note", LOG + ["Source: made up"]))) == {
+        ("sheet/log.csv", 8): f"malformed line: expected 4 fields separated by ',', found 1 ({NOTES})"}
+    assert reasons(cleaned(sheet_dir(tmp_path / "other", LOG + ["Total,19.5"]))) == {
+        ("sheet/log.csv", 8): f"malformed line: expected 4 fields separated by ',', found 2 ({NOTES})"}
+
+
 @pytest.mark.parametrize("header, problem", [
     ("User,Item,Rating,TS", r"has User, Item, Rating, TS \('User' differs in case, spaces, '-' or '_': name the column as "
                             r"the file writes it\) \(found 'user'\)"),
