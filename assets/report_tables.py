@@ -259,7 +259,9 @@ def table2(metrics: pl.DataFrame, significance: pl.DataFrame, coverage: pl.DataF
     table = (
         with_protocol(metrics).filter(pl.col("population") == "all")
         .group_by("dataset", "protocol", "method", "metric")
-        .agg(mean=pl.col("value").mean(), sd=pl.col("value").std().fill_null(0.0), n_seeds=pl.len(),
+        # A seed with no value (null) makes the mean undefined, as a NaN does: polars' mean would skip it
+        # and show one seed's value as the mean of n_seeds.
+        .agg(mean=pl.col("value").fill_null(float("nan")).mean(), sd=pl.col("value").std().fill_null(0.0), n_seeds=pl.len(),
              undefined_seeds=pl.col("seed").filter(undefined).sort().cast(pl.String).str.join(", "))
         .with_columns(pl.col("undefined_seeds").replace("", None))
     )

@@ -298,6 +298,13 @@ def test_table2_says_when_a_seed_is_not_a_number_seeds_differ_or_rows_have_other
     assert ("— where a row has results: no mean over seeds, the value of a seed is not a number (see `metrics` per seed); "
             "MSE (PAML): not a number in seed 1 of its 2 seeds.") in text
     assert "no test user has a query item" not in text and "Rows average" not in text
+    # A seed with no value at all (null, not NaN) leaves no mean either: polars' mean skips a null, so
+    # PAML's row read as seed 0's value over "2 seeds".
+    missing = metrics.with_columns(value=pl.when((pl.col("method") == "paml") & (pl.col("seed") == 1))
+                                   .then(None).otherwise(pl.col("value")))
+    tables, _ = build_report([Bundle(frames={"user_metrics": frame, "metrics": missing})], {}, {}, {}, {})
+    paml = tables.frame("table2").filter((pl.col("method") == "paml") & (pl.col("metric") == "mse"))
+    assert paml["undefined_seeds"].item() == "1" and np.isnan(paml["mean"].item())
     # REG-PAML evaluated with one seed of two: its mean is over fewer seeds than the others'.
     fewer = frame.filter((pl.col("method") != "reg_paml") | (pl.col("seed") == 0))
     tables, pngs = build_report([eval_bundle(fewer)], {}, {}, {}, {})
