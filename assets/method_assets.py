@@ -219,9 +219,9 @@ class ModelConfig(dg.Config):
     """Training settings of one method (defaults and their reasons: docs/protocol.md, docs/tuning.md)."""
 
     epochs: int = Field(default=TRAIN_DEFAULTS.epochs, ge=1, description="Upper bound on passes over the training users.")
-    max_steps: int = Field(default=TRAIN_DEFAULTS.max_steps, ge=0, description="Outer-step budget.")
+    max_steps: int = Field(default=TRAIN_DEFAULTS.max_steps, ge=1, description="Outer-step budget.")
     eval_every: int = Field(default=TRAIN_DEFAULTS.eval_every, ge=1, description="Outer steps between two scorings of the validation users.")
-    patience: int = Field(default=TRAIN_DEFAULTS.patience, ge=0, description="Evaluations without improvement before training stops (the best one is kept).")
+    patience: int = Field(default=TRAIN_DEFAULTS.patience, ge=1, description="Evaluations without improvement before training stops (the best one is kept).")
     protocol: Protocol = Field(default=TRAIN_DEFAULTS.protocol, description="'paper' (cold-start training users only) or 'production' (+ the warm users' tasks).")
     batching: Batching = Field(default=TRAIN_DEFAULTS.batching, description="'bucketed' (meta-batches of similar-length users, little padding) or 'random' (models/batching.py).")
     processes: int | None = Field(default=None, ge=1, description="Runs (seeds, ablation variants) trained side by side in their own processes; empty = one per run on a GPU, on CPU one per 2 threads (models/parallel.py).")
