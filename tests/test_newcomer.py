@@ -214,7 +214,8 @@ def test_results_help_names_both_places_it_writes(capsys):
     with pytest.raises(SystemExit):
         main(["results", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "docs/results.md when the store holds MovieLens and Book-Crossing metrics, else PAML_HOME/reports/results.md" in text
+    assert ("docs/results.md when the store holds meta-learner metrics of MovieLens and Book-Crossing, "
+            "else PAML_HOME/reports/results.md") in text
 
 
 def test_failed_check_and_bugs_are_told_apart():

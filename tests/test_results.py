@@ -112,9 +112,25 @@ def test_results_of_a_store_without_the_papers_datasets_go_to_the_home(store, tm
     doc, home = tmp_path / "docs" / "results.md", store.home
     target, note = results_target(LineageStore(home, read_only=True), None, doc, home)
     assert target == home / "reports" / "results.md"  # movielens only: docs/results.md stays the reproduction's
-    assert note == " (docs/results.md is left as it is: this store has no metrics of bookcrossing; --out names another file)"
+    assert note == (" (docs/results.md is left as it is: this store has no meta-learner metrics of bookcrossing; "
+                    "--out names another file)")
     assert write_results(LineageStore(home, read_only=True), target).is_file() and not doc.exists()
     assert results_target(LineageStore(home, read_only=True), str(tmp_path / "mine.md"), doc, home) == (tmp_path / "mine.md", "")
+
+
+def test_reference_rows_alone_do_not_make_a_store_the_reproductions(store, tmp_path):
+    # Every evaluation scores the reference rows of each dataset whose data steps are built: a home with
+    # Book-Crossing's data steps and any demo holds its ref_* metrics, and `results` rewrote docs/results.md.
+    from pipelines.results import results_target
+
+    references = metric_rows().filter(pl.col("method") == "ref_user_item_bias").with_columns(dataset=pl.lit("bookcrossing"))
+    store.record_table("metrics", references, source="test", partition="bookcrossing", artifact_id="b")
+    doc, home = tmp_path / "docs" / "results.md", store.home
+    target, note = results_target(LineageStore(home, read_only=True), None, doc, home)
+    assert target == home / "reports" / "results.md" and "no meta-learner metrics of bookcrossing" in note
+    meta = metric_rows().filter(pl.col("method") == "melu").with_columns(dataset=pl.lit("bookcrossing"))
+    store.record_table("metrics", pl.concat([references, meta]), source="test", partition="bookcrossing", artifact_id="c")
+    assert results_target(LineageStore(home, read_only=True), None, doc, home) == (doc, "")
 
 
 def test_an_empty_store_renders_every_section_as_not_computed(tmp_path):
