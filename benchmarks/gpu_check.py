@@ -169,6 +169,8 @@ def summary_rows(rows: list[dict], dataset: str = "movielens") -> list[str]:
 
 
 def main() -> int:
+    from models.runtime import seed_argument
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=Path, required=True, help="exported ML-1M tasks (benchmarks/export_tasks.py)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/out/gpu_check")))
@@ -181,7 +183,7 @@ def main() -> int:
                         help="wall-clock cap of each full run's training (its best validation scoring is kept)")
     parser.add_argument("--skip-full", action="store_true", help="only the GPU vs CPU check")
     parser.add_argument("--skip-check", action="store_true", help="only the full runs")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds of the full runs")
+    parser.add_argument("--seeds", type=seed_argument, nargs="+", default=list(SEEDS), help="seeds of the full runs")
     parser.add_argument("--no-ablation", action="store_true", help="leave the gamma ablation's runs out of the full phase")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS, help="methods of the full runs (none: only --variants)")
     parser.add_argument("--variants", type=Path, help="JSON {name: {method, network: {...}, learner: {...}, train: {...}}}: more runs x 3 seeds "

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Mapping, NamedTuple
 
 from benchmarks.export_tasks import export, load_tasks
-from models.runtime import OPENMP_WAIT_KEYS, SHORT_SPIN
+from models.runtime import OPENMP_WAIT_KEYS, SHORT_SPIN, seed_argument
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -363,7 +363,7 @@ def main() -> int:
                         help="inner steps of every timed run (default: this checkout's tuned value, per method)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quality", action="store_true")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=seed_argument, nargs="+", default=[0, 1, 2])
     parser.add_argument("--plain", action="store_true", help="--quality on the network without fold-ins (plain_network)")
     parser.add_argument("--inner", action="store_true")
     args = parser.parse_args()

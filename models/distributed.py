@@ -96,7 +96,7 @@ def main() -> int:
     from models.checkpoint import flatten_state
     from models.factors import fit_counts, keep_fits_in
     from models.references import validation_settings
-    from models.runtime import thread_count
+    from models.runtime import seed_argument, thread_count
     from models.settings import tuned_configs
     from models.tasks import task_data_from_tensors
     from models.training import train
@@ -105,7 +105,7 @@ def main() -> int:
     parser.add_argument("--tasks", required=True, help="exported tasks: tensors.safetensors and info.json (benchmarks/export_tasks.py)")
     parser.add_argument("--method", default="reg_paml")
     parser.add_argument("--epochs", type=int, default=None, help="default: the settings' (TrainConfig's) epochs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="rank 0 writes model.safetensors and history.json here")
     parser.add_argument("--fits", default=None,

@@ -25,6 +25,7 @@ also lower PAML_THREADS in one place.
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Mapping, MutableMapping
 
@@ -139,3 +140,14 @@ def runtime_info(device: str) -> dict:
             "device": device, "deterministic": torch.are_deterministic_algorithms_enabled(),
             "torch": torch.__version__, "openmp_wait": openmp_wait()}
     return info
+
+
+def seed_argument(text: str) -> int:
+    """A seed given on a command line (`type=` of argparse), refused in one line (status 2) outside 0..SEED_MAX."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: not an integer") from None
+    if not 0 <= seed <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"seed {seed} out of range 0..{SEED_MAX}")
+    return seed

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from models.locks import file_lock
+from models.runtime import seed_argument
 
 TENSORS_FILE, INFO_FILE = "tensors.safetensors", "info.json"
 HIDDEN_SPLITS = ("test",)  # never loaded by the search
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--protocol", default="paper", choices=["paper", "production"])
     parser.add_argument("--max-steps", type=int, help="outer-step budget per trial (default: TrainConfig's)")
     parser.add_argument("--eval-every", type=int, help="outer steps between evaluations (default: TrainConfig's)")

@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from assets.specs import DATASETS, all_datasets
+from models.runtime import seed_argument
 from pipelines.instance import dagster_instance, ensure_dagster_home
 from pipelines.resources import default_data_dir, default_home
 
@@ -31,19 +32,6 @@ EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 
 class CliError(Exception):
     """An expected failure, printed by main() as one line: what, where, how to fix."""
-
-
-def seed_argument(text: str) -> int:
-    """A seed given on the command line, refused by argparse (one line, status 2) outside 0..SEED_MAX."""
-    from models.runtime import SEED_MAX
-
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: not an integer") from None
-    if not 0 <= seed <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"seed {seed} out of range 0..{SEED_MAX}")
-    return seed
 
 
 def count_argument(name: str, zero: str = "") -> Callable[[str], int]:

@@ -94,3 +94,14 @@ def test_the_cli_refuses_a_count_below_one_before_any_step_runs(capsys, argv, me
 def test_the_demo_still_takes_max_steps_0_for_the_models_own_budget():
     args = cli.build_parser().parse_args(["demo", "--max-steps", "0", "--epochs", "2"])
     assert (args.max_steps, args.epochs) == (0, 2)
+
+@pytest.mark.parametrize(("module", "arguments"), [("models.distributed", ["--tasks", "none", "--out", "out"]),
+                                                   ("models.search", ["--tasks", "none", "--journal", "journal.log"])])
+def test_training_entry_points_refuse_a_seed_out_of_range(module, arguments, tmp_path):
+    # torchrun's models.distributed trained a model "seed -1" (the CLI and run configs refused it already).
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", module, *arguments, "--seed", "-1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "argument --seed: seed -1 out of range 0..4294967295" in done.stderr
