@@ -37,7 +37,7 @@ def check_label(item: str, label: float, spec: DatasetSpec) -> float:
         raise ColdStartInputError(
             f"label {label!r} of item {item!r} is not a {spec.name} label; give {label_set(spec)}"
         )
-    return float(label)
+    return float(label) + 0.0  # '-0' is the label 0, printed as 0.0 rather than -0.0
 
 
 def profile_in_buckets(profile: dict[str, str], spec: DatasetSpec) -> dict[str, str]:
@@ -117,16 +117,23 @@ def recommend(model: Bundle, tasks: Bundle, profile: dict[str, str], ratings: di
     item_rows = dict(tasks.frame("items").iter_rows())
     unknown = sorted(i for i in ratings if i not in item_rows)
     if unknown:
-        raise ColdStartInputError(f"items not in the model's catalogue: {', '.join(unknown[:10])}")
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise ColdStartInputError(f"{len(unknown)} of the {len(ratings)} items given are not in the model's catalogue "
+                                  f"({len(item_rows)} items): {', '.join(unknown[:10])}{more}")
     if not ratings:
         raise ColdStartInputError("give at least one rating (or click) to adapt on")
-    user_fields = torch.tensor([encode_profile(profile, tasks.frame("vocab"), data.user_fields)])
-    support = torch.tensor([[item_rows[i] for i in ratings]])
     candidates = sorted(set(item_rows) - set(ratings))
-    query = torch.tensor([[item_rows[i] for i in candidates]])
+    if not candidates:
+        raise ColdStartInputError(f"all {len(item_rows)} items of the model's catalogue are rated: none is left to recommend")
+    # The support set in catalogue order, not the order given: the adapted weights sum over it, and
+    # float sums in another order differed in the 7th digit, enough to swap two close items.
+    rated = sorted(ratings, key=item_rows.__getitem__)
+    user_fields = torch.tensor([encode_profile(profile, tasks.frame("vocab"), data.user_fields)])
+    support = torch.tensor([[item_rows[i] for i in rated]])  # (1, n_rated)
+    query = torch.tensor([[item_rows[i] for i in candidates]])  # (1, n_candidates)
     one_user = TaskSplit(
         user_fields=user_fields, support_items=support,
-        support_labels=torch.tensor([list(ratings.values())], dtype=torch.float32),
+        support_labels=torch.tensor([[ratings[i] for i in rated]], dtype=torch.float32),
         support_mask=torch.ones_like(support, dtype=torch.bool), query_items=query,
         query_labels=torch.zeros(query.shape), query_mask=query != PAD_INDEX,
     )

@@ -182,6 +182,14 @@ def test_cold_start_recommendation_for_a_new_user(chain):
     assert lr > 0
     again, _ = recommend(model, tasks, profile, clicks, top=5)
     assert again.equals(ranked)
+    # The same clicks in another order: the same scores to the bit, not just the same ranks.
+    many = {item: float(k % 2) for k, item in enumerate(items[:12])}
+    forward, lr_forward = recommend(model, tasks, profile, many, top=len(items))
+    backward, lr_backward = recommend(model, tasks, profile, dict(reversed(many.items())), top=len(items))
+    assert forward.equals(backward) and lr_forward == lr_backward
+    # Every item rated: nothing left to rank is an input error, not an IndexError from torch.
+    with pytest.raises(ColdStartInputError, match=f"all {len(items)} items of the model's catalogue are rated"):
+        recommend(model, tasks, profile, dict.fromkeys(items, 1.0))
     with pytest.raises(ColdStartInputError, match="no-such-item"):
         recommend(model, tasks, profile, {"no-such-item": 1.0})
     with pytest.raises(ColdStartInputError, match="spend_level"):
@@ -213,7 +221,7 @@ def test_recommend_refuses_bad_inputs_in_one_line(chain, monkeypatch, capsys):
     assert "--top must be a whole number of at least 1, got 0" in refused(*good, extra=("--top", "0"))
     assert "got -1" in refused(*good, extra=("--top", "-1"))
     assert "seed 7 was not trained for this model; trained seeds: 0, 1" in refused(*good, extra=("--seed", "7"))
-    assert "items not in the model's catalogue: no-such-item" in refused("no-such-item=1")
+    assert "1 of the 1 items given are not in the model's catalogue" in refused("no-such-item=1")
     main(["recommend", "--dataset", "taobao", "--profile", *profile, "--ratings", *good, "--top", "3", "--seed", "1"])
     out = capsys.readouterr().out
     assert "never seen in training, so they use the unknown embedding: segment=never-seen" in out
