@@ -194,6 +194,24 @@ def diverged_seeds(model: Bundle) -> list[int]:
     return [int(seed) for seed, best in model.info.get("best", {}).items() if not np.isfinite(best["val_loss"])]
 
 
+def trained_users(model: Bundle, tasks: Bundle) -> int:
+    """How many users' tasks `model` trained on: the training split, and the warm users under the production protocol."""
+    splits = TRAINING_SPLITS if model.info.get("train_config", {}).get("protocol") == "production" else TRAINING_SPLITS[:1]
+    return sum(int(tasks.info.get("n_users", {}).get(split, 0)) for split in splits)
+
+
+def uncompared(n: int, challenger_users: int, champion_users: int) -> Decision:
+    """The decision when fewer than MIN_PAIRED_USERS validation users are left to compare on: the
+    challenger replaces the model in service only if it trained on at least as many users. A
+    window that lost most of its days left one comparable user and used to be promoted blindly."""
+    few = f"{n} validation user(s) unseen by both models, too few to compare"
+    if challenger_users < champion_users:
+        return Decision(False, None, f"rejected: {few}, and trained on {challenger_users} users, fewer than the "
+                                     f"{champion_users} of the model in service")
+    return Decision(True, None, f"promoted: {few}; trained on {challenger_users} users, the model in service on "
+                                f"{champion_users}")
+
+
 @dataclass(frozen=True)
 class Champion:
     """The model in service for (dataset, method) and the tasks it was trained on."""
@@ -240,8 +258,8 @@ def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | N
     splits = comparison_splits(challenger_tasks, champion.tasks, raw_users)
     if splits is None:
         n = shared_tasks(challenger_tasks, champion.tasks)[0].height
-        return decide(np.zeros(n), np.zeros(n), alpha, max_increase), \
-            pl.DataFrame([{"seed": s, "n_users": n} for s in challenger.info["seeds"]], schema=schema)
+        decision = uncompared(n, trained_users(challenger, challenger_tasks), trained_users(champion.model, champion.tasks))
+        return decision, pl.DataFrame([{"seed": s, "n_users": n} for s in challenger.info["seeds"]], schema=schema)
     ours = validation_losses(challenger, with_split(challenger_tasks, splits[0]))
     theirs = validation_losses(champion.model, with_split(champion.tasks, splits[1]))
     ours_mean, theirs_mean = np.mean(list(ours.values()), axis=0), np.mean(list(theirs.values()), axis=0)

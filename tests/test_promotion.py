@@ -145,3 +145,27 @@ def test_a_model_in_service_of_an_older_form_is_replaced_not_loaded():
     old = replace(challenger, info={**challenger.info, "form": 1})
     decision, losses = compare(challenger, tasks, Champion(old, tasks), pl.DataFrame())
     assert decision.promoted and "form 1" in decision.reason and losses.height == 1
+
+
+def test_a_challenger_too_few_users_to_compare_replaces_the_model_in_service_only_if_trained_on_as_many(
+        champion_and_challenger):
+    from assets.method_assets import train_method
+    from assets.promotion import Champion, compare
+    from models.learners import LearnerConfig
+    from models.network import NetworkConfig
+    from models.training import TrainConfig
+
+    champion_tasks, challenger_tasks = champion_and_challenger  # one comparable user, c
+    config = LearnerConfig(network=NetworkConfig(embedding_dim=4, hidden=(8,)))
+    trained = {name: train_method("melu", tasks, config, TrainConfig(epochs=1, meta_batch=2), [0], processes=1)[0]
+               for name, tasks in (("champion", champion_tasks), ("challenger", challenger_tasks))}
+    # The challenger's window trained on one user (b), the model in service on two (a, b): a window
+    # that lost most of its days. It used to be promoted because nothing could be compared.
+    decision, losses = compare(trained["challenger"], challenger_tasks, Champion(trained["champion"], champion_tasks),
+                               CLEAN_USERS)
+    assert not decision.promoted and losses["n_users"].to_list() == [1]
+    assert decision.reason == ("rejected: 1 validation user(s) unseen by both models, too few to compare, and trained on "
+                               "1 users, fewer than the 2 of the model in service")
+    # The other way round (the champion's window as the challenger): as many users or more, promoted as before.
+    back, _ = compare(trained["champion"], champion_tasks, Champion(trained["challenger"], challenger_tasks), CLEAN_USERS)
+    assert back.promoted and back.reason.endswith("trained on 2 users, the model in service on 1")
