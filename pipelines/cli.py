@@ -56,6 +56,17 @@ def count_argument(name: str, zero: str = "") -> Callable[[str], int]:
     return parse
 
 
+def seconds_argument(text: str) -> float:
+    """A duration in seconds, refused by argparse unless a finite number above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: not a number") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return seconds
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors that point at --help (sub-commands inherit it)."""
 
@@ -585,7 +596,7 @@ def build_parser() -> Parser:
     tune.add_argument("--max-steps", type=count_argument("max_steps"), help="outer-step budget per trial (default: TrainConfig.max_steps)")
     tune.add_argument("--eval-every", type=count_argument("eval_every"), help="outer steps between evaluations (default: TrainConfig.eval_every)")
     tune.add_argument("--patience", type=count_argument("patience"), help="evaluations without improvement (default: TrainConfig.patience)")
-    tune.add_argument("--stop-after", type=float, help="seconds; then running trials are handed back for the next run")
+    tune.add_argument("--stop-after", type=seconds_argument, help="seconds; then running trials are handed back for the next run")
     tune.add_argument("--export", metavar="DIR", help="only write DIR/<dataset>/ (tasks without test users) for another machine")
     tune.add_argument("--import", dest="import_dir", metavar="DIR",
                       help="instead of searching here, ingest DIR/<dataset>.journal made elsewhere from the same export")

@@ -199,6 +199,14 @@ def test_expected_failures_are_one_line(empty_home, argv, expected):
      "python -m pipelines.cli recommend: error: unknown method 'svd'; known: melu, meta_sgd"),
     (["demo", "--dataset", "netflix"], "python -m pipelines.cli demo: error: argument --dataset: invalid choice: 'netflix'"),
     (["train"], "python -m pipelines.cli: error: argument command: invalid choice: 'train'"),
+    # tune's counts: 0 trials or workers used to search nothing and succeed, 0 threads or steps
+    # to end in a traceback after the data steps had run
+    (["tune", "--trials", "0"], "python -m pipelines.cli tune: error: argument --trials: trials must be a whole number >= 1, got 0"),
+    (["tune", "--workers", "0"], "python -m pipelines.cli tune: error: argument --workers: workers must be a whole number >= 1, got 0"),
+    (["tune", "--threads", "0"], "python -m pipelines.cli tune: error: argument --threads: threads must be a whole number >= 1, got 0"),
+    (["tune", "--max-steps", "-1"], "python -m pipelines.cli tune: error: argument --max-steps: max_steps must be a whole number >= 1, got -1"),
+    (["tune", "--patience", "x"], "python -m pipelines.cli tune: error: argument --patience: invalid patience 'x'"),
+    (["tune", "--stop-after", "-5"], "python -m pipelines.cli tune: error: argument --stop-after: -5 is not a number of seconds"),
 ])
 def test_bad_arguments_are_one_line(empty_home, capsys, argv, expected):
     with pytest.raises(SystemExit) as exit_info:
