@@ -242,9 +242,10 @@ def test_recommend_command_shows_item_attributes_and_the_users_items(chain, monk
     items = store.load(store.latest("clean_logs", "taobao")).frame("items")
     clicked = catalogue[:2]
     assert main(["recommend", "--dataset", "taobao", "--profile", "age=28", "gender=F", "city=Hangzhou", "segment=x",
-                 "spend_level=3", "--ratings", f"{clicked[0]}=1", f"{clicked[1]}=0", "--top", "3"]) == 0
+                 "spend_level=3", "--ratings", f"{clicked[0]}=1", f"{clicked[1]}=-0", "--top", "3"]) == 0
     out = capsys.readouterr().out
     given, ranked = out.split("top 3 of the other items:")
+    assert "-0.0" not in given and " 0.0 " in given  # '-0' is the label 0
     assert "shape:" not in out and "---" not in out  # tables without polars' dtype rows
     assert all(f"{item} " in given for item in clicked) and "category" in given and "brand" in ranked
     first = items.filter(pl.col("item_id") == clicked[0]).row(0, named=True)
