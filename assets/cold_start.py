@@ -79,6 +79,25 @@ def check_seed(seed: int | None, trained: list[int]) -> int:
     return seed
 
 
+def catalogue_ratings(ratings: dict[str, float], catalogue: set[str]) -> dict[str, float]:
+    """`ratings` with each item id as the catalogue spells it: an id written as a whole float ('7.0', as
+    pandas writes an integer column) is the integer id ('7') when only that is in the catalogue, as the
+    readers take such ids (assets/custom_reader.py `whole_float_ids`). Two spellings of one item are an error."""
+    import re
+
+    from assets.custom_reader import WHOLE_FLOAT
+
+    spelled: dict[str, str] = {}
+    for given in ratings:
+        item = given.strip()
+        if item not in catalogue and re.match(WHOLE_FLOAT, item) and item[:-2] in catalogue:
+            item = item[:-2]
+        if item in spelled:
+            raise ColdStartInputError(f"item {item!r} is given twice (as {spelled[item]!r} and {given!r})")
+        spelled[item] = given
+    return {item: ratings[given] for item, given in spelled.items()}
+
+
 def encode_profile(profile: dict[str, str], vocab: pl.DataFrame, fields: tuple[str, ...]) -> list[int]:
     """Field values -> vocabulary indices (unseen values -> unknown); every field is required."""
     missing = [f for f in fields if f not in profile]
@@ -115,6 +134,7 @@ def recommend(model: Bundle, tasks: Bundle, profile: dict[str, str], ratings: di
     ratings = {item: check_label(item, label, spec) for item, label in ratings.items()}
     data = task_data_from_tensors(tasks.tensors, tasks.info)
     item_rows = dict(tasks.frame("items").iter_rows())
+    ratings = catalogue_ratings(ratings, set(item_rows))
     unknown = sorted(i for i in ratings if i not in item_rows)
     if unknown:
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""

@@ -342,7 +342,7 @@ def recommend_command(args: argparse.Namespace) -> str:
     where possible; a bad one is a ColdStartInputError with a one-line message.
     """
     from assets.cold_start import (
-        check_top, item_attributes, parse_label, profile_in_buckets, recommend, unknown_profile_fields,
+        catalogue_ratings, check_top, item_attributes, parse_label, profile_in_buckets, recommend, unknown_profile_fields,
     )
     from assets.specs import spec_for
     from models.factors import fits_kept_in
@@ -354,6 +354,7 @@ def recommend_command(args: argparse.Namespace) -> str:
     profile = profile_in_buckets(parse_pairs(args.profile, "--profile"), spec)
     store = LineageStore(default_home(), read_only=True)
     model, tasks = model_and_tasks(store, args.dataset, args.method, args.model)
+    ratings = catalogue_ratings(ratings, set(tasks.frame("items")["item_id"]))  # '7.0' is item 7, as the readers take it
     items = store.load(store.latest("clean_logs", args.dataset)).frame("items")
     with fits_kept_in(default_home() / "fits"):  # the model's fold-in tables, as the training stored them
         ranked, lr = recommend(model, tasks, profile, ratings, args.top, args.seed)

@@ -374,3 +374,14 @@ def test_a_model_step_run_on_its_own_stores_its_fold_in_tables(chain, instance):
     assert result.success and fit_counts()["fitted"] == 2
     stored = sorted(p.name for p in (home / "fits").glob("*.safetensors"))
     assert any(n.startswith("mf-") for n in stored) and any(n.startswith("knn-") for n in stored)
+
+
+def test_recommend_takes_an_item_id_written_as_a_whole_float_as_the_readers_do():
+    from assets.cold_start import ColdStartInputError, catalogue_ratings
+
+    catalogue = {"7", "12", "3.0", "A7"}
+    # '7.0' was "not in the model's catalogue"; the readers take it as item 7 (custom_reader.whole_float_ids).
+    assert catalogue_ratings({"7.0": 4.0, " 12 ": 1.0, "3.0": 2.0}, catalogue) == {"7": 4.0, "12": 1.0, "3.0": 2.0}
+    assert catalogue_ratings({"7.00": 4.0, "A7.0": 1.0}, catalogue) == {"7.00": 4.0, "A7.0": 1.0}  # left to the unknown-items error
+    with pytest.raises(ColdStartInputError, match=r"item '7' is given twice \(as '7' and '7.0'\)"):
+        catalogue_ratings({"7": 4.0, "7.0": 5.0}, catalogue)
