@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -30,7 +31,8 @@ from pipelines.jobs import retraining_job, taobao_logs_job, taobao_window_job
 from pipelines.partitions import dataset_partitions
 from pipelines.resources import PamlResource
 
-DAILY_LOGS_CRON = "0 3 * * *"  # 03:00 UTC: the day before is complete
+DAILY_LOGS_HOUR = 3  # 03:00 UTC: the day before is complete
+DAILY_LOGS_CRON = f"0 {DAILY_LOGS_HOUR} * * *"
 RAW_FILES_CHECK_SECONDS = 3600
 AUTOMATION_CHECK_SECONDS = 30
 
@@ -154,14 +156,28 @@ def taobao_fingerprints(paml: PamlResource) -> dict[str, str]:
     return {key: f"{stat.st_size}:{stat.st_mtime_ns}" for key, path in files.items() for stat in [path.stat()]}
 
 
-def taobao_requests(previous: dict[str, str], current: dict[str, str]) -> list[dg.RunRequest]:
+def cron_has_run(day_key: str, now: datetime) -> bool:
+    """Whether the nightly cron has already tried to build the day of `day_key` ('day=2026-01-15'):
+    it does at DAILY_LOGS_HOUR UTC the day after. A key that is no date: False (left to the cron)."""
+    try:
+        day = datetime.fromisoformat(day_key.removeprefix("day=")).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return False
+    return now >= day + timedelta(days=1, hours=DAILY_LOGS_HOUR)
+
+
+def taobao_requests(previous: dict[str, str], current: dict[str, str], now: datetime | None = None) -> list[dg.RunRequest]:
     """What changed files of provided taobao logs rebuild: a day file edited, or one arrived late (a
-    day before the newest seen), rebuilds its day, and the window follows; the profiles or the
-    catalogue changed alone rebuild the window. A new newest day is the nightly cron's."""
+    day before the newest seen, or one whose 03:00 cron run has already passed at `now`), rebuilds
+    its day, and the window follows; the profiles or the catalogue changed alone rebuild the window.
+    A new newest day whose cron is still to come is the cron's."""
     seen_days = [key for key in previous if key.startswith("day=")]
     newest = max(seen_days, default="")
     changed = sorted(key for key, fp in current.items() if previous.get(key) != fp)
-    days = [key for key in changed if key.startswith("day=") and (key in previous or key < newest)]
+    # A day file that lands after its own cron run (which failed: no file yet) and before the next
+    # day's was never built: no later cron builds an earlier day, and it is no day before the newest.
+    days = [key for key in changed if key.startswith("day=")
+            and (key in previous or key < newest or (now is not None and cron_has_run(key, now)))]
     requests = [dg.RunRequest(run_key=f"taobao-{key}-{current[key]}", partition_key=key.removeprefix("day="),
                               job_name=taobao_logs_job.name, tags={"paml/trigger": "raw-files-changed"})
                 for key in days]
@@ -175,7 +191,8 @@ def taobao_requests(previous: dict[str, str], current: dict[str, str]) -> list[d
 @dg.sensor(
     jobs=[taobao_logs_job, taobao_window_job],  # two partitionings: one job each
     minimum_interval_seconds=RAW_FILES_CHECK_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Provided taobao logs (PAML_DATA_DIR/taobao): rebuild a day whose file was edited or arrived late, "
+    description="Provided taobao logs (PAML_DATA_DIR/taobao): rebuild a day whose file was edited or arrived late "
+                "(after later days, or after its own 03:00 UTC run), "
                 "or the window when the profiles or the catalogue changed; everything downstream follows "
                 "(first tick records a baseline).",
 )
@@ -184,7 +201,7 @@ def taobao_files_changed(context: dg.SensorEvaluationContext, paml: PamlResource
     previous = advance_cursor(context, current)
     if previous is None:
         return dg.SkipReason(f"baseline recorded for {len(current)} taobao file(s)")
-    return taobao_requests(previous, current) or dg.SkipReason("taobao files unchanged")
+    return taobao_requests(previous, current, datetime.now(timezone.utc)) or dg.SkipReason("taobao files unchanged")
 
 
 SCHEDULES: list[dg.ScheduleDefinition] = []

@@ -278,7 +278,7 @@ def test_the_taobao_sensor_rebuilds_edited_or_late_days_and_leaves_new_ones_to_t
     assert isinstance(first, dg.SkipReason) and "4 taobao file(s)" in first.skip_message  # 2 days, profiles, catalogue
     assert isinstance(tick(cursor)[0], dg.SkipReason)
     write_day("2026-01-01", "user_id,item_id,ts,clicked\nu1,i1,1767225600,0\n", 1_800_000_000_000_000_000)  # edited
-    write_day("2026-01-03", "user_id,item_id,ts,clicked\nu1,i1,1767398400,1\n", 1_800_000_000_000_000_000)  # newest: cron's
+    write_day("2099-01-03", "user_id,item_id,ts,clicked\nu1,i1,4070908800,1\n", 1_800_000_000_000_000_000)  # newest, its cron to come: cron's
     requests, cursor = tick(cursor)
     assert [(r.job_name, r.partition_key) for r in requests] == [("taobao_logs_job", "2026-01-01")]
     (directory / "logs" / "dt=2026-01-02" / "impressions.csv").unlink()  # gone, then back late
@@ -292,3 +292,20 @@ def test_the_taobao_sensor_rebuilds_edited_or_late_days_and_leaves_new_ones_to_t
     # Synthetic logs (no taobao/ directory): nothing to watch.
     with dg.build_sensor_context(resources={"paml": paml_resource(tmp_path / "h2", tmp_path / "none")}) as context:
         assert taobao_files_changed(context).skip_message.startswith("baseline recorded for 0")
+
+
+def test_a_newest_day_that_lands_after_its_own_cron_run_is_rebuilt_not_left_to_a_cron_that_passed():
+    from datetime import datetime, timezone
+
+    from pipelines.automation import cron_has_run, taobao_requests
+
+    previous = {"day=2026-01-01": "10:1", "day=2026-01-02": "10:1", "item_catalogue.csv": "5:1"}
+    current = previous | {"day=2026-01-03": "12:7"}
+    # The cron builds 2026-01-03 at 03:00 UTC on the 4th: before then the new day is its job ...
+    assert taobao_requests(previous, current, datetime(2026, 1, 4, 2, 59, tzinfo=timezone.utc)) == []
+    assert taobao_requests(previous, current) == []  # no clock: as before
+    # ... after it, that run has failed for want of the file, and no later cron builds an earlier day.
+    late = taobao_requests(previous, current, datetime(2026, 1, 4, 5, 0, tzinfo=timezone.utc))
+    assert [(r.job_name, r.partition_key) for r in late] == [("taobao_logs_job", "2026-01-03")]
+    assert cron_has_run("day=2026-01-03", datetime(2026, 1, 4, 3, 0, tzinfo=timezone.utc))
+    assert not cron_has_run("day=not-a-date", datetime(2026, 1, 4, 3, 0, tzinfo=timezone.utc))
