@@ -471,7 +471,7 @@ def export_rows(rejected: pl.DataFrame, raw: Bundle) -> pl.DataFrame:
     # A line with fewer fields than the header whose first field is an id of another row of its file ('u1,i') is
     # a data line cut off, not a note: it keeps its plain reason.
     counts = pl.col("reason").str.extract_groups(r"expected (?<n>\d+) fields separated by '(?<sep>.+?)', found (?<found>\d+)")
-    ids = pl.concat([frame.filter(pl.col("source_file").is_in(candidates["source_file"].unique().implode()))
+    ids = pl.concat([frame.filter(pl.col("source_file").is_in(files))
                      .select("source_file", _id=pl.col(c).cast(pl.String))
                      for frame, _, _ in tables[:-1] for c in ("user_id", "item_id") if c in frame.collect_schema().names()]
                     or [pl.LazyFrame(schema={"source_file": pl.String, "_id": pl.String})]).unique()
