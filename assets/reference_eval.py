@@ -22,6 +22,7 @@ import torch
 
 from assets.bundle import Bundle
 from assets.method_assets import metrics_bundle, score
+from models.grid_edges import UNDER_TUNED, GridEdge
 from models.references import (
     REFERENCES, GridSample, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_references,
     protocol_splits, tune_settings,
@@ -34,12 +35,14 @@ REFERENCE_SEED = 0  # deterministic predictors (MF's initial factors use MFConfi
 @dataclass(frozen=True)
 class ProtocolChoice:
     """The reference rows' settings chosen on validation users under one protocol (`tune_settings`),
-    with every trial behind the choice: reference, setting (a JSON-able dict), val_error, and the
-    fitting users the MF grid points were fitted on when they were a sample (`grid_sample`)."""
+    with every trial behind the choice: reference, setting (a JSON-able dict), val_error, the
+    fitting users the MF grid points were fitted on when they were a sample (`grid_sample`), and
+    the extendable grid edges the choices met (`models/grid_edges.py`)."""
 
     settings: ReferenceSettings
     trials: list[dict]
     mf_sample: GridSample | None = None
+    edges: tuple[GridEdge, ...] = ()
 
 
 def choose_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid()) -> ProtocolChoice:
@@ -55,6 +58,7 @@ class ProtocolReferences:
     trials: list[dict]  # reference, setting, val_error per tried setting
     predictions: dict[str, np.ndarray]  # reference name -> (U, Q) test predictions
     seconds: dict[str, float]  # wall-clock seconds: "tuning" (when tuned here) and each reference's fit + prediction
+    edges: tuple[GridEdge, ...] = ()  # the extendable grid edges the choices met
 
 
 def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid(), choice: ProtocolChoice | None = None) -> ProtocolReferences:
@@ -68,7 +72,7 @@ def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid(),
         seconds["tuning"] = time.perf_counter() - start
     raw = predict_references(data, data.splits["test"], choice.settings, splits, seconds)
     predictions = {name: clip_for_task(raw[name], data.task) for name in REFERENCES}
-    return ProtocolReferences(choice.settings, choice.trials, predictions, seconds)
+    return ProtocolReferences(choice.settings, choice.trials, predictions, seconds, choice.edges)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class DatasetReferences:
     tuning: list[dict]  # TUNING_SCHEMA rows
     settings: dict[str, dict]  # protocol -> chosen settings
     seconds: dict[str, dict[str, float]]  # protocol -> wall-clock seconds
+    edges: dict[str, list[dict]]  # protocol -> the extendable grid edges its choices met (`GridEdge.as_dict`), if any
 
 
 def with_warm_identities(data: TaskData, tasks: Bundle) -> TaskData:
@@ -105,7 +110,7 @@ def evaluate_dataset(dataset: str, data: TaskData, tasks: Bundle, groups: Bundle
     of `choices` (protocol -> the choice `reference_settings` made on these tasks); a protocol
     without one is tuned here."""
     data = with_warm_identities(data, tasks)
-    user_frames, rows, tuning, settings, seconds = [], [], [], {}, {}
+    user_frames, rows, tuning, settings, seconds, edges = [], [], [], {}, {}, {}
     no_lr = np.full(len(data.splits["test"]), np.nan)
     for protocol in available_protocols(data):
         fitted = fit_protocol(data, protocol, grid, (choices or {}).get(protocol))
@@ -116,7 +121,9 @@ def evaluate_dataset(dataset: str, data: TaskData, tasks: Bundle, groups: Bundle
         settings[protocol] = fitted.settings.as_dict()
         tuning += tuning_rows(dataset, protocol, fitted)
         seconds[protocol] = {k: round(v, 2) for k, v in fitted.seconds.items()}
-    return DatasetReferences(user_frames, rows, tuning, settings, seconds)
+        if fitted.edges:
+            edges[protocol] = [e.as_dict() for e in fitted.edges]
+    return DatasetReferences(user_frames, rows, tuning, settings, seconds, edges)
 
 
 def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], grid: SearchGrid = SearchGrid(),
@@ -125,7 +132,8 @@ def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], gri
     `choices` (dataset -> protocol -> choice made on these tasks) spares tuning again.
 
     Returns the bundle (user_metrics, metrics, significance, and `tuning`: every validation
-    trial with `chosen` marking the settings used; info["settings"] by dataset and protocol)
+    trial with `chosen` marking the settings used; info["settings"] by dataset and protocol, and
+    info["grid_edges"], only where a choice met an extendable grid edge, the same way)
     and the wall-clock seconds by dataset and protocol (kept out of the bundle, so that its
     content hash does not change on rerun).
     """
@@ -135,8 +143,10 @@ def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], gri
     scored = metrics_bundle("references", [f for r in results.values() for f in r.user_frames],
                             [row for r in results.values() for row in r.rows], list(results))
     tuning = pl.DataFrame([row for r in results.values() for row in r.tuning], schema=TUNING_SCHEMA)
+    edges = {d: r.edges for d, r in results.items() if r.edges}
     bundle = Bundle(frames={**scored.frames, "tuning": tuning},
-                    info={**scored.info, "settings": {d: r.settings for d, r in results.items()}})
+                    info={**scored.info, "settings": {d: r.settings for d, r in results.items()},
+                          **({"grid_edges": edges} if edges else {})})
     return bundle, {d: r.seconds for d, r in results.items()}
 
 
@@ -169,14 +179,18 @@ TRIALS_SCHEMA = {"protocol": pl.String, "reference": pl.String, "setting": pl.St
 def choices_bundle(choices: dict[str, ProtocolChoice]) -> Bundle:
     """`reference_settings`' bundle: info["settings"] (protocol -> settings, what the networks'
     fold-ins read) and the frame `trials` (every validation trial, `setting` as JSON); where the MF
-    grid ran on a user sample, info["mf_grid_sample"] (protocol -> `GridSample` as a dict; the key
-    only exists then, so that a bundle of a whole grid is what it was before samples existed)."""
+    grid ran on a user sample, info["mf_grid_sample"] (protocol -> `GridSample` as a dict), and where
+    a choice met an extendable grid edge, info["grid_edges"] (protocol -> [`GridEdge` as a dict]);
+    each key only exists then, so that a bundle of a whole grid without edges is what it was before."""
     trials = [{"protocol": protocol, "reference": t["reference"], "setting": json.dumps(t["setting"], sort_keys=True),
                "val_error": t["val_error"]} for protocol, choice in choices.items() for t in choice.trials]
     info = {"settings": {protocol: choice.settings.as_dict() for protocol, choice in choices.items()}}
     samples = {protocol: asdict(choice.mf_sample) for protocol, choice in choices.items() if choice.mf_sample is not None}
     if samples:
         info["mf_grid_sample"] = samples
+    edges = {protocol: [e.as_dict() for e in choice.edges] for protocol, choice in choices.items() if choice.edges}
+    if edges:
+        info["grid_edges"] = edges
     return Bundle(frames={"trials": pl.DataFrame(trials, schema=TRIALS_SCHEMA)}, info=info)
 
 
@@ -189,16 +203,39 @@ def grid_sample_note(bundle: Bundle) -> dict[str, str]:
             for protocol in bundle.info["settings"]}
 
 
+def edge_note(dataset: str, protocol: str, edge: GridEdge) -> str:
+    """One line on an edge a choice met: where, the grid's range, what extending did."""
+    low, high = edge.grid
+    line = (f"{dataset} ({protocol}): {edge.reference} {edge.axis} chosen {edge.chosen:g}, on the {edge.side} edge "
+            f"of its grid {low:g}..{high:g}")
+    if not edge.added:
+        return line + "; not extended (models/references.py SearchGrid.edge_rounds)"
+    line += (f"; extended to {', '.join(f'{v:g}' for v in edge.added)}: final {edge.final:g} ({edge.status}), "
+             f"validation error {edge.grid_error:.6g} -> {edge.final_error:.6g}")
+    return line + ("; still on the edge: under-tuned, widen the grid (models/references.py SearchGrid)"
+                   if edge.status in UNDER_TUNED else "")
+
+
+def grid_edge_notes(dataset: str, bundle: Bundle) -> dict[str, list[str]]:
+    """protocol -> a line per extendable grid edge its choices met (empty: every choice inside its grid,
+    or at a natural bound), for the asset's metadata and log."""
+    edges = bundle.info.get("grid_edges", {})
+    return {protocol: [edge_note(dataset, protocol, GridEdge.from_dict(e)) for e in edges.get(protocol, [])]
+            for protocol in bundle.info["settings"]}
+
+
 def stored_choices(bundle: Bundle) -> dict[str, ProtocolChoice] | None:
     """The choices `choices_bundle` stored; None for a bundle without its trials (stored before they were kept)."""
     if "trials" not in bundle.frames:
         return None
     trials, samples = bundle.frame("trials"), bundle.info.get("mf_grid_sample", {})
+    edges = bundle.info.get("grid_edges", {})
     return {protocol: ProtocolChoice(
                 ReferenceSettings.from_dict(settings),
                 [{"reference": r["reference"], "setting": json.loads(r["setting"]), "val_error": r["val_error"]}
                  for r in trials.filter(pl.col("protocol") == protocol).iter_rows(named=True)],
-                GridSample(**samples[protocol]) if protocol in samples else None)
+                GridSample(**samples[protocol]) if protocol in samples else None,
+                tuple(GridEdge.from_dict(e) for e in edges.get(protocol, [])))
             for protocol, settings in bundle.info["settings"].items()}
 
 
@@ -214,7 +251,7 @@ from pipelines.store import LineageStore  # noqa: E402
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="models", kinds={"numpy"}, code_version="3",
+    partitions_def=dataset_partitions, group_name="models", kinds={"numpy"}, code_version="4",
     ins={"tasks": dg.AssetIn("meta_tasks")},
     description="The classic reference rows' settings (bias pseudo-counts, MF, item-kNN, their blend), chosen on "
                 "validation users per protocol, with every trial; the networks' MF and kNN fold-ins and "
@@ -224,12 +261,14 @@ def reference_settings(context: dg.AssetExecutionContext, tasks: Bundle) -> dg.O
     started = time.perf_counter()
     context.log.info("tuning the reference rows (bias, MF, item-kNN, blend) on the validation users ...")
     bundle = choices_bundle(chosen_reference_settings(tasks))
-    notes = grid_sample_note(bundle)
+    notes, edges = grid_sample_note(bundle), grid_edge_notes(context.partition_key, bundle)
     for protocol, chosen in bundle.info["settings"].items():
         context.log.info(f"chosen ({protocol}): {chosen}; {notes[protocol]}")
+        for line in edges[protocol]:
+            context.log.warning(f"grid edge: {line}")
     context.log.info(f"{bundle.frame('trials').height} validation trials in {time.perf_counter() - started:.1f} s")
     return bundle_output(bundle, chosen_settings=dg.MetadataValue.json(bundle.info["settings"]),
-                         mf_grid=dg.MetadataValue.json(notes))
+                         mf_grid=dg.MetadataValue.json(notes), grid_edges=dg.MetadataValue.json(edges))
 
 
 def choices_for(store: LineageStore, settings: dict[str, Bundle], tasks: dict[str, Bundle]) -> dict[str, dict[str, ProtocolChoice]]:
@@ -248,7 +287,7 @@ def choices_for(store: LineageStore, settings: dict[str, Bundle], tasks: dict[st
 
 
 @dg.asset(
-    group_name="evaluation", kinds={"numpy", "duckdb"}, code_version="3",
+    group_name="evaluation", kinds={"numpy", "duckdb"}, code_version="4",
     ins={"tasks": dg.AssetIn("meta_tasks"), "groups": dg.AssetIn("user_groups"), "settings": dg.AssetIn("reference_settings")},
     description="Reference rows (global/item mean, user+item bias, biased MF, item-kNN, MF + kNN blend), with the settings "
                 "`reference_settings` chose on validation users, on the same query sets.",
@@ -262,6 +301,10 @@ def reference_eval(context: dg.AssetExecutionContext, paml: PamlResource, tasks:
     if retuned:
         context.log.info(f"no reference_settings chosen on the current meta_tasks of {', '.join(retuned)}: tuned here")
     bundle, seconds = evaluate_references(tasks, groups, choices=choices)
+    for dataset in retuned:  # reference_settings warned of the others' edges
+        for protocol, edges in bundle.info.get("grid_edges", {}).get(dataset, {}).items():
+            for edge in edges:
+                context.log.warning(f"grid edge: {edge_note(dataset, protocol, GridEdge.from_dict(edge))}")
     for dataset, per_protocol in seconds.items():
         for protocol, timing in per_protocol.items():
             context.log.info(f"references on {dataset} ({protocol}): {bundle.info['settings'][dataset][protocol]}; seconds {timing}")

@@ -40,6 +40,7 @@ import scipy.sparse as sp
 import torch
 
 from models import metrics as M
+from models.grid_edges import AxisRule, GridEdge, search_with_edges
 from models.runtime import thread_count
 from models.tasks import WARM_SPLIT, TaskData, TaskSplit
 
@@ -64,6 +65,16 @@ KNN_TABLE_ENTRIES = 100_000_000
 MF_GRID_MAX_RATINGS = 2_000_000
 MF_GRID_SAMPLE_RATINGS = 500_000
 MF_GRID_SAMPLE_SEED = 0
+# Grid edges (`models/grid_edges.py`): a choice on an extendable edge of a grid axis is reported
+# (`Tuning.edges`, the `reference_settings` asset's metadata, info and log) and, with EDGE_ROUNDS > 0,
+# that axis is extended by factor-2 steps, at most EDGE_ROUNDS rounds per reference. 0 by default:
+# the built-in datasets' choices lie on such edges (ML-1M's kNN lambda 3000 and production rank 20,
+# Book-Crossing's MF reg 50 and kNN k 2, taobao's kNN lambda and damping), and extending changes
+# their kNN choices (docs/protocol.md, "Reference rows"); SearchGrid(edge_rounds=3) extends.
+EDGE_ROUNDS = 0
+# MF's rank is extended to at most MF_RANK_MAX: an ALS fit's cost grows about as rank^3 here (ML-1M's
+# 868,121 production ratings, one thread: 3.6 CPU-s at rank 20, 17 at 40, 97 at 80).
+MF_RANK_MAX = 40
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,10 @@ class SearchGrid:
     mf_max_ratings: int = MF_GRID_MAX_RATINGS  # above this many fitting ratings, the MF grid runs on a sample
     mf_sample_ratings: int = MF_GRID_SAMPLE_RATINGS
     mf_sample_seed: int = MF_GRID_SAMPLE_SEED
+    # A choice on an extendable edge of an axis adds the next factor-2 value past it and chooses
+    # again, at most this many rounds per reference (`models/grid_edges.py`); 0: only report edges.
+    edge_rounds: int = EDGE_ROUNDS
+    mf_rank_max: int = MF_RANK_MAX  # the largest rank an extension tries (an MF fit costs ~ rank^3)
 
 
 @dataclass(frozen=True)
@@ -716,12 +731,25 @@ def validation_settings(data: TaskData, protocol: str = DEFAULT_PROTOCOL) -> Ref
 
 
 class Tuning(NamedTuple):
-    """What `tune_settings` chose, every trial behind it, and the MF grid's user sample (None:
-    every grid point was fitted on every fitting user)."""
+    """What `tune_settings` chose, every trial behind it, the MF grid's user sample (None: every
+    grid point was fitted on every fitting user) and the extendable grid edges its choices met."""
 
     settings: ReferenceSettings
     trials: list[dict]  # reference, setting (JSON-able dict), val_error per tried setting
     mf_sample: GridSample | None = None
+    edges: tuple[GridEdge, ...] = ()
+
+
+def edge_rules(grid: SearchGrid, max_support: int) -> dict[str, dict[str, AxisRule]]:
+    """reference -> axis -> how it extends past the grid (`models/grid_edges.py`): factor-2 steps;
+    natural bounds: MF rank 1 (the rank stops at `grid.mf_rank_max`, for cost), k 1 and `max_support` (the most support
+    items a validation user has: a larger k changes no prediction), damping 0 (Koren's formula),
+    the blend weight's [0, 1] (never extended); shrinkages and ridges halve toward 0 or double."""
+    return {"user_item_bias": {"item_shrinkage": AxisRule(), "user_shrinkage": AxisRule()},
+            "mf": {"rank": AxisRule(integer=True, low=1, cap=grid.mf_rank_max), "reg": AxisRule()},
+            "item_knn": {"k": AxisRule(integer=True, low=1, high=max_support), "shrinkage": AxisRule(),
+                         "damping": AxisRule()},
+            "mf_knn": {"knn_weight": AxisRule(extend=False)}}
 
 
 def tune_settings(
@@ -734,47 +762,70 @@ def tune_settings(
     one row per tried setting: reference, setting (JSON-able dict), val_error. With more than
     `grid.mf_max_ratings` fitting ratings the MF grid points are fitted on a user sample
     (`grid_sample`; their val_error is the sample fit's) and the chosen one on every fitting
-    user, whose predictions the blend then uses.
+    user, whose predictions the blend then uses. A choice on an extendable edge of its grid
+    axis extends that axis, at most `grid.edge_rounds` rounds per reference (`search_with_edges`;
+    the trials then hold the added points, `edges` what was met); with none, the search is the
+    grid's alone.
     """
     ratings = fitting_ratings(data, splits)
     val, task = data.splits["val"], data.task
     train_ctr = float(ratings.labels.mean()) if task == "ctr" else None
+    rules = edge_rules(grid, max(int(val.support_mask.sum(1).numpy().max(initial=1)), 1))
     trials: list[dict] = []
+    edges: list[GridEdge] = []
 
-    def best(name: str, candidates: list, errors: list[float]):
-        trials.extend({"reference": name, "setting": asdict(c), "val_error": e} for c, e in zip(candidates, errors))
-        return candidates[int(np.argmin(errors))]
+    def search(name: str, axes: dict[str, tuple], config_of: Callable, errors_of: Callable[[list], list[float]]):
+        found = search_with_edges(name, axes, rules[name], errors_of, grid.edge_rounds)
+        trials.extend({"reference": name, "setting": asdict(config_of(*p)), "val_error": e}
+                      for p, e in zip(found.points, found.errors))
+        edges.extend(found.edges)
+        return config_of(*found.points[found.chosen])
 
-    biases = [BiasConfig(i, u) for i, u in itertools.product(grid.item_shrinkage, grid.user_shrinkage)]
-    bias_errors = []
-    for item_shrinkage in grid.item_shrinkage:
-        model = fit_bias(ratings, BiasConfig(item_shrinkage))
-        for user_shrinkage in grid.user_shrinkage:
-            tried = BiasModel(model.mu, model.item_bias, user_shrinkage)
-            bias_errors.append(validation_error(predict_bias(tried, val), val, task, train_ctr))
-    bias = best("user_item_bias", biases, bias_errors)
+    def bias_errors(points: list[tuple[float, float]]) -> list[float]:
+        errors = []
+        for item_shrinkage, group in itertools.groupby(points, key=lambda p: p[0]):  # one fit per item shrinkage
+            model = fit_bias(ratings, BiasConfig(item_shrinkage))
+            for _, user_shrinkage in group:
+                tried = BiasModel(model.mu, model.item_bias, user_shrinkage)
+                errors.append(validation_error(predict_bias(tried, val), val, task, train_ctr))
+        return errors
 
-    mfs = [MFConfig(rank=r, reg=g) for r, g in itertools.product(grid.mf_rank, grid.mf_reg)]
+    bias = search("user_item_bias", {"item_shrinkage": grid.item_shrinkage, "user_shrinkage": grid.user_shrinkage},
+                  BiasConfig, bias_errors)
+
     sample, drawn = grid_sample(ratings, grid.mf_max_ratings, grid.mf_sample_ratings, grid.mf_sample_seed)
     layout = ALSLayout.of(sample)
-    mf_preds = in_threads(lambda c: predict_mf(fit_mf(sample, c, bias, layout=layout), val), mfs)
-    mf = best("mf", mfs, [validation_error(p, val, task, train_ctr) for p in mf_preds])
-    mf_val = mf_preds[mfs.index(mf)] if drawn is None else predict_mf(fit_mf(ratings, mf, bias), val)
+    mf_preds: dict[MFConfig, np.ndarray] = {}
 
-    knns = [KNNConfig(k, s, d) for k, s, d in itertools.product(grid.knn_k, grid.knn_shrinkage, grid.knn_damping)]
+    def mf_errors(points: list[tuple[int, float]]) -> list[float]:
+        configs = [MFConfig(rank=r, reg=g) for r, g in points]
+        mf_preds.update(zip(configs, in_threads(lambda c: predict_mf(fit_mf(sample, c, bias, layout=layout), val), configs)))
+        return [validation_error(mf_preds[c], val, task, train_ctr) for c in configs]
+
+    mf = search("mf", {"rank": grid.mf_rank, "reg": grid.mf_reg}, lambda r, g: MFConfig(rank=r, reg=g), mf_errors)
+    mf_val = mf_preds[mf] if drawn is None else predict_mf(fit_mf(ratings, mf, bias), val)
+    mf_preds.clear()
+
     knn_model = fit_item_knn(ratings, bias)
     table = pair_table(knn_model, val)
-    chunks = [predict_knn_grid(knn_model, _rows(val, idx), knns, table) for idx in _chunk_indices(len(val))]
-    del table
-    knn_preds = [np.concatenate([chunk[i] for chunk in chunks], 0) for i in range(len(knns))]
-    knn = best("item_knn", knns, [validation_error(p, val, task, train_ctr) for p in knn_preds])
+    knn_preds: dict[KNNConfig, np.ndarray] = {}
+
+    def knn_errors(points: list[tuple[int, float, float]]) -> list[float]:
+        configs = [KNNConfig(k, s, d) for k, s, d in points]
+        chunks = [predict_knn_grid(knn_model, _rows(val, idx), configs, table) for idx in _chunk_indices(len(val))]
+        knn_preds.update((c, np.concatenate([chunk[i] for chunk in chunks], 0)) for i, c in enumerate(configs))
+        return [validation_error(knn_preds[c], val, task, train_ctr) for c in configs]
+
+    knn = search("item_knn", {"k": grid.knn_k, "shrinkage": grid.knn_shrinkage, "damping": grid.knn_damping},
+                 KNNConfig, knn_errors)
+    table = None  # up to KNN_TABLE_ENTRIES pairs: free them before the blend
 
     # The blend a practitioner would try next, of the two rows as chosen above.
-    knn_val = knn_preds[knns.index(knn)]  # the fits' own predictions: no refit (MF's: unless sampled)
-    blends = [BlendConfig(w) for w in grid.blend_knn_weight]
-    blend = best("mf_knn", blends, [validation_error(blend_predictions(mf_val, knn_val, b), val, task, train_ctr)
-                                    for b in blends])
-    return Tuning(ReferenceSettings(bias, mf, knn, blend), trials, drawn)
+    knn_val = knn_preds[knn]  # the fits' own predictions: no refit (MF's: unless sampled)
+    blend = search("mf_knn", {"knn_weight": grid.blend_knn_weight}, BlendConfig,
+                   lambda points: [validation_error(blend_predictions(mf_val, knn_val, BlendConfig(w)), val, task, train_ctr)
+                                   for (w,) in points])
+    return Tuning(ReferenceSettings(bias, mf, knn, blend), trials, drawn, tuple(edges))
 
 
 def in_threads(work: Callable[[T], R], items: list[T], threads: int | None = None) -> list[R]:

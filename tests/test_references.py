@@ -237,13 +237,13 @@ SMALL_GRID = R.SearchGrid(item_shrinkage=(1.0, 10.0), user_shrinkage=(1.0, 5.0),
 @pytest.mark.parametrize("task", ["rating", "ctr"])
 def test_test_labels_change_no_setting_and_no_fitted_parameter(task):
     data = tiny_task_data(task, seed=3, users=24)
-    settings, trials, _ = R.tune_settings(data, grid=SMALL_GRID)
+    settings, trials, *_ = R.tune_settings(data, grid=SMALL_GRID)
     test = data.splits["test"]
     preds = {name: R.predict_reference(name, data, test, settings) for name in R.REFERENCES}
     for part in ("query", "support"):
         changed = with_labels(data, "test", part, seed=11)
         assert not torch.equal(getattr(changed.splits["test"], f"{part}_labels"), getattr(test, f"{part}_labels"))
-        settings2, trials2, _ = R.tune_settings(changed, grid=SMALL_GRID)
+        settings2, trials2, *_ = R.tune_settings(changed, grid=SMALL_GRID)
         assert settings2 == settings and trials2 == trials  # tuning never reads a test user
         if part == "query":  # predictions use the support set only
             for name in R.REFERENCES:
@@ -333,14 +333,14 @@ def test_validation_labels_choose_settings_but_never_fit_parameters():
         test = data.splits["test"]
         assert np.array_equal(R.predict_reference(name, data, test, settings), R.predict_reference(name, changed, test, settings))
     # ...while the validation errors the tuning compares do move with validation labels.
-    _, trials, _ = R.tune_settings(data, grid=SMALL_GRID)
-    _, trials2, _ = R.tune_settings(changed, grid=SMALL_GRID)
+    _, trials, *_ = R.tune_settings(data, grid=SMALL_GRID)
+    _, trials2, *_ = R.tune_settings(changed, grid=SMALL_GRID)
     assert [t["val_error"] for t in trials] != [t["val_error"] for t in trials2]
 
 
 def test_tuning_picks_the_lowest_validation_error_of_each_grid():
     data = tiny_task_data("rating", seed=5, users=24)
-    settings, trials, _ = R.tune_settings(data, grid=SMALL_GRID)
+    settings, trials, *_ = R.tune_settings(data, grid=SMALL_GRID)
     chosen = {"user_item_bias": settings.bias, "mf": settings.mf, "item_knn": settings.knn, "mf_knn": settings.blend}
     for name, config in chosen.items():
         rows = [t for t in trials if t["reference"] == name]
@@ -371,13 +371,13 @@ def test_production_protocol_fits_on_warm_users_but_never_on_test_users():
     n_train, n_warm = len(data.splits["train"]), len(data.splits["warm"])
     assert ratings.n_users == n_train + n_warm
     assert len(ratings.labels) == sum(int(data.splits[s].support_mask.sum() + data.splits[s].query_mask.sum()) for s in production)
-    settings, _, _ = R.tune_settings(data, production, SMALL_GRID)
+    settings, *_ = R.tune_settings(data, production, SMALL_GRID)
     test = data.splits["test"]
     mf_paper = R.predict_reference("mf", data, test, settings, paper)
     mf_production = R.predict_reference("mf", data, test, settings, production)
     assert not np.allclose(mf_paper, mf_production)  # the warm ratings are used
     changed = with_labels(with_labels(data, "test", "query", 21), "test", "support", 22)
-    settings2, _, _ = R.tune_settings(changed, production, SMALL_GRID)
+    settings2, *_ = R.tune_settings(changed, production, SMALL_GRID)
     assert settings2 == settings
     assert np.array_equal(R.predict_reference("mf", changed, test, settings, production), mf_production)
     with pytest.raises(ValueError, match="never fit on test"):
@@ -498,7 +498,7 @@ def test_each_reference_model_is_fitted_once_and_the_blend_reuses_them(task, mon
     # The blend row fitted MF and kNN again (reference_eval), and the tuning refitted the chosen MF
     # for the blend: the costliest fits, twice. The numbers stay the ones predict_reference gives.
     data = with_warm(tiny_task_data(task, seed=7, users=24))
-    settings, _, _ = R.tune_settings(data, grid=SMALL_GRID)
+    settings, *_ = R.tune_settings(data, grid=SMALL_GRID)
     test = data.splits["test"]
     fits = {"mf": 0, "knn": 0}
     fit_mf, fit_knn = R.fit_mf, R.fit_item_knn
