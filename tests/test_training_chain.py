@@ -1,5 +1,6 @@
 """Every method through real Dagster runs on tiny synthetic data: models, evaluations, report."""
 
+import logging
 import math
 from pathlib import Path
 
@@ -157,6 +158,25 @@ def test_reference_eval_reuses_the_choice_reference_settings_made_on_the_same_ta
     assert set(choices_for(store, {"taobao": stored}, {"taobao": tasks})["taobao"]) == {"paper", "production"}
     other = Bundle(artifact_id=store.latest("user_groups", "taobao").artifact_id)
     assert choices_for(store, {"taobao": stored}, {"taobao": other}) == {}
+
+
+def test_reference_settings_shows_its_grid_edges_in_metadata_and_warnings(chain, instance):
+    from assets.reference_eval import edge_note, grid_edge_notes
+    from models.grid_edges import GridEdge
+
+    home, trained, _ = chain
+    stored = LineageStore(home).load(LineageStore(home).latest("reference_settings", "taobao"))
+    event = [e for e in trained.get_asset_materialization_events() if e.asset_key.to_user_string() == "reference_settings"][0]
+    notes = event.materialization.metadata["grid_edges"].value
+    edges = stored.info.get("grid_edges", {})
+    assert notes == grid_edge_notes("taobao", stored) and set(notes) == {"paper", "production"}
+    assert sum(map(len, notes.values())) == sum(map(len, edges.values()))
+    warnings = [r.user_message for r in instance.all_logs(trained.run_id) if r.level == logging.WARNING]
+    for protocol, found in edges.items():
+        for edge in map(GridEdge.from_dict, found):
+            line = edge_note("taobao", protocol, edge)
+            assert line.startswith(f"taobao ({protocol}): {edge.reference} {edge.axis} chosen {edge.chosen:g}, on the {edge.side} edge")
+            assert any(line in w for w in warnings), line
 
 
 def test_eval_without_models_names_missing_datasets(chain):
