@@ -33,6 +33,7 @@ from assets.report_tables import (
     group_table, in_report_order, markdown_group_table, markdown_paired, markdown_table2, method_name, metric_coverage,
     no_dataset_line, paired_comparisons, seed_averaged_errors, table2,
 )
+from assets.user_groups import group_notes
 from models.metrics import BOOTSTRAP_RESAMPLES
 from models.references import DEFAULT_PROTOCOL, REFERENCES
 
@@ -135,7 +136,10 @@ def build_report(evals: list[Bundle], ablations: dict[str, Bundle], groups: dict
             pngs[f"embeddings_{dataset}.png"] = embedding_map(h, group, f"{dataset}: REG-PAML user embeddings (test users, PCA)")
     pngs |= extra_pngs or {}
     frames = {"table1": t1, "table2": t2, "table3": t3, "table4": t4, "significance": significance, "diagnostics": diagnostics}
-    return Bundle(frames=frames, info={"plots": sorted(pngs)}), pngs
+    # Why a share of 1.000 or a major share of 1.000 / 0.000 is no finding (assets/user_groups.py `group_notes`).
+    notes = {dataset: n for dataset, b in sorted(groups.items())
+             if (n := group_notes(b.frame("table1"), b.frame("shares"), tuple(b.info.get("tagging_fields", ()))))}
+    return Bundle(frames=frames, info={"plots": sorted(pngs), **({"table1_notes": notes} if notes else {})}), pngs
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,8 @@ def render_markdown(tables: Bundle, pngs: dict[str, bytes], header: str, image: 
     t1_blocks = [markdown_table(t1.filter(pl.col("dataset").is_in(datasets)).select(
         pl.col("dataset").replace_strict({d: dataset_name(d) for d in datasets}, return_dtype=pl.String),
         pl.col("item").alias("statistic"), "ours", "paper"))] if t1.height else []
+    t1_notes = tables.info.get("table1_notes", {})
+    t1_blocks += [f"{dataset_name(d)}: " + "; ".join(t1_notes[d]) + "." for d in datasets if t1_notes.get(d)]
     t1_blocks += [no_dataset_line(d, "user groups") for d in datasets if d not in set(t1["dataset"])]
     with_results = set(paper_rows(t2)["dataset"])
     ablated = {d for d, v in t4.select("dataset", "variant").iter_rows() if v.startswith("reg_paml (")} if t4.height else set()

@@ -80,6 +80,34 @@ def user_groups_for(
     return {"groups": groups.sort("user_id"), "table1": feature_concentration(users, features), "shares": shares}
 
 
+def group_notes(table1: pl.DataFrame, shares: pl.DataFrame, features: tuple[str, ...],
+                min_top: int = MAJOR_MIN_TOP_FEATURES) -> list[str]:
+    """What makes a dataset's major/minor tagging degenerate, one sentence each (empty when it is not).
+
+    A tagging feature with one value is a top value for every user, so it counts towards major for all
+    of them; and when every cold-start user lands in one group, the minor-vs-major comparisons have
+    no second group. Either would otherwise show as a share of 1.000 or a major share of 1.000 or 0.000
+    that reads like a result.
+    """
+    notes = [f"groups feature '{r['feature']}' has one value for every user: it is a top value for all of them, so it "
+             "counts towards major for everyone and tells no user apart"
+             for r in table1.iter_rows(named=True) if r["n_values"] == 1]
+    if not features:
+        return ["no groups features (no [groups] in its spec): no user can be major, so every user is minor and the "
+                "minor-vs-major comparisons are empty"]
+    cold = shares.filter(pl.col("population") == "cold-start users")
+    if cold.height == 1:  # every cold-start user in one group
+        group = cold["group"][0]
+        single = [r["feature"] for r in table1.iter_rows(named=True) if r["n_values"] <= 1]
+        why = (f"{len(single)} of the {len(features)} groups features ({', '.join(single)}) have a single value"
+               if single else f"the groups features are {', '.join(features)}")
+        held = "at least" if group == "major" else "fewer than"
+        notes.append(f"every cold-start user is {group} (each holds a top value in {held} {min_top} features; {why}): "
+                     f"there is no {'minor' if group == 'major' else 'major'} group, so the minor-vs-major comparisons "
+                     "are empty; groups features with more distinct values separate users")
+    return notes
+
+
 # -- Dagster asset ---------------------------------------------------------------------
 import dagster as dg  # noqa: E402
 
@@ -97,6 +125,12 @@ def user_groups(context: dg.AssetExecutionContext, clean_logs: Bundle, cold_star
     spec = spec_for(context.partition_key)
     truth = clean_logs.frames.get("truth")
     frames = user_groups_for(clean_logs.frame("users"), cold_start_users.frame("users"), spec.tagging_fields, truth)
+    notes = group_notes(frames["table1"], frames["shares"], spec.tagging_fields)
+    for note in notes:
+        context.log.warning(f"major/minor tagging of {context.partition_key}: {note}")
     bundle = Bundle(frames=frames, info={"tagging_fields": list(spec.tagging_fields), "top_share": TOP_VALUE_SHARE,
-                                         "major_min_top_features": MAJOR_MIN_TOP_FEATURES})
-    return bundle_output(bundle, table1=table(frames["table1"]), group_shares=table(frames["shares"]))
+                                         "major_min_top_features": MAJOR_MIN_TOP_FEATURES,
+                                         # only when there are some: the built-ins' groups keep their content hashes
+                                         **({"notes": notes} if notes else {})})
+    return bundle_output(bundle, table1=table(frames["table1"]), group_shares=table(frames["shares"]),
+                         notes=dg.MetadataValue.json(notes))

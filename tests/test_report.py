@@ -339,3 +339,27 @@ def test_plots_of_odd_inputs_say_why_they_are_empty_and_one_test_user_draws(monk
     # One test user: PCA has one component, and the second axis raised an IndexError.
     plots.embedding_map(np.ones((1, 4)), np.array(["minor"]), "one user")
     assert [tuple(c.get_offsets()[0]) for c in figures[-1].axes[0].collections if len(c.get_offsets())] == [(0.0, 0.0)]
+
+
+def test_table1_says_why_a_share_of_one_or_a_population_in_one_group_is_no_finding():
+    # A spec whose four groups features each hold one value: Table 1 showed every share and the major share as
+    # 1.000, read as a result, with nothing saying that the rule had nothing to tell users apart by.
+    from assets.user_groups import user_groups_for
+
+    users = pl.DataFrame({"user_id": ["1", "2", "3"], **{f: ["x"] * 3 for f in ("age", "gender", "region", "job")}})
+    features = ("age", "gender", "region", "job")
+    frames = user_groups_for(users, users.select("user_id").with_columns(is_cold_start=pl.lit(True)), features)
+    groups = {"same": Bundle(frames=frames, info={"tagging_fields": list(features)})}
+    tables, pngs = build_report([], {}, groups, {}, {})
+    text = render_markdown(tables, pngs, "", lambda name, _: name, ["same"], ("melu",))
+    assert "| same    | major share                       | 1.000 |       |" in text
+    assert ("same: groups feature 'age' has one value for every user: it is a top value for all of them, so it counts "
+            "towards major for everyone and tells no user apart;") in text
+    assert "every cold-start user is major (each holds a top value in at least 3 features; 4 of the 4 groups" in text
+    # The built-in datasets' groups (varied features, both groups) get no such line.
+    varied = pl.DataFrame({"user_id": ["1", "2", "3", "4", "5"], "age": ["p", "p", "p", "q", "r"],
+                           "gender": ["s", "s", "s", "k", "m"], "region": ["t", "t", "o", "t", "n"],
+                           "job": ["u", "h", "j", "u", "u"]})  # users 1 and 2 major, the others minor
+    frames = user_groups_for(varied, varied.select("user_id").with_columns(is_cold_start=pl.lit(True)), features)
+    tables, _ = build_report([], {}, {"same": Bundle(frames=frames, info={"tagging_fields": list(features)})}, {}, {})
+    assert "table1_notes" not in tables.info

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from assets.cold_start_users import select_cold_start
-from assets.user_groups import feature_concentration, tag_users, top_values
+from assets.user_groups import feature_concentration, group_notes, tag_users, top_values, user_groups_for
 from assets.user_splits import (
     OneClassError, TooFewUsersError, assign_support_query, require_both_click_classes, assign_user_splits, fills_every_split, require_every_split, split_boundaries, user_splits_for,
 )
@@ -92,6 +92,44 @@ def test_major_needs_more_than_two_top_features():
     assert tagged["n_top_features"].to_list() == [4, 3, 2, 2, 1]
     assert tagged["group"].to_list() == ["major", "major", "minor", "minor", "minor"]
     assert np.isclose((tagged["group"] == "major").mean(), 0.4)
+
+
+def groups_of(users: pl.DataFrame, features: tuple[str, ...]) -> dict[str, pl.DataFrame]:
+    """user_groups_for with every user cold-start."""
+    cold = users.select("user_id").with_columns(is_cold_start=pl.lit(True))
+    return user_groups_for(users, cold, features)
+
+
+def test_a_groups_feature_with_one_value_and_a_population_in_one_group_are_named():
+    # Four users; 'country' is 'fr' for all: a top value for everyone, which the shares alone show as 1.000.
+    users = pl.DataFrame({"user_id": ["1", "2", "3", "4"], "a": ["p", "p", "q", "r"], "b": ["s", "s", "k", "m"],
+                          "c": ["t", "o", "t", "n"], "country": ["fr"] * 4})
+    found = groups_of(users, ("a", "b", "c", "country"))
+    assert found["groups"]["group"].to_list() == ["major", "major", "minor", "minor"]  # user 2: p, s and fr
+    assert group_notes(found["table1"], found["shares"], ("a", "b", "c", "country")) == [
+        "groups feature 'country' has one value for every user: it is a top value for all of them, so it counts towards "
+        "major for everyone and tells no user apart"]
+    # Every groups feature single-valued: every user major, which read as a major share of 1.000 without a word.
+    same = users.with_columns(a=pl.lit("p"), b=pl.lit("s"), c=pl.lit("t"))
+    found = groups_of(same, ("a", "b", "c", "country"))
+    assert set(found["groups"]["group"]) == {"major"}
+    notes = group_notes(found["table1"], found["shares"], ("a", "b", "c", "country"))
+    assert len(notes) == 5 and notes[-1].startswith(
+        "every cold-start user is major (each holds a top value in at least 3 features; 4 of the 4 groups features "
+        "(a, b, c, country) have a single value): there is no minor group")
+    # Three varied features where no user holds three top values: every user minor, said so.
+    spread = pl.DataFrame({"user_id": ["1", "2", "3", "4"], "a": ["p", "p", "q", "r"], "b": ["s", "k", "s", "m"],
+                           "c": ["o", "t", "n", "t"]})
+    found = groups_of(spread, ("a", "b", "c"))
+    assert group_notes(found["table1"], found["shares"], ("a", "b", "c")) == [
+        "every cold-start user is minor (each holds a top value in fewer than 3 features; the groups features are a, b, "
+        "c): there is no major group, so the minor-vs-major comparisons are empty; groups features with more distinct "
+        "values separate users"]
+    # A spec without [groups] is said to tag every user minor; ordinary tagging gives no note.
+    assert group_notes(found["table1"].clear(), found["shares"], ())[0].startswith("no groups features")
+    mixed = groups_of(users.drop("country"), ("a", "b", "c"))
+    assert set(mixed["groups"]["group"]) == {"major", "minor"}
+    assert group_notes(mixed["table1"], mixed["shares"], ("a", "b", "c")) == []
 
 
 def test_too_few_users_for_every_split_is_a_named_error():
