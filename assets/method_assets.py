@@ -24,7 +24,7 @@ from models.network import NetworkConfig
 from models.parallel import JobResult, TrainJob, run_jobs
 from models.references import DEFAULT_PROTOCOL, ReferenceSettings, training_labels
 from models.settings import KNOBS, ChosenSettings, apply_settings, chosen_settings
-from models.tasks import TaskData, task_data_from_tensors, training_view
+from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors, training_view
 from models.training import EpochLog, TrainConfig, predict_split
 from models.user_memory import MemoryConfig
 
@@ -36,6 +36,22 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_memory_k(training_users: int | None) -> int:
+    """AT-PAML's K when the run config sets none: MemoryConfig's, or, with too few training users for the
+    memory to hold K + 1 of them (a training user is never its own neighbour, so it attends only from then
+    on), one less than there are, at least 1. Without this a dataset with fewer than K + 1 training users
+    stopped the whole training job at AT-PAML (`check_memory_fills`); a memory_capacity set below K + 1 is
+    still refused there, naming it."""
+    return MemoryConfig.k if training_users is None else max(1, min(MemoryConfig.k, training_users - 1))
+
+
+def training_users(info: dict, protocol: str) -> int:
+    """The users a model trains on under `protocol`, from meta_tasks' info: the training split (and under
+    the production protocol the warm users' tasks too, models/tasks.py `training_view`)."""
+    counts = info.get("n_users", {})
+    return int(counts.get("train", 0)) + (int(counts.get(WARM_SPLIT, 0)) if protocol == "production" else 0)
 
 
 def train_method(
@@ -256,7 +272,8 @@ class ModelConfig(dg.Config):
     correction_range: float | None = Field(default=None, description="AT-PAML: alpha'(h) in (-c, c), in log-ratio units." + TUNED_HELP)
     memory_weight: float | None = Field(default=None, description="AT-PAML: weight rho of the neighbours' mean log-ratio (1 = the paper's)." + TUNED_HELP)
     memory_capacity: int = Field(default=MEMORY_DEFAULTS.capacity, ge=1, description="AT-PAML: stored users before LRU eviction.")
-    memory_k: int = Field(default=MEMORY_DEFAULTS.k, ge=1, description="AT-PAML: neighbours K.")
+    memory_k: int | None = Field(default=None, ge=1, description=f"AT-PAML: neighbours K; empty = {MEMORY_DEFAULTS.k}, lowered "
+                                 "to the training users less one where fewer than K + 1 train (the memory must fill).")
     memory_beta: float = Field(default=MEMORY_DEFAULTS.beta, description="AT-PAML: SGD step on stored embeddings and LRs.")
     memory_backend: MemoryBackend = Field(default=MEMORY_DEFAULTS.backend, description="AT-PAML: 'exact' (torch) or 'flann' (randomized kd-tree).")
     kernel_delta: float | None = Field(default=None, description="AT-PAML: fixed kernel delta; empty = calibrated from the stored embeddings.")
@@ -277,11 +294,23 @@ class ModelConfig(dg.Config):
             raise ValueError(f"hidden: {hidden}; every layer width must be >= 1")
         return hidden
 
-    def learner_config(self, method: str, dataset: str | None, references: Bundle | None = None) -> LearnerConfig:
+    def learner_config(self, method: str, dataset: str | None, references: Bundle | None = None,
+                       training_users: int | None = None) -> LearnerConfig:
         """Code defaults <- tuned settings of (dataset, method) <- values set in this config; with fold-ins,
-        their MF and kNN settings from `references` (the `reference_settings` asset) unless those two set them."""
+        their MF and kNN settings from `references` (the `reference_settings` asset) unless those two set them.
+        `training_users` (the users the protocol trains on) fits AT-PAML's default K to them (`default_memory_k`)."""
         chosen = (references.info["settings"] if references is not None else {}).get(self.protocol)
-        return self._configs(method, dataset, ReferenceSettings.from_dict(chosen) if chosen is not None else None)[0]
+        return self._configs(method, dataset, ReferenceSettings.from_dict(chosen) if chosen is not None else None,
+                             training_users)[0]
+
+    def memory_note(self, method: str, learner: LearnerConfig, training_users: int) -> str:
+        """The warning that AT-PAML's default K was lowered to fit `training_users` ('' when it was not)."""
+        k = learner.memory.k
+        if method != "at_paml" or self.memory_k is not None or k == MEMORY_DEFAULTS.k:
+            return ""
+        return (f"at_paml: {training_users} training users, too few for the memory's default K = {MEMORY_DEFAULTS.k} "
+                f"neighbours (it attends only once it holds K + 1 users, never a user's own slot): K = {k} instead, each "
+                f"user attending to {k} of the other training users; set memory_k to choose K")
 
     def train_config(self, method: str, dataset: str | None) -> TrainConfig:
         return self._configs(method, dataset)[1]
@@ -298,11 +327,13 @@ class ModelConfig(dg.Config):
         """What a model bundle records: the settings file, its hash, the trial, and what the run config overrode."""
         return {**self.chosen(method, dataset).provenance(), "run_config": self.explicit()}
 
-    def _configs(self, method: str, dataset: str | None, references: ReferenceSettings | None = None) -> tuple[LearnerConfig, TrainConfig]:
+    def _configs(self, method: str, dataset: str | None, references: ReferenceSettings | None = None,
+                 training_users: int | None = None) -> tuple[LearnerConfig, TrainConfig]:
         network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics,
                                 item_id=self.item_id,
                                 factor_dim=LEARNER_DEFAULTS.network.factor_dim if self.factor_dim is None else self.factor_dim)
-        memory = MemoryConfig(capacity=self.memory_capacity, k=self.memory_k, beta=self.memory_beta, backend=self.memory_backend)
+        k = self.memory_k if self.memory_k is not None else default_memory_k(training_users)
+        memory = MemoryConfig(capacity=self.memory_capacity, k=k, beta=self.memory_beta, backend=self.memory_backend)
         learner = LearnerConfig(first_order=self.first_order, network=network, lr_hidden=self.lr_hidden, memory=memory,
                                 kernel_delta=self.kernel_delta, lr_init_std=self.lr_init_std)
         train = TrainConfig(epochs=self.epochs, meta_batch=self.meta_batch, device=resolve_device(self.device),
@@ -330,9 +361,12 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
         if chosen.file is not None and chosen.trial is None:
             context.log.warning(f"{chosen.file} holds no usable settings for {method}: it trains with the code defaults "
                                 "and the run config's values (`python -m pipelines.cli tune --methods ...` searches them)")
+        users = training_users(meta_tasks.info, config.protocol)
+        learner = config.learner_config(method, dataset, reference_settings, users)
+        if note := config.memory_note(method, learner, users):
+            context.log.warning(note)
         bundle, users_per_second = train_method(
-            method, meta_tasks, config.learner_config(method, dataset, reference_settings), config.train_config(method, dataset),
-            config.seeds,
+            method, meta_tasks, learner, config.train_config(method, dataset), config.seeds,
             lambda seed, log: context.log.info(progress_line(f"seed {seed}", log)),
             settings=config.settings_provenance(method, dataset), processes=config.processes)
         for seed_best in bundle.info["best"].values():

@@ -17,6 +17,7 @@ from assets.bundle import Bundle
 from assets.evaluation import minor_vs_major
 from assets.method_assets import (
     ModelConfig, evaluate_dataset, evaluation_line, metrics_summary, progress_line, train_variants,
+    training_users,
 )
 from models.learners import METHODS
 from models.tasks import WARM_SPLIT
@@ -32,7 +33,8 @@ class NoWarmUsersError(ValueError):
 def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig, methods: list[str], dataset: str,
                              references: Bundle | None = None,
                              on_epoch: Callable[[str, int, EpochLog], None] = lambda method, seed, log: None,
-                             on_scored: Callable[[str, str], None] = lambda method, line: None) -> Bundle:
+                             on_scored: Callable[[str, str], None] = lambda method, line: None,
+                             on_warning: Callable[[str], None] = lambda line: None) -> Bundle:
     """Train every method of `methods` under the production protocol (each with its tuned settings,
     its seeds side by side) and score its test users; rows carry `protocol = 'production'`.
 
@@ -47,8 +49,11 @@ def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig,
         raise ValueError(f"unknown methods {unknown}; choose among {sorted(METHODS)}")
     production = config.model_copy(update={"protocol": PRODUCTION})
     user_frames, rows, settings, runtime = [], [], {}, {}
+    users = training_users(tasks.info, PRODUCTION)
     for method in methods:
-        learner = production.learner_config(method, dataset, references)
+        learner = production.learner_config(method, dataset, references, users)
+        if note := production.memory_note(method, learner, users):
+            on_warning(note)
         train = production.train_config(method, dataset)
         settings[method] = production.settings_provenance(method, dataset)
         [(model, _)] = train_variants(tasks, [(method, learner)], train, config.seeds,
@@ -108,7 +113,7 @@ def production_protocol(context: dg.AssetExecutionContext, config: ProductionCon
         bundle = production_protocol_runs(
             meta_tasks, user_groups, config, config.methods, context.partition_key, reference_settings,
             lambda method, seed, log: context.log.info(progress_line(f"{method} ({PRODUCTION}) seed {seed}", log)),
-            lambda method, line: context.log.info(f"{method} ({PRODUCTION}): {line}"))
+            lambda method, line: context.log.info(f"{method} ({PRODUCTION}): {line}"), context.log.warning)
     except NoWarmUsersError as error:  # a dataset without warm users has no production block; not a failure
         context.log.warning(str(error))
         bundle = skipped(context.partition_key, str(error))

@@ -163,3 +163,25 @@ def test_training_without_validation_users_is_refused_instead_of_keeping_the_unt
     data = replace(data, splits={**data.splits, "val": data.splits["val"].select(torch.arange(0))})
     with pytest.raises(ValueError, match="melu: the validation split has no users"):
         train("melu", data, CONFIG, SHORT)
+
+
+def test_a_dataset_with_fewer_training_users_than_the_default_k_needs_trains_at_paml_with_k_lowered():
+    # 6 training users (a tiny log: 12 users, 9 cold-start, split 6 / 1 / 2): the default K = 8 could never leave
+    # warm-up, and its refusal stopped the whole training job, the other five methods with it.
+    from assets.method_assets import ModelConfig
+
+    config = ModelConfig(embedding_dim=4, hidden=[8, 8])
+    learner = config.learner_config("at_paml", None, None, training_users=6)
+    assert learner.memory.k == 5
+    assert config.memory_note("at_paml", learner, 6).startswith(
+        "at_paml: 6 training users, too few for the memory's default K = 8 neighbours")
+    result = train("at_paml", tiny_task_data(users=6), learner, SHORT)
+    assert result.stopped != "diverged" and math.isfinite(result.best_val_loss)
+    # Enough training users keep the default (the built-in datasets' models are unchanged); a K set in the run
+    # config is kept as set, and still refused when the memory cannot fill.
+    assert config.learner_config("at_paml", None, None, training_users=9).memory.k == 8
+    assert config.memory_note("at_paml", config.learner_config("at_paml", None, None, 9), 9) == ""
+    chosen = ModelConfig(memory_k=8).learner_config("at_paml", None, None, training_users=6)
+    assert chosen.memory.k == 8
+    with pytest.raises(ValueError, match="lower memory_k \\(now 8\\) below 6"):
+        train("at_paml", tiny_task_data(users=6), replace(chosen, network=learner.network), SHORT)
