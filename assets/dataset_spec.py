@@ -773,9 +773,13 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
 
     sides, splits = {}, ()
     for side, types in (("users", USER_FEATURE_TYPES), ("items", ITEM_FEATURE_TYPES)):
+        id_key = "user_id" if side == "users" else "item_id"
+        if side not in raw:  # a log without user (item) attributes still needs the id as a feature
+            raise check.fail(side, f"section missing: a dataset needs at least one {side[:-1]} feature; without {side[:-1]} "
+                             f"attributes, the log's {id_key} column may be the one: [{side}.features] {side[:-1]} = "
+                             f"{{ type = \"categorical\", column = \"{interaction_columns[id_key]}\" }}")
         body = check.table(check.typed(raw, side, "", dict), side, SECTION_KEYS[side])
         file = feature_source(check, body, side, directory, prefix, log, check_files)
-        id_key = "user_id" if side == "users" else "item_id"
         id_column = check.column(body, "id", side, file, interaction_columns[id_key] if file is log else ...)
         if side == "users":
             splits = split_columns(check, body.get("split", {}), file)

@@ -39,6 +39,26 @@ def test_a_log_without_user_features_needs_no_groups_and_tags_no_user_major(tmp_
     assert rows.select("item", "ours").rows() == [("major share", 0.0)]
 
 
+def test_a_log_without_an_items_or_users_section_says_to_declare_the_id_as_the_feature(tmp_path):
+    # A ratings file alone (no item attributes): the spec without [items] stopped with "items: required key
+    # missing", which did not say that the id may be the one feature. Declared so, the log reads.
+    directory = ml25m_dir(tmp_path, n_users=6, n_items=5)
+    spec_path = directory / "dataset.toml"
+    without_items = spec_path.read_text().split("[items]")[0]
+    spec_path.write_text(without_items)
+    with pytest.raises(SpecError, match=r"dataset.toml: items: section missing: a dataset needs at least one item "
+                                        r"feature; without item attributes, the log's item_id column may be the one: "
+                                        r"\[items.features\] item = \{ type = \"categorical\", column = \"movieId\" \}"):
+        load_spec(directory)
+    spec_path.write_text(without_items + '[items.features]\nitem = { type = "categorical", column = "movieId" }\n')
+    dataset = load_spec(directory)
+    assert dataset.spec.item_fields == ("item",) and cleaned(directory).frame("interactions").height > 0
+    spec_path.write_text(without_items.replace('[users.features]\nuser = { type = "categorical", column = "userId" }', ""))
+    with pytest.raises(SpecError, match=r"users: section missing: .* \[users.features\] user = \{ type = \"categorical\", "
+                                        r"column = \"userId\" \}"):
+        load_spec(directory)
+
+
 def test_one_or_two_group_features_say_to_leave_groups_out(tmp_path):
     directory = ml25m_dir(tmp_path, n_users=4, n_items=3)
     spec_path = directory / "dataset.toml"
