@@ -89,18 +89,18 @@ def group_notes(table1: pl.DataFrame, shares: pl.DataFrame, features: tuple[str,
     no second group. Either would otherwise show as a share of 1.000 or a major share of 1.000 or 0.000
     that reads like a result.
     """
-    notes = [f"groups feature '{r['feature']}' has one value for every user: it is a top value for all of them, so it "
-             "counts towards major for everyone and tells no user apart"
-             for r in table1.iter_rows(named=True) if r["n_values"] == 1]
+    single = [r["feature"] for r in table1.iter_rows(named=True) if r["n_values"] == 1]
+    notes = [f"groups feature{'s' if len(single) > 1 else ''} {', '.join(repr(f) for f in single)} "
+             f"{'have' if len(single) > 1 else 'has'} one value for every user: {'each' if len(single) > 1 else 'it'} is a "
+             "top value for all of them, so counts towards major for everyone and tells no user apart"] if single else []
     if not features:
         return ["no groups features (no [groups] in its spec): no user can be major, so every user is minor and the "
                 "minor-vs-major comparisons are empty"]
     cold = shares.filter(pl.col("population") == "cold-start users")
     if cold.height == 1:  # every cold-start user in one group
         group = cold["group"][0]
-        single = [r["feature"] for r in table1.iter_rows(named=True) if r["n_values"] <= 1]
-        why = (f"{len(single)} of the {len(features)} groups features ({', '.join(single)}) have a single value"
-               if single else f"the groups features are {', '.join(features)}")
+        why = (f"{len(single)} of the {len(features)} groups features have a single value" if single
+               else f"the groups features are {', '.join(features)}")
         held = "at least" if group == "major" else "fewer than"
         notes.append(f"every cold-start user is {group} (each holds a top value in {held} {min_top} features; {why}): "
                      f"there is no {'minor' if group == 'major' else 'major'} group, so the minor-vs-major comparisons "

@@ -73,6 +73,22 @@ def require_usable_splits(splits: Bundle, task: str, dataset: str) -> None:
         require_both_click_classes(splits.frame("users"), splits.scan("items"), dataset)
 
 
+# Fewer validation or test users than this: the user_splits step warns (`few_users_note`). Not a rule of the
+# paper; at such sizes one user moves a mean by a tenth or more.
+FEW_SPLIT_USERS = 10
+
+
+def few_users_note(counts: dict[str, int], dataset: str, minimum: int = FEW_SPLIT_USERS) -> str:
+    """A warning naming the validation and test splits with fewer than `minimum` users ('' when none has):
+    a dataset that fills every split with 1-3 users runs to the report, whose numbers then rest on them."""
+    few = {name: counts.get(name, 0) for name in ("val", "test") if counts.get(name, 0) < minimum}
+    if not few:
+        return ""
+    sizes = " and ".join(f"{n} {'validation' if name == 'val' else 'test'} user{'' if n == 1 else 's'}" for name, n in few.items())
+    return (f"{dataset}: {sizes}: the choice of each model's step and of the reference rows' settings (validation) and "
+            f"every metric of the report (test) rest on so few users; a log with more users gives numbers to compare")
+
+
 def fills_every_split(ratios: tuple[int, ...] = USER_SPLIT, search: int = 1000) -> int:
     """The least number of users from which on every split of `ratios` gets at least one (`split_boundaries`)."""
     def fills(n: int) -> bool:
@@ -256,5 +272,7 @@ def user_splits(context: dg.AssetExecutionContext, config: SplitConfig, clean_lo
         bundle = Bundle(frames=frames, info=info)
     require_usable_splits(bundle, spec_for(context.partition_key).task, context.partition_key)
     counts = bundle.frame("users").group_by("split").agg(users=pl.len()).sort("split")
+    if note := few_users_note(dict(counts.iter_rows()), context.partition_key):
+        context.log.warning(note)
     return bundle_output(bundle, users_per_split=table(counts))
 

@@ -353,9 +353,9 @@ def test_table1_says_why_a_share_of_one_or_a_population_in_one_group_is_no_findi
     tables, pngs = build_report([], {}, groups, {}, {})
     text = render_markdown(tables, pngs, "", lambda name, _: name, ["same"], ("melu",))
     assert "| same    | major share                       | 1.000 |       |" in text
-    assert ("same: groups feature 'age' has one value for every user: it is a top value for all of them, so it counts "
-            "towards major for everyone and tells no user apart;") in text
-    assert "every cold-start user is major (each holds a top value in at least 3 features; 4 of the 4 groups" in text
+    assert ("same: groups features 'age', 'gender', 'region', 'job' have one value for every user: each is a top value "
+            "for all of them, so counts towards major for everyone and tells no user apart; every cold-start user is "
+            "major (each holds a top value in at least 3 features; 4 of the 4 groups features have a single value)") in text
     # The built-in datasets' groups (varied features, both groups) get no such line.
     varied = pl.DataFrame({"user_id": ["1", "2", "3", "4", "5"], "age": ["p", "p", "p", "q", "r"],
                            "gender": ["s", "s", "s", "k", "m"], "region": ["t", "t", "o", "t", "n"],

@@ -9,7 +9,7 @@ import pytest
 from assets.cold_start_users import select_cold_start
 from assets.user_groups import feature_concentration, group_notes, tag_users, top_values, user_groups_for
 from assets.user_splits import (
-    OneClassError, TooFewUsersError, assign_support_query, require_both_click_classes, assign_user_splits, fills_every_split, require_every_split, split_boundaries, user_splits_for,
+    OneClassError, TooFewUsersError, assign_support_query, few_users_note, require_both_click_classes, assign_user_splits, fills_every_split, require_every_split, split_boundaries, user_splits_for,
 )
 
 
@@ -107,16 +107,19 @@ def test_a_groups_feature_with_one_value_and_a_population_in_one_group_are_named
     found = groups_of(users, ("a", "b", "c", "country"))
     assert found["groups"]["group"].to_list() == ["major", "major", "minor", "minor"]  # user 2: p, s and fr
     assert group_notes(found["table1"], found["shares"], ("a", "b", "c", "country")) == [
-        "groups feature 'country' has one value for every user: it is a top value for all of them, so it counts towards "
+        "groups feature 'country' has one value for every user: it is a top value for all of them, so counts towards "
         "major for everyone and tells no user apart"]
     # Every groups feature single-valued: every user major, which read as a major share of 1.000 without a word.
     same = users.with_columns(a=pl.lit("p"), b=pl.lit("s"), c=pl.lit("t"))
     found = groups_of(same, ("a", "b", "c", "country"))
     assert set(found["groups"]["group"]) == {"major"}
     notes = group_notes(found["table1"], found["shares"], ("a", "b", "c", "country"))
-    assert len(notes) == 5 and notes[-1].startswith(
-        "every cold-start user is major (each holds a top value in at least 3 features; 4 of the 4 groups features "
-        "(a, b, c, country) have a single value): there is no minor group")
+    assert notes == [
+        "groups features 'a', 'b', 'c', 'country' have one value for every user: each is a top value for all of them, "
+        "so counts towards major for everyone and tells no user apart",
+        "every cold-start user is major (each holds a top value in at least 3 features; 4 of the 4 groups features have "
+        "a single value): there is no minor group, so the minor-vs-major comparisons are empty; groups features with "
+        "more distinct values separate users"]
     # Three varied features where no user holds three top values: every user minor, said so.
     spread = pl.DataFrame({"user_id": ["1", "2", "3", "4"], "a": ["p", "p", "q", "r"], "b": ["s", "k", "s", "m"],
                            "c": ["o", "t", "n", "t"]})
@@ -130,6 +133,21 @@ def test_a_groups_feature_with_one_value_and_a_population_in_one_group_are_named
     mixed = groups_of(users.drop("country"), ("a", "b", "c"))
     assert set(mixed["groups"]["group"]) == {"major", "minor"}
     assert group_notes(mixed["table1"], mixed["shares"], ("a", "b", "c")) == []
+
+
+def test_a_dataset_that_fills_every_split_with_a_few_users_is_warned_about():
+    # 12 users, 2 or 3 items each: 9 cold-start users split 6 / 1 / 2, and the whole chain ran to a report whose
+    # numbers were the means of 2 test users, with nothing saying so.
+    interactions = interactions_for({f"u{k:02d}": 2 + k % 2 for k in range(12)})
+    splits = user_splits_for(select_cold_start(interactions), interactions, seed=0)
+    counts = dict(splits["users"].group_by("split").len().iter_rows())
+    assert (counts["train"], counts["val"], counts["test"]) == (6, 1, 2)
+    assert few_users_note(counts, "tiny") == (
+        "tiny: 1 validation user and 2 test users: the choice of each model's step and of the reference rows' settings "
+        "(validation) and every metric of the report (test) rest on so few users; a log with more users gives numbers "
+        "to compare")
+    assert few_users_note({"train": 70, "val": 10, "test": 9}, "d").startswith("d: 9 test users:")
+    assert few_users_note({"train": 3382, "val": 484, "test": 966, "warm": 1208}, "movielens") == ""
 
 
 def test_too_few_users_for_every_split_is_a_named_error():
