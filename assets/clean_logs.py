@@ -21,7 +21,8 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.domains import (
-    FIELD_LABELS, FOOTER_HINT, MISSING_MARKERS, SECOND_HEADER_HINT, THOUSANDS_HINT, THOUSANDS_VALUE, EpochSeconds,
+    FIELD_LABELS, FOOTER_HINT, MISSING_MARKERS, SECOND_HEADER_HINT, THOUSANDS_HINT, THOUSANDS_VALUE, UNICODE_FORM_HINT,
+    EpochSeconds,
     Identifier, Parts, Rule, export_reason, field_rules, is_missing, kept_missing_rules, missing_value, parts_columns,
     parts_rules,
 )
@@ -308,9 +309,15 @@ LABEL_GRID_TOLERANCE = 1e-6  # in steps: 4.5 read as 4.4999999 is still a half-s
 RECORD_ID = pl.concat_str(["user_id", "item_id"], separator="|")  # an interaction's id in rejected_rows
 
 
-def id_reason(reason: str, value: pl.Expr) -> pl.Expr:
-    """`reason` for an id, saying so when the id is a number written with thousands separators ('1,234')."""
-    return pl.when(value.str.contains(THOUSANDS_VALUE)).then(pl.lit(f"{reason} ({THOUSANDS_HINT})")).otherwise(pl.lit(reason))
+def id_reason(reason: str, value: pl.Expr, known: pl.Series | None = None) -> pl.Expr:
+    """`reason` for an id, saying so when the id is a number written with thousands separators ('1,234'), or
+    when it matches one of the `known` ids once both are in Unicode's NFC form: the message shows both as the
+    same text, so without the hint the rejection reads as a bug."""
+    hinted = pl.when(value.str.contains(THOUSANDS_VALUE)).then(pl.lit(f"{reason} ({THOUSANDS_HINT})"))
+    if known is not None:
+        other = ~value.str.contains(r"^[\x00-\x7f]*$") & value.str.normalize("NFC").is_in(known.str.normalize("NFC").implode())
+        hinted = hinted.when(other).then(pl.lit(f"{reason} ({UNICODE_FORM_HINT})"))
+    return hinted.otherwise(pl.lit(reason))
 
 
 def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFrame, raw_user_ids: pl.Series) -> list[Rule]:
@@ -334,9 +341,11 @@ def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFram
         rules.append((pl.col("ts").is_not_null() & pl.col("_ts").is_null(),
                       export_reason("timestamp not an integer", pl.col("ts"), time=True), pl.col("ts")))
     rules += [
-        (~pl.col("user_id").is_in(raw_user_ids.implode()), id_reason("unknown user_id", pl.col("user_id")), pl.col("user_id")),
+        (~pl.col("user_id").is_in(raw_user_ids.implode()), id_reason("unknown user_id", pl.col("user_id"), raw_user_ids),
+         pl.col("user_id")),
         (~pl.col("user_id").is_in(users["user_id"].implode()), "user dropped by cleaning", pl.col("user_id")),
-        (~pl.col("item_id").is_in(items["item_id"].implode()), id_reason("unknown item_id", pl.col("item_id")), pl.col("item_id")),
+        (~pl.col("item_id").is_in(items["item_id"].implode()), id_reason("unknown item_id", pl.col("item_id"), items["item_id"]),
+         pl.col("item_id")),
     ]
     return rules
 

@@ -113,6 +113,10 @@ EXCEL_SERIAL_VALUE = r"^\s*\d{5}([.,]\d+)?\s*$"  # 45244.987: days since 1899-12
 DECIMAL_COMMA_HINT = "a decimal comma: set decimal = \",\" for this file in the spec"
 THOUSANDS_HINT = "thousands separators: export the column as plain numbers"
 EXCEL_SERIAL_HINT = "an Excel serial date? set timestamp_format = \"excel\""
+# An id whose letters match a known id only once both are in one Unicode form: 'José' written with é as one
+# character (NFC) in one file and as e + a combining accent (NFD, as macOS file tools may write) in another.
+UNICODE_FORM_HINT = ("a known id has the same letters in another Unicode form: one character (NFC) against a letter and a "
+                     "combining accent (NFD); write both files in one form, e.g. unicodedata.normalize('NFC', text)")
 # Said of rejected rows that are most likely no data (assets/clean_logs.py, `export_rows`): a second header row
 # under line 1, as pandas' to_csv writes one per level of MultiIndex columns, and notes or totals at a file's end.
 SECOND_HEADER_HINT = ("a second header row? words where ids and labels should be, under the header: pandas writes one "

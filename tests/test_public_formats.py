@@ -324,6 +324,27 @@ def join_dir(root: Path, log: list[str], users: list[str] | None = None, items: 
     return root
 
 
+def test_an_id_in_another_unicode_form_than_its_feature_file_is_rejected_saying_so(tmp_path):
+    # users.csv writes 'Zoë' with ë as one character (NFC), the log as e + a combining diaeresis (NFD): every row of
+    # hers was 'unknown user_id' with the value 'Zoë', which reads exactly as the id the users file holds.
+    import unicodedata
+
+    nfc, nfd = "Zoë 7", unicodedata.normalize("NFD", "Zoë 7")
+    item_nfd = unicodedata.normalize("NFD", "Crème")
+    assert nfc != nfd
+    log = [f"{nfd},0001,4", f"{nfd},0002,3", f"{nfc},0001,2", f"{nfc},0002,5", "12,0001,4", "12,0002,1", f"12,{item_nfd},3",
+           "Zoé 7,0001,1"]
+    dataset = load_spec(join_dir(tmp_path / "forms", log, users=[f"{nfc},30,fr,a", "12,40,de,b"],
+                                 items=["0001,x", "0002,y", "Crème,z"]))
+    bundle = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    hint = ("(a known id has the same letters in another Unicode form: one character (NFC) against a letter and a "
+            "combining accent (NFD); write both files in one form, e.g. unicodedata.normalize('NFC', text))")
+    assert bundle.frame("rejected").select("line", "reason", "value").sort("line").rows() == [
+        (2, f"unknown user_id {hint}", nfd), (3, f"unknown user_id {hint}", nfd), (8, f"unknown item_id {hint}", item_nfd),
+        (9, "unknown user_id", "Zoé 7")]  # another letter: no hint
+    assert bundle.frame("interactions").group_by("user_id").len().sort("user_id").rows() == [("12", 2), (nfc, 2)]
+
+
 def test_ids_written_as_whole_number_floats_join_the_integer_ids(tmp_path):
     # pandas writes an integer id column holding a blank as float64: the log says user 7.0, users.csv says 7.
     log = ["7.0,0001,4", "7.0,0002,3", "12.0,0001,2", " 12.0,3,5", "13.0,0002,4", "13.0,3,1", ",3,4", "99.0,3,4",
