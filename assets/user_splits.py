@@ -85,8 +85,9 @@ def few_users_note(counts: dict[str, int], dataset: str, minimum: int = FEW_SPLI
     if not few:
         return ""
     sizes = " and ".join(f"{n} {'validation' if name == 'val' else 'test'} user{'' if n == 1 else 's'}" for name, n in few.items())
-    return (f"{dataset}: {sizes}: the choice of each model's step and of the reference rows' settings (validation) and "
-            f"every metric of the report (test) rest on so few users; a log with more users gives numbers to compare")
+    what = {"val": "the choice of each model's step and of the reference rows' settings", "test": "every metric of the report"}
+    return (f"{dataset}: {sizes}: {' and '.join(what[name] for name in few)} rest{'s' if len(few) == 1 else ''} on so few "
+            "users; a log with more users gives numbers to compare")
 
 
 def fills_every_split(ratios: tuple[int, ...] = USER_SPLIT, search: int = 1000) -> int:
