@@ -44,7 +44,7 @@ def default_memory_k(training_users: int | None) -> int:
     on), one less than there are, at least 1. Without this a dataset with fewer than K + 1 training users
     stopped the whole training job at AT-PAML (`check_memory_fills`); a memory_capacity set below K + 1 is
     still refused there, naming it."""
-    return MemoryConfig.k if training_users is None else max(1, min(MemoryConfig.k, training_users - 1))
+    return MemoryConfig.k if not training_users else max(1, min(MemoryConfig.k, training_users - 1))  # 0: not counted
 
 
 def training_users(info: dict, protocol: str) -> int:
