@@ -24,8 +24,8 @@ from assets.bundle import Bundle
 from assets.method_assets import metrics_bundle, score
 from models.grid_edges import UNDER_TUNED, GridEdge
 from models.references import (
-    REFERENCES, GridSample, ReferenceSettings, SearchGrid, available_protocols, clip_for_task, predict_references,
-    protocol_splits, tune_settings,
+    EDGE_ROUNDS, REFERENCES, GridSample, ReferenceSettings, SearchGrid, available_protocols, clip_for_task,
+    predict_references, protocol_splits, tune_settings,
 )
 from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors
 
@@ -167,10 +167,10 @@ def tuning_rows(dataset: str, protocol: str, fitted: ProtocolReferences) -> list
     return rows
 
 
-def chosen_reference_settings(tasks: Bundle) -> dict[str, ProtocolChoice]:
+def chosen_reference_settings(tasks: Bundle, grid: SearchGrid = SearchGrid()) -> dict[str, ProtocolChoice]:
     """protocol -> the reference rows' settings chosen on one dataset's validation users (`tune_settings`)."""
     data = with_warm_identities(task_data_from_tensors(tasks.tensors, tasks.info), tasks)
-    return {protocol: choose_protocol(data, protocol) for protocol in available_protocols(data)}
+    return {protocol: choose_protocol(data, protocol, grid) for protocol in available_protocols(data)}
 
 
 TRIALS_SCHEMA = {"protocol": pl.String, "reference": pl.String, "setting": pl.String, "val_error": pl.Float64}
@@ -209,7 +209,7 @@ def edge_note(dataset: str, protocol: str, edge: GridEdge) -> str:
     line = (f"{dataset} ({protocol}): {edge.reference} {edge.axis} chosen {edge.chosen:g}, on the {edge.side} edge "
             f"of its grid {low:g}..{high:g}")
     if not edge.added:
-        return line + "; not extended (models/references.py SearchGrid.edge_rounds)"
+        return line + "; not extended (set edge_rounds in reference_settings' run config to extend it)"
     line += (f"; extended to {', '.join(f'{v:g}' for v in edge.added)}: final {edge.final:g} ({edge.status}), "
              f"validation error {edge.grid_error:.6g} -> {edge.final_error:.6g}")
     return line + ("; still on the edge: under-tuned, widen the grid (models/references.py SearchGrid)"
@@ -248,6 +248,16 @@ from pipelines.outputs import bundle_output  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
 from pipelines.resources import PamlResource  # noqa: E402
 from pipelines.store import LineageStore  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+
+class ReferenceSettingsConfig(dg.Config):
+    """How far `reference_settings` may search beyond its grids (docs/protocol.md, "Reference rows")."""
+
+    edge_rounds: int = Field(
+        default=EDGE_ROUNDS, ge=0, le=8,
+        description="Rounds of factor-2 extension of a grid axis whose chosen value lies on its edge (0: report the "
+                    "edge, extend nothing; the built-in datasets' searched settings were made with 0).")
 
 
 @dg.asset(
@@ -257,10 +267,10 @@ from pipelines.store import LineageStore  # noqa: E402
                 "validation users per protocol, with every trial; the networks' MF and kNN fold-ins and "
                 "`reference_eval` take theirs from here.",
 )
-def reference_settings(context: dg.AssetExecutionContext, tasks: Bundle) -> dg.Output[Bundle]:
+def reference_settings(context: dg.AssetExecutionContext, config: ReferenceSettingsConfig, tasks: Bundle) -> dg.Output[Bundle]:
     started = time.perf_counter()
     context.log.info("tuning the reference rows (bias, MF, item-kNN, blend) on the validation users ...")
-    bundle = choices_bundle(chosen_reference_settings(tasks))
+    bundle = choices_bundle(chosen_reference_settings(tasks, SearchGrid(edge_rounds=config.edge_rounds)))
     notes, edges = grid_sample_note(bundle), grid_edge_notes(context.partition_key, bundle)
     for protocol, chosen in bundle.info["settings"].items():
         context.log.info(f"chosen ({protocol}): {chosen}; {notes[protocol]}")

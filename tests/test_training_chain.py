@@ -405,3 +405,29 @@ def test_recommend_takes_an_item_id_written_as_a_whole_float_as_the_readers_do()
     assert catalogue_ratings({"7.00": 4.0, "A7.0": 1.0}, catalogue) == {"7.00": 4.0, "A7.0": 1.0}  # left to the unknown-items error
     with pytest.raises(ColdStartInputError, match=r"item '7' is given twice \(as '7' and '7.0'\)"):
         catalogue_ratings({"7": 4.0, "7.0": 5.0}, catalogue)
+
+
+def test_reference_settings_run_config_extends_its_grid_edges(chain, instance):
+    # Last in this file: it stores another reference_settings, then the default one again.
+    from models.grid_edges import GridEdge
+
+    home = chain[0]
+    store = LineageStore(home)
+    before = store.load(store.latest("reference_settings", "taobao"))
+    found = [GridEdge.from_dict(e) for edges in before.info.get("grid_edges", {}).values() for e in edges]
+    assert found and not any(e.added for e in found)  # the tiny logs meet edges; by default none is extended
+    rounds = 2
+    result = materialize(home, instance, "reference_settings", "taobao",
+                         {"ops": {"reference_settings": {"config": {"edge_rounds": rounds}}}})
+    assert result.success
+    after = store.load(store.latest("reference_settings", "taobao"))
+    extended = [GridEdge.from_dict(e) for edges in after.info["grid_edges"].values() for e in edges]
+    assert any(e.added for e in extended) and all(len(e.added) <= rounds for e in extended)
+    assert after.frame("trials").height > before.frame("trials").height  # the added values were tried
+    for edge in extended:  # extending can only lower (or keep) the best validation error
+        assert edge.final_error <= edge.grid_error
+    warnings = [r.user_message for r in instance.all_logs(result.run_id) if r.level == logging.WARNING]
+    assert any("extended to" in w for w in warnings)
+    assert materialize(home, instance, "reference_settings", "taobao").success
+    again = store.load(store.latest("reference_settings", "taobao"))
+    assert again.info["settings"] == before.info["settings"]
