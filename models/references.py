@@ -70,7 +70,8 @@ MF_GRID_SAMPLE_SEED = 0
 # that axis is extended by factor-2 steps, at most EDGE_ROUNDS rounds per reference. 0 by default:
 # the built-in datasets' choices lie on such edges (ML-1M's kNN lambda 3000 and production rank 20,
 # Book-Crossing's MF reg 50 and kNN k 2, taobao's kNN lambda and damping), and extending changes
-# their kNN choices (docs/protocol.md, "Reference rows"); SearchGrid(edge_rounds=3) extends.
+# their kNN choices (docs/protocol.md, "Reference rows"); `edge_rounds` in the `reference_settings`
+# run config (SearchGrid(edge_rounds=3) in code) extends.
 EDGE_ROUNDS = 0
 # MF's rank is extended to at most MF_RANK_MAX: an ALS fit's cost grows about as rank^3 here (ML-1M's
 # 868,121 production ratings, one thread: 3.6 CPU-s at rank 20, 17 at 40, 97 at 80).
