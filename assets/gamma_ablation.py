@@ -9,7 +9,7 @@ import polars as pl
 from assets.bundle import Bundle
 from assets.evaluation import minor_vs_major
 from assets.method_assets import (
-    ModelConfig, evaluate_dataset, evaluation_line, metrics_summary, progress_line, train_variants,
+    ModelConfig, evaluate_dataset, evaluation_line, metrics_summary, progress_line, refusing_settings, train_variants,
 )
 from models.training import EpochLog
 
@@ -76,8 +76,9 @@ class AblationConfig(ModelConfig):
 )
 def reg_paml_gamma_ablation(context: dg.AssetExecutionContext, config: AblationConfig, meta_tasks: Bundle, user_groups: Bundle,
                             reference_settings: Bundle) -> dg.Output[Bundle]:
-    bundle = gamma_ablation(meta_tasks, user_groups, config, config.gammas, context.partition_key, reference_settings,
-                            lambda gamma, seed, log: context.log.info(progress_line(f"gamma {gamma:g} seed {seed}", log)),
-                            lambda gamma, line: context.log.info(f"gamma {gamma:g}: {line}"))
+    with refusing_settings(f"reg_paml_gamma_ablation ({context.partition_key})"):  # settings are resolved before training
+        bundle = gamma_ablation(meta_tasks, user_groups, config, config.gammas, context.partition_key, reference_settings,
+                                lambda gamma, seed, log: context.log.info(progress_line(f"gamma {gamma:g} seed {seed}", log)),
+                                lambda gamma, line: context.log.info(f"gamma {gamma:g}: {line}"))
     summary = bundle.frame("metrics").group_by("gamma", "population", "metric").agg(pl.col("value").mean()).sort("gamma", "metric", "population")
     return bundle_output(bundle, summary=table(summary))

@@ -26,7 +26,7 @@ from models.references import DEFAULT_PROTOCOL, ReferenceSettings, training_labe
 from models.settings import KNOBS, ChosenSettings, apply_settings, chosen_settings
 from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors, training_view
 from models.training import EpochLog, TrainConfig, predict_split
-from models.user_memory import MemoryConfig
+from models.user_memory import MemoryConfig, check_memory_fills, default_memory_k
 
 
 def resolve_device(device: str) -> str:
@@ -36,15 +36,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_memory_k(training_users: int | None) -> int:
-    """AT-PAML's K when the run config sets none: MemoryConfig's, or, with too few training users for the
-    memory to hold K + 1 of them (a training user is never its own neighbour, so it attends only from then
-    on), one less than there are, at least 1. Without this a dataset with fewer than K + 1 training users
-    stopped the whole training job at AT-PAML (`check_memory_fills`); a memory_capacity set below K + 1 is
-    still refused there, naming it."""
-    return MemoryConfig.k if not training_users else max(1, min(MemoryConfig.k, training_users - 1))  # 0: not counted
 
 
 def training_users(info: dict, protocol: str) -> int:
@@ -195,12 +186,14 @@ def evaluate_method(method: str, models: dict[str, Bundle], tasks: dict[str, Bun
 
 
 # -- Dagster assets ----------------------------------------------------------------------
-from typing import Literal  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Iterator, Literal  # noqa: E402
 
 import dagster as dg  # noqa: E402
 from pydantic import Field, field_validator  # noqa: E402
 
 from models.batching import BATCHING  # noqa: E402
+from models.bounds import SettingError  # noqa: E402
 from models.runtime import SEED_MAX  # noqa: E402
 from models.tasks import PROTOCOLS  # noqa: E402
 from models.user_memory import MEMORY_BACKENDS  # noqa: E402
@@ -229,6 +222,18 @@ def seeds_in_range(key: str, seeds: list[int]) -> list[int]:
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"{key}: {seeds}; give one or more distinct seeds")
     return seeds
+
+
+@contextmanager
+def refusing_settings(step: str) -> Iterator[None]:
+    """A setting refused while `step` resolves its settings, before it trains (a SettingError: a value the
+    configs, the settings file or the dataset's users do not allow), fails the step with Dagster's Failure:
+    its one line heads the step's and the run's failure message (and the CLI prints it alone), where the
+    ValueError's traceback through Dagster ended in it."""
+    try:
+        yield
+    except SettingError as error:
+        raise dg.Failure(description=f"{step}: {error}", allow_retries=False) from None
 
 
 class ModelConfig(dg.Config):
@@ -287,6 +292,16 @@ class ModelConfig(dg.Config):
     def _seeds(cls, seeds: list[int]) -> list[int]:
         return seeds_in_range("seeds", seeds)
 
+    @field_validator("settings_dir")
+    @classmethod
+    def _settings_dir(cls, settings_dir: str) -> str:
+        # A directory that is not there gave every model the code defaults, without a word.
+        if settings_dir and not Path(settings_dir).is_dir():
+            what = "is a file, not a directory" if Path(settings_dir).exists() else "does not exist"
+            raise ValueError(f"settings_dir: {settings_dir!r} {what}; give the directory holding <dataset>.json "
+                             "(empty = models/settings)")
+        return settings_dir
+
     @field_validator("hidden")
     @classmethod
     def _hidden(cls, hidden: list[int]) -> list[int]:
@@ -302,6 +317,16 @@ class ModelConfig(dg.Config):
         chosen = (references.info["settings"] if references is not None else {}).get(self.protocol)
         return self._configs(method, dataset, ReferenceSettings.from_dict(chosen) if chosen is not None else None,
                              training_users)[0]
+
+    def training_configs(self, method: str, dataset: str, references: Bundle | None,
+                         training_users: int) -> tuple[LearnerConfig, TrainConfig]:
+        """The learner and training configs `method` trains with on `dataset` (`learner_config`, `train_config`),
+        refused with a SettingError before anything trains when a value cannot work: AT-PAML's memory must be
+        able to leave warm-up with `training_users` (`check_memory_fills`)."""
+        learner = self.learner_config(method, dataset, references, training_users)
+        if method == "at_paml":
+            check_memory_fills(learner.memory, training_users)
+        return learner, self.train_config(method, dataset)
 
     def memory_note(self, method: str, learner: LearnerConfig, training_users: int) -> str:
         """The warning that AT-PAML's default K was lowered to fit `training_users` ('' when it was not)."""
@@ -357,16 +382,20 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
         # step run in its own process (the multiprocess executor, `asset materialize`) stored none, and
         # the champion step fitted them all again (about 4 CPU-minutes at 10 M ratings).
         dataset = context.partition_key
-        chosen = config.chosen(method, dataset)
+        users = training_users(meta_tasks.info, config.protocol)
+        with refusing_settings(f"{method}_model ({dataset})"):
+            chosen = config.chosen(method, dataset)
+            learner, train_config = config.training_configs(method, dataset, reference_settings, users)
         if chosen.file is not None and chosen.trial is None:
             context.log.warning(f"{chosen.file} holds no usable settings for {method}: it trains with the code defaults "
                                 "and the run config's values (`python -m pipelines.cli tune --methods ...` searches them)")
-        users = training_users(meta_tasks.info, config.protocol)
-        learner = config.learner_config(method, dataset, reference_settings, users)
+        elif chosen.file is None and config.settings_dir:  # a directory given on purpose, without this dataset's file
+            context.log.warning(f"settings_dir {config.settings_dir} holds no {dataset}.json: {method} trains with the "
+                                "code defaults and the run config's values")
         if note := config.memory_note(method, learner, users):
             context.log.warning(note)
         bundle, users_per_second = train_method(
-            method, meta_tasks, learner, config.train_config(method, dataset), config.seeds,
+            method, meta_tasks, learner, train_config, config.seeds,
             lambda seed, log: context.log.info(progress_line(f"seed {seed}", log)),
             settings=config.settings_provenance(method, dataset), processes=config.processes)
         for seed_best in bundle.info["best"].values():

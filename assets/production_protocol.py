@@ -16,7 +16,7 @@ import polars as pl
 from assets.bundle import Bundle
 from assets.evaluation import minor_vs_major
 from assets.method_assets import (
-    ModelConfig, evaluate_dataset, evaluation_line, metrics_summary, progress_line, train_variants,
+    ModelConfig, evaluate_dataset, evaluation_line, metrics_summary, progress_line, refusing_settings, train_variants,
     training_users,
 )
 from models.learners import METHODS
@@ -50,11 +50,13 @@ def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig,
     production = config.model_copy(update={"protocol": PRODUCTION})
     user_frames, rows, settings, runtime = [], [], {}, {}
     users = training_users(tasks.info, PRODUCTION)
+    # Every method's settings first: a value refused for the last method stops the step before the
+    # first one trains, not after it (a SettingError, `ModelConfig.training_configs`).
+    configs = {method: production.training_configs(method, dataset, references, users) for method in methods}
     for method in methods:
-        learner = production.learner_config(method, dataset, references, users)
+        learner, train = configs[method]
         if note := production.memory_note(method, learner, users):
             on_warning(note)
-        train = production.train_config(method, dataset)
         settings[method] = production.settings_provenance(method, dataset)
         [(model, _)] = train_variants(tasks, [(method, learner)], train, config.seeds,
                                       lambda _, seed, log, m=method: on_epoch(m, seed, log), config.processes,
@@ -110,10 +112,11 @@ class ProductionConfig(ModelConfig):
 def production_protocol(context: dg.AssetExecutionContext, config: ProductionConfig, meta_tasks: Bundle,
                         user_groups: Bundle, reference_settings: Bundle) -> dg.Output[Bundle]:
     try:
-        bundle = production_protocol_runs(
-            meta_tasks, user_groups, config, config.methods, context.partition_key, reference_settings,
-            lambda method, seed, log: context.log.info(progress_line(f"{method} ({PRODUCTION}) seed {seed}", log)),
-            lambda method, line: context.log.info(f"{method} ({PRODUCTION}): {line}"), context.log.warning)
+        with refusing_settings(f"production_protocol ({context.partition_key})"):
+            bundle = production_protocol_runs(
+                meta_tasks, user_groups, config, config.methods, context.partition_key, reference_settings,
+                lambda method, seed, log: context.log.info(progress_line(f"{method} ({PRODUCTION}) seed {seed}", log)),
+                lambda method, line: context.log.info(f"{method} ({PRODUCTION}): {line}"), context.log.warning)
     except NoWarmUsersError as error:  # a dataset without warm users has no production block; not a failure
         context.log.warning(str(error))
         bundle = skipped(context.partition_key, str(error))

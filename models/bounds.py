@@ -5,14 +5,20 @@ without loading it."""
 from __future__ import annotations
 
 
+class SettingError(ValueError):
+    """A setting whose value cannot work: the message names the setting, its value and the limit, in one
+    line. The command line prints it as it is and a model step refuses with it before it trains
+    (assets/method_assets.py `refusing_settings`), instead of a traceback that ends in it."""
+
+
 def check_positive(name: str, value: float) -> None:
     """Refuse a rate or bound that is not a number above 0 (NaN included); +inf passes and diverges
     in training, where the run stops with a message naming the setting (`divergence_advice`)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        raise SettingError(f"{name} must be a number > 0, got {value!r}")
 
 
 def check_count(name: str, value: int) -> None:
     """Refuse a count that is not a whole number >= 1 (0 steps, a batch of 0 users, patience 0)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        raise SettingError(f"{name} must be a whole number >= 1, got {value!r}")

@@ -98,8 +98,9 @@ def main() -> int:
     from models.references import validation_settings
     from models.runtime import seed_argument, thread_count
     from models.settings import tuned_configs
-    from models.tasks import task_data_from_tensors
+    from models.tasks import task_data_from_tensors, training_view
     from models.training import train
+    from models.user_memory import default_memory_k
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", required=True, help="exported tasks: tensors.safetensors and info.json (benchmarks/export_tasks.py)")
@@ -127,6 +128,9 @@ def main() -> int:
         learner_config, config = tuned_configs(info.get("dataset"), args.method, references=validation_settings(data, config.protocol))
     config = replace(config, seed=args.seed, device=device, threads=threads,
                      **({} if args.epochs is None else {"epochs": args.epochs}))
+    # AT-PAML's K fitted to the training users, as the model assets and the search fit it.
+    users = len(training_view(data, config.protocol).splits["train"])
+    learner_config = replace(learner_config, memory=replace(learner_config.memory, k=default_memory_k(users)))
     result = train(args.method, data, learner_config, config,
                    on_epoch=lambda log: collective.rank == 0 and print(log, flush=True), collective=collective)
     counts = fit_counts()

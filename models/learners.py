@@ -20,10 +20,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from models.bounds import SettingError
 from models.inner import InnerConfig, StepSize, UserScaled, adapt_batch, predict_batch, total_sq_norm
 from models.network import USER_FACTOR, Inputs, NetworkConfig, PreferenceNetwork, task_loss
 from models.tasks import ItemTable, TaskData, TaskSplit
-from models.user_memory import MemoryConfig, UserMemory
+from models.user_memory import MemoryConfig, UserMemory, check_memory_fills
 
 
 @dataclass(frozen=True)
@@ -67,22 +68,22 @@ class LearnerConfig:
         for name in ("inner_lr", "finetune_lr", "factor_lr_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+                raise SettingError(f"{name} must be a number > 0, got {value!r}")
         for name in ("inner_steps", "finetune_steps", "lr_hidden"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+                raise SettingError(f"{name} must be a whole number >= 1, got {value!r}")
         if self.max_step_norm is not None and not self.max_step_norm > 0:
-            raise ValueError(f"max_step_norm must be > 0 (or None: no bound), got {self.max_step_norm!r}")
+            raise SettingError(f"max_step_norm must be > 0 (or None: no bound), got {self.max_step_norm!r}")
         if self.kernel_delta is not None and not self.kernel_delta > 0:
-            raise ValueError(f"kernel_delta must be > 0 (or None: calibrated), got {self.kernel_delta!r}")
+            raise SettingError(f"kernel_delta must be > 0 (or None: calibrated), got {self.kernel_delta!r}")
         for name in ("gamma", "correction_range", "lr_init_std"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise SettingError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.lr_range >= 1.0:
-            raise ValueError(f"lr_range must be >= 1 (alpha lies in [inner_lr / r, inner_lr * r]), got {self.lr_range}")
+            raise SettingError(f"lr_range must be >= 1 (alpha lies in [inner_lr / r, inner_lr * r]), got {self.lr_range}")
         if not self.memory_weight >= 0:
-            raise ValueError(f"memory_weight must be >= 0, got {self.memory_weight}")
+            raise SettingError(f"memory_weight must be >= 0, got {self.memory_weight}")
 
 
 class ModelFormError(ValueError):
@@ -444,14 +445,8 @@ class ATPAML(MetaLearner):
         return bound * torch.tanh((correction + self.config.memory_weight * reference) / bound)
 
     def check_memory_fills(self, training_users: int) -> None:
-        """Refuse a memory that can never leave warm-up: every user would get the fixed inner_lr, as in MeLU."""
-        k, capacity = self.memory.config.k, self.memory.config.capacity
-        room = min(capacity, training_users)
-        if room <= k:
-            held = f"its capacity is {capacity}" if capacity <= k else f"there are {training_users} training users"
-            raise ValueError(f"at_paml: the memory leaves warm-up once it holds K + 1 = {k + 1} users (a training user is "
-                             f"never its own neighbour), but {held}: every user would get the fixed inner_lr, as in MeLU; "
-                             f"lower memory_k (now {k}) below {room}")
+        """Refuse a memory that can never leave warm-up (models/user_memory.py `check_memory_fills`)."""
+        check_memory_fills(self.memory.config, training_users)
 
     def step_size(self, users: UserBatch) -> StepSize:
         self._log_ratio = self.log_ratio(users)

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from models.batching import length_order
+from models.bounds import SettingError, check_positive
 from models.inner import Fold, folded_key
 from models.factors import FactorTables, NeighbourTables, fitting_rows, item_factors_of, item_neighbours_of, remembered_fit
 from models.references import BiasConfig, KNNConfig, MFConfig, ReferenceSettings, knn_foldin, ridge_foldin
@@ -100,9 +101,16 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.unknown_rate < 1.0:
-            raise ValueError(f"unknown_rate must lie in [0, 1), got {self.unknown_rate}")
+            raise SettingError(f"unknown_rate must lie in [0, 1), got {self.unknown_rate}")
         if self.factor_dim < 0:
-            raise ValueError(f"factor_dim must be >= 0, got {self.factor_dim}")
+            raise SettingError(f"factor_dim must be >= 0, got {self.factor_dim}")
+        # The ridge solves need a strength above 0 (models/references.py `fit_mf`): refused here, when
+        # the settings are read, not once the fold-ins are fitted in the training process.
+        for name in ("mf_reg", "mf_user_shrinkage", "mf_item_shrinkage"):
+            check_positive(name, getattr(self, name))
+        for name in ("knn_shrinkage", "knn_damping"):
+            if not 0 <= getattr(self, name) < math.inf:  # `not` refuses NaN too
+                raise SettingError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
         if self.factor_source not in ("mf", "learned"):
             raise ValueError(f"factor_source must be 'mf' or 'learned', got {self.factor_source!r}")
         if self.knn_k < 1 or self.knn_neighbours < 1:

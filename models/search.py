@@ -270,14 +270,26 @@ def run_trial(trial, method: str, data, base_learner, base_train, config: Search
     return float(result.best_val_loss)
 
 
-def base_configs(config: SearchConfig):
-    """The code defaults with the search's budget, seed, protocol and device."""
+def base_configs(config: SearchConfig, training_users: int | None = None):
+    """The code defaults with the search's budget, seed, protocol and device; AT-PAML's K fitted to the
+    `training_users` as the model assets fit it (models/user_memory.py `default_memory_k`): with fewer
+    than K + 1 of them the default K = 8 was refused by training, and the search stopped at AT-PAML."""
     from models.learners import LearnerConfig
     from models.training import TrainConfig
+    from models.user_memory import default_memory_k
 
     train = TrainConfig(seed=config.seed, protocol=config.protocol, device=config.device)
     overrides = {k: getattr(config, k) for k in ("max_steps", "eval_every", "patience") if getattr(config, k) is not None}
-    return LearnerConfig(), replace(train, **overrides)
+    learner = LearnerConfig()
+    learner = replace(learner, memory=replace(learner.memory, k=default_memory_k(training_users)))
+    return learner, replace(train, **overrides)
+
+
+def training_users(data, protocol: str) -> int:
+    """The users a trial trains on under `protocol` (the training split, plus the warm users under 'production')."""
+    from models.tasks import training_view
+
+    return len(training_view(data, protocol).splits["train"])
 
 
 def with_fold_in_references(learner, train, data):
@@ -306,7 +318,7 @@ def work(tasks: Path, journal: Path, methods: list[str], config: SearchConfig, w
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data, _ = load_search_tasks(tasks)
     storage = journal_storage(journal)
-    base_learner, base_train = base_configs(config)
+    base_learner, base_train = base_configs(config, training_users(data, config.protocol))
     base_learner, base_train = with_fold_in_references(base_learner, base_train, data)
     done = 0
     for method in methods:

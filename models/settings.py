@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from models.bounds import SettingError
 from models.learners import METHODS, LearnerConfig, method_form
 from models.training import TrainConfig
 
@@ -189,7 +190,7 @@ def chosen_settings(dataset: str | None, method: str, directory: Path | None = N
     try:
         content = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
+        raise SettingError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
     check_settings_file(content, path, dataset)
     entry = content["methods"].get(method)
     if entry is None:
@@ -214,25 +215,25 @@ def check_settings_file(content: Any, path: Path, dataset: str) -> None:
     not an object, an unknown key, another dataset's file, an unknown method, a setting unknown or not
     read by its method, a value of the wrong type or outside what the configs accept."""
     if not isinstance(content, dict):
-        raise ValueError(f"{path}: a settings file is a JSON object with a \"methods\" object, got {type(content).__name__}")
+        raise SettingError(f"{path}: a settings file is a JSON object with a \"methods\" object, got {type(content).__name__}")
     unknown = sorted(set(content) - FILE_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(FILE_KEYS))}")
+        raise SettingError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(FILE_KEYS))}")
     if content.get("dataset", dataset) != dataset:
-        raise ValueError(f"{path}: written for dataset {content['dataset']!r}, read for {dataset!r}: its values were chosen on "
+        raise SettingError(f"{path}: written for dataset {content['dataset']!r}, read for {dataset!r}: its values were chosen on "
                          f"the other dataset's validation users; run `python -m pipelines.cli tune --datasets {dataset}` "
                          f"(or, to reuse them on purpose, set \"dataset\" to {dataset!r})")
     methods = content.get("methods")
     if not isinstance(methods, dict):
-        raise ValueError(f"{path}: \"methods\" must be an object of method -> entry, got {methods!r}")
+        raise SettingError(f"{path}: \"methods\" must be an object of method -> entry, got {methods!r}")
     for method, entry in methods.items():
         if method not in METHODS:
-            raise ValueError(f"{path}: unknown method {method!r} in \"methods\"; known: {', '.join(METHODS)}")
+            raise SettingError(f"{path}: unknown method {method!r} in \"methods\"; known: {', '.join(METHODS)}")
         if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
-            raise ValueError(f"{path}: {method}'s entry must be an object with a \"params\" object, got {entry!r}")
+            raise SettingError(f"{path}: {method}'s entry must be an object with a \"params\" object, got {entry!r}")
         unknown = sorted(set(entry) - ENTRY_KEYS)
         if unknown:
-            raise ValueError(f"{path}: {method}'s entry has unknown key(s) {', '.join(map(repr, unknown))}; "
+            raise SettingError(f"{path}: {method}'s entry has unknown key(s) {', '.join(map(repr, unknown))}; "
                              f"known: {', '.join(sorted(ENTRY_KEYS))}")
         for name, value in entry["params"].items():
             check_setting(path, method, name, value)
@@ -242,16 +243,16 @@ def check_setting(path: Path, method: str, name: str, value: Any) -> None:
     """One setting of a file's entry for `method`: a knob the method reads, a value of its type that the configs accept."""
     where = f"{path}: {method} setting {name} = {value!r}"
     if name not in KNOBS or not knob_exists(KNOBS[name]):
-        raise ValueError(f"{where}: unknown setting {name!r}; known: {', '.join(k for k in KNOBS if knob_exists(KNOBS[k]))}")
+        raise SettingError(f"{where}: unknown setting {name!r}; known: {', '.join(k for k in KNOBS if knob_exists(KNOBS[k]))}")
     knob = KNOBS[name]
     if method not in knob.methods:
-        raise ValueError(f"{where}: {method} does not read {name} (read by {', '.join(knob.methods)})")
+        raise SettingError(f"{where}: {method} does not read {name} (read by {', '.join(knob.methods)})")
     if not value_fits(knob, value):
-        raise ValueError(f"{where}: expected {knob_type(knob)}")
+        raise SettingError(f"{where}: expected {knob_type(knob)}")
     try:
         apply_params({name: value}, LearnerConfig(), TrainConfig())
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+    except ValueError as error:  # the configs' own refusal, with the file's name
+        raise SettingError(f"{where}: {error}") from None
 
 
 def knob_type(knob: Knob) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from models.batching import BATCHING, epoch_batches, length_order
-from models.bounds import check_count, check_positive
+from models.bounds import SettingError, check_count, check_positive
 from models.learners import ATPAML, LearnerConfig, MetaLearner, build_learner
 from models.runtime import apply_torch_threads
 from models.tasks import TaskData, TaskSplit, training_view
@@ -63,7 +63,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
-            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+            raise SettingError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
         for name in ("epochs", "meta_batch", "max_steps", "eval_every", "patience", "bucket_pool"):
             check_count(name, getattr(self, name))
         check_positive("outer_lr", self.outer_lr)
@@ -71,11 +71,11 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name))
         if self.max_seconds is not None and not self.max_seconds >= 0:  # 0: stop after the first step
-            raise ValueError(f"max_seconds must be >= 0 (or None: no limit), got {self.max_seconds!r}")
+            raise SettingError(f"max_seconds must be >= 0 (or None: no limit), got {self.max_seconds!r}")
         if self.eval_batch is not None:
             check_count("eval_batch", self.eval_batch)
         if not self.weight_decay >= 0:  # `not >=` also refuses NaN
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise SettingError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
 
 CPU_EVAL_BATCH = 256

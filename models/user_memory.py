@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from models.bounds import SettingError, check_count, check_positive
 
 # Upper bound on query x stored distance entries held at once by the exact search.
 _EXACT_CHUNK_ELEMENTS = 1 << 24
@@ -59,18 +62,51 @@ class MemoryConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.capacity < self.k:
-            raise ValueError(f"need 1 <= k <= capacity, got k={self.k}, capacity={self.capacity}")
-        if (self.delta is not None and self.delta <= 0) or self.kernel_scale <= 0 or self.sigma < 0 or self.beta < 0:
-            raise ValueError("need delta > 0 (or None), kernel_scale > 0, sigma >= 0, beta >= 0")
-        if self.calibrate_every < 1:
-            raise ValueError("calibrate_every must be >= 1")
+        # Named as a run config names them (assets/method_assets.py ModelConfig: memory_k, memory_capacity, ...).
+        check_count("memory_k", self.k)
+        if self.capacity < self.k:
+            raise SettingError(f"memory_capacity must be at least memory_k ({self.k}), got {self.capacity}")
+        if self.delta is not None:
+            check_positive("kernel_delta", self.delta)
+        check_positive("kernel_scale", self.kernel_scale)
+        for name, value in (("sigma", self.sigma), ("memory_beta", self.beta)):
+            if not 0 <= value < math.inf:  # `not` refuses NaN too
+                raise SettingError(f"{name} must be a number >= 0, got {value!r}")
+        check_count("calibrate_every", self.calibrate_every)
         if self.backend not in MEMORY_BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(MEMORY_BACKENDS)}, got {self.backend!r}")
-        if self.flann_trees < 1 or not (self.flann_checks == -1 or self.flann_checks >= self.k):
-            raise ValueError("need flann_trees >= 1 and flann_checks >= k (or -1: unlimited)")
+            raise SettingError(f"memory_backend must be one of {', '.join(MEMORY_BACKENDS)}, got {self.backend!r}")
+        check_count("flann_trees", self.flann_trees)
+        # Only FLANN's search reads flann_checks: the exact search took any K up to the capacity, yet a
+        # memory_k above 1536 was refused with a message about FLANN.
+        if self.backend == "flann" and not (self.flann_checks == -1 or self.flann_checks >= self.k):
+            raise SettingError(f"memory_k = {self.k} is above flann_checks = {self.flann_checks}, the leaves FLANN visits: "
+                               "lower memory_k, or use memory_backend 'exact'")
         if self.seed < 0:
-            raise ValueError("seed must be >= 0")
+            raise SettingError(f"memory seed must be >= 0, got {self.seed}")
+
+
+def default_memory_k(training_users: int | None) -> int:
+    """AT-PAML's K when no setting gives one: MemoryConfig's, or, with too few training users for the
+    memory to hold K + 1 of them (a training user is never its own neighbour, so it attends only from
+    then on), one less than there are, at least 1. The model assets, the search and torchrun's training
+    all take K from here, so that a dataset with fewer than K + 1 training users trains AT-PAML
+    everywhere instead of being refused by `check_memory_fills`. None or 0: not counted, the default."""
+    return MemoryConfig.k if not training_users else max(1, min(MemoryConfig.k, training_users - 1))
+
+
+def check_memory_fills(config: MemoryConfig, training_users: int) -> None:
+    """Refuse a memory that can never leave warm-up, naming the setting, its value and its limit: it
+    attends once it holds K + 1 users, so K must stay below both the training users and the capacity;
+    otherwise every user would get the fixed inner_lr, as in MeLU. Called before training starts (the
+    model assets) and again by training itself."""
+    k, capacity = config.k, config.capacity
+    why = "(the memory attends once it holds K + 1 users, a user never being its own neighbour)"
+    if training_users <= k:
+        raise SettingError(f"memory_k = {k} is too large for the {training_users} training users: memory_k must be at "
+                           f"most {max(training_users - 1, 0)} {why}; lower it, or leave it empty to fit K to the users")
+    if capacity <= k:
+        raise SettingError(f"memory_capacity = {capacity} is too small for memory_k = {k}: memory_capacity must be at "
+                           f"least {k + 1} {why}; raise it, or lower memory_k below {capacity}")
 
 
 class UserMemory:

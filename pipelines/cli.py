@@ -157,6 +157,7 @@ def expected_failure(error: BaseException) -> str | None:
     from assets.raw_files import MissingRawFilesError
     from assets.raw_text import RawFileError
     from assets.taobao_logs import WindowError
+    from models.bounds import SettingError
     from models.learners import ModelFormError
     from models.runtime import ThreadsSettingError
     from models.search import JournalError
@@ -165,7 +166,11 @@ def expected_failure(error: BaseException) -> str | None:
     # Bad input data (an undecodable or empty raw file, a log the cleaning cannot read) is the
     # user's to fix: the message names the file, line and value; a traceback would bury it.
     if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError,
-                          RawFileError, CleaningError, WindowError, SpecError, JournalError, ModelFormError)):
+                          RawFileError, CleaningError, WindowError, SpecError, JournalError, ModelFormError, SettingError)):
+        return one_line(error)
+    import dagster as dg
+
+    if isinstance(error, dg.Failure):  # a step that refused on purpose (a setting it cannot train with): its own line
         return one_line(error)
     if isinstance(error, duckdb.Error):
         if "lock" in one_line(error).lower():

@@ -9,6 +9,7 @@ import optuna
 import pytest
 import torch
 
+from models.bounds import SettingError
 from models.learners import LearnerConfig
 from models.network import NetworkConfig
 from models.search import SearchConfig, run_trial
@@ -151,10 +152,13 @@ def test_a_valid_settings_file_still_reads_and_a_method_without_an_entry_gets_th
     assert chosen_settings("movielens", "melu", tmp_path).params == {"inner_lr": 0.03}
 
 
-@pytest.mark.parametrize("users, capacity, held", [(2, 16, "there are 2 training users"), (24, 2, "its capacity is 2")])
-def test_an_at_paml_memory_that_can_never_leave_warm_up_is_refused(users, capacity, held):
+@pytest.mark.parametrize("users, capacity, message", [
+    (2, 16, "memory_k = 2 is too large for the 2 training users: memory_k must be at most 1"),
+    (24, 2, "memory_capacity = 2 is too small for memory_k = 2: memory_capacity must be at least 3"),
+])
+def test_an_at_paml_memory_that_can_never_leave_warm_up_is_refused(users, capacity, message):
     config = replace(CONFIG, memory=MemoryConfig(capacity=capacity, k=2))
-    with pytest.raises(ValueError, match=f"K \\+ 1 = 3 users .*but {held}.*lower memory_k \\(now 2\\)"):
+    with pytest.raises(SettingError, match=message):
         train("at_paml", tiny_task_data(users=users), config, SHORT)
 
 
@@ -183,5 +187,5 @@ def test_a_dataset_with_fewer_training_users_than_the_default_k_needs_trains_at_
     assert config.memory_note("at_paml", config.learner_config("at_paml", None, None, 9), 9) == ""
     chosen = ModelConfig(memory_k=8).learner_config("at_paml", None, None, training_users=6)
     assert chosen.memory.k == 8
-    with pytest.raises(ValueError, match="lower memory_k \\(now 8\\) below 6"):
+    with pytest.raises(SettingError, match="memory_k = 8 is too large for the 6 training users: memory_k must be at most 5"):
         train("at_paml", tiny_task_data(users=6), replace(chosen, network=learner.network), SHORT)

@@ -1,0 +1,144 @@
+"""A setting the configs, a settings file or the dataset's users refuse stops its step before anything
+trains, with one line naming the setting, its value and the limit: the head of Dagster's step and run
+failure message (a `Failure`, not a traceback ending in a ValueError) and what the CLI prints. Real
+Dagster runs on tiny synthetic taobao logs, no mocks."""
+
+from pathlib import Path
+
+import dagster as dg
+import pydantic
+import pytest
+
+from assets.method_assets import ModelConfig
+from models.user_memory import default_memory_k
+from pipelines import cli
+from pipelines.definitions import ASSETS, CHECKS, build_resources
+from pipelines.store import LineageStore
+from tests.model_fixtures import tiny_task_data
+
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+TINY_DAY = {"ops": {"taobao_daily_logs": {"config": {"users": 200, "items": 100, "history_days": 3}}}}
+
+
+def materialize(home: Path, instance: dg.DagsterInstance, selection, partition: str | None, run_config: dict,
+                raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    return dg.materialize(ASSETS + CHECKS, selection=selection, partition_key=partition, run_config=run_config,
+                          resources=build_resources(home, home / "no-real-data"), instance=instance,
+                          raise_on_error=raise_on_error)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The data steps of a few hundred synthetic users and the fold-ins' reference settings."""
+    home, instance = tmp_path_factory.mktemp("home"), dg.DagsterInstance.ephemeral()
+    for day in DAYS:
+        materialize(home, instance, "taobao_daily_logs", day, TINY_DAY)
+    materialize(home, instance, "taobao_log_window", "taobao", {"ops": {"taobao_log_window": {"config": {"days": 3}}}})
+    materialize(home, instance, dg.AssetSelection.groups("data") | dg.AssetSelection.assets("reference_settings"),
+                "taobao", {})
+    return home, instance
+
+
+def model_config(**values) -> dict:
+    return {"ops": {"at_paml_model": {"config": {"max_steps": 2, "eval_every": 1, "seeds": [0], **values}}}}
+
+
+def training_users(home: Path, protocol: str = "paper") -> int:
+    """The users a model trains on: the training split, and under the production protocol the warm users too."""
+    store = LineageStore(home, read_only=True)
+    counts = store.load(store.latest("meta_tasks", "taobao")).info["n_users"]
+    return counts["train"] + (counts["warm"] if protocol == "production" else 0)
+
+
+@pytest.mark.parametrize("above", [0, 3000])  # 3000: past flann_checks too, which the exact search never reads
+def test_a_memory_k_larger_than_the_training_users_allow_is_one_line_before_training(built, above):
+    # It failed inside training with a RuntimeError wrapping the ValueError, each with its traceback.
+    home, instance = built
+    users = training_users(home)
+    with pytest.raises(dg.Failure) as raised:
+        materialize(home, instance, "at_paml_model", "taobao", model_config(memory_k=users + above))
+    line = cli.expected_failure(raised.value)
+    assert line == (f"at_paml_model (taobao): memory_k = {users + above} is too large for the {users} training users: "
+                    f"memory_k must be at most {users - 1} (the memory attends once it holds K + 1 users, a user never "
+                    "being its own neighbour); lower it, or leave it empty to fit K to the users")
+    # Dagster's failure message (the UI, `dagster asset materialize`) starts with the same line, and no run trained
+    result = materialize(home, instance, "at_paml_model", "taobao", model_config(memory_k=users + above),
+                         raise_on_error=False)
+    [failure] = result.get_step_failure_events()
+    assert failure.step_failure_data.user_failure_data.description == line
+    assert failure.step_failure_data.error.message.startswith(f"dagster._core.definitions.events.Failure: {line}")
+    assert failure.step_failure_data.error.cause is None  # no chained ValueError and its traceback
+    logged = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert not any("seed 0" in message for message in logged)  # no training run's progress line
+
+
+def test_the_production_protocol_refuses_a_setting_of_its_last_method_before_the_first_trains(built):
+    home, instance = built
+    users = training_users(home, "production")
+    config = {"ops": {"production_protocol": {"config": {"methods": ["melu", "at_paml"], "memory_k": users,
+                                                         "max_steps": 2, "eval_every": 1, "seeds": [0]}}}}
+    result = materialize(home, instance, "production_protocol", "taobao", config, raise_on_error=False)
+    [failure] = result.get_step_failure_events()
+    assert failure.step_failure_data.user_failure_data.description.startswith(
+        f"production_protocol (taobao): memory_k = {users} is too large for the {users} training users: ")
+    logged = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert not any("melu (production) seed" in message for message in logged)  # MeLU did not train first
+
+
+@pytest.mark.parametrize("values, line", [
+    ({"inner_lr": -0.5}, "at_paml_model (taobao): inner_lr must be a number > 0, got -0.5"),
+    ({"memory_beta": -1.0}, "at_paml_model (taobao): memory_beta must be a number >= 0, got -1.0"),  # named neither
+    ({"kernel_scale": float("nan")}, "at_paml_model (taobao): kernel_scale must be a number > 0, got nan"),  # trained with NaN
+    ({"memory_capacity": 4, "memory_k": 8}, "at_paml_model (taobao): memory_capacity must be at least memory_k (8), got 4"),
+])
+def test_a_value_the_configs_refuse_is_one_line_naming_it(built, values, line):
+    home, instance = built
+    with pytest.raises(dg.Failure) as raised:
+        materialize(home, instance, "at_paml_model", "taobao", model_config(**values))
+    assert cli.expected_failure(raised.value) == line
+
+
+def test_a_settings_file_that_is_not_json_is_one_line_naming_file_and_line(built, tmp_path):
+    home, instance = built
+    (tmp_path / "taobao.json").write_text('{"methods": {\n  "at_paml": }\n')
+    with pytest.raises(dg.Failure) as raised:
+        materialize(home, instance, "at_paml_model", "taobao", model_config(settings_dir=str(tmp_path)))
+    assert cli.expected_failure(raised.value).startswith(
+        f"at_paml_model (taobao): {tmp_path / 'taobao.json'}: not valid JSON (line 2, column 14)")
+
+
+@pytest.mark.parametrize("where", ["missing", "a file"])
+def test_a_settings_dir_that_is_not_a_directory_is_refused_naming_it(built, tmp_path, where):
+    # A directory that does not exist gave every model the code defaults, without a word.
+    home, instance = built
+    path = tmp_path / "settings"
+    if where == "a file":
+        path.write_text("{}")
+    with pytest.raises(pydantic.ValidationError) as raised:
+        materialize(home, instance, "at_paml_model", "taobao", model_config(settings_dir=str(path)))
+    what = "does not exist" if where == "missing" else "is a file, not a directory"
+    assert f"settings_dir: '{path}' {what}" in cli.expected_failure(raised.value)
+
+
+def test_a_settings_dir_without_the_datasets_file_trains_with_the_defaults_and_says_so(built, tmp_path):
+    home, instance = built
+    result = materialize(home, instance, "at_paml_model", "taobao", model_config(settings_dir=str(tmp_path)))
+    logged = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert f"settings_dir {tmp_path} holds no taobao.json: at_paml trains with the code defaults and the run config's values" in logged
+
+
+def test_the_search_fits_at_paml_k_to_few_training_users_as_the_model_assets_do(tmp_path):
+    # 6 training users: the search started AT-PAML at the code default K = 8, which training refuses, and
+    # its worker stopped the search ("search workers ... exited with [1]").
+    from models.search import SearchConfig
+    from pipelines.tune import tune
+    from tests.test_tuning import tensors_of
+
+    tensors, info = tensors_of(tiny_task_data(users=6))
+    config = SearchConfig(trials=1, max_steps=2, eval_every=1, patience=1)
+    written = tune(["tiny"], tmp_path / "home", lambda dataset: (tensors, info, "meta-tasks-hash"), methods=["at_paml"],
+                   config=config, settings_dir=tmp_path / "settings", log=lambda line: None)
+    trials = LineageStore(tmp_path / "home").query("SELECT state FROM tuning_trials WHERE method = 'at_paml'")
+    assert trials["state"].to_list() == ["COMPLETE"] and written["tiny"] is not None
+    assert default_memory_k(6) == 5  # the K it trained with, as `at_paml_model` takes it (ModelConfig.learner_config)
+    assert ModelConfig().learner_config("at_paml", None, None, training_users=6).memory.k == 5
