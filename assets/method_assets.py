@@ -212,6 +212,9 @@ Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 Batching = Literal[BATCHING]  # type: ignore[valid-type]
 MemoryBackend = Literal[MEMORY_BACKENDS]  # type: ignore[valid-type]
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+# The network's fold-in settings a run config may set. No longer searched (models/settings.py SPACE), so they
+# are applied here: through the settings' knobs, as before, they were silently dropped.
+FOLD_IN_FIELDS = ("mf_foldin", "mf_reg", "knn_foldin", "knn_shrinkage")
 
 
 def seeds_in_range(key: str, seeds: list[int]) -> list[int]:
@@ -259,10 +262,10 @@ class ModelConfig(dg.Config):
     item_id: bool = Field(default=LEARNER_DEFAULTS.network.item_id, description="The item's identity as an item field.")
     factor_dim: int | None = Field(default=None, description=f"Rank of the dot-product head on MF item factors (0 = none); empty = {LEARNER_DEFAULTS.network.factor_dim}, or with the MF fold-in the MF reference row's rank.")
     unknown_rate: float | None = Field(default=None, description="Share of codes replaced by UNKNOWN while meta-training." + TUNED_HELP)
-    mf_foldin: bool | None = Field(default=None, description="Add the MF fold-in's prediction to the score (the network starts at the MF reference row)." + TUNED_HELP)
-    mf_reg: float | None = Field(default=None, description="Ridge strength of the network's MF (item factors and the fold-in)." + TUNED_HELP)
-    knn_foldin: bool | None = Field(default=None, description="Add item-kNN's fold-in prediction to the score (with the MF fold-in: start at their even blend)." + TUNED_HELP)
-    knn_shrinkage: float | None = Field(default=None, description="Similarity shrinkage lambda of the network's item-kNN." + TUNED_HELP)
+    mf_foldin: bool | None = Field(default=None, description="Add the MF fold-in's prediction to the score (the network starts at the MF reference row); empty = on.")
+    mf_reg: float | None = Field(default=None, description="Ridge strength of the network's MF (item factors and the fold-in); empty = the MF reference row's (reference_settings).")
+    knn_foldin: bool | None = Field(default=None, description="Add item-kNN's fold-in prediction to the score (with the MF fold-in: start at their even blend); empty = on.")
+    knn_shrinkage: float | None = Field(default=None, description="Similarity shrinkage lambda of the network's item-kNN; empty = the kNN reference row's (reference_settings).")
     factor_lr_scale: float | None = Field(default=None, description="The user factor's inner step relative to the decision layers'." + TUNED_HELP)
     lr_per_layer: bool | None = Field(default=None, description="PAML family: one alpha(h_i) per adapted layer." + TUNED_HELP)
     lr_history: bool | None = Field(default=None, description="PAML family: the LR module also reads an encoding of the support set." + TUNED_HELP)
@@ -348,15 +351,20 @@ class ModelConfig(dg.Config):
         """Tunable settings given in this run config (they win over the settings file)."""
         return {name: getattr(self, name) for name in KNOBS if getattr(self, name, None) is not None}
 
+    def fold_in_values(self) -> dict:
+        """The fold-ins' settings given in this run config (not searched: they win over the reference rows' choice)."""
+        return {name: getattr(self, name) for name in FOLD_IN_FIELDS if getattr(self, name) is not None}
+
     def settings_provenance(self, method: str, dataset: str | None) -> dict:
         """What a model bundle records: the settings file, its hash, the trial, and what the run config overrode."""
-        return {**self.chosen(method, dataset).provenance(), "run_config": self.explicit()}
+        return {**self.chosen(method, dataset).provenance(), "run_config": {**self.explicit(), **self.fold_in_values()}}
 
     def _configs(self, method: str, dataset: str | None, references: ReferenceSettings | None = None,
                  training_users: int | None = None) -> tuple[LearnerConfig, TrainConfig]:
         network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics,
                                 item_id=self.item_id,
-                                factor_dim=LEARNER_DEFAULTS.network.factor_dim if self.factor_dim is None else self.factor_dim)
+                                factor_dim=LEARNER_DEFAULTS.network.factor_dim if self.factor_dim is None else self.factor_dim,
+                                **self.fold_in_values())
         k = self.memory_k if self.memory_k is not None else default_memory_k(training_users)
         memory = MemoryConfig(capacity=self.memory_capacity, k=k, beta=self.memory_beta, backend=self.memory_backend)
         learner = LearnerConfig(first_order=self.first_order, network=network, lr_hidden=self.lr_hidden, memory=memory,
@@ -365,7 +373,7 @@ class ModelConfig(dg.Config):
                             max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience, protocol=self.protocol,
                             batching=self.batching)
         return apply_settings({**self.chosen(method, dataset).params, **self.explicit()}, learner, train, references,
-                              keep=frozenset({"factor_dim"} if self.factor_dim is not None else ()))
+                              keep=frozenset({"factor_dim"} if self.factor_dim is not None else ()) | set(self.fold_in_values()))
 
 
 def build_model_asset(method: str) -> dg.AssetsDefinition:

@@ -88,6 +88,7 @@ def test_the_production_protocol_refuses_a_setting_of_its_last_method_before_the
 @pytest.mark.parametrize("values, line", [
     ({"inner_lr": -0.5}, "at_paml_model (taobao): inner_lr must be a number > 0, got -0.5"),
     ({"memory_beta": -1.0}, "at_paml_model (taobao): memory_beta must be a number >= 0, got -1.0"),  # named neither
+    ({"mf_reg": 0.0}, "at_paml_model (taobao): mf_reg must be a number > 0, got 0.0"),  # was dropped unread
     ({"kernel_scale": float("nan")}, "at_paml_model (taobao): kernel_scale must be a number > 0, got nan"),  # trained with NaN
     ({"memory_capacity": 4, "memory_k": 8}, "at_paml_model (taobao): memory_capacity must be at least memory_k (8), got 4"),
 ])
@@ -142,3 +143,16 @@ def test_the_search_fits_at_paml_k_to_few_training_users_as_the_model_assets_do(
     assert trials["state"].to_list() == ["COMPLETE"] and written["tiny"] is not None
     assert default_memory_k(6) == 5  # the K it trained with, as `at_paml_model` takes it (ModelConfig.learner_config)
     assert ModelConfig().learner_config("at_paml", None, None, training_users=6).memory.k == 5
+
+
+def test_the_fold_in_settings_of_a_run_config_reach_the_model(built):
+    # mf_foldin, mf_reg, knn_foldin and knn_shrinkage were dropped without a word once the search stopped drawing them.
+    home, instance = built
+    values = {"mf_foldin": False, "knn_foldin": True, "knn_shrinkage": 7.0, "mf_reg": 3.0}
+    config = {"ops": {"melu_model": {"config": {"max_steps": 2, "eval_every": 1, "seeds": [0], **values}}}}
+    materialize(home, instance, "melu_model", "taobao", config)
+    store = LineageStore(home, read_only=True)
+    model = store.load(store.latest("melu_model", "taobao"))
+    network = model.info["learner_config"]["network"]
+    assert {name: network[name] for name in values} == values
+    assert model.info["settings"]["run_config"] == values
