@@ -151,3 +151,24 @@ def seed_argument(text: str) -> int:
     if not 0 <= seed <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"seed {seed} out of range 0..{SEED_MAX}")
     return seed
+
+
+TRAINING_DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"  # what TrainConfig.device takes ('auto' is resolved before it)
+
+
+def device_argument(text: str) -> str:
+    """A training device given on a command line (`tune --device`), refused in one line (status 2) unless
+    'cpu', 'cuda' or 'cuda:N' with such a GPU visible: `--device gpu` or a GPU the machine lacks failed in
+    every search worker, after the tasks were exported, with the workers' tracebacks."""
+    import re
+
+    if not re.fullmatch(TRAINING_DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"invalid device {text!r}: give cpu, cuda or cuda:N")
+    if text.startswith("cuda"):
+        import torch
+
+        index = int(text.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"device {text}: this machine has {torch.cuda.device_count()} visible CUDA "
+                                             "GPU(s); use cpu")
+    return text

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from models.locks import file_lock
-from models.runtime import seed_argument
+from models.runtime import device_argument, seed_argument
 
 TENSORS_FILE, INFO_FILE = "tensors.safetensors", "info.json"
 HIDDEN_SPLITS = ("test",)  # never loaded by the search
@@ -238,6 +238,10 @@ def next_trial(study, method: str, config: SearchConfig, dists: dict, lock: Path
         return study.ask(fixed_distributions=dists)
 
 
+class SearchWorkerError(RuntimeError):
+    """A search worker process failed; it printed its own error (and traceback) on stderr before exiting."""
+
+
 class DeadlineReached(Exception):
     """The run's time is up: the trial is handed back (enqueued again) for the next run."""
 
@@ -411,7 +415,8 @@ def run_search(tasks: Path, journal: Path, methods: list[str], config: SearchCon
                 p.wait()
             raise
         if any(codes):
-            raise RuntimeError(f"search workers on {journal} exited with {codes}")
+            raise SearchWorkerError(f"search workers on {journal} exited with {codes}; a worker's own error is printed "
+                                    "above (the finished trials are kept: run the same command again to resume)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -422,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", help="default: every method")
     parser.add_argument("--trials", type=int, default=SearchConfig.trials, help="finished trials per method")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--protocol", default="paper", choices=["paper", "production"])

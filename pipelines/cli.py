@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from assets.specs import DATASETS, all_datasets
-from models.runtime import seed_argument
+from models.runtime import device_argument, seed_argument
 from pipelines.instance import dagster_instance, ensure_dagster_home
 from pipelines.resources import default_data_dir, default_home
 
@@ -160,13 +160,13 @@ def expected_failure(error: BaseException) -> str | None:
     from models.bounds import SettingError
     from models.learners import ModelFormError
     from models.runtime import ThreadsSettingError
-    from models.search import JournalError
+    from models.search import JournalError, SearchWorkerError
     from pipelines.store import NoDatabaseError, PartitionNotBuiltError
 
     # Bad input data (an undecodable or empty raw file, a log the cleaning cannot read) is the
     # user's to fix: the message names the file, line and value; a traceback would bury it.
     if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError,
-                          RawFileError, CleaningError, WindowError, SpecError, JournalError, ModelFormError, SettingError)):
+                          RawFileError, CleaningError, WindowError, SpecError, JournalError, ModelFormError, SettingError, SearchWorkerError)):
         return one_line(error)
     import dagster as dg
 
@@ -477,7 +477,10 @@ def tune_command(args: argparse.Namespace) -> None:
     if args.export:
         for dataset in args.datasets:
             tensors, info, content_hash = meta_tasks_of(dataset)
-            directory = export_tasks(tensors, info, Path(args.export) / dataset, content_hash, args.protocol)
+            try:
+                directory = export_tasks(tensors, info, Path(args.export) / dataset, content_hash, args.protocol)
+            except OSError as error:  # --export naming a file, or a directory it may not write
+                raise CliError(f"--export {args.export}: cannot write {Path(args.export) / dataset}: {error.strerror}") from None
             print(f"exported {directory} for the {args.protocol} protocol (no test users)")
         return
     config = SearchConfig(trials=args.trials, seed=args.seed, protocol=args.protocol, device=args.device, threads=args.threads,
@@ -595,7 +598,7 @@ def build_parser() -> Parser:
     tune.add_argument("--methods", nargs="+", help="default: every method")
     tune.add_argument("--trials", type=count_argument("trials"), default=20, help="finished trials per method (the first: code defaults)")
     tune.add_argument("--workers", type=count_argument("workers"), default=1, help="worker processes sharing each dataset's journal")
-    tune.add_argument("--device", default="cpu", help="cpu or cuda")
+    tune.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda or cuda:N")
     tune.add_argument("--threads", type=count_argument("threads"), default=1, help="torch threads per worker")
     tune.add_argument("--seed", type=seed_argument, default=0, help="sampler seed and every trial's training seed")
     tune.add_argument("--protocol", default="paper", choices=["paper", "production"])

@@ -76,6 +76,9 @@ def test_the_cli_refuses_a_seed_out_of_range_in_one_line(capsys):
     (["tune", "--patience", "0"], "argument --patience: patience must be a whole number >= 1, got 0"),
     (["tune", "--trials", "0"], "argument --trials: trials must be a whole number >= 1, got 0"),
     (["tune", "--workers", "x"], "argument --workers: invalid workers 'x': not a whole number"),
+    # A device the search workers cannot use failed in each of them, after the tasks were exported.
+    (["tune", "--device", "gpu"], "argument --device: invalid device 'gpu': give cpu, cuda or cuda:N"),
+    (["tune", "--device", "cuda:99"], "argument --device: device cuda:99: this machine has "),
 ])
 def test_the_cli_refuses_a_count_below_one_before_any_step_runs(capsys, argv, message):
     # Was refused by TrainConfig when the training step started, after a minute of data steps.

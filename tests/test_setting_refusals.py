@@ -156,3 +156,26 @@ def test_the_fold_in_settings_of_a_run_config_reach_the_model(built):
     network = model.info["learner_config"]["network"]
     assert {name: network[name] for name in values} == values
     assert model.info["settings"]["run_config"] == values
+
+
+def test_tune_export_to_a_file_is_one_line(built, tmp_path, monkeypatch, capsys):
+    home, _ = built
+    monkeypatch.setenv("PAML_HOME", str(home))
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["tune", "--datasets", "taobao", "--export", str(tmp_path / "taken")])
+    assert str(exited.value) == f"error: --export {tmp_path / 'taken'}: cannot write {tmp_path / 'taken' / 'taobao'}: Not a directory"
+
+
+def test_a_failed_search_worker_is_one_line_after_its_own_error(tmp_path, capfd):
+    # The worker prints its traceback; the command added a second one, of the parent's RuntimeError.
+    from models.search import INFO_FILE, TENSORS_FILE, SearchConfig, SearchWorkerError, run_search
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / TENSORS_FILE).write_bytes(b"not a safetensors file")
+    (tasks / INFO_FILE).write_text('{"dataset": "tiny", "splits": ["train", "val"]}')
+    with pytest.raises(SearchWorkerError) as raised:
+        run_search(tasks, tmp_path / "journal.log", ["melu"], SearchConfig(trials=1), log=lambda line: None)
+    assert "Traceback" in capfd.readouterr().err  # the worker's own
+    assert cli.expected_failure(raised.value).startswith(f"search workers on {tmp_path / 'journal.log'} exited with [1]; ")
