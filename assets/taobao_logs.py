@@ -336,7 +336,7 @@ def day_summary(days: dict[str, Bundle]) -> pl.DataFrame:
 
 # -- Dagster assets --------------------------------------------------------------------
 import dagster as dg  # noqa: E402
-from pydantic import Field  # noqa: E402
+from pydantic import Field, field_validator  # noqa: E402
 
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import taobao_days, taobao_only  # noqa: E402
@@ -360,8 +360,17 @@ class TaobaoDayConfig(dg.Config):
 class LogWindowConfig(dg.Config):
     """Which days of logs make the taobao dataset."""
 
-    days: int = Field(default=TAOBAO_WINDOW_DAYS, description="Length of the rolling window in days.")
+    days: int = Field(default=TAOBAO_WINDOW_DAYS, ge=1, description="Length of the rolling window in days.")
     end_day: str = Field(default="", description="Last day of the window (YYYY-MM-DD); empty = the newest day with logs.")
+
+    @field_validator("end_day")
+    @classmethod
+    def _end_day(cls, end_day: str) -> str:
+        # Not a date failed in the step with Python's "Invalid isoformat string", naming no key.
+        try:
+            return dt.date.fromisoformat(end_day).isoformat() if end_day else end_day
+        except ValueError:
+            raise ValueError(f"end_day: {end_day!r} is not a day YYYY-MM-DD (empty = the newest day with logs)") from None
 
 
 @dg.asset(

@@ -4,6 +4,9 @@ without loading it."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
+
 
 class SettingError(ValueError):
     """A setting whose value cannot work: the message names the setting, its value and the limit, in one
@@ -22,3 +25,24 @@ def check_count(name: str, value: int) -> None:
     """Refuse a count that is not a whole number >= 1 (0 steps, a batch of 0 users, patience 0)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SettingError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def count_argument(name: str, zero: str = "") -> Callable[[str], int]:
+    """An argparse type for a count the configs check (`check_count`, as TrainConfig does):
+    refused by argparse (one line naming the argument and value, status 2) before any step runs, not when
+    training starts. `zero`: what 0 means where it passes too (`demo --max-steps 0`: the models' own budget)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {name} {text!r}: not a whole number") from None
+        if not (zero and value == 0):
+            try:
+                check_count(name, value)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error) + (f" (or 0: {zero})" if zero else "")) from None
+        return value
+
+    parse.__name__ = name
+    return parse

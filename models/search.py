@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from models.bounds import count_argument
 from models.locks import file_lock
 from models.runtime import device_argument, seed_argument
 
@@ -425,15 +426,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=Path, required=True, help="directory with tensors.safetensors and info.json")
     parser.add_argument("--journal", type=Path, required=True, help="Optuna journal file (created or resumed)")
     parser.add_argument("--methods", nargs="+", help="default: every method")
-    parser.add_argument("--trials", type=int, default=SearchConfig.trials, help="finished trials per method")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--trials", type=count_argument("trials"), default=SearchConfig.trials, help="finished trials per method")
+    parser.add_argument("--workers", type=count_argument("workers"), default=1, help="worker processes")
     parser.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--threads", type=count_argument("threads"), default=1, help="torch threads per worker")
     parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--protocol", default="paper", choices=["paper", "production"])
-    parser.add_argument("--max-steps", type=int, help="outer-step budget per trial (default: TrainConfig's)")
-    parser.add_argument("--eval-every", type=int, help="outer steps between evaluations (default: TrainConfig's)")
-    parser.add_argument("--patience", type=int, help="evaluations without improvement (default: TrainConfig's)")
+    parser.add_argument("--max-steps", type=count_argument("max_steps"), help="outer-step budget per trial (default: TrainConfig's)")
+    parser.add_argument("--eval-every", type=count_argument("eval_every"), help="outer steps between evaluations (default: TrainConfig's)")
+    parser.add_argument("--patience", type=count_argument("patience"), help="evaluations without improvement (default: TrainConfig's)")
     parser.add_argument("--stop-after", type=float, help="seconds; then no trial is started and running ones are handed back")
     parser.add_argument("--config", help=argparse.SUPPRESS)  # a worker's SearchConfig, as JSON
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)

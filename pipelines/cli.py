@@ -13,12 +13,12 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
 from assets.specs import DATASETS, all_datasets
+from models.bounds import count_argument
 from models.runtime import device_argument, seed_argument
 from pipelines.instance import dagster_instance, ensure_dagster_home
 from pipelines.resources import default_data_dir, default_home
@@ -32,28 +32,6 @@ EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 
 class CliError(Exception):
     """An expected failure, printed by main() as one line: what, where, how to fix."""
-
-
-def count_argument(name: str, zero: str = "") -> Callable[[str], int]:
-    """An argparse type for a count the configs check (models/bounds.py `check_count`, as TrainConfig does):
-    refused by argparse (one line naming the argument and value, status 2) before any step runs, not when
-    training starts. `zero`: what 0 means where it passes too (`demo --max-steps 0`: the models' own budget)."""
-    from models.bounds import check_count
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {name} {text!r}: not a whole number") from None
-        if not (zero and value == 0):
-            try:
-                check_count(name, value)
-            except ValueError as error:
-                raise argparse.ArgumentTypeError(str(error) + (f" (or 0: {zero})" if zero else "")) from None
-        return value
-
-    parse.__name__ = name
-    return parse
 
 
 def seconds_argument(text: str) -> float:

@@ -108,3 +108,28 @@ def test_training_entry_points_refuse_a_seed_out_of_range(module, arguments, tmp
     done = subprocess.run([sys.executable, "-m", module, *arguments, "--seed", "-1"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "argument --seed: seed -1 out of range 0..4294967295" in done.stderr
+
+
+@pytest.mark.parametrize(("values", "message"), [({"days": 0}, "greater than or equal to 1"),
+                                                 ({"end_day": "2026-13-01"}, "end_day: '2026-13-01' is not a day YYYY-MM-DD"),
+                                                 ({"end_day": "yesterday"}, "end_day: 'yesterday' is not a day YYYY-MM-DD")])
+def test_a_log_window_that_is_no_window_is_refused_naming_the_key(values, message):
+    # end_day 'yesterday' failed in the step with Python's "Invalid isoformat string", naming no key.
+    from assets.taobao_logs import LogWindowConfig
+
+    with pytest.raises(pydantic.ValidationError) as raised:
+        LogWindowConfig(**values)
+    assert message in cli.expected_failure(raised.value) and list(values)[0] in cli.expected_failure(raised.value)
+    assert LogWindowConfig(end_day="2026-01-05").end_day == "2026-01-05"
+
+
+@pytest.mark.parametrize("argument", ["--trials", "--workers", "--threads"])
+def test_the_search_entry_point_refuses_a_count_below_one(argument, tmp_path):
+    # --workers 0 started no worker and ended "done" with no trial; --trials 0 ran none either.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "models.search", "--tasks", "none", "--journal", "journal.log", argument, "0"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    name = argument.removeprefix("--")
+    assert done.returncode == 2 and f"argument {argument}: {name} must be a whole number >= 1, got 0" in done.stderr
