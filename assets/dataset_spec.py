@@ -30,7 +30,7 @@ from assets.domains import MISSING_MARKERS, STRAY_BOOLEAN_HINT, Category, EpochS
 from assets.compressed import READABLE_SUFFIXES, decompressed, present
 from assets.raw_files import LAYOUTS, header_key, header_names
 from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_start, describe_bytes, position
-from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, DatasetSpec, NumericField
+from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, MULTI_VALUES_LIMIT, DatasetSpec, NumericField
 
 SPEC_FILE_NAMES = ("dataset.toml", "dataset.yaml", "dataset.yml")
 FORMATS = ("csv", "tsv", "parquet", "jsonl")
@@ -63,7 +63,7 @@ SECTION_KEYS = {
 }
 SPLIT_KEYS = ("separator", "parts", "lowercase")
 FEATURE_KEYS = ("type", "column", "columns", "values", "missing", "min", "max", "bins", "integer", "backoff", "delimiter",
-                "reject_garbled", "keep_missing")
+                "reject_garbled", "keep_missing", "max_values")
 BUILTIN_SPEC_DIR = Path(__file__).resolve().parent / "builtin_specs"  # the built-in datasets' spec files
 HEADER_BYTES = 1 << 20  # a header line is read up to this length (a file without line ends is not read whole)
 GLOB_CHARACTERS = "*?["  # an interactions file named with these is a pattern: the log is every file it matches
@@ -456,8 +456,8 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
             hint = " (a user has one value per feature)" if kind in ("multi", "flags") else ""
             raise check.fail(f"{key}.type", f"expected one of {', '.join(types)}{hint}", kind)
         allowed = {"categorical": ("values", "missing", "backoff", "reject_garbled", "keep_missing"),
-                   "numeric": ("min", "max", "bins", "integer", "values", "keep_missing"), "multi": ("delimiter", "missing"),
-                   "flags": ()}[kind]
+                   "numeric": ("min", "max", "bins", "integer", "values", "keep_missing"), "multi": ("delimiter", "missing", "max_values"),
+                   "flags": ("max_values",)}[kind]
         for option in body:
             if option not in ("type", "column", "columns", *allowed):
                 raise check.fail(f"{key}.{option}", f"does not apply to a {kind} feature", body[option])
@@ -499,7 +499,8 @@ def feature_options(check: Checker, body: dict[str, Any], key: str, kind: str) -
     """A categorical feature's values, missing markers, backoff and text check; a numeric one's bounds,
     bins, integer flag and allowed values.
 
-    Returns {"domain", "backoff", "missing" (only when the spec gives it)} or {"domain", "numeric"}.
+    Returns {"domain", "backoff", "missing" (only when the spec gives it)} or {"domain", "numeric"}; a multi or
+    flags feature's {"missing", "max_values"}, each only when the spec gives it.
     """
     if kind == "categorical":
         values = check.typed(body, "values", key, list, [])
@@ -542,12 +543,18 @@ def feature_options(check: Checker, body: dict[str, Any], key: str, kind: str) -
         field = NumericField(name, float(low), float(high), tuple(float(b) for b in bins), integer)
         domain = IntegerIn(low, high, tuple(values)) if integer else NumberIn(float(low), float(high))
         return {"domain": domain, "numeric": field}
+    options = {}
     if kind == "multi" and "missing" in body:  # values dropped from the list (ML-20M's '(no genres listed)')
         missing = check.typed(body, "missing", key, list)
         if not all(isinstance(v, str) for v in missing):
             raise check.fail(f"{key}.missing", "expected a list of text values", missing)
-        return {"missing": tuple(missing)}
-    return {}
+        options["missing"] = tuple(missing)
+    if "max_values" in body:  # multi or flags: the most values an item keeps (assets/meta_tasks.py `capped_lists`)
+        cap = body["max_values"]
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MULTI_VALUES_LIMIT:
+            raise check.fail(f"{key}.max_values", f"expected a whole number from 1 to {MULTI_VALUES_LIMIT}", cap)
+        options["max_values"] = cap
+    return options
 
 
 def time_range(check: Checker, section: dict[str, Any]) -> EpochSeconds:
@@ -825,6 +832,7 @@ def load_spec(location: Path, data_dir: Path | None = None, *, builtin: bool = F
         time_domain=times,
         numeric=tuple(o["numeric"] for o in (*user_options.values(), *all_item_options.values()) if "numeric" in o),
         item_missing=tuple((f, o["missing"]) for f, o in all_item_options.items() if "missing" in o),
+        multi_caps=tuple((f, o["max_values"]) for f, o in all_item_options.items() if "max_values" in o),
         user_keep_missing=tuple(f for f, o in user_options.items() if o.get("keep_missing")),
         implicit_labels=implicit,
         spec_file=str(path),

@@ -9,7 +9,8 @@ The `warm` split holds one task per chunk of a warm user's history (assets/user_
 
 Tensors (U users of a split, S/Q = most support/query items of any user in it):
     item_fields            (N_items + 1, F_item)   int64, row 0 = padding item
-    item_multi__<field>    (N_items + 1, M_field)  int64, 0-padded value lists
+    item_multi__<field>    (N_items + 1, M_field)  int64, 0-padded value lists, M_field <= the field's cap
+                                                   (`capped_lists`; info["truncated_lists"] counts what it cut)
     <split>__user_fields   (U, F_user)             int64
     <split>__support_items (U, S)  int64 item rows (0 = padding); likewise query_items (U, Q)
     <split>__support_labels / query_labels  float32;  <split>__support_mask / query_mask  bool
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from assets.specs import DatasetSpec
+from assets.specs import MULTI_VALUES_LIMIT, DatasetSpec
 from assets.user_splits import SPLIT_NAMES, WARM_SPLIT
 from models.tasks import FIRST_VALUE_INDEX, PAD_INDEX, UNKNOWN_INDEX
 
@@ -126,9 +127,38 @@ def vocab_by_field(vocab: pl.DataFrame, spec: DatasetSpec) -> dict[str, pl.DataF
     return {f: present.get(f, empty) for f in (*spec.user_fields, *spec.item_fields, *spec.item_multi_fields)}
 
 
-def item_arrays(used_items: pl.DataFrame, by_field: dict[str, pl.DataFrame], spec: DatasetSpec) -> dict[str, np.ndarray]:
-    """item_fields (N_items + 1, F_item) and item_multi__<field> (N_items + 1, M_field); row 0 = padding."""
+def capped_lists(exploded: pl.DataFrame, cap: int) -> tuple[pl.DataFrame, dict[str, int] | None]:
+    """At most `cap` values per item of `exploded` (row, code; one line per value, in list order).
+
+    An item with more keeps the `cap` values whose codes come first in the vocabulary (the
+    values most frequent among the training users' items, ties by value: `build_vocab`), then
+    values outside it (each embeds as UNKNOWN) by their place in the list; the kept values stay
+    in list order. The embedding is the mean of the kept values'. Items within the cap are
+    untouched. Returns the lines kept and, when an item was cut, {cap, longest, items_truncated,
+    values_dropped}; else None.
+    """
+    lengths = exploded.group_by("row").len()
+    longest = int(lengths["len"].max() or 0)
+    if longest <= cap:
+        return exploded, None
+    # One int64 key per value: vocabulary order, UNKNOWN after every known code, then list position.
+    order = pl.when(pl.col("code") == UNKNOWN_INDEX).then(pl.col("code").max() + 1).otherwise(pl.col("code"))
+    position = pl.int_range(pl.len()).over("row")
+    keyed = exploded.with_columns(_key=order * (longest + 1) + position)
+    kept = keyed.filter(pl.col("_key").rank("ordinal").over("row") <= cap).drop("_key")
+    cut = lengths.filter(pl.col("len") > cap)
+    return kept, {"cap": cap, "longest": longest, "items_truncated": cut.height,
+                  "values_dropped": int((cut["len"] - cap).sum())}
+
+
+def item_arrays(used_items: pl.DataFrame, by_field: dict[str, pl.DataFrame], spec: DatasetSpec,
+                ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
+    """item_fields (N_items + 1, F_item) and item_multi__<field> (N_items + 1, M_field); row 0 = padding.
+
+    Also returns, per multi-hot field whose lists were cut to the spec's cap, what was cut (`capped_lists`).
+    """
     arrays: dict[str, np.ndarray] = {}
+    truncated: dict[str, dict[str, int]] = {}
     single = used_items.select(encode(pl.col(f), by_field[f]).alias(f) for f in spec.item_fields)
     item_matrix = single.to_numpy().astype(np.int64).reshape(used_items.height, len(spec.item_fields))
     arrays["item_fields"] = np.vstack([np.zeros((1, item_matrix.shape[1]), np.int64), item_matrix])
@@ -140,8 +170,21 @@ def item_arrays(used_items: pl.DataFrame, by_field: dict[str, pl.DataFrame], spe
             .drop_nulls(field)
             .with_columns(code=encode(pl.col(field), by_field[field]))
         )
+        exploded, cut = capped_lists(exploded, spec.list_cap(field))
+        if cut is not None:
+            truncated[field] = cut
         arrays[f"item_multi__{field}"], _ = padded(exploded, "row", "code", used_items.height + 1, np.int64)
-    return arrays
+    return arrays, truncated
+
+
+def truncation_warning(truncated: dict[str, dict[str, int]]) -> str | None:
+    """One line naming each multi-hot field whose lists were cut to its cap, or None when none was."""
+    if not truncated:
+        return None
+    parts = [f"{field}: {c['items_truncated']} items longer than {c['cap']} values (longest {c['longest']}) keep their "
+             f"{c['cap']} most frequent, {c['values_dropped']} values dropped" for field, c in truncated.items()]
+    return ("multi-valued item features cut to their cap (`max_values` in the spec raises it, up to "
+            f"{MULTI_VALUES_LIMIT}): " + "; ".join(parts))
 
 
 def split_members(split_users: pl.DataFrame, chunks: pl.DataFrame, split: str, first_row: int = 0) -> pl.DataFrame:
@@ -187,8 +230,9 @@ def splits_present(user_split: pl.DataFrame) -> list[str]:
 
 
 def tasks_info(spec: DatasetSpec, by_field: dict[str, pl.DataFrame], n_items: int, n_users: dict[str, int],
-               backoff_min_count: int) -> dict:
-    """The JSON facts of an encoding: fields, vocabulary sizes, items and tasks per split."""
+               backoff_min_count: int, truncated: dict[str, dict[str, int]] | None = None) -> dict:
+    """The JSON facts of an encoding: fields, vocabulary sizes, items and tasks per split, and
+    `truncated_lists` (`item_arrays`) only when a multi-hot list was cut."""
     return {
         "dataset": spec.name,
         "task": spec.task,
@@ -203,7 +247,7 @@ def tasks_info(spec: DatasetSpec, by_field: dict[str, pl.DataFrame], n_items: in
         "n_users": n_users,
         "splits": list(n_users),
         "backoff_min_count": backoff_min_count,
-    }
+    } | ({"truncated_lists": truncated} if truncated else {})
 
 
 def encode_tasks(
@@ -228,7 +272,8 @@ def encode_tasks(
 
     used_items = items.join(item_sets.select("item_id").unique(), on="item_id", how="semi").sort("item_id")
     item_index = used_items.select("item_id", pl.int_range(1, used_items.height + 1, dtype=pl.Int64).alias("row"))
-    tensors: dict[str, torch.Tensor] = {k: torch.from_numpy(a) for k, a in item_arrays(used_items, by_field, spec).items()}
+    arrays, truncated = item_arrays(used_items, by_field, spec)
+    tensors: dict[str, torch.Tensor] = {k: torch.from_numpy(a) for k, a in arrays.items()}
 
     frames = {"vocab": vocab, "items": item_index}
     if "chunk" not in item_sets.columns:
@@ -241,7 +286,8 @@ def encode_tasks(
         frames[f"users__{split}"] = members.select("user_id", "chunk", "user_row") if split == WARM_SPLIT else members.select("user_id", "user_row")
         arrays = split_arrays(members, rows, by_field, spec, split == WARM_SPLIT)
         tensors.update({f"{split}__{name}": torch.from_numpy(a) for name, a in arrays.items()})
-    info = tasks_info(spec, by_field, used_items.height, {s: frames[f"users__{s}"].height for s in present}, backoff_min_count)
+    info = tasks_info(spec, by_field, used_items.height, {s: frames[f"users__{s}"].height for s in present}, backoff_min_count,
+                      truncated)
     return frames, tensors, info
 
 
@@ -264,7 +310,7 @@ class TaskConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="data", kinds={"pytorch", "safetensors"}, code_version="3",
+    partitions_def=dataset_partitions, group_name="data", kinds={"pytorch", "safetensors"}, code_version="4",
     description="Encoded meta-learning tasks: padded support/query tensors with masks, vocabularies from training users only.",
 )
 def meta_tasks(context: dg.AssetExecutionContext, config: TaskConfig, clean_logs: Bundle, user_splits: Bundle,
@@ -283,5 +329,9 @@ def meta_tasks(context: dg.AssetExecutionContext, config: TaskConfig, clean_logs
                                              config.backoff_min_count)
         bundle = Bundle(frames=frames, tensors=tensors, info=info)
         shapes = {name: list(t.shape) for name, t in tensors.items()}
+    truncated = bundle.info.get("truncated_lists", {})
+    if note := truncation_warning(truncated):
+        context.log.warning(note)
     return bundle_output(bundle, tensor_shapes=dg.MetadataValue.json(shapes),
-                         vocab_sizes=dg.MetadataValue.json(bundle.info["vocab_sizes"]))
+                         vocab_sizes=dg.MetadataValue.json(bundle.info["vocab_sizes"]),
+                         truncated_lists=dg.MetadataValue.json(truncated))

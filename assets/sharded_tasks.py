@@ -376,7 +376,7 @@ def encode_sharded(
     (staging / "frames").mkdir()
     vocab.write_parquet(staging / "frames" / "vocab.parquet")
     item_index.write_parquet(staging / "frames" / "items.parquet")
-    item_tensors = item_arrays(used_items, by_field, spec)
+    item_tensors, truncated = item_arrays(used_items, by_field, spec)
     layout = {name: (a.dtype, a.shape) for name, a in item_tensors.items()}
     for split in present:
         layout |= split_layout(split, sum(n_tasks[split]), widths[split], len(spec.user_fields))
@@ -408,7 +408,7 @@ def encode_sharded(
         (pl.scan_parquet(sorted((staging / "parts" / split).glob("*.parquet")))
          .sink_parquet(staging / "frames" / f"users__{split}.parquet"))
     shutil.rmtree(staging / "parts")
-    info = tasks_info(spec, by_field, used_items.height, {s: first[s] for s in present}, backoff_min_count)
+    info = tasks_info(spec, by_field, used_items.height, {s: first[s] for s in present}, backoff_min_count, truncated)
     (staging / "info.json").write_text(json.dumps({"info": info, "sources": []}, indent=1))
     publish(staging, out)
     return ShardedTasks(out, info)

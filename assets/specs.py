@@ -20,6 +20,15 @@ SUPPORT_SHARE = 0.8  # each user's items 80:20 support/query
 TOP_VALUE_SHARE = 0.3  # major/minor rule: a feature value is "top" if in the top 30% values
 MAJOR_MIN_TOP_FEATURES = 3  # "more than two" features in the top values -> major
 
+# A multi-valued item field keeps at most this many values per item (`max_values` in a spec sets
+# a field's own): the task tensors store and gather every item's list padded to the longest, so
+# one item with thousands of tags would cost catalogue x thousands (assets/meta_tasks.py
+# `capped_lists`). 64 is over five times ML-1M's longest list (12 directors).
+MULTI_VALUES_CAP = 64
+# The largest cap a spec may set: training-time dropout keys a list's slots as row * 1024 + slot
+# (models/network.py), so longer lists would share keys with the next row's.
+MULTI_VALUES_LIMIT = 1024
+
 Task = Literal["rating", "ctr"]
 
 
@@ -33,6 +42,8 @@ class DatasetSpec:
         user_fields: categorical user features, one embedding each.
         item_fields: single-valued categorical item features.
         item_multi_fields: multi-hot item features (mean of embeddings).
+        multi_caps: multi-hot field -> most values kept per item, where the spec sets one
+            (`max_values`); other fields keep MULTI_VALUES_CAP (see `list_cap`).
         tagging_fields: user features used by the major/minor rule (paper Table 1).
         label_min, label_max: valid label range (inclusive).
         backoff: user field -> prefix lengths tried, longest first, for a value too rare
@@ -67,6 +78,11 @@ class DatasetSpec:
     # (assets/negative_sampling.py); 0 = none (every built-in dataset).
     negatives_per_positive: int = 0
     negatives_seed: int = 0  # the sampling's seed: the same spec and files give the same rows
+    multi_caps: tuple[tuple[str, int], ...] = ()
+
+    def list_cap(self, field: str) -> int:
+        """The most values multi-hot `field` keeps per item (the spec's `max_values`, else MULTI_VALUES_CAP)."""
+        return dict(self.multi_caps).get(field, MULTI_VALUES_CAP)
 
     def label_range_text(self) -> str:
         """The valid labels as a rejection reason names them: '1..5', or '0.5..5 in steps of 0.5'."""
