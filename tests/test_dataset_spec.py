@@ -559,3 +559,22 @@ def test_keep_missing_keeps_a_user_whose_profile_value_is_missing_as_unknown(tmp
     # occupation writer.
     tagged = tag_users(frame, frame, ("age", "gender", "occupation")).select("user_id", "n_top_features", "group")
     assert sorted(tagged.iter_rows()) == [("1", 3, "major"), ("2", 1, "minor"), ("3", 0, "minor"), ("6", 1, "minor")]
+
+
+def test_max_values_sets_a_multi_fields_cap_and_is_checked(tmp_path):
+    from assets.specs import MULTI_VALUES_CAP
+
+    directory = clicks_dir(tmp_path, n_users=3, n_items=3)
+    spec_path = directory / "dataset.yaml"
+    spec_path.write_text(CLICKS_SPEC.replace('tags: {type: multi, delimiter: ";"}', 'tags: {type: multi, delimiter: ";", max_values: 3}'))
+    spec = load_spec(directory).spec
+    assert spec.multi_caps == (("tags", 3),) and spec.list_cap("tags") == 3
+    spec_path.write_text(CLICKS_SPEC)
+    assert load_spec(directory).spec.list_cap("tags") == MULTI_VALUES_CAP
+    for bad in ("0", "1025", "true", '"5"'):
+        spec_path.write_text(CLICKS_SPEC.replace('tags: {type: multi, delimiter: ";"}', f'tags: {{type: multi, delimiter: ";", max_values: {bad}}}'))
+        with pytest.raises(SpecError, match=r"items.features.tags.max_values: expected a whole number from 1 to 1024"):
+            load_spec(directory)
+    spec_path.write_text(CLICKS_SPEC.replace("category: {type: categorical}", "category: {type: categorical, max_values: 3}"))
+    with pytest.raises(SpecError, match=r"items.features.category.max_values: does not apply to a categorical feature"):
+        load_spec(directory)

@@ -1,10 +1,13 @@
-"""Task encoding: vocabularies without test users, OOV, padding and masks."""
+"""Task encoding: vocabularies without test users, OOV, padding and masks, capped multi-hot lists."""
+
+from dataclasses import replace
 
 import polars as pl
 import torch
 
-from assets.meta_tasks import PAD_INDEX, UNKNOWN_INDEX, backoff_values, build_vocab, encode_tasks
+from assets.meta_tasks import PAD_INDEX, UNKNOWN_INDEX, backoff_values, build_vocab, encode_tasks, truncation_warning
 from assets.specs import DatasetSpec
+from models.tasks import ItemTable
 
 SPEC = DatasetSpec(name="toy", task="rating", user_fields=("city",), item_fields=("brand",),
                    item_multi_fields=("tags",), tagging_fields=("city",), label_min=1, label_max=5)
@@ -104,3 +107,64 @@ def test_backoff_counts_only_training_users():
     # although validation and test users would make "rom*" look frequent.
     assert tensors["train__user_fields"].tolist() == [[UNKNOWN_INDEX]]
     assert frames["vocab"].filter(pl.col("field") == "city").height == 0
+
+
+CAPPED = replace(SPEC, multi_caps=(("tags", 2),))
+
+
+def capped_inputs():
+    """i1 (rated by the training user) lists four tags, i2 (training too) two, i3 (test only) three,
+    two of which no training user's item holds. Vocabulary (counts over i1, i2): x 2, y 2, w 1, z 1."""
+    users, items, splits = toy_inputs()
+    items = items.with_columns(pl.Series("tags", [["z", "w", "y", "x"], ["y", "x"], ["q", "x", "r"]]))
+    return users, items, splits
+
+
+def test_a_list_longer_than_its_cap_keeps_its_most_frequent_values_in_list_order_and_is_counted():
+    frames, tensors, info = encode_tasks(*capped_inputs(), CAPPED)
+    code = dict(frames["vocab"].filter(pl.col("field") == "tags").select("value", "index").iter_rows())
+    assert code == {"x": 2, "y": 3, "w": 4, "z": 5}  # most frequent first, ties by value
+    rows = dict(frames["items"].iter_rows())
+    multi = tensors["item_multi__tags"]
+    assert multi.shape == (4, 2)
+    # i1: x and y are the most frequent; they keep their order in the list (y before x).
+    assert multi[rows["i1"]].tolist() == [code["y"], code["x"]]
+    # i3: x first (known), then the first of the unknown values by list position (q; r dropped).
+    assert multi[rows["i3"]].tolist() == [UNKNOWN_INDEX, code["x"]]
+    assert info["truncated_lists"] == {"tags": {"cap": 2, "longest": 4, "items_truncated": 2, "values_dropped": 3}}
+    note = truncation_warning(info["truncated_lists"])
+    assert "tags: 2 items longer than 2 values (longest 4)" in note and "3 values dropped" in note
+
+
+def test_lists_within_the_cap_are_untouched_and_leave_no_count():
+    _, capped, _ = encode_tasks(*capped_inputs(), CAPPED)
+    frames, whole, info = encode_tasks(*capped_inputs(), SPEC)  # the default cap, 64: nothing cut
+    assert "truncated_lists" not in info and truncation_warning(info.get("truncated_lists", {})) is None
+    rows = dict(frames["items"].iter_rows())
+    code = dict(frames["vocab"].filter(pl.col("field") == "tags").select("value", "index").iter_rows())
+    assert whole["item_multi__tags"][rows["i1"]].tolist() == [code[v] for v in ("z", "w", "y", "x")]
+    assert capped["item_multi__tags"][rows["i2"]].tolist() == whole["item_multi__tags"][rows["i2"]][:2].tolist()
+    for name, tensor in whole.items():  # everything but the cut lists is the same
+        if name != "item_multi__tags":
+            assert torch.equal(capped[name], tensor), name
+
+
+def test_a_capped_item_embeds_as_the_mean_of_its_kept_values():
+    from models.network import NetworkConfig, PreferenceNetwork
+    from models.tasks import task_data_from_tensors
+
+    frames, tensors, info = encode_tasks(*capped_inputs(), CAPPED)
+    config = NetworkConfig(embedding_dim=2, statistics=False, factor_dim=0, mf_foldin=False, knn_foldin=False)
+    embedder = PreferenceNetwork(task_data_from_tensors(tensors, info), config).embedder.eval()
+    with torch.no_grad():  # row k of the tags table is (k, 10 k)
+        rows_k = torch.arange(embedder.tables["tags"].num_embeddings, dtype=torch.float32)
+        embedder.tables["tags"].weight.copy_(torch.stack([rows_k, 10 * rows_k], 1))
+    rows = dict(frames["items"].iter_rows())
+    features = embedder.items(ItemTable(tensors["item_fields"], {"tags": tensors["item_multi__tags"]})).features
+    tags = features[:, 2:4]  # after the brand field's 2 columns
+    # i1 keeps y (3) and x (2): ((3, 30) + (2, 20)) / 2; all four would give ((2+3+4+5)/4, ...) = (3.5, 35).
+    assert tags[rows["i1"]].tolist() == [2.5, 25.0]
+    # i2 (y, x) is within the cap: the same mean as without one.
+    assert tags[rows["i2"]].tolist() == [2.5, 25.0]
+    # i3 keeps UNKNOWN (1) and x (2): ((1, 10) + (2, 20)) / 2.
+    assert tags[rows["i3"]].tolist() == [1.5, 15.0]

@@ -129,9 +129,10 @@ def test_sharded_splits_and_encoding_equal_the_whole_logs(whole_and_log, tmp_pat
     assert tensors["warm__user_index"].unique().numel() > 1 and tensors["train__support_mask"].any()
 
 
-def test_sharded_encoding_backs_off_and_encodes_multi_hot_fields_as_the_whole_one(tmp_path):
+@pytest.mark.parametrize("caps", [(), (("tags", 1),)])
+def test_sharded_encoding_backs_off_and_encodes_multi_hot_fields_as_the_whole_one(tmp_path, caps):
     spec = DatasetSpec(name="toy", task="rating", user_fields=("zip",), item_fields=("brand",), item_multi_fields=("tags",),
-                       tagging_fields=("zip",), label_min=1, label_max=5, backoff=(("zip", (3, 1)),))
+                       tagging_fields=("zip",), label_min=1, label_max=5, backoff=(("zip", (3, 1)),), multi_caps=caps)
     rng = np.random.default_rng(0)
     n_users = 60
     ids = [f"{u:03d}" for u in range(n_users)]
@@ -161,4 +162,5 @@ def test_sharded_encoding_backs_off_and_encodes_multi_hot_fields_as_the_whole_on
         assert got_frames[name].equals(frame), name
     for name, tensor in tensors.items():
         assert torch.equal(got_tensors[name], tensor), name
-    assert tensors["item_multi__tags"].shape[1] == 2
+    assert tensors["item_multi__tags"].shape[1] == (1 if caps else 2)
+    assert ("truncated_lists" in info) == bool(caps)  # and the same count in the sharded encoding's info
