@@ -578,3 +578,50 @@ def test_max_values_sets_a_multi_fields_cap_and_is_checked(tmp_path):
     spec_path.write_text(CLICKS_SPEC.replace("category: {type: categorical}", "category: {type: categorical, max_values: 3}"))
     with pytest.raises(SpecError, match=r"items.features.category.max_values: does not apply to a categorical feature"):
         load_spec(directory)
+
+
+
+CAPPED_CHAIN = """
+import json, logging, os
+from pathlib import Path
+import dagster as dg
+from pipelines.definitions import ASSETS, CHECKS, build_resources
+from pipelines.jobs import data_job
+home = Path(os.environ["PAML_HOME"])
+instance = dg.DagsterInstance.ephemeral()
+result = dg.materialize(ASSETS + CHECKS, selection=data_job.selection, partition_key="shop_clicks",
+                        resources=build_resources(home, home / "no-real-data"), instance=instance)
+assert result.success
+event = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "meta_tasks"][0]
+warnings = [r.user_message for r in instance.all_logs(result.run_id) if r.level == logging.WARNING]
+print(json.dumps({"truncated": event.materialization.metadata["truncated_lists"].value, "warnings": warnings}))
+"""
+
+
+def test_a_capped_list_is_counted_in_meta_tasks_metadata_and_warned_in_a_real_run(tmp_path, monkeypatch):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.store import LineageStore
+
+    directory = clicks_dir(tmp_path)  # product p<i>'s tags: "t{i % 5};t{i % 3}"
+    (directory / "dataset.yaml").write_text(
+        CLICKS_SPEC.replace('tags: {type: multi, delimiter: ";"}', 'tags: {type: multi, delimiter: ";", max_values: 1}'))
+    home = tmp_path / "home"
+    monkeypatch.setenv("PAML_HOME", str(home))
+    assert cli.main(["dataset", "add", str(directory)]) == 0
+    env = {**os.environ, "PAML_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "PAML_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", CAPPED_CHAIN], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    store = LineageStore(home, read_only=True)
+    assert seen["truncated"] == store.load(store.latest("meta_tasks", "shop_clicks")).info["truncated_lists"]
+    # By hand: the catalogue's products that kept two distinct tags (i % 5 != i % 3) each lose one.
+    products = store.load(store.latest("clean_logs", "shop_clicks")).frame("items")["item_id"].to_list()
+    two = [p for p in products if int(p[1:]) % 5 != int(p[1:]) % 3]
+    assert seen["truncated"]["tags"]["cap"] == 1 and seen["truncated"]["tags"]["longest"] == 2
+    assert seen["truncated"]["tags"]["items_truncated"] == len(two) == seen["truncated"]["tags"]["values_dropped"]
+    assert any("multi-valued item features cut to their cap" in w and "tags:" in w for w in seen["warnings"])
