@@ -5,6 +5,7 @@ without loading it."""
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 
 
@@ -14,11 +15,15 @@ class SettingError(ValueError):
     (assets/method_assets.py `refusing_settings`), instead of a traceback that ends in it."""
 
 
-def check_positive(name: str, value: float) -> None:
-    """Refuse a rate or bound that is not a number above 0 (NaN included); +inf passes and diverges
-    in training, where the run stops with a message naming the setting (`divergence_advice`)."""
+def check_positive(name: str, value: float, finite: bool = False) -> None:
+    """Refuse a rate or bound that is not a number above 0 (NaN included). A rate's +inf passes and
+    diverges in training, where the run stops with a message naming the setting (`divergence_advice`);
+    `finite` refuses it too, for a strength that would silently zero a part of the model instead
+    (an infinite ridge leaves MF's factors at 0, an infinite kernel every attention weight)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise SettingError(f"{name} must be a number > 0, got {value!r}")
+        raise SettingError(f"{name} must be a {'finite ' if finite else ''}number > 0, got {value!r}")
+    if finite and value == math.inf:
+        raise SettingError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def check_count(name: str, value: int) -> None:

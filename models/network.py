@@ -107,7 +107,7 @@ class NetworkConfig:
         # The ridge solves need a strength above 0 (models/references.py `fit_mf`): refused here, when
         # the settings are read, not once the fold-ins are fitted in the training process.
         for name in ("mf_reg", "mf_user_shrinkage", "mf_item_shrinkage"):
-            check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name), finite=True)
         for name in ("knn_shrinkage", "knn_damping"):
             if not 0 <= getattr(self, name) < math.inf:  # `not` refuses NaN too
                 raise SettingError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")

@@ -67,8 +67,8 @@ class MemoryConfig:
         if self.capacity < self.k:
             raise SettingError(f"memory_capacity must be at least memory_k ({self.k}), got {self.capacity}")
         if self.delta is not None:
-            check_positive("kernel_delta", self.delta)
-        check_positive("kernel_scale", self.kernel_scale)
+            check_positive("kernel_delta", self.delta, finite=True)
+        check_positive("kernel_scale", self.kernel_scale, finite=True)
         for name, value in (("sigma", self.sigma), ("memory_beta", self.beta)):
             if not 0 <= value < math.inf:  # `not` refuses NaN too
                 raise SettingError(f"{name} must be a number >= 0, got {value!r}")

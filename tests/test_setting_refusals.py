@@ -88,8 +88,10 @@ def test_the_production_protocol_refuses_a_setting_of_its_last_method_before_the
 @pytest.mark.parametrize("values, line", [
     ({"inner_lr": -0.5}, "at_paml_model (taobao): inner_lr must be a number > 0, got -0.5"),
     ({"memory_beta": -1.0}, "at_paml_model (taobao): memory_beta must be a number >= 0, got -1.0"),  # named neither
-    ({"mf_reg": 0.0}, "at_paml_model (taobao): mf_reg must be a number > 0, got 0.0"),  # was dropped unread
-    ({"kernel_scale": float("nan")}, "at_paml_model (taobao): kernel_scale must be a number > 0, got nan"),  # trained with NaN
+    ({"mf_reg": 0.0}, "at_paml_model (taobao): mf_reg must be a finite number > 0, got 0.0"),  # was dropped unread
+    ({"kernel_scale": float("nan")}, "at_paml_model (taobao): kernel_scale must be a finite number > 0, got nan"),  # trained with NaN
+    ({"mf_reg": float("inf")}, "at_paml_model (taobao): mf_reg must be a finite number > 0, got inf"),  # MF's factors at 0
+    ({"kernel_scale": float("inf")}, "at_paml_model (taobao): kernel_scale must be a finite number > 0, got inf"),
     ({"memory_capacity": 4, "memory_k": 8}, "at_paml_model (taobao): memory_capacity must be at least memory_k (8), got 4"),
 ])
 def test_a_value_the_configs_refuse_is_one_line_naming_it(built, values, line):
