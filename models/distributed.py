@@ -98,7 +98,7 @@ def main() -> int:
     from models.references import validation_settings
     from models.runtime import seed_argument, thread_count
     from models.settings import tuned_configs
-    from models.tasks import task_data_from_tensors, training_view
+    from models.tasks import task_data_from_tensors, training_user_count
     from models.training import train
     from models.user_memory import default_memory_k
 
@@ -129,8 +129,8 @@ def main() -> int:
     config = replace(config, seed=args.seed, device=device, threads=threads,
                      **({} if args.epochs is None else {"epochs": args.epochs}))
     # AT-PAML's K fitted to the training users, as the model assets and the search fit it.
-    users = len(training_view(data, config.protocol).splits["train"])
-    learner_config = replace(learner_config, memory=replace(learner_config.memory, k=default_memory_k(users)))
+    learner_config = replace(learner_config, memory=replace(
+        learner_config.memory, k=default_memory_k(training_user_count(data, config.protocol))))
     result = train(args.method, data, learner_config, config,
                    on_epoch=lambda log: collective.rank == 0 and print(log, flush=True), collective=collective)
     counts = fit_counts()

@@ -290,13 +290,6 @@ def base_configs(config: SearchConfig, training_users: int | None = None):
     return learner, replace(train, **overrides)
 
 
-def training_users(data, protocol: str) -> int:
-    """The users a trial trains on under `protocol` (the training split, plus the warm users under 'production')."""
-    from models.tasks import training_view
-
-    return len(training_view(data, protocol).splits["train"])
-
-
 def with_fold_in_references(learner, train, data):
     """The configs with the fold-ins' MF and kNN at the reference rows' validation-chosen settings,
     as the model assets set them (models/settings.py `apply_settings`); a trial's own values win."""
@@ -323,7 +316,9 @@ def work(tasks: Path, journal: Path, methods: list[str], config: SearchConfig, w
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data, _ = load_search_tasks(tasks)
     storage = journal_storage(journal)
-    base_learner, base_train = base_configs(config, training_users(data, config.protocol))
+    from models.tasks import training_user_count
+
+    base_learner, base_train = base_configs(config, training_user_count(data, config.protocol))
     base_learner, base_train = with_fold_in_references(base_learner, base_train, data)
     done = 0
     for method in methods:

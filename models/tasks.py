@@ -161,3 +161,8 @@ def training_view(data: TaskData, protocol: str = "paper") -> TaskData:
             raise ValueError("the production protocol needs the warm users' tasks; rebuild meta_tasks")
         splits["train"] = concat_splits([data.splits["train"], data.splits[WARM_SPLIT]])
     return replace(data, splits=splits)
+
+
+def training_user_count(data: TaskData, protocol: str = "paper") -> int:
+    """How many tasks `training_view(data, protocol)` trains on, without building it (no concatenation)."""
+    return len(data.splits["train"]) + (len(data.splits[WARM_SPLIT]) if protocol == "production" and WARM_SPLIT in data.splits else 0)
