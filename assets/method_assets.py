@@ -317,19 +317,22 @@ class ModelConfig(dg.Config):
         """Code defaults <- tuned settings of (dataset, method) <- values set in this config; with fold-ins,
         their MF and kNN settings from `references` (the `reference_settings` asset) unless those two set them.
         `training_users` (the users the protocol trains on) fits AT-PAML's default K to them (`default_memory_k`)."""
+        return self._configs(method, dataset, self._references(references), training_users)[0]
+
+    def _references(self, references: Bundle | None) -> ReferenceSettings | None:
+        """The reference rows' settings `reference_settings` chose under this config's protocol, if any."""
         chosen = (references.info["settings"] if references is not None else {}).get(self.protocol)
-        return self._configs(method, dataset, ReferenceSettings.from_dict(chosen) if chosen is not None else None,
-                             training_users)[0]
+        return ReferenceSettings.from_dict(chosen) if chosen is not None else None
 
     def training_configs(self, method: str, dataset: str, references: Bundle | None,
                          training_users: int) -> tuple[LearnerConfig, TrainConfig]:
         """The learner and training configs `method` trains with on `dataset` (`learner_config`, `train_config`),
         refused with a SettingError before anything trains when a value cannot work: AT-PAML's memory must be
         able to leave warm-up with `training_users` (`check_memory_fills`)."""
-        learner = self.learner_config(method, dataset, references, training_users)
+        learner, train = self._configs(method, dataset, self._references(references), training_users)
         if method == "at_paml":
             check_memory_fills(learner.memory, training_users)
-        return learner, self.train_config(method, dataset)
+        return learner, train
 
     def memory_note(self, method: str, learner: LearnerConfig, training_users: int) -> str:
         """The warning that AT-PAML's default K was lowered to fit `training_users` ('' when it was not)."""
