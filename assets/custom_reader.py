@@ -62,7 +62,8 @@ def read_table(file: TableFile, used: frozenset[str] | None = None) -> tuple[pl.
                                header=file.columns if file.header else None, encoding=file.encoding,
                                delimiter=file.separator, quotechar=file.quote, escapechar=file.escape or None,
                                skip_first=file.header)
-    return split_lines(file.path, file.label, file.separator, file.columns, encoding=file.encoding, header=file.header)
+    return split_lines(file.path, file.label, file.separator, file.fields, encoding=file.encoding, header=file.header,
+                       block=file.block, rest=file.rest)
 
 
 def read_parquet(file: TableFile, used: frozenset[str] | None = None) -> pl.DataFrame:
@@ -449,7 +450,7 @@ def label_scan(file: TableFile, column: str, whole: bool = False) -> pl.LazyFram
     source = decompressed(file.path, f"{file.label} ({file.path})")  # a compressed log's text is its decompressed copy
     if file.format == "jsonl":
         return read_table(file, frozenset({column}))[0].lazy().select(pl.col(column).alias("label"))
-    if whole or (file.quote and file.escape) or (not file.quote and starts_with_cr_line_ends(source)):
+    if whole or (file.quote and file.escape) or file.block or file.rest or (not file.quote and starts_with_cr_line_ends(source)):
         return read_table(file)[0].lazy().select(pl.col(column).alias("label"))
     skip = 1 if file.header else 0
     if not file.quote:

@@ -28,7 +28,7 @@ from typing import Any
 
 from assets.domains import MISSING_MARKERS, STRAY_BOOLEAN_HINT, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.compressed import READABLE_SUFFIXES, decompressed, present
-from assets.raw_files import LAYOUTS, header_key, header_names
+from assets.raw_files import HEADING, LAYOUTS, header_key, header_names
 from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_start, describe_bytes, position
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, MULTI_VALUES_LIMIT, DatasetSpec, NumericField
 
@@ -52,7 +52,10 @@ TIME_FORMATS = ("unix", "unix_ms", "iso", "excel")
 TOP_KEYS = ("name", "label", "interactions", "users", "items", "groups")
 # [label] keys of a click log of positives only: sampled unclicked impressions (assets/negative_sampling.py).
 NEGATIVE_KEYS = ("negatives_per_positive", "negatives_seed")
-FILE_KEYS = ("file", "format", "separator", "encoding", "quote", "escape", "header", "columns", "decimal")
+FILE_KEYS = ("file", "format", "separator", "encoding", "quote", "escape", "header", "columns", "decimal", "block_column",
+             "last_column_rest")
+# The keys that only a delimited text file takes (a Parquet file takes none of them; JSON lines, encoding, columns, decimal).
+TEXT_ONLY_KEYS = ("separator", "quote", "escape", "header", "block_column", "last_column_rest")
 DECIMAL_MARKS = (".", ",")  # a text file's decimal mark; ',' as a spreadsheet in a European locale writes 4,5
 SECTION_KEYS = {
     "interactions": (*FILE_KEYS, "user_id", "item_id", "label", "timestamp", "timestamp_format", "timestamp_min",
@@ -89,7 +92,12 @@ class TableFile:
         escape: text files with quotes: the character that escapes a quote inside a field ('' = none).
         decimal: text files: the decimal mark of labels, numeric features and times ('.' or ',').
         header: whether line 1 names the columns (checked against `columns` when the spec lists them).
-        columns: the column names (from the header, the spec's `columns`, or the Parquet schema).
+        columns: the column names (from the header, the spec's `columns`, or the Parquet schema); with `block`,
+            the fields of a data line, then `block` last.
+        block: unquoted text files: the column a line 'VALUE:' gives the lines below it (the Netflix Prize's
+            combined_data files head each movie's ratings with 'MOVIEID:'); '' = none.
+        rest: unquoted text files: the last column holds the rest of the line, separators included (Netflix's
+            movie_titles.csv writes titles with commas unquoted).
     """
 
     path: Path
@@ -103,6 +111,13 @@ class TableFile:
     escape: str = ""
     root: Path | None = None  # set when `path` is a pattern (a log in several files): the directory it is relative to
     decimal: str = "."
+    block: str = ""
+    rest: bool = False
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The columns a data line holds: `columns` without the block column."""
+        return self.columns[:-1] if self.block else self.columns
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,10 @@ def column_hint(file: TableFile, name: str) -> str:
     similar = [c for c in file.columns if header_key([c]) == header_key([name])]
     if similar:
         return f" ({similar[0]!r} differs in case, spaces, '-' or '_': name the column as the file writes it)"
+    if heading := block_heading(file):
+        return (f" (line 1, {heading!r}, heads the lines below it, as the Netflix Prize's combined_data files give each "
+                f"movie's ratings their movie: set block_column = {name!r} to read that value as the column {name!r}; "
+                "docs/data.md, \"Recipes for common public layouts\")")
     if file.format != "csv" or not file.header or file.root is not None or not file.path.is_file():
         return ""
     with decompressed(file.path, str(file.path)).open("rb") as handle:
@@ -219,6 +238,17 @@ def column_hint(file: TableFile, name: str) -> str:
             return (f" (line {number} names it: the header must be line 1; remove the {number - 1} line(s) above it, "
                     "a title row?)")
     return ""
+
+
+def block_heading(file: TableFile) -> str:
+    """Line 1 of an unheaded text file (or the first file of its pattern) when it is a block's heading, 'VALUE:'
+    without the separator (the Netflix Prize's '1:'), and the file has no block column; else ''."""
+    first = next(iter(table_files(file)), None)
+    if file.format != "csv" or file.block or first is None or not first.path.is_file():
+        return ""
+    with decompressed(first.path, str(first.path)).open("rb") as handle:
+        line = handle.readline(HEADER_BYTES).removeprefix(codecs.BOM_UTF8).decode(file.encoding, errors="replace").strip()
+    return line if re.match(HEADING, line) and file.separator not in line else ""
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
@@ -326,7 +356,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         raise check.fail(f"{section}.format", f"expected one of {', '.join(FORMATS)}", fmt)
     label = f"{prefix}/{path.name if Path(name).is_absolute() else name}"
     if fmt == "parquet":
-        for key in ("separator", "encoding", "quote", "escape", "header", "columns", "decimal"):
+        for key in (*TEXT_ONLY_KEYS, "encoding", "columns", "decimal"):
             if key in raw:
                 raise check.fail(f"{section}.{key}", "does not apply to a Parquet file", raw[key])
         import pyarrow.parquet as pq
@@ -337,7 +367,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
             raise check.fail(f"{section}.file", f"not a readable Parquet file ({error})", name) from None
         return TableFile(path, label, "parquet", "", "", "", True, columns, root=root)
     if fmt == "jsonl":
-        for key in ("separator", "quote", "escape", "header"):
+        for key in TEXT_ONLY_KEYS:
             if key in raw:
                 raise check.fail(f"{section}.{key}", "does not apply to a JSON lines file (fields are named in each "
                                  "line; list them in columns)", raw[key])
@@ -358,7 +388,13 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     if fmt == "jsonl":
         return TableFile(path, label, "jsonl", "", encoding, "", False, json_columns(check, raw, section, name, first, encoding),
                          root=root, decimal=decimal)
-    quote = check.typed(raw, "quote", section, str, '"')
+    block = check.typed(raw, "block_column", section, str, "")
+    rest = check.typed(raw, "last_column_rest", section, bool, False)
+    # A line heading a block, or a last column that keeps its separators, is read line by line: never quoted.
+    quote = check.typed(raw, "quote", section, str, "" if block or rest else '"')
+    if quote and (block or rest):
+        key = "block_column" if block else "last_column_rest"
+        raise check.fail(f"{section}.{key}", "a file read so is never quoted: leave quote out or set quote = ''", quote)
     if len(quote) > 1 or (quote and len(separator) > 1):
         problem = "expected one character, or '' for none" if len(quote) > 1 else \
             "quoted fields need a one-character separator; set quote = '' if fields are never quoted"
@@ -387,6 +423,12 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         bad = [c for c in columns if not isinstance(c, str) or not c.strip()]
         if bad or not columns:
             raise check.fail(f"{section}.columns", "expected a list of column names (text)", bad[0] if bad else columns)
+    if block and not re.fullmatch(r"[^\s:]+", block) or block in columns:
+        raise check.fail(f"{section}.block_column", "expected a new column name (not one of the line's columns, no spaces "
+                         "or ':'): the column that a line 'VALUE:' gives the lines below it", block)
+    if rest and len(columns) < 2:
+        raise check.fail(f"{section}.last_column_rest", "needs at least two columns", columns)
+    columns = (*columns, block) if block else columns
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated and "columns" in raw:
         raise check.fail(f"{section}.columns", "column names must be distinct", repeated[0])
@@ -394,7 +436,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         positions = ", ".join(str(i) for i, c in enumerate(columns, start=1) if c == repeated[0])
         raise check.fail(f"{section}.file", f"line 1 names column {repeated[0]!r} more than once (columns {positions}): "
                          "rename all but one in the file, as the spec cannot tell them apart", name)
-    return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape, root, decimal)
+    return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape, root, decimal, block, rest)
 
 
 def suffix_format(path: Path) -> str:

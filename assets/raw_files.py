@@ -104,6 +104,10 @@ EMPTY_ROW = "an empty row: only separators, no value (a spreadsheet's empty row)
 LONE_CR = ("the line holds a carriage return (CR) alone: two records joined by an old Mac line end, or a stray CR "
            "in a field?")
 CUT_OFF = "last line has no line ending: file cut off?"
+# Said of a line 'VALUE:' alone in a file read without a block column (the Netflix Prize's '1:' above a movie's ratings).
+BLOCK_HINT = ("a line 'VALUE:' heading the lines below it, as the Netflix Prize's combined_data files name each movie: "
+              "set block_column in the spec to read it as a column; docs/data.md, \"Recipes for common public layouts\"")
+HEADING = r"^\s*[^:\s]+:\s*$"  # a block's heading line, 'VALUE:' (checked not to hold the separator)
 HEADER_AGAIN = "a header line among the data (files joined together?)"  # a line naming the file's columns
 
 
@@ -201,7 +205,7 @@ def require_rows(rows: pl.DataFrame, malformed: pl.DataFrame, label: str, path: 
 
 def split_lines(
     path: Path, label: str, sep: str, names: tuple[str, ...], *, encoding: str, header: bool,
-    shown_as: Path | None = None, require: bool = True,
+    shown_as: Path | None = None, require: bool = True, block: str = "", rest: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a delimited text file, decoded strictly in `encoding`, into string columns `names`.
 
@@ -210,6 +214,9 @@ def split_lines(
     `header`, line 1 must name `names`. Raises a RawFileError for a file that does not decode,
     has another header, or (with `require`) gives no row. `shown_as`: the path messages name
     (a block of a larger file is read from a scratch copy; the user knows the file).
+    `block`: a line 'VALUE:' (no separator) heads the lines below it, which get VALUE in column `block`
+    (the Netflix Prize's 'MOVIEID:'); such a line is structure, as a header is, not a row, and a line above
+    the first one is malformed. `rest`: a line with more fields keeps the rest, separators included, in the last.
     """
     decoding = decoding_of(path, label, encoding)
     shown = shown_as or path
@@ -220,22 +227,31 @@ def split_lines(
     if header:
         check_header(frame["text"][0].split(sep) if frame.height else [], names, label, shown)
         frame = frame.slice(1)
+    if block:
+        frame = block_values(frame, sep, block)
     frame = frame.with_columns(parts=pl.col("text").str.split(sep))
+    if rest:  # the last column keeps the separators of the rest of the line ('At Home Among Strangers, A Stranger ...')
+        parts = pl.col("parts")
+        frame = frame.with_columns(parts=pl.when(parts.list.len() > len(names)).then(pl.concat_list(
+            parts.list.slice(0, len(names) - 1), parts.list.slice(len(names) - 1).list.join(sep))).otherwise(parts))
     n_parts = pl.col("parts").list.len()
     blank = pl.col("text").str.strip_chars() == ""
     empty_row = (n_parts > 1) & (pl.col("text").str.replace_all(re.escape(sep), "", literal=False).str.strip_chars() == "")
     frame = frame.with_columns(header_rows(frame["parts"], names).alias("_header"))
-    good = (n_parts == len(names)) & ~blank & ~empty_row & ~pl.col("_header")
+    unheaded = pl.col(block).is_null() if block else pl.lit(False)
+    good = (n_parts == len(names)) & ~blank & ~empty_row & ~pl.col("_header") & ~unheaded
     rows = frame.filter(good).select(
         pl.lit(label).alias("source_file"),
         "line",
         *[pl.col("parts").list.get(i).alias(name) for i, name in enumerate(names)],
+        *([pl.col(block)] if block else []),
     )
     last = frame["line"].max()  # None for a file of only a header: compared with None, polars warns
     cut_off = (pl.col("line") == (last if last is not None else 0)) & pl.lit(not decoding.ends_with_newline)
     miscount = pl.format(f"expected {len(names)} fields separated by '{sep}', found {{}}", n_parts)
-    miscount = pl.when(pl.col("text").str.contains("\r", literal=True)).then(
-        pl.concat_str(miscount, pl.lit(f" ({LONE_CR})"))).otherwise(miscount)
+    miscount = (pl.when(pl.col("text").str.contains("\r", literal=True)).then(pl.concat_str(miscount, pl.lit(f" ({LONE_CR})")))
+                .when(block_line(pl.col("text"), sep)).then(pl.concat_str(miscount, pl.lit(f" ({BLOCK_HINT})")))
+                .otherwise(miscount))
     malformed = frame.filter(~good).select(
         pl.lit(label).alias("source_file"),
         "line",
@@ -243,6 +259,7 @@ def split_lines(
         pl.when(blank).then(pl.lit(BLANK_LINE))
         .when(empty_row).then(pl.lit(EMPTY_ROW))
         .when(pl.col("_header")).then(pl.lit(HEADER_AGAIN))
+        .when(unheaded).then(pl.lit(f"a row above the file's first line 'VALUE:' (which gives its rows their {block})"))
         .when(cut_off).then(pl.concat_str(miscount, pl.lit(f" ({CUT_OFF})")))
         .otherwise(miscount)
         .alias("reason"),
@@ -250,6 +267,20 @@ def split_lines(
     if require:
         require_rows(rows, malformed, label, shown, len(names), sep)
     return rows, malformed
+
+
+def block_line(text: pl.Expr, sep: str) -> pl.Expr:
+    """Whether a line is a block's heading, 'VALUE:' without the separator (the Netflix Prize's '1:')."""
+    return text.str.contains(HEADING) & ~text.str.contains(sep, literal=True)
+
+
+def block_values(frame: pl.DataFrame, sep: str, block: str) -> pl.DataFrame:
+    """`frame` (line, text) without its block headings ('1:'), each line given the value of the last heading above it
+    in column `block` (null above the first)."""
+    heading = block_line(pl.col("text"), sep)
+    value = pl.col("text").str.strip_chars().str.strip_suffix(":")
+    return (frame.with_columns(pl.when(heading).then(value).forward_fill().alias(block), _heading=heading)
+            .filter(~pl.col("_heading")).drop("_heading"))
 
 
 def quotes_open(text: str) -> bool:
@@ -338,6 +369,8 @@ def read_quoted_csv(
             reason = f"the file ends inside a quoted field ({CUT_OFF})"
         elif len(row) != n_fields:
             reason = f"expected {n_fields} fields separated by '{delimiter}', found {len(row)}" + (f" ({CUT_OFF})" if cut_off else "")
+            if len(row) == 1 and re.match(HEADING, raw):
+                reason += f" ({BLOCK_HINT})"
         elif len(header_names) == n_fields and header_first.match(row[0]) and header_key(row) == header_names:
             reason = HEADER_AGAIN
         end = reader.line_num
