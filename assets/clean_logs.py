@@ -544,8 +544,10 @@ def check_accounting(accounting: pl.DataFrame, dataset: str) -> None:
         raise CleaningError(f"{dataset}: cleaning lost track of rows ({files})")
 
 
-def require_survivors(heights: dict[str, int], rejected: pl.DataFrame | pl.LazyFrame, dataset: str) -> None:
-    """Raise a CleaningError naming the main reasons when no user or no interaction is left."""
+def require_survivors(heights: dict[str, int], rejected: pl.DataFrame | pl.LazyFrame, dataset: str,
+                      id_hints: dict[str, str] | None = None) -> None:
+    """Raise a CleaningError naming the main reasons when no user or no interaction is left (and `id_hints`, the
+    raw read's notes of an id column that the log's ids are not in: `id_column_hint`)."""
     for name in ("users", "interactions"):
         if heights[name] == 0:
             top = rejected.lazy().group_by("source_file", "reason").agg(pl.len().alias("n"), pl.col("line").first(),
@@ -554,6 +556,7 @@ def require_survivors(heights: dict[str, int], rejected: pl.DataFrame | pl.LazyF
             reasons = "; ".join(f"{r['n']} x {r['reason']!r} ({r['source_file']} line {r['line']}: {r['value']!r})"
                                 for r in top.iter_rows(named=True))
             hint = time_unit_hint(top.head(1)["reason"].to_list(), top.head(1)["value"].to_list())
+            hint += "".join(f". {label}: {note}" for label, note in (id_hints or {}).items())
             raise CleaningError(f"{dataset}: no {name} left after cleaning; rejected: {reasons or 'nothing'}{hint}")
 
 
@@ -602,7 +605,8 @@ def clean_logs_from_raw(raw: Bundle, spec: DatasetSpec, rules: CleaningRules = C
     }
     if used_details is not None:
         frames["item_details"] = used_details.sort("item_id")
-    require_survivors({name: frames[name].height for name in ("users", "interactions")}, rejected_all, spec.name)
+    require_survivors({name: frames[name].height for name in ("users", "interactions")}, rejected_all, spec.name,
+                      raw.info.get("id_column_hints"))
     kept = [frames[n] for n in ("users", "items", "interactions", "item_details") if n in frames]
     frames["accounting"] = row_accounting(raw, kept, rejected_all)
     check_accounting(frames["accounting"], spec.name)

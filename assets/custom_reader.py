@@ -260,6 +260,34 @@ def text_ids(rows: pl.DataFrame, file: TableFile, columns: tuple[str, ...]) -> t
     return rows, converted
 
 
+UNKNOWN_IDS_SHARE = 0.5  # at least this share of the log's distinct ids missing from a table's id column ...
+OTHER_COLUMN_SHARE = 0.9  # ... and at least this share in another of its columns: the spec names the wrong id column
+
+
+def id_column_hint(log_ids: pl.Series, rows: pl.DataFrame, id_column: str, side: str) -> str:
+    """A note when the log's ids are mostly not in `rows`' `id_column` but are in another column of that file,
+    as goodbooks-10k's ratings name books.csv's `id`, not its `book_id`: which column holds them and the key
+    to set; else ''. `side`: 'users' or 'items'."""
+    ids = log_ids.drop_nulls().cast(pl.String).str.strip_chars().unique()
+    if not ids.len() or id_column not in rows.columns:
+        return ""
+
+    def share(column: str) -> float:
+        return float(ids.is_in(rows[column].cast(pl.String).str.strip_chars().drop_nulls().implode()).mean())
+
+    found = share(id_column)
+    if found > 1 - UNKNOWN_IDS_SHARE:
+        return ""
+    others = [(share(c), c) for c, t in rows.schema.items()
+              if c not in (id_column, "source_file", "line") and t in (pl.String, pl.Int64)]
+    best = max(others, default=(0.0, ""))
+    if best[0] < OTHER_COLUMN_SHARE:
+        return ""
+    return (f"{1 - found:.0%} of the log's {ids.len():,} {side[:-1]} ids are not in the column {id_column!r} of "
+            f"{rows['source_file'][0] if rows.height else side}, while its column {best[1]!r} holds {best[0]:.0%} of "
+            f"them: set {side}.id = \"{best[1]}\" in the dataset spec")
+
+
 def feature_value(feature: Feature, schema: pl.Schema) -> pl.Expr:
     """One feature as the cleaned tables name it: text, or a list of values (multi, flags)."""
     column = feature.columns[0]
@@ -341,6 +369,7 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     if dataset.spec.task == "ctr" and columns["label"]:
         log, booleans, stray_booleans = boolean_labels(log, columns["label"])
     log_varying: dict[str, dict[str, int]] = {}
+    id_hints: dict[str, str] = {}
     interactions = log.select(
         "source_file", "line",
         *[pl.col(columns[name]).cast(pl.String).alias(name) for name in ("user_id", "item_id")],
@@ -366,6 +395,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
         rows, bad = read_table(file, used)
         require_scalars(rows, scalars, file.label)
         rows, converted = text_ids(rows, file, (id_column,))
+        if hint := id_column_hint(log[columns[id_name]], rows, id_column, side):
+            id_hints[file.label] = hint
         rows = decimal_points(rows, decimal_columns(dataset, features), file)
         float_ids |= converted
         malformed.append(bad)
@@ -390,6 +421,8 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
         read["info"]["whole_float_ids"] = float_ids
     if log_varying:  # features taken from the log whose ids hold several values: the first line's is used
         read["info"]["varying_log_features"] = log_varying
+    if id_hints:  # the log's ids are in another column of a users or items file than the spec's id
+        read["info"]["id_column_hints"] = id_hints
     return Bundle(frames=frames, **read)
 
 

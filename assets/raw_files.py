@@ -108,6 +108,7 @@ CUT_OFF = "last line has no line ending: file cut off?"
 BLOCK_HINT = ("a line 'VALUE:' heading the lines below it, as the Netflix Prize's combined_data files name each movie: "
               "set block_column in the spec to read it as a column; docs/data.md, \"Recipes for common public layouts\"")
 HEADING = r"^\s*[^:\s]+:\s*$"  # a block's heading line, 'VALUE:' (checked not to hold the separator)
+EMPTY_HEADING = r"^\s*[^:\s]*:\s*$"  # ... or ':' alone, a heading that names no value (its lines are rejected)
 HEADER_AGAIN = "a header line among the data (files joined together?)"  # a line naming the file's columns
 
 
@@ -238,7 +239,9 @@ def split_lines(
     blank = pl.col("text").str.strip_chars() == ""
     empty_row = (n_parts > 1) & (pl.col("text").str.replace_all(re.escape(sep), "", literal=False).str.strip_chars() == "")
     frame = frame.with_columns(header_rows(frame["parts"], names).alias("_header"))
-    unheaded = pl.col(block).is_null() if block else pl.lit(False)
+    above = pl.col(block).is_null() if block else pl.lit(False)  # above the first heading
+    no_value = (pl.col(block) == "").fill_null(False) if block else pl.lit(False)  # under a heading ':'
+    unheaded = above | no_value
     good = (n_parts == len(names)) & ~blank & ~empty_row & ~pl.col("_header") & ~unheaded
     rows = frame.filter(good).select(
         pl.lit(label).alias("source_file"),
@@ -259,7 +262,8 @@ def split_lines(
         pl.when(blank).then(pl.lit(BLANK_LINE))
         .when(empty_row).then(pl.lit(EMPTY_ROW))
         .when(pl.col("_header")).then(pl.lit(HEADER_AGAIN))
-        .when(unheaded).then(pl.lit(f"a row above the file's first line 'VALUE:' (which gives its rows their {block})"))
+        .when(above).then(pl.lit(f"a row above the file's first line 'VALUE:' (which gives its rows their {block})"))
+        .when(no_value).then(pl.lit(f"a row under a line ':' that names no {block}"))
         .when(cut_off).then(pl.concat_str(miscount, pl.lit(f" ({CUT_OFF})")))
         .otherwise(miscount)
         .alias("reason"),
@@ -269,15 +273,15 @@ def split_lines(
     return rows, malformed
 
 
-def block_line(text: pl.Expr, sep: str) -> pl.Expr:
+def block_line(text: pl.Expr, sep: str, pattern: str = HEADING) -> pl.Expr:
     """Whether a line is a block's heading, 'VALUE:' without the separator (the Netflix Prize's '1:')."""
-    return text.str.contains(HEADING) & ~text.str.contains(sep, literal=True)
+    return text.str.contains(pattern) & ~text.str.contains(sep, literal=True)
 
 
 def block_values(frame: pl.DataFrame, sep: str, block: str) -> pl.DataFrame:
     """`frame` (line, text) without its block headings ('1:'), each line given the value of the last heading above it
-    in column `block` (null above the first)."""
-    heading = block_line(pl.col("text"), sep)
+    in column `block` (null above the first, '' under a heading ':' that names no value)."""
+    heading = block_line(pl.col("text"), sep, EMPTY_HEADING)
     value = pl.col("text").str.strip_chars().str.strip_suffix(":")
     return (frame.with_columns(pl.when(heading).then(value).forward_fill().alias(block), _heading=heading)
             .filter(~pl.col("_heading")).drop("_heading"))

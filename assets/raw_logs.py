@@ -79,4 +79,6 @@ def raw_logs(context: dg.AssetExecutionContext, paml: PamlResource, taobao_log_w
     if bundle.info.get("varying_log_features"):
         context.log.warning(f"features read from the log take each id's first line; ids whose lines hold other values, "
                             f"per feature column: {bundle.info['varying_log_features']}")
+    for label, hint in bundle.info.get("id_column_hints", {}).items():
+        context.log.warning(f"{label}: {hint} (every log row naming an id it does not hold is rejected as unknown)")
     return bundle_output(bundle, raw_files=dg.MetadataValue.json([asdict(s) for s in bundle.sources]))

@@ -139,6 +139,21 @@ def describe_bytes(path: Path, offset: int, width: int = 4) -> str:
         return " ".join(f"0x{b:02X}" for b in handle.read(width))
 
 
+HINT_BYTES = 12  # how many bytes either side of a byte that is not UTF-8 `single_byte_hint` shows
+
+
+def single_byte_hint(path: Path, offset: int) -> str:
+    """What the text around byte `offset` reads as in ISO-8859-1 ('Café Film'), and the spec key to set: the usual
+    file that is not UTF-8 (MovieLens-100K's u.item, an export of an old spreadsheet) is in a single-byte encoding."""
+    with path.open("rb") as handle:
+        handle.seek(max(0, offset - HINT_BYTES))
+        around = handle.read(offset - max(0, offset - HINT_BYTES) + HINT_BYTES + 1)
+    text = around.decode("latin-1").splitlines()
+    shown = max(text, key=lambda piece: any(ord(c) > 127 for c in piece)) if text else ""
+    return (f" Read as ISO-8859-1 it says {shown.strip()!r}: if that is the text, the file is not UTF-8; set "
+            "encoding = \"latin-1\" (or the file's encoding, e.g. cp1252) for this file in the dataset spec.")
+
+
 def _utf8_cut(chunk: bytes) -> int:
     """Where to cut `chunk` so that no UTF-8 sequence is split (the rest is carried over)."""
     cut = len(chunk)
@@ -351,9 +366,10 @@ def _decoding_of(path: Path, label: str, declared: str) -> Decoding:
     if scan.utf8_error_at is not None and (utf8_declared or bom):
         line, byte = position(source, scan.utf8_error_at, scan.line_end)
         what = "is not valid UTF-8" if utf8_declared else "starts with a UTF-8 byte-order mark but is not valid UTF-8"
+        hint = single_byte_hint(source, scan.utf8_error_at) if utf8_declared and not bom else ""
         raise RawEncodingError(
             f"{where}: {what} at line {line}, byte {byte} ({describe_bytes(source, scan.utf8_error_at)}); "
-            f"expected {'UTF-8' if utf8_declared else declared} text."
+            f"expected {'UTF-8' if utf8_declared else declared} text.{hint}"
         )
     if scan.utf8_error_at is not None and is_single_byte(declared) and mostly_utf8(scan):
         # Mostly UTF-8, with a few stray bytes: neither encoding reads it whole.

@@ -226,15 +226,17 @@ def test_a_heading_line_read_as_a_row_is_rejected_saying_what_it_is(tmp_path, qu
                                         "common public layouts\")"}
 
 
-def test_a_row_above_the_first_heading_is_rejected_and_blank_lines_stay_blank(tmp_path):
+def test_a_row_above_the_first_heading_or_under_an_empty_one_is_rejected_and_blank_lines_stay_blank(tmp_path):
     directory = netflix_dir(tmp_path)
     log = directory / "combined_data_1.txt"
-    log.write_text("99,5,2005-01-01\n\n" + log.read_text() + "\n")
+    log.write_text("99,5,2005-01-01\n\n" + log.read_text() + "\n:\n98,4,2005-01-02\n")
     dataset = load_spec(directory)
     malformed = read_custom(dataset).frame("malformed").sort("line").select("line", "text", "reason").rows()
     end = len(log.read_text().splitlines())
+    # The row under ':' is not one of the movie above: it names none.
     assert malformed == [(1, "99,5,2005-01-01", "a row above the file's first line 'VALUE:' (which gives its rows their movie)"),
-                         (2, "", "blank line"), (end, "", "blank line")]
+                         (2, "", "blank line"), (end - 2, "", "blank line"),
+                         (end, "98,4,2005-01-02", "a row under a line ':' that names no movie")]
     rejected = clean_logs_from_raw(read_custom(dataset), dataset.spec).frame("rejected")
     assert rejected.filter(pl.col("line") == 1)["reason"].item().startswith("malformed line: a row above")
 
@@ -262,3 +264,36 @@ def test_block_and_rest_options_do_not_apply_to_json_lines_or_parquet(tmp_path):
     spec.write_text(spec.read_text().replace('timestamp = "unixReviewTime"', 'timestamp = "unixReviewTime"\nblock_column = "x"'))
     with pytest.raises(SpecError, match=r"interactions.block_column: does not apply to a JSON lines file"):
         load_spec(directory)
+
+
+def test_goodbooks_keyed_on_books_own_book_id_names_the_column_that_holds_the_ratings_ids(tmp_path):
+    # books.csv's `book_id` is a Goodreads id; the ratings name its `id`. Every rating was rejected as
+    # 'unknown item_id' and the cleaning stopped without a word about which column the ids are in.
+    from assets.clean_logs import CleaningError
+
+    directory = goodbooks_dir(tmp_path)
+    spec = directory / "dataset.toml"
+    spec.write_text(spec.read_text().replace('id = "id"', 'id = "book_id"'))
+    dataset = load_spec(directory)
+    raw = read_custom(dataset)
+    note = ("100% of the log's 6 item ids are not in the column 'book_id' of goodbooks/books.csv, while its column 'id' "
+            "holds 100% of them: set items.id = \"id\" in the dataset spec")
+    assert raw.info["id_column_hints"] == {"goodbooks/books.csv": note}
+    with pytest.raises(CleaningError, match=r"no users left after cleaning; rejected: \d+ x 'unknown item_id'.*"
+                                            + re.escape(f"goodbooks/books.csv: {note}")):
+        clean_logs_from_raw(raw, dataset.spec)
+    (tmp_path / "right").mkdir()
+    assert "id_column_hints" not in read_custom(load_spec(goodbooks_dir(tmp_path / "right"))).info
+
+
+def test_an_iso_8859_1_file_read_as_utf8_shows_its_text_and_the_key_to_set(tmp_path):
+    # ML-100K's u.item is ISO-8859-1; a spec without its `encoding` line stopped with the bytes alone (0xE9 0x20 ...).
+    from assets.raw_text import RawEncodingError
+
+    directory = LAYOUTS["ml100k"](tmp_path)
+    spec = directory / "dataset.toml"
+    spec.write_text(spec.read_text().replace('encoding = "latin-1"\n', ""))
+    with pytest.raises(RawEncodingError, match=r"ml100k/u.item .*is not valid UTF-8 at line 1, byte 6 \(0xE9 .*Read as "
+                                               r"ISO-8859-1 it says '1\|Café Film 1 \(199': if that is the text, the file "
+                                               r"is not UTF-8; set encoding = \"latin-1\""):
+        read_custom(load_spec(directory))
