@@ -436,7 +436,14 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         positions = ", ".join(str(i) for i, c in enumerate(columns, start=1) if c == repeated[0])
         raise check.fail(f"{section}.file", f"line 1 names column {repeated[0]!r} more than once (columns {positions}): "
                          "rename all but one in the file, as the spec cannot tell them apart", name)
-    return TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape, root, decimal, block, rest)
+    file = TableFile(path, label, "csv", separator, encoding, quote, header, columns, escape, root, decimal, block, rest)
+    if check_files and len(columns) > 1 and (heading := block_heading(file)):
+        # Read as rows, the headings would be rejected and every row below kept without the value they give it.
+        raise check.fail(f"{section}.block_column", f"missing: line 1 of {table_files(file)[0].label} is {heading!r}, a line "
+                         "heading the lines below it, as the Netflix Prize's combined_data files give each movie's ratings "
+                         "their movie: set block_column = \"<name>\" to read its value as the column <name> (docs/data.md, "
+                         "\"Recipes for common public layouts\")")
+    return file
 
 
 def suffix_format(path: Path) -> str:

@@ -203,19 +203,28 @@ item = { type = "categorical", column = "movie" }
 
 
 def test_a_netflix_log_without_block_column_stops_dataset_add_naming_the_heading_and_the_key(tmp_path):
+    # Read as rows, the headings were rejected and the ratings below kept with whatever column the spec named as the
+    # item (a date, a rating): the log must not get past `dataset add`.
     directory = netflix_dir(tmp_path)
-    (directory / "dataset.toml").write_text(NAIVE_NETFLIX, encoding="utf-8")
-    with pytest.raises(SpecError, match=r"interactions.item_id: unknown column; netflix/combined_data_\*.txt has user, "
-                                        r"rating, date \(line 1, '1:', heads the lines below it, .* set block_column = "
-                                        r"'movie' to read that value as the column 'movie'"):
+    for item in ("movie", "date"):
+        (directory / "dataset.toml").write_text(NAIVE_NETFLIX.replace('"movie"', f'"{item}"'), encoding="utf-8")
+        with pytest.raises(SpecError, match=r"interactions.block_column: missing: line 1 of netflix/combined_data_1.txt is "
+                                            r"'1:', a line heading the lines below it, .* set block_column = \"<name>\""):
+            load_spec(directory)
+    # Left with its default header = true, line 1 names one column, '1:'; the unknown column says the same.
+    (directory / "dataset.toml").write_text(NAIVE_NETFLIX.replace('header = false\ncolumns = ["user", "rating", "date"]\n', ""))
+    with pytest.raises(SpecError, match=r"interactions.user_id: unknown column; netflix/combined_data_\*.txt has 1: \(line "
+                                        r"1, '1:', heads the lines below it, .* set block_column = 'user'"):
         load_spec(directory)
 
 
 @pytest.mark.parametrize("quote", ["''", "'\"'"])
 def test_a_heading_line_read_as_a_row_is_rejected_saying_what_it_is(tmp_path, quote):
-    # Read with another column as the item (a spec that got past dataset add), the headings were rejected only as
-    # 'expected 3 fields ..., found 1', with nothing saying that they carry the movie of the lines below.
+    # A heading below line 1 (a file whose first line is a stray row) gets past `dataset add`; the headings were
+    # rejected only as 'expected 3 fields ..., found 1', with nothing saying that they carry the movie of the lines below.
     directory = netflix_dir(tmp_path)
+    for log in directory.glob("combined_data_*.txt"):
+        log.write_text("1488844,3,2005-09-06\n" + log.read_text())
     naive = NAIVE_NETFLIX.replace('item_id = "movie"', 'item_id = "date"').replace('column = "movie"', 'column = "date"')
     (directory / "dataset.toml").write_text(naive.replace('header = false', f"header = false\nquote = {quote}"))
     malformed = read_custom(load_spec(directory)).frame("malformed")
