@@ -268,7 +268,7 @@ def id_column_hint(log_ids: pl.Series, rows: pl.DataFrame, id_column: str, side:
     """A note when the log's ids are mostly not in `rows`' `id_column` but are in another column of that file,
     as goodbooks-10k's ratings name books.csv's `id`, not its `book_id`: which column holds them and the key
     to set; else ''. `side`: 'users' or 'items'."""
-    ids = log_ids.drop_nulls().cast(pl.String).str.strip_chars().unique()
+    ids = log_ids.drop_nulls().unique().cast(pl.String).str.strip_chars().unique()  # unique first: a log has few ids
     if not ids.len() or id_column not in rows.columns:
         return ""
 
