@@ -246,8 +246,11 @@ def block_heading(file: TableFile) -> str:
     first = next(iter(table_files(file)), None)
     if file.format != "csv" or file.block or first is None or not first.path.is_file():
         return ""
-    with decompressed(first.path, str(first.path)).open("rb") as handle:
-        line = handle.readline(HEADER_BYTES).removeprefix(codecs.BOM_UTF8).decode(file.encoding, errors="replace").strip()
+    try:
+        with decompressed(first.path, str(first.path)).open("rb") as handle:
+            line = handle.readline(HEADER_BYTES).removeprefix(codecs.BOM_UTF8).decode(file.encoding, errors="replace").strip()
+    except (OSError, RawFileError):  # unreadable: the read names it, with the file's label
+        return ""
     return line if re.match(HEADING, line) and file.separator not in line else ""
 
 
