@@ -15,6 +15,7 @@ import io
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,17 @@ BLOCK_HINT = ("a line 'VALUE:' heading the lines below it, as the Netflix Prize'
 HEADING = r"^\s*[^:\s]+:\s*$"  # a block's heading line, 'VALUE:' (checked not to hold the separator)
 EMPTY_HEADING = r"^\s*[^:\s]*:\s*$"  # ... or ':' alone, a heading that names no value (its lines are rejected)
 HEADER_AGAIN = "a header line among the data (files joined together?)"  # a line naming the file's columns
+
+
+# A byte-order mark that starts a line after the first: files joined together (`cat a.csv b.csv`, each saved with a
+# BOM, as Excel's "CSV UTF-8" writes them). Like the file's own BOM it is no text: glued to the first field it made
+# '\ufeff2' an unknown id that prints as '2', and a header line one that `header_rows` did not know.
+BOM = "\ufeff"
+
+
+def without_line_boms(text: str) -> str:
+    """`text` without a byte-order mark at the start of any line."""
+    return re.sub(r"(^|\r\n|\r|\n)\ufeff", r"\1", text) if BOM in text else text
 
 
 def read_text_lines(decoding: Decoding) -> pl.Series:
@@ -223,7 +235,7 @@ def split_lines(
     shown = shown_as or path
     text = read_text_lines(decoding)
     frame = pl.DataFrame({"line": pl.int_range(1, text.len() + 1, eager=True), "text": text}).with_columns(
-        pl.col("text").str.strip_suffix("\r")
+        pl.col("text").str.strip_suffix("\r").str.strip_prefix(BOM)
     )
     if header:
         check_header(frame["text"][0].split(sep) if frame.height else [], names, label, shown)
@@ -314,11 +326,26 @@ def whole_records(lines: list[str], n_fields: int, delimiter: str, quotechar: st
     return records
 
 
+CSV_FIELD_LIMIT = csv.field_size_limit()  # Python's default, 131,072 characters
+
+
+@contextmanager
+def field_limit(physical: list[str]) -> Iterator[None]:
+    """Python's csv field limit raised, for the block, to the longest of the file's `physical` lines: a field on
+    one line is never longer than its line, so a long review text reads, while a quote never closed still runs
+    the lines after it past the limit (`csv_records` names it). The limit is process-wide: it is restored after."""
+    before = csv.field_size_limit(max(CSV_FIELD_LIMIT, max(map(len, physical), default=0) + 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
+
+
 def csv_records(reader, path: Path, label: str, physical: list[str]) -> Iterator[list[str]]:
     """The records of a csv reader; a csv.Error stops the read as a RawFileError naming the line.
 
-    Python's csv reader gives up on a field longer than its limit (131,072 characters): in a
-    raw file that is a quote opened and never closed, which swallows the lines after it.
+    Python's csv reader gives up on a field longer than its limit (`field_limit`: the file's longest
+    line): in a raw file that is a quote opened and never closed, which swallows the lines after it.
     """
     start = 1
     while True:
@@ -350,7 +377,7 @@ def read_quoted_csv(
     `quotechar` and `escapechar`.
     """
     decoding = decoding_of(path, label, encoding)
-    text = decode_text(decoding)
+    text = without_line_boms(decode_text(decoding))
     physical = re.split(r"\r\n|\r|\n", text)  # lines as the csv reader counts them (CR-only line ends too)
     records: dict[str, list] = {"line": [], **{name: [] for name in names}}
     bad: dict[str, list] = {"line": [], "text": [], "reason": []}
@@ -358,46 +385,47 @@ def read_quoted_csv(
     next_line = 1
     header_names = header_key(header or names)  # a line naming these is a header among the data
     header_first = re.compile(header_start((header or names)[0]))
-    for index, row in enumerate(csv_records(reader, path, label, physical)):
-        start, next_line = next_line, reader.line_num + 1
-        if index == 0 and skip_first:
-            if header is not None:
-                check_header(row, header, label, path)
-            continue
-        raw = "\n".join(line.removesuffix("\r") for line in physical[start - 1 : reader.line_num])
-        reason = None
-        cut_off = not decoding.ends_with_newline and reader.line_num == len(physical)
-        if all(not field.strip() for field in row):
-            reason = BLANK_LINE if len(row) <= 1 else EMPTY_ROW
-        elif cut_off and quotes_open(raw):
-            reason = f"the file ends inside a quoted field ({CUT_OFF})"
-        elif len(row) != n_fields:
-            reason = f"expected {n_fields} fields separated by '{delimiter}', found {len(row)}" + (f" ({CUT_OFF})" if cut_off else "")
-            if len(row) == 1 and re.match(HEADING, raw):
-                reason += f" ({BLOCK_HINT})"
-        elif len(header_names) == n_fields and header_first.match(row[0]) and header_key(row) == header_names:
-            reason = HEADER_AGAIN
-        end = reader.line_num
-        rest = whole_records([line.removesuffix("\r") for line in physical[start:end]], n_fields, delimiter, quotechar,
-                             escapechar) if reason and quotechar and end > start and not cut_off else None
-        if rest is not None:  # a quote never closed on line `start` swallowed whole records: keep them
-            bad["line"].append(start)
-            bad["text"].append(physical[start - 1].removesuffix("\r"))
-            bad["reason"].append(f"a quote on this line is not closed (the csv reader ran lines {start + 1}..{end} into "
-                                 "it; they are whole records and read on their own)")
-            for offset, fields in enumerate(rest, start=start + 1):
-                records["line"].append(offset)
-                for name, value in zip(names, fields):
-                    records[name].append(value)
-            continue
-        if reason:
-            bad["line"].append(start)
-            bad["text"].append(raw)
-            bad["reason"].append(reason)
-            continue
-        records["line"].append(start)
-        for name, value in zip(names, row):
-            records[name].append(value)
+    with field_limit(physical):  # a long field on one line reads; a run-on quote still stops the read
+        for index, row in enumerate(csv_records(reader, path, label, physical)):
+            start, next_line = next_line, reader.line_num + 1
+            if index == 0 and skip_first:
+                if header is not None:
+                    check_header(row, header, label, path)
+                continue
+            raw = "\n".join(line.removesuffix("\r") for line in physical[start - 1 : reader.line_num])
+            reason = None
+            cut_off = not decoding.ends_with_newline and reader.line_num == len(physical)
+            if all(not field.strip() for field in row):
+                reason = BLANK_LINE if len(row) <= 1 else EMPTY_ROW
+            elif cut_off and quotes_open(raw):
+                reason = f"the file ends inside a quoted field ({CUT_OFF})"
+            elif len(row) != n_fields:
+                reason = f"expected {n_fields} fields separated by '{delimiter}', found {len(row)}" + (f" ({CUT_OFF})" if cut_off else "")
+                if len(row) == 1 and re.match(HEADING, raw):
+                    reason += f" ({BLOCK_HINT})"
+            elif len(header_names) == n_fields and header_first.match(row[0]) and header_key(row) == header_names:
+                reason = HEADER_AGAIN
+            end = reader.line_num
+            rest = whole_records([line.removesuffix("\r") for line in physical[start:end]], n_fields, delimiter, quotechar,
+                                 escapechar) if reason and quotechar and end > start and not cut_off else None
+            if rest is not None:  # a quote never closed on line `start` swallowed whole records: keep them
+                bad["line"].append(start)
+                bad["text"].append(physical[start - 1].removesuffix("\r"))
+                bad["reason"].append(f"a quote on this line is not closed (the csv reader ran lines {start + 1}..{end} into "
+                                     "it; they are whole records and read on their own)")
+                for offset, fields in enumerate(rest, start=start + 1):
+                    records["line"].append(offset)
+                    for name, value in zip(names, fields):
+                        records[name].append(value)
+                continue
+            if reason:
+                bad["line"].append(start)
+                bad["text"].append(raw)
+                bad["reason"].append(reason)
+                continue
+            records["line"].append(start)
+            for name, value in zip(names, row):
+                records[name].append(value)
     if next_line == 1:
         raise EmptyRawFileError(f"{label} ({path}): no data rows (the file holds no line).")
     rows = pl.DataFrame(records, schema={"line": pl.Int64, **{n: pl.String for n in names}})
