@@ -23,8 +23,8 @@ from assets.bundle import Bundle
 from assets.domains import (
     FIELD_LABELS, FOOTER_HINT, MISSING_MARKERS, SECOND_HEADER_HINT, THOUSANDS_HINT, THOUSANDS_VALUE, UNICODE_FORM_HINT,
     EpochSeconds,
-    Identifier, Parts, Rule, export_reason, field_rules, is_missing, kept_missing_rules, missing_value, parts_columns,
-    parts_rules,
+    Identifier, Parts, Rule, export_reason, field_rules, id_rules, is_missing, kept_missing_rules, missing_value,
+    parts_columns, parts_rules,
 )
 from assets.negative_sampling import sample_negatives
 from assets.raw_files import BLANK_LINE
@@ -326,6 +326,7 @@ def interaction_rules(spec: DatasetSpec, users: pl.DataFrame, items: pl.DataFram
     rules: list[Rule] = [
         (is_missing("user_id"), "user_id missing", pl.col("user_id")),
         (is_missing("item_id"), "item_id missing", pl.col("item_id")),
+        *id_rules("user_id"), *id_rules("item_id"),
         (is_missing("label"), "label missing", pl.col("label")),
         (label.is_null() | label.is_nan(), export_reason("label not a number", pl.col("label")), pl.col("label")),
     ]

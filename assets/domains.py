@@ -144,6 +144,16 @@ def export_reason(reason: str, value: pl.Expr, time: bool = False) -> pl.Expr:
     return chain.otherwise(pl.lit(reason))
 
 
+DATED_SECONDS = 10**12  # |seconds| below this (years -29719..33658) are shown with their date; beyond, alone
+
+
+def with_date(seconds: pl.Expr) -> pl.Expr:
+    """Unix `seconds` with their UTC time, '253370764800 (9999-01-01 00:00:00 UTC)': a time the spec converted from
+    another format (a date, milliseconds) is named as a date, not only as the seconds the file never held."""
+    dated = pl.from_epoch(pl.when(seconds.abs() < DATED_SECONDS).then(seconds), time_unit="s")
+    return pl.format("{} ({} UTC)", seconds, dated.dt.to_string("%Y-%m-%d %H:%M:%S")).fill_null(seconds.cast(pl.String))
+
+
 def trimmed(column: str) -> pl.Expr:
     """The column as trimmed text."""
     return pl.col(column).cast(pl.String).str.strip_chars()
@@ -219,6 +229,7 @@ def field_rules(column: str, domain: Domain, label: str | None = None) -> list[R
         ]
     rules: list[Rule] = [(is_missing(column), f"{label} missing", value)]
     if isinstance(domain, Identifier):
+        rules += id_rules(column, label)
         if domain.digits:
             rules.append((~text.str.contains(r"^\d+$"), f"{label} not an integer", value))
     elif isinstance(domain, IntegerIn):
@@ -236,10 +247,20 @@ def field_rules(column: str, domain: Domain, label: str | None = None) -> list[R
         unix = not domain.format
         rules.append((number.is_null(), export_reason(unparsed, value, time=True) if unix else unparsed, value))
         rules.append(((number < domain.low) | (number >= domain.high),
-                      export_reason(outside, value, time=True) if unix else outside, value))
+                      export_reason(outside, value, time=True) if unix else outside, value if unix else with_date(number)))
     else:  # pragma: no cover - the Domain union is closed
         raise TypeError(f"unknown domain {domain!r}")
     return rules
+
+
+# Said of an id holding a control character: a quoted line break or a tab inside a field, a NUL. Trimmed from its
+# ends like any whitespace, inside an id it made an id of its own ('p\n2' a new item) that prints as another.
+GARBLED_ID = "garbled {}: control character (a line break or tab inside the id)"
+
+
+def id_rules(column: str, label: str | None = None) -> list[Rule]:
+    """The rule of an id with a control character inside it (after trimming), rejected naming the value."""
+    return [(trimmed(column).str.contains(CONTROL), GARBLED_ID.format(label or column), pl.col(column))]
 
 
 @dataclass(frozen=True)
