@@ -26,7 +26,7 @@ from assets.bundle import Bundle, file_source
 from assets.compressed import decompressed
 from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
 from assets.domains import BOOLEAN_LABELS, MISSING_MARKERS
-from assets.json_lines import read_json_lines
+from assets.json_lines import first_list, read_json_lines
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines, unterminated
 from assets.raw_text import EmptyRawFileError, RawFileError, starts_with_cr_line_ends
 
@@ -104,12 +104,18 @@ def utf8_text(values: pl.Series, where: str) -> pl.Series:
                            f"row {bad[0][0]}: {bad[0][1]!r}") from None
 
 
-def require_scalars(rows: pl.DataFrame, columns: set[str], label: str) -> None:
-    """Raise a RawFileError for a list column (Parquet) among `columns`, which hold one value per row."""
+def require_scalars(rows: pl.DataFrame, columns: set[str], label: str, files: tuple[TableFile, ...] = ()) -> None:
+    """Raise a RawFileError for a list column (Parquet, or JSON lines where a line holds a list) among `columns`,
+    which hold one value per row; it names the first row (Parquet) or the first line holding a list (JSON lines
+    among `files`, the files the rows were read from)."""
     for column in sorted(columns & set(rows.columns)):
         if isinstance(rows.schema[column], (pl.List, pl.Array)):
             first = rows.filter(pl.col(column).is_not_null()).head(1)
             where = f"row {first['line'].item()}: {first[column].item().to_list()!r}" if first.height else "every row null"
+            for file in (f for f in files if f.format == "jsonl"):
+                if (found := first_list(file.path, file.label, file.encoding, column)) is not None:
+                    label, where = file.label, f"line {found[0]}: {found[1]!r}"
+                    break
             raise RawFileError(f"{label}: column {column!r} holds lists; expected one value per row (only a multi "
                                f"feature may be a list); {where}")
 
@@ -303,6 +309,11 @@ def feature_value(feature: Feature, schema: pl.Schema) -> pl.Expr:
     return pl.col(column).cast(pl.String).alias(feature.name)
 
 
+def trimmed_id(column: str) -> pl.Expr:
+    """An id column as cleaning reads it (`trim_text`): text without surrounding whitespace."""
+    return pl.col(column).cast(pl.String).str.strip_chars()
+
+
 def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tuple[Feature, ...],
                   extra: tuple[tuple[str, str], ...], derived_label: str | None) -> pl.DataFrame:
     """source_file, line, the id and the features (and `extra` (name, column) pairs as text) of a table.
@@ -310,8 +321,8 @@ def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tu
     With `derived_label`, `rows` are interactions: each id's first row, accounted to that label.
     Features read from a part of a split column are left to cleaning (`extra` carries the column).
     """
-    if derived_label is not None:
-        rows = rows.filter(pl.col(id_column).is_first_distinct()).with_columns(source_file=pl.lit(derived_label))
+    if derived_label is not None:  # ids as cleaning compares them: ' u1' is u1, not a second user with a duplicate row
+        rows = rows.filter(trimmed_id(id_column).is_first_distinct()).with_columns(source_file=pl.lit(derived_label))
     for feature in features:
         column = feature.columns[0]
         if feature.type == "multi" and not feature.delimiter and column in rows.columns \
@@ -336,7 +347,7 @@ def varying_features(rows: pl.DataFrame, id_column: str, features: tuple[Feature
     columns = [c for c in dict.fromkeys(c for f in features for c in f.columns) if c in rows.columns and c != id_column]
     if not columns:
         return {}
-    varying = rows.group_by(id_column).agg(pl.col(c).drop_nulls().n_unique().gt(1).alias(c) for c in columns)
+    varying = rows.group_by(trimmed_id(id_column)).agg(pl.col(c).drop_nulls().n_unique().gt(1).alias(c) for c in columns)
     counts = varying.select(pl.col(c).sum() for c in columns).row(0, named=True)
     return {c: int(n) for c, n in counts.items() if n}
 
@@ -358,7 +369,7 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     logs = [read_log_file(file, used) for file in table_files(dataset.interactions)] if logs is None else logs
     log = pl.concat([b.frame("interactions") for b in logs])
     scalars = scalar_columns(dataset)
-    require_scalars(log, scalars, dataset.interactions.label)
+    require_scalars(log, scalars, dataset.interactions.label, table_files(dataset.interactions))
     log_bad = pl.concat([b.frame("malformed") for b in logs])
     columns = dataset.interaction_columns
     log, float_ids = text_ids(log, dataset.interactions, (columns["user_id"], columns["item_id"]))
@@ -393,7 +404,7 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
                 log_varying[derived] = varying
             continue
         rows, bad = read_table(file, used)
-        require_scalars(rows, scalars, file.label)
+        require_scalars(rows, scalars, file.label, (file,))
         rows, converted = text_ids(rows, file, (id_column,))
         if hint := id_column_hint(log[columns[id_name]], rows, id_column, side):
             id_hints[file.label] = hint
@@ -405,7 +416,7 @@ def read_custom(dataset: CustomDataset, logs: list[Bundle] | None = None) -> Bun
     frames = {"users": tables["users"], "items": tables["items"], "interactions": interactions}
     if dataset.details is not None:
         rows, bad = read_table(dataset.details, used)
-        require_scalars(rows, scalars, dataset.details.label)
+        require_scalars(rows, scalars, dataset.details.label, (dataset.details,))
         rows, converted = text_ids(rows, dataset.details, (dataset.details_id_column,))
         rows = decimal_points(rows, decimal_columns(dataset, dataset.details_features), dataset.details)
         float_ids |= converted

@@ -230,6 +230,19 @@ def raw_lines(handle: BinaryIO, end: bytes) -> Iterator[bytes]:
         yield rest
 
 
+def first_list(path: Path, label: str, encoding: str, column: str) -> tuple[int, list] | None:
+    """(line, value) of the first line of a JSON lines file whose field `column` holds a list, or None.
+
+    The rows a file gives cannot say it: once one line holds a list, a value alone reads as a list of one
+    (`rows_frame`), so `[4]` and `4` look the same there. Read again in Python, on the error path only.
+    """
+    for number, text, _ in numbered_lines(decoding_of(path, label, encoding)):
+        record, _ = line_reason(text)
+        if record is not None and isinstance(record.get(column), list):
+            return number, record[column]
+    return None
+
+
 def require_objects(n_rows: int, malformed: pl.DataFrame, where: str) -> None:
     """Raise when no line gave a row (EmptyRawFileError), or fewer than were rejected (RawFileError):
     such a file is not JSON lines, and its rows would be a fraction read by chance."""
