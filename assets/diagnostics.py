@@ -63,7 +63,9 @@ def by_group(user_metrics: pl.DataFrame) -> pl.DataFrame:
 def per_seed(user_metrics: pl.DataFrame) -> pl.DataFrame:
     """The statistics of every (dataset, protocol, method, group, seed) over its test users."""
     lr, gain = pl.col("lr"), pl.col("adaptation_gain")
-    return by_group(user_metrics).group_by(*KEYS, "seed").agg(
+    # Sums in one order whatever the rows' order (group_by's groups come in a random order per process).
+    rows = by_group(user_metrics).sort(*KEYS, "seed", "user_id", maintain_order=True)
+    return rows.group_by(*KEYS, "seed", maintain_order=True).agg(
         n_users=pl.len(),
         lr_mean=lr.mean(), lr_sd=lr.std(),
         **{f"lr_q{round(q * 100)}": lr.quantile(q, interpolation="linear") for q in LR_QUANTILES},
@@ -89,7 +91,7 @@ def diagnostics_summary(user_metrics: pl.DataFrame) -> pl.DataFrame:
     if frame.height == 0:
         return pl.DataFrame(schema=SUMMARY_SCHEMA)
     stats = [c for c in SUMMARY_SCHEMA if c not in (*KEYS, "n_seeds", "n_users", "memory_k", "nearest_ratio", "entropy_ratio")]
-    summary = per_seed(frame).group_by(*KEYS).agg(
+    summary = per_seed(frame).group_by(*KEYS, maintain_order=True).agg(
         pl.len().alias("n_seeds"), pl.col("n_users").max(), pl.col("memory_k").max(), *(pl.col(c).mean() for c in stats))
     k = pl.col("memory_k").cast(pl.Float64)
     summary = summary.with_columns(nearest_ratio=pl.col("nearest_weight") * k,

@@ -75,8 +75,9 @@ def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
     """Per-user error (averaged over seeds) of every method, major and minor users side by side
     (the paper's Figs. 5-6 split by group, its point being the gap between them)."""
     plt = pyplot()
-    part = user_metrics.filter(pl.col("dataset") == dataset).group_by("method", "user_id").agg(
-        pl.col("error").mean(), pl.col("group").first())
+    # in user order: group_by's order varies between processes, and so did the PNG's bytes
+    part = user_metrics.filter(pl.col("dataset") == dataset).sort("method", "user_id", "seed").group_by(
+        "method", "user_id", maintain_order=True).agg(pl.col("error").mean(), pl.col("group").first())
     methods = method_order(part["method"].unique().to_list())
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(methods)), 4))
     drawn = group_boxplots(ax, part, methods, "error")
@@ -122,8 +123,9 @@ def adaptation_plot(user_metrics: pl.DataFrame, summary: pl.DataFrame, dataset: 
     with the target as a dashed line. None when no user has a gain (evaluations without diagnostics)."""
     if "adaptation_gain" not in user_metrics.columns:
         return None
-    part = user_metrics.filter((pl.col("dataset") == dataset) & pl.col("adaptation_gain").is_not_null()).group_by(
-        "method", "user_id").agg(pl.col("adaptation_gain").mean(), pl.col("group").first())
+    part = user_metrics.filter((pl.col("dataset") == dataset) & pl.col("adaptation_gain").is_not_null()).sort(
+        "method", "user_id", "seed").group_by("method", "user_id", maintain_order=True).agg(
+        pl.col("adaptation_gain").mean(), pl.col("group").first())
     if part.height == 0:
         return None
     plt = pyplot()

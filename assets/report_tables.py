@@ -297,14 +297,17 @@ def group_table(user_metrics: pl.DataFrame, label: str = "method") -> pl.DataFra
     """Table 3 shape: per dataset, protocol and `label`, error of major and minor users (mean +- sd
     over seeds; sd null with one seed) and the (unpaired: different users) Student t-test p-value,
     minor vs major."""
-    user_metrics = with_protocol(user_metrics)
     keys = ["dataset", "protocol", label]
-    per_seed = user_metrics.group_by(*keys, "seed", "group").agg(pl.col("error").mean())
+    # Sums in one order whatever the rows' order: group_by's groups come in a random order per process,
+    # and two runs of the same models gave other last digits (and the columns in another order).
+    user_metrics = with_protocol(user_metrics).sort(*keys, "seed", "user_id", "group", maintain_order=True)
+    per_seed = user_metrics.group_by(*keys, "seed", "group", maintain_order=True).agg(pl.col("error").mean())
     # One seed has no spread: its sd stays null (shown without ±, as Table 2 shows it), not a measured 0.
-    spread = per_seed.group_by(*keys, "group").agg(mean=pl.col("error").mean(), sd=pl.col("error").std())
+    spread = per_seed.sort(*keys, "group", "seed").group_by(*keys, "group", maintain_order=True).agg(
+        mean=pl.col("error").mean(), sd=pl.col("error").std())
     wide = spread.pivot(on="group", index=keys, values=["mean", "sd"])
     rows = []
-    errors = user_metrics.group_by(*keys, "user_id").agg(pl.col("error").mean(), pl.col("group").first())
+    errors = user_metrics.group_by(*keys, "user_id", maintain_order=True).agg(pl.col("error").mean(), pl.col("group").first())
     for (dataset, protocol, key), part in errors.group_by(*keys, maintain_order=True):
         major = part.filter(pl.col("group") == "major")["error"].drop_nulls().to_numpy()
         minor = part.filter(pl.col("group") == "minor")["error"].drop_nulls().to_numpy()
@@ -313,6 +316,7 @@ def group_table(user_metrics: pl.DataFrame, label: str = "method") -> pl.DataFra
         rows.append({"dataset": dataset, "protocol": protocol, label: key, "p_value": p_value})
     # Both groups' columns always exist (the DuckDB views select them), even when a group has no users.
     wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in GROUP_COLUMNS if c not in wide.columns)
+    wide = wide.select(*keys, *sorted(c for c in wide.columns if c not in keys))
     p_values = pl.DataFrame(rows, schema={"dataset": pl.String, "protocol": pl.String, label: pl.String, "p_value": pl.Float64})
     return in_report_order(wide.join(p_values, on=keys, how="left"), label)
 

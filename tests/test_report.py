@@ -363,3 +363,57 @@ def test_table1_says_why_a_share_of_one_or_a_population_in_one_group_is_no_findi
     frames = user_groups_for(varied, varied.select("user_id").with_columns(is_cold_start=pl.lit(True)), features)
     tables, _ = build_report([], {}, {"same": Bundle(frames=frames, info={"tagging_fields": list(features)})}, {}, {})
     assert "table1_notes" not in tables.info
+
+
+def test_table3_and_the_diagnostics_are_the_same_numbers_whatever_the_row_order():
+    # Two clean `make demo` runs wrote different Table 3 p-values and sds and diagnostics (last digits) and
+    # Table 3's columns in another order: polars' group_by returns groups in a per-process random order,
+    # and the seeds (or users) of a group were then summed in that order.
+    from assets.diagnostics import diagnostics_summary
+    from assets.report_tables import group_table
+
+    rng = np.random.default_rng(3)
+    n = 400
+    frame = pl.DataFrame({
+        "dataset": "taobao", "protocol": "paper", "method": "melu",
+        "seed": np.repeat(np.arange(8), n // 8), "user_id": [f"u{i % 50:03d}" for i in range(n)],
+        "group": ["major" if i % 50 < 30 else "minor" for i in range(n)],
+        "error": rng.random(n) / 3, "lr": rng.random(n) / 7, "adaptation_gain": rng.random(n) / 11,
+    })
+    shuffled = [frame.sample(fraction=1.0, shuffle=True, seed=s) for s in range(6)]
+    tables = [group_table(f) for f in (frame, *shuffled)]
+    assert all(t.columns == ["dataset", "protocol", "method", *GROUP_COLUMNS_IN_ORDER, "p_value"] for t in tables)
+    assert all(t.equals(tables[0]) for t in tables)  # bitwise: equals compares floats exactly
+    summaries = [diagnostics_summary(f) for f in (frame, *shuffled)]
+    assert all(s.equals(summaries[0]) for s in summaries)
+
+
+GROUP_COLUMNS_IN_ORDER = ["mean_major", "mean_minor", "sd_major", "sd_minor"]
+
+
+PLOT_BYTES_SCRIPT = """
+import hashlib, numpy as np, polars as pl
+import assets.plots as plots
+from assets.diagnostics import diagnostics_summary
+rng = np.random.default_rng(3)
+n = 4000
+frame = pl.DataFrame({"dataset": "taobao", "protocol": "paper", "method": ["melu", "paml", "ref_mf", "at_paml"] * (n // 4),
+    "seed": np.repeat(np.arange(8), n // 8), "user_id": [f"u{i % 500:03d}" for i in range(n)],
+    "group": ["major" if i % 50 < 30 else "minor" for i in range(n)],
+    "error": rng.random(n) ** 3, "lr": rng.random(n) / 7, "adaptation_gain": rng.standard_normal(n) ** 3})
+pngs = plots.error_boxplots(frame, "taobao"), plots.adaptation_plot(frame, diagnostics_summary(frame), "taobao", 0.3)
+print(*(hashlib.sha256(png).hexdigest() for png in pngs))
+"""
+
+
+def test_the_report_plots_are_the_same_bytes_in_every_process():
+    # Two clean `make demo` runs wrote different errors_ and adaptation_ PNGs: the users came out of a
+    # group_by in a per-process random order and were drawn in it. One process draws the same each time,
+    # so the processes are separate.
+    import sys
+
+    runs = [subprocess.Popen([sys.executable, "-c", PLOT_BYTES_SCRIPT], stdout=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    outputs = {run.communicate(timeout=120)[0] for run in runs}
+    assert all(run.returncode == 0 for run in runs)
+    assert len(outputs) == 1, outputs
