@@ -28,6 +28,7 @@ from assets.dataset_spec import CustomDataset, load_builtin, table_files
 from assets.raw_files import MissingRawFilesError, split_lines
 from assets.raw_text import RawFileError
 from assets.taobao_generator import DirtRates, GeneratorConfig, day_path, generate, generate_day
+from models.locks import file_lock
 
 TAOBAO_WINDOW_DAYS = 14  # days of logs the taobao dataset is built from (the generator's first horizon)
 TAOBAO_FIRST_DAY = GeneratorConfig().start_date  # day 0 of the generator: the first daily partition
@@ -39,13 +40,22 @@ class WindowError(ValueError):
 
 def ensure_generated(root: Path, config: GeneratorConfig) -> Path:
     """The generator's directory for `config` under `root`, generated once (profiles, catalogue,
-    truth and the first `config.n_days` days, staged and renamed so a killed run leaves none)."""
+    truth and the first `config.n_days` days, staged and renamed so a killed run leaves none).
+
+    Generated under a lock per directory: two runs side by side generate it once, and a staged
+    copy found under the lock is a killed run's (as large as the logs), removed before staging anew.
+    """
     key = f"seed{config.seed}-users{config.n_users}-items{config.n_items}-days{config.n_days}"
     target = root / key
     if not (target / "_manifest.json").is_file():
-        staging = root / f".{key}.{uuid.uuid4().hex}"
-        generate(staging, config)
-        publish_directory(staging, target, complete="_manifest.json")
+        with file_lock(root / f".{key}.lock"):
+            if not (target / "_manifest.json").is_file():
+                for leftover in root.glob(f".{key}.*"):
+                    if leftover.is_dir():
+                        shutil.rmtree(leftover, ignore_errors=True)
+                staging = root / f".{key}.{uuid.uuid4().hex}"
+                generate(staging, config)
+                publish_directory(staging, target, complete="_manifest.json")
     return target
 
 

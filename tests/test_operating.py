@@ -316,3 +316,37 @@ def test_a_killed_run_started_outside_the_cli_is_marked_failed_by_the_next_comma
     assert f"marked run {dead.run_id} failed" in capsys.readouterr().out
     with dg.DagsterInstance.get() as instance:
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_a_run_killed_while_generating_taobao_logs_leaves_no_staged_copy_after_the_next(tmp_path):
+    # A kill while the synthetic logs were generated left their staged directory (`.seed0-...<hex>`, as
+    # large as the logs: gigabytes at a million users) for ever: nothing removed it.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from assets.taobao_generator import GeneratorConfig
+    from assets.taobao_logs import ensure_generated
+
+    code = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        import assets.taobao_logs as logs
+        from assets.taobao_generator import GeneratorConfig
+
+        def generate(staging, config):  # killed half-way through writing (kill -9 from outside, made repeatable)
+            (Path(staging) / "logs").mkdir(parents=True)
+            (Path(staging) / "user_profile.csv").write_text("user_id,age")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        logs.generate = generate
+        logs.ensure_generated(Path({str(tmp_path)!r}), GeneratorConfig(n_users=200, n_items=100, n_days=2))
+    """)
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()][0].startswith(".seed0-users200-items100-days2.")
+    target = ensure_generated(tmp_path, GeneratorConfig(n_users=200, n_items=100, n_days=2))
+    assert (target / "_manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name]  # the killed run's copy is gone
+    assert os.listdir(target / "logs")
