@@ -34,6 +34,7 @@ from assets.report_tables import (
     no_dataset_line, paired_comparisons, seed_averaged_errors, table2,
 )
 from assets.user_groups import group_notes
+from models.locks import file_lock
 from models.metrics import BOOTSTRAP_RESAMPLES
 from models.references import DEFAULT_PROTOCOL, REFERENCES
 
@@ -306,10 +307,22 @@ def write_report(directory: Path, text: str, pngs: dict[str, bytes]) -> Path:
     """Replace `directory` with the new report (staged, then renamed).
 
     The old report is renamed aside before the new one takes its place and removed after, so a
-    killed run never leaves the home without a report, and two reports written at once (two
+    killed run leaves the old report or the new one in place (but for a kill in the instant between
+    the two renames, which leaves them as `.reports.old.<hex>` and `.reports.<hex>`), and two reports written at once (two
     runs on one home) both succeed, the last one staying: removing the old one in place let the
     other writer's report land in between, and the rename failed ("Directory not empty").
+    Writers take turns (a lock beside the directory), so a staged or set-aside copy found under the
+    lock is a killed writer's, and is removed.
     """
+    with file_lock(directory.with_name(f".{directory.name}.lock")):
+        for leftover in directory.parent.glob(f".{directory.name}.*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        return _replace_report(directory, text, pngs)
+
+
+def _replace_report(directory: Path, text: str, pngs: dict[str, bytes]) -> Path:
+    """Stage the report beside `directory`, then swap it in (the old one set aside, then removed)."""
     import errno
 
     staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}")

@@ -207,7 +207,8 @@ def test_reports_written_side_by_side_both_succeed_and_one_stays_whole(tmp_path)
     # The report directory was removed, then the new one renamed in: a report written between the
     # two made the rename fail ("Directory not empty"), and a kill between them left no report.
     assert [o for o in race(write_reports, str(tmp_path / "reports")) if o != "ok"] == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]  # nothing staged or set aside is left
+    # nothing staged or set aside is left (the lock writers take turns on stays, empty)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".reports.lock", "reports"]
     assert (tmp_path / "reports" / "report.md").read_text() == f"report {RACE_ROUNDS - 1}\n"
     assert (tmp_path / "reports" / "plot.png").stat().st_size == 90_000
 
@@ -350,3 +351,31 @@ def test_a_run_killed_while_generating_taobao_logs_leaves_no_staged_copy_after_t
     assert (target / "_manifest.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name]  # the killed run's copy is gone
     assert os.listdir(target / "logs")
+
+
+def test_a_report_writer_killed_before_its_swap_leaves_a_staged_copy_that_the_next_writer_removes(tmp_path):
+    # A kill after the new report was staged (`.reports.<hex>`, the report and its PNGs) left that
+    # copy for ever: every later write staged under a new name and nothing removed the old ones.
+    import subprocess
+    import sys
+    import textwrap
+
+    from assets.report import write_report
+
+    directory = tmp_path / "reports"
+    write_report(directory, "report 1\n", {"plot.png": b"png"})
+    code = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        import assets.report as report
+        report.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # killed at the swap
+        report.write_report(Path({str(directory)!r}), "report 2\\n", {{"plot.png": b"png"}})
+    """)
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert (directory / "report.md").read_text() == "report 1\n"  # the old report stays readable
+    [staged] = [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith(".reports.")]
+    assert (staged / "report.md").read_text() == "report 2\n"
+    write_report(directory, "report 3\n", {"plot.png": b"png"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".reports.lock", "reports"]
+    assert (directory / "report.md").read_text() == "report 3\n"
