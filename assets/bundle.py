@@ -154,42 +154,52 @@ def frame_bytes(frame: pl.DataFrame) -> bytes:
     One chunk, with Arrow's oldest types: IPC writes one record batch per chunk, and polars'
     string views carry whatever their shared buffers hold, so the same rows built two ways (the
     chunks of a multi-threaded read, a group-by's strings) gave different bytes; offsets and
-    values (large_utf8) depend on the rows alone. Columns with nulls are written with zeros under
-    their nulls (`canonical_nulls`)."""
+    values (large_utf8) depend on the rows alone. Columns with nulls and boolean columns are
+    written in a canonical form (`canonical_column`)."""
     frame = frame.rechunk()
-    if any(column.null_count() for column in frame.iter_columns()):
-        frame = pl.DataFrame([canonical_nulls(column) for column in frame.iter_columns()])
+    if any(column.null_count() or column.dtype == pl.Boolean for column in frame.iter_columns()):
+        frame = pl.DataFrame([canonical_column(column) for column in frame.iter_columns()])
     buffer = io.BytesIO()
     frame.write_ipc(buffer, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
     return buffer.getvalue()
 
 
-def canonical_nulls(column: pl.Series) -> pl.Series:
-    """`column` with a zero (an empty string, false) under every null and no stray bits after its
-    validity bitmap; nested and dictionary columns as they are.
+def canonical_column(column: pl.Series) -> pl.Series:
+    """`column` with a zero (an empty string, false) under every null, and no stray bits after the
+    last row in its validity bitmap or, for booleans, its values' bitmap; nested and dictionary
+    columns as they are.
 
-    IPC writes the bytes under a null as they are, and they were whatever the step computed there
-    (`when(...).then(x)` keeps x), while the same frame read back from its Parquet file has zeros:
-    the hash of an artifact's files differed from its row's, and the same rows made two ways could
-    hash apart. Values and validity alone decide these bytes; a column that had zeros under its
-    nulls (as read from Parquet) keeps its bytes, and so its hash."""
-    dtype = column.dtype
-    if column.null_count() == 0 or not (dtype.is_numeric() or dtype.is_temporal() or dtype in (pl.String, pl.Boolean, pl.Binary)):
-        return column
-    if dtype.is_temporal():  # dates and times are integers underneath
-        return canonical_nulls(column.to_physical()).cast(dtype)
+    IPC writes these bytes as they are, and they were whatever the step left there
+    (`when(...).then(x)` keeps x under the nulls, `lit(True)` sets every bit of its byte), while
+    the same frame read back from its Parquet file has zeros: the hash of an artifact's files
+    differed from its row's (every evaluation, champion and report), and the same rows made two
+    ways could hash apart. Values and validity alone decide these bytes; a column already in this
+    form (as read from Parquet) keeps its bytes, and so its hash."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    dtype = column.dtype
+    if dtype.is_temporal():  # dates and times are integers underneath
+        return canonical_column(column.to_physical()).cast(dtype) if column.null_count() else column
+    if not (dtype.is_numeric() or dtype in (pl.String, pl.Boolean, pl.Binary)) or (
+            column.null_count() == 0 and dtype != pl.Boolean):
+        return column
     values = column.to_arrow(compat_level=pl.CompatLevel.oldest())
     zero = {pl.String: "", pl.Boolean: False, pl.Binary: b""}.get(dtype, 0)
-    filled = pc.fill_null(values, pa.scalar(zero, type=values.type))
-    if filled.offset:  # from_buffers below takes buffers from position 0
-        filled = pa.concat_arrays([pa.array([], type=filled.type), filled])
-    validity = np.packbits(values.is_valid().to_numpy(zero_copy_only=False), bitorder="little")
-    canonical = pa.Array.from_buffers(values.type, len(values), [pa.py_buffer(validity.tobytes()), *filled.buffers()[1:]],
-                                      null_count=values.null_count)
+    filled = pc.fill_null(values, pa.scalar(zero, type=values.type)) if values.null_count else values
+
+    def bitmap(flags: pa.Array) -> pa.Buffer:
+        return pa.py_buffer(np.packbits(flags.to_numpy(zero_copy_only=False), bitorder="little").tobytes())
+
+    if dtype == pl.Boolean:
+        buffers = [bitmap(filled)]
+    else:
+        if filled.offset:  # from_buffers below reads the buffers from their start
+            filled = pa.concat_arrays([pa.array([], type=filled.type), filled])
+        buffers = filled.buffers()[1:]
+    validity = bitmap(values.is_valid()) if values.null_count else None
+    canonical = pa.Array.from_buffers(values.type, len(values), [validity, *buffers], null_count=values.null_count)
     return pl.Series(column.name, canonical, dtype=dtype)
 
 

@@ -341,20 +341,22 @@ def test_the_content_hash_depends_on_the_rows_not_on_how_the_frame_was_built():
 
 def test_the_content_hash_of_rows_with_nulls_is_the_same_computed_or_read_back_from_their_file(tmp_path):
     # The bytes under a null went into the hash as the step left them (`when(...).then(x)` keeps x there),
-    # and a frame read back from its Parquet file has zeros: every evaluation's, champion's and the
-    # report's stored files hashed to another value than their artifact row.
+    # and so did the bits after a boolean column's last row; a frame read back from its Parquet file has
+    # zeros: every evaluation's, champion's and the report's stored files hashed to another value than
+    # their artifact row.
     from assets.bundle import Bundle
 
     base = pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "n": [1, 2, 3, 4], "s": ["a", "bb", "c", "d"], "b": [True] * 4,
                          "d": pl.Series([1, 2, 3, 4]).cast(pl.Date)})
     computed = base.select(pl.when(pl.col("x") > 2).then(pl.col(c)).alias(c) for c in base.columns).with_columns(
-        empty=pl.lit(None, dtype=pl.String))
+        empty=pl.lit(None, dtype=pl.String), promoted=pl.lit(True))  # lit(True) sets the bits after the last row too
     computed.write_parquet(tmp_path / "frame.parquet")
     read = pl.read_parquet(tmp_path / "frame.parquet")
     assert read.equals(computed)
     hashes = {Bundle(frames={"f": f}).content_hash() for f in (computed, read, read.slice(0, 4), read.rechunk())}
     assert len(hashes) == 1
     assert Bundle(frames={"f": read.with_columns(pl.col("x").fill_null(0.0))}).content_hash() not in hashes  # a null is no zero
+    assert Bundle(frames={"f": read.with_columns(promoted=pl.lit(False))}).content_hash() not in hashes
     assert Bundle(frames={"f": base}).content_hash() == Bundle(frames={"f": pl.read_parquet(
         io_roundtrip(base, tmp_path))}).content_hash()
 
