@@ -139,13 +139,20 @@ def expected_failure(error: BaseException) -> str | None:
     from models.learners import ModelFormError
     from models.runtime import ThreadsSettingError
     from models.search import JournalError, SearchWorkerError
-    from pipelines.store import NoDatabaseError, PartitionNotBuiltError
+    from pipelines.storage_errors import StorageError, storage_failure
+    from pipelines.store import ArtifactDamagedError, NoDatabaseError, PartitionNotBuiltError, StoreDamagedError
 
     # Bad input data (an undecodable or empty raw file, a log the cleaning cannot read) is the
     # user's to fix: the message names the file, line and value; a traceback would bury it.
     if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError,
-                          RawFileError, CleaningError, WindowError, SpecError, JournalError, ModelFormError, SettingError, SearchWorkerError)):
+                          RawFileError, CleaningError, WindowError, SpecError, JournalError, ModelFormError, SettingError, SearchWorkerError,
+                          StorageError, StoreDamagedError, ArtifactDamagedError)):
         return one_line(error)
+    # A full disk, a read-only or unwritable home: the machine's to fix. Often Dagster then fails to record
+    # the failure in its own storage on the same disk, and that error (SQLite's) is the one raised here.
+    refused = storage_failure(error, default_home(), Path(os.environ.get("DAGSTER_HOME") or default_home() / "dagster"))
+    if refused is not None:
+        return refused
     import dagster as dg
 
     if isinstance(error, dg.Failure):  # a step that refused on purpose (a setting it cannot train with): its own line
@@ -473,9 +480,10 @@ def init_command() -> str:
     """Prepare PAML_HOME and DAGSTER_HOME (telemetry off); say which raw files PAML_DATA_DIR holds."""
     from assets.compressed import present
     from assets.raw_files import LAYOUTS
+    from pipelines.storage_errors import ensure_directory
 
     home, data_dir = default_home(), default_data_dir()
-    home.mkdir(parents=True, exist_ok=True)
+    ensure_directory(home)
     lines = [f"PAML_HOME={home}", f"DAGSTER_HOME={ensure_dagster_home()} (dagster.yaml: persistent instance, telemetry off)",
              f"PAML_DATA_DIR={data_dir}" + ("" if os.environ.get("PAML_DATA_DIR") else
                                             " (not set: the default, PAML_HOME/data; export it to use MovieLens or Book-Crossing)")]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.resources import default_home
+from pipelines.storage_errors import ensure_directory
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -23,7 +24,7 @@ telemetry:
 def ensure_dagster_home(home: Path | None = None) -> Path:
     """Create `<home>/dagster/dagster.yaml` if missing and point DAGSTER_HOME at it."""
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or (home or default_home()) / "dagster")
-    dagster_home.mkdir(parents=True, exist_ok=True)
+    ensure_directory(dagster_home)  # a PAML_HOME that is a file, or not writable: one line naming it
     config = dagster_home / "dagster.yaml"
     if not config.is_file():  # staged, then renamed: a process starting beside us never reads half of it
         staging = config.with_name(f".dagster.yaml.{os.getpid()}")

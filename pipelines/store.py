@@ -5,7 +5,11 @@ short connection, retries lock errors with backoff (the pipeline's as long as th
 held, saying who holds it), and closes at once. An artifact's
 files are written (content-addressed, atomically renamed) before its rows are
 committed; rows are the source of truth, so a killed run leaves at worst an unused
-directory and never a row that points at missing data.
+directory and never a row that points at missing data. Its info.json lists its files
+with their sizes, so a file deleted or cut off later is named when read and written
+again by the rerun. A write the file system refuses (disk full, read-only) and a damaged
+database file are one-line errors (pipelines/storage_errors.py, StoreDamagedError); a
+damaged file is never written over.
 
 Artifact locations are stored relative to the home, so a home can be copied or moved.
 Readers (the `sql` command, stats, recommend, summaries) open a read-only store: the
@@ -32,6 +36,7 @@ import polars as pl
 
 from assets.bundle import Bundle, SourceFile, StoredParts, publish_directory
 from pipelines.provenance import RUN_COLUMNS, run_facts
+from pipelines.storage_errors import StorageError, ensure_directory, refused_errno, refused_writes
 
 # How long a reader outside the pipeline (`sql --live`) waits for the live file before it says who holds it.
 # The pipeline's own connections wait as long as the lock is held: a session left open on the live file
@@ -147,6 +152,62 @@ class NoDatabaseError(FileNotFoundError):
     """Raised when a reader opens a home that holds no database (a mistyped PAML_HOME)."""
 
 
+class StoreDamagedError(OSError):
+    """A database file DuckDB cannot read (cut off, overwritten): one line naming it and what to do.
+    Nothing is ever written over it, and nothing deletes it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ArtifactDamagedError(OSError):
+    """An artifact whose files are missing or not as they were written: one line naming it, its
+    directory, what is wrong and the command that writes it again."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# DuckDB's words for a file that is not (or no longer) a whole database.
+DAMAGE_SIGNS = ("not a valid DuckDB database file", "Could not read enough bytes", "Corrupt database file")
+
+
+def damage_message(path: Path, cause: str) -> str:
+    """What to do about a damaged `path`: the snapshot is rebuilt by the next write; the live file is
+    the user's data, restored from the snapshot (the copy taken after each write) by hand."""
+    if path.name == "paml-snapshot.duckdb":
+        return (f"the snapshot {path} is damaged ({cause}); the next pipeline write replaces it (e.g. python -m "
+                f"pipelines.cli demo --data-only), and meanwhile `sql --live` reads the live file")
+    snapshot = path.with_name("paml-snapshot.duckdb")
+    return (f"{path} is damaged ({cause}); nothing was written to it. Keep it aside and restore the snapshot, "
+            f"the copy taken after each write: mv {path} {path}.damaged && cp {snapshot} {path}")
+
+
+def artifact_damage(directory: Path) -> str | None:
+    """What is wrong with a stored artifact directory, or None when it is whole as far as its
+    manifest (`files` in info.json: each file and its size as written) tells. Directories written
+    before the manifest are checked for info.json only."""
+    try:
+        manifest = json.loads((directory / "info.json").read_text()).get("files", {})
+    except FileNotFoundError:
+        return "info.json is missing" if directory.is_dir() else "its directory is missing"
+    except (OSError, ValueError) as error:
+        return f"info.json cannot be read ({error})"
+    for name, size in manifest.items():
+        try:
+            actual = (directory / name).stat().st_size
+        except FileNotFoundError:
+            return f"{name} is missing"
+        if actual != size:
+            return f"{name} is {actual} bytes, written as {size}"
+    return None
+
+
+def rebuild_hint(asset_key: str, partition: str) -> str:
+    """The command that writes an artifact of (asset, partition) again."""
+    return f"dg launch --assets {asset_key}{' --partition ' + partition if partition else ''}"
+
+
 @dataclass(frozen=True)
 class ArtifactRow:
     """One stored materialization."""
@@ -187,14 +248,15 @@ def connect(path: Path, *, read_only: bool = False, retry_seconds: float | None 
     creates anything.
     """
     if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_directory(path.parent)
     elif not path.is_file():
         raise NoDatabaseError(f"no database at {path}")
     started, delay = time.monotonic(), LOCK_BACKOFF_START
     next_warning = started + LOCK_WARN_AFTER_SECONDS
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_CONFIG if read_only else WRITER_CONFIG)
+            with file_errors(path):
+                con = duckdb.connect(str(path), read_only=read_only, config=READ_ONLY_CONFIG if read_only else WRITER_CONFIG)
             break
         except duckdb.Error as error:
             now = time.monotonic()
@@ -208,9 +270,28 @@ def connect(path: Path, *, read_only: bool = False, retry_seconds: float | None 
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
     try:
-        yield con
+        with file_errors(path):
+            yield con
     finally:
-        con.close()
+        with contextlib.suppress(duckdb.Error):  # a close after a failed write fails again: the first error is the one
+            con.close()
+
+
+@contextlib.contextmanager
+def file_errors(path: Path) -> Iterator[None]:
+    """DuckDB's errors about the file itself as one line: a damaged database (StoreDamagedError) or a
+    write the file system refused (StorageError); SQL errors pass unchanged."""
+    try:
+        yield
+    except duckdb.Error as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if any(sign in text for sign in DAMAGE_SIGNS):
+            damaged = re.search(r'file "([^"]+)"', text)
+            raise StoreDamagedError(damage_message(Path(damaged[1]) if damaged else path, text)) from error
+        if refused_errno(error) is not None:
+            with refused_writes(path):
+                raise
+        raise
 
 
 def relative_bundle_location(location: str, asset_key: str, partition: str) -> str:
@@ -252,6 +333,21 @@ def remove_stale_staging(directory: Path, older_than: float = STALE_STAGING_SECO
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
     return removed
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failed statement. DuckDB may have ended the transaction itself (a commit that
+    failed on a full disk); ROLLBACK's own error then would hide the one that matters."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+def set_aside(directory: Path) -> None:
+    """Remove a damaged artifact directory, renamed first so that no reader finds it half removed."""
+    aside = directory.with_name(f".{directory.name}.broken.{uuid.uuid4().hex}")
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(directory, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 class LineageStore:
@@ -304,26 +400,43 @@ class LineageStore:
         """Write the bundle's files to a content-addressed directory; return (dir, bytes)."""
         digest = bundle.content_hash()
         target = self.artifact_root / asset_key / (partition or "_") / digest[:24]
-        if not (target / "info.json").is_file():
+        damage = artifact_damage(target)
+        if damage is not None:  # never written, or damaged since (a file deleted or cut off by hand)
+            ensure_directory(target.parent)
             remove_stale_staging(target.parent)
+            # publish_directory keeps a target that has info.json, so a damaged one goes first (the same bytes
+            # are written again). Checked again: another writer may have published it whole meanwhile.
+            if (target / "info.json").is_file() and artifact_damage(target) is not None:
+                set_aside(target)
             staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
-            (staging / "frames").mkdir(parents=True)
-            for name, frame in bundle.frames.items():
-                frame.write_parquet(staging / "frames" / f"{name}.parquet")
-            for name, parts in bundle.parts.items():
-                for relative, path in zip(parts.names, parts.files):
-                    adopt(path, staging / "frames" / name / relative)
-            if bundle.tensors:
-                from safetensors.torch import save_file
-
-                save_file({k: v.contiguous() for k, v in bundle.tensors.items()}, str(staging / "tensors.safetensors"))
-            elif bundle.tensor_file is not None:
-                adopt(bundle.tensor_file, staging / "tensors.safetensors")
-            sources = [s.__dict__ for s in bundle.sources]
-            (staging / "info.json").write_text(json.dumps({"info": bundle.info, "sources": sources}, indent=1, default=str))
-            publish_directory(staging, target, complete="info.json")
+            try:
+                with refused_writes(staging):
+                    self._stage(bundle, staging)
+                publish_directory(staging, target, complete="info.json")
+            finally:  # a failed write (disk full) leaves nothing behind; after the rename there is nothing here
+                shutil.rmtree(staging, ignore_errors=True)
         size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
         return target, size
+
+    @staticmethod
+    def _stage(bundle: Bundle, staging: Path) -> None:
+        """Write the bundle's files into `staging`, info.json last with the manifest of the others."""
+        (staging / "frames").mkdir(parents=True)
+        for name, frame in bundle.frames.items():
+            frame.write_parquet(staging / "frames" / f"{name}.parquet")
+        for name, parts in bundle.parts.items():
+            for relative, path in zip(parts.names, parts.files):
+                adopt(path, staging / "frames" / name / relative)
+        if bundle.tensors:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in bundle.tensors.items()}, str(staging / "tensors.safetensors"))
+        elif bundle.tensor_file is not None:
+            adopt(bundle.tensor_file, staging / "tensors.safetensors")
+        files = {p.relative_to(staging).as_posix(): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
+        sources = [s.__dict__ for s in bundle.sources]
+        (staging / "info.json").write_text(
+            json.dumps({"info": bundle.info, "sources": sources, "files": files}, indent=1, default=str))
 
     def record(
         self, bundle: Bundle, *, run_id: str, job_name: str, asset_key: str, partition: str,
@@ -374,7 +487,7 @@ class LineageStore:
                 )
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                rollback(con)
                 raise
             self._refresh_snapshot(con)
         for directory in bundle.scratch:  # its files are in the artifact now
@@ -411,7 +524,7 @@ class LineageStore:
                 self._mirror(con, table, frame, source, partition, artifact_id)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                rollback(con)
                 raise
             self._refresh_snapshot(con)
 
@@ -513,12 +626,25 @@ class LineageStore:
             leftover.unlink(missing_ok=True)
         staging = self.snapshot_path.with_name(f".{self.snapshot_path.name}.{uuid.uuid4().hex}")
         source = con.execute("SELECT current_database()").fetchone()[0]
-        con.execute(f"ATTACH '{staging}' AS paml_snapshot")
+        attached = False
         try:
+            con.execute(f"ATTACH '{staging}' AS paml_snapshot")
+            attached = True
             con.execute(f'COPY FROM DATABASE "{source}" TO paml_snapshot')
-        finally:
-            con.execute("DETACH paml_snapshot")
-        os.replace(staging, self.snapshot_path)
+            attached = False
+            con.execute("DETACH paml_snapshot")  # checkpoints the copy: a full disk fails here too
+            os.replace(staging, self.snapshot_path)
+        except Exception as error:
+            if attached:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("DETACH paml_snapshot")
+            for partial in (staging, staging.with_name(f"{staging.name}.wal")):  # as large as the store: free it now
+                partial.unlink(missing_ok=True)
+            code = refused_errno(error)
+            if code is None:
+                raise
+            raise StorageError(code, str(self.snapshot_path), f"the write is committed in {self.db_path}; the "
+                                                              "snapshot stays as it was until the next write") from error
 
     # -- reading -----------------------------------------------------------------
     @property
@@ -568,15 +694,29 @@ class LineageStore:
 
     def load(self, row: ArtifactRow) -> Bundle:
         """Read an artifact's files back into a Bundle (tensors with safetensors, no pickles)."""
-        location = self.path_of(row)
-        meta = json.loads((location / "info.json").read_text())
-        frames = {p.stem: pl.read_parquet(p) for p in sorted((location / "frames").glob("*.parquet"))}
-        parts = {p.name: StoredParts.under(p) for p in sorted((location / "frames").iterdir()) if p.is_dir()}
-        tensors = {}
-        if (location / "tensors.safetensors").is_file():
-            from safetensors.torch import load_file
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
 
-            tensors = load_file(str(location / "tensors.safetensors"))
+        location = self.path_of(row)
+
+        def damaged(what: object) -> ArtifactDamagedError:
+            where = f"{row.asset_key}{' partition ' + repr(row.partition) if row.partition else ''}"
+            return ArtifactDamagedError(
+                f"artifact {row.artifact_id} ({where}) at {location} cannot be read: {what}; build it again (the "
+                f"same files are written): {rebuild_hint(row.asset_key, row.partition)}, then run this step again")
+
+        damage = artifact_damage(location)  # deleted or cut off by hand since it was written
+        if damage is not None:
+            raise damaged(damage)
+        try:
+            meta = json.loads((location / "info.json").read_text())
+            frames = {p.stem: pl.read_parquet(p) for p in sorted((location / "frames").glob("*.parquet"))}
+            parts = {p.name: StoredParts.under(p) for p in sorted((location / "frames").iterdir()) if p.is_dir()}
+            tensors = {}
+            if (location / "tensors.safetensors").is_file():
+                tensors = load_file(str(location / "tensors.safetensors"))
+        except (OSError, ValueError, pl.exceptions.PolarsError, SafetensorError) as error:  # overwritten in place
+            raise damaged(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from error
         sources = tuple(SourceFile(**s) for s in meta.get("sources", []))
         return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources, parts=parts,
                       artifact_id=row.artifact_id)
