@@ -54,8 +54,11 @@ def ensure_generated(root: Path, config: GeneratorConfig) -> Path:
                     if leftover.is_dir():
                         shutil.rmtree(leftover, ignore_errors=True)
                 staging = root / f".{key}.{uuid.uuid4().hex}"
-                generate(staging, config)
-                publish_directory(staging, target, complete="_manifest.json")
+                try:
+                    generate(staging, config)
+                    publish_directory(staging, target, complete="_manifest.json")
+                finally:  # a failed generation (a full disk) leaves nothing behind; after the rename there is nothing here
+                    shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -93,7 +93,8 @@ def ensure_directory(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
-        raise StorageError(errno.ENOTDIR, str(blocker), f"a file, needed as a directory for {path}") from None
+        note = "a file, not a directory" if blocker == path else f"a file, in the way of {path}"
+        raise StorageError(errno.ENOTDIR, str(blocker), note) from None
     except OSError as error:
         code = refused_errno(error)
         if code is None:

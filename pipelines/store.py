@@ -36,7 +36,7 @@ import polars as pl
 
 from assets.bundle import Bundle, SourceFile, StoredParts, publish_directory
 from pipelines.provenance import RUN_COLUMNS, run_facts
-from pipelines.storage_errors import StorageError, ensure_directory, refused_errno, refused_writes
+from pipelines.storage_errors import StorageError, ensure_directory, named_path, refused_errno, refused_writes
 
 # How long a reader outside the pipeline (`sql --live`) waits for the live file before it says who holds it.
 # The pipeline's own connections wait as long as the lock is held: a session left open on the live file
@@ -694,8 +694,7 @@ class LineageStore:
 
     def load(self, row: ArtifactRow) -> Bundle:
         """Read an artifact's files back into a Bundle (tensors with safetensors, no pickles)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError  # the Rust binding alone: torch is imported only for tensors
 
         location = self.path_of(row)
 
@@ -714,8 +713,13 @@ class LineageStore:
             parts = {p.name: StoredParts.under(p) for p in sorted((location / "frames").iterdir()) if p.is_dir()}
             tensors = {}
             if (location / "tensors.safetensors").is_file():
+                from safetensors.torch import load_file
+
                 tensors = load_file(str(location / "tensors.safetensors"))
         except (OSError, ValueError, pl.exceptions.PolarsError, SafetensorError) as error:  # overwritten in place
+            code = refused_errno(error)
+            if code is not None:  # not damaged: this user may not read it (a home copied with other owners)
+                raise StorageError(code, named_path(error) or str(location)) from error
             raise damaged(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from error
         sources = tuple(SourceFile(**s) for s in meta.get("sources", []))
         return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources, parts=parts,

@@ -345,3 +345,19 @@ def test_a_damaged_artifact_is_named_by_the_step_that_reads_it_and_its_rerun_rep
             users = store.query(LATEST_SQL, ["cold_start_users", "movielens"]).item()
             inputs = store.query("SELECT input_artifact_id FROM lineage_edges WHERE artifact_id = ?", [users])
             assert rebuilt.artifact_id in inputs["input_artifact_id"].to_list()  # lineage: the rebuilt one, not the damaged
+
+
+def test_synthetic_logs_cut_off_by_a_full_disk_leave_no_staging_and_generate_again(tmp_path):
+    # The generator stages its directory and renames it; a failed generation left the staging for good
+    # (the size of the logs, on the disk that had just filled up).
+    from assets.taobao_generator import GeneratorConfig
+    from assets.taobao_logs import ensure_generated
+
+    config = GeneratorConfig(n_users=300, n_items=100, n_days=3)
+    with tmpfs(tmp_path / "raw", "64k") as root:
+        with pytest.raises(OSError) as refused:
+            ensure_generated(root, config)
+        assert refused.value.errno == 28 and list(root.iterdir()) == []
+        remount(root, "size=16m")
+        made = ensure_generated(root, config)
+        assert (made / "_manifest.json").is_file() and [p.name for p in root.iterdir()] == [made.name]
