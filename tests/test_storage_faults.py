@@ -1,7 +1,7 @@
 """When the file system misbehaves: a full disk, a file size limit, a read-only or unwritable home, a
 damaged database or artifact. Real failures, no patched writes: a small tmpfs (CI runs as root, which
 may mount one; without the right to mount, those tests skip and say so), RLIMIT_FSIZE (any user), a
-read-only mount, and a user without rights (setpriv). The rule under test: a failed run leaves every
+read-only mount, and the rights of the user nobody (seteuid). The rule under test: a failed run leaves every
 store consistent, its error is one line naming the path and the cause, and a rerun gives the same result.
 """
 
@@ -233,38 +233,47 @@ def test_a_home_that_cannot_be_written_is_one_line_naming_it(tmp_path):
         assert len(artifact_ids(store.db_path)) == 1
 
 
-def as_nobody(env: dict, *argv: str) -> subprocess.CompletedProcess:
-    """`python -m pipelines.cli ARGV` as the user nobody (root ignores permissions)."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run as another user")
-    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                           "pipelines.cli", *argv], env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parent.parent)
-
-
-def test_a_home_or_data_dir_this_user_may_not_use_is_one_line_naming_it():
-    # Not under tmp_path: pytest's directories are root's alone, and nobody must reach these.
-    root = Path(tempfile.mkdtemp(prefix="paml-permissions-"))
+@contextlib.contextmanager
+def as_nobody():
+    """File access as the user nobody for the block (root ignores permissions): the effective uid only, so
+    that root takes it back after. Modules the block needs must be imported before (nobody may not read them)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    os.seteuid(65534)
     try:
-        root.chmod(0o755)
-        locked, data = root / "locked", tiny_real_data(root / "data")
-        locked.mkdir(mode=0o555)
-        home = root / "home"
-        home.mkdir()
-        os.chown(home, 65534, 65534)
-        done = as_nobody({"PAML_HOME": str(locked), "DAGSTER_HOME": ""}, "init")
-        assert done.returncode == 1 and done.stderr.strip() == (
-            f"error: permission denied: {locked}/dagster (Permission denied); give this user access to it, or point "
-            f"PAML_HOME (PAML_DATA_DIR for raw files) at a place it may use; creating {locked}/dagster"), done.stderr[-2000:]
-        (data / "ml-1m").chmod(0o000)
-        done = as_nobody({"PAML_HOME": str(home), "DAGSTER_HOME": "", "PAML_DATA_DIR": str(data)},
-                         "demo", "--data-only", "--dataset", "movielens")
-        last = done.stderr.strip().splitlines()[-1]
-        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
-        assert last.startswith(f"error: permission denied: {data}/ml-1m/"), last
+        yield
     finally:
-        (root / "data" / "ml-1m").chmod(0o755)
+        os.seteuid(0)
+
+
+def test_a_home_or_data_dir_this_user_may_not_use_is_one_line_naming_it(monkeypatch):
+    from assets.raw_files import require_files
+    from pipelines import cli
+
+    # Not under tmp_path: pytest's directories are root's alone, and nobody must pass through to find
+    # what it may not use.
+    root = Path(tempfile.mkdtemp(prefix="paml-permissions-"))
+    root.chmod(0o755)
+    locked, data = root / "locked", tiny_real_data(root / "data")
+    locked.mkdir(mode=0o555)
+    monkeypatch.setenv("PAML_HOME", str(locked))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    (data / "ml-1m").chmod(0o000)
+    try:
+        with as_nobody():
+            with pytest.raises(SystemExit) as stop:
+                cli.main(["init"])
+            with pytest.raises(PermissionError) as unreadable:
+                require_files("movielens", data)  # what raw_logs does first
+    finally:
+        (data / "ml-1m").chmod(0o755)
         shutil.rmtree(root, ignore_errors=True)
+    assert str(stop.value.code) == (
+        f"error: permission denied: {locked}/dagster (Permission denied); give this user access to it, or point "
+        f"PAML_HOME (PAML_DATA_DIR for raw files) at a place it may use; creating {locked}/dagster")
+    # was a traceback (Path.is_file raises on a directory it may not enter)
+    line = cli.expected_failure(unreadable.value)
+    assert line is not None and line.startswith(f"permission denied: {data}/ml-1m/") and "PAML_DATA_DIR" in line, line
 
 
 def test_a_damaged_snapshot_is_one_line_in_sql_and_the_next_write_replaces_it(tmp_path, monkeypatch):
