@@ -3,9 +3,12 @@
 Each line's top-level fields are the columns (the spec names them as it names a CSV's): a string
 is its text, a number its digits (a whole float as an integer, as for Parquet: `5.0` is `5`), true
 and false are `true` and `false`, null or an absent field is missing, and a list of values is a
-multi feature's values, as a Parquet list column is. A line that is not valid JSON, not an object,
-or holds an object where the spec reads a value is a rejected row with its line number and reason,
-as a CSV line with the wrong number of fields is. A file where no line, or fewer lines than are
+multi feature's values, as a Parquet list column is. NaN (which Python's json reads) is the text
+'NaN', as a CSV's NaN is: cleaning reads it as missing and a rejection shows it as the file wrote it;
+in a list it is a missing value. A line that is not valid JSON, not an object, holds an object where
+the spec reads a value, or writes a read field twice with different values ({"user": 1, "user": 2}: no
+reader should choose one silently) is a rejected row with its line number and reason, as a CSV line with
+the wrong number of fields is. A file where no line, or fewer lines than are
 rejected, gives a row stops the read: it is not JSON lines (a JSON array, a pretty-printed file,
 Python's single-quoted dicts).
 """
@@ -16,7 +19,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,6 +36,7 @@ from assets.raw_text import (
 KEY_LINES = 1000  # the lines whose keys name a file's columns when the spec does not list them
 SHOWN_CHARACTERS = 120  # of a bad line, in an error message
 EXACT_FLOAT = 2.0**53  # whole floats below this are integers exactly
+NAN_TEXT = "NaN"  # a field written NaN, as a CSV's NaN reads (a missing-value marker to cleaning)
 
 
 class NotAValue(ValueError):
@@ -47,7 +51,8 @@ def field_text(value: Any) -> str | None | list[str | None]:
     if not isinstance(value, list):
         return scalar_text(value)
     try:
-        return [scalar_text(v) for v in value]
+        # NaN in a list is a missing value among the others (a multi feature's), not the value 'NaN'.
+        return [None if isinstance(v, float) and math.isnan(v) else scalar_text(v) for v in value]
     except NotAValue as error:
         raise NotAValue(f"a list holding {error}") from None
 
@@ -66,19 +71,20 @@ def scalar_text(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isnan(value):  # Python's json reads NaN; missing, as in a Parquet float column
-            return None
+        if math.isnan(value):  # Python's json reads NaN: the text, as a CSV's NaN (cleaning reads it as missing)
+            return NAN_TEXT
         # Whole floats as integers: 5.0 stars is the rating 5, 1700000000.0 is Unix seconds.
         return str(int(value)) if value.is_integer() and abs(value) < EXACT_FLOAT else repr(value)
     raise NotAValue("an object" if isinstance(value, dict) else "a list")
 
 
-def line_reason(text: str) -> tuple[dict | None, str | None]:
-    """(the object on a line, None) or (None, why the line gives no row)."""
+def line_reason(text: str, kept: Collection[str] = ()) -> tuple[dict | None, str | None]:
+    """(the object on a line, None) or (None, why the line gives no row); a field among `kept` written
+    twice with different values gives no row (`repeated_fields`)."""
     if not text.strip():
         return None, BLANK_LINE
     try:
-        value = json.loads(text)
+        value, repeats = parsed_line(text, kept)
     except json.JSONDecodeError as error:
         hint = " (a Python dict, not JSON: single quotes)" if text.lstrip().startswith("{'") else ""
         if "\r" in text:  # in a file of LF line ends a CR alone is no line end: two objects joined by one
@@ -87,12 +93,42 @@ def line_reason(text: str) -> tuple[dict | None, str | None]:
     if not isinstance(value, dict):
         kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(type(value), "a number")
         return None, f"{kind}, not a JSON object"
+    for key, values in repeats.items():
+        written = [json.dumps(v, ensure_ascii=False) for v in values]
+        if len(set(written)) > 1:
+            times = "twice" if len(values) == 2 else f"{len(values)} times"
+            shown = ", then ".join(w[:SHOWN_CHARACTERS] for w in written)
+            return None, f"field {key!r} written {times}, with different values ({shown}); expected it once"
     return value, None
+
+
+def parsed_line(text: str, kept: Collection[str]) -> tuple[Any, dict[str, list]]:
+    """`json.loads(text)` (a key written twice keeps its last value, as Python's json does) and, when it is
+    an object, the keys among `kept` it writes more than once, each with its values in order.
+
+    Only a line that may write such a key is parsed with a pairs hook (a third slower): one that writes
+    one of them more than once as itself, or holds an escape that may spell one otherwise (\\u, \\/).
+    """
+    if not kept or ("\\u" not in text and "\\/" not in text
+                    and all(text.count(json.dumps(k, ensure_ascii=False)) < 2 for k in kept)):
+        return json.loads(text), {}
+    repeats: dict[str, list] = {}
+
+    def pairs_object(pairs: list[tuple[str, Any]]) -> dict:
+        # Called for each object, innermost first: the last call is the line's own object.
+        nonlocal repeats
+        value = dict(pairs)
+        repeats = {} if len(value) == len(pairs) else {
+            k: [v for key, v in pairs if key == k] for k, n in Counter(k for k, _ in pairs).items() if n > 1 and k in kept}
+        return value
+
+    value = json.loads(text, object_pairs_hook=pairs_object)
+    return value, repeats if isinstance(value, dict) else {}
 
 
 def line_row(text: str, kept: list[str]) -> tuple[dict[str, Any] | None, str | None]:
     """(the `kept` fields of a line as text, None) or (None, why the line gives no row)."""
-    record, reason = line_reason(text)
+    record, reason = line_reason(text, kept)
     if record is None:
         return None, reason
     row = {}

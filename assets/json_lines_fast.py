@@ -5,7 +5,7 @@ streaming, on every core; memory as for the Python reader). A line whose reading
 from Python's `json.loads` goes to the Python reader (`python_rows`):
 
 - a line that is not exactly `{...}` (blank, cut off, not an object, spaces around it);
-- a used key written twice (Python keeps the last value, polars the first), or a used key's `"name"`
+- a used key written twice (Python rejects the line when its values differ, polars reads the first), or a used key's `"name"`
   also written elsewhere on the line: the lines where the used keys' `"name"`s (each character as itself
   or as its `\\u` escape) are not exactly the fields present, one each, and the fields that are null, each
   as often as its `"name": null` is written (a null field stays with polars, as a missing one does:
@@ -16,11 +16,14 @@ from Python's `json.loads` goes to the Python reader (`python_rows`):
   when every reading gives the same text (an integer of at most 15 digits; a decimal of at most 15
   significant digits, from 0.0001, without trailing zeros);
 - a lone UTF-16 surrogate (`\\ud800`), which polars decodes as NUL: a value holding NUL;
-- Infinity (Python reads it, polars stops): the word anywhere on a line. NaN, which Python reads as a
-  missing value, polars decodes written null (a 200,000-line log with 30 % of its ratings null or NaN
-  sent those lines to Python, 2x the time of a log without; now about the same), except where that
-  changes more than the NaN: a used value then holding 'null' (NaN was in a string), NaN after a
-  backslash (an escape once it is null), or used keys whose names hold NaN or null (every NaN line);
+- Infinity (Python reads it, polars stops): the word anywhere on a line. NaN, which Python reads as the
+  text 'NaN' (a missing value inside a list), polars decodes written null, and a used field it read null
+  where the line writes `"key": NaN` is given 'NaN' back (`nan_fields`; a 200,000-line log with 30 % of
+  its ratings null or NaN sent those lines to Python, 2x the time of a log without; now about the same),
+  except where that is not sure or changes more than the NaN: a line that writes that key more than once
+  or holds an object inside it (`{` more than once, in a string too), a used value then holding 'null'
+  (NaN was in a string), NaN after a backslash (an escape once it is null), or used keys whose names hold
+  NaN or null (every NaN line);
 - a used field holding an object (a rejected row), once polars has stopped on the file (see below).
 
 The first reading decodes every used field as text. When polars stops on it (a field holds a list,
@@ -52,10 +55,11 @@ NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$|^-?inf$|^NaN$"
 SAME_NUMBER = r"^(?:0|-?[1-9][0-9]{0,14}|-?0\.0{0,3}[1-9](?:[0-9]*[1-9])?|-?[1-9][0-9]*\.[0-9]*[1-9])$"
 SAME_LENGTH = 16  # with a sign or a point: at most 15 digits, leading zeros counted
 # Values that Python reads and polars stops on, matched anywhere on a line (in a string too: such a
-# line goes to Python needlessly). NaN, which Python reads as missing, polars reads written null
-# (`NAN_AS_NULL`); a backslash before it would make an escape of that null.
+# line goes to Python needlessly). NaN, which Python reads as the text 'NaN', polars reads written null
+# (`NAN_AS_NULL`, then 'NaN' again: `nan_fields`); a backslash before it would make an escape of that null.
 PYTHON_ONLY = r"Infinity|\\NaN"
 NAN, NAN_AS_NULL = "NaN", "null"
+NAN_SURE, NAN_UNSURE = 1, 2  # `nan_states`
 BLOCK_LINES = 1 << 16  # lines decoded at a time in a file polars stops on some line of
 # A piece of a block polars stops on is read whole in Python from this size down: Python reads this many
 # lines in less time than polars takes to start one decoding, and halving down to single lines cost a
@@ -151,7 +155,7 @@ def decoding_query(lines: pl.LazyFrame, kept: list[str], *, lists: bool) -> pl.L
     keys = "|".join(key_pattern(c) for c in kept)
     text = pl.col("text")
     kind = pl.List(pl.String) if lists else pl.String
-    # Decoded with NaN written null: polars stops on NaN; Python reads it as missing, as null. A NaN in a
+    # Decoded with NaN written null: polars stops on NaN (the field is 'NaN' again below). A NaN in a
     # string changes that string: a line where a used value then holds 'null' goes to Python, and so do all
     # NaN lines when a used key's name holds NaN or null (a key the change could make or unmake).
     nan_as_null = not any(NAN in c or NAN_AS_NULL in c for c in kept)
@@ -180,11 +184,40 @@ def decoding_query(lines: pl.LazyFrame, kept: list[str], *, lists: bool) -> pl.L
     changed = pl.any_horizontal([(f.list.eval(pl.element().str.contains(NAN_AS_NULL, literal=True)).list.any() if lists
                                   else f.str.contains(NAN_AS_NULL, literal=True)).fill_null(False) for f in fields])
     python = ~pl.col("_shaped") | miscounted | unsure | (text.str.contains(NAN, literal=True) & changed)
+    decoded = pl.col("_decoded")
+    if nan_as_null:  # a field read null that the line writes NaN: 'NaN', as Python reads it, where that is sure
+        lines = lines.with_columns(nan_states(text, kept, fields))
+        states = [pl.col(f"_nan_{i}") for i in range(len(kept))]
+        python = python | pl.any_horizontal([state == NAN_UNSURE for state in states])
+        nan = pl.lit([NAN], pl.List(pl.String)) if lists else pl.lit(NAN)
+        decoded = pl.struct([pl.when(state == NAN_SURE).then(nan).otherwise(f).alias(c)
+                             for c, f, state in zip(kept, fields, states)])
     marks = [text.str.contains(rf"{key_pattern(c)}\s*:\s*\[").alias(f"_list_{c}") for c in kept] if lists else []
     # A copy of the text, not the line itself: polars' strings are views into the block of lines they were
     # read in, which would keep the whole file in memory.
     python_text = pl.concat_str([pl.when(python).then(text), pl.lit("")]).alias("_python")
-    return lines.select("line", python_text, "_decoded", *marks)
+    return lines.select("line", python_text, decoded.alias("_decoded"), *marks)
+
+
+def nan_states(text: pl.Expr, kept: list[str], fields: list[pl.Expr]) -> list[pl.Expr]:
+    """Per kept field, `_nan_<i>`: NAN_SURE where polars read it null and the line writes it NaN (Python
+    reads the text 'NaN'), NAN_UNSURE where the line may (then Python reads the line), else 0.
+
+    A key followed by NaN as a value (`"key": NaN`, after `{` or `,`: inside a string a key's quotes would
+    be escaped) is the line's own field only when the key is written once on a line of one object ({
+    once); else it may be an object's inside the line, or written twice, NaN and null (rejected in Python).
+    """
+    has_nan = text.str.contains(NAN, literal=True)
+    states = []
+    for i, (column, value) in enumerate(zip(kept, fields)):
+        key = key_pattern(column)
+        sure = (text.str.count_matches("{", literal=True) == 1) & (text.str.count_matches(key) == 1)
+        # Each pattern only on the lines holding NaN (when/then evaluates it there alone).
+        written = pl.when(text.str.contains(rf"[{{,]\s*{key}\s*:\s*{NAN}")).then(
+            pl.when(sure).then(pl.lit(NAN_SURE, pl.Int8)).otherwise(pl.lit(NAN_UNSURE, pl.Int8)))
+        states.append(pl.when(has_nan & value.is_null()).then(written).otherwise(pl.lit(0, pl.Int8))
+                      .fill_null(0).alias(f"_nan_{i}"))
+    return states
 
 
 def unsure_text(value: pl.Expr) -> pl.Expr:

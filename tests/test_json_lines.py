@@ -254,10 +254,45 @@ def test_json_lines_spec_keys_and_columns(tmp_path):
 
 @pytest.mark.parametrize(("value", "text"), [
     ("Pizza", "Pizza"), (5.0, "5"), (4.5, "4.5"), (1252800000, "1252800000"), (True, "true"), (None, None),
-    (float("nan"), None), (["Books", 7, None], ["Books", "7", None]),
+    (float("nan"), "NaN"), (["Books", 7, None], ["Books", "7", None]), (["Books", float("nan")], ["Books", None]),
 ])
 def test_a_json_field_reads_as_a_csv_field_would(value, text):
     assert field_text(value) == text
+
+
+def test_a_label_written_nan_and_a_field_written_twice_are_rejected_showing_what_the_line_wrote(tmp_path):
+    # NaN read as a missing value showed the rejection's value as null; a key written twice kept its last
+    # value silently (in both readers).
+    user, other, business = "u" + "0" * 21, "u" + "0" * 20 + "1", "b" + "0" * 21
+    directory = yelp_json_dir(tmp_path, {
+        2: json.dumps({"user_id": user, "business_id": "b" + "0" * 20 + "3", "stars": float("nan"), "date": "2016-03-09 00:00:00"}),
+        4: f'{{"user_id": "{user}", "user_id": "{other}", "business_id": "{business}", "stars": 4}}'})
+    raw = read_custom(load_spec(directory))
+    twice = f'field \'user_id\' written twice, with different values ("{user}", then "{other}"); expected it once'
+    assert raw.frame("malformed").select("line", "reason").rows() == [(5, twice)]
+    rejected = clean_logs_from_raw(raw, load_spec(directory).spec).frame("rejected")
+    assert rejected.select("line", "reason", "value").rows() == [
+        (5, f"malformed line: {twice}", f'{{"user_id": "{user}", "user_id": "{other}", "business_id": "{business}", "stars": 4}}'),
+        (3, "label missing", "NaN")]
+
+
+@pytest.mark.parametrize(("line", "reason", "user"), [
+    ('{"u": "1", "u": "2", "r": 4}', 'field \'u\' written twice, with different values ("1", then "2"); expected it once', None),
+    ('{"u": "1", "r": 4, "\\u0075": 1}', 'field \'u\' written twice, with different values ("1", then 1); expected it once', None),
+    ('{"u": "1", "r": 4, "r": null, "r": 4}', "field 'r' written 3 times, with different values (4, then null, then 4); "
+                                              "expected it once", None),
+    ('{"u": "1", "r": NaN, "r": null}', "field 'r' written twice, with different values (NaN, then null); expected it once", None),
+    ('{"u": "1", "u": "1", "r": 4}', None, "1"),  # the same value twice: nothing to choose
+    ('{"u": "1", "r": 4, "x": 1, "x": 2}', None, "1"),  # a field the spec does not read
+    ('{"u": "1", "r": 4, "meta": {"u": 2, "u": 3}}', None, "1"),  # inside an object: not the line's field
+])
+def test_a_read_field_written_twice_with_different_values_rejects_its_line_in_both_readers(tmp_path, line, reason, user):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"u": "0", "r": 5}\n' + line + '\n{"u": "2", "r": 3}\n')
+    for fast in (True, False):
+        rows, bad = read_json_lines(path, "r.jsonl", ("u", "r"), used=frozenset({"u", "r"}), fast=fast)
+        assert bad.select("line", "reason").rows() == ([(2, reason)] if reason else []), fast
+        assert rows["u"].to_list() == ["0", user, "2"] if user else ["0", "2"], fast
 
 
 def test_a_lone_surrogate_escape_in_a_used_field_rejects_its_line_and_a_pair_is_its_character(tmp_path):

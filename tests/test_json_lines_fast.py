@@ -75,6 +75,9 @@ def random_line(rng: random.Random) -> str:
         lambda t: t[:-1] + ', "stars": null, "a": [1, NaN]}' if len(t) > 2 else t,
         lambda t: t[:-1] + ', "nested": {"a": null, "user_id": NaN}}' if len(t) > 2 else t,
         lambda t: t[:-1] + ', "b": null, "b": null}' if len(t) > 2 else t, lambda t: t[:-1] + ', "b":NaN}' if len(t) > 2 else t,
+        lambda t: '{"a": NaN, "user_id": "u1", "stars":NaN}', lambda t: '{"a": NaN, "a": NaN, "b": null, "b": NaN}',
+        lambda t: '{"x": {"a": NaN}, "stars": NaN}', lambda t: '{"user_id": "u1", "text": "{\\"a\\": NaN", "a" :\tNaN}',
+        lambda t: '{"a": 1, "a": 2}' if rng.random() < 0.5 else '{"a": 1, "a": 1, "b": [1], "b": [1, 2]}',
     ]
     return rng.choice(changes)(text)
 
@@ -173,6 +176,10 @@ def python_lines(path: Path, kept: list[str]) -> list[int]:
     ('{"user_id": "u9", "a": 5, "x": {"a": null}}', "a used key also written, null, in an object"),
     ('{"user_id": "u9 NaN", "a": 1}', "NaN in a used string, which reads null to polars"),
     ('{"user_id": "u9", "a": 1, "b": "\\NaN"}', "a backslash before NaN: an escape once it is null"),
+    ('{"user_id": "u9", "x": {"a": NaN}}', "a used key written NaN in an object: Python reads the line's a as missing"),
+    ('{"user_id": "u9", "a": NaN, "x": {"b": 1}}', "NaN on a line with an object inside: whose is not sure"),
+    ('{"user_id": "u9", "a": NaN, "text": "{"}', "a brace in a string counts as an object"),
+    ('{"user_id": "u9", "a": NaN, "a": null}', "a key twice, NaN and null: a rejected row"),
     ('{"user_id": "u9"', "cut off"),
     ('', "blank"),
     ('[1, 2]', "not an object"),
@@ -330,8 +337,9 @@ def test_null_fields_and_nan_are_read_by_polars_as_by_python(tmp_path):
     assert python_lines(path, kept) == []
     fast, python = read_both(path, frozenset(kept))
     assert_same(fast, python)
+    # NaN reads as the text 'NaN' (as a CSV's; a missing value to cleaning), and as missing inside a list.
     assert fast[0].select("a", "stars").rows()[4:] == [
-        (None, None), (None, None), (["1", None, None], None), (["2"], None), (None, "-0.5"), (None, None)]
+        (None, None), (["NaN"], None), (["1", None, None], "NaN"), (["2"], None), (None, "-0.5"), (None, "NaN")]
     # A used key whose name holds NaN or null: a NaN line is Python's (its change could make or unmake that key).
     path = write_lines(tmp_path / "k.json", ['{"isNaN": 1, "x": NaN}', '{"isNaN": 2, "x": 1}', '{"xnull": 3, "x": NaN}'])
     assert python_lines(path, ["isNaN"]) == python_lines(path, ["xnull"]) == [1, 2, 3]  # any NaN, as before NaN was read
