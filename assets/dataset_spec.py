@@ -29,7 +29,7 @@ from typing import Any
 from assets.domains import MISSING_MARKERS, STRAY_BOOLEAN_HINT, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.compressed import READABLE_SUFFIXES, decompressed, present
 from assets.raw_files import HEADING, LAYOUTS, header_key, header_names
-from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_start, describe_bytes, position
+from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_prefix, check_start, describe_bytes, position
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, MULTI_VALUES_LIMIT, DatasetSpec, NumericField
 
 SPEC_FILE_NAMES = ("dataset.toml", "dataset.yaml", "dataset.yml")
@@ -988,10 +988,27 @@ def require_unclicked(dataset: CustomDataset) -> None:
         )
 
 
+def check_text_prefixes(dataset: CustomDataset) -> None:
+    """Raise a SpecError naming the section's file when the first PREFIX_BYTES of a text file (CSV or JSON
+    lines; of a pattern's files, the first) hold bytes the read would refuse (`check_prefix`): a latin-1
+    file declared UTF-8 is named at `dataset add`, not at the first pipeline step."""
+    sections = (("interactions", dataset.interactions), ("users", dataset.users), ("items", dataset.items),
+                ("items.details", dataset.details))
+    for section, table in sections:
+        if table is None or table.format not in ("csv", "jsonl"):
+            continue
+        for file in table_files(table)[:1]:
+            try:
+                check_prefix(file.path, f"{file.label} ({file.path})", file.encoding)
+            except RawFileError as error:
+                raise Checker(dataset.spec_path).fail(f"{section}.file", str(error)) from None
+
+
 def register(location: Path) -> tuple[CustomDataset, Path | None]:
     """Validate the spec at `location` and register it; returns (dataset, the spec path it replaced or None)."""
     dataset = load_spec(location)
     require_unclicked(dataset)
+    check_text_prefixes(dataset)
     directory = registry_dir()
     directory.mkdir(parents=True, exist_ok=True)
     entry = directory / f"{dataset.spec.name}.toml"

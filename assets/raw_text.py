@@ -357,20 +357,10 @@ def _decoding_of(path: Path, label: str, declared: str) -> Decoding:
     if scan.size == 0:
         raise EmptyRawFileError(f"{where}: the file is empty; expected {declared} text with data rows.")
     if scan.nul_at is not None:
-        line, byte = position(source, scan.nul_at, scan.line_end)
-        raise RawEncodingError(
-            f"{where}: NUL byte at line {line}, byte {byte}: not {declared} text "
-            "(UTF-16 or UTF-32 without a byte-order mark, or a binary file)."
-        )
+        raise RawEncodingError(nul_message(source, where, declared, scan.nul_at, scan.line_end))
     utf8_declared = normalize_encoding(declared) == "utf-8"
     if scan.utf8_error_at is not None and (utf8_declared or bom):
-        line, byte = position(source, scan.utf8_error_at, scan.line_end)
-        what = "is not valid UTF-8" if utf8_declared else "starts with a UTF-8 byte-order mark but is not valid UTF-8"
-        hint = single_byte_hint(source, scan.utf8_error_at) if utf8_declared and not bom else ""
-        raise RawEncodingError(
-            f"{where}: {what} at line {line}, byte {byte} ({describe_bytes(source, scan.utf8_error_at)}); "
-            f"expected {'UTF-8' if utf8_declared else declared} text.{hint}"
-        )
+        raise RawEncodingError(utf8_message(source, where, declared, scan.utf8_error_at, scan.line_end, bool(bom)))
     if scan.utf8_error_at is not None and is_single_byte(declared) and mostly_utf8(scan):
         # Mostly UTF-8, with a few stray bytes: neither encoding reads it whole.
         line, byte = position(source, scan.utf8_error_at, scan.line_end)
@@ -394,6 +384,64 @@ def _decoding_of(path: Path, label: str, declared: str) -> Decoding:
         encoding="utf-8" if as_utf8 else declared, declared=declared, bom_bytes=bom,
         ends_with_newline=scan.last_byte in (b"\n", b"\r"), source=source, line_end=scan.line_end.decode(),
     )
+
+
+def nul_message(source: Path, where: str, declared: str, offset: int, line_end: bytes) -> str:
+    """What the read says of a NUL byte at `offset` of `source`."""
+    line, byte = position(source, offset, line_end)
+    return (f"{where}: NUL byte at line {line}, byte {byte}: not {declared} text "
+            "(UTF-16 or UTF-32 without a byte-order mark, or a binary file).")
+
+
+def utf8_message(source: Path, where: str, declared: str, offset: int, line_end: bytes, bom: bool) -> str:
+    """What the read says of a byte that is not UTF-8 at `offset` of `source`, a file declared UTF-8 or
+    starting with a UTF-8 byte-order mark: line, byte, the bytes and (declared UTF-8) what they read as
+    in ISO-8859-1 and the spec key to set."""
+    utf8_declared = normalize_encoding(declared) == "utf-8"
+    line, byte = position(source, offset, line_end)
+    what = "is not valid UTF-8" if utf8_declared else "starts with a UTF-8 byte-order mark but is not valid UTF-8"
+    hint = single_byte_hint(source, offset) if utf8_declared and not bom else ""
+    return (f"{where}: {what} at line {line}, byte {byte} ({describe_bytes(source, offset)}); "
+            f"expected {'UTF-8' if utf8_declared else declared} text.{hint}")
+
+
+PREFIX_BYTES = 1 << 20  # how much of each text file `dataset add` checks (`check_prefix`)
+
+
+def check_prefix(path: Path, where: str, declared: str) -> None:
+    """Raise the RawEncodingError the read raises (`decoding_of`) for a NUL byte, or for bytes that are not
+    UTF-8 in a file declared UTF-8 (or starting with a UTF-8 byte-order mark), when its first PREFIX_BYTES
+    hold one; the message says that only that prefix was checked. A compressed file's text is checked (its
+    decompressed copy, assets/compressed.py). For `dataset add`: a file in the wrong encoding is named when
+    it is registered, reading no more than the prefix of a file of any size; the rest is checked when it is read.
+
+    Only what the prefix decides for the whole file is checked: the read's choices from counts over all of
+    it (a single-byte file that is valid UTF-8, or mostly UTF-8 with a few stray bytes) are left to it.
+    """
+    from assets.compressed import decompressed  # that module raises this module's errors
+
+    source = decompressed(Path(path), where)
+    head = check_start(source, where, declared)
+    limit = PREFIX_BYTES
+    with source.open("rb") as handle:
+        prefix = handle.read(limit + 1)
+    cut = len(prefix) > limit
+    prefix = prefix[:limit]
+    bom = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
+    line_end = b"\r" if b"\r" in prefix and b"\n" not in prefix else b"\n"  # as `_Scan.line_end`, from the prefix
+    size = f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit:,} bytes"
+    checked = f" (`dataset add` checks the first {size} of each text file; the read checks all of it)"
+    if (nul := prefix.find(b"\x00", bom)) >= 0:
+        raise RawEncodingError(nul_message(source, where, declared, nul, line_end) + checked)
+    if normalize_encoding(declared) != "utf-8" and not bom:
+        return
+    text = prefix[bom:_utf8_cut(prefix) if cut else len(prefix)]  # a character the prefix ends inside is not an error
+    if text.isascii() or is_utf8(text):
+        return
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RawEncodingError(utf8_message(source, where, declared, bom + error.start, line_end, bool(bom)) + checked) from None
 
 
 def decode_text(decoding: Decoding) -> str:

@@ -244,6 +244,36 @@ def test_cli_dataset_add_list_remove(tmp_path, monkeypatch, capsys):
         cli.main(["dataset", "remove", "ml100k"])
 
 
+def test_dataset_add_names_a_text_file_not_in_its_declared_encoding_from_its_first_bytes(tmp_path, monkeypatch):
+    # A latin-1 file declared UTF-8 was registered and only named at the first pipeline step.
+    from assets.custom_reader import read_table
+
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    ml = ml100k_dir(tmp_path, n_users=4, n_items=3)  # u.item is latin-1: 'Café Film 1 (1991)'
+    spec = ml / "dataset.toml"
+    spec.write_text(spec.read_text().replace('encoding = "latin-1"', 'encoding = "utf-8"'))
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["dataset", "add", str(ml)])
+    message = str(raised.value)
+    with pytest.raises(RawFileError) as read:  # what the read says, bar the prefix it was found in
+        read_table(load_spec(ml).items)
+    assert message == (f"error: {spec}: items.file: {read.value} (`dataset add` checks the first 1 MiB of each text file; "
+                       "the read checks all of it)")
+    assert "at line 1, byte 6 (0xE9 0x20 0x46 0x69)" in message and "Read as ISO-8859-1 it says '1|Café Film 1 (199'" in message
+    assert 'set encoding = "latin-1"' in message
+    assert not (tmp_path / "home" / "datasets" / "ml100k.toml").exists()
+    # Only the prefix is checked: a bad byte past it, or a character the prefix ends inside, is the read's to find.
+    items = (ml / "u.item").read_bytes().replace("é".encode("latin-1"), b"e")
+    first = items.index(b"\n") + 1
+    monkeypatch.setattr("assets.raw_text.PREFIX_BYTES", first + 1)
+    (ml / "u.item").write_bytes(items[:first] + "é".encode() + items[first:] + b"9|Caf\xe9|x\n")
+    assert cli.main(["dataset", "add", str(ml)]) == 0
+    (ml / "u.item").write_bytes(items[:first] + b"\xe9" + items[first:])
+    monkeypatch.setattr("assets.raw_text.PREFIX_BYTES", first + 2)  # the byte after 0xE9 in the prefix: not UTF-8
+    with pytest.raises(SystemExit, match=rf"not valid UTF-8 at line 2, byte 1 \(0xE9 0x32 .* checks the first {first + 2} bytes "):
+        cli.main(["dataset", "add", str(ml)])
+
+
 def test_expectation_suite_derives_from_the_spec(tmp_path):
     dataset, bundle = ml100k_clean(ml100k_dir(tmp_path, n_users=12, n_items=6))
     suite = users_suite(dataset.spec)
