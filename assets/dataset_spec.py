@@ -348,7 +348,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     if not pattern and check_files and not path.exists() and (copy := present(path)) is not None:
         # Kept compressed beside its place (ml-1m/ratings.dat.gz): read, and named, as that file.
         path, name = copy, str(Path(name).with_name(copy.name))
-    first = next(iter(sorted(directory.glob(name))), None) if pattern else path  # the file whose header names the columns
+    first = next(iter(pattern_matches(directory, name)), None) if pattern else path  # the file whose header names the columns
     if check_files and (first is None or not first.is_file()):
         problem = (f"no file matches in {directory}" if pattern else
                    f"{'a directory, not a file,' if first.is_dir() else 'not a regular file'} in {directory}" if first.exists()
@@ -485,7 +485,22 @@ def table_files(file: TableFile) -> tuple[TableFile, ...]:
     pattern = file.path.relative_to(file.root).as_posix()
     prefix = file.label.removesuffix(pattern)
     return tuple(replace(file, path=p, label=prefix + p.relative_to(file.root).as_posix(), root=None)
-                 for p in sorted(file.root.glob(pattern)))
+                 for p in pattern_matches(file.root, pattern))
+
+
+def pattern_matches(root: Path, pattern: str) -> list[Path]:
+    """The files under `root` that `pattern` matches, in name order, each or, in its place, a compressed copy of
+    it (`READABLE_SUFFIXES`, the first found, as `present` finds a named file's): 'logs/dt=*/impressions.csv'
+    matches a day kept as impressions.csv.gz, which left out would be rows dropped unseen. A file the pattern
+    matches itself is read as it is, and its compressed copy beside it is not read again."""
+    matches = set(root.glob(pattern))
+    for suffix in READABLE_SUFFIXES:
+        for copy in root.glob(pattern + suffix):
+            text = copy.with_name(copy.name[: -len(suffix)])
+            if copy not in matches and text not in matches and not any(text.with_name(text.name + s) in matches
+                                                                       for s in READABLE_SUFFIXES):
+                matches.add(copy)
+    return sorted(matches)
 
 
 def features(check: Checker, table: dict[str, Any], section: str, file: TableFile,

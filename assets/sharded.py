@@ -193,7 +193,7 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
     small). Each shard is one Parquet file, its row groups in file and line order. `days`
     (YYYY-MM-DD): read only those days' files (a log window); None: every day.
     """
-    from assets.taobao_logs import day_files, day_files_of, read_truth, taobao_dataset  # the whole log's checks
+    from assets.taobao_logs import day_files, day_files_of, profile_files, read_truth, taobao_dataset  # the whole log's checks
 
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
@@ -201,10 +201,11 @@ def shard_taobao(directory: Path, out: Path, shards: int, block_bytes: int = BLO
     available = day_files(directory) if days is None else day_files_of(directory, sorted(days))
     spec = taobao_columns()
     label = lambda path: f"taobao/{path.relative_to(directory)}"  # noqa: E731
-    items, bad_items = split_lines(directory / "item_catalogue.csv", label(directory / "item_catalogue.csv"), ",",
-                                   spec.items.columns, encoding="utf-8", header=True)
+    profiles = profile_files(directory)  # each file, or the compressed copy kept in its place
+    catalogue = profiles["item_catalogue.csv"]
+    items, bad_items = split_lines(catalogue, label(catalogue), ",", spec.items.columns, encoding="utf-8", header=True)
     malformed, read = [bad_items], [rows_by_file([items, bad_items], "read")]
-    files = [("users", directory / "user_profile.csv", spec.users.columns)]
+    files = [("users", profiles["user_profile.csv"], spec.users.columns)]
     files += [("interactions", path, spec.interactions.columns) for path in available.values()]
     with AppendedParts(out / "users") as users, AppendedParts(out / "interactions") as interactions:
         for kind, path, names in files:

@@ -6,7 +6,9 @@ from the UI, and the window that feeds the `taobao` partition of `raw_logs` reco
 lineage, which days (and which materialization of each) a model saw.
 
 The logs come from `<PAML_DATA_DIR>/taobao/` when the user provides real ones in the
-generator's layout (`logs/dt=YYYY-MM-DD/impressions.csv`), else from the deterministic
+generator's layout (`logs/dt=YYYY-MM-DD/impressions.csv`; each file may be kept compressed,
+`impressions.csv.gz`, `.bz2`, `.xz` or `.zip`, and is then read as the text it holds, as any raw
+file is: assets/compressed.py), else from the deterministic
 generator (`assets/taobao_generator.py`) under `<PAML_HOME>/raw/taobao/`: day i after the
 generator's start date is the same bytes whenever and however often it is generated.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from assets.bundle import Bundle, SourceFile, StoredParts, file_source, publish_directory
+from assets.compressed import READABLE_SUFFIXES, present
 from assets.custom_reader import read_custom, read_log_file
 from assets.dataset_spec import CustomDataset, load_builtin, table_files
 from assets.raw_files import MissingRawFilesError, split_lines
@@ -112,12 +115,21 @@ def read_truth(directory: Path) -> pl.DataFrame | None:
     return rows.select("user_id", "true_group")
 
 
+PROFILE_FILES = ("user_profile.csv", "item_catalogue.csv")  # beside logs/; each may be kept compressed
+DAY_FILE = "impressions.csv"  # a day's logs, in logs/dt=YYYY-MM-DD/; or a compressed copy of it
+DAY_FILE_NAMES = f"{DAY_FILE} (or {', '.join(DAY_FILE + s for s in READABLE_SUFFIXES)})"  # for messages
+
+
+def profile_files(directory: Path) -> dict[str, Path]:
+    """{name: the file read} of the profiles and the catalogue that are there, each itself or its compressed copy."""
+    return {name: path for name in PROFILE_FILES if (path := present(directory / name)) is not None}
+
+
 def taobao_dataset(directory: Path) -> CustomDataset:
     """The log directory as the built-in spec (assets/builtin_specs/taobao.toml) describes it, or a
-    MissingRawFilesError naming the missing files."""
-    required = ("user_profile.csv", "item_catalogue.csv")
-    missing = [n for n in required if not (directory / n).is_file()]
-    if missing or not any(directory.glob("logs/dt=*/impressions.csv")):
+    MissingRawFilesError naming the missing files (a file kept compressed is there: `present`)."""
+    missing = [n for n in PROFILE_FILES if present(directory / n) is None]
+    if missing or not any(present(day / DAY_FILE) for day in directory.glob("logs/dt=*")):
         raise MissingRawFilesError(
             f"taobao: missing raw file(s) {', '.join(missing or ['logs/dt=*/impressions.csv'])} in {directory}; "
             "generate them with assets.taobao_generator.generate (the raw_logs asset does this "
@@ -142,31 +154,33 @@ def is_data_file(name: str) -> bool:
 
 
 def day_entries(directory: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """Every day of logs under `directory`, {YYYY-MM-DD: its impressions.csv} in date order, and the
-    `logs/dt=*` entries the layout does not allow, {entry name: why}.
+    """Every day of logs under `directory`, {YYYY-MM-DD: its impressions.csv, or the compressed copy kept in its
+    place (impressions.csv.gz: `present`)} in date order, and the `logs/dt=*` entries the layout does not allow,
+    {entry name: why}.
 
     Not allowed: a name that is not a date (dt=yesterday, dt=2026-13-01) or another spelling of one
     (dt=2026-1-2: read twice, or never, depending on the reader), a day directory whose rows are
-    not in impressions.csv (impressions.csv.gz, a renamed file), and one with more data files
-    beside it (impressions_part2.csv): each would be rows left out unseen. A day directory holding only hidden files is a day still being written (the
+    not in impressions.csv or a compressed copy read (impressions.csv.zst, a renamed file), and one with
+    more data files beside it (impressions_part2.csv, or impressions.csv and impressions.csv.gz): each
+    would be rows left out unseen. A day directory holding only hidden files is a day still being written (the
     generator's `.inprogress` name), not a problem.
     """
     days, problems = {}, {}
     for entry in sorted((directory / "logs").glob("dt=*")):
         name = entry.name.removeprefix("dt=")
-        path = entry / "impressions.csv"
+        path = present(entry / DAY_FILE) if entry.is_dir() else None
         if not is_day_name(name):
             problems[entry.name] = f"{name!r} is not a day; a day's logs are logs/dt=YYYY-MM-DD/impressions.csv"
-        elif path.is_file():
+        elif path is not None:
             days[name] = path
             if others := sorted(p.name for p in entry.iterdir() if p.name != path.name and is_data_file(p.name)):
-                problems[entry.name] = (f"holds {', '.join(others)} beside impressions.csv; a day's logs are that one "
+                problems[entry.name] = (f"holds {', '.join(others)} beside {path.name}; a day's logs are that one "
                                         "file, and the others would be left out")
         elif not entry.is_dir():
             problems[entry.name] = f"a file where a day's directory belongs; expected {entry.name}/impressions.csv"
         elif visible := sorted(p.name + ("/" if p.is_dir() else "") for p in entry.iterdir() if not p.name.startswith(".")):
             problems[entry.name] = (f"no impressions.csv file, found {', '.join(visible)}; a day's logs are one "
-                                    "uncompressed impressions.csv")
+                                    f"{DAY_FILE_NAMES}")
     return days, problems
 
 
@@ -316,8 +330,7 @@ def assemble_window(directory: Path, days: dict[str, Bundle]) -> Bundle:
 def window_sources(dataset: CustomDataset, directory: Path, days: list[str]) -> tuple[SourceFile, ...]:
     """The files a sharded window reads, hashed: the spec, profiles, catalogue and the days'
     impressions (what the whole window's read records)."""
-    paths = [dataset.spec_path, directory / "user_profile.csv", directory / "item_catalogue.csv",
-             *(directory / "logs" / f"dt={day}" / "impressions.csv" for day in days)]
+    paths = [dataset.spec_path, *profile_files(directory).values(), *day_files_of(directory, days).values()]
     return tuple(file_source(path) for path in paths)
 
 

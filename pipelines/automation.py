@@ -146,13 +146,13 @@ def taobao_fingerprints(paml: PamlResource) -> dict[str, str]:
     """Provided taobao logs (a taobao/ directory under PAML_DATA_DIR): the size and modification
     time of each day's file ('day=YYYY-MM-DD') and of the profiles and catalogue; {} for the
     synthetic logs. Not a hash: real logs run to gigabytes, and the sensor looks every hour."""
-    from assets.taobao_logs import day_entries
+    from assets.taobao_logs import day_entries, profile_files
 
     directory = paml.data_path / "taobao"
     if not directory.is_dir():
         return {}
     files = {f"day={day}": path for day, path in day_entries(directory)[0].items()}
-    files |= {name: directory / name for name in ("user_profile.csv", "item_catalogue.csv") if (directory / name).is_file()}
+    files |= profile_files(directory)
     return {key: f"{stat.st_size}:{stat.st_mtime_ns}" for key, path in files.items() for stat in [path.stat()]}
 
 

@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from assets.raw_files import MissingRawFilesError, read_taobao
 from assets.taobao_logs import (
-    WindowError, assemble_window, ensure_generated, log_directory, read_day, source_of, window_days,
+    WindowError, assemble_window, ensure_generated, log_directory, read_day, source_of, taobao_dataset, window_days,
 )
+from assets.raw_text import RawFileError
 from assets.taobao_generator import GeneratorConfig
 from pipelines.automation import DAILY_LOGS_CRON, raw_files_changed, taobao_files_changed
 from pipelines.definitions import ASSETS, CHECKS, build_resources, defs
@@ -202,7 +204,9 @@ def tiny_log_dir(root: Path) -> Path:
     ("dt=yesterday/impressions.csv", r"logs/dt=yesterday .*'yesterday' is not a day"),
     ("dt=2026-13-01/impressions.csv", r"logs/dt=2026-13-01 .*'2026-13-01' is not a day"),
     ("dt=2026-1-2/impressions.csv", r"logs/dt=2026-1-2 .*'2026-1-2' is not a day"),  # day 2 again, spelled otherwise
-    ("dt=2026-01-03/impressions.csv.gz", r"logs/dt=2026-01-03 .*no impressions.csv file, found impressions.csv.gz"),
+    ("dt=2026-01-03/impressions.csv.zst", r"logs/dt=2026-01-03 .*no impressions.csv file, found impressions.csv.zst; a day's "
+                                          r"logs are one impressions.csv \(or impressions.csv.gz, impressions.csv.bz2, "
+                                          r"impressions.csv.xz, impressions.csv.zip\)"),
 ])
 def test_a_day_directory_outside_the_layout_is_named_not_left_out(tmp_path, entry, message):
     from assets.raw_text import RawFileError
@@ -213,7 +217,7 @@ def test_a_day_directory_outside_the_layout_is_named_not_left_out(tmp_path, entr
     with pytest.raises(RawFileError, match=message):
         read_taobao(directory)
     # A daily partition reads its own day: a stray entry elsewhere does not stall every night ...
-    day = "2026-01-03" if entry.endswith(".gz") else "2026-01-02"
+    day = "2026-01-03" if entry.endswith(".zst") else "2026-01-02"
     if day == "2026-01-02":
         assert read_day(directory, day, "provided", TINY).frame("interactions").height == 2
     else:  # ... but its own directory, outside the layout, is named
@@ -222,6 +226,53 @@ def test_a_day_directory_outside_the_layout_is_named_not_left_out(tmp_path, entr
     # A day without logs names the entries that may be it.
     with pytest.raises(MissingRawFilesError, match=r"no logs for 2026-01-09 .*entries that are not days: " + entry.split("/")[0]):
         read_day(directory, "2026-01-09", "provided", TINY)
+
+
+@pytest.mark.parametrize("kind", ["gz", "bz2", "xz", "zip"])
+def test_a_day_or_profile_kept_compressed_is_read_as_the_text_it_holds(tmp_path, kind):
+    # A day stored as impressions.csv.gz read as "missing raw file" (every day so) or broke the layout.
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    from assets.sharded import shard_taobao
+    from assets.taobao_logs import window_sources
+
+    def compress(path: Path) -> Path:
+        packed = path.with_name(f"{path.name}.{kind}")
+        data = path.read_bytes()
+        if kind == "zip":
+            with zipfile.ZipFile(packed, "w") as archive:
+                archive.writestr(path.name, data)
+        else:
+            packed.write_bytes({"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[kind](data))
+        path.unlink()
+        return packed
+
+    plain = read_taobao(tiny_log_dir(tmp_path / "plain"))
+    directory = tiny_log_dir(tmp_path / "taobao")
+    for day in ("2026-01-01", "2026-01-02"):
+        compress(directory / "logs" / f"dt={day}" / "impressions.csv")
+    compress(directory / "user_profile.csv")
+    packed = read_taobao(directory)
+    assert packed.info["days"] == 2
+    named = lambda frame: frame.with_columns(pl.col("source_file").str.replace(f"\\.{kind}$", ""))  # noqa: E731
+    for name in ("interactions", "users", "items", "malformed"):
+        assert named(packed.frame(name)).equals(plain.frame(name)), name
+    assert packed.frame("interactions")["source_file"].unique().sort().to_list() == [
+        f"taobao/logs/dt=2026-01-0{d}/impressions.csv.{kind}" for d in (1, 2)]  # rows name the file read
+    assert read_day(directory, "2026-01-02", "provided", TINY).frame("interactions").height == 2
+    sharded = shard_taobao(directory, tmp_path / "shards", 2)
+    assert sorted(sharded.read["source_file"].to_list()) == sorted(
+        [f"taobao/logs/dt=2026-01-0{d}/impressions.csv.{kind}" for d in (1, 2)] + [f"taobao/user_profile.csv.{kind}",
+                                                                                  "taobao/item_catalogue.csv"])
+    assert {Path(s.path).name for s in window_sources(taobao_dataset(directory), directory, ["2026-01-02"])} == {
+        "taobao.toml", f"user_profile.csv.{kind}", "item_catalogue.csv", f"impressions.csv.{kind}"}
+    # The text beside its compressed copy: which holds the day's rows is not sure, so it is named.
+    (directory / "logs" / "dt=2026-01-02" / "impressions.csv").write_text("user_id,item_id,ts,clicked\n")
+    with pytest.raises(RawFileError, match=rf"dt=2026-01-02 .*holds impressions.csv.{kind} beside impressions.csv"):
+        read_taobao(directory)
 
 
 def test_more_rows_beside_a_days_file_are_named_not_left_out(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from assets.clean_logs import clean_logs_from_raw
 from assets.custom_reader import read_builtin, read_custom
-from assets.dataset_spec import SpecError, builtin_spec_path, load_builtin, load_spec
+from assets.dataset_spec import SpecError, builtin_spec_path, load_builtin, load_spec, table_files
 from assets.domains import IntegerIn, Parts, Text
 from assets.specs import SPECS
 from tests.fixtures import ML_EXTRA, good_ml_users, ml_ratings_for, movielens_dir, tiny_real_data
@@ -271,6 +271,20 @@ def test_a_log_in_several_files_is_one_pattern(tmp_path):
                         ("library/loans/2021-b.csv", 3): "user dropped by cleaning",
                         ("library/loans/2021-b.csv", 4): "user dropped by cleaning",
                         ("library/loans/2021-b.csv", 5): "timestamp outside 2020-01-01..2021-12-31 (the library opened in 2020)"}
+    # A file of the pattern kept compressed is read in its place (left out, its rows were dropped unseen),
+    # named as itself; beside its text it is not read twice.
+    import gzip
+
+    packed = directory / "loans" / "2021-b.csv.gz"
+    packed.write_bytes(gzip.compress((directory / "loans" / "2021-b.csv").read_bytes()))
+    assert [f.label for f in table_files(load_spec(directory).interactions)] == ["library/loans/2021-a.csv", "library/loans/2021-b.csv"]
+    (directory / "loans" / "2021-b.csv").unlink()
+    dataset = load_spec(directory)
+    assert [f.label for f in table_files(dataset.interactions)] == ["library/loans/2021-a.csv", "library/loans/2021-b.csv.gz"]
+    again = clean_logs_from_raw(read_custom(dataset), dataset.spec)
+    assert again.frame("interactions").height == 4
+    assert {(r["source_file"], r["line"]) for r in again.frame("rejected").iter_rows(named=True)
+            if r["source_file"].startswith("library/loans")} >= {("library/loans/2021-b.csv.gz", 5)}
     (directory / "dataset.toml").write_text(LIBRARY_SPEC.replace('file = "loans.csv"', 'file = "loans/*.tsv"'))
     with pytest.raises(SpecError, match=r"interactions.file: no file matches in .* \(found 'loans/\*.tsv'\)"):
         load_spec(directory)
