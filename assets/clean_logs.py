@@ -376,14 +376,46 @@ def clean_interactions(
     frame = frame.with_columns(repeated_rows(frame, dup_key))
     value = pl.concat_str(pl.col("_ts").cast(pl.String), pl.col("_label").cast(pl.String), separator=",", ignore_nulls=True) \
         if spec.task == "ctr" else RECORD_ID
-    duplicate = (pl.col("_repeated"), f"duplicate {dup_name}", value)
-    frame, rejected_dups = split_by_rules(frame, [duplicate], RECORD_ID, spec.name, drop=("_repeated",))
+    duplicates = [(pl.col("_repeated"), f"duplicate {dup_name}", value)]
+    drop = ("_repeated",)
+    # A dataset added by a spec is told which rating was kept and which dropped; the built-ins' rejected
+    # rows stay as they were (their reasons are compared across versions).
+    if spec.task == "rating" and spec.name not in DATASETS:
+        frame = frame.with_columns(other_ratings(frame, dup_key))
+        duplicates.insert(0, (pl.col("_repeated") & pl.col("_other_rating").is_not_null(), OTHER_RATING, pl.col("_other_rating")))
+        drop += ("_other_rating",)
+    frame, rejected_dups = split_by_rules(frame, duplicates, RECORD_ID, spec.name, drop=drop)
     frame = frame.rename({"_label": "label", "_ts": "ts"})
     rejected = [rejected_rules, rejected_dups]
     if spec.task == "ctr":
         frame, merged = merge_impressions(frame, spec.name)
         rejected.append(merged)
     return frame, rejected
+
+
+OTHER_RATING = "duplicate user_id/item_id with another rating than its first row"
+
+
+def other_ratings(frame: pl.DataFrame, keys: list[str]) -> pl.Series:
+    """`_other_rating`: for a repeated row (`_repeated`) whose rating differs from its key's first row's, both,
+    e.g. "rating 2 (line 3: rating 4, kept)" (the first row's file named too when it is another); null for
+    every other row."""
+    differs = pl.Series("_other_rating", [None] * frame.height, dtype=pl.String)
+    if not frame["_repeated"].any():
+        return differs
+    shown = pl.when(pl.col("_label") == pl.col("_label").round()).then(pl.col("_label").cast(pl.Int64, strict=False).cast(pl.String)) \
+        .otherwise(pl.col("_label").cast(pl.String))
+    rows = (frame.with_row_index("_row").join(frame.filter("_repeated").select(keys).unique(), on=keys, how="semi",
+                                              maintain_order="left")
+            .select("_row", "source_file", "line", *keys, "_repeated", shown.alias("_shown")))
+    first = rows.filter(~pl.col("_repeated")).drop("_row", "_repeated")
+    later = rows.filter("_repeated").join(first, on=keys, suffix="_first", maintain_order="left")
+    found = later.filter(pl.col("_shown") != pl.col("_shown_first")).select(
+        "_row", pl.format("rating {} ({}line {}: rating {}, kept)", "_shown",
+                          pl.when(pl.col("source_file_first") != pl.col("source_file"))
+                          .then(pl.format("{} ", "source_file_first")).otherwise(pl.lit("")),
+                          "line_first", "_shown_first").alias("_other_rating"))
+    return differs.scatter(found["_row"], found["_other_rating"])
 
 
 MERGED_IMPRESSION = "repeated impression, merged into the user's first impression of the item (clicked if any was)"

@@ -98,6 +98,9 @@ def test_duplicate_and_out_of_range_ratings(tmp_path):
     bundle = clean_ml(tmp_path, good_ml_users(2), ratings)
     counts = reasons(bundle)
     assert counts["duplicate user_id/item_id"] == 1
+    # A built-in's rejected rows stay as they were: another rating (5, the kept one 3) is not spelled out.
+    assert bundle.frame("rejected").filter(pl.col("reason").str.starts_with("duplicate")).select("reason", "value").rows() == [
+        ("duplicate user_id/item_id", "1|1")]
     assert counts["label outside {1..5}"] == 1
     assert counts["label not a number"] == 1
     assert bundle.frame("interactions").height == 6

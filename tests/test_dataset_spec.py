@@ -274,6 +274,27 @@ def test_dataset_add_names_a_text_file_not_in_its_declared_encoding_from_its_fir
         cli.main(["dataset", "add", str(ml)])
 
 
+def test_a_duplicate_rating_of_an_added_dataset_names_the_kept_and_the_dropped_rating(tmp_path):
+    # Such a row was rejected naming only its key (user 1, item 4), not which rating was dropped.
+    directory = ml100k_dir(tmp_path, n_users=12, n_items=6)
+    lines = (directory / "u.data").read_text().splitlines()
+    user, item, rating, time = lines[0].split("\t")
+    other = str(1 + int(rating) % 5)
+    lines += [f"{user}\t{item}\t{other}\t{time}", f"{user}\t{item}\t{rating}\t{time}", f"{user}\t{item}\t{other}.0\t{time}"]
+    (directory / "u.data").write_text("\n".join(lines) + "\n")
+    dataset, bundle = ml100k_clean(directory)
+    duplicates = bundle.frame("rejected").filter(pl.col("reason").str.starts_with("duplicate"))
+    n = len(lines)
+    assert duplicates.select("line", "record_id", "reason", "value").rows() == [
+        (n - 2, f"{user}|{item}", "duplicate user_id/item_id with another rating than its first row",
+         f"rating {other} (line 1: rating {rating}, kept)"),
+        (n - 1, f"{user}|{item}", "duplicate user_id/item_id", f"{user}|{item}"),  # the same rating again
+        (n, f"{user}|{item}", "duplicate user_id/item_id with another rating than its first row",
+         f"rating {other} (line 1: rating {rating}, kept)")]  # '4.0' is the rating 4
+    kept = bundle.frame("interactions").filter((pl.col("user_id") == user) & (pl.col("item_id") == item))
+    assert kept.select("line", "label").rows() == [(1, float(rating))]
+
+
 def test_expectation_suite_derives_from_the_spec(tmp_path):
     dataset, bundle = ml100k_clean(ml100k_dir(tmp_path, n_users=12, n_items=6))
     suite = users_suite(dataset.spec)
