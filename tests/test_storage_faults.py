@@ -363,10 +363,15 @@ def test_synthetic_logs_cut_off_by_a_full_disk_leave_no_staging_and_generate_aga
     from assets.taobao_logs import ensure_generated
 
     config = GeneratorConfig(n_users=300, n_items=100, n_days=3)
+
+    def left() -> list[str]:  # what the generation left but its lock file (empty; its flock died with it)
+        return sorted(p.name for p in (tmp_path / "raw").iterdir() if not p.name.endswith(".lock"))
+
     with tmpfs(tmp_path / "raw", "64k") as root:
         with pytest.raises(OSError) as refused:
             ensure_generated(root, config)
-        assert refused.value.errno == 28 and list(root.iterdir()) == []
+        assert refused.value.errno == 28 and left() == []
         remount(root, "size=16m")
         made = ensure_generated(root, config)
-        assert (made / "_manifest.json").is_file() and [p.name for p in root.iterdir()] == [made.name]
+        assert (made / "_manifest.json").is_file() and left() == [made.name]
+        assert [p.name for p in root.iterdir() if p.name.endswith(".lock")] == [f".{made.name}.lock"]
