@@ -401,7 +401,7 @@ SELECT n.run_id AS run, r.job_name AS job, strftime(max(n.created_at), '%Y-%m-%d
        string_agg(DISTINCT nullif(n.partition, ''), ', ' ORDER BY nullif(n.partition, '')) AS datasets,
        string_agg(DISTINCT n.asset_key, ', ' ORDER BY n.asset_key) AS assets
 FROM newest n LEFT JOIN runs r USING (run_id)
-GROUP BY ALL ORDER BY written
+GROUP BY ALL ORDER BY max(n.created_at), run  -- the minute alone left runs of one minute in any order
 """
 
 
