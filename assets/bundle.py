@@ -135,7 +135,8 @@ class Bundle:
         if self.tensor_file is not None:
             digest.update(b"tensors\n")
             file_digest(self.tensor_file, digest)
-        digest.update(json.dumps(self.info, sort_keys=True, default=str).encode())
+        info = {k: v for k, v in self.info.items() if k not in PLACE_KEYS}
+        digest.update(json.dumps(info, sort_keys=True, default=str).encode())
         for source in sorted(self.sources, key=lambda s: s.path):
             digest.update(f"source:{Path(source.path).name}:{source.sha256}\n".encode())
         return digest.hexdigest()
@@ -146,6 +147,12 @@ class Bundle:
         if self.tensor_file is not None:
             count += sum(shape[0] if shape else 1 for shape in tensor_file_shapes(self.tensor_file).values())
         return count + sum(int(t.shape[0]) if t.dim() else 1 for t in self.tensors.values())
+
+
+# Info keys that say where a file lies, not what it holds: left out of the content hash, as a source is hashed by
+# its name and bytes, not its path (the spec's own bytes are among the sources). With them, the same raw files read
+# through two checkouts (or one moved) hashed apart, and so did every raw_logs and taobao_log_window artifact.
+PLACE_KEYS = frozenset({"spec_file"})
 
 
 def frame_bytes(frame: pl.DataFrame) -> bytes:

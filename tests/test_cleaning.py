@@ -369,3 +369,22 @@ def io_roundtrip(frame: pl.DataFrame, directory) -> str:
     path = directory / "base.parquet"
     frame.write_parquet(path)
     return str(path)
+
+
+def test_the_same_raw_files_hash_the_same_wherever_their_spec_and_files_lie(tmp_path):
+    # The raw read's info named the spec file by its absolute path, and the hash took it in: the same files
+    # read through two checkouts (or a moved data directory) gave raw_logs two content hashes. The spec's
+    # bytes are among the hashed sources, so its place can stay out.
+    import shutil
+
+    from assets.custom_reader import read_custom
+    from assets.dataset_spec import load_spec
+    from tests.fixtures import ml100k_dir
+
+    here = ml100k_dir(tmp_path / "here")
+    there = shutil.copytree(here, tmp_path / "elsewhere" / "there")
+    read_here, read_there = read_custom(load_spec(here)), read_custom(load_spec(there))
+    assert read_here.info["spec_file"] != read_there.info["spec_file"]  # still recorded, as written
+    assert read_here.content_hash() == read_there.content_hash()
+    (there / "u.data").write_text((there / "u.data").read_text().replace("\t5\t", "\t4\t", 1))
+    assert read_custom(load_spec(there)).content_hash() != read_here.content_hash()  # the bytes still count
