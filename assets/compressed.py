@@ -4,7 +4,7 @@ Public datasets ship compressed (Amazon's `reviews.json.gz`, a `ratings.dat.gz` 
 Such a file is decompressed once, into `$PAML_HOME/decompressed/<SHA-256 of the compressed bytes>/`,
 and read from there by the same code that reads any text file. The copy is written under a
 `.partial` name and renamed when whole, so a run killed midway leaves no half-written copy (the
-next run decompresses again); the same compressed bytes always map to the same copy, so an
+next run decompresses again, and removes the killed one's `.partial` once it is an hour old); the same compressed bytes always map to the same copy, so an
 unchanged file is decompressed once whoever reads it, and a changed one gets a copy of its own,
 which replaces the copy of its old bytes.
 Messages, rejected rows and lineage name the compressed file; its line numbers are lines of the
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bz2
 import functools
+import glob
 import gzip
 import hashlib
 import lzma
@@ -198,6 +199,12 @@ def _write_copy(path: Path, target: Path, compression: Compression, where: str) 
     from assets.raw_text import RawFileError
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{glob.escape(target.name)}.*.partial"):  # a killed writer's, as large as the text
+        try:
+            if time.time() - stale.stat().st_mtime > IN_USE_SECONDS:  # a live writer's grows all the time
+                stale.unlink(missing_ok=True)
+        except OSError:  # removed meanwhile by another process
+            continue
     partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
     written = 0
     try:

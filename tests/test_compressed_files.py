@@ -113,6 +113,22 @@ def test_a_compressed_file_is_decompressed_once_and_again_only_when_it_changes(t
     assert read_custom(load_spec(directory)).frame("interactions").height == 1
 
 
+def test_a_killed_decompressions_partial_copy_is_removed_by_the_next_once_an_hour_old(tmp_path):
+    # A run killed while decompressing left its `.partial` copy (as large as the text) for good.
+    directory = ml25m_dir(tmp_path, n_users=6, n_items=8)
+    compress(directory / "ratings.csv", ".gz")
+    name_files(directory / "dataset.toml", ".gz")
+    read_custom(load_spec(directory))
+    [copy] = cache_root().glob("*/ratings.csv")
+    killed, live = copy.with_name("ratings.csv.0123.partial"), copy.with_name("ratings.csv.4567.partial")
+    killed.write_bytes(b"user"), live.write_bytes(b"user")
+    old_hour = time.time() - 2 * 3600
+    os.utime(killed, (old_hour, old_hour))
+    copy.unlink()  # the cache deleted: the next read decompresses again
+    assert read_custom(load_spec(directory)).frame("interactions").height > 0
+    assert not killed.exists() and live.exists()  # a writer of the last hour may still be going
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda data: data[: len(data) // 2], r"a gzip-compressed file that cannot be decompressed: Compressed file ended "
                                           r"before the end-of-stream marker was reached: a corrupt or cut-off download\? "
