@@ -426,9 +426,11 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
         bad = [c for c in columns if not isinstance(c, str) or not c.strip()]
         if bad or not columns:
             raise check.fail(f"{section}.columns", "expected a list of column names (text)", bad[0] if bad else columns)
-    if block and not re.fullmatch(r"[^\s:]+", block) or block in columns:
-        raise check.fail(f"{section}.block_column", "expected a new column name (not one of the line's columns, no spaces "
-                         "or ':'): the column that a line 'VALUE:' gives the lines below it", block)
+    # source_file and line are the columns the reader adds to every row (the file and the line it was read from)
+    if block and not re.fullmatch(r"[^\s:]+", block) or block in (*columns, "source_file", "line"):
+        raise check.fail(f"{section}.block_column", "expected a new column name (not one of the line's columns, nor "
+                         "source_file or line, which the reader adds; no spaces or ':'): the column that a line 'VALUE:' "
+                         "gives the lines below it", block)
     if rest and len(columns) < 2:
         raise check.fail(f"{section}.last_column_rest", "needs at least two columns", columns)
     columns = (*columns, block) if block else columns

@@ -240,8 +240,8 @@ def split_lines(
     if header:
         check_header(frame["text"][0].split(sep) if frame.height else [], names, label, shown)
         frame = frame.slice(1)
-    if block:
-        frame = block_values(frame, sep, block)
+    if block:  # the values in a column of the reader's own: a block named 'text' or '_header' replaced the reader's
+        frame = block_values(frame, sep, BLOCK_VALUE)
     frame = frame.with_columns(parts=pl.col("text").str.split(sep))
     if rest:  # the last column keeps the separators of the rest of the line ('At Home Among Strangers, A Stranger ...')
         parts = pl.col("parts")
@@ -251,15 +251,15 @@ def split_lines(
     blank = pl.col("text").str.strip_chars() == ""
     empty_row = (n_parts > 1) & (pl.col("text").str.replace_all(re.escape(sep), "", literal=False).str.strip_chars() == "")
     frame = frame.with_columns(header_rows(frame["parts"], names).alias("_header"))
-    above = pl.col(block).is_null() if block else pl.lit(False)  # above the first heading
-    no_value = (pl.col(block) == "").fill_null(False) if block else pl.lit(False)  # under a heading ':'
+    above = pl.col(BLOCK_VALUE).is_null() if block else pl.lit(False)  # above the first heading
+    no_value = (pl.col(BLOCK_VALUE) == "").fill_null(False) if block else pl.lit(False)  # under a heading ':'
     unheaded = above | no_value
     good = (n_parts == len(names)) & ~blank & ~empty_row & ~pl.col("_header") & ~unheaded
     rows = frame.filter(good).select(
         pl.lit(label).alias("source_file"),
         "line",
         *[pl.col("parts").list.get(i).alias(name) for i, name in enumerate(names)],
-        *([pl.col(block)] if block else []),
+        *([pl.col(BLOCK_VALUE).alias(block)] if block else []),
     )
     last = frame["line"].max()  # None for a file of only a header: compared with None, polars warns
     cut_off = (pl.col("line") == (last if last is not None else 0)) & pl.lit(not decoding.ends_with_newline)
@@ -290,13 +290,15 @@ def block_line(text: pl.Expr, sep: str, pattern: str = HEADING) -> pl.Expr:
     return text.str.contains(pattern) & ~text.str.contains(sep, literal=True)
 
 
+BLOCK_VALUE = "_block_value"  # `split_lines`' working column of a block's value, named as the spec names it at the end
+
+
 def block_values(frame: pl.DataFrame, sep: str, block: str) -> pl.DataFrame:
     """`frame` (line, text) without its block headings ('1:'), each line given the value of the last heading above it
     in column `block` (null above the first, '' under a heading ':' that names no value)."""
     heading = block_line(pl.col("text"), sep, EMPTY_HEADING)
     value = pl.col("text").str.strip_chars().str.strip_suffix(":")
-    return (frame.with_columns(pl.when(heading).then(value).forward_fill().alias(block), _heading=heading)
-            .filter(~pl.col("_heading")).drop("_heading"))
+    return frame.with_columns(pl.when(heading).then(value).forward_fill().alias(block)).filter(~heading)
 
 
 def quotes_open(text: str) -> bool:

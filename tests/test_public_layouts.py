@@ -267,6 +267,27 @@ def test_block_and_rest_options_are_checked(tmp_path, change, message):
         load_spec(directory)
 
 
+@pytest.mark.parametrize("name", ["text", "parts", "_header", "_heading"])
+def test_a_block_column_named_as_the_readers_own_working_columns_reads_the_same(tmp_path, name):
+    # The block's values went into a column of that name beside the reader's own: 'text' replaced the lines' text
+    # (every line then one field, the file refused), '_header' the values with False, 'parts' stopped on a cast.
+    directory = netflix_dir(tmp_path)
+    spec = directory / "dataset.toml"
+    expected = read_custom(load_spec(directory)).frame("interactions")
+    spec.write_text(spec.read_text().replace('"movie"', f'"{name}"'))
+    interactions = read_custom(load_spec(directory)).frame("interactions")
+    assert interactions.equals(expected)
+
+
+@pytest.mark.parametrize("name", ["line", "source_file"])
+def test_a_block_column_named_as_a_column_the_reader_adds_is_refused(tmp_path, name):
+    directory = netflix_dir(tmp_path)
+    spec = directory / "dataset.toml"
+    spec.write_text(spec.read_text().replace('"movie"', f'"{name}"'))
+    with pytest.raises(SpecError, match=rf"interactions.block_column: expected a new column name .*found '{name}'"):
+        load_spec(directory)
+
+
 def test_block_and_rest_options_do_not_apply_to_json_lines_or_parquet(tmp_path):
     directory = amazon_dir(tmp_path)
     spec = directory / "dataset.toml"
