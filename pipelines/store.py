@@ -190,6 +190,8 @@ def artifact_damage(directory: Path) -> str | None:
     try:
         manifest = json.loads((directory / "info.json").read_text()).get("files", {})
     except FileNotFoundError:
+        if (directory / DAMAGED_INFO).is_file():
+            return f"a file of it could not be read ({DAMAGED_INFO}: an earlier read found it damaged)"
         return "info.json is missing" if directory.is_dir() else "its directory is missing"
     except (OSError, ValueError) as error:
         return f"info.json cannot be read ({error})"
@@ -201,6 +203,17 @@ def artifact_damage(directory: Path) -> str | None:
         if actual != size:
             return f"{name} is {actual} bytes, written as {size}"
     return None
+
+
+DAMAGED_INFO = "info.json.damaged"  # an artifact's info.json, renamed by a read that found a file of it unreadable
+
+
+def mark_damaged(directory: Path) -> None:
+    """Rename the artifact's info.json aside: a file overwritten in place at its own size passes `artifact_damage`,
+    so without this the rebuild that the error asks for took the directory as whole and wrote nothing. A reader
+    that may not rename it leaves it (the error still names the artifact)."""
+    with contextlib.suppress(OSError):
+        os.replace(directory / "info.json", directory / DAMAGED_INFO)
 
 
 def rebuild_hint(asset_key: str, partition: str) -> str:
@@ -720,6 +733,8 @@ class LineageStore:
             code = refused_errno(error)
             if code is not None:  # not damaged: this user may not read it (a home copied with other owners)
                 raise StorageError(code, named_path(error) or str(location)) from error
+            if not isinstance(error, OSError):  # its bytes are bad, at their written size: `write` must not keep them
+                mark_damaged(location)
             raise damaged(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from error
         sources = tuple(SourceFile(**s) for s in meta.get("sources", []))
         return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources, parts=parts,

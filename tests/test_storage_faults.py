@@ -356,6 +356,24 @@ def test_a_damaged_artifact_is_named_by_the_step_that_reads_it_and_its_rerun_rep
             assert rebuilt.artifact_id in inputs["input_artifact_id"].to_list()  # lineage: the rebuilt one, not the damaged
 
 
+def test_an_artifact_file_overwritten_at_its_own_size_is_written_again_by_the_rebuild(tmp_path):
+    # The manifest's sizes match, so the rebuild that the error asks for took the directory as whole, wrote nothing,
+    # and every later read failed on the same bytes.
+    store = LineageStore(tmp_path / "home")
+    frame = pl.DataFrame({"a": list(range(1000))})
+    row = record(store, Bundle(frames={"x": frame}), "r1")
+    damaged = store.path_of(row) / "frames" / "x.parquet"
+    damaged.write_bytes(b"\0" * damaged.stat().st_size)
+    assert artifact_damage(store.path_of(row)) is None  # nothing the sizes show
+    with pytest.raises(ArtifactDamagedError, match=r"cannot be read: parquet: .*build it again"):
+        store.load(row)
+    with pytest.raises(ArtifactDamagedError, match=r"an earlier read found it damaged"):
+        store.load(row)
+    rebuilt = record(store, Bundle(frames={"x": frame}), "r2")
+    assert store.path_of(rebuilt) == store.path_of(row)
+    assert store.load(rebuilt).frame("x").equals(frame) and store.load(row).frame("x").equals(frame)
+
+
 def test_synthetic_logs_cut_off_by_a_full_disk_leave_no_staging_and_generate_again(tmp_path):
     # The generator stages its directory and renames it; a failed generation left the staging for good
     # (the size of the logs, on the disk that had just filled up).
