@@ -104,7 +104,9 @@ def ensure_directory(path: Path) -> Path:
 
 
 def causes(error: BaseException) -> list[BaseException]:
-    """`error` and every error behind it (raised from, or raised while handling), the first cause last."""
+    """`error` and every error behind it (raised from, or raised while handling), the first cause last. An
+    error raised `from None` ends its chain, as in its traceback: code that caught a refusal and raised
+    another error on purpose meant that error, not the refusal."""
     chain, seen, pending = [], set(), [error]
     while pending:
         current = pending.pop(0)
@@ -112,7 +114,7 @@ def causes(error: BaseException) -> list[BaseException]:
             continue
         seen.add(id(current))
         chain.append(current)
-        pending += [current.__cause__, current.__context__]
+        pending += [current.__cause__, None if current.__suppress_context__ else current.__context__]
     return chain
 
 

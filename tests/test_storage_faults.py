@@ -393,3 +393,26 @@ def test_synthetic_logs_cut_off_by_a_full_disk_leave_no_staging_and_generate_aga
         made = ensure_generated(root, config)
         assert (made / "_manifest.json").is_file() and left() == [made.name]
         assert [p.name for p in root.iterdir() if p.name.endswith(".lock")] == [f".{made.name}.lock"]
+
+
+def test_an_error_raised_from_none_over_a_refusal_is_not_read_as_the_refusal(tmp_path):
+    # `causes` followed __context__ even past `raise ... from None`: a bug raised on purpose inside an
+    # `except OSError` over a full disk printed as "disk full" instead of its own traceback.
+    import errno
+
+    from pipelines.storage_errors import storage_failure
+
+    def raised(suppress: bool) -> BaseException:
+        try:
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+            except OSError:
+                if suppress:
+                    raise ValueError("a bug of ours") from None
+                raise ValueError("a bug of ours")
+        except ValueError as error:
+            return error
+
+    assert storage_failure(raised(suppress=True), tmp_path) is None
+    line = storage_failure(raised(suppress=False), tmp_path)  # raised while handling it: the refusal is behind it
+    assert line is not None and line.startswith(f"disk full: {tmp_path}/x"), line
