@@ -137,8 +137,9 @@ class Bundle:
             file_digest(self.tensor_file, digest)
         info = {k: v for k, v in self.info.items() if k not in PLACE_KEYS}
         digest.update(json.dumps(info, sort_keys=True, default=str).encode())
-        for source in sorted(self.sources, key=lambda s: s.path):
-            digest.update(f"source:{Path(source.path).name}:{source.sha256}\n".encode())
+        # by name and bytes, not path: sorted by path, a spec in a checkout and data elsewhere came in another order
+        for name, sha256 in sorted((Path(source.path).name, source.sha256) for source in self.sources):
+            digest.update(f"source:{name}:{sha256}\n".encode())
         return digest.hexdigest()
 
     def row_count(self) -> int:

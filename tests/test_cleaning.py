@@ -388,3 +388,19 @@ def test_the_same_raw_files_hash_the_same_wherever_their_spec_and_files_lie(tmp_
     assert read_here.content_hash() == read_there.content_hash()
     (there / "u.data").write_text((there / "u.data").read_text().replace("\t5\t", "\t4\t", 1))
     assert read_custom(load_spec(there)).content_hash() != read_here.content_hash()  # the bytes still count
+
+
+def test_raw_sources_hash_by_name_and_bytes_in_any_directories():
+    # Sorted by full path, a spec in the checkout and the data under PAML_DATA_DIR came in one order or the
+    # other depending on where each lay: another hash for the same files.
+    from assets.bundle import Bundle, SourceFile
+
+    def bundle(spec_dir: str, data_dir: str) -> Bundle:
+        return Bundle(frames={"t": pl.DataFrame({"x": [1]})}, sources=(
+            SourceFile(path=f"{spec_dir}/movielens.toml", sha256="a" * 64, bytes=10),
+            SourceFile(path=f"{data_dir}/ratings.dat", sha256="b" * 64, bytes=20)))
+
+    assert bundle("/a/repo", "/m/data").content_hash() == bundle("/z/repo", "/m/data").content_hash()
+    other = Bundle(frames={"t": pl.DataFrame({"x": [1]})}, sources=(
+        SourceFile(path="/a/movielens.toml", sha256="c" * 64, bytes=10), SourceFile(path="/m/ratings.dat", sha256="b" * 64, bytes=20)))
+    assert other.content_hash() != bundle("/a/repo", "/m/data").content_hash()  # the bytes still count
