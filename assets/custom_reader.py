@@ -25,7 +25,7 @@ import polars as pl
 from assets.bundle import Bundle, file_source
 from assets.compressed import decompressed
 from assets.dataset_spec import CustomDataset, Feature, TableFile, load_builtin, table_files
-from assets.domains import BOOLEAN_LABELS, MISSING_MARKERS
+from assets.domains import BOOLEAN_LABELS, MISSING_MARKERS, trimmed
 from assets.json_lines import first_list, read_json_lines
 from assets.raw_files import MALFORMED_SCHEMA, decoded_as, read_quoted_csv, require_files, split_lines, unterminated
 from assets.raw_text import EmptyRawFileError, RawFileError, starts_with_cr_line_ends
@@ -309,11 +309,6 @@ def feature_value(feature: Feature, schema: pl.Schema) -> pl.Expr:
     return pl.col(column).cast(pl.String).alias(feature.name)
 
 
-def trimmed_id(column: str) -> pl.Expr:
-    """An id column as cleaning reads it (`trim_text`): text without surrounding whitespace."""
-    return pl.col(column).cast(pl.String).str.strip_chars()
-
-
 def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tuple[Feature, ...],
                   extra: tuple[tuple[str, str], ...], derived_label: str | None) -> pl.DataFrame:
     """source_file, line, the id and the features (and `extra` (name, column) pairs as text) of a table.
@@ -322,7 +317,7 @@ def feature_table(rows: pl.DataFrame, id_column: str, id_name: str, features: tu
     Features read from a part of a split column are left to cleaning (`extra` carries the column).
     """
     if derived_label is not None:  # ids as cleaning compares them: ' u1' is u1, not a second user with a duplicate row
-        rows = rows.filter(trimmed_id(id_column).is_first_distinct()).with_columns(source_file=pl.lit(derived_label))
+        rows = rows.filter(trimmed(id_column).is_first_distinct()).with_columns(source_file=pl.lit(derived_label))
     for feature in features:
         column = feature.columns[0]
         if feature.type == "multi" and not feature.delimiter and column in rows.columns \
@@ -347,7 +342,7 @@ def varying_features(rows: pl.DataFrame, id_column: str, features: tuple[Feature
     columns = [c for c in dict.fromkeys(c for f in features for c in f.columns) if c in rows.columns and c != id_column]
     if not columns:
         return {}
-    varying = rows.group_by(trimmed_id(id_column)).agg(pl.col(c).drop_nulls().n_unique().gt(1).alias(c) for c in columns)
+    varying = rows.group_by(trimmed(id_column)).agg(pl.col(c).drop_nulls().n_unique().gt(1).alias(c) for c in columns)
     counts = varying.select(pl.col(c).sum() for c in columns).row(0, named=True)
     return {c: int(n) for c, n in counts.items() if n}
 
