@@ -243,6 +243,15 @@ def file_source(path: Path) -> SourceFile:
     return SourceFile(path=str(path), sha256=digest.hexdigest(), bytes=size)
 
 
+def remove_staged(parent: Path, name: str) -> None:
+    """Remove the directories `.<name>.*` under `parent`: the staged (or set-aside) copies of `name` that a
+    killed writer left. Call it only under the writers' lock of `name`, where no live writer stages one;
+    files (the lock `.<name>.lock` itself) stay."""
+    for leftover in parent.glob(f".{name}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def publish_directory(staging: Path, target: Path, *, complete: str) -> None:
     """Rename the filled `staging` directory to `target`, whose file `complete` marks it whole.
 

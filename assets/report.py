@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from assets import paper
-from assets.bundle import Bundle
+from assets.bundle import Bundle, remove_staged
 from assets.diagnostics import INTRO as DIAGNOSTICS_INTRO
 from assets.diagnostics import STEP_SIZE_CV_TARGET, diagnostics_summary, markdown_diagnostics, targets_line
 from assets.evaluation import with_protocol
@@ -315,9 +315,7 @@ def write_report(directory: Path, text: str, pngs: dict[str, bytes]) -> Path:
     lock is a killed writer's, and is removed.
     """
     with file_lock(directory.with_name(f".{directory.name}.lock")):
-        for leftover in directory.parent.glob(f".{directory.name}.*"):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
+        remove_staged(directory.parent, directory.name)
         return _replace_report(directory, text, pngs)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from assets.bundle import Bundle, SourceFile, StoredParts, file_source, publish_directory
+from assets.bundle import Bundle, SourceFile, StoredParts, file_source, publish_directory, remove_staged
 from assets.compressed import READABLE_SUFFIXES, present
 from assets.custom_reader import read_custom, read_log_file
 from assets.dataset_spec import CustomDataset, load_builtin, table_files
@@ -53,9 +53,7 @@ def ensure_generated(root: Path, config: GeneratorConfig) -> Path:
     if not (target / "_manifest.json").is_file():
         with file_lock(root / f".{key}.lock"):
             if not (target / "_manifest.json").is_file():
-                for leftover in root.glob(f".{key}.*"):
-                    if leftover.is_dir():
-                        shutil.rmtree(leftover, ignore_errors=True)
+                remove_staged(root, key)
                 staging = root / f".{key}.{uuid.uuid4().hex}"
                 try:
                     generate(staging, config)
