@@ -411,9 +411,10 @@ PREFIX_BYTES = 1 << 20  # how much of each text file `dataset add` checks (`chec
 def check_prefix(path: Path, where: str, declared: str) -> None:
     """Raise the RawEncodingError the read raises (`decoding_of`) for a NUL byte, or for bytes that are not
     UTF-8 in a file declared UTF-8 (or starting with a UTF-8 byte-order mark), when its first PREFIX_BYTES
-    hold one; the message says that only that prefix was checked. A compressed file's text is checked (its
-    decompressed copy, assets/compressed.py). For `dataset add`: a file in the wrong encoding is named when
-    it is registered, reading no more than the prefix of a file of any size; the rest is checked when it is read.
+    hold one; the message says that only that prefix was checked. For `dataset add`: a file in the wrong
+    encoding is named when it is registered, reading no more than the prefix of a plain file of any size; the
+    rest is checked when it is read. A compressed file's text is checked in its decompressed copy
+    (assets/compressed.py), made whole here, once: the read then uses that copy.
 
     Only what the prefix decides for the whole file is checked: the read's choices from counts over all of
     it (a single-byte file that is valid UTF-8, or mostly UTF-8 with a few stray bytes) are left to it.
