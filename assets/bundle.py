@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-if TYPE_CHECKING:  # torch is imported lazily: Dagster loads this module at start-up
+if TYPE_CHECKING:  # torch and pyarrow are imported lazily: Dagster loads this module at start-up
+    import pyarrow as pa
     import torch
 
 HASH_CHUNK_BYTES = 1 << 20
@@ -162,20 +163,41 @@ def frame_bytes(frame: pl.DataFrame) -> bytes:
     One chunk, with Arrow's oldest types: IPC writes one record batch per chunk, and polars'
     string views carry whatever their shared buffers hold, so the same rows built two ways (the
     chunks of a multi-threaded read, a group-by's strings) gave different bytes; offsets and
-    values (large_utf8) depend on the rows alone. Columns with nulls and boolean columns are
-    written in a canonical form (`canonical_column`)."""
+    values (large_utf8) depend on the rows alone. Columns with nulls (at any depth of a list or
+    struct) and boolean columns are written in a canonical form (`canonical_column`)."""
     frame = frame.rechunk()
-    if any(column.null_count() or column.dtype == pl.Boolean for column in frame.iter_columns()):
+    if any(needs_canonical(column) for column in frame.iter_columns()):
         frame = pl.DataFrame([canonical_column(column) for column in frame.iter_columns()])
     buffer = io.BytesIO()
     frame.write_ipc(buffer, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
     return buffer.getvalue()
 
 
+def needs_canonical(column: pl.Series) -> bool:
+    """Whether `column` holds a null or a boolean anywhere (a nested column's elements and fields too): only
+    then can its bytes differ from its values' canonical form."""
+    dtype = column.dtype
+    if not dtype.is_nested():
+        return bool(column.null_count()) or dtype == pl.Boolean
+    return _nested_needs_canonical(column.to_arrow(compat_level=pl.CompatLevel.oldest()))
+
+
+def _nested_needs_canonical(values: "pa.Array") -> bool:
+    import pyarrow as pa
+
+    if values.null_count or pa.types.is_boolean(values.type):
+        return True
+    if pa.types.is_struct(values.type):
+        return any(_nested_needs_canonical(child) for child in values.flatten())
+    if _is_list(values.type):
+        return _nested_needs_canonical(_list_elements(values))
+    return False
+
+
 def canonical_column(column: pl.Series) -> pl.Series:
     """`column` with a zero (an empty string, false) under every null, and no stray bits after the
-    last row in its validity bitmap or, for booleans, its values' bitmap; nested and dictionary
-    columns as they are.
+    last row in its validity bitmap or, for booleans, its values' bitmap; a list or struct column
+    likewise at every depth (`canonical_array`); categorical columns as they are.
 
     IPC writes these bytes as they are, and they were whatever the step left there
     (`when(...).then(x)` keeps x under the nulls, `lit(True)` sets every bit of its byte), while
@@ -183,32 +205,78 @@ def canonical_column(column: pl.Series) -> pl.Series:
     differed from its row's (every evaluation, champion and report), and the same rows made two
     ways could hash apart. Values and validity alone decide these bytes; a column already in this
     form (as read from Parquet) keeps its bytes, and so its hash."""
+    dtype = column.dtype
+    if dtype.is_temporal():  # dates and times are integers underneath
+        return canonical_column(column.to_physical()).cast(dtype) if column.null_count() else column
+    if not needs_canonical(column) or not (dtype.is_numeric() or dtype.is_nested() or
+                                           dtype in (pl.String, pl.Boolean, pl.Binary)):
+        return column
+    canonical = canonical_array(column.to_arrow(compat_level=pl.CompatLevel.oldest()))
+    return pl.Series(column.name, canonical, dtype=dtype)
+
+
+def canonical_array(values: "pa.Array") -> "pa.Array":
+    """`values` rebuilt from its values and validity alone: a zero under every null and no stray bitmap bits
+    (`canonical_column`); a null list as an empty one (its elements under the null dropped), a null
+    struct's or fixed-size list's fields null under it, then each element or field made canonical the same
+    way. Types without a canonical form here (dictionaries) are returned as they are."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    dtype = column.dtype
-    if dtype.is_temporal():  # dates and times are integers underneath
-        return canonical_column(column.to_physical()).cast(dtype) if column.null_count() else column
-    if not (dtype.is_numeric() or dtype in (pl.String, pl.Boolean, pl.Binary)) or (
-            column.null_count() == 0 and dtype != pl.Boolean):
-        return column
-    values = column.to_arrow(compat_level=pl.CompatLevel.oldest())
-    zero = {pl.String: "", pl.Boolean: False, pl.Binary: b""}.get(dtype, 0)
-    filled = pc.fill_null(values, pa.scalar(zero, type=values.type)) if values.null_count else values
-
-    def bitmap(flags: pa.Array) -> pa.Buffer:
-        return pa.py_buffer(np.packbits(flags.to_numpy(zero_copy_only=False), bitorder="little").tobytes())
-
-    if dtype == pl.Boolean:
-        buffers = [bitmap(filled)]
+    kind = values.type
+    validity = _bitmap(values.is_valid()) if values.null_count else None
+    if pa.types.is_struct(kind):  # flatten(): each field with the struct's nulls merged in
+        children = [canonical_array(child) for child in values.flatten()]
+        return pa.Array.from_buffers(kind, len(values), [validity], null_count=values.null_count, children=children)
+    if pa.types.is_fixed_size_list(kind):
+        size = kind.list_size
+        elements = values.values.slice(values.offset * size, len(values) * size)
+        if values.null_count:  # an element under a null entry is null too, as Parquet reads it back
+            under = pa.array(np.repeat(values.is_valid().to_numpy(zero_copy_only=False), size))
+            elements = pc.if_else(under, elements, pa.nulls(len(elements), type=elements.type))
+        return pa.Array.from_buffers(kind, len(values), [validity], null_count=values.null_count,
+                                     children=[canonical_array(elements)])
+    if _is_list(kind):
+        lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64 if pa.types.is_large_list(kind) else np.int32)
+        return pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(offsets.tobytes())],
+                                     null_count=values.null_count, children=[canonical_array(_list_elements(values))])
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind)
+            or pa.types.is_decimal(kind) or pa.types.is_boolean(kind) or kind in (pa.large_string(), pa.string(), pa.large_binary(), pa.binary())):
+        return values
+    if values.null_count == 0 and not pa.types.is_boolean(kind):
+        return values
+    zero = "" if pa.types.is_string(kind) or pa.types.is_large_string(kind) else \
+        b"" if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) else False if pa.types.is_boolean(kind) else 0
+    filled = pc.fill_null(values, pa.scalar(zero, type=kind)) if values.null_count else values
+    if pa.types.is_boolean(kind):
+        buffers = [_bitmap(filled)]
     else:
         if filled.offset:  # from_buffers below reads the buffers from their start
-            filled = pa.concat_arrays([pa.array([], type=filled.type), filled])
+            filled = pa.concat_arrays([pa.array([], type=kind), filled])
         buffers = filled.buffers()[1:]
-    validity = bitmap(values.is_valid()) if values.null_count else None
-    canonical = pa.Array.from_buffers(values.type, len(values), [validity, *buffers], null_count=values.null_count)
-    return pl.Series(column.name, canonical, dtype=dtype)
+    return pa.Array.from_buffers(kind, len(values), [validity, *buffers], null_count=values.null_count)
+
+
+def _bitmap(flags: "pa.Array") -> "pa.Buffer":
+    """A bitmap of `flags` (booleans without nulls), with zeros after the last one."""
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.py_buffer(np.packbits(flags.to_numpy(zero_copy_only=False), bitorder="little").tobytes())
+
+
+def _is_list(kind: "pa.DataType") -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind)
+
+
+def _list_elements(values: "pa.Array") -> "pa.Array":
+    """The elements of a list array's entries, in order: none for a null entry, whatever its offsets span
+    (flatten() also heeds the array's own offset)."""
+    return values.flatten()
 
 
 def tensor_bytes(tensors: dict[str, "torch.Tensor"]) -> bytes:

@@ -364,6 +364,49 @@ def test_the_content_hash_of_rows_with_nulls_is_the_same_computed_or_read_back_f
         io_roundtrip(base, tmp_path))}).content_hash()
 
 
+def test_nested_columns_with_nulls_hash_by_their_values_not_the_bytes_under_the_nulls(tmp_path):
+    # Lists and structs were hashed as they were: a null list over elements (Arrow keeps them, polars' when/then
+    # too), a null element or a null struct over values, the bits after a list of booleans' last element. The
+    # same rows built two ways, or read back from their Parquet file, hashed apart.
+    import numpy as np
+    import pyarrow as pa
+
+    from assets.bundle import Bundle
+
+    def ints(values: list[int], valid: list[bool]) -> pa.Array:
+        """int64 with `values` under the nulls too (pa.array would write zeros there)."""
+        bitmap = pa.py_buffer(np.packbits(np.array(valid), bitorder="little").tobytes())
+        return pa.Array.from_buffers(pa.int64(), len(values), [bitmap, pa.py_buffer(np.array(values).tobytes())],
+                                     null_count=valid.count(False))
+
+    def frame(garbage: int) -> pl.DataFrame:
+        mask = pa.array([False, True, False])
+        # entry 2 null over `garbage` elements; element 2 of entry 1 null over the value `garbage`
+        lists = pa.LargeListArray.from_arrays(pa.array([0, 2, 2 + garbage, 3 + garbage], type=pa.int64()),
+                                              ints([1, garbage, *[garbage] * garbage, 3], [True, False, *[True] * garbage, True]),
+                                              mask=mask)
+        texts = pa.LargeListArray.from_arrays(pa.array([0, 1, 2, 3], type=pa.int64()),
+                                              pa.array(["a", f"x{garbage}", "c"], type=pa.large_string()), mask=mask)
+        structs = pa.StructArray.from_arrays([ints([1, garbage, 3], [True, True, True]),
+                                              pa.array(["a", f"y{garbage}", None], type=pa.large_string())],
+                                             names=["n", "s"], mask=mask)
+        flags = pa.LargeListArray.from_arrays(pa.array([0, 1, 1, 2], type=pa.int64()),
+                                              pa.array([True, True] + [bool(garbage)] * 6)[:2])
+        fixed = pa.FixedSizeListArray.from_arrays(ints([1, 2, garbage, garbage, 5, 6], [True] * 6), 2, mask=mask)
+        return pl.DataFrame([pl.Series("lists", lists), pl.Series("texts", texts), pl.Series("structs", structs),
+                             pl.Series("flags", flags), pl.Series("fixed", fixed)])
+
+    built = [frame(garbage) for garbage in (0, 7)]
+    assert built[0].equals(built[1]) and built[0]["lists"].to_list() == [[1, None], None, [3]]
+    built[1].write_parquet(tmp_path / "nested.parquet")
+    read = pl.read_parquet(tmp_path / "nested.parquet")
+    assert read.equals(built[0])
+    hashes = {Bundle(frames={"f": f}).content_hash() for f in (*built, read)}
+    assert len(hashes) == 1
+    changed = built[0].with_columns(pl.Series("lists", [[1, None], [], [3]]))  # an empty list is no null
+    assert Bundle(frames={"f": changed}).content_hash() not in hashes
+
+
 def io_roundtrip(frame: pl.DataFrame, directory) -> str:
     """`frame` written to a Parquet file; its path."""
     path = directory / "base.parquet"
