@@ -64,6 +64,30 @@ def refused_errno(error: BaseException) -> int | None:
     return next((code for code in REFUSALS if f": {os.strerror(code)}" in text), None)
 
 
+def error_code(error: BaseException) -> int | None:
+    """Any errno `error` reports (an OSError's, polars' and safetensors' '(os error N)'), refusal or not; else None."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return error.errno
+    match = _OS_ERROR_CODE.search(str(error))
+    return int(match[1]) if match else refused_errno(error)
+
+
+# Refusals of a write: met while reading, they are about a temporary file, not the file being read.
+WRITE_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def refused_path(error: BaseException, code: int, reading: Path) -> str:
+    """What a refusal met while reading `reading` is about: the file the error names; else, for a full disk or a
+    size limit (a write), a temporary file of the read; else `reading`."""
+    if (named := named_path(error)) is not None:
+        return named
+    if code in WRITE_REFUSALS:
+        import tempfile
+
+        return f"a temporary file (in {tempfile.gettempdir()}, or TMPDIR) while reading {reading}"
+    return str(reading)
+
+
 def named_path(error: BaseException) -> str | None:
     """The file `error` names (an OSError's filename, DuckDB's 'file "..."'), or None."""
     if isinstance(error, OSError) and error.filename:
@@ -85,6 +109,21 @@ def refused_writes(path: Path, note: str = STORE_KEPT) -> Iterator[None]:
         if code is None:
             raise
         raise StorageError(code, named_path(error) or str(path), note) from error
+
+
+@contextlib.contextmanager
+def refused_reads(path: Path) -> Iterator[None]:
+    """Raise a read the file system refuses inside the block (an I/O error, no permission) as a StorageError
+    naming the file (`refused_path`); every other error, a missing file too, passes unchanged."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as error:
+        code = refused_errno(error)
+        if code is None:
+            raise
+        raise StorageError(code, refused_path(error, code, path)) from error
 
 
 def ensure_directory(path: Path) -> Path:

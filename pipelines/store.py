@@ -20,6 +20,7 @@ take the write lock and never create a database.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -36,7 +37,9 @@ import polars as pl
 
 from assets.bundle import Bundle, SourceFile, StoredParts, publish_directory
 from pipelines.provenance import RUN_COLUMNS, run_facts
-from pipelines.storage_errors import StorageError, ensure_directory, named_path, refused_errno, refused_writes
+from pipelines.storage_errors import (
+    StorageError, ensure_directory, error_code, named_path, refused_errno, refused_path, refused_reads, refused_writes,
+)
 
 # How long a reader outside the pipeline (`sql --live`) waits for the live file before it says who holds it.
 # The pipeline's own connections wait as long as the lock is held: a session left open on the live file
@@ -186,18 +189,25 @@ def damage_message(path: Path, cause: str) -> str:
 def artifact_damage(directory: Path) -> str | None:
     """What is wrong with a stored artifact directory, or None when it is whole as far as its
     manifest (`files` in info.json: each file and its size as written) tells. Directories written
-    before the manifest are checked for info.json only."""
+    before the manifest are checked for info.json only.
+
+    A read the file system refuses (an I/O error, no permission) is no damage of the artifact: it is raised
+    as a StorageError naming the file."""
     try:
-        manifest = json.loads((directory / "info.json").read_text()).get("files", {})
+        with refused_reads(directory / "info.json"):
+            manifest = json.loads((directory / "info.json").read_text()).get("files", {})
     except FileNotFoundError:
         if (directory / DAMAGED_INFO).is_file():
             return f"a file of it could not be read ({DAMAGED_INFO}: an earlier read found it damaged)"
         return "info.json is missing" if directory.is_dir() else "its directory is missing"
+    except StorageError:
+        raise
     except (OSError, ValueError) as error:
         return f"info.json cannot be read ({error})"
     for name, size in manifest.items():
         try:
-            actual = (directory / name).stat().st_size
+            with refused_reads(directory / name):
+                actual = (directory / name).stat().st_size
         except FileNotFoundError:
             return f"{name} is missing"
         if actual != size:
@@ -706,20 +716,39 @@ class LineageStore:
         return ArtifactRow(*row)
 
     def load(self, row: ArtifactRow) -> Bundle:
-        """Read an artifact's files back into a Bundle (tensors with safetensors, no pickles)."""
+        """Read an artifact's files back into a Bundle (tensors with safetensors, no pickles).
+
+        What goes wrong is told as what it is: a file missing or not as written is damage (ArtifactDamagedError,
+        with the command that writes it again); a read the file system refuses (an I/O error, no permission, a
+        full disk for a temporary file) is a StorageError naming the file; a file that vanished while it was read
+        (a run writing the damaged artifact again set its directory aside) is read again once whole."""
+        location = self.path_of(row)
+        for attempt in range(2):
+            damage = artifact_damage(location)  # deleted or cut off by hand since it was written
+            if damage is not None:
+                raise self._damaged(row, location, damage)
+            try:
+                return self._read_bundle(row, location)
+            except FileNotFoundError as error:  # passed the check just before: taken away while read
+                if attempt == 0 and artifact_damage(location) is None:
+                    continue  # written again whole meanwhile: the same files, read them
+                what = named_path(error) or str(location)
+                raise self._damaged(row, location, f"{what} vanished while it was read (deleted, or the damaged "
+                                                   "artifact set aside by a run writing it again)") from error
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    @staticmethod
+    def _damaged(row: ArtifactRow, location: Path, what: object) -> ArtifactDamagedError:
+        where = f"{row.asset_key}{' partition ' + repr(row.partition) if row.partition else ''}"
+        return ArtifactDamagedError(
+            f"artifact {row.artifact_id} ({where}) at {location} cannot be read: {what}; build it again (the "
+            f"same files are written): {rebuild_hint(row.asset_key, row.partition)}, then run this step again")
+
+    def _read_bundle(self, row: ArtifactRow, location: Path) -> Bundle:
+        """The files of `location` as a Bundle; FileNotFoundError passes unchanged (`load` decides), a refused read
+        is a StorageError, anything else the readers refuse (bytes not as written) an ArtifactDamagedError."""
         from safetensors import SafetensorError  # the Rust binding alone: torch is imported only for tensors
 
-        location = self.path_of(row)
-
-        def damaged(what: object) -> ArtifactDamagedError:
-            where = f"{row.asset_key}{' partition ' + repr(row.partition) if row.partition else ''}"
-            return ArtifactDamagedError(
-                f"artifact {row.artifact_id} ({where}) at {location} cannot be read: {what}; build it again (the "
-                f"same files are written): {rebuild_hint(row.asset_key, row.partition)}, then run this step again")
-
-        damage = artifact_damage(location)  # deleted or cut off by hand since it was written
-        if damage is not None:
-            raise damaged(damage)
         try:
             meta = json.loads((location / "info.json").read_text())
             frames = {p.stem: pl.read_parquet(p) for p in sorted((location / "frames").glob("*.parquet"))}
@@ -729,13 +758,18 @@ class LineageStore:
                 from safetensors.torch import load_file
 
                 tensors = load_file(str(location / "tensors.safetensors"))
+        except FileNotFoundError:
+            raise
         except (OSError, ValueError, pl.exceptions.PolarsError, SafetensorError) as error:  # overwritten in place
+            if error_code(error) == errno.ENOENT:  # polars' and safetensors' words for a missing file
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), named_path(error) or str(location)) from error
             code = refused_errno(error)
-            if code is not None:  # not damaged: this user may not read it (a home copied with other owners)
-                raise StorageError(code, named_path(error) or str(location)) from error
+            if code is not None:  # not damaged: an I/O error, or this user may not read it (a home copied with other owners)
+                raise StorageError(code, refused_path(error, code, location)) from error
             if not isinstance(error, OSError):  # its bytes are bad, at their written size: `write` must not keep them
                 mark_damaged(location)
-            raise damaged(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from error
+            raise self._damaged(row, location, str(error).strip().splitlines()[0] if str(error).strip()
+                                else type(error).__name__) from error
         sources = tuple(SourceFile(**s) for s in meta.get("sources", []))
         return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources, parts=parts,
                       artifact_id=row.artifact_id)

@@ -416,3 +416,54 @@ def test_an_error_raised_from_none_over_a_refusal_is_not_read_as_the_refusal(tmp
     assert storage_failure(raised(suppress=True), tmp_path) is None
     line = storage_failure(raised(suppress=False), tmp_path)  # raised while handling it: the refusal is behind it
     assert line is not None and line.startswith(f"disk full: {tmp_path}/x"), line
+
+
+def test_an_io_error_reading_an_artifact_is_told_as_an_io_error_not_as_damage(tmp_path):
+    # Every read error but a permission error was "damaged ... build it again", which rewrites nothing on a
+    # disk that fails to read. /proc/self/mem read at its start is a real EIO (no mapping at address 0).
+    store = LineageStore(tmp_path)
+    row = record(store, Bundle(frames={"t": pl.DataFrame({"x": [1]})}), "r1")
+    info = store.path_of(row) / "info.json"
+    info.unlink()
+    info.symlink_to("/proc/self/mem")
+    with pytest.raises(StorageError) as refused:
+        store.load(row)
+    assert str(refused.value) == (f"I/O error: {info} (Input/output error); check the disk and the space left on it, "
+                                  "then run again")
+    assert not isinstance(refused.value, ArtifactDamagedError)
+
+
+class RebuiltWhileRead(LineageStore):
+    """A store whose first read of an artifact meets another run writing it again: the directory is set aside
+    (as `write_files` does to a damaged one) just before the read, and the same files published again
+    (`rebuild`) before `load` looks again: the interleaving of two runs, made at a fixed point."""
+
+    rebuild: bool = True
+    reads: int = 0
+
+    def _read_bundle(self, row, location):
+        self.reads += 1
+        if self.reads == 1:
+            aside = location.with_name(f".{location.name}.broken.test")
+            os.replace(location, aside)
+            try:
+                return super()._read_bundle(row, location)
+            finally:
+                if self.rebuild:
+                    os.replace(aside, location)
+        return super()._read_bundle(row, location)
+
+
+@pytest.mark.parametrize("rebuild", [True, False])
+def test_an_artifact_that_vanishes_while_read_is_read_again_once_whole_else_named_as_vanished(tmp_path, rebuild):
+    frame = pl.DataFrame({"x": [1, 2]})
+    store = RebuiltWhileRead(tmp_path)
+    store.rebuild = rebuild
+    row = record(store, Bundle(frames={"t": frame}), "r1")
+    if rebuild:  # was "cannot be read: [Errno 2] No such file or directory ... build it again"
+        assert store.load(row).frame("t").equals(frame) and store.reads == 2
+        return
+    with pytest.raises(ArtifactDamagedError) as damaged:
+        store.load(row)
+    assert f"cannot be read: {store.path_of(row)}/info.json vanished while it was read (deleted, or the damaged " \
+           "artifact set aside by a run writing it again)" in str(damaged.value)
