@@ -26,7 +26,7 @@ from models.references import DEFAULT_PROTOCOL, ReferenceSettings, training_labe
 from models.settings import KNOBS, ChosenSettings, apply_settings, chosen_settings
 from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors, training_view
 from models.training import EpochLog, TrainConfig, predict_split
-from models.user_memory import MemoryConfig, check_memory_fills, default_memory_k
+from models.user_memory import MemoryConfig, check_k_fits_users, check_memory_fills, default_memory_k
 
 
 def resolve_device(device: str) -> str:
@@ -328,7 +328,10 @@ class ModelConfig(dg.Config):
                          training_users: int) -> tuple[LearnerConfig, TrainConfig]:
         """The learner and training configs `method` trains with on `dataset` (`learner_config`, `train_config`),
         refused with a SettingError before anything trains when a value cannot work: AT-PAML's memory must be
-        able to leave warm-up with `training_users` (`check_memory_fills`)."""
+        able to leave warm-up with `training_users` (`check_memory_fills`). A memory_k the users cannot fill is
+        refused first, before the configs are built: a huge K was told it exceeds the capacity (or FLANN's checks)."""
+        if method == "at_paml" and self.memory_k is not None:
+            check_k_fits_users(self.memory_k, training_users)
         learner, train = self._configs(method, dataset, self._references(references), training_users)
         if method == "at_paml":
             check_memory_fills(learner.memory, training_users)

@@ -94,19 +94,28 @@ def default_memory_k(training_users: int | None) -> int:
     return MemoryConfig.k if not training_users else max(1, min(MemoryConfig.k, training_users - 1))
 
 
+MEMORY_FILLS_WHY = "(the memory attends once it holds K + 1 users, a user never being its own neighbour)"
+
+
+def check_k_fits_users(k: int, training_users: int) -> None:
+    """Refuse a K of at least `training_users`: the memory never holds K + 1 of them. Checked before the
+    MemoryConfig is built, so that a huge K is told this, not that it exceeds the capacity or FLANN's checks."""
+    if training_users <= k:
+        raise SettingError(f"memory_k = {k} is too large for the {training_users} training users: memory_k must be at "
+                           f"most {max(training_users - 1, 0)} {MEMORY_FILLS_WHY}; lower it, or leave it empty to fit K "
+                           "to the users")
+
+
 def check_memory_fills(config: MemoryConfig, training_users: int) -> None:
     """Refuse a memory that can never leave warm-up, naming the setting, its value and its limit: it
     attends once it holds K + 1 users, so K must stay below both the training users and the capacity;
     otherwise every user would get the fixed inner_lr, as in MeLU. Called before training starts (the
     model assets) and again by training itself."""
     k, capacity = config.k, config.capacity
-    why = "(the memory attends once it holds K + 1 users, a user never being its own neighbour)"
-    if training_users <= k:
-        raise SettingError(f"memory_k = {k} is too large for the {training_users} training users: memory_k must be at "
-                           f"most {max(training_users - 1, 0)} {why}; lower it, or leave it empty to fit K to the users")
+    check_k_fits_users(k, training_users)
     if capacity <= k:
         raise SettingError(f"memory_capacity = {capacity} is too small for memory_k = {k}: memory_capacity must be at "
-                           f"least {k + 1} {why}; raise it, or lower memory_k below {capacity}")
+                           f"least {k + 1} {MEMORY_FILLS_WHY}; raise it, or lower memory_k below {capacity}")
 
 
 class UserMemory:

@@ -50,7 +50,9 @@ def training_users(home: Path, protocol: str = "paper") -> int:
     return counts["train"] + (counts["warm"] if protocol == "production" else 0)
 
 
-@pytest.mark.parametrize("above", [0, 3000])  # 3000: past flann_checks too, which the exact search never reads
+# 3000: past flann_checks too, which the exact search never reads; 10,000: past the memory's capacity (4096) too,
+# which was said first ("memory_capacity must be at least memory_k"), though the users are the limit that binds
+@pytest.mark.parametrize("above", [0, 3000, 10_000])
 def test_a_memory_k_larger_than_the_training_users_allow_is_one_line_before_training(built, above):
     # It failed inside training with a RuntimeError wrapping the ValueError, each with its traceback.
     home, instance = built
@@ -70,6 +72,17 @@ def test_a_memory_k_larger_than_the_training_users_allow_is_one_line_before_trai
     assert failure.step_failure_data.error.cause is None  # no chained ValueError and its traceback
     logged = [record.user_message for record in instance.all_logs(result.run_id)]
     assert not any("seed 0" in message for message in logged)  # no training run's progress line
+
+
+def test_a_huge_memory_k_with_flann_is_told_the_users_not_flanns_checks(built):
+    # FLANN refuses a K above its flann_checks (1536) in MemoryConfig itself, which was built before the users'
+    # check: the message named FLANN's leaves, not the training users that no K this size can work with.
+    home, instance = built
+    users = training_users(home)
+    with pytest.raises(dg.Failure) as raised:
+        materialize(home, instance, "at_paml_model", "taobao", model_config(memory_k=users + 2000, memory_backend="flann"))
+    assert cli.expected_failure(raised.value).startswith(
+        f"at_paml_model (taobao): memory_k = {users + 2000} is too large for the {users} training users: ")
 
 
 def test_the_production_protocol_refuses_a_setting_of_its_last_method_before_the_first_trains(built):
