@@ -429,6 +429,8 @@ def sql_command(args: argparse.Namespace) -> str:
                            "run them one per call")
         store = LineageStore(default_home(), read_only=True)
         frames = [store.query(query, snapshot=not args.live) for query in queries]
+        if not args.live and (note := store.stale_note()) is not None and store.snapshot_path.is_file():
+            print(f"note: {note}", file=sys.stderr)
     except duckdb.PermissionException as error:
         raise CliError(f"refused, the sql command only reads the PAML database: {one_line(error)}") from None
     except duckdb.Error as error:

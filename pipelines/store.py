@@ -9,7 +9,8 @@ directory and never a row that points at missing data. Its info.json lists its f
 with their sizes, so a file deleted or cut off later is named when read and written
 again by the rerun. A write the file system refuses (disk full, read-only) and a damaged
 database file are one-line errors (pipelines/storage_errors.py, StoreDamagedError); a
-damaged file is never written over.
+damaged file is never written over. A refused copy of the snapshot is a warning: the write
+itself is committed (`_refresh_snapshot`).
 
 Artifact locations are stored relative to the home, so a home can be copied or moved.
 Readers (the `sql` command, stats, recommend, summaries) open a read-only store: the
@@ -52,6 +53,9 @@ LOCK_WARN_EVERY_SECONDS = 60.0
 # A staging directory untouched this long is a killed writer's: a live one writes into it within seconds.
 STALE_STAGING_SECONDS = 24 * 3600.0
 LOCK_BACKOFF_START = 0.05
+# Beside the snapshot while it is behind the live file because its last refresh failed: the cause, for readers.
+STALE_NOTE = "paml-snapshot.stale"
+SNAPSHOT_KEPT = "the write is committed in {live}; the snapshot stays as it was until the next write refreshes it"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -642,6 +646,12 @@ class LineageStore:
         Readers open the snapshot at any time, with any DuckDB client, without ever meeting
         the writer's lock; it is at most one write behind the live file. The copy runs on the
         writer's own connection, so no other writer can interleave.
+
+        A copy the file system refuses (disk full, a file size limit, a read-only snapshot) does not fail
+        the write: it is committed in the live file, whole. The step's log gets a warning naming the
+        snapshot and the cause, the half copy is removed (readers never see it: only a whole copy is
+        renamed into place), the old snapshot stays, and `STALE_NOTE` beside it tells readers (`stale_note`)
+        until a later write copies it again.
         """
         # Only the writer (holding the database's lock, as here) stages snapshots, so any staged copy
         # beside it is a killed writer's leftover: never read, and a full copy of the store in size.
@@ -664,10 +674,40 @@ class LineageStore:
             for partial in (staging, staging.with_name(f"{staging.name}.wal")):  # as large as the store: free it now
                 partial.unlink(missing_ok=True)
             code = refused_errno(error)
-            if code is None:
+            if code is None:  # not the file system's refusal: a bug, with its traceback
                 raise
-            raise StorageError(code, str(self.snapshot_path), f"the write is committed in {self.db_path}; the "
-                                                              "snapshot stays as it was until the next write") from error
+            self._snapshot_failed(str(StorageError(code, str(self.snapshot_path), SNAPSHOT_KEPT.format(
+                live=self.db_path))))
+            return
+        self.stale_path.unlink(missing_ok=True)
+
+    @property
+    def stale_path(self) -> Path:
+        """The note that the snapshot is behind the live file (its last refresh failed); absent when it is not."""
+        return self.snapshot_path.with_name(STALE_NOTE)
+
+    def _snapshot_failed(self, line: str) -> None:
+        """Warn that the snapshot could not be refreshed (`line`: the cause, the path, what to do) and leave the note
+        for readers; on a full disk even that note may not fit, then it is left empty (its presence says enough)."""
+        import dagster as dg  # its logger reaches the step's log inside a run, stderr outside
+
+        dg.get_dagster_logger("paml.store").warning(f"snapshot not refreshed: {line}")
+        try:
+            self.stale_path.write_text(line + "\n")
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.stale_path.touch()
+
+    def stale_note(self) -> str | None:
+        """What a reader of the snapshot is told when it is behind the live file (a refresh failed), else None."""
+        try:
+            cause = self.stale_path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            cause = ""
+        return (f"the snapshot {self.snapshot_path} is behind the live file: its refresh after the last write failed"
+                f"{' (' + cause + ')' if cause else ''}; the next write refreshes it, and `sql --live` reads the live file")
 
     # -- reading -----------------------------------------------------------------
     @property

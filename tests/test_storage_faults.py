@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import resource
 import shutil
@@ -121,22 +122,55 @@ def test_disk_full_while_committing_to_duckdb_keeps_the_error_and_the_store(tmp_
         assert store.query("SELECT count(*) FROM wide").item() == wide.height
 
 
-def test_disk_full_while_copying_the_snapshot_keeps_the_old_one_and_frees_the_copy(tmp_path):
+def test_disk_full_while_copying_the_snapshot_keeps_the_old_one_frees_the_copy_and_does_not_fail_the_write(
+        tmp_path, monkeypatch, caplog, capsys):
+    # The write is committed in the live file, whole: the step failed all the same ("disk full: ...snapshot..."),
+    # and a rerun wrote it again.
     with tmpfs(tmp_path / "home", "16m") as home:
         store = LineageStore(home)
         first = record(store, Bundle(frames={"t": pl.DataFrame({"x": [1]})}), "r1", mirrors={"wide": noise(2 * MIB)})
         filler = fill(home, leave=MIB)  # room for a small commit, not for a copy of the whole store
         second = Bundle(frames={"t": pl.DataFrame({"x": [2]})})
-        with pytest.raises(StorageError) as refused:
-            record(store, second, "r2")
-        line = str(refused.value)
-        assert line.startswith(f"disk full: {store.snapshot_path} ") and "the snapshot stays as it was" in line
+        with caplog.at_level(logging.WARNING):
+            written = record(store, second, "r2")
+        [warning] = [r.getMessage() for r in caplog.records if "snapshot not refreshed" in r.getMessage()]
+        assert warning.startswith(f"snapshot not refreshed: disk full: {store.snapshot_path} ") and "\n" not in warning
+        assert f"the write is committed in {store.db_path}; the snapshot stays as it was" in warning
         assert artifact_ids(store.snapshot_path) == [first.artifact_id]  # still a whole database, one write behind
-        assert len(artifact_ids(store.db_path)) == 2  # the write itself is committed, whole
-        assert staged(home) == []  # the partial copy (as large as the store) is not left to fill the disk
+        assert artifact_ids(store.db_path) == [first.artifact_id, written.artifact_id]  # the write itself is committed
+        assert staged(home) == []  # no half copy (as large as the store) left
+        # `sql` (the snapshot) answers, one write behind, and says so on stderr
+        assert sql_error(monkeypatch, home, "SELECT count(*) AS n FROM artifacts") is None
+        note = capsys.readouterr().err
+        assert note.startswith(f"note: the snapshot {store.snapshot_path} is behind the live file: its refresh after "
+                               "the last write failed (disk full: ") and "`sql --live` reads the live file" in note
         filler.unlink()
         record(store, second, "r3")
-        assert len(artifact_ids(store.snapshot_path)) == 3
+        assert len(artifact_ids(store.snapshot_path)) == 3 and store.stale_note() is None
+        assert sql_error(monkeypatch, home, "SELECT 1") is None and capsys.readouterr().err == ""
+
+
+def test_a_snapshot_refresh_past_the_file_size_limit_warns_and_the_next_write_refreshes_it(tmp_path, caplog):
+    # RLIMIT_FSIZE (any user): the live file grows by a small write's log; the copy of the whole store is refused.
+    store = LineageStore(tmp_path)
+    first = record(store, Bundle(frames={"t": pl.DataFrame({"x": [1]})}), "r1", mirrors={"wide": noise(3 * MIB)})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = store.db_path.stat().st_size // 2
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with caplog.at_level(logging.WARNING):
+            second = record(store, Bundle(frames={"t": pl.DataFrame({"x": [2]})}), "r2")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    [warning] = [r.getMessage() for r in caplog.records if "snapshot not refreshed" in r.getMessage()]
+    assert warning.startswith("snapshot not refreshed: file too large: ") and "ulimit -f" in warning, warning
+    assert artifact_ids(store.snapshot_path) == [first.artifact_id]
+    assert artifact_ids(store.db_path) == [first.artifact_id, second.artifact_id]
+    assert staged(tmp_path) == [] and store.stale_note() is not None
+    record(store, Bundle(frames={"t": pl.DataFrame({"x": [3]})}), "r3")
+    assert len(artifact_ids(store.snapshot_path)) == 3 and store.stale_note() is None
 
 
 def test_a_file_size_limit_is_one_line_and_leaves_nothing_half_written(tmp_path):
