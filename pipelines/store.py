@@ -38,6 +38,7 @@ import polars as pl
 
 from assets.bundle import Bundle, SourceFile, StoredParts, publish_directory
 from pipelines.provenance import RUN_COLUMNS, run_facts
+from pipelines.staging import remove_stale_staging, staging_path
 from pipelines.storage_errors import (
     StorageError, ensure_directory, error_code, named_path, refused_errno, refused_path, refused_reads, refused_writes,
 )
@@ -50,8 +51,6 @@ LOCK_RETRY_SECONDS = 120.0
 # every minute, in the step's log.
 LOCK_WARN_AFTER_SECONDS = 20.0
 LOCK_WARN_EVERY_SECONDS = 60.0
-# A staging directory untouched this long is a killed writer's: a live one writes into it within seconds.
-STALE_STAGING_SECONDS = 24 * 3600.0
 LOCK_BACKOFF_START = 0.05
 # Beside the snapshot while it is behind the live file because its last refresh failed: the cause, for readers.
 STALE_NOTE = "paml-snapshot.stale"
@@ -345,23 +344,6 @@ WHERE kind = 'raw_file' AND starts_with(location, $home)
 """
 
 
-def remove_stale_staging(directory: Path, older_than: float = STALE_STAGING_SECONDS) -> list[Path]:
-    """Remove the staging directories (`.<name>.<hex>`) in `directory` not modified for `older_than`
-    seconds: a killed writer leaves its staged artifact behind, never read but as large as the
-    artifact. Writers stage side by side without a lock, so only old ones are taken."""
-    removed = []
-    now = time.time()
-    for staging in directory.glob(".*.*") if directory.is_dir() else ():
-        try:
-            stale = staging.is_dir() and now - staging.stat().st_mtime > older_than
-        except FileNotFoundError:
-            continue
-        if stale:
-            shutil.rmtree(staging, ignore_errors=True)
-            removed.append(staging)
-    return removed
-
-
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
     """Roll back after a failed statement. DuckDB may have ended the transaction itself (a commit that
     failed on a full disk); ROLLBACK's own error then would hide the one that matters."""
@@ -435,7 +417,7 @@ class LineageStore:
             # are written again). Checked again: another writer may have published it whole meanwhile.
             if (target / "info.json").is_file() and artifact_damage(target) is not None:
                 set_aside(target)
-            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+            staging = staging_path(target)  # named by its owner: a killed one's is removed by the next writer
             try:
                 with refused_writes(staging):
                     self._stage(bundle, staging)

@@ -269,6 +269,58 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
     assert store.query("SELECT count(*) FROM artifacts").item() == 2
 
 
+def test_a_dead_writers_staging_goes_at_once_a_live_or_unknown_ones_stays(tmp_path):
+    # A killed writer's staged artifact waited a day for the next writer (as large as the artifact); its
+    # name now carries its owner (pid, start time, host), so the next writer takes it at once when that
+    # process is provably gone on this host, and never a live writer's.
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import textwrap
+    import time
+    from pathlib import Path
+
+    store = LineageStore(tmp_path)
+    record = lambda frame, run: store.record(Bundle(frames={"t": frame}), run_id=run, job_name="j", asset_key="a",  # noqa: E731
+                                             partition="p", code_version="1", inputs=[], mirrors={})
+    record(pl.DataFrame({"x": [1]}), "r1")
+    partition_dir = tmp_path / "artifacts" / "a" / "p"
+    writer = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from pipelines.staging import staging_path
+        staging = staging_path(Path({str(partition_dir)!r}) / "0123456789abcdef01234567")
+        (staging / "frames").mkdir(parents=True)
+        (staging / "frames" / "t.parquet").write_bytes(b"half")
+        print(staging, flush=True)
+        time.sleep(600)
+    """)
+    writers = [subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    killed, live = [Path(w.stdout.readline().strip()) for w in writers]
+    try:
+        writers[0].send_signal(signal.SIGKILL)
+        writers[0].wait(timeout=30)
+        host = socket.gethostname()
+        reused = partition_dir / f".0123456789abcdef01234567.{os.getpid()}-1@{host}.00ff"  # this pid, another start
+        elsewhere = partition_dir / f".0123456789abcdef01234567.{writers[0].pid}-1@not-{host}.00ff"
+        old_elsewhere = partition_dir / f".0123456789abcdef01234567.{writers[0].pid}-1@not-{host}.11ee"
+        for staging in (reused, elsewhere, old_elsewhere):
+            staging.mkdir()
+        two_days_ago = time.time() - 2 * 24 * 3600
+        os.utime(old_elsewhere, (two_days_ago, two_days_ago))
+        assert killed.is_dir() and live.is_dir()
+
+        record(pl.DataFrame({"x": [2]}), "r2")  # the next writer of this asset and partition
+        assert not killed.exists() and not reused.exists() and not old_elsewhere.exists()
+        assert live.is_dir() and elsewhere.is_dir()  # a live writer's; another host's, younger than a day
+    finally:
+        writers[1].kill()
+        writers[1].wait(timeout=30)
+    assert store.query("SELECT count(*) FROM artifacts").item() == 2
+
+
 def test_a_killed_run_started_outside_the_cli_is_marked_failed_by_the_next_command(tmp_path, monkeypatch, capsys):
     # `dagster asset materialize` (or `dg launch`) killed with kill -9 left its run STARTED for ever: only
     # runs the CLI created carried the process tag, so the automation never planned those assets again.

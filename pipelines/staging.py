@@ -1,0 +1,87 @@
+"""Who staged an artifact directory, and whether that writer is dead.
+
+A writer stages an artifact in `.<digest>.<owner>.<hex>` beside its target and renames it into place
+when whole; writers of the same artifact stage side by side without a lock. The owner part,
+`<pid>-<start>@<host>`, lets the next writer remove a killed writer's staging at once instead of a
+day later: on the same host, a process id that is gone, or that now belongs to a process started at
+another time (the id reused), is a dead writer. Staging of another host (a home on a shared file
+system) cannot be judged from here and is left to the age rule (`remove_stale_staging`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from functools import cache
+from pathlib import Path
+
+# A staging directory whose owner cannot be judged (another host, a name without an owner) untouched this
+# long is a killed writer's: a live one writes into it within seconds.
+STALE_STAGING_SECONDS = 24 * 3600.0
+_OWNER = re.compile(r"(?P<pid>\d+)-(?P<start>\d+)@(?P<host>[^/]+)")
+
+
+def process_start(pid: int) -> int:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22); 0 where unknown
+    (no /proc, or no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])  # the fields after the name, which may hold spaces and ')'
+
+
+@cache
+def owner_tag() -> str:
+    """This process as a staging name's owner: `<pid>-<start>@<host>`."""
+    return f"{os.getpid()}-{process_start(os.getpid())}@{socket.gethostname()}"
+
+
+def staging_path(target: Path) -> Path:
+    """A staging directory for `target` owned by this process: `.<name>.<owner>.<hex>` beside it."""
+    return target.with_name(f".{target.name}.{owner_tag()}.{uuid.uuid4().hex}")
+
+
+def owner_dead(name: str) -> bool:
+    """True when the staging name `name` carries an owner on this host that is provably gone: its process
+    id is free, or taken by a process started at another time. False for a live owner, another host's, or
+    a name without an owner (written before names carried one)."""
+    # `.<target>.<owner>.<hex>`: the target (a digest) holds no dot, the host may
+    middle = name[1:].split(".", 1)[-1].rpartition(".")[0]
+    match = _OWNER.fullmatch(middle)
+    if match is None or match["host"] != socket.gethostname():
+        return False
+    pid, start = int(match["pid"]), int(match["start"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    now = process_start(pid)
+    return bool(start and now and now != start)
+
+
+def remove_stale_staging(directory: Path, older_than: float = STALE_STAGING_SECONDS) -> list[Path]:
+    """Remove the staging directories (`.<name>.<...>`) in `directory` that no live writer can be filling: a
+    dead owner's on this host (`owner_dead`) at once, a set-aside damaged copy (`.<name>.broken.<hex>`, only
+    ever being removed) at once, any other not modified for `older_than` seconds. A killed writer leaves its
+    staged artifact behind, never read but as large as the artifact."""
+    removed = []
+    now = time.time()
+    for staging in directory.glob(".*.*") if directory.is_dir() else ():
+        try:
+            if not staging.is_dir():
+                continue
+            stale = (owner_dead(staging.name) or ".broken." in staging.name
+                     or now - staging.stat().st_mtime > older_than)
+        except FileNotFoundError:
+            continue
+        if stale:
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
