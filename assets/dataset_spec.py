@@ -28,7 +28,7 @@ from typing import Any
 
 from assets.domains import MISSING_MARKERS, STRAY_BOOLEAN_HINT, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.compressed import READABLE_SUFFIXES, decompressed, present
-from assets.raw_files import HEADING, LAYOUTS, header_key, header_names
+from assets.raw_files import HEADING, LAYOUTS, check_header, header_key, header_names
 from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_prefix, check_start, describe_bytes, position
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, MULTI_VALUES_LIMIT, DatasetSpec, NumericField
 
@@ -1007,16 +1007,21 @@ def require_unclicked(dataset: CustomDataset) -> None:
 
 def check_text_prefixes(dataset: CustomDataset) -> None:
     """Raise a SpecError naming the section's file when the first PREFIX_BYTES of a text file (CSV or JSON
-    lines; of a pattern's files, the first) hold bytes the read would refuse (`check_prefix`): a latin-1
-    file declared UTF-8 is named at `dataset add`, not at the first pipeline step."""
+    lines; of a pattern, each file it matches) hold bytes the read would refuse (`check_prefix`): a latin-1
+    file declared UTF-8, a NUL byte, a UTF-16 byte-order mark, an empty file are named at `dataset add`, not at
+    the first pipeline step. A pattern's files after the first are also checked for line 1 naming the
+    first's columns (a header), as the read requires of each."""
     sections = (("interactions", dataset.interactions), ("users", dataset.users), ("items", dataset.items),
                 ("items.details", dataset.details))
     for section, table in sections:
         if table is None or table.format not in ("csv", "jsonl"):
             continue
-        for file in table_files(table)[:1]:
+        for index, file in enumerate(table_files(table)):
             try:
                 check_prefix(file.path, f"{file.label} ({file.path})", file.encoding)
+                if index and file.format == "csv" and file.header:
+                    found = header_line(file.path, file.separator, file.quote, file.encoding)
+                    check_header(list(found), file.fields, file.label, file.path)
             except RawFileError as error:
                 raise Checker(dataset.spec_path).fail(f"{section}.file", str(error)) from None
 

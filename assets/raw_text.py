@@ -409,9 +409,9 @@ PREFIX_BYTES = 1 << 20  # how much of each text file `dataset add` checks (`chec
 
 
 def check_prefix(path: Path, where: str, declared: str) -> None:
-    """Raise the RawEncodingError the read raises (`decoding_of`) for a NUL byte, or for bytes that are not
-    UTF-8 in a file declared UTF-8 (or starting with a UTF-8 byte-order mark), when its first PREFIX_BYTES
-    hold one; the message says that only that prefix was checked. For `dataset add`: a file in the wrong
+    """Raise the RawFileError the read raises (`decoding_of`) for an empty file, a NUL byte, or for bytes that
+    are not UTF-8 in a file declared UTF-8 (or starting with a UTF-8 byte-order mark), when its first
+    PREFIX_BYTES hold one; the message says that only that prefix was checked. For `dataset add`: a file in the wrong
     encoding is named when it is registered, reading no more than the prefix of a plain file of any size; the
     rest is checked when it is read. A compressed file's text is checked in its decompressed copy
     (assets/compressed.py), made whole here, once: the read then uses that copy.
@@ -426,6 +426,8 @@ def check_prefix(path: Path, where: str, declared: str) -> None:
     limit = PREFIX_BYTES
     with source.open("rb") as handle:
         prefix = handle.read(limit + 1)
+    if not prefix:  # as the read says it (`decoding_of`): a pattern's empty day stopped the read, unseen at `dataset add`
+        raise EmptyRawFileError(f"{where}: the file is empty; expected {declared} text with data rows.")
     cut = len(prefix) > limit
     prefix = prefix[:limit]
     bom = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0

@@ -368,3 +368,35 @@ def test_item_prices_that_are_not_numbers_become_missing_and_are_counted(tmp_pat
     assert bundle.frame("items").sort("item_id")["price"].to_list() == [None, "4.0", None, None]
     assert bundle.info["item_numbers_unread"] == {"price": {"items": 3, "values": ["3,5", "1.299,00", "250"]}}
     assert "item_numbers_unread" not in cleaned(sheet_dir(tmp_path / "plain")).info  # all read: nothing to say
+
+
+@pytest.mark.parametrize("day3, problem", [
+    ("user,item,rating,ts\n7,a,4,1700000000\n9,b,3,Caf\xe9\n".encode("latin-1"),
+     "is not valid UTF-8 at line 3, byte 10 (0xE9"),  # a latin-1 day among UTF-8 ones
+    (b"", "the file is empty; expected utf-8 text with data rows."),
+    ("user,item,rating,ts\n7,a,4,1700000000\n".encode("utf-16"), "starts with a UTF-16-LE byte-order mark"),
+    (b"user,item,rating\x00,ts\n7,a,4,1700000000\n", "NUL byte at line 1, byte 17"),
+    (b"user,item,score,ts\n7,a,4,1700000000\n", "line 1: expected the header user, item, rating, ts; found user, "
+                                                 "item, score, ts."),
+], ids=["latin-1", "empty", "utf-16", "nul", "header"])
+def test_dataset_add_checks_every_file_of_a_pattern_naming_the_file(tmp_path, monkeypatch, day3, problem):
+    # Only the pattern's first file was checked: a later day in another encoding, empty, UTF-16 or with another
+    # header was registered and stopped the first pipeline step.
+    from assets.dataset_spec import register
+
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    directory = sheet_dir(tmp_path / "sheet")
+    spec = directory / "dataset.toml"
+    spec.write_text(spec.read_text().replace('file = "log.csv"', 'file = "day*/log.csv"'))
+    (directory / "log.csv").unlink()
+    for day, text in (("day1", "\n".join(LOG[:4]) + "\n"), ("day2", "\n".join(LOG[:1] + LOG[4:]) + "\n")):
+        (directory / day).mkdir()
+        (directory / day / "log.csv").write_text(text)
+    register(directory)  # two good days
+    (directory / "day3").mkdir()
+    (directory / "day3" / "log.csv").write_bytes(day3)
+    with pytest.raises(SpecError) as refused:
+        register(directory)
+    message = str(refused.value)
+    assert message.startswith(f"{spec}: interactions.file: sheet/day3/log.csv ({directory / 'day3' / 'log.csv'})"), message
+    assert problem in message, message
