@@ -16,7 +16,6 @@ import shutil
 import socket
 import time
 import uuid
-from functools import cache
 from pathlib import Path
 
 # A staging directory whose owner cannot be judged (another host, a name without an owner) untouched this
@@ -35,9 +34,8 @@ def process_start(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[19])  # the fields after the name, which may hold spaces and ')'
 
 
-@cache
 def owner_tag() -> str:
-    """This process as a staging name's owner: `<pid>-<start>@<host>`."""
+    """This process as a staging name's owner: `<pid>-<start>@<host>` (not cached: a forked child is another owner)."""
     return f"{os.getpid()}-{process_start(os.getpid())}@{socket.gethostname()}"
 
 
