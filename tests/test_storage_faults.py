@@ -228,11 +228,13 @@ def latest_hashes(home: Path) -> dict[tuple[str, str], str]:
 def test_a_run_that_fills_the_disk_says_so_in_one_line_and_its_rerun_gives_a_clean_runs_result(tmp_path):
     data = tiny_real_data(tmp_path / "data")
     assert demo_error(tmp_path / "clean", data) is None
-    # 3 MiB fills up in Dagster's own storage (SQLite, which names no file), 6 MiB in ours
-    for size, where in (("3m", "Dagster's storage in "), ("6m", "")):
+    # 3 MiB fills up in Dagster's own storage (SQLite, which names no file); 6 MiB used to fail in our snapshot
+    # copy first, which now only warns (the write is committed): the run goes on to fill the disk elsewhere
+    for size, where in (("3m", "Dagster's storage in "), ("6m", None)):
         with tmpfs(tmp_path / f"full-{size}", size) as home:
             line = demo_error(home, data)  # was a traceback (DuckDB's, or SQLite's from Dagster recording the failure)
-            assert line is not None and line.startswith(f"error: disk full: {where}{home}") and "\n" not in line, line
+            assert line is not None and line.startswith("error: disk full: ") and "\n" not in line, line
+            assert line.startswith(f"error: disk full: {where}{home}") if where is not None else str(home) in line, line
             store = LineageStore(home)
             if store.db_path.is_file():  # every artifact recorded is whole, both databases open
                 for row in store.query("SELECT artifact_id, asset_key, partition, content_hash, location FROM artifacts "
@@ -244,6 +246,7 @@ def test_a_run_that_fills_the_disk_says_so_in_one_line_and_its_rerun_gives_a_cle
             remount(home, "size=64m")
             assert demo_error(home, data) is None
             assert latest_hashes(home) == latest_hashes(tmp_path / "clean")
+            assert LineageStore(home).stale_note() is None  # the rerun's writes refreshed the snapshot
 
 
 def test_a_home_that_cannot_be_written_is_one_line_naming_it(tmp_path):
