@@ -67,6 +67,29 @@ def test_padding_is_ignored_by_hand(vectorize):
 
 
 @VECTORIZE
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_through_one_step_by_hand(vectorize, first_order):
+    # Eq. (1) and its meta-gradient on the toy: theta' = (1.5, 0.3) (test above). One query item
+    # x = 3, y = 5: prediction 4.8, L_q = 0.04, g' = dL_q/dtheta' = (2(-0.2)3, 2(-0.2)) = (-1.2, -0.4).
+    # Support Hessian H = 2 mean [[x^2, x], [x, 1]] = [[5, 3], [3, 2]]; second order:
+    # dL_q/dtheta = (I - alpha H) g' = (0.5 (-1.2) - 0.3 (-0.4), -0.3 (-1.2) + 0.8 (-0.4)) = (-0.48, 0.04);
+    # first order: g'. dL_q/dalpha = g' . (-grad L_s) = -(-1.2 (-5) + (-0.4)(-3)) = -7.2 either way.
+    params, x, y, mask = toy()
+    params = {k: v.clone().requires_grad_() for k, v in params.items()}
+    alpha = torch.tensor([0.1], requires_grad=True)
+    config = InnerConfig(steps=1, first_order=first_order, max_step_norm=None, vectorize=vectorize)
+    adapted, _ = adapt_batch(params, x, y, mask, alpha, linear, mse, config, per_user=True)
+    query = predict_batch(linear, adapted, torch.tensor([[[3.0]]]), vectorize)
+    loss = mse(query, torch.tensor([[5.0]]), torch.ones(1, 1, dtype=torch.bool)).sum()
+    assert loss.item() == pytest.approx(0.04, abs=1e-6)
+    loss.backward()
+    expected = (-1.2, -0.4) if first_order else (-0.48, 0.04)
+    assert params["w"].grad.item() == pytest.approx(expected[0], abs=1e-5)
+    assert params["b"].grad.item() == pytest.approx(expected[1], abs=1e-5)
+    assert alpha.grad.item() == pytest.approx(-7.2, abs=1e-5)
+
+
+@VECTORIZE
 def test_two_steps_by_hand(vectorize):
     params, x, y, mask = toy()
     # Step 2 from w = 1.5, b = 0.3: predictions 1.8, 3.3; residuals -0.2, -0.7.
