@@ -108,8 +108,8 @@ def diagnostics_summary(user_metrics: pl.DataFrame) -> pl.DataFrame:
 INTRO = (
     "Whether the step size is *personal*, measured on the test users. Every number is computed per seed over "
     "the group's test users, then averaged over seeds. **Step size**: the inner learning rate each user got "
-    "(PAML family: alpha(h_i) of Eq. 1, the geometric mean over layers; Meta-SGD: the mean of its per-parameter "
-    "rates; MeLU and transfer: their fixed rate); **cv** = sd / mean across users (0 when every user gets the "
+    "(PAML family: alpha(h_i) of Eq. 1, the geometric mean over the adapted parameter tensors; Meta-SGD: the mean "
+    "of its per-parameter rates; MeLU and transfer: their fixed rate); **cv** = sd / mean across users (0 when every user gets the "
     "same step, as for MeLU, Meta-SGD and transfer by construction); q10 / q50 / q90 its quantiles. "
     "**Query loss before → after**: the loss the model minimizes (MSE; log-loss for clicks) on the query set "
     "with no inner step and after adapting on the support set; **helped**: the share of users whose query loss "

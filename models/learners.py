@@ -231,7 +231,8 @@ def per_user(alpha: StepSize, n_users: int, like: torch.Tensor, per_user_step: b
     """The step size as one number per user, for logging and the per-user metrics table.
 
     Meta-SGD's per-parameter rates: their mean (the same for every user). PAML with one rate
-    per layer: each user's geometric mean over layers.
+    per layer: each user's geometric mean over the adapted parameter tensors, so a decision
+    layer's rate counts twice (weight and bias) and the user factor's once.
     """
     if isinstance(alpha, dict) and per_user_step:
         return torch.stack([a.detach() for a in alpha.values()]).log().mean(0).exp()
