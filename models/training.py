@@ -257,8 +257,8 @@ def train(
     learner = build_learner(method, data, learner_config).to(config.device)
     optimizer = outer_optimizer(learner, config)
     train_tasks = learner.net.with_knn_foldins(data.splits["train"], training=True)
-    if isinstance(learner, ATPAML):
-        learner.check_memory_fills(len(train_tasks))
+    if isinstance(learner, ATPAML):  # the memory holds one slot per key (a warm user's chunks share one)
+        learner.check_memory_fills(int(train_tasks.keys().unique().numel()))
     # Scored at every evaluation: the validation users' kNN fold-ins are made once.
     val_tasks = learner.net.with_knn_foldins(data.splits["val"], training=False) if "val" in data.splits else None
     support_lengths, query_lengths = train_tasks.support_mask.sum(1).cpu(), train_tasks.query_mask.sum(1).cpu()

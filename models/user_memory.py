@@ -106,6 +106,12 @@ def check_k_fits_users(k: int, training_users: int) -> None:
                            "to the users")
 
 
+def last_of_each_key(keys: Tensor) -> Tensor:
+    """(B,) bool: True on the last row of each key >= 0 and on every row without a key (-1)."""
+    later_same = (keys.unsqueeze(0) == keys.unsqueeze(1)).triu(diagonal=1)  # [i, j]: row j > i has row i's key
+    return (keys < 0) | ~later_same.any(dim=1)
+
+
 def check_memory_fills(config: MemoryConfig, training_users: int) -> None:
     """Refuse a memory that can never leave warm-up, naming the setting, its value and its limit: it
     attends once it holds K + 1 users, so K must stay below both the training users and the capacity;
@@ -268,7 +274,8 @@ class UserMemory:
         """Store detached copies of (B, d) embeddings and (B,) learning rates.
 
         With `keys` (B,) each user has one slot: a key already stored overwrites its own slot
-        (a returning user replaces its earlier copy). The other rows fill free slots first;
+        (a returning user replaces its earlier copy), and rows of this call that share a key are
+        stored once, as the last of them. The other rows fill free slots first;
         past capacity the least-recently-used existing slots (smallest stamp, ties by lower
         slot index) are overwritten, never rows of this same call. With B > capacity only
         the last `capacity` rows are kept. The index is rebuilt (lazily, before the next
@@ -284,7 +291,11 @@ class UserMemory:
         keys = torch.full((h.shape[0],), -1, dtype=torch.long, device=self.device) if keys is None else keys.to(self.device)
         if keys.shape[0] != h.shape[0]:
             raise ValueError(f"keys has {keys.shape[0]} rows, h has {h.shape[0]}")
-        h, lr, keys = h[-capacity:], lr[-capacity:], keys[-capacity:]
+        # One row per key and call, its last: a warm user's chunks share its key and often share a
+        # meta-batch (equal lengths, bucketed batching); stored twice, one copy went stale and came
+        # back as the user's own neighbour, since `search` skips one self-match only.
+        last = last_of_each_key(keys)
+        h, lr, keys = h[last][-capacity:], lr[last][-capacity:], keys[last][-capacity:]
         n_rows = h.shape[0]
         match = (keys.unsqueeze(1) == self.keys[: self.size].unsqueeze(0)) & (keys.unsqueeze(1) >= 0)  # (B, size)
         returning = match.any(dim=1)

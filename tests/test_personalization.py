@@ -146,6 +146,31 @@ def test_memory_keeps_one_slot_per_user_and_never_returns_a_user_as_its_own_neig
     assert memory.search(query, exclude=torch.tensor([10])).tolist() == [[1, 2]]  # ...unless excluded
 
 
+def test_rows_of_one_insert_that_share_a_key_are_stored_once_as_the_last():
+    # A warm user's chunks share its key (models/tasks.py concat_splits) and can share a meta-batch.
+    memory = UserMemory(2, MemoryConfig(k=1, capacity=8, delta=1.0))
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    memory.insert(points, torch.tensor([0.1, 0.2, 0.3]), keys=torch.tensor([7, 7, 8]))
+    assert len(memory) == 2 and memory.keys[:2].tolist() == [7, 8]
+    assert memory.embeddings[0].tolist() == [1.0, 0.0] and memory.lrs[0].item() == pytest.approx(0.2)
+    # Stored twice, the copy at (0, 0) was returned as user 7's own neighbour: search skips one self-match.
+    assert memory.keys[memory.search(torch.tensor([[0.4, 0.0]]), exclude=torch.tensor([7]))].tolist() == [[8]]
+    memory.insert(torch.tensor([[2.0, 2.0], [3.0, 3.0]]), torch.tensor([0.4, 0.5]), keys=torch.tensor([7, 7]))
+    assert len(memory) == 2 and memory.embeddings[0].tolist() == [3.0, 3.0]
+    memory.insert(torch.tensor([[4.0, 4.0], [6.0, 6.0]]), torch.tensor([0.6, 0.7]))  # no keys: every row is stored
+    assert len(memory) == 4
+
+
+def test_at_paml_stores_a_user_whose_tasks_share_a_batch_once():
+    data = tiny_task_data(users=12)
+    train_split = data.splits["train"]
+    data = replace(data, splits={**data.splits, "train": replace(train_split, user_index=torch.arange(12) // 2)})
+    config = LearnerConfig(inner_lr=0.01, network=SMALL, memory=MemoryConfig(capacity=64, k=2))
+    result = train("at_paml", data, config, TrainConfig(epochs=2, meta_batch=12, eval_every=2, batching="random"))
+    memory = result.learner.memory
+    assert len(memory) == 6 and sorted(memory.keys[:6].tolist()) == list(range(6))
+
+
 def test_kernel_delta_is_calibrated_from_the_stored_neighbourhoods():
     # Four points on a line at 0, 1, 3, 6 with K = 2: each point's two nearest others have squared
     # distances (1, 9), (1, 4), (4, 9), (9, 25); spreads 8, 3, 5, 16; median 6.5 -> delta = 3 / 6.5.
