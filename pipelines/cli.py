@@ -613,7 +613,7 @@ def build_parser() -> Parser:
     rec.add_argument("--top", type=int, default=10, help="how many items to print (default 10)")
     results = commands.add_parser("results", help="render docs/results.md's tables from the DuckDB store")
     results.add_argument("--out", type=Path, help="the Markdown file to update (default: docs/results.md when the store "
-                         "holds meta-learner metrics of MovieLens and Book-Crossing, else PAML_HOME/reports/results.md)")
+                         "holds meta-learner metrics of MovieLens and Book-Crossing, else PAML_HOME/results.md)")
     stats = commands.add_parser("stats", help="Markdown: what is built, counts per step, rejections and Table 1 per dataset")
     stats.add_argument("datasets", nargs="+", choices=datasets)
     return parser

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -405,8 +407,9 @@ def render(s: Store, now: datetime.datetime | None = None) -> str:
 def results_target(store, out: str | None, doc: Path, home: Path) -> tuple[Path, str]:
     """Where `results` writes, and a note: `out` when given; `doc` (docs/results.md) when the store holds
     meta-learner metrics of the paper's real datasets (the doc's hand-written reading is about them); else
-    PAML_HOME/reports/results.md, so that a store of your own data never rewrites the repository's record
-    of the reproduction."""
+    PAML_HOME/results.md, so that a store of your own data never rewrites the repository's record of the
+    reproduction. Not in PAML_HOME/reports/: each report replaces that directory whole, and a results.md
+    written there was lost with the next report (at once when the two ran side by side)."""
     from assets.raw_files import LAYOUTS  # the real datasets: MovieLens-1M and Book-Crossing
 
     if out:
@@ -418,14 +421,23 @@ def results_target(store, out: str | None, doc: Path, home: Path) -> tuple[Path,
                 ["dataset"].to_list()) if "metrics" in tables else set()
     if set(LAYOUTS) <= found:
         return doc, ""
-    return home / "reports" / "results.md", (f" (docs/results.md is left as it is: this store has no meta-learner "
-                                            f"metrics of {', '.join(sorted(set(LAYOUTS) - found))}; --out names "
-                                            "another file)")
+    return home / "results.md", (f" (docs/results.md is left as it is: this store has no meta-learner "
+                                 f"metrics of {', '.join(sorted(set(LAYOUTS) - found))}; --out names "
+                                 "another file)")
 
 
 def write_results(store, doc: Path = RESULTS_DOC) -> Path:
-    """Rewrite the generated part of `doc` from `store`; the rest of the file is kept."""
+    """Rewrite the generated part of `doc` from `store`; the rest of the file is kept.
+
+    Staged, then renamed: a reader, or a second `results` running beside this one, sees the old file or a
+    whole new one, never half of it (the last one to finish stays)."""
+    generated = render(read_store(store))
     text = doc.read_text() if doc.is_file() else "# Results\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(replace_generated(text, render(read_store(store)), doc))
+    staging = doc.with_name(f".{doc.name}.{uuid.uuid4().hex}")
+    try:
+        staging.write_text(replace_generated(text, generated, doc))
+        os.replace(staging, doc)
+    finally:
+        staging.unlink(missing_ok=True)
     return doc

@@ -218,12 +218,12 @@ def test_bad_arguments_are_one_line(empty_home, capsys, argv, expected):
 
 def test_results_help_names_both_places_it_writes(capsys):
     # Its help said docs/results.md only; a store without MovieLens and Book-Crossing metrics is
-    # written to PAML_HOME/reports/results.md instead (pipelines/results.py `results_target`).
+    # written to PAML_HOME/results.md instead (pipelines/results.py `results_target`).
     with pytest.raises(SystemExit):
         main(["results", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert ("docs/results.md when the store holds meta-learner metrics of MovieLens and Book-Crossing, "
-            "else PAML_HOME/reports/results.md") in text
+            "else PAML_HOME/results.md") in text
 
 
 def test_failed_check_and_bugs_are_told_apart():

@@ -111,11 +111,25 @@ def test_results_of_a_store_without_the_papers_datasets_go_to_the_home(store, tm
 
     doc, home = tmp_path / "docs" / "results.md", store.home
     target, note = results_target(LineageStore(home, read_only=True), None, doc, home)
-    assert target == home / "reports" / "results.md"  # movielens only: docs/results.md stays the reproduction's
+    assert target == home / "results.md"  # movielens only: docs/results.md stays the reproduction's
     assert note == (" (docs/results.md is left as it is: this store has no meta-learner metrics of bookcrossing; "
                     "--out names another file)")
     assert write_results(LineageStore(home, read_only=True), target).is_file() and not doc.exists()
     assert results_target(LineageStore(home, read_only=True), str(tmp_path / "mine.md"), doc, home) == (tmp_path / "mine.md", "")
+
+
+def test_results_of_the_home_outlive_the_next_report(store, tmp_path):
+    # They were written into PAML_HOME/reports/, the directory each report replaces whole: a `results` before
+    # (or beside) a demo's report was gone once the report landed, with no error anywhere.
+    from assets.report import write_report
+    from pipelines.results import results_target
+
+    home = store.home
+    target, _ = results_target(LineageStore(home, read_only=True), None, tmp_path / "docs" / "results.md", home)
+    written = write_results(LineageStore(home, read_only=True), target).read_text()
+    write_report(home / "reports", "the next report\n", {"plot.png": b"png"})
+    assert target.read_text() == written and (home / "reports" / "report.md").read_text() == "the next report\n"
+    assert [p.name for p in target.parent.glob(".results.md.*")] == []  # its staged copy is renamed, none left
 
 
 def test_reference_rows_alone_do_not_make_a_store_the_reproductions(store, tmp_path):
@@ -127,7 +141,7 @@ def test_reference_rows_alone_do_not_make_a_store_the_reproductions(store, tmp_p
     store.record_table("metrics", references, source="test", partition="bookcrossing", artifact_id="b")
     doc, home = tmp_path / "docs" / "results.md", store.home
     target, note = results_target(LineageStore(home, read_only=True), None, doc, home)
-    assert target == home / "reports" / "results.md" and "no meta-learner metrics of bookcrossing" in note
+    assert target == home / "results.md" and "no meta-learner metrics of bookcrossing" in note
     meta = metric_rows().filter(pl.col("method") == "melu").with_columns(dataset=pl.lit("bookcrossing"))
     store.record_table("metrics", pl.concat([references, meta]), source="test", partition="bookcrossing", artifact_id="c")
     assert results_target(LineageStore(home, read_only=True), None, doc, home) == (doc, "")
