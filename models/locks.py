@@ -1,10 +1,13 @@
 """An exclusive lock on a file, between processes (flock): the kernel drops it when its holder
 dies, so a killed process never leaves a lock behind. Without fcntl (not on Unix) nothing is
-locked: runs that share a file must then be started one at a time."""
+locked: runs that share a file must then be started one at a time. The holder writes its PID and
+program into the file, so a process refused the lock can say who holds it (`lock_holder`)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -12,6 +15,20 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Unix
     fcntl = None
+
+
+def holder_line() -> str:
+    """'<program> (PID n)' of this process: what a lock's file says about its holder."""
+    program = " ".join([Path(sys.executable).name, *sys.argv[:2]]) if sys.argv and sys.argv[0] else Path(sys.executable).name
+    return f"{program} (PID {os.getpid()})"
+
+
+def lock_holder(path: Path) -> str:
+    """Who holds the lock on `path`, as its holder wrote it, or 'another process' when it wrote nothing yet."""
+    try:
+        return Path(path).read_text().strip() or "another process"
+    except OSError:
+        return "another process"
 
 
 @contextlib.contextmanager
@@ -29,6 +46,10 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
             yield False
             return
         try:
+            with contextlib.suppress(OSError):  # who holds it is for messages only: a full disk must not fail the lock
+                handle.truncate(0)
+                handle.write(holder_line())
+                handle.flush()
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

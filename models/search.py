@@ -27,6 +27,7 @@ optuna only, so it runs on a machine without the data stack (docs/tuning.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -36,10 +37,10 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from models.bounds import count_argument
-from models.locks import file_lock
+from models.locks import file_lock, lock_holder
 from models.runtime import device_argument, seed_argument
 
 TENSORS_FILE, INFO_FILE = "tensors.safetensors", "info.json"
@@ -374,11 +375,29 @@ def prepare(tasks: Path, journal: Path, methods: list[str], config: SearchConfig
     return recovered
 
 
+class SearchRunningError(RuntimeError):
+    """Another search holds the journal's run lock; its message is one line naming the holder and what to do."""
+
+
+@contextlib.contextmanager
+def search_lock(journal: Path) -> Iterator[None]:
+    """Hold `<journal>.run.lock` for a whole search, or raise SearchRunningError at once: a second search on
+    the same journal would recover the first one's running trials as killed ones and run them again."""
+    lock = Path(f"{journal}.run.lock")
+    with file_lock(lock, blocking=False) as mine:
+        if not mine:
+            raise SearchRunningError(
+                f"another search is running on {journal}: {lock_holder(lock)} holds {lock.name}; wait for it to end (or "
+                "stop it), then run this command again: it resumes from the journal")
+        yield
+
+
 def run_search(tasks: Path, journal: Path, methods: list[str], config: SearchConfig, workers: int = 1,
-               stop_after: float | None = None, log=print) -> None:
+               stop_after: float | None = None, log=print, locked: bool = False) -> None:
     """Prepare the studies, then run `workers` worker processes on them until every budget is used.
 
-    Raises when another run holds this journal or when a worker fails.
+    `locked`: the caller holds `search_lock(journal)` already (the tune command, around the export too).
+    Raises when another run holds this journal (SearchRunningError) or when a worker fails.
     """
     from models.learners import METHODS
 
@@ -386,9 +405,9 @@ def run_search(tasks: Path, journal: Path, methods: list[str], config: SearchCon
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
     journal = Path(journal)
-    with file_lock(Path(f"{journal}.run.lock"), blocking=False) as mine:
-        if not mine:
-            raise RuntimeError(f"another search is running on {journal} (it holds {journal}.run.lock)")
+    with contextlib.ExitStack() as held:
+        if not locked:
+            held.enter_context(search_lock(journal))
         recovered = prepare(tasks, journal, methods, config)
         if recovered:
             log(f"resumed {journal}: trials {recovered} were interrupted and are queued again")

@@ -138,7 +138,7 @@ def expected_failure(error: BaseException) -> str | None:
     from models.bounds import SettingError
     from models.learners import ModelFormError
     from models.runtime import ThreadsSettingError
-    from models.search import JournalError, SearchWorkerError
+    from models.search import JournalError, SearchRunningError, SearchWorkerError
     from pipelines.storage_errors import StorageError, storage_failure
     from pipelines.store import ArtifactDamagedError, NoDatabaseError, PartitionNotBuiltError, StoreDamagedError
 
@@ -146,6 +146,7 @@ def expected_failure(error: BaseException) -> str | None:
     # user's to fix: the message names the file, line and value; a traceback would bury it.
     if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError,
                           RawFileError, CleaningError, WindowError, SpecError, JournalError, ModelFormError, SettingError, SearchWorkerError,
+                          SearchRunningError,
                           StorageError, StoreDamagedError, ArtifactDamagedError)):
         return one_line(error)
     # A full disk, a read-only or unwritable home: the machine's to fix. Often Dagster then fails to record

@@ -345,7 +345,7 @@ def tune(datasets: list[str], home: Path, load_tasks: Callable[[str], Any], *, m
          workers: int = 1, stop_after: float | None = None, import_dir: Path | None = None,
          settings_dir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Path | None]:
     """Export, search (or import), mirror and write settings for each dataset; returns the settings paths."""
-    from models.search import run_search
+    from models.search import run_search, search_lock
     from pipelines.store import LineageStore
 
     store = LineageStore(home)
@@ -353,14 +353,17 @@ def tune(datasets: list[str], home: Path, load_tasks: Callable[[str], Any], *, m
     for dataset in datasets:
         tasks_dir = tuning_dir(home, dataset) / "tasks"
         tensors, info, content_hash = load_tasks(dataset)
-        export_tasks(tensors, info, tasks_dir, content_hash, config.protocol)
         journal = journal_path(home, dataset)
-        if import_dir is not None:
-            import_journal(Path(import_dir) / f"{dataset}.journal", journal, tasks_dir)
-            log(f"{dataset}: imported {Path(import_dir) / f'{dataset}.journal'}")
-        else:
-            run_search(tasks_dir, journal, methods, config, workers, stop_after, log=log)
-        trials, path = ingest(dataset, journal, store, settings_dir)
+        # Locked before the export: a second `tune` rewrote the tasks in place under the first one's workers,
+        # then stopped with a traceback (now one line naming the search that runs).
+        with search_lock(journal):
+            export_tasks(tensors, info, tasks_dir, content_hash, config.protocol)
+            if import_dir is not None:
+                import_journal(Path(import_dir) / f"{dataset}.journal", journal, tasks_dir)
+                log(f"{dataset}: imported {Path(import_dir) / f'{dataset}.journal'}")
+            else:
+                run_search(tasks_dir, journal, methods, config, workers, stop_after, log=log, locked=True)
+            trials, path = ingest(dataset, journal, store, settings_dir)
         written[dataset] = path
         log(f"{dataset}: {trials.height} trials mirrored to tuning_trials; settings: {path or 'none (no complete trial)'}")
     return written

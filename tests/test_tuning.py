@@ -290,6 +290,34 @@ def test_a_second_run_on_a_busy_journal_is_refused(tmp_path):
     assert tasks_digest(tasks) == tasks_digest(tasks)
 
 
+def test_a_second_tune_beside_a_running_one_is_one_line_naming_it_and_leaves_its_tasks_alone(tmp_path):
+    # Before: the second `tune` rewrote the exported tasks in place under the first one's workers, then
+    # stopped with RuntimeError's traceback (the CLI took it for a bug).
+    from models.search import TENSORS_FILE, SearchRunningError
+    from pipelines.tune import journal_path, tuning_dir
+
+    tensors, info = tensors_of(tiny_task_data())
+    home = tmp_path / "home"
+    tasks = export_tasks(tensors, info, tuning_dir(home, "tiny") / "tasks", "h") / TENSORS_FILE
+    written = tasks.stat()
+    journal = journal_path(home, "tiny")
+    hold = f"from models.locks import file_lock\nwith file_lock({str(journal) + '.run.lock'!r}):\n    print('held', flush=True)\n" \
+           "    import time; time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SearchRunningError) as refused:
+            tune(["tiny"], home, lambda dataset: (tensors, info, "h"), methods=["melu"], config=TINY, log=lambda line: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    line = expected_failure(refused.value)
+    assert line == str(refused.value) and "\n" not in line
+    assert f"another search is running on {journal}: " in line and f"(PID {holder.pid}) holds journal.log.run.lock" in line
+    assert line.endswith("then run this command again: it resumes from the journal")
+    assert (tasks.stat().st_mtime_ns, tasks.stat().st_ino) == (written.st_mtime_ns, written.st_ino)
+
+
 def test_the_tuning_doc_is_rendered_from_the_journals_and_keeps_the_hand_written_part(searched, tmp_path):
     root, _ = searched
     doc = tmp_path / "tuning.md"
