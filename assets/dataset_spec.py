@@ -21,6 +21,7 @@ import math
 import os
 import re
 import tomllib
+import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -1036,10 +1037,14 @@ def register(location: Path) -> tuple[CustomDataset, Path | None]:
     entry = directory / f"{dataset.spec.name}.toml"
     replaced = registered_spec_path(dataset.spec.name) if entry.is_file() else None
     spec_path = str(dataset.spec_path).replace("\\", "\\\\").replace('"', '\\"')
-    # Written to a temporary name, then renamed: a killed `dataset add` leaves no half entry.
-    partial = entry.with_suffix(".toml.partial")
-    partial.write_text(f'spec = "{spec_path}"\n', encoding="utf-8")
-    partial.replace(entry)
+    # Written to a temporary name, then renamed: a killed `dataset add` leaves no half entry. The name is this
+    # writer's own: with one shared name, two adds at once renamed each other's file and one failed (FileNotFoundError).
+    partial = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}.partial")
+    try:
+        partial.write_text(f'spec = "{spec_path}"\n', encoding="utf-8")
+        partial.replace(entry)
+    finally:
+        partial.unlink(missing_ok=True)
     return dataset, replaced
 
 

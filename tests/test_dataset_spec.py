@@ -676,3 +676,31 @@ def test_a_capped_list_is_counted_in_meta_tasks_metadata_and_warned_in_a_real_ru
     assert seen["truncated"]["tags"]["cap"] == 1 and seen["truncated"]["tags"]["longest"] == 2
     assert seen["truncated"]["tags"]["items_truncated"] == len(two) == seen["truncated"]["tags"]["values_dropped"]
     assert any("multi-valued item features cut to their cap" in w and "tags:" in w for w in seen["warnings"])
+
+
+def test_the_same_dataset_added_twice_at_once_registers_it_without_an_error(tmp_path, monkeypatch):
+    # Both writers staged the entry under one name (ml100k.toml.partial): one renamed the other's file into
+    # place and the other's rename failed with FileNotFoundError (a traceback of `dataset add`).
+    import threading
+
+    from assets.dataset_spec import register, registered_names, registered_spec_path, registry_dir
+
+    monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
+    ml = ml100k_dir(tmp_path, n_users=4, n_items=3)
+    errors: list[BaseException] = []
+
+    def add_again() -> None:
+        for _ in range(25):
+            try:
+                register(ml)
+            except BaseException as error:  # noqa: BLE001 - every failure is the finding
+                errors.append(error)
+
+    adders = [threading.Thread(target=add_again) for _ in range(4)]
+    for adder in adders:
+        adder.start()
+    for adder in adders:
+        adder.join()
+    assert errors == []
+    assert registered_names() == ("ml100k",) and registered_spec_path("ml100k") == ml / "dataset.toml"
+    assert sorted(p.name for p in registry_dir().iterdir()) == ["ml100k.toml"]  # no staged entry left
