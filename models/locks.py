@@ -46,10 +46,11 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
             yield False
             return
         try:
-            with contextlib.suppress(OSError):  # who holds it is for messages only: a full disk must not fail the lock
-                handle.truncate(0)
-                handle.write(holder_line())
-                handle.flush()
+            # Who holds it is for messages only: a full disk or a file size limit must not fail the lock. Written
+            # past the file object's buffer, so that closing it has nothing left to write (and to fail on).
+            with contextlib.suppress(OSError):
+                os.ftruncate(handle.fileno(), 0)
+                os.write(handle.fileno(), holder_line().encode())
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
