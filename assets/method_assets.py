@@ -19,7 +19,10 @@ from assets.bundle import Bundle
 from assets.evaluation import aggregate, minor_vs_major, user_diagnostics, user_metrics_frame
 from assets.specs import all_datasets, spec_for
 from models.checkpoint import flatten_state, unflatten_state
-from models.learners import METHODS, LearnerConfig, MetaLearner, build_learner, learner_config_from_dict, method_form
+from models.learners import (
+    METHODS, LearnerConfig, MetaLearner, ModelFormError, build_learner, learner_config_from_dict, method_form,
+    stored_model_problem,
+)
 from models.network import NetworkConfig
 from models.parallel import JobResult, TrainJob, run_jobs
 from models.references import DEFAULT_PROTOCOL, ReferenceSettings, training_labels
@@ -112,10 +115,25 @@ def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
     fits when it is built and does not save (the kNN fold-in's neighbour lists) must come from
     the same ratings as in training.
     """
+    problem = stored_model_problem(model.info)
+    if problem is not None:
+        raise ModelFormError(unloadable_message(model, problem))
     protocol = model.info["train_config"].get("protocol", DEFAULT_PROTOCOL)
     learner = build_learner(model.info["method"], training_view(data, protocol), learner_config_from_dict(model.info["learner_config"]))
-    learner.load_state_dict(unflatten_state(model.tensors, prefix=f"seed{seed}/"))
+    try:
+        learner.load_state_dict(unflatten_state(model.tensors, prefix=f"seed{seed}/"))
+    except RuntimeError as error:  # missing, unexpected or reshaped weights: the network changed since
+        raise ModelFormError(unloadable_message(model, f"its weights do not fit this code's network "
+                                                       f"({str(error).strip().splitlines()[-1].strip()})")) from None
     return learner
+
+
+def unloadable_message(model: Bundle, problem: str) -> str:
+    """One line: which stored model this code cannot load, why, and the command that trains it again."""
+    method, dataset = model.info.get("method", "?"), model.info.get("dataset", "?")
+    artifact = f" (artifact {model.artifact_id})" if model.artifact_id else ""
+    return (f"the {method} model of {dataset}{artifact} cannot be loaded by this code: {problem}; train it again "
+            f"(the model in service is replaced by the new one): dg launch --job training_job --partition {dataset}")
 
 
 def score(

@@ -22,6 +22,7 @@ import polars as pl
 
 from assets.bundle import Bundle
 from assets.meta_tasks import UNKNOWN_INDEX, padded
+from models.learners import stored_model_problem
 from models.tasks import TaskData, TaskSplit, task_data_from_tensors
 
 PROMOTION_ALPHA = 0.05  # a challenger is rejected when worse at this one-sided significance level
@@ -238,11 +239,11 @@ def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | N
         return (Decision(False, None, f"rejected: training never reached a finite validation loss (seed {seeds}); "
                                       "the stored weights are the untrained ones"),
                 pl.DataFrame([{"seed": s} for s in challenger.info["seeds"]], schema=schema))
-    # A model in service made for another form of the method's step size cannot be loaded by
-    # this code, so it cannot be compared: the challenger replaces it.
-    retired = champion is not None and champion.model.info.get("form", 1) != challenger.info.get("form", 1)
-    if retired:
-        old_form, champion = champion.model.info.get("form", 1), None
+    # A model in service this code cannot load (another form of the method's step size, a network
+    # trained by older code: a home kept across an upgrade) cannot be compared: the challenger replaces it.
+    retired = stored_model_problem(champion.model.info) if champion is not None else None
+    if retired is not None:
+        champion = None
     if champion is None or champion.model.content_hash() == challenger.content_hash():
         data = task_data_from_tensors(challenger_tasks.tensors, challenger_tasks.info)
         losses = validation_losses(challenger, data)
@@ -251,9 +252,9 @@ def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | N
                  "mean_val_loss": mean, "champion_mean_val_loss": mean if champion else None} for s, v in losses.items()]
         decision = decide(np.array([r["val_loss"] for r in rows]), None) if champion is None else \
             Decision(True, None, "promoted: same model as in service")
-        if retired and decision.promoted:
-            decision = Decision(True, None, f"promoted: the model in service has form {old_form} of the method's step size, "
-                                            f"which this code cannot load (this model: form {challenger.info.get('form', 1)})")
+        if retired is not None and decision.promoted:
+            decision = Decision(True, None, f"promoted: the model in service cannot be loaded by this code ({retired}), "
+                                            "so it was replaced without a comparison")
         return decision, pl.DataFrame(rows, schema=schema)
     splits = comparison_splits(challenger_tasks, champion.tasks, raw_users)
     if splits is None:

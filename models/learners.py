@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from typing import Callable
 
@@ -532,6 +532,43 @@ def build_learner(method: str, data: TaskData, config: LearnerConfig) -> MetaLea
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     return METHODS[method](data, config)
+
+
+def stored_settings_problem(values: dict) -> str | None:
+    """Why a learner config read back from a stored model does not describe this code's learner, or None.
+
+    Every field of LearnerConfig, NetworkConfig and MemoryConfig must be there, and nothing else: a
+    field missing means older code trained the model without that part of the network (the kNN
+    fold-in came in 1add4ce, the MF head in ca4580e), and this code's default for it would build
+    another network around the stored weights; a field this code does not know is newer code's.
+    """
+    parts = {"": (LearnerConfig, values), "network.": (NetworkConfig, values.get("network")),
+             "memory.": (MemoryConfig, values.get("memory"))}
+    missing, unknown = [], []
+    for prefix, (kind, stored) in parts.items():
+        if not isinstance(stored, dict):
+            return f"its settings have no {prefix.rstrip('.')} section"
+        names = {f.name for f in fields(kind)}
+        missing += [prefix + n for n in sorted(names - set(stored))]
+        unknown += [prefix + n for n in sorted(set(stored) - names - {"network", "memory"})]
+    if missing:
+        return f"its settings lack {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''} (trained by older code)"
+    if unknown:
+        return f"its settings have {', '.join(unknown[:6])}{' ...' if len(unknown) > 6 else ''}, unknown to this code (trained by newer code)"
+    return None
+
+
+def stored_model_problem(info: dict) -> str | None:
+    """Why this code cannot load a stored model whose bundle info is `info` (method, form,
+    learner_config), or None when it can: another form of the method's step size, or settings
+    that are not this code's LearnerConfig (`stored_settings_problem`)."""
+    method = info.get("method")
+    if method not in METHODS:
+        return f"its method {method!r} is not one of {', '.join(METHODS)}"
+    form = info.get("form", 1)
+    if form != method_form(method):
+        return f"it has form {form} of the method's step size, which this code cannot load (this code: form {method_form(method)})"
+    return stored_settings_problem(info.get("learner_config") or {})
 
 
 def learner_config_from_dict(values: dict) -> LearnerConfig:
