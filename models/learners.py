@@ -567,7 +567,7 @@ def stored_model_problem(info: dict) -> str | None:
         return f"its method {method!r} is not one of {', '.join(METHODS)}"
     form = info.get("form", 1)
     if form != method_form(method):
-        return f"it has form {form} of the method's step size, which this code cannot load (this code: form {method_form(method)})"
+        return f"it has form {form} of the method's step size, this code form {method_form(method)}"
     return stored_settings_problem(info.get("learner_config") or {})
 
 
