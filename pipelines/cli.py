@@ -423,6 +423,7 @@ def sql_command(args: argparse.Namespace) -> str:
 
     from pipelines.store import LineageStore
 
+    store = None
     try:
         queries = statements(args.query)
         if len(queries) > 1 and args.format in ("csv", "json"):
@@ -435,8 +436,19 @@ def sql_command(args: argparse.Namespace) -> str:
     except duckdb.PermissionException as error:
         raise CliError(f"refused, the sql command only reads the PAML database: {one_line(error)}") from None
     except duckdb.Error as error:
-        raise CliError(f"{one_line(error)} (tables and views: docs/duckdb.md)") from None
+        raise CliError(f"{one_line(error)} (tables and views: docs/duckdb.md){older_store_hint(error, store)}") from None
     return "\n\n".join(render(frame, args.format) for frame in frames)
+
+
+def older_store_hint(error: Exception, store: object) -> str:
+    """For a query naming a column the store's tables of older code lack: which, and the command that adds them."""
+    import duckdb
+
+    if not isinstance(error, duckdb.BinderException) or store is None:
+        return ""
+    outdated = store.outdated()
+    return (f"; this store was written by older code, {', '.join(outdated[:3])}{' ...' if len(outdated) > 3 else ''}: "
+            "bring it up to date with `python -m pipelines.cli init`") if outdated else ""
 
 
 def meta_tasks_of(dataset: str) -> tuple[dict, dict, str]:
@@ -504,6 +516,11 @@ def init_command() -> str:
               for name in registered_names()]
     with dagster_instance() as instance:
         lines += [f"marked run {run_id} failed: its process is gone (killed?)" for run_id in mark_dead_runs_failed(instance)]
+    if (home / "paml.duckdb").is_file():  # a home kept across an upgrade: its tables of older code brought up to date
+        from pipelines.store import LineageStore
+
+        migrated = LineageStore(home).bring_up_to_date()
+        lines.append(f"store {home / 'paml.duckdb'}: " + (f"brought up to date: {'; '.join(migrated)}" if migrated else "up to date"))
     return "\n".join(lines)
 
 

@@ -344,6 +344,59 @@ WHERE kind = 'raw_file' AND starts_with(location, $home)
 """
 
 
+# Tables of results mirrored before their rows named a protocol (f6f80ec's store): every row then was the
+# paper's protocol, as a model's info without one is read (models/tasks.py DEFAULT_PROTOCOL).
+PROTOCOL_TABLES = ("metrics", "user_metrics", "significance", "ablation_metrics", "ablation_significance",
+                   "report_table2", "report_table3", "report_table4", "metrics_history")
+OLDER_PROTOCOL = "paper"
+
+
+def table_columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """{table: its columns} of the database's base tables (views left out)."""
+    rows = con.execute(
+        "SELECT c.table_name, c.column_name FROM information_schema.columns c JOIN information_schema.tables t "
+        "USING (table_catalog, table_schema, table_name) WHERE t.table_type = 'BASE TABLE' "
+        "AND t.table_catalog = current_database()").fetchall()
+    columns: dict[str, set[str]] = {}
+    for table, column in rows:
+        columns.setdefault(table, set()).add(column)
+    return columns
+
+
+def outdated_tables(columns: dict[str, set[str]]) -> list[str]:
+    """'table (lacks column, ...)' for each table written by older code that the next write brings up to
+    date (`migrate_older_tables`, SCHEMA): a result table without `protocol`, runs without the run facts."""
+    lacking = {table: ["protocol"] for table in PROTOCOL_TABLES if table in columns and "protocol" not in columns[table]}
+    if "runs" in columns and (facts := sorted(set(RUN_COLUMNS) - columns["runs"])):
+        lacking["runs"] = facts
+    if "lineage_edges" in columns and "input_event_id" not in columns["lineage_edges"]:
+        lacking["lineage_edges"] = ["input_event_id"]
+    return [f"{table} (lacks {', '.join(names)})" for table, names in lacking.items()]
+
+
+def migrate_older_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Give result tables of older code their `protocol` column, filled with the paper's protocol for
+    the rows they hold, and say which tables it changed. Runs before SCHEMA, whose ADD COLUMN IF NOT
+    EXISTS would leave metrics_history's older rows without a protocol."""
+    columns = table_columns(con)
+    changed = outdated_tables(columns)
+    for table in PROTOCOL_TABLES:
+        if table in columns and "protocol" not in columns[table]:
+            con.execute(f'ALTER TABLE "{table}" ADD COLUMN protocol VARCHAR')
+            con.execute(f'UPDATE "{table}" SET protocol = ?', [OLDER_PROTOCOL])
+    return changed
+
+
+def refresh_older_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Recreate the views over tables that exist; one whose table still lacks a column it selects keeps
+    its older definition until that table is written again (`_refresh_views`)."""
+    tables = table_columns(con)
+    for view, select in VIEWS.items():
+        if select.rsplit("FROM ", 1)[1].split()[0] in tables:
+            with contextlib.suppress(duckdb.BinderException):
+                con.execute(f'CREATE OR REPLACE VIEW "{view}" AS {select}')
+
+
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
     """Roll back after a failed statement. DuckDB may have ended the transaction itself (a commit that
     failed on a full disk); ROLLBACK's own error then would hide the one that matters."""
@@ -373,6 +426,7 @@ class LineageStore:
         self.snapshot_path = self.home / "paml-snapshot.duckdb"
         self.artifact_root = self.home / "artifacts"
         self._schema_ready = False
+        self.migrated: list[str] = []  # tables of older code the first write brought up to date
         if read_only and not (self.snapshot_path.is_file() or self.db_path.is_file()):
             raise NoDatabaseError(
                 f"no PAML database in {self.home} (neither paml-snapshot.duckdb nor paml.duckdb): "
@@ -386,11 +440,27 @@ class LineageStore:
             raise PermissionError(f"the store of {self.home} was opened read-only")
         with connect(self.db_path) as con:
             if not self._schema_ready:
+                self.migrated = migrate_older_tables(con)
                 con.execute(SCHEMA)
                 con.execute(MIGRATE_BUNDLE_LOCATIONS)
                 con.execute(MIGRATE_RAW_LOCATIONS, {"home": f"{self.home.resolve()}/"})
+                if self.migrated:  # views of older code select what their tables had then (no protocol)
+                    refresh_older_views(con)
                 self._schema_ready = True
             yield con
+
+    def outdated(self) -> list[str]:
+        """The tables of older code in the database a read uses, each with the columns it lacks
+        (`outdated_tables`); empty when it is this code's."""
+        with connect(self._read_path(None), read_only=True, retry_seconds=self.lock_wait_seconds) as con:
+            return outdated_tables(table_columns(con))
+
+    def bring_up_to_date(self) -> list[str]:
+        """Migrate the live database's older tables (the first write does it too) and copy the snapshot;
+        the tables it changed."""
+        with self._writer() as con:
+            self._refresh_snapshot(con)
+        return self.migrated
 
     def location_of(self, path: Path) -> str:
         """How a path is stored: relative to the home when inside it, else absolute."""

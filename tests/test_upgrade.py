@@ -78,3 +78,44 @@ def test_a_model_in_service_of_older_code_is_replaced_without_a_comparison():
     assert decision.promoted and "cannot be loaded by this code" in decision.reason
     assert "network.knn_foldin" in decision.reason and losses.height == 1
     assert losses["champion_val_loss"].null_count() == 1  # nothing was compared
+
+
+def older_store(home) -> None:
+    """A store as f6f80ec wrote it: runs without the run facts, lineage edges without their event, result
+    tables and the views over them without `protocol`."""
+    import duckdb
+
+    home.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(home / "paml.duckdb"))
+    con.execute("CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, job_name VARCHAR, first_write_at TIMESTAMP, "
+                "last_write_at TIMESTAMP, n_artifacts BIGINT)")
+    con.execute("INSERT INTO runs VALUES ('r-old', 'training_job', now(), now(), 1)")
+    con.execute("CREATE TABLE lineage_edges (artifact_id VARCHAR, input_artifact_id VARCHAR, PRIMARY KEY (artifact_id, input_artifact_id))")
+    con.execute("CREATE TABLE metrics AS SELECT 'taobao' AS dataset, 'melu' AS method, 0::BIGINT AS seed, 'all' AS population, "
+                "'nel' AS metric, 0.93::DOUBLE AS value, 'melu_eval' AS asset_key, '' AS partition, 'a1' AS artifact_id")
+    con.execute("CREATE TABLE report_table2 AS SELECT 'taobao' AS dataset, 'melu' AS method, 'nel' AS metric, 0.93::DOUBLE AS mean, "
+                "0.01 AS sd, 3 AS n_seeds, true AS best, false AS significant, NULL::DOUBLE AS paper_mean, NULL::DOUBLE AS paper_sd")
+    con.execute("CREATE VIEW table2 AS SELECT dataset, method, metric, mean FROM report_table2")
+    con.close()
+
+
+def test_a_store_of_older_code_is_named_by_sql_and_brought_up_to_date_by_init(tmp_path, monkeypatch):
+    # Before: the documented query on metrics failed with DuckDB's bare binder error until some run wrote,
+    # and the rows of older code were left without a protocol.
+    from pipelines.store import LineageStore
+    from tests.test_duckdb_access import run_cli
+
+    home = tmp_path / "home"
+    older_store(home)
+    query = "SELECT dataset, protocol, method, value FROM metrics"
+    message = run_cli(monkeypatch, home, "sql", query)
+    assert "metrics (lacks protocol)" in message and message.endswith("bring it up to date with `python -m pipelines.cli init`")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    assert run_cli(monkeypatch, home, "init") == ""
+    store = LineageStore(home, read_only=True)
+    assert store.outdated() == []
+    assert store.query(query).rows() == [("taobao", "paper", "melu", 0.93)]
+    assert store.query("SELECT protocol, mean FROM table2").rows() == [("paper", 0.93)]  # the view selects it now
+    assert store.query("SELECT run_id, git_commit FROM runs").rows() == [("r-old", None)]  # old runs stay
+    assert LineageStore(home).bring_up_to_date() == []  # once is enough
+    assert run_cli(monkeypatch, home, "sql", "SELECT nothing FROM metrics").endswith("(tables and views: docs/duckdb.md)")
