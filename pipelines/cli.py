@@ -574,7 +574,8 @@ def build_parser() -> Parser:
     """Every command and its arguments."""
     parser = Parser(prog="python -m pipelines.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("init", help="create PAML_HOME and DAGSTER_HOME (telemetry off) and list the raw files found")
+    commands.add_parser("init", help="create PAML_HOME and DAGSTER_HOME (telemetry off), list the raw files found and "
+                                     "bring a store of older code up to date")
     datasets = all_datasets()
     dataset = commands.add_parser("dataset", help="your own data: register a dataset spec (docs/data.md), list datasets")
     actions = dataset.add_subparsers(dest="action", required=True)
