@@ -13,7 +13,7 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _ACCESS = "give this user access to it, or point PAML_HOME (PAML_DATA_DIR for raw files) at a place it may use"
@@ -97,33 +97,30 @@ def named_path(error: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def refused_writes(path: Path, note: str = STORE_KEPT) -> Iterator[None]:
+def _refusals(path_of: Callable[[BaseException, int], str], note: str = "") -> Iterator[None]:
+    """Raise a refusal inside the block as a StorageError naming `path_of(error, errno)`; every other
+    error passes unchanged."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as error:
+        code = refused_errno(error)
+        if code is None:
+            raise
+        raise StorageError(code, path_of(error, code), note) from error
+
+
+def refused_writes(path: Path, note: str = STORE_KEPT) -> contextlib.AbstractContextManager[None]:
     """Raise a refused write inside the block as a StorageError naming the file (the error's own,
     else `path`: a failed write() names none); every other error passes unchanged."""
-    try:
-        yield
-    except StorageError:
-        raise
-    except Exception as error:
-        code = refused_errno(error)
-        if code is None:
-            raise
-        raise StorageError(code, named_path(error) or str(path), note) from error
+    return _refusals(lambda error, _code: named_path(error) or str(path), note)
 
 
-@contextlib.contextmanager
-def refused_reads(path: Path) -> Iterator[None]:
+def refused_reads(path: Path) -> contextlib.AbstractContextManager[None]:
     """Raise a read the file system refuses inside the block (an I/O error, no permission) as a StorageError
     naming the file (`refused_path`); every other error, a missing file too, passes unchanged."""
-    try:
-        yield
-    except StorageError:
-        raise
-    except Exception as error:
-        code = refused_errno(error)
-        if code is None:
-            raise
-        raise StorageError(code, refused_path(error, code, path)) from error
+    return _refusals(lambda error, code: refused_path(error, code, path))
 
 
 def ensure_directory(path: Path) -> Path:
