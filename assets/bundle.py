@@ -190,7 +190,7 @@ def _nested_needs_canonical(values: "pa.Array") -> bool:
     if pa.types.is_struct(values.type):
         return any(_nested_needs_canonical(child) for child in values.flatten())
     if _is_list(values.type):
-        return _nested_needs_canonical(_list_elements(values))
+        return _nested_needs_canonical(values.flatten())  # a list's elements; none under a null entry
     return False
 
 
@@ -237,11 +237,11 @@ def canonical_array(values: "pa.Array") -> "pa.Array":
             elements = pc.if_else(under, elements, pa.nulls(len(elements), type=elements.type))
         return pa.Array.from_buffers(kind, len(values), [validity], null_count=values.null_count,
                                      children=[canonical_array(elements)])
-    if _is_list(kind):
+    if _is_list(kind):  # flatten(): the entries' elements in order, none under a null entry, past the array's offset
         lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64 if pa.types.is_large_list(kind) else np.int32)
         return pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(offsets.tobytes())],
-                                     null_count=values.null_count, children=[canonical_array(_list_elements(values))])
+                                     null_count=values.null_count, children=[canonical_array(values.flatten())])
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind)
             or pa.types.is_decimal(kind) or pa.types.is_boolean(kind) or kind in (pa.large_string(), pa.string(), pa.large_binary(), pa.binary())):
         return values
@@ -271,12 +271,6 @@ def _is_list(kind: "pa.DataType") -> bool:
     import pyarrow as pa
 
     return pa.types.is_list(kind) or pa.types.is_large_list(kind)
-
-
-def _list_elements(values: "pa.Array") -> "pa.Array":
-    """The elements of a list array's entries, in order: none for a null entry, whatever its offsets span
-    (flatten() also heeds the array's own offset)."""
-    return values.flatten()
 
 
 def tensor_bytes(tensors: dict[str, "torch.Tensor"]) -> bytes:
