@@ -368,8 +368,8 @@ class ModelConfig(dg.Config):
         return self._configs(method, dataset)[1]
 
     def chosen(self, method: str, dataset: str | None) -> ChosenSettings:
-        """The settings file's choice for (dataset, method)."""
-        return chosen_settings(dataset, method, Path(self.settings_dir) if self.settings_dir else None)
+        """The settings file's choice for (dataset, method) under this config's protocol."""
+        return chosen_settings(dataset, method, Path(self.settings_dir) if self.settings_dir else None, self.protocol)
 
     def explicit(self) -> dict:
         """Tunable settings given in this run config (they win over the settings file)."""

@@ -38,7 +38,8 @@ def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig,
     """Train every method of `methods` under the production protocol (each with its tuned settings,
     its seeds side by side) and score its test users; rows carry `protocol = 'production'`.
 
-    The settings file's values were searched under the paper's protocol; the fold-ins' MF and kNN
+    The settings are the production protocol's settings file's (`tune --protocol production`), else, for a
+    method it lacks, the paper protocol's (models/settings.py `chosen_settings`); the fold-ins' MF and kNN
     settings are the ones `reference_settings` chose for the production protocol.
     """
     if not tasks.info.get("n_users", {}).get(WARM_SPLIT):

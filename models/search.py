@@ -369,7 +369,7 @@ def prepare(tasks: Path, journal: Path, methods: list[str], config: SearchConfig
     dataset = json.loads((Path(tasks) / INFO_FILE).read_text()).get("dataset")
     recovered = []
     for method in methods:
-        incumbent = chosen_settings(dataset, method).params if dataset and config.protocol == "paper" else {}
+        incumbent = chosen_settings(dataset, method, protocol=config.protocol).params if dataset else {}
         study = create_study(storage, method, config, digest, base_learner, base_train, incumbent)
         recovered += recover_stale_trials(study, len(distributions(method, base_learner, base_train)))
     return recovered

@@ -7,8 +7,10 @@ it with Optuna, and the model assets apply a settings file's values with the sam
 `apply_params`, so a value means the same thing in a trial and in the final model.
 
 Settings files: `models/settings/<dataset>.json`, written by `python -m pipelines.cli tune`
-(never by hand), read by every `<method>_model` asset. Resolution of one setting:
-code default <- the dataset's settings file <- a value set in the run config.
+(never by hand), read by every `<method>_model` asset; `<dataset>.production.json` holds what a
+search under the production protocol chose, read by the production protocol's models (a method it
+lacks: the paper protocol's choice). Resolution of one setting:
+code default <- the dataset's settings file for the protocol <- a value set in the run config.
 """
 
 from __future__ import annotations
@@ -164,9 +166,12 @@ class ChosenSettings:
         return {"file": self.file, "sha256": self.sha256, "trial": self.trial, "value": self.value, "params": self.params}
 
 
-def settings_path(dataset: str, directory: Path | None = None) -> Path:
-    """models/settings/<dataset>.json (or under `directory`)."""
-    return Path(directory or SETTINGS_DIR) / f"{dataset}.json"
+def settings_path(dataset: str, directory: Path | None = None, protocol: str = "paper") -> Path:
+    """models/settings/<dataset>.json for the paper protocol, <dataset>.<protocol>.json for another
+    (or under `directory`). One file per protocol: a search under the production protocol chose its
+    values on what that protocol trains on, and must not replace what the paper protocol's models use."""
+    suffix = "" if protocol == "paper" else f".{protocol}"
+    return Path(directory or SETTINGS_DIR) / f"{dataset}{suffix}.json"
 
 
 def file_sha256(path: Path) -> str:
@@ -182,17 +187,33 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def chosen_settings(dataset: str | None, method: str, directory: Path | None = None) -> ChosenSettings:
-    """The settings file's choice for (dataset, method); no file or no entry: empty params."""
-    path = settings_path(dataset or "", directory) if dataset else None
-    if path is None or not path.is_file():
-        return ChosenSettings({}, None, None, None, None)
+def chosen_settings(dataset: str | None, method: str, directory: Path | None = None,
+                    protocol: str = "paper") -> ChosenSettings:
+    """The settings file's choice for (dataset, method) under `protocol`; no file or no entry: empty params.
+
+    A protocol other than the paper's reads its own file (`settings_path`) when that file has an entry
+    for the method, else the paper protocol's choice, as when no search ever ran under it."""
+    if dataset and protocol != "paper":
+        own = _file_choice(dataset, method, directory, protocol)
+        if own is not None:
+            return own
+    return (_file_choice(dataset, method, directory, "paper") if dataset else None) or ChosenSettings({}, None, None, None, None)
+
+
+def _file_choice(dataset: str, method: str, directory: Path | None, protocol: str) -> ChosenSettings | None:
+    """One protocol's settings file's choice for `method`: None without the file; empty params (with the
+    file's provenance) when the file has no usable entry for it."""
+    path = settings_path(dataset, directory, protocol)
+    if not path.is_file():
+        return None
     try:
         content = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise SettingError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
-    check_settings_file(content, path, dataset)
+    check_settings_file(content, path, dataset, protocol)
     entry = content["methods"].get(method)
+    if entry is None and protocol != "paper":
+        return None
     if entry is None:
         return ChosenSettings({}, display_path(path), file_sha256(path), None, None)
     if entry.get("form", 1) != method_form(method):
@@ -210,10 +231,11 @@ FILE_KEYS = frozenset({"dataset", "written_by", "date", "journal_sha256", "tasks
 ENTRY_KEYS = frozenset({"trial", "value", "params", "protocol", "form", "finished_trials", "chosen_by"})
 
 
-def check_settings_file(content: Any, path: Path, dataset: str) -> None:
+def check_settings_file(content: Any, path: Path, dataset: str, protocol: str = "paper") -> None:
     """Refuse a settings file that would not mean what it says, naming the file, the key and the value:
-    not an object, an unknown key, another dataset's file, an unknown method, a setting unknown or not
-    read by its method, a value of the wrong type or outside what the configs accept."""
+    not an object, an unknown key, another dataset's file, an unknown method, an entry searched under
+    another protocol than the file's, a setting unknown or not read by its method, a value of the wrong
+    type or outside what the configs accept."""
     if not isinstance(content, dict):
         raise SettingError(f"{path}: a settings file is a JSON object with a \"methods\" object, got {type(content).__name__}")
     unknown = sorted(set(content) - FILE_KEYS)
@@ -235,6 +257,10 @@ def check_settings_file(content: Any, path: Path, dataset: str) -> None:
         if unknown:
             raise SettingError(f"{path}: {method}'s entry has unknown key(s) {', '.join(map(repr, unknown))}; "
                              f"known: {', '.join(sorted(ENTRY_KEYS))}")
+        if entry.get("protocol", protocol) != protocol:
+            raise SettingError(f"{path}: {method}'s entry was searched under the {entry['protocol']!r} protocol, and this "
+                             f"file is read for the {protocol!r} protocol; its choice belongs in "
+                             f"{settings_path(dataset, path.parent, entry['protocol']).name}")
         for name, value in entry["params"].items():
             check_setting(path, method, name, value)
 
@@ -296,13 +322,15 @@ def apply_settings(params: dict[str, Any], learner: LearnerConfig, train: TrainC
 def tuned_configs(dataset: str | None, method: str, train: TrainConfig | None = None,
                   references=None) -> tuple[LearnerConfig, TrainConfig]:
     """The configs a model asset trains (dataset, method) with: the code defaults (or `train`) <-
-    the fold-ins' reference settings, when given <- the settings file's choice (`apply_settings`)."""
-    return apply_settings(chosen_settings(dataset, method).params, LearnerConfig(), train or TrainConfig(), references)
+    the fold-ins' reference settings, when given <- the settings file's choice for `train`'s protocol
+    (`apply_settings`)."""
+    train = train or TrainConfig()
+    return apply_settings(chosen_settings(dataset, method, protocol=train.protocol).params, LearnerConfig(), train, references)
 
 
-def write_settings(content: dict[str, Any], dataset: str, directory: Path | None = None) -> Path:
-    """Write a settings file (stable key order, so equal content gives equal bytes and hash)."""
-    path = settings_path(dataset, directory)
+def write_settings(content: dict[str, Any], dataset: str, directory: Path | None = None, protocol: str = "paper") -> Path:
+    """Write a protocol's settings file (stable key order, so equal content gives equal bytes and hash)."""
+    path = settings_path(dataset, directory, protocol)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp")
     staging.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")

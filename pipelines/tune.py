@@ -4,7 +4,8 @@ For each dataset: export its `meta_tasks` tensors without the test split to
 `PAML_HOME/tuning/<dataset>/tasks/`, run the search into the journal
 `PAML_HOME/tuning/<dataset>/journal.log` (or import a journal made on another machine from the
 same export), mirror every trial into the DuckDB table `tuning_trials`, and write each method's
-best trial to `models/settings/<dataset>.json`, which the model assets read. docs/tuning.md's
+best trial to `models/settings/<dataset>.json` (`<dataset>.production.json` for a search under the
+production protocol), which the model assets read. docs/tuning.md's
 generated part and its plots (docs/tuning/) are rendered from the journals.
 """
 
@@ -161,34 +162,41 @@ def settings_content(dataset: str, trials: pl.DataFrame, studies: list, journal_
     }
 
 
-def with_other_methods(content: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+def with_other_methods(content: dict[str, Any], previous: dict[str, Any] | None, protocol: str = "paper") -> dict[str, Any]:
     """`content` plus the entries of the methods this search did not study, kept from `previous` (the
-    settings file it replaces), each naming the search that chose it (`chosen_by`): searching one
-    method (`--methods`) must not drop the others' choices, whose models would fall back to the code
-    defaults."""
+    `protocol`'s settings file it replaces), each naming the search that chose it (`chosen_by`): searching
+    one method (`--methods`) must not drop the others' choices, whose models would fall back to the code
+    defaults. An entry searched under another protocol is not kept (older code wrote a production search's
+    choice into the paper protocol's file, where the paper protocol's models then used it)."""
     if not previous:
         return content
     origin = {"journal_sha256": previous.get("journal_sha256"), "date": previous.get("date")}
     kept = {method: {**entry, "chosen_by": entry.get("chosen_by") or origin}
-            for method, entry in previous.get("methods", {}).items() if method not in content["methods"]}
+            for method, entry in previous.get("methods", {}).items()
+            if method not in content["methods"] and entry.get("protocol", protocol) == protocol}
     return {**content, "methods": {**content["methods"], **kept}}
 
 
-def ingest(dataset: str, journal: Path, store, settings_dir: Path | None = None) -> tuple[pl.DataFrame, Path | None]:
-    """Mirror a journal's trials to `tuning_trials` and write the settings file (the methods this journal
-    did not study keep their entries); returns (trials, settings path)."""
+def ingest(dataset: str, journal: Path, store, settings_dir: Path | None = None,
+           protocol: str = "paper") -> tuple[pl.DataFrame, Path | None]:
+    """Mirror a journal's trials (every protocol's) to `tuning_trials` and write `protocol`'s settings file
+    from that protocol's studies (the methods they did not study keep their entries); returns (trials,
+    settings path). The other protocol's file is left as it is: its choice has not changed, and its
+    recorded journal hash names the search that made it."""
     from models.settings import settings_path, write_settings
 
     studies = load_studies(journal)
     digest = file_sha256(journal)
     trials = trial_rows(dataset, studies, digest)
     store.record_table("tuning_trials", trials, source="tune", partition=dataset, artifact_id=f"journal:{digest[:20]}")
-    if not trials.filter(pl.col("state") == "COMPLETE").height:
+    searched = trials.filter(pl.col("protocol") == protocol)
+    if not searched.filter(pl.col("state") == "COMPLETE").height:
         return trials, None
-    path = settings_path(dataset, settings_dir)
+    path = settings_path(dataset, settings_dir, protocol)
     previous = json.loads(path.read_text()) if path.is_file() else None
-    return trials, write_settings(with_other_methods(settings_content(dataset, trials, studies, digest), previous),
-                                  dataset, settings_dir)
+    own = [study for study in studies if parse_study_name(study.study_name)[0] == protocol]
+    return trials, write_settings(with_other_methods(settings_content(dataset, searched, own, digest), previous, protocol),
+                                  dataset, settings_dir, protocol)
 
 
 # -- docs/tuning.md ------------------------------------------------------------------------
@@ -262,8 +270,9 @@ def history_png(dataset: str, trials: pl.DataFrame) -> bytes:
 
 
 def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_name: str | None,
-                     superseded: list = ()) -> str:
-    """One dataset's budget, best trials, defaults, importances and history plot."""
+                     superseded: list = (), protocol: str = "paper") -> str:
+    """One dataset's budget, best trials, defaults, importances and history plot under one protocol
+    (`trials` and `studies` of that protocol)."""
     from models.settings import settings_path
 
     search = next((s.user_attrs.get("search") for s in studies if s.user_attrs.get("search")), {})
@@ -272,7 +281,9 @@ def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_nam
               f"evaluation every {search.get('eval_every') or 'TrainConfig.eval_every'} steps, patience "
               f"{search.get('patience') or 'TrainConfig.patience'}; device {search.get('device')}, "
               f"{search.get('threads')} thread(s) per worker") if search else "unknown budget"
-    lines = [f"### {dataset}", "", f"Budget: {budget}. Settings written to `{settings_path(dataset).relative_to(REPO_ROOT)}`.", "",
+    title = dataset if protocol == "paper" else f"{dataset}, {protocol} protocol"
+    written = settings_path(dataset, protocol=protocol).relative_to(REPO_ROOT)
+    lines = [f"### {title}", "", f"Budget: {budget}. Settings written to `{written}`.", "",
              "| method | trials (complete / pruned / failed) | best trial | validation loss | defaults (trial 0) | chosen settings | seconds (all trials) |",
              "|---|---|---|---|---|---|---|"]
     best = {r["method"]: r for r in best_trials(trials).iter_rows(named=True)}
@@ -311,13 +322,19 @@ def render_tuning_doc(home: Path, datasets: list[str], doc: Path = TUNING_DOC, p
             sections += [f"### {dataset}", "", "Not searched yet.", ""]
             continue
         studies = load_studies(journal)
-        trials = trial_rows(dataset, studies, file_sha256(journal))
-        plot_name = None
-        if trials.filter(pl.col("state") == "COMPLETE").height:
-            plots.mkdir(parents=True, exist_ok=True)
-            plot_name = f"history_{dataset}.png"
-            (plots / plot_name).write_bytes(history_png(dataset, trials))
-        sections += [dataset_markdown(dataset, trials, studies, plot_name, load_studies(journal, current=False)), ""]
+        all_trials = trial_rows(dataset, studies, file_sha256(journal))
+        superseded = load_studies(journal, current=False)
+        # One section per protocol: each protocol's search chose its own file's settings (models/settings.py).
+        for protocol in sorted(all_trials["protocol"].unique().to_list()) or ["paper"]:
+            trials = all_trials.filter(pl.col("protocol") == protocol)
+            plot_name = None
+            if trials.filter(pl.col("state") == "COMPLETE").height:
+                plots.mkdir(parents=True, exist_ok=True)
+                plot_name = f"history_{dataset}.png" if protocol == "paper" else f"history_{dataset}_{protocol}.png"
+                (plots / plot_name).write_bytes(history_png(dataset, trials))
+            of_protocol = [s for s in studies if parse_study_name(s.study_name)[0] == protocol]
+            old = [s for s in superseded if parse_study_name(s.study_name)[0] == protocol]
+            sections += [dataset_markdown(dataset, trials, of_protocol, plot_name, old, protocol), ""]
         found = True
     if not found:
         sections += ["No study has been run or imported yet."]
@@ -344,7 +361,8 @@ def tuning_doc_written(home: Path) -> str:
 def tune(datasets: list[str], home: Path, load_tasks: Callable[[str], Any], *, methods: list[str], config,
          workers: int = 1, stop_after: float | None = None, import_dir: Path | None = None,
          settings_dir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Path | None]:
-    """Export, search (or import), mirror and write settings for each dataset; returns the settings paths."""
+    """Export, search (or import), mirror and write settings for each dataset; returns, by dataset, the
+    settings file of `config.protocol` (None when no trial completed)."""
     from models.search import run_search, search_lock
     from pipelines.store import LineageStore
 
@@ -363,7 +381,8 @@ def tune(datasets: list[str], home: Path, load_tasks: Callable[[str], Any], *, m
                 log(f"{dataset}: imported {Path(import_dir) / f'{dataset}.journal'}")
             else:
                 run_search(tasks_dir, journal, methods, config, workers, stop_after, log=log, locked=True)
-            trials, path = ingest(dataset, journal, store, settings_dir)
+            trials, path = ingest(dataset, journal, store, settings_dir, config.protocol)
         written[dataset] = path
-        log(f"{dataset}: {trials.height} trials mirrored to tuning_trials; settings: {path or 'none (no complete trial)'}")
+        log(f"{dataset}: {trials.height} trials mirrored to tuning_trials; {config.protocol} protocol's settings: "
+            f"{path or 'none (no complete trial)'}")
     return written

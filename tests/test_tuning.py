@@ -123,9 +123,10 @@ def test_the_model_assets_and_the_benchmarks_resolve_the_same_settings(tmp_path)
 def test_the_committed_settings_files_are_valid_for_every_method_they_name():
     for path in sorted((ROOT / "models" / "settings").glob("*.json")):
         content = json.loads(path.read_text())
+        dataset, _, protocol = path.stem.partition(".")  # <dataset>.json, <dataset>.<protocol>.json
         for method, entry in content["methods"].items():
             assert entry.get("form", 1) == method_form(method), f"{path.name}: {method} was searched for another form"
-            tuned_configs(path.stem, method)
+            tuned_configs(dataset, method, TrainConfig(protocol=protocol or "paper"))
 
 
 def test_a_method_whose_step_size_changed_form_gets_its_own_study_and_ignores_old_settings(tmp_path):
@@ -370,6 +371,54 @@ def test_a_search_of_some_methods_keeps_the_others_choices(searched, tmp_path):
     assert methods["transfer"]["chosen_by"] == {"journal_sha256": "old" * 4, "date": "2026-11-01"}
     assert methods["paml"]["chosen_by"] == {"journal_sha256": "older", "date": "2026-10-01"}  # its own origin, kept
     assert chosen_settings("tiny", "transfer", settings).params == {"finetune_lr": 0.01}
+
+
+def test_each_protocol_reads_its_own_settings_file_and_falls_back_to_the_papers(tmp_path):
+    write_settings({"dataset": "movielens", "methods": {"melu": {"trial": 2, "params": {"inner_lr": 0.02}, "protocol": "paper"},
+                                                         "paml": {"trial": 4, "params": {"inner_lr": 0.03}}}},
+                   "movielens", tmp_path)
+    write_settings({"dataset": "movielens", "methods": {"melu": {"trial": 9, "params": {"inner_lr": 0.05}, "protocol": "production"}}},
+                   "movielens", tmp_path, "production")
+    assert (tmp_path / "movielens.production.json").is_file()
+    assert chosen_settings("movielens", "melu", tmp_path).params == {"inner_lr": 0.02}
+    assert chosen_settings("movielens", "melu", tmp_path, "production").params == {"inner_lr": 0.05}
+    assert chosen_settings("movielens", "paml", tmp_path, "production").params == {"inner_lr": 0.03}  # not searched there
+    paper, production = (ModelConfig(device="cpu", settings_dir=str(tmp_path), protocol=p) for p in ("paper", "production"))
+    assert (paper.learner_config("melu", "movielens").inner_lr, production.learner_config("melu", "movielens").inner_lr) == (0.02, 0.05)
+    assert production.settings_provenance("melu", "movielens")["file"].endswith("movielens.production.json")
+    assert production.settings_provenance("paml", "movielens")["file"].endswith("movielens.json")
+    # An entry searched under the production protocol in the paper protocol's file (older code wrote it there) is refused.
+    write_settings({"dataset": "movielens", "methods": {"melu": {"params": {"inner_lr": 0.05}, "protocol": "production"}}},
+                   "movielens", tmp_path)
+    with pytest.raises(ValueError, match=r"movielens\.json: melu's entry was searched under the 'production' protocol.*"
+                                         r"movielens\.production\.json"):
+        chosen_settings("movielens", "melu", tmp_path)
+
+
+def test_a_production_search_writes_its_own_file_and_leaves_the_papers(searched, tmp_path):
+    from dataclasses import replace
+
+    root, paper_file = searched
+    home, settings = tmp_path / "home", tmp_path / "settings"
+    settings.mkdir()
+    (home / "tuning" / "tiny").mkdir(parents=True)
+    (home / "tuning" / "tiny" / "journal.log").write_bytes((root / "home" / "tuning" / "tiny" / "journal.log").read_bytes())
+    (settings / "tiny.json").write_bytes(paper_file.read_bytes())
+    data = tiny_task_data()
+    tensors, info = tensors_of(replace(data, splits={**data.splits, "warm": tiny_task_data(seed=2).splits["train"]}))
+    written = tune(["tiny"], home, lambda dataset: (tensors, info, "h"), methods=["melu"],
+                   config=replace(TINY, protocol="production"), settings_dir=settings, log=lambda line: None)
+    assert written["tiny"] == settings / "tiny.production.json"
+    assert (settings / "tiny.json").read_bytes() == paper_file.read_bytes()  # the paper protocol's choice is untouched
+    content = json.loads(written["tiny"].read_text())
+    assert set(content["methods"]) == {"melu"} and content["methods"]["melu"]["protocol"] == "production"
+    assert content["search"]["protocol"] == "production"
+    trials = LineageStore(home).query("SELECT protocol, method, count(*) AS n FROM tuning_trials GROUP BY ALL ORDER BY ALL")
+    assert trials.rows() == [("paper", "melu", 2), ("paper", "reg_paml", 2), ("production", "melu", 2)]
+    doc = render_tuning_doc(home, ["tiny"], tmp_path / "tuning.md", tmp_path / "plots")
+    text = doc.read_text()
+    assert "### tiny\n" in text and "### tiny, production protocol" in text and "tiny.production.json" in text
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["history_tiny.png", "history_tiny_production.png"]
 
 
 def test_a_model_run_records_its_settings_file_trial_overrides_threads_and_device(tmp_path):
