@@ -18,7 +18,9 @@ except ImportError:  # pragma: no cover - not on Unix
 
 
 def holder_line() -> str:
-    """'<program> (PID n)' of this process: what a lock's file says about its holder."""
+    """'<program> (PID n)' of this process: what a lock's file says about its holder. For messages only:
+    the kernel decides who holds the lock, never this PID (in another container sharing the home it may
+    name no process, or another one, here)."""
     program = " ".join([Path(sys.executable).name, *sys.argv[:2]]) if sys.argv and sys.argv[0] else Path(sys.executable).name
     return f"{program} (PID {os.getpid()})"
 

@@ -69,31 +69,45 @@ def process_start(pid: int) -> str | None:
         return None
 
 
-def process_tag() -> str:
-    """`host:pid:start` of this process (the value of PROCESS_TAG)."""
-    import os
+def process_place() -> str:
+    """Where this process's pids mean what they say: `host+space` (`pipelines.pid_space`: its boot and pid
+    namespace, which the hostname alone does not tell apart), or `host` where the space is unknown."""
     import socket
 
-    return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid())}"
+    from pipelines.pid_space import pid_space
+
+    space = pid_space()
+    return socket.gethostname() + (f"+{space}" if space else "")
+
+
+def process_tag() -> str:
+    """`host+space:pid:start` of this process (the value of PROCESS_TAG)."""
+    return f"{process_place()}:{os.getpid()}:{process_start(os.getpid())}"
 
 
 def mark_dead_runs_failed(instance) -> list[str]:
-    """Mark failed every run the CLI started on this host that Dagster still lists as going but
-    whose process is gone. A killed process cannot record its own end: its run stayed STARTED
+    """Mark failed every run tagged in this pid space (`process_place`) that Dagster still lists as going
+    but whose process is gone. A killed process cannot record its own end: its run stayed STARTED
     for ever, and Dagster took the assets it had planned as in progress, so the automation never
-    requested them again (nor anything downstream). Returns the run ids marked."""
+    requested them again (nor anything downstream). A run tagged elsewhere, or by older code (`host`
+    alone, which containers sharing one hostname share), or where the space is unknown, is never judged
+    from here. Returns the run ids marked."""
     import socket
 
     import dagster as dg
 
-    host = socket.gethostname()
+    from pipelines.pid_space import pid_space
+
+    if not pid_space():
+        return []  # whose pid a tag names cannot be told: it may be another container's with this hostname
+    place, host = process_place(), socket.gethostname()
     going = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
              dg.DagsterRunStatus.CANCELING]
     marked = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=going)):
-        tag_host, _, rest = run.tags.get(PROCESS_TAG, "").partition(":")
+        tag_place, _, rest = run.tags.get(PROCESS_TAG, "").partition(":")
         pid, _, started = rest.partition(":")
-        if tag_host != host or not pid.isdigit():
+        if tag_place != place or not pid.isdigit():
             continue
         now = process_start(int(pid))
         if now is not None and (now == started or not now or not started):

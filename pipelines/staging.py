@@ -2,10 +2,12 @@
 
 A writer stages an artifact in `.<digest>.<owner>.<hex>` beside its target and renames it into place
 when whole; writers of the same artifact stage side by side without a lock. The owner part,
-`<pid>-<start>@<host>`, lets the next writer remove a killed writer's staging at once instead of a
-day later: on the same host, a process id that is gone, or that now belongs to a process started at
-another time (the id reused), is a dead writer. Staging of another host (a home on a shared file
-system) cannot be judged from here and is left to the age rule (`remove_stale_staging`).
+`<pid>-<start>@<host>+<space>`, lets the next writer remove a killed writer's staging at once instead of
+a day later: in the same pid space (`pipelines.pid_space`: the same boot and pid namespace, not merely
+the same hostname), a process id that is gone, or that now belongs to a process started at another time
+(the id reused), is a dead writer. Staging of another pid space (another host or container sharing the
+home), or named without one (by older code, or where /proc is missing) cannot be judged from here and is
+left to the age rule (`remove_stale_staging`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import time
 import uuid
 from pathlib import Path
 
-# A staging directory whose owner cannot be judged (another host, a name without an owner) untouched this
+from pipelines.pid_space import pid_space
+
+# A staging directory whose owner cannot be judged (another pid space, a name without one) untouched this
 # long is a killed writer's: a live one writes into it within seconds.
 STALE_STAGING_SECONDS = 24 * 3600.0
-_OWNER = re.compile(r"(?P<pid>\d+)-(?P<start>\d+)@(?P<host>[^/]+)")
+# The space is optional: names staged before it was added, or where it is unknown, carry none.
+_OWNER = re.compile(r"(?P<pid>\d+)-(?P<start>\d+)@(?P<host>[^/+]+)(?:\+(?P<space>[0-9a-f]+))?")
 
 
 def process_start(pid: int) -> int:
@@ -35,8 +40,10 @@ def process_start(pid: int) -> int:
 
 
 def owner_tag() -> str:
-    """This process as a staging name's owner: `<pid>-<start>@<host>` (not cached: a forked child is another owner)."""
-    return f"{os.getpid()}-{process_start(os.getpid())}@{socket.gethostname()}"
+    """This process as a staging name's owner: `<pid>-<start>@<host>+<space>`, or `<pid>-<start>@<host>` where
+    its pid space is unknown (not cached: a forked child is another owner)."""
+    space = pid_space()
+    return f"{os.getpid()}-{process_start(os.getpid())}@{socket.gethostname()}" + (f"+{space}" if space else "")
 
 
 def staging_path(target: Path) -> Path:
@@ -45,13 +52,15 @@ def staging_path(target: Path) -> Path:
 
 
 def owner_dead(name: str) -> bool:
-    """True when the staging name `name` carries an owner on this host that is provably gone: its process
-    id is free, or taken by a process started at another time. False for a live owner, another host's, or
-    a name without an owner (written before names carried one)."""
+    """True when the staging name `name` carries an owner in this pid space (`pid_space`) that is provably
+    gone: its process id is free, or taken by a process started at another time. False for a live owner,
+    another space's (another host, or a container with the same hostname), or a name without an owner or
+    without a space (written by older code, or where the space is unknown)."""
     # `.<target>.<owner>.<hex>`: the target (a digest) holds no dot, the host may
     middle = name[1:].split(".", 1)[-1].rpartition(".")[0]
     match = _OWNER.fullmatch(middle)
-    if match is None or match["host"] != socket.gethostname():
+    here = pid_space()
+    if match is None or not here or match["space"] != here or match["host"] != socket.gethostname():
         return False
     pid, start = int(match["pid"]), int(match["start"])
     try:
@@ -66,7 +75,7 @@ def owner_dead(name: str) -> bool:
 
 def remove_stale_staging(directory: Path, older_than: float = STALE_STAGING_SECONDS) -> list[Path]:
     """Remove the staging directories (`.<name>.<...>`) in `directory` that no live writer can be filling: a
-    dead owner's on this host (`owner_dead`) at once, a set-aside damaged copy (`.<name>.broken.<hex>`, only
+    dead owner's in this pid space (`owner_dead`) at once, a set-aside damaged copy (`.<name>.broken.<hex>`, only
     ever being removed) at once, any other not modified for `older_than` seconds. A killed writer leaves its
     staged artifact behind, never read but as large as the artifact."""
     removed = []

@@ -271,8 +271,8 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
 
 def test_a_dead_writers_staging_goes_at_once_a_live_or_unknown_ones_stays(tmp_path):
     # A killed writer's staged artifact waited a day for the next writer (as large as the artifact); its
-    # name now carries its owner (pid, start time, host), so the next writer takes it at once when that
-    # process is provably gone on this host, and never a live writer's.
+    # name now carries its owner (pid, start time, host, pid space), so the next writer takes it at once when
+    # that process is provably gone in this pid space, and never a live writer's.
     import os
     import signal
     import socket
@@ -281,6 +281,8 @@ def test_a_dead_writers_staging_goes_at_once_a_live_or_unknown_ones_stays(tmp_pa
     import textwrap
     import time
     from pathlib import Path
+
+    from pipelines.pid_space import pid_space
 
     store = LineageStore(tmp_path)
     record = lambda frame, run: store.record(Bundle(frames={"t": frame}), run_id=run, job_name="j", asset_key="a",  # noqa: E731
@@ -303,7 +305,7 @@ def test_a_dead_writers_staging_goes_at_once_a_live_or_unknown_ones_stays(tmp_pa
         writers[0].send_signal(signal.SIGKILL)
         writers[0].wait(timeout=30)
         host = socket.gethostname()
-        reused = partition_dir / f".0123456789abcdef01234567.{os.getpid()}-1@{host}.00ff"  # this pid, another start
+        reused = partition_dir / f".0123456789abcdef01234567.{os.getpid()}-1@{host}+{pid_space()}.00ff"  # this pid, another start
         elsewhere = partition_dir / f".0123456789abcdef01234567.{writers[0].pid}-1@not-{host}.00ff"
         old_elsewhere = partition_dir / f".0123456789abcdef01234567.{writers[0].pid}-1@not-{host}.11ee"
         for staging in (reused, elsewhere, old_elsewhere):
