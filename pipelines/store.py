@@ -12,7 +12,8 @@ database file are one-line errors (pipelines/storage_errors.py, StoreDamagedErro
 damaged file is never written over. A refused copy of the snapshot is a warning: the write
 itself is committed (`_refresh_snapshot`).
 
-Artifact locations are stored relative to the home, so a home can be copied or moved.
+Artifact locations are stored relative to the home, so a home can be copied or moved; so are the raw
+files inside the home (generated taobao logs) that an artifact's info.json names as its sources.
 Readers (the `sql` command, stats, recommend, summaries) open a read-only store: the
 snapshot, read-only, with external access disabled and the configuration locked; they never
 take the write lock and never create a database.
@@ -470,6 +471,19 @@ class LineageStore:
         except ValueError:
             return str(path)
 
+    def stored_source(self, source: SourceFile) -> dict:
+        """`source` as an info.json keeps it: a file inside the home by its path relative to the home (read back
+        in whatever home the artifact is, `loaded_source`), any other by its absolute path."""
+        location = self.location_of(Path(source.path))
+        path = location if not Path(location).is_absolute() else str(Path(source.path).absolute())
+        return {**source.__dict__, "path": path}
+
+    def loaded_source(self, stored: dict) -> SourceFile:
+        """A source as `stored_source` kept it, in this home. An absolute path (any file outside the home; one
+        inside the home where info.json was written before these paths were relative) is read as written."""
+        path = Path(stored["path"])
+        return SourceFile(**{**stored, "path": str(path if path.is_absolute() else self.home / path)})
+
     def path_of(self, row: "ArtifactRow") -> Path:
         """The artifact directory of `row` in this home (wherever the home was written)."""
         return self.home / relative_bundle_location(row.location, row.asset_key, row.partition)
@@ -497,8 +511,7 @@ class LineageStore:
         size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
         return target, size
 
-    @staticmethod
-    def _stage(bundle: Bundle, staging: Path) -> None:
+    def _stage(self, bundle: Bundle, staging: Path) -> None:
         """Write the bundle's files into `staging`, info.json last with the manifest of the others."""
         (staging / "frames").mkdir(parents=True)
         for name, frame in bundle.frames.items():
@@ -513,7 +526,7 @@ class LineageStore:
         elif bundle.tensor_file is not None:
             adopt(bundle.tensor_file, staging / "tensors.safetensors")
         files = {p.relative_to(staging).as_posix(): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
-        sources = [s.__dict__ for s in bundle.sources]
+        sources = [self.stored_source(s) for s in bundle.sources]
         (staging / "info.json").write_text(
             json.dumps({"info": bundle.info, "sources": sources, "files": files}, indent=1, default=str))
 
@@ -862,7 +875,7 @@ class LineageStore:
                 mark_damaged(location)
             raise self._damaged(row, location, str(error).strip().splitlines()[0] if str(error).strip()
                                 else type(error).__name__) from error
-        sources = tuple(SourceFile(**s) for s in meta.get("sources", []))
+        sources = tuple(self.loaded_source(s) for s in meta.get("sources", []))
         return Bundle(frames=frames, tensors=tensors, info=meta["info"], sources=sources, parts=parts,
                       artifact_id=row.artifact_id)
 

@@ -268,6 +268,65 @@ def test_raw_files_inside_the_home_are_stored_relative(tmp_path):
     assert raw == sorted(["raw/taobao/day.csv", str(outside.resolve())])
 
 
+def test_sources_inside_the_home_are_kept_relative_in_info_json_and_read_in_the_current_home(tmp_path):
+    import json
+
+    store = LineageStore(tmp_path / "home")
+    inside = store.home / "raw" / "taobao" / "day.csv"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("x\n")
+    outside = tmp_path / "data.csv"
+    outside.write_text("y\n")
+    row = store.record(Bundle(frames={"t": pl.DataFrame({"x": [1]})}, sources=(file_source(inside), file_source(outside))),
+                       run_id="r", job_name="j", asset_key="a", partition="p", code_version="1", inputs=[], mirrors={})
+    info = store.path_of(row) / "info.json"
+    assert [s["path"] for s in json.loads(info.read_text())["sources"]] == ["raw/taobao/day.csv", str(outside)]
+    moved = LineageStore(tmp_path / "moved")
+    shutil.move(store.home, moved.home)
+    loaded = moved.load(moved.latest("a", "p"))
+    assert [s.path for s in loaded.sources] == [str(moved.home / "raw" / "taobao" / "day.csv"), str(outside)]
+    assert loaded.content_hash() == row.content_hash  # sources count by name and bytes, not where they lie
+    # An info.json written before these paths were relative names the old home: read as written.
+    meta = json.loads((moved.path_of(row) / "info.json").read_text())
+    meta["sources"][0]["path"] = str(inside)
+    (moved.path_of(row) / "info.json").write_text(json.dumps(meta))
+    assert [s.path for s in moved.load(moved.latest("a", "p")).sources] == [str(inside), str(outside)]
+
+
+def materialized_in(home: Path, selection: str, partition: str, run_config: dict | None = None) -> None:
+    """Materialize `selection` for `partition` in `home`'s own Dagster instance (synthetic taobao logs)."""
+    import dagster as dg
+
+    from pipelines.definitions import ASSETS, CHECKS, build_resources
+    from pipelines.instance import ensure_dagster_home
+
+    with dg.DagsterInstance.from_config(str(ensure_dagster_home(home))) as instance:
+        assert dg.materialize(ASSETS + CHECKS, selection=[selection], partition_key=partition, instance=instance,
+                              resources=build_resources(home, home.parent / "no-data"), run_config=run_config or {}).success
+
+
+def test_a_copied_homes_taobao_days_name_the_raw_files_in_the_copy(tmp_path, monkeypatch):
+    # Copied (docs/operations.md), a home's taobao days named the generated logs of the original home as their
+    # sources: every window, raw_logs and cleaned table built in the copy listed them, gone with the original.
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    monkeypatch.setenv("DAGSTER_HOME", str(original / "dagster"))
+    day_config = {"ops": {"taobao_daily_logs": {"config": {"users": 200, "items": 100, "history_days": 2}}}}
+    for day in ("2026-01-01", "2026-01-02"):
+        materialized_in(original, "taobao_daily_logs", day, day_config)
+    materialized_in(original, "taobao_log_window", "taobao")
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    monkeypatch.setenv("DAGSTER_HOME", str(copy / "dagster"))
+    materialized_in(copy, "taobao_log_window", "taobao", {"ops": {"taobao_log_window": {"config": {"days": 1}}}})
+    materialized_in(copy, "raw_logs", "taobao")
+    store = LineageStore(copy, read_only=True)
+    days = store.query("SELECT location FROM artifacts WHERE kind = 'raw_file' AND partition LIKE '2026-%'")["location"]
+    assert len(days) == 2 and all((copy / location).is_file() for location in days)
+    for asset, partition in (("taobao_daily_logs", "2026-01-01"), ("taobao_log_window", "taobao"), ("raw_logs", "taobao")):
+        sources = [Path(s.path) for s in store.load(store.latest(asset, partition)).sources if s.path.endswith(".csv")]
+        assert sources and all(path.is_relative_to(copy) and path.is_file() for path in sources), (asset, sources)
+
+
 def test_parts_are_linked_in_loaded_as_files_mirrored_and_their_scratch_removed(tmp_path):
     from assets.bundle import StoredParts
 
