@@ -41,11 +41,18 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def training_users(info: dict, protocol: str) -> int:
-    """The users a model trains on under `protocol`, from meta_tasks' info: the training split (and under
-    the production protocol the warm users' tasks too, models/tasks.py `training_view`)."""
-    counts = info.get("n_users", {})
-    return int(counts.get("train", 0)) + (int(counts.get(WARM_SPLIT, 0)) if protocol == "production" else 0)
+def training_users(tasks: Bundle, protocol: str) -> int:
+    """The distinct users a model trains on under `protocol` (models/tasks.py `training_view`), as AT-PAML's
+    memory counts them, one slot per user: the training split's users (one task each), and under the
+    production protocol the warm users too, each once however many tasks its history was cut into. Their
+    tasks (`n_users` of meta_tasks' info counts the warm split's tasks) would let a memory that can never
+    hold K + 1 users pass the check before training."""
+    counts = tasks.info.get("n_users", {})
+    if protocol != "production":
+        return int(counts.get("train", 0))
+    warm = tasks.frames.get(f"users__{WARM_SPLIT}")  # a row per task: user_id, chunk, user_row
+    warm_users = warm["user_id"].n_unique() if warm is not None else int(counts.get(WARM_SPLIT, 0))
+    return int(counts.get("train", 0)) + warm_users
 
 
 def train_method(
@@ -414,7 +421,7 @@ def build_model_asset(method: str) -> dg.AssetsDefinition:
         # step run in its own process (the multiprocess executor, `asset materialize`) stored none, and
         # the champion step fitted them all again (about 4 CPU-minutes at 10 M ratings).
         dataset = context.partition_key
-        users = training_users(meta_tasks.info, config.protocol)
+        users = training_users(meta_tasks, config.protocol)
         with refusing_settings(f"{method}_model ({dataset})"):
             chosen = config.chosen(method, dataset)
             learner, train_config = config.training_configs(method, dataset, reference_settings, users)

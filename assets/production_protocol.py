@@ -50,7 +50,7 @@ def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig,
         raise ValueError(f"unknown methods {unknown}; choose among {sorted(METHODS)}")
     production = config.model_copy(update={"protocol": PRODUCTION})
     user_frames, rows, settings, runtime = [], [], {}, {}
-    users = training_users(tasks.info, PRODUCTION)
+    users = training_users(tasks, PRODUCTION)
     # Every method's settings first: a value refused for the last method stops the step before the
     # first one trains, not after it (a SettingError, `ModelConfig.training_configs`).
     configs = {method: production.training_configs(method, dataset, references, users) for method in methods}

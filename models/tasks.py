@@ -164,5 +164,10 @@ def training_view(data: TaskData, protocol: str = "paper") -> TaskData:
 
 
 def training_user_count(data: TaskData, protocol: str = "paper") -> int:
-    """How many tasks `training_view(data, protocol)` trains on, without building it (no concatenation)."""
-    return len(data.splits["train"]) + (len(data.splits[WARM_SPLIT]) if protocol == "production" and WARM_SPLIT in data.splits else 0)
+    """How many distinct users `training_view(data, protocol)` trains on, without building it (no
+    concatenation): its distinct keys, the slots AT-PAML's memory can fill. A warm user's tasks (chunks of
+    its history) share its key and count once; the training split's users have one task each."""
+    train = int(data.splits["train"].keys().unique().numel())
+    if protocol != "production" or WARM_SPLIT not in data.splits:
+        return train
+    return train + int(data.splits[WARM_SPLIT].keys().unique().numel())  # concat_splits keeps the parts' keys apart

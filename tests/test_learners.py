@@ -154,6 +154,28 @@ def test_unknown_method_names_the_known_ones():
         build_learner("maml++", tiny_task_data(), CONFIG)
 
 
+def test_at_paml_k_fitted_to_a_few_warm_users_with_many_tasks_leaves_warm_up():
+    # The production protocol cuts a warm user's history into tasks that share its key, and the memory holds one
+    # slot per key. K was fitted to the tasks (3 + 2 x 10 = 23: K = 8), a memory of 5 users can never hold 9,
+    # and training refused what the search and torchrun had chosen for it.
+    from models.bounds import SettingError
+    from models.tasks import WARM_SPLIT, training_user_count
+    from models.user_memory import check_memory_fills, default_memory_k
+    from tests.model_fixtures import random_split
+
+    data = tiny_task_data(users=3)
+    warm = random_split(torch.Generator().manual_seed(1), 20, 6, 3, 10, {"gender": 4, "age": 9}, ("gender", "age"), "rating")
+    data = replace(data, splits={**data.splits, WARM_SPLIT: replace(warm, user_index=torch.arange(2).repeat_interleave(10))})
+    assert training_user_count(data, "paper") == 3  # the paper's protocol: unchanged
+    users = training_user_count(data, "production")
+    assert users == 5
+    with pytest.raises(SettingError, match="memory_k = 8 is too large for the 5 training users: memory_k must be at most 4"):
+        check_memory_fills(MemoryConfig(capacity=16, k=8), users)
+    config = replace(CONFIG, memory=MemoryConfig(capacity=16, k=default_memory_k(users)))
+    result = train("at_paml", data, config, TrainConfig(epochs=2, meta_batch=8, protocol="production"))
+    assert len(result.learner.memory) == 5 > config.memory.k  # every user stored once: out of warm-up
+
+
 def test_state_dict_round_trip_with_weights_only(tmp_path):
     data = tiny_task_data()
     result = train("at_paml", data, CONFIG, TrainConfig(epochs=1, meta_batch=4))

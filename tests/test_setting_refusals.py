@@ -44,10 +44,12 @@ def model_config(**values) -> dict:
 
 
 def training_users(home: Path, protocol: str = "paper") -> int:
-    """The users a model trains on: the training split, and under the production protocol the warm users too."""
+    """The users a model trains on: the training split, and under the production protocol the warm users too,
+    each once however many tasks its history was cut into (`n_users` counts the warm split's tasks)."""
     store = LineageStore(home, read_only=True)
-    counts = store.load(store.latest("meta_tasks", "taobao")).info["n_users"]
-    return counts["train"] + (counts["warm"] if protocol == "production" else 0)
+    tasks = store.load(store.latest("meta_tasks", "taobao"))
+    warm_users = tasks.frame("users__warm")["user_id"].n_unique() if protocol == "production" else 0
+    return tasks.info["n_users"]["train"] + warm_users
 
 
 # 3000: past flann_checks too, which the exact search never reads; 10,000: past the memory's capacity (4096) too,
@@ -86,8 +88,12 @@ def test_a_huge_memory_k_with_flann_is_told_the_users_not_flanns_checks(built):
 
 
 def test_the_production_protocol_refuses_a_setting_of_its_last_method_before_the_first_trains(built):
+    # memory_k = the users: the warm users' tasks, counted as users, let it pass the check before training
+    # (MeLU trained first), and AT-PAML's own training refused it.
     home, instance = built
     users = training_users(home, "production")
+    store = LineageStore(home, read_only=True)
+    assert store.load(store.latest("meta_tasks", "taobao")).info["n_users"]["warm"] > users - training_users(home)
     config = {"ops": {"production_protocol": {"config": {"methods": ["melu", "at_paml"], "memory_k": users,
                                                          "max_steps": 2, "eval_every": 1, "seeds": [0]}}}}
     result = materialize(home, instance, "production_protocol", "taobao", config, raise_on_error=False)
