@@ -280,3 +280,42 @@ def ml25m_dir(root: Path, n_users: int = 40, n_items: int = 24, seed: int = 0) -
     write_lines(directory / "movies.csv", movies, encoding="utf-8")
     write_lines(directory / "ratings.csv", ratings, encoding="utf-8")
     return directory
+
+
+
+def yelp_spec(reviews: str, users: str, businesses: str) -> str:
+    """The spec of Yelp's reviews, users and businesses (docs/data.md, "Recipes"): the same fields whether the
+    files are the JSON lines Yelp ships or a CSV export of them; only their names differ."""
+    return f"""\
+name = "yelp"
+label = {{ kind = "rating", min = 1, max = 5 }}
+
+[interactions]
+file = "{reviews}"
+user_id = "user_id"
+item_id = "business_id"
+label = "stars"
+timestamp = "date"
+timestamp_format = "%Y-%m-%d %H:%M:%S"
+
+[users]
+file = "{users}"
+id = "user_id"
+
+[users.features]
+review_count = {{ type = "numeric", min = 0, max = 100000, bins = [5, 20] }}
+fans = {{ type = "numeric", integer = true, min = 0, max = 100000 }}
+elite = {{ type = "categorical", missing = [] }}  # blank: never elite, a value
+
+[items]
+file = "{businesses}"
+id = "business_id"
+display = ["name"]
+
+[items.features]
+categories = {{ type = "multi", delimiter = ", " }}
+city = {{ type = "categorical" }}
+
+[groups]
+features = ["review_count", "fans", "elite"]
+"""

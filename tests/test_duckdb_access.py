@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from assets.bundle import Bundle, file_source
-from pipelines.store import LineageStore
+from pipelines.store import ArtifactRow, LineageStore
 
 HOLD_SECONDS = 2.0
 
@@ -255,22 +255,9 @@ def test_absolute_locations_of_older_homes_are_migrated_once(tmp_path):
     assert {k: v for k, v in again.query("SELECT asset_key, location FROM artifacts").iter_rows() if k in rows} == rows
 
 
-def test_raw_files_inside_the_home_are_stored_relative(tmp_path):
-    store = LineageStore(tmp_path / "home")
-    inside = store.home / "raw" / "taobao" / "day.csv"
-    inside.parent.mkdir(parents=True)
-    inside.write_text("x\n")
-    outside = tmp_path / "data.csv"
-    outside.write_text("y\n")
-    store.record(Bundle(frames={"t": pl.DataFrame({"x": [1]})}, sources=(file_source(inside), file_source(outside))),
-                 run_id="r", job_name="j", asset_key="a", partition="p", code_version="1", inputs=[], mirrors={})
-    raw = sorted(store.query("SELECT location FROM artifacts WHERE kind = 'raw_file'")["location"])
-    assert raw == sorted(["raw/taobao/day.csv", str(outside.resolve())])
-
-
-def test_sources_inside_the_home_are_kept_relative_in_info_json_and_read_in_the_current_home(tmp_path):
-    import json
-
+def recorded_with_sources(tmp_path: Path) -> tuple[LineageStore, ArtifactRow, Path, Path]:
+    """A home holding one artifact read from two raw files: one inside the home (as generated taobao logs are),
+    one outside it (PAML_DATA_DIR); the store, the artifact's row and the two files."""
     store = LineageStore(tmp_path / "home")
     inside = store.home / "raw" / "taobao" / "day.csv"
     inside.parent.mkdir(parents=True)
@@ -279,6 +266,19 @@ def test_sources_inside_the_home_are_kept_relative_in_info_json_and_read_in_the_
     outside.write_text("y\n")
     row = store.record(Bundle(frames={"t": pl.DataFrame({"x": [1]})}, sources=(file_source(inside), file_source(outside))),
                        run_id="r", job_name="j", asset_key="a", partition="p", code_version="1", inputs=[], mirrors={})
+    return store, row, inside, outside
+
+
+def test_raw_files_inside_the_home_are_stored_relative(tmp_path):
+    store, _, _, outside = recorded_with_sources(tmp_path)
+    raw = sorted(store.query("SELECT location FROM artifacts WHERE kind = 'raw_file'")["location"])
+    assert raw == sorted(["raw/taobao/day.csv", str(outside.resolve())])
+
+
+def test_sources_inside_the_home_are_kept_relative_in_info_json_and_read_in_the_current_home(tmp_path):
+    import json
+
+    store, row, inside, outside = recorded_with_sources(tmp_path)
     info = store.path_of(row) / "info.json"
     assert [s["path"] for s in json.loads(info.read_text())["sources"]] == ["raw/taobao/day.csv", str(outside)]
     moved = LineageStore(tmp_path / "moved")

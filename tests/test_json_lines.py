@@ -16,7 +16,7 @@ from assets.dataset_spec import SpecError, load_spec
 from assets.json_lines import field_text, read_json_lines
 from assets.raw_text import EmptyRawFileError, RawFileError
 from pipelines import cli
-from tests.fixtures import clicks_dir
+from tests.fixtures import clicks_dir, yelp_spec
 
 
 @pytest.fixture(autouse=True)
@@ -35,39 +35,8 @@ def write_json_lines(path: Path, records: list, extra: dict[int, str] | None = N
     return path
 
 
-YELP_SPEC = """\
-name = "yelp"
-label = { kind = "rating", min = 1, max = 5 }
-
-[interactions]
-file = "yelp_academic_dataset_review.json.gz"
-user_id = "user_id"
-item_id = "business_id"
-label = "stars"
-timestamp = "date"
-timestamp_format = "%Y-%m-%d %H:%M:%S"
-
-[users]
-file = "yelp_academic_dataset_user.json"
-id = "user_id"
-
-[users.features]
-review_count = { type = "numeric", min = 0, max = 100000, bins = [5, 20] }
-fans = { type = "numeric", integer = true, min = 0, max = 100000 }
-elite = { type = "categorical", missing = [] }
-
-[items]
-file = "yelp_academic_dataset_business.json"
-id = "business_id"
-display = ["name"]
-
-[items.features]
-categories = { type = "multi", delimiter = ", " }
-city = { type = "categorical" }
-
-[groups]
-features = ["review_count", "fans", "elite"]
-"""
+YELP_SPEC = yelp_spec("yelp_academic_dataset_review.json.gz", "yelp_academic_dataset_user.json",
+                      "yelp_academic_dataset_business.json")
 
 
 def yelp_json_dir(root: Path, review_lines: dict[int, str] | None = None) -> Path:

@@ -14,7 +14,7 @@ from assets.custom_reader import read_custom
 from assets.dataset_spec import SpecError, load_spec
 from assets.report import table1
 from assets.user_groups import user_groups_for
-from tests.fixtures import ml25m_dir
+from tests.fixtures import ml25m_dir, yelp_spec
 
 
 def cleaned(directory: Path) -> Bundle:
@@ -68,39 +68,7 @@ def test_one_or_two_group_features_say_to_leave_groups_out(tmp_path):
         load_spec(directory)
 
 
-YELP_SPEC = """\
-name = "yelp"
-label = { kind = "rating", min = 1, max = 5 }
-
-[interactions]
-file = "review.csv"
-user_id = "user_id"
-item_id = "business_id"
-label = "stars"
-timestamp = "date"
-timestamp_format = "%Y-%m-%d %H:%M:%S"
-
-[users]
-file = "user.csv"
-id = "user_id"
-
-[users.features]
-review_count = { type = "numeric", min = 0, max = 100000, bins = [5, 20] }
-fans = { type = "numeric", integer = true, min = 0, max = 100000 }
-elite = { type = "categorical", missing = [] }  # blank: never elite, a value
-
-[items]
-file = "business.csv"
-id = "business_id"
-display = ["name"]
-
-[items.features]
-categories = { type = "multi", delimiter = ", " }
-city = { type = "categorical" }
-
-[groups]
-features = ["review_count", "fans", "elite"]
-"""
+YELP_SPEC = yelp_spec("review.csv", "user.csv", "business.csv")  # as pandas exports the JSON lines
 
 
 def yelp_dir(root: Path) -> Path:
