@@ -12,7 +12,6 @@ share the host's pids, whose pids are indeed comparable) together tell.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from pathlib import Path
@@ -22,12 +21,12 @@ PID_NAMESPACE = Path("/proc/self/ns/pid")
 SPACE_DIGITS = 12  # of a sha256: short in a file name; 48 bits, so two spaces sharing a home practically never collide
 
 
-@functools.cache  # a process keeps its boot and its pid namespace (unshare moves only its children)
 def pid_space() -> str:
     """This process's pid space: `SPACE_DIGITS` hex digits of the boot id and the pid namespace's inode, or
     '' where either cannot be read (no /proc, as on macOS; a kernel without pid namespaces), so that the
     pids this process records are never judged by another: the initial namespace's inode is the same
-    number on every machine, and one boot holds many namespaces."""
+    number on every machine, and one boot holds many namespaces. Not cached: a forked child of a process that
+    unshared its pids lives in another namespace (two small reads of /proc)."""
     try:
         boot = BOOT_ID.read_text().strip()
         namespace = os.stat(PID_NAMESPACE).st_ino
