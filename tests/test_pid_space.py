@@ -93,3 +93,21 @@ def test_a_live_writer_in_another_pid_namespace_with_this_hostname_keeps_its_sta
     finally:
         process.stdin.close()
         process.wait(timeout=60)
+
+
+def test_without_a_pid_space_no_pid_is_judged(tmp_path, monkeypatch):
+    # Where /proc is missing (macOS) whose pid a name or tag records cannot be told: everything is left to the
+    # age rule, rather than trusting the hostname.
+    import pipelines.pid_space
+
+    monkeypatch.setattr(pipelines.pid_space, "BOOT_ID", tmp_path / "no-proc" / "boot_id")
+    assert pid_space() == ""
+    pid, host = dead_pid(), socket.gethostname()
+    staging = tmp_path / f".{DIGEST}.{pid}-1@{host}.00ff"
+    staging.mkdir()
+    assert remove_stale_staging(tmp_path) == [] and staging.is_dir()
+    assert "+" not in cli.process_tag().split(":")[0]
+    with dg.instance_for_test() as instance:
+        create_run_for_test(instance, job_name="data_job", status=dg.DagsterRunStatus.STARTED,
+                            tags={cli.PROCESS_TAG: f"{host}:{pid}:1"})
+        assert cli.mark_dead_runs_failed(instance) == []
