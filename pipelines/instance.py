@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +28,8 @@ def ensure_dagster_home(home: Path | None = None) -> Path:
     ensure_directory(dagster_home)  # a PAML_HOME that is a file, or not writable: one line naming it
     config = dagster_home / "dagster.yaml"
     if not config.is_file():  # staged, then renamed: a process starting beside us never reads half of it
-        staging = config.with_name(f".dagster.yaml.{os.getpid()}")
+        # A random name, not the pid: two containers sharing the home may both run as pid 1.
+        staging = config.with_name(f".dagster.yaml.{uuid.uuid4().hex}")
         staging.write_text(DAGSTER_YAML)
         os.replace(staging, config)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
