@@ -21,7 +21,7 @@ from assets.specs import all_datasets, spec_for
 from models.checkpoint import flatten_state, unflatten_state
 from models.learners import (
     METHODS, LearnerConfig, MetaLearner, ModelFormError, build_learner, learner_config_from_dict, method_form,
-    stored_model_problem,
+    settings_of_older_code, stored_model_problem,
 )
 from models.network import NetworkConfig
 from models.parallel import JobResult, TrainJob, run_jobs
@@ -130,9 +130,19 @@ def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
     try:
         learner.load_state_dict(unflatten_state(model.tensors, prefix=f"seed{seed}/"))
     except RuntimeError as error:  # missing, unexpected or reshaped weights: the network changed since
-        raise ModelFormError(unloadable_message(model, f"its weights do not fit this code's network "
+        raise ModelFormError(unloadable_message(model, f"its weights do not fit this code's network{filled_note(model.info)} "
                                                        f"({str(error).strip().splitlines()[-1].strip()})")) from None
     return learner
+
+
+def filled_note(info: dict) -> str:
+    """' built with the values before they existed of the fields its settings lack (<field> = <value>, ...)'
+    for a stored model of older code read with them (models/config_fields.py); '' when it lacks none."""
+    filled = settings_of_older_code(info["learner_config"])
+    if not filled:
+        return ""
+    return (" built with the values before they existed of the fields its settings lack "
+            f"({', '.join(f'{k} = {v!r}' for k, v in filled.items())})")
 
 
 def unloadable_message(model: Bundle, problem: str) -> str:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from models.bounds import SettingError
+from models.config_fields import added_field, values_before
 from models.inner import InnerConfig, StepSize, UserScaled, adapt_batch, predict_batch, total_sq_norm
 from models.network import USER_FACTOR, Inputs, NetworkConfig, PreferenceNetwork, task_loss
 from models.tasks import ItemTable, TaskData, TaskSplit
@@ -42,10 +43,12 @@ class LearnerConfig:
     lr_init_std: float = 0.1  # PAML family: init spread of the LR module's last layer (0 = every user starts equal)
     # PAML/REG-PAML: alpha(h_i) scales a learned rate per adapted parameter (Meta-SGD's, started at
     # inner_lr) instead of the one inner_lr: Meta-SGD says which weights move, PAML how far per user.
-    lr_per_parameter: bool = False
+    lr_per_parameter: bool = added_field(False, before=False)
     gamma: float = 1e-3  # REG-PAML regularizer weight
     correction_range: float = 1.0  # AT-PAML: alpha'(h) in (-c, c), in log-ratio units (x e^±c)
-    memory_weight: float = 0.5  # AT-PAML: rho, the weight of the neighbours' mean log-ratio (1 = the paper's)
+    # AT-PAML: rho, the weight of the neighbours' mean log-ratio (1 = the paper's). Before it (8a67be0)
+    # AT-PAML's memory had form 1, which this code refuses; every other method ignores rho.
+    memory_weight: float = added_field(0.5, before=1.0)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     kernel_delta: float | None = None  # AT-PAML: fixed delta of s_k = exp(-delta ||h_i - h_k||^2); None = calibrated
     finetune_steps: int = 5  # transfer: fine-tuning steps on a test user's support set
@@ -57,10 +60,11 @@ class LearnerConfig:
     max_step_norm: float | None = 2.0  # bound on one inner update's norm (models/inner.py); None = Eq. (1) as is
     # How the inner loop runs over users (models/inner.py `InnerConfig.vectorize`): the same function;
     # "broadcast" in plain batched products, "vmap" (the former path) kept for comparison.
-    inner_vectorize: str = "broadcast"
+    inner_vectorize: str = added_field("broadcast", before="vmap")
     # With "broadcast": the first layer's user columns travel as one vector per user (models/inner.py
-    # `Fold`), not as a (B, 64, Du) copy; the same function, False kept for the benchmark.
-    inner_fold: bool = True
+    # `Fold`), not as a (B, 64, Du) copy; the same function, False kept for the benchmark. The fold
+    # came in 2d6a60c, before the field (5ef6bcf): models that lack the field were trained with it.
+    inner_fold: bool = added_field(True, before=True)
 
     def __post_init__(self) -> None:
         # `not x > 0` (not `x <= 0`) so that NaN is refused too. +inf passes: training stops on the
@@ -534,6 +538,14 @@ def build_learner(method: str, data: TaskData, config: LearnerConfig) -> MetaLea
     return METHODS[method](data, config)
 
 
+SECTIONS = {"": LearnerConfig, "network": NetworkConfig, "memory": MemoryConfig}  # a stored record's parts
+
+
+def stored_sections(values: dict) -> dict[str, dict]:
+    """The record's part of each section of SECTIONS (the whole record for LearnerConfig's own fields)."""
+    return {name: values if name == "" else values.get(name) for name in SECTIONS}
+
+
 def stored_settings_problem(values: dict) -> str | None:
     """Why a learner config read back from a stored model does not describe this code's learner, or None.
 
@@ -541,21 +553,32 @@ def stored_settings_problem(values: dict) -> str | None:
     field missing means older code trained the model without that part of the network (the kNN
     fold-in came in 1add4ce, the MF head in ca4580e), and this code's default for it would build
     another network around the stored weights; a field this code does not know is newer code's.
+    A missing field that declares its value before it existed (models/config_fields.py `added_field`)
+    is no problem: the model is read with that value (`settings_of_older_code`).
     """
-    parts = {"": (LearnerConfig, values), "network.": (NetworkConfig, values.get("network")),
-             "memory.": (MemoryConfig, values.get("memory"))}
     missing, unknown = [], []
-    for prefix, (kind, stored) in parts.items():
+    for name, stored in stored_sections(values).items():
         if not isinstance(stored, dict):
-            return f"its settings have no {prefix.rstrip('.')} section"
+            return f"its settings have no {name} section"
+        prefix, kind = f"{name}." if name else "", SECTIONS[name]
         names = {f.name for f in fields(kind)}
-        missing += [prefix + n for n in sorted(names - set(stored))]
-        unknown += [prefix + n for n in sorted(set(stored) - names - {"network", "memory"})]
+        missing += [prefix + n for n in sorted(names - set(stored) - set(values_before(kind, stored)))]
+        unknown += [prefix + n for n in sorted(set(stored) - names - set(SECTIONS))]
     if missing:
         return f"its settings lack {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''} (trained by older code)"
     if unknown:
         return f"its settings have {', '.join(unknown[:6])}{' ...' if len(unknown) > 6 else ''}, unknown to this code (trained by newer code)"
     return None
+
+
+def settings_of_older_code(values: dict) -> dict[str, object]:
+    """The fields a stored record lacks that declare their value before they existed, named as
+    'network.knn_foldin', with that value: what `learner_config_from_dict` fills in."""
+    filled: dict[str, object] = {}
+    for name, stored in stored_sections(values).items():
+        if isinstance(stored, dict):
+            filled |= {f"{name}.{k}" if name else k: v for k, v in values_before(SECTIONS[name], stored).items()}
+    return filled
 
 
 def stored_model_problem(info: dict) -> str | None:
@@ -572,9 +595,15 @@ def stored_model_problem(info: dict) -> str | None:
 
 
 def learner_config_from_dict(values: dict) -> LearnerConfig:
-    """Rebuild a LearnerConfig from `dataclasses.asdict` output (e.g. read back from JSON)."""
-    values = dict(values)
-    network = dict(values.pop("network"))
+    """Rebuild a LearnerConfig from `dataclasses.asdict` output (e.g. read back from JSON). A field the
+    record lacks gets its declared value before it existed (`settings_of_older_code`), never today's
+    default: a record that lacks an undeclared one is refused (`stored_settings_problem`)."""
+    problem = stored_settings_problem(values)
+    if problem is not None:
+        raise ValueError(f"these settings are not this code's LearnerConfig: {problem}")
+    values = {**values_before(LearnerConfig, values), **values}
+    network = {**values_before(NetworkConfig, values["network"]), **values.pop("network")}
+    memory = {**values_before(MemoryConfig, values["memory"]), **values.pop("memory")}
     network["hidden"] = tuple(network["hidden"])
     network["adapted"] = tuple(network["adapted"])
-    return LearnerConfig(network=NetworkConfig(**network), memory=MemoryConfig(**values.pop("memory")), **values)
+    return LearnerConfig(network=NetworkConfig(**network), memory=MemoryConfig(**memory), **values)

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from models.batching import length_order
+from models.config_fields import added_field
 from models.bounds import SettingError, check_positive
 from models.inner import Fold, folded_key
 from models.factors import FactorTables, NeighbourTables, fitting_rows, item_factors_of, item_neighbours_of, remembered_fit
@@ -88,11 +89,12 @@ class NetworkConfig:
     # Item-kNN's fold-in as a feature (models/references.py `knn_foldin`): fitted on the same rows
     # and cross-fitted like the MF factors (`factor_fit`), with the reference row's k, lambda and
     # beta, and each item's `knn_neighbours` most similar items kept.
-    knn_foldin: bool = True
-    knn_k: int = KNNConfig.k
-    knn_shrinkage: float = KNNConfig.shrinkage
-    knn_damping: float = KNNConfig.damping
-    knn_neighbours: int = 200
+    # Before them (a116243) there was no kNN fold-in; the other knn_ fields act only with it.
+    knn_foldin: bool = added_field(True, before=False)
+    knn_k: int = added_field(KNNConfig.k, before=KNNConfig.k)
+    knn_shrinkage: float = added_field(KNNConfig.shrinkage, before=KNNConfig.shrinkage)
+    knn_damping: float = added_field(KNNConfig.damping, before=KNNConfig.damping)
+    knn_neighbours: int = added_field(200, before=200)
 
     @property
     def uses_mf_foldin(self) -> bool:
