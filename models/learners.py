@@ -550,11 +550,12 @@ def stored_settings_problem(values: dict) -> str | None:
     """Why a learner config read back from a stored model does not describe this code's learner, or None.
 
     Every field of LearnerConfig, NetworkConfig and MemoryConfig must be there, and nothing else: a
-    field missing means older code trained the model without that part of the network (the kNN
-    fold-in came in 1add4ce, the MF head in ca4580e), and this code's default for it would build
+    field missing means older code trained the model without that part of the network (the MF head
+    and its fold-in came on 2026-11-28, after f6f80ec), and this code's default for it would build
     another network around the stored weights; a field this code does not know is newer code's.
-    A missing field that declares its value before it existed (models/config_fields.py `added_field`)
-    is no problem: the model is read with that value (`settings_of_older_code`).
+    A missing field that declares its value before it existed (models/config_fields.py `added_field`,
+    proved against the older commit's models) is no problem: the model is read with that value
+    (`settings_of_older_code`).
     """
     missing, unknown = [], []
     for name, stored in stored_sections(values).items():
