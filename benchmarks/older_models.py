@@ -1,16 +1,18 @@
 """Does this code read models of an older commit as that commit did? The check behind a config field's
 declared value before it existed (models/config_fields.py `added_field`, docs/operations.md).
 
-    git worktree add /tmp/old <commit before the field>
-    (cd /tmp/old && PYTHONPATH=. $PWD/.venv/bin/python $PWD/benchmarks/older_models.py train /tmp/old.pt)
+    git worktree add /tmp/old <commit before the field>; here=$PWD
+    (cd /tmp/old && PYTHONPATH=. $here/.venv/bin/python $here/benchmarks/older_models.py train /tmp/old.pt)
     PYTHONPATH=. .venv/bin/python benchmarks/older_models.py check /tmp/old.pt
+    git worktree remove /tmp/old
 
 `train` (in the older tree) trains every method on the tiny task data of tests/model_fixtures.py (ratings
 and clicks; with both fold-ins where the tree has the kNN one, with the MF one only, with none) and saves
 weights, settings and test predictions. `check` (in this tree) reads each record as a stored model is
 read (`learner_config_from_dict`: declared values filled in, an undeclared missing field refused),
 loads the weights strictly and prints whether its predictions equal the older code's, bit for bit.
-Exit status 1 when any differs or fails to load. About 30 s per command on one core.
+Exit status 1 when any differs or fails to load. About 30 s per command on one core. The older tree
+needs tests/model_fixtures.py (there since 2026-11-26) and `models.training.train`.
 """
 
 from __future__ import annotations
