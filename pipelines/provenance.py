@@ -75,6 +75,11 @@ def run_facts(info: dict[str, Any]) -> dict[str, Any]:
     runtime = info.get("runtime") or {}
     if runtime:
         facts.update(torch_threads=runtime.get("threads"), deterministic=runtime.get("deterministic"), device=runtime.get("device"))
-    if info.get("settings") is not None and info.get("method") and info.get("dataset"):
-        facts["settings"] = {f"{info['dataset']}/{info['method']}": info["settings"]}
+    settings, dataset = info.get("settings"), info.get("dataset")
+    if settings is not None and dataset and info.get("method"):
+        facts["settings"] = {f"{dataset}/{info['method']}": settings}
+    elif isinstance(settings, dict) and dataset and info.get("protocol") == "production":
+        # The production step trains every method in one bundle ({method: settings}); its models may read
+        # another settings file than the paper protocol's (models/settings.py `chosen_settings`).
+        facts["settings"] = {f"{dataset}/{method} (production)": value for method, value in settings.items()}
     return facts

@@ -55,6 +55,12 @@ def store(tmp_path):
                          "runtime": {"threads": 3, "device": "cuda", "deterministic": True}})
     store.record(other, run_id="run-1", job_name="training_job", asset_key="melu_model", partition="movielens",
                  code_version="1", inputs=[], mirrors={})
+    production = Bundle(frames={"metrics": pl.DataFrame({"step": [3]})},
+                        info={"dataset": "movielens", "protocol": "production", "methods": ["paml"],
+                              "settings": {"paml": {**SETTINGS, "file": "models/settings/movielens.production.json", "trial": 2}},
+                              "runtime": {"threads": 3, "device": "cpu", "deterministic": True}})
+    store.record(production, run_id="run-1", job_name="production_job", asset_key="production_protocol", partition="movielens",
+                 code_version="1", inputs=[], mirrors={})
     store.set_run_wall_seconds("run-1", 120.0)
     for name, frame in {"user_metrics": user_rows(), "metrics": metric_rows(), "significance": pl.DataFrame([
             {"comparison": "vs_reference", "dataset": "movielens", "protocol": "paper", "method": "paml", "other": "ref_mf",
@@ -71,6 +77,7 @@ def test_a_run_records_threads_devices_kernels_versions_commit_settings_and_wall
     assert run["git_commit"] is None or len(run["git_commit"].removesuffix("-dirty")) == 40
     settings = json.loads(run["settings"])
     assert settings["movielens/paml"]["trial"] == 4 and settings["movielens/melu"]["trial"] == 9
+    assert settings["movielens/paml (production)"]["file"] == "models/settings/movielens.production.json"
 
 
 def test_results_are_rendered_from_the_tables_with_hand_checked_targets(store):
@@ -91,6 +98,7 @@ def test_results_are_rendered_from_the_tables_with_hand_checked_targets(store):
     assert "| movielens | paper | paml | ref_mf | 4 | 0.650 | 0.700 | -0.050 | [-0.0800, -0.0100] | 0.04 |" in text
     assert "| `run-1` | training_job |" in text and "Total wall time of the timed jobs: 120 s" in text
     assert "| movielens/paml | models/settings/movielens.json | abababababab | 4 |" in text
+    assert "| movielens/paml (production) | models/settings/movielens.production.json | abababababab | 2 |" in text
     assert "Not computed: Table 1" in text and "Not computed: the validation search" in text
 
 
