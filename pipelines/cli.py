@@ -69,19 +69,10 @@ def process_start(pid: int) -> str | None:
         return None
 
 
-def process_place() -> str:
-    """Where this process's pids mean what they say: `host+space` (`pipelines.pid_space`: its boot and pid
-    namespace, which the hostname alone does not tell apart), or `host` where the space is unknown."""
-    import socket
-
-    from pipelines.pid_space import pid_space
-
-    space = pid_space()
-    return socket.gethostname() + (f"+{space}" if space else "")
-
-
 def process_tag() -> str:
-    """`host+space:pid:start` of this process (the value of PROCESS_TAG)."""
+    """`host+space:pid:start` of this process (the value of PROCESS_TAG; `pipelines.pid_space.process_place`)."""
+    from pipelines.pid_space import process_place
+
     return f"{process_place()}:{os.getpid()}:{process_start(os.getpid())}"
 
 
@@ -96,7 +87,7 @@ def mark_dead_runs_failed(instance) -> list[str]:
 
     import dagster as dg
 
-    from pipelines.pid_space import pid_space
+    from pipelines.pid_space import pid_space, process_place
 
     if not pid_space():
         return []  # whose pid a tag names cannot be told: it may be another container's with this hostname

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -33,3 +34,10 @@ def pid_space() -> str:
     except OSError:
         return ""
     return hashlib.sha256(f"{boot}:{namespace}".encode()).hexdigest()[:SPACE_DIGITS] if boot else ""
+
+
+def process_place() -> str:
+    """Where this process's pids mean what they say: `host+space`, or `host` where the space is unknown. Run
+    tags and staging names both carry it, so that a writer is judged only from its own pid space."""
+    space = pid_space()
+    return socket.gethostname() + (f"+{space}" if space else "")

@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pipelines.pid_space import pid_space
+from pipelines.pid_space import pid_space, process_place
 
 # A staging directory whose owner cannot be judged (another pid space, a name without one) untouched this
 # long is a killed writer's: a live one writes into it within seconds.
@@ -42,8 +42,7 @@ def process_start(pid: int) -> int:
 def owner_tag() -> str:
     """This process as a staging name's owner: `<pid>-<start>@<host>+<space>`, or `<pid>-<start>@<host>` where
     its pid space is unknown (not cached: a forked child is another owner)."""
-    space = pid_space()
-    return f"{os.getpid()}-{process_start(os.getpid())}@{socket.gethostname()}" + (f"+{space}" if space else "")
+    return f"{os.getpid()}-{process_start(os.getpid())}@{process_place()}"
 
 
 def staging_path(target: Path) -> Path:
