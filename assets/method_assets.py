@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import polars as pl
+from dagster import get_dagster_logger
 
 from assets.bundle import Bundle
 from assets.evaluation import aggregate, minor_vs_major, user_diagnostics, user_metrics_frame
@@ -132,6 +133,9 @@ def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
     except RuntimeError as error:  # missing, unexpected or reshaped weights: the network changed since
         raise ModelFormError(unloadable_message(model, f"its weights do not fit this code's network{filled_note(model.info)} "
                                                        f"({str(error).strip().splitlines()[-1].strip()})")) from None
+    if note := filled_note(model.info):
+        # Said in the run's log: the user should know the model in use is older code's, read with declared values.
+        get_dagster_logger().info(f"{model_name(model)}, seed {seed}, was trained by older code and is{note}")
     return learner
 
 
@@ -145,12 +149,16 @@ def filled_note(info: dict) -> str:
             f"({', '.join(f'{k} = {v!r}' for k, v in filled.items())})")
 
 
+def model_name(model: Bundle) -> str:
+    """'the <method> model of <dataset> (artifact <id>)', as messages about a stored model name it."""
+    artifact = f" (artifact {model.artifact_id})" if model.artifact_id else ""
+    return f"the {model.info.get('method', '?')} model of {model.info.get('dataset', '?')}{artifact}"
+
+
 def unloadable_message(model: Bundle, problem: str) -> str:
     """One line: which stored model this code cannot load, why, and the command that trains it again."""
-    method, dataset = model.info.get("method", "?"), model.info.get("dataset", "?")
-    artifact = f" (artifact {model.artifact_id})" if model.artifact_id else ""
-    return (f"the {method} model of {dataset}{artifact} cannot be loaded by this code: {problem}; train it again "
-            f"(the model in service is replaced by the new one): dg launch --job training_job --partition {dataset}")
+    return (f"{model_name(model)} cannot be loaded by this code: {problem}; train it again "
+            f"(the model in service is replaced by the new one): dg launch --job training_job --partition {model.info.get('dataset', '?')}")
 
 
 def score(

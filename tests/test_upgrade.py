@@ -5,6 +5,7 @@ without a newer column), never an old commit's code (docs/operations.md, "Upgrad
 existing PAML_HOME", says which commits were checked for real).
 """
 
+import logging
 from dataclasses import asdict, dataclass, fields, replace
 from types import MappingProxyType
 
@@ -114,7 +115,7 @@ def test_a_model_of_older_code_is_refused_in_one_line_naming_the_command():
     assert message.endswith("dg launch --job training_job --partition tiny")
 
 
-def test_a_model_lacking_only_declared_fields_loads_with_their_values_before():
+def test_a_model_lacking_only_declared_fields_loads_with_their_values_before(caplog):
     from assets.method_assets import load_learner
     from models.tasks import task_data_from_tensors
     from models.training import predict_split
@@ -122,7 +123,10 @@ def test_a_model_lacking_only_declared_fields_loads_with_their_values_before():
     model, tasks = trained()
     data = task_data_from_tensors(tasks.tensors, tasks.info)
     older = as_older_code(model, lacking=())  # as ca4580e stored it: no kNN fields, none of LATER_FIELDS
-    learner = load_learner(older, data, 0)
+    with caplog.at_level(logging.INFO):
+        learner = load_learner(replace(older, artifact_id="abc123"), data, 0)
+    said = [r.getMessage() for r in caplog.records if "older code" in r.getMessage()]
+    assert len(said) == 1 and "melu model" in said[0] and "abc123" in said[0] and "network.knn_foldin = False" in said[0], said
     assert (learner.config.network.knn_foldin, learner.config.inner_vectorize, learner.config.memory_weight) == (False, "vmap", 1.0)
     today = predict_split(load_learner(model, data, 0), data, "test").pred
     # vmap against broadcast: the same function, not the same bits (models/inner.py)
