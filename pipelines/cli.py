@@ -57,23 +57,12 @@ class Parser(argparse.ArgumentParser):
 PROCESS_TAG = "paml/process"
 
 
-def process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22), so a reused
-    pid is not taken for the process a run recorded; None when no such process exists; '' where
-    there is no /proc (not Linux: whether the process lives cannot be told, so none is marked)."""
-    if not Path("/proc/self/stat").is_file():
-        return ""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def process_tag() -> str:
     """`host+space:pid:start` of this process (the value of PROCESS_TAG; `pipelines.pid_space.process_place`)."""
-    from pipelines.pid_space import process_place
+    from pipelines.pid_space import process_place, process_start
 
-    return f"{process_place()}:{os.getpid()}:{process_start(os.getpid())}"
+    start = process_start(os.getpid())
+    return f"{process_place()}:{os.getpid()}:{'' if start is None else start}"  # '' where it cannot be told
 
 
 def mark_dead_runs_failed(instance) -> list[str]:
@@ -87,7 +76,7 @@ def mark_dead_runs_failed(instance) -> list[str]:
 
     import dagster as dg
 
-    from pipelines.pid_space import pid_space, process_place
+    from pipelines.pid_space import pid_space, process_place, process_start
 
     if not pid_space():
         return []  # whose pid a tag names cannot be told: it may be another container's with this hostname
@@ -101,7 +90,7 @@ def mark_dead_runs_failed(instance) -> list[str]:
         if tag_place != place or not pid.isdigit():
             continue
         now = process_start(int(pid))
-        if now is not None and (now == started or not now or not started):
+        if now is not None and (str(now) == started or not started):
             continue  # still running (or its start time cannot be told apart)
         instance.report_run_failed(run, f"its process {pid} on {host} is gone (killed?); marked failed by "
                                         "python -m pipelines.cli so that the automation plans its assets again")

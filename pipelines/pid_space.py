@@ -41,3 +41,14 @@ def process_place() -> str:
     tags and staging names both carry it, so that a writer is judged only from its own pid space."""
     space = pid_space()
     return socket.gethostname() + (f"+{space}" if space else "")
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot, /proc/<pid>/stat field 22), so that a reused pid
+    is not taken for the process a run tag or a staging name recorded; None where it cannot be read (no such
+    process, or no /proc: not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # the fields after the name, which may hold spaces and ')'

@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pipelines.pid_space import pid_space, process_place
+from pipelines.pid_space import pid_space, process_place, process_start
 
 # A staging directory whose owner cannot be judged (another pid space, a name without one) untouched this
 # long is a killed writer's: a live one writes into it within seconds.
@@ -29,20 +29,10 @@ STALE_STAGING_SECONDS = 24 * 3600.0
 _OWNER = re.compile(r"(?P<pid>\d+)-(?P<start>\d+)@(?P<host>[^/+]+)(?:\+(?P<space>[0-9a-f]+))?")
 
 
-def process_start(pid: int) -> int:
-    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22); 0 where unknown
-    (no /proc, or no such process)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[1].split()[19])  # the fields after the name, which may hold spaces and ')'
-
-
 def owner_tag() -> str:
     """This process as a staging name's owner: `<pid>-<start>@<host>+<space>`, or `<pid>-<start>@<host>` where
     its pid space is unknown (not cached: a forked child is another owner)."""
-    return f"{os.getpid()}-{process_start(os.getpid())}@{process_place()}"
+    return f"{os.getpid()}-{process_start(os.getpid()) or 0}@{process_place()}"  # 0: no /proc, never judged
 
 
 def staging_path(target: Path) -> Path:
