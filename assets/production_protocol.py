@@ -49,7 +49,7 @@ def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig,
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose among {sorted(METHODS)}")
     production = config.model_copy(update={"protocol": PRODUCTION})
-    user_frames, rows, settings, runtime = [], [], {}, {}
+    user_frames, rows, settings, runtime, histories = [], [], {}, {}, []
     users = training_users(tasks, PRODUCTION)
     # Every method's settings first: a value refused for the last method stops the step before the
     # first one trains, not after it (a SettingError, `ModelConfig.training_configs`).
@@ -63,6 +63,7 @@ def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig,
                                       lambda _, seed, log, m=method: on_epoch(m, seed, log), config.processes,
                                       settings[method])
         runtime = model.info["runtime"]
+        histories.append(model.frame("history"))  # which step validation kept, per seed: did the method train at all
         started = time.perf_counter()
         frames, aggregates = evaluate_dataset(method, dataset, model, tasks, groups)
         on_scored(method, evaluation_line(sum(f.height for f in frames), time.perf_counter() - started,
@@ -71,14 +72,17 @@ def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig,
         rows += aggregates
     user_metrics = pl.concat(user_frames, how="diagonal_relaxed") if user_frames else pl.DataFrame()
     significance = minor_vs_major(user_metrics) if user_frames else pl.DataFrame()
-    return Bundle(frames={"metrics": pl.DataFrame(rows), "user_metrics": user_metrics, "significance": significance},
+    history = pl.concat(histories, how="diagonal_relaxed") if histories else pl.DataFrame()
+    return Bundle(frames={"metrics": pl.DataFrame(rows), "user_metrics": user_metrics, "significance": significance,
+                          "history": history},
                   info={"dataset": dataset, "protocol": PRODUCTION, "methods": list(methods), "seeds": list(config.seeds),
                         "settings": settings, "runtime": runtime})
 
 
 def skipped(dataset: str, reason: str) -> Bundle:
     """The asset's output for a dataset it cannot fit so: empty frames (its rows in the tables are removed), the reason."""
-    return Bundle(frames={"metrics": pl.DataFrame(), "user_metrics": pl.DataFrame(), "significance": pl.DataFrame()},
+    return Bundle(frames={"metrics": pl.DataFrame(), "user_metrics": pl.DataFrame(), "significance": pl.DataFrame(),
+                          "history": pl.DataFrame()},
                   info={"dataset": dataset, "protocol": PRODUCTION, "skipped": reason})
 
 

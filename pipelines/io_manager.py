@@ -48,6 +48,7 @@ MIRRORS: dict[tuple[str, str], str] = {
     ("production_protocol", "metrics"): "metrics",
     ("production_protocol", "user_metrics"): "user_metrics",
     ("production_protocol", "significance"): "significance",
+    ("production_protocol", "history"): "training_history",  # its rows named by asset_key = 'production_protocol'
     ("report", "significance"): "significance",
     ("report", "table1"): "report_table1",
     ("report", "table2"): "report_table2",

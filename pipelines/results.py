@@ -25,7 +25,8 @@ from pipelines.tune import replace_generated
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DOC = REPO_ROOT / "docs" / "results.md"
-TABLES = ("metrics", "user_metrics", "significance", "report_table1", "report_table3", "report_table4", "runs", "tuning_trials")
+TABLES = ("metrics", "user_metrics", "significance", "report_table1", "report_table3", "report_table4", "runs", "tuning_trials",
+          "training_history")
 METHOD_ORDER = ("melu", "meta_sgd", "transfer", "paml", "at_paml", "reg_paml")
 META_LEARNERS = METHOD_ORDER
 PAML_FAMILY = ("paml", "at_paml", "reg_paml")
@@ -204,6 +205,35 @@ def per_seed_section(s: Store) -> str:
             by_seed = dict(zip(mine["seed"].to_list(), mine["value"].to_list()))
             rows.append([method, *[by_seed.get(seed) for seed in seeds]])
         blocks.append(f"#### {dataset}, {protocol} protocol: {metric} per seed\n\n" + table(["method", *[f"seed {x}" for x in seeds]], rows))
+    return "\n\n".join(blocks)
+
+
+def selected_steps(history: pl.DataFrame) -> pl.DataFrame:
+    """The outer step validation kept (its lowest loss, the first on a tie, as models/training.py keeps it) per
+    dataset, protocol, method and seed; 0 means the kept model is the untrained start."""
+    protocol = pl.when(pl.col("asset_key") == "production_protocol").then(pl.lit("production")).otherwise(pl.lit("paper"))
+    return (history.filter(pl.col("val_loss").is_not_nan()).with_columns(protocol.alias("protocol"))
+            .sort("dataset", "protocol", "method", "seed", "step")
+            .group_by("dataset", "protocol", "method", "seed", maintain_order=True)
+            .agg(pl.col("step").get(pl.col("val_loss").arg_min()).alias("kept"), pl.col("step").max().alias("last")))
+
+
+def steps_section(s: Store) -> str:
+    """Which step each seed's model is (`training_history`): a row of zeros is a method that never beat its start."""
+    history = s.get("training_history")
+    if history is None:
+        return not_computed("the kept steps (`training_history`)", "python -m pipelines.cli reproduce")
+    kept = selected_steps(history)
+    blocks = []
+    for (dataset, protocol), part in kept.group_by("dataset", "protocol", maintain_order=True):
+        seeds = sorted(set(part["seed"]))
+        rows = []
+        for method in sorted(set(part["method"]), key=method_order):
+            mine = part.filter(pl.col("method") == method)
+            by_seed = {seed: f"{k} / {last}" for seed, k, last in zip(mine["seed"], mine["kept"], mine["last"])}
+            rows.append([method, *[by_seed.get(seed) for seed in seeds], int((mine["kept"] == 0).sum())])
+        blocks.append(f"#### {dataset}, {protocol} protocol: step kept / last step evaluated\n\n"
+                      + table(["method", *[f"seed {x}" for x in seeds], "seeds kept untrained"], rows))
     return "\n\n".join(blocks)
 
 
@@ -396,6 +426,7 @@ def render(s: Store, now: datetime.datetime | None = None) -> str:
         "## Table 1: feature concentration and group shares", "", table1_section(s), "",
         "## Table 2: methods by dataset, protocol and metric (mean ± sd over seeds; paper in brackets)", "", table2_section(s), "",
         "## Per-seed numbers", "", per_seed_section(s), "",
+        "## The step each model is (validation's choice; 0: the untrained start)", "", steps_section(s), "",
         "## Table 3: major vs minor users", "", group_section(s, "report_table3", "method", t3), "",
         "## Table 4: REG-PAML's gamma ablation", "", group_section(s, "report_table4", "variant", t4), "",
         "## Paired tests", "", paired_section(s), "",

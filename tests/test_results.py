@@ -161,7 +161,7 @@ def test_an_empty_store_renders_every_section_as_not_computed(tmp_path):
                                                       "trial": [0], "state": ["COMPLETE"], "value": [0.5]}),
                        source="tune", partition="x", artifact_id="j")
     text = render(read_store(LineageStore(store.home, read_only=True)))
-    for table in ("Table 2 (`metrics`)", "`report_table3`", "paired tests", "no run is recorded"):
+    for table in ("Table 2 (`metrics`)", "`report_table3`", "paired tests", "no run is recorded", "the kept steps (`training_history`)"):
         assert f"Not computed: {table}" in text
     assert "| x | paper | melu | 1 | 0 | 0 | 0.5000 |" in text
 
@@ -246,3 +246,18 @@ def test_the_demo_summary_prints_every_row_of_table2_as_duckdb_holds_it(tmp_path
     assert [(d, p, m) for d, p, m, *_ in printed] == [(d, p, m) for d, p, m, _ in stored]
     assert [float(line[4]) for line in printed] == pytest.approx([mean for *_, mean in stored], rel=1e-3)
     assert [line[4] for line in printed if line[0] == "tiny"][:2] == ["7e-07", "1.4e-06"]
+
+
+def test_the_kept_step_is_validations_first_lowest_and_a_never_beaten_start_shows_as_zero():
+    from pipelines.results import selected_steps
+
+    nan = float("nan")
+    history = pl.DataFrame({
+        "dataset": ["d"] * 9, "method": ["melu"] * 6 + ["paml"] * 3, "seed": [0, 0, 0, 1, 1, 1, 0, 0, 0],
+        "asset_key": ["melu_model"] * 6 + ["production_protocol"] * 3,
+        "step": [0, 100, 200, 0, 100, 200, 0, 100, 200],
+        # melu seed 0: 100 is lowest; seed 1: 100 and 200 tie, the first is kept; paml: nothing beats the start
+        "val_loss": [0.9, 0.8, 0.85, 0.9, 0.7, 0.7, 0.5, nan, 0.6],
+    })
+    kept = {(r["protocol"], r["method"], r["seed"]): (r["kept"], r["last"]) for r in selected_steps(history).iter_rows(named=True)}
+    assert kept == {("paper", "melu", 0): (100, 200), ("paper", "melu", 1): (100, 200), ("production", "paml", 0): (0, 200)}

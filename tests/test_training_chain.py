@@ -330,6 +330,10 @@ def test_production_protocol_puts_meta_learners_beside_the_paper_rows(chain):
     assert both.height == 3 * len(PRODUCTION_METHODS) and (both["value"] - both["value_paper"]).abs().max() > 0
     users = store.query("SELECT count(*) AS n FROM user_metrics WHERE protocol = 'production' AND method = 'melu'").item()
     assert users == store.query("SELECT count(*) FROM user_metrics WHERE protocol = 'paper' AND method = 'melu' AND seed = 0").item()
+    # each production model's validation history, beside the paper models' (which step was kept)
+    history = store.query("SELECT method, seed, step, val_loss FROM training_history WHERE asset_key = 'production_protocol' "
+                          "AND dataset = 'taobao'")
+    assert set(history["method"]) == set(PRODUCTION_METHODS) and set(history["seed"]) == {0} and (history["step"] == 0).any()
     text = (home / "reports" / "report.md").read_text()
     block = text.split("## Production protocol")[1]
     table2 = block.split("### As Table 2 (production protocol)")[1].split("\n### ")[0]
