@@ -109,7 +109,7 @@ class ProductionConfig(ModelConfig):
 
 
 @dg.asset(
-    partitions_def=dataset_partitions, group_name="protocols", kinds={"pytorch", "duckdb"}, code_version="1",
+    partitions_def=dataset_partitions, group_name="protocols", kinds={"pytorch", "duckdb"}, code_version="2",
     description="Every meta-learner trained with the warm users' tasks too (the production protocol) and scored on the "
                 "paper's test users: the meta-learners' rows of the report's production block. Scores only; the "
                 "models in service stay the paper protocol's.",
