@@ -11,7 +11,6 @@ users' ratings too) get their own, labelled block.
 """
 
 import os
-import platform
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -380,6 +379,7 @@ from assets.specs import all_datasets  # noqa: E402
 from models.learners import METHODS  # noqa: E402
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
+from pipelines.provenance import machine  # noqa: E402
 from pipelines.resources import REPO_ROOT, PamlResource  # noqa: E402
 from pipelines.store import LineageStore, PartitionNotBuiltError  # noqa: E402
 
@@ -422,7 +422,7 @@ def gather_provenance(store: LineageStore, run_id: str, models: dict[str, dict[s
         run_id=run_id, written_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         commit=code_commit(REPO_ROOT), seeds=seeds_text(models), devices=", ".join(recorded("device", "cpu")) or "none",
         protocols=", ".join(recorded("protocol", "paper")) or "none",
-        threads=torch.get_num_threads(), machine=f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        threads=torch.get_num_threads(), machine=machine(),
         software=f"Python {sys.version.split()[0]}, torch {torch.__version__}, dagster {dg.__version__}",
         runs=store.query(RUNS_SQL, [list(INPUT_ASSETS)]),
         data_files=pl.DataFrame(files, schema={"dataset": pl.String, "file": pl.String, "sha256": pl.String}),

@@ -55,10 +55,38 @@ def git_commit(root: Path = REPO_ROOT) -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+# Vector extensions that change which kernels run, and so the last digits of trained numbers: the
+# same commit and locked versions gave other demo metrics on a Xeon with AVX-512 but without BF16
+# than on the machines before it (docs/protocol.md, "determinism").
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "asimd", "sve")
+
+
+def cpu_description(cpuinfo: str) -> str | None:
+    """The first processor's model name and which VECTOR_FLAGS it has, from /proc/cpuinfo's text:
+    'Intel(R) Xeon(R) Processor @ 2.00GHz (avx2 avx512f)'; None without a model name."""
+    model, flags = None, None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key in ("flags", "features") and flags is None:  # x86 says flags, ARM features
+            flags = set(value.split())
+    if not model:
+        return None
+    present = [flag for flag in VECTOR_FLAGS if flag in (flags or ())]
+    return f"{model} ({' '.join(present)})" if present else model
+
+
 @functools.cache
 def machine() -> str:
-    """'Linux x86_64, 2 CPUs'."""
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
+    """'Linux x86_64, 2 CPUs, Intel(R) Xeon(R) Processor @ 2.00GHz (avx2 avx512f)'."""
+    try:
+        cpu = cpu_description(Path("/proc/cpuinfo").read_text(errors="replace"))
+    except OSError:  # not Linux
+        cpu = None
+    cpu = cpu or platform.processor()
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs" + (f", {cpu}" if cpu else "")
 
 
 def torch_facts() -> dict[str, Any]:

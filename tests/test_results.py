@@ -1,6 +1,7 @@
 """docs/results.md rendered from DuckDB, and what every run records about itself (hand-made tables)."""
 
 import json
+import platform
 
 import numpy as np
 import polars as pl
@@ -8,6 +9,7 @@ import pytest
 from scipy import stats
 
 from assets.bundle import Bundle
+from pipelines.provenance import cpu_description
 from pipelines.results import render, read_store, write_results
 from pipelines.store import LineageStore
 from pipelines.tune import GENERATED_END, GENERATED_START
@@ -70,10 +72,20 @@ def store(tmp_path):
     return store
 
 
+def test_the_cpu_is_named_with_the_vector_extensions_that_decide_its_kernels():
+    x86 = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor @ 2.00GHz\n"
+           "flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_bf16\n\n"
+           "processor\t: 1\nmodel name\t: another model\nflags\t\t: fpu\n")
+    assert cpu_description(x86) == "Intel(R) Xeon(R) Processor @ 2.00GHz (avx2 avx512f avx512_bf16)"
+    assert cpu_description("model name\t: Old CPU\nflags\t: fpu sse2\n") == "Old CPU"
+    assert cpu_description("processor\t: 0\nFeatures\t: fp asimd sve\nModel name\t: Neoverse-V1\n") == "Neoverse-V1 (asimd sve)"
+    assert cpu_description("processor\t: 0\nFeatures\t: fp asimd\n") is None  # no model name: the caller falls back
+
+
 def test_a_run_records_threads_devices_kernels_versions_commit_settings_and_wall_time(store):
     run = store.query("SELECT * FROM runs").row(0, named=True)
     assert (run["torch_threads"], run["device"], run["deterministic"], run["wall_seconds"]) == (3, "cpu, cuda", True, 120.0)
-    assert json.loads(run["versions"])["duckdb"] and run["machine"].endswith("CPUs")
+    assert json.loads(run["versions"])["duckdb"] and run["machine"].startswith(f"{platform.system()} ")
     assert run["git_commit"] is None or len(run["git_commit"].removesuffix("-dirty")) == 40
     settings = json.loads(run["settings"])
     assert settings["movielens/paml"]["trial"] == 4 and settings["movielens/melu"]["trial"] == 9
