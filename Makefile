@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# `pip install` of $(1), and once more (with pip's output) if it fails.
+pip_twice = $(PY) -m pip install --quiet --disable-pip-version-check $(1) || \
+	{ echo 'pip failed: trying once more' >&2; $(PY) -m pip install --disable-pip-version-check $(1); }
 export PAML_HOME ?= $(CURDIR)/.paml
 export DAGSTER_HOME ?= $(PAML_HOME)/dagster
 export GX_ANALYTICS_ENABLED := False
@@ -13,9 +16,12 @@ PORT ?= 3000
 $(VENV)/.installed: pyproject.toml requirements.lock constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch alone first: an unpinned torch elsewhere would pull a multi-GB CUDA build.
-	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	# Each pip call is tried twice (the second time with its output): on a new machine pip itself once
+	# died in the middle of the install (a segfault in libpython, 2026-11-30), and a dropped connection
+	# to the registry is as transient. A second failure fails the install.
+	$(call pip_twice,torch==2.13.0)
+	$(call pip_twice,-c constraints.txt -r requirements.lock)
+	$(call pip_twice,--no-deps -e .)
 	touch $@
 
 install: $(VENV)/.installed
