@@ -10,7 +10,7 @@ from scipy import stats
 
 from assets.bundle import Bundle
 from pipelines.provenance import cpu_description
-from pipelines.results import render, read_store, write_results
+from pipelines.results import read_store, render, selected_steps, write_results
 from pipelines.store import LineageStore
 from pipelines.tune import GENERATED_END, GENERATED_START
 
@@ -261,8 +261,6 @@ def test_the_demo_summary_prints_every_row_of_table2_as_duckdb_holds_it(tmp_path
 
 
 def test_the_kept_step_is_validations_first_lowest_and_a_never_beaten_start_shows_as_zero():
-    from pipelines.results import selected_steps
-
     nan = float("nan")
     history = pl.DataFrame({
         "dataset": ["d"] * 9, "method": ["melu"] * 6 + ["paml"] * 3, "seed": [0, 0, 0, 1, 1, 1, 0, 0, 0],
