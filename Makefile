@@ -10,6 +10,8 @@ export PAML_HOME ?= $(CURDIR)/.paml
 export DAGSTER_HOME ?= $(PAML_HOME)/dagster
 export GX_ANALYTICS_ENABLED := False
 PORT ?= 3000
+# `make test` runs the tests on every core the process may use (pytest-xdist; TEST_WORKERS=0: in this process).
+TEST_WORKERS ?= auto
 
 .PHONY: install demo test bench ui reproduce results clean
 
@@ -30,7 +32,7 @@ demo: install
 	$(PY) -m pipelines.cli demo --dataset taobao
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: install
 	$(PY) -m benchmarks.data_steps

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from assets import paper
 from assets.evaluation import SIGNIFICANCE_SCHEMA, with_protocol
@@ -306,6 +305,8 @@ def group_table(user_metrics: pl.DataFrame, label: str = "method") -> pl.DataFra
     spread = per_seed.sort(*keys, "group", "seed").group_by(*keys, "group", maintain_order=True).agg(
         mean=pl.col("error").mean(), sd=pl.col("error").std())
     wide = spread.pivot(on="group", index=keys, values=["mean", "sd"])
+    from scipy import stats  # late, as in models.metrics.ttest_groups: slow to load, needed only here
+
     rows = []
     errors = user_metrics.group_by(*keys, "user_id", maintain_order=True).agg(pl.col("error").mean(), pl.col("group").first())
     for (dataset, protocol, key), part in errors.group_by(*keys, maintain_order=True):

@@ -25,7 +25,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 NDCG_KS: tuple[int, ...] = (3, 5)
 NEL_EPS: float = 1e-7
@@ -373,6 +372,10 @@ def ttest_groups(
                 f"group {name!r} has {samples[name].size} non-NaN values; "
                 f"the t-test needs at least {MIN_TTEST_GROUP_SIZE}"
             )
+    # Imported here: scipy.stats takes 1.5 s to load on a 2 GHz core, and every CLI and Dagster
+    # process imports this module; only the report's tests need it.
+    from scipy import stats
+
     with identical_values_quiet():
         res = stats.ttest_ind(samples[a], samples[b], equal_var=True)
     return float(res.statistic), float(res.pvalue)
@@ -405,6 +408,8 @@ def paired_ttest(a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[float, float]:
         # Identical predictions (e.g. a network that kept its start, a reference row's blend):
         # no difference at all, where scipy's t would be 0/0.
         return 0.0, 1.0
+    from scipy import stats  # late: see ttest_groups
+
     with identical_values_quiet():
         res = stats.ttest_rel(x, y)
     return float(res.statistic), float(res.pvalue)

@@ -20,6 +20,8 @@ from pipelines import cli
 from pipelines.store import LineageStore
 from tests.fixtures import clicks_dir, ml25m_dir, ml100k_dir
 
+pytestmark = pytest.mark.heavy  # long: handed out first when the tests run in parallel (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parent.parent
 CHAIN = """
 from pipelines.cli import run_job, training_config

@@ -17,6 +17,8 @@ from models.training import TrainConfig, predict_split, train
 from tests.model_fixtures import tiny_task_data
 from tests.test_learners import CONFIG
 
+pytestmark = pytest.mark.heavy  # long: handed out first when the tests run in parallel (tests/conftest.py)
+
 WORLD = 2
 TRAIN = TrainConfig(epochs=2, meta_batch=5, seed=1)  # 5 users: shards of 3 and 2 test the weighting
 

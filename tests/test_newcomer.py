@@ -20,6 +20,8 @@ from pipelines.cli import expected_failure, main
 from pipelines.store import LineageStore
 from tests.fixtures import tiny_real_data
 
+pytestmark = pytest.mark.heavy  # long: handed out first when the tests run in parallel (tests/conftest.py)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV = REPO_ROOT / ".venv" if (REPO_ROOT / ".venv").exists() else Path(sys.prefix)
 TELEMETRY_BANNER = "we collect usage statistics"

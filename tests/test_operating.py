@@ -5,10 +5,14 @@ import logging
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from assets.bundle import Bundle
 from pipelines.definitions import ASSETS, CHECKS, build_resources
 from pipelines.store import LineageStore
+
+
+pytestmark = pytest.mark.heavy  # long: handed out first when the tests run in parallel (tests/conftest.py)
 
 
 def test_an_evaluation_with_no_model_in_service_succeeds_and_names_none(tmp_path):

@@ -32,6 +32,8 @@ from pipelines.storage_errors import StorageError
 from pipelines.store import ArtifactDamagedError, ArtifactRow, LineageStore, StoreDamagedError, artifact_damage
 from tests.fixtures import tiny_real_data
 
+pytestmark = pytest.mark.heavy  # long: handed out first when the tests run in parallel (tests/conftest.py)
+
 MIB = 1024 * 1024
 
 

@@ -17,6 +17,8 @@ from pipelines.jobs import evaluation_job, production_job, training_job
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL
 from pipelines.store import LineageStore
 
+pytestmark = pytest.mark.heavy  # long: handed out first when the tests run in parallel (tests/conftest.py)
+
 TINY_DAY = {"ops": {"taobao_daily_logs": {"config": {"users": 400, "items": 200, "history_days": 5}}}}
 PRODUCTION_METHODS = ("melu", "reg_paml")
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]

@@ -26,6 +26,8 @@ from pipelines.tune import (GENERATED_END, GENERATED_START, export_tasks, ingest
                             tune)
 from tests.model_fixtures import tiny_task_data
 
+pytestmark = pytest.mark.heavy  # long: handed out first when the tests run in parallel (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = SearchConfig(trials=2, max_steps=8, eval_every=4, patience=2)
 
