@@ -88,7 +88,7 @@ def export(dataset: str, out: Path, home: Path | None, data_dir: Path) -> tuple[
 
 
 def main() -> int:
-    from pipelines.resources import default_data_dir
+    from pipelines.locations import default_data_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="movielens")

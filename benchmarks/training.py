@@ -63,7 +63,7 @@ def machine() -> str:
 
 def ml1m_tasks() -> Path:
     """Exported ML-1M tasks in benchmarks/out (made once from PAML_DATA_DIR)."""
-    from pipelines.resources import default_data_dir
+    from pipelines.locations import default_data_dir
 
     directory = OUT / "tasks" / "movielens"
     if not (directory / "info.json").is_file():

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.resources import default_home
+from pipelines.locations import default_home
 from pipelines.storage_errors import ensure_directory
 
 if TYPE_CHECKING:
