@@ -135,7 +135,7 @@ def expected_failure(error: BaseException) -> str | None:
     # Bad input data (an undecodable or empty raw file, a log the cleaning cannot read) is the
     # user's to fix: the message names the file, line and value; a traceback would bury it.
     # These classes' modules load neither torch nor Dagster: a quick command's error (no database yet)
-    # is said in a second, not after the five the imports below take on a 2 GHz core.
+    # is said in a second, not after the 5 s the imports below take on a 2 GHz core.
     if isinstance(error, (CliError, MissingRawFilesError, PartitionNotBuiltError, NoDatabaseError, ThreadsSettingError,
                           RawFileError, SpecError, SettingError, StorageError, StoreDamagedError, ArtifactDamagedError)):
         return one_line(error)

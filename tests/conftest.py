@@ -24,7 +24,8 @@ for _name in ("DAGSTER_HOME", "PAML_DATA_DIR", "PAML_SHARDS"):
     os.environ.pop(_name, None)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    os.environ.setdefault("PAML_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # as models.runtime
+    os.environ.setdefault("PAML_THREADS", str(max(1, _cores // _WORKERS)))
 
 import models  # noqa: E402, F401
 
