@@ -373,7 +373,7 @@ def ttest_groups(
                 f"the t-test needs at least {MIN_TTEST_GROUP_SIZE}"
             )
     # Imported here: scipy.stats takes 1.5 s to load on a 2 GHz core, and every CLI and Dagster
-    # process imports this module; only the report's tests need it.
+    # process imports this module; only the report's t-tests need it.
     from scipy import stats
 
     with identical_values_quiet():
