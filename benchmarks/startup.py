@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from benchmarks.training import OUT, REPO, machine
-from pipelines.provenance import machine as cpu_machine
 
 COMMANDS = {  # label: (arguments after the interpreter, whether PAML_HOME holds a store)
     "--help": (["-m", "pipelines.cli", "--help"], False),
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             for label, (arguments, with_store) in COMMANDS.items():
                 for name, tree in trees.items():
                     runs.setdefault((label, name), []).append(timed(arguments, tree, stored if with_store else empty))
-    print(f"{machine()}; {cpu_machine()}; {args.rounds} rounds\n")
+    print(f"{machine()}, {args.rounds} rounds\n")
     print("| command | code | wall s (median) | CPU s (median) | wall s, every round |")
     print("|---|---|---|---|---|")
     results = []
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {label} | {name} | {wall:.2f} | {cpu:.2f} | {', '.join(f'{t[0]:.2f}' for t in times)} |")
         results.append({"command": label, "code": name, "wall_median": wall, "cpu_median": cpu, "walls": [t[0] for t in times]})
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "startup.json").write_text(json.dumps({"machine": f"{machine()}; {cpu_machine()}", "rounds": args.rounds, "results": results}, indent=1))
+    (OUT / "startup.json").write_text(json.dumps({"machine": machine(), "rounds": args.rounds, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

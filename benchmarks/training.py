@@ -55,9 +55,12 @@ METHODS = ("reg_paml", "melu")
 
 
 def machine() -> str:
+    """The host, the CPU model and vector extensions as runs record them (pipelines/provenance.py), usable
+    cores, Python, and the load at the start."""
     from models.runtime import available_cores
+    from pipelines.provenance import machine as recorded
 
-    return (f"{platform.node()}: {os.cpu_count()} CPUs ({available_cores()} usable), {platform.machine()}, "
+    return (f"{platform.node()}: {recorded()}, {available_cores()} usable, "
             f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at start")
 
 
