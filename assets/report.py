@@ -379,8 +379,8 @@ from assets.specs import all_datasets  # noqa: E402
 from models.learners import METHODS  # noqa: E402
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
-from pipelines.provenance import machine  # noqa: E402
 from pipelines.locations import REPO_ROOT  # noqa: E402
+from pipelines.provenance import machine  # noqa: E402
 from pipelines.resources import PamlResource  # noqa: E402
 from pipelines.store import LineageStore, PartitionNotBuiltError  # noqa: E402
 
