@@ -59,6 +59,8 @@ def parse() -> argparse.Namespace:
                         help="inner steps instead of the tuned settings' (the same work for every checkout)")
     parser.add_argument("--no-foldins", action="store_true",
                         help="switch the MF and kNN fold-ins off (new code only; on by default there)")
+    parser.add_argument("--plain-network", action="store_true",
+                        help="the network of the baseline commit: no fold-ins and no dot-product head (new code only)")
     return parser.parse_args()
 
 
@@ -90,8 +92,10 @@ def configs(args: argparse.Namespace):
                                   LearnerConfig(), base)
     from dataclasses import replace
 
-    if args.no_foldins:
+    if args.no_foldins or args.plain_network:
         learner = replace(learner, network=replace(learner.network, mf_foldin=False, knn_foldin=False))
+    if args.plain_network:  # ecf0ab0's network: MeLU's with the rating statistics, as benchmarks.training `plain_network`
+        learner = replace(learner, network=replace(learner.network, factor_dim=0))
     if args.vectorize:
         learner = replace(learner, inner_vectorize=args.vectorize)
     if args.no_fold:

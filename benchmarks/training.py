@@ -14,7 +14,8 @@ settings may have another, and the work grows with it):
   length buckets it happened to draw) for `--baseline` (a commit, default the main branch before issue 11:
   random meta-batches, padded to the longest user), this checkout with random batches, and
   this checkout with length-bucketed batches (the default, and with the first layer's user
-  columns copied per user instead of carried as one vector per user: `--no-fold`); and, for
+  columns copied per user instead of carried as one vector per user: `--no-fold`; and on the
+  baseline's network, without the fold-ins and the dot-product head: `plain`); and, for
   the baseline and the default, two runs side by side with half the threads each (their users/s
   added: what a method's seeds get when `processes` splits the cores between them); and one run
   of the default data-parallel over two processes of one thread each (models/distributed.py:
@@ -160,6 +161,8 @@ VARIANTS = (
     Variant("random", "this checkout, random batches", False, "random"),
     Variant("copied", "this checkout, bucketed batches, user columns copied per user", False, "bucketed", ("--no-fold",)),
     Variant("bucketed", "this checkout, bucketed batches", False, "bucketed"),
+    Variant("plain", "this checkout, bucketed batches, the baseline's network (no fold-ins, no dot-product head)", False,
+            "bucketed", ("--plain-network",)),
     Variant("pair", "this checkout, bucketed batches, two runs side by side", False, "bucketed", processes=2),
     Variant("data-parallel", "this checkout, bucketed batches, one run data-parallel over 2 processes", False, "bucketed",
             ranks=2),
