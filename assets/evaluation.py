@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from models import metrics as M
-from models.references import DEFAULT_PROTOCOL
+from models.configs import DEFAULT_PROTOCOL
 
 if TYPE_CHECKING:  # models.training imports torch; the report imports this module without it
     from models.training import Predictions

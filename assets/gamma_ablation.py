@@ -2,7 +2,7 @@
 
 import time
 from dataclasses import replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import polars as pl
 
@@ -11,14 +11,16 @@ from assets.evaluation import minor_vs_major
 from assets.method_assets import (
     ModelConfig, evaluate_dataset, evaluation_line, metrics_summary, progress_line, refusing_settings, train_variants,
 )
-from models.training import EpochLog
+
+if TYPE_CHECKING:
+    from models.training import EpochLog
 
 ABLATION_GAMMAS = (1e-5, 1e-4, 1e-3, 1e-2)
 
 
 def gamma_ablation(tasks: Bundle, groups: Bundle, config: ModelConfig, gammas: list[float], dataset: str,
                    references: Bundle | None = None,
-                   on_epoch: Callable[[float, int, EpochLog], None] = lambda gamma, seed, log: None,
+                   on_epoch: Callable[[float, int, "EpochLog"], None] = lambda gamma, seed, log: None,
                    on_scored: Callable[[float, str], None] = lambda gamma, line: None) -> Bundle:
     """Train and evaluate REG-PAML once per gamma; rows are labelled with their gamma.
 

@@ -24,7 +24,7 @@ import polars as pl
 
 from assets.specs import MULTI_VALUES_LIMIT, DatasetSpec
 from assets.user_splits import SPLIT_NAMES, WARM_SPLIT
-from models.tasks import FIRST_VALUE_INDEX, PAD_INDEX, UNKNOWN_INDEX
+from models.configs import FIRST_VALUE_INDEX, PAD_INDEX, UNKNOWN_INDEX
 
 if TYPE_CHECKING:
     import torch

@@ -10,7 +10,7 @@ support sets, scores the query sets, and writes `user_metrics`, `metrics` and
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import polars as pl
@@ -19,18 +19,18 @@ from dagster import get_dagster_logger
 from assets.bundle import Bundle
 from assets.evaluation import aggregate, minor_vs_major, user_diagnostics, user_metrics_frame
 from assets.specs import all_datasets, spec_for
-from models.checkpoint import flatten_state, unflatten_state
-from models.learners import (
-    METHODS, LearnerConfig, MetaLearner, ModelFormError, build_learner, learner_config_from_dict, method_form,
-    settings_of_older_code, stored_model_problem,
+# torch and the models' arithmetic load inside the functions that compute, so that loading the Dagster
+# definitions does not import them (models/configs.py).
+from models.configs import (
+    DEFAULT_PROTOCOL, METHOD_NAMES, WARM_SPLIT, LearnerConfig, MemoryConfig, NetworkConfig, ReferenceSettings, TrainConfig,
 )
-from models.network import NetworkConfig
-from models.parallel import JobResult, TrainJob, run_jobs
-from models.references import DEFAULT_PROTOCOL, ReferenceSettings, training_labels
-from models.settings import KNOBS, ChosenSettings, apply_settings, chosen_settings
-from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors, training_view
-from models.training import EpochLog, TrainConfig, predict_split
-from models.user_memory import MemoryConfig, check_k_fits_users, check_memory_fills, default_memory_k
+
+if TYPE_CHECKING:
+    from models.learners import MetaLearner
+    from models.parallel import JobResult
+    from models.settings import ChosenSettings
+    from models.tasks import TaskData
+    from models.training import EpochLog
 
 
 def resolve_device(device: str) -> str:
@@ -58,7 +58,7 @@ def training_users(tasks: Bundle, protocol: str) -> int:
 
 def train_method(
     method: str, tasks: Bundle, learner_config: LearnerConfig, train_config: TrainConfig, seeds: list[int],
-    on_epoch: Callable[[int, EpochLog], None] = lambda seed, log: None, settings: dict | None = None,
+    on_epoch: Callable[[int, "EpochLog"], None] = lambda seed, log: None, settings: dict | None = None,
     processes: int | None = None,
 ) -> tuple[Bundle, float]:
     """Train `method` once per seed; tensors hold each seed's selected state dict.
@@ -74,7 +74,7 @@ def train_method(
 
 def train_variants(
     tasks: Bundle, variants: list[tuple[str, LearnerConfig]], train_config: TrainConfig, seeds: list[int],
-    on_epoch: Callable[[int, int, EpochLog], None] = lambda variant, seed, log: None, processes: int | None = None,
+    on_epoch: Callable[[int, int, "EpochLog"], None] = lambda variant, seed, log: None, processes: int | None = None,
     settings: dict | None = None,
 ) -> list[tuple[Bundle, float]]:
     """Train every (method, settings) variant once per seed, the runs side by side where the
@@ -83,6 +83,9 @@ def train_variants(
     `settings` (where the tuned values came from: ModelConfig.settings_provenance) goes into
     every variant's info, beside the runs' threads, device and kernel flag (`runtime`).
     """
+    from models.parallel import TrainJob, run_jobs
+    from models.tasks import task_data_from_tensors
+
     data = task_data_from_tensors(tasks.tensors, tasks.info)
     jobs = [TrainJob(method, learner_config, replace(train_config, seed=seed))
             for method, learner_config in variants for seed in seeds]
@@ -94,8 +97,11 @@ def train_variants(
 
 
 def variant_bundle(method: str, learner_config: LearnerConfig, train_config: TrainConfig, seeds: list[int],
-                   dataset: str, results: list[JobResult], settings: dict | None = None) -> tuple[Bundle, float]:
+                   dataset: str, results: "list[JobResult]", settings: dict | None = None) -> tuple[Bundle, float]:
     """The model bundle of one variant's runs (one per seed) and its mean users/s."""
+    from models.checkpoint import flatten_state
+    from models.learners import method_form
+
     tensors, history, best, speeds = {}, [], {}, []
     for seed, result in zip(seeds, results):
         tensors.update(flatten_state(result.state, prefix=f"seed{seed}/"))
@@ -116,13 +122,17 @@ def variant_bundle(method: str, learner_config: LearnerConfig, train_config: Tra
     return Bundle(frames=frames, tensors=tensors, info=info), float(np.mean(speeds)) if speeds else 0.0
 
 
-def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
+def load_learner(model: Bundle, data: "TaskData", seed: int) -> "MetaLearner":
     """Rebuild the trained learner of `seed` from a `<method>_model` bundle.
 
     Built on the tasks the model trained on (its protocol's `training_view`): what the network
     fits when it is built and does not save (the kNN fold-in's neighbour lists) must come from
     the same ratings as in training.
     """
+    from models.checkpoint import unflatten_state
+    from models.learners import ModelFormError, build_learner, learner_config_from_dict, stored_model_problem
+    from models.tasks import training_view
+
     problem = stored_model_problem(model.info)
     if problem is not None:
         raise ModelFormError(unloadable_message(model, problem))
@@ -142,6 +152,8 @@ def load_learner(model: Bundle, data: TaskData, seed: int) -> MetaLearner:
 def filled_note(info: dict) -> str:
     """' built with the values before they existed of the fields its settings lack (<field> = <value>, ...)'
     for a stored model of older code read with them (models/config_fields.py); '' when it lacks none."""
+    from models.learners import settings_of_older_code
+
     filled = settings_of_older_code(info["learner_config"])
     if not filled:
         return ""
@@ -162,7 +174,7 @@ def unloadable_message(model: Bundle, problem: str) -> str:
 
 
 def score(
-    dataset: str, method: str, seed: int, data: TaskData, tasks: Bundle, groups: Bundle,
+    dataset: str, method: str, seed: int, data: "TaskData", tasks: Bundle, groups: Bundle,
     pred: np.ndarray, lr_per_user: np.ndarray, protocol: str = DEFAULT_PROTOCOL,
     diagnostics: dict[str, np.ndarray] | None = None,
 ) -> tuple[pl.DataFrame, list[dict]]:
@@ -171,6 +183,8 @@ def score(
     `protocol` names the data the predictor was fitted on (models/references.py PROTOCOL_SPLITS);
     `diagnostics` are extra per-user columns (assets/evaluation.py `user_diagnostics`).
     """
+    from models.references import training_labels
+
     test = data.splits["test"]
     target, mask = test.query_labels.numpy(), test.query_mask.numpy()
     train_ctr = float(training_labels(data)[1].mean()) if data.task == "ctr" else None
@@ -193,6 +207,9 @@ def lowest_rating(dataset: str) -> float:
 
 def evaluate_dataset(method: str, dataset: str, model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[list[pl.DataFrame], list[dict]]:
     """Per-user and aggregate test metrics, with the per-user diagnostics, of every seed of one dataset's model."""
+    from models.tasks import task_data_from_tensors
+    from models.training import predict_split
+
     data = task_data_from_tensors(tasks.tensors, tasks.info)
     protocol = model.info["train_config"].get("protocol", DEFAULT_PROTOCOL)  # the rows say what the model trained on
     memory_k = int(model.info["learner_config"]["memory"]["k"])
@@ -235,11 +252,9 @@ from typing import Iterator, Literal  # noqa: E402
 import dagster as dg  # noqa: E402
 from pydantic import Field, field_validator  # noqa: E402
 
-from models.batching import BATCHING  # noqa: E402
 from models.bounds import SettingError  # noqa: E402
+from models.configs import BATCHING, MEMORY_BACKENDS, PROTOCOLS  # noqa: E402
 from models.runtime import SEED_MAX  # noqa: E402
-from models.tasks import PROTOCOLS  # noqa: E402
-from models.user_memory import MEMORY_BACKENDS  # noqa: E402
 
 from pipelines.outputs import bundle_output, inline_plot, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
@@ -373,6 +388,8 @@ class ModelConfig(dg.Config):
         refused with a SettingError before anything trains when a value cannot work: AT-PAML's memory must be
         able to leave warm-up with `training_users` (`check_memory_fills`). A memory_k the users cannot fill is
         refused first, before the configs are built: a huge K was told it exceeds the capacity (or FLANN's checks)."""
+        from models.user_memory import check_k_fits_users, check_memory_fills
+
         if method == "at_paml" and self.memory_k is not None:
             check_k_fits_users(self.memory_k, training_users)
         learner, train = self._configs(method, dataset, self._references(references), training_users)
@@ -392,12 +409,16 @@ class ModelConfig(dg.Config):
     def train_config(self, method: str, dataset: str | None) -> TrainConfig:
         return self._configs(method, dataset)[1]
 
-    def chosen(self, method: str, dataset: str | None) -> ChosenSettings:
+    def chosen(self, method: str, dataset: str | None) -> "ChosenSettings":
         """The settings file's choice for (dataset, method) under this config's protocol."""
+        from models.settings import chosen_settings
+
         return chosen_settings(dataset, method, Path(self.settings_dir) if self.settings_dir else None, self.protocol)
 
     def explicit(self) -> dict:
         """Tunable settings given in this run config (they win over the settings file)."""
+        from models.settings import KNOBS
+
         return {name: getattr(self, name) for name in KNOBS if getattr(self, name, None) is not None}
 
     def fold_in_values(self) -> dict:
@@ -410,6 +431,9 @@ class ModelConfig(dg.Config):
 
     def _configs(self, method: str, dataset: str | None, references: ReferenceSettings | None = None,
                  training_users: int | None = None) -> tuple[LearnerConfig, TrainConfig]:
+        from models.settings import apply_settings
+        from models.user_memory import default_memory_k
+
         network = NetworkConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden), statistics=self.statistics,
                                 item_id=self.item_id,
                                 factor_dim=LEARNER_DEFAULTS.network.factor_dim if self.factor_dim is None else self.factor_dim,
@@ -501,7 +525,7 @@ def build_eval_asset(method: str) -> dg.AssetsDefinition:
     return _eval
 
 
-def progress_line(run: str, log: EpochLog) -> str:
+def progress_line(run: str, log: "EpochLog") -> str:
     """One console line per validation scoring of a run (pipelines/progress.py prints it)."""
     if log.step == 0:  # the untrained start, scored as a selection candidate: nothing trained yet
         return f"{run} start (untrained): validation loss {log.val_loss:.4f}"
@@ -525,5 +549,5 @@ def evaluation_line(users: int, seconds: float, summary: pl.DataFrame) -> str:
     return f"scored {users} test users (all seeds) in {seconds:.1f} s, {users / max(seconds, 1e-9):.0f} users/s: {scores}"
 
 
-MODEL_ASSETS = [build_model_asset(m) for m in METHODS]
-EVAL_ASSETS = [build_eval_asset(m) for m in METHODS]
+MODEL_ASSETS = [build_model_asset(m) for m in METHOD_NAMES]
+EVAL_ASSETS = [build_eval_asset(m) for m in METHOD_NAMES]

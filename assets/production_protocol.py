@@ -9,7 +9,7 @@ scores, not the models: the models in service stay the paper protocol's (`<metho
 """
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import polars as pl
 
@@ -19,9 +19,10 @@ from assets.method_assets import (
     ModelConfig, evaluate_dataset, evaluation_line, metrics_summary, progress_line, refusing_settings, train_variants,
     training_users,
 )
-from models.learners import METHODS
-from models.tasks import WARM_SPLIT
-from models.training import EpochLog
+from models.configs import METHOD_NAMES, WARM_SPLIT
+
+if TYPE_CHECKING:
+    from models.training import EpochLog
 
 PRODUCTION = "production"
 
@@ -32,7 +33,7 @@ class NoWarmUsersError(ValueError):
 
 def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig, methods: list[str], dataset: str,
                              references: Bundle | None = None,
-                             on_epoch: Callable[[str, int, EpochLog], None] = lambda method, seed, log: None,
+                             on_epoch: Callable[[str, int, "EpochLog"], None] = lambda method, seed, log: None,
                              on_scored: Callable[[str, str], None] = lambda method, line: None,
                              on_warning: Callable[[str], None] = lambda line: None) -> Bundle:
     """Train every method of `methods` under the production protocol (each with its tuned settings,
@@ -45,9 +46,9 @@ def production_protocol_runs(tasks: Bundle, groups: Bundle, config: ModelConfig,
     if not tasks.info.get("n_users", {}).get(WARM_SPLIT):
         raise NoWarmUsersError(f"the {dataset!r} tasks hold no {WARM_SPLIT!r} split (no user has more ratings than "
                                "the cold-start bound): the production protocol would train on the paper's users only")
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(METHOD_NAMES))
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose among {sorted(METHODS)}")
+        raise ValueError(f"unknown methods {unknown}; choose among {sorted(METHOD_NAMES)}")
     production = config.model_copy(update={"protocol": PRODUCTION})
     user_frames, rows, settings, runtime, histories = [], [], {}, {}, []
     users = training_users(tasks, PRODUCTION)
@@ -97,14 +98,14 @@ from pipelines.partitions import dataset_partitions  # noqa: E402
 class ProductionConfig(ModelConfig):
     """The model assets' training settings (the protocol is always 'production' here) and the methods to fit."""
 
-    methods: list[str] = Field(default=list(METHODS), description="Methods to train and score under the production protocol.")
+    methods: list[str] = Field(default=list(METHOD_NAMES), description="Methods to train and score under the production protocol.")
 
     @field_validator("methods")
     @classmethod
     def _methods(cls, methods: list[str]) -> list[str]:
         # A list of Literals is no Dagster config type, so the names are checked here, when the step starts.
-        if unknown := sorted(set(methods) - set(METHODS)):
-            raise ValueError(f"methods: unknown {unknown}; choose among {', '.join(METHODS)}")
+        if unknown := sorted(set(methods) - set(METHOD_NAMES)):
+            raise ValueError(f"methods: unknown {unknown}; choose among {', '.join(METHOD_NAMES)}")
         return methods
 
 

@@ -15,15 +15,16 @@ of the two models has never seen; what remains is the same tasks for both.
 """
 
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 import polars as pl
 
 from assets.bundle import Bundle
 from assets.meta_tasks import UNKNOWN_INDEX, padded
-from models.learners import stored_model_problem
-from models.tasks import TaskData, TaskSplit, task_data_from_tensors
+
+if TYPE_CHECKING:
+    from models.tasks import TaskData, TaskSplit
 
 PROMOTION_ALPHA = 0.05  # a challenger is rejected when worse at this one-sided significance level
 # ... or when its mean validation loss is this much higher (relative), significant or not: with
@@ -146,10 +147,12 @@ def user_codes(raw_users: pl.DataFrame, user_ids: list[str], tasks: Bundle) -> n
     return np.stack(columns, axis=1).reshape(len(user_ids), len(columns))
 
 
-def encode_split(codes: np.ndarray, user_ids: list[str], rows: pl.DataFrame, tasks: Bundle) -> TaskSplit:
+def encode_split(codes: np.ndarray, user_ids: list[str], rows: pl.DataFrame, tasks: Bundle) -> "TaskSplit":
     """Users (their feature indices `codes`, in `user_ids` order) and their rows as one split of
     `tasks`' encoding; every item must be in its item table."""
     import torch
+
+    from models.tasks import TaskSplit
 
     members = pl.DataFrame({"user_id": user_ids, "user_row": np.arange(len(user_ids), dtype=np.int64)})
     located = rows.join(members, on="user_id").join(tasks.frame("items"), on="item_id")
@@ -162,7 +165,7 @@ def encode_split(codes: np.ndarray, user_ids: list[str], rows: pl.DataFrame, tas
     return TaskSplit(torch.from_numpy(codes.astype(np.int64)), *tensors["support"], *tensors["query"])
 
 
-def comparison_splits(challenger_tasks: Bundle, champion_tasks: Bundle, raw_users: pl.DataFrame) -> tuple[TaskSplit, TaskSplit] | None:
+def comparison_splits(challenger_tasks: Bundle, champion_tasks: Bundle, raw_users: pl.DataFrame) -> "tuple[TaskSplit, TaskSplit] | None":
     """The same unseen validation users for both models, each in its own encoding; None if
     fewer than MIN_PAIRED_USERS remain. The challenger keeps its own feature indices; the
     champion's come from the users' cleaned (raw) values through its vocabulary."""
@@ -175,13 +178,15 @@ def comparison_splits(challenger_tasks: Bundle, champion_tasks: Bundle, raw_user
     return encode_split(ours, ids, rows, challenger_tasks), encode_split(theirs, ids, rows, champion_tasks)
 
 
-def with_split(tasks: Bundle, split: TaskSplit) -> TaskData:
+def with_split(tasks: Bundle, split: "TaskSplit") -> "TaskData":
     """The TaskData of `tasks` with its validation split replaced by `split`."""
+    from models.tasks import task_data_from_tensors
+
     data = task_data_from_tensors(tasks.tensors, tasks.info)
     return replace(data, splits={**data.splits, COMPARED_SPLIT: split})
 
 
-def validation_losses(model: Bundle, data: TaskData) -> dict[int, np.ndarray]:
+def validation_losses(model: Bundle, data: "TaskData") -> dict[int, np.ndarray]:
     """Per seed of `model`: each validation user's query loss after adapting on its support set."""
     from assets.method_assets import load_learner
     from models.training import predict_split
@@ -231,6 +236,9 @@ def compare(challenger: Bundle, challenger_tasks: Bundle, champion: Champion | N
     champion_val_loss (the champion's same seed, if it has it), mean_val_loss,
     champion_mean_val_loss (means over each model's seeds).
     """
+    from models.learners import stored_model_problem
+    from models.tasks import task_data_from_tensors
+
     schema = {"seed": pl.Int64, "n_users": pl.Int64, "val_loss": pl.Float64, "champion_val_loss": pl.Float64,
               "mean_val_loss": pl.Float64, "champion_mean_val_loss": pl.Float64}
     diverged = diverged_seeds(challenger)
@@ -371,7 +379,7 @@ def evaluate_in_service(method: str, champions: Mapping[str, Bundle], load: Call
 import dagster as dg  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from models.learners import METHODS  # noqa: E402
+from models.configs import METHOD_NAMES  # noqa: E402
 from pipelines.lineage import TRAINED_ON_DAYS_SQL, TRAINED_WITH_SQL  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.partitions import dataset_partitions  # noqa: E402
@@ -439,4 +447,4 @@ def build_champion_asset(method: str) -> dg.AssetsDefinition:
     return _champion
 
 
-CHAMPION_ASSETS = [build_champion_asset(m) for m in METHODS]
+CHAMPION_ASSETS = [build_champion_asset(m) for m in METHOD_NAMES]

@@ -15,19 +15,21 @@ choice and its trials when it was made on the same meta_tasks, and tunes again o
 import json
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import torch
 
 from assets.bundle import Bundle
 from assets.method_assets import metrics_bundle, score
 from models.grid_edges import UNDER_TUNED, GridEdge
-from models.references import (
-    EDGE_ROUNDS, REFERENCES, GridSample, ReferenceSettings, SearchGrid, available_protocols, clip_for_task,
-    predict_references, protocol_splits, tune_settings,
-)
-from models.tasks import WARM_SPLIT, TaskData, task_data_from_tensors
+# torch and the reference rows' arithmetic (models/references.py) load inside the functions that compute,
+# so that loading the Dagster definitions does not import them (models/configs.py).
+from models.configs import EDGE_ROUNDS, REFERENCES, WARM_SPLIT, ReferenceSettings, SearchGrid
+
+if TYPE_CHECKING:
+    from models.references import GridSample
+    from models.tasks import TaskData
 
 REFERENCE_SEED = 0  # deterministic predictors (MF's initial factors use MFConfig.seed): one "seed"
 
@@ -41,12 +43,14 @@ class ProtocolChoice:
 
     settings: ReferenceSettings
     trials: list[dict]
-    mf_sample: GridSample | None = None
+    mf_sample: "GridSample | None" = None
     edges: tuple[GridEdge, ...] = ()
 
 
-def choose_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid()) -> ProtocolChoice:
+def choose_protocol(data: "TaskData", protocol: str, grid: SearchGrid = SearchGrid()) -> ProtocolChoice:
     """Tune every reference on the validation users, fitted on the splits `protocol` allows."""
+    from models.references import protocol_splits, tune_settings
+
     return ProtocolChoice(*tune_settings(data, protocol_splits(data, protocol), grid))
 
 
@@ -61,9 +65,11 @@ class ProtocolReferences:
     edges: tuple[GridEdge, ...] = ()  # the extendable grid edges the choices met
 
 
-def fit_protocol(data: TaskData, protocol: str, grid: SearchGrid = SearchGrid(), choice: ProtocolChoice | None = None) -> ProtocolReferences:
+def fit_protocol(data: "TaskData", protocol: str, grid: SearchGrid = SearchGrid(), choice: ProtocolChoice | None = None) -> ProtocolReferences:
     """Fit each reference on the protocol's splits with `choice`'s settings and predict test users;
     without a `choice`, tune on validation users first (`choose_protocol`)."""
+    from models.references import clip_for_task, predict_references, protocol_splits
+
     splits = protocol_splits(data, protocol)
     seconds = {}
     if choice is None:
@@ -87,12 +93,14 @@ class DatasetReferences:
     edges: dict[str, list[dict]]  # protocol -> the extendable grid edges its choices met (`GridEdge.as_dict`), if any
 
 
-def with_warm_identities(data: TaskData, tasks: Bundle) -> TaskData:
+def with_warm_identities(data: "TaskData", tasks: Bundle) -> "TaskData":
     """The warm split with one identity per warm user (its tasks are chunks of one history).
 
     `users__warm` (user_id, chunk, user_row) of the `meta_tasks` bundle says whose chunk each
     task is; the references then fit each warm user once, with all of its ratings.
     """
+    import torch
+
     if WARM_SPLIT not in data.splits or f"users__{WARM_SPLIT}" not in tasks.frames:
         return data
     if data.splits[WARM_SPLIT].user_index is not None:  # the bundle's tensors carry them (meta_tasks >= 3)
@@ -104,11 +112,13 @@ def with_warm_identities(data: TaskData, tasks: Bundle) -> TaskData:
     return replace(data, splits={**data.splits, WARM_SPLIT: replace(data.splits[WARM_SPLIT], user_index=identity)})
 
 
-def evaluate_dataset(dataset: str, data: TaskData, tasks: Bundle, groups: Bundle, grid: SearchGrid = SearchGrid(),
+def evaluate_dataset(dataset: str, data: "TaskData", tasks: Bundle, groups: Bundle, grid: SearchGrid = SearchGrid(),
                      choices: dict[str, ProtocolChoice] | None = None) -> DatasetReferences:
     """Fit and score every reference on one dataset, once per available protocol, with the settings
     of `choices` (protocol -> the choice `reference_settings` made on these tasks); a protocol
     without one is tuned here."""
+    from models.references import available_protocols
+
     data = with_warm_identities(data, tasks)
     user_frames, rows, tuning, settings, seconds, edges = [], [], [], {}, {}, {}
     no_lr = np.full(len(data.splits["test"]), np.nan)
@@ -137,6 +147,8 @@ def evaluate_references(tasks: dict[str, Bundle], groups: dict[str, Bundle], gri
     and the wall-clock seconds by dataset and protocol (kept out of the bundle, so that its
     content hash does not change on rerun).
     """
+    from models.tasks import task_data_from_tensors
+
     results = {dataset: evaluate_dataset(dataset, task_data_from_tensors(tasks[dataset].tensors, tasks[dataset].info),
                                          tasks[dataset], groups[dataset], grid, (choices or {}).get(dataset))
                for dataset in sorted(set(tasks) & set(groups))}
@@ -169,6 +181,9 @@ def tuning_rows(dataset: str, protocol: str, fitted: ProtocolReferences) -> list
 
 def chosen_reference_settings(tasks: Bundle, grid: SearchGrid = SearchGrid()) -> dict[str, ProtocolChoice]:
     """protocol -> the reference rows' settings chosen on one dataset's validation users (`tune_settings`)."""
+    from models.references import available_protocols
+    from models.tasks import task_data_from_tensors
+
     data = with_warm_identities(task_data_from_tensors(tasks.tensors, tasks.info), tasks)
     return {protocol: choose_protocol(data, protocol, grid) for protocol in available_protocols(data)}
 
@@ -212,7 +227,7 @@ def edge_note(dataset: str, protocol: str, edge: GridEdge) -> str:
         return line + "; not extended (set edge_rounds in reference_settings' run config to extend it)"
     line += (f"; extended to {', '.join(f'{v:g}' for v in edge.added)}: final {edge.final:g} ({edge.status}), "
              f"validation error {edge.grid_error:.6g} -> {edge.final_error:.6g}")
-    return line + ("; still on the edge: under-tuned, widen the grid (models/references.py SearchGrid)"
+    return line + ("; still on the edge: under-tuned, widen the grid (models/configs.py SearchGrid)"
                    if edge.status in UNDER_TUNED else "")
 
 
@@ -226,6 +241,8 @@ def grid_edge_notes(dataset: str, bundle: Bundle) -> dict[str, list[str]]:
 
 def stored_choices(bundle: Bundle) -> dict[str, ProtocolChoice] | None:
     """The choices `choices_bundle` stored; None for a bundle without its trials (stored before they were kept)."""
+    from models.references import GridSample
+
     if "trials" not in bundle.frames:
         return None
     trials, samples = bundle.frame("trials"), bundle.info.get("mf_grid_sample", {})

@@ -35,7 +35,7 @@ from assets.report_tables import (
 from assets.user_groups import group_notes
 from models.locks import file_lock
 from models.metrics import BOOTSTRAP_RESAMPLES
-from models.references import DEFAULT_PROTOCOL, REFERENCES
+from models.configs import DEFAULT_PROTOCOL, REFERENCES
 
 
 def test_embeddings(model: Bundle, tasks: Bundle, groups: Bundle) -> tuple[np.ndarray, np.ndarray]:
@@ -376,7 +376,7 @@ import dagster as dg  # noqa: E402
 
 from assets.plots import markdown_image  # noqa: E402
 from assets.specs import all_datasets  # noqa: E402
-from models.learners import METHODS  # noqa: E402
+from models.configs import METHOD_NAMES  # noqa: E402
 from pipelines.lineage import ANCESTORS_SQL, LATEST_SQL  # noqa: E402
 from pipelines.outputs import bundle_output, table  # noqa: E402
 from pipelines.locations import REPO_ROOT  # noqa: E402
@@ -384,11 +384,11 @@ from pipelines.provenance import machine  # noqa: E402
 from pipelines.resources import PamlResource  # noqa: E402
 from pipelines.store import LineageStore, PartitionNotBuiltError  # noqa: E402
 
-EVAL_INPUTS = {f"{m}_eval": dg.AssetIn(f"{m}_eval") for m in METHODS} | {"reference_eval": dg.AssetIn("reference_eval")}
-CHAMPION_INPUTS = {f"{m}_champion": dg.AssetIn(f"{m}_champion") for m in METHODS}
+EVAL_INPUTS = {f"{m}_eval": dg.AssetIn(f"{m}_eval") for m in METHOD_NAMES} | {"reference_eval": dg.AssetIn("reference_eval")}
+CHAMPION_INPUTS = {f"{m}_champion": dg.AssetIn(f"{m}_champion") for m in METHOD_NAMES}
 # Every row the report expects per dataset; rows evaluated but not listed here appear as well.
-EXPECTED_ROWS = (*METHODS, *(f"ref_{name}" for name in REFERENCES))
-INPUT_ASSETS = (*EVAL_INPUTS, *CHAMPION_INPUTS, *(f"{m}_model" for m in METHODS), "reg_paml_gamma_ablation",
+EXPECTED_ROWS = (*METHOD_NAMES, *(f"ref_{name}" for name in REFERENCES))
+INPUT_ASSETS = (*EVAL_INPUTS, *CHAMPION_INPUTS, *(f"{m}_model" for m in METHOD_NAMES), "reg_paml_gamma_ablation",
                 "user_groups", "meta_tasks")
 
 RUNS_SQL = """
@@ -475,7 +475,7 @@ def report(context: dg.AssetExecutionContext, paml: PamlResource, ablation, grou
 
     store = paml.store()
     load = cache(lambda artifact: store.load(store.row(artifact)))
-    services = {m: in_service(inputs[f"{m}_champion"], load) for m in METHODS}
+    services = {m: in_service(inputs[f"{m}_champion"], load) for m in METHOD_NAMES}
     models = {m: {d: s["model"] for d, s in service.items()} for m, service in services.items()}
     reg = services["reg_paml"]
     production = production_runs(store, load)

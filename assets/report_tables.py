@@ -22,7 +22,7 @@ from assets import paper
 from assets.evaluation import SIGNIFICANCE_SCHEMA, with_protocol
 from assets.markdown import markdown_table
 from models import metrics as M
-from models.references import DEFAULT_PROTOCOL, PROTOCOL_SPLITS
+from models.configs import DEFAULT_PROTOCOL, PROTOCOL_SPLITS
 
 
 @dataclass(frozen=True)

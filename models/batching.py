@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-BATCHING = ("bucketed", "random")
+from models.configs import BATCHING  # noqa: F401 (re-exported)
 
 
 def epoch_batches(support_lengths: torch.Tensor, query_lengths: torch.Tensor, batch_size: int,

@@ -13,81 +13,19 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from typing import Callable
 
 import torch
 from torch import nn
 
-from models.bounds import SettingError
-from models.config_fields import added_field, values_before
+from models.config_fields import values_before
+from models.configs import METHOD_NAMES, LearnerConfig  # noqa: F401 (re-exported)
 from models.inner import InnerConfig, StepSize, UserScaled, adapt_batch, predict_batch, total_sq_norm
 from models.network import USER_FACTOR, Inputs, NetworkConfig, PreferenceNetwork, task_loss
 from models.tasks import ItemTable, TaskData, TaskSplit
 from models.user_memory import MemoryConfig, UserMemory, check_memory_fills
-
-
-@dataclass(frozen=True)
-class LearnerConfig:
-    """Settings shared by the learners; method-specific fields say which method reads them."""
-
-    inner_lr: float = 5e-2  # base inner step size (MeLU: the fixed one; PAML: the geometric centre)
-    inner_steps: int = 1
-    first_order: bool = False
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    lr_hidden: int = 64  # PAML family: width of the LR module's hidden layer
-    lr_range: float = 4.0  # PAML family: alpha(h) in [inner_lr / lr_range, inner_lr * lr_range]
-    lr_per_layer: bool = True  # PAML family: one alpha(h_i) per adapted layer instead of one per user
-    lr_history: bool = True  # PAML family: the LR module also reads an encoding of the support set
-    lr_init_std: float = 0.1  # PAML family: init spread of the LR module's last layer (0 = every user starts equal)
-    # PAML/REG-PAML: alpha(h_i) scales a learned rate per adapted parameter (Meta-SGD's, started at
-    # inner_lr) instead of the one inner_lr: Meta-SGD says which weights move, PAML how far per user.
-    lr_per_parameter: bool = added_field(False, before=False)
-    gamma: float = 1e-3  # REG-PAML regularizer weight
-    correction_range: float = 1.0  # AT-PAML: alpha'(h) in (-c, c), in log-ratio units (x e^±c)
-    # AT-PAML: rho, the weight of the neighbours' mean log-ratio (1 = the paper's). Before it (8a67be0)
-    # AT-PAML's memory had form 1, which this code refuses; every other method ignores rho.
-    memory_weight: float = added_field(0.5, before=1.0)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
-    kernel_delta: float | None = None  # AT-PAML: fixed delta of s_k = exp(-delta ||h_i - h_k||^2); None = calibrated
-    finetune_steps: int = 5  # transfer: fine-tuning steps on a test user's support set
-    finetune_lr: float = 5e-3  # transfer: fine-tuning step size
-    # The dot-product head's user factor takes steps this many times larger than the decision
-    # layers: folding a user in needs steps near 1 / (largest eigenvalue of Q_S^T Q_S / n),
-    # far above the rates that keep the decision layers stable (models/network.py).
-    factor_lr_scale: float = 10.0
-    max_step_norm: float | None = 2.0  # bound on one inner update's norm (models/inner.py); None = Eq. (1) as is
-    # How the inner loop runs over users (models/inner.py `InnerConfig.vectorize`): the same function;
-    # "broadcast" in plain batched products, "vmap" (the former path) kept for comparison.
-    inner_vectorize: str = added_field("broadcast", before="vmap")
-    # With "broadcast": the first layer's user columns travel as one vector per user (models/inner.py
-    # `Fold`), not as a (B, 64, Du) copy; the same function, False kept for the benchmark. The fold
-    # came in 2d6a60c, before the field (5ef6bcf): models that lack the field were trained with it.
-    inner_fold: bool = added_field(True, before=True)
-
-    def __post_init__(self) -> None:
-        # `not x > 0` (not `x <= 0`) so that NaN is refused too. +inf passes: training stops on the
-        # NaN it causes with a message naming the setting (models/training.py `divergence_advice`).
-        for name in ("inner_lr", "finetune_lr", "factor_lr_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise SettingError(f"{name} must be a number > 0, got {value!r}")
-        for name in ("inner_steps", "finetune_steps", "lr_hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SettingError(f"{name} must be a whole number >= 1, got {value!r}")
-        if self.max_step_norm is not None and not self.max_step_norm > 0:
-            raise SettingError(f"max_step_norm must be > 0 (or None: no bound), got {self.max_step_norm!r}")
-        if self.kernel_delta is not None and not self.kernel_delta > 0:
-            raise SettingError(f"kernel_delta must be > 0 (or None: calibrated), got {self.kernel_delta!r}")
-        for name in ("gamma", "correction_range", "lr_init_std"):
-            if not getattr(self, name) >= 0:
-                raise SettingError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not self.lr_range >= 1.0:
-            raise SettingError(f"lr_range must be >= 1 (alpha lies in [inner_lr / r, inner_lr * r]), got {self.lr_range}")
-        if not self.memory_weight >= 0:
-            raise SettingError(f"memory_weight must be >= 0, got {self.memory_weight}")
 
 
 class ModelFormError(ValueError):

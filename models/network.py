@@ -37,15 +37,14 @@ Additions of ours, each a `NetworkConfig` switch applied to every method alike:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from models.batching import length_order
-from models.config_fields import added_field
-from models.bounds import SettingError, check_positive
+from models.configs import FOLDIN_WEIGHT, ITEM_ID_FIELD, USER_FACTOR, NetworkConfig  # noqa: F401 (re-exported)
 from models.inner import Fold, folded_key
 from models.factors import FactorTables, NeighbourTables, fitting_rows, item_factors_of, item_neighbours_of, remembered_fit
 from models.references import BiasConfig, KNNConfig, MFConfig, ReferenceSettings, knn_foldin, ridge_foldin
@@ -53,72 +52,6 @@ from models.features import ITEM_STATS, USER_STATS, LabelScale, item_statistics,
 from models.tasks import PAD_INDEX, UNKNOWN_INDEX, ItemTable, TaskData, TaskSplit
 
 Inputs = tuple[torch.Tensor, ...]  # (user (.., Du), items (.., S, Di)[, user factor (.., r), item factors (.., S, r)])
-ITEM_ID_FIELD = "item_id"
-USER_FACTOR = "factor.user"  # the adapted user factor u of the dot-product head
-FOLDIN_WEIGHT = "foldin_weight"  # the fold-ins' weights in the score (adapted only when `adapted` names it)
-
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    """Sizes of the preference network (defaults: MeLU's, plus the switches above)."""
-
-    embedding_dim: int = 32
-    hidden: tuple[int, ...] = (64, 64)
-    adapted: tuple[str, ...] = ("decision.", USER_FACTOR)  # parameter-name prefixes the inner loop adapts
-    statistics: bool = True  # rating statistics as features (models/features.py); False = MeLU's inputs
-    item_id: bool = False  # the item's identity as an item field
-    factor_dim: int = 8  # rank of the dot-product head; 0 = no head
-    factor_source: str = "mf"  # item factors: "mf" = fixed, from a ridge factorization (models/factors.py); "learned"
-    # Rows the factorization is fitted on: "support" keeps the training users' query ratings out,
-    # so meta-training's query loss judges the factors on ratings they never saw, as at test time;
-    # "all" fits every training rating; "crossfit" fits every rating for validation and test users
-    # and, for a training user, factors that left its fold's query ratings out (models/factors.py).
-    factor_fit: str = "crossfit"
-    factor_folds: int = 5
-    # The matrix-factorization fold-in as a feature: each user's (b_u, p_u) solved by ridge on its
-    # own support set over the fixed item side, and mu + b_i + b_u + q_i . p_u added to the score
-    # with a meta-learned weight: the network starts from MF's prediction and learns what the
-    # user's features and the inner loop add to it (models/references.py `ridge_foldin`).
-    mf_foldin: bool = True  # acts only with the MF head (factor_dim > 0, factor_source "mf"): see `uses_mf_foldin`
-    # The MF behind the factors and the fold-in (the classic reference's model, models/references.py):
-    # ridge on p_u and q_i, and pseudo-counts of b_u and b_i.
-    mf_reg: float = MFConfig.reg
-    mf_user_shrinkage: float = BiasConfig.user_shrinkage
-    mf_item_shrinkage: float = BiasConfig.item_shrinkage
-    unknown_rate: float = 0.2  # share of codes replaced by UNKNOWN while meta-training
-    # Item-kNN's fold-in as a feature (models/references.py `knn_foldin`): fitted on the same rows
-    # and cross-fitted like the MF factors (`factor_fit`), with the reference row's k, lambda and
-    # beta, and each item's `knn_neighbours` most similar items kept.
-    # Before them (a116243) there was no kNN fold-in; the other knn_ fields act only with it.
-    knn_foldin: bool = added_field(True, before=False)
-    knn_k: int = added_field(KNNConfig.k, before=KNNConfig.k)
-    knn_shrinkage: float = added_field(KNNConfig.shrinkage, before=KNNConfig.shrinkage)
-    knn_damping: float = added_field(KNNConfig.damping, before=KNNConfig.damping)
-    knn_neighbours: int = added_field(200, before=200)
-
-    @property
-    def uses_mf_foldin(self) -> bool:
-        """The MF fold-in needs the MF item side: the head's factors fitted by MF (`factor_dim` > 0)."""
-        return self.mf_foldin and self.factor_dim > 0 and self.factor_source == "mf"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.unknown_rate < 1.0:
-            raise SettingError(f"unknown_rate must lie in [0, 1), got {self.unknown_rate}")
-        if self.factor_dim < 0:
-            raise SettingError(f"factor_dim must be >= 0, got {self.factor_dim}")
-        # The ridge solves need a strength above 0 (models/references.py `fit_mf`): refused here, when
-        # the settings are read, not once the fold-ins are fitted in the training process.
-        for name in ("mf_reg", "mf_user_shrinkage", "mf_item_shrinkage"):
-            check_positive(name, getattr(self, name), finite=True)
-        for name in ("knn_shrinkage", "knn_damping"):
-            if not 0 <= getattr(self, name) < math.inf:  # `not` refuses NaN too
-                raise SettingError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
-        if self.factor_source not in ("mf", "learned"):
-            raise ValueError(f"factor_source must be 'mf' or 'learned', got {self.factor_source!r}")
-        if self.knn_k < 1 or self.knn_neighbours < 1:
-            raise ValueError(f"knn_k and knn_neighbours must be >= 1, got {self.knn_k} and {self.knn_neighbours}")
-        if self.factor_fit not in ("support", "all", "crossfit"):
-            raise ValueError(f"factor_fit must be 'support', 'all' or 'crossfit', got {self.factor_fit!r}")
 
 
 def with_reference_settings(config: NetworkConfig, settings: ReferenceSettings, keep: frozenset[str] = frozenset()) -> NetworkConfig:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, NamedTuple, TypeVar
 
 import numpy as np
@@ -40,117 +40,23 @@ import scipy.sparse as sp
 import torch
 
 from models import metrics as M
+from models.configs import (  # noqa: F401 (re-exported)
+    DEFAULT_PROTOCOL, EDGE_ROUNDS, MF_GRID_MAX_RATINGS, MF_GRID_SAMPLE_RATINGS, MF_GRID_SAMPLE_SEED, MF_RANK_MAX,
+    PROTOCOL_SPLITS, REFERENCES, TUNED_REFERENCES, BiasConfig, BlendConfig, KNNConfig, MFConfig, ReferenceSettings,
+    SearchGrid,
+)
 from models.grid_edges import AxisRule, GridEdge, search_with_edges
 from models.runtime import thread_count
-from models.tasks import WARM_SPLIT, TaskData, TaskSplit
+from models.tasks import TaskData, TaskSplit
 
 T, R = TypeVar("T"), TypeVar("R")
 
-REFERENCES = ("global_mean", "item_mean", "user_item_bias", "mf", "item_knn", "mf_knn")
-TUNED_REFERENCES = ("user_item_bias", "mf", "item_knn", "mf_knn")
-PROTOCOL_SPLITS: dict[str, tuple[str, ...]] = {"paper": ("train",), "production": ("train", WARM_SPLIT)}
-DEFAULT_PROTOCOL = "paper"
 # Bounds the dense (query items x support items) similarity blocks of item-kNN to ~64 MB each.
 KNN_BLOCK_ENTRIES = 8_000_000
 KNN_USER_CHUNK = 128
 # Bounds the split-wide (query items x support items) table of rho_ij and n_ij that the user
 # chunks of one split share (`pair_table`): ~1.2 GB at most (rho float64, n float32).
 KNN_TABLE_ENTRIES = 100_000_000
-# The MF grid's 25 ALS fits cost ~ (fitting ratings) x rank^2 each: on a 10 M-rating log (2 M and 9 M
-# fitting ratings) both protocols' grids had not finished in 14.5 minutes on two cores. Above
-# MF_GRID_MAX_RATINGS fitting ratings the grid points are fitted on a seeded sample of whole fitting
-# users holding at most MF_GRID_SAMPLE_RATINGS ratings, and the chosen point alone on every fitting
-# user (`grid_sample`). No built-in dataset gets there (at most 868,121: ML-1M under the production
-# protocol), so their grids are whole and their choices what they were.
-MF_GRID_MAX_RATINGS = 2_000_000
-MF_GRID_SAMPLE_RATINGS = 500_000
-MF_GRID_SAMPLE_SEED = 0
-# Grid edges (`models/grid_edges.py`): a choice on an extendable edge of a grid axis is reported
-# (`Tuning.edges`, the `reference_settings` asset's metadata, info and log) and, with EDGE_ROUNDS > 0,
-# that axis is extended by factor-2 steps, at most EDGE_ROUNDS rounds per reference. 0 by default:
-# the built-in datasets' choices lie on such edges (ML-1M's kNN lambda 3000 and production rank 20,
-# Book-Crossing's MF reg 50 and kNN k 2, taobao's kNN lambda and damping), and extending changes
-# their kNN choices (docs/protocol.md, "Reference rows"); `edge_rounds` in the `reference_settings`
-# run config (SearchGrid(edge_rounds=3) in code) extends.
-EDGE_ROUNDS = 0
-# MF's rank is extended to at most MF_RANK_MAX: an ALS fit's cost grows about as rank^3 here (ML-1M's
-# 868,121 production ratings, one thread: 3.6 CPU-s at rank 20, 17 at 40, 97 at 80).
-MF_RANK_MAX = 40
-
-
-@dataclass(frozen=True)
-class BiasConfig:
-    """Ridge strengths (pseudo-counts) of the bias estimates."""
-
-    item_shrinkage: float = 10.0
-    user_shrinkage: float = 5.0
-
-
-@dataclass(frozen=True)
-class MFConfig:
-    """Biased MF by ALS. Bias ridge strengths are the tuned `BiasConfig`'s pseudo-counts."""
-
-    rank: int = 5
-    reg: float = 10.0  # ridge strength on p_u and q_i (not scaled by the number of ratings)
-    iterations: int = 25  # ALS sweeps (user step, then item step)
-    seed: int = 0  # initial item factors ~ N(0, init_scale^2)
-    init_scale: float = 0.1
-
-
-@dataclass(frozen=True)
-class KNNConfig:
-    """Item-kNN: neighbours per prediction, similarity shrinkage lambda, damping beta."""
-
-    k: int = 20
-    shrinkage: float = 100.0
-    damping: float = 0.0
-
-
-@dataclass(frozen=True)
-class BlendConfig:
-    """The MF + kNN blend: (1 - knn_weight) * MF + knn_weight * kNN, both with their own settings."""
-
-    knn_weight: float = 0.5
-
-
-@dataclass(frozen=True)
-class SearchGrid:
-    """Validation grids of the tuned references (docs/protocol.md gives the reasons)."""
-
-    item_shrinkage: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
-    user_shrinkage: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0)
-    mf_rank: tuple[int, ...] = (1, 2, 5, 10, 20)
-    mf_reg: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0)
-    knn_k: tuple[int, ...] = (2, 5, 10, 20, 30, 40, 60, 80, 160)
-    knn_shrinkage: tuple[float, ...] = (10.0, 100.0, 300.0, 1000.0, 3000.0)
-    knn_damping: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-    blend_knn_weight: tuple[float, ...] = tuple(i / 20 for i in range(21))
-    mf_max_ratings: int = MF_GRID_MAX_RATINGS  # above this many fitting ratings, the MF grid runs on a sample
-    mf_sample_ratings: int = MF_GRID_SAMPLE_RATINGS
-    mf_sample_seed: int = MF_GRID_SAMPLE_SEED
-    # A choice on an extendable edge of an axis adds the next factor-2 value past it and chooses
-    # again, at most this many rounds per reference (`models/grid_edges.py`); 0: only report edges.
-    edge_rounds: int = EDGE_ROUNDS
-    mf_rank_max: int = MF_RANK_MAX  # the largest rank an extension tries (an MF fit costs ~ rank^3)
-
-
-@dataclass(frozen=True)
-class ReferenceSettings:
-    """One setting per tuned reference (MF and kNN reuse the bias pseudo-counts)."""
-
-    bias: BiasConfig = field(default_factory=BiasConfig)
-    mf: MFConfig = field(default_factory=MFConfig)
-    knn: KNNConfig = field(default_factory=KNNConfig)
-    blend: BlendConfig = field(default_factory=BlendConfig)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ReferenceSettings":
-        """The settings `as_dict` wrote (e.g. read back from a bundle's JSON)."""
-        return cls(BiasConfig(**values["bias"]), MFConfig(**values["mf"]), KNNConfig(**values["knn"]),
-                   BlendConfig(**values.get("blend", {})))
 
 
 @dataclass(frozen=True)

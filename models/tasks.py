@@ -9,14 +9,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-SPLITS = ("train", "val", "test")
-WARM_SPLIT = "warm"  # the most active users (production protocol only; never validation or test)
-
-# Codes of every categorical field: 0 pads (empty multi-hot slots, padded items), 1 stands for a
-# value the model has not learned (unseen, missing, or only held by non-training users).
-PAD_INDEX = 0
-UNKNOWN_INDEX = 1
-FIRST_VALUE_INDEX = 2
+from models.configs import FIRST_VALUE_INDEX, PAD_INDEX, PROTOCOLS, SPLITS, UNKNOWN_INDEX, WARM_SPLIT  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -111,9 +104,6 @@ def task_data_from_tensors(tensors: dict[str, torch.Tensor], info: dict) -> Task
         item_multi_fields=tuple(info["item_multi_fields"]), vocab_sizes=dict(info["vocab_sizes"]),
         items=ItemTable(tensors["item_fields"], multi), splits=splits,
     )
-
-
-PROTOCOLS = ("paper", "production")
 
 
 def concat_splits(parts: list[TaskSplit]) -> TaskSplit:

@@ -29,53 +29,14 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from models.batching import BATCHING, epoch_batches, length_order
-from models.bounds import SettingError, check_count, check_positive
+from models.batching import epoch_batches, length_order
+from models.configs import TrainConfig  # noqa: F401 (re-exported)
 from models.learners import ATPAML, LearnerConfig, MetaLearner, build_learner
 from models.runtime import apply_torch_threads
 from models.tasks import TaskData, TaskSplit, training_view
 
 if TYPE_CHECKING:
     from models.distributed import Collective
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Outer-loop settings."""
-
-    epochs: int = 100  # upper bound on passes over the training users
-    meta_batch: int = 32  # users per outer step (MeLU: 32 tasks)
-    outer_lr: float = 5e-4  # Adam
-    rate_lr: float | None = 3e-3  # Adam rate of the step-size machinery (LR module, Meta-SGD rates); None = outer_lr
-    weight_decay: float = 0.05  # AdamW's decoupled decay on the network's parameters (not on the step-size machinery)
-    max_grad_norm: float | None = 10.0  # clip the meta-gradient's norm; None = no clipping
-    max_steps: int = 3000  # outer-step budget
-    max_seconds: float | None = None  # wall-clock budget of the outer loop (None = none); the best evaluation is kept
-    eval_every: int = 100  # outer steps between two scorings of the validation users
-    patience: int = 5  # evaluations without a better validation loss before stopping
-    eval_batch: int | None = None  # users per evaluation batch; None = 256 on CPU, GPU_EVAL_BATCH on a GPU
-    seed: int = 0
-    device: str = "cpu"
-    protocol: str = "paper"  # "paper": cold-start training users only; "production": + warm users' tasks
-    batching: str = "bucketed"  # meta-batches of similar-length users ("random": full-random, padded to the longest)
-    bucket_pool: int = 16  # "bucketed": meta-batches per length-sorted pool (models/batching.py)
-    threads: int | None = None  # torch threads; None = PAML_THREADS (models/runtime.py)
-
-    def __post_init__(self) -> None:
-        if self.batching not in BATCHING:
-            raise SettingError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
-        for name in ("epochs", "meta_batch", "max_steps", "eval_every", "patience", "bucket_pool"):
-            check_count(name, getattr(self, name))
-        check_positive("outer_lr", self.outer_lr)
-        for name in ("rate_lr", "max_grad_norm"):
-            if getattr(self, name) is not None:
-                check_positive(name, getattr(self, name))
-        if self.max_seconds is not None and not self.max_seconds >= 0:  # 0: stop after the first step
-            raise SettingError(f"max_seconds must be >= 0 (or None: no limit), got {self.max_seconds!r}")
-        if self.eval_batch is not None:
-            check_count("eval_batch", self.eval_batch)
-        if not self.weight_decay >= 0:  # `not >=` also refuses NaN
-            raise SettingError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
 
 CPU_EVAL_BATCH = 256

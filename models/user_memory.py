@@ -23,66 +23,16 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from models.bounds import SettingError, check_count, check_positive
+from models.bounds import SettingError
+from models.configs import MEMORY_BACKENDS, MemoryConfig  # noqa: F401 (re-exported)
 
 # Upper bound on query x stored distance entries held at once by the exact search.
 _EXACT_CHUNK_ELEMENTS = 1 << 24
-MEMORY_BACKENDS = ("exact", "flann")  # torch's exact search, FLANN's randomized kd-trees
-
-
-@dataclass(frozen=True)
-class MemoryConfig:
-    """Hyper-parameters of the user memory; sigma = 1e-5 is the paper's value."""
-
-    capacity: int = 4096  # max stored users; LRU eviction past it
-    k: int = 8  # neighbours K
-    # Gaussian kernel width: s_k = exp(-delta * ||h_i - h_k||^2). None = calibrated to the stored
-    # embeddings' scale: delta = kernel_scale / median(d_K^2 - d_1^2) over stored users'
-    # neighbourhoods, so that a typical user's farthest neighbour weighs exp(-kernel_scale)
-    # times its nearest. A fixed delta cannot follow the embeddings as they train.
-    delta: float | None = None
-    kernel_scale: float = 3.0
-    calibrate_every: int = 256  # inserted rows between two calibrations (deterministic)
-    sigma: float = 1e-5  # paper's constant in the normaliser sum_j s_j + sigma
-    beta: float = 1e-3  # SGD step for stored embeddings and LRs
-    backend: str = "exact"  # "exact" (torch cdist+topk) or "flann" (randomized kd-tree)
-    flann_trees: int = 4
-    # Measured (benchmarks/memory_recall.py; N(0, I) 32-d points, K=8, 4 trees, 200 queries):
-    # recall@8 vs exact at 1536 checks is ~0.98 with 3000 stored, ~0.96 with 4096 (the default
-    # capacity) and ~0.93 with 5000; 1024 checks drops below 0.9 from ~4k stored. Isotropic
-    # Gaussians are the hard case for kd-trees; real embeddings have lower intrinsic dimension.
-    flann_checks: int = 1536
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        # Named as a run config names them (assets/method_assets.py ModelConfig: memory_k, memory_capacity, ...).
-        check_count("memory_k", self.k)
-        if self.capacity < self.k:
-            raise SettingError(f"memory_capacity must be at least memory_k ({self.k}), got {self.capacity}")
-        if self.delta is not None:
-            check_positive("kernel_delta", self.delta, finite=True)
-        check_positive("kernel_scale", self.kernel_scale, finite=True)
-        for name, value in (("sigma", self.sigma), ("memory_beta", self.beta)):
-            if not 0 <= value < math.inf:  # `not` refuses NaN too
-                raise SettingError(f"{name} must be a number >= 0, got {value!r}")
-        check_count("calibrate_every", self.calibrate_every)
-        if self.backend not in MEMORY_BACKENDS:
-            raise SettingError(f"memory_backend must be one of {', '.join(MEMORY_BACKENDS)}, got {self.backend!r}")
-        check_count("flann_trees", self.flann_trees)
-        # Only FLANN's search reads flann_checks: the exact search took any K up to the capacity, yet a
-        # memory_k above 1536 was refused with a message about FLANN.
-        if self.backend == "flann" and not (self.flann_checks == -1 or self.flann_checks >= self.k):
-            raise SettingError(f"memory_k = {self.k} is above flann_checks = {self.flann_checks}, the leaves FLANN visits: "
-                               "lower memory_k, or use memory_backend 'exact'")
-        if self.seed < 0:
-            raise SettingError(f"memory seed must be >= 0, got {self.seed}")
 
 
 def default_memory_k(training_users: int | None) -> int:

@@ -215,7 +215,7 @@ DEMO_EVAL_EVERY = 30
 def training_config(epochs: int | None, seeds: list[int] | None, max_steps: int | None = None,
                     eval_every: int | None = None) -> dict:
     """Run config overriding epochs/seeds/step budget of every model asset and the ablation (None = defaults)."""
-    from models.learners import METHODS
+    from models.configs import METHOD_NAMES as METHODS
 
     values = {k: v for k, v in {"epochs": epochs, "seeds": seeds, "max_steps": max_steps, "eval_every": eval_every}.items()
               if v is not None}
@@ -467,7 +467,7 @@ def meta_tasks_of(dataset: str) -> tuple[dict, dict, str]:
 
 def tune_command(args: argparse.Namespace) -> None:
     """Export, search (or import journals), mirror to tuning_trials, write settings and docs/tuning.md."""
-    from models.learners import METHODS
+    from models.configs import METHOD_NAMES as METHODS
     from models.search import SearchConfig
     from pipelines.tune import export_tasks, tune, tuning_doc_written
 
@@ -636,11 +636,11 @@ def build_parser() -> Parser:
 
 
 def check_methods(parser: Parser, args: argparse.Namespace) -> None:
-    """Method names are checked after parsing: the registry imports torch, which --help should not wait for."""
+    """Refuse an unknown method name after parsing, in one line naming the known ones and the command's help."""
     given = [args.method] if args.command == "recommend" else (args.methods or []) if args.command == "tune" else []
     if not given:
         return
-    from models.learners import METHODS
+    from models.configs import METHOD_NAMES as METHODS
 
     unknown = [m for m in given if m not in METHODS]
     if unknown:
@@ -712,7 +712,7 @@ def run_command(args: argparse.Namespace) -> None:
     elif args.command == "recommend":
         print(recommend_command(args))
     elif args.command == "stats":
-        from models.learners import METHODS
+        from models.configs import METHOD_NAMES as METHODS
         from pipelines.stats import data_report
         from pipelines.store import LineageStore
 

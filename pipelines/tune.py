@@ -20,7 +20,7 @@ from typing import Any, Callable
 import polars as pl
 
 from models.search import INFO_FILE, TENSORS_FILE, JournalError, parse_study_name, tasks_digest
-from models.tasks import WARM_SPLIT
+from models.configs import WARM_SPLIT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TUNING_DOC = REPO_ROOT / "docs" / "tuning.md"
