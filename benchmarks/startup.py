@@ -3,7 +3,7 @@
     python -m benchmarks.startup [--rounds 5] [--baseline REF]
 
 Every Dagster run the CLI starts, every `dagster dev` code server and every test that starts the CLI
-loads `pipelines.definitions` (Dagster, torch, polars, the assets); `--help` and `sql` should load none
+loads `pipelines.definitions` (Dagster, polars, the assets; torch only once a step computes); `--help` and `sql` should load none
 of the heavy ones. Each command runs in a fresh process, `--rounds` times, alternated with the same
 command on the code of commit `--baseline` (its tree exported under benchmarks/out/, run from there with
 the same virtual environment), so that both see the same machine. `sql` reads a tiny store made here;
