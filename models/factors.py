@@ -32,6 +32,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from models.kept_fits import COUNTS, fit_counts, fits_directory, fits_kept_in, keep_fits_in  # noqa: F401 (re-exported)
 from models.locks import file_lock
 from models.references import BiasConfig, KNNConfig, MFConfig, Ratings, fit_item_knn, fit_mf, in_threads, item_neighbours
 from models.tasks import TaskSplit
@@ -178,7 +179,7 @@ Tables = TypeVar("Tables", FactorTables, NeighbourTables)
 # per neighbour slot, about 30 MB on taobao, 53 MB on ML-1M and up to 400 MB on Book-Crossing.
 REMEMBERED_BYTES = 1 << 30  # 1 GiB
 _remembered: OrderedDict[tuple, FactorTables | NeighbourTables] = OrderedDict()
-_fit_counts = {"fitted": 0, "reused": 0, "loaded": 0}
+_fit_counts = COUNTS  # models/kept_fits.py: the resource reads them without importing this module
 _lock = threading.Lock()
 LOG = logging.getLogger(__name__)
 
@@ -188,30 +189,6 @@ LOG = logging.getLogger(__name__)
 # ratings its model loads refitted for about a minute each. Content-addressed, so never stale
 # for the same code; bounded by size, the least recently used file removed first.
 STORED_BYTES = 4 << 30  # 4 GiB
-_directory: list[Path | None] = [None]
-
-
-def keep_fits_in(directory: Path | None) -> None:
-    """Keep fitted item sides in `directory` as well (None: in this process only)."""
-    _directory[0] = None if directory is None else Path(directory)
-
-
-@contextlib.contextmanager
-def fits_kept_in(directory: Path | None) -> Iterator[None]:
-    """`keep_fits_in(directory)` for the block, then the directory that was set before."""
-    previous = fits_directory()
-    keep_fits_in(directory)
-    try:
-        yield
-    finally:
-        keep_fits_in(previous)
-
-
-def fits_directory() -> Path | None:
-    """Where fitted item sides are kept on disk (`keep_fits_in`), or None."""
-    return _directory[0]
-
-
 @functools.cache
 def fit_code_version() -> str:
     """A digest of what a fit's numbers depend on besides its key: this module's and the reference
@@ -342,11 +319,6 @@ def remembered_fit(key: tuple, fit: Callable[[], Tables], kind: type[Tables]) ->
 def table_bytes(tables: FactorTables | NeighbourTables) -> int:
     """Bytes held by the tensors of fitted tables."""
     return sum(getattr(tables, f.name).nbytes for f in fields(tables))
-
-
-def fit_counts() -> dict[str, int]:
-    """How many item sides this process fitted, reused from memory and loaded from disk (`remembered_fit`)."""
-    return dict(_fit_counts)
 
 
 def forget_fits() -> None:

@@ -333,7 +333,7 @@ def recommend_command(args: argparse.Namespace) -> str:
         catalogue_ratings, check_top, item_attributes, parse_label, profile_in_buckets, recommend, unknown_profile_fields,
     )
     from assets.specs import spec_for
-    from models.factors import fits_kept_in
+    from models.kept_fits import fits_kept_in
     from pipelines.store import LineageStore
 
     check_top(args.top)

@@ -33,7 +33,7 @@ class PamlResource(dg.ConfigurableResource):
         # Steps that load a model rebuild its network, which fits the fold-ins' item sides: keep
         # them in the home so a step run on its own reads them instead (models/factors.py).
         from assets.compressed import keep_copies_in
-        from models.factors import fit_counts, keep_fits_in  # here: torch is not needed to read a path
+        from models.kept_fits import fit_counts, keep_fits_in
 
         keep_fits_in(self.home_path / "fits")
         keep_copies_in(self.home_path)  # compressed raw files' text, beside the rest of this home's state
@@ -41,7 +41,7 @@ class PamlResource(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         from assets.compressed import keep_copies_in
-        from models.factors import fit_counts, keep_fits_in
+        from models.kept_fits import fit_counts, keep_fits_in
 
         keep_fits_in(None)
         keep_copies_in(None)

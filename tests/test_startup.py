@@ -16,22 +16,25 @@ from models.training import TrainConfig
 from models.user_memory import MEMORY_BACKENDS, MemoryConfig
 
 
-def test_definitions_load_without_torch_or_scipy(tmp_path):
-    # Every Dagster process (the UI's code server, each run, `dagster asset materialize`) loads them; torch
-    # alone was 3 of their 6.2 s on a 2 GHz core.
+def test_definitions_and_a_run_without_a_network_load_neither_torch_nor_scipy(tmp_path):
+    # Every Dagster process (the UI's code server, each run, `dagster asset materialize`) loads the definitions;
+    # torch alone was 3 of their 6.2 s on a 2 GHz core. A run of one day's logs (the resource's set-up and
+    # tear-down included) builds no network, so it should not load torch either.
     code = textwrap.dedent("""
         import sys
+        from pipelines.cli import run_job, taobao_days
         from pipelines.definitions import defs
         from assets.method_assets import ModelConfig
         jobs = sorted(job.name for job in defs.jobs)
         config = ModelConfig()
+        run_job("taobao_logs_job", taobao_days()[0])
         print(len(jobs), config.batching, sorted(m for m in ("torch", "scipy", "models.references", "models.learners")
                                                    if m in sys.modules))
     """)
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PAML_HOME": str(tmp_path / "home")},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    jobs, batching, loaded = done.stdout.split(maxsplit=2)
+    jobs, batching, loaded = done.stdout.strip().splitlines()[-1].split(maxsplit=2)  # after the run's progress lines
     assert int(jobs) > 0 and batching == TrainConfig().batching
     assert loaded.strip() == "[]", loaded
 
