@@ -77,6 +77,22 @@ def test_every_method_trains_and_lands_in_metrics(chain):
     assert users["true_group"].null_count() == 0  # the synthetic ground truth rides along
 
 
+def test_the_results_kept_steps_are_the_ones_training_kept(chain):
+    # docs/results.md's kept steps come from `training_history` (pipelines/results.py `selected_steps`), which
+    # re-derives train()'s rule; every model bundle records the step train() actually kept.
+    from pipelines.results import selected_steps
+
+    home, _, _ = chain
+    store = LineageStore(home)
+    kept = {(r["method"], r["seed"]): r["kept"] for r in selected_steps(store.query("SELECT * FROM training_history")).filter(
+        (pl.col("dataset") == "taobao") & (pl.col("protocol") == "paper")).iter_rows(named=True)}
+    recorded = {}
+    for method in METHODS:
+        model = store.load(store.latest(f"{method}_model", "taobao"))
+        recorded |= {(method, int(seed)): best["step"] for seed, best in model.info["best"].items()}
+    assert kept == recorded and len(recorded) >= len(METHODS)
+
+
 def test_views_match_the_report_and_lineage_reaches_raw_files(chain):
     home, _, evaluated = chain
     store = LineageStore(home)
