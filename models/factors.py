@@ -179,7 +179,6 @@ Tables = TypeVar("Tables", FactorTables, NeighbourTables)
 # per neighbour slot, about 30 MB on taobao, 53 MB on ML-1M and up to 400 MB on Book-Crossing.
 REMEMBERED_BYTES = 1 << 30  # 1 GiB
 _remembered: OrderedDict[tuple, FactorTables | NeighbourTables] = OrderedDict()
-_fit_counts = COUNTS  # models/kept_fits.py: the resource reads them without importing this module
 _lock = threading.Lock()
 LOG = logging.getLogger(__name__)
 
@@ -294,7 +293,7 @@ def remembered_fit(key: tuple, fit: Callable[[], Tables], kind: type[Tables]) ->
         tables = _remembered.get(key)
         if tables is not None:
             _remembered.move_to_end(key)
-            _fit_counts["reused"] += 1
+            COUNTS["reused"] += 1
     if tables is None:
         directory = fits_directory()
         path = stored_fit_path(directory, key) if directory is not None else None
@@ -310,7 +309,7 @@ def remembered_fit(key: tuple, fit: Callable[[], Tables], kind: type[Tables]) ->
                         LOG.warning(f"could not keep the fitted item side in {path.parent}: {error}")
         with _lock:
             _remembered[key] = tables
-            _fit_counts[counted] += 1
+            COUNTS[counted] += 1
             while len(_remembered) > 1 and sum(map(table_bytes, _remembered.values())) > REMEMBERED_BYTES:
                 _remembered.popitem(last=False)
     return type(tables)(**{f.name: getattr(tables, f.name).clone() for f in fields(tables)})
@@ -325,4 +324,4 @@ def forget_fits() -> None:
     """Drop every remembered item side (the next build refits) and zero the counts."""
     with _lock:
         _remembered.clear()
-        _fit_counts.update(fitted=0, reused=0, loaded=0)
+        COUNTS.update(fitted=0, reused=0, loaded=0)

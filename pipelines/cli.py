@@ -215,13 +215,13 @@ DEMO_EVAL_EVERY = 30
 def training_config(epochs: int | None, seeds: list[int] | None, max_steps: int | None = None,
                     eval_every: int | None = None) -> dict:
     """Run config overriding epochs/seeds/step budget of every model asset and the ablation (None = defaults)."""
-    from models.configs import METHOD_NAMES as METHODS
+    from models.configs import METHOD_NAMES
 
     values = {k: v for k, v in {"epochs": epochs, "seeds": seeds, "max_steps": max_steps, "eval_every": eval_every}.items()
               if v is not None}
     if not values:
         return {}
-    ops = {f"{m}_model": {"config": dict(values)} for m in METHODS} | {"reg_paml_gamma_ablation": {"config": dict(values)}}
+    ops = {f"{m}_model": {"config": dict(values)} for m in METHOD_NAMES} | {"reg_paml_gamma_ablation": {"config": dict(values)}}
     return {"ops": ops}
 
 
@@ -467,7 +467,7 @@ def meta_tasks_of(dataset: str) -> tuple[dict, dict, str]:
 
 def tune_command(args: argparse.Namespace) -> None:
     """Export, search (or import journals), mirror to tuning_trials, write settings and docs/tuning.md."""
-    from models.configs import METHOD_NAMES as METHODS
+    from models.configs import METHOD_NAMES
     from models.search import SearchConfig
     from pipelines.tune import export_tasks, tune, tuning_doc_written
 
@@ -482,7 +482,7 @@ def tune_command(args: argparse.Namespace) -> None:
         return
     config = SearchConfig(trials=args.trials, seed=args.seed, protocol=args.protocol, device=args.device, threads=args.threads,
                           max_steps=args.max_steps, eval_every=args.eval_every, patience=args.patience)
-    tune(args.datasets, default_home(), meta_tasks_of, methods=args.methods or list(METHODS), config=config,
+    tune(args.datasets, default_home(), meta_tasks_of, methods=args.methods or list(METHOD_NAMES), config=config,
          workers=args.workers, stop_after=args.stop_after, import_dir=args.import_dir,
          log=lambda line: print(line, flush=True))
     print(tuning_doc_written(default_home()))
@@ -640,13 +640,13 @@ def check_methods(parser: Parser, args: argparse.Namespace) -> None:
     given = [args.method] if args.command == "recommend" else (args.methods or []) if args.command == "tune" else []
     if not given:
         return
-    from models.configs import METHOD_NAMES as METHODS
+    from models.configs import METHOD_NAMES
 
-    unknown = [m for m in given if m not in METHODS]
+    unknown = [m for m in given if m not in METHOD_NAMES]
     if unknown:
         prog = f"{parser.prog} {args.command}"
         parser.exit(EXIT_BAD_ARGUMENTS, f"{prog}: error: unknown method {', '.join(map(repr, unknown))}; "
-                                           f"known: {', '.join(METHODS)} (see {prog} --help)\n")
+                                           f"known: {', '.join(METHOD_NAMES)} (see {prog} --help)\n")
 
 
 def run_command(args: argparse.Namespace) -> None:
@@ -712,11 +712,11 @@ def run_command(args: argparse.Namespace) -> None:
     elif args.command == "recommend":
         print(recommend_command(args))
     elif args.command == "stats":
-        from models.configs import METHOD_NAMES as METHODS
+        from models.configs import METHOD_NAMES
         from pipelines.stats import data_report
         from pipelines.store import LineageStore
 
-        print(data_report(LineageStore(default_home(), read_only=True), args.datasets, METHODS))
+        print(data_report(LineageStore(default_home(), read_only=True), args.datasets, METHOD_NAMES))
 
 
 def main(argv: list[str] | None = None) -> int:
