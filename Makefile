@@ -44,6 +44,7 @@ bench: install
 	$(PY) -m benchmarks.reference_fits
 	$(PY) -m benchmarks.long_lists
 	$(PY) -m benchmarks.startup
+	$(PY) -m benchmarks.store_ops
 
 # The paper's experiment on real data: PAML_DATA_DIR must hold ml-1m/ and bookcrossing/.
 # Seeds 0-4 and a pinned thread count (PAML_THREADS for torch and polars, recorded in `runs`):

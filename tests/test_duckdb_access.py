@@ -414,3 +414,79 @@ def test_a_run_waits_for_a_read_only_session_on_the_live_file_and_names_it(tmp_p
              if entry.level >= logging.WARNING and "waiting" in entry.user_message]
     assert waits and f"(PID {holder.pid})" in waits[0] and "paml-snapshot.duckdb" in waits[0]
     assert LineageStore(home).query("SELECT count(*) FROM artifacts WHERE asset_key = 'taobao_daily_logs'").item() == 1
+
+
+def lock_free_in_another_process(db_path) -> bool:
+    """Whether another process can open the database read-write right now."""
+    code = f"import duckdb; duckdb.connect({str(db_path)!r}).close()"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_the_pipelines_connections_hold_the_lock_only_while_open_and_nest(tmp_path):
+    # The pipeline's connections attach the file to one DuckDB instance per process (pipelines/store.py `_Host`):
+    # the lock is another process's again as soon as a connection ends, also after a failed statement.
+    from pipelines.store import connect
+
+    db = tmp_path / "x.duckdb"
+    with connect(db) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS a")
+        assert not lock_free_in_another_process(db)
+        with connect(db, read_only=True) as inner:  # a read inside a write shares the attached file
+            assert inner.execute("SELECT a FROM t").fetchall() == [(1,)]
+        # spills go beside the file, as a connection of its own put them, not into the working directory
+        assert con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == f"{db.resolve()}.tmp"
+        con.execute("INSERT INTO t VALUES (2)")  # the enclosing connection still works
+    assert lock_free_in_another_process(db)
+    with pytest.raises(Exception, match="does not exist"):
+        with connect(db, read_only=True) as con:
+            con.execute("SELECT * FROM missing")
+    assert lock_free_in_another_process(db)
+    with connect(db, read_only=True) as con:
+        with pytest.raises(RuntimeError, match="read-only: close that connection first"):
+            with connect(db):
+                pass
+        assert con.execute("SELECT sum(a) FROM t").fetchone()[0] == 3
+    assert lock_free_in_another_process(db)
+
+
+def test_threads_writing_the_store_together_all_commit(tmp_path):
+    import concurrent.futures
+
+    store = LineageStore(tmp_path)
+
+    def write(value: int) -> ArtifactRow:
+        return store.record(tiny_bundle(value), run_id=f"r{value}", job_name="j", asset_key="a", partition="p",
+                            code_version="1", inputs=[], mirrors={"t": pl.DataFrame({"x": [value]})})
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        rows = list(pool.map(write, range(8)))
+    stored = store.query("SELECT artifact_id FROM artifacts ORDER BY artifact_id")["artifact_id"].to_list()
+    assert stored == sorted(r.artifact_id for r in rows)
+    assert store.query("SELECT count(*) FROM t", snapshot=True).item() == 1  # each write replaced (a, p)'s rows
+    assert lock_free_in_another_process(store.db_path)
+
+
+def insert(db, value: int) -> None:
+    from pipelines.store import connect
+
+    with connect(db) as con:
+        con.execute("CREATE TABLE IF NOT EXISTS t (a INTEGER)")
+        con.execute("INSERT INTO t VALUES (?)", [value])
+
+
+def test_a_forked_child_connects_with_an_instance_of_its_own(tmp_path):
+    # A child of fork() inherits the parent's host instance but not its threads; it starts its own (polars is
+    # not used here: its thread pool does not survive a fork either).
+    import multiprocessing
+
+    from pipelines.store import connect
+
+    db = tmp_path / "x.duckdb"
+    insert(db, 1)
+    child = multiprocessing.get_context("fork").Process(target=insert, args=(db, 2))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    insert(db, 3)
+    with connect(db, read_only=True) as con:
+        assert con.execute("SELECT list(a ORDER BY a) FROM t").fetchone()[0] == [1, 2, 3]
