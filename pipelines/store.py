@@ -372,7 +372,6 @@ class _Host:
             cls._con = None
         cls._attached = None
 
-
     @classmethod
     def close_idle(cls) -> None:
         """Close the instance between connections, so that a child of fork() can start DuckDB: while an instance
