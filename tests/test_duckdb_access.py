@@ -475,17 +475,21 @@ def insert(db, value: int) -> None:
 
 
 def test_a_forked_child_connects_with_an_instance_of_its_own(tmp_path):
-    # A child of fork() inherits the parent's host instance but not its threads; it starts its own (polars is
-    # not used here: its thread pool does not survive a fork either).
+    # The parent closes its idle instance before fork() (os.register_at_fork): a child cannot start DuckDB while
+    # an instance of its parent's, with its thread pool, lives (it waited forever). Polars is not used here: its
+    # thread pool does not survive a fork either.
     import multiprocessing
 
     from pipelines.store import connect
 
     db = tmp_path / "x.duckdb"
     insert(db, 1)
-    child = multiprocessing.get_context("fork").Process(target=insert, args=(db, 2))
+    child = multiprocessing.get_context("fork").Process(target=insert, args=(db, 2), daemon=True)
     child.start()
     child.join(60)
+    if child.is_alive():  # hung: end it, so that the test fails instead of the worker waiting at exit
+        child.kill()
+        child.join()
     assert child.exitcode == 0
     insert(db, 3)
     with connect(db, read_only=True) as con:
