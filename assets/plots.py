@@ -29,9 +29,12 @@ def pyplot():
 
 
 def figure_png(fig) -> bytes:
-    """Render and close a matplotlib figure."""
+    """Render and close a matplotlib figure.
+
+    A figure with a layout engine (constrained layout) already fits its labels; cropping it to a tight box
+    as well draws it once more for nothing (0.3-0.6 s a figure on a 2 GHz core)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches=None if fig.get_layout_engine() is not None else "tight")
     pyplot().close(fig)
     return buffer.getvalue()
 
@@ -39,6 +42,12 @@ def figure_png(fig) -> bytes:
 def markdown_image(png: bytes, alt: str) -> str:
     """A PNG embedded in Markdown as a data URI (the Dagster UI renders it; no file link to break)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def legend_beside(ax, fontsize: float = 8) -> None:
+    """The legend right of the axes, never over the data. Where it goes is fixed: matplotlib's default ("best")
+    tests every box, flier and point against each candidate place, a third of the error plot's time."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def group_boxplots(ax, part: pl.DataFrame, methods: list[str], column: str) -> list[str]:
@@ -89,7 +98,7 @@ def error_boxplots(user_metrics: pl.DataFrame, dataset: str) -> bytes:
     ax.set_ylabel(f"per-user {error_name(dataset)} (mean over seeds)")
     ax.set_title(f"{dataset}: per-user test {error_name(dataset)}, {groups_title(drawn)}")
     if drawn:
-        ax.legend(fontsize=8)
+        legend_beside(ax)
     else:
         ax.set_xlim(-0.5, len(methods) - 0.5)
         say_empty(ax, f"no test user has a per-user {error_name(dataset)} (undefined for every user and method)")
@@ -108,8 +117,9 @@ def lr_histograms(user_metrics: pl.DataFrame, dataset: str, methods: tuple[str, 
         for group in ("major", "minor"):
             lr = part.filter((pl.col("method") == method) & (pl.col("group") == group))["lr"].to_numpy()
             if len(lr):  # weights: each group's bars sum to 1, so groups of different sizes compare
+                # One filled outline per group, not 30 bars: the same shape, half the drawing time.
                 ax.hist(lr, bins=30, alpha=0.6, weights=np.full(len(lr), 1 / len(lr)), color=GROUP_COLOURS[group],
-                        label=f"{group} users")
+                        label=f"{group} users", histtype="stepfilled")
         ax.set_title(f"{method_name(method)} ({dataset})", fontsize=9)
         ax.set_xlabel("inner learning rate")
         ax.set_ylabel("share of the group's test users")
@@ -142,7 +152,7 @@ def adaptation_plot(user_metrics: pl.DataFrame, summary: pl.DataFrame, dataset: 
     for ax in (gain_ax, cv_ax):
         ax.set_xticks(range(len(methods)), [method_name(m) for m in methods], rotation=30, ha="right", fontsize=8)
         ax.set_xlabel("method")
-        ax.legend(fontsize=7)
+        legend_beside(ax, 7)
     gain_ax.set_ylabel(f"adaptation gain: query {error_name(dataset)} before - after")
     gain_ax.set_title(f"{dataset}: what the inner loop gains per user (mean over seeds)", fontsize=9)
     cv_ax.set_ylabel("step-size cv across users (sd / mean)")
@@ -177,7 +187,7 @@ def embedding_map(embeddings: np.ndarray, groups: np.ndarray, title: str) -> byt
     ax.set_xlabel(f"principal component 1 ({explained[0]:.0%} of variance)")
     ax.set_ylabel(f"principal component 2 ({explained[1]:.0%} of variance)" if len(explained) > 1 else "principal component 2")
     ax.set_title(title, fontsize=9)
-    ax.legend()
+    legend_beside(ax)
     return figure_png(fig)
 
 
