@@ -225,16 +225,21 @@ class FieldEmbedder(nn.Module):
         # 0-d tensors rather than floats: reading them back would sync a GPU on every batch.
         return LabelScale(*self.scale.unbind())
 
-    def lookup(self, field: str, codes: torch.Tensor, owners: torch.Tensor | None = None) -> torch.Tensor:
-        """Embed `codes` of `field`: untrained codes -> UNKNOWN, some dropped to UNKNOWN in training.
+    def embed_fields(self, fields: tuple[str, ...], codes: torch.Tensor, owners: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Embed the (N, F) `codes` of `fields` (one column each): untrained codes -> UNKNOWN, some
+        dropped to UNKNOWN in training; one embedding (N, dim) per field.
 
-        `owners` (same shape) identify whose code each is (user keys, item rows): the drop is a
-        hash of (step salt, owner, field).
+        `owners` (N,) identify whose codes they are (user keys, item rows): the drop is a hash of
+        (step salt, owner, field), drawn for every field at once (the same numbers as one hash per
+        field: the hash is elementwise; each call costs some 0.2 ms of small operations on a 2 GHz core).
         """
-        codes = getattr(self, f"remap__{field}")[codes]
+        if not fields:
+            return []
+        rows = torch.stack([getattr(self, f"remap__{f}")[codes[:, i]] for i, f in enumerate(fields)], dim=1)
         if self.training and owners is not None:
-            codes = drop_to_unknown(codes, self.unknown_rate, self.salt, owners, self.field_ids[field])
-        return self.tables[field](codes)
+            ids = torch.tensor([self.field_ids[f] for f in fields], dtype=torch.long, device=rows.device)
+            rows = drop_to_unknown(rows, self.unknown_rate, self.salt, owners.unsqueeze(1), ids)
+        return [self.tables[f](rows[:, i]) for i, f in enumerate(fields)]
 
     @property
     def field_ids(self) -> dict[str, int]:
@@ -251,7 +256,7 @@ class FieldEmbedder(nn.Module):
 
         `keys` (B,) identify the users for the training-time dropout (none without them).
         """
-        parts = [self.lookup(f, user_fields[:, i], keys) for i, f in enumerate(self.user_fields)]
+        parts = self.embed_fields(self.user_fields, user_fields, keys)
         if self.statistics:
             if support_labels is None or support_mask is None:
                 raise ValueError("this network uses support-set statistics: pass support_labels and support_mask")
@@ -267,7 +272,7 @@ class FieldEmbedder(nn.Module):
         """Embeddings of item `rows` (default: every row); multi-hot fields mean-pooled."""
         rows = torch.arange(table.fields.shape[0], device=table.fields.device) if rows is None else rows
         fields = table.fields[rows]
-        parts = [self.lookup(f, fields[:, i], rows) for i, f in enumerate(self.item_fields)]
+        parts = self.embed_fields(self.item_fields, fields, rows)
         for field in self.multi_fields:
             codes = getattr(self, f"remap__{field}")[table.multi[field][rows]]  # (R, M)
             if self.training:
