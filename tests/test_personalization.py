@@ -67,6 +67,26 @@ def test_hashed_dropout_drops_about_the_rate():
     assert not torch.equal(u, hashed_uniform(8, torch.arange(20000), 3))
 
 
+def test_every_field_drops_as_its_own_hash_of_salt_owner_and_field_says():
+    from models.network import drop_to_unknown
+
+    data = tiny_task_data()
+    net = PreferenceNetwork(data, replace(SMALL, unknown_rate=0.5)).train()
+    embedder, batch = net.embedder, data.splits["train"]
+    embedder.salt = 3
+    keys = batch.keys()
+    fields = embedder.user_fields
+    assert len(fields) >= 2  # one draw for several fields is what is checked
+    drawn = embedder.embed_fields(fields, batch.user_fields, keys)
+    dropped = 0
+    for i, field in enumerate(fields):  # the draw field by field, as one hash per field made it
+        codes = getattr(embedder, f"remap__{field}")[batch.user_fields[:, i]]
+        alone = drop_to_unknown(codes, 0.5, 3, keys, embedder.field_ids[field])
+        dropped += int((alone != codes).sum())
+        assert torch.equal(drawn[i], embedder.tables[field](alone)), field
+    assert dropped > 0
+
+
 def test_item_ids_of_items_no_training_user_rated_are_unknown():
     data = tiny_task_data()
     train_split = data.splits["train"]
