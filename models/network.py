@@ -237,7 +237,8 @@ class FieldEmbedder(nn.Module):
             return []
         rows = torch.stack([getattr(self, f"remap__{f}")[codes[:, i]] for i, f in enumerate(fields)], dim=1)
         if self.training and owners is not None:
-            ids = torch.tensor([self.field_ids[f] for f in fields], dtype=torch.long, device=rows.device)
+            field_ids = self.field_ids  # a dict built per call: once, not once per field
+            ids = torch.tensor([field_ids[f] for f in fields], dtype=torch.long, device=rows.device)
             rows = drop_to_unknown(rows, self.unknown_rate, self.salt, owners.unsqueeze(1), ids)
         return [self.tables[f](rows[:, i]) for i, f in enumerate(fields)]
 
