@@ -22,8 +22,8 @@ from models.settings import (
 from models.training import TrainConfig
 from pipelines.cli import expected_failure
 from pipelines.store import LineageStore
-from pipelines.tune import (GENERATED_END, GENERATED_START, export_tasks, ingest, is_current, render_tuning_doc, replace_generated,
-                            tune)
+from pipelines.tune import (GENERATED_END, GENERATED_START, export_tasks, ingest, is_current, journal_path, kept_step,
+                            load_studies, render_tuning_doc, replace_generated, tune)
 from tests.model_fixtures import tiny_task_data
 
 pytestmark = pytest.mark.heavy  # long: handed out first when the tests run in parallel (tests/conftest.py)
@@ -322,7 +322,7 @@ def test_a_second_tune_beside_a_running_one_is_one_line_naming_it_and_leaves_its
 
 
 def test_the_tuning_doc_is_rendered_from_the_journals_and_keeps_the_hand_written_part(searched, tmp_path):
-    root, _ = searched
+    root, settings_file = searched
     doc = tmp_path / "tuning.md"
     doc.write_text(f"# Tuning\n\nhand-written intro\n\n{GENERATED_START}\nold\n{GENERATED_END}\n\nhand-written end\n")
     render_tuning_doc(root / "home", ["tiny", "movielens"], doc, tmp_path / "plots")
@@ -332,6 +332,16 @@ def test_the_tuning_doc_is_rendered_from_the_journals_and_keeps_the_hand_written
     assert "### movielens\n\nNot searched yet." in text
     assert (tmp_path / "plots" / "history_tiny.png").read_bytes()[:4] == b"\x89PNG"
     assert "`kernel_scale` | memory | 0.5 to 6 |" in text
+    # Each best trial's kept step is the one training kept (recorded by the search as `best_step`).
+    chosen = json.loads(settings_file.read_text())["methods"]
+    assert set(chosen) == {"melu", "reg_paml"}
+    for study in load_studies(journal_path(root / "home", "tiny")):
+        method = parse_study_name(study.study_name)[1]
+        trial = study.trials[chosen[method]["trial"]]
+        step = trial.user_attrs["best_step"]
+        cell = f"{trial.number} (step 0: untrained)" if step == 0 else f"{trial.number} (step {step})"
+        line = next(line for line in text.splitlines() if line.startswith(f"| {method} | "))  # the studies' table comes first
+        assert f" | {cell} | {trial.value:.4f} | " in line, (line, cell)
     with pytest.raises(ValueError, match="no end marker"):
         replace_generated(f"x {GENERATED_START} y", "new", doc)
 
@@ -485,3 +495,10 @@ def test_a_resumed_study_may_get_more_trials_but_keeps_its_budget_and_seed(tmp_p
     prepare(tasks, journal, ["melu"], replace(TINY, trials=5, device="cuda", threads=4))
     with pytest.raises(ValueError, match=r"seed 0 -> 1; max_steps 8 -> 9"):
         prepare(tasks, journal, ["melu"], replace(TINY, max_steps=9, seed=1))
+
+
+def test_a_trial_keeps_its_first_lowest_scoring_and_step_0_is_the_untrained_start():
+    assert kept_step([0, 100, 200, 300], [0.84, 0.83, 0.82, 0.82]) == 200  # the first of equal lowest, as train keeps
+    assert kept_step([0, 100, 200], [0.8371, 0.8781, 0.8785]) == 0  # training never beat the start
+    assert kept_step([0], [0.5]) == 0
+    assert kept_step([], []) is None
