@@ -132,14 +132,6 @@ def trial_rows(dataset: str, studies: list, journal_sha256: str) -> pl.DataFrame
     return pl.DataFrame(rows, schema=TRIAL_SCHEMA)
 
 
-def kept_step(steps: list[int], val_losses: list[float]) -> int | None:
-    """The outer step a trial's model is: its first lowest validation scoring, as `train` keeps it
-    (step 0 is the untrained start); None for a trial that reported no scoring."""
-    if not steps:
-        return None
-    return steps[min(range(len(steps)), key=lambda i: (val_losses[i], i))]
-
-
 def best_trials(trials: pl.DataFrame) -> pl.DataFrame:
     """Per (protocol, method): the complete trial with the lowest validation loss (ties: the earlier)."""
     return (trials.filter(pl.col("state") == "COMPLETE").sort("value", "trial")
@@ -277,14 +269,15 @@ def history_png(dataset: str, trials: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def best_trial_text(row: dict | None) -> str:
-    """'14 (step 0: untrained)' / '13 (step 700)' for a best trial's row of `trial_rows`; '-' for none."""
-    if row is None:
+def best_trial_text(trial) -> str:
+    """'14 (step 0: untrained)' / '13 (step 700)' for an Optuna trial: its number and the step its training
+    kept (`best_step`, recorded by models/search.py); '-' for none."""
+    if trial is None:
         return "-"
-    step = kept_step(row["steps"], row["val_losses"])
+    step = trial.user_attrs.get("best_step")
     if step is None:
-        return str(row["trial"])
-    return f"{row['trial']} (step 0: untrained)" if step == 0 else f"{row['trial']} (step {step})"
+        return str(trial.number)
+    return f"{trial.number} (step 0: untrained)" if step == 0 else f"{trial.number} (step {step})"
 
 
 def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_name: str | None,
@@ -305,6 +298,7 @@ def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_nam
              "| method | trials (complete / pruned / failed) | best trial (its kept step) | validation loss | defaults (trial 0) | chosen settings | seconds (all trials) |",
              "|---|---|---|---|---|---|---|"]
     best = {r["method"]: r for r in best_trials(trials).iter_rows(named=True)}
+    recorded = {parse_study_name(s.study_name)[1]: s for s in studies}
     for method in sorted(trials["method"].unique().to_list()):
         part = trials.filter(pl.col("method") == method)
         counts = " / ".join(str(part.filter(pl.col("state") == s).height) for s in ("COMPLETE", "PRUNED", "FAIL"))
@@ -314,7 +308,8 @@ def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_nam
         params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in json.loads(row["params"]).items()) if row else ""
         seconds = part["seconds"].sum()
         best_text = f"{row['value']:.4f}" if row else "-"
-        lines.append(f"| {method} | {counts} | {best_trial_text(row)} | {best_text} | "
+        trial = recorded[method].trials[row["trial"]] if row and method in recorded else None
+        lines.append(f"| {method} | {counts} | {best_trial_text(trial) if row else '-'} | {best_text} | "
                      f"{default_text} | {params} | {seconds:.0f} |")
     lines += ["", "The kept step is the outer step whose validation scoring the trial's value is; step 0 is the untrained "
               "start (the network around the fold-ins, adapted by its inner loop), which a trial keeps when no training "

@@ -22,7 +22,7 @@ from models.settings import (
 from models.training import TrainConfig
 from pipelines.cli import expected_failure
 from pipelines.store import LineageStore
-from pipelines.tune import (GENERATED_END, GENERATED_START, export_tasks, ingest, is_current, journal_path, kept_step,
+from pipelines.tune import (GENERATED_END, GENERATED_START, best_trial_text, export_tasks, ingest, is_current, journal_path,
                             load_studies, render_tuning_doc, replace_generated, tune)
 from tests.model_fixtures import tiny_task_data
 
@@ -497,8 +497,15 @@ def test_a_resumed_study_may_get_more_trials_but_keeps_its_budget_and_seed(tmp_p
         prepare(tasks, journal, ["melu"], replace(TINY, max_steps=9, seed=1))
 
 
-def test_a_trial_keeps_its_first_lowest_scoring_and_step_0_is_the_untrained_start():
-    assert kept_step([0, 100, 200, 300], [0.84, 0.83, 0.82, 0.82]) == 200  # the first of equal lowest, as train keeps
-    assert kept_step([0, 100, 200], [0.8371, 0.8781, 0.8785]) == 0  # training never beat the start
-    assert kept_step([0], [0.5]) == 0
-    assert kept_step([], []) is None
+def test_the_best_trial_cell_names_the_step_training_kept_and_step_0_as_untrained():
+    import optuna
+
+    def trial(number: int, **attrs):
+        made = optuna.trial.create_trial(value=0.8, user_attrs=attrs)
+        made.number = number
+        return made
+
+    assert best_trial_text(trial(14, best_step=0)) == "14 (step 0: untrained)"
+    assert best_trial_text(trial(13, best_step=700)) == "13 (step 700)"
+    assert best_trial_text(trial(2)) == "2"  # a trial that recorded no step
+    assert best_trial_text(None) == "-"
