@@ -11,6 +11,7 @@ tags (1,000 common + the rest unique to the item; with 5, their first 5 of the s
 measures another checkout's code (e.g. one from before the cap, docs/benchmarks.md "Long
 multi-valued lists"); each step runs in its own process so that its peak RSS is its own.
 """
+import argparse
 import json
 import os
 import random
@@ -168,13 +169,30 @@ def main() -> None:
                   f"{trained['peak_rss_mb']} | {trained['seconds_per_step']} |")
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line of the module docstring: no subcommand runs both cases."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.long_lists",
+                                     description=__doc__.split("\n\n")[0].strip())
+    commands = parser.add_subparsers(dest="cmd")
+    gen_cmd = commands.add_parser("gen", help="write the synthetic spec dataset into DIR")
+    gen_cmd.add_argument("directory", type=Path, metavar="DIR")
+    gen_cmd.add_argument("--longest", type=int, required=True, help="tags on each long item (5000 or 5)")
+    data_cmd = commands.add_parser("data", help="the data steps on DIR; the bundle in OUT (one JSON line)")
+    data_cmd.add_argument("directory", type=Path, metavar="DIR")
+    data_cmd.add_argument("out", type=Path, metavar="OUT")
+    train_cmd = commands.add_parser("train", help="a short MeLU run on OUT's bundle (one JSON line)")
+    train_cmd.add_argument("out", type=Path, metavar="OUT")
+    train_cmd.add_argument("--steps", type=int, default=20, help="outer steps per timed window (default 20)")
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
-    cmd = sys.argv[1] if len(sys.argv) > 1 else "main"
-    if cmd == "main":
-        main()
-    elif cmd == "gen":
-        gen(Path(sys.argv[2]), int(sys.argv[sys.argv.index("--longest") + 1]))
-    elif cmd == "data":
-        data(Path(sys.argv[2]), Path(sys.argv[3]))
+    args = parse(sys.argv[1:])
+    if args.cmd == "gen":
+        gen(args.directory, args.longest)
+    elif args.cmd == "data":
+        data(args.directory, args.out)
+    elif args.cmd == "train":
+        train(args.out, args.steps)
     else:
-        train(Path(sys.argv[2]), int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 20)
+        main()
