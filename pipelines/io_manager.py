@@ -177,6 +177,7 @@ class BundleIOManager(dg.IOManager):
     def __init__(self, store: LineageStore):
         self.store = store
         self._loaded: dict[tuple[str, str], dict[str, int | None]] = defaultdict(dict)
+        self._told: dict[tuple[str, str], set[tuple[str, ...]]] = defaultdict(set)  # missing partitions logged, per step
 
     # -- writing -----------------------------------------------------------------
     def handle_output(self, context: dg.OutputContext, obj: Bundle) -> None:
@@ -185,6 +186,7 @@ class BundleIOManager(dg.IOManager):
         asset_key = context.asset_key.to_user_string()
         partition = context.asset_partition_key if context.has_asset_partitions else ""
         mirrors, appends = mirrors_for(asset_key, obj), appends_for(asset_key, obj)
+        self._told.pop((context.run_id, context.step_key), None)
         # before the store deletes the bundle's scratch files
         metadata = canonical_metadata(asset_key, obj)
         mirrored = {f"mirrored_to_{t}": f.height if isinstance(f, pl.DataFrame) else f.height()
@@ -214,8 +216,13 @@ class BundleIOManager(dg.IOManager):
         if fan_in:
             resolved, missing = self._resolve(context, partitions)
             if missing:
-                context.log.info(f"{context.asset_key.to_user_string()}: {len(missing)} partition(s) never "
-                                 f"materialized, left out: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+                # A step reading several fan-ins (the report reads 14) usually misses the same datasets in
+                # each: said once at INFO, the repeats at DEBUG (still in the run's log, not on the console).
+                told = self._told[(context.step_context.run_id, context.step_context.step.key)]
+                log = context.log.debug if tuple(missing) in told else context.log.info
+                told.add(tuple(missing))
+                log(f"{context.asset_key.to_user_string()}: {len(missing)} partition(s) never "
+                    f"materialized, left out: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
             if fan_in == "window":
                 return PartitionBundles(resolved, tuple(missing), lambda ref: self._load(context, ref))
             return {partition: self._load(context, ref) for partition, ref in sorted(resolved.items())}
