@@ -218,8 +218,10 @@ class BundleIOManager(dg.IOManager):
             if missing:
                 # A step reading several fan-ins (the report reads 14) usually misses the same datasets in
                 # each: said once at INFO, the repeats at DEBUG (still in the run's log, not on the console).
+                # A window picks its own partitions and says which of those are missing (taobao_log_window:
+                # the days of its window), so the hundreds of days outside it are DEBUG too.
                 told = self._told[(context.step_context.run_id, context.step_context.step.key)]
-                log = context.log.debug if tuple(missing) in told else context.log.info
+                log = context.log.debug if fan_in == "window" or tuple(missing) in told else context.log.info
                 told.add(tuple(missing))
                 log(f"{context.asset_key.to_user_string()}: {len(missing)} partition(s) never "
                     f"materialized, left out: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
