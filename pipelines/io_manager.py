@@ -216,7 +216,7 @@ class BundleIOManager(dg.IOManager):
         if fan_in:
             resolved, missing = self._resolve(context, partitions)
             if missing:
-                # A step reading several fan-ins (the report reads 14) usually misses the same datasets in
+                # A step reading several fan-ins (the report reads 8) usually misses the same datasets in
                 # each: said once at INFO, the repeats at DEBUG (still in the run's log, not on the console).
                 # A window picks its own partitions and says which of those are missing (taobao_log_window:
                 # the days of its window), so the hundreds of days outside it are DEBUG too.
