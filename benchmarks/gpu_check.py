@@ -22,9 +22,15 @@ Two phases, each run in its own process sharing the device (models/parallel.py):
    method (mean and sd over seeds) beside the CPU reference measured on the 2-core machine
    (REFERENCE, where it has the method).
 
+Before each phase the fold-ins' tables (MF cross-fits, kNN lists) are fitted once in this
+process and kept in a fits directory (`--fits`, default a temporary one) that the runs'
+processes read, so no run fits its own copy and a phase's wall time is its runs' training.
+
 `--budget tiny` (a dry run on any machine): 2 methods for the check, 12 outer steps per run,
 one seed. Results stream to OUT/results.jsonl as runs finish (a killed run keeps what was
-done), and OUT/summary.json at the end. Exit status 1 when the check fails.
+done), and OUT/summary.json at the end; each full run's per-user test predictions go to
+OUT/users/, packed into OUT/users.tar at the end (the device machine hands back at most 8
+files). Exit status 1 when the check fails.
 """
 
 from __future__ import annotations
@@ -116,9 +122,39 @@ def run_phase(name: str, data, runs: list[tuple[dict, object, object]], processe
               f"seed {r['seed']} on {r['device']}: {r['seconds']} s, {r['steps']} steps (best {r['best_step']}, {r['stopped']}), "
               f"test MSE {r['mse']:.4f}", flush=True)
 
+    print(f"fold-in tables of the {name} phase's settings ready in {prefit(data, runs):.1f} s", flush=True)
     start = time.perf_counter()
     run_jobs(data, jobs, processes=processes, on_result=finished)
     return [r for r in rows if r is not None], time.perf_counter() - start
+
+
+def prefit(data, runs: list[tuple[dict, object, object]]) -> float:
+    """Fit the fold-ins' tables (MF cross-fits, kNN lists) here, once per network setting, into the
+    fits directory (`--fits`): each run's process then reads them (a fraction of a second) instead
+    of fitting its own copy on its CPU while the GPU waits, and the phase's wall time is training."""
+    from models.learners import build_learner
+    from models.tasks import training_view
+
+    start, done = time.perf_counter(), set()
+    for label, learner_config, train_config in runs:
+        key = (repr(learner_config.network), train_config.protocol)
+        if key not in done:
+            done.add(key)
+            build_learner(label["method"], training_view(data, train_config.protocol), learner_config)
+    return time.perf_counter() - start
+
+
+def pack_users(out: Path) -> None:
+    """OUT/users/*.npz as one file, OUT/users.tar: the device machine hands back at most 8 files."""
+    import shutil
+    import tarfile
+
+    folder = out / "users"
+    if folder.is_dir():
+        with tarfile.open(out / "users.tar", "w") as archive:
+            for path in sorted(folder.glob("*.npz")):
+                archive.add(path, arcname=f"users/{path.name}")
+        shutil.rmtree(folder)
 
 
 def check_rows(rows: list[dict]) -> tuple[list[str], bool]:
@@ -181,6 +217,8 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="cap the full runs' step budget")
     parser.add_argument("--run-seconds", type=float, default=120.0,
                         help="wall-clock cap of each full run's training (its best validation scoring is kept)")
+    parser.add_argument("--fits", type=Path, default=None,
+                        help="where the fold-ins' fitted tables are kept for the runs' processes (default: a temporary directory)")
     parser.add_argument("--skip-full", action="store_true", help="only the GPU vs CPU check")
     parser.add_argument("--skip-check", action="store_true", help="only the full runs")
     parser.add_argument("--seeds", type=seed_argument, nargs="+", default=list(SEEDS), help="seeds of the full runs")
@@ -196,6 +234,19 @@ def main() -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.jsonl").unlink(missing_ok=True)
+    (args.out / "users.tar").unlink(missing_ok=True)
+    import tempfile
+
+    from models.kept_fits import fits_kept_in
+
+    with tempfile.TemporaryDirectory() as scratch, fits_kept_in(args.fits or Path(scratch)):
+        return check_and_train(args)
+
+
+def check_and_train(args: argparse.Namespace) -> int:
+    """The two phases (module docstring), with the fold-ins' tables kept where `fits_kept_in` says."""
+    import torch
+
     gpu_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"{platform.node()}: {os.cpu_count()} CPUs, GPU {gpu_name}, torch {torch.__version__}, Python {platform.python_version()}")
     data = load_tasks(args.tasks)
@@ -256,6 +307,7 @@ def main() -> int:
         summary.update(full=full, full_seconds=round(seconds, 1))
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    pack_users(args.out)
     print(f"\ncheck {'passed' if passed else 'FAILED'}; everything took {summary['seconds']:.0f} s; results in {args.out}")
     return 0 if passed else 1
 

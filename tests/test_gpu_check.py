@@ -28,3 +28,39 @@ def test_a_runs_row_holds_its_diagnostics_and_selected_validation_loss():
     # Per-user MSE: user 0 (1 + 0) / 2 = 0.5, user 1 0 -> mean 0.25.
     assert row["mse"] == pytest.approx(0.25)
     assert diagnostic([row, {"lr_cv": None}], "lr_cv") == "0.500" and diagnostic([{"lr_cv": None}], "lr_cv") == "-"
+
+
+def test_the_fold_in_tables_are_fitted_once_per_network_setting_into_the_fits_directory(tmp_path):
+    from benchmarks.gpu_check import prefit
+    from models.factors import fit_counts, fits_kept_in, forget_fits
+    from models.learners import LearnerConfig
+    from models.training import TrainConfig
+    from tests.model_fixtures import tiny_task_data
+    from tests.test_reuse import FOLDINS
+
+    data, train = tiny_task_data(users=20), TrainConfig(device="cpu")
+    runs = [({"method": m}, LearnerConfig(network=FOLDINS), train) for m in ("melu", "reg_paml", "paml")]
+    forget_fits()
+    with fits_kept_in(tmp_path):
+        prefit(data, runs)
+        assert fit_counts()["fitted"] == 2  # the MF factors and the kNN lists: one setting for the three runs
+        assert len(list(tmp_path.glob("*.safetensors"))) == 2  # where the runs' processes read them
+        forget_fits()  # as a fresh worker process
+        prefit(data, runs)
+        assert fit_counts() == {"fitted": 0, "reused": 0, "loaded": 2}
+    forget_fits()
+
+
+def test_the_per_user_predictions_come_back_as_one_file(tmp_path):
+    import tarfile
+
+    from benchmarks.gpu_check import pack_users
+
+    (tmp_path / "users").mkdir()
+    for run in ("melu_seed0", "paml_seed1"):
+        np.savez_compressed(tmp_path / "users" / f"{run}.npz", pred=np.arange(3.0))
+    pack_users(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["users.tar"]
+    with tarfile.open(tmp_path / "users.tar") as archive:
+        assert archive.getnames() == ["users/melu_seed0.npz", "users/paml_seed1.npz"]
+        assert np.load(archive.extractfile("users/paml_seed1.npz"))["pred"].tolist() == [0.0, 1.0, 2.0]
