@@ -2,7 +2,12 @@
 
 import torch
 
+from models.network import NetworkConfig
 from models.tasks import ItemTable, TaskData, TaskSplit
+
+# A small network with both fold-ins (MF factors and kNN lists) on: tests of their fits and reuse.
+FOLDINS = NetworkConfig(embedding_dim=4, hidden=(8,), unknown_rate=0.0, factor_dim=2, factor_folds=2, mf_reg=3.0,
+                        knn_k=3, knn_shrinkage=5.0, knn_damping=0.1, knn_neighbours=50)
 
 
 def random_split(generator: torch.Generator, users: int, support: int, query: int, n_items: int,

@@ -35,8 +35,7 @@ def test_the_fold_in_tables_are_fitted_once_per_network_setting_into_the_fits_di
     from models.factors import fit_counts, fits_kept_in, forget_fits
     from models.learners import LearnerConfig
     from models.training import TrainConfig
-    from tests.model_fixtures import tiny_task_data
-    from tests.test_reuse import FOLDINS
+    from tests.model_fixtures import FOLDINS, tiny_task_data
 
     data, train = tiny_task_data(users=20), TrainConfig(device="cpu")
     runs = [({"method": m}, LearnerConfig(network=FOLDINS), train) for m in ("melu", "reg_paml", "paml")]

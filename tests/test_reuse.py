@@ -13,14 +13,12 @@ import torch
 from assets.method_assets import load_learner, variant_bundle
 from models.factors import fit_counts, fit_item_factors, fit_item_neighbours, forget_fits, keep_fits_in
 from models.learners import LearnerConfig
-from models.network import NetworkConfig, PreferenceNetwork
+from models.network import PreferenceNetwork
 from models.parallel import TrainJob, run_jobs
 from models.references import BiasConfig, KNNConfig, MFConfig
 from models.training import TrainConfig, predict_split
-from tests.model_fixtures import tiny_task_data
+from tests.model_fixtures import FOLDINS, tiny_task_data
 
-FOLDINS = NetworkConfig(embedding_dim=4, hidden=(8,), unknown_rate=0.0, factor_dim=2, factor_folds=2, mf_reg=3.0,
-                        knn_k=3, knn_shrinkage=5.0, knn_damping=0.1, knn_neighbours=50)
 
 
 def test_a_loaded_model_predicts_as_trained_without_refitting_its_item_sides():
