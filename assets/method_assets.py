@@ -504,13 +504,12 @@ def build_eval_asset(method: str) -> dg.AssetsDefinition:
     def _eval(context: dg.AssetExecutionContext, paml: PamlResource, champions) -> dg.MaterializeResult:
         from assets.promotion import evaluate_in_service
 
+        # the datasets without a champion: the IO manager has said so on the console, the metadata keeps them
         missing = sorted(set(dataset_partitions.get_partition_keys()) - set(champions))
         if not champions:  # a run that evaluates nothing says what to build, not only an INFO line among DEBUG ones
             context.log.warning(f"{method}: nothing to evaluate, no dataset has a {method} model in service in this "
                                 f"Dagster instance; train one first: dg launch --job training_job --partition DATASET "
                                 f"(after its data_job; `python -m pipelines.cli demo --dataset DATASET` does both)")
-        elif missing:
-            context.log.info(f"{method}: no model in service for {', '.join(missing)}; those datasets are left out")
         store = paml.store()
         started = time.perf_counter()
         bundle = evaluate_in_service(method, champions, lambda artifact: store.load(store.row(artifact)))

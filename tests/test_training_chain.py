@@ -197,12 +197,16 @@ def test_reference_settings_shows_its_grid_edges_in_metadata_and_warnings(chain,
             assert any(line in w for w in warnings), line
 
 
-def test_eval_without_models_names_missing_datasets(chain):
+def test_eval_without_models_names_missing_datasets(chain, instance):
     home, _, evaluated = chain
     event = [e for e in evaluated.get_asset_materialization_events() if e.asset_key.to_user_string() == "melu_eval"][0]
     metadata = event.materialization.metadata
     assert metadata["datasets_evaluated"].value == "taobao"
     assert metadata["datasets_without_model"].value == "bookcrossing, movielens"
+    # the console says it once: the IO manager's line on the champions never materialized, not the step's again
+    said = [entry.user_message for entry in instance.all_logs(evaluated.run_id)
+            if entry.step_key == "melu_eval" and "movielens" in (entry.user_message or "")]
+    assert said == ["melu_champion: 2 partition(s) never materialized, left out: movielens, bookcrossing"], said
 
 
 def test_cold_start_recommendation_for_a_new_user(chain):
