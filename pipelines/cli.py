@@ -669,10 +669,10 @@ def run_command(args: argparse.Namespace) -> None:
             budget = (args.max_steps, min(DEMO_EVAL_EVERY, args.max_steps)) if args.max_steps else (None, None)
             steps = f"{args.max_steps} outer steps per run" if args.max_steps else "the models' step budget"
             print(f"[2/3] training_job on {args.dataset} (6 methods + gamma ablation, {steps}, {thread_count()} threads) "
-                  f"... ({time.perf_counter() - started:.0f} s)", flush=True)
+                  f"... ({time.perf_counter() - started:.0f} s in)", flush=True)
             run_job("training_job", args.dataset, training_config(args.epochs, args.seeds, *budget))
             print(f"[3/3] evaluation_job (the models of every dataset that has them, the reference rows of every dataset "
-                  f"with tasks) and the report ... ({time.perf_counter() - started:.0f} s)",
+                  f"with tasks) and the report ... ({time.perf_counter() - started:.0f} s in)",
                   flush=True)
             run_job("evaluation_job")
             print(report_summary())
@@ -689,9 +689,9 @@ def run_command(args: argparse.Namespace) -> None:
             if "production" in args.protocols:
                 jobs["production_job"] = production_config(args.epochs, args.seeds)
             for job, run_config in jobs.items():
-                print(f"{job} on {dataset} ... ({time.perf_counter() - started:.0f} s)", flush=True)
+                print(f"{job} on {dataset} ... ({time.perf_counter() - started:.0f} s in)", flush=True)
                 run_job(job, dataset, run_config)
-        print(f"evaluation_job and the report ... ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"evaluation_job and the report ... ({time.perf_counter() - started:.0f} s in)", flush=True)
         run_job("evaluation_job")
         print(report_summary())
         print(f"done in {time.perf_counter() - started:.0f} s")
