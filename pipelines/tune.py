@@ -309,7 +309,7 @@ def dataset_markdown(dataset: str, trials: pl.DataFrame, studies: list, plot_nam
         seconds = part["seconds"].sum()
         best_text = f"{row['value']:.4f}" if row else "-"
         trial = recorded[method].trials[row["trial"]] if row and method in recorded else None
-        lines.append(f"| {method} | {counts} | {best_trial_text(trial) if row else '-'} | {best_text} | "
+        lines.append(f"| {method} | {counts} | {best_trial_text(trial)} | {best_text} | "
                      f"{default_text} | {params} | {seconds:.0f} |")
     lines += ["", "The kept step is the outer step whose validation scoring the trial's value is; step 0 is the untrained "
               "start (the network around the fold-ins, adapted by its inner loop), which a trial keeps when no training "
