@@ -118,6 +118,43 @@ def unknown_profile_fields(profile: dict[str, str], tasks: Bundle) -> dict[str, 
     return {f: profile[f] for f, code in zip(fields, codes) if code == UNKNOWN_INDEX}
 
 
+def known_values_hint(field: str, value: str, tasks: Bundle, listed: int = 12) -> str:
+    """What the model knows of `field` when `value` is unseen: the value in another case (`F` for `f`) or
+    close spellings, or else, for a field of at most `listed` values, all of them, most frequent first
+    ('' otherwise). A hint only: the value is never changed for the user."""
+    vocab = tasks.frame("vocab").filter(pl.col("field") == field)
+    known = vocab.sort("count", descending=True, maintain_order=True)["value"].to_list() \
+        if "count" in vocab.columns else vocab["value"].to_list()
+    value = value.strip()
+    same = [v for v in known if v.casefold() == value.casefold()]
+    numbers = _as_numbers([value, *known])
+    # spelling is no guide to numbers: age 250 is not "close to 25"; their range is
+    close = same or ([] if numbers else _closest(value, known))
+    if close:
+        return f"did you mean {' or '.join(close)}?"
+    if 0 < len(known) <= listed:
+        return f"known: {', '.join(sorted(known, key=float) if numbers else known)}"
+    return f"known: {min(numbers[1:]):g} to {max(numbers[1:]):g}" if numbers and len(numbers) > 1 else ""
+
+
+def _closest(value: str, known: list[str], most: int = 3, cutoff: float = 0.75) -> list[str]:
+    """Up to `most` of `known` spelled like `value` (difflib's ratio >= cutoff), closest first, ties in
+    `known`'s order (the most frequent first)."""
+    import difflib
+
+    scored = [(difflib.SequenceMatcher(None, value, v).ratio(), v) for v in known]
+    return [v for score, v in sorted(scored, key=lambda sv: -sv[0]) if score >= cutoff][:most]
+
+
+def _as_numbers(values: list[str]) -> list[float]:
+    """The values as finite numbers, or [] when any of them is not one."""
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        return []
+    return numbers if all(math.isfinite(n) for n in numbers) else []
+
+
 def recommend(model: Bundle, tasks: Bundle, profile: dict[str, str], ratings: dict[str, float],
               top: int = 10, seed: int | None = None) -> tuple[pl.DataFrame, float]:
     """Adapt `model` (one seed) to a new user and rank all items they have not rated.

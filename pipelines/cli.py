@@ -330,7 +330,8 @@ def recommend_command(args: argparse.Namespace) -> str:
     where possible; a bad one is a ColdStartInputError with a one-line message.
     """
     from assets.cold_start import (
-        catalogue_ratings, check_top, item_attributes, parse_label, profile_in_buckets, recommend, unknown_profile_fields,
+        catalogue_ratings, check_top, item_attributes, known_values_hint, parse_label, profile_in_buckets, recommend,
+        unknown_profile_fields,
     )
     from assets.specs import spec_for
     from models.kept_fits import fits_kept_in
@@ -355,7 +356,8 @@ def recommend_command(args: argparse.Namespace) -> str:
             str(item_attributes(given, items, spec.display_fields)),
             f"{args.method} adapted to them (inner learning rate {lr:.4g}); top {args.top} of the other items:",
             *(["profile values never seen in training, so they use the unknown embedding: "
-               + ", ".join(f"{field}={value}" for field, value in unknown.items())] if unknown else []),
+               + ", ".join(f"{field}={value}" + (f" ({hint})" if (hint := known_values_hint(field, value, tasks)) else "")
+                           for field, value in unknown.items())] if unknown else []),
             str(item_attributes(ranked, items, spec.display_fields)),
         ])
 

@@ -457,3 +457,22 @@ def test_reference_settings_run_config_extends_its_grid_edges(chain, instance):
     assert materialize(home, instance, "reference_settings", "taobao").success
     again = store.load(store.latest("reference_settings", "taobao"))
     assert again.info["settings"] == before.info["settings"]
+
+
+def test_recommend_hints_what_the_model_knows_of_an_unseen_profile_value():
+    from assets.bundle import Bundle
+    from assets.cold_start import known_values_hint
+
+    rows = [("gender", "F", 2, 60), ("gender", "M", 3, 40), ("city", "Hangzhou", 4, 9), ("city", "Wuhan", 5, 30),
+            ("city", "Zhengzhou", 6, 5), ("level", "3", 7, 10), ("level", "10", 8, 50), ("level", "2", 9, 1)]
+    rows += [("town", f"t{i}", 10 + i, 20 - i) for i in range(20)]
+    tasks = Bundle(frames={"vocab": pl.DataFrame(rows, schema=["field", "value", "index", "count"], orient="row")})
+    assert known_values_hint("gender", "f", tasks) == "did you mean F?"  # another case: said, not changed
+    assert known_values_hint("city", " hangzou", tasks) == "did you mean Hangzhou or Zhengzhou?"  # closest first
+    assert known_values_hint("gender", "x", tasks) == "known: F, M"  # most frequent first
+    assert known_values_hint("city", "Atlantis", tasks) == "known: Wuhan, Hangzhou, Zhengzhou"
+    # numbers are listed in order and never offered by spelling (20 is not "close to" 2)
+    assert known_values_hint("level", "20", tasks) == "known: 2, 3, 10"
+    assert known_values_hint("level", "20", tasks, listed=2) == "known: 2 to 10"
+    assert known_values_hint("town", "Atlantis", tasks) == ""  # 20 values: too many to list
+    assert known_values_hint("town", "t07", tasks) == "did you mean t0 or t7?"  # ties: the more frequent first
