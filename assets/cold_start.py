@@ -5,6 +5,7 @@ handful of ratings (or clicks); the learner adapts its decision layers on them, 
 user's own inner learning rate, and ranks every other item.
 """
 
+import difflib
 import math
 
 import numpy as np
@@ -140,8 +141,6 @@ def known_values_hint(field: str, value: str, tasks: Bundle, listed: int = 12) -
 def _closest(value: str, known: list[str], most: int = 3, cutoff: float = 0.75) -> list[str]:
     """Up to `most` of `known` spelled like `value` (difflib's ratio >= cutoff), closest first, ties in
     `known`'s order (the most frequent first)."""
-    import difflib
-
     scored = [(difflib.SequenceMatcher(None, value, v).ratio(), v) for v in known]
     return [v for score, v in sorted(scored, key=lambda sv: -sv[0]) if score >= cutoff][:most]
 
