@@ -50,6 +50,16 @@ def reader_facts(copies_before: dict[str, int], copies_after: dict[str, int], li
     return out
 
 
+def some_paths(paths: list[str], most: int = 8) -> str:
+    """The paths for a log line: all of up to `most`, else the first and the last few (a year of daily
+    logs is 365 files; every one, with its SHA-256, is in the asset's `raw_files` metadata)."""
+    if len(paths) <= most:
+        return ", ".join(paths)
+    head, tail = paths[:most - 3], paths[-2:]
+    return (", ".join(head) + f", ... ({len(paths) - len(head) - len(tail)} more), " + ", ".join(tail)
+            + " (all of them: the raw_files metadata)")
+
+
 @dg.asset(
     partitions_def=dataset_partitions, group_name="data", kinds={"polars", "csv"}, code_version="4",
     ins={"taobao_log_window": dg.AssetIn(partition_mapping=TAOBAO_ONLY)},
@@ -63,7 +73,7 @@ def raw_logs(context: dg.AssetExecutionContext, paml: PamlResource, taobao_log_w
     bundle = read_raw(context.partition_key, paml.data_path, taobao_log_window)
     for line in reader_facts(copies, copies_written(), lines, lines_read()):
         context.log.info(line)
-    context.log.info(f"read {len(bundle.sources)} raw files: " + ", ".join(s.path for s in bundle.sources))
+    context.log.info(f"read {len(bundle.sources)} raw files: {some_paths([s.path for s in bundle.sources])}")
     if bundle.info.get("decoded_as"):
         context.log.warning(f"read in another encoding than declared: {bundle.info['decoded_as']}")
     for label, line in bundle.info.get("unterminated", {}).items():

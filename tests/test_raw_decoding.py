@@ -358,3 +358,13 @@ def test_a_lone_cr_that_joins_two_records_is_named_on_its_line(tmp_path, line_en
     others = pl.col("user_id") != "1"
     assert bundle.frame("interactions").filter(others).equals(
         expected.frame("interactions").filter(others).with_columns(pl.col("line") - 1))
+
+
+def test_the_read_files_line_names_a_long_list_by_its_ends():
+    from assets.raw_logs import some_paths
+
+    assert some_paths(["a", "b"]) == "a, b"
+    days = [f"logs/dt=2026-01-{d:02d}/impressions.csv" for d in range(1, 15)] + ["users.csv"]
+    line = some_paths(days)  # 15 files: the first 5, a count of the 8 left out, the last 2
+    assert line.startswith("logs/dt=2026-01-01/impressions.csv, ") and ", ... (8 more), logs/dt=2026-01-14" in line
+    assert line.endswith("users.csv (all of them: the raw_files metadata)") and "dt=2026-01-06" not in line
