@@ -688,6 +688,24 @@ def rejected_summary(rejected: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
             .sort("rows", "source_file", "reason", descending=[True, False, False]))
 
 
+def reasons_text(summary: pl.DataFrame, most: int = 25) -> str:
+    """The console's view of `rejected_summary`: one line per reason over every file, most rows first, the
+    reason in full (a table cut reasons and files short). Per file: the rejected_by_reason metadata."""
+    total = int(summary["rows"].sum()) if summary.height else 0
+    by_reason = (summary.group_by("reason").agg(rows=pl.col("rows").sum(), files=pl.len())
+                 .sort("rows", "reason", descending=[True, False]))
+    width = len(f"{int(by_reason['rows'].max()):,}") if by_reason.height else 1
+    lines = [f"  {rows:>{width},}  {reason}" + (f" (in {files} files)" if files > 1 else "")
+             for reason, rows, files in by_reason.head(most).iter_rows()]
+    if by_reason.height > most:
+        rest = by_reason.slice(most)
+        lines.append(f"  {int(rest['rows'].sum()):>{width},}  ({rest.height} other reasons)")
+    files = summary["source_file"].n_unique() if summary.height else 0
+    heading = f"rejected {total:,} rows" + (f" of {files} files; by reason (per file: the rejected_by_reason metadata):"
+                                           if total else "")
+    return "\n".join([heading, *lines])
+
+
 @dg.asset(
     partitions_def=dataset_partitions, group_name="data", kinds={"polars", "duckdb"}, code_version="3",
     description="Validated cleaning: typed users, items and interactions; every dropped row kept with its reason.",
@@ -699,7 +717,7 @@ def clean_logs(context: dg.AssetExecutionContext, raw_logs: Bundle, paml: PamlRe
     else:
         bundle = clean_logs_from_raw(raw_logs, spec)
     summary = rejected_summary(bundle.scan("rejected"))
-    context.log.info(f"rejected {int(summary['rows'].sum())} rows; by reason:\n{summary}")
+    context.log.info(reasons_text(summary))
     sampled = {key: bundle.info[key] for key in SAMPLING_FACTS if key in bundle.info}
     if sampled:
         context.log.info(f"sampled negatives (never read, not in rows_per_raw_file): {sampled}")

@@ -447,3 +447,18 @@ def test_raw_sources_hash_by_name_and_bytes_in_any_directories():
     other = Bundle(frames={"t": pl.DataFrame({"x": [1]})}, sources=(
         SourceFile(path="/a/movielens.toml", sha256="c" * 64, bytes=10), SourceFile(path="/m/ratings.dat", sha256="b" * 64, bytes=20)))
     assert other.content_hash() != bundle("/a/repo", "/m/data").content_hash()  # the bytes still count
+
+
+def test_the_console_counts_rejections_by_reason_over_every_file():
+    from assets.clean_logs import reasons_text
+
+    summary = pl.DataFrame({"source_file": ["a.csv", "b.csv", "a.csv", "b.csv"],
+                            "reason": ["age missing", "age missing", "a reason longer than any table column would show", "z"],
+                            "rows": [1200, 3, 40, 40]})
+    assert reasons_text(summary).splitlines() == [
+        "rejected 1,283 rows of 2 files; by reason (per file: the rejected_by_reason metadata):",
+        "  1,203  age missing (in 2 files)",
+        "     40  a reason longer than any table column would show",  # ties: by reason
+        "     40  z"]
+    assert reasons_text(summary, most=1).splitlines()[-1] == "     80  (2 other reasons)"
+    assert reasons_text(summary.head(0)) == "rejected 0 rows"
