@@ -244,8 +244,10 @@ def summary(run_id: str) -> str:
         "FROM artifacts WHERE run_id = ? ORDER BY seq", [run_id])
     dataset = artifacts["partition"][0] if artifacts.height else ""
     rejected = store.query(
-        "SELECT reason, count(*) AS n_rows FROM rejected_rows WHERE dataset = ? GROUP BY ALL ORDER BY n_rows DESC",
+        "SELECT reason, count(*) AS n_rows FROM rejected_rows WHERE dataset = ? GROUP BY ALL ORDER BY n_rows DESC, reason",
         [dataset])
+    with pl.Config(tbl_rows=40, fmt_str_lengths=120):  # every reason, in full (a dataset has a few dozen at most)
+        rejected_text = str(rejected)
     checks = store.query(
         "SELECT check_name, count(*) AS expectations, count(*) FILTER (WHERE success) AS passed "
         "FROM checks WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [run_id])
@@ -253,7 +255,7 @@ def summary(run_id: str) -> str:
         f"run {run_id} (dataset {dataset})",
         f"DuckDB lineage store: {store.db_path}",
         "artifacts made:", str(artifacts),
-        "rejected rows by reason:", str(rejected),
+        "rejected rows by reason:", rejected_text,
         "Great Expectations checks:", str(checks),
         "Try some SQL (reads paml-snapshot.duckdb, so it works while runs write):",
         f"  .venv/bin/python -m pipelines.cli sql \"{SAMPLE_QUERY}\"",
