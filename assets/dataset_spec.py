@@ -233,8 +233,11 @@ def column_hint(file: TableFile, name: str) -> str:
         head = [handle.readline(HEADER_BYTES) for _ in range(TITLE_LINES)]
     for number, line in enumerate(head, start=1):
         text = line.removeprefix(codecs.BOM_UTF8).decode(file.encoding, errors="replace").rstrip("\r\n")
-        row = next(csv.reader([text], delimiter=file.separator, quotechar=file.quote or None,
-                              quoting=csv.QUOTE_MINIMAL if file.quote else csv.QUOTE_NONE), [])
+        try:
+            row = next(csv.reader([text], delimiter=file.separator, quotechar=file.quote or None,
+                                  quoting=csv.QUOTE_MINIMAL if file.quote else csv.QUOTE_NONE), [])
+        except csv.Error:  # a CR alone inside the line, a field over the csv limit: no header, and only a hint
+            continue
         if number > 1 and name in header_names(row):
             return (f" (line {number} names it: the header must be line 1; remove the {number - 1} line(s) above it, "
                     "a title row?)")

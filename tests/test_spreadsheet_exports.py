@@ -400,3 +400,14 @@ def test_dataset_add_checks_every_file_of_a_pattern_naming_the_file(tmp_path, mo
     message = str(refused.value)
     assert message.startswith(f"{spec}: interactions.file: sheet/day3/log.csv ({directory / 'day3' / 'log.csv'})"), message
     assert problem in message, message
+
+
+@pytest.mark.parametrize("line", ["1,a,4.5\r,1700000000", "1,a," + "x" * 200_000 + ",1700000000"], ids=["lone CR", "long field"])
+def test_a_header_the_spec_does_not_match_is_named_whatever_the_lines_below_it_hold(tmp_path, line):
+    # The hint that looks for the header further down split each of the first lines with Python's csv reader,
+    # which stops on a CR alone inside a line or a field over its limit: dataset add stopped with a bare
+    # "_csv.Error: new-line character seen in unquoted field" instead of naming the missing column.
+    directory = sheet_dir(tmp_path, ["userid,item,rating,ts", line, *LOG[2:]])
+    with pytest.raises(SpecError, match=r"interactions.user_id: unknown column; sheet/log.csv has userid, item, rating, ts "
+                                        r"\(found 'user'\)"):
+        load_spec(directory)
