@@ -29,7 +29,7 @@ from typing import Any
 
 from assets.domains import MISSING_MARKERS, STRAY_BOOLEAN_HINT, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.compressed import READABLE_SUFFIXES, decompressed, present
-from assets.raw_files import HEADING, LAYOUTS, check_header, header_key, header_names
+from assets.raw_files import HEADING, LAYOUTS, check_header, field_limit, header_key, header_names
 from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_prefix, check_start, describe_bytes, position
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, MULTI_VALUES_LIMIT, DatasetSpec, NumericField
 
@@ -318,8 +318,9 @@ def header_line(path: Path, separator: str, quote: str, encoding: str) -> tuple[
                                "byte-order mark, or a binary file).")
     # Split at any line end: a file with CR-only line ends reads as one line.
     text = re.split(r"\r\n|\r|\n", first.decode(encoding, errors="replace"), maxsplit=1)[0]
-    row = next(csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote or None,
-                          quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE), [])
+    with field_limit([text]):  # a field on line 1 is no longer than the line: split it as the read does
+        row = next(csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote or None,
+                              quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE), [])
     return header_names(row) if any(name.strip() for name in row) else ()
 
 

@@ -82,6 +82,20 @@ def test_a_quoted_field_longer_than_the_csv_limit_on_one_line_is_read_not_taken_
     assert rejected["reason"].to_list() == ["unknown item_id"] and rejected["value"].to_list() == [long_item]
 
 
+def test_a_header_field_longer_than_the_csv_limit_is_a_column_name_not_a_csv_error(tmp_path):
+    # Line 1 was split with Python's csv reader at its default limit: a header field over 131,072 characters
+    # stopped load_spec with a bare "_csv.Error: field larger than field limit" naming no file. Split as the
+    # read splits it (the limit raised to the line's length), it is a column name, here one the spec names.
+    long_column = "w" * LONG
+    root = tmp_path / "long"
+    root.mkdir()
+    (root / "dataset.toml").write_text(LOG_SPEC.replace('timestamp = "when"', f'timestamp = "{long_column}"'), encoding="utf-8")
+    write_lines(root / "log.csv", [HEADER.replace("when", long_column), *log_rows()], encoding="utf-8")
+    dataset = load_spec(root)
+    assert dataset.interactions.columns[-1] == long_column
+    assert clean_logs_from_raw(read_custom(dataset), dataset.spec).frame("interactions").height == 12
+
+
 def test_a_byte_order_mark_at_the_start_of_a_data_line_is_no_part_of_its_id(tmp_path):
     # Two ML-1M style files joined, the second saved with a BOM: user '\ufeff2' was rejected as an unknown
     # user_id whose value prints as '2', a user that exists.
