@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from assets.bundle import Bundle, file_source
 from assets.compressed import decompressed
@@ -71,10 +72,7 @@ def read_parquet(file: TableFile, used: frozenset[str] | None = None) -> pl.Data
     (its footer was checked when the spec was loaded, its pages are read here), without rows, or with a
     column no text can stand for (a duration; bytes that are not UTF-8, named with their row)."""
     columns = None if used is None else [c for c in file.columns if c in used]
-    try:
-        frame = pl.read_parquet(file.path, columns=columns)
-    except (pl.exceptions.PolarsError, OSError) as error:
-        raise RawFileError(f"{file.label} ({file.path}): not a readable Parquet file: {str(error).splitlines()[0]}") from None
+    frame = pl.from_arrow(parquet_table(file, columns))
     if not frame.height:
         raise EmptyRawFileError(f"{file.label} ({file.path}): no data rows (the Parquet file holds none).")
     for column, dtype in frame.schema.items():
@@ -84,6 +82,21 @@ def read_parquet(file: TableFile, used: frozenset[str] | None = None) -> pl.Data
         if dtype == pl.Binary:  # text written as bytes (BINARY without a UTF8 annotation): fine when it is UTF-8
             frame = frame.with_columns(utf8_text(frame[column], f"{file.label} ({file.path})"))
     return frame
+
+
+def parquet_table(file: TableFile, columns: list[str] | None) -> pa.Table:
+    """The `columns` of a Parquet file (all when None), decoded by pyarrow, or a RawFileError naming the file.
+
+    Not by polars' reader: on a page whose header is corrupt (a flipped byte, a file cut and patched), polars 2.1
+    panics (a PanicException, which is no Exception) or aborts the whole process on a huge allocation, where
+    pyarrow checks the header and raises an error saying what is wrong with the page.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(file.path, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise RawFileError(f"{file.label} ({file.path}): not a readable Parquet file: {str(error).splitlines()[0]}") from None
 
 
 def utf8_text(values: pl.Series, where: str) -> pl.Series:
@@ -485,7 +498,7 @@ def label_scan(file: TableFile, column: str, whole: bool = False) -> pl.LazyFram
     with the project's reader instead, as is an unquoted file of CR line ends (polars ends a line at LF only).
     """
     if file.format == "parquet":
-        return pl.scan_parquet(file.path).select(pl.col(column).cast(pl.String).alias("label"))
+        return pl.from_arrow(parquet_table(file, [column])).lazy().select(pl.col(column).cast(pl.String).alias("label"))
     source = decompressed(file.path, f"{file.label} ({file.path})")  # a compressed log's text is its decompressed copy
     if file.format == "jsonl":
         return read_table(file, frozenset({column}))[0].lazy().select(pl.col(column).alias("label"))

@@ -1,6 +1,8 @@
 """Dataset specs: a rating spec (MovieLens-100K as shipped), a click spec (quoted CSV + user table,
 YAML), a Parquet log; every spec mistake; the CLI's dataset add/list/remove; the GX suite from a spec."""
 
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -567,6 +569,52 @@ def test_a_parquet_file_with_corrupted_pages_is_a_named_error(tmp_path):
     dataset = load_spec(tmp_path)
     with pytest.raises(RawFileError, match=r"^pq_bad/log.parquet \(.*log.parquet\): not a readable Parquet file: "):
         read_custom(dataset)
+
+
+# Run in a child process: before the fix, polars' reader aborted the whole process on some of these files.
+BROKEN_PAGE_HEADERS = """
+import sys
+from pathlib import Path
+import pyarrow as pa, pyarrow.parquet as pq
+from assets.custom_reader import read_custom
+from assets.dataset_spec import load_spec
+from assets.raw_text import RawFileError
+root = Path(sys.argv[1])
+path = root / "log.parquet"
+n = 100
+table = pa.table({"uid": [u % 10 for u in range(n)], "iid": ["a", "b"] * (n // 2), "stars": [4.0] * n,
+                  "country": ["fr"] * n, "plan": ["p"] * n, "lang": ["l"] * n, "kind": ["x"] * n,
+                  "at": [1704067200] * n})
+pq.write_table(table, path, compression="none", use_dictionary=False)
+whole = path.read_bytes()
+row_group = pq.read_metadata(path).row_group(0)
+outcomes = set()
+for column in range(row_group.num_columns):
+    start = row_group.column(column).data_page_offset
+    for offset in range(start, start + 24):  # the page header: its sizes and value counts
+        for byte in (0x00, 0xFF):
+            data = bytearray(whole)
+            data[offset] = byte
+            path.write_bytes(bytes(data))
+            try:
+                read_custom(load_spec(root))
+                outcomes.add("read")
+            except RawFileError as error:
+                assert str(error).startswith("pq_bad/log.parquet ("), error
+                outcomes.add("named")
+print(sorted(outcomes))
+"""
+
+
+def test_a_parquet_file_with_a_broken_page_header_is_a_named_error_not_a_crash(tmp_path):
+    # A byte of a data page's header changed (a bad disk, a cut upload): polars 2.1's reader aborted the process
+    # ("memory allocation of 2305843009213693704 bytes failed") or raised a PanicException, which no `except
+    # Exception` catches, instead of the RawFileError that names the file.
+    (tmp_path / "dataset.toml").write_text(PQ_SPEC)
+    done = subprocess.run([sys.executable, "-c", BROKEN_PAGE_HEADERS, str(tmp_path)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['named', 'read']"
 
 
 def test_keep_missing_keeps_a_user_whose_profile_value_is_missing_as_unknown(tmp_path):
