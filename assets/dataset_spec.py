@@ -29,7 +29,7 @@ from typing import Any
 
 from assets.domains import MISSING_MARKERS, STRAY_BOOLEAN_HINT, Category, EpochSeconds, Identifier, IntegerIn, NumberIn, Parts, Text, epoch
 from assets.compressed import READABLE_SUFFIXES, decompressed, present
-from assets.raw_files import HEADING, LAYOUTS, check_header, field_limit, header_key, header_names
+from assets.raw_files import HEADING, LAYOUTS, check_header, field_limit, header_key, header_names, shown_columns
 from assets.raw_text import WIDE_BOMS, RawEncodingError, RawFileError, check_prefix, check_start, describe_bytes, position
 from assets.specs import DATASETS, MAJOR_MIN_TOP_FEATURES, MULTI_VALUES_LIMIT, DatasetSpec, NumericField
 
@@ -209,7 +209,7 @@ class Checker:
         """table[key] as a column name of `file` (or one of the `parts` its split columns give)."""
         name = self.typed(table, key, where, str, default)
         if name is not None and name not in file.columns and name not in parts:
-            raise self.fail(f"{where}.{key}", f"unknown column; {file.label} has {', '.join((*file.columns, *parts))}"
+            raise self.fail(f"{where}.{key}", f"unknown column; {file.label} has {shown_columns((*file.columns, *parts))}"
                             f"{column_hint(file, name)}", name)
         return name
 
@@ -539,7 +539,7 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
             columns = tuple(check.typed(body, "columns", key, list))
             for column in columns:
                 if column not in file.columns:
-                    raise check.fail(f"{key}.columns", f"unknown column; {file.label} has {', '.join(file.columns)}", column)
+                    raise check.fail(f"{key}.columns", f"unknown column; {file.label} has {shown_columns(file.columns)}", column)
             if not columns:
                 raise check.fail(f"{key}.columns", "expected the flag columns (one per value)", columns)
         else:
@@ -809,7 +809,7 @@ def display_columns(check: Checker, raw: Any, file: TableFile, features_: tuple[
         raise check.fail("items.display", "expected a list of columns, or a table {shown name = column}", raw)
     for name, column in pairs:
         if not isinstance(column, str) or (column not in file.columns and column not in features_):
-            raise check.fail("items.display", f"unknown column; {file.label} has {', '.join(file.columns)}"
+            raise check.fail("items.display", f"unknown column; {file.label} has {shown_columns(file.columns)}"
                              f"{' and the item features ' + ', '.join(features_) if features_ else ''}", column)
         if name in RESERVED or (name != column and name in features_):
             raise check.fail("items.display", "a shown name may not be a name the cleaned tables use", name)

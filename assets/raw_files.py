@@ -14,7 +14,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,12 +185,22 @@ def header_names(fields: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name or UNNAMED.format(position) for position, name in enumerate(names, start=1))
 
 
+NAME_SHOWN = 120  # characters of a column name a message shows
+
+
+def shown_columns(names: Iterable[str]) -> str:
+    """Column names for a message, each cut to NAME_SHOWN characters: a line 1 that is no header (a long line of
+    data, a file joined to another) can name a column of 200,000 characters, and the message stays one line."""
+    return ", ".join(name if len(name) <= NAME_SHOWN else f"{name[:NAME_SHOWN]}... ({len(name):,} characters)"
+                     for name in names)
+
+
 def check_header(found: list[str], expected: tuple[str, ...], label: str, path: Path) -> None:
     """Raise a RawHeaderError unless the header line names the expected columns (empty fields named as
     `header_names` names them)."""
     if header_key(header_names(found) if found else found) != header_key(expected):
         raise RawHeaderError(
-            f"{label} ({path}) line 1: expected the header {', '.join(expected)}; found {', '.join(found) or 'nothing'}."
+            f"{label} ({path}) line 1: expected the header {', '.join(expected)}; found {shown_columns(found) or 'nothing'}."
         )
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from assets.clean_logs import clean_logs_from_raw
 from assets.custom_reader import read_custom
-from assets.dataset_spec import load_spec
-from assets.raw_files import HEADER_AGAIN, read_bookcrossing, read_movielens
+from assets.dataset_spec import SpecError, load_spec
+from assets.raw_files import HEADER_AGAIN, check_header, read_bookcrossing, read_movielens
 from assets.raw_text import RawFileError
 from assets.specs import SPECS
 from tests.fixtures import bookcrossing_dir, bx_location, good_ml_users, ml_ratings_for, movielens_dir, quoted, write_lines
@@ -94,6 +94,24 @@ def test_a_header_field_longer_than_the_csv_limit_is_a_column_name_not_a_csv_err
     dataset = load_spec(root)
     assert dataset.interactions.columns[-1] == long_column
     assert clean_logs_from_raw(read_custom(dataset), dataset.spec).frame("interactions").height == 12
+
+
+def test_a_header_naming_a_very_long_column_is_named_in_a_message_of_readable_length(tmp_path):
+    # A line of 200,000 characters above the header (a joined or broken file) became one column name, and the
+    # spec error listing the file's columns was 200 KB on one line; the header check shows what it found too.
+    root = tmp_path / "long"
+    root.mkdir()
+    (root / "dataset.toml").write_text(LOG_SPEC, encoding="utf-8")
+    write_lines(root / "log.csv", ["y" * LONG, HEADER, *log_rows()], encoding="utf-8")
+    with pytest.raises(SpecError) as error:
+        load_spec(root)
+    message = str(error.value)
+    assert len(message) < 1000
+    assert f"interactions.user_id: unknown column; corrupt/log.csv has {'y' * 120}... (200,000 characters)" in message
+    assert "(line 2 names it: the header must be line 1" in message
+    with pytest.raises(RawFileError) as error:
+        check_header(["y" * LONG], ("user", "item"), "corrupt/log.csv", root / "log.csv")
+    assert len(str(error.value)) < 1000 and str(error.value).endswith(f"found {'y' * 120}... (200,000 characters).")
 
 
 def test_a_byte_order_mark_at_the_start_of_a_data_line_is_no_part_of_its_id(tmp_path):
