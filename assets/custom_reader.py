@@ -72,9 +72,10 @@ def read_parquet(file: TableFile, used: frozenset[str] | None = None) -> pl.Data
     (its footer was checked when the spec was loaded, its pages are read here), without rows, or with a
     column no text can stand for (a duration; bytes that are not UTF-8, named with their row)."""
     columns = None if used is None else [c for c in file.columns if c in used]
-    frame = pl.from_arrow(parquet_table(file, columns))
-    if not frame.height:
+    table = parquet_table(file, columns)
+    if not table.num_rows:
         raise EmptyRawFileError(f"{file.label} ({file.path}): no data rows (the Parquet file holds none).")
+    frame = polars_frame(table, file)
     for column, dtype in frame.schema.items():
         if isinstance(dtype, pl.Duration):  # polars casts no duration to text; a time is a datetime or Unix seconds
             raise RawFileError(f"{file.label} ({file.path}): column {column!r} is a duration ({dtype}); expected "
@@ -82,6 +83,37 @@ def read_parquet(file: TableFile, used: frozenset[str] | None = None) -> pl.Data
         if dtype == pl.Binary:  # text written as bytes (BINARY without a UTF8 annotation): fine when it is UTF-8
             frame = frame.with_columns(utf8_text(frame[column], f"{file.label} ({file.path})"))
     return frame
+
+
+# What polars does with an Arrow type it cannot hold as text: a 256-bit decimal (past its 38 digits) panics in
+# pl.from_arrow (a PanicException, which no `except Exception` catches); a map or a list of lists fails the cast.
+NO_TEXT = (pl.exceptions.PolarsError, pl.exceptions.PanicException)
+
+
+def polars_frame(table: pa.Table, file: TableFile) -> pl.DataFrame:
+    """`table` as a polars frame whose every column `parquet_text` writes as text, or a RawFileError naming the
+    file and the first column that polars cannot take or write as text (tried one column at a time only then)."""
+    try:
+        frame = pl.from_arrow(table)
+        frame.head(0).select(parquet_text(c, t) for c, t in frame.schema.items())
+        frame.select(parquet_text(c, t) for c, t in frame.schema.items() if not is_plain(t))
+        return frame
+    except NO_TEXT:
+        pass
+    for name in table.column_names:
+        try:
+            column = pl.from_arrow(table.select([name]))
+            column.select(parquet_text(name, column.schema[name]))
+        except NO_TEXT:
+            raise RawFileError(f"{file.label} ({file.path}): column {name!r} is of a type no text stands for "
+                               f"({table.schema.field(name).type}); expected text, numbers, dates or lists of them; "
+                               f"row 1: {table.column(name)[0].as_py()!r}") from None
+    return pl.from_arrow(table)
+
+
+def is_plain(dtype: pl.DataType) -> bool:
+    """A type every value of which polars casts to text (numbers, text, booleans, dates): not tried row by row."""
+    return dtype.is_numeric() or dtype.is_temporal() or dtype in (pl.String, pl.Boolean, pl.Binary, pl.Null, pl.Categorical)
 
 
 def parquet_table(file: TableFile, columns: list[str] | None) -> pa.Table:
@@ -498,7 +530,7 @@ def label_scan(file: TableFile, column: str, whole: bool = False) -> pl.LazyFram
     with the project's reader instead, as is an unquoted file of CR line ends (polars ends a line at LF only).
     """
     if file.format == "parquet":
-        return pl.from_arrow(parquet_table(file, [column])).lazy().select(pl.col(column).cast(pl.String).alias("label"))
+        return polars_frame(parquet_table(file, [column]), file).lazy().select(pl.col(column).cast(pl.String).alias("label"))
     source = decompressed(file.path, f"{file.label} ({file.path})")  # a compressed log's text is its decompressed copy
     if file.format == "jsonl":
         return read_table(file, frozenset({column}))[0].lazy().select(pl.col(column).alias("label"))

@@ -4,9 +4,12 @@ YAML), a Parquet log; every spec mistake; the CLI's dataset add/list/remove; the
 import subprocess
 import sys
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from assets.clean_logs import clean_logs_from_raw
@@ -569,6 +572,24 @@ def test_a_parquet_file_with_corrupted_pages_is_a_named_error(tmp_path):
     dataset = load_spec(tmp_path)
     with pytest.raises(RawFileError, match=r"^pq_bad/log.parquet \(.*log.parquet\): not a readable Parquet file: "):
         read_custom(dataset)
+
+
+@pytest.mark.parametrize(("column", "values", "shown"), [
+    ("stars", lambda n: pa.array([Decimal("4.0")] * n, pa.decimal256(40, 1)), "decimal256(40, 1)"),  # past polars' 38 digits
+    ("country", lambda n: pa.array([[("fr", 1)]] * n, pa.map_(pa.string(), pa.int64())), "map<string, int64 ('country')>"),
+    ("kind", lambda n: pa.array([[["x"]]] * n), "list<element: list<element: string>>"),
+])
+def test_a_parquet_column_of_a_type_no_text_stands_for_names_file_and_column(tmp_path, column, values, shown):
+    # A 256-bit decimal, a map or a list of lists: polars panicked converting the first or stopped with a bare
+    # "InvalidOperationError: cannot cast ... to String" naming no file on the others.
+    table = pa.table({"uid": [1, 2], "iid": ["a", "b"], "stars": [4.0, 2.0], "country": ["fr", "de"], "plan": ["p", "q"],
+                      "lang": ["l", "m"], "kind": ["x", "y"], "at": [1704067200, 1704067300]})
+    pq.write_table(table.set_column(table.column_names.index(column), column, values(2)), tmp_path / "log.parquet")
+    (tmp_path / "dataset.toml").write_text(PQ_SPEC)
+    with pytest.raises(RawFileError) as raised:
+        read_custom(load_spec(tmp_path))
+    assert str(raised.value).startswith("pq_bad/log.parquet (")
+    assert f"column {column!r} is of a type no text stands for ({shown}); expected text, numbers, dates or lists" in str(raised.value)
 
 
 # Run in a child process: before the fix, polars' reader aborted the whole process on some of these files.
