@@ -128,7 +128,8 @@ def parquet_table(file: TableFile, columns: list[str] | None) -> pa.Table:
     try:
         return pq.read_table(file.path, columns=columns)
     except (pa.ArrowException, OSError) as error:
-        raise RawFileError(f"{file.label} ({file.path}): not a readable Parquet file: {str(error).splitlines()[0]}") from None
+        said = (str(error).splitlines() or [type(error).__name__])[0]  # an error may carry no message
+        raise RawFileError(f"{file.label} ({file.path}): not a readable Parquet file: {said}") from None
 
 
 def utf8_text(values: pl.Series, where: str) -> pl.Series:
