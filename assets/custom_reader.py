@@ -70,7 +70,7 @@ def read_table(file: TableFile, used: frozenset[str] | None = None) -> tuple[pl.
 def read_parquet(file: TableFile, used: frozenset[str] | None = None) -> pl.DataFrame:
     """A Parquet table (only the `used` columns, when given), or a RawFileError naming the file: unreadable
     (its footer was checked when the spec was loaded, its pages are read here), without rows, or with a
-    column no text can stand for (a duration; bytes that are not UTF-8, named with their row)."""
+    column no text can stand for (a duration, a record; bytes that are not UTF-8, named with their row)."""
     columns = None if used is None else [c for c in file.columns if c in used]
     table = parquet_table(file, columns)
     if not table.num_rows:
@@ -79,6 +79,9 @@ def read_parquet(file: TableFile, used: frozenset[str] | None = None) -> pl.Data
     for column, dtype in frame.schema.items():
         if isinstance(dtype, pl.Duration):  # polars casts no duration to text; a time is a datetime or Unix seconds
             raise RawFileError(f"{file.label} ({file.path}): column {column!r} is a duration ({dtype}); expected "
+                               f"text, numbers, dates or lists; row 1: {frame[column][0]!r}")
+        if isinstance(dtype, pl.Struct):  # cast to text it reads '{1}', kept as an id; JSON lines reject such objects
+            raise RawFileError(f"{file.label} ({file.path}): column {column!r} holds records ({dtype}); expected "
                                f"text, numbers, dates or lists; row 1: {frame[column][0]!r}")
         if dtype == pl.Binary:  # text written as bytes (BINARY without a UTF8 annotation): fine when it is UTF-8
             frame = frame.with_columns(utf8_text(frame[column], f"{file.label} ({file.path})"))

@@ -547,6 +547,9 @@ def test_whole_floats_in_parquet_read_as_integers(tmp_path):
     ("country", [None, ["fr"]], RawFileError, "column 'country' holds lists; expected one value per row (only a multi "
                                               "feature may be a list); row 2: ['fr']"),
     ("at", [timedelta(seconds=1704067200)] * 2, RawFileError, "column 'at' is a duration"),
+    # read as the text '{1}' it was kept as a user id; a JSON line holding an object there is rejected
+    ("uid", [{"id": 1}, {"id": 2}], RawFileError, "column 'uid' holds records (Struct({'id': Int64})); expected text, "
+                                                 "numbers, dates or lists; row 1: {'id': 1}"),
     ("uid", [], EmptyRawFileError, "no data rows (the Parquet file holds none)"),
 ])
 def test_parquet_columns_of_the_wrong_type_name_file_column_and_row(tmp_path, column, values, error, message):
