@@ -373,6 +373,10 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
             columns = tuple(pq.read_schema(first).names)
         except Exception as error:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
             raise check.fail(f"{section}.file", f"not a readable Parquet file ({error})", name) from None
+        if repeated := sorted({c for c in columns if columns.count(c) > 1}):  # pyarrow's read would stop, in its words
+            positions = ", ".join(str(i) for i, c in enumerate(columns, start=1) if c == repeated[0])
+            raise check.fail(f"{section}.file", f"the Parquet schema names column {repeated[0]!r} more than once "
+                             f"(columns {positions}): rename all but one in the file, as the spec cannot tell them apart", name)
         return TableFile(path, label, "parquet", "", "", "", True, columns, root=root)
     if fmt == "jsonl":
         for key in TEXT_ONLY_KEYS:

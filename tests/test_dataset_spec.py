@@ -563,6 +563,17 @@ def test_parquet_columns_of_the_wrong_type_name_file_column_and_row(tmp_path, co
     assert message in str(raised.value)
 
 
+def test_a_parquet_schema_naming_a_column_twice_stops_the_spec_as_a_csv_header_does(tmp_path):
+    names = ["uid", "iid", "stars", "country", "plan", "lang", "kind", "at", "stars"]
+    values = [[1, 2], ["a", "b"], [4, 2], ["fr", "de"], ["p", "q"], ["l", "m"], ["x", "y"], [1704067200] * 2, [5, 1]]
+    pq.write_table(pa.Table.from_arrays([pa.array(v) for v in values], names=names), tmp_path / "log.parquet")
+    (tmp_path / "dataset.toml").write_text(PQ_SPEC)
+    # pyarrow's read stopped with its own words ('Multiple matches for FieldRef.Name(stars)')
+    with pytest.raises(SpecError, match=r"interactions.file: the Parquet schema names column 'stars' more than once "
+                                        r"\(columns 3, 9\): rename all but one"):
+        load_spec(tmp_path)
+
+
 def test_a_parquet_file_with_corrupted_pages_is_a_named_error(tmp_path):
     path = tmp_path / "log.parquet"
     pl.DataFrame({"uid": list(range(1000)), "iid": ["a"] * 1000, "stars": [4.0] * 1000, "country": ["fr"] * 1000,
