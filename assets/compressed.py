@@ -144,7 +144,25 @@ def decompressed(path: Path, where: str) -> Path:
             os.utime(target)  # in use: `drop_replaced_copies` leaves a copy used within the hour alone
         except OSError:
             pass
+    check_once_compressed(target, compression, where)
     return target
+
+
+def check_once_compressed(copy: Path, compression: Compression, where: str) -> None:
+    """A RawEncodingError naming `where` when the decompressed `copy` is compressed again (a zip of a .gz, a .gz
+    of a .gz): the text check would call the zip 'a gzip-compressed file', which it is not."""
+    from assets.raw_text import ARCHIVE_MAGIC, RawEncodingError
+
+    with copy.open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    inner = next(((what, undo) for magic, what, undo in ARCHIVE_MAGIC if head.startswith(magic)), None)
+    if inner is None and (inner_compression := compression_of(head)) is not None:
+        inner = (f"{inner_compression.name}-compressed file", f"decompress it ({inner_compression.name})")
+    if inner is not None:
+        what, undo = inner
+        raise RawEncodingError(f"{where}: {'a zip archive' if compression is ZIP else f'a {compression.name}-compressed file'} "
+                               f"holding a {what} (compressed twice); decompress the outer layer, then the inner one "
+                               f"({undo}), and point the reader at the text file.")
 
 
 SOURCE_NOTE = ".source"  # in a copy's directory: the compressed file it was written from

@@ -6,6 +6,7 @@ import bz2
 import gzip
 import lzma
 import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -167,6 +168,26 @@ def test_a_zip_of_one_file_is_read_and_of_several_is_named(tmp_path):
     spec.write_text(spec.read_text().replace('file = "ratings.csv.zip"', 'file = "both.zip"'))
     with pytest.raises(SpecError, match=r"both.zip: a zip archive of 2 files \(ratings.csv, movies.csv\), not one "
                                         r"text file; unzip it and point the reader at the text file"):
+        load_spec(directory)
+
+
+@pytest.mark.parametrize(("outer", "inner", "said"), [
+    (".zip", gzip.compress, "a zip archive holding a gzip-compressed file (compressed twice)"),  # was 'a gzip-compressed file'
+    (".gz", gzip.compress, "a gzip-compressed file holding a gzip-compressed file (compressed twice)"),
+    (".gz", bz2.compress, "a gzip-compressed file holding a bzip2-compressed file (compressed twice)"),
+])
+def test_a_file_compressed_twice_is_named_as_such(tmp_path, outer, inner, said):
+    directory = ml25m_dir(tmp_path, n_users=6, n_items=8)
+    ratings = directory / "ratings.csv"
+    packed = directory / f"ratings.csv{outer}"
+    if outer == ".zip":
+        with zipfile.ZipFile(packed, "w") as archive:
+            archive.writestr("ratings.csv.gz", inner(ratings.read_bytes()))
+    else:
+        packed.write_bytes(gzip.compress(inner(ratings.read_bytes())))
+    ratings.unlink()
+    name_files(directory / "dataset.toml", outer)
+    with pytest.raises(SpecError, match=rf"{packed}: {re.escape(said)}; decompress the outer layer, then the inner one"):
         load_spec(directory)
 
 
