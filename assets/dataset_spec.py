@@ -20,6 +20,7 @@ import io
 import math
 import os
 import re
+import reprlib
 import tomllib
 import uuid
 from dataclasses import dataclass, replace
@@ -71,6 +72,15 @@ FEATURE_KEYS = ("type", "column", "columns", "values", "missing", "min", "max", 
 BUILTIN_SPEC_DIR = Path(__file__).resolve().parent / "builtin_specs"  # the built-in datasets' spec files
 HEADER_BYTES = 1 << 20  # a header line is read up to this length (a file without line ends is not read whole)
 GLOB_CHARACTERS = "*?["  # an interactions file named with these is a pattern: the log is every file it matches
+# A spec file is a few KiB; PyYAML parses ~1 MiB a second in pure Python, so a larger one is refused, not parsed for minutes.
+SPEC_FILE_BYTES = 1 << 20
+NAME_MAX = 255  # the longest file name (one path component) Linux, macOS and Windows file systems hold, in bytes
+# The values a message shows: YAML anchors can nest a list of 9 references 9 levels deep in a few lines
+# (9**9 items), whose full repr would never finish; a long list or text is shown cut ('...').
+SHOWN = reprlib.Repr()
+SHOWN.maxlevel, SHOWN.maxlist, SHOWN.maxtuple, SHOWN.maxdict, SHOWN.maxset = 3, 20, 20, 20, 20
+SHOWN.maxstring, SHOWN.maxother, SHOWN.maxlong = 400, 400, 400
+YAML_BOOLEANS = "yes, no, on, off, true, false"  # YAML 1.1 (PyYAML) reads these, unquoted, as true or false
 
 
 class SpecError(ValueError):
@@ -168,6 +178,14 @@ class CustomDataset:
     details_features: tuple[Feature, ...] = ()
 
 
+def finite_float(value: int | float) -> bool:
+    """Whether `value` converts to a finite float (an int past about 1.8e308 does not: OverflowError)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 class Checker:
     """Turns a mistake at `key` into a SpecError naming the spec file, the key and the value."""
 
@@ -175,7 +193,7 @@ class Checker:
         self.path = path
 
     def fail(self, key: str, problem: str, value: Any = None) -> SpecError:
-        found = "" if value is None else f" (found {value!r})"
+        found = "" if value is None else f" (found {SHOWN.repr(value)})"
         return SpecError(f"{self.path}: {key}: {problem}{found}")
 
     def table(self, raw: Any, key: str, known: tuple[str, ...]) -> dict[str, Any]:
@@ -202,6 +220,9 @@ class Checker:
             raise self.fail(full, f"expected {wanted}", value)
         if isinstance(value, float) and not math.isfinite(value):  # TOML and YAML both write inf and nan
             raise self.fail(full, "expected a finite number", value)
+        if isinstance(value, int) and float in (kind if isinstance(kind, tuple) else (kind,)) and not finite_float(value):
+            # YAML writes whole numbers of any size; one past float's range would stop the float() of a bound
+            raise self.fail(full, "expected a finite number (this one is too large for a floating-point number)", value)
         return value
 
     def column(self, table: dict[str, Any], key: str, where: str, file: TableFile, default: Any = ...,
@@ -234,8 +255,7 @@ def column_hint(file: TableFile, name: str) -> str:
     for number, line in enumerate(head, start=1):
         text = line.removeprefix(codecs.BOM_UTF8).decode(file.encoding, errors="replace").rstrip("\r\n")
         try:
-            row = next(csv.reader([text], delimiter=file.separator, quotechar=file.quote or None,
-                                  quoting=csv.QUOTE_MINIMAL if file.quote else csv.QUOTE_NONE), [])
+            row = split_line(text, file.separator, file.quote)
         except csv.Error:  # a CR alone inside the line, a field over the csv limit: no header, and only a hint
             continue
         if number > 1 and name in header_names(row):
@@ -261,7 +281,11 @@ def block_heading(file: TableFile) -> str:
 def read_spec_file(path: Path) -> dict[str, Any]:
     """The spec file parsed (TOML, or YAML for .yaml/.yml), or a SpecError naming the syntax error."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(SPEC_FILE_BYTES + 1)
+        if len(data) > SPEC_FILE_BYTES:
+            raise SpecError(f"{path}: over {SPEC_FILE_BYTES >> 20} MiB, too large for a dataset spec (a spec is a few "
+                            "KiB; is this a data file named as the spec?)")
         for mark, name in WIDE_BOMS:  # PowerShell's `>` writes UTF-16
             if data.startswith(mark):
                 raise SpecError(f"{path}: the spec file is {name} text (it starts with a byte-order mark); save it as UTF-8")
@@ -279,6 +303,8 @@ def read_spec_file(path: Path) -> dict[str, Any]:
                         "save the spec file as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:  # tomllib and PyYAML parse nested arrays and tables by recursion
+        raise SpecError(f"{path}: not a usable spec: lists or tables nested too deeply to parse") from None
     except OSError as error:  # permission denied
         raise SpecError(f"{path}: cannot be read: {error.strerror or error}") from None
     except Exception as error:  # noqa: BLE001 - yaml's errors share no base class we import
@@ -319,9 +345,16 @@ def header_line(path: Path, separator: str, quote: str, encoding: str) -> tuple[
     # Split at any line end: a file with CR-only line ends reads as one line.
     text = re.split(r"\r\n|\r|\n", first.decode(encoding, errors="replace"), maxsplit=1)[0]
     with field_limit([text]):  # a field on line 1 is no longer than the line: split it as the read does
-        row = next(csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote or None,
-                              quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE), [])
+        row = split_line(text, separator, quote)
     return header_names(row) if any(name.strip() for name in row) else ()
+
+
+def split_line(text: str, separator: str, quote: str) -> list[str]:
+    """One line's fields as the read splits them: an unquoted file at each `separator`, which may be several
+    characters (MovieLens' '::'; the csv module takes only one, TypeError), a quoted one by the csv module."""
+    if not quote:
+        return text.split(separator)
+    return next(csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote, quoting=csv.QUOTE_MINIMAL), [])
 
 
 def ascii_compatible(encoding: str) -> bool:
@@ -340,20 +373,18 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
 
     Its label in rejected rows is '<prefix>/<file>'.
     """
-    name = check.typed(raw, "file", section, str)
+    name = file_name(check, raw, section)
     pattern = any(c in name for c in GLOB_CHARACTERS)
     if pattern and (section != "interactions" or Path(name).is_absolute()):
         raise check.fail(f"{section}.file", "only the interactions file may be a pattern (a log in several files), "
                          "relative to the spec", name)
     try:
-        root = directory.resolve() if pattern else None
-        path = root / name if pattern else (directory / name).resolve()
+        path, name, first = looked_up(directory, name, pattern, check_files)
     except RuntimeError:  # Python 3.11 resolves a symbolic link that points back at itself so
         raise check.fail(f"{section}.file", f"a symbolic link that loops, in {directory}", name) from None
-    if not pattern and check_files and not path.exists() and (copy := present(path)) is not None:
-        # Kept compressed beside its place (ml-1m/ratings.dat.gz): read, and named, as that file.
-        path, name = copy, str(Path(name).with_name(copy.name))
-    first = next(iter(pattern_matches(directory, name)), None) if pattern else path  # the file whose header names the columns
+    except OSError as error:  # a path over PATH_MAX, a directory that may not be searched
+        raise check.fail(f"{section}.file", f"cannot be looked up in {directory}: {error.strerror or error}", name) from None
+    root = directory.resolve() if pattern else None
     if check_files and (first is None or not first.is_file()):
         problem = (f"no file matches in {directory}" if pattern else
                    f"{'a directory, not a file,' if first.is_dir() else 'not a regular file'} in {directory}" if first.exists()
@@ -389,7 +420,7 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     encoding = check.typed(raw, "encoding", section, str, "utf-8")
     try:
         codecs.lookup(encoding)  # kept as written: messages name the encoding as the spec does
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a name holding a NUL character ("\\u0000" in TOML or YAML)
         raise check.fail(f"{section}.encoding", "unknown encoding (e.g. utf-8, latin-1, cp1252)", encoding) from None
     decimal = check.typed(raw, "decimal", section, str, ".")
     if decimal not in DECIMAL_MARKS:
@@ -460,6 +491,35 @@ def table_file(check: Checker, raw: dict[str, Any], section: str, directory: Pat
     return file
 
 
+def file_name(check: Checker, raw: dict[str, Any], section: str) -> str:
+    """raw['file'] checked to be a name the file system can look up: os calls refuse a NUL character
+    (ValueError), a lone surrogate that YAML's "\\ud800" writes (UnicodeEncodeError), and a name over NAME_MAX
+    bytes (OSError), each otherwise a bare Python error out of the lookup."""
+    name = check.typed(raw, "file", section, str)
+    if "\0" in name:
+        raise check.fail(f"{section}.file", "a file name cannot hold a NUL character", name)
+    try:
+        parts = [os.fsencode(part) for part in Path(name).parts]
+    except UnicodeEncodeError:
+        raise check.fail(f"{section}.file", "not a file name the file system can hold (a lone UTF-16 surrogate)", name) from None
+    if any(len(part) > NAME_MAX for part in parts):
+        raise check.fail(f"{section}.file", f"a file or directory name over {NAME_MAX} bytes, longer than file systems "
+                         "hold", name)
+    return name
+
+
+def looked_up(directory: Path, name: str, pattern: bool, check_files: bool) -> tuple[Path, str, Path | None]:
+    """(path, name, first) of a section's file `name` in `directory`: a compressed copy found in place of an
+    absent file (then named as that copy), and the file whose header names the columns (a pattern's first match).
+    Raises what the file system raises (OSError, RuntimeError for a looping link), for table_file to name."""
+    path = directory.resolve() / name if pattern else (directory / name).resolve()
+    if not pattern and check_files and not path.exists() and (copy := present(path)) is not None:
+        # Kept compressed beside its place (ml-1m/ratings.dat.gz): read, and named, as that file.
+        path, name = copy, str(Path(name).with_name(copy.name))
+    first = next(iter(pattern_matches(directory, name)), None) if pattern else path
+    return path, name, first
+
+
 def suffix_format(path: Path) -> str:
     """The format a file name implies: parquet (.parquet), jsonl (.jsonl, .ndjson, .json; also compressed:
     .json.gz), else csv."""
@@ -524,6 +584,9 @@ def features(check: Checker, table: dict[str, Any], section: str, file: TableFil
     found, options = [], {}
     for name, body in table.items():
         key = f"{where}.{name}"
+        if not isinstance(name, str):  # a YAML key written as a number, a date, or yes/no/on/off
+            raise check.fail(key, f"a feature name is text; quote it (YAML reads {YAML_BOOLEANS}, numbers and dates "
+                             "unquoted as values, not names)", name)
         if not re.fullmatch(NAME_PATTERN, name) or name in RESERVED:
             problem = f"'{name}' is a name the cleaned tables use themselves" if name in RESERVED else \
                 f"a feature name is lower-case letters, digits and '_', starting with a letter ({NAME_PATTERN})"
@@ -709,14 +772,24 @@ def label_range(check: Checker, raw: Any) -> tuple[str, float, float, float, tup
     if not low < high:
         raise check.fail("label.max", f"must be greater than min ({low})", high)
     step = check.typed(label, "step", "label", (int, float), 1)
-    if not 0 < step <= high - low or abs((high - low) / step - round((high - low) / step)) > 1e-9:
-        raise check.fail("label.step", f"expected a positive step that divides max - min ({high - low:g})", step)
+    if not 0 < step <= high - low or not step_divides(low, high, step):
+        raise check.fail("label.step", f"expected a positive step that divides max - min ({float(high) - float(low):g})", step)
     implicit = check.typed(label, "implicit", "label", (int, float, list), [])
     implicit = implicit if isinstance(implicit, list) else [implicit]
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) or low <= v <= high for v in implicit):
         raise check.fail("label.implicit", f"expected label values outside min {low:g} .. max {high:g} that record an "
                          "implicit interaction (e.g. 0)", label["implicit"])
     return "rating", float(low), float(high), float(step), tuple(float(v) for v in implicit)
+
+
+def step_divides(low: float, high: float, step: float) -> bool:
+    """Whether `step` divides max - min: False also when there are too many steps to count as a float
+    (min -1e308, max 1e308: the span is inf, and round(inf) raises OverflowError)."""
+    try:
+        steps = (high - low) / step
+    except OverflowError:  # two whole numbers whose difference is past float's range
+        return False
+    return math.isfinite(steps) and abs(steps - round(steps)) <= 1e-9
 
 
 def negative_sampling(check: Checker, raw: Any) -> tuple[int, int]:
@@ -942,14 +1015,22 @@ def details_table(check: Checker, items: dict[str, Any], directory: Path, prefix
         raise check.fail(f"{where}.columns", "an optional details file lists its columns, so that the spec is checked "
                          "when the file is absent", None)
     # Absent means no such path: a directory in the file's place is a mistake to report, not an absent file.
-    absent = optional and check_files and present(directory / check.typed(body, "file", where, str)) is None \
-        and not (directory / body["file"]).exists()
+    absent = optional and check_files and absent_file(check, body, where, directory)
     file = table_file(check, body, where, directory, prefix, check_files and not absent)
     id_column = check.column(body, "id", where, file)
     found, options = features(check, check.typed(body, "features", where, dict), where, file, ITEM_FEATURE_TYPES)
     if not found:
         raise check.fail(f"{where}.features", "give at least one feature", {})
     return None if absent else file, id_column, found, options
+
+
+def absent_file(check: Checker, body: dict[str, Any], where: str, directory: Path) -> bool:
+    """Whether the file of section `where` is absent: no such path, nor a compressed copy of it."""
+    name = file_name(check, body, where)
+    try:
+        return present(directory / name) is None and not (directory / name).exists()
+    except OSError as error:  # a path over PATH_MAX, a directory that may not be searched
+        raise check.fail(f"{where}.file", f"cannot be looked up in {directory}: {error.strerror or error}", name) from None
 
 
 def builtin_spec_path(name: str) -> Path:

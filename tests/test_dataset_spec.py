@@ -194,6 +194,13 @@ price = { type = "numeric", min = 0, max = 100, bins = [10, 50] }
      "items.features.release.keep_missing: applies to user features (an item keeps a missing feature as missing already)"),
     ('values = ["F", "M"] }', 'values = ["F", "M"], keep_missing = "yes" }',
      "users.features.gender.keep_missing: expected true or false (found 'yes')"),
+    # Values the file system refuses, once a ValueError (embedded null byte) or OSError (File name too long).
+    ('file = "u.data"', 'file = "u\\u0000.data"', "interactions.file: a file name cannot hold a NUL character (found 'u\\x00.data')"),
+    ('file = "u.user"', f'file = "{"x" * 300}"', "users.file: a file or directory name over 255 bytes"),
+    ('encoding = "latin-1"', 'encoding = "latin\\u0000-1"', "items.encoding: unknown encoding (e.g. utf-8, latin-1, cp1252) "
+     "(found 'latin\\x00-1')"),
+    # (5 - 1) / 1e-310 is inf as a float, and round(inf) raised OverflowError.
+    ("max = 5\n", "max = 5\nstep = 1e-310\n", "label.step: expected a positive step that divides max - min (4) (found 1e-310)"),
 ])
 def test_every_spec_mistake_names_file_key_and_value(tmp_path, old, new, message):
     directory = ml100k_dir(tmp_path, n_users=4, n_items=3)
@@ -225,6 +232,77 @@ def test_yaml_mistakes_and_missing_spec(tmp_path):
     spec_path.unlink()
     with pytest.raises(SpecError, match="holds no dataset spec; write one of dataset.toml"):
         load_spec(directory)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    # YAML 1.1 reads an unquoted on/off/yes/no as true/false: a feature so named reached re.fullmatch (TypeError).
+    ("    device: {type: categorical}", "    on: {type: categorical, column: device}",
+     "users.features.True: a feature name is text; quote it (YAML reads yes, no, on, off"),
+    ("    category: {type: categorical}", "    2024: {type: categorical, column: category}", "items.features.2024: a feature name is text"),
+    # YAML writes whole numbers of any size; float() of a bound past 1.8e308 raised OverflowError.
+    ("age: {type: numeric, min: 16, max: 90,", f"age: {{type: numeric, min: 16, max: 1{'0' * 400},",
+     "users.features.age.max: expected a finite number (this one is too large for a floating-point number)"),
+    # A lone surrogate ("\\ud800") cannot be encoded as a file name (UnicodeEncodeError out of os.stat).
+    ("  file: customers.csv", '  file: "\\ud800.csv"', "users.file: not a file name the file system can hold"),
+])
+def test_yaml_values_python_cannot_use_are_named_not_raised(tmp_path, old, new, message):
+    directory = clicks_dir(tmp_path, n_users=3, n_items=3)
+    spec_path = directory / "dataset.yaml"
+    assert old in CLICKS_SPEC, old
+    spec_path.write_text(CLICKS_SPEC.replace(old, new, 1))
+    with pytest.raises(SpecError) as raised:
+        load_spec(directory)
+    assert str(raised.value).startswith(f"{spec_path}: ")
+    assert message in str(raised.value)
+
+
+def test_a_spec_too_deep_too_large_or_expanding_without_end_is_a_named_error_not_a_hang(tmp_path):
+    directory = clicks_dir(tmp_path, n_users=3, n_items=3)
+    spec_path = directory / "dataset.yaml"
+    # Both parsers recurse per level of nesting: 5,000 levels raised RecursionError.
+    spec_path.write_text(f"name: {'[' * 5000}{']' * 5000}\n")
+    with pytest.raises(SpecError, match="nested too deeply to parse"):
+        load_spec(directory)
+    spec_path.unlink()
+    (directory / "dataset.toml").write_text(f"name = {'[' * 5000}{']' * 5000}\n")
+    with pytest.raises(SpecError, match="nested too deeply to parse"):
+        load_spec(directory)
+    (directory / "dataset.toml").unlink()
+    # PyYAML parsed 20 MB of comments for over 20 seconds.
+    spec_path.write_text(CLICKS_SPEC + ("# " + "x" * 1000 + "\n") * 1100)
+    with pytest.raises(SpecError, match="over 1 MiB, too large for a dataset spec"):
+        load_spec(directory)
+    # Nine anchors, each a list of nine references to the one before: the message's repr of 9**9 items never ended.
+    levels = ["&l0 [a, a, a, a, a, a, a, a, a]"] + [f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    spec_path.write_text(CLICKS_SPEC.replace("name: shop_clicks", f"name: [{', '.join(levels)}]"))
+    with pytest.raises(SpecError, match=r"name: expected text \(found \[\['a', ") as raised:
+        load_spec(directory)
+    assert len(str(raised.value)) < 20_000
+
+
+def test_an_unquoted_file_with_a_separator_of_several_characters_has_its_header_read(tmp_path):
+    # The header was split by the csv module, which takes a one-character delimiter only (TypeError for '::').
+    (tmp_path / "ratings.dat").write_text("user::movie::stars\n1::10::4\n2::10::3\n", encoding="utf-8")
+    (tmp_path / "dataset.toml").write_text("""\
+name = "colons"
+label = { kind = "rating", min = 1, max = 5 }
+[interactions]
+file = "ratings.dat"
+separator = "::"
+quote = ""
+user_id = "user"
+item_id = "movie"
+label = "stars"
+[users.features]
+user = { type = "categorical", column = "user" }
+[items.features]
+movie = { type = "categorical", column = "movie" }
+""")
+    assert load_spec(tmp_path).interactions.columns == ("user", "movie", "stars")
+    spec_path = tmp_path / "dataset.toml"
+    spec_path.write_text(spec_path.read_text().replace('user_id = "user"', 'user_id = "User"'))
+    with pytest.raises(SpecError, match="interactions.user_id: unknown column; colons/ratings.dat has user, movie, stars"):
+        load_spec(tmp_path)
 
 
 def test_cli_dataset_add_list_remove(tmp_path, monkeypatch, capsys):
