@@ -885,6 +885,8 @@ def display_columns(check: Checker, raw: Any, file: TableFile, features_: tuple[
     else:
         raise check.fail("items.display", "expected a list of columns, or a table {shown name = column}", raw)
     for name, column in pairs:
+        if not isinstance(name, str) or not name.strip():  # YAML reads {1: title} or {yes: title} as a number or bool key
+            raise check.fail("items.display", "a shown name is text (quote it in YAML: \"1\", \"yes\")", name)
         if not isinstance(column, str) or (column not in file.columns and column not in features_):
             raise check.fail("items.display", f"unknown column; {file.label} has {shown_columns(file.columns)}"
                              f"{' and the item features ' + ', '.join(features_) if features_ else ''}", column)

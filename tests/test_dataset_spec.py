@@ -244,6 +244,9 @@ def test_yaml_mistakes_and_missing_spec(tmp_path):
      "users.features.age.max: expected a finite number (this one is too large for a floating-point number)"),
     # A lone surrogate ("\\ud800") cannot be encoded as a file name (UnicodeEncodeError out of os.stat).
     ("  file: customers.csv", '  file: "\\ud800.csv"', "users.file: not a file name the file system can hold"),
+    # A shown name that is no text was accepted, a display field named 1 or True for the later steps.
+    ("display: [category]", "display: {yes: category}", "items.display: a shown name is text (quote it in YAML"),
+    ("display: [category]", "display: {1: category}", "items.display: a shown name is text"),
 ])
 def test_yaml_values_python_cannot_use_are_named_not_raised(tmp_path, old, new, message):
     directory = clicks_dir(tmp_path, n_users=3, n_items=3)
