@@ -359,10 +359,12 @@ def split_line(text: str, separator: str, quote: str) -> list[str]:
 
 def ascii_compatible(encoding: str) -> bool:
     """True for a text codec that reads ASCII bytes as themselves: lines, separators and quotes are
-    found byte-wise, so UTF-16/32 (two or four bytes a character) and codecs such as rot13 or hex cannot work."""
-    sample = b"id,name;\"x\"\t1\r\n"
+    found byte-wise, so UTF-16/32 (two or four bytes a character) and codecs such as rot13 or hex cannot work.
+    The sample is also decoded with errors="replace", as header lines are: idna reads ASCII as itself but refuses
+    that (UnicodeError); its backslash-n keeps out unicode_escape, which reads it as a line break."""
+    sample = b"id,name;\"x\"\t1\\n\r\n"
     try:
-        return sample.decode(encoding) == sample.decode("ascii")
+        return all(sample.decode(encoding, errors=errors) == sample.decode("ascii") for errors in ("strict", "replace"))
     except (LookupError, UnicodeError):
         return False
 

@@ -157,6 +157,9 @@ price = { type = "numeric", min = 0, max = 100, bins = [10, 50] }
     ('encoding = "latin-1"', 'encoding = "latin-9000"', "items.encoding: unknown encoding"),
     ('encoding = "latin-1"', 'encoding = "utf-16"', "items.encoding: expected a text encoding that writes ASCII as ASCII"),
     ('encoding = "latin-1"', 'encoding = "rot13"', "items.encoding: expected a text encoding that writes ASCII as ASCII"),
+    # idna reads ASCII as itself but refuses errors="replace", with which line 1 is read (UnicodeError).
+    ('encoding = "latin-1"', 'encoding = "idna"', "items.encoding: expected a text encoding that writes ASCII as ASCII"),
+    ('encoding = "latin-1"', 'encoding = "unicode_escape"', "items.encoding: expected a text encoding that writes ASCII"),
     ('timestamp_min = "1997-09-01"', 'timestamp_min = "Sept 1997"', "interactions.timestamp_min: expected a date"),
     ('timestamp_max = "1998-05-01"', "timestamp_max = 1000000000000000000000",
      "interactions.timestamp_max: Unix seconds out of the range of dates (years 1-9999) (found 1000000000000000000000)"),
