@@ -249,6 +249,8 @@ def _write_copy(path: Path, target: Path, compression: Compression, where: str) 
 
 def packed_copy(path: Path, suffixes: tuple[str, ...] = PACKED_SUFFIXES) -> Path | None:
     """A compressed copy of a missing raw file beside its place (`users.dat.gz` for `users.dat`), or None."""
+    if not path.name:  # the root directory ('/', a spec's file = "/"): no name to add a suffix to (ValueError)
+        return None
     for suffix in suffixes:
         candidate = path.with_name(path.name + suffix)
         if candidate.is_file():

@@ -311,6 +311,22 @@ movie = { type = "categorical", column = "movie" }
         load_spec(tmp_path)
 
 
+def test_an_optional_details_file_named_as_the_root_directory_is_named_not_raised(tmp_path):
+    # Looking for a compressed copy of '/' ('/.gz') raised ValueError: PosixPath('/') has an empty name.
+    directory = ml100k_dir(tmp_path, n_users=4, n_items=3)
+    spec_path = directory / "dataset.toml"
+    spec_path.write_text(spec_path.read_text() + """
+[items.details]
+file = "/"
+optional = true
+columns = ["movie", "plot"]
+id = "movie"
+features = { plot = { type = "categorical" } }
+""")
+    with pytest.raises(SpecError, match=r"items.details.file: a directory, not a file, in .* \(found '/'\)"):
+        load_spec(directory)
+
+
 def test_cli_dataset_add_list_remove(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PAML_HOME", str(tmp_path / "home"))
     ml = ml100k_dir(tmp_path, n_users=4, n_items=3)
