@@ -208,11 +208,15 @@ price = { type = "numeric", min = 0, max = 100, bins = [10, 50] }
 def test_every_spec_mistake_names_file_key_and_value(tmp_path, old, new, message):
     directory = ml100k_dir(tmp_path, n_users=4, n_items=3)
     spec_path = directory / "dataset.toml"
-    text = spec_path.read_text()
+    assert_named_mistake(spec_path, spec_path.read_text(), old, new, message)
+
+
+def assert_named_mistake(spec_path: Path, text: str, old: str, new: str, message: str) -> None:
+    """Write `text` with `old` replaced by `new` as the spec; loading it is a SpecError naming the file and `message`."""
     assert old in text, old
     spec_path.write_text(text.replace(old, new, 1))
     with pytest.raises(SpecError) as raised:
-        load_spec(directory)
+        load_spec(spec_path.parent)
     assert str(raised.value).startswith(f"{spec_path}: ")
     assert message in str(raised.value)
 
@@ -252,14 +256,7 @@ def test_yaml_mistakes_and_missing_spec(tmp_path):
     ("display: [category]", "display: {1: category}", "items.display: a shown name is text"),
 ])
 def test_yaml_values_python_cannot_use_are_named_not_raised(tmp_path, old, new, message):
-    directory = clicks_dir(tmp_path, n_users=3, n_items=3)
-    spec_path = directory / "dataset.yaml"
-    assert old in CLICKS_SPEC, old
-    spec_path.write_text(CLICKS_SPEC.replace(old, new, 1))
-    with pytest.raises(SpecError) as raised:
-        load_spec(directory)
-    assert str(raised.value).startswith(f"{spec_path}: ")
-    assert message in str(raised.value)
+    assert_named_mistake(clicks_dir(tmp_path, n_users=3, n_items=3) / "dataset.yaml", CLICKS_SPEC, old, new, message)
 
 
 def test_a_spec_too_deep_too_large_or_expanding_without_end_is_a_named_error_not_a_hang(tmp_path):
