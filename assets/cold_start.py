@@ -123,9 +123,7 @@ def known_values_hint(field: str, value: str, tasks: Bundle, listed: int = 12) -
     """What the model knows of `field` when `value` is unseen: the value in another case (`F` for `f`) or
     close spellings, or else, for a field of at most `listed` values, all of them, most frequent first
     ('' otherwise). A hint only: the value is never changed for the user."""
-    vocab = tasks.frame("vocab").filter(pl.col("field") == field)
-    known = vocab.sort("count", descending=True, maintain_order=True)["value"].to_list() \
-        if "count" in vocab.columns else vocab["value"].to_list()
+    known = tasks.frame("vocab").filter(pl.col("field") == field)["value"].to_list()  # build_vocab's order: most frequent first
     value = value.strip()
     same = [v for v in known if v.casefold() == value.casefold()]
     numbers = _as_numbers([value, *known])

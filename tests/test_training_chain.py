@@ -463,8 +463,9 @@ def test_recommend_hints_what_the_model_knows_of_an_unseen_profile_value():
     from assets.bundle import Bundle
     from assets.cold_start import known_values_hint
 
-    rows = [("gender", "F", 2, 60), ("gender", "M", 3, 40), ("city", "Hangzhou", 4, 9), ("city", "Wuhan", 5, 30),
-            ("city", "Zhengzhou", 6, 5), ("level", "3", 7, 10), ("level", "10", 8, 50), ("level", "2", 9, 1)]
+    # in build_vocab's order: each field's most frequent value first
+    rows = [("gender", "F", 2, 60), ("gender", "M", 3, 40), ("city", "Wuhan", 4, 30), ("city", "Hangzhou", 5, 9),
+            ("city", "Zhengzhou", 6, 5), ("level", "10", 7, 50), ("level", "3", 8, 10), ("level", "2", 9, 1)]
     rows += [("town", f"t{i}", 10 + i, 20 - i) for i in range(20)]
     tasks = Bundle(frames={"vocab": pl.DataFrame(rows, schema=["field", "value", "index", "count"], orient="row")})
     assert known_values_hint("gender", "f", tasks) == "did you mean F?"  # another case: said, not changed
